@@ -1,0 +1,260 @@
+//! Api keys, supported versions, and the decoders that turn a frame body into
+//! a verified flatbuffers view.
+//!
+//! Decoding is the trust boundary: a `Request` returned here has passed the
+//! flatbuffers verifier (bounded by the body size) and every `PayloadSlice`
+//! it carries lies inside the frame's payload, so later code may index
+//! without checking again.
+
+use crate::frame::{Frame, FrameHeader};
+use crate::wire;
+use crate::ErrorCode;
+
+/// Native protocol api keys. Ranges are reserved so later families do not
+/// renumber these: 10..=19 consumer groups and offsets, 20..=29 producer ids
+/// and transactions, 30..=49 replication and cluster control.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ApiKey {
+    ApiVersions = 0,
+    Metadata = 1,
+    CreateTopics = 2,
+    DeleteTopics = 3,
+    Produce = 4,
+    Fetch = 5,
+    ListOffsets = 6,
+}
+
+/// Versions this build speaks, per api key: (key, min, max).
+pub const SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 7] = [
+    (ApiKey::ApiVersions, 0, 0),
+    (ApiKey::Metadata, 0, 0),
+    (ApiKey::CreateTopics, 0, 0),
+    (ApiKey::DeleteTopics, 0, 0),
+    (ApiKey::Produce, 0, 0),
+    (ApiKey::Fetch, 0, 0),
+    (ApiKey::ListOffsets, 0, 0),
+];
+
+impl ApiKey {
+    pub fn from_u16(key: u16) -> Option<ApiKey> {
+        SUPPORTED_VERSIONS
+            .iter()
+            .map(|(k, _, _)| *k)
+            .find(|k| *k as u16 == key)
+    }
+
+    pub fn version_range(self) -> (u16, u16) {
+        let (_, min, max) = SUPPORTED_VERSIONS
+            .iter()
+            .find(|(k, _, _)| *k == self)
+            .expect("every api key has a version range");
+        (*min, *max)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown api key {0}")]
+    UnknownApiKey(u16),
+    #[error("{api_key:?} version {version} is not supported (supported: {min}..={max})")]
+    UnsupportedVersion {
+        api_key: ApiKey,
+        version: u16,
+        min: u16,
+        max: u16,
+    },
+    #[error("expected a {expected}, got a frame with flags {flags:#06x}")]
+    WrongDirection { expected: &'static str, flags: u16 },
+    #[error("malformed {api_key:?} body: {reason}")]
+    Malformed { api_key: ApiKey, reason: String },
+    #[error("payload slice {offset}+{len} is outside the {payload_len}-byte payload")]
+    PayloadOutOfBounds {
+        offset: u32,
+        len: u32,
+        payload_len: usize,
+    },
+}
+
+impl DecodeError {
+    /// The code to answer with in an `ErrorResponse`.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            DecodeError::UnknownApiKey(_) | DecodeError::UnsupportedVersion { .. } => {
+                ErrorCode::UnsupportedVersion
+            }
+            DecodeError::WrongDirection { .. }
+            | DecodeError::Malformed { .. }
+            | DecodeError::PayloadOutOfBounds { .. } => ErrorCode::InvalidRequest,
+        }
+    }
+}
+
+/// A decoded, verified request.
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'a> {
+    ApiVersions(wire::ApiVersionsRequest<'a>),
+    Metadata(wire::MetadataRequest<'a>),
+    CreateTopics(wire::CreateTopicsRequest<'a>),
+    DeleteTopics(wire::DeleteTopicsRequest<'a>),
+    Produce(wire::ProduceRequest<'a>),
+    Fetch(wire::FetchRequest<'a>),
+    ListOffsets(wire::ListOffsetsRequest<'a>),
+}
+
+/// A decoded, verified response.
+#[derive(Debug, Clone, Copy)]
+pub enum Response<'a> {
+    Error(wire::ErrorResponse<'a>),
+    ApiVersions(wire::ApiVersionsResponse<'a>),
+    Metadata(wire::MetadataResponse<'a>),
+    CreateTopics(wire::CreateTopicsResponse<'a>),
+    DeleteTopics(wire::DeleteTopicsResponse<'a>),
+    Produce(wire::ProduceResponse<'a>),
+    Fetch(wire::FetchResponse<'a>),
+    ListOffsets(wire::ListOffsetsResponse<'a>),
+}
+
+/// Checks the api key and version of a frame header.
+pub fn check_version(header: &FrameHeader) -> Result<ApiKey, DecodeError> {
+    let key = header.api_key.get();
+    let api_key = ApiKey::from_u16(key).ok_or(DecodeError::UnknownApiKey(key))?;
+    let (min, max) = api_key.version_range();
+    let version = header.api_version.get();
+    if version < min || version > max {
+        return Err(DecodeError::UnsupportedVersion {
+            api_key,
+            version,
+            min,
+            max,
+        });
+    }
+    Ok(api_key)
+}
+
+fn verify<'a, T>(api_key: ApiKey, body: &'a [u8]) -> Result<T::Inner, DecodeError>
+where
+    T: flatbuffers::Follow<'a> + flatbuffers::Verifiable + 'a,
+{
+    let options = flatbuffers::VerifierOptions {
+        max_depth: 16,
+        max_tables: body.len() / 4 + 16,
+        max_apparent_size: body.len() * 4 + 1024,
+        ..Default::default()
+    };
+    flatbuffers::root_with_opts::<T>(&options, body).map_err(|e| DecodeError::Malformed {
+        api_key,
+        reason: e.to_string(),
+    })
+}
+
+fn check_slice(slice: Option<&wire::PayloadSlice>, payload_len: usize) -> Result<(), DecodeError> {
+    let Some(slice) = slice else { return Ok(()) };
+    let end = u64::from(slice.offset()) + u64::from(slice.len());
+    if end > payload_len as u64 {
+        return Err(DecodeError::PayloadOutOfBounds {
+            offset: slice.offset(),
+            len: slice.len(),
+            payload_len,
+        });
+    }
+    Ok(())
+}
+
+/// The bytes a checked `PayloadSlice` names. Slices that came through
+/// [`decode_request`] / [`decode_response`] are known to be in bounds;
+/// an absent slice is empty.
+pub fn payload_slice<'p>(payload: &'p [u8], slice: Option<&wire::PayloadSlice>) -> &'p [u8] {
+    match slice {
+        None => &[],
+        Some(slice) => {
+            let start = slice.offset() as usize;
+            &payload[start..start + slice.len() as usize]
+        }
+    }
+}
+
+/// Decodes and verifies a request frame.
+pub fn decode_request(frame: &Frame) -> Result<Request<'_>, DecodeError> {
+    if frame.header.flags().is_response() {
+        return Err(DecodeError::WrongDirection {
+            expected: "request",
+            flags: frame.header.flags.get(),
+        });
+    }
+    let api_key = check_version(&frame.header)?;
+    let body = &frame.body[..];
+    let request = match api_key {
+        ApiKey::ApiVersions => {
+            Request::ApiVersions(verify::<wire::ApiVersionsRequest>(api_key, body)?)
+        }
+        ApiKey::Metadata => Request::Metadata(verify::<wire::MetadataRequest>(api_key, body)?),
+        ApiKey::CreateTopics => {
+            Request::CreateTopics(verify::<wire::CreateTopicsRequest>(api_key, body)?)
+        }
+        ApiKey::DeleteTopics => {
+            Request::DeleteTopics(verify::<wire::DeleteTopicsRequest>(api_key, body)?)
+        }
+        ApiKey::Produce => {
+            let request = verify::<wire::ProduceRequest>(api_key, body)?;
+            for topic in request.topics().iter().flatten() {
+                for partition in topic.partitions().iter().flatten() {
+                    check_slice(partition.records(), frame.payload.len())?;
+                }
+            }
+            Request::Produce(request)
+        }
+        ApiKey::Fetch => Request::Fetch(verify::<wire::FetchRequest>(api_key, body)?),
+        ApiKey::ListOffsets => {
+            Request::ListOffsets(verify::<wire::ListOffsetsRequest>(api_key, body)?)
+        }
+    };
+    Ok(request)
+}
+
+/// Decodes and verifies a response frame.
+pub fn decode_response(frame: &Frame) -> Result<Response<'_>, DecodeError> {
+    let flags = frame.header.flags();
+    if !flags.is_response() {
+        return Err(DecodeError::WrongDirection {
+            expected: "response",
+            flags: flags.0,
+        });
+    }
+    let api_key = check_version(&frame.header)?;
+    let body = &frame.body[..];
+    if flags.is_error() {
+        return Ok(Response::Error(verify::<wire::ErrorResponse>(
+            api_key, body,
+        )?));
+    }
+    let response = match api_key {
+        ApiKey::ApiVersions => {
+            Response::ApiVersions(verify::<wire::ApiVersionsResponse>(api_key, body)?)
+        }
+        ApiKey::Metadata => Response::Metadata(verify::<wire::MetadataResponse>(api_key, body)?),
+        ApiKey::CreateTopics => {
+            Response::CreateTopics(verify::<wire::CreateTopicsResponse>(api_key, body)?)
+        }
+        ApiKey::DeleteTopics => {
+            Response::DeleteTopics(verify::<wire::DeleteTopicsResponse>(api_key, body)?)
+        }
+        ApiKey::Produce => Response::Produce(verify::<wire::ProduceResponse>(api_key, body)?),
+        ApiKey::Fetch => {
+            let response = verify::<wire::FetchResponse>(api_key, body)?;
+            for topic in response.topics().iter().flatten() {
+                for partition in topic.partitions().iter().flatten() {
+                    check_slice(partition.records(), frame.payload.len())?;
+                }
+            }
+            Response::Fetch(response)
+        }
+        ApiKey::ListOffsets => {
+            Response::ListOffsets(verify::<wire::ListOffsetsResponse>(api_key, body)?)
+        }
+    };
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests;

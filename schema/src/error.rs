@@ -1,0 +1,127 @@
+//! The one error-code enum carried in every response.
+//!
+//! Codes use Kafka's numeric values where Kafka has the same error, so the
+//! Kafka listener maps them 1:1 and operators recognise them. Fjord-only
+//! codes live at 10_000 and above.
+
+/// Error code on the wire (`i16`, little-endian), shared by all responses.
+#[repr(i16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    UnknownServerError = -1,
+    None = 0,
+    OffsetOutOfRange = 1,
+    CorruptMessage = 2,
+    UnknownTopicOrPartition = 3,
+    InvalidFetchSize = 4,
+    LeaderNotAvailable = 5,
+    NotLeaderOrFollower = 6,
+    RequestTimedOut = 7,
+    MessageTooLarge = 10,
+    InvalidTopicException = 17,
+    RecordListTooLarge = 18,
+    NotEnoughReplicas = 19,
+    NotEnoughReplicasAfterAppend = 20,
+    InvalidRequiredAcks = 21,
+    IllegalGeneration = 22,
+    UnsupportedVersion = 35,
+    TopicAlreadyExists = 36,
+    InvalidPartitions = 37,
+    InvalidReplicationFactor = 38,
+    InvalidConfig = 40,
+    InvalidRequest = 42,
+    OutOfOrderSequenceNumber = 45,
+    DuplicateSequenceNumber = 46,
+    InvalidProducerEpoch = 47,
+    InvalidTimestamp = 32,
+    UnsupportedCompressionType = 76,
+    KafkaStorageError = 56,
+    PolicyViolation = 44,
+    ThrottlingQuotaExceeded = 89,
+    /// The broker is out of its in-flight memory budget; retry later.
+    BrokerBusy = 10_000,
+}
+
+impl ErrorCode {
+    const ALL: [ErrorCode; 31] = [
+        ErrorCode::UnknownServerError,
+        ErrorCode::None,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::CorruptMessage,
+        ErrorCode::UnknownTopicOrPartition,
+        ErrorCode::InvalidFetchSize,
+        ErrorCode::LeaderNotAvailable,
+        ErrorCode::NotLeaderOrFollower,
+        ErrorCode::RequestTimedOut,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::InvalidTopicException,
+        ErrorCode::RecordListTooLarge,
+        ErrorCode::NotEnoughReplicas,
+        ErrorCode::NotEnoughReplicasAfterAppend,
+        ErrorCode::InvalidRequiredAcks,
+        ErrorCode::IllegalGeneration,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::TopicAlreadyExists,
+        ErrorCode::InvalidPartitions,
+        ErrorCode::InvalidReplicationFactor,
+        ErrorCode::InvalidConfig,
+        ErrorCode::InvalidRequest,
+        ErrorCode::OutOfOrderSequenceNumber,
+        ErrorCode::DuplicateSequenceNumber,
+        ErrorCode::InvalidProducerEpoch,
+        ErrorCode::InvalidTimestamp,
+        ErrorCode::UnsupportedCompressionType,
+        ErrorCode::KafkaStorageError,
+        ErrorCode::PolicyViolation,
+        ErrorCode::ThrottlingQuotaExceeded,
+        ErrorCode::BrokerBusy,
+    ];
+
+    #[inline]
+    pub const fn code(self) -> i16 {
+        self as i16
+    }
+
+    /// Decodes a wire code. Unknown codes (from a newer peer) become
+    /// `UnknownServerError` rather than an error, as Kafka clients do.
+    pub fn from_code(code: i16) -> ErrorCode {
+        ErrorCode::ALL
+            .iter()
+            .copied()
+            .find(|e| e.code() == code)
+            .unwrap_or(ErrorCode::UnknownServerError)
+    }
+
+    /// Whether a client may retry the same request and expect success.
+    pub const fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::CorruptMessage
+                | ErrorCode::UnknownTopicOrPartition
+                | ErrorCode::LeaderNotAvailable
+                | ErrorCode::NotLeaderOrFollower
+                | ErrorCode::RequestTimedOut
+                | ErrorCode::NotEnoughReplicas
+                | ErrorCode::NotEnoughReplicasAfterAppend
+                | ErrorCode::KafkaStorageError
+                | ErrorCode::ThrottlingQuotaExceeded
+                | ErrorCode::BrokerBusy
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_unique() {
+        for (i, e) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(ErrorCode::from_code(e.code()), *e);
+            for other in &ErrorCode::ALL[i + 1..] {
+                assert_ne!(e.code(), other.code(), "{e:?} and {other:?} share a code");
+            }
+        }
+        assert_eq!(ErrorCode::from_code(12345), ErrorCode::UnknownServerError);
+    }
+}
