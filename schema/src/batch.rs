@@ -38,6 +38,8 @@ pub const BATCH_HEADER_LEN: usize = 64;
 pub const BATCH_MAGIC: u8 = 1;
 /// Offset of the first byte the CRC covers.
 pub const BATCH_CRC_START: usize = 24;
+/// Offsets stay below this (Kafka offsets are non-negative `i64`s).
+pub const OFFSET_MAX: u64 = i64::MAX as u64;
 /// Hard upper bound of the format; brokers configure a lower one
 /// (`message.max.bytes`).
 pub const BATCH_LEN_MAX: usize = 1 << 30;
@@ -86,11 +88,11 @@ impl BatchHeader {
     /// Offset of the last record in the batch.
     pub fn last_offset(&self) -> Offset {
         self.base_offset()
-            .add(u64::from(self.last_offset_delta.get()))
+            .plus(u64::from(self.last_offset_delta.get()))
     }
     /// The offset after this batch.
     pub fn next_offset(&self) -> Offset {
-        self.last_offset().add(1)
+        self.last_offset().plus(1)
     }
     pub fn batch_len(&self) -> usize {
         self.batch_len.get() as usize
@@ -152,6 +154,8 @@ pub enum BatchError {
     RecordCountMismatch { header: u32, body: usize },
     #[error("record offset deltas are not strictly increasing or do not end at last_offset_delta")]
     BadOffsetDeltas,
+    #[error("batch offsets run past the largest offset")]
+    OffsetOverflow,
     #[error("a batch holds at least one record")]
     Empty,
 }
@@ -214,6 +218,15 @@ impl<'a> BatchView<'a> {
                 len,
                 len_max: BATCH_LEN_MAX,
             });
+        }
+        // Offsets are Kafka's non-negative i64: the batch's last offset and
+        // the one after it must stay in that range.
+        let last = header
+            .base_offset
+            .get()
+            .checked_add(u64::from(header.last_offset_delta.get()));
+        if last.is_none_or(|last| last >= OFFSET_MAX) {
+            return Err(BatchError::OffsetOverflow);
         }
         Ok(header)
     }
@@ -293,6 +306,7 @@ impl<'a> BatchView<'a> {
 /// Sets the fields the leader owns (not covered by the CRC) in place.
 pub fn assign_offset_and_epoch(batch: &mut [u8], base_offset: Offset, epoch: LeaderEpoch) {
     let (header, _) = BatchHeader::mut_from_prefix(batch).expect("batch shorter than its header");
+    assert!(base_offset.get() + u64::from(header.last_offset_delta.get()) < OFFSET_MAX);
     header.base_offset.set(base_offset.0);
     header.leader_epoch.set(epoch.0);
 }
@@ -353,7 +367,7 @@ impl<'a> RecordsView<'a> {
     }
     fn record(&self, record: wire::Record<'a>) -> RecordView<'a> {
         RecordView {
-            offset: self.base_offset.add(u64::from(record.offset_delta())),
+            offset: self.base_offset.plus(u64::from(record.offset_delta())),
             timestamp: self.first_timestamp.wrapping_add(record.timestamp_delta()),
             record,
         }

@@ -81,7 +81,7 @@ id_type!(
 impl Offset {
     /// The offset `delta` records after this one.
     #[inline]
-    pub fn add(self, delta: u64) -> Offset {
+    pub fn plus(self, delta: u64) -> Offset {
         Offset(self.0.checked_add(delta).expect("offset overflow"))
     }
 }
