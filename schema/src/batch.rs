@@ -417,6 +417,13 @@ pub struct BatchOptions {
     pub base_sequence: Sequence,
     pub transactional: bool,
     pub control: bool,
+    /// Timestamp the record deltas are relative to; default: the first
+    /// record's. The Kafka listener sets Kafka's `baseTimestamp` here so a
+    /// converted batch keeps it exactly.
+    pub base_timestamp: Option<i64>,
+    /// Overrides the batch max timestamp (default: the largest record
+    /// timestamp); Kafka sets it to the append time under LogAppendTime.
+    pub max_timestamp: Option<i64>,
 }
 
 impl Default for BatchOptions {
@@ -429,6 +436,8 @@ impl Default for BatchOptions {
             base_sequence: Sequence::NONE,
             transactional: false,
             control: false,
+            base_timestamp: None,
+            max_timestamp: None,
         }
     }
 }
@@ -476,7 +485,7 @@ impl BatchBuilder {
             options,
             fbb: FlatBufferBuilder::with_capacity(bytes),
             records: Vec::new(),
-            first_timestamp: 0,
+            first_timestamp: options.base_timestamp.unwrap_or(0),
             max_timestamp: i64::MIN,
             last_offset_delta: None,
         }
@@ -507,7 +516,7 @@ impl BatchBuilder {
     }
 
     pub fn push(&mut self, record: RecordInput<'_>) {
-        if self.records.is_empty() {
+        if self.records.is_empty() && self.options.base_timestamp.is_none() {
             self.first_timestamp = record.timestamp;
         }
         let offset_delta = match (record.offset_delta, self.last_offset_delta) {
@@ -619,7 +628,7 @@ impl BatchBuilder {
             producer_epoch: I16::new(options.producer_epoch.0),
             last_offset_delta: U32::new(last_offset_delta),
             first_timestamp: I64::new(self.first_timestamp),
-            max_timestamp: I64::new(self.max_timestamp),
+            max_timestamp: I64::new(options.max_timestamp.unwrap_or(self.max_timestamp)),
             producer_id: I64::new(options.producer_id.0),
             base_sequence: I32::new(options.base_sequence.0),
             record_count: U32::new(count),

@@ -412,3 +412,51 @@ fn offsets_past_the_largest_are_refused() {
     bytes[0..8].copy_from_slice(&(OFFSET_MAX - 3).to_le_bytes());
     assert!(BatchView::parse(&bytes).is_ok());
 }
+
+/// Everything a Kafka RecordBatch v2 carries has a place, including a base
+/// timestamp that is not the first record's (negative deltas) and a max
+/// timestamp set by the broker under LogAppendTime.
+#[test]
+fn kafka_batch_fields_are_kept_exactly() {
+    let options = BatchOptions {
+        compression: Compression::Zstd,
+        timestamp_type: TimestampType::LogAppendTime,
+        producer_id: ProducerId(4242),
+        producer_epoch: ProducerEpoch(3),
+        base_sequence: Sequence(77),
+        transactional: true,
+        control: false,
+        base_timestamp: Some(1_000),
+        max_timestamp: Some(9_999),
+    };
+    let mut builder = BatchBuilder::new(options);
+    for (delta, timestamp) in [(0, 1_005), (1, 990), (5, 1_001)] {
+        builder.push(RecordInput {
+            key: Some(b"k"),
+            value: None,
+            headers: &[(b"", None), (b"trace", Some(b"\xff\x00"))],
+            timestamp,
+            offset_delta: Some(delta),
+        });
+    }
+    let bytes = builder.finish().unwrap();
+    let (view, _) = BatchView::parse(&bytes).unwrap();
+    let header = view.header();
+    assert_eq!(header.first_timestamp.get(), 1_000);
+    assert_eq!(header.max_timestamp.get(), 9_999);
+    assert_eq!(header.timestamp_type(), TimestampType::LogAppendTime);
+    assert!(header.is_transactional());
+    assert_eq!(header.base_sequence(), Sequence(77));
+    let mut scratch = Vec::new();
+    let records = view.records(&mut scratch, LIMIT).unwrap();
+    let got: Vec<_> = records
+        .iter()
+        .map(|r| (r.offset.get(), r.timestamp))
+        .collect();
+    assert_eq!(got, vec![(0, 1_005), (1, 990), (5, 1_001)]);
+    let headers: Vec<_> = records.get(2).headers().collect();
+    assert_eq!(
+        headers,
+        vec![(&b""[..], None), (&b"trace"[..], Some(&b"\xff\x00"[..]))]
+    );
+}
