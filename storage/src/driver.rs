@@ -1,0 +1,1512 @@
+//! The glommio driver of a partition log: the only module of this crate that
+//! imports glommio. It does the I/O the sans-IO core ([`crate::log`])
+//! decides: direct-I/O appends with the partial tail block kept in memory,
+//! group-committed fdatasync, background zero-fill ahead of the writer,
+//! recovery scans on open, cold reads through the index, roll, truncation
+//! and retention.
+//!
+//! Durability contract: after [`PartitionLog::append`] returns, the batch is
+//! in memory (readable, not durable); after [`PartitionLog::flush`] returns
+//! `Ok`, every batch appended before the call is on stable storage
+//! (written with O_DIRECT and fdatasynced). Concurrent flushes share one
+//! fdatasync (group commit). At most `write_buffer_bytes` of data is ever
+//! written but not yet synced; recovery relies on that bound to tell a torn
+//! tail (cut silently) from corruption in the middle (reported).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+
+use bytes::{Bytes, BytesMut};
+use fjord_schema::batch::{assign_offset_and_epoch, BatchView};
+use fjord_schema::{LeaderEpoch, Offset, PartitionId};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+use glommio::sync::Semaphore;
+
+use crate::cache::{BatchCache, CacheLogId};
+use crate::clock::Clock;
+use crate::config::LogConfig;
+use crate::error::{CorruptionKind, Result, StorageError};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::layout::{
+    align_down, align_up, parse_segment_file_name, partition_dir_name, segment_file_name,
+    SegmentFile, BLOCK_BYTES,
+};
+use crate::log::{
+    collect_batches, Collect, Cut, LogCore, ReadRequest, ScanLimit, ScanStep, SegmentMeta,
+    SegmentScanner,
+};
+use crate::notify::Notify;
+
+/// What opening a log needs.
+pub struct LogOptions {
+    /// The data directory; the log lives in `<data_dir>/<topic>-<partition>/`.
+    pub data_dir: PathBuf,
+    pub topic: String,
+    pub partition: PartitionId,
+    pub config: LogConfig,
+    /// The shard's batch cache.
+    pub cache: Rc<RefCell<BatchCache>>,
+    pub clock: Rc<dyn Clock>,
+    /// Base offset of the first segment of a brand-new log.
+    pub initial_offset: Offset,
+}
+
+impl std::fmt::Debug for LogOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogOptions")
+            .field("data_dir", &self.data_dir)
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// What an append did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    /// The log end after this batch.
+    pub next_offset: Offset,
+    /// The topic's flush policy asks for a flush now (`flush.messages`).
+    pub flush_due: bool,
+}
+
+/// A partition log on one shard.
+///
+/// Lives on: the shard that owns the partition (placement table), wrapped
+/// in `Rc`; never crosses threads. Owns: the partition directory, its open
+/// segment files, the in-memory write buffer and the not-yet-written
+/// batches, and a background zero-fill task for the active segment.
+/// Lifecycle: [`PartitionLog::open`] (recovery) → append / flush / read /
+/// roll / truncate / retention → [`PartitionLog::close`] (flushes and stops
+/// the background task). Dropping without `close` loses only unflushed data.
+pub struct PartitionLog {
+    inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    config: LogConfig,
+    clock: Rc<dyn Clock>,
+    cache: Rc<RefCell<BatchCache>>,
+    cache_id: CacheLogId,
+    state: RefCell<State>,
+    /// Serialises appends (and the roll / backpressure waits inside them)
+    /// so offsets are assigned in arrival order.
+    append_lock: Semaphore,
+    /// Serialises data writes + fdatasync, roll, truncation, retention.
+    io_lock: Semaphore,
+    /// A zero-fill write finished.
+    prep_done: Notify,
+    /// Work for the zero-fill task (or shutdown).
+    prep_wake: Rc<Notify>,
+    /// Bumped whenever segment files are cut or removed, so a read that
+    /// raced with it retries instead of reporting corruption.
+    generation: Cell<u64>,
+}
+
+struct State {
+    core: LogCore,
+    /// Open `.log` files by base offset (the active one read-write).
+    files: BTreeMap<Offset, Rc<DmaFile>>,
+    /// Bytes from `staging_pos` (block-aligned) of the active segment that
+    /// are not written yet, plus the already-written head of the partial
+    /// block they start in. `None` while empty and aligned.
+    staging: Option<DmaBuffer>,
+    staging_pos: u64,
+    staging_len: usize,
+    /// Appended batches not yet on disk (readable from here until written).
+    pending: VecDeque<(Offset, Offset, Bytes)>,
+    /// Bytes of the active segment written to disk (readable from it).
+    disk_end: u64,
+    /// Offsets below this are fdatasynced.
+    durable_end: Offset,
+    records_appended: u64,
+    records_flushed: u64,
+    oldest_unflushed_ms: Option<i64>,
+    /// Active segment bytes known zero-filled (or written) on disk.
+    prepared_end: u64,
+    prep_inflight: Option<(u64, u64)>,
+    /// Roll / truncation / close in progress: no new zero-fill may start.
+    maintenance: bool,
+    closed: bool,
+    /// A write or sync failed: the on-disk state is unknown, so the log
+    /// refuses further writes until it is reopened (recovery).
+    failed: bool,
+    zeros: Option<Rc<DmaBuffer>>,
+}
+
+fn rt(e: glommio::GlommioError<()>) -> StorageError {
+    StorageError::Runtime(e.to_string())
+}
+
+fn rt_at(path: &Path) -> impl FnOnce(glommio::GlommioError<()>) -> StorageError + '_ {
+    move |e| StorageError::io(path, e.into())
+}
+
+fn std_io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |e| StorageError::io(path, e)
+}
+
+impl PartitionLog {
+    /// Opens (creating if missing) and recovers a partition log: sealed
+    /// segments are trusted through their index files (rebuilt by a scan
+    /// when missing or inconsistent); the active segment is scanned batch
+    /// by batch, its torn tail and zero padding cut. Corruption with valid
+    /// data after it is an error, never silently dropped.
+    pub async fn open(options: LogOptions) -> Result<PartitionLog> {
+        options.config.validate()?;
+        let dir = options
+            .data_dir
+            .join(partition_dir_name(&options.topic, options.partition));
+        std::fs::create_dir_all(&dir).map_err(std_io(&dir))?;
+        let config = options.config;
+        let mut bases = Vec::new();
+        let mut index_files = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(std_io(&dir))? {
+            let entry = entry.map_err(std_io(&dir))?;
+            let name = entry.file_name();
+            match name.to_str().and_then(parse_segment_file_name) {
+                Some((base, SegmentFile::Log)) => bases.push(base),
+                Some((base, _)) => index_files.push((base, entry.path())),
+                None => {}
+            }
+        }
+        bases.sort();
+        // Index files whose segment is gone (retention crashed midway).
+        for (base, path) in index_files {
+            if bases.binary_search(&base).is_err() {
+                std::fs::remove_file(&path).map_err(std_io(&path))?;
+            }
+        }
+        if bases.is_empty() {
+            let path = dir.join(segment_file_name(options.initial_offset, SegmentFile::Log));
+            let file = open_rw(&path).await?;
+            file.close().await.map_err(rt_at(&path))?;
+            sync_dir(&dir).await?;
+            bases.push(options.initial_offset);
+        }
+
+        let mut metas = Vec::with_capacity(bases.len());
+        let mut files = BTreeMap::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let path = dir.join(segment_file_name(base, SegmentFile::Log));
+            if let Some(previous) = metas.last().map(|m: &SegmentMeta| m.next) {
+                if previous != base {
+                    return Err(StorageError::Inconsistent {
+                        dir: dir.clone(),
+                        reason: format!("segment {base} follows a segment ending at {previous}"),
+                    });
+                }
+            }
+            if i + 1 < bases.len() {
+                let file = Rc::new(DmaFile::open(&path).await.map_err(rt_at(&path))?);
+                let meta = open_sealed(&dir, &file, &path, base, bases[i + 1], &config).await?;
+                files.insert(base, file);
+                metas.push(meta);
+            } else {
+                let file = Rc::new(open_rw(&path).await?);
+                files.insert(base, file);
+                metas.push(SegmentMeta::empty(base));
+            }
+        }
+
+        // The active segment: a full verifying scan.
+        let base = bases[bases.len() - 1];
+        let path = dir.join(segment_file_name(base, SegmentFile::Log));
+        let Some(file) = files.get(&base).cloned() else {
+            unreachable!("active file opened above")
+        };
+        let file_len = file.file_size().await.map_err(rt_at(&path))?;
+        let scanner = SegmentScanner::new(base, config.index_interval_bytes);
+        let (meta, end) =
+            scan_file(&file, &path, file_len, scanner, ScanLimit::None, &config).await?;
+        let data_end = meta.bytes;
+        check_padding(
+            &file,
+            &path,
+            file_len,
+            data_end,
+            config.write_buffer_bytes as u64,
+            end,
+            &config,
+        )
+        .await?;
+        if let Some(previous) = metas.len().checked_sub(2).map(|i| metas[i].next) {
+            assert_eq!(previous, base, "contiguity checked above");
+        }
+        let last = metas.len() - 1;
+        metas[last] = meta;
+        // Cut the torn tail and padding: the tail block is rewritten with
+        // zeros after the data, the rest of the file dropped (it reads as
+        // zeros until the zero-fill task prepares it again).
+        let tail_start = align_down(data_end);
+        let tail_len = (data_end - tail_start) as usize;
+        let mut tail = vec![0u8; tail_len];
+        if tail_len > 0 {
+            let read = file
+                .read_at_aligned(tail_start, BLOCK_BYTES as usize)
+                .await
+                .map_err(rt_at(&path))?;
+            let Some(head) = read.get(..tail_len) else {
+                return Err(StorageError::Inconsistent {
+                    dir: dir.clone(),
+                    reason: format!("{} shrank during recovery", path.display()),
+                });
+            };
+            tail.copy_from_slice(head);
+        }
+        if file_len > align_up(data_end) || file_len % BLOCK_BYTES != 0 {
+            if tail_len > 0 {
+                let mut block = file.alloc_dma_buffer(BLOCK_BYTES as usize);
+                block.as_bytes_mut().fill(0);
+                block.as_bytes_mut()[..tail_len].copy_from_slice(&tail);
+                write_all(&file, &path, block, tail_start).await?;
+            }
+            file.truncate(align_up(data_end))
+                .await
+                .map_err(rt_at(&path))?;
+            file.fdatasync().await.map_err(rt_at(&path))?;
+        }
+
+        let now = options.clock.now_ms();
+        let mut core = LogCore::new(config, metas);
+        core.set_active_since(now);
+        let log_end = core.log_end();
+        let mut staging = None;
+        if tail_len > 0 {
+            let mut buffer = file.alloc_dma_buffer(BLOCK_BYTES as usize);
+            buffer.as_bytes_mut()[..tail_len].copy_from_slice(&tail);
+            staging = Some(buffer);
+        }
+        let cache_id = options.cache.borrow_mut().register();
+        let inner = Rc::new(Inner {
+            dir,
+            config,
+            clock: options.clock,
+            cache: options.cache,
+            cache_id,
+            state: RefCell::new(State {
+                core,
+                files,
+                staging,
+                staging_pos: tail_start,
+                staging_len: tail_len,
+                pending: VecDeque::new(),
+                disk_end: data_end,
+                durable_end: log_end,
+                records_appended: 0,
+                records_flushed: 0,
+                oldest_unflushed_ms: None,
+                prepared_end: align_up(data_end),
+                prep_inflight: None,
+                maintenance: false,
+                closed: false,
+                failed: false,
+                zeros: None,
+            }),
+            append_lock: Semaphore::new(1),
+            io_lock: Semaphore::new(1),
+            prep_done: Notify::default(),
+            prep_wake: Rc::new(Notify::default()),
+            generation: Cell::new(0),
+        });
+        glommio::spawn_local(prepare_loop(Rc::downgrade(&inner))).detach();
+        Ok(PartitionLog { inner })
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// First offset in the log (`earliest`).
+    pub fn log_start(&self) -> Offset {
+        self.inner.state.borrow().core.log_start()
+    }
+
+    /// The offset the next batch gets (`latest`).
+    pub fn log_end(&self) -> Offset {
+        self.inner.state.borrow().core.log_end()
+    }
+
+    /// Offsets below this are on stable storage.
+    pub fn durable_end(&self) -> Offset {
+        self.inner.state.borrow().durable_end
+    }
+
+    /// Bytes of batches in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.state.borrow().core.size_bytes()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<Offset> {
+        let state = self.inner.state.borrow();
+        state.core.segments().iter().map(|s| s.base).collect()
+    }
+
+    /// Whether the topic's flush policy wants a flush at `now_ms`
+    /// (`flush.messages` or `flush.ms` reached).
+    pub fn flush_due(&self, now_ms: i64) -> bool {
+        let state = self.inner.state.borrow();
+        let policy = self.inner.config.flush;
+        let unflushed = state.records_appended - state.records_flushed;
+        if unflushed == 0 {
+            return false;
+        }
+        let by_count = policy.flush_messages.is_some_and(|n| unflushed >= n);
+        let by_time = match (policy.flush_ms, state.oldest_unflushed_ms) {
+            (Some(ms), Some(since)) => now_ms.saturating_sub(since) >= ms as i64,
+            _ => false,
+        };
+        by_count || by_time
+    }
+
+    /// Appends a batch whose base offset the caller already assigned (a
+    /// follower appending the leader's batches, or a leader that assigned
+    /// with `assign_offset_and_epoch`). The batch must continue the log.
+    /// After this returns the batch is in memory; see [`Self::flush`].
+    pub async fn append(&self, batch: Bytes) -> Result<AppendInfo> {
+        self.append_inner(Appended::Assigned(batch)).await
+    }
+
+    /// Appends a batch as the leader: assigns the next offset and `epoch` in
+    /// place (the CRC does not cover them), so offsets follow the order in
+    /// which concurrent appends reach the log.
+    pub async fn append_leader(&self, batch: BytesMut, epoch: LeaderEpoch) -> Result<AppendInfo> {
+        self.append_inner(Appended::Leader(batch, epoch)).await
+    }
+
+    async fn append_inner(&self, batch: Appended) -> Result<AppendInfo> {
+        let inner = &self.inner;
+        let bytes: &[u8] = match &batch {
+            Appended::Assigned(b) => b,
+            Appended::Leader(b, _) => b,
+        };
+        let header = BatchView::parse_header(bytes)?;
+        let len = header.batch_len();
+        if len != bytes.len() {
+            return Err(StorageError::InvalidBatch(
+                fjord_schema::BatchError::Truncated {
+                    needed: len,
+                    got: bytes.len(),
+                },
+            ));
+        }
+        if len > inner.config.batch_bytes_max {
+            return Err(StorageError::BatchTooLarge {
+                len,
+                len_max: inner.config.batch_bytes_max,
+            });
+        }
+        let _append = inner.append_lock.acquire_permit(1).await.map_err(rt)?;
+        inner.check_writable()?;
+        let now = inner.clock.now_ms();
+        let roll = inner.state.borrow().core.roll_needed(len, now).is_some();
+        if roll {
+            inner.roll_locked().await?;
+        }
+        loop {
+            let fits = {
+                let state = inner.state.borrow();
+                state.staging_len + len <= inner.config.write_buffer_bytes - BLOCK_BYTES as usize
+            };
+            if fits {
+                break;
+            }
+            // Backpressure: the write buffer is full, write it out first.
+            let _io = inner.io_lock.acquire_permit(1).await.map_err(rt)?;
+            inner.flush_locked().await?;
+        }
+        inner.check_writable()?;
+        let batch = match batch {
+            Appended::Assigned(batch) => {
+                let expected = inner.state.borrow().core.log_end();
+                let found = BatchView::parse_header(&batch)?.base_offset();
+                if found != expected {
+                    return Err(StorageError::OffsetMismatch { expected, found });
+                }
+                batch
+            }
+            Appended::Leader(mut batch, epoch) => {
+                let offset = inner.state.borrow().core.log_end();
+                assign_offset_and_epoch(&mut batch, offset, epoch);
+                batch.freeze()
+            }
+        };
+        Ok(inner.push_batch(batch, now))
+    }
+
+    /// Makes every batch appended before this call durable (written and
+    /// fdatasynced). Concurrent callers share one fdatasync. Returns the
+    /// durable end offset.
+    pub async fn flush(&self) -> Result<Offset> {
+        let inner = &self.inner;
+        let target = inner.state.borrow().core.log_end();
+        if inner.state.borrow().durable_end >= target {
+            return Ok(inner.state.borrow().durable_end);
+        }
+        let _io = inner.io_lock.acquire_permit(1).await.map_err(rt)?;
+        // Group commit: the flush we waited for may have covered us.
+        if inner.state.borrow().durable_end < target {
+            inner.check_writable()?;
+            inner.flush_locked().await?;
+        }
+        Ok(inner.state.borrow().durable_end)
+    }
+
+    /// Whole batches starting with the one holding `request.offset`, within
+    /// the byte budget (the first batch always), none at or past
+    /// `request.until`. Served from the shard cache, then from batches not
+    /// yet written, then from disk with aligned DMA reads; every batch read
+    /// from disk is CRC-checked before it is returned. An offset equal to
+    /// the log end gives an empty result; outside the log, an error.
+    pub async fn read(&self, request: ReadRequest) -> Result<Vec<Bytes>> {
+        let inner = &self.inner;
+        let (start, end) = {
+            let state = inner.state.borrow();
+            (state.core.log_start(), state.core.log_end())
+        };
+        if request.offset < start || request.offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset: request.offset,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        if request.offset == end || request.offset >= request.until {
+            return Ok(Vec::new());
+        }
+        let cached = inner.cache.borrow_mut().read(
+            inner.cache_id,
+            request.offset,
+            request.until,
+            request.max_bytes,
+        );
+        if !cached.is_empty() {
+            return Ok(cached);
+        }
+        let mut attempts = 0;
+        loop {
+            let generation = inner.generation.get();
+            match inner.read_uncached(&request).await {
+                Err(e) if inner.generation.get() != generation && attempts < 3 => {
+                    tracing::debug!("read raced with a truncation, retrying: {e}");
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp`
+    /// (Kafka's ListOffsets by time); `None` if every record is older.
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<Offset>> {
+        let inner = &self.inner;
+        let Some(mut offset) = inner.state.borrow().core.time_lookup_start(timestamp) else {
+            return Ok(None);
+        };
+        let mut scratch = Vec::new();
+        loop {
+            let end = self.log_end();
+            if offset >= end {
+                return Ok(None);
+            }
+            let request = ReadRequest {
+                offset,
+                until: end,
+                max_bytes: inner.config.read_chunk_bytes,
+            };
+            let batches = self.read(request).await?;
+            if batches.is_empty() {
+                return Ok(None);
+            }
+            for batch in &batches {
+                let (view, _) = BatchView::parse(batch)?;
+                let header = view.header();
+                if header.max_timestamp.get() >= timestamp {
+                    let limit = inner.config.batch_bytes_max.saturating_mul(8);
+                    let first = view.records(&mut scratch, limit).ok().and_then(|records| {
+                        records
+                            .iter()
+                            .find(|r| r.timestamp >= timestamp)
+                            .map(|r| r.offset)
+                    });
+                    return Ok(Some(first.unwrap_or(header.base_offset())));
+                }
+                offset = header.next_offset();
+            }
+        }
+    }
+
+    /// Seals the active segment and starts a new one (if it holds data).
+    pub async fn roll(&self) -> Result<()> {
+        let inner = &self.inner;
+        let _append = inner.append_lock.acquire_permit(1).await.map_err(rt)?;
+        inner.check_writable()?;
+        if inner.state.borrow().core.active().is_empty() {
+            return Ok(());
+        }
+        inner.roll_locked().await
+    }
+
+    /// Removes every batch at or after `offset` (whole batches: one holding
+    /// `offset` goes entirely), durably, before returning. Below the log
+    /// start, the log restarts empty at `offset`. Followers call this after
+    /// a leader change.
+    pub async fn truncate(&self, offset: Offset) -> Result<()> {
+        let inner = &self.inner;
+        let _append = inner.append_lock.acquire_permit(1).await.map_err(rt)?;
+        let _io = inner.io_lock.acquire_permit(1).await.map_err(rt)?;
+        inner.check_writable()?;
+        inner.flush_locked().await?;
+        let Some(plan) = inner.state.borrow().core.truncate_plan(offset) else {
+            return Ok(());
+        };
+        inner.begin_maintenance().await;
+        let result = inner.truncate_locked(plan).await;
+        inner.end_maintenance();
+        result
+    }
+
+    /// Deletes the sealed segments that retention (time and size) no longer
+    /// keeps; returns their base offsets.
+    pub async fn apply_retention(&self) -> Result<Vec<Offset>> {
+        let inner = &self.inner;
+        let _io = inner.io_lock.acquire_permit(1).await.map_err(rt)?;
+        inner.check_writable()?;
+        let plan = inner
+            .state
+            .borrow()
+            .core
+            .retention_plan(inner.clock.now_ms());
+        for &base in &plan {
+            let file = inner.state.borrow_mut().files.remove(&base);
+            inner.state.borrow_mut().core.remove_oldest(base);
+            let start = inner.state.borrow().core.log_start();
+            inner.cache.borrow_mut().remove_below(inner.cache_id, start);
+            inner.generation.set(inner.generation.get() + 1);
+            // The log file goes first: index files without it are removed
+            // as orphans on the next open.
+            for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
+                remove_if_exists(&inner.dir.join(segment_file_name(base, kind)))?;
+            }
+            if let Some(file) = file.and_then(|f| Rc::try_unwrap(f).ok()) {
+                file.close().await.map_err(rt)?;
+            }
+        }
+        if !plan.is_empty() {
+            sync_dir(&inner.dir).await?;
+        }
+        Ok(plan)
+    }
+
+    /// Flushes, stops the zero-fill task and closes the files. The log
+    /// refuses every operation afterwards.
+    pub async fn close(&self) -> Result<()> {
+        let inner = &self.inner;
+        let _append = inner.append_lock.acquire_permit(1).await.map_err(rt)?;
+        let _io = inner.io_lock.acquire_permit(1).await.map_err(rt)?;
+        if inner.state.borrow().closed {
+            return Ok(());
+        }
+        let flushed = if inner.state.borrow().failed {
+            Ok(())
+        } else {
+            inner.flush_locked().await
+        };
+        inner.begin_maintenance().await;
+        let files = {
+            let mut state = inner.state.borrow_mut();
+            state.closed = true;
+            state.zeros = None;
+            std::mem::take(&mut state.files)
+        };
+        inner.prep_wake.notify_all();
+        inner.cache.borrow_mut().deregister(inner.cache_id);
+        for (_, file) in files {
+            if let Ok(file) = Rc::try_unwrap(file) {
+                file.close().await.map_err(rt)?;
+            }
+        }
+        flushed
+    }
+}
+
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        // Let the zero-fill task see the log is gone.
+        self.inner.prep_wake.notify_all();
+    }
+}
+
+enum Appended {
+    Assigned(Bytes),
+    Leader(BytesMut, LeaderEpoch),
+}
+
+impl Inner {
+    fn check_writable(&self) -> Result<()> {
+        let state = self.state.borrow();
+        if state.closed {
+            return Err(StorageError::Closed);
+        }
+        if state.failed {
+            return Err(StorageError::Runtime(
+                "an earlier write failed; reopen the log to recover".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Copies a verified, offset-assigned batch into the write buffer.
+    fn push_batch(&self, batch: Bytes, now: i64) -> AppendInfo {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        let Ok(header) = BatchView::parse_header(&batch) else {
+            unreachable!("header verified before the offset was assigned")
+        };
+        let len = batch.len();
+        // Pair assertion before the disk boundary: what we write is one
+        // whole batch continuing the log.
+        assert_eq!(header.batch_len(), len, "batch length");
+        assert_eq!(header.base_offset(), state.core.log_end(), "batch offset");
+        assert_eq!(
+            state.core.active().bytes,
+            state.staging_pos + state.staging_len as u64,
+            "write buffer out of step with the segment"
+        );
+        let needed = state.staging_len + len;
+        let capacity = state.staging.as_ref().map_or(0, |b| b.len());
+        if needed > capacity {
+            let Some(file) = state.files.get(&state.core.active().base) else {
+                unreachable!("active segment file is open")
+            };
+            let size = (align_up(needed as u64) as usize)
+                .next_power_of_two()
+                .min(self.config.write_buffer_bytes);
+            assert!(size >= needed, "write buffer smaller than checked");
+            let mut grown = file.alloc_dma_buffer(size);
+            if let Some(old) = &state.staging {
+                grown.as_bytes_mut()[..state.staging_len]
+                    .copy_from_slice(&old.as_bytes()[..state.staging_len]);
+            }
+            state.staging = Some(grown);
+        }
+        let Some(staging) = state.staging.as_mut() else {
+            unreachable!("write buffer allocated above")
+        };
+        staging.as_bytes_mut()[state.staging_len..needed].copy_from_slice(&batch);
+        state.staging_len = needed;
+        let base = header.base_offset();
+        let next = header.next_offset();
+        let last = header.last_offset();
+        let records = u64::from(header.record_count());
+        state.core.push_batch(header, now);
+        state.records_appended += records;
+        state.oldest_unflushed_ms.get_or_insert(now);
+        self.cache
+            .borrow_mut()
+            .insert(self.cache_id, base, next, batch.clone());
+        state.pending.push_back((base, next, batch));
+        let unflushed = state.records_appended - state.records_flushed;
+        AppendInfo {
+            base_offset: base,
+            last_offset: last,
+            next_offset: next,
+            flush_due: self
+                .config
+                .flush
+                .flush_messages
+                .is_some_and(|n| unflushed >= n),
+        }
+    }
+
+    /// Writes the write buffer (rewriting the partial tail block) and
+    /// fdatasyncs. Caller holds `io_lock`.
+    async fn flush_locked(&self) -> Result<()> {
+        let result = self.flush_once().await;
+        if result.is_err() {
+            self.state.borrow_mut().failed = true;
+        }
+        result
+    }
+
+    async fn flush_once(&self) -> Result<()> {
+        let (buffer, write_pos, end_offset, end_bytes, records, file, path) = {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            if state.durable_end == state.core.log_end() {
+                return Ok(());
+            }
+            let written_len = (state.disk_end - state.staging_pos) as usize;
+            let base = state.core.active().base;
+            let Some(file) = state.files.get(&base).cloned() else {
+                unreachable!("active segment file is open")
+            };
+            let path = self.dir.join(segment_file_name(base, SegmentFile::Log));
+            let len = state.staging_len;
+            if len > written_len {
+                let keep_from = align_down(len as u64) as usize;
+                let mut next = None;
+                if len > keep_from {
+                    let mut buffer = file.alloc_dma_buffer(BLOCK_BYTES as usize);
+                    let Some(old) = &state.staging else {
+                        unreachable!("non-empty write buffer")
+                    };
+                    buffer.as_bytes_mut()[..len - keep_from]
+                        .copy_from_slice(&old.as_bytes()[keep_from..len]);
+                    next = Some(buffer);
+                }
+                let Some(mut buffer) = std::mem::replace(&mut state.staging, next) else {
+                    unreachable!("non-empty write buffer")
+                };
+                let aligned = align_up(len as u64) as usize;
+                buffer.as_bytes_mut()[len..aligned].fill(0);
+                buffer.trim_to_size(aligned);
+                let write_pos = state.staging_pos;
+                state.staging_pos += keep_from as u64;
+                state.staging_len = len - keep_from;
+                (
+                    Some(buffer),
+                    write_pos,
+                    state.core.log_end(),
+                    state.core.active().bytes,
+                    state.records_appended,
+                    file,
+                    path,
+                )
+            } else {
+                // Everything is written (a failed sync earlier, or a roll
+                // wrote it); only the sync is missing.
+                (
+                    None,
+                    state.staging_pos,
+                    state.core.log_end(),
+                    state.core.active().bytes,
+                    state.records_appended,
+                    file,
+                    path,
+                )
+            }
+        };
+        if let Some(buffer) = buffer {
+            let write_end = write_pos + buffer.len() as u64;
+            // Never race a zero-fill write over the same blocks.
+            loop {
+                let overlaps = self
+                    .state
+                    .borrow()
+                    .prep_inflight
+                    .is_some_and(|(start, end)| start < write_end && write_pos < end);
+                if !overlaps {
+                    break;
+                }
+                self.prep_done.notified().await;
+            }
+            write_all(&file, &path, buffer, write_pos).await?;
+            let mut state = self.state.borrow_mut();
+            state.disk_end = state.disk_end.max(end_bytes);
+            state.prepared_end = state.prepared_end.max(write_end);
+            while state.pending.front().is_some_and(|p| p.1 <= end_offset) {
+                state.pending.pop_front();
+            }
+        }
+        file.fdatasync().await.map_err(rt_at(&path))?;
+        {
+            let mut state = self.state.borrow_mut();
+            state.durable_end = state.durable_end.max(end_offset);
+            state.records_flushed = state.records_flushed.max(records);
+            if state.records_flushed == state.records_appended {
+                state.oldest_unflushed_ms = None;
+            }
+        }
+        self.prep_wake.notify_all();
+        Ok(())
+    }
+
+    /// Waits for the zero-fill task to be idle and keeps it idle.
+    async fn begin_maintenance(&self) {
+        self.state.borrow_mut().maintenance = true;
+        while self.state.borrow().prep_inflight.is_some() {
+            self.prep_done.notified().await;
+        }
+    }
+
+    fn end_maintenance(&self) {
+        self.state.borrow_mut().maintenance = false;
+        self.prep_wake.notify_all();
+    }
+
+    /// Caller holds `append_lock`.
+    async fn roll_locked(&self) -> Result<()> {
+        let _io = self.io_lock.acquire_permit(1).await.map_err(rt)?;
+        self.flush_locked().await?;
+        self.begin_maintenance().await;
+        let result = self.roll_inner().await;
+        self.end_maintenance();
+        if result.is_err() {
+            self.state.borrow_mut().failed = true;
+        }
+        result
+    }
+
+    async fn roll_inner(&self) -> Result<()> {
+        let (base, bytes, file) = {
+            let state = self.state.borrow();
+            let active = state.core.active();
+            let Some(file) = state.files.get(&active.base).cloned() else {
+                unreachable!("active segment file is open")
+            };
+            (active.base, active.bytes, file)
+        };
+        let path = self.dir.join(segment_file_name(base, SegmentFile::Log));
+        // Order matters for recovery: data synced, file cut to its exact
+        // length, index files synced, and only then the next segment exists.
+        file.truncate(bytes).await.map_err(rt_at(&path))?;
+        file.fdatasync().await.map_err(rt_at(&path))?;
+        let new_base = self.state.borrow_mut().core.roll();
+        let sealed = self
+            .state
+            .borrow()
+            .core
+            .segments()
+            .iter()
+            .rev()
+            .nth(1)
+            .cloned();
+        let Some(sealed) = sealed else {
+            unreachable!("roll leaves a sealed segment")
+        };
+        write_indexes(&self.dir, &sealed).await?;
+        let new_path = self.dir.join(segment_file_name(new_base, SegmentFile::Log));
+        let new_file = Rc::new(open_rw(&new_path).await?);
+        sync_dir(&self.dir).await?;
+        let mut state = self.state.borrow_mut();
+        state.files.insert(new_base, new_file);
+        state.staging = None;
+        state.staging_pos = 0;
+        state.staging_len = 0;
+        state.disk_end = 0;
+        state.prepared_end = 0;
+        state.pending.clear();
+        Ok(())
+    }
+
+    /// Caller holds both locks, has flushed and is in maintenance.
+    async fn truncate_locked(&self, plan: crate::log::TruncatePlan) -> Result<()> {
+        let cut_base = match plan.cut {
+            Cut::Segment { base, .. } => Some(base),
+            Cut::Reset { .. } => None,
+        };
+        self.generation.set(self.generation.get() + 1);
+        for &base in &plan.remove {
+            if Some(base) == cut_base {
+                continue;
+            }
+            let file = self.state.borrow_mut().files.remove(&base);
+            for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
+                remove_if_exists(&self.dir.join(segment_file_name(base, kind)))?;
+            }
+            if let Some(file) = file.and_then(|f| Rc::try_unwrap(f).ok()) {
+                file.close().await.map_err(rt)?;
+            }
+        }
+        let (meta, file, path) = match plan.cut {
+            Cut::Segment { base, offset, .. } => {
+                for kind in [SegmentFile::Index, SegmentFile::TimeIndex] {
+                    remove_if_exists(&self.dir.join(segment_file_name(base, kind)))?;
+                }
+                let path = self.dir.join(segment_file_name(base, SegmentFile::Log));
+                // The cut segment may have been sealed (read-only handle).
+                let file = Rc::new(open_rw(&path).await?);
+                let file_len = file.file_size().await.map_err(rt_at(&path))?;
+                let scanner = SegmentScanner::new(base, self.config.index_interval_bytes);
+                let (meta, _) = scan_file(
+                    &file,
+                    &path,
+                    file_len,
+                    scanner,
+                    ScanLimit::Offset(offset),
+                    &self.config,
+                )
+                .await?;
+                (meta, file, path)
+            }
+            Cut::Reset { base } => {
+                let path = self.dir.join(segment_file_name(base, SegmentFile::Log));
+                let file = Rc::new(open_rw(&path).await?);
+                (SegmentMeta::empty(base), file, path)
+            }
+        };
+        let data_end = meta.bytes;
+        let tail_start = align_down(data_end);
+        let tail_len = (data_end - tail_start) as usize;
+        let mut staging = None;
+        if tail_len > 0 {
+            let read = file
+                .read_at_aligned(tail_start, BLOCK_BYTES as usize)
+                .await
+                .map_err(rt_at(&path))?;
+            let Some(head) = read.get(..tail_len) else {
+                return Err(StorageError::Inconsistent {
+                    dir: self.dir.clone(),
+                    reason: format!("{} shrank during truncation", path.display()),
+                });
+            };
+            let mut block = file.alloc_dma_buffer(BLOCK_BYTES as usize);
+            block.as_bytes_mut().fill(0);
+            block.as_bytes_mut()[..tail_len].copy_from_slice(head);
+            let mut kept = file.alloc_dma_buffer(BLOCK_BYTES as usize);
+            kept.as_bytes_mut()[..tail_len].copy_from_slice(head);
+            staging = Some(kept);
+            write_all(&file, &path, block, tail_start).await?;
+        }
+        file.truncate(align_up(data_end))
+            .await
+            .map_err(rt_at(&path))?;
+        file.fdatasync().await.map_err(rt_at(&path))?;
+        sync_dir(&self.dir).await?;
+        let mut meta = meta;
+        meta.active_since_ms = Some(self.clock.now_ms());
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        state.files.insert(meta.base, file);
+        state.core.apply_truncate(meta);
+        let end = state.core.log_end();
+        self.cache.borrow_mut().remove_from(self.cache_id, end);
+        state.pending.clear();
+        state.staging = staging;
+        state.staging_pos = tail_start;
+        state.staging_len = tail_len;
+        state.disk_end = data_end;
+        state.prepared_end = align_up(data_end);
+        state.durable_end = end;
+        state.records_flushed = state.records_appended;
+        state.oldest_unflushed_ms = None;
+        Ok(())
+    }
+
+    async fn read_uncached(&self, request: &ReadRequest) -> Result<Vec<Bytes>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        // Batches not yet on disk.
+        {
+            let state = self.state.borrow();
+            let first = state.pending.front().map(|p| p.0);
+            if first.is_some_and(|f| request.offset >= f) {
+                for (base, next, batch) in &state.pending {
+                    if *next <= request.offset {
+                        continue;
+                    }
+                    if *base >= request.until
+                        || (!out.is_empty() && bytes + batch.len() > request.max_bytes)
+                    {
+                        break;
+                    }
+                    bytes += batch.len();
+                    out.push(batch.clone());
+                }
+                return Ok(out);
+            }
+        }
+        let Some(mut start) = self.state.borrow().core.read_start(request.offset) else {
+            return Ok(out);
+        };
+        let chunk = self.config.read_chunk_bytes;
+        loop {
+            let (file, readable_end, active) = {
+                let state = self.state.borrow();
+                let active = state.core.active().base == start.segment_base;
+                let Some(file) = state.files.get(&start.segment_base).cloned() else {
+                    return Ok(out);
+                };
+                let end = if active {
+                    state.disk_end
+                } else {
+                    start.segment_bytes
+                };
+                (file, end, active)
+            };
+            let path = self
+                .dir
+                .join(segment_file_name(start.segment_base, SegmentFile::Log));
+            let mut position = start.position;
+            let mut want =
+                (request.max_bytes.saturating_sub(bytes)).clamp(BLOCK_BYTES as usize, chunk);
+            loop {
+                if position >= readable_end {
+                    break;
+                }
+                let window_pos = align_down(position);
+                let window_end = align_up((position + want as u64).min(readable_end));
+                let window = file
+                    .read_at_aligned(window_pos, (window_end - window_pos) as usize)
+                    .await
+                    .map_err(rt_at(&path))?;
+                let window: &[u8] = &window;
+                match collect_batches(window, window_pos, position, readable_end, request, bytes) {
+                    Collect::Batches {
+                        ranges,
+                        next_position,
+                        bytes: total,
+                        done,
+                    } => {
+                        if let (Some(first), Some(last)) = (ranges.first(), ranges.last()) {
+                            let shared = Bytes::copy_from_slice(&window[first.start..last.end]);
+                            for range in &ranges {
+                                out.push(
+                                    shared
+                                        .slice(range.start - first.start..range.end - first.start),
+                                );
+                            }
+                        }
+                        bytes = total;
+                        if done || bytes >= request.max_bytes {
+                            return Ok(out);
+                        }
+                        position = next_position;
+                        want = (request.max_bytes - bytes).clamp(BLOCK_BYTES as usize, chunk);
+                    }
+                    Collect::NeedMore { from, len } => {
+                        let have = window_pos + window.len() as u64;
+                        if from + len as u64 <= have || from + len as u64 > readable_end {
+                            return Err(StorageError::Corrupt {
+                                segment: path,
+                                position: from,
+                                kind: CorruptionKind::PastEnd { len },
+                            });
+                        }
+                        position = from;
+                        want = len + BLOCK_BYTES as usize;
+                    }
+                    Collect::Corrupt { position, kind } => {
+                        return Err(StorageError::Corrupt {
+                            segment: path,
+                            position,
+                            kind,
+                        })
+                    }
+                }
+            }
+            if active {
+                // The rest is in memory (not yet written): the next read
+                // gets it from the cache or the pending batches.
+                return Ok(out);
+            }
+            match self
+                .state
+                .borrow()
+                .core
+                .next_segment_start(start.segment_base)
+            {
+                Some(next) => start = next,
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Zero-fills the active segment ahead of the writer so the data path's
+/// fdatasync finds the blocks already written (no extent conversion, no
+/// size change in the journal). Runs until the log closes or is dropped.
+async fn prepare_loop(log: Weak<Inner>) {
+    loop {
+        let Some(inner) = log.upgrade() else {
+            return;
+        };
+        let step = {
+            let state = inner.state.borrow();
+            if state.closed {
+                return;
+            }
+            next_prepare_step(&inner.config, &state)
+        };
+        let idle = match step {
+            None => true,
+            Some((start, end)) => match prepare_step(&inner, start, end).await {
+                Ok(()) => false,
+                Err(e) => {
+                    tracing::warn!(dir = %inner.dir.display(), "zero-fill ahead of the writer failed: {e}");
+                    true
+                }
+            },
+        };
+        if idle {
+            // Idle logs hold no zero buffer (a shard may own thousands).
+            inner.state.borrow_mut().zeros = None;
+            let notify = inner.prep_wake.clone();
+            let wake = notify.notified();
+            drop(inner);
+            wake.await;
+        }
+    }
+}
+
+fn next_prepare_step(config: &LogConfig, state: &State) -> Option<(u64, u64)> {
+    if state.maintenance || state.failed || state.prep_inflight.is_some() {
+        return None;
+    }
+    let active = state.core.active();
+    let limit = align_up(config.segment_bytes_max);
+    let start = state.prepared_end.max(align_up(active.bytes));
+    let want = (align_up(active.bytes) + config.prepare_ahead_bytes).min(limit);
+    if start >= want {
+        return None;
+    }
+    Some((start, (start + config.prepare_step_bytes).min(limit)))
+}
+
+/// Largest zero buffer a log holds while it prepares.
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
+
+async fn prepare_step(inner: &Inner, start: u64, end: u64) -> Result<()> {
+    let (file, zeros, base) = {
+        let mut state = inner.state.borrow_mut();
+        let base = state.core.active().base;
+        let Some(file) = state.files.get(&base).cloned() else {
+            return Ok(());
+        };
+        let chunk = (inner.config.prepare_step_bytes as usize).min(ZERO_CHUNK_BYTES);
+        let zeros = match &state.zeros {
+            Some(z) => z.clone(),
+            None => {
+                let mut buffer = file.alloc_dma_buffer(chunk);
+                buffer.as_bytes_mut().fill(0);
+                let zeros = Rc::new(buffer);
+                state.zeros = Some(zeros.clone());
+                zeros
+            }
+        };
+        state.prep_inflight = Some((start, end));
+        (file, zeros, base)
+    };
+    let path = inner.dir.join(segment_file_name(base, SegmentFile::Log));
+    let result = async {
+        let mut position = start;
+        while position < end {
+            let len = ((end - position) as usize).min(zeros.len());
+            if len == zeros.len() {
+                let written = file
+                    .write_rc_at(zeros.clone(), position)
+                    .await
+                    .map_err(rt_at(&path))?;
+                if written != len {
+                    return Err(short_write(&path, position));
+                }
+            } else {
+                let mut buffer = file.alloc_dma_buffer(len);
+                buffer.as_bytes_mut().fill(0);
+                write_all(&file, &path, buffer, position).await?;
+            }
+            position += len as u64;
+        }
+        // Commit the extent conversion here, off the data path.
+        file.fdatasync().await.map_err(rt_at(&path))
+    }
+    .await;
+    {
+        let mut state = inner.state.borrow_mut();
+        state.prep_inflight = None;
+        if result.is_ok() && state.core.active().base == base {
+            state.prepared_end = state.prepared_end.max(end);
+        }
+    }
+    inner.prep_done.notify_all();
+    result
+}
+
+fn short_write(path: &Path, position: u64) -> StorageError {
+    StorageError::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            format!("short direct write at {position}"),
+        ),
+    )
+}
+
+async fn write_all(file: &DmaFile, path: &Path, buffer: DmaBuffer, position: u64) -> Result<()> {
+    assert_eq!(position % BLOCK_BYTES, 0, "unaligned direct write position");
+    assert_eq!(
+        buffer.len() as u64 % BLOCK_BYTES,
+        0,
+        "unaligned direct write length"
+    );
+    let len = buffer.len();
+    let written = file.write_at(buffer, position).await.map_err(rt_at(path))?;
+    if written != len {
+        return Err(short_write(path, position));
+    }
+    Ok(())
+}
+
+async fn open_rw(path: &Path) -> Result<DmaFile> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .dma_open(path)
+        .await
+        .map_err(rt_at(path))
+}
+
+async fn sync_dir(dir: &Path) -> Result<()> {
+    let directory = glommio::io::Directory::open(dir)
+        .await
+        .map_err(rt_at(dir))?;
+    directory.sync().await.map_err(rt_at(dir))?;
+    directory.close().await.map_err(rt_at(dir))
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::io(path, e)),
+    }
+}
+
+/// Reads a whole small file (an index).
+async fn read_small(path: &Path) -> Result<Option<Vec<u8>>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let file = DmaFile::open(path).await.map_err(rt_at(path))?;
+    let len = file.file_size().await.map_err(rt_at(path))?;
+    let mut out = Vec::with_capacity(len as usize);
+    let chunk = 1u64 << 20;
+    let mut position = 0;
+    while position < len {
+        let want = chunk.min(align_up(len - position));
+        let read = file
+            .read_at_aligned(position, want as usize)
+            .await
+            .map_err(rt_at(path))?;
+        if read.is_empty() {
+            break;
+        }
+        let take = read.len().min((len - position) as usize);
+        out.extend_from_slice(&read[..take]);
+        position += take as u64;
+    }
+    file.close().await.map_err(rt_at(path))?;
+    Ok(Some(out))
+}
+
+/// Writes a small file through direct I/O: padded to blocks, then cut to
+/// its exact length, then synced.
+async fn write_small(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .dma_open(path)
+        .await
+        .map_err(rt_at(path))?;
+    if !bytes.is_empty() {
+        let aligned = align_up(bytes.len() as u64) as usize;
+        let mut buffer = file.alloc_dma_buffer(aligned);
+        buffer.as_bytes_mut().fill(0);
+        buffer.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
+        write_all(&file, path, buffer, 0).await?;
+        file.truncate(bytes.len() as u64)
+            .await
+            .map_err(rt_at(path))?;
+    }
+    file.fdatasync().await.map_err(rt_at(path))?;
+    file.close().await.map_err(rt_at(path))
+}
+
+async fn write_indexes(dir: &Path, segment: &SegmentMeta) -> Result<()> {
+    assert!(
+        segment.sealed,
+        "index files are written for sealed segments"
+    );
+    let index = dir.join(segment_file_name(segment.base, SegmentFile::Index));
+    write_small(&index, &segment.offset_index.encode()).await?;
+    let time = dir.join(segment_file_name(segment.base, SegmentFile::TimeIndex));
+    write_small(&time, &segment.time_index.encode()).await
+}
+
+/// A sealed segment on open: trusted through its index files, or scanned
+/// (and its index files rewritten) when they are missing or inconsistent.
+async fn open_sealed(
+    dir: &Path,
+    file: &DmaFile,
+    path: &Path,
+    base: Offset,
+    next: Offset,
+    config: &LogConfig,
+) -> Result<SegmentMeta> {
+    let file_len = file.file_size().await.map_err(rt_at(path))?;
+    let index = read_small(&dir.join(segment_file_name(base, SegmentFile::Index))).await?;
+    let time = read_small(&dir.join(segment_file_name(base, SegmentFile::TimeIndex))).await?;
+    let relative_next = next.get().saturating_sub(base.get());
+    let decoded = index
+        .and_then(|i| OffsetIndex::decode(&i, file_len))
+        .zip(time.and_then(|t| TimeIndex::decode(&t, relative_next)));
+    if let Some((offset_index, time_index)) = decoded {
+        if next >= base {
+            return Ok(SegmentMeta::sealed_from_indexes(
+                base,
+                next,
+                file_len,
+                offset_index,
+                time_index,
+            ));
+        }
+    }
+    tracing::info!(segment = %path.display(), "rebuilding index files by a scan");
+    let scanner = SegmentScanner::new(base, config.index_interval_bytes);
+    let (mut meta, end) = scan_file(
+        file,
+        path,
+        file_len,
+        scanner,
+        ScanLimit::Position(file_len),
+        config,
+    )
+    .await?;
+    check_padding(file, path, file_len, meta.bytes, 0, end, config).await?;
+    if meta.next != next {
+        return Err(StorageError::Inconsistent {
+            dir: dir.to_owned(),
+            reason: format!(
+                "segment {base} ends at offset {} but the next starts at {next}",
+                meta.next
+            ),
+        });
+    }
+    meta.seal();
+    write_indexes(dir, &meta).await?;
+    Ok(meta)
+}
+
+/// How a scan ended: where, and why (`None`: zero padding or end of file).
+type ScanEnd = Option<CorruptionKind>;
+
+/// Runs a [`SegmentScanner`] over a file with chunked aligned reads.
+async fn scan_file(
+    file: &DmaFile,
+    path: &Path,
+    file_len: u64,
+    mut scanner: SegmentScanner,
+    limit: ScanLimit,
+    config: &LogConfig,
+) -> Result<(SegmentMeta, ScanEnd)> {
+    let chunk = config.read_chunk_bytes as u64;
+    let mut window_pos = 0u64;
+    let mut window: Vec<u8> = Vec::new();
+    let mut want = chunk;
+    loop {
+        let position = scanner.position();
+        if position >= file_len {
+            return Ok((scanner.finish(), None));
+        }
+        // Drop what was verified; keep the block the next batch starts in.
+        let keep_from = align_down(position);
+        if keep_from > window_pos {
+            let drop_len = ((keep_from - window_pos) as usize).min(window.len());
+            window.drain(..drop_len);
+            window_pos = keep_from;
+        }
+        let have_end = window_pos + window.len() as u64;
+        let need_end = (position + want).min(file_len);
+        if have_end < need_end {
+            let read = file
+                .read_at_aligned(have_end, (align_up(need_end) - have_end) as usize)
+                .await
+                .map_err(rt_at(path))?;
+            if read.is_empty() {
+                return Err(StorageError::Inconsistent {
+                    dir: path.to_owned(),
+                    reason: format!("short read at {have_end} of a {file_len}-byte file"),
+                });
+            }
+            window.extend_from_slice(&read);
+        }
+        match scanner.scan(&window, window_pos, limit) {
+            ScanStep::Limit => return Ok((scanner.finish(), None)),
+            ScanStep::Stop { kind, .. } => return Ok((scanner.finish(), kind)),
+            ScanStep::NeedMore { from, len } => {
+                if from + len as u64 > file_len {
+                    // The file ends inside this batch (or header).
+                    let rest = &window[(from - window_pos) as usize..];
+                    let torn = rest.iter().any(|&b| b != 0);
+                    let kind = torn.then_some(CorruptionKind::PastEnd { len });
+                    return Ok((scanner.finish(), kind));
+                }
+                want = (len as u64).max(chunk);
+            }
+        }
+    }
+}
+
+/// After the valid data ends at `data_end`, bytes up to `data_end +
+/// allowance` may be a torn write; anything non-zero past that is data the
+/// scan could not reach, so corruption in the middle of the segment.
+async fn check_padding(
+    file: &DmaFile,
+    path: &Path,
+    file_len: u64,
+    data_end: u64,
+    allowance: u64,
+    end: ScanEnd,
+    config: &LogConfig,
+) -> Result<()> {
+    let from = align_up(data_end + allowance);
+    let chunk = config.read_chunk_bytes as u64;
+    let mut position = from;
+    // The partial block at the boundary, when the allowance is zero,
+    // must be zero after the data too.
+    if allowance == 0 && data_end % BLOCK_BYTES != 0 && data_end < file_len {
+        let read = file
+            .read_at_aligned(align_down(data_end), BLOCK_BYTES as usize)
+            .await
+            .map_err(rt_at(path))?;
+        let skip = (data_end % BLOCK_BYTES) as usize;
+        if read
+            .get(skip..)
+            .is_some_and(|rest| rest.iter().any(|&b| b != 0))
+        {
+            return Err(corrupt(path, data_end, end));
+        }
+    }
+    while position < file_len {
+        let want = chunk.min(align_up(file_len - position));
+        let read = file
+            .read_at_aligned(position, want as usize)
+            .await
+            .map_err(rt_at(path))?;
+        if read.is_empty() {
+            break;
+        }
+        if read.iter().any(|&b| b != 0) {
+            return Err(corrupt(path, data_end, end));
+        }
+        position += read.len() as u64;
+    }
+    Ok(())
+}
+
+fn corrupt(path: &Path, position: u64, end: ScanEnd) -> StorageError {
+    StorageError::Corrupt {
+        segment: path.to_owned(),
+        position,
+        kind: end.unwrap_or(CorruptionKind::DataAfterPadding),
+    }
+}
