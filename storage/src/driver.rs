@@ -34,8 +34,8 @@ use crate::layout::{
     SegmentFile, BLOCK_BYTES,
 };
 use crate::log::{
-    collect_batches, Collect, Cut, LogCore, ReadRequest, ScanLimit, ScanStep, SegmentMeta,
-    SegmentScanner,
+    collect_batches, verify_tail, Collect, Cut, LogCore, ReadRequest, ScanLimit, ScanStep,
+    SegmentMeta, SegmentScanner,
 };
 use crate::notify::Notify;
 
@@ -172,6 +172,7 @@ impl PartitionLog {
             .data_dir
             .join(partition_dir_name(&options.topic, options.partition));
         std::fs::create_dir_all(&dir).map_err(std_io(&dir))?;
+        prime_iopoll_probe(&dir).await?;
         let config = options.config;
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
@@ -1254,6 +1255,38 @@ async fn write_all(file: &DmaFile, path: &Path, buffer: DmaBuffer, position: u64
     Ok(())
 }
 
+thread_local! {
+    static PROBED_DEVICES: RefCell<std::collections::HashSet<u64>> = RefCell::default();
+}
+
+/// glommio 0.9 decides once per block device whether reads may use the
+/// io_uring poll ring, by reading the first block of the first file opened
+/// there. If that file is empty the read succeeds without touching the
+/// device, the poll ring is wrongly enabled, and every later read fails with
+/// EOPNOTSUPP on devices without iopoll (virtio, most cloud disks). So the
+/// first open on a device is of a file that really has a block of data.
+async fn prime_iopoll_probe(dir: &Path) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+
+    let device = std::fs::metadata(dir).map_err(std_io(dir))?.dev();
+    if PROBED_DEVICES.with(|d| d.borrow().contains(&device)) {
+        return Ok(());
+    }
+    let path = dir.join(".iopoll-probe");
+    {
+        let mut file = std::fs::File::create(&path).map_err(std_io(&path))?;
+        file.write_all(&[0u8; BLOCK_BYTES as usize])
+            .map_err(std_io(&path))?;
+        file.sync_all().map_err(std_io(&path))?;
+    }
+    let probe = DmaFile::open(&path).await.map_err(rt_at(&path))?;
+    probe.close().await.map_err(rt_at(&path))?;
+    remove_if_exists(&path)?;
+    PROBED_DEVICES.with(|d| d.borrow_mut().insert(device));
+    Ok(())
+}
+
 async fn open_rw(path: &Path) -> Result<DmaFile> {
     OpenOptions::new()
         .read(true)
@@ -1359,15 +1392,23 @@ async fn open_sealed(
     let decoded = index
         .and_then(|i| OffsetIndex::decode(&i, file_len))
         .zip(time.and_then(|t| TimeIndex::decode(&t, relative_next)));
-    if let Some((offset_index, time_index)) = decoded {
-        if next >= base {
-            return Ok(SegmentMeta::sealed_from_indexes(
-                base,
-                next,
-                file_len,
-                offset_index,
-                time_index,
-            ));
+    if let Some((offset_index, time_index)) = decoded.filter(|_| next >= base) {
+        let meta = SegmentMeta::sealed_from_indexes(base, next, file_len, offset_index, time_index);
+        // Trust the index, but check the batches after its last entry end
+        // exactly at the file end, at the next segment's base.
+        let (offset, position) = meta.last_indexed();
+        let window_pos = align_down(position);
+        let window = if file_len > window_pos {
+            let read = file
+                .read_at_aligned(window_pos, (align_up(file_len) - window_pos) as usize)
+                .await
+                .map_err(rt_at(path))?;
+            read.to_vec()
+        } else {
+            Vec::new()
+        };
+        if verify_tail(&window, window_pos, position, offset, file_len) == Ok(next) {
+            return Ok(meta);
         }
     }
     tracing::info!(segment = %path.display(), "rebuilding index files by a scan");

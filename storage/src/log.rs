@@ -79,6 +79,13 @@ impl SegmentMeta {
         self.bytes == 0
     }
 
+    /// The last offset-index entry as `(offset, position)`: where a tail
+    /// check starts.
+    pub fn last_indexed(&self) -> (Offset, u64) {
+        let (rel, position) = self.offset_index.lookup(u32::MAX);
+        (self.base.plus(u64::from(rel)), u64::from(position))
+    }
+
     /// Accounts for a verified batch placed at the segment's end.
     pub fn push_batch(&mut self, header: &BatchHeader, index_interval_bytes: u64) {
         assert!(!self.sealed, "append to a sealed segment");
@@ -523,6 +530,33 @@ pub enum ScanLimit {
     Offset(Offset),
     /// Scan until the data stops (the active segment on recovery).
     None,
+}
+
+/// Verifies the batches of `window` (file bytes from `window_pos`) from
+/// `position`, where a batch with base offset `expected` starts, up to
+/// exactly `end`; returns the offset after the last batch. Opening a sealed
+/// segment checks its tail this way instead of trusting the index alone.
+pub fn verify_tail(
+    window: &[u8],
+    window_pos: u64,
+    mut position: u64,
+    mut expected: Offset,
+    end: u64,
+) -> Result<Offset, (u64, CorruptionKind)> {
+    while position < end {
+        let start = (position - window_pos) as usize;
+        let rest = window
+            .get(start..(end - window_pos) as usize)
+            .unwrap_or(&[]);
+        let (view, _) = BatchView::parse(rest).map_err(|e| (position, e.into()))?;
+        let found = view.header().base_offset();
+        if found != expected {
+            return Err((position, CorruptionKind::OffsetGap { expected, found }));
+        }
+        expected = view.header().next_offset();
+        position += view.as_bytes().len() as u64;
+    }
+    Ok(expected)
 }
 
 /// Outcome of [`collect_batches`].
