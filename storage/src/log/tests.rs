@@ -24,9 +24,8 @@ fn segment(count: usize) -> (Vec<u8>, Vec<(u64, usize)>) {
     let mut out = Vec::new();
     let mut positions = Vec::new();
     for i in 0..count {
-        positions.push((out.len() as u64, 0));
         let b = batch(i as u64 * 3, 3, 1000 + i as i64 * 10, 100);
-        positions.last_mut().map(|p| p.1 = b.len());
+        positions.push((out.len() as u64, b.len()));
         out.extend_from_slice(&b);
     }
     (out, positions)

@@ -128,3 +128,20 @@ pub async fn read_all(
     }
     Ok(out)
 }
+
+/// A batch of `records` records of `value_len` bytes at `base`, record `i`
+/// stamped `timestamp + i`.
+pub fn batch_with(base: Offset, records: usize, value_len: usize, timestamp: i64) -> Bytes {
+    let mut builder = BatchBuilder::new(BatchOptions::default());
+    for i in 0..records {
+        let value: Vec<u8> = (0..value_len).map(|j| (base.get() as usize ^ j) as u8).collect();
+        builder.push(RecordInput {
+            value: Some(&value),
+            timestamp: timestamp + i as i64,
+            ..Default::default()
+        });
+    }
+    let mut bytes = BytesMut::from(&builder.finish().expect("batch")[..]);
+    assign_offset_and_epoch(&mut bytes, base, LeaderEpoch(1));
+    bytes.freeze()
+}
