@@ -64,9 +64,14 @@ fn crash_child() {
     };
     run(async move {
         let log = Rc::new(
-            open(std::path::Path::new(&dir), config(), cache(1 << 20), Rc::new(SystemClock))
-                .await
-                .expect("child open"),
+            open(
+                std::path::Path::new(&dir),
+                config(),
+                cache(1 << 20),
+                Rc::new(SystemClock),
+            )
+            .await
+            .expect("child open"),
         );
         println!("OPENED {}", log.log_end().get());
         let mut flushers = Vec::new();
@@ -101,7 +106,13 @@ fn kill9_keeps_every_flushed_batch() {
     let mut reported_max = 0u64;
     for round in 0..KILLS {
         let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -146,14 +157,23 @@ fn verify(dir: &std::path::Path, reported: Offset) {
             .await
             .expect("recovery after SIGKILL");
         let end = log.log_end();
-        assert!(end >= reported, "lost flushed data: log ends at {end:?}, {reported:?} was durable");
-        let batches = read_all(&log, Offset(0), end).await.expect("read after recovery");
+        assert!(
+            end >= reported,
+            "lost flushed data: log ends at {end:?}, {reported:?} was durable"
+        );
+        let batches = read_all(&log, Offset(0), end)
+            .await
+            .expect("read after recovery");
         let mut expected = Offset(0);
         for batch in &batches {
             let (view, _) = BatchView::parse(batch).expect("served batch is valid");
             let base = view.header().base_offset();
             assert_eq!(base, expected, "batches in order, no gaps");
-            assert_eq!(batch, &batch_for(base, VALUE_LEN_MAX), "batch content intact");
+            assert_eq!(
+                batch,
+                &batch_for(base, VALUE_LEN_MAX),
+                "batch content intact"
+            );
             expected = view.header().next_offset();
         }
         assert_eq!(expected, end);

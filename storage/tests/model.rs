@@ -15,13 +15,29 @@ use proptest::sample::Index;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append { records: usize, value_len: usize, ts: i64 },
+    Append {
+        records: usize,
+        value_len: usize,
+        ts: i64,
+    },
     Flush,
-    Read { at: Index, max_bytes: usize, until: Index },
-    Lookup { at: Index, delta: i64 },
-    Truncate { at: Index, below_start: bool },
+    Read {
+        at: Index,
+        max_bytes: usize,
+        until: Index,
+    },
+    Lookup {
+        at: Index,
+        delta: i64,
+    },
+    Truncate {
+        at: Index,
+        below_start: bool,
+    },
     Roll,
-    Retention { advance_ms: i64 },
+    Retention {
+        advance_ms: i64,
+    },
     Reopen,
 }
 
@@ -52,7 +68,9 @@ impl Model {
         self.batches.last().map_or(self.start, |b| next_of(b))
     }
     fn base(batch: &[u8]) -> Offset {
-        BatchView::parse_header(batch).expect("header").base_offset()
+        BatchView::parse_header(batch)
+            .expect("header")
+            .base_offset()
     }
 }
 
@@ -76,11 +94,20 @@ fn check(ops: Vec<Op>) {
     let dir = temp_dir();
     run(async move {
         let clock = Rc::new(ManualClock::new(1_000_000));
-        let mut log = open(dir.path(), config(), cache(24 << 10), clock.clone()).await.expect("open");
-        let mut model = Model { start: Offset(0), batches: Vec::new() };
+        let mut log = open(dir.path(), config(), cache(24 << 10), clock.clone())
+            .await
+            .expect("open");
+        let mut model = Model {
+            start: Offset(0),
+            batches: Vec::new(),
+        };
         for op in ops {
             match op {
-                Op::Append { records, value_len, ts } => {
+                Op::Append {
+                    records,
+                    value_len,
+                    ts,
+                } => {
                     let batch = batch_with(log.log_end(), records, value_len, 1_000_000 + ts);
                     let info = log.append(batch.clone()).await.expect("append");
                     assert_eq!(info.base_offset, model.end());
@@ -90,12 +117,20 @@ fn check(ops: Vec<Op>) {
                     let durable = log.flush().await.expect("flush");
                     assert_eq!(durable, model.end());
                 }
-                Op::Read { at, max_bytes, until } => {
+                Op::Read {
+                    at,
+                    max_bytes,
+                    until,
+                } => {
                     let span = model.end().get() - model.start.get() + 1;
                     let offset = Offset(model.start.get() + at.index(span as usize) as u64);
                     let until = Offset(offset.get() + until.index(span as usize) as u64);
                     let got = log
-                        .read(ReadRequest { offset, until, max_bytes })
+                        .read(ReadRequest {
+                            offset,
+                            until,
+                            max_bytes,
+                        })
                         .await
                         .expect("read");
                     let first = model.batches.iter().position(|b| next_of(b) > offset);
@@ -105,7 +140,11 @@ fn check(ops: Vec<Op>) {
                             let total: usize = got.iter().map(|b| b.len()).sum();
                             assert!(got.len() == 1 || total <= max_bytes, "budget");
                             for (k, batch) in got.iter().enumerate() {
-                                assert_eq!(batch, &model.batches[i + k], "batch {k} of read at {offset:?}");
+                                assert_eq!(
+                                    batch,
+                                    &model.batches[i + k],
+                                    "batch {k} of read at {offset:?}"
+                                );
                                 assert!(Model::base(batch) < until);
                             }
                         }
@@ -117,7 +156,11 @@ fn check(ops: Vec<Op>) {
                         continue;
                     }
                     let batch = &model.batches[at.index(model.batches.len())];
-                    let target = BatchView::parse_header(batch).expect("h").first_timestamp.get() + delta;
+                    let target = BatchView::parse_header(batch)
+                        .expect("h")
+                        .first_timestamp
+                        .get()
+                        + delta;
                     let expected = model.batches.iter().find_map(|b| {
                         let (view, _) = BatchView::parse(b).expect("valid");
                         if view.header().max_timestamp.get() < target {
@@ -125,10 +168,16 @@ fn check(ops: Vec<Op>) {
                         }
                         let mut scratch = Vec::new();
                         let records = view.records(&mut scratch, 1 << 20).expect("records");
-                        let offset = records.iter().find(|r| r.timestamp >= target).map(|r| r.offset);
+                        let offset = records
+                            .iter()
+                            .find(|r| r.timestamp >= target)
+                            .map(|r| r.offset);
                         offset
                     });
-                    assert_eq!(log.offset_for_timestamp(target).await.expect("lookup"), expected);
+                    assert_eq!(
+                        log.offset_for_timestamp(target).await.expect("lookup"),
+                        expected
+                    );
                 }
                 Op::Truncate { at, below_start } => {
                     let span = model.end().get() - model.start.get() + 1;
@@ -156,15 +205,23 @@ fn check(ops: Vec<Op>) {
                     let horizon = fjord_storage::Clock::now_ms(&*clock) - 30_000;
                     while model.start < start {
                         let batch = model.batches.remove(0);
-                        let max_ts = BatchView::parse_header(&batch).expect("h").max_timestamp.get();
-                        assert!(max_ts < horizon, "retention removed a batch newer than retention.ms");
+                        let max_ts = BatchView::parse_header(&batch)
+                            .expect("h")
+                            .max_timestamp
+                            .get();
+                        assert!(
+                            max_ts < horizon,
+                            "retention removed a batch newer than retention.ms"
+                        );
                         model.start = next_of(&batch);
                     }
                     assert_eq!(model.start, start, "retention cut at a batch boundary");
                 }
                 Op::Reopen => {
                     log.close().await.expect("close");
-                    log = open(dir.path(), config(), cache(24 << 10), clock.clone()).await.expect("reopen");
+                    log = open(dir.path(), config(), cache(24 << 10), clock.clone())
+                        .await
+                        .expect("reopen");
                     assert_eq!(log.log_start(), model.start);
                     assert_eq!(log.log_end(), model.end());
                 }
@@ -174,8 +231,12 @@ fn check(ops: Vec<Op>) {
         }
         // Everything reads back, cold, after a final reopen.
         log.close().await.expect("close");
-        let log = open(dir.path(), config(), cache(1024), clock.clone()).await.expect("reopen");
-        let all = read_all(&log, model.start, model.end()).await.expect("read all");
+        let log = open(dir.path(), config(), cache(1024), clock.clone())
+            .await
+            .expect("reopen");
+        let all = read_all(&log, model.start, model.end())
+            .await
+            .expect("read all");
         assert_eq!(all, model.batches);
         log.close().await.expect("close");
     });

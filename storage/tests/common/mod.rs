@@ -134,7 +134,9 @@ pub async fn read_all(
 pub fn batch_with(base: Offset, records: usize, value_len: usize, timestamp: i64) -> Bytes {
     let mut builder = BatchBuilder::new(BatchOptions::default());
     for i in 0..records {
-        let value: Vec<u8> = (0..value_len).map(|j| (base.get() as usize ^ j) as u8).collect();
+        let value: Vec<u8> = (0..value_len)
+            .map(|j| (base.get() as usize ^ j) as u8)
+            .collect();
         builder.push(RecordInput {
             value: Some(&value),
             timestamp: timestamp + i as i64,
