@@ -1,0 +1,530 @@
+//! Writes seed corpora for the fuzz targets into `fuzz/corpus/<target>/`:
+//! well-formed messages of every type, produce/fetch payloads with real
+//! batches, batches of every codec, and frame streams.
+//!
+//! ```text
+//! cd fuzz && cargo +nightly run --example seeds
+//! ```
+
+use std::path::Path;
+
+use bytes::BytesMut;
+use fjord_fuzz::input_from_parts;
+use fjord_schema::api::ApiKey;
+use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput};
+use fjord_schema::frame::{encode_frame, FrameFlags};
+use fjord_schema::{wire, Compression, CorrelationId};
+use flatbuffers::FlatBufferBuilder;
+
+fn write(target: &str, name: &str, bytes: &[u8]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+}
+
+fn batch(codec: Compression, records: usize, headers: bool) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(BatchOptions {
+        compression: codec,
+        ..Default::default()
+    });
+    for i in 0..records {
+        let key = format!("key-{i}");
+        let value = vec![b'a' + (i % 26) as u8; 3 + i % 7];
+        let h: &[(&[u8], Option<&[u8]>)] = if headers {
+            &[(b"trace", Some(b"abc")), (b"null", None)]
+        } else {
+            &[]
+        };
+        builder.push(RecordInput {
+            key: (i % 3 != 0).then_some(key.as_bytes()),
+            value: (i % 5 != 4).then_some(&value[..]),
+            headers: h,
+            timestamp: 1_700_000_000_000 + i as i64,
+            offset_delta: None,
+        });
+    }
+    builder.finish().unwrap().to_vec()
+}
+
+fn finish<T>(mut fbb: FlatBufferBuilder<'_>, root: flatbuffers::WIPOffset<T>) -> Vec<u8> {
+    fbb.finish_minimal(root);
+    fbb.finished_data().to_vec()
+}
+
+fn requests() -> Vec<(ApiKey, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string("fjord-client");
+    let version = fbb.create_string("0.1.0");
+    let root = wire::ApiVersionsRequest::create(
+        &mut fbb,
+        &wire::ApiVersionsRequestArgs {
+            client_software_name: Some(name),
+            client_software_version: Some(version),
+        },
+    );
+    out.push((ApiKey::ApiVersions, finish(fbb, root), vec![]));
+
+    let mut fbb = FlatBufferBuilder::new();
+    let a = fbb.create_string("events");
+    let b = fbb.create_string("logs");
+    let topics = fbb.create_vector(&[a, b]);
+    let root = wire::MetadataRequest::create(
+        &mut fbb,
+        &wire::MetadataRequestArgs {
+            topics: Some(topics),
+            allow_auto_topic_creation: true,
+        },
+    );
+    out.push((ApiKey::Metadata, finish(fbb, root), vec![]));
+
+    let mut fbb = FlatBufferBuilder::new();
+    let key = fbb.create_string("retention.ms");
+    let value = fbb.create_string("60000");
+    let config = wire::ConfigEntry::create(
+        &mut fbb,
+        &wire::ConfigEntryArgs {
+            key: Some(key),
+            value: Some(value),
+        },
+    );
+    let configs = fbb.create_vector(&[config]);
+    let name = fbb.create_string("events");
+    let topic = wire::CreatableTopic::create(
+        &mut fbb,
+        &wire::CreatableTopicArgs {
+            name: Some(name),
+            num_partitions: 3,
+            replication_factor: 1,
+            configs: Some(configs),
+        },
+    );
+    let topics = fbb.create_vector(&[topic]);
+    let root = wire::CreateTopicsRequest::create(
+        &mut fbb,
+        &wire::CreateTopicsRequestArgs {
+            topics: Some(topics),
+            timeout_ms: 1000,
+            validate_only: false,
+        },
+    );
+    out.push((ApiKey::CreateTopics, finish(fbb, root), vec![]));
+
+    let mut fbb = FlatBufferBuilder::new();
+    let a = fbb.create_string("events");
+    let topics = fbb.create_vector(&[a]);
+    let root = wire::DeleteTopicsRequest::create(
+        &mut fbb,
+        &wire::DeleteTopicsRequestArgs {
+            topics: Some(topics),
+            timeout_ms: 1000,
+        },
+    );
+    out.push((ApiKey::DeleteTopics, finish(fbb, root), vec![]));
+
+    for codec in Compression::ALL {
+        let first = batch(codec, 3, true);
+        let second = batch(Compression::None, 2, false);
+        let payload = [&first[..], &second[..]].concat();
+        let mut fbb = FlatBufferBuilder::new();
+        let slices = [
+            wire::PayloadSlice::new(0, payload.len() as u32),
+            wire::PayloadSlice::new(first.len() as u32, second.len() as u32),
+        ];
+        let partitions: Vec<_> = slices
+            .iter()
+            .enumerate()
+            .map(|(i, slice)| {
+                wire::PartitionProduceData::create(
+                    &mut fbb,
+                    &wire::PartitionProduceDataArgs {
+                        partition: i as u32,
+                        records: Some(slice),
+                    },
+                )
+            })
+            .collect();
+        let partitions = fbb.create_vector(&partitions);
+        let name = fbb.create_string("events");
+        let topic = wire::TopicProduceData::create(
+            &mut fbb,
+            &wire::TopicProduceDataArgs {
+                name: Some(name),
+                partitions: Some(partitions),
+            },
+        );
+        let topics = fbb.create_vector(&[topic]);
+        let tid = fbb.create_string("tx-1");
+        let root = wire::ProduceRequest::create(
+            &mut fbb,
+            &wire::ProduceRequestArgs {
+                transactional_id: Some(tid),
+                acks: wire::Acks::All,
+                timeout_ms: 1000,
+                topics: Some(topics),
+            },
+        );
+        out.push((ApiKey::Produce, finish(fbb, root), payload));
+    }
+
+    let mut fbb = FlatBufferBuilder::new();
+    let partition = wire::FetchPartition::create(
+        &mut fbb,
+        &wire::FetchPartitionArgs {
+            partition: 1,
+            fetch_offset: 42,
+            current_leader_epoch: 3,
+            log_start_offset: -1,
+            partition_max_bytes: 1 << 20,
+        },
+    );
+    let partitions = fbb.create_vector(&[partition]);
+    let name = fbb.create_string("events");
+    let topic = wire::FetchTopic::create(
+        &mut fbb,
+        &wire::FetchTopicArgs {
+            name: Some(name),
+            partitions: Some(partitions),
+        },
+    );
+    let topics = fbb.create_vector(&[topic]);
+    let root = wire::FetchRequest::create(
+        &mut fbb,
+        &wire::FetchRequestArgs {
+            replica_id: -1,
+            max_wait_ms: 500,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            isolation_level: wire::IsolationLevel::ReadCommitted,
+            topics: Some(topics),
+        },
+    );
+    out.push((ApiKey::Fetch, finish(fbb, root), vec![]));
+
+    let mut fbb = FlatBufferBuilder::new();
+    let partition = wire::ListOffsetsPartition::create(
+        &mut fbb,
+        &wire::ListOffsetsPartitionArgs {
+            partition: 0,
+            timestamp: -2,
+            current_leader_epoch: -1,
+        },
+    );
+    let partitions = fbb.create_vector(&[partition]);
+    let name = fbb.create_string("events");
+    let topic = wire::ListOffsetsTopic::create(
+        &mut fbb,
+        &wire::ListOffsetsTopicArgs {
+            name: Some(name),
+            partitions: Some(partitions),
+        },
+    );
+    let topics = fbb.create_vector(&[topic]);
+    let root = wire::ListOffsetsRequest::create(
+        &mut fbb,
+        &wire::ListOffsetsRequestArgs {
+            replica_id: -1,
+            isolation_level: wire::IsolationLevel::ReadUncommitted,
+            topics: Some(topics),
+        },
+    );
+    out.push((ApiKey::ListOffsets, finish(fbb, root), vec![]));
+    out
+}
+
+fn responses() -> Vec<(ApiKey, bool, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+
+    let mut fbb = FlatBufferBuilder::new();
+    let message = fbb.create_string("unsupported version");
+    let root = wire::ErrorResponse::create(
+        &mut fbb,
+        &wire::ErrorResponseArgs {
+            error_code: 35,
+            message: Some(message),
+        },
+    );
+    out.push((ApiKey::Produce, true, finish(fbb, root), vec![]));
+
+    let mut fbb = FlatBufferBuilder::new();
+    let ranges = [
+        wire::ApiVersionRange::new(0, 0, 0),
+        wire::ApiVersionRange::new(4, 0, 1),
+    ];
+    let ranges = fbb.create_vector(&ranges);
+    let version = fbb.create_string("fjord 0.1.0");
+    let root = wire::ApiVersionsResponse::create(
+        &mut fbb,
+        &wire::ApiVersionsResponseArgs {
+            error_code: 0,
+            api_versions: Some(ranges),
+            broker_software_version: Some(version),
+        },
+    );
+    out.push((ApiKey::ApiVersions, false, finish(fbb, root), vec![]));
+
+    let mut fbb = FlatBufferBuilder::new();
+    let host = fbb.create_string("localhost");
+    let rack = fbb.create_string("r1");
+    let ports = fbb.create_vector(&[9093u16, 9094]);
+    let broker = wire::BrokerMetadata::create(
+        &mut fbb,
+        &wire::BrokerMetadataArgs {
+            node_id: 1,
+            host: Some(host),
+            port: 9092,
+            shard_ports: Some(ports),
+            rack: Some(rack),
+        },
+    );
+    let brokers = fbb.create_vector(&[broker]);
+    let replicas = fbb.create_vector(&[1u32, 2, 3]);
+    let isr = fbb.create_vector(&[1u32, 2]);
+    let partition = wire::PartitionMetadata::create(
+        &mut fbb,
+        &wire::PartitionMetadataArgs {
+            error_code: 0,
+            partition: 0,
+            leader: 1,
+            leader_epoch: 4,
+            leader_shard: 1,
+            replicas: Some(replicas),
+            isr: Some(isr),
+        },
+    );
+    let partitions = fbb.create_vector(&[partition]);
+    let name = fbb.create_string("events");
+    let topic = wire::TopicMetadata::create(
+        &mut fbb,
+        &wire::TopicMetadataArgs {
+            error_code: 0,
+            name: Some(name),
+            is_internal: false,
+            partitions: Some(partitions),
+        },
+    );
+    let topics = fbb.create_vector(&[topic]);
+    let cluster = fbb.create_string("cluster-1");
+    let root = wire::MetadataResponse::create(
+        &mut fbb,
+        &wire::MetadataResponseArgs {
+            throttle_time_ms: 0,
+            cluster_id: Some(cluster),
+            controller_id: 1,
+            brokers: Some(brokers),
+            topics: Some(topics),
+        },
+    );
+    out.push((ApiKey::Metadata, false, finish(fbb, root), vec![]));
+
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string("events");
+    let message = fbb.create_string("exists");
+    let result = wire::CreatableTopicResult::create(
+        &mut fbb,
+        &wire::CreatableTopicResultArgs {
+            name: Some(name),
+            error_code: 36,
+            error_message: Some(message),
+            num_partitions: 3,
+            replication_factor: 1,
+        },
+    );
+    let topics = fbb.create_vector(&[result]);
+    let root = wire::CreateTopicsResponse::create(
+        &mut fbb,
+        &wire::CreateTopicsResponseArgs {
+            throttle_time_ms: 0,
+            topics: Some(topics),
+        },
+    );
+    out.push((ApiKey::CreateTopics, false, finish(fbb, root), vec![]));
+
+    let mut fbb = FlatBufferBuilder::new();
+    let name = fbb.create_string("events");
+    let result = wire::DeletableTopicResult::create(
+        &mut fbb,
+        &wire::DeletableTopicResultArgs {
+            name: Some(name),
+            error_code: 0,
+            error_message: None,
+        },
+    );
+    let topics = fbb.create_vector(&[result]);
+    let root = wire::DeleteTopicsResponse::create(
+        &mut fbb,
+        &wire::DeleteTopicsResponseArgs {
+            throttle_time_ms: 0,
+            topics: Some(topics),
+        },
+    );
+    out.push((ApiKey::DeleteTopics, false, finish(fbb, root), vec![]));
+
+    let mut fbb = FlatBufferBuilder::new();
+    let message = fbb.create_string("ok");
+    let partition = wire::PartitionProduceResponse::create(
+        &mut fbb,
+        &wire::PartitionProduceResponseArgs {
+            partition: 0,
+            error_code: 0,
+            error_message: Some(message),
+            base_offset: 100,
+            log_append_time_ms: -1,
+            log_start_offset: 0,
+        },
+    );
+    let partitions = fbb.create_vector(&[partition]);
+    let name = fbb.create_string("events");
+    let topic = wire::TopicProduceResponse::create(
+        &mut fbb,
+        &wire::TopicProduceResponseArgs {
+            name: Some(name),
+            partitions: Some(partitions),
+        },
+    );
+    let topics = fbb.create_vector(&[topic]);
+    let root = wire::ProduceResponse::create(
+        &mut fbb,
+        &wire::ProduceResponseArgs {
+            throttle_time_ms: 0,
+            topics: Some(topics),
+        },
+    );
+    out.push((ApiKey::Produce, false, finish(fbb, root), vec![]));
+
+    for codec in Compression::ALL {
+        let payload = batch(codec, 4, true);
+        let mut fbb = FlatBufferBuilder::new();
+        let slice = wire::PayloadSlice::new(0, payload.len() as u32);
+        let partition = wire::FetchPartitionResponse::create(
+            &mut fbb,
+            &wire::FetchPartitionResponseArgs {
+                partition: 0,
+                error_code: 0,
+                high_watermark: 10,
+                last_stable_offset: 10,
+                log_start_offset: 0,
+                records: Some(&slice),
+            },
+        );
+        let partitions = fbb.create_vector(&[partition]);
+        let name = fbb.create_string("events");
+        let topic = wire::FetchTopicResponse::create(
+            &mut fbb,
+            &wire::FetchTopicResponseArgs {
+                name: Some(name),
+                partitions: Some(partitions),
+            },
+        );
+        let topics = fbb.create_vector(&[topic]);
+        let root = wire::FetchResponse::create(
+            &mut fbb,
+            &wire::FetchResponseArgs {
+                throttle_time_ms: 0,
+                error_code: 0,
+                topics: Some(topics),
+            },
+        );
+        out.push((ApiKey::Fetch, false, finish(fbb, root), payload));
+    }
+
+    let mut fbb = FlatBufferBuilder::new();
+    let partition = wire::ListOffsetsPartitionResponse::create(
+        &mut fbb,
+        &wire::ListOffsetsPartitionResponseArgs {
+            partition: 0,
+            error_code: 0,
+            timestamp: -1,
+            offset: 77,
+            leader_epoch: 2,
+        },
+    );
+    let partitions = fbb.create_vector(&[partition]);
+    let name = fbb.create_string("events");
+    let topic = wire::ListOffsetsTopicResponse::create(
+        &mut fbb,
+        &wire::ListOffsetsTopicResponseArgs {
+            name: Some(name),
+            partitions: Some(partitions),
+        },
+    );
+    let topics = fbb.create_vector(&[topic]);
+    let root = wire::ListOffsetsResponse::create(
+        &mut fbb,
+        &wire::ListOffsetsResponseArgs {
+            throttle_time_ms: 0,
+            topics: Some(topics),
+        },
+    );
+    out.push((ApiKey::ListOffsets, false, finish(fbb, root), vec![]));
+    out
+}
+
+fn target_for(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::ApiVersions => "api_versions_request",
+        ApiKey::Metadata => "metadata_request",
+        ApiKey::CreateTopics => "create_topics_request",
+        ApiKey::DeleteTopics => "delete_topics_request",
+        ApiKey::Produce => "produce_request",
+        ApiKey::Fetch => "fetch_request",
+        ApiKey::ListOffsets => "list_offsets_request",
+    }
+}
+
+fn main() {
+    let mut stream = BytesMut::new();
+    for (i, (key, body, payload)) in requests().into_iter().enumerate() {
+        write(
+            target_for(key),
+            &i.to_string(),
+            &input_from_parts(0, &body, &payload),
+        );
+        encode_frame(
+            &mut stream,
+            key as u16,
+            0,
+            FrameFlags(0),
+            CorrelationId(i as u32),
+            &body,
+            &payload,
+        );
+    }
+    for (i, (key, error, body, payload)) in responses().into_iter().enumerate() {
+        let flags = if error { FrameFlags::ERROR as u8 } else { 0 };
+        let input = [&[key as u8][..], &input_from_parts(flags, &body, &payload)].concat();
+        write("response_decoder", &i.to_string(), &input);
+    }
+
+    // frame_decoder: 1 MiB limit, pieces of 7, 1 and 100 bytes.
+    let prefix = [20u8, 0, 3, 6, 0, 99];
+    write(
+        "frame_decoder",
+        "stream",
+        &[&prefix[..], &stream[..]].concat(),
+    );
+    write(
+        "frame_decoder",
+        "whole",
+        &[&[20u8, 0, 0][..], &stream[..]].concat(),
+    );
+
+    for codec in Compression::ALL {
+        let one = batch(codec, 5, true);
+        let two = [&one[..], &batch(codec, 1, false)[..]].concat();
+        // Mode 0b1111: fix CRCs, 8 KiB decompression limit.
+        write(
+            "batch_view",
+            &format!("{}-1", codec.name()),
+            &[&[0x0f][..], &one].concat(),
+        );
+        write(
+            "batch_view",
+            &format!("{}-2", codec.name()),
+            &[&[0x0f][..], &two].concat(),
+        );
+    }
+}
