@@ -306,7 +306,13 @@ impl<'a> BatchView<'a> {
 /// Sets the fields the leader owns (not covered by the CRC) in place.
 pub fn assign_offset_and_epoch(batch: &mut [u8], base_offset: Offset, epoch: LeaderEpoch) {
     let (header, _) = BatchHeader::mut_from_prefix(batch).expect("batch shorter than its header");
-    assert!(base_offset.get() + u64::from(header.last_offset_delta.get()) < OFFSET_MAX);
+    let last = base_offset
+        .get()
+        .checked_add(u64::from(header.last_offset_delta.get()));
+    assert!(
+        last.is_some_and(|last| last < OFFSET_MAX),
+        "offset past OFFSET_MAX"
+    );
     header.base_offset.set(base_offset.0);
     header.leader_epoch.set(epoch.0);
 }
@@ -515,19 +521,27 @@ impl BatchBuilder {
         record.key.map_or(0, |k| k.len()) + record.value.map_or(0, |v| v.len()) + headers + 48
     }
 
+    /// Adds a record. Panics if its offset delta does not increase (a
+    /// programmer error for callers that choose deltas; converters of
+    /// untrusted input use [`BatchBuilder::try_push`]).
     pub fn push(&mut self, record: RecordInput<'_>) {
+        self.try_push(record)
+            .expect("record offset deltas must increase and fit in u32");
+    }
+
+    /// Adds a record, or refuses it (`BadOffsetDeltas`, nothing added) when
+    /// its offset delta does not increase or would overflow.
+    pub fn try_push(&mut self, record: RecordInput<'_>) -> Result<(), BatchError> {
+        let offset_delta = match (record.offset_delta, self.last_offset_delta) {
+            (Some(delta), None) => delta,
+            (Some(delta), Some(last)) if delta > last => delta,
+            (Some(_), Some(_)) => return Err(BatchError::BadOffsetDeltas),
+            (None, None) => 0,
+            (None, Some(last)) => last.checked_add(1).ok_or(BatchError::BadOffsetDeltas)?,
+        };
         if self.records.is_empty() && self.options.base_timestamp.is_none() {
             self.first_timestamp = record.timestamp;
         }
-        let offset_delta = match (record.offset_delta, self.last_offset_delta) {
-            (Some(delta), None) => delta,
-            (Some(delta), Some(last)) => {
-                assert!(delta > last, "offset deltas must increase");
-                delta
-            }
-            (None, None) => 0,
-            (None, Some(last)) => last + 1,
-        };
         self.last_offset_delta = Some(offset_delta);
         self.max_timestamp = self.max_timestamp.max(record.timestamp);
 
@@ -557,6 +571,7 @@ impl BatchBuilder {
         };
         let offset = wire::Record::create(fbb, &args);
         self.records.push(offset);
+        Ok(())
     }
 
     /// Finishes the batch: base offset 0 and leader epoch 0 until the broker

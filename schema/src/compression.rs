@@ -120,7 +120,8 @@ pub(crate) fn decompress(
         Compression::Gzip => {
             use std::io::Read;
             out.reserve(len);
-            let decoder = flate2::read::GzDecoder::new(compressed);
+            // Kafka's Java producers may write several gzip members.
+            let decoder = flate2::read::MultiGzDecoder::new(compressed);
             // One byte past the claimed length tells a lying prefix apart.
             decoder
                 .take(len as u64 + 1)

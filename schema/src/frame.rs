@@ -29,6 +29,9 @@ use crate::ids::CorrelationId;
 /// "FJRD" read as a little-endian u32.
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"FJRD");
 pub const FRAME_HEADER_LEN: usize = 24;
+/// Most the decoder asks the buffer to grow by at once for a frame whose
+/// bytes have not arrived yet.
+pub const RESERVE_STEP_BYTES: usize = 256 * 1024;
 /// Default upper bound on body + payload; brokers configure their own.
 pub const FRAME_LEN_MAX_DEFAULT: u32 = 64 * 1024 * 1024;
 
@@ -204,8 +207,11 @@ impl FrameDecoder {
         // Bounded by frame_len_max (a u32), so this fits in usize.
         let frame_len = header.frame_len() as usize;
         if buffer.len() < frame_len {
-            // Let the caller grow its buffer once for the whole frame.
-            buffer.reserve(frame_len - buffer.len());
+            // Grow toward the announced size in bounded steps: memory follows
+            // the bytes that actually arrive, so a peer announcing a large
+            // frame and then stalling does not pin `frame_len_max` of it.
+            let missing = frame_len - buffer.len();
+            buffer.reserve(missing.min(RESERVE_STEP_BYTES));
             return Ok(None);
         }
         self.header = None;
@@ -331,6 +337,18 @@ mod tests {
             FrameDecoder::new(1024).decode(&mut bytes),
             Err(FrameError::ReservedNotZero)
         );
+    }
+
+    #[test]
+    fn a_large_announced_frame_does_not_reserve_its_size_up_front() {
+        let mut header = BytesMut::new();
+        header.extend_from_slice(
+            FrameHeader::new(1, 0, FrameFlags(0), CorrelationId(1), 60 << 20, 0).as_bytes(),
+        );
+        let mut decoder = FrameDecoder::new(FRAME_LEN_MAX_DEFAULT);
+        assert_eq!(decoder.decode(&mut header), Ok(None));
+        assert!(header.capacity() <= RESERVE_STEP_BYTES + FRAME_HEADER_LEN);
+        assert_eq!(decoder.pending_frame_len(), Some(60 << 20));
     }
 
     proptest! {

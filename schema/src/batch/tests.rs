@@ -460,3 +460,26 @@ fn kafka_batch_fields_are_kept_exactly() {
         vec![(&b""[..], None), (&b"trace"[..], Some(&b"\xff\x00"[..]))]
     );
 }
+
+#[test]
+fn try_push_refuses_bad_offset_deltas() {
+    let mut builder = BatchBuilder::new(BatchOptions::default());
+    let record = |offset_delta| RecordInput {
+        value: Some(b"v"),
+        offset_delta,
+        ..RecordInput::default()
+    };
+    builder.try_push(record(Some(u32::MAX))).unwrap();
+    assert_eq!(
+        builder.try_push(record(None)),
+        Err(BatchError::BadOffsetDeltas)
+    );
+    assert_eq!(
+        builder.try_push(record(Some(3))),
+        Err(BatchError::BadOffsetDeltas)
+    );
+    assert_eq!(builder.record_count(), 1);
+    let bytes = builder.finish().unwrap();
+    let (view, _) = BatchView::parse(&bytes).unwrap();
+    assert_eq!(view.header().last_offset_delta.get(), u32::MAX);
+}
