@@ -1,1 +1,97 @@
-fn main() {}
+//! `fjord`: the broker binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use fjord_broker::{server, Config, Overrides};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "fjord", version, about = "Fjord log broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker. Settings: defaults, then the --config file, then
+    /// FJORD_* variables, then flags. On success the address is printed as
+    /// `fjord: listening on HOST:PORT` and written to <data-dir>/broker.addr.
+    Start(StartArgs),
+}
+
+#[derive(Debug, Args)]
+struct StartArgs {
+    /// TOML config file.
+    #[arg(long, env = "FJORD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./fjord-data].
+    #[arg(long, env = "FJORD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Native protocol HOST:PORT; port 0 picks a free port [default: 127.0.0.1:9192].
+    #[arg(long, env = "FJORD_LISTEN")]
+    listen: Option<String>,
+    /// Number of shards [default: number of CPUs].
+    #[arg(long, env = "FJORD_SHARDS")]
+    shards: Option<usize>,
+    /// This broker's node id [default: 0].
+    #[arg(long, env = "FJORD_NODE_ID")]
+    node_id: Option<u32>,
+    /// Host advertised in Metadata [default: the listen host].
+    #[arg(long, env = "FJORD_ADVERTISED_HOST")]
+    advertised_host: Option<String>,
+    /// Expose per-shard ports [default: true].
+    #[arg(long, env = "FJORD_SHARD_PORTS")]
+    shard_ports: Option<bool>,
+    /// Largest frame accepted, in bytes [default: 16 MiB].
+    #[arg(long, env = "FJORD_FRAME_BYTES_MAX")]
+    frame_bytes_max: Option<u32>,
+    /// Connections per shard [default: 1024].
+    #[arg(long, env = "FJORD_CONNECTIONS_MAX_PER_SHARD")]
+    connections_max_per_shard: Option<usize>,
+    /// Close connections with no complete request for this long [default: 600000].
+    #[arg(long, env = "FJORD_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
+    /// io_uring registered memory per shard [default: 4 MiB].
+    #[arg(long, env = "FJORD_IO_MEMORY_BYTES")]
+    io_memory_bytes: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Start(args) => start(args),
+    }
+}
+
+fn start(args: StartArgs) -> ExitCode {
+    let overrides = Overrides {
+        node_id: args.node_id,
+        data_dir: args.data_dir,
+        listen: args.listen,
+        advertised_host: args.advertised_host,
+        shards: args.shards,
+        shard_ports: args.shard_ports,
+        frame_bytes_max: args.frame_bytes_max,
+        connections_max_per_shard: args.connections_max_per_shard,
+        idle_timeout_ms: args.idle_timeout_ms,
+        io_memory_bytes: args.io_memory_bytes,
+    };
+    let result = Config::load(args.config.as_deref(), overrides).and_then(server::run);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "fjord failed");
+            eprintln!("fjord: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

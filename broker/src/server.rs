@@ -1,0 +1,325 @@
+//! Broker startup and shutdown, on the main thread: checks the environment,
+//! starts one shard per CPU, publishes the address, waits for SIGTERM or
+//! SIGINT (or a failed shard) and stops the shards.
+//!
+//! The main thread serves no traffic; after startup it only waits.
+
+use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use fjord_net::ConnectionConfig;
+use fjord_schema::{NodeId, ShardId};
+use glommio::{CpuSet, ExecutorJoinHandle};
+
+use crate::config::Config;
+use crate::datadir::DataDir;
+use crate::dispatch::BrokerView;
+use crate::error::BrokerError;
+use crate::shard::{self, ShardEvent, ShardSpec};
+use crate::signals::Signals;
+
+/// How long a shard may take to create its executor and bind.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the main thread looks for a failed shard while waiting for
+/// signals.
+const SUPERVISE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Runs the broker until SIGTERM/SIGINT. `Ok` is a clean shutdown.
+pub fn run(config: Config) -> Result<(), BrokerError> {
+    let data_dir = DataDir::open(&config.data_dir)?;
+    let listen = config.listen_addr()?;
+    let cpus = online_cpus()?;
+    let shards = config.shards.unwrap_or(cpus.len());
+    if shards > cpus.len() {
+        return Err(BrokerError::TooManyShards {
+            shards,
+            cpus: cpus.len(),
+        });
+    }
+    let private_addrs = private_addrs(&config, listen, shards)?;
+    check_port_free(listen, "the shared port")?;
+    for addr in private_addrs.iter().flatten() {
+        check_port_free(*addr, "a per-shard port (listen port + 1 + shard)")?;
+    }
+    let signals = Signals::block().map_err(BrokerError::Signals)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (events_tx, events) = mpsc::channel();
+    let mut fleet = Fleet {
+        handles: Vec::new(),
+        starts: Vec::new(),
+        stop: stop.clone(),
+    };
+    let spec = |index: usize, shared_addr: SocketAddr| ShardSpec {
+        shard: ShardId(index as u16),
+        cpu: cpus[index],
+        shared_addr,
+        private_addr: private_addrs[index],
+        io_memory_bytes: config.io_memory_bytes,
+        connections_max: config.connections_max_per_shard,
+        connection: ConnectionConfig {
+            frame_bytes_max: config.frame_bytes_max,
+            write_queue_bytes_max: config.write_queue_bytes_max,
+            idle_timeout: config.idle_timeout(),
+        },
+        shutdown_grace: config.shutdown_grace(),
+    };
+
+    // Shard 0 binds first so that with port 0 the others bind the port it
+    // got (they share it through SO_REUSEPORT).
+    let mut shard_ports = vec![0u16; shards];
+    let result = (|| {
+        fleet.spawn(spec(0, listen), &events_tx)?;
+        let (shared, private) = wait_bound(&events, ShardId(0))?;
+        shard_ports[0] = private.map_or(0, |a| a.port());
+        for index in 1..shards {
+            fleet.spawn(spec(index, shared), &events_tx)?;
+        }
+        for index in 1..shards {
+            let shard = ShardId(index as u16);
+            let (_, private) = wait_bound(&events, shard)?;
+            shard_ports[index] = private.map_or(0, |a| a.port());
+        }
+        Ok(shared)
+    })();
+    let shared = match result {
+        Ok(shared) => shared,
+        Err(error) => {
+            fleet.stop();
+            return Err(error);
+        }
+    };
+
+    let view = Arc::new(BrokerView {
+        node_id: NodeId(config.node_id),
+        host: config
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| advertised_default(shared.ip())),
+        port: shared.port(),
+        shard_ports: if config.shard_ports {
+            shard_ports
+        } else {
+            Vec::new()
+        },
+    });
+    for start in fleet.starts.drain(..) {
+        let _ = start.send(view.clone());
+    }
+    let addr_file = match data_dir.write_addr(shared) {
+        Ok(path) => path,
+        Err(error) => {
+            fleet.stop();
+            return Err(error);
+        }
+    };
+    tracing::info!(
+        addr = %shared,
+        shards,
+        shard_ports = ?view.shard_ports,
+        data_dir = %data_dir.path().display(),
+        addr_file = %addr_file.display(),
+        "fjord listening"
+    );
+    println!("fjord: listening on {shared}");
+
+    let outcome = supervise(&signals, &events);
+    data_dir.remove_addr();
+    let failures = fleet.stop();
+    outcome?;
+    match failures.into_iter().next() {
+        Some((shard, reason)) => Err(BrokerError::ShardFailed { shard, reason }),
+        None => {
+            tracing::info!("fjord stopped");
+            Ok(())
+        }
+    }
+}
+
+/// The shards started so far.
+struct Fleet {
+    handles: Vec<ExecutorJoinHandle<()>>,
+    /// Senders of the broker view, one per shard still waiting to serve.
+    starts: Vec<mpsc::Sender<Arc<BrokerView>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Fleet {
+    fn spawn(
+        &mut self,
+        spec: ShardSpec,
+        events: &mpsc::Sender<ShardEvent>,
+    ) -> Result<(), BrokerError> {
+        let (start_tx, start_rx) = mpsc::channel();
+        let handle = shard::spawn(spec, self.stop.clone(), events.clone(), start_rx)?;
+        self.handles.push(handle);
+        self.starts.push(start_tx);
+        Ok(())
+    }
+
+    /// Stops every shard and waits for them; returns the ones that failed.
+    fn stop(&mut self) -> Vec<(usize, String)> {
+        self.stop.store(true, Ordering::Release);
+        // Shards still waiting for the view see the channel close and exit.
+        self.starts.clear();
+        let mut failures = Vec::new();
+        for (shard, handle) in self.handles.drain(..).enumerate() {
+            if let Err(error) = handle.join() {
+                failures.push((shard, error.to_string()));
+            }
+        }
+        failures
+    }
+}
+
+/// Waits for `shard` to report its bound addresses.
+fn wait_bound(
+    events: &mpsc::Receiver<ShardEvent>,
+    shard: ShardId,
+) -> Result<(SocketAddr, Option<SocketAddr>), BrokerError> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(ShardEvent::Bound {
+                shard: bound,
+                shared,
+                private,
+            }) if bound == shard => return Ok((shared, private)),
+            Ok(ShardEvent::Exited {
+                shard: exited,
+                result,
+            }) => {
+                let reason = match result {
+                    Err(reason) => reason,
+                    Ok(()) => "exited before serving".to_owned(),
+                };
+                return Err(startup_error(exited, reason));
+            }
+            Ok(ShardEvent::Bound { .. }) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(BrokerError::ShardStartup {
+                    shard: usize::from(shard.get()),
+                    reason: format!("did not bind within {STARTUP_TIMEOUT:?}"),
+                })
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(BrokerError::ShardStartup {
+                    shard: usize::from(shard.get()),
+                    reason: "all shards are gone".to_owned(),
+                })
+            }
+        }
+    }
+}
+
+/// Executor creation fails inside the shard thread, so its error comes back
+/// as a shard exit; give it the io_uring hint unless it was a bind error.
+fn startup_error(shard: ShardId, reason: String) -> BrokerError {
+    let shard = usize::from(shard.get());
+    if reason.starts_with("cannot listen") {
+        BrokerError::ShardStartup { shard, reason }
+    } else {
+        BrokerError::Executor { shard, reason }
+    }
+}
+
+/// Waits for a stop signal; returns early with an error if a shard exits on
+/// its own.
+fn supervise(signals: &Signals, events: &mpsc::Receiver<ShardEvent>) -> Result<(), BrokerError> {
+    loop {
+        match signals.wait(SUPERVISE_INTERVAL) {
+            Ok(Some(name)) => {
+                tracing::info!(signal = name, "shutting down");
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(error) => return Err(BrokerError::Signals(error)),
+        }
+        if let Ok(ShardEvent::Exited { shard, result }) = events.try_recv() {
+            let reason = match result {
+                Err(reason) => reason,
+                Ok(()) => "exited unexpectedly".to_owned(),
+            };
+            tracing::error!(%shard, %reason, "shard stopped; shutting the broker down");
+            return Err(BrokerError::ShardFailed {
+                shard: usize::from(shard.get()),
+                reason,
+            });
+        }
+    }
+}
+
+/// CPU ids this process may run on, ascending.
+fn online_cpus() -> Result<Vec<usize>, BrokerError> {
+    let set = CpuSet::online().map_err(|e| BrokerError::Executor {
+        shard: 0,
+        reason: format!("cannot read the CPU topology: {e}"),
+    })?;
+    let mut cpus: Vec<usize> = set.iter().map(|location| location.cpu).collect();
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+/// Per-shard listen addresses: `port + 1 + shard`, or port 0 (any free
+/// port) when the shared port is itself 0.
+fn private_addrs(
+    config: &Config,
+    listen: SocketAddr,
+    shards: usize,
+) -> Result<Vec<Option<SocketAddr>>, BrokerError> {
+    (0..shards)
+        .map(|index| {
+            if !config.shard_ports {
+                return Ok(None);
+            }
+            if listen.port() == 0 {
+                return Ok(Some(SocketAddr::new(listen.ip(), 0)));
+            }
+            let port = u16::try_from(usize::from(listen.port()) + 1 + index).map_err(|_| {
+                BrokerError::InvalidSetting(format!(
+                    "listen port {} leaves no room for {shards} per-shard ports above it; \
+                     lower the port or set shard_ports = false",
+                    listen.port()
+                ))
+            })?;
+            Ok(Some(SocketAddr::new(listen.ip(), port)))
+        })
+        .collect()
+}
+
+/// glommio binds with SO_REUSEPORT, which would silently share a port with
+/// another process that did the same (a stale broker). A plain bind (no
+/// SO_REUSEPORT) fails if anything listens there; it is released before the
+/// shards bind.
+fn check_port_free(addr: SocketAddr, what: &str) -> Result<(), BrokerError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    match StdTcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(BrokerError::PortInUse {
+                addr,
+                what: format!(" ({what})"),
+            })
+        }
+        Err(source) => Err(BrokerError::Bind { addr, source }),
+    }
+}
+
+/// An unspecified listen address (0.0.0.0, ::) is not something a client
+/// can dial; advertise loopback and let `advertised_host` say better.
+fn advertised_default(ip: IpAddr) -> String {
+    if ip.is_unspecified() {
+        tracing::warn!(
+            "listening on {ip}: advertising localhost; set advertised_host to a reachable name"
+        );
+        "localhost".to_owned()
+    } else {
+        ip.to_string()
+    }
+}

@@ -1,0 +1,394 @@
+//! The native Rust client: a blocking connection to one broker that sends
+//! requests and matches responses by correlation id.
+//!
+//! Requests may be pipelined: [`Client::send`] returns the correlation id,
+//! [`Client::receive`] waits for that id's response and keeps responses to
+//! other in-flight ids until they are asked for. Typed calls
+//! ([`Client::api_versions`], [`Client::metadata`]) build the request,
+//! decode the response into owned values, and turn ERROR-flagged frames
+//! into [`ClientError::Broker`]. The producer and consumer will be built on
+//! `send`/`receive`.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fjord_schema::api::{decode_response, ApiKey, DecodeError, Response};
+use fjord_schema::frame::{encode_frame, Frame, FrameDecoder, FrameError, FrameFlags};
+use fjord_schema::{wire, CorrelationId, ErrorCode};
+use flatbuffers::FlatBufferBuilder;
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Connect, read and write timeout.
+    pub timeout: Duration,
+    /// Largest response frame accepted.
+    pub frame_bytes_max: u32,
+    /// Sent in ApiVersions.
+    pub client_software_name: String,
+    /// Requests sent but not yet answered, at most.
+    pub in_flight_max: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            timeout: Duration::from_secs(30),
+            frame_bytes_max: fjord_schema::frame::FRAME_LEN_MAX_DEFAULT,
+            client_software_name: "fjord-net".to_owned(),
+            in_flight_max: 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+    #[error("broker closed the connection")]
+    Closed,
+    #[error("unparseable frame from broker: {0}")]
+    Frame(#[from] FrameError),
+    #[error("undecodable response: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("malformed ErrorResponse: {0}")]
+    MalformedError(String),
+    #[error("broker rejected the request: {code:?}: {message}")]
+    Broker { code: ErrorCode, message: String },
+    #[error("response for correlation id {0} matches no request in flight")]
+    UnknownCorrelation(CorrelationId),
+    #[error("no request in flight with correlation id {0}")]
+    NotInFlight(CorrelationId),
+    #[error("{in_flight_max} requests already in flight")]
+    TooManyInFlight { in_flight_max: usize },
+    #[error("expected a {expected:?} response, got api key {got}")]
+    UnexpectedResponse { expected: ApiKey, got: u16 },
+    #[error("{api_key:?} response carries error {code:?}")]
+    ErrorCode { api_key: ApiKey, code: ErrorCode },
+}
+
+/// One api and the versions the broker serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiVersionRange {
+    pub api_key: u16,
+    pub min_version: u16,
+    pub max_version: u16,
+}
+
+/// ApiVersions answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiVersions {
+    pub api_versions: Vec<ApiVersionRange>,
+    pub broker_software_version: Option<String>,
+}
+
+/// A broker as listed in Metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub node_id: u32,
+    pub host: String,
+    pub port: u16,
+    /// Per-shard ports, indexed by shard id.
+    pub shard_ports: Vec<u16>,
+    pub rack: Option<String>,
+}
+
+/// A partition as listed in Metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub error: ErrorCode,
+    pub partition: u32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub leader_shard: u16,
+}
+
+/// A topic as listed in Metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub error: ErrorCode,
+    pub name: String,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// Metadata answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    pub cluster_id: Option<String>,
+    pub controller_id: i32,
+    pub brokers: Vec<BrokerInfo>,
+    pub topics: Vec<TopicInfo>,
+}
+
+/// A blocking connection to one broker.
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    config: ClientConfig,
+    decoder: FrameDecoder,
+    read_buffer: BytesMut,
+    next_correlation_id: u32,
+    in_flight: HashMap<CorrelationId, ApiKey>,
+    /// Responses that arrived while waiting for another id.
+    arrived: HashMap<CorrelationId, Frame>,
+}
+
+impl Client {
+    pub fn connect(addr: impl ToSocketAddrs, config: ClientConfig) -> Result<Client, ClientError> {
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        let mut last_error = None;
+        for addr in &addrs {
+            match TcpStream::connect_timeout(addr, config.timeout) {
+                Ok(stream) => return Client::from_stream(stream, config),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        match last_error {
+            Some(error) => Err(error.into()),
+            None => Err(ClientError::Resolve(format!("{addrs:?}"))),
+        }
+    }
+
+    fn from_stream(stream: TcpStream, config: ClientConfig) -> Result<Client, ClientError> {
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(config.timeout))?;
+        stream.set_write_timeout(Some(config.timeout))?;
+        Ok(Client {
+            stream,
+            decoder: FrameDecoder::new(config.frame_bytes_max),
+            read_buffer: BytesMut::with_capacity(64 * 1024),
+            next_correlation_id: 0,
+            in_flight: HashMap::new(),
+            arrived: HashMap::new(),
+            config,
+        })
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.peer_addr()
+    }
+
+    /// Sends one request and returns its correlation id.
+    pub fn send(
+        &mut self,
+        api_key: ApiKey,
+        api_version: u16,
+        body: &[u8],
+        payload: &[u8],
+    ) -> Result<CorrelationId, ClientError> {
+        if self.in_flight.len() >= self.config.in_flight_max {
+            return Err(ClientError::TooManyInFlight {
+                in_flight_max: self.config.in_flight_max,
+            });
+        }
+        let correlation_id = CorrelationId(self.next_correlation_id);
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let mut out = BytesMut::new();
+        encode_frame(
+            &mut out,
+            api_key as u16,
+            api_version,
+            FrameFlags(0),
+            correlation_id,
+            body,
+            payload,
+        );
+        self.stream.write_all(&out)?;
+        self.in_flight.insert(correlation_id, api_key);
+        Ok(correlation_id)
+    }
+
+    /// Waits for the response to `correlation_id`.
+    pub fn receive(&mut self, correlation_id: CorrelationId) -> Result<Frame, ClientError> {
+        if !self.in_flight.contains_key(&correlation_id) {
+            return Err(ClientError::NotInFlight(correlation_id));
+        }
+        loop {
+            if let Some(frame) = self.arrived.remove(&correlation_id) {
+                self.in_flight.remove(&correlation_id);
+                return Ok(frame);
+            }
+            let frame = self.read_frame()?;
+            let id = frame.header.correlation_id();
+            if !self.in_flight.contains_key(&id) || self.arrived.contains_key(&id) {
+                return Err(ClientError::UnknownCorrelation(id));
+            }
+            self.arrived.insert(id, frame);
+        }
+    }
+
+    /// Sends a request and waits for its response.
+    pub fn call(
+        &mut self,
+        api_key: ApiKey,
+        api_version: u16,
+        body: &[u8],
+    ) -> Result<Frame, ClientError> {
+        let correlation_id = self.send(api_key, api_version, body, &[])?;
+        self.receive(correlation_id)
+    }
+
+    fn read_frame(&mut self) -> Result<Frame, ClientError> {
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.read_buffer)? {
+                return Ok(frame);
+            }
+            let filled = self.read_buffer.len();
+            self.read_buffer.resize(filled + 64 * 1024, 0);
+            let read = self.stream.read(&mut self.read_buffer[filled..]);
+            let n = match read {
+                Ok(n) => n,
+                Err(error) => {
+                    self.read_buffer.truncate(filled);
+                    return Err(error.into());
+                }
+            };
+            self.read_buffer.truncate(filled + n);
+            if n == 0 {
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+
+    /// Asks which apis and versions the broker serves.
+    pub fn api_versions(&mut self) -> Result<ApiVersions, ClientError> {
+        let mut fbb = FlatBufferBuilder::new();
+        let name = fbb.create_string(&self.config.client_software_name);
+        let version = fbb.create_string(env!("CARGO_PKG_VERSION"));
+        let request = wire::ApiVersionsRequest::create(
+            &mut fbb,
+            &wire::ApiVersionsRequestArgs {
+                client_software_name: Some(name),
+                client_software_version: Some(version),
+            },
+        );
+        fbb.finish(request, None);
+        let frame = self.call(ApiKey::ApiVersions, 0, fbb.finished_data())?;
+        let Response::ApiVersions(response) = decode_typed(&frame, ApiKey::ApiVersions)? else {
+            return Err(unexpected(ApiKey::ApiVersions, &frame));
+        };
+        let code = ErrorCode::from_code(response.error_code());
+        if code != ErrorCode::None {
+            return Err(ClientError::ErrorCode {
+                api_key: ApiKey::ApiVersions,
+                code,
+            });
+        }
+        Ok(ApiVersions {
+            api_versions: response
+                .api_versions()
+                .iter()
+                .flatten()
+                .map(|r| ApiVersionRange {
+                    api_key: r.api_key(),
+                    min_version: r.min_version(),
+                    max_version: r.max_version(),
+                })
+                .collect(),
+            broker_software_version: response.broker_software_version().map(str::to_owned),
+        })
+    }
+
+    /// Asks for brokers and topics. `None`: all topics; `Some(&[])`: brokers
+    /// only.
+    pub fn metadata(&mut self, topics: Option<&[&str]>) -> Result<Metadata, ClientError> {
+        let mut fbb = FlatBufferBuilder::new();
+        let topics = topics.map(|topics| {
+            let names: Vec<_> = topics.iter().map(|t| fbb.create_string(t)).collect();
+            fbb.create_vector(&names)
+        });
+        let request = wire::MetadataRequest::create(
+            &mut fbb,
+            &wire::MetadataRequestArgs {
+                topics,
+                allow_auto_topic_creation: false,
+            },
+        );
+        fbb.finish(request, None);
+        let frame = self.call(ApiKey::Metadata, 0, fbb.finished_data())?;
+        let Response::Metadata(response) = decode_typed(&frame, ApiKey::Metadata)? else {
+            return Err(unexpected(ApiKey::Metadata, &frame));
+        };
+        Ok(Metadata {
+            cluster_id: response.cluster_id().map(str::to_owned),
+            controller_id: response.controller_id(),
+            brokers: response
+                .brokers()
+                .iter()
+                .flatten()
+                .map(|b| BrokerInfo {
+                    node_id: b.node_id(),
+                    host: b.host().to_owned(),
+                    port: b.port(),
+                    shard_ports: b.shard_ports().iter().flatten().collect(),
+                    rack: b.rack().map(str::to_owned),
+                })
+                .collect(),
+            topics: response
+                .topics()
+                .iter()
+                .flatten()
+                .map(|t| TopicInfo {
+                    error: ErrorCode::from_code(t.error_code()),
+                    name: t.name().to_owned(),
+                    partitions: t
+                        .partitions()
+                        .iter()
+                        .flatten()
+                        .map(|p| PartitionInfo {
+                            error: ErrorCode::from_code(p.error_code()),
+                            partition: p.partition(),
+                            leader: p.leader(),
+                            leader_epoch: p.leader_epoch(),
+                            leader_shard: p.leader_shard(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Decodes a response, turning an ERROR-flagged frame into
+/// [`ClientError::Broker`].
+///
+/// ERROR frames are decoded here rather than by `decode_response`, which
+/// checks the api key and version first: an error answering an unknown api
+/// key or version would not get past that check.
+pub fn decode_typed(frame: &Frame, expected: ApiKey) -> Result<Response<'_>, ClientError> {
+    let flags = frame.header.flags();
+    if flags.is_response() && flags.is_error() {
+        return Err(broker_error(frame)?);
+    }
+    if frame.header.api_key.get() != expected as u16 {
+        return Err(unexpected(expected, frame));
+    }
+    Ok(decode_response(frame)?)
+}
+
+/// The error an ERROR-flagged response frame carries.
+pub fn broker_error(frame: &Frame) -> Result<ClientError, ClientError> {
+    let options = flatbuffers::VerifierOptions {
+        max_depth: 4,
+        max_tables: 16,
+        ..Default::default()
+    };
+    let error = flatbuffers::root_with_opts::<wire::ErrorResponse>(&options, &frame.body)
+        .map_err(|e| ClientError::MalformedError(e.to_string()))?;
+    Ok(ClientError::Broker {
+        code: ErrorCode::from_code(error.error_code()),
+        message: error.message().unwrap_or_default().to_owned(),
+    })
+}
+
+fn unexpected(expected: ApiKey, frame: &Frame) -> ClientError {
+    ClientError::UnexpectedResponse {
+        expected,
+        got: frame.header.api_key.get(),
+    }
+}
