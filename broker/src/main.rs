@@ -89,7 +89,6 @@ fn start(args: StartArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "fjord failed");
             eprintln!("fjord: error: {error}");
             ExitCode::FAILURE
         }

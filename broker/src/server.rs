@@ -69,21 +69,21 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
 
     // Shard 0 binds first so that with port 0 the others bind the port it
     // got (they share it through SO_REUSEPORT).
-    let mut shard_ports = vec![0u16; shards];
+    let mut bound: Vec<Option<Bound>> = vec![None; shards];
     let result = (|| {
         fleet.spawn(spec(0, listen), &events_tx)?;
-        let (shared, private) = wait_bound(&events, ShardId(0))?;
-        shard_ports[0] = private.map_or(0, |a| a.port());
+        wait_bound(&events, &mut bound[..1])?;
+        let shared = bound[0].map_or(listen, |(shared, _)| shared);
         for index in 1..shards {
             fleet.spawn(spec(index, shared), &events_tx)?;
         }
-        for index in 1..shards {
-            let shard = ShardId(index as u16);
-            let (_, private) = wait_bound(&events, shard)?;
-            shard_ports[index] = private.map_or(0, |a| a.port());
-        }
+        wait_bound(&events, &mut bound)?;
         Ok(shared)
     })();
+    let shard_ports: Vec<u16> = bound
+        .iter()
+        .map(|b| b.and_then(|(_, private)| private).map_or(0, |a| a.port()))
+        .collect();
     let shared = match result {
         Ok(shared) => shared,
         Err(error) => {
@@ -174,45 +174,50 @@ impl Fleet {
     }
 }
 
-/// Waits for `shard` to report its bound addresses.
+/// A shard's bound addresses: shared port, private port.
+type Bound = (SocketAddr, Option<SocketAddr>);
+
+/// Waits until every shard with a slot in `bound` (shards `0..bound.len()`)
+/// has reported its addresses. Reports may arrive in any order.
 fn wait_bound(
     events: &mpsc::Receiver<ShardEvent>,
-    shard: ShardId,
-) -> Result<(SocketAddr, Option<SocketAddr>), BrokerError> {
+    bound: &mut [Option<Bound>],
+) -> Result<(), BrokerError> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
-    loop {
+    while let Some(missing) = bound.iter().position(Option::is_none) {
         let left = deadline.saturating_duration_since(Instant::now());
         match events.recv_timeout(left) {
             Ok(ShardEvent::Bound {
-                shard: bound,
+                shard,
                 shared,
                 private,
-            }) if bound == shard => return Ok((shared, private)),
-            Ok(ShardEvent::Exited {
-                shard: exited,
-                result,
             }) => {
+                if let Some(slot) = bound.get_mut(usize::from(shard.get())) {
+                    *slot = Some((shared, private));
+                }
+            }
+            Ok(ShardEvent::Exited { shard, result }) => {
                 let reason = match result {
                     Err(reason) => reason,
                     Ok(()) => "exited before serving".to_owned(),
                 };
-                return Err(startup_error(exited, reason));
+                return Err(startup_error(shard, reason));
             }
-            Ok(ShardEvent::Bound { .. }) => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 return Err(BrokerError::ShardStartup {
-                    shard: usize::from(shard.get()),
+                    shard: missing,
                     reason: format!("did not bind within {STARTUP_TIMEOUT:?}"),
                 })
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(BrokerError::ShardStartup {
-                    shard: usize::from(shard.get()),
+                    shard: missing,
                     reason: "all shards are gone".to_owned(),
                 })
             }
         }
     }
+    Ok(())
 }
 
 /// Executor creation fails inside the shard thread, so its error comes back
