@@ -28,7 +28,6 @@ const SUPERVISE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Runs the broker until SIGTERM/SIGINT. `Ok` is a clean shutdown.
 pub fn run(config: Config) -> Result<(), BrokerError> {
-    let data_dir = DataDir::open(&config.data_dir)?;
     let listen = config.listen_addr()?;
     let cpus = online_cpus()?;
     let shards = config.shards.unwrap_or(cpus.len());
@@ -38,6 +37,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
             cpus: cpus.len(),
         });
     }
+    let data_dir = DataDir::open(&config.data_dir)?;
     let private_addrs = private_addrs(&config, listen, shards)?;
     check_port_free(listen, "the shared port")?;
     for addr in private_addrs.iter().flatten() {
@@ -87,7 +87,14 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     let shared = match result {
         Ok(shared) => shared,
         Err(error) => {
-            fleet.stop();
+            let failures = fleet.stop();
+            // An executor that did not start reports why only through its
+            // join handle.
+            if let BrokerError::Executor { shard, .. } = error {
+                if let Some((_, reason)) = failures.into_iter().find(|(s, _)| *s == shard) {
+                    return Err(BrokerError::Executor { shard, reason });
+                }
+            }
             return Err(error);
         }
     };
@@ -221,13 +228,13 @@ fn wait_bound(
 }
 
 /// Executor creation fails inside the shard thread, so its error comes back
-/// as a shard exit; give it the io_uring hint unless it was a bind error.
+/// as a shard exit; that one gets the io_uring hint.
 fn startup_error(shard: ShardId, reason: String) -> BrokerError {
     let shard = usize::from(shard.get());
-    if reason.starts_with("cannot listen") {
-        BrokerError::ShardStartup { shard, reason }
-    } else {
+    if reason == shard::EXECUTOR_NOT_STARTED {
         BrokerError::Executor { shard, reason }
+    } else {
+        BrokerError::ShardStartup { shard, reason }
     }
 }
 
