@@ -12,3 +12,20 @@ pub mod stop;
 
 pub use conn::{Action, Connection, ConnectionConfig, ConnectionError};
 pub use stop::StopSignal;
+
+#[cfg(test)]
+mod invariants {
+    /// The sans-IO core and the client stay runtime-free, so the runtime
+    /// remains replaceable and the core testable without an executor.
+    #[test]
+    fn only_the_driver_imports_glommio() {
+        for (file, text) in [
+            ("conn.rs", include_str!("conn.rs")),
+            ("conn/tests.rs", include_str!("conn/tests.rs")),
+            ("stop.rs", include_str!("stop.rs")),
+            ("client.rs", include_str!("client.rs")),
+        ] {
+            assert!(!text.contains("glommio"), "{file} mentions glommio");
+        }
+    }
+}
