@@ -1,24 +1,44 @@
-//! The native Rust client: a blocking connection to one broker that sends
-//! requests and matches responses by correlation id.
+//! The native Rust client.
 //!
-//! Requests may be pipelined: [`Client::send`] returns the correlation id,
-//! [`Client::receive`] waits for that id's response and keeps responses to
-//! other in-flight ids until they are asked for. Typed calls
-//! ([`Client::api_versions`], [`Client::metadata`]) build the request,
-//! decode the response into owned values, and turn ERROR-flagged frames
-//! into [`ClientError::Broker`]. The producer and consumer will be built on
-//! `send`/`receive`.
+//! - [`Client`]: a blocking connection to one broker that sends requests
+//!   and matches responses by correlation id. Requests may be pipelined:
+//!   [`Client::send`] returns the correlation id, [`Client::receive`] waits
+//!   for that id's response and keeps responses to other in-flight ids
+//!   until they are asked for. Typed calls build the request, decode the
+//!   response into owned values, and turn ERROR-flagged frames into
+//!   [`ClientError::Broker`].
+//! - [`producer::Producer`], [`consumer::Consumer`], [`admin::Admin`]: the
+//!   Kafka-style client on std threads and blocking sockets.
+//! - The sans-IO pieces they are built from, shared with a future
+//!   thread-per-core driver: [`protocol`] (request builders, response readers),
+//!   [`partitioner`], [`accumulator`], [`retry`], [`cluster`] (routing to
+//!   shard ports) and [`producer_core`].
+
+pub mod accumulator;
+pub mod admin;
+pub mod cluster;
+pub mod consumer;
+pub mod partitioner;
+pub mod producer;
+pub mod producer_core;
+pub mod protocol;
+pub mod retry;
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use fjord_schema::api::{decode_response, ApiKey, DecodeError, Response};
-use fjord_schema::frame::{encode_frame, Frame, FrameDecoder, FrameError, FrameFlags};
-use fjord_schema::{wire, CorrelationId, ErrorCode};
+use fjord_schema::frame::{Frame, FrameDecoder, FrameError, FrameFlags, FrameHeader};
+use fjord_schema::{wire, CorrelationId, ErrorCode, PartitionId};
 use flatbuffers::FlatBufferBuilder;
+use zerocopy::IntoBytes;
+
+use self::protocol::{
+    FetchParams, FetchPartitionRequest, FetchedPartition, ListedOffset, NewTopic, TopicResult,
+};
 
 /// Client settings.
 #[derive(Debug, Clone)]
@@ -48,6 +68,12 @@ impl Default for ClientConfig {
 pub enum ClientError {
     #[error("cannot resolve {0}")]
     Resolve(String),
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("socket error: {0}")]
     Io(#[from] io::Error),
     #[error("broker closed the connection")]
@@ -140,18 +166,8 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: impl ToSocketAddrs, config: ClientConfig) -> Result<Client, ClientError> {
-        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-        let mut last_error = None;
-        for addr in &addrs {
-            match TcpStream::connect_timeout(addr, config.timeout) {
-                Ok(stream) => return Client::from_stream(stream, config),
-                Err(error) => last_error = Some(error),
-            }
-        }
-        match last_error {
-            Some(error) => Err(error.into()),
-            None => Err(ClientError::Resolve(format!("{addrs:?}"))),
-        }
+        let stream = connect_stream(addr, config.timeout)?;
+        Client::from_stream(stream, config)
     }
 
     fn from_stream(stream: TcpStream, config: ClientConfig) -> Result<Client, ClientError> {
@@ -181,6 +197,22 @@ impl Client {
         body: &[u8],
         payload: &[u8],
     ) -> Result<CorrelationId, ClientError> {
+        let payload = [Bytes::copy_from_slice(payload)];
+        let parts: &[Bytes] = if payload[0].is_empty() { &[] } else { &payload };
+        self.send_parts(api_key, api_version, FrameFlags(0), body, parts)
+    }
+
+    /// Sends one request whose payload is `payload` back to back, written
+    /// vectored (the batches are not copied). With the NO_RESPONSE flag the
+    /// request is not tracked: no answer will come.
+    pub fn send_parts(
+        &mut self,
+        api_key: ApiKey,
+        api_version: u16,
+        flags: FrameFlags,
+        body: &[u8],
+        payload: &[Bytes],
+    ) -> Result<CorrelationId, ClientError> {
         if self.in_flight.len() >= self.config.in_flight_max {
             return Err(ClientError::TooManyInFlight {
                 in_flight_max: self.config.in_flight_max,
@@ -188,19 +220,24 @@ impl Client {
         }
         let correlation_id = CorrelationId(self.next_correlation_id);
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let mut out = BytesMut::new();
-        encode_frame(
-            &mut out,
-            api_key as u16,
+        write_frame(
+            &mut self.stream,
+            api_key,
             api_version,
-            FrameFlags(0),
+            flags,
             correlation_id,
             body,
             payload,
-        );
-        self.stream.write_all(&out)?;
-        self.in_flight.insert(correlation_id, api_key);
+        )?;
+        if !flags.no_response() {
+            self.in_flight.insert(correlation_id, api_key);
+        }
         Ok(correlation_id)
+    }
+
+    /// Requests in flight on this connection.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
     }
 
     /// Waits for the response to `correlation_id`.
@@ -234,25 +271,7 @@ impl Client {
     }
 
     fn read_frame(&mut self) -> Result<Frame, ClientError> {
-        loop {
-            if let Some(frame) = self.decoder.decode(&mut self.read_buffer)? {
-                return Ok(frame);
-            }
-            let filled = self.read_buffer.len();
-            self.read_buffer.resize(filled + 64 * 1024, 0);
-            let read = self.stream.read(&mut self.read_buffer[filled..]);
-            let n = match read {
-                Ok(n) => n,
-                Err(error) => {
-                    self.read_buffer.truncate(filled);
-                    return Err(error.into());
-                }
-            };
-            self.read_buffer.truncate(filled + n);
-            if n == 0 {
-                return Err(ClientError::Closed);
-            }
-        }
+        read_frame_from(&mut self.stream, &mut self.decoder, &mut self.read_buffer)
     }
 
     /// Asks which apis and versions the broker serves.
@@ -352,6 +371,65 @@ impl Client {
                 .collect(),
         })
     }
+
+    /// Creates topics; one result per topic (errors such as
+    /// TOPIC_ALREADY_EXISTS are per topic, not a failed call).
+    pub fn create_topics(
+        &mut self,
+        topics: &[NewTopic],
+        timeout_ms: u32,
+    ) -> Result<Vec<TopicResult>, ClientError> {
+        let body = protocol::encode_create_topics(topics, timeout_ms);
+        let frame = self.call(ApiKey::CreateTopics, 0, &body)?;
+        protocol::read_create_topics(&frame)
+    }
+
+    /// Deletes topics; one result per topic.
+    pub fn delete_topics(
+        &mut self,
+        names: &[&str],
+        timeout_ms: u32,
+    ) -> Result<Vec<TopicResult>, ClientError> {
+        let body = protocol::encode_delete_topics(names, timeout_ms);
+        let frame = self.call(ApiKey::DeleteTopics, 0, &body)?;
+        protocol::read_delete_topics(&frame)
+    }
+
+    /// Looks up offsets: `protocol::LIST_OFFSETS_EARLIEST`,
+    /// `protocol::LIST_OFFSETS_LATEST`, or a timestamp in ms.
+    pub fn list_offsets(
+        &mut self,
+        topic: &str,
+        partitions: &[(PartitionId, i64)],
+    ) -> Result<Vec<ListedOffset>, ClientError> {
+        let body = protocol::encode_list_offsets(topic, partitions);
+        let frame = self.call(ApiKey::ListOffsets, 0, &body)?;
+        protocol::read_list_offsets(&frame)
+    }
+
+    /// Sends a fetch without waiting; read it with [`Client::receive`] and
+    /// [`protocol::read_fetch`]. Several connections can long-poll at once.
+    pub fn send_fetch(
+        &mut self,
+        topic: &str,
+        partitions: &[FetchPartitionRequest],
+        params: FetchParams,
+    ) -> Result<CorrelationId, ClientError> {
+        let body = protocol::encode_fetch(topic, partitions, params);
+        self.send_parts(ApiKey::Fetch, 0, FrameFlags(0), &body, &[])
+    }
+
+    /// Fetches and waits for the answer.
+    pub fn fetch(
+        &mut self,
+        topic: &str,
+        partitions: &[FetchPartitionRequest],
+        params: FetchParams,
+    ) -> Result<Vec<FetchedPartition>, ClientError> {
+        let id = self.send_fetch(topic, partitions, params)?;
+        let frame = self.receive(id)?;
+        protocol::read_fetch(&frame)
+    }
 }
 
 /// Decodes a response, turning an ERROR-flagged frame into
@@ -386,9 +464,127 @@ pub fn broker_error(frame: &Frame) -> Result<ClientError, ClientError> {
     })
 }
 
-fn unexpected(expected: ApiKey, frame: &Frame) -> ClientError {
+/// Reads from `stream` until `decoder` yields a whole frame.
+pub(crate) fn read_frame_from(
+    stream: &mut impl Read,
+    decoder: &mut FrameDecoder,
+    buffer: &mut BytesMut,
+) -> Result<Frame, ClientError> {
+    loop {
+        if let Some(frame) = decoder.decode(buffer)? {
+            return Ok(frame);
+        }
+        let filled = buffer.len();
+        buffer.resize(filled + 64 * 1024, 0);
+        let read = stream.read(&mut buffer[filled..]);
+        let n = match read {
+            Ok(n) => n,
+            Err(error) => {
+                buffer.truncate(filled);
+                return Err(error.into());
+            }
+        };
+        buffer.truncate(filled + n);
+        if n == 0 {
+            return Err(ClientError::Closed);
+        }
+    }
+}
+
+/// Resolves `addr` and connects to the first address that answers.
+pub fn connect_stream(
+    addr: impl ToSocketAddrs,
+    timeout: Duration,
+) -> Result<TcpStream, ClientError> {
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    let mut last_error = None;
+    for addr in &addrs {
+        match TcpStream::connect_timeout(addr, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last_error = Some((addr, error)),
+        }
+    }
+    match last_error {
+        Some((addr, source)) => Err(ClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        }),
+        None => Err(ClientError::Resolve(format!("{addrs:?}"))),
+    }
+}
+
+/// Writes a request frame: header and body, then the payload pieces, with
+/// vectored writes so batches are not copied into one buffer.
+pub fn write_frame(
+    stream: &mut impl Write,
+    api_key: ApiKey,
+    api_version: u16,
+    flags: FrameFlags,
+    correlation_id: CorrelationId,
+    body: &[u8],
+    payload: &[Bytes],
+) -> Result<(), ClientError> {
+    let body_len = u32::try_from(body.len()).map_err(|_| too_large())?;
+    let payload_len: usize = payload.iter().map(Bytes::len).sum();
+    let payload_len = u32::try_from(payload_len).map_err(|_| too_large())?;
+    let header = FrameHeader::new(
+        api_key as u16,
+        api_version,
+        flags,
+        correlation_id,
+        body_len,
+        payload_len,
+    );
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 + payload.len());
+    slices.push(IoSlice::new(header.as_bytes()));
+    slices.push(IoSlice::new(body));
+    slices.extend(payload.iter().map(|p| IoSlice::new(p)));
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        match stream.write_vectored(slices) {
+            Ok(0) => return Err(ClientError::Closed),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
+
+fn too_large() -> ClientError {
+    ClientError::Io(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "frame section over 4 GiB",
+    ))
+}
+
+pub(crate) fn unexpected(expected: ApiKey, frame: &Frame) -> ClientError {
     ClientError::UnexpectedResponse {
         expected,
         got: frame.header.api_key.get(),
+    }
+}
+
+#[cfg(test)]
+mod invariants {
+    /// The client's pieces stay runtime-free (see the crate docs).
+    #[test]
+    fn client_modules_stay_runtime_free() {
+        for (file, text) in [
+            ("accumulator.rs", include_str!("client/accumulator.rs")),
+            ("admin.rs", include_str!("client/admin.rs")),
+            ("cluster.rs", include_str!("client/cluster.rs")),
+            ("consumer.rs", include_str!("client/consumer.rs")),
+            ("partitioner.rs", include_str!("client/partitioner.rs")),
+            ("producer.rs", include_str!("client/producer.rs")),
+            ("producer_core.rs", include_str!("client/producer_core.rs")),
+            ("protocol.rs", include_str!("client/protocol.rs")),
+            ("retry.rs", include_str!("client/retry.rs")),
+        ] {
+            assert!(
+                !text.contains(concat!("glom", "mio")),
+                "{file} mentions the runtime"
+            );
+        }
     }
 }
