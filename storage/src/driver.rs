@@ -1196,7 +1196,7 @@ async fn prepare_step(inner: &Inner, start: u64, end: u64) -> Result<()> {
         (file, zeros, base)
     };
     let path = inner.dir.join(segment_file_name(base, SegmentFile::Log));
-    let result = async {
+    let written = async {
         let mut position = start;
         while position < end {
             let len = ((end - position) as usize).min(zeros.len());
@@ -1215,19 +1215,27 @@ async fn prepare_step(inner: &Inner, start: u64, end: u64) -> Result<()> {
             }
             position += len as u64;
         }
-        // Commit the extent conversion here, off the data path.
-        file.fdatasync().await.map_err(rt_at(&path))
+        Ok(())
     }
     .await;
-    {
-        let mut state = inner.state.borrow_mut();
-        state.prep_inflight = None;
-        if result.is_ok() && state.core.active().base == base {
-            state.prepared_end = state.prepared_end.max(end);
-        }
-    }
+    // The blocks hold zeros now: data may be written over them.
+    inner.state.borrow_mut().prep_inflight = None;
     inner.prep_done.notify_all();
-    result
+    written?;
+    // Commit the extent conversion here, once per step, off the data path;
+    // under the I/O lock so it never runs beside a data fdatasync (two
+    // syncs of one inode queue on the same ext4 journal commit, and the
+    // data one would pay for the conversion).
+    let _io = inner.io_lock.acquire_permit(1).await.map_err(rt)?;
+    if inner.state.borrow().closed {
+        return Ok(());
+    }
+    file.fdatasync().await.map_err(rt_at(&path))?;
+    let mut state = inner.state.borrow_mut();
+    if state.core.active().base == base {
+        state.prepared_end = state.prepared_end.max(end);
+    }
+    Ok(())
 }
 
 fn short_write(path: &Path, position: u64) -> StorageError {
