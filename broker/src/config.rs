@@ -9,6 +9,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fjord_storage::LogConfig;
 use serde::Deserialize;
 
 use crate::error::BrokerError;
@@ -48,6 +49,53 @@ pub struct Config {
     pub io_memory_bytes: usize,
     /// After SIGTERM, how long shards wait for in-flight requests.
     pub shutdown_grace_ms: u64,
+
+    // Data path. Each key below can also be set with `FJORD_<KEY>` in
+    // upper case (e.g. `FJORD_AUTO_CREATE_TOPICS=true`) and with the flag
+    // of [`DataPathFlags`] (`--auto-create-topics true`).
+    /// Whether a Metadata request with `allow_auto_topic_creation` creates
+    /// the unknown topics it names, with `default_partitions` partitions
+    /// and default configs (Kafka's `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partitions of a topic created without a count (`num_partitions =
+    /// -1`, or auto-created).
+    pub default_partitions: u32,
+    /// Partitions this broker holds at most, all topics together; a create
+    /// that would exceed it fails with POLICY_VIOLATION.
+    pub partitions_max: u32,
+    /// Largest record batch accepted by default (Kafka's
+    /// `message.max.bytes`); topics override it with `max.message.bytes`.
+    pub message_max_bytes: u32,
+    /// Default segment size (`segment.bytes`).
+    pub log_segment_bytes: u64,
+    /// Per-partition write buffer of appended but unwritten bytes; at least
+    /// one largest batch plus 8 KiB. Keep it equal across restarts (see
+    /// `fjord_storage::LogConfig::write_buffer_bytes`).
+    pub log_write_buffer_bytes: usize,
+    /// Segment files are zero-filled ahead of the writer in steps of this
+    /// many bytes (multiple of 4096)...
+    pub log_prepare_step_bytes: u64,
+    /// ...keeping this many bytes prepared ahead (at least one step).
+    pub log_prepare_ahead_bytes: u64,
+    /// Memory each shard lets in-flight requests hold (request frames being
+    /// handled, fetch responses being read). A request that does not fit
+    /// waits; one bigger than the whole budget gets BROKER_BUSY.
+    pub inflight_bytes_max_per_shard: usize,
+    /// Bytes of recent batches each shard caches for tail reads.
+    pub batch_cache_bytes_max_per_shard: usize,
+    /// Largest fetch response; a request's `max_bytes` is clamped to it.
+    pub fetch_bytes_max: u32,
+    /// Longest long-poll; a request's `max_wait_ms` is clamped to it.
+    pub fetch_wait_ms_max: u64,
+    /// How often each shard checks `flush.ms` / `flush.messages` of its
+    /// partitions.
+    pub flush_interval_ms: u64,
+    /// How often each shard runs retention and age-based segment rolls (in
+    /// a low-priority task queue).
+    pub housekeeping_interval_ms: u64,
+    /// Messages (each a batch of forwarded requests or replies) in flight
+    /// per shard pair on the cross-shard mesh.
+    pub mesh_channel_capacity: usize,
 }
 
 impl Default for Config {
@@ -67,6 +115,21 @@ impl Default for Config {
             // path uses none of it, storage sizes it for direct I/O.
             io_memory_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
+            auto_create_topics: false,
+            default_partitions: 1,
+            partitions_max: 10_000,
+            message_max_bytes: 4 << 20,
+            log_segment_bytes: 1 << 30,
+            log_write_buffer_bytes: 8 << 20,
+            log_prepare_step_bytes: 8 << 20,
+            log_prepare_ahead_bytes: 32 << 20,
+            inflight_bytes_max_per_shard: 256 << 20,
+            batch_cache_bytes_max_per_shard: 256 << 20,
+            fetch_bytes_max: 16 << 20,
+            fetch_wait_ms_max: 30_000,
+            flush_interval_ms: 20,
+            housekeeping_interval_ms: 30_000,
+            mesh_channel_capacity: 128,
         }
     }
 }
@@ -84,6 +147,58 @@ pub struct Overrides {
     pub connections_max_per_shard: Option<usize>,
     pub idle_timeout_ms: Option<u64>,
     pub io_memory_bytes: Option<usize>,
+}
+
+/// Command-line flags of the data-path keys, for the CLI to flatten into
+/// `fjord start` (`#[command(flatten)]`) and pass to
+/// [`Config::apply_flags`]. Each flag is the key with dashes.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DataPathFlags {
+    /// Create unknown topics named in Metadata requests that allow it [default: false].
+    #[arg(long)]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of topics created without a count [default: 1].
+    #[arg(long)]
+    pub default_partitions: Option<u32>,
+    /// Partitions this broker holds at most [default: 10000].
+    #[arg(long)]
+    pub partitions_max: Option<u32>,
+    /// Largest batch accepted by default [default: 4 MiB].
+    #[arg(long)]
+    pub message_max_bytes: Option<u32>,
+    /// Default segment size [default: 1 GiB].
+    #[arg(long)]
+    pub log_segment_bytes: Option<u64>,
+    /// Per-partition write buffer [default: 8 MiB].
+    #[arg(long)]
+    pub log_write_buffer_bytes: Option<usize>,
+    /// Segment zero-fill step [default: 8 MiB].
+    #[arg(long)]
+    pub log_prepare_step_bytes: Option<u64>,
+    /// Segment bytes kept zero-filled ahead of the writer [default: 32 MiB].
+    #[arg(long)]
+    pub log_prepare_ahead_bytes: Option<u64>,
+    /// In-flight request memory per shard [default: 256 MiB].
+    #[arg(long)]
+    pub inflight_bytes_max_per_shard: Option<usize>,
+    /// Batch cache per shard [default: 256 MiB].
+    #[arg(long)]
+    pub batch_cache_bytes_max_per_shard: Option<usize>,
+    /// Largest fetch response [default: 16 MiB].
+    #[arg(long)]
+    pub fetch_bytes_max: Option<u32>,
+    /// Longest fetch long-poll [default: 30000].
+    #[arg(long)]
+    pub fetch_wait_ms_max: Option<u64>,
+    /// Flush-policy check interval [default: 20].
+    #[arg(long)]
+    pub flush_interval_ms: Option<u64>,
+    /// Retention / segment-age check interval [default: 30000].
+    #[arg(long)]
+    pub housekeeping_interval_ms: Option<u64>,
+    /// Cross-shard messages in flight per shard pair [default: 128].
+    #[arg(long)]
+    pub mesh_channel_capacity: Option<usize>,
 }
 
 impl Config {
@@ -104,6 +219,7 @@ impl Config {
             }
         };
         config.apply(overrides);
+        config.apply_env(|name| std::env::var(name).ok())?;
         config.validate()?;
         Ok(config)
     }
@@ -137,8 +253,163 @@ impl Config {
         }
     }
 
+    /// Applies `FJORD_<KEY>` variables of the data-path keys (the older keys
+    /// come through [`Overrides`], which the CLI fills from flags and the
+    /// environment).
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), BrokerError> {
+        fn set<T: std::str::FromStr>(
+            slot: &mut T,
+            var: &impl Fn(&str) -> Option<String>,
+            name: &str,
+        ) -> Result<(), BrokerError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            if let Some(text) = var(name) {
+                *slot = text.trim().parse().map_err(|e| {
+                    BrokerError::InvalidSetting(format!("{name}={text:?} is not valid: {e}"))
+                })?;
+            }
+            Ok(())
+        }
+        set(
+            &mut self.auto_create_topics,
+            &var,
+            "FJORD_AUTO_CREATE_TOPICS",
+        )?;
+        set(
+            &mut self.default_partitions,
+            &var,
+            "FJORD_DEFAULT_PARTITIONS",
+        )?;
+        set(&mut self.partitions_max, &var, "FJORD_PARTITIONS_MAX")?;
+        set(&mut self.message_max_bytes, &var, "FJORD_MESSAGE_MAX_BYTES")?;
+        set(&mut self.log_segment_bytes, &var, "FJORD_LOG_SEGMENT_BYTES")?;
+        set(
+            &mut self.log_write_buffer_bytes,
+            &var,
+            "FJORD_LOG_WRITE_BUFFER_BYTES",
+        )?;
+        set(
+            &mut self.log_prepare_step_bytes,
+            &var,
+            "FJORD_LOG_PREPARE_STEP_BYTES",
+        )?;
+        set(
+            &mut self.log_prepare_ahead_bytes,
+            &var,
+            "FJORD_LOG_PREPARE_AHEAD_BYTES",
+        )?;
+        set(
+            &mut self.inflight_bytes_max_per_shard,
+            &var,
+            "FJORD_INFLIGHT_BYTES_MAX_PER_SHARD",
+        )?;
+        set(
+            &mut self.batch_cache_bytes_max_per_shard,
+            &var,
+            "FJORD_BATCH_CACHE_BYTES_MAX_PER_SHARD",
+        )?;
+        set(&mut self.fetch_bytes_max, &var, "FJORD_FETCH_BYTES_MAX")?;
+        set(&mut self.fetch_wait_ms_max, &var, "FJORD_FETCH_WAIT_MS_MAX")?;
+        set(&mut self.flush_interval_ms, &var, "FJORD_FLUSH_INTERVAL_MS")?;
+        set(
+            &mut self.housekeeping_interval_ms,
+            &var,
+            "FJORD_HOUSEKEEPING_INTERVAL_MS",
+        )?;
+        set(
+            &mut self.mesh_channel_capacity,
+            &var,
+            "FJORD_MESH_CHANNEL_CAPACITY",
+        )?;
+        Ok(())
+    }
+
+    /// Applies the data-path flags (see [`DataPathFlags`]).
+    pub fn apply_flags(&mut self, flags: DataPathFlags) {
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+        set(&mut self.auto_create_topics, flags.auto_create_topics);
+        set(&mut self.default_partitions, flags.default_partitions);
+        set(&mut self.partitions_max, flags.partitions_max);
+        set(&mut self.message_max_bytes, flags.message_max_bytes);
+        set(&mut self.log_segment_bytes, flags.log_segment_bytes);
+        set(
+            &mut self.log_write_buffer_bytes,
+            flags.log_write_buffer_bytes,
+        );
+        set(
+            &mut self.log_prepare_step_bytes,
+            flags.log_prepare_step_bytes,
+        );
+        set(
+            &mut self.log_prepare_ahead_bytes,
+            flags.log_prepare_ahead_bytes,
+        );
+        set(
+            &mut self.inflight_bytes_max_per_shard,
+            flags.inflight_bytes_max_per_shard,
+        );
+        set(
+            &mut self.batch_cache_bytes_max_per_shard,
+            flags.batch_cache_bytes_max_per_shard,
+        );
+        set(&mut self.fetch_bytes_max, flags.fetch_bytes_max);
+        set(&mut self.fetch_wait_ms_max, flags.fetch_wait_ms_max);
+        set(&mut self.flush_interval_ms, flags.flush_interval_ms);
+        set(
+            &mut self.housekeeping_interval_ms,
+            flags.housekeeping_interval_ms,
+        );
+        set(&mut self.mesh_channel_capacity, flags.mesh_channel_capacity);
+    }
+
+    /// The storage limits every partition starts from; topic configs
+    /// override the Kafka-visible ones.
+    pub fn base_log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes_max: self.log_segment_bytes,
+            batch_bytes_max: self.message_max_bytes as usize,
+            write_buffer_bytes: self.log_write_buffer_bytes,
+            prepare_step_bytes: self.log_prepare_step_bytes,
+            prepare_ahead_bytes: self.log_prepare_ahead_bytes,
+            ..LogConfig::default()
+        }
+    }
+
     fn validate(&self) -> Result<(), BrokerError> {
         let invalid = |reason: String| Err(BrokerError::InvalidSetting(reason));
+        if let Err(error) = self.base_log_config().validate() {
+            return invalid(format!("log settings: {error}"));
+        }
+        if self.default_partitions == 0 {
+            return invalid("default_partitions must be at least 1".into());
+        }
+        if self.partitions_max == 0 {
+            return invalid("partitions_max must be at least 1".into());
+        }
+        if self.inflight_bytes_max_per_shard < self.frame_bytes_max as usize {
+            return invalid(format!(
+                "inflight_bytes_max_per_shard = {} must hold one largest frame \
+                 (frame_bytes_max = {})",
+                self.inflight_bytes_max_per_shard, self.frame_bytes_max
+            ));
+        }
+        if self.fetch_bytes_max == 0 {
+            return invalid("fetch_bytes_max must be at least 1".into());
+        }
+        if self.flush_interval_ms == 0 || self.housekeeping_interval_ms == 0 {
+            return invalid(
+                "flush_interval_ms and housekeeping_interval_ms must be positive".into(),
+            );
+        }
+        if self.mesh_channel_capacity == 0 {
+            return invalid("mesh_channel_capacity must be at least 1".into());
+        }
         if self.shards == Some(0) {
             return invalid("shards must be at least 1".into());
         }
@@ -213,6 +484,32 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:0");
         assert_eq!(config.idle_timeout_ms, 500);
         assert_eq!(config.shards, Some(3));
+    }
+
+    #[test]
+    fn data_path_keys_come_from_file_env_and_flags() {
+        let mut config =
+            Config::parse("auto_create_topics = true\npartitions_max = 7\n").expect("valid toml");
+        assert!(config.auto_create_topics);
+        config
+            .apply_env(|name| (name == "FJORD_PARTITIONS_MAX").then(|| "9".to_owned()))
+            .expect("valid env");
+        assert_eq!(config.partitions_max, 9);
+        let error = config
+            .apply_env(|name| (name == "FJORD_FETCH_BYTES_MAX").then(|| "lots".to_owned()))
+            .expect_err("not a number");
+        assert!(
+            error.to_string().contains("FJORD_FETCH_BYTES_MAX"),
+            "{error}"
+        );
+        config.apply_flags(DataPathFlags {
+            partitions_max: Some(11),
+            ..DataPathFlags::default()
+        });
+        assert_eq!(config.partitions_max, 11);
+        assert!(config.validate().is_ok());
+        config.inflight_bytes_max_per_shard = 10;
+        assert!(config.validate().is_err());
     }
 
     #[test]

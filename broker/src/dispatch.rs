@@ -1,19 +1,50 @@
 //! Request dispatch: turns one decoded request frame into one response
-//! frame. Requests that do not decode, and apis this broker does not serve
-//! yet, get an ERROR-flagged frame with an `ErrorResponse` body.
+//! frame. Requests that do not decode get an ERROR-flagged frame with an
+//! `ErrorResponse` body; requests that decode get their own response type
+//! with errors per topic or partition.
+//!
+//! Partition requests are split into one [`Op`] per partition, run
+//! concurrently on the owning shards ([`ShardService::execute`]: locally or
+//! over the mesh), and answered on this shard. Fetch responses carry the
+//! stored batches in the frame payload as the `Bytes` the log returned —
+//! they are handed to the connection as separate chunks, never copied into
+//! the flatbuffer.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use fjord_net::driver::Service;
 use fjord_schema::api::{decode_request, ApiKey, Request, SUPPORTED_VERSIONS};
-use fjord_schema::frame::{encode_frame, Frame, FrameFlags};
-use fjord_schema::{wire, ErrorCode, NodeId, ShardId};
-use flatbuffers::FlatBufferBuilder;
+use fjord_schema::frame::{Frame, FrameFlags, FrameHeader};
+use fjord_schema::{wire, ErrorCode, NodeId, PartitionId, ShardId};
+use flatbuffers::{FlatBufferBuilder, WIPOffset};
+use futures_lite::future;
+use glommio::sync::Semaphore;
+use glommio::Task;
+use zerocopy::IntoBytes;
+
+use crate::ops::{
+    CreateSpec, FetchResult, ListOffsetsResult, Op, OpResult, ProduceResult, TopicOutcome,
+};
+use crate::service::{ShardService, REGISTRY_SHARD};
+use crate::topics::validate_topic_name;
 
 /// Apis this broker answers. ApiVersions lists only these, so a client
 /// never sees an api it would be refused.
-pub const SERVED_APIS: [ApiKey; 2] = [ApiKey::ApiVersions, ApiKey::Metadata];
+pub const SERVED_APIS: [ApiKey; 7] = [
+    ApiKey::ApiVersions,
+    ApiKey::Metadata,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+];
 
 /// Versions answered, per served api: `SUPPORTED_VERSIONS` restricted to
 /// [`SERVED_APIS`].
@@ -33,76 +64,289 @@ pub struct BrokerView {
     pub shard_ports: Vec<u16>,
 }
 
+/// The dispatcher's limits (from the broker config).
+#[derive(Debug, Clone)]
+pub struct DispatchLimits {
+    /// In-flight request memory of this shard.
+    pub inflight_bytes_max: usize,
+    /// Largest fetch response.
+    pub fetch_bytes_max: usize,
+    /// Longest fetch long-poll.
+    pub fetch_wait_max: Duration,
+    pub auto_create_topics: bool,
+}
+
 /// Answers requests on one shard.
 ///
 /// Lives on: every shard, one instance shared by that shard's connections.
-/// Owns: nothing mutable yet (the broker view is shared, read-only).
-/// Lifecycle: created when the shard starts serving, dropped with the last
-/// connection after the shard stops.
+/// Owns: the shard's in-flight memory budget (a semaphore of bytes: a
+/// request holds its frame size while it is handled, a fetch also its
+/// response budget while it reads). Lifecycle: created when the shard
+/// starts serving, dropped with the last connection after the shard stops.
 #[derive(Debug)]
 pub struct Dispatcher {
     broker: Arc<BrokerView>,
-    shard: ShardId,
+    service: Rc<ShardService>,
+    limits: DispatchLimits,
+    budget: Semaphore,
 }
 
 impl Service for Dispatcher {
-    async fn call(&self, frame: Frame, out: &mut BytesMut) {
-        self.respond(&frame, out);
+    async fn call(&self, frame: Frame, out: &mut Vec<Bytes>) {
+        self.respond(frame, out).await;
     }
 }
 
+/// A response before framing.
+#[derive(Debug)]
+struct Reply {
+    error: bool,
+    body: Vec<u8>,
+    payload: Vec<Bytes>,
+}
+
+impl Reply {
+    fn ok(fbb: FlatBufferBuilder<'_>) -> Reply {
+        Reply {
+            error: false,
+            body: fbb.finished_data().to_vec(),
+            payload: Vec::new(),
+        }
+    }
+
+    fn error(code: ErrorCode, message: &str) -> Reply {
+        let mut fbb = FlatBufferBuilder::new();
+        let message = fbb.create_string(message);
+        let body = wire::ErrorResponse::create(
+            &mut fbb,
+            &wire::ErrorResponseArgs {
+                error_code: code.code(),
+                message: Some(message),
+            },
+        );
+        fbb.finish(body, None);
+        Reply {
+            error: true,
+            ..Reply::ok(fbb)
+        }
+    }
+}
+
+/// One partition of a produce / fetch / list-offsets request, routed.
+#[derive(Debug)]
+struct Part<T> {
+    partition: PartitionId,
+    /// The owning shard, or why there is none.
+    route: Result<ShardId, ErrorCode>,
+    input: T,
+}
+
+type Topics<T> = Vec<(String, Vec<Part<T>>)>;
+
 impl Dispatcher {
-    pub fn new(broker: Arc<BrokerView>, shard: ShardId) -> Dispatcher {
-        Dispatcher { broker, shard }
+    pub fn new(
+        broker: Arc<BrokerView>,
+        service: Rc<ShardService>,
+        limits: DispatchLimits,
+    ) -> Dispatcher {
+        let budget = Semaphore::new(limits.inflight_bytes_max as u64);
+        Dispatcher {
+            broker,
+            service,
+            limits,
+            budget,
+        }
     }
 
     /// Appends the response to `frame` to `out` (nothing if the request
     /// asked for none).
-    pub fn respond(&self, frame: &Frame, out: &mut BytesMut) {
-        let header = &frame.header;
-        let mut fbb = FlatBufferBuilder::new();
-        let mut flags = FrameFlags::RESPONSE;
-        match decode_request(frame) {
-            Ok(Request::ApiVersions(_)) => self.api_versions(&mut fbb),
-            Ok(Request::Metadata(request)) => self.metadata(&mut fbb, request),
-            Ok(_) => {
-                let key = header.api_key.get();
-                tracing::debug!(shard = %self.shard, api_key = key, "api not served");
-                flags |= FrameFlags::ERROR;
-                error_body(
-                    &mut fbb,
-                    ErrorCode::UnsupportedVersion,
-                    &format!("api key {key} is not served by this broker yet"),
-                );
+    pub async fn respond(&self, frame: Frame, out: &mut Vec<Bytes>) {
+        let header = frame.header;
+        let cost = frame.body.len() + frame.payload.len();
+        let reply = if cost > self.limits.inflight_bytes_max {
+            Reply::error(
+                ErrorCode::BrokerBusy,
+                &format!(
+                    "a {cost}-byte request exceeds this shard's in-flight budget of {} bytes",
+                    self.limits.inflight_bytes_max
+                ),
+            )
+        } else {
+            match self.budget.acquire_permit(cost as u64).await {
+                Ok(_permit) => self.handle(&frame, cost).await,
+                Err(_) => Reply::error(ErrorCode::BrokerBusy, "the shard is stopping"),
             }
-            Err(error) => {
-                tracing::debug!(shard = %self.shard, %error, "undecodable request");
-                flags |= FrameFlags::ERROR;
-                error_body(&mut fbb, error.error_code(), &error.to_string());
-            }
-        }
+        };
         if header.flags().no_response() {
             return;
         }
-        encode_frame(
-            out,
-            header.api_key.get(),
-            header.api_version.get(),
-            FrameFlags(flags),
-            header.correlation_id(),
-            fbb.finished_data(),
-            &[],
-        );
+        encode_reply(&header, reply, out);
     }
 
-    fn api_versions(&self, fbb: &mut FlatBufferBuilder<'_>) {
+    async fn handle(&self, frame: &Frame, cost: usize) -> Reply {
+        let request = match decode_request(frame) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::debug!(shard = %self.service.shard, %error, "undecodable request");
+                return Reply::error(error.error_code(), &error.to_string());
+            }
+        };
+        match request {
+            Request::ApiVersions(_) => self.api_versions(),
+            Request::Metadata(request) => {
+                let topics = request
+                    .topics()
+                    .map(|names| names.iter().map(str::to_owned).collect::<Vec<_>>());
+                self.metadata(topics, request.allow_auto_topic_creation())
+                    .await
+            }
+            Request::CreateTopics(request) => {
+                let specs = request
+                    .topics()
+                    .iter()
+                    .flatten()
+                    .map(|t| CreateSpec {
+                        name: t.name().to_owned(),
+                        num_partitions: t.num_partitions(),
+                        replication_factor: t.replication_factor(),
+                        configs: t
+                            .configs()
+                            .iter()
+                            .flatten()
+                            // A null value means "the default": no override.
+                            .filter_map(|c| Some((c.key().to_owned(), c.value()?.to_owned())))
+                            .collect(),
+                    })
+                    .collect();
+                self.create_topics(specs, request.validate_only()).await
+            }
+            Request::DeleteTopics(request) => {
+                let names = request
+                    .topics()
+                    .iter()
+                    .flatten()
+                    .map(str::to_owned)
+                    .collect();
+                self.delete_topics(names).await
+            }
+            Request::Produce(request) => {
+                let acks = request.acks().0;
+                let topics = self.route(request.topics().iter().flatten().map(|t| {
+                    let partitions = t.partitions();
+                    let parts = partitions.iter().flatten().map(|p| {
+                        let slice = p.records();
+                        let records = match slice {
+                            Some(s) => {
+                                let start = s.offset() as usize;
+                                frame.payload.slice(start..start + s.len() as usize)
+                            }
+                            None => Bytes::new(),
+                        };
+                        (PartitionId(p.partition()), records)
+                    });
+                    (t.name().to_owned(), parts.collect::<Vec<_>>())
+                }));
+                self.produce(topics, acks).await
+            }
+            Request::Fetch(request) => {
+                let topics = self.route(request.topics().iter().flatten().map(|t| {
+                    let partitions = t.partitions();
+                    let parts = partitions.iter().flatten().map(|p| {
+                        (
+                            PartitionId(p.partition()),
+                            (p.fetch_offset(), p.partition_max_bytes() as usize),
+                        )
+                    });
+                    (t.name().to_owned(), parts.collect::<Vec<_>>())
+                }));
+                let wait = Duration::from_millis(u64::from(request.max_wait_ms()));
+                self.fetch(
+                    topics,
+                    wait.min(self.limits.fetch_wait_max),
+                    request.min_bytes() as usize,
+                    request.max_bytes() as usize,
+                    cost,
+                )
+                .await
+            }
+            Request::ListOffsets(request) => {
+                let topics = self.route(request.topics().iter().flatten().map(|t| {
+                    let partitions = t.partitions();
+                    let parts = partitions
+                        .iter()
+                        .flatten()
+                        .map(|p| (PartitionId(p.partition()), p.timestamp()));
+                    (t.name().to_owned(), parts.collect::<Vec<_>>())
+                }));
+                self.list_offsets(topics).await
+            }
+        }
+    }
+
+    /// Looks up the owning shard of every partition in the catalog.
+    fn route<T>(&self, topics: impl Iterator<Item = (String, Vec<(PartitionId, T)>)>) -> Topics<T> {
+        let catalog = self.service.catalog();
+        topics
+            .map(|(name, parts)| {
+                let parts = parts
+                    .into_iter()
+                    .map(|(partition, input)| Part {
+                        partition,
+                        route: catalog
+                            .route(&name, partition)
+                            .ok_or(ErrorCode::UnknownTopicOrPartition),
+                        input,
+                    })
+                    .collect();
+                (name, parts)
+            })
+            .collect()
+    }
+
+    /// Runs one op per routed partition, concurrently; results in request
+    /// order (`None` for unrouted partitions).
+    async fn run_all<T>(
+        &self,
+        topics: &Topics<T>,
+        op: impl Fn(&str, &Part<T>) -> Op,
+    ) -> Vec<Vec<Option<OpResult>>> {
+        let tasks: Vec<Vec<Option<Task<OpResult>>>> = topics
+            .iter()
+            .map(|(name, parts)| {
+                parts
+                    .iter()
+                    .map(|part| {
+                        let shard = part.route.ok()?;
+                        Some(glommio::spawn_local(
+                            self.service.execute(shard, op(name, part)),
+                        ))
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut results = Vec::with_capacity(tasks.len());
+        for topic in tasks {
+            let mut parts = Vec::with_capacity(topic.len());
+            for task in topic {
+                parts.push(match task {
+                    Some(task) => Some(task.await),
+                    None => None,
+                });
+            }
+            results.push(parts);
+        }
+        results
+    }
+
+    fn api_versions(&self) -> Reply {
+        let mut fbb = FlatBufferBuilder::new();
         let ranges: Vec<wire::ApiVersionRange> = served_versions()
             .map(|(key, min, max)| wire::ApiVersionRange::new(key as u16, min, max))
             .collect();
         let api_versions = fbb.create_vector(&ranges);
         let version = fbb.create_string(env!("CARGO_PKG_VERSION"));
         let response = wire::ApiVersionsResponse::create(
-            fbb,
+            &mut fbb,
             &wire::ApiVersionsResponseArgs {
                 error_code: ErrorCode::None.code(),
                 api_versions: Some(api_versions),
@@ -110,16 +354,52 @@ impl Dispatcher {
             },
         );
         fbb.finish(response, None);
+        Reply::ok(fbb)
     }
 
-    fn metadata(&self, fbb: &mut FlatBufferBuilder<'_>, request: wire::MetadataRequest<'_>) {
+    async fn metadata(&self, names: Option<Vec<String>>, allow_auto_create: bool) -> Reply {
+        let mut catalog = self.service.catalog();
+        let mut refused: Vec<TopicOutcome> = Vec::new();
+        if let (Some(names), true) = (&names, allow_auto_create && self.limits.auto_create_topics) {
+            let missing: Vec<CreateSpec> = names
+                .iter()
+                .filter(|name| catalog.get(name).is_none())
+                .map(|name| CreateSpec {
+                    name: name.clone(),
+                    num_partitions: -1,
+                    replication_factor: -1,
+                    configs: Vec::new(),
+                })
+                .collect();
+            if !missing.is_empty() {
+                if let OpResult::Topics(outcomes) = self
+                    .service
+                    .execute(
+                        REGISTRY_SHARD,
+                        Op::CreateTopics {
+                            topics: missing,
+                            validate_only: false,
+                        },
+                    )
+                    .await
+                {
+                    refused = outcomes
+                        .into_iter()
+                        .filter(|o| o.error != ErrorCode::None)
+                        .collect();
+                }
+                catalog = self.service.catalog();
+            }
+        }
         let broker = &self.broker;
+        let node = broker.node_id.get();
+        let mut fbb = FlatBufferBuilder::new();
         let host = fbb.create_string(&broker.host);
         let shard_ports = fbb.create_vector(&broker.shard_ports);
         let this = wire::BrokerMetadata::create(
-            fbb,
+            &mut fbb,
             &wire::BrokerMetadataArgs {
-                node_id: broker.node_id.get(),
+                node_id: node,
                 host: Some(host),
                 port: broker.port,
                 shard_ports: Some(shard_ports),
@@ -127,51 +407,506 @@ impl Dispatcher {
             },
         );
         let brokers = fbb.create_vector(&[this]);
-        // No topics exist yet: "all topics" is empty and every named topic
-        // is unknown.
-        let topics: Vec<_> = request
-            .topics()
-            .iter()
-            .flatten()
-            .map(|name| {
-                let name = fbb.create_string(name);
-                wire::TopicMetadata::create(
-                    fbb,
+        let wanted: Vec<String> = match &names {
+            Some(names) => names.clone(),
+            None => catalog.topics().map(|t| t.name.clone()).collect(),
+        };
+        let mut topics = Vec::with_capacity(wanted.len());
+        for name in &wanted {
+            let fb_name = fbb.create_string(name);
+            let Some(meta) = catalog.get(name) else {
+                let error = refused
+                    .iter()
+                    .find(|o| &o.name == name)
+                    .map_or(ErrorCode::UnknownTopicOrPartition, |o| o.error);
+                let error = if validate_topic_name(name).is_err() {
+                    ErrorCode::InvalidTopicException
+                } else {
+                    error
+                };
+                topics.push(wire::TopicMetadata::create(
+                    &mut fbb,
                     &wire::TopicMetadataArgs {
-                        error_code: ErrorCode::UnknownTopicOrPartition.code(),
-                        name: Some(name),
+                        error_code: error.code(),
+                        name: Some(fb_name),
                         is_internal: false,
                         partitions: None,
                     },
-                )
-            })
-            .collect();
+                ));
+                continue;
+            };
+            let partitions: Vec<_> = meta
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(partition, shard)| {
+                    let replicas = fbb.create_vector(&[node]);
+                    let isr = fbb.create_vector(&[node]);
+                    wire::PartitionMetadata::create(
+                        &mut fbb,
+                        &wire::PartitionMetadataArgs {
+                            error_code: ErrorCode::None.code(),
+                            partition: partition as u32,
+                            leader: node as i32,
+                            leader_epoch: 0,
+                            leader_shard: *shard,
+                            replicas: Some(replicas),
+                            isr: Some(isr),
+                        },
+                    )
+                })
+                .collect();
+            let partitions = fbb.create_vector(&partitions);
+            topics.push(wire::TopicMetadata::create(
+                &mut fbb,
+                &wire::TopicMetadataArgs {
+                    error_code: ErrorCode::None.code(),
+                    name: Some(fb_name),
+                    is_internal: false,
+                    partitions: Some(partitions),
+                },
+            ));
+        }
         let topics = fbb.create_vector(&topics);
         let response = wire::MetadataResponse::create(
-            fbb,
+            &mut fbb,
             &wire::MetadataResponseArgs {
                 throttle_time_ms: 0,
                 cluster_id: None,
                 // A single node is its own controller.
-                controller_id: broker.node_id.get() as i32,
+                controller_id: node as i32,
                 brokers: Some(brokers),
                 topics: Some(topics),
             },
         );
         fbb.finish(response, None);
+        Reply::ok(fbb)
+    }
+
+    async fn create_topics(&self, specs: Vec<CreateSpec>, validate_only: bool) -> Reply {
+        let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let op = Op::CreateTopics {
+            topics: specs,
+            validate_only,
+        };
+        let outcomes = topic_outcomes(self.service.execute(REGISTRY_SHARD, op).await, names);
+        let mut fbb = FlatBufferBuilder::new();
+        let results: Vec<_> = outcomes
+            .iter()
+            .map(|o| {
+                let name = fbb.create_string(&o.name);
+                let message = o.message.as_deref().map(|m| fbb.create_string(m));
+                wire::CreatableTopicResult::create(
+                    &mut fbb,
+                    &wire::CreatableTopicResultArgs {
+                        name: Some(name),
+                        error_code: o.error.code(),
+                        error_message: message,
+                        num_partitions: o.num_partitions,
+                        replication_factor: if o.error == ErrorCode::None { 1 } else { -1 },
+                    },
+                )
+            })
+            .collect();
+        let topics = fbb.create_vector(&results);
+        let response = wire::CreateTopicsResponse::create(
+            &mut fbb,
+            &wire::CreateTopicsResponseArgs {
+                throttle_time_ms: 0,
+                topics: Some(topics),
+            },
+        );
+        fbb.finish(response, None);
+        Reply::ok(fbb)
+    }
+
+    async fn delete_topics(&self, names: Vec<String>) -> Reply {
+        let op = Op::DeleteTopics {
+            topics: names.clone(),
+        };
+        let outcomes = topic_outcomes(self.service.execute(REGISTRY_SHARD, op).await, names);
+        let mut fbb = FlatBufferBuilder::new();
+        let results: Vec<_> = outcomes
+            .iter()
+            .map(|o| {
+                let name = fbb.create_string(&o.name);
+                let message = o.message.as_deref().map(|m| fbb.create_string(m));
+                wire::DeletableTopicResult::create(
+                    &mut fbb,
+                    &wire::DeletableTopicResultArgs {
+                        name: Some(name),
+                        error_code: o.error.code(),
+                        error_message: message,
+                    },
+                )
+            })
+            .collect();
+        let topics = fbb.create_vector(&results);
+        let response = wire::DeleteTopicsResponse::create(
+            &mut fbb,
+            &wire::DeleteTopicsResponseArgs {
+                throttle_time_ms: 0,
+                topics: Some(topics),
+            },
+        );
+        fbb.finish(response, None);
+        Reply::ok(fbb)
+    }
+
+    async fn produce(&self, topics: Topics<Bytes>, acks: i8) -> Reply {
+        let results: Vec<Vec<ProduceResult>> = if matches!(acks, -1..=1) {
+            self.run_all(&topics, |name, part| Op::Produce {
+                topic: name.to_owned(),
+                partition: part.partition,
+                records: part.input.clone(),
+                acks,
+            })
+            .await
+            .into_iter()
+            .zip(&topics)
+            .map(|(results, (_, parts))| {
+                results
+                    .into_iter()
+                    .zip(parts)
+                    .map(|(result, part)| match (result, part.route) {
+                        (Some(OpResult::Produce(r)), _) => r,
+                        (_, Err(code)) => ProduceResult::error(code, "unknown topic or partition"),
+                        (other, _) => ProduceResult::error(
+                            ErrorCode::NotLeaderOrFollower,
+                            format!("owning shard did not answer: {other:?}"),
+                        ),
+                    })
+                    .collect()
+            })
+            .collect()
+        } else {
+            topics
+                .iter()
+                .map(|(_, parts)| {
+                    parts
+                        .iter()
+                        .map(|_| {
+                            ProduceResult::error(
+                                ErrorCode::InvalidRequiredAcks,
+                                format!("acks = {acks}: must be -1, 0 or 1"),
+                            )
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let mut fbb = FlatBufferBuilder::new();
+        let topic_offsets: Vec<_> = topics
+            .iter()
+            .zip(&results)
+            .map(|((name, parts), results)| {
+                let partitions: Vec<_> = parts
+                    .iter()
+                    .zip(results)
+                    .map(|(part, r)| {
+                        let message = r.message.as_deref().map(|m| fbb.create_string(m));
+                        wire::PartitionProduceResponse::create(
+                            &mut fbb,
+                            &wire::PartitionProduceResponseArgs {
+                                partition: part.partition.get(),
+                                error_code: r.error.code(),
+                                error_message: message,
+                                base_offset: r.base_offset,
+                                log_append_time_ms: -1,
+                                log_start_offset: r.log_start_offset,
+                            },
+                        )
+                    })
+                    .collect();
+                let partitions = fbb.create_vector(&partitions);
+                let name = fbb.create_string(name);
+                wire::TopicProduceResponse::create(
+                    &mut fbb,
+                    &wire::TopicProduceResponseArgs {
+                        name: Some(name),
+                        partitions: Some(partitions),
+                    },
+                )
+            })
+            .collect();
+        let topics = fbb.create_vector(&topic_offsets);
+        let response = wire::ProduceResponse::create(
+            &mut fbb,
+            &wire::ProduceResponseArgs {
+                throttle_time_ms: 0,
+                topics: Some(topics),
+            },
+        );
+        fbb.finish(response, None);
+        Reply::ok(fbb)
+    }
+
+    /// Reads every partition; if fewer than `min_bytes` came back and no
+    /// partition failed, waits until one of them gets data (woken by its
+    /// append, on whichever shard) or the deadline, and reads again.
+    async fn fetch(
+        &self,
+        topics: Topics<(i64, usize)>,
+        max_wait: Duration,
+        min_bytes: usize,
+        max_bytes: usize,
+        cost: usize,
+    ) -> Reply {
+        let deadline = Instant::now() + max_wait;
+        // The response budget comes out of the in-flight budget too (minus
+        // the request itself, which already holds its share).
+        let max_bytes = max_bytes
+            .min(self.limits.fetch_bytes_max)
+            .min(self.limits.inflight_bytes_max - cost)
+            .max(1);
+        loop {
+            let results = {
+                let Ok(_permit) = self.budget.acquire_permit(max_bytes as u64).await else {
+                    return Reply::error(ErrorCode::BrokerBusy, "the shard is stopping");
+                };
+                self.fetch_once(&topics, max_bytes).await
+            };
+            let flat = || results.iter().flatten();
+            let total: usize = flat().map(FetchResult::bytes).sum();
+            let failed = flat().any(|r| r.error != ErrorCode::None);
+            if total >= min_bytes || failed || Instant::now() >= deadline {
+                return fetch_reply(&topics, results, max_bytes);
+            }
+            let waits: Vec<Task<OpResult>> = topics
+                .iter()
+                .zip(&results)
+                .flat_map(|((name, parts), results)| {
+                    parts.iter().zip(results).filter_map(|(part, result)| {
+                        let shard = part.route.ok()?;
+                        let op = Op::WaitForData {
+                            topic: name.clone(),
+                            partition: part.partition,
+                            offset: result.high_watermark,
+                            deadline,
+                        };
+                        Some(glommio::spawn_local(self.service.execute(shard, op)))
+                    })
+                })
+                .collect();
+            first_of(waits).await;
+        }
+    }
+
+    async fn fetch_once(
+        &self,
+        topics: &Topics<(i64, usize)>,
+        max_bytes: usize,
+    ) -> Vec<Vec<FetchResult>> {
+        self.run_all(topics, |name, part| Op::Fetch {
+            topic: name.to_owned(),
+            partition: part.partition,
+            offset: part.input.0,
+            max_bytes: part.input.1.min(max_bytes),
+        })
+        .await
+        .into_iter()
+        .zip(topics)
+        .map(|(results, (_, parts))| {
+            results
+                .into_iter()
+                .zip(parts)
+                .map(|(result, part)| match (result, part.route) {
+                    (Some(OpResult::Fetch(r)), _) => r,
+                    (_, Err(code)) => FetchResult::error(code),
+                    _ => FetchResult::error(ErrorCode::NotLeaderOrFollower),
+                })
+                .collect()
+        })
+        .collect()
+    }
+
+    async fn list_offsets(&self, topics: Topics<i64>) -> Reply {
+        let results: Vec<Vec<ListOffsetsResult>> = self
+            .run_all(&topics, |name, part| Op::ListOffsets {
+                topic: name.to_owned(),
+                partition: part.partition,
+                timestamp: part.input,
+            })
+            .await
+            .into_iter()
+            .zip(&topics)
+            .map(|(results, (_, parts))| {
+                results
+                    .into_iter()
+                    .zip(parts)
+                    .map(|(result, part)| match (result, part.route) {
+                        (Some(OpResult::ListOffsets(r)), _) => r,
+                        (_, Err(code)) => ListOffsetsResult::error(code),
+                        _ => ListOffsetsResult::error(ErrorCode::NotLeaderOrFollower),
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut fbb = FlatBufferBuilder::new();
+        let topic_offsets: Vec<_> = topics
+            .iter()
+            .zip(&results)
+            .map(|((name, parts), results)| {
+                let partitions: Vec<_> = parts
+                    .iter()
+                    .zip(results)
+                    .map(|(part, r)| {
+                        wire::ListOffsetsPartitionResponse::create(
+                            &mut fbb,
+                            &wire::ListOffsetsPartitionResponseArgs {
+                                partition: part.partition.get(),
+                                error_code: r.error.code(),
+                                timestamp: r.timestamp,
+                                offset: r.offset,
+                                leader_epoch: if r.error == ErrorCode::None { 0 } else { -1 },
+                            },
+                        )
+                    })
+                    .collect();
+                let partitions = fbb.create_vector(&partitions);
+                let name = fbb.create_string(name);
+                wire::ListOffsetsTopicResponse::create(
+                    &mut fbb,
+                    &wire::ListOffsetsTopicResponseArgs {
+                        name: Some(name),
+                        partitions: Some(partitions),
+                    },
+                )
+            })
+            .collect();
+        let topics = fbb.create_vector(&topic_offsets);
+        let response = wire::ListOffsetsResponse::create(
+            &mut fbb,
+            &wire::ListOffsetsResponseArgs {
+                throttle_time_ms: 0,
+                topics: Some(topics),
+            },
+        );
+        fbb.finish(response, None);
+        Reply::ok(fbb)
     }
 }
 
-fn error_body(fbb: &mut FlatBufferBuilder<'_>, code: ErrorCode, message: &str) {
-    let message = fbb.create_string(message);
-    let body = wire::ErrorResponse::create(
-        fbb,
-        &wire::ErrorResponseArgs {
-            error_code: code.code(),
-            message: Some(message),
+/// The per-topic outcomes of an admin op, or the same failure for every
+/// topic when shard 0 did not answer.
+fn topic_outcomes(result: OpResult, names: Vec<String>) -> Vec<TopicOutcome> {
+    match result {
+        OpResult::Topics(outcomes) => outcomes,
+        other => names
+            .into_iter()
+            .map(|name| TopicOutcome {
+                name,
+                error: ErrorCode::UnknownServerError,
+                message: Some(format!("the registry shard did not answer: {other:?}")),
+                num_partitions: -1,
+            })
+            .collect(),
+    }
+}
+
+/// Builds the fetch response: batches go to the payload in request order
+/// while they fit in `max_bytes` (the first batch always, so a consumer
+/// makes progress); each partition names its slice of the payload.
+fn fetch_reply(
+    topics: &Topics<(i64, usize)>,
+    results: Vec<Vec<FetchResult>>,
+    max_bytes: usize,
+) -> Reply {
+    let mut fbb = FlatBufferBuilder::new();
+    let mut payload: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    let mut full = false;
+    let mut topic_offsets: Vec<WIPOffset<wire::FetchTopicResponse>> = Vec::new();
+    for ((name, parts), results) in topics.iter().zip(results) {
+        let mut partitions = Vec::with_capacity(parts.len());
+        for (part, result) in parts.iter().zip(results) {
+            let start = total;
+            for batch in result.batches {
+                if full || (total > 0 && total + batch.len() > max_bytes) {
+                    full = true;
+                    break;
+                }
+                total += batch.len();
+                payload.push(batch);
+            }
+            let slice = wire::PayloadSlice::new(start as u32, (total - start) as u32);
+            partitions.push(wire::FetchPartitionResponse::create(
+                &mut fbb,
+                &wire::FetchPartitionResponseArgs {
+                    partition: part.partition.get(),
+                    error_code: result.error.code(),
+                    high_watermark: result.high_watermark,
+                    last_stable_offset: result.high_watermark,
+                    log_start_offset: result.log_start_offset,
+                    records: Some(&slice),
+                },
+            ));
+        }
+        let partitions = fbb.create_vector(&partitions);
+        let name = fbb.create_string(name);
+        topic_offsets.push(wire::FetchTopicResponse::create(
+            &mut fbb,
+            &wire::FetchTopicResponseArgs {
+                name: Some(name),
+                partitions: Some(partitions),
+            },
+        ));
+    }
+    let topics = fbb.create_vector(&topic_offsets);
+    let response = wire::FetchResponse::create(
+        &mut fbb,
+        &wire::FetchResponseArgs {
+            throttle_time_ms: 0,
+            error_code: ErrorCode::None.code(),
+            topics: Some(topics),
         },
     );
-    fbb.finish(body, None);
+    fbb.finish(response, None);
+    Reply {
+        payload,
+        ..Reply::ok(fbb)
+    }
+}
+
+/// Frames `reply`: one chunk with the header and body, then the payload
+/// chunks as they are.
+fn encode_reply(request: &FrameHeader, reply: Reply, out: &mut Vec<Bytes>) {
+    let mut flags = FrameFlags::RESPONSE;
+    if reply.error {
+        flags |= FrameFlags::ERROR;
+    }
+    let payload_len: usize = reply.payload.iter().map(Bytes::len).sum();
+    // Bounded: the body is small and the payload by fetch_bytes_max (u32).
+    let header = FrameHeader::new(
+        request.api_key.get(),
+        request.api_version.get(),
+        FrameFlags(flags),
+        request.correlation_id(),
+        u32::try_from(reply.body.len()).expect("response body over 4 GiB"),
+        u32::try_from(payload_len).expect("response payload over 4 GiB"),
+    );
+    let mut head = Vec::with_capacity(header.as_bytes().len() + reply.body.len());
+    head.extend_from_slice(header.as_bytes());
+    head.extend_from_slice(&reply.body);
+    out.push(Bytes::from(head));
+    out.extend(reply.payload);
+}
+
+/// Completes when the first of `tasks` does (the others are cancelled when
+/// dropped).
+async fn first_of(tasks: Vec<Task<OpResult>>) {
+    if tasks.is_empty() {
+        return;
+    }
+    let mut tasks: Vec<Pin<Box<Task<OpResult>>>> = tasks.into_iter().map(Box::pin).collect();
+    future::poll_fn(|cx| {
+        if tasks.iter_mut().any(|t| t.as_mut().poll(cx).is_ready()) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -46,6 +46,13 @@ pub enum BrokerError {
     ShardFailed { shard: usize, reason: String },
     #[error("cannot install signal handling: {0}")]
     Signals(io::Error),
+    #[error("{0}; fix or restore the file, or start with an empty data dir")]
+    Registry(#[from] crate::topics::RegistryError),
+    #[error(
+        "shard {shard} cannot open its partitions: {reason}; restore the partition from a \
+         replica or backup, or move its directory aside to start without it"
+    )]
+    Recovery { shard: usize, reason: String },
     #[error("cannot write {path}: {source}")]
     AddrFile { path: PathBuf, source: io::Error },
 }

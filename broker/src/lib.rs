@@ -1,14 +1,22 @@
 //! The Fjord broker: the composition root. Starts one shard per CPU, each
-//! serving the native protocol on the shared port, dispatches requests,
-//! and owns configuration and the data directory.
+//! owning the partitions the placement table gives it and serving the
+//! native protocol on the shared port (forwarding requests for other
+//! shards' partitions over the shard mesh); owns configuration, the topic
+//! registry and the data directory.
 
+pub mod catalog;
 pub mod config;
 pub mod datadir;
 pub mod dispatch;
 pub mod error;
+pub mod mesh;
+pub mod ops;
+pub mod partitions;
 pub mod server;
+pub mod service;
 pub mod shard;
 pub mod signals;
+pub mod topics;
 
 pub use config::{Config, Overrides};
 pub use error::BrokerError;

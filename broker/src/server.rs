@@ -5,7 +5,7 @@
 //! The main thread serves no traffic; after startup it only waits.
 
 use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -13,12 +13,15 @@ use fjord_net::ConnectionConfig;
 use fjord_schema::{NodeId, ShardId};
 use glommio::{CpuSet, ExecutorJoinHandle};
 
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::datadir::DataDir;
-use crate::dispatch::BrokerView;
+use crate::dispatch::{BrokerView, DispatchLimits};
 use crate::error::BrokerError;
-use crate::shard::{self, ShardEvent, ShardSpec};
+use crate::mesh::mesh_ends;
+use crate::shard::{self, ShardBoot, ShardEvent, ShardSpec};
 use crate::signals::Signals;
+use crate::topics::TopicRegistry;
 
 /// How long a shard may take to create its executor and bind.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,7 +40,30 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
             cpus: cpus.len(),
         });
     }
+    let shard_count = u16::try_from(shards).map_err(|_| {
+        BrokerError::InvalidSetting(format!("shards = {shards} is more than 65535"))
+    })?;
     let data_dir = DataDir::open(&config.data_dir)?;
+    // The placement table: every partition goes back to the shard that
+    // holds its log.
+    let registry = TopicRegistry::open(data_dir.path(), shard_count, config.partitions_max)?;
+    let catalog = Arc::new(Catalog::from_registry(&registry));
+    let mut registry = Some(registry);
+    let mut meshes: Vec<_> = if shards > 1 {
+        mesh_ends(shards, config.mesh_channel_capacity)
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        vec![None]
+    };
+    let drained = Arc::new(AtomicUsize::new(0));
+    let mut boot = |index: usize| ShardBoot {
+        mesh: meshes[index].take(),
+        registry: if index == 0 { registry.take() } else { None },
+        catalog: catalog.clone(),
+        drained: drained.clone(),
+    };
     let private_addrs = private_addrs(&config, listen, shards)?;
     check_port_free(listen, "the shared port")?;
     for addr in private_addrs.iter().flatten() {
@@ -65,17 +91,30 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
             idle_timeout: config.idle_timeout(),
         },
         shutdown_grace: config.shutdown_grace(),
+        shard_count: shards,
+        data_dir: data_dir.path().to_owned(),
+        base_log: config.base_log_config(),
+        batch_cache_bytes_max: config.batch_cache_bytes_max_per_shard,
+        limits: DispatchLimits {
+            inflight_bytes_max: config.inflight_bytes_max_per_shard,
+            fetch_bytes_max: config.fetch_bytes_max as usize,
+            fetch_wait_max: Duration::from_millis(config.fetch_wait_ms_max),
+            auto_create_topics: config.auto_create_topics,
+        },
+        default_partitions: config.default_partitions,
+        flush_interval: Duration::from_millis(config.flush_interval_ms),
+        housekeeping_interval: Duration::from_millis(config.housekeeping_interval_ms),
     };
 
     // Shard 0 binds first so that with port 0 the others bind the port it
     // got (they share it through SO_REUSEPORT).
     let mut bound: Vec<Option<Bound>> = vec![None; shards];
     let result = (|| {
-        fleet.spawn(spec(0, listen), &events_tx)?;
+        fleet.spawn(spec(0, listen), boot(0), &events_tx)?;
         wait_bound(&events, &mut bound[..1])?;
         let shared = bound[0].map_or(listen, |(shared, _)| shared);
         for index in 1..shards {
-            fleet.spawn(spec(index, shared), &events_tx)?;
+            fleet.spawn(spec(index, shared), boot(index), &events_tx)?;
         }
         wait_bound(&events, &mut bound)?;
         Ok(shared)
@@ -157,10 +196,11 @@ impl Fleet {
     fn spawn(
         &mut self,
         spec: ShardSpec,
+        boot: ShardBoot,
         events: &mpsc::Sender<ShardEvent>,
     ) -> Result<(), BrokerError> {
         let (start_tx, start_rx) = mpsc::channel();
-        let handle = shard::spawn(spec, self.stop.clone(), events.clone(), start_rx)?;
+        let handle = shard::spawn(spec, self.stop.clone(), events.clone(), start_rx, boot)?;
         self.handles.push(handle);
         self.starts.push(start_tx);
         Ok(())

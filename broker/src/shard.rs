@@ -1,23 +1,33 @@
-//! One shard: a glommio executor pinned to a CPU that accepts and serves
-//! native-protocol connections.
+//! One shard: a glommio executor pinned to a CPU that opens the logs of the
+//! partitions placed on it, connects to the other shards, accepts and
+//! serves native-protocol connections, runs its flush-policy timer and
+//! housekeeping, and on shutdown drains, waits for every shard to drain,
+//! then flushes and closes its logs.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use fjord_net::driver::{self, DriverError};
 use fjord_net::{ConnectionConfig, ConnectionError, StopSignal};
 use fjord_schema::ShardId;
+use fjord_storage::{BatchCache, CacheConfig, LogConfig, SystemClock};
 use futures_lite::future;
 use glommio::net::TcpListener;
 use glommio::timer::sleep;
-use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use glommio::{ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, Shares};
 
-use crate::dispatch::{BrokerView, Dispatcher};
+use crate::catalog::Catalog;
+use crate::dispatch::{BrokerView, DispatchLimits, Dispatcher};
 use crate::error::BrokerError;
+use crate::mesh::{Mesh, MeshEnds};
+use crate::partitions::PartitionManager;
+use crate::service::{ShardService, TopicAdmin};
+use crate::topics::TopicRegistry;
 
 /// How often a shard checks the process-wide stop flag. Shutdown latency
 /// only; requests never wait on it.
@@ -38,6 +48,29 @@ pub struct ShardSpec {
     pub connections_max: usize,
     pub connection: ConnectionConfig,
     pub shutdown_grace: Duration,
+    pub shard_count: usize,
+    pub data_dir: PathBuf,
+    /// Storage limits every partition starts from.
+    pub base_log: LogConfig,
+    pub batch_cache_bytes_max: usize,
+    pub limits: DispatchLimits,
+    pub default_partitions: u32,
+    pub flush_interval: Duration,
+    pub housekeeping_interval: Duration,
+}
+
+/// What a shard takes over at start (not `Clone`: channel ends and the
+/// registry have one owner).
+#[derive(Debug)]
+pub struct ShardBoot {
+    /// This shard's mesh channel ends; `None` with a single shard.
+    pub mesh: Option<MeshEnds>,
+    /// The topic registry, for shard 0.
+    pub registry: Option<TopicRegistry>,
+    /// The catalog as loaded at startup.
+    pub catalog: Arc<Catalog>,
+    /// Shards done draining connections (shutdown barrier).
+    pub drained: Arc<AtomicUsize>,
 }
 
 /// The `Exited` reason of a shard whose executor could not be created; the
@@ -115,6 +148,7 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
     events: mpsc::Sender<ShardEvent>,
     start: mpsc::Receiver<Arc<BrokerView>>,
+    boot: ShardBoot,
 ) -> Result<ExecutorJoinHandle<()>, BrokerError> {
     let shard = spec.shard;
     // glommio drops the future generator uncalled when it cannot create the
@@ -132,7 +166,7 @@ pub fn spawn(
         .spawn(move || {
             let notice = notice.running();
             async move {
-                let result = run(spec, stop, events, start).await;
+                let result = run(spec, stop, events, start, boot).await;
                 notice.finish(result.map_err(|e| e.to_string()));
             }
         })
@@ -147,6 +181,7 @@ async fn run(
     stop: Arc<AtomicBool>,
     events: mpsc::Sender<ShardEvent>,
     start: mpsc::Receiver<Arc<BrokerView>>,
+    boot: ShardBoot,
 ) -> Result<(), BrokerError> {
     let bind = |addr: SocketAddr| {
         TcpListener::bind(addr).map_err(|e| BrokerError::Bind {
@@ -173,8 +208,110 @@ async fn run(
     let Ok(view) = start.recv() else {
         return Ok(());
     };
-    Shard::new(spec, view).serve(stop, shared, private).await;
+    let shard = spec.shard;
+    let mesh = match boot.mesh {
+        None => None,
+        // Every peer must connect its ends; a peer that failed to start
+        // never will, and then the stop flag ends the wait.
+        Some(ends) => {
+            let connect = async { Some(Mesh::connect(shard, ends).await) };
+            match future::or(connect, async {
+                wait_stop(&stop).await;
+                None
+            })
+            .await
+            {
+                Some(mesh) => Some(mesh),
+                None => return Ok(()),
+            }
+        }
+    };
+    let cache = BatchCache::new(CacheConfig {
+        bytes_max: spec.batch_cache_bytes_max,
+        ..CacheConfig::default()
+    });
+    let partitions = PartitionManager::new(
+        shard,
+        spec.data_dir.clone(),
+        spec.base_log,
+        cache,
+        Rc::new(SystemClock),
+    );
+    let admin = boot
+        .registry
+        .map(|registry| TopicAdmin::new(registry, spec.base_log, spec.default_partitions));
+    let service = Rc::new(ShardService::new(shard, partitions, boot.catalog, admin));
+    service
+        .open_placed()
+        .await
+        .map_err(|e| BrokerError::Recovery {
+            shard: usize::from(shard.get()),
+            reason: e.to_string(),
+        })?;
+    tracing::info!(%shard, partitions = service.partitions.count(), "partitions recovered");
+    if let Some(mesh) = mesh {
+        service.start_mesh(mesh);
+    }
+    glommio::spawn_local(flush_timer(Rc::downgrade(&service), spec.flush_interval)).detach();
+    let housekeeping_queue = glommio::executor().create_task_queue(
+        Shares::Static(10),
+        Latency::NotImportant,
+        "housekeeping",
+    );
+    glommio::spawn_local_into(
+        housekeeping(Rc::downgrade(&service), spec.housekeeping_interval),
+        housekeeping_queue,
+    )
+    .map_err(|e| BrokerError::ShardStartup {
+        shard: usize::from(shard.get()),
+        reason: format!("cannot start housekeeping: {e}"),
+    })?
+    .detach();
+
+    let grace = spec.shutdown_grace;
+    let shard_count = spec.shard_count;
+    Shard::new(spec, view, service.clone())
+        .serve(stop, shared, private)
+        .await;
+    // Other shards may still forward requests for our partitions while
+    // they drain: keep the logs open until every shard has drained.
+    boot.drained.fetch_add(1, Ordering::AcqRel);
+    let deadline = Instant::now() + grace;
+    while boot.drained.load(Ordering::Acquire) < shard_count && Instant::now() < deadline {
+        sleep(Duration::from_millis(10)).await;
+    }
+    service.partitions.close_all().await;
+    tracing::info!(%shard, "logs flushed and closed");
     Ok(())
+}
+
+async fn wait_stop(stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        sleep(STOP_POLL_INTERVAL).await;
+    }
+}
+
+/// Flushes the logs whose flush policy (`flush.ms`, `flush.messages`) is
+/// due. Ends with the shard.
+async fn flush_timer(service: std::rc::Weak<ShardService>, interval: Duration) {
+    loop {
+        sleep(interval).await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        service.partitions.flush_due().await;
+    }
+}
+
+/// Retention and age rolls, in the low-share task queue.
+async fn housekeeping(service: std::rc::Weak<ShardService>, interval: Duration) {
+    loop {
+        sleep(interval).await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        service.partitions.housekeeping().await;
+    }
 }
 
 /// A shard's network service.
@@ -182,7 +319,8 @@ async fn run(
 /// Lives on: every shard (one glommio executor pinned to one CPU).
 /// Owns: the shard's listeners (the shared port, bound with SO_REUSEPORT
 /// like every other shard's, and its private port), every connection it
-/// accepted, and the [`Dispatcher`] they share.
+/// accepted, and the [`Dispatcher`] they share (which holds the shard's
+/// [`ShardService`]: partitions, catalog, mesh).
 /// Lifecycle: bind (in [`spawn`]) → serve (accept until the stop flag) →
 /// drain (stop accepting; connections answer what they already received,
 /// flush and close, for at most `shutdown_grace`) → the executor exits.
@@ -194,8 +332,8 @@ struct Shard {
 }
 
 impl Shard {
-    fn new(spec: ShardSpec, view: Arc<BrokerView>) -> Rc<Shard> {
-        let dispatcher = Rc::new(Dispatcher::new(view, spec.shard));
+    fn new(spec: ShardSpec, view: Arc<BrokerView>, service: Rc<ShardService>) -> Rc<Shard> {
+        let dispatcher = Rc::new(Dispatcher::new(view, service, spec.limits.clone()));
         Rc::new(Shard {
             spec,
             dispatcher,

@@ -194,6 +194,32 @@ impl Connection {
         self.write_queue.front().map(|b| &b[..])
     }
 
+    /// Like [`Connection::transmit_chunk`], but when the front chunk and
+    /// the ones after it are each below `chunk_bytes_max`, copies as many
+    /// of them as fit in `gather_bytes_max` into `scratch` and returns
+    /// that, so many small pieces go out in one write. Report what was
+    /// written with [`Connection::handle_written`] either way.
+    pub fn transmit_gather<'a>(
+        &'a self,
+        scratch: &'a mut Vec<u8>,
+        chunk_bytes_max: usize,
+        gather_bytes_max: usize,
+    ) -> Option<&'a [u8]> {
+        let front = self.write_queue.front()?;
+        let small = |b: &Bytes| b.len() < chunk_bytes_max;
+        if !small(front) || self.write_queue.get(1).is_none_or(|next| !small(next)) {
+            return Some(&front[..]);
+        }
+        scratch.clear();
+        for chunk in self.write_queue.iter().take_while(|b| small(b)) {
+            if !scratch.is_empty() && scratch.len() + chunk.len() > gather_bytes_max {
+                break;
+            }
+            scratch.extend_from_slice(chunk);
+        }
+        Some(&scratch[..])
+    }
+
     /// `n` bytes of [`Connection::transmit_chunk`] were written.
     pub fn handle_written(&mut self, mut n: usize) {
         assert!(n <= self.write_queue_bytes, "wrote more than was queued");

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::io;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use fjord_schema::frame::Frame;
 use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -17,14 +17,23 @@ use glommio::timer::sleep;
 use crate::conn::{Action, Connection, ConnectionConfig, ConnectionError};
 use crate::stop::StopSignal;
 
+/// Consecutive response chunks smaller than this are copied into one write
+/// (a fetch of many small batches costs one syscall, not one per batch);
+/// larger chunks are written from where they are.
+const GATHER_CHUNK_BYTES_MAX: usize = 16 * 1024;
+/// Most bytes one gathered write copies.
+const GATHER_BYTES_MAX: usize = 64 * 1024;
+
 /// What serves requests on a connection.
 ///
 /// Single-threaded by design (shards share nothing), hence no `Send` bound
 /// on the returned future.
 pub trait Service {
     /// Handles one request frame and appends the encoded response frame to
-    /// `out`; appends nothing when the request asked for no response.
-    fn call(&self, frame: Frame, out: &mut BytesMut) -> impl Future<Output = ()>;
+    /// `out` as chunks written back to back (typically header + body, then
+    /// payload pieces shared with a cache, so they are never copied into
+    /// the frame); appends nothing when the request asked for no response.
+    fn call(&self, frame: Frame, out: &mut Vec<Bytes>) -> impl Future<Output = ()>;
 }
 
 /// How a connection ended.
@@ -52,7 +61,8 @@ pub async fn serve<S: Service>(
     stop: &StopSignal,
 ) -> Result<(), DriverError> {
     let mut conn = Connection::new(config, Instant::now());
-    let mut out = BytesMut::new();
+    let mut out = Vec::new();
+    let mut scratch = Vec::new();
     let result = loop {
         let action = match conn.poll_action(Instant::now()) {
             Ok(action) => action,
@@ -61,11 +71,15 @@ pub async fn serve<S: Service>(
         match action {
             Action::Handle(frame) => {
                 service.call(frame, &mut out).await;
-                conn.queue_response(out.split().freeze());
+                for chunk in out.drain(..) {
+                    conn.queue_response(chunk);
+                }
             }
             Action::Write => {
                 let deadline = conn.poll_timeout();
-                let Some(chunk) = conn.transmit_chunk() else {
+                let Some(chunk) =
+                    conn.transmit_gather(&mut scratch, GATHER_CHUNK_BYTES_MAX, GATHER_BYTES_MAX)
+                else {
                     continue;
                 };
                 let written = future::or(async { Some(stream.write(chunk).await) }, async {

@@ -238,3 +238,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn small_chunks_are_gathered_large_ones_written_in_place() {
+    let now = Instant::now();
+    let mut conn = Connection::new(config(), now);
+    let mut scratch = Vec::new();
+    for piece in [&b"head"[..], b"ab", b"cd", &[9u8; 50], b"tail"] {
+        conn.queue_response(Bytes::copy_from_slice(piece));
+    }
+    // "head", "ab", "cd" are small (< 10) and fit in 6 bytes with the first chunk.
+    assert_eq!(
+        conn.transmit_gather(&mut scratch, 10, 6),
+        Some(&b"headab"[..])
+    );
+    conn.handle_written(5);
+    assert_eq!(conn.transmit_gather(&mut scratch, 10, 6), Some(&b"bcd"[..]));
+    conn.handle_written(3);
+    // A large chunk is returned as it is, without copying.
+    let large = conn.transmit_gather(&mut scratch, 10, 6).expect("queued");
+    assert_eq!(large, &[9u8; 50][..]);
+    conn.handle_written(50);
+    assert_eq!(
+        conn.transmit_gather(&mut scratch, 10, 6),
+        Some(&b"tail"[..])
+    );
+    conn.handle_written(4);
+    assert_eq!(conn.transmit_gather(&mut scratch, 10, 6), None);
+    assert_eq!(conn.write_queue_bytes(), 0);
+}

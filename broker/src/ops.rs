@@ -1,0 +1,159 @@
+//! The work one shard asks of the shard that owns a partition (or of shard
+//! 0, which owns the topic registry), and its results. Everything here is
+//! `Send`: these values cross the shard mesh. Batches travel as
+//! [`bytes::Bytes`] (reference-counted, never copied by a hop).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use fjord_schema::{ErrorCode, PartitionId};
+
+use crate::catalog::Catalog;
+use crate::topics::TopicConfig;
+
+/// A request to one shard.
+#[derive(Debug)]
+pub enum Op {
+    /// Verify and append `records` (whole batches, back to back).
+    Produce {
+        topic: String,
+        partition: PartitionId,
+        records: Bytes,
+        acks: i8,
+    },
+    /// Read whole batches from `offset`, up to the high watermark.
+    Fetch {
+        topic: String,
+        partition: PartitionId,
+        offset: i64,
+        max_bytes: usize,
+    },
+    /// Complete when the partition's high watermark passes `offset`, the
+    /// partition goes away, or `deadline` passes (long-poll fetch).
+    WaitForData {
+        topic: String,
+        partition: PartitionId,
+        offset: i64,
+        deadline: Instant,
+    },
+    ListOffsets {
+        topic: String,
+        partition: PartitionId,
+        timestamp: i64,
+    },
+    /// Open (create or recover) these partitions' logs on this shard.
+    Open {
+        topic: String,
+        partitions: Vec<PartitionId>,
+        config: TopicConfig,
+    },
+    /// Close these partitions' logs and delete their directories.
+    Delete {
+        topic: String,
+        partitions: Vec<PartitionId>,
+    },
+    /// Swap in a new catalog snapshot.
+    SetCatalog(Arc<Catalog>),
+    /// Shard 0 only: create topics in the registry.
+    CreateTopics {
+        topics: Vec<CreateSpec>,
+        validate_only: bool,
+    },
+    /// Shard 0 only: delete topics from the registry.
+    DeleteTopics { topics: Vec<String> },
+}
+
+/// One topic of a CreateTopics request.
+#[derive(Debug, Clone)]
+pub struct CreateSpec {
+    pub name: String,
+    /// -1: the broker default.
+    pub num_partitions: i32,
+    /// -1 or 1 on a single node.
+    pub replication_factor: i16,
+    pub configs: Vec<(String, String)>,
+}
+
+/// The result of an [`Op`].
+#[derive(Debug)]
+pub enum OpResult {
+    Produce(ProduceResult),
+    Fetch(FetchResult),
+    Waited,
+    ListOffsets(ListOffsetsResult),
+    Done(Result<(), String>),
+    Topics(Vec<TopicOutcome>),
+    /// The op could not reach its shard (stopping) or was sent to the
+    /// wrong one.
+    Unavailable(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceResult {
+    pub error: ErrorCode,
+    pub message: Option<String>,
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+impl ProduceResult {
+    pub fn error(error: ErrorCode, message: impl Into<String>) -> ProduceResult {
+        ProduceResult {
+            error,
+            message: Some(message.into()),
+            base_offset: -1,
+            log_start_offset: -1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchResult {
+    pub error: ErrorCode,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// Whole batches, as stored (shared with the cache, not copied).
+    pub batches: Vec<Bytes>,
+}
+
+impl FetchResult {
+    pub fn error(error: ErrorCode) -> FetchResult {
+        FetchResult {
+            error,
+            high_watermark: -1,
+            log_start_offset: -1,
+            batches: Vec::new(),
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.batches.iter().map(Bytes::len).sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListOffsetsResult {
+    pub error: ErrorCode,
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+impl ListOffsetsResult {
+    pub fn error(error: ErrorCode) -> ListOffsetsResult {
+        ListOffsetsResult {
+            error,
+            offset: -1,
+            timestamp: -1,
+        }
+    }
+}
+
+/// The outcome for one topic of a CreateTopics or DeleteTopics request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicOutcome {
+    pub name: String,
+    pub error: ErrorCode,
+    pub message: Option<String>,
+    pub num_partitions: i32,
+}

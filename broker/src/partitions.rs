@@ -1,0 +1,566 @@
+//! The partitions a shard owns and the operations on them: produce (verify,
+//! assign offsets, append, flush per policy), fetch, long-poll waits, offset
+//! lookups, the flush-policy timer and housekeeping (retention, age rolls).
+//!
+//! High watermark: a single node is the only replica of every partition,
+//! so, as in Kafka with one in-sync replica, the high watermark is the log
+//! end offset. Consumers may therefore read an acks=1 batch before it is
+//! fdatasynced; acks=all producers are acknowledged only once it is (with
+//! `flush.before.ack`, the default).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use fjord_schema::batch::BatchView;
+use fjord_schema::{BatchError, ErrorCode, LeaderEpoch, Offset, PartitionId, ShardId};
+use fjord_storage::layout::partition_dir_name;
+use fjord_storage::notify::Notify;
+use fjord_storage::{
+    BatchCache, Clock, LogConfig, LogOptions, PartitionLog, ReadRequest, StorageError,
+};
+use futures_lite::future;
+use glommio::sync::Semaphore;
+use glommio::timer::sleep;
+
+use crate::ops::{FetchResult, ListOffsetsResult, ProduceResult};
+use crate::topics::TopicConfig;
+
+/// Every partition is led by this epoch until replication exists.
+const LEADER_EPOCH: LeaderEpoch = LeaderEpoch(0);
+/// ListOffsets' special timestamps.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+/// One partition on its owning shard.
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: String,
+    pub id: PartitionId,
+    pub config: TopicConfig,
+    pub log: PartitionLog,
+    /// Woken after every append (long-poll fetches wait here) and when the
+    /// partition is closed.
+    data: Notify,
+    /// One produce request's batches are appended contiguously.
+    append_gate: Semaphore,
+    closed: Cell<bool>,
+    /// Housekeeping's view of the active segment: its base offset and when
+    /// housekeeping first saw it (for `segment.ms` on idle partitions).
+    active_seen: Cell<Option<(Offset, i64)>>,
+}
+
+/// Why opening a partition failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("partition {topic}-{partition}: {source}")]
+    Storage {
+        topic: String,
+        partition: PartitionId,
+        source: StorageError,
+    },
+    #[error("partition {topic}-{partition}: {message}")]
+    Config {
+        topic: String,
+        partition: PartitionId,
+        message: String,
+    },
+}
+
+/// The partitions of one shard.
+///
+/// Lives on: every shard. Owns: the logs of the partitions the placement
+/// table gives this shard, and the shard's batch cache they share.
+/// Lifecycle: created empty at shard start → `open` for every placed
+/// partition (recovery) before the shard serves, and on CreateTopics →
+/// produce / fetch / flush timer / housekeeping → `delete` on DeleteTopics
+/// → `close_all` (flush + close) on clean shutdown.
+pub struct PartitionManager {
+    shard: ShardId,
+    data_dir: PathBuf,
+    base: LogConfig,
+    cache: Rc<RefCell<BatchCache>>,
+    clock: Rc<dyn Clock>,
+    partitions: RefCell<BTreeMap<String, HashMap<PartitionId, Rc<Partition>>>>,
+}
+
+impl std::fmt::Debug for PartitionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionManager")
+            .field("shard", &self.shard)
+            .field("partitions", &self.count())
+            .finish()
+    }
+}
+
+impl PartitionManager {
+    pub fn new(
+        shard: ShardId,
+        data_dir: PathBuf,
+        base: LogConfig,
+        cache: BatchCache,
+        clock: Rc<dyn Clock>,
+    ) -> PartitionManager {
+        PartitionManager {
+            shard,
+            data_dir,
+            base,
+            cache: Rc::new(RefCell::new(cache)),
+            clock,
+            partitions: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn get(&self, topic: &str, partition: PartitionId) -> Option<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .get(topic)?
+            .get(&partition)
+            .cloned()
+    }
+
+    fn all(&self) -> Vec<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.partitions.borrow().values().map(HashMap::len).sum()
+    }
+
+    /// Opens (recovers, or creates empty) the logs of `partitions`.
+    /// Partitions already open are left alone.
+    pub async fn open(
+        &self,
+        topic: &str,
+        partitions: &[PartitionId],
+        config: &TopicConfig,
+    ) -> Result<(), OpenError> {
+        for &partition in partitions {
+            if self.get(topic, partition).is_some() {
+                continue;
+            }
+            let log_config = config
+                .log_config(&self.base)
+                .map_err(|e| OpenError::Config {
+                    topic: topic.to_owned(),
+                    partition,
+                    message: e.message,
+                })?;
+            let log = PartitionLog::open(LogOptions {
+                data_dir: self.data_dir.clone(),
+                topic: topic.to_owned(),
+                partition,
+                config: log_config,
+                cache: self.cache.clone(),
+                clock: self.clock.clone(),
+                initial_offset: Offset(0),
+            })
+            .await
+            .map_err(|source| OpenError::Storage {
+                topic: topic.to_owned(),
+                partition,
+                source,
+            })?;
+            tracing::info!(
+                shard = %self.shard,
+                topic,
+                %partition,
+                log_start = %log.log_start(),
+                log_end = %log.log_end(),
+                "partition open"
+            );
+            let entry = Rc::new(Partition {
+                topic: topic.to_owned(),
+                id: partition,
+                config: config.clone(),
+                log,
+                data: Notify::default(),
+                append_gate: Semaphore::new(1),
+                closed: Cell::new(false),
+                active_seen: Cell::new(None),
+            });
+            self.partitions
+                .borrow_mut()
+                .entry(topic.to_owned())
+                .or_default()
+                .insert(partition, entry);
+        }
+        Ok(())
+    }
+
+    /// Closes the logs of `partitions` and deletes their directories.
+    pub async fn delete(&self, topic: &str, partitions: &[PartitionId]) -> Result<(), String> {
+        let mut errors = Vec::new();
+        for &partition in partitions {
+            let removed = {
+                let mut map = self.partitions.borrow_mut();
+                let removed = map.get_mut(topic).and_then(|m| m.remove(&partition));
+                if map.get(topic).is_some_and(HashMap::is_empty) {
+                    map.remove(topic);
+                }
+                removed
+            };
+            if let Some(p) = removed {
+                p.close().await;
+            }
+            let dir = self.data_dir.join(partition_dir_name(topic, partition));
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => errors.push(format!("cannot remove {}: {e}", dir.display())),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Flushes and closes every log (clean shutdown).
+    pub async fn close_all(&self) {
+        let all = std::mem::take(&mut *self.partitions.borrow_mut());
+        for p in all.into_values().flat_map(HashMap::into_values) {
+            p.close().await;
+        }
+    }
+
+    /// Verifies every batch of `records`, then appends them in order (one
+    /// request's batches stay contiguous in the log) and acknowledges per
+    /// `acks`.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        records: Bytes,
+        acks: i8,
+    ) -> ProduceResult {
+        let Some(p) = self.get(topic, partition) else {
+            return not_here(topic, partition);
+        };
+        if acks == -1 && p.config.min_insync_replicas > 1 {
+            return ProduceResult::error(
+                ErrorCode::NotEnoughReplicas,
+                format!(
+                    "min.insync.replicas = {} but this single node is the only replica",
+                    p.config.min_insync_replicas
+                ),
+            );
+        }
+        let ranges = match verify_batches(&records, p.config.max_message_bytes) {
+            Ok(ranges) => ranges,
+            Err((code, message)) => return ProduceResult::error(code, message),
+        };
+        let Ok(_gate) = p.append_gate.acquire_permit(1).await else {
+            return not_here(topic, partition);
+        };
+        let mut base_offset = None;
+        let mut flush_due = false;
+        for range in ranges {
+            // The only copy on the produce path: the request buffer is
+            // shared (body and every partition's slice), the log needs the
+            // batch to itself to stamp its offset in place.
+            let batch = BytesMut::from(&records[range]);
+            match p.log.append_leader(batch, LEADER_EPOCH).await {
+                Ok(info) => {
+                    base_offset.get_or_insert(info.base_offset);
+                    flush_due |= info.flush_due;
+                }
+                Err(error) => {
+                    p.data.notify_all();
+                    return ProduceResult::error(storage_code(&error), error.to_string());
+                }
+            }
+        }
+        drop(_gate);
+        p.data.notify_all();
+        // acks=all waits for the fdatasync when the topic says so; several
+        // producers waiting here share one (group commit in the log).
+        let must_flush = flush_due || (acks == -1 && p.config.flush_before_ack);
+        if must_flush {
+            if let Err(error) = p.log.flush().await {
+                return ProduceResult::error(storage_code(&error), error.to_string());
+            }
+        }
+        ProduceResult {
+            error: ErrorCode::None,
+            message: None,
+            base_offset: base_offset.map_or(-1, |o| o.get() as i64),
+            log_start_offset: p.log.log_start().get() as i64,
+        }
+    }
+
+    /// Whole batches from the one holding `offset`, below the high
+    /// watermark (= log end, see the module doc), within `max_bytes` (the
+    /// first batch always).
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        offset: i64,
+        max_bytes: usize,
+    ) -> FetchResult {
+        let Some(p) = self.get(topic, partition) else {
+            return FetchResult::error(ErrorCode::NotLeaderOrFollower);
+        };
+        let high_watermark = p.log.log_end();
+        let log_start = p.log.log_start();
+        let mut result = FetchResult {
+            error: ErrorCode::None,
+            high_watermark: high_watermark.get() as i64,
+            log_start_offset: log_start.get() as i64,
+            batches: Vec::new(),
+        };
+        let in_range = u64::try_from(offset)
+            .ok()
+            .filter(|o| *o >= log_start.get() && *o <= high_watermark.get());
+        let Some(offset) = in_range else {
+            result.error = ErrorCode::OffsetOutOfRange;
+            return result;
+        };
+        if offset == high_watermark.get() {
+            return result;
+        }
+        let request = ReadRequest {
+            offset: Offset(offset),
+            until: high_watermark,
+            max_bytes,
+        };
+        match p.log.read(request).await {
+            Ok(batches) => result.batches = batches,
+            Err(error) => {
+                tracing::warn!(topic, %partition, offset, %error, "fetch failed");
+                result.error = storage_code(&error);
+            }
+        }
+        result
+    }
+
+    /// Returns once the high watermark is past `offset`, the partition is
+    /// gone, or `deadline` passed — woken by the append, not by polling.
+    pub async fn wait_for_data(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        offset: i64,
+        deadline: Instant,
+    ) {
+        let Some(p) = self.get(topic, partition) else {
+            return;
+        };
+        let notified = p.data.notified();
+        let end = p.log.log_end().get() as i64;
+        // Data past `offset` already, or `offset` is not the end (the
+        // fetch will answer OFFSET_OUT_OF_RANGE): nothing to wait for.
+        if end != offset || p.closed.get() {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        future::or(notified, sleep(left)).await;
+    }
+
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        timestamp: i64,
+    ) -> ListOffsetsResult {
+        let Some(p) = self.get(topic, partition) else {
+            return ListOffsetsResult::error(ErrorCode::NotLeaderOrFollower);
+        };
+        let found = |offset: Offset| ListOffsetsResult {
+            error: ErrorCode::None,
+            offset: offset.get() as i64,
+            timestamp: -1,
+        };
+        match timestamp {
+            LATEST => found(p.log.log_end()),
+            EARLIEST => found(p.log.log_start()),
+            t if t < 0 => ListOffsetsResult::error(ErrorCode::InvalidRequest),
+            t => match p.log.offset_for_timestamp(t).await {
+                Ok(Some(offset)) => ListOffsetsResult {
+                    timestamp: t,
+                    ..found(offset)
+                },
+                Ok(None) => ListOffsetsResult {
+                    error: ErrorCode::None,
+                    offset: -1,
+                    timestamp: -1,
+                },
+                Err(error) => ListOffsetsResult::error(storage_code(&error)),
+            },
+        }
+    }
+
+    /// Flushes the logs whose `flush.ms` / `flush.messages` say so.
+    pub async fn flush_due(&self) {
+        let now = self.clock.now_ms();
+        for p in self.all() {
+            if p.log.flush_due(now) {
+                if let Err(error) = p.log.flush().await {
+                    tracing::warn!(topic = %p.topic, partition = %p.id, %error, "timed flush failed");
+                }
+            }
+        }
+    }
+
+    /// Retention (`retention.ms`, `retention.bytes`) and `segment.ms` rolls
+    /// of idle partitions (busy ones roll on append).
+    pub async fn housekeeping(&self) {
+        for p in self.all() {
+            match p.log.apply_retention().await {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::info!(topic = %p.topic, partition = %p.id, segments = removed.len(), "retention removed segments")
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(topic = %p.topic, partition = %p.id, %error, "retention failed")
+                }
+            }
+            let Some(segment_ms) = p.config.segment_ms else {
+                continue;
+            };
+            let now = self.clock.now_ms();
+            let Some(active) = p.log.segment_bases().last().copied() else {
+                continue;
+            };
+            match p.active_seen.get() {
+                Some((base, since)) if base == active => {
+                    let old = now.saturating_sub(since) >= segment_ms as i64;
+                    if old && p.log.log_end() > active {
+                        if let Err(error) = p.log.roll().await {
+                            tracing::warn!(topic = %p.topic, partition = %p.id, %error, "age roll failed");
+                        }
+                        p.active_seen.set(None);
+                    }
+                }
+                _ => p.active_seen.set(Some((active, now))),
+            }
+        }
+    }
+}
+
+impl Partition {
+    async fn close(&self) {
+        self.closed.set(true);
+        if let Err(error) = self.log.close().await {
+            tracing::warn!(topic = %self.topic, partition = %self.id, %error, "close failed");
+        }
+        self.data.notify_all();
+    }
+}
+
+fn not_here(topic: &str, partition: PartitionId) -> ProduceResult {
+    ProduceResult::error(
+        ErrorCode::NotLeaderOrFollower,
+        format!("{topic}-{partition} is not open on this shard; refresh metadata"),
+    )
+}
+
+/// Checks every batch of a produce request (length, version, CRC32C,
+/// non-empty, `max.message.bytes`) before any is appended; returns their
+/// byte ranges.
+pub fn verify_batches(
+    records: &[u8],
+    max_message_bytes: u64,
+) -> Result<Vec<std::ops::Range<usize>>, (ErrorCode, String)> {
+    if records.is_empty() {
+        return Err((ErrorCode::InvalidRequest, "no record batches".to_owned()));
+    }
+    let mut ranges = Vec::new();
+    let mut rest = records;
+    while !rest.is_empty() {
+        let start = records.len() - rest.len();
+        let (view, tail) = BatchView::parse(rest).map_err(|error| {
+            let code = match error {
+                BatchError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+                _ => ErrorCode::CorruptMessage,
+            };
+            (code, format!("batch at byte {start}: {error}"))
+        })?;
+        let len = view.as_bytes().len();
+        if len as u64 > max_message_bytes {
+            return Err((
+                ErrorCode::MessageTooLarge,
+                format!("batch of {len} bytes exceeds max.message.bytes = {max_message_bytes}"),
+            ));
+        }
+        if view.header().record_count() == 0 {
+            return Err((
+                ErrorCode::CorruptMessage,
+                format!("batch at byte {start} holds no records"),
+            ));
+        }
+        ranges.push(start..start + len);
+        rest = tail;
+    }
+    Ok(ranges)
+}
+
+/// The wire code of a storage error.
+pub fn storage_code(error: &StorageError) -> ErrorCode {
+    match error {
+        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        StorageError::InvalidBatch(_) => ErrorCode::CorruptMessage,
+        StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+        StorageError::Closed => ErrorCode::NotLeaderOrFollower,
+        StorageError::Io { .. }
+        | StorageError::Runtime(_)
+        | StorageError::Corrupt { .. }
+        | StorageError::Inconsistent { .. } => ErrorCode::KafkaStorageError,
+        StorageError::OffsetMismatch { .. } | StorageError::Config(_) => {
+            ErrorCode::UnknownServerError
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput};
+
+    fn batch(values: &[&[u8]]) -> Vec<u8> {
+        let mut builder = BatchBuilder::new(BatchOptions::default());
+        for (i, value) in values.iter().enumerate() {
+            builder.push(RecordInput {
+                value: Some(value),
+                timestamp: i as i64,
+                ..RecordInput::default()
+            });
+        }
+        builder.finish().expect("valid batch").to_vec()
+    }
+
+    #[test]
+    fn verify_accepts_back_to_back_batches_and_names_the_bad_one() {
+        let mut records = batch(&[b"a", b"b"]);
+        let first = records.len();
+        records.extend(batch(&[b"c"]));
+        let ranges = verify_batches(&records, 1 << 20).expect("valid");
+        assert_eq!(ranges, vec![0..first, first..records.len()]);
+
+        let mut corrupt = records.clone();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        let (code, message) = verify_batches(&corrupt, 1 << 20).expect_err("bad crc");
+        assert_eq!(code, ErrorCode::CorruptMessage);
+        assert!(message.contains(&format!("byte {first}")), "{message}");
+
+        let (code, _) = verify_batches(&records, 10).expect_err("too large");
+        assert_eq!(code, ErrorCode::MessageTooLarge);
+        let (code, _) = verify_batches(&records[..first + 10], 1 << 20).expect_err("cut");
+        assert_eq!(code, ErrorCode::CorruptMessage);
+        let (code, _) = verify_batches(&[], 1 << 20).expect_err("empty");
+        assert_eq!(code, ErrorCode::InvalidRequest);
+    }
+}

@@ -1,0 +1,432 @@
+//! The per-shard service that ties a shard's partitions, its view of the
+//! catalog, the mesh to the other shards and (on shard 0) the topic
+//! registry together. The dispatcher turns requests into [`Op`]s and runs
+//! each on the shard that owns it with [`ShardService::execute`].
+
+use std::cell::{OnceCell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use fjord_schema::{ErrorCode, PartitionId, ShardId};
+use fjord_storage::LogConfig;
+use glommio::sync::Semaphore;
+
+use crate::catalog::Catalog;
+use crate::mesh::{Mesh, OpHandler};
+use crate::ops::{CreateSpec, Op, OpResult, TopicOutcome};
+use crate::partitions::PartitionManager;
+use crate::topics::{TopicConfig, TopicError, TopicRegistry};
+
+/// The shard that owns the topic registry.
+pub const REGISTRY_SHARD: ShardId = ShardId(0);
+
+/// Topic creation and deletion.
+///
+/// Lives on: shard 0 only. Owns: the [`TopicRegistry`] (the placement
+/// table and its file). Lifecycle: built from the registry the main thread
+/// loaded at startup; serves CreateTopics / DeleteTopics (one at a time)
+/// until the shard stops. Registry writes are small synchronous file
+/// writes + fsync on shard 0: admin operations are rare, and it keeps the
+/// order "registry durable, then logs opened / deleted" simple.
+#[derive(Debug)]
+pub struct TopicAdmin {
+    registry: RefCell<TopicRegistry>,
+    lock: Semaphore,
+    defaults: TopicConfig,
+    base: LogConfig,
+    default_partitions: u32,
+}
+
+impl TopicAdmin {
+    pub fn new(registry: TopicRegistry, base: LogConfig, default_partitions: u32) -> TopicAdmin {
+        TopicAdmin {
+            registry: RefCell::new(registry),
+            lock: Semaphore::new(1),
+            defaults: TopicConfig::from_log_config(&base),
+            base,
+            default_partitions,
+        }
+    }
+
+    /// Checks a create request; returns the partition count and config.
+    fn check(&self, spec: &CreateSpec) -> Result<(u32, TopicConfig), TopicError> {
+        let invalid = |code, message: String| TopicError { code, message };
+        let partitions = match spec.num_partitions {
+            -1 => self.default_partitions,
+            n if n > 0 => n as u32,
+            n => {
+                return Err(invalid(
+                    ErrorCode::InvalidPartitions,
+                    format!("num_partitions = {n}: must be positive or -1"),
+                ))
+            }
+        };
+        if !matches!(spec.replication_factor, -1 | 1) {
+            return Err(invalid(
+                ErrorCode::InvalidReplicationFactor,
+                format!(
+                    "replication_factor = {}: this single-node broker keeps one replica",
+                    spec.replication_factor
+                ),
+            ));
+        }
+        let mut config = self.defaults.clone();
+        config.apply(spec.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        if config.log_append_time {
+            return Err(invalid(
+                ErrorCode::InvalidConfig,
+                "message.timestamp.type = LogAppendTime is not supported yet".to_owned(),
+            ));
+        }
+        config.log_config(&self.base)?;
+        Ok((partitions, config))
+    }
+}
+
+/// Everything one shard serves with.
+///
+/// Lives on: every shard, one instance shared by the dispatcher, the mesh
+/// tasks and the shard's timers. Owns: the shard's [`PartitionManager`],
+/// its catalog snapshot, its side of the [`Mesh`], and on shard 0 the
+/// [`TopicAdmin`]. Lifecycle: created at shard start → partitions opened
+/// (recovery) → mesh started → serve → `partitions.close_all()` after the
+/// connections drained.
+#[derive(Debug)]
+pub struct ShardService {
+    pub shard: ShardId,
+    pub partitions: PartitionManager,
+    catalog: RefCell<Arc<Catalog>>,
+    mesh: OnceCell<Rc<Mesh>>,
+    admin: Option<TopicAdmin>,
+}
+
+type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+impl OpHandler for ShardService {
+    fn handle(self: Rc<Self>, op: Op) -> LocalFuture<OpResult> {
+        self.run_local(op)
+    }
+}
+
+impl ShardService {
+    pub fn new(
+        shard: ShardId,
+        partitions: PartitionManager,
+        catalog: Arc<Catalog>,
+        admin: Option<TopicAdmin>,
+    ) -> ShardService {
+        assert_eq!(admin.is_some(), shard == REGISTRY_SHARD);
+        ShardService {
+            shard,
+            partitions,
+            catalog: RefCell::new(catalog),
+            mesh: OnceCell::new(),
+            admin,
+        }
+    }
+
+    /// Attaches the mesh (multi-shard brokers) and starts its tasks.
+    pub fn start_mesh(self: &Rc<Self>, mesh: Mesh) {
+        let mesh = Rc::new(mesh);
+        mesh.start(Rc::downgrade(self));
+        let attached = self.mesh.set(mesh).is_ok();
+        assert!(attached, "mesh started twice");
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.borrow().clone()
+    }
+
+    /// Opens the logs the catalog places on this shard (recovery).
+    pub async fn open_placed(&self) -> Result<(), crate::partitions::OpenError> {
+        let catalog = self.catalog();
+        for (topic, partitions) in catalog.placed_on(self.shard) {
+            self.partitions
+                .open(&topic.name, &partitions, &topic.config)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `op` on shard `target`: here, or across the mesh.
+    pub fn execute(self: &Rc<Self>, target: ShardId, op: Op) -> LocalFuture<OpResult> {
+        if target == self.shard {
+            return self.clone().run_local(op);
+        }
+        match self.mesh.get() {
+            Some(mesh) => {
+                let mesh = mesh.clone();
+                Box::pin(async move { mesh.call(target, op).await })
+            }
+            None => Box::pin(async move {
+                OpResult::Unavailable(format!("shard {target} is not reachable"))
+            }),
+        }
+    }
+
+    fn run_local(self: Rc<Self>, op: Op) -> LocalFuture<OpResult> {
+        Box::pin(async move {
+            let partitions = &self.partitions;
+            match op {
+                Op::Produce {
+                    topic,
+                    partition,
+                    records,
+                    acks,
+                } => OpResult::Produce(partitions.produce(&topic, partition, records, acks).await),
+                Op::Fetch {
+                    topic,
+                    partition,
+                    offset,
+                    max_bytes,
+                } => OpResult::Fetch(partitions.fetch(&topic, partition, offset, max_bytes).await),
+                Op::WaitForData {
+                    topic,
+                    partition,
+                    offset,
+                    deadline,
+                } => {
+                    partitions
+                        .wait_for_data(&topic, partition, offset, deadline)
+                        .await;
+                    OpResult::Waited
+                }
+                Op::ListOffsets {
+                    topic,
+                    partition,
+                    timestamp,
+                } => OpResult::ListOffsets(
+                    partitions.list_offsets(&topic, partition, timestamp).await,
+                ),
+                Op::Open {
+                    topic,
+                    partitions: ids,
+                    config,
+                } => OpResult::Done(
+                    partitions
+                        .open(&topic, &ids, &config)
+                        .await
+                        .map_err(|e| e.to_string()),
+                ),
+                Op::Delete {
+                    topic,
+                    partitions: ids,
+                } => OpResult::Done(partitions.delete(&topic, &ids).await),
+                Op::SetCatalog(catalog) => {
+                    *self.catalog.borrow_mut() = catalog;
+                    OpResult::Done(Ok(()))
+                }
+                Op::CreateTopics {
+                    topics,
+                    validate_only,
+                } => OpResult::Topics(self.create_topics(topics, validate_only).await),
+                Op::DeleteTopics { topics } => OpResult::Topics(self.delete_topics(topics).await),
+            }
+        })
+    }
+
+    fn admin(&self) -> Result<&TopicAdmin, String> {
+        self.admin
+            .as_ref()
+            .ok_or_else(|| format!("shard {} does not own the topic registry", self.shard))
+    }
+
+    /// Shard 0: creates topics (registry first, durably), opens their logs
+    /// on the owning shards, then publishes the new catalog to every shard.
+    async fn create_topics(
+        self: &Rc<Self>,
+        specs: Vec<CreateSpec>,
+        validate_only: bool,
+    ) -> Vec<TopicOutcome> {
+        let admin = match self.admin() {
+            Ok(admin) => admin,
+            Err(message) => return refuse_all(specs.iter().map(|s| s.name.clone()), message),
+        };
+        let Ok(_lock) = admin.lock.acquire_permit(1).await else {
+            return refuse_all(specs.iter().map(|s| s.name.clone()), "stopping".into());
+        };
+        let mut outcomes = Vec::with_capacity(specs.len());
+        let mut created = false;
+        for spec in specs {
+            let outcome =
+                |error: ErrorCode, message: Option<String>, partitions: i32| TopicOutcome {
+                    name: spec.name.clone(),
+                    error,
+                    message,
+                    num_partitions: partitions,
+                };
+            let (partitions, config) = match admin.check(&spec) {
+                Ok(checked) => checked,
+                Err(e) => {
+                    outcomes.push(outcome(e.code, Some(e.message), -1));
+                    continue;
+                }
+            };
+            let now = now_ms();
+            let planned = if validate_only {
+                admin
+                    .registry
+                    .borrow()
+                    .plan_create(&spec.name, partitions, config, now)
+            } else {
+                let mut registry = admin.registry.borrow_mut();
+                registry
+                    .create(&spec.name, partitions, config, now)
+                    .cloned()
+            };
+            let meta = match planned {
+                Ok(meta) => meta,
+                Err(e) => {
+                    outcomes.push(outcome(e.code, Some(e.message), -1));
+                    continue;
+                }
+            };
+            if validate_only {
+                outcomes.push(outcome(ErrorCode::None, None, partitions as i32));
+                continue;
+            }
+            created = true;
+            let mut errors = Vec::new();
+            for shard in distinct_shards(&meta.shards) {
+                let ids: Vec<PartitionId> = (0..meta.partition_count())
+                    .map(PartitionId)
+                    .filter(|p| meta.shard_of(*p) == Some(shard))
+                    .collect();
+                let op = Op::Open {
+                    topic: meta.name.clone(),
+                    partitions: ids,
+                    config: meta.config.clone(),
+                };
+                match self.execute(shard, op).await {
+                    OpResult::Done(Ok(())) => {}
+                    OpResult::Done(Err(e)) | OpResult::Unavailable(e) => errors.push(e),
+                    other => errors.push(format!("unexpected reply {other:?}")),
+                }
+            }
+            if errors.is_empty() {
+                tracing::info!(topic = %meta.name, partitions, shards = ?meta.shards, "topic created");
+                outcomes.push(outcome(ErrorCode::None, None, partitions as i32));
+            } else {
+                // The topic is registered; its logs open on the next start.
+                outcomes.push(outcome(
+                    ErrorCode::KafkaStorageError,
+                    Some(errors.join("; ")),
+                    partitions as i32,
+                ));
+            }
+        }
+        if created {
+            self.publish_catalog().await;
+        }
+        outcomes
+    }
+
+    /// Shard 0: removes topics from the registry (durably), publishes the
+    /// catalog (new requests are refused), then closes and deletes the
+    /// logs on their shards.
+    async fn delete_topics(self: &Rc<Self>, names: Vec<String>) -> Vec<TopicOutcome> {
+        let admin = match self.admin() {
+            Ok(admin) => admin,
+            Err(message) => return refuse_all(names.into_iter(), message),
+        };
+        let Ok(_lock) = admin.lock.acquire_permit(1).await else {
+            return refuse_all(names.into_iter(), "stopping".into());
+        };
+        let mut outcomes = Vec::with_capacity(names.len());
+        let mut removed = Vec::new();
+        for name in names {
+            let deleted = admin.registry.borrow_mut().delete(&name);
+            match deleted {
+                Ok(meta) => {
+                    outcomes.push(TopicOutcome {
+                        name: name.clone(),
+                        error: ErrorCode::None,
+                        message: None,
+                        num_partitions: meta.partition_count() as i32,
+                    });
+                    removed.push((outcomes.len() - 1, meta));
+                }
+                Err(e) => outcomes.push(TopicOutcome {
+                    name,
+                    error: e.code,
+                    message: Some(e.message),
+                    num_partitions: -1,
+                }),
+            }
+        }
+        if removed.is_empty() {
+            return outcomes;
+        }
+        self.publish_catalog().await;
+        for (index, meta) in removed {
+            for shard in distinct_shards(&meta.shards) {
+                let ids: Vec<PartitionId> = (0..meta.partition_count())
+                    .map(PartitionId)
+                    .filter(|p| meta.shard_of(*p) == Some(shard))
+                    .collect();
+                let op = Op::Delete {
+                    topic: meta.name.clone(),
+                    partitions: ids,
+                };
+                match self.execute(shard, op).await {
+                    OpResult::Done(Ok(())) => {}
+                    OpResult::Done(Err(e)) | OpResult::Unavailable(e) => {
+                        // Unregistered already; leftover directories are
+                        // harmless and reported.
+                        tracing::warn!(topic = %meta.name, %shard, error = %e, "deleting partition logs failed");
+                        outcomes[index].message = Some(e);
+                    }
+                    other => tracing::warn!(?other, "unexpected reply to a delete"),
+                }
+            }
+            tracing::info!(topic = %meta.name, "topic deleted");
+        }
+        outcomes
+    }
+
+    /// Sends the registry's current catalog to every shard (this one too)
+    /// and waits until all swapped it in.
+    async fn publish_catalog(self: &Rc<Self>) {
+        let Ok(admin) = self.admin() else { return };
+        let catalog = Arc::new(Catalog::from_registry(&admin.registry.borrow()));
+        let shards = self.mesh.get().map_or(1, |_| self.shard_count());
+        for shard in 0..shards {
+            let result = self
+                .execute(ShardId(shard), Op::SetCatalog(catalog.clone()))
+                .await;
+            if !matches!(result, OpResult::Done(Ok(()))) {
+                tracing::warn!(shard, ?result, "catalog update not applied");
+            }
+        }
+    }
+
+    fn shard_count(&self) -> u16 {
+        self.mesh.get().map_or(1, |m| m.shards() as u16)
+    }
+}
+
+fn distinct_shards(shards: &[u16]) -> Vec<ShardId> {
+    let mut distinct: Vec<u16> = shards.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    distinct.into_iter().map(ShardId).collect()
+}
+
+fn refuse_all(names: impl Iterator<Item = String>, message: String) -> Vec<TopicOutcome> {
+    names
+        .map(|name| TopicOutcome {
+            name,
+            error: ErrorCode::UnknownServerError,
+            message: Some(message.clone()),
+            num_partitions: -1,
+        })
+        .collect()
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,629 @@
+//! Topics: name rules, per-topic configuration (Kafka's topic config keys),
+//! and the registry that records each topic's partitions and the shard that
+//! owns each one.
+//!
+//! The registry is the placement table: it is written to
+//! `<data>/topics.toml` (write to a temporary file, fdatasync, rename,
+//! fsync the directory) before a create or delete is acknowledged, so a
+//! restart puts every partition back on the shard that holds its log.
+//!
+//! Lives on: shard 0 (the only writer); other shards receive copies of the
+//! table by message. Owns: the registry file.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use fjord_schema::batch::TimestampType;
+use fjord_schema::{ErrorCode, PartitionId, ShardId};
+use fjord_storage::{FlushPolicy, LogConfig};
+use serde::{Deserialize, Serialize};
+
+/// Kafka's limit on topic name length.
+pub const TOPIC_NAME_LEN_MAX: usize = 249;
+pub const REGISTRY_FILE: &str = "topics.toml";
+
+/// Why a topic operation was refused; carries the wire error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TopicError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl TopicError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> TopicError {
+        TopicError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Kafka's rules: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let invalid = |why: &str| {
+        Err(TopicError::new(
+            ErrorCode::InvalidTopicException,
+            format!("invalid topic name {name:?}: {why}"),
+        ))
+    };
+    if name.is_empty() {
+        return invalid("empty");
+    }
+    if name.len() > TOPIC_NAME_LEN_MAX {
+        return invalid("longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return invalid("'.' and '..' are reserved");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return invalid("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// Per-topic configuration, with Kafka's key names. Values absent from a
+/// create request take the broker's defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    /// `retention.ms`; `None` (-1 on the wire) keeps data forever.
+    pub retention_ms: Option<u64>,
+    /// `retention.bytes`; `None` (-1) has no size limit.
+    pub retention_bytes: Option<u64>,
+    /// `segment.bytes`.
+    pub segment_bytes: u64,
+    /// `segment.ms`.
+    pub segment_ms: Option<u64>,
+    /// `flush.messages`; `None`: no count trigger.
+    pub flush_messages: Option<u64>,
+    /// `flush.ms`; `None`: no time trigger.
+    pub flush_ms: Option<u64>,
+    /// `flush.before.ack` (Fjord): fdatasync before acknowledging acks=all.
+    pub flush_before_ack: bool,
+    /// `max.message.bytes`: largest batch accepted.
+    pub max_message_bytes: u64,
+    /// `message.timestamp.type`: CreateTime or LogAppendTime.
+    pub log_append_time: bool,
+    /// `min.insync.replicas`.
+    pub min_insync_replicas: u32,
+    /// `index.interval.bytes`.
+    pub index_interval_bytes: u64,
+}
+
+impl TopicConfig {
+    /// The broker-wide defaults, derived from the storage defaults so the
+    /// two cannot drift apart.
+    pub fn from_log_config(log: &LogConfig) -> TopicConfig {
+        TopicConfig {
+            retention_ms: log.retention_ms,
+            retention_bytes: log.retention_bytes,
+            segment_bytes: log.segment_bytes_max,
+            segment_ms: log.segment_age_ms_max,
+            flush_messages: log.flush.flush_messages,
+            flush_ms: log.flush.flush_ms,
+            flush_before_ack: log.flush.flush_before_ack,
+            max_message_bytes: log.batch_bytes_max as u64,
+            log_append_time: false,
+            min_insync_replicas: 1,
+            index_interval_bytes: log.index_interval_bytes,
+        }
+    }
+
+    /// Applies `key=value` overrides in order. Unknown keys and bad values
+    /// are `INVALID_CONFIG` with a message naming the key.
+    pub fn apply<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), TopicError> {
+        for (key, value) in entries {
+            self.set(key, value)?;
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<(), TopicError> {
+        let bad = |why: &str| {
+            TopicError::new(
+                ErrorCode::InvalidConfig,
+                format!("invalid value {value:?} for {key}: {why}"),
+            )
+        };
+        // -1 means "no limit" for the optional limits, as in Kafka.
+        let optional = || -> Result<Option<u64>, TopicError> {
+            match value.trim().parse::<i64>() {
+                Ok(-1) => Ok(None),
+                Ok(v) if v >= 0 => Ok(Some(v as u64)),
+                _ => Err(bad("expected a non-negative integer or -1")),
+            }
+        };
+        let positive = || -> Result<u64, TopicError> {
+            match value.trim().parse::<u64>() {
+                Ok(v) if v > 0 => Ok(v),
+                _ => Err(bad("expected a positive integer")),
+            }
+        };
+        match key {
+            "retention.ms" => self.retention_ms = optional()?,
+            "retention.bytes" => self.retention_bytes = optional()?,
+            "segment.bytes" => self.segment_bytes = positive()?,
+            "segment.ms" => self.segment_ms = optional()?,
+            // Kafka's "never" for flush.messages / flush.ms is Long.MAX_VALUE.
+            "flush.messages" => self.flush_messages = optional()?.filter(|v| *v != i64::MAX as u64),
+            "flush.ms" => self.flush_ms = optional()?.filter(|v| *v != i64::MAX as u64),
+            "flush.before.ack" => {
+                self.flush_before_ack = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad("expected true or false")),
+                }
+            }
+            "max.message.bytes" => self.max_message_bytes = positive()?,
+            "message.timestamp.type" => {
+                self.log_append_time = match value.trim() {
+                    "CreateTime" => false,
+                    "LogAppendTime" => true,
+                    _ => return Err(bad("expected CreateTime or LogAppendTime")),
+                }
+            }
+            "min.insync.replicas" => {
+                self.min_insync_replicas = u32::try_from(positive()?)
+                    .map_err(|_| bad("expected a positive 32-bit integer"))?
+            }
+            "index.interval.bytes" => self.index_interval_bytes = positive()?,
+            "cleanup.policy" => {
+                if value.trim() != "delete" {
+                    return Err(bad(
+                        "only \"delete\" is supported (compaction is not built yet)",
+                    ));
+                }
+            }
+            _ => {
+                return Err(TopicError::new(
+                    ErrorCode::InvalidConfig,
+                    format!("unknown topic config {key:?}"),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Every config as Kafka would describe it (`-1` for "no limit").
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        let optional = |v: Option<u64>| v.map_or("-1".to_owned(), |v| v.to_string());
+        vec![
+            ("cleanup.policy", "delete".to_owned()),
+            ("retention.ms", optional(self.retention_ms)),
+            ("retention.bytes", optional(self.retention_bytes)),
+            ("segment.bytes", self.segment_bytes.to_string()),
+            ("segment.ms", optional(self.segment_ms)),
+            (
+                "flush.messages",
+                self.flush_messages
+                    .map_or(i64::MAX.to_string(), |v| v.to_string()),
+            ),
+            (
+                "flush.ms",
+                self.flush_ms
+                    .map_or(i64::MAX.to_string(), |v| v.to_string()),
+            ),
+            ("flush.before.ack", self.flush_before_ack.to_string()),
+            ("max.message.bytes", self.max_message_bytes.to_string()),
+            (
+                "message.timestamp.type",
+                if self.log_append_time {
+                    "LogAppendTime"
+                } else {
+                    "CreateTime"
+                }
+                .to_owned(),
+            ),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
+            (
+                "index.interval.bytes",
+                self.index_interval_bytes.to_string(),
+            ),
+        ]
+    }
+
+    pub fn timestamp_type(&self) -> TimestampType {
+        if self.log_append_time {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        }
+    }
+
+    /// The storage limits of this topic's partition logs, on top of the
+    /// broker's base (buffer and read sizes stay the broker's). Checked by
+    /// `LogConfig::validate`.
+    pub fn log_config(&self, base: &LogConfig) -> Result<LogConfig, TopicError> {
+        let mut log = *base;
+        log.retention_ms = self.retention_ms;
+        log.retention_bytes = self.retention_bytes;
+        log.segment_bytes_max = self.segment_bytes;
+        log.segment_age_ms_max = self.segment_ms;
+        log.index_interval_bytes = self.index_interval_bytes;
+        log.batch_bytes_max = usize::try_from(self.max_message_bytes).unwrap_or(usize::MAX);
+        // A larger batch needs a larger write buffer (one batch + 2 blocks).
+        let needed = (log.batch_bytes_max + 2 * 4096).next_multiple_of(4096);
+        log.write_buffer_bytes = log.write_buffer_bytes.max(needed);
+        log.flush = FlushPolicy {
+            flush_messages: self.flush_messages,
+            flush_ms: self.flush_ms,
+            flush_before_ack: self.flush_before_ack,
+        };
+        log.validate()
+            .map_err(|e| TopicError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        Ok(log)
+    }
+}
+
+/// One topic: its partitions' shards (index = partition id) and config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    /// `shards[p]` owns partition `p`.
+    pub shards: Vec<u16>,
+    pub config: TopicConfig,
+    pub created_ms: i64,
+}
+
+impl TopicMeta {
+    pub fn partition_count(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    pub fn shard_of(&self, partition: PartitionId) -> Option<ShardId> {
+        self.shards
+            .get(partition.get() as usize)
+            .map(|s| ShardId(*s))
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RegistryFile {
+    #[serde(default)]
+    topics: Vec<TopicMeta>,
+}
+
+/// The topic registry and placement table, persisted in the data dir.
+#[derive(Debug)]
+pub struct TopicRegistry {
+    path: PathBuf,
+    shard_count: u16,
+    topics: BTreeMap<String, TopicMeta>,
+    partitions_max: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot read the topic registry {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the topic registry {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the topic registry {path} is not valid: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+impl TopicRegistry {
+    /// Loads `<data_dir>/topics.toml` (an absent file is an empty
+    /// registry). Partitions placed on shards this process does not have
+    /// (the broker was restarted with fewer `--shards`) are an error: their
+    /// logs would be orphaned.
+    pub fn open(
+        data_dir: &Path,
+        shard_count: u16,
+        partitions_max: u32,
+    ) -> Result<TopicRegistry, RegistryError> {
+        assert!(shard_count > 0);
+        let path = data_dir.join(REGISTRY_FILE);
+        let file = match fs::read_to_string(&path) {
+            Ok(text) => {
+                toml::from_str::<RegistryFile>(&text).map_err(|e| RegistryError::Invalid {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistryFile::default(),
+            Err(source) => return Err(RegistryError::Read { path, source }),
+        };
+        let mut topics = BTreeMap::new();
+        for topic in file.topics {
+            let invalid = |reason: String| RegistryError::Invalid {
+                path: path.clone(),
+                reason,
+            };
+            validate_topic_name(&topic.name).map_err(|e| invalid(e.message))?;
+            if let Some(shard) = topic.shards.iter().find(|s| **s >= shard_count) {
+                return Err(invalid(format!(
+                    "topic {} has a partition on shard {shard}, but the broker runs {shard_count} shards: \
+                     start it with --shards {} or more",
+                    topic.name,
+                    shard + 1
+                )));
+            }
+            if topics.insert(topic.name.clone(), topic).is_some() {
+                return Err(invalid("a topic is listed twice".to_owned()));
+            }
+        }
+        Ok(TopicRegistry {
+            path,
+            shard_count,
+            topics,
+            partitions_max,
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TopicMeta> {
+        self.topics.get(name)
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &TopicMeta> {
+        self.topics.values()
+    }
+
+    pub fn partition_total(&self) -> u64 {
+        self.topics.values().map(|t| t.shards.len() as u64).sum()
+    }
+
+    /// Places a new topic's partitions on the least-loaded shards (ties to
+    /// the lowest shard id, so placement is deterministic) and persists the
+    /// registry before returning.
+    pub fn create(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        config: TopicConfig,
+        now_ms: i64,
+    ) -> Result<&TopicMeta, TopicError> {
+        let meta = self.plan_create(name, partitions, config, now_ms)?;
+        self.topics.insert(name.to_owned(), meta);
+        if let Err(e) = self.persist() {
+            self.topics.remove(name);
+            return Err(TopicError::new(ErrorCode::KafkaStorageError, e.to_string()));
+        }
+        Ok(&self.topics[name])
+    }
+
+    /// Everything `create` checks, without changing anything (also serves
+    /// `validate_only`).
+    pub fn plan_create(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: TopicConfig,
+        now_ms: i64,
+    ) -> Result<TopicMeta, TopicError> {
+        validate_topic_name(name)?;
+        if self.topics.contains_key(name) {
+            return Err(TopicError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic {name:?} already exists"),
+            ));
+        }
+        if partitions == 0 {
+            return Err(TopicError::new(
+                ErrorCode::InvalidPartitions,
+                "a topic needs at least one partition",
+            ));
+        }
+        if self.partition_total() + u64::from(partitions) > u64::from(self.partitions_max) {
+            return Err(TopicError::new(
+                ErrorCode::PolicyViolation,
+                format!(
+                    "creating {partitions} partitions would exceed the broker's limit of {} partitions",
+                    self.partitions_max
+                ),
+            ));
+        }
+        let mut load = vec![0u64; usize::from(self.shard_count)];
+        for topic in self.topics.values() {
+            for shard in &topic.shards {
+                load[usize::from(*shard)] += 1;
+            }
+        }
+        let shards = (0..partitions)
+            .map(|_| {
+                let (shard, _) = load
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(shard, count)| (**count, *shard))
+                    .expect("at least one shard");
+                load[shard] += 1;
+                shard as u16
+            })
+            .collect();
+        Ok(TopicMeta {
+            name: name.to_owned(),
+            shards,
+            config,
+            created_ms: now_ms,
+        })
+    }
+
+    /// Removes a topic from the registry (persisted before returning). The
+    /// caller deletes its partition directories afterwards: a crash in
+    /// between leaves orphan directories, never a registered topic with
+    /// missing logs.
+    pub fn delete(&mut self, name: &str) -> Result<TopicMeta, TopicError> {
+        let Some(meta) = self.topics.remove(name) else {
+            return Err(TopicError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {name:?} does not exist"),
+            ));
+        };
+        if let Err(e) = self.persist() {
+            self.topics.insert(name.to_owned(), meta);
+            return Err(TopicError::new(ErrorCode::KafkaStorageError, e.to_string()));
+        }
+        Ok(meta)
+    }
+
+    fn persist(&self) -> Result<(), RegistryError> {
+        let file = RegistryFile {
+            topics: self.topics.values().cloned().collect(),
+        };
+        let text = toml::to_string(&file).map_err(|e| RegistryError::Invalid {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomically(&self.path, text.as_bytes()).map_err(|source| RegistryError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves either the old or
+/// the new content: write a temporary file, fdatasync it, rename it over
+/// `path`, fsync the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_data()?;
+    }
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> TopicConfig {
+        TopicConfig::from_log_config(&LogConfig::default())
+    }
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        for good in ["a", "orders.v1", "A_b-c", &"x".repeat(249)] {
+            assert!(validate_topic_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "a b", "a/b", "ü", &"x".repeat(250)] {
+            let error = validate_topic_name(bad).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidTopicException, "{bad}");
+        }
+    }
+
+    #[test]
+    fn configs_parse_describe_and_reject() {
+        let mut config = defaults();
+        config
+            .apply([
+                ("retention.ms", "-1"),
+                ("retention.bytes", "1048576"),
+                ("segment.bytes", "16777216"),
+                ("flush.messages", "1"),
+                ("flush.ms", "9223372036854775807"),
+                ("message.timestamp.type", "LogAppendTime"),
+                ("min.insync.replicas", "2"),
+                ("cleanup.policy", "delete"),
+            ])
+            .unwrap();
+        assert_eq!(config.retention_ms, None);
+        assert_eq!(config.retention_bytes, Some(1 << 20));
+        assert_eq!(config.flush_messages, Some(1));
+        assert_eq!(config.flush_ms, None);
+        assert_eq!(config.timestamp_type(), TimestampType::LogAppendTime);
+        let described: BTreeMap<_, _> = config.entries().into_iter().collect();
+        assert_eq!(described["retention.ms"], "-1");
+        assert_eq!(described["segment.bytes"], "16777216");
+        assert_eq!(described["min.insync.replicas"], "2");
+
+        let log = config.log_config(&LogConfig::default()).unwrap();
+        assert_eq!(log.segment_bytes_max, 16 << 20);
+        assert_eq!(log.flush.flush_messages, Some(1));
+
+        for (key, value) in [
+            ("retention.ms", "-2"),
+            ("segment.bytes", "0"),
+            ("flush.before.ack", "yes"),
+            ("cleanup.policy", "compact"),
+            ("no.such.key", "1"),
+        ] {
+            let error = defaults().apply([(key, value)]).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidConfig, "{key}={value}");
+            assert!(error.message.contains(key), "{}", error.message);
+        }
+        // Values the storage layer refuses are refused at create time.
+        let mut tiny = defaults();
+        tiny.apply([("segment.bytes", "100")]).unwrap();
+        assert_eq!(
+            tiny.log_config(&LogConfig::default()).unwrap_err().code,
+            ErrorCode::InvalidConfig
+        );
+    }
+
+    #[test]
+    fn placement_balances_shards_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = TopicRegistry::open(dir.path(), 3, 100).unwrap();
+        let a = registry
+            .create("a", 4, defaults(), 1)
+            .unwrap()
+            .shards
+            .clone();
+        assert_eq!(a, vec![0, 1, 2, 0]);
+        let b = registry
+            .create("b", 2, defaults(), 2)
+            .unwrap()
+            .shards
+            .clone();
+        assert_eq!(b, vec![1, 2]);
+        assert_eq!(
+            registry.create("a", 1, defaults(), 3).unwrap_err().code,
+            ErrorCode::TopicAlreadyExists
+        );
+        assert_eq!(
+            registry.create("c", 0, defaults(), 3).unwrap_err().code,
+            ErrorCode::InvalidPartitions
+        );
+        assert_eq!(
+            registry.create("c", 95, defaults(), 3).unwrap_err().code,
+            ErrorCode::PolicyViolation
+        );
+
+        let reopened = TopicRegistry::open(dir.path(), 3, 100).unwrap();
+        assert_eq!(reopened.get("a").unwrap().shards, a);
+        assert_eq!(
+            reopened.get("b").unwrap().shard_of(PartitionId(1)),
+            Some(ShardId(2))
+        );
+        assert_eq!(reopened.get("b").unwrap().shard_of(PartitionId(2)), None);
+
+        let error = TopicRegistry::open(dir.path(), 2, 100).unwrap_err();
+        assert!(error.to_string().contains("--shards 3"), "{error}");
+
+        let mut registry = reopened;
+        registry.delete("a").unwrap();
+        assert_eq!(
+            registry.delete("a").unwrap_err().code,
+            ErrorCode::UnknownTopicOrPartition
+        );
+        let reopened = TopicRegistry::open(dir.path(), 3, 100).unwrap();
+        assert!(reopened.get("a").is_none());
+        assert_eq!(reopened.topics().count(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_registry_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(REGISTRY_FILE), "topics = 7").unwrap();
+        let error = TopicRegistry::open(dir.path(), 1, 10).unwrap_err();
+        assert!(matches!(error, RegistryError::Invalid { .. }), "{error}");
+    }
+}
