@@ -179,6 +179,43 @@ async fn reads(dir: &Path) {
     println!("read: tail from cache {hot:.2} GB/s (128 MiB x16, 1 MiB fetches); cold from disk {cold:.2} GB/s (1 GiB, 1 MiB fetches, CRC-checked)");
 }
 
+/// The runtime's own floor: glommio DMA write + fdatasync on a pre-written
+/// file, no log at all. Separates the log's overhead from the runtime's.
+async fn raw(dir: &Path, block: usize, count: usize) -> (Histogram<u64>, f64) {
+    let path = dir.join(format!("raw-{block}"));
+    let file = glommio::io::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .dma_open(&path)
+        .await
+        .expect("raw file");
+    let total = (block * count) as u64;
+    let step = 8 << 20;
+    let mut position = 0;
+    while position < total {
+        let mut zeros = file.alloc_dma_buffer(step);
+        zeros.as_bytes_mut().fill(0);
+        file.write_at(zeros, position).await.expect("prewrite");
+        position += step as u64;
+    }
+    file.fdatasync().await.expect("sync");
+    let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+    let start = Instant::now();
+    for i in 0..count {
+        let mut buffer = file.alloc_dma_buffer(block);
+        buffer.as_bytes_mut().fill(0x5a);
+        let t = Instant::now();
+        file.write_at(buffer, (i * block) as u64).await.expect("write");
+        file.fdatasync().await.expect("sync");
+        histogram.record(t.elapsed().as_nanos() as u64).expect("record");
+    }
+    let gbps = total as f64 / start.elapsed().as_secs_f64() / 1e9;
+    file.close().await.expect("close");
+    std::fs::remove_file(&path).ok();
+    (histogram, gbps)
+}
+
 fn print_latency(label: &str, h: &Histogram<u64>) {
     println!(
         "{label}: commit latency p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, mean {:.3} ms ({} commits)",
@@ -209,6 +246,12 @@ fn main() {
         if all || scenario == "small4k" {
             let h = small4k(&dir, "small4k", 8 << 20, 32 << 20, 20_000).await;
             print_latency("small4k", &h);
+        }
+        if all || scenario == "raw" {
+            let (_, gbps) = raw(&dir, 1 << 20, 1024).await;
+            println!("raw glommio 1 MiB write + fdatasync, pre-written file: {gbps:.3} GB/s");
+            let (h, _) = raw(&dir, 4096, 20_000).await;
+            print_latency("raw glommio 4 KiB write + fdatasync", &h);
         }
         if all || scenario == "read" {
             reads(&dir).await;
