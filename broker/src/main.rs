@@ -1,4 +1,6 @@
-//! `fjord`: the broker binary.
+//! `fjord`: the broker binary and its client subcommands.
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +22,14 @@ enum Command {
     /// FJORD_* variables, then flags. On success the address is printed as
     /// `fjord: listening on HOST:PORT` and written to <data-dir>/broker.addr.
     Start(StartArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(cli::TopicCommand),
+    /// Write one record per stdin line (`key<SEP>value` with
+    /// --key-separator).
+    Produce(cli::ProduceArgs),
+    /// Print records, one per line; follows the log unless --count is given.
+    Consume(cli::ConsumeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,14 +71,22 @@ struct StartArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The broker logs at info; client subcommands keep stderr for errors.
+    let default_level = match cli.command {
+        Command::Start(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
         Command::Start(args) => start(args),
+        Command::Topic(command) => cli::exit(cli::topic(command)),
+        Command::Produce(args) => cli::exit(cli::produce(args)),
+        Command::Consume(args) => cli::exit(cli::consume(args)),
     }
 }
 

@@ -1,0 +1,628 @@
+//! The client subcommands of `fjord`: `topic create/list/describe/delete`,
+//! `produce` and `consume`, in the spirit of rpk and kcat. Scripts rely on
+//! these spellings and output formats; change them only on purpose.
+//!
+//! Every failure becomes one line on stderr (`fjord: ...`) and a non-zero
+//! exit; connection failures say how to start a broker.
+
+use std::io::{self, BufRead, BufWriter, ErrorKind, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use fjord_net::client::admin::Admin;
+use fjord_net::client::consumer::{
+    Consumer, ConsumerError, ConsumerOptions, ConsumerRecord, OffsetReset, SeekTo,
+};
+use fjord_net::client::producer::{Producer, ProducerOptions, ProducerRecord, SendHandle};
+use fjord_net::client::producer_core::ProduceError;
+use fjord_net::client::protocol::{Acks, NewTopic};
+use fjord_net::client::{ClientConfig, ClientError};
+use fjord_schema::{Compression, ErrorCode, Offset, PartitionId};
+
+mod format;
+
+use format::Format;
+
+/// Where the default `fjord start` listens.
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9192";
+
+/// Records `produce` keeps unconfirmed before waiting for the oldest.
+const PRODUCE_UNCONFIRMED_MAX: usize = 64 * 1024;
+
+#[derive(Debug, Args)]
+pub struct BrokersArg {
+    /// Broker HOST:PORT (comma-separated for several).
+    #[arg(long, short = 'b', env = "FJORD_BROKERS", default_value = DEFAULT_BROKERS)]
+    pub brokers: String,
+}
+
+impl BrokersArg {
+    fn list(&self) -> Vec<String> {
+        self.brokers
+            .split(',')
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn first(&self) -> String {
+        self.list()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| DEFAULT_BROKERS.to_owned())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        /// Partitions [default: the broker's default].
+        #[arg(long, short = 'p')]
+        partitions: Option<u32>,
+        /// Replicas per partition [default: the broker's default].
+        #[arg(long, short = 'r')]
+        replication_factor: Option<u16>,
+        /// Topic config, repeatable: --config retention.ms=3600000.
+        #[arg(long = "config", short = 'c', value_parser = parse_config)]
+        configs: Vec<(String, String)>,
+        #[command(flatten)]
+        brokers: BrokersArg,
+    },
+    /// List topics with their partition counts.
+    List {
+        #[command(flatten)]
+        brokers: BrokersArg,
+    },
+    /// Show a topic's partitions, leaders and shards.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        brokers: BrokersArg,
+    },
+    /// Delete a topic.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        brokers: BrokersArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompressionArg {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(value: CompressionArg) -> Compression {
+        match value {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Snappy => Compression::Snappy,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
+        }
+    }
+}
+
+/// `fjord produce`: one record per stdin line.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    pub topic: String,
+    /// 0 (no answer), 1 (leader appended) or all.
+    #[arg(long, default_value = "all", value_parser = parse_acks)]
+    pub acks: Acks,
+    /// Split each line at the first SEP into key and value; lines without
+    /// it get a null key.
+    #[arg(long, short = 'K')]
+    pub key_separator: Option<String>,
+    #[arg(long, short = 'z', value_enum, default_value = "none")]
+    pub compression: CompressionArg,
+    /// Send every record to this partition instead of partitioning by key.
+    #[arg(long, short = 'p')]
+    pub partition: Option<u32>,
+    /// How long a batch waits for more records.
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u64,
+    /// Batch size in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub brokers: BrokersArg,
+}
+
+/// `fjord consume`: one record per stdout line.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    pub topic: String,
+    /// earliest, latest or an offset.
+    #[arg(long, short = 'o', default_value = "earliest", value_parser = parse_from)]
+    pub from: SeekTo,
+    /// Exit after this many records; without it, follow the log until
+    /// interrupted.
+    #[arg(long, short = 'n')]
+    pub count: Option<u64>,
+    /// Read only this partition [default: all].
+    #[arg(long, short = 'p')]
+    pub partition: Option<u32>,
+    /// `json`, or a kcat-style template: %t topic, %p partition, %o offset,
+    /// %k key, %v value, %T timestamp (ms), %h headers, %K key length, %S
+    /// value length, %% percent, \n \t \\ escapes. A newline ends each
+    /// record unless the template ends with one [default: %v].
+    #[arg(long, short = 'f', default_value = "%v")]
+    pub format: String,
+    #[command(flatten)]
+    pub brokers: BrokersArg,
+}
+
+/// A failure, shown as `fjord: <message>`.
+#[derive(Debug)]
+pub struct CliError(String);
+
+impl CliError {
+    fn new(message: impl Into<String>) -> CliError {
+        CliError(message.into())
+    }
+}
+
+impl From<ClientError> for CliError {
+    fn from(error: ClientError) -> CliError {
+        CliError(describe_client_error(&error))
+    }
+}
+
+impl From<ConsumerError> for CliError {
+    fn from(error: ConsumerError) -> CliError {
+        match error {
+            ConsumerError::Client(error) => error.into(),
+            ConsumerError::Topic { topic, code } => CliError(topic_error(&topic, code)),
+            other => CliError(other.to_string()),
+        }
+    }
+}
+
+fn describe_client_error(error: &ClientError) -> String {
+    match error {
+        ClientError::Connect { addr, source } => {
+            let reason = match source.kind() {
+                ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                ErrorKind::TimedOut => "timed out".to_owned(),
+                _ => source.to_string(),
+            };
+            format!(
+                "cannot connect to {addr}: {reason} — is a broker running? start one with `fjord start`"
+            )
+        }
+        ClientError::Resolve(what) => format!("cannot resolve broker address {what}"),
+        ClientError::Io(source) if source.kind() == ErrorKind::AddrNotAvailable => {
+            format!("cannot resolve broker address: {source}")
+        }
+        ClientError::Broker { code, message } => format!("{}: {message}", code_name(*code)),
+        other => other.to_string(),
+    }
+}
+
+fn topic_error(topic: &str, code: ErrorCode) -> String {
+    match code {
+        ErrorCode::UnknownTopicOrPartition => format!("topic {topic} does not exist"),
+        ErrorCode::TopicAlreadyExists => format!("topic {topic} already exists"),
+        other => format!("topic {topic}: {}", code_name(other)),
+    }
+}
+
+/// Kafka's spelling of an error code, which operators search for.
+fn code_name(code: ErrorCode) -> String {
+    let debug = format!("{code:?}");
+    let mut out = String::with_capacity(debug.len() + 4);
+    for (i, c) in debug.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+fn parse_config(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected key=value, got `{text}`")),
+    }
+}
+
+fn parse_acks(text: &str) -> Result<Acks, String> {
+    Acks::parse(text).ok_or_else(|| format!("expected 0, 1 or all, got `{text}`"))
+}
+
+fn parse_from(text: &str) -> Result<SeekTo, String> {
+    match text {
+        "earliest" | "beginning" | "start" => Ok(SeekTo::Earliest),
+        "latest" | "end" => Ok(SeekTo::Latest),
+        number => number
+            .parse::<u64>()
+            .map(|o| SeekTo::Offset(Offset(o)))
+            .map_err(|_| format!("expected earliest, latest or an offset, got `{text}`")),
+    }
+}
+
+/// Runs a subcommand and turns its outcome into an exit code.
+pub fn exit(result: Result<(), CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError(message)) => {
+            eprintln!("fjord: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        timeout: Duration::from_secs(30),
+        client_software_name: "fjord-cli".to_owned(),
+        ..ClientConfig::default()
+    }
+}
+
+pub fn topic(command: TopicCommand) -> Result<(), CliError> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match command {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            brokers,
+        } => {
+            let mut admin = Admin::connect(&brokers.first(), client_config())?;
+            let results = admin.create_topics(&[NewTopic {
+                name: name.clone(),
+                partitions,
+                replication_factor,
+                configs,
+            }])?;
+            let result = results
+                .into_iter()
+                .find(|r| r.name == name)
+                .ok_or_else(|| CliError::new(format!("the broker did not answer for {name}")))?;
+            if result.error != ErrorCode::None {
+                let detail = result
+                    .message
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default();
+                return Err(CliError(format!(
+                    "{}{detail}",
+                    topic_error(&name, result.error)
+                )));
+            }
+            let partitions = admin
+                .describe_topic(&name)
+                .map(|d| d.topic.partitions.len().to_string())
+                .unwrap_or_else(|_| "?".to_owned());
+            print(
+                &mut out,
+                format_args!("created topic {name} ({partitions} partitions)\n"),
+            )
+        }
+        TopicCommand::List { brokers } => {
+            let mut admin = Admin::connect(&brokers.first(), client_config())?;
+            let topics = admin.list_topics()?;
+            let width = topics
+                .iter()
+                .map(|t| t.name.len())
+                .max()
+                .unwrap_or(0)
+                .max(4);
+            print(&mut out, format_args!("{:width$}  PARTITIONS\n", "NAME"))?;
+            for topic in topics {
+                print(
+                    &mut out,
+                    format_args!("{:width$}  {}\n", topic.name, topic.partitions.len()),
+                )?;
+            }
+            Ok(())
+        }
+        TopicCommand::Describe { name, brokers } => {
+            let mut admin = Admin::connect(&brokers.first(), client_config())?;
+            let description = admin.describe_topic(&name).map_err(|e| match e {
+                ClientError::Broker { code, .. } => CliError(topic_error(&name, code)),
+                other => other.into(),
+            })?;
+            let topic = description.topic;
+            print(&mut out, format_args!("NAME        {}\n", topic.name))?;
+            print(
+                &mut out,
+                format_args!("PARTITIONS  {}\n\n", topic.partitions.len()),
+            )?;
+            print(
+                &mut out,
+                format_args!("PARTITION  LEADER  SHARD  EPOCH  ENDPOINT               ERROR\n"),
+            )?;
+            let mut partitions = topic.partitions;
+            partitions.sort_by_key(|p| p.partition);
+            for p in partitions {
+                let endpoint = description
+                    .brokers
+                    .iter()
+                    .find(|b| i64::from(b.node_id) == i64::from(p.leader))
+                    .map(|b| {
+                        let port = b
+                            .shard_ports
+                            .get(usize::from(p.leader_shard))
+                            .copied()
+                            .filter(|port| *port != 0)
+                            .unwrap_or(b.port);
+                        format!("{}:{port}", b.host)
+                    })
+                    .unwrap_or_else(|| "-".to_owned());
+                let error = if p.error == ErrorCode::None {
+                    "-".to_owned()
+                } else {
+                    code_name(p.error)
+                };
+                print(
+                    &mut out,
+                    format_args!(
+                        "{:<9}  {:<6}  {:<5}  {:<5}  {endpoint:<21}  {error}\n",
+                        p.partition, p.leader, p.leader_shard, p.leader_epoch
+                    ),
+                )?;
+            }
+            Ok(())
+        }
+        TopicCommand::Delete { name, brokers } => {
+            let mut admin = Admin::connect(&brokers.first(), client_config())?;
+            let results = admin.delete_topics(&[&name])?;
+            let result = results
+                .into_iter()
+                .find(|r| r.name == name)
+                .ok_or_else(|| CliError::new(format!("the broker did not answer for {name}")))?;
+            if result.error != ErrorCode::None {
+                return Err(CliError(topic_error(&name, result.error)));
+            }
+            print(&mut out, format_args!("deleted topic {name}\n"))
+        }
+    }
+}
+
+fn print(out: &mut impl Write, args: std::fmt::Arguments<'_>) -> Result<(), CliError> {
+    out.write_fmt(args).map_err(output_error)
+}
+
+fn output_error(error: io::Error) -> CliError {
+    CliError(format!("cannot write to stdout: {error}"))
+}
+
+pub fn produce(args: ProduceArgs) -> Result<(), CliError> {
+    let mut options = ProducerOptions::new(args.brokers.first());
+    options.bootstrap = args.brokers.list();
+    options.client = client_config();
+    options.producer.acks = args.acks;
+    options.producer.accumulator.compression = args.compression.into();
+    options.producer.accumulator.linger = Duration::from_millis(args.linger_ms);
+    options.producer.accumulator.batch_size_bytes = args.batch_size.max(1);
+    let producer = Producer::new(options)?;
+    let partition = args.partition.map(PartitionId);
+
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
+    let mut line = Vec::with_capacity(4096);
+    let mut unconfirmed: std::collections::VecDeque<SendHandle> = std::collections::VecDeque::new();
+    let mut failure: Option<ProduceError> = None;
+    let mut failed = 0u64;
+    loop {
+        line.clear();
+        let n = input
+            .read_until(b'\n', &mut line)
+            .map_err(|e| CliError(format!("cannot read stdin: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        let (key, value) = split_key(&line, args.key_separator.as_deref());
+        let record = ProducerRecord {
+            topic: &args.topic,
+            partition,
+            key,
+            value: Some(value),
+            ..ProducerRecord::default()
+        };
+        let handle = producer
+            .send(record)
+            .map_err(|e| produce_error(&args.topic, e))?;
+        unconfirmed.push_back(handle);
+        while unconfirmed.len() > PRODUCE_UNCONFIRMED_MAX
+            || unconfirmed
+                .front()
+                .is_some_and(|h| h.try_result().is_some())
+        {
+            let Some(handle) = unconfirmed.pop_front() else {
+                break;
+            };
+            if let Err(error) = handle.wait() {
+                failed += 1;
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    producer.flush();
+    for handle in unconfirmed {
+        if let Err(error) = handle.wait() {
+            failed += 1;
+            failure.get_or_insert(error);
+        }
+    }
+    producer.close();
+    match failure {
+        None => Ok(()),
+        Some(error) => Err(CliError(format!(
+            "{failed} record(s) not written: {}",
+            produce_error(&args.topic, error).0
+        ))),
+    }
+}
+
+fn produce_error(topic: &str, error: ProduceError) -> CliError {
+    match error {
+        ProduceError::Topic { code, .. } => CliError(topic_error(topic, code)),
+        ProduceError::Broker { code, message } => CliError(format!(
+            "{}{}",
+            code_name(code),
+            message.map(|m| format!(": {m}")).unwrap_or_default()
+        )),
+        other => CliError(other.to_string()),
+    }
+}
+
+/// `key<SEP>value` → (key, value); without a separator (or without it in
+/// the line) the key is null.
+fn split_key<'a>(line: &'a [u8], separator: Option<&str>) -> (Option<&'a [u8]>, &'a [u8]) {
+    let Some(separator) = separator.map(str::as_bytes).filter(|s| !s.is_empty()) else {
+        return (None, line);
+    };
+    match line
+        .windows(separator.len())
+        .position(|window| window == separator)
+    {
+        Some(at) => (Some(&line[..at]), &line[at + separator.len()..]),
+        None => (None, line),
+    }
+}
+
+pub fn consume(args: ConsumeArgs) -> Result<(), CliError> {
+    let format = Format::parse(&args.format).map_err(CliError)?;
+    let mut options = ConsumerOptions::new(args.brokers.first());
+    options.bootstrap = args.brokers.list();
+    options.client = client_config();
+    options.consumer.auto_offset_reset = match args.from {
+        SeekTo::Latest => OffsetReset::Latest,
+        _ => OffsetReset::Earliest,
+    };
+    let mut consumer = Consumer::new(options)?;
+    let partitions = match args.partition {
+        Some(p) => {
+            let all = consumer.partitions_for(&args.topic)?;
+            if !all.contains(&PartitionId(p)) {
+                return Err(CliError(format!(
+                    "topic {} has no partition {p} (it has {})",
+                    args.topic,
+                    all.len()
+                )));
+            }
+            vec![PartitionId(p)]
+        }
+        None => consumer.partitions_for(&args.topic)?,
+    };
+    consumer.assign(&args.topic, &partitions);
+    for partition in &partitions {
+        consumer.seek(&args.topic, *partition, args.from)?;
+    }
+
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut remaining = args.count;
+    if remaining == Some(0) {
+        return Ok(());
+    }
+    loop {
+        let records = consumer.poll(Duration::from_secs(1))?;
+        for record in &records {
+            if let Err(error) = write_record(&mut out, &format, record) {
+                return quiet_on_broken_pipe(error);
+            }
+            if let Some(left) = remaining.as_mut() {
+                *left -= 1;
+                if *left == 0 {
+                    return out.flush().or_else(quiet_on_broken_pipe);
+                }
+            }
+        }
+        if let Err(error) = out.flush() {
+            return quiet_on_broken_pipe(error);
+        }
+    }
+}
+
+fn write_record(out: &mut impl Write, format: &Format, record: &ConsumerRecord) -> io::Result<()> {
+    format.write(out, record)
+}
+
+/// `fjord consume | head` closes the pipe: that is the reader's choice, not
+/// an error.
+fn quiet_on_broken_pipe(error: io::Error) -> Result<(), CliError> {
+    if error.kind() == ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(output_error(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_separator_splits_at_the_first_occurrence() {
+        assert_eq!(
+            split_key(b"k:v:w", Some(":")),
+            (Some(&b"k"[..]), &b"v:w"[..])
+        );
+        assert_eq!(split_key(b"novalue", Some(":")), (None, &b"novalue"[..]));
+        assert_eq!(split_key(b"k::v", Some("::")), (Some(&b"k"[..]), &b"v"[..]));
+        assert_eq!(split_key(b":v", Some(":")), (Some(&b""[..]), &b"v"[..]));
+        assert_eq!(split_key(b"k:v", None), (None, &b"k:v"[..]));
+    }
+
+    #[test]
+    fn from_and_config_spellings() {
+        assert_eq!(parse_from("earliest"), Ok(SeekTo::Earliest));
+        assert_eq!(parse_from("latest"), Ok(SeekTo::Latest));
+        assert_eq!(parse_from("42"), Ok(SeekTo::Offset(Offset(42))));
+        assert!(parse_from("-3").is_err());
+        assert_eq!(
+            parse_config("retention.ms=1000"),
+            Ok(("retention.ms".to_owned(), "1000".to_owned()))
+        );
+        assert_eq!(
+            parse_config("a=b=c"),
+            Ok(("a".to_owned(), "b=c".to_owned()))
+        );
+        assert!(parse_config("novalue").is_err());
+        assert!(parse_config("=v").is_err());
+    }
+
+    #[test]
+    fn error_codes_print_in_kafkas_spelling() {
+        assert_eq!(
+            code_name(ErrorCode::UnknownTopicOrPartition),
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
+        assert_eq!(
+            code_name(ErrorCode::NotLeaderOrFollower),
+            "NOT_LEADER_OR_FOLLOWER"
+        );
+    }
+
+    #[test]
+    fn connection_refused_says_how_to_start_a_broker() {
+        let error = ClientError::Connect {
+            addr: "127.0.0.1:9192".into(),
+            source: io::Error::from(ErrorKind::ConnectionRefused),
+        };
+        assert_eq!(
+            describe_client_error(&error),
+            "cannot connect to 127.0.0.1:9192: connection refused — is a broker running? \
+             start one with `fjord start`"
+        );
+    }
+}
