@@ -44,7 +44,8 @@ pub struct ProducerConfig {
     pub request_payload_max_bytes: usize,
     /// Send each partition to its leader's shard port when advertised.
     pub shard_aware: bool,
-    /// Seed of the sticky partitioner's choices.
+    /// Seed of the sticky partitioner's choices; random by default so
+    /// producers started together spread keyless records.
     pub partitioner_seed: u64,
 }
 
@@ -58,9 +59,18 @@ impl Default for ProducerConfig {
             retry: RetryPolicy::default(),
             request_payload_max_bytes: 4 * 1024 * 1024,
             shard_aware: true,
-            partitioner_seed: 0x5eed,
+            partitioner_seed: random_seed(),
         }
     }
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS once per process and varied per
+    // instance: enough to spread producers, no extra dependency.
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 /// Where a record ended up.
