@@ -206,9 +206,13 @@ async fn raw(dir: &Path, block: usize, count: usize) -> (Histogram<u64>, f64) {
         let mut buffer = file.alloc_dma_buffer(block);
         buffer.as_bytes_mut().fill(0x5a);
         let t = Instant::now();
-        file.write_at(buffer, (i * block) as u64).await.expect("write");
+        file.write_at(buffer, (i * block) as u64)
+            .await
+            .expect("write");
         file.fdatasync().await.expect("sync");
-        histogram.record(t.elapsed().as_nanos() as u64).expect("record");
+        histogram
+            .record(t.elapsed().as_nanos() as u64)
+            .expect("record");
     }
     let gbps = total as f64 / start.elapsed().as_secs_f64() / 1e9;
     file.close().await.expect("close");
