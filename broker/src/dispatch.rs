@@ -280,6 +280,18 @@ impl Dispatcher {
                 }));
                 self.list_offsets(topics).await
             }
+            Request::FindCoordinator(_)
+            | Request::JoinGroup(_)
+            | Request::SyncGroup(_)
+            | Request::Heartbeat(_)
+            | Request::LeaveGroup(_)
+            | Request::OffsetCommit(_)
+            | Request::OffsetFetch(_)
+            | Request::ListGroups(_)
+            | Request::DescribeGroups(_) => Reply::error(
+                ErrorCode::UnsupportedVersion,
+                "consumer group apis are not served by this broker yet",
+            ),
         }
     }
 

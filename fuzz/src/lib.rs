@@ -187,6 +187,17 @@ pub fn walk_request(request: &Request<'_>, payload: &[u8]) {
                 }
             }
         }
+        // Group apis carry no payload slices; the Debug walk above
+        // reads every field.
+        Request::FindCoordinator(_)
+        | Request::JoinGroup(_)
+        | Request::SyncGroup(_)
+        | Request::Heartbeat(_)
+        | Request::LeaveGroup(_)
+        | Request::OffsetCommit(_)
+        | Request::OffsetFetch(_)
+        | Request::ListGroups(_)
+        | Request::DescribeGroups(_) => {}
     }
 }
 
@@ -301,6 +312,17 @@ pub fn walk_response(response: &Response<'_>, payload: &[u8]) {
                 }
             }
         }
+        // Group apis carry no payload slices; the Debug walk above
+        // reads every field.
+        Response::FindCoordinator(_)
+        | Response::JoinGroup(_)
+        | Response::SyncGroup(_)
+        | Response::Heartbeat(_)
+        | Response::LeaveGroup(_)
+        | Response::OffsetCommit(_)
+        | Response::OffsetFetch(_)
+        | Response::ListGroups(_)
+        | Response::DescribeGroups(_) => {}
     }
 }
 

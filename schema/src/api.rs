@@ -23,10 +23,19 @@ pub enum ApiKey {
     Produce = 4,
     Fetch = 5,
     ListOffsets = 6,
+    FindCoordinator = 10,
+    JoinGroup = 11,
+    SyncGroup = 12,
+    Heartbeat = 13,
+    LeaveGroup = 14,
+    OffsetCommit = 15,
+    OffsetFetch = 16,
+    ListGroups = 17,
+    DescribeGroups = 18,
 }
 
 /// Versions this build speaks, per api key: (key, min, max).
-pub const SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 7] = [
+pub const SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 16] = [
     (ApiKey::ApiVersions, 0, 0),
     (ApiKey::Metadata, 0, 0),
     (ApiKey::CreateTopics, 0, 0),
@@ -34,6 +43,15 @@ pub const SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 7] = [
     (ApiKey::Produce, 0, 0),
     (ApiKey::Fetch, 0, 0),
     (ApiKey::ListOffsets, 0, 0),
+    (ApiKey::FindCoordinator, 0, 0),
+    (ApiKey::JoinGroup, 0, 0),
+    (ApiKey::SyncGroup, 0, 0),
+    (ApiKey::Heartbeat, 0, 0),
+    (ApiKey::LeaveGroup, 0, 0),
+    (ApiKey::OffsetCommit, 0, 0),
+    (ApiKey::OffsetFetch, 0, 0),
+    (ApiKey::ListGroups, 0, 0),
+    (ApiKey::DescribeGroups, 0, 0),
 ];
 
 impl ApiKey {
@@ -100,6 +118,15 @@ pub enum Request<'a> {
     Produce(wire::ProduceRequest<'a>),
     Fetch(wire::FetchRequest<'a>),
     ListOffsets(wire::ListOffsetsRequest<'a>),
+    FindCoordinator(wire::FindCoordinatorRequest<'a>),
+    JoinGroup(wire::JoinGroupRequest<'a>),
+    SyncGroup(wire::SyncGroupRequest<'a>),
+    Heartbeat(wire::HeartbeatRequest<'a>),
+    LeaveGroup(wire::LeaveGroupRequest<'a>),
+    OffsetCommit(wire::OffsetCommitRequest<'a>),
+    OffsetFetch(wire::OffsetFetchRequest<'a>),
+    ListGroups(wire::ListGroupsRequest<'a>),
+    DescribeGroups(wire::DescribeGroupsRequest<'a>),
 }
 
 /// A decoded, verified response.
@@ -113,6 +140,15 @@ pub enum Response<'a> {
     Produce(wire::ProduceResponse<'a>),
     Fetch(wire::FetchResponse<'a>),
     ListOffsets(wire::ListOffsetsResponse<'a>),
+    FindCoordinator(wire::FindCoordinatorResponse<'a>),
+    JoinGroup(wire::JoinGroupResponse<'a>),
+    SyncGroup(wire::SyncGroupResponse<'a>),
+    Heartbeat(wire::HeartbeatResponse<'a>),
+    LeaveGroup(wire::LeaveGroupResponse<'a>),
+    OffsetCommit(wire::OffsetCommitResponse<'a>),
+    OffsetFetch(wire::OffsetFetchResponse<'a>),
+    ListGroups(wire::ListGroupsResponse<'a>),
+    DescribeGroups(wire::DescribeGroupsResponse<'a>),
 }
 
 /// Checks the api key and version of a frame header.
@@ -208,6 +244,15 @@ pub fn decode_request(frame: &Frame) -> Result<Request<'_>, DecodeError> {
         ApiKey::ListOffsets => {
             Request::ListOffsets(verify::<wire::ListOffsetsRequest>(api_key, body)?)
         }
+        ApiKey::FindCoordinator => Request::FindCoordinator(verify::<wire::FindCoordinatorRequest>(api_key, body)?),
+        ApiKey::JoinGroup => Request::JoinGroup(verify::<wire::JoinGroupRequest>(api_key, body)?),
+        ApiKey::SyncGroup => Request::SyncGroup(verify::<wire::SyncGroupRequest>(api_key, body)?),
+        ApiKey::Heartbeat => Request::Heartbeat(verify::<wire::HeartbeatRequest>(api_key, body)?),
+        ApiKey::LeaveGroup => Request::LeaveGroup(verify::<wire::LeaveGroupRequest>(api_key, body)?),
+        ApiKey::OffsetCommit => Request::OffsetCommit(verify::<wire::OffsetCommitRequest>(api_key, body)?),
+        ApiKey::OffsetFetch => Request::OffsetFetch(verify::<wire::OffsetFetchRequest>(api_key, body)?),
+        ApiKey::ListGroups => Request::ListGroups(verify::<wire::ListGroupsRequest>(api_key, body)?),
+        ApiKey::DescribeGroups => Request::DescribeGroups(verify::<wire::DescribeGroupsRequest>(api_key, body)?),
     };
     Ok(request)
 }
@@ -252,6 +297,15 @@ pub fn decode_response(frame: &Frame) -> Result<Response<'_>, DecodeError> {
         ApiKey::ListOffsets => {
             Response::ListOffsets(verify::<wire::ListOffsetsResponse>(api_key, body)?)
         }
+        ApiKey::FindCoordinator => Response::FindCoordinator(verify::<wire::FindCoordinatorResponse>(api_key, body)?),
+        ApiKey::JoinGroup => Response::JoinGroup(verify::<wire::JoinGroupResponse>(api_key, body)?),
+        ApiKey::SyncGroup => Response::SyncGroup(verify::<wire::SyncGroupResponse>(api_key, body)?),
+        ApiKey::Heartbeat => Response::Heartbeat(verify::<wire::HeartbeatResponse>(api_key, body)?),
+        ApiKey::LeaveGroup => Response::LeaveGroup(verify::<wire::LeaveGroupResponse>(api_key, body)?),
+        ApiKey::OffsetCommit => Response::OffsetCommit(verify::<wire::OffsetCommitResponse>(api_key, body)?),
+        ApiKey::OffsetFetch => Response::OffsetFetch(verify::<wire::OffsetFetchResponse>(api_key, body)?),
+        ApiKey::ListGroups => Response::ListGroups(verify::<wire::ListGroupsResponse>(api_key, body)?),
+        ApiKey::DescribeGroups => Response::DescribeGroups(verify::<wire::DescribeGroupsResponse>(api_key, body)?),
     };
     Ok(response)
 }

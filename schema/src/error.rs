@@ -38,12 +38,26 @@ pub enum ErrorCode {
     KafkaStorageError = 56,
     PolicyViolation = 44,
     ThrottlingQuotaExceeded = 89,
+    CoordinatorLoadInProgress = 14,
+    CoordinatorNotAvailable = 15,
+    NotCoordinator = 16,
+    OffsetMetadataTooLarge = 12,
+    InconsistentGroupProtocol = 23,
+    InvalidGroupId = 24,
+    UnknownMemberId = 25,
+    InvalidSessionTimeout = 26,
+    RebalanceInProgress = 27,
+    InvalidCommitOffsetSize = 28,
+    GroupIdNotFound = 69,
+    MemberIdRequired = 79,
+    GroupMaxSizeReached = 81,
+    FencedInstanceId = 82,
     /// The broker is out of its in-flight memory budget; retry later.
     BrokerBusy = 10_000,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 31] = [
+    const ALL: [ErrorCode; 45] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -74,6 +88,20 @@ impl ErrorCode {
         ErrorCode::KafkaStorageError,
         ErrorCode::PolicyViolation,
         ErrorCode::ThrottlingQuotaExceeded,
+        ErrorCode::CoordinatorLoadInProgress,
+        ErrorCode::CoordinatorNotAvailable,
+        ErrorCode::NotCoordinator,
+        ErrorCode::OffsetMetadataTooLarge,
+        ErrorCode::InconsistentGroupProtocol,
+        ErrorCode::InvalidGroupId,
+        ErrorCode::UnknownMemberId,
+        ErrorCode::InvalidSessionTimeout,
+        ErrorCode::RebalanceInProgress,
+        ErrorCode::InvalidCommitOffsetSize,
+        ErrorCode::GroupIdNotFound,
+        ErrorCode::MemberIdRequired,
+        ErrorCode::GroupMaxSizeReached,
+        ErrorCode::FencedInstanceId,
         ErrorCode::BrokerBusy,
     ];
 
@@ -106,6 +134,9 @@ impl ErrorCode {
                 | ErrorCode::KafkaStorageError
                 | ErrorCode::ThrottlingQuotaExceeded
                 | ErrorCode::BrokerBusy
+                | ErrorCode::CoordinatorLoadInProgress
+                | ErrorCode::CoordinatorNotAvailable
+                | ErrorCode::NotCoordinator
         )
     }
 }

@@ -219,3 +219,86 @@ fn generated_code_matches_the_schema_files() {
         "schema/fbs changed: run scripts/gen-flatbuffers.sh and commit schema/src/generated"
     );
 }
+
+fn join_group_body(group_id: &str) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::new();
+    let group_id = Some(fbb.create_string(group_id));
+    let name = fbb.create_string("range");
+    let metadata = fbb.create_vector(&[1u8, 2, 3]);
+    let protocol = wire::JoinGroupProtocol::create(
+        &mut fbb,
+        &wire::JoinGroupProtocolArgs {
+            name: Some(name),
+            metadata: Some(metadata),
+        },
+    );
+    let protocols = fbb.create_vector(&[protocol]);
+    let protocol_type = fbb.create_string("consumer");
+    let instance = fbb.create_string("host-1");
+    let request = wire::JoinGroupRequest::create(
+        &mut fbb,
+        &wire::JoinGroupRequestArgs {
+            group_id,
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 300_000,
+            group_instance_id: Some(instance),
+            protocol_type: Some(protocol_type),
+            protocols: Some(protocols),
+            ..Default::default()
+        },
+    );
+    fbb.finish_minimal(request);
+    fbb.finished_data().to_vec()
+}
+
+#[test]
+fn group_requests_round_trip_and_required_fields_are_enforced() {
+    let request = frame(
+        ApiKey::JoinGroup as u16,
+        0,
+        0,
+        &join_group_body("payments"),
+        &[],
+    );
+    let Request::JoinGroup(join) = decode_request(&request).unwrap() else {
+        panic!("not a join group request")
+    };
+    assert_eq!(join.group_id(), "payments");
+    assert_eq!(join.member_id(), None);
+    assert_eq!(join.group_instance_id(), Some("host-1"));
+    assert_eq!(join.rebalance_timeout_ms(), 300_000);
+    let protocol = join.protocols().unwrap().get(0);
+    assert_eq!(protocol.name(), "range");
+    assert_eq!(protocol.metadata().unwrap().bytes(), &[1, 2, 3]);
+
+    // A table without the required group id (the builder refuses to make
+    // one, so an empty table of another type stands in for a hostile peer).
+    let mut fbb = FlatBufferBuilder::new();
+    let empty = wire::ListGroupsRequest::create(&mut fbb, &Default::default());
+    fbb.finish_minimal(empty);
+    let missing = frame(ApiKey::JoinGroup as u16, 0, 0, fbb.finished_data(), &[]);
+    assert!(matches!(
+        decode_request(&missing),
+        Err(DecodeError::Malformed {
+            api_key: ApiKey::JoinGroup,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn group_api_keys_live_in_the_reserved_range() {
+    for key in [
+        ApiKey::FindCoordinator,
+        ApiKey::JoinGroup,
+        ApiKey::SyncGroup,
+        ApiKey::Heartbeat,
+        ApiKey::LeaveGroup,
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::ListGroups,
+        ApiKey::DescribeGroups,
+    ] {
+        assert!((10..=19).contains(&(key as u16)), "{key:?}");
+    }
+}
