@@ -244,15 +244,27 @@ pub fn decode_request(frame: &Frame) -> Result<Request<'_>, DecodeError> {
         ApiKey::ListOffsets => {
             Request::ListOffsets(verify::<wire::ListOffsetsRequest>(api_key, body)?)
         }
-        ApiKey::FindCoordinator => Request::FindCoordinator(verify::<wire::FindCoordinatorRequest>(api_key, body)?),
+        ApiKey::FindCoordinator => {
+            Request::FindCoordinator(verify::<wire::FindCoordinatorRequest>(api_key, body)?)
+        }
         ApiKey::JoinGroup => Request::JoinGroup(verify::<wire::JoinGroupRequest>(api_key, body)?),
         ApiKey::SyncGroup => Request::SyncGroup(verify::<wire::SyncGroupRequest>(api_key, body)?),
         ApiKey::Heartbeat => Request::Heartbeat(verify::<wire::HeartbeatRequest>(api_key, body)?),
-        ApiKey::LeaveGroup => Request::LeaveGroup(verify::<wire::LeaveGroupRequest>(api_key, body)?),
-        ApiKey::OffsetCommit => Request::OffsetCommit(verify::<wire::OffsetCommitRequest>(api_key, body)?),
-        ApiKey::OffsetFetch => Request::OffsetFetch(verify::<wire::OffsetFetchRequest>(api_key, body)?),
-        ApiKey::ListGroups => Request::ListGroups(verify::<wire::ListGroupsRequest>(api_key, body)?),
-        ApiKey::DescribeGroups => Request::DescribeGroups(verify::<wire::DescribeGroupsRequest>(api_key, body)?),
+        ApiKey::LeaveGroup => {
+            Request::LeaveGroup(verify::<wire::LeaveGroupRequest>(api_key, body)?)
+        }
+        ApiKey::OffsetCommit => {
+            Request::OffsetCommit(verify::<wire::OffsetCommitRequest>(api_key, body)?)
+        }
+        ApiKey::OffsetFetch => {
+            Request::OffsetFetch(verify::<wire::OffsetFetchRequest>(api_key, body)?)
+        }
+        ApiKey::ListGroups => {
+            Request::ListGroups(verify::<wire::ListGroupsRequest>(api_key, body)?)
+        }
+        ApiKey::DescribeGroups => {
+            Request::DescribeGroups(verify::<wire::DescribeGroupsRequest>(api_key, body)?)
+        }
     };
     Ok(request)
 }
@@ -297,15 +309,27 @@ pub fn decode_response(frame: &Frame) -> Result<Response<'_>, DecodeError> {
         ApiKey::ListOffsets => {
             Response::ListOffsets(verify::<wire::ListOffsetsResponse>(api_key, body)?)
         }
-        ApiKey::FindCoordinator => Response::FindCoordinator(verify::<wire::FindCoordinatorResponse>(api_key, body)?),
+        ApiKey::FindCoordinator => {
+            Response::FindCoordinator(verify::<wire::FindCoordinatorResponse>(api_key, body)?)
+        }
         ApiKey::JoinGroup => Response::JoinGroup(verify::<wire::JoinGroupResponse>(api_key, body)?),
         ApiKey::SyncGroup => Response::SyncGroup(verify::<wire::SyncGroupResponse>(api_key, body)?),
         ApiKey::Heartbeat => Response::Heartbeat(verify::<wire::HeartbeatResponse>(api_key, body)?),
-        ApiKey::LeaveGroup => Response::LeaveGroup(verify::<wire::LeaveGroupResponse>(api_key, body)?),
-        ApiKey::OffsetCommit => Response::OffsetCommit(verify::<wire::OffsetCommitResponse>(api_key, body)?),
-        ApiKey::OffsetFetch => Response::OffsetFetch(verify::<wire::OffsetFetchResponse>(api_key, body)?),
-        ApiKey::ListGroups => Response::ListGroups(verify::<wire::ListGroupsResponse>(api_key, body)?),
-        ApiKey::DescribeGroups => Response::DescribeGroups(verify::<wire::DescribeGroupsResponse>(api_key, body)?),
+        ApiKey::LeaveGroup => {
+            Response::LeaveGroup(verify::<wire::LeaveGroupResponse>(api_key, body)?)
+        }
+        ApiKey::OffsetCommit => {
+            Response::OffsetCommit(verify::<wire::OffsetCommitResponse>(api_key, body)?)
+        }
+        ApiKey::OffsetFetch => {
+            Response::OffsetFetch(verify::<wire::OffsetFetchResponse>(api_key, body)?)
+        }
+        ApiKey::ListGroups => {
+            Response::ListGroups(verify::<wire::ListGroupsResponse>(api_key, body)?)
+        }
+        ApiKey::DescribeGroups => {
+            Response::DescribeGroups(verify::<wire::DescribeGroupsResponse>(api_key, body)?)
+        }
     };
     Ok(response)
 }
