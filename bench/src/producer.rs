@@ -1,0 +1,565 @@
+//! A producer actor: the glommio driver of the client's sans-IO
+//! [`ProducerCore`]. One task generates records (at a fixed rate or as fast
+//! as the buffer allows), feeds them to the core, and writes the requests
+//! the core yields; one reader task per broker connection hands response
+//! frames back over a bounded local channel. Only the generating task
+//! touches the core, so no locks.
+//!
+//! Lives on: its own pinned executor. Owns: its core, its connections and
+//! its histograms. run → drain (acks for everything sent) → result.
+//!
+//! Latency is measured from each record's *intended* send time: in
+//! fixed-rate mode record k is due at `start + k × interval` whether or not
+//! the producer keeps up, so a stall shows as latency of every record it
+//! delays (no coordinated omission). The same time is written into the
+//! record's value for the consumers' end-to-end latency.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fjord_net::client::cluster::Endpoint;
+use fjord_net::client::producer_core::{
+    Completion, Outgoing, ProduceError, ProducerConfig, ProducerCore, Refused,
+};
+use fjord_net::client::protocol::{read_produce, Acks};
+use fjord_net::client::retry::AttemptFailure;
+use fjord_net::client::{broker_error, ClientError, Metadata};
+use fjord_schema::api::ApiKey;
+use fjord_schema::frame::FrameFlags;
+use fjord_schema::{CorrelationId, ErrorCode, Frame, RecordInput};
+use futures_lite::future;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::timer::sleep;
+use glommio::{spawn_local, Task};
+use hdrhistogram::Histogram;
+
+use crate::cli::PayloadKind;
+use crate::conn::{self, FrameReader, Writer};
+use crate::stats::{new_histogram, now_ns, Counters, Metric, ProgressSender};
+
+/// Records appended between two looks at the network, at most.
+const APPEND_BURST_MAX: u32 = 1024;
+/// Longest sleep of an idle producer (keeps the progress line fresh).
+const IDLE_WAIT_NS_MAX: u64 = 100_000_000;
+/// Error messages kept per actor.
+const ERRORS_KEPT_MAX: usize = 4;
+
+/// What one producer does.
+#[derive(Debug, Clone)]
+pub struct ProducerSpec {
+    pub id: usize,
+    pub topics: Vec<String>,
+    pub metadata: Metadata,
+    pub config: ProducerConfig,
+    pub payload: PayloadKind,
+    pub message_bytes: usize,
+    pub keys: Option<u64>,
+    /// This producer's share of `--messages`.
+    pub messages: Option<u64>,
+    /// Fixed-rate mode: nanoseconds between intended sends.
+    pub interval_ns: Option<f64>,
+    pub start_ns: u64,
+    /// Records intended before this are not measured.
+    pub warmup_end_ns: u64,
+    /// No record is intended at or after this.
+    pub stop_ns: u64,
+    /// Whatever is still unacknowledged now fails.
+    pub drain_deadline_ns: u64,
+    pub frame_bytes_max: u32,
+    /// Distinct endpoints the metadata names (bounds the response channel).
+    pub endpoints: usize,
+}
+
+/// What one actor measured.
+#[derive(Debug)]
+pub struct ActorResult {
+    pub publish: Histogram<u64>,
+    pub request: Histogram<u64>,
+    pub end_to_end: Histogram<u64>,
+    /// Records appended (producers) or received (consumers).
+    pub messages: u64,
+    /// Records acknowledged without error (producers).
+    pub acked: u64,
+    pub failed: u64,
+    /// Value bytes acknowledged (producers) or received (consumers).
+    pub bytes: u64,
+    pub measured: Window,
+    pub errors: Vec<String>,
+}
+
+impl ActorResult {
+    pub fn new() -> ActorResult {
+        ActorResult {
+            publish: new_histogram(),
+            request: new_histogram(),
+            end_to_end: new_histogram(),
+            messages: 0,
+            acked: 0,
+            failed: 0,
+            bytes: 0,
+            measured: Window::default(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn error(&mut self, error: String) {
+        if self.errors.len() < ERRORS_KEPT_MAX {
+            self.errors.push(error);
+        }
+    }
+}
+
+/// Records and bytes counted after the warm-up, and when.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Window {
+    pub messages: u64,
+    pub bytes: u64,
+    pub first_ns: Option<u64>,
+    pub last_ns: Option<u64>,
+}
+
+impl Window {
+    pub fn add(&mut self, first_ns: u64, last_ns: u64, bytes: u64) {
+        self.messages += 1;
+        self.bytes += bytes;
+        self.first_ns = Some(self.first_ns.map_or(first_ns, |f| f.min(first_ns)));
+        self.last_ns = Some(self.last_ns.map_or(last_ns, |l| l.max(last_ns)));
+    }
+
+    pub fn merge(&mut self, other: &Window) {
+        self.messages += other.messages;
+        self.bytes += other.bytes;
+        self.first_ns = match (self.first_ns, other.first_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_ns = match (self.last_ns, other.last_ns) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+enum Event {
+    Frame { conn_id: u64, frame: Frame },
+    Closed { conn_id: u64, reason: String },
+}
+
+struct Conn {
+    id: u64,
+    writer: Writer,
+    /// Dropping it cancels the reader.
+    _reader: Task<()>,
+}
+
+struct Driver {
+    spec: ProducerSpec,
+    core: ProducerCore<u64>,
+    events_tx: Rc<LocalSender<Event>>,
+    conns: HashMap<Endpoint, Conn>,
+    next_conn_id: u64,
+    /// Request id → (connection, when it was written).
+    sent: HashMap<u32, (u64, u64)>,
+    gather: Vec<u8>,
+    result: ActorResult,
+    counters: Arc<Counters>,
+    progress: ProgressSender,
+    /// Acked records and bytes not yet added to `counters`.
+    unreported: (u64, u64, u64),
+}
+
+/// Runs one producer to the end; the result is its measurements.
+pub async fn run(
+    spec: ProducerSpec,
+    counters: Arc<Counters>,
+    progress: ProgressSender,
+) -> ActorResult {
+    let mut core = ProducerCore::new(spec.config.clone());
+    core.update_metadata(&spec.metadata);
+    // Each request written gets at most one frame back and each connection
+    // one close: the in-flight limit per endpoint bounds what can queue.
+    let capacity = (spec.config.in_flight_per_connection_max + 1) * spec.endpoints.max(1);
+    let (events_tx, events_rx) = local_channel::new_bounded(capacity);
+    let mut driver = Driver {
+        core,
+        events_tx: Rc::new(events_tx),
+        conns: HashMap::new(),
+        next_conn_id: 0,
+        sent: HashMap::new(),
+        gather: Vec::with_capacity(64 * 1024),
+        result: ActorResult::new(),
+        counters,
+        progress,
+        unreported: (0, 0, 0),
+        spec,
+    };
+    driver.run(&events_rx).await;
+    driver.conns.clear();
+    driver.progress.maybe_ship(now_ns(), true);
+    driver.result
+}
+
+impl Driver {
+    async fn run(&mut self, events: &LocalReceiver<Event>) {
+        let mut payloads = crate::payload::Payloads::new(
+            self.spec.payload,
+            self.spec.message_bytes,
+            0x10ad_0000 + self.spec.id as u64,
+        );
+        let mut keys = crate::payload::Keys::new(self.spec.keys, self.spec.id);
+        let wall_base_ms = wall_ms() - (now_ns() / 1_000_000) as i64;
+        let now = now_ns();
+        if self.spec.start_ns > now {
+            sleep(Duration::from_nanos(self.spec.start_ns - now)).await;
+        }
+        let mut appended: u64 = 0;
+        let mut generating = true;
+        loop {
+            while let Some(Some(event)) = future::poll_once(events.recv()).await {
+                self.handle_event(event);
+            }
+            self.expire_requests();
+
+            let mut blocked = false;
+            if generating {
+                let mut burst = 0;
+                let instant = Instant::now();
+                loop {
+                    if self.spec.messages.is_some_and(|m| appended >= m) {
+                        generating = false;
+                        break;
+                    }
+                    let now = now_ns();
+                    let intended = match self.spec.interval_ns {
+                        Some(interval) => self.spec.start_ns + (appended as f64 * interval) as u64,
+                        None => now,
+                    };
+                    if intended >= self.spec.stop_ns {
+                        generating = false;
+                        break;
+                    }
+                    if intended > now || burst >= APPEND_BURST_MAX {
+                        break;
+                    }
+                    burst += 1;
+                    let topic =
+                        &self.spec.topics[(appended % self.spec.topics.len() as u64) as usize];
+                    let record = RecordInput {
+                        key: keys.next(),
+                        value: Some(payloads.next(intended)),
+                        headers: &[],
+                        timestamp: wall_base_ms + (intended / 1_000_000) as i64,
+                        offset_delta: None,
+                    };
+                    match self.core.append(topic, None, record, intended, instant) {
+                        Ok(_) => appended += 1,
+                        Err(Refused::BufferFull(_)) => {
+                            blocked = true;
+                            break;
+                        }
+                        Err(Refused::NeedMetadata(_)) => {
+                            self.result
+                                .error(format!("no metadata for topic {topic}; stopping"));
+                            generating = false;
+                            break;
+                        }
+                        Err(Refused::Failed(completion)) => {
+                            appended += 1;
+                            self.complete(vec![completion]);
+                        }
+                    }
+                }
+                if !generating {
+                    self.core.flush();
+                }
+            }
+            self.result.messages = appended;
+
+            let work = self.core.poll(Instant::now());
+            self.complete(work.completions);
+            for outgoing in work.requests {
+                self.send(outgoing).await;
+            }
+            self.report();
+
+            let now = now_ns();
+            if !generating && self.core.is_idle() {
+                break;
+            }
+            if now >= self.spec.drain_deadline_ns {
+                let completions =
+                    self.core
+                        .abort(ProduceError::DeliveryTimeout(Duration::from_nanos(
+                            self.spec.drain_deadline_ns - self.spec.stop_ns,
+                        )));
+                self.complete(completions);
+                self.report();
+                break;
+            }
+            let next_intended = match (generating, blocked, self.spec.interval_ns) {
+                (true, false, None) => {
+                    // Max throughput and room in the buffer: keep going,
+                    // but let the readers run.
+                    future::yield_now().await;
+                    continue;
+                }
+                (true, false, Some(interval)) => {
+                    Some(self.spec.start_ns + (appended as f64 * interval) as u64)
+                }
+                _ => None,
+            };
+            let mut wake_ns = (now + IDLE_WAIT_NS_MAX).min(self.spec.drain_deadline_ns);
+            if let Some(at) = next_intended {
+                wake_ns = wake_ns.min(at);
+            }
+            // A wake-up time already past means batches are ready but held
+            // by the in-flight limit (poll just ran): only an answer helps.
+            if let Some(at) = self.core.next_wakeup().map(crate::stats::instant_ns) {
+                if at > now {
+                    wake_ns = wake_ns.min(at);
+                }
+            }
+            if wake_ns <= now {
+                future::yield_now().await;
+                continue;
+            }
+            let wait = Duration::from_nanos(wake_ns - now);
+            let event = future::or(async { events.recv().await }, async {
+                sleep(wait).await;
+                None
+            })
+            .await;
+            if let Some(event) = event {
+                self.handle_event(event);
+            }
+        }
+    }
+
+    /// Adds what was acknowledged since the last call to the shared
+    /// counters and ships the progress sample when due.
+    fn report(&mut self) {
+        let (acked, bytes, failed) = std::mem::take(&mut self.unreported);
+        Counters::add(&self.counters.acked_messages, acked);
+        Counters::add(&self.counters.acked_bytes, bytes);
+        Counters::add(&self.counters.failed_messages, failed);
+        self.progress.maybe_ship(now_ns(), false);
+    }
+
+    fn complete(&mut self, completions: Vec<Completion<u64>>) {
+        if completions.is_empty() {
+            return;
+        }
+        let now = now_ns();
+        let bytes = self.spec.message_bytes as u64;
+        for completion in completions {
+            let intended = completion.token;
+            match completion.result {
+                Ok(_) => {
+                    self.result.acked += 1;
+                    self.result.bytes += bytes;
+                    self.unreported.0 += 1;
+                    self.unreported.1 += bytes;
+                    if intended >= self.spec.warmup_end_ns {
+                        let latency = now.saturating_sub(intended).max(1);
+                        self.result.publish.saturating_record(latency);
+                        self.progress.record(Metric::Publish, latency);
+                        self.result.measured.add(intended, now, bytes);
+                    }
+                }
+                Err(error) => {
+                    self.result.failed += 1;
+                    self.unreported.2 += 1;
+                    self.result.error(error.to_string());
+                }
+            }
+        }
+    }
+
+    fn expire_requests(&mut self) {
+        let now = Instant::now();
+        for (id, endpoint) in self.core.timed_out(now) {
+            self.sent.remove(&id);
+            let completions = self.core.handle_failure(
+                id,
+                AttemptFailure::TimedOut,
+                ProduceError::Broker {
+                    code: ErrorCode::RequestTimedOut,
+                    message: Some("no answer within the request timeout".into()),
+                },
+                now,
+            );
+            self.complete(completions);
+            // Answers may be stuck behind the lost one: start afresh.
+            self.conns.remove(&endpoint);
+        }
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        let now = Instant::now();
+        match event {
+            Event::Frame { conn_id, frame } => {
+                let id = frame.header.correlation_id().0;
+                let Some((sent_conn, written_ns)) = self.sent.remove(&id) else {
+                    // Timed out already: nothing waits for it.
+                    return;
+                };
+                debug_assert_eq!(sent_conn, conn_id);
+                let received = now_ns();
+                if written_ns >= self.spec.warmup_end_ns {
+                    let latency = received.saturating_sub(written_ns).max(1);
+                    self.result.request.saturating_record(latency);
+                    self.progress.record(Metric::Request, latency);
+                }
+                let completions = if frame.header.flags().is_error() {
+                    let (code, message) = match broker_error(&frame) {
+                        Ok(ClientError::Broker { code, message }) => (code, message),
+                        Ok(other) | Err(other) => {
+                            (ErrorCode::UnknownServerError, other.to_string())
+                        }
+                    };
+                    self.core.handle_failure(
+                        id,
+                        AttemptFailure::Broker(code),
+                        ProduceError::Broker {
+                            code,
+                            message: Some(message),
+                        },
+                        now,
+                    )
+                } else {
+                    match read_produce(&frame) {
+                        Ok(results) => self.core.handle_response(id, &results, now),
+                        Err(error) => self.core.handle_failure(
+                            id,
+                            AttemptFailure::Broker(ErrorCode::UnknownServerError),
+                            ProduceError::Connection(format!("bad produce response: {error}")),
+                            now,
+                        ),
+                    }
+                };
+                self.complete(completions);
+            }
+            Event::Closed { conn_id, reason } => {
+                self.conns.retain(|_, c| c.id != conn_id);
+                let lost: Vec<u32> = self
+                    .sent
+                    .iter()
+                    .filter(|(_, (c, _))| *c == conn_id)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in lost {
+                    self.sent.remove(&id);
+                    let completions = self.core.handle_failure(
+                        id,
+                        AttemptFailure::Disconnected,
+                        ProduceError::Connection(reason.clone()),
+                        now,
+                    );
+                    self.complete(completions);
+                }
+            }
+        }
+    }
+
+    async fn connection(&mut self, endpoint: &Endpoint) -> Result<&mut Conn, String> {
+        if !self.conns.contains_key(endpoint) {
+            let (mut reader, writer) = conn::connect(&endpoint.to_string())
+                .await
+                .map_err(|e| e.to_string())?;
+            let id = self.next_conn_id;
+            self.next_conn_id += 1;
+            let events = self.events_tx.clone();
+            let frame_bytes_max = self.spec.frame_bytes_max;
+            let task = spawn_local(async move {
+                let mut frames = FrameReader::new(frame_bytes_max);
+                loop {
+                    match frames.next(&mut reader).await {
+                        Ok(frame) => {
+                            let event = Event::Frame { conn_id: id, frame };
+                            if events.send(event).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(error) => {
+                            let reason = error.to_string();
+                            let _ = events
+                                .send(Event::Closed {
+                                    conn_id: id,
+                                    reason,
+                                })
+                                .await;
+                            return;
+                        }
+                    }
+                }
+            });
+            self.conns.insert(
+                endpoint.clone(),
+                Conn {
+                    id,
+                    writer,
+                    _reader: task,
+                },
+            );
+        }
+        self.conns
+            .get_mut(endpoint)
+            .ok_or_else(|| "connection vanished".to_owned())
+    }
+
+    async fn send(&mut self, outgoing: Outgoing) {
+        let id = outgoing.request_id;
+        let no_response = outgoing.acks == Acks::None;
+        let flags = FrameFlags(if no_response {
+            FrameFlags::NO_RESPONSE
+        } else {
+            0
+        });
+        let mut gather = std::mem::take(&mut self.gather);
+        let written_ns = now_ns();
+        let result = match self.connection(&outgoing.endpoint).await {
+            Ok(conn) => {
+                let conn_id = conn.id;
+                conn::write_frame(
+                    &mut conn.writer,
+                    &mut gather,
+                    ApiKey::Produce,
+                    flags,
+                    CorrelationId(id),
+                    &outgoing.request.body,
+                    &outgoing.request.payload,
+                )
+                .await
+                .map(|()| conn_id)
+                .map_err(|e| e.to_string())
+            }
+            Err(error) => Err(error),
+        };
+        self.gather = gather;
+        let completions = match result {
+            Ok(_) if no_response => self.core.handle_sent(id),
+            Ok(conn_id) => {
+                self.sent.insert(id, (conn_id, written_ns));
+                Vec::new()
+            }
+            Err(error) => {
+                self.conns.remove(&outgoing.endpoint);
+                self.core.handle_failure(
+                    id,
+                    AttemptFailure::Disconnected,
+                    ProduceError::Connection(format!("{}: {error}", outgoing.endpoint)),
+                    Instant::now(),
+                )
+            }
+        };
+        self.complete(completions);
+    }
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
