@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fjord_net::client::cluster::{routes, Endpoint, TopicState};
-use fjord_net::client::protocol::{encode_fetch, read_fetch, FetchParams, FetchPartitionRequest};
+use fjord_net::client::protocol::{
+    encode_fetch, read_fetch, FetchParams, FetchPartitionRequest, FetchedPartition,
+};
 use fjord_net::client::Metadata;
 use fjord_schema::api::ApiKey;
 use fjord_schema::batch::Batches;
@@ -197,76 +199,99 @@ async fn fetch_loop(
             return Err("fetch answer for another request".into());
         }
         let fetched = read_fetch(&frame).map_err(|e| e.to_string())?;
-        let mut count = 0u64;
-        let mut bytes = 0u64;
-        let mut backoff = false;
-        let mut state = shared.borrow_mut();
-        let Shared { result, progress } = &mut *state;
-        for partition in fetched {
-            let Some(&i) = index.get(&partition.partition) else {
-                continue;
-            };
-            match partition.error {
-                ErrorCode::None => {}
-                code if code.is_retriable() => {
-                    backoff = true;
-                    continue;
-                }
-                code => {
-                    return Err(format!("{topic}-{}: {code:?}", partition.partition.0));
-                }
-            }
-            let position = &mut positions[i].offset;
-            for batch in Batches::new(&partition.records) {
-                let batch = match batch {
-                    Ok(batch) => batch,
-                    // The broker stops at max_bytes, possibly mid-batch.
-                    Err(BatchError::Truncated { .. }) => break,
-                    Err(error) => {
-                        return Err(format!("{topic}-{}: {error}", partition.partition.0))
-                    }
-                };
-                let header = batch.header();
-                if header.next_offset() <= *position {
-                    continue;
-                }
-                scratch.clear();
-                let records = batch
-                    .records(&mut scratch, UNCOMPRESSED_BATCH_BYTES_MAX)
-                    .map_err(|e| format!("{topic}-{}: {e}", partition.partition.0))?;
-                for record in records.iter() {
-                    if record.offset < *position {
-                        continue;
-                    }
-                    let value = record.value().unwrap_or_default();
-                    let len = value.len() as u64;
-                    count += 1;
-                    bytes += len;
-                    let sent_ns = timestamp_of(value).filter(|t| *t <= received_ns);
-                    match sent_ns {
-                        Some(sent_ns) if spec.end_to_end && sent_ns >= spec.warmup_end_ns => {
-                            let latency = (received_ns - sent_ns).max(1);
-                            result.end_to_end.saturating_record(latency);
-                            progress.record(Metric::EndToEnd, latency);
-                            result.measured.add(received_ns, received_ns, len);
-                        }
-                        _ if !spec.end_to_end && received_ns >= spec.warmup_end_ns => {
-                            result.measured.add(received_ns, received_ns, len);
-                        }
-                        _ => {}
-                    }
-                }
-                *position = header.next_offset();
-            }
-        }
-        result.messages += count;
-        result.bytes += bytes;
-        progress.maybe_ship(received_ns, false);
-        drop(state);
-        Counters::add(&counters.consumed_messages, count);
-        Counters::add(&counters.consumed_bytes, bytes);
+        let (count, backoff) = absorb(
+            spec,
+            topic,
+            &mut shared.borrow_mut(),
+            fetched,
+            &index,
+            &mut positions,
+            &mut scratch,
+            received_ns,
+        )?;
+        Counters::add(&counters.consumed_messages, count.0);
+        Counters::add(&counters.consumed_bytes, count.1);
         if backoff {
             sleep(RETRY_BACKOFF).await;
         }
     }
+}
+
+/// Walks one fetch answer: verifies the batches, counts and times the
+/// records at or past each position, moves the positions. Returns
+/// ((records, value bytes), whether a partition asked to back off).
+#[allow(clippy::too_many_arguments)]
+fn absorb(
+    spec: &ConsumerSpec,
+    topic: &str,
+    state: &mut Shared,
+    fetched: Vec<FetchedPartition>,
+    index: &HashMap<PartitionId, usize>,
+    positions: &mut [FetchPartitionRequest],
+    scratch: &mut Vec<u8>,
+    received_ns: u64,
+) -> Result<((u64, u64), bool), String> {
+    let mut count = 0u64;
+    let mut bytes = 0u64;
+    let mut backoff = false;
+    let Shared { result, progress } = state;
+    for partition in fetched {
+        let Some(&i) = index.get(&partition.partition) else {
+            continue;
+        };
+        match partition.error {
+            ErrorCode::None => {}
+            code if code.is_retriable() => {
+                backoff = true;
+                continue;
+            }
+            code => {
+                return Err(format!("{topic}-{}: {code:?}", partition.partition.0));
+            }
+        }
+        let position = &mut positions[i].offset;
+        for batch in Batches::new(&partition.records) {
+            let batch = match batch {
+                Ok(batch) => batch,
+                // The broker stops at max_bytes, possibly mid-batch.
+                Err(BatchError::Truncated { .. }) => break,
+                Err(error) => return Err(format!("{topic}-{}: {error}", partition.partition.0)),
+            };
+            let header = batch.header();
+            if header.next_offset() <= *position {
+                continue;
+            }
+            scratch.clear();
+            let records = batch
+                .records(scratch, UNCOMPRESSED_BATCH_BYTES_MAX)
+                .map_err(|e| format!("{topic}-{}: {e}", partition.partition.0))?;
+            for record in records.iter() {
+                if record.offset < *position {
+                    continue;
+                }
+                let value = record.value().unwrap_or_default();
+                let len = value.len() as u64;
+                count += 1;
+                bytes += len;
+                let sent_ns = timestamp_of(value).filter(|t| *t <= received_ns);
+                match sent_ns {
+                    Some(sent_ns) if spec.end_to_end && sent_ns >= spec.warmup_end_ns => {
+                        let latency = (received_ns - sent_ns).max(1);
+                        result.end_to_end.saturating_record(latency);
+                        progress.record(Metric::EndToEnd, latency);
+                        result.measured.add(received_ns, received_ns, len);
+                    }
+                    _ if !spec.end_to_end && received_ns >= spec.warmup_end_ns => {
+                        result.measured.add(received_ns, received_ns, len);
+                    }
+                    _ => {}
+                }
+            }
+            *position = header.next_offset();
+        }
+    }
+    result.messages += count;
+    result.bytes += bytes;
+    progress.maybe_ship(received_ns, false);
+    Ok(((count, bytes), backoff))
 }

@@ -230,6 +230,9 @@ impl Report {
     }
 }
 
+/// A chart line: name, colour, (percentile axis position, latency ns).
+type ChartLine<'a> = (&'a str, &'a str, Vec<(f64, u64)>);
+
 /// Percentile axis position: -log10(1 - p), so 50 → 0.3, 90 → 1, 99 → 2.
 fn nines(percentile: f64) -> f64 {
     -(1.0 - percentile / 100.0).log10()
@@ -247,7 +250,7 @@ pub fn svg(report: &Report) -> String {
     const BOTTOM: f64 = 50.0;
     const X_MAX: f64 = 4.3;
     let colors = ["#1f77b4", "#2ca02c", "#d62728"];
-    let lines: Vec<(&str, &str, Vec<(f64, u64)>)> = report
+    let lines: Vec<ChartLine<'_>> = report
         .histograms
         .iter()
         .zip(colors)
