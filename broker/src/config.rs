@@ -147,6 +147,9 @@ pub struct Overrides {
     pub connections_max_per_shard: Option<usize>,
     pub idle_timeout_ms: Option<u64>,
     pub io_memory_bytes: Option<usize>,
+    /// Data-path flags; applied after the `FJORD_*` data-path variables so
+    /// a flag wins over the environment, as for every other setting.
+    pub data_path: DataPathFlags,
 }
 
 /// Command-line flags of the data-path keys, for the CLI to flatten into
@@ -218,8 +221,10 @@ impl Config {
                 })?
             }
         };
+        let data_path = overrides.data_path.clone();
         config.apply(overrides);
         config.apply_env(|name| std::env::var(name).ok())?;
+        config.apply_flags(data_path);
         config.validate()?;
         Ok(config)
     }

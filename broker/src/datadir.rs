@@ -31,6 +31,10 @@ impl DataDir {
             source,
         };
         std::fs::create_dir_all(path).map_err(unusable)?;
+        // Absolute from here on: glommio opens directories through io_uring,
+        // where a relative path fails with EBADF (the default data dir is
+        // the relative `./fjord-data`).
+        let path = &std::fs::canonicalize(path).map_err(unusable)?;
         let mut lock = OpenOptions::new()
             .read(true)
             .write(true)

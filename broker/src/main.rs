@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use fjord_broker::config::DataPathFlags;
 use fjord_broker::{server, Config, Overrides};
 use tracing_subscriber::EnvFilter;
 
@@ -67,6 +68,8 @@ struct StartArgs {
     /// io_uring registered memory per shard [default: 4 MiB].
     #[arg(long, env = "FJORD_IO_MEMORY_BYTES")]
     io_memory_bytes: Option<usize>,
+    #[command(flatten)]
+    data_path: DataPathFlags,
 }
 
 fn main() -> ExitCode {
@@ -102,6 +105,7 @@ fn start(args: StartArgs) -> ExitCode {
         connections_max_per_shard: args.connections_max_per_shard,
         idle_timeout_ms: args.idle_timeout_ms,
         io_memory_bytes: args.io_memory_bytes,
+        data_path: args.data_path,
     };
     let result = Config::load(args.config.as_deref(), overrides).and_then(server::run);
     match result {

@@ -32,13 +32,24 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
+        Broker::start_with_data_dir(true)
+    }
+
+    /// Without `--data-dir` the broker uses its default, the relative
+    /// `./fjord-data`, in a temporary working directory.
+    fn start_with_data_dir(explicit: bool) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
         let log = File::create(dir.path().join("fjord.log")).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-            .arg("start")
-            .arg("--data-dir")
-            .arg(&data)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fjord"));
+        command.current_dir(dir.path()).arg("start");
+        let data = if explicit {
+            let data = dir.path().join("data");
+            command.arg("--data-dir").arg(&data);
+            data
+        } else {
+            dir.path().join("fjord-data")
+        };
+        let mut child = command
             .args(["--listen", "127.0.0.1:0", "--shards", "2"])
             .env("FJORD_LOG", "info")
             .stdin(Stdio::null())
@@ -545,4 +556,26 @@ fn cli_without_a_broker_says_how_to_start_one() {
         "{}",
         text(&output.stderr)
     );
+}
+
+/// The README's start command uses the default, relative data dir; topics
+/// must work there as with an absolute one.
+#[test]
+fn default_relative_data_dir_serves_topics() {
+    let broker = Broker::start_with_data_dir(false);
+    let created = broker.fjord(&["topic", "create", "rel", "--partitions", "2"], b"");
+    assert_success(&created, "topic create");
+    let produced = broker.fjord(&["produce", "rel", "--acks", "all"], b"one\ntwo\n");
+    assert_success(&produced, "produce");
+    let consumed = broker.fjord(&["consume", "rel", "--count", "2"], b"");
+    assert_success(&consumed, "consume");
+    let mut lines: Vec<String> = text(&consumed.stdout).lines().map(str::to_owned).collect();
+    lines.sort();
+    assert_eq!(lines, vec!["one", "two"]);
+    assert!(broker
+        .dir
+        .path()
+        .join("fjord-data")
+        .join("topics.toml")
+        .exists());
 }
