@@ -22,7 +22,7 @@ enum Command {
     /// Run a broker. Settings: defaults, then the --config file, then
     /// FJORD_* variables, then flags. On success the address is printed as
     /// `fjord: listening on HOST:PORT` and written to <data-dir>/broker.addr.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(cli::TopicCommand),
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Start(args) => start(args),
+        Command::Start(args) => start(*args),
         Command::Topic(command) => cli::exit(cli::topic(command)),
         Command::Produce(args) => cli::exit(cli::produce(args)),
         Command::Consume(args) => cli::exit(cli::consume(args)),
