@@ -9,6 +9,7 @@ pub mod config;
 pub mod datadir;
 pub mod dispatch;
 pub mod error;
+pub mod group;
 pub mod mesh;
 pub mod ops;
 pub mod partitions;
