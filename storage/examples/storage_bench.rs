@@ -1,4 +1,4 @@
-//! Storage benchmark (not a test; figures go to docs/benchmarks/storage.md).
+//! Storage benchmark (not a test; figures go to docs/BENCHMARKS.md).
 //!
 //! ```text
 //! cargo run --release -p fjord-storage --example storage_bench -- <dir> [scenario]

@@ -62,7 +62,7 @@ pub struct LogConfig {
     /// it equal across restarts, or only raise it after a clean shutdown.
     pub write_buffer_bytes: usize,
     /// Zero-fill the active segment ahead of the writer in writes of this
-    /// size (see `docs/benchmarks/storage.md` for the measurement).
+    /// size (see "Zero-fill step size" in `docs/BENCHMARKS.md`).
     pub prepare_step_bytes: u64,
     /// Keep this many bytes zero-filled ahead of the write position.
     pub prepare_ahead_bytes: u64,
