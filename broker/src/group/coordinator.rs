@@ -899,11 +899,12 @@ impl Coordinator {
         } else {
             let group = self.groups.get_mut(&request.group_id).expect("exists");
             let member_id = request.member_id.clone();
-            if group.pending_members.remove(&member_id).is_some() {
+            if group.pending_members.contains_key(&member_id) {
                 if request.instance_id.is_some() {
                     // Pending ids are only handed to dynamic members.
                     return Err(GroupError::UnknownMemberId);
                 }
+                group.pending_members.remove(&member_id);
                 group
                     .members
                     .insert(member_id, new_member(&request, Some(reply)));

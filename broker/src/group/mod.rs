@@ -10,6 +10,7 @@
 
 pub mod assignor;
 pub mod coordinator;
+pub mod wire;
 
 use std::fmt;
 
