@@ -279,6 +279,9 @@ impl Driver {
 
             let work = self.core.poll(Instant::now());
             self.complete(work.completions);
+            // A poll takes at most one batch per partition: when it yielded
+            // requests, poll again before waiting for anything.
+            let sent_any = !work.requests.is_empty();
             for outgoing in work.requests {
                 self.send(outgoing).await;
             }
@@ -297,6 +300,10 @@ impl Driver {
                 self.complete(completions);
                 self.report();
                 break;
+            }
+            if sent_any {
+                future::yield_now().await;
+                continue;
             }
             let next_intended = match (generating, blocked, self.spec.interval_ns) {
                 (true, false, None) => {
