@@ -21,7 +21,7 @@ use bytes::Bytes;
 use fjord_net::driver::Service;
 use fjord_schema::api::{decode_request, ApiKey, Request, SUPPORTED_VERSIONS};
 use fjord_schema::frame::{Frame, FrameFlags, FrameHeader};
-use fjord_schema::{wire, ErrorCode, NodeId, PartitionId, ShardId};
+use fjord_schema::{wire, ErrorCode, NodeId, PartitionId, ProducerEpoch, ProducerId, ShardId};
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 use futures_lite::future;
 use glommio::sync::Semaphore;
@@ -36,7 +36,7 @@ use crate::topics::validate_topic_name;
 
 /// Apis this broker answers. ApiVersions lists only these, so a client
 /// never sees an api it would be refused.
-pub const SERVED_APIS: [ApiKey; 7] = [
+pub const SERVED_APIS: [ApiKey; 8] = [
     ApiKey::ApiVersions,
     ApiKey::Metadata,
     ApiKey::CreateTopics,
@@ -44,6 +44,7 @@ pub const SERVED_APIS: [ApiKey; 7] = [
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
+    ApiKey::InitProducerId,
 ];
 
 /// Versions answered, per served api: `SUPPORTED_VERSIONS` restricted to
@@ -292,6 +293,7 @@ impl Dispatcher {
                 ErrorCode::UnsupportedVersion,
                 "consumer group apis are not served by this broker yet",
             ),
+            Request::InitProducerId(request) => self.init_producer_id(request),
         }
     }
 
@@ -348,6 +350,43 @@ impl Dispatcher {
             results.push(parts);
         }
         results
+    }
+
+    /// Served by the receiving shard: each shard allocates from its own
+    /// block of the durable id counter (see `producer_ids`).
+    fn init_producer_id(&self, request: wire::InitProducerIdRequest<'_>) -> Reply {
+        let answer = if request.transactional_id().is_some() {
+            Err((
+                ErrorCode::InvalidRequest,
+                "transactions are not supported yet".to_owned(),
+            ))
+        } else {
+            self.service.partitions.init_producer_id(
+                ProducerId(request.producer_id()),
+                ProducerEpoch(request.producer_epoch()),
+            )
+        };
+        let (error, message, (producer_id, epoch)) = match answer {
+            Ok(ids) => (ErrorCode::None, None, ids),
+            Err((code, message)) => {
+                let none = (ProducerId::NONE, ProducerEpoch::NONE);
+                (code, Some(message), none)
+            }
+        };
+        let mut fbb = FlatBufferBuilder::new();
+        let error_message = message.map(|m| fbb.create_string(&m));
+        let response = wire::InitProducerIdResponse::create(
+            &mut fbb,
+            &wire::InitProducerIdResponseArgs {
+                throttle_time_ms: 0,
+                error_code: error.code(),
+                error_message,
+                producer_id: producer_id.0,
+                producer_epoch: epoch.0,
+            },
+        );
+        fbb.finish(response, None);
+        Reply::ok(fbb)
     }
 
     fn api_versions(&self) -> Reply {

@@ -13,6 +13,8 @@ pub mod group;
 pub mod mesh;
 pub mod ops;
 pub mod partitions;
+pub mod producer_ids;
+pub mod producer_state;
 pub mod server;
 pub mod service;
 pub mod shard;

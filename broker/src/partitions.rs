@@ -16,7 +16,9 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use fjord_schema::batch::BatchView;
-use fjord_schema::{BatchError, ErrorCode, LeaderEpoch, Offset, PartitionId, ShardId};
+use fjord_schema::{
+    BatchError, ErrorCode, LeaderEpoch, Offset, PartitionId, ProducerEpoch, ProducerId, ShardId,
+};
 use fjord_storage::layout::partition_dir_name;
 use fjord_storage::notify::Notify;
 use fjord_storage::{
@@ -27,7 +29,9 @@ use glommio::sync::Semaphore;
 use glommio::timer::sleep;
 
 use crate::ops::{FetchResult, ListOffsetsResult, ProduceResult};
-use crate::topics::TopicConfig;
+use crate::producer_ids::ProducerIds;
+use crate::producer_state::{ProducerBatch, ProducerStateConfig, ProducerStates, Verdict};
+use crate::topics::{write_atomically, TopicConfig};
 
 /// Every partition is led by this epoch until replication exists.
 const LEADER_EPOCH: LeaderEpoch = LeaderEpoch(0);
@@ -45,8 +49,14 @@ pub struct Partition {
     /// Woken after every append (long-poll fetches wait here) and when the
     /// partition is closed.
     data: Notify,
-    /// One produce request's batches are appended contiguously.
+    /// One produce request's batches are appended contiguously, and the
+    /// producer-state check, the append and the state update are one step.
     append_gate: Semaphore,
+    /// Idempotent producers' epochs and last batches (see
+    /// `producer_state`); changed only while holding `append_gate`.
+    producers: RefCell<ProducerStates>,
+    /// Log end of the newest snapshot of `producers` written.
+    snapshot_end: Cell<Offset>,
     closed: Cell<bool>,
     /// Housekeeping's view of the active segment: its base offset and when
     /// housekeeping first saw it (for `segment.ms` on idle partitions).
@@ -85,6 +95,8 @@ pub struct PartitionManager {
     cache: Rc<RefCell<BatchCache>>,
     clock: Rc<dyn Clock>,
     partitions: RefCell<BTreeMap<String, HashMap<PartitionId, Rc<Partition>>>>,
+    producer_ids: RefCell<ProducerIds>,
+    producer_state: ProducerStateConfig,
 }
 
 impl std::fmt::Debug for PartitionManager {
@@ -106,11 +118,13 @@ impl PartitionManager {
     ) -> PartitionManager {
         PartitionManager {
             shard,
+            producer_ids: RefCell::new(ProducerIds::new(data_dir.clone())),
             data_dir,
             base,
             cache: Rc::new(RefCell::new(cache)),
             clock,
             partitions: RefCell::new(BTreeMap::new()),
+            producer_state: ProducerStateConfig::default(),
         }
     }
 
@@ -168,12 +182,20 @@ impl PartitionManager {
                 partition,
                 source,
             })?;
+            let (producers, snapshot_end) = load_producer_states(&log, self.producer_state)
+                .await
+                .map_err(|source| OpenError::Storage {
+                topic: topic.to_owned(),
+                partition,
+                source,
+            })?;
             tracing::info!(
                 shard = %self.shard,
                 topic,
                 %partition,
                 log_start = %log.log_start(),
                 log_end = %log.log_end(),
+                producers = producers.len(),
                 "partition open"
             );
             let entry = Rc::new(Partition {
@@ -183,6 +205,8 @@ impl PartitionManager {
                 log,
                 data: Notify::default(),
                 append_gate: Semaphore::new(1),
+                producers: RefCell::new(producers),
+                snapshot_end: Cell::new(snapshot_end),
                 closed: Cell::new(false),
                 active_seen: Cell::new(None),
             });
@@ -222,6 +246,15 @@ impl PartitionManager {
         } else {
             Err(errors.join("; "))
         }
+    }
+
+    /// InitProducerId: a new producer id, or the next epoch of a known one.
+    pub fn init_producer_id(
+        &self,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+    ) -> Result<(ProducerId, ProducerEpoch), (ErrorCode, String)> {
+        self.producer_ids.borrow_mut().init(producer_id, epoch)
     }
 
     /// Flushes and closes every log (clean shutdown).
@@ -264,6 +297,26 @@ impl PartitionManager {
         let mut base_offset = None;
         let mut flush_due = false;
         for range in ranges {
+            let producer = BatchView::parse_header(&records[range.clone()])
+                .ok()
+                .and_then(ProducerBatch::of);
+            if let Some(producer) = &producer {
+                // Checked under the gate, so no other append of this
+                // partition runs between this check and the update below.
+                match p.producers.borrow().check(producer) {
+                    Ok(Verdict::Append) => {}
+                    Ok(Verdict::Duplicate { base_offset: first }) => {
+                        // Written before: answer with its original offset
+                        // (acks=all still waits for the flush below).
+                        base_offset.get_or_insert(first);
+                        continue;
+                    }
+                    Err(error) => {
+                        p.data.notify_all();
+                        return ProduceResult::error(error.code(), error.to_string());
+                    }
+                }
+            }
             // The only copy on the produce path: the request buffer is
             // shared (body and every partition's slice), the log needs the
             // batch to itself to stamp its offset in place.
@@ -272,6 +325,14 @@ impl PartitionManager {
                 Ok(info) => {
                     base_offset.get_or_insert(info.base_offset);
                     flush_due |= info.flush_due;
+                    if let Some(producer) = &producer {
+                        p.producers.borrow_mut().apply(
+                            producer,
+                            info.base_offset,
+                            info.last_offset,
+                            self.clock.now_ms(),
+                        );
+                    }
                 }
                 Err(error) => {
                     p.data.notify_all();
@@ -418,6 +479,8 @@ impl PartitionManager {
     /// of idle partitions (busy ones roll on append).
     pub async fn housekeeping(&self) {
         for p in self.all() {
+            p.producers.borrow_mut().expire(self.clock.now_ms());
+            p.snapshot_producers().await;
             match p.log.apply_retention().await {
                 Ok(removed) if !removed.is_empty() => {
                     tracing::info!(topic = %p.topic, partition = %p.id, segments = removed.len(), "retention removed segments")
@@ -451,13 +514,126 @@ impl PartitionManager {
 }
 
 impl Partition {
+    /// Writes `<offset>.snapshot` of the producer state when the log grew
+    /// since the last one, and removes older snapshots. Taken under the
+    /// append gate so the state matches the log end exactly.
+    async fn snapshot_producers(&self) {
+        let Ok(_gate) = self.append_gate.acquire_permit(1).await else {
+            return;
+        };
+        let end = self.log.log_end();
+        if end == self.snapshot_end.get() {
+            return;
+        }
+        let bytes = self.producers.borrow().encode();
+        let dir = self.log.dir().to_owned();
+        let path = dir.join(snapshot_file_name(end));
+        if let Err(error) = write_atomically(&path, &bytes) {
+            tracing::warn!(topic = %self.topic, partition = %self.id, %error, "producer snapshot failed");
+            return;
+        }
+        self.snapshot_end.set(end);
+        for (offset, old) in snapshot_files(&dir) {
+            if offset != end {
+                let _ = std::fs::remove_file(old);
+            }
+        }
+    }
+
     async fn close(&self) {
+        self.snapshot_producers().await;
         self.closed.set(true);
         if let Err(error) = self.log.close().await {
             tracing::warn!(topic = %self.topic, partition = %self.id, %error, "close failed");
         }
         self.data.notify_all();
     }
+}
+
+fn snapshot_file_name(offset: Offset) -> String {
+    format!("{:020}.snapshot", offset.get())
+}
+
+/// The producer snapshots in `dir`, newest first.
+fn snapshot_files(dir: &std::path::Path) -> Vec<(Offset, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(Offset, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let stem = name.to_str()?.strip_suffix(".snapshot")?;
+            let offset = stem.parse::<u64>().ok()?;
+            Some((Offset(offset), entry.path()))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found
+}
+
+/// Rebuilds a partition's producer state: the newest valid snapshot at or
+/// below the log end (newer ones, left by a truncation, and damaged ones
+/// are removed), then the batch headers of the log after it. Returns the
+/// state and the snapshot's offset.
+async fn load_producer_states(
+    log: &PartitionLog,
+    config: ProducerStateConfig,
+) -> Result<(ProducerStates, Offset), StorageError> {
+    let end = log.log_end();
+    let mut states = ProducerStates::new(config);
+    let mut from = log.log_start();
+    let mut snapshot_end = Offset(u64::MAX);
+    for (offset, path) in snapshot_files(log.dir()) {
+        let loaded = (offset <= end)
+            .then(|| std::fs::read(&path).ok())
+            .flatten()
+            .and_then(|bytes| ProducerStates::decode(config, &bytes));
+        match loaded {
+            Some(loaded) if snapshot_end == Offset(u64::MAX) => {
+                states = loaded;
+                from = from.max(offset);
+                snapshot_end = offset;
+            }
+            Some(_) => {}
+            None => {
+                tracing::info!(path = %path.display(), "discarding producer snapshot");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    while from < end {
+        let batches = log
+            .read(ReadRequest {
+                offset: from,
+                until: end,
+                max_bytes: 1 << 20,
+            })
+            .await?;
+        let Some(last) = batches.last() else { break };
+        let last_end = BatchView::parse_header(last)
+            .map_err(StorageError::InvalidBatch)?
+            .next_offset();
+        for bytes in &batches {
+            let header = BatchView::parse_header(bytes).map_err(StorageError::InvalidBatch)?;
+            // The read starts at the batch holding `from`, which the
+            // snapshot already covers when `from` is inside it.
+            if header.base_offset() < from {
+                continue;
+            }
+            if let Some(producer) = ProducerBatch::of(header) {
+                states.apply(
+                    &producer,
+                    header.base_offset(),
+                    header.last_offset(),
+                    header.max_timestamp.get(),
+                );
+            }
+        }
+        assert!(last_end > from, "the scan moves forward");
+        from = last_end;
+    }
+    Ok((states, snapshot_end))
 }
 
 fn not_here(topic: &str, partition: PartitionId) -> ProduceResult {

@@ -197,7 +197,8 @@ pub fn walk_request(request: &Request<'_>, payload: &[u8]) {
         | Request::OffsetCommit(_)
         | Request::OffsetFetch(_)
         | Request::ListGroups(_)
-        | Request::DescribeGroups(_) => {}
+        | Request::DescribeGroups(_)
+        | Request::InitProducerId(_) => {}
     }
 }
 
@@ -322,7 +323,8 @@ pub fn walk_response(response: &Response<'_>, payload: &[u8]) {
         | Response::OffsetCommit(_)
         | Response::OffsetFetch(_)
         | Response::ListGroups(_)
-        | Response::DescribeGroups(_) => {}
+        | Response::DescribeGroups(_)
+        | Response::InitProducerId(_) => {}
     }
 }
 

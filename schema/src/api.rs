@@ -32,10 +32,11 @@ pub enum ApiKey {
     OffsetFetch = 16,
     ListGroups = 17,
     DescribeGroups = 18,
+    InitProducerId = 20,
 }
 
 /// Versions this build speaks, per api key: (key, min, max).
-pub const SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 16] = [
+pub const SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 17] = [
     (ApiKey::ApiVersions, 0, 0),
     (ApiKey::Metadata, 0, 0),
     (ApiKey::CreateTopics, 0, 0),
@@ -52,6 +53,7 @@ pub const SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 16] = [
     (ApiKey::OffsetFetch, 0, 0),
     (ApiKey::ListGroups, 0, 0),
     (ApiKey::DescribeGroups, 0, 0),
+    (ApiKey::InitProducerId, 0, 0),
 ];
 
 impl ApiKey {
@@ -127,6 +129,7 @@ pub enum Request<'a> {
     OffsetFetch(wire::OffsetFetchRequest<'a>),
     ListGroups(wire::ListGroupsRequest<'a>),
     DescribeGroups(wire::DescribeGroupsRequest<'a>),
+    InitProducerId(wire::InitProducerIdRequest<'a>),
 }
 
 /// A decoded, verified response.
@@ -149,6 +152,7 @@ pub enum Response<'a> {
     OffsetFetch(wire::OffsetFetchResponse<'a>),
     ListGroups(wire::ListGroupsResponse<'a>),
     DescribeGroups(wire::DescribeGroupsResponse<'a>),
+    InitProducerId(wire::InitProducerIdResponse<'a>),
 }
 
 /// Checks the api key and version of a frame header.
@@ -265,6 +269,9 @@ pub fn decode_request(frame: &Frame) -> Result<Request<'_>, DecodeError> {
         ApiKey::DescribeGroups => {
             Request::DescribeGroups(verify::<wire::DescribeGroupsRequest>(api_key, body)?)
         }
+        ApiKey::InitProducerId => {
+            Request::InitProducerId(verify::<wire::InitProducerIdRequest>(api_key, body)?)
+        }
     };
     Ok(request)
 }
@@ -329,6 +336,9 @@ pub fn decode_response(frame: &Frame) -> Result<Response<'_>, DecodeError> {
         }
         ApiKey::DescribeGroups => {
             Response::DescribeGroups(verify::<wire::DescribeGroupsResponse>(api_key, body)?)
+        }
+        ApiKey::InitProducerId => {
+            Response::InitProducerId(verify::<wire::InitProducerIdResponse>(api_key, body)?)
         }
     };
     Ok(response)

@@ -52,12 +52,15 @@ pub enum ErrorCode {
     MemberIdRequired = 79,
     GroupMaxSizeReached = 81,
     FencedInstanceId = 82,
+    InvalidProducerIdMapping = 49,
+    UnknownProducerId = 59,
+    ProducerFenced = 90,
     /// The broker is out of its in-flight memory budget; retry later.
     BrokerBusy = 10_000,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 45] = [
+    const ALL: [ErrorCode; 48] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -102,6 +105,9 @@ impl ErrorCode {
         ErrorCode::MemberIdRequired,
         ErrorCode::GroupMaxSizeReached,
         ErrorCode::FencedInstanceId,
+        ErrorCode::InvalidProducerIdMapping,
+        ErrorCode::UnknownProducerId,
+        ErrorCode::ProducerFenced,
         ErrorCode::BrokerBusy,
     ];
 

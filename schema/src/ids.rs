@@ -97,4 +97,27 @@ impl ProducerEpoch {
 
 impl Sequence {
     pub const NONE: Sequence = Sequence(-1);
+
+    /// The sequence `delta` records after this one; sequences wrap from
+    /// `i32::MAX` to 0, as Kafka's `incrementSequence`.
+    #[inline]
+    pub fn wrapping_plus(self, delta: u32) -> Sequence {
+        assert!(self.0 >= 0, "no sequence to advance");
+        let modulus = i64::from(i32::MAX) + 1;
+        let next = (i64::from(self.0) + i64::from(delta)) % modulus;
+        Sequence(next as i32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_wrap_after_i32_max_as_in_kafka() {
+        assert_eq!(Sequence(0).wrapping_plus(5), Sequence(5));
+        assert_eq!(Sequence(i32::MAX - 1).wrapping_plus(1), Sequence(i32::MAX));
+        assert_eq!(Sequence(i32::MAX).wrapping_plus(1), Sequence(0));
+        assert_eq!(Sequence(i32::MAX - 1).wrapping_plus(4), Sequence(2));
+    }
 }

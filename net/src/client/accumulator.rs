@@ -352,11 +352,7 @@ fn close_open<T>(tp: &TopicPartition, queue: &mut PartitionQueue<T>, closed: &mu
         Ok(bytes) => {
             if open.base_sequence != Sequence::NONE {
                 // Sequences wrap at i32::MAX, as in Kafka.
-                queue.next_sequence = open
-                    .base_sequence
-                    .0
-                    .wrapping_add(count as i32)
-                    .rem_euclid(i32::MAX);
+                queue.next_sequence = open.base_sequence.wrapping_plus(count as u32).0;
             }
             queue.closed.push_back(ReadyBatch {
                 tp: tp.clone(),

@@ -302,3 +302,54 @@ fn group_api_keys_live_in_the_reserved_range() {
         assert!((10..=19).contains(&(key as u16)), "{key:?}");
     }
 }
+
+#[test]
+fn init_producer_id_round_trips_in_the_producer_id_range() {
+    assert!((20..=29).contains(&(ApiKey::InitProducerId as u16)));
+    let mut fbb = FlatBufferBuilder::new();
+    let request = wire::InitProducerIdRequest::create(
+        &mut fbb,
+        &wire::InitProducerIdRequestArgs {
+            transactional_id: None,
+            transaction_timeout_ms: -1,
+            producer_id: 42,
+            producer_epoch: 3,
+        },
+    );
+    fbb.finish(request, None);
+    let request = frame(
+        ApiKey::InitProducerId as u16,
+        0,
+        0,
+        fbb.finished_data(),
+        &[],
+    );
+    let Ok(Request::InitProducerId(request)) = decode_request(&request) else {
+        panic!("not an InitProducerId request");
+    };
+    assert_eq!(request.transactional_id(), None);
+    assert_eq!((request.producer_id(), request.producer_epoch()), (42, 3));
+
+    let mut fbb = FlatBufferBuilder::new();
+    let response = wire::InitProducerIdResponse::create(
+        &mut fbb,
+        &wire::InitProducerIdResponseArgs {
+            producer_id: 43,
+            producer_epoch: 0,
+            ..Default::default()
+        },
+    );
+    fbb.finish(response, None);
+    let response = frame(
+        ApiKey::InitProducerId as u16,
+        0,
+        FrameFlags::RESPONSE,
+        fbb.finished_data(),
+        &[],
+    );
+    let Ok(Response::InitProducerId(response)) = decode_response(&response) else {
+        panic!("not an InitProducerId response");
+    };
+    assert_eq!((response.producer_id(), response.producer_epoch()), (43, 0));
+    assert_eq!(response.error_code(), 0);
+}

@@ -156,5 +156,9 @@ pub mod fjord {
     pub use self::offset_fetch_response_topic_generated::*;
     mod offset_fetch_response_generated;
     pub use self::offset_fetch_response_generated::*;
+    mod init_producer_id_request_generated;
+    pub use self::init_producer_id_request_generated::*;
+    mod init_producer_id_response_generated;
+    pub use self::init_producer_id_response_generated::*;
   } // wire
 } // fjord
