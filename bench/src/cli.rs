@@ -75,8 +75,8 @@ pub struct Args {
     /// Producer buffer (`buffer.memory`) in bytes, per producer.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub buffer_memory: usize,
-    /// Bytes per partition per fetch.
-    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    /// Bytes per partition per fetch (`max.partition.fetch.bytes`).
+    #[arg(long, default_value_t = 1024 * 1024)]
     pub fetch_partition_max_bytes: u32,
     /// Bytes per fetch response.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]

@@ -149,7 +149,11 @@ fn run_against(plan: &Plan, addr: &str, broker_pid: Option<u32>) -> Result<(), S
             end_to_end: args.producers > 0,
             warmup_end_ns,
             producers: args.producers,
-            drain_deadline_ns,
+            // Without producers a timed run reads for the duration only.
+            drain_deadline_ns: match (args.producers, plan.bound) {
+                (0, Bound::Time { .. }) => stop_ns,
+                _ => drain_deadline_ns,
+            },
         };
         let counters = counters.clone();
         let progress = ProgressSender::new(progress_tx.clone(), interval_ns);
