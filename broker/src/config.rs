@@ -96,6 +96,22 @@ pub struct Config {
     /// Messages (each a batch of forwarded requests or replies) in flight
     /// per shard pair on the cross-shard mesh.
     pub mesh_channel_capacity: usize,
+
+    // Consumer groups (TOML / `--config` only).
+    /// Partitions of `__consumer_offsets`, created at first start (changing
+    /// it later moves groups to other partitions and loses their offsets,
+    /// as in Kafka). 8 rather than Kafka's 50: every partition costs a
+    /// direct-I/O write buffer and a zero-filled segment prepared ahead,
+    /// and a few partitions per shard already spread the groups.
+    pub offsets_topic_partitions: u32,
+    /// Allowed `session.timeout.ms` of members (`group.min/max.session.timeout.ms`).
+    pub group_min_session_timeout_ms: u32,
+    pub group_max_session_timeout_ms: u32,
+    /// `group.initial.rebalance.delay.ms`.
+    pub group_initial_rebalance_delay_ms: u32,
+    /// Group requests waiting for the coordinator's answer (JoinGroup and
+    /// SyncGroup park until the rebalance completes), per shard.
+    pub group_parked_requests_max_per_shard: usize,
 }
 
 impl Default for Config {
@@ -130,6 +146,11 @@ impl Default for Config {
             flush_interval_ms: 20,
             housekeeping_interval_ms: 30_000,
             mesh_channel_capacity: 128,
+            offsets_topic_partitions: 8,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_parked_requests_max_per_shard: 10_000,
         }
     }
 }
@@ -386,6 +407,16 @@ impl Config {
         }
     }
 
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> crate::group::coordinator::GroupConfig {
+        crate::group::coordinator::GroupConfig {
+            session_timeout_min_ms: self.group_min_session_timeout_ms,
+            session_timeout_max_ms: self.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            ..Default::default()
+        }
+    }
+
     fn validate(&self) -> Result<(), BrokerError> {
         let invalid = |reason: String| Err(BrokerError::InvalidSetting(reason));
         if let Err(error) = self.base_log_config().validate() {
@@ -396,6 +427,20 @@ impl Config {
         }
         if self.partitions_max == 0 {
             return invalid("partitions_max must be at least 1".into());
+        }
+        if self.offsets_topic_partitions == 0 {
+            return invalid("offsets_topic_partitions must be at least 1".into());
+        }
+        if self.group_min_session_timeout_ms == 0
+            || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
+        {
+            return invalid(
+                "group_min_session_timeout_ms must be positive and at most group_max_session_timeout_ms"
+                    .into(),
+            );
+        }
+        if self.group_parked_requests_max_per_shard == 0 {
+            return invalid("group_parked_requests_max_per_shard must be at least 1".into());
         }
         if self.inflight_bytes_max_per_shard < self.frame_bytes_max as usize {
             return invalid(format!(

@@ -28,6 +28,7 @@ use glommio::sync::Semaphore;
 use glommio::Task;
 use zerocopy::IntoBytes;
 
+use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::ops::{
     CreateSpec, FetchResult, ListOffsetsResult, Op, OpResult, ProduceResult, TopicOutcome,
 };
@@ -36,7 +37,7 @@ use crate::topics::validate_topic_name;
 
 /// Apis this broker answers. ApiVersions lists only these, so a client
 /// never sees an api it would be refused.
-pub const SERVED_APIS: [ApiKey; 8] = [
+pub const SERVED_APIS: [ApiKey; 17] = [
     ApiKey::ApiVersions,
     ApiKey::Metadata,
     ApiKey::CreateTopics,
@@ -44,6 +45,15 @@ pub const SERVED_APIS: [ApiKey; 8] = [
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
+    ApiKey::FindCoordinator,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::ListGroups,
+    ApiKey::DescribeGroups,
     ApiKey::InitProducerId,
 ];
 
@@ -281,7 +291,7 @@ impl Dispatcher {
                 }));
                 self.list_offsets(topics).await
             }
-            Request::FindCoordinator(_)
+            request @ (Request::FindCoordinator(_)
             | Request::JoinGroup(_)
             | Request::SyncGroup(_)
             | Request::Heartbeat(_)
@@ -289,10 +299,7 @@ impl Dispatcher {
             | Request::OffsetCommit(_)
             | Request::OffsetFetch(_)
             | Request::ListGroups(_)
-            | Request::DescribeGroups(_) => Reply::error(
-                ErrorCode::UnsupportedVersion,
-                "consumer group apis are not served by this broker yet",
-            ),
+            | Request::DescribeGroups(_)) => self.group_request(request).await,
             Request::InitProducerId(request) => self.init_producer_id(request),
         }
     }
@@ -513,7 +520,7 @@ impl Dispatcher {
                 &wire::TopicMetadataArgs {
                     error_code: ErrorCode::None.code(),
                     name: Some(fb_name),
-                    is_internal: false,
+                    is_internal: name == OFFSETS_TOPIC,
                     partitions: Some(partitions),
                 },
             ));
@@ -604,7 +611,15 @@ impl Dispatcher {
         Reply::ok(fbb)
     }
 
-    async fn produce(&self, topics: Topics<Bytes>, acks: i8) -> Reply {
+    async fn produce(&self, mut topics: Topics<Bytes>, acks: i8) -> Reply {
+        // Only the group coordinators write the offsets topic.
+        for (name, parts) in &mut topics {
+            if name == OFFSETS_TOPIC {
+                for part in parts {
+                    part.route = Err(ErrorCode::InvalidTopicException);
+                }
+            }
+        }
         let results: Vec<Vec<ProduceResult>> = if matches!(acks, -1..=1) {
             self.run_all(&topics, |name, part| Op::Produce {
                 topic: name.to_owned(),
@@ -959,6 +974,8 @@ async fn first_of(tasks: Vec<Task<OpResult>>) {
     })
     .await;
 }
+
+mod groups;
 
 #[cfg(test)]
 mod tests;

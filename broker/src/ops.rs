@@ -10,6 +10,7 @@ use bytes::Bytes;
 use fjord_schema::{ErrorCode, PartitionId};
 
 use crate::catalog::Catalog;
+use crate::group::host::{GroupOp, GroupReply};
 use crate::topics::TopicConfig;
 
 /// A request to one shard.
@@ -62,6 +63,8 @@ pub enum Op {
     },
     /// Shard 0 only: delete topics from the registry.
     DeleteTopics { topics: Vec<String> },
+    /// A consumer-group request, for the shard that hosts the group.
+    Group(GroupOp),
 }
 
 /// One topic of a CreateTopics request.
@@ -84,6 +87,7 @@ pub enum OpResult {
     ListOffsets(ListOffsetsResult),
     Done(Result<(), String>),
     Topics(Vec<TopicOutcome>),
+    Group(GroupReply),
     /// The op could not reach its shard (stopping) or was sent to the
     /// wrong one.
     Unavailable(String),

@@ -18,10 +18,11 @@ use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::dispatch::{BrokerView, DispatchLimits};
 use crate::error::BrokerError;
+use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::mesh_ends;
 use crate::shard::{self, ShardBoot, ShardEvent, ShardSpec};
 use crate::signals::Signals;
-use crate::topics::TopicRegistry;
+use crate::topics::{TopicConfig, TopicRegistry};
 
 /// How long a shard may take to create its executor and bind.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -46,7 +47,8 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     let data_dir = DataDir::open(&config.data_dir)?;
     // The placement table: every partition goes back to the shard that
     // holds its log.
-    let registry = TopicRegistry::open(data_dir.path(), shard_count, config.partitions_max)?;
+    let mut registry = TopicRegistry::open(data_dir.path(), shard_count, config.partitions_max)?;
+    create_offsets_topic(&mut registry, &config)?;
     let catalog = Arc::new(Catalog::from_registry(&registry));
     let mut registry = Some(registry);
     let mut meshes: Vec<_> = if shards > 1 {
@@ -102,6 +104,8 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
             auto_create_topics: config.auto_create_topics,
         },
         default_partitions: config.default_partitions,
+        group: config.group_config(),
+        group_parked_max: config.group_parked_requests_max_per_shard,
         flush_interval: Duration::from_millis(config.flush_interval_ms),
         housekeeping_interval: Duration::from_millis(config.housekeeping_interval_ms),
     };
@@ -269,6 +273,34 @@ fn wait_bound(
 
 /// Executor creation fails inside the shard thread, so its error comes back
 /// as a shard exit; that one gets the io_uring hint.
+/// Creates `__consumer_offsets` on first start (before any shard opens
+/// logs, so the registry is durable first). Retention is off (`retention.ms
+/// = -1`, no size limit) until compaction exists: deleting old segments
+/// could drop the latest commit of a live group. Commits are acknowledged
+/// only after an fdatasync (`flush.before.ack`).
+fn create_offsets_topic(registry: &mut TopicRegistry, config: &Config) -> Result<(), BrokerError> {
+    if registry.get(OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let mut topic = TopicConfig::from_log_config(&config.base_log_config());
+    topic.retention_ms = None;
+    topic.retention_bytes = None;
+    topic.flush_before_ack = true;
+    // Kafka's offsets.topic.segment.bytes.
+    topic.segment_bytes = topic.segment_bytes.min(100 << 20);
+    registry
+        .create(
+            OFFSETS_TOPIC,
+            config.offsets_topic_partitions,
+            topic,
+            crate::service::now_ms(),
+        )
+        .map_err(|e| {
+            BrokerError::InvalidSetting(format!("cannot create {OFFSETS_TOPIC}: {}", e.message))
+        })?;
+    Ok(())
+}
+
 fn startup_error(shard: ShardId, reason: String) -> BrokerError {
     let shard = usize::from(shard.get());
     if reason == shard::EXECUTOR_NOT_STARTED {

@@ -14,6 +14,7 @@ use fjord_storage::LogConfig;
 use glommio::sync::Semaphore;
 
 use crate::catalog::Catalog;
+use crate::group::host::GroupHost;
 use crate::mesh::{Mesh, OpHandler};
 use crate::ops::{CreateSpec, Op, OpResult, TopicOutcome};
 use crate::partitions::PartitionManager;
@@ -100,6 +101,7 @@ pub struct ShardService {
     catalog: RefCell<Arc<Catalog>>,
     mesh: OnceCell<Rc<Mesh>>,
     admin: Option<TopicAdmin>,
+    groups: OnceCell<GroupHost>,
 }
 
 type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -124,7 +126,18 @@ impl ShardService {
             catalog: RefCell::new(catalog),
             mesh: OnceCell::new(),
             admin,
+            groups: OnceCell::new(),
         }
+    }
+
+    /// Attaches the group coordinator host (before serving).
+    pub fn set_groups(&self, host: GroupHost) {
+        let attached = self.groups.set(host).is_ok();
+        assert!(attached, "group host attached twice");
+    }
+
+    pub fn groups(&self) -> Option<&GroupHost> {
+        self.groups.get()
     }
 
     /// Attaches the mesh (multi-shard brokers) and starts its tasks.
@@ -223,6 +236,10 @@ impl ShardService {
                     validate_only,
                 } => OpResult::Topics(self.create_topics(topics, validate_only).await),
                 Op::DeleteTopics { topics } => OpResult::Topics(self.delete_topics(topics).await),
+                Op::Group(op) => match self.groups() {
+                    Some(host) => OpResult::Group(host.call(&self, op).await),
+                    None => OpResult::Unavailable(format!("shard {} hosts no groups", self.shard)),
+                },
             }
         })
     }

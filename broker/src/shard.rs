@@ -24,6 +24,8 @@ use glommio::{ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, Shar
 use crate::catalog::Catalog;
 use crate::dispatch::{BrokerView, DispatchLimits, Dispatcher};
 use crate::error::BrokerError;
+use crate::group::coordinator::GroupConfig;
+use crate::group::host::GroupHost;
 use crate::mesh::{Mesh, MeshEnds};
 use crate::partitions::PartitionManager;
 use crate::service::{ShardService, TopicAdmin};
@@ -55,6 +57,8 @@ pub struct ShardSpec {
     pub batch_cache_bytes_max: usize,
     pub limits: DispatchLimits,
     pub default_partitions: u32,
+    pub group: GroupConfig,
+    pub group_parked_max: usize,
     pub flush_interval: Duration,
     pub housekeeping_interval: Duration,
 }
@@ -249,6 +253,21 @@ async fn run(
             reason: e.to_string(),
         })?;
     tracing::info!(%shard, partitions = service.partitions.count(), "partitions recovered");
+    service.set_groups(GroupHost::new(
+        spec.group.clone(),
+        spec.group_parked_max,
+        member_nonce(shard),
+    ));
+    let host = service.groups().expect("just attached");
+    let loaded = host
+        .replay(&service)
+        .await
+        .map_err(|reason| BrokerError::Recovery {
+            shard: usize::from(shard.get()),
+            reason,
+        })?;
+    tracing::info!(%shard, records = loaded, "committed offsets loaded");
+    GroupHost::start_timer(&service);
     if let Some(mesh) = mesh {
         service.start_mesh(mesh);
     }
@@ -283,6 +302,14 @@ async fn run(
     service.partitions.close_all().await;
     tracing::info!(%shard, "logs flushed and closed");
     Ok(())
+}
+
+/// Makes member ids unique across shards and restarts.
+fn member_nonce(shard: ShardId) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(shard.get()) << 48)
 }
 
 async fn wait_stop(stop: &AtomicBool) {

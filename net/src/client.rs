@@ -16,8 +16,11 @@
 
 pub mod accumulator;
 pub mod admin;
+pub mod assignor;
 pub mod cluster;
 pub mod consumer;
+pub mod consumer_protocol;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod producer_core;

@@ -187,6 +187,7 @@ pub struct TopicInfo {
     pub error: ErrorCode,
     /// (partition, leader shard)
     pub partitions: Vec<(u32, u16)>,
+    pub is_internal: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,6 +315,7 @@ impl Conn {
                         .flatten()
                         .map(|p| (p.partition(), p.leader_shard()))
                         .collect(),
+                    is_internal: t.is_internal(),
                 })
                 .collect(),
         }

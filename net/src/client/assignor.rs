@@ -3,11 +3,33 @@
 //! `cooperative-sticky`). Pure functions of the members' subscriptions and
 //! the partition counts; the output is deterministic (members and
 //! partitions are visited in sorted order, ties go to the smallest member
-//! id).
+//! id). They live in the client (the leader runs them) and the broker
+//! re-exports them for its tests.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
-use super::TopicPartition;
+/// One partition of one topic.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: u32) -> TopicPartition {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
 
 /// What one member asked for, and (for the sticky assignor) what it owns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
