@@ -568,7 +568,7 @@ fn snapshot_files(dir: &std::path::Path) -> Vec<(Offset, PathBuf)> {
             Some((Offset(offset), entry.path()))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     found
 }
 

@@ -142,3 +142,205 @@ fn duplicates_gaps_and_fencing_and_state_across_sigkill() {
     );
     assert_eq!(values(&mut conn, "idem"), ["a", "b", "c", "d", "e"]);
 }
+
+mod proxy {
+    //! A TCP proxy that cuts produce connections: after a random number of
+    //! request bytes (a torn request) or of response bytes (often right
+    //! after the broker wrote a batch whose ack the client then never
+    //! sees). Other connections (bootstrap: InitProducerId, Metadata) pass.
+
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::thread;
+
+    use fjord_schema::api::ApiKey;
+
+    #[derive(Default)]
+    pub struct Stats {
+        pub cut_requests: AtomicUsize,
+        pub cut_responses: AtomicUsize,
+    }
+
+    pub fn start(listen: SocketAddr, target: SocketAddr, seed: u64) -> Arc<Stats> {
+        let listener = TcpListener::bind(listen).expect("proxy bind");
+        let stats = Arc::new(Stats::default());
+        let rng = Arc::new(Mutex::new(seed));
+        let for_thread = stats.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(broker) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let (up, down) = {
+                    let mut state = rng.lock().expect("rng");
+                    let mut next = |bound: u64| {
+                        // xorshift64: deterministic per seed.
+                        *state ^= *state << 13;
+                        *state ^= *state >> 7;
+                        *state ^= *state << 17;
+                        *state % bound
+                    };
+                    let up = if next(3) == 0 {
+                        Some(1 + next(64 * 1024) as usize)
+                    } else {
+                        None
+                    };
+                    (up, next(1500) as usize)
+                };
+                let stats = for_thread.clone();
+                thread::spawn(move || serve(client, broker, up, down, &stats));
+            }
+        });
+        stats
+    }
+
+    fn serve(
+        client: TcpStream,
+        broker: TcpStream,
+        up_budget: Option<usize>,
+        down_budget: usize,
+        stats: &Arc<Stats>,
+    ) {
+        let produce = Arc::new(AtomicBool::new(false));
+        let mut client_r = client.try_clone().expect("clone");
+        let mut broker_w = broker.try_clone().expect("clone");
+        let (up_stats, up_produce) = (stats.clone(), produce.clone());
+        let up = thread::spawn(move || {
+            let mut head = Vec::new();
+            let mut forwarded = 0usize;
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match client_r.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if head.len() < 6 {
+                    head.extend_from_slice(&buf[..n]);
+                    if head.len() >= 6 {
+                        let api_key = u16::from_le_bytes([head[4], head[5]]);
+                        // Set before the request reaches the broker, so
+                        // before any of its responses comes back.
+                        up_produce.store(api_key == ApiKey::Produce as u16, Ordering::SeqCst);
+                    }
+                }
+                let limit = match up_budget {
+                    Some(budget) if up_produce.load(Ordering::SeqCst) => {
+                        budget.saturating_sub(forwarded).min(n)
+                    }
+                    _ => n,
+                };
+                if broker_w.write_all(&buf[..limit]).is_err() {
+                    break;
+                }
+                forwarded += limit;
+                if limit < n {
+                    up_stats.cut_requests.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+            }
+            let _ = broker_w.shutdown(Shutdown::Both);
+            let _ = client_r.shutdown(Shutdown::Both);
+        });
+        let (mut broker_r, mut client_w) = (broker, client);
+        let mut forwarded = 0usize;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match broker_r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let limit = if produce.load(Ordering::SeqCst) {
+                down_budget.saturating_sub(forwarded).min(n)
+            } else {
+                n
+            };
+            if client_w.write_all(&buf[..limit]).is_err() {
+                break;
+            }
+            forwarded += limit;
+            if limit < n {
+                stats.cut_responses.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+        }
+        let _ = client_w.shutdown(Shutdown::Both);
+        let _ = broker_r.shutdown(Shutdown::Both);
+        let _ = up.join();
+    }
+}
+
+#[test]
+fn the_producer_retries_through_cut_connections_and_writes_every_record_once() {
+    use fjord_net::client::producer::{Producer, ProducerOptions, ProducerRecord};
+    use std::time::Duration;
+
+    let broker = Broker::start(&[
+        "--shards",
+        "1",
+        "--shard-ports",
+        "false",
+        "--advertised-host",
+        "127.0.0.2",
+    ]);
+    let mut conn = broker.conn();
+    const PARTITIONS: u32 = 3;
+    assert_eq!(
+        conn.create_topic("cut", PARTITIONS as i32, &[]),
+        ErrorCode::None
+    );
+    // Metadata advertises 127.0.0.2:<broker port>: the proxy's address, so
+    // every connection of the producer goes through it.
+    let listen: std::net::SocketAddr = format!("127.0.0.2:{}", broker.addr.port())
+        .parse()
+        .expect("address");
+    let stats = proxy::start(listen, broker.addr, 0x9e37_79b9_7f4a_7c15);
+
+    let mut options = ProducerOptions::new(listen.to_string());
+    options.producer.accumulator.batch_size_bytes = 512;
+    options.producer.accumulator.linger = Duration::from_millis(1);
+    options.producer.retry.backoff = Duration::from_millis(5);
+    options.producer.retry.backoff_max = Duration::from_millis(50);
+    options.producer.request_timeout = Duration::from_secs(10);
+    let producer = Producer::new(options).expect("producer");
+
+    const RECORDS: usize = 3000;
+    let mut handles = Vec::new();
+    for i in 0..RECORDS {
+        let partition = fjord_schema::PartitionId(i as u32 % PARTITIONS);
+        let value = format!("{i:06}");
+        let record = ProducerRecord {
+            partition: Some(partition),
+            ..ProducerRecord::new("cut", None, value.as_bytes())
+        };
+        handles.push(producer.send(record).expect("queued"));
+    }
+    producer.flush();
+    for (i, handle) in handles.iter().enumerate() {
+        let metadata = handle.wait().unwrap_or_else(|e| panic!("record {i}: {e}"));
+        assert_eq!(metadata.partition.0, i as u32 % PARTITIONS);
+    }
+    producer.close();
+    let cut = stats.cut_requests.load(std::sync::atomic::Ordering::SeqCst)
+        + stats
+            .cut_responses
+            .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(cut > 0, "the proxy cut no connection");
+
+    // Every record exactly once, in send order per partition.
+    for partition in 0..PARTITIONS {
+        let got: Vec<String> = conn
+            .read_all("cut", partition, 0)
+            .into_iter()
+            .map(|(_, _, v)| String::from_utf8(v.expect("value")).expect("utf8"))
+            .collect();
+        let want: Vec<String> = (0..RECORDS)
+            .filter(|i| *i as u32 % PARTITIONS == partition)
+            .map(|i| format!("{i:06}"))
+            .collect();
+        assert_eq!(got.len(), want.len(), "partition {partition}: count");
+        assert_eq!(got, want, "partition {partition}");
+    }
+}

@@ -7,6 +7,7 @@
 //! new → send/flush → close (or drop, which closes).
 
 use std::collections::{HashMap, HashSet};
+use std::io::ErrorKind;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -16,13 +17,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use fjord_schema::api::ApiKey;
 use fjord_schema::frame::{FrameDecoder, FrameFlags};
-use fjord_schema::{CorrelationId, ErrorCode, PartitionId, RecordInput};
+use fjord_schema::{CorrelationId, ErrorCode, PartitionId, ProducerEpoch, ProducerId, RecordInput};
 
 use super::cluster::Endpoint;
 use super::producer_core::{
     Completion, Outgoing, ProduceError, ProducerConfig, ProducerCore, RecordMetadata, Refused,
 };
-use super::protocol::{read_produce, Acks};
+use super::protocol::{encode_init_producer_id, read_init_producer_id, read_produce, Acks};
 use super::retry::AttemptFailure;
 use super::{broker_error, connect_stream, write_frame, Client, ClientConfig, ClientError};
 
@@ -172,8 +173,21 @@ pub struct Producer {
 impl Producer {
     /// Connects to a bootstrap broker (so a wrong address fails here, not on
     /// the first send) and starts the sender thread.
-    pub fn new(options: ProducerOptions) -> Result<Producer, ClientError> {
-        let client = connect_bootstrap(&options)?;
+    ///
+    /// An idempotent producer (the default, see
+    /// [`ProducerConfig::idempotence`]) gets its producer id here.
+    pub fn new(mut options: ProducerOptions) -> Result<Producer, ClientError> {
+        let idempotent = options.producer.idempotence().map_err(|message| {
+            ClientError::Io(std::io::Error::new(ErrorKind::InvalidInput, message))
+        })?;
+        let mut client = connect_bootstrap(&options)?;
+        if idempotent {
+            let body = encode_init_producer_id(ProducerId::NONE, ProducerEpoch::NONE);
+            let frame = client.call(ApiKey::InitProducerId, 0, &body)?;
+            let (producer_id, epoch) = read_init_producer_id(&frame)?;
+            options.producer.accumulator.producer_id = producer_id;
+            options.producer.accumulator.producer_epoch = epoch;
+        }
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core: ProducerCore::new(options.producer.clone()),

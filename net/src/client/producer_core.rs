@@ -47,6 +47,32 @@ pub struct ProducerConfig {
     /// Seed of the sticky partitioner's choices; random by default so
     /// producers started together spread keyless records.
     pub partitioner_seed: u64,
+    /// `enable.idempotence`. `None` (the default) means on unless `acks`
+    /// is not `all` or more than 5 requests may be in flight, as Kafka 3+;
+    /// `Some(true)` with either of those is a configuration error.
+    pub enable_idempotence: Option<bool>,
+}
+
+/// Most requests in flight per connection an idempotent producer allows
+/// (the broker remembers this many batches per producer).
+pub const IDEMPOTENT_IN_FLIGHT_MAX: usize = 5;
+
+impl ProducerConfig {
+    /// Whether the producer is idempotent, or why the settings conflict.
+    pub fn idempotence(&self) -> Result<bool, String> {
+        let compatible =
+            self.acks == Acks::All && self.in_flight_per_connection_max <= IDEMPOTENT_IN_FLIGHT_MAX;
+        match self.enable_idempotence {
+            None => Ok(compatible),
+            Some(false) => Ok(false),
+            Some(true) if compatible => Ok(true),
+            Some(true) => Err(format!(
+                "enable_idempotence needs acks = all and at most {IDEMPOTENT_IN_FLIGHT_MAX} \
+                 requests in flight (have acks = {:?}, {} in flight)",
+                self.acks, self.in_flight_per_connection_max
+            )),
+        }
+    }
 }
 
 impl Default for ProducerConfig {
@@ -60,6 +86,7 @@ impl Default for ProducerConfig {
             request_payload_max_bytes: 4 * 1024 * 1024,
             shard_aware: true,
             partitioner_seed: random_seed(),
+            enable_idempotence: None,
         }
     }
 }
@@ -168,6 +195,13 @@ pub struct ProducerCore<T> {
     /// Records whose batch failed to close during `append`, reported by the
     /// next `poll`.
     pending_failures: Vec<Completion<T>>,
+    /// Idempotent (a producer id is set): one batch per partition in
+    /// flight, so a retried batch always goes before the later ones.
+    idempotent: bool,
+    in_flight_partitions: HashSet<TopicPartition>,
+    /// A sequence or epoch error: the producer cannot continue (every
+    /// record from then on fails with it).
+    fatal: Option<ProduceError>,
 }
 
 impl<T> ProducerCore<T> {
@@ -188,6 +222,9 @@ impl<T> ProducerCore<T> {
             metadata_stale: false,
             flush_requested: false,
             pending_failures: Vec::new(),
+            idempotent: config.accumulator.producer_id.0 >= 0,
+            in_flight_partitions: HashSet::new(),
+            fatal: None,
             config,
         }
     }
@@ -205,6 +242,12 @@ impl<T> ProducerCore<T> {
         token: T,
         now: Instant,
     ) -> Result<PartitionId, Refused<T>> {
+        if let Some(error) = &self.fatal {
+            return Err(Refused::Failed(Completion {
+                token,
+                result: Err(error.clone()),
+            }));
+        }
         let route = match self.routes.get(topic) {
             None => {
                 self.topics.insert(topic.to_owned());
@@ -306,6 +349,13 @@ impl<T> ProducerCore<T> {
             .close_lingering(now, std::mem::take(&mut self.flush_requested));
         let mut completions = self.after_close(closed);
         completions.append(&mut self.pending_failures);
+        if let Some(error) = self.fatal.clone() {
+            completions.extend(self.abort(error));
+            return Work {
+                requests: Vec::new(),
+                completions,
+            };
+        }
 
         let delivery_timeout = self.config.retry.delivery_timeout;
         if let Some(cutoff) = now.checked_sub(delivery_timeout) {
@@ -325,6 +375,9 @@ impl<T> ProducerCore<T> {
                 Some(TopicState::Routed(route)) => route.leader(tp.partition).cloned(),
                 _ => None,
             };
+            if self.idempotent && self.in_flight_partitions.contains(&tp) {
+                continue;
+            }
             let Some(endpoint) = endpoint else {
                 // Leader unknown: ask again; the batch waits (bounded by the
                 // delivery timeout).
@@ -347,6 +400,9 @@ impl<T> ProducerCore<T> {
             }
             *used += len;
             if let Some(batch) = self.accumulator.take_front(&tp) {
+                if self.idempotent {
+                    self.in_flight_partitions.insert(tp.clone());
+                }
                 per_endpoint.entry(endpoint).or_default().push(batch);
             }
         }
@@ -404,6 +460,9 @@ impl<T> ProducerCore<T> {
 
     fn take_in_flight(&mut self, request_id: u32) -> Option<InFlight<T>> {
         let in_flight = self.in_flight.remove(&request_id)?;
+        for batch in &in_flight.batches {
+            self.in_flight_partitions.remove(&batch.tp);
+        }
         if let Some(count) = self.in_flight_per_endpoint.get_mut(&in_flight.endpoint) {
             *count -= 1;
             if *count == 0 {
@@ -450,7 +509,11 @@ impl<T> ProducerCore<T> {
                 .iter()
                 .find(|r| *r.topic == *batch.tp.topic && r.partition == batch.tp.partition);
             match result {
-                Some(r) if r.error == ErrorCode::None => {
+                // DUPLICATE_SEQUENCE_NUMBER: written before, as Kafka.
+                Some(r)
+                    if r.error == ErrorCode::None
+                        || (self.idempotent && r.error == ErrorCode::DuplicateSequenceNumber) =>
+                {
                     self.accumulator.release(batch.reserved_bytes);
                     let partition = batch.tp.partition;
                     let base = r.base_offset;
@@ -463,6 +526,14 @@ impl<T> ProducerCore<T> {
                             }),
                         }
                     }));
+                }
+                Some(r) if self.idempotent && is_fatal_for_idempotence(r.error) => {
+                    let error = ProduceError::Broker {
+                        code: r.error,
+                        message: r.message.clone(),
+                    };
+                    self.fatal.get_or_insert(error.clone());
+                    self.fail_batch(batch, error, &mut completions);
                 }
                 Some(r) => {
                     let error = ProduceError::Broker {
@@ -598,6 +669,11 @@ impl<T> ProducerCore<T> {
         }
     }
 
+    /// The error that stopped an idempotent producer, if any.
+    pub fn fatal_error(&self) -> Option<&ProduceError> {
+        self.fatal.as_ref()
+    }
+
     /// Nothing buffered, queued or in flight.
     pub fn is_idle(&self) -> bool {
         self.accumulator.is_empty() && self.in_flight.is_empty() && self.pending_failures.is_empty()
@@ -627,6 +703,19 @@ impl<T> ProducerCore<T> {
         }
         completions
     }
+}
+
+/// Errors after which an idempotent producer's sequences can no longer be
+/// trusted: a gap, or another instance took over the producer id.
+fn is_fatal_for_idempotence(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::OutOfOrderSequenceNumber
+            | ErrorCode::InvalidProducerEpoch
+            | ErrorCode::ProducerFenced
+            | ErrorCode::UnknownProducerId
+            | ErrorCode::InvalidProducerIdMapping
+    )
 }
 
 #[cfg(test)]

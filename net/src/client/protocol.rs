@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use fjord_schema::api::{payload_slice, ApiKey, Response};
 use fjord_schema::frame::Frame;
-use fjord_schema::{wire, ErrorCode, Offset, PartitionId};
+use fjord_schema::{wire, ErrorCode, Offset, PartitionId, ProducerEpoch, ProducerId};
 use flatbuffers::FlatBufferBuilder;
 
 use super::{decode_typed, ClientError};
@@ -178,6 +178,44 @@ pub fn read_delete_topics(frame: &Frame) -> Result<Vec<TopicResult>, ClientError
             message: t.error_message().map(str::to_owned),
         })
         .collect())
+}
+
+/// InitProducerId for an idempotent producer: `ProducerId::NONE` /
+/// `ProducerEpoch::NONE` for a new id, a current id and epoch to bump it.
+pub fn encode_init_producer_id(producer_id: ProducerId, epoch: ProducerEpoch) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::new();
+    let request = wire::InitProducerIdRequest::create(
+        &mut fbb,
+        &wire::InitProducerIdRequestArgs {
+            transactional_id: None,
+            transaction_timeout_ms: -1,
+            producer_id: producer_id.0,
+            producer_epoch: epoch.0,
+        },
+    );
+    fbb.finish(request, None);
+    fbb.finished_data().to_vec()
+}
+
+pub fn read_init_producer_id(frame: &Frame) -> Result<(ProducerId, ProducerEpoch), ClientError> {
+    let Response::InitProducerId(response) = decode_typed(frame, ApiKey::InitProducerId)? else {
+        return Err(super::unexpected(ApiKey::InitProducerId, frame));
+    };
+    let code = ErrorCode::from_code(response.error_code());
+    if code != ErrorCode::None {
+        return Err(ClientError::Broker {
+            code,
+            message: response.error_message().unwrap_or_default().to_owned(),
+        });
+    }
+    let id = ProducerId(response.producer_id());
+    let epoch = ProducerEpoch(response.producer_epoch());
+    if id.0 < 0 || epoch.0 < 0 {
+        return Err(ClientError::MalformedError(format!(
+            "InitProducerId answered producer id {id} epoch {epoch}"
+        )));
+    }
+    Ok((id, epoch))
 }
 
 /// One partition's batches in a produce request.

@@ -433,3 +433,118 @@ fn keyless_records_fill_one_partition_per_batch() {
         .expect("accepted");
     assert_ne!(next, first, "moves on once the batch closed");
 }
+
+fn idempotent_config() -> ProducerConfig {
+    let mut config = config();
+    config.acks = Acks::All;
+    config.in_flight_per_connection_max = 5;
+    config.accumulator.producer_id = fjord_schema::ProducerId(9);
+    config.accumulator.producer_epoch = fjord_schema::ProducerEpoch(0);
+    config
+}
+
+fn sequences(outgoing: &Outgoing) -> Vec<i32> {
+    outgoing
+        .request
+        .payload
+        .iter()
+        .map(|bytes| {
+            BatchView::parse(bytes)
+                .expect("valid")
+                .0
+                .header()
+                .base_sequence()
+                .0
+        })
+        .collect()
+}
+
+#[test]
+fn idempotence_defaults_on_and_conflicts_with_acks_1_only_when_asked_for() {
+    let mut c = ProducerConfig::default();
+    assert_eq!(c.idempotence(), Ok(true));
+    c.acks = Acks::Leader;
+    assert_eq!(c.idempotence(), Ok(false), "implicitly off, as Kafka");
+    c.enable_idempotence = Some(true);
+    assert!(c.idempotence().is_err());
+    c.acks = Acks::All;
+    c.in_flight_per_connection_max = 6;
+    assert!(c.idempotence().is_err());
+    c.enable_idempotence = Some(false);
+    assert_eq!(c.idempotence(), Ok(false));
+}
+
+#[test]
+fn an_idempotent_retry_keeps_its_sequence_and_goes_before_later_batches() {
+    let mut core = core(idempotent_config());
+    let t0 = Instant::now();
+    let p = Some(PartitionId(0));
+    core.append("t", p, record(None, b"a"), 1, t0).unwrap();
+    core.flush();
+    let first = core.poll(t0).requests;
+    assert_eq!(first.len(), 1);
+    assert_eq!(sequences(&first[0]), vec![0]);
+
+    // A later batch of the same partition waits while the first is in
+    // flight, even with room for more requests.
+    core.append("t", p, record(None, b"b"), 2, t0).unwrap();
+    core.flush();
+    assert!(core.poll(t0).requests.is_empty());
+
+    // The connection drops: the first batch is retried, unchanged, first.
+    let failure = AttemptFailure::Disconnected;
+    let error = ProduceError::Connection("cut".into());
+    assert!(core
+        .handle_failure(first[0].request_id, failure, error, t0)
+        .is_empty());
+    let later = t0 + Duration::from_secs(1);
+    let retry = core.poll(later).requests;
+    assert_eq!(retry.len(), 1);
+    assert_eq!(sequences(&retry[0]), vec![0]);
+    assert_eq!(request_contents(&retry[0]), vec![b"a".to_vec()]);
+
+    // The broker had written it: DUPLICATE_SEQUENCE_NUMBER is a success.
+    let done = core.handle_response(
+        retry[0].request_id,
+        &[failed(0, ErrorCode::DuplicateSequenceNumber)],
+        later,
+    );
+    assert!(matches!(&outcomes(done)[..], [(1, Ok(_))]));
+    let next = core.poll(later).requests;
+    assert_eq!(sequences(&next[0]), vec![1]);
+    assert_eq!(request_contents(&next[0]), vec![b"b".to_vec()]);
+}
+
+#[test]
+fn sequence_and_epoch_errors_are_fatal_for_an_idempotent_producer() {
+    for code in [
+        ErrorCode::OutOfOrderSequenceNumber,
+        ErrorCode::InvalidProducerEpoch,
+    ] {
+        let mut core = core(idempotent_config());
+        let t0 = Instant::now();
+        core.append("t", Some(PartitionId(0)), record(None, b"a"), 1, t0)
+            .unwrap();
+        core.append("t", Some(PartitionId(1)), record(None, b"b"), 2, t0)
+            .unwrap();
+        core.flush();
+        let requests = core.poll(t0).requests;
+        let first = requests
+            .iter()
+            .find(|r| request_contents(r) == vec![b"a".to_vec()])
+            .expect("partition 0's request");
+        let done = core.handle_response(first.request_id, &[failed(0, code)], t0);
+        assert!(matches!(
+            &outcomes(done)[..],
+            [(1, Err(ProduceError::Broker { code: c, .. }))] if *c == code
+        ));
+        assert!(core.fatal_error().is_some());
+        // Everything else fails with it; new records are refused.
+        let rest = outcomes(core.poll(t0).completions);
+        assert!(matches!(&rest[..], [(2, Err(ProduceError::Broker { .. }))]));
+        assert!(matches!(
+            core.append("t", None, record(None, b"c"), 3, t0),
+            Err(Refused::Failed(_))
+        ));
+    }
+}
