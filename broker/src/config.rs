@@ -112,6 +112,14 @@ pub struct Config {
     /// Group requests waiting for the coordinator's answer (JoinGroup and
     /// SyncGroup park until the rebalance completes), per shard.
     pub group_parked_requests_max_per_shard: usize,
+
+    // Idempotent producers (TOML / `--config` only).
+    /// Producer ids whose state a partition keeps; the least recently used
+    /// is forgotten beyond it.
+    pub producer_ids_max_per_partition: usize,
+    /// `producer.id.expiration.ms`: a producer id not seen for this long is
+    /// forgotten by a partition.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for Config {
@@ -147,6 +155,8 @@ impl Default for Config {
             housekeeping_interval_ms: 30_000,
             mesh_channel_capacity: 128,
             offsets_topic_partitions: 8,
+            producer_ids_max_per_partition: 10_000,
+            producer_id_expiration_ms: 86_400_000,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
@@ -408,6 +418,13 @@ impl Config {
     }
 
     /// The group coordinator's settings.
+    pub fn producer_state_config(&self) -> crate::producer_state::ProducerStateConfig {
+        crate::producer_state::ProducerStateConfig {
+            producers_max: self.producer_ids_max_per_partition,
+            expiration_ms: self.producer_id_expiration_ms,
+        }
+    }
+
     pub fn group_config(&self) -> crate::group::coordinator::GroupConfig {
         crate::group::coordinator::GroupConfig {
             session_timeout_min_ms: self.group_min_session_timeout_ms,
@@ -427,6 +444,12 @@ impl Config {
         }
         if self.partitions_max == 0 {
             return invalid("partitions_max must be at least 1".into());
+        }
+        if self.producer_ids_max_per_partition == 0 || self.producer_id_expiration_ms <= 0 {
+            return invalid(
+                "producer_ids_max_per_partition and producer_id_expiration_ms must be positive"
+                    .into(),
+            );
         }
         if self.offsets_topic_partitions == 0 {
             return invalid("offsets_topic_partitions must be at least 1".into());
@@ -534,6 +557,18 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:0");
         assert_eq!(config.idle_timeout_ms, 500);
         assert_eq!(config.shards, Some(3));
+    }
+
+    #[test]
+    fn producer_state_bounds_come_from_the_file_and_must_be_positive() {
+        let config = Config::parse(
+            "producer_ids_max_per_partition = 50\nproducer_id_expiration_ms = 60000\n",
+        )
+        .expect("valid toml");
+        let bounds = config.producer_state_config();
+        assert_eq!((bounds.producers_max, bounds.expiration_ms), (50, 60_000));
+        let zero = Config::parse("producer_ids_max_per_partition = 0\n").expect("valid toml");
+        assert!(zero.validate().is_err());
     }
 
     #[test]

@@ -128,6 +128,13 @@ impl PartitionManager {
         }
     }
 
+    /// Bounds of every partition's producer state (before any `open`).
+    pub fn with_producer_state(mut self, config: ProducerStateConfig) -> PartitionManager {
+        assert_eq!(self.count(), 0, "set before partitions open");
+        self.producer_state = config;
+        self
+    }
+
     pub fn get(&self, topic: &str, partition: PartitionId) -> Option<Rc<Partition>> {
         self.partitions
             .borrow()

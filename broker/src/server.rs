@@ -108,6 +108,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
         group_parked_max: config.group_parked_requests_max_per_shard,
         flush_interval: Duration::from_millis(config.flush_interval_ms),
         housekeeping_interval: Duration::from_millis(config.housekeeping_interval_ms),
+        producer_state: config.producer_state_config(),
     };
 
     // Shard 0 binds first so that with port 0 the others bind the port it

@@ -28,6 +28,7 @@ use crate::group::coordinator::GroupConfig;
 use crate::group::host::GroupHost;
 use crate::mesh::{Mesh, MeshEnds};
 use crate::partitions::PartitionManager;
+use crate::producer_state::ProducerStateConfig;
 use crate::service::{ShardService, TopicAdmin};
 use crate::topics::TopicRegistry;
 
@@ -61,6 +62,7 @@ pub struct ShardSpec {
     pub group_parked_max: usize,
     pub flush_interval: Duration,
     pub housekeeping_interval: Duration,
+    pub producer_state: ProducerStateConfig,
 }
 
 /// What a shard takes over at start (not `Clone`: channel ends and the
@@ -240,7 +242,8 @@ async fn run(
         spec.base_log,
         cache,
         Rc::new(SystemClock),
-    );
+    )
+    .with_producer_state(spec.producer_state);
     let admin = boot
         .registry
         .map(|registry| TopicAdmin::new(registry, spec.base_log, spec.default_partitions));

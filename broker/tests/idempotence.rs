@@ -141,6 +141,31 @@ fn duplicates_gaps_and_fencing_and_state_across_sigkill() {
         "no id repeats after restarts"
     );
     assert_eq!(values(&mut conn, "idem"), ["a", "b", "c", "d", "e"]);
+
+    // A snapshot past the log end (as a truncation leaves) and a damaged
+    // one are discarded; the state comes back from the log scan.
+    drop(conn);
+    assert!(broker.terminate().success());
+    let dir = broker.data_dir().join("idem-0");
+    let snapshot = std::fs::read_dir(&dir)
+        .expect("partition dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "snapshot"))
+        .expect("snapshot");
+    let future = dir.join(format!("{:020}.snapshot", 1000));
+    std::fs::copy(&snapshot, &future).expect("copy");
+    std::fs::write(&snapshot, b"garbage").expect("damage");
+    broker.kill_and_restart();
+    let mut conn = broker.conn();
+    assert_eq!(conn.produce("idem", 0, &next, -1), (ErrorCode::None, 4));
+    // The partition answered, so it was opened (and its snapshots read).
+    assert!(!future.exists(), "a snapshot past the log end is removed");
+    assert_eq!(
+        conn.produce("idem", 0, &zombie, -1).0,
+        ErrorCode::InvalidProducerEpoch
+    );
+    assert_eq!(values(&mut conn, "idem"), ["a", "b", "c", "d", "e"]);
 }
 
 mod proxy {
