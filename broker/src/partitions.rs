@@ -55,7 +55,7 @@ pub struct Partition {
     /// Idempotent producers' epochs and last batches (see
     /// `producer_state`); changed only while holding `append_gate`.
     producers: RefCell<ProducerStates>,
-    /// Log end of the newest snapshot of `producers` written.
+    /// Log end of the newest snapshot of `producers` (`NO_SNAPSHOT`).
     snapshot_end: Cell<Offset>,
     closed: Cell<bool>,
     /// Housekeeping's view of the active segment: its base offset and when
@@ -487,7 +487,13 @@ impl PartitionManager {
     pub async fn housekeeping(&self) {
         for p in self.all() {
             p.producers.borrow_mut().expire(self.clock.now_ms());
-            p.snapshot_producers().await;
+            // As Kafka, a snapshot per segment roll bounds the scan on open
+            // to about the active segment without writing one per interval.
+            let rolled = p.log.segment_bases().last().copied();
+            let snapshot_end = p.snapshot_end.get();
+            if rolled.is_some_and(|base| base > snapshot_end || snapshot_end == NO_SNAPSHOT) {
+                p.snapshot_producers().await;
+            }
             match p.log.apply_retention().await {
                 Ok(removed) if !removed.is_empty() => {
                     tracing::info!(topic = %p.topic, partition = %p.id, segments = removed.len(), "retention removed segments")
@@ -522,8 +528,10 @@ impl PartitionManager {
 
 impl Partition {
     /// Writes `<offset>.snapshot` of the producer state when the log grew
-    /// since the last one, and removes older snapshots. Taken under the
-    /// append gate so the state matches the log end exactly.
+    /// since the last one (at close, and from housekeeping after a segment
+    /// roll), and removes older snapshots. Taken under the append gate so
+    /// the state matches the log end exactly. Blocking std I/O on the shard
+    /// thread, as the topic registry: rare and small.
     async fn snapshot_producers(&self) {
         let Ok(_gate) = self.append_gate.acquire_permit(1).await else {
             return;
@@ -556,6 +564,9 @@ impl Partition {
         self.data.notify_all();
     }
 }
+
+/// `Partition::snapshot_end` before the first snapshot.
+const NO_SNAPSHOT: Offset = Offset(u64::MAX);
 
 fn snapshot_file_name(offset: Offset) -> String {
     format!("{:020}.snapshot", offset.get())
@@ -590,14 +601,14 @@ async fn load_producer_states(
     let end = log.log_end();
     let mut states = ProducerStates::new(config);
     let mut from = log.log_start();
-    let mut snapshot_end = Offset(u64::MAX);
+    let mut snapshot_end = NO_SNAPSHOT;
     for (offset, path) in snapshot_files(log.dir()) {
         let loaded = (offset <= end)
             .then(|| std::fs::read(&path).ok())
             .flatten()
             .and_then(|bytes| ProducerStates::decode(config, &bytes));
         match loaded {
-            Some(loaded) if snapshot_end == Offset(u64::MAX) => {
+            Some(loaded) if snapshot_end == NO_SNAPSHOT => {
                 states = loaded;
                 from = from.max(offset);
                 snapshot_end = offset;

@@ -45,11 +45,19 @@ fn idempotent_batch(id: i64, epoch: i16, first_seq: i32, values: &[&str]) -> Byt
     for (i, value) in values.iter().enumerate() {
         builder.push(RecordInput {
             value: Some(value.as_bytes()),
-            timestamp: i as i64,
+            // Now: producer state expires by the batches' timestamps.
+            timestamp: now_ms() + i as i64,
             ..RecordInput::default()
         });
     }
     builder.finish().expect("valid batch")
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    i64::try_from(since.as_millis()).expect("in range")
 }
 
 fn values(conn: &mut Conn, topic: &str) -> Vec<String> {
@@ -368,4 +376,46 @@ fn the_producer_retries_through_cut_connections_and_writes_every_record_once() {
         assert_eq!(got.len(), want.len(), "partition {partition}: count");
         assert_eq!(got, want, "partition {partition}");
     }
+}
+
+#[test]
+fn housekeeping_snapshots_after_a_roll_and_a_killed_broker_resumes_from_it() {
+    let mut broker = Broker::start(&["--shards", "1", "--housekeeping-interval-ms", "20"]);
+    let mut conn = broker.conn();
+    let configs = [("segment.bytes", "8192"), ("max.message.bytes", "4096")];
+    assert_eq!(conn.create_topic("rolls", 1, &configs), ErrorCode::None);
+    let (_, id, epoch) = init_producer_id(&mut conn, -1, -1);
+    let batches: Vec<Bytes> = (0..200)
+        .map(|i| idempotent_batch(id, epoch, i, &[&format!("value-{i:04}")]))
+        .collect();
+    for (i, b) in batches.iter().enumerate() {
+        assert_eq!(conn.produce("rolls", 0, b, -1), (ErrorCode::None, i as i64));
+    }
+    let dir = broker.data_dir().join("rolls-0");
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while !std::fs::read_dir(&dir)
+        .expect("partition dir")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".snapshot"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot after rolls"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(conn);
+    broker.kill_and_restart();
+    let mut conn = broker.conn();
+    assert_eq!(
+        conn.produce("rolls", 0, &batches[199], -1),
+        (ErrorCode::None, 199)
+    );
+    assert_eq!(
+        conn.produce("rolls", 0, &batches[196], -1),
+        (ErrorCode::None, 196)
+    );
+    let next = idempotent_batch(id, epoch, 200, &["last"]);
+    assert_eq!(conn.produce("rolls", 0, &next, -1), (ErrorCode::None, 200));
+    assert_eq!(conn.read_all("rolls", 0, 0).len(), 201);
 }
