@@ -5,15 +5,19 @@
 //! Every failure becomes one line on stderr (`fjord: ...`) and a non-zero
 //! exit; connection failures say how to start a broker.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufWriter, ErrorKind, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use fjord_net::client::admin::Admin;
+use fjord_net::client::assignor::Assignor;
 use fjord_net::client::consumer::{
     Consumer, ConsumerError, ConsumerOptions, ConsumerRecord, OffsetReset, SeekTo,
 };
+use fjord_net::client::group::OffsetToCommit;
+use fjord_net::client::group_consumer::{GroupConsumer, GroupError, GroupOptions};
 use fjord_net::client::producer::{Producer, ProducerOptions, ProducerRecord, SendHandle};
 use fjord_net::client::producer_core::ProduceError;
 use fjord_net::client::protocol::{Acks, NewTopic};
@@ -159,7 +163,32 @@ pub struct ConsumeArgs {
     #[arg(long, short = 'f', default_value = "%v")]
     pub format: String,
     #[command(flatten)]
+    pub group: GroupArgs,
+    #[command(flatten)]
     pub brokers: BrokersArg,
+}
+
+/// `fjord consume --group`: consume as a member of a consumer group.
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    /// Join this consumer group: the group's members share the topic's
+    /// partitions, each starts at the group's committed offset (--from
+    /// applies only where nothing is committed), and what is printed is
+    /// committed after each batch. --partition is not allowed with it.
+    #[arg(long, short = 'g')]
+    pub group: Option<String>,
+    /// Static membership (`group.instance.id`).
+    #[arg(long)]
+    pub instance_id: Option<String>,
+    /// `session.timeout.ms`.
+    #[arg(long, default_value_t = 45_000)]
+    pub session_timeout_ms: u64,
+    /// `heartbeat.interval.ms`.
+    #[arg(long, default_value_t = 3_000)]
+    pub heartbeat_interval_ms: u64,
+    /// `partition.assignment.strategy`: range or roundrobin.
+    #[arg(long, default_value = "range")]
+    pub assignor: String,
 }
 
 /// A failure, shown as `fjord: <message>`.
@@ -508,6 +537,9 @@ pub fn consume(args: ConsumeArgs) -> Result<(), CliError> {
         SeekTo::Latest => OffsetReset::Latest,
         _ => OffsetReset::Earliest,
     };
+    if args.group.group.is_some() {
+        return consume_group(args, options, format);
+    }
     let mut consumer = Consumer::new(options)?;
     let partitions = match args.partition {
         Some(p) => {
@@ -550,6 +582,93 @@ pub fn consume(args: ConsumeArgs) -> Result<(), CliError> {
         if let Err(error) = out.flush() {
             return quiet_on_broken_pipe(error);
         }
+    }
+}
+
+/// `fjord consume --group`: prints, then commits what it printed (so a
+/// restarted group resumes right after the last printed record).
+fn consume_group(
+    args: ConsumeArgs,
+    options: ConsumerOptions,
+    format: Format,
+) -> Result<(), CliError> {
+    let group = args.group.group.clone().unwrap_or_default();
+    if args.partition.is_some() {
+        return Err(CliError::new("--partition cannot be used with --group"));
+    }
+    let assignor = Assignor::from_name(&args.group.assignor)
+        .filter(|a| !a.is_cooperative())
+        .ok_or_else(|| {
+            CliError(format!(
+                "unknown assignor {:?}: use range or roundrobin",
+                args.group.assignor
+            ))
+        })?;
+    let mut group_options = GroupOptions::new(group);
+    group_options.instance_id = args.group.instance_id.clone();
+    group_options.client_id = "fjord-cli".to_owned();
+    group_options.session_timeout = Duration::from_millis(args.group.session_timeout_ms);
+    group_options.heartbeat_interval = Duration::from_millis(args.group.heartbeat_interval_ms);
+    group_options.auto_commit = false;
+    group_options.assignors = vec![assignor];
+    let mut consumer = GroupConsumer::new(options, group_options).map_err(group_error)?;
+    consumer.subscribe(&[&args.topic]);
+
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut remaining = args.count;
+    if remaining == Some(0) {
+        return Ok(());
+    }
+    loop {
+        let records = consumer.poll(Duration::from_secs(1)).map_err(group_error)?;
+        let mut printed: BTreeMap<(String, u32), i64> = BTreeMap::new();
+        let mut done = false;
+        for record in &records {
+            if let Err(error) = write_record(&mut out, &format, record) {
+                return quiet_on_broken_pipe(error);
+            }
+            printed.insert(
+                (record.topic.to_string(), record.partition.get()),
+                record.offset.get() as i64 + 1,
+            );
+            if let Some(left) = remaining.as_mut() {
+                *left -= 1;
+                if *left == 0 {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        if let Err(error) = out.flush() {
+            return quiet_on_broken_pipe(error);
+        }
+        let offsets: Vec<OffsetToCommit> = printed
+            .into_iter()
+            .map(|((topic, partition), offset)| OffsetToCommit {
+                topic,
+                partition,
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+            })
+            .collect();
+        // A commit refused by a rebalance is retried by the next batch of
+        // the partition's new owner; the records may be printed twice.
+        if let Err(error) = consumer.commit_offsets(&offsets) {
+            tracing::debug!(%error, "commit failed");
+        }
+        if done {
+            return consumer.close().map_err(group_error);
+        }
+    }
+}
+
+fn group_error(error: GroupError) -> CliError {
+    match error {
+        GroupError::Consumer(error) => error.into(),
+        GroupError::Client(error) => error.into(),
+        other => CliError(other.to_string()),
     }
 }
 

@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod consumer;
 pub mod consumer_protocol;
 pub mod group;
+pub mod group_consumer;
 pub mod partitioner;
 pub mod producer;
 pub mod producer_core;

@@ -229,6 +229,24 @@ impl Consumer {
         self.metadata_stale = true;
     }
 
+    /// Removes partitions from the assignment, with their buffered records.
+    pub fn unassign(&mut self, topic: &str, partitions: &[PartitionId]) {
+        let topic: Arc<str> = Arc::from(topic);
+        for partition in partitions {
+            self.assigned.remove(&(topic.clone(), *partition));
+        }
+        self.buffer
+            .retain(|r| !(r.topic == topic && partitions.contains(&r.partition)));
+    }
+
+    /// The assigned partitions, sorted.
+    pub fn assignment(&self) -> Vec<(String, PartitionId)> {
+        self.assigned
+            .keys()
+            .map(|(topic, partition)| (topic.to_string(), *partition))
+            .collect()
+    }
+
     /// Moves a partition's position; takes effect at the next `poll`
     /// (records already fetched for it are dropped).
     pub fn seek(
