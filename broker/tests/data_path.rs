@@ -387,7 +387,18 @@ fn hostile_input_gets_errors_and_a_good_client_is_served_meanwhile() {
     // A frame over frame_bytes_max closes the connection.
     let huge = vec![0u8; 2 << 20];
     let body = Conn::produce_body("t", 1, huge.len(), 1);
-    let _ = bad.send(ApiKey::Produce, 0, 0, &body, &huge);
+    let mut frame = bytes::BytesMut::new();
+    fjord_schema::frame::encode_frame(
+        &mut frame,
+        ApiKey::Produce as u16,
+        0,
+        fjord_schema::frame::FrameFlags(0),
+        fjord_schema::CorrelationId(1),
+        &body,
+        &huge,
+    );
+    // The broker may close after the header, before all of it is written.
+    let _ = std::io::Write::write_all(&mut bad.stream, &frame);
     assert!(bad.try_receive().is_err(), "connection closed");
 
     stop.store(true, Ordering::Release);
