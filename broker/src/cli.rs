@@ -25,6 +25,7 @@ use fjord_net::client::{ClientConfig, ClientError};
 use fjord_schema::{Compression, ErrorCode, Offset, PartitionId};
 
 mod format;
+pub mod group;
 
 use format::Format;
 

@@ -31,6 +31,9 @@ enum Command {
     Produce(cli::ProduceArgs),
     /// Print records, one per line; follows the log unless --count is given.
     Consume(cli::ConsumeArgs),
+    /// List, describe consumer groups and reset their offsets.
+    #[command(subcommand)]
+    Group(cli::group::GroupCommand),
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::Topic(command) => cli::exit(cli::topic(command)),
         Command::Produce(args) => cli::exit(cli::produce(args)),
         Command::Consume(args) => cli::exit(cli::consume(args)),
+        Command::Group(command) => cli::exit(cli::group::run(command)),
     }
 }
 

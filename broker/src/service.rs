@@ -15,6 +15,7 @@ use glommio::sync::Semaphore;
 
 use crate::catalog::Catalog;
 use crate::group::host::GroupHost;
+use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::{Mesh, OpHandler};
 use crate::ops::{CreateSpec, Op, OpResult, TopicOutcome};
 use crate::partitions::PartitionManager;
@@ -354,6 +355,15 @@ impl ShardService {
         let mut outcomes = Vec::with_capacity(names.len());
         let mut removed = Vec::new();
         for name in names {
+            if name == OFFSETS_TOPIC {
+                outcomes.push(TopicOutcome {
+                    name,
+                    error: ErrorCode::InvalidTopicException,
+                    message: Some("the consumer offsets topic cannot be deleted".to_owned()),
+                    num_partitions: -1,
+                });
+                continue;
+            }
             let deleted = admin.registry.borrow_mut().delete(&name);
             match deleted {
                 Ok(meta) => {
