@@ -1,0 +1,194 @@
+//! `fjord_net::client::group_consumer::GroupConsumer` in-process against a
+//! real 2-shard broker: rebalance callbacks with commit before revoke,
+//! auto-commit, static membership (a restart gets its partitions back and
+//! resumes at the commits), and leaving on a missed `max_poll_interval`.
+//! Assertions on membership and delivery only; deadlines only keep a broken
+//! broker from hanging the suite.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{batch, Broker, PATIENCE};
+use fjord_net::client::assignor::TopicPartition;
+use fjord_net::client::consumer::{ConsumerOptions, ConsumerRecord};
+use fjord_net::client::group_consumer::{GroupConsumer, GroupOptions, RebalanceListener};
+use fjord_net::client::{Client, ClientConfig};
+use fjord_schema::ErrorCode;
+
+const TOPIC: &str = "jobs";
+
+fn start_broker(dir: &tempfile::TempDir) -> Broker {
+    let config = dir.path().join("fjord.toml");
+    std::fs::write(
+        &config,
+        "group_min_session_timeout_ms = 1000\ngroup_initial_rebalance_delay_ms = 100\n",
+    )
+    .expect("config");
+    Broker::start(&["--shards", "2", "--config", config.to_str().expect("utf8")])
+}
+
+fn produce(broker: &Broker, partitions: u32, tag: &str, count: usize) {
+    let mut conn = broker.conn();
+    for partition in 0..partitions {
+        let values: Vec<String> = (0..count)
+            .map(|i| format!("{tag}-{partition}-{i}"))
+            .collect();
+        let records: Vec<(&[u8], &[u8])> =
+            values.iter().map(|v| (&b"k"[..], v.as_bytes())).collect();
+        let (error, _) = conn.produce(TOPIC, partition, &batch(&records, 1), -1);
+        assert_eq!(error, ErrorCode::None);
+    }
+}
+
+/// ("assigned" | "revoked", partitions), in call order.
+type Event = (String, Vec<TopicPartition>);
+
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<Event>>>);
+
+impl RebalanceListener for Events {
+    fn on_revoked(&mut self, partitions: &[TopicPartition]) {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .push(("revoked".into(), partitions.to_vec()));
+    }
+    fn on_assigned(&mut self, partitions: &[TopicPartition]) {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .push(("assigned".into(), partitions.to_vec()));
+    }
+}
+
+/// A static member; its session outlives the test, so only a restart of
+/// the same instance takes its place.
+fn member(addr: SocketAddr, group: &str, instance: Option<&str>) -> GroupConsumer {
+    let mut options = GroupOptions::new(group);
+    options.instance_id = instance.map(str::to_owned);
+    options.session_timeout = Duration::from_secs(600);
+    options.heartbeat_interval = Duration::from_millis(200);
+    options.auto_commit_interval = Duration::from_millis(100);
+    let mut consumer = GroupConsumer::new(ConsumerOptions::new(addr.to_string()), options)
+        .expect("group consumer");
+    consumer.subscribe(&[TOPIC]);
+    consumer
+}
+
+/// Polls until `count` records arrived.
+fn poll_n(consumer: &mut GroupConsumer, count: usize) -> Vec<ConsumerRecord> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut records = Vec::new();
+    while records.len() < count {
+        assert!(Instant::now() < deadline, "only {} records", records.len());
+        records.extend(consumer.poll(Duration::from_millis(200)).expect("poll"));
+    }
+    records
+}
+
+fn committed(addr: SocketAddr, group: &str) -> BTreeMap<u32, i64> {
+    Client::connect(addr, ClientConfig::default())
+        .expect("connect")
+        .offset_fetch(group, None)
+        .expect("offset fetch")
+        .into_iter()
+        .map(|o| (o.partition, o.offset))
+        .collect()
+}
+
+fn members_of(addr: SocketAddr, group: &str) -> Vec<String> {
+    Client::connect(addr, ClientConfig::default())
+        .expect("connect")
+        .describe_groups(&[group])
+        .expect("describe")
+        .into_iter()
+        .flat_map(|g| g.members)
+        .map(|m| m.member_id)
+        .collect()
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !ready() {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn static_member_restarts_with_its_partitions_at_the_committed_offsets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start_broker(&dir);
+    let addr = broker.addr;
+    assert_eq!(broker.conn().create_topic(TOPIC, 4, &[]), ErrorCode::None);
+    produce(&broker, 4, "a", 10);
+
+    let events = Events::default();
+    let mut first = member(addr, "static", Some("worker-1"));
+    first.set_listener(Box::new(events.clone()));
+    let records = poll_n(&mut first, 40);
+    let values: BTreeSet<String> = records
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().expect("value").to_vec()).expect("utf8"))
+        .collect();
+    assert_eq!(values.len(), 40, "each record once");
+    let all: Vec<TopicPartition> = (0..4).map(|p| TopicPartition::new(TOPIC, p)).collect();
+    assert_eq!(first.assignment(), all.as_slice());
+    let member_id = first.member_id().to_owned();
+    first.close().expect("close");
+    {
+        let events = events.0.lock().expect("not poisoned");
+        assert_eq!(events.first(), Some(&("assigned".to_owned(), all.clone())));
+        assert_eq!(events.last(), Some(&("revoked".to_owned(), all.clone())));
+    }
+    // Committed before the revoke: all 40 records.
+    let after_close = committed(addr, "static");
+    assert_eq!(after_close.values().copied().collect::<Vec<_>>(), [10; 4]);
+    // A static member does not leave on close.
+    assert_eq!(members_of(addr, "static"), [member_id]);
+
+    // The same instance comes back: same partitions, resumes at the commits.
+    produce(&broker, 4, "b", 1);
+    let mut second = member(addr, "static", Some("worker-1"));
+    let records = poll_n(&mut second, 4);
+    assert!(records.iter().all(|r| r.offset.get() == 10), "{records:?}");
+    assert_eq!(second.assignment(), all.as_slice());
+    second.close().expect("close");
+}
+
+#[test]
+fn a_member_that_stops_polling_leaves_and_rejoins_on_the_next_poll() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start_broker(&dir);
+    let addr = broker.addr;
+    assert_eq!(broker.conn().create_topic(TOPIC, 2, &[]), ErrorCode::None);
+    produce(&broker, 2, "x", 3);
+
+    let mut options = GroupOptions::new("slow");
+    options.session_timeout = Duration::from_secs(3);
+    options.heartbeat_interval = Duration::from_millis(100);
+    options.max_poll_interval = Duration::from_millis(1_500);
+    let mut consumer = GroupConsumer::new(ConsumerOptions::new(addr.to_string()), options)
+        .expect("group consumer");
+    consumer.subscribe(&[TOPIC]);
+    poll_n(&mut consumer, 6);
+    consumer.commit_sync().expect("commit");
+    assert_eq!(members_of(addr, "slow").len(), 1);
+    // No poll: the heartbeat thread leaves the group.
+    wait_for("the member left", || members_of(addr, "slow").is_empty());
+    // The next poll rejoins and gets the partitions back.
+    produce(&broker, 2, "y", 1);
+    let records = poll_n(&mut consumer, 2);
+    assert!(records.iter().all(|r| r.offset.get() == 3), "{records:?}");
+    assert_eq!(members_of(addr, "slow").len(), 1);
+    consumer.close().expect("close");
+    assert!(
+        members_of(addr, "slow").is_empty(),
+        "a dynamic member leaves on close"
+    );
+}
