@@ -88,7 +88,8 @@ pub struct Args {
     /// After producing stops, how long acks and consumers may take.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub drain_timeout: Duration,
-    /// CPUs for the actors, round robin (e.g. `0,1`) [default: all].
+    /// CPUs for the actors, round robin (e.g. `0,1`) [default: all, highest
+    /// first].
     #[arg(long, value_delimiter = ',')]
     pub cpus: Vec<usize>,
     /// glommio io_memory per actor executor, in bytes.
@@ -240,8 +241,10 @@ pub fn plan(args: Args) -> Result<Plan, String> {
         Bound::Count { .. } => Duration::ZERO,
     });
     let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Highest CPU first: brokers number their shards from CPU 0, so on a
+    // shared host the first actors land away from the busiest shard.
     let cpus = if args.cpus.is_empty() {
-        (0..online).collect()
+        (0..online).rev().collect()
     } else {
         args.cpus.clone()
     };
