@@ -140,6 +140,16 @@ fn static_member_restarts_with_its_partitions_at_the_committed_offsets() {
     let all: Vec<TopicPartition> = (0..4).map(|p| TopicPartition::new(TOPIC, p)).collect();
     assert_eq!(first.assignment(), all.as_slice());
     let member_id = first.member_id().to_owned();
+    first.commit_async().expect("async commit sent");
+    first.wait_async_commits().expect("async commit answered");
+    assert_eq!(
+        committed(addr, "static")
+            .values()
+            .copied()
+            .collect::<Vec<_>>(),
+        [10; 4],
+        "the async commit is durable once answered"
+    );
     first.close().expect("close");
     {
         let events = events.0.lock().expect("not poisoned");

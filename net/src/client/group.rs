@@ -383,68 +383,9 @@ impl Client {
         committer: Committer<'_>,
         offsets: &[OffsetToCommit],
     ) -> Result<Vec<(String, u32, ErrorCode)>, ClientError> {
-        let mut fbb = FlatBufferBuilder::new();
-        let topics: Vec<_> = by_topic(offsets, |o| &o.topic)
-            .into_iter()
-            .map(|(topic, run)| {
-                let parts: Vec<_> = run
-                    .into_iter()
-                    .map(|o| {
-                        let metadata = fbb.create_string(&o.metadata);
-                        wire::OffsetCommitRequestPartition::create(
-                            &mut fbb,
-                            &wire::OffsetCommitRequestPartitionArgs {
-                                partition: o.partition,
-                                committed_offset: o.offset,
-                                committed_leader_epoch: o.leader_epoch,
-                                committed_metadata: Some(metadata),
-                            },
-                        )
-                    })
-                    .collect();
-                let parts = fbb.create_vector(&parts);
-                let name = fbb.create_string(topic);
-                wire::OffsetCommitRequestTopic::create(
-                    &mut fbb,
-                    &wire::OffsetCommitRequestTopicArgs {
-                        name: Some(name),
-                        partitions: Some(parts),
-                    },
-                )
-            })
-            .collect();
-        let topics = fbb.create_vector(&topics);
-        let group_id = fbb.create_string(group_id);
-        let member_id = fbb.create_string(committer.member_id);
-        let instance = committer.instance_id.map(|i| fbb.create_string(i));
-        let root = wire::OffsetCommitRequest::create(
-            &mut fbb,
-            &wire::OffsetCommitRequestArgs {
-                group_id: Some(group_id),
-                generation_id: committer.generation_id,
-                member_id: Some(member_id),
-                group_instance_id: instance,
-                topics: Some(topics),
-            },
-        );
-        fbb.finish(root, None);
-        let frame = self.typed(ApiKey::OffsetCommit, fbb.finished_data())?;
-        let Response::OffsetCommit(r) = decode_typed(&frame, ApiKey::OffsetCommit)? else {
-            return Err(unexpected(ApiKey::OffsetCommit, &frame));
-        };
-        Ok(r.topics()
-            .iter()
-            .flatten()
-            .flat_map(|t| {
-                t.partitions().into_iter().flatten().map(move |p| {
-                    (
-                        t.name().to_owned(),
-                        p.partition(),
-                        ErrorCode::from_code(p.error_code()),
-                    )
-                })
-            })
-            .collect())
+        let body = encode_offset_commit(group_id, committer, offsets);
+        let frame = self.typed(ApiKey::OffsetCommit, &body)?;
+        read_offset_commit(&frame)
     }
 
     /// Committed offsets of `partitions` (`None`: every committed one).
@@ -576,4 +517,81 @@ impl Client {
             })
             .collect())
     }
+}
+
+/// An OffsetCommit request body (for pipelined commits: send it with
+/// [`Client::send`], read the answer with [`read_offset_commit`]).
+pub fn encode_offset_commit(
+    group_id: &str,
+    committer: Committer<'_>,
+    offsets: &[OffsetToCommit],
+) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::new();
+    let topics: Vec<_> = by_topic(offsets, |o| &o.topic)
+        .into_iter()
+        .map(|(topic, run)| {
+            let parts: Vec<_> = run
+                .into_iter()
+                .map(|o| {
+                    let metadata = fbb.create_string(&o.metadata);
+                    wire::OffsetCommitRequestPartition::create(
+                        &mut fbb,
+                        &wire::OffsetCommitRequestPartitionArgs {
+                            partition: o.partition,
+                            committed_offset: o.offset,
+                            committed_leader_epoch: o.leader_epoch,
+                            committed_metadata: Some(metadata),
+                        },
+                    )
+                })
+                .collect();
+            let parts = fbb.create_vector(&parts);
+            let name = fbb.create_string(topic);
+            wire::OffsetCommitRequestTopic::create(
+                &mut fbb,
+                &wire::OffsetCommitRequestTopicArgs {
+                    name: Some(name),
+                    partitions: Some(parts),
+                },
+            )
+        })
+        .collect();
+    let topics = fbb.create_vector(&topics);
+    let group_id = fbb.create_string(group_id);
+    let member_id = fbb.create_string(committer.member_id);
+    let instance = committer.instance_id.map(|i| fbb.create_string(i));
+    let root = wire::OffsetCommitRequest::create(
+        &mut fbb,
+        &wire::OffsetCommitRequestArgs {
+            group_id: Some(group_id),
+            generation_id: committer.generation_id,
+            member_id: Some(member_id),
+            group_instance_id: instance,
+            topics: Some(topics),
+        },
+    );
+    fbb.finish(root, None);
+    fbb.finished_data().to_vec()
+}
+
+/// One error per partition of an OffsetCommit response.
+pub fn read_offset_commit(
+    frame: &fjord_schema::Frame,
+) -> Result<Vec<(String, u32, ErrorCode)>, ClientError> {
+    let Response::OffsetCommit(r) = decode_typed(frame, ApiKey::OffsetCommit)? else {
+        return Err(unexpected(ApiKey::OffsetCommit, frame));
+    };
+    Ok(r.topics()
+        .iter()
+        .flatten()
+        .flat_map(|t| {
+            t.partitions().into_iter().flatten().map(move |p| {
+                (
+                    t.name().to_owned(),
+                    p.partition(),
+                    ErrorCode::from_code(p.error_code()),
+                )
+            })
+        })
+        .collect())
 }

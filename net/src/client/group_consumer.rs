@@ -17,18 +17,21 @@
 //! Lives in: the caller's thread plus one heartbeat thread. Owns: a
 //! [`Consumer`] (fetch connections), two coordinator connections.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use fjord_schema::{ErrorCode, Offset, PartitionId};
+use fjord_schema::api::ApiKey;
+use fjord_schema::{CorrelationId, ErrorCode, Offset, PartitionId};
 
 use super::assignor::{Assignor, Subscription, TopicPartition};
 use super::consumer::{Consumer, ConsumerError, ConsumerOptions, ConsumerRecord, SeekTo};
 use super::consumer_protocol::{self, PROTOCOL_TYPE};
-use super::group::{Committer, JoinGroup, OffsetToCommit};
+use super::group::{
+    encode_offset_commit, read_offset_commit, Committer, JoinGroup, OffsetToCommit,
+};
 use super::{Client, ClientConfig, ClientError};
 
 /// Group settings, named after Kafka's consumer configs.
@@ -101,6 +104,9 @@ pub enum GroupError {
     Assignment(String),
 }
 
+/// Asynchronous commits in flight at most; one more waits for the oldest.
+const ASYNC_COMMITS_MAX: usize = 16;
+
 /// What the heartbeat thread and the caller's thread share.
 #[derive(Debug, Default)]
 struct Membership {
@@ -143,6 +149,9 @@ pub struct GroupConsumer {
     membership: Arc<Mutex<Membership>>,
     stop: Arc<AtomicBool>,
     heartbeat: Option<JoinHandle<()>>,
+    /// Correlation ids of asynchronous commits not yet answered.
+    async_commits: VecDeque<CorrelationId>,
+    async_error: Option<GroupError>,
     last_commit: Instant,
     listener: Box<dyn RebalanceListener + Send>,
 }
@@ -184,6 +193,8 @@ impl GroupConsumer {
             })),
             stop: Arc::new(AtomicBool::new(false)),
             heartbeat: None,
+            async_commits: VecDeque::new(),
+            async_error: None,
             last_commit: Instant::now(),
             listener: Box::new(NoListener),
         })
@@ -310,6 +321,8 @@ impl GroupConsumer {
         if offsets.is_empty() || self.generation < 0 {
             return Ok(());
         }
+        // Commits are answered in order: earlier async ones first.
+        self.finish_async_commits();
         let group = self.options.group_id.clone();
         let member = self.member_id.clone();
         let instance = self.options.instance_id.clone();
@@ -325,7 +338,7 @@ impl GroupConsumer {
         {
             Ok(results) => results,
             Err(error) => {
-                self.coordinator = None;
+                self.forget_coordinator();
                 return Err(error.into());
             }
         };
@@ -349,29 +362,96 @@ impl GroupConsumer {
         Err(GroupError::Commit(failed))
     }
 
-    /// Commits without waiting for the answer: sent on a short-lived
-    /// thread; a failure is only logged by the next synchronous commit's
-    /// outcome (Kafka's commitAsync without a callback).
-    pub fn commit_async(&mut self) {
+    /// Commits the positions of the owned partitions without waiting: the
+    /// request is pipelined on the coordinator connection and its answer
+    /// read by a later commit, `poll` or `close` (at most
+    /// `ASYNC_COMMITS_MAX` stay unanswered). A failure is kept for
+    /// [`GroupConsumer::take_async_error`].
+    pub fn commit_async(&mut self) -> Result<(), GroupError> {
         let offsets = self.positions();
         if offsets.is_empty() || self.generation < 0 {
-            return;
+            return Ok(());
         }
-        let group = self.options.group_id.clone();
+        while self.async_commits.len() >= ASYNC_COMMITS_MAX {
+            self.read_async_commit()?;
+        }
         let member = self.member_id.clone();
         let instance = self.options.instance_id.clone();
-        let generation = self.generation;
-        let Ok(mut client) = self.connect_coordinator() else {
-            return;
+        let committer = Committer {
+            generation_id: self.generation,
+            member_id: &member,
+            instance_id: instance.as_deref(),
         };
-        thread::spawn(move || {
-            let committer = Committer {
-                generation_id: generation,
-                member_id: &member,
-                instance_id: instance.as_deref(),
-            };
-            let _ = client.offset_commit(&group, committer, &offsets);
-        });
+        let body = encode_offset_commit(&self.options.group_id, committer, &offsets);
+        let sent = self
+            .coordinator()?
+            .send(ApiKey::OffsetCommit, 0, &body, &[]);
+        match sent {
+            Ok(id) => {
+                self.async_commits.push_back(id);
+                Ok(())
+            }
+            Err(error) => {
+                self.forget_coordinator();
+                Err(error.into())
+            }
+        }
+    }
+
+    /// The first failure of an asynchronous commit since the last call.
+    pub fn take_async_error(&mut self) -> Option<GroupError> {
+        self.async_error.take()
+    }
+
+    /// Waits for every asynchronous commit's answer; the first failure.
+    pub fn wait_async_commits(&mut self) -> Result<(), GroupError> {
+        self.finish_async_commits();
+        match self.async_error.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    fn read_async_commit(&mut self) -> Result<(), GroupError> {
+        let Some(id) = self.async_commits.pop_front() else {
+            return Ok(());
+        };
+        let received = self.coordinator()?.receive(id);
+        let results = match received.and_then(|frame| read_offset_commit(&frame)) {
+            Ok(results) => results,
+            Err(error) => {
+                self.forget_coordinator();
+                return Err(error.into());
+            }
+        };
+        let failed: Vec<_> = results
+            .into_iter()
+            .filter(|(_, _, code)| *code != ErrorCode::None)
+            .collect();
+        if !failed.is_empty() && self.async_error.is_none() {
+            self.async_error = Some(GroupError::Commit(failed));
+        }
+        Ok(())
+    }
+
+    /// Reads the answers of every asynchronous commit still in flight.
+    fn finish_async_commits(&mut self) {
+        while !self.async_commits.is_empty() {
+            if let Err(error) = self.read_async_commit() {
+                self.async_error.get_or_insert(error);
+            }
+        }
+    }
+
+    /// Drops the coordinator connection (and with it any unanswered
+    /// asynchronous commits, which are reported as failed).
+    fn forget_coordinator(&mut self) {
+        self.coordinator = None;
+        if !self.async_commits.is_empty() {
+            self.async_commits.clear();
+            self.async_error
+                .get_or_insert(GroupError::Client(ClientError::Closed));
+        }
     }
 
     /// Gives up everything owned: commit (auto-commit on), `on_revoked`,
@@ -398,6 +478,7 @@ impl GroupConsumer {
     }
 
     fn rejoin(&mut self) -> Result<(), GroupError> {
+        self.finish_async_commits();
         self.revoke_all();
         {
             let mut m = self.membership.lock().expect("not poisoned");
@@ -414,7 +495,7 @@ impl GroupConsumer {
                 Ok(false) => continue,
                 Err(GroupError::Client(error)) => {
                     // The coordinator moved or the connection broke.
-                    self.coordinator = None;
+                    self.forget_coordinator();
                     if !matches!(error, ClientError::Io(_) | ClientError::Closed) {
                         return Err(error.into());
                     }
@@ -468,7 +549,7 @@ impl GroupConsumer {
             | ErrorCode::CoordinatorLoadInProgress
             | ErrorCode::CoordinatorNotAvailable
             | ErrorCode::NotCoordinator => {
-                self.coordinator = None;
+                self.forget_coordinator();
                 thread::sleep(Duration::from_millis(100));
                 return Ok(false);
             }
@@ -604,6 +685,7 @@ impl GroupConsumer {
     /// (dynamic members only: a static member keeps its place until its
     /// session times out) and stops the heartbeat.
     pub fn close(mut self) -> Result<(), GroupError> {
+        self.finish_async_commits();
         self.revoke_all();
         self.stop.store(true, Ordering::Release);
         if let Some(heartbeat) = self.heartbeat.take() {
