@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use common::{batch, Broker};
@@ -185,4 +185,129 @@ fn offsets_topic_is_internal_listed_and_refuses_client_produces() {
     assert_eq!(error, ErrorCode::InvalidTopicException);
     // Nothing committed yet: no groups.
     assert!(c.list_groups().expect("list groups").is_empty());
+}
+
+/// Two members join through the shard that does *not* host the group:
+/// their JoinGroup and SyncGroup are parked on the hosting shard across
+/// the mesh until the rebalance completes.
+#[test]
+fn join_and_sync_through_the_other_shard_are_parked_across_the_mesh() {
+    use fjord_net::client::group::JoinGroup;
+
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let config = config_dir.path().join("fjord.toml");
+    std::fs::write(&config, "group_initial_rebalance_delay_ms = 100\n").expect("config");
+    let broker = Broker::start(&["--shards", "2", "--config", config.to_str().expect("utf8")]);
+    let meta = client(broker.addr).metadata(Some(&[])).expect("metadata");
+    let group = "mesh-group";
+    let hosting = client(broker.addr)
+        .find_coordinator(group)
+        .expect("find coordinator")
+        .shard;
+    let other = 1 - hosting;
+    let other_addr = SocketAddr::new(
+        broker.addr.ip(),
+        meta.brokers[0].shard_ports[usize::from(other)],
+    );
+    let members: Vec<_> = (0..2)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = client(other_addr);
+                let protocols = vec![("range".to_owned(), vec![i as u8])];
+                let mut member_id = String::new();
+                let deadline = std::time::Instant::now() + common::PATIENCE;
+                // Join, sync, heartbeat; rejoin when the other member's
+                // arrival starts a new rebalance; done once both are in.
+                'rejoin: loop {
+                    assert!(std::time::Instant::now() < deadline, "no stable group");
+                    let joined = c
+                        .join_group(&JoinGroup {
+                            group_id: group,
+                            member_id: &member_id,
+                            instance_id: None,
+                            client_id: "test",
+                            protocol_type: "consumer",
+                            protocols: &protocols,
+                            session_timeout_ms: 10_000,
+                            rebalance_timeout_ms: 10_000,
+                        })
+                        .expect("join");
+                    match joined.error {
+                        ErrorCode::None => member_id = joined.member_id.clone(),
+                        ErrorCode::MemberIdRequired => {
+                            member_id = joined.member_id;
+                            continue;
+                        }
+                        other => panic!("join failed: {other:?}"),
+                    }
+                    let assignments: Vec<(String, Vec<u8>)> = if joined.leader == joined.member_id {
+                        joined
+                            .members
+                            .iter()
+                            .map(|m| (m.member_id.clone(), m.metadata.clone()))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    let synced = c
+                        .sync_group(
+                            group,
+                            joined.generation_id,
+                            &member_id,
+                            None,
+                            "consumer",
+                            "range",
+                            &assignments,
+                        )
+                        .expect("sync");
+                    if synced.error != ErrorCode::None {
+                        continue;
+                    }
+                    loop {
+                        assert!(std::time::Instant::now() < deadline, "no stable group");
+                        // Describe first: the group's generation is at least
+                        // ours here, so a heartbeat that then succeeds proves
+                        // the Stable two-member generation is ours.
+                        let described = c.describe_groups(&[group]).expect("describe");
+                        let both_in =
+                            described[0].state == "Stable" && described[0].members.len() == 2;
+                        let beat = c
+                            .heartbeat(group, joined.generation_id, &member_id, None)
+                            .expect("heartbeat");
+                        if beat != ErrorCode::None {
+                            continue 'rejoin;
+                        }
+                        if both_in {
+                            break 'rejoin (joined, synced);
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                }
+            })
+        })
+        .collect();
+    let results: Vec<_> = members
+        .into_iter()
+        .map(|m| m.join().expect("member thread"))
+        .collect();
+    // Both reached the same generation with one leader; each got the
+    // assignment the leader wrote for it (here: its own metadata back).
+    let generations: BTreeSet<i32> = results.iter().map(|(j, _)| j.generation_id).collect();
+    assert_eq!(generations.len(), 1, "{results:?}");
+    let leaders: BTreeSet<&str> = results.iter().map(|(j, _)| j.leader.as_str()).collect();
+    assert_eq!(leaders.len(), 1);
+    let mut assigned: Vec<Vec<u8>> = results
+        .iter()
+        .map(|(_, s)| {
+            assert_eq!(s.error, ErrorCode::None);
+            s.assignment.clone()
+        })
+        .collect();
+    assigned.sort();
+    assert_eq!(assigned, [vec![0u8], vec![1u8]]);
+    let described = client(other_addr)
+        .describe_groups(&[group])
+        .expect("describe");
+    assert_eq!(described[0].state, "Stable");
+    assert_eq!(described[0].members.len(), 2);
 }
