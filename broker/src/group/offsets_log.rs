@@ -176,8 +176,14 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<OffsetRecord, 
     })
 }
 
-/// One batch with a record per committed partition; an error when a
-/// string is longer than [`STRING_BYTES_MAX`] or the batch cannot be built.
+/// Bytes per batch a commit is split at, far below any `max.message.bytes`
+/// the broker accepts, so a commit of many partitions is still written.
+pub const COMMIT_BATCH_BYTES_TARGET: usize = 256 << 10;
+
+/// The records of one commit, a record per committed partition, as
+/// back-to-back batches of about [`COMMIT_BATCH_BYTES_TARGET`] (one
+/// produce appends them contiguously); an error when a string is longer
+/// than [`STRING_BYTES_MAX`] or a batch cannot be built.
 pub fn commit_batch(
     group_id: &str,
     offsets: &[(TopicPartition, CommittedOffset)],
@@ -192,21 +198,31 @@ pub fn commit_batch(
     {
         return Err(format!("a string is longer than {STRING_BYTES_MAX} bytes"));
     }
+    let mut out = bytes::BytesMut::new();
     let mut builder = BatchBuilder::new(BatchOptions::default());
     for (tp, offset) in offsets {
         let key = encode_key(group_id, tp);
         let value = encode_value(offset, now_ms);
+        let record = RecordInput {
+            key: Some(&key),
+            value: Some(&value),
+            headers: &[],
+            timestamp: now_ms,
+            offset_delta: None,
+        };
+        if !builder.is_empty()
+            && builder.size_estimate() + BatchBuilder::record_size_estimate(&record)
+                > COMMIT_BATCH_BYTES_TARGET
+        {
+            let full = std::mem::replace(&mut builder, BatchBuilder::new(BatchOptions::default()));
+            out.extend_from_slice(&full.finish().map_err(|e| e.to_string())?);
+        }
         builder
-            .try_push(RecordInput {
-                key: Some(&key),
-                value: Some(&value),
-                headers: &[],
-                timestamp: now_ms,
-                offset_delta: None,
-            })
+            .try_push(record)
             .map_err(|e: BatchError| e.to_string())?;
     }
-    builder.finish().map_err(|e| e.to_string())
+    out.extend_from_slice(&builder.finish().map_err(|e| e.to_string())?);
+    Ok(out.freeze())
 }
 
 #[cfg(test)]
@@ -273,5 +289,45 @@ mod tests {
             Err(RecordError::UnknownVersion(9))
         );
         assert_eq!(decode(None, Some(&value)), Err(RecordError::NoKey));
+    }
+
+    #[test]
+    fn a_large_commit_is_split_into_batches_that_keep_every_record() {
+        use fjord_schema::batch::Batches;
+
+        let offsets: Vec<(TopicPartition, CommittedOffset)> = (0..5_000)
+            .map(|p| {
+                (
+                    TopicPartition::new("a-topic-with-a-longish-name", p),
+                    CommittedOffset {
+                        offset: i64::from(p),
+                        leader_epoch: -1,
+                        metadata: "m".repeat(100),
+                    },
+                )
+            })
+            .collect();
+        let bytes = commit_batch("g", &offsets, 7).expect("encodable");
+        let mut scratch = Vec::new();
+        let mut decoded = Vec::new();
+        let mut batches = 0;
+        for batch in Batches::new(&bytes) {
+            let batch = batch.expect("valid batch");
+            assert!(batch.as_bytes().len() <= COMMIT_BATCH_BYTES_TARGET + 4096);
+            batches += 1;
+            for record in batch
+                .records(&mut scratch, 1 << 20)
+                .expect("records")
+                .iter()
+            {
+                decoded.push(decode(record.key(), record.value()).expect("record"));
+            }
+        }
+        assert!(batches > 1);
+        assert_eq!(decoded.len(), offsets.len());
+        for (record, (tp, offset)) in decoded.iter().zip(&offsets) {
+            assert_eq!(&record.partition, tp);
+            assert_eq!(record.offset.as_ref(), Some(offset));
+        }
     }
 }
