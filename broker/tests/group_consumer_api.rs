@@ -202,3 +202,37 @@ fn a_member_that_stops_polling_leaves_and_rejoins_on_the_next_poll() {
         "a dynamic member leaves on close"
     );
 }
+
+#[test]
+fn partitions_without_commits_start_per_auto_offset_reset() {
+    use fjord_net::client::consumer::OffsetReset;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start_broker(&dir);
+    let addr = broker.addr;
+    assert_eq!(broker.conn().create_topic(TOPIC, 2, &[]), ErrorCode::None);
+    produce(&broker, 2, "old", 5);
+
+    let mut consumer_options = ConsumerOptions::new(addr.to_string());
+    consumer_options.consumer.auto_offset_reset = OffsetReset::Latest;
+    let mut options = GroupOptions::new("tail");
+    options.session_timeout = Duration::from_secs(600);
+    let mut consumer = GroupConsumer::new(consumer_options, options).expect("group consumer");
+    consumer.subscribe(&[TOPIC]);
+    // The first poll joins and positions both partitions at their ends.
+    let records = consumer.poll(Duration::from_millis(100)).expect("poll");
+    assert!(records.is_empty(), "{records:?}");
+    assert_eq!(consumer.assignment().len(), 2);
+    produce(&broker, 2, "new", 1);
+    let records = poll_n(&mut consumer, 2);
+    assert!(records.iter().all(|r| r.offset.get() == 5), "{records:?}");
+    consumer.close().expect("close");
+    // Committed at close: the next member starts after what was read.
+    assert_eq!(
+        committed(addr, "tail")
+            .values()
+            .copied()
+            .collect::<Vec<_>>(),
+        [6, 6]
+    );
+}

@@ -273,7 +273,11 @@ impl GroupConsumer {
             m.rejoin
         };
         if rejoin {
-            self.rejoin()?;
+            if let Err(error) = self.rejoin() {
+                // Try again at the next poll.
+                self.membership.lock().expect("not poisoned").rejoin = true;
+                return Err(error);
+            }
         }
         self.maybe_auto_commit();
         Ok(self.consumer.poll(timeout)?)
