@@ -187,7 +187,8 @@ pub struct GroupArgs {
     /// `heartbeat.interval.ms`.
     #[arg(long, default_value_t = 3_000)]
     pub heartbeat_interval_ms: u64,
-    /// `partition.assignment.strategy`: range or roundrobin.
+    /// `partition.assignment.strategy`: range, roundrobin or
+    /// cooperative-sticky.
     #[arg(long, default_value = "range")]
     pub assignor: String,
 }
@@ -597,14 +598,12 @@ fn consume_group(
     if args.partition.is_some() {
         return Err(CliError::new("--partition cannot be used with --group"));
     }
-    let assignor = Assignor::from_name(&args.group.assignor)
-        .filter(|a| !a.is_cooperative())
-        .ok_or_else(|| {
-            CliError(format!(
-                "unknown assignor {:?}: use range or roundrobin",
-                args.group.assignor
-            ))
-        })?;
+    let assignor = Assignor::from_name(&args.group.assignor).ok_or_else(|| {
+        CliError(format!(
+            "unknown assignor {:?}: use range, roundrobin or cooperative-sticky",
+            args.group.assignor
+        ))
+    })?;
     let mut group_options = GroupOptions::new(group);
     group_options.instance_id = args.group.instance_id.clone();
     group_options.client_id = "fjord-cli".to_owned();

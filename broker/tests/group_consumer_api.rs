@@ -236,3 +236,99 @@ fn partitions_without_commits_start_per_auto_offset_reset() {
         [6, 6]
     );
 }
+
+/// Runs `consumer` on a thread, polling until `stop`; returns it.
+fn keep_polling(
+    mut consumer: GroupConsumer,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<GroupConsumer> {
+    thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Acquire) {
+            consumer.poll(Duration::from_millis(50)).expect("poll");
+        }
+        consumer
+    })
+}
+
+#[test]
+fn cooperative_members_keep_their_partitions_and_give_up_only_what_moves() {
+    use fjord_net::client::assignor::Assignor;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start_broker(&dir);
+    let addr = broker.addr;
+    assert_eq!(broker.conn().create_topic(TOPIC, 6, &[]), ErrorCode::None);
+    let cooperative = |events: &Events| {
+        let mut options = GroupOptions::new("coop");
+        options.session_timeout = Duration::from_secs(600);
+        options.heartbeat_interval = Duration::from_millis(100);
+        options.assignors = vec![Assignor::CooperativeSticky];
+        let mut consumer = GroupConsumer::new(ConsumerOptions::new(addr.to_string()), options)
+            .expect("group consumer");
+        consumer.set_listener(Box::new(events.clone()));
+        consumer.subscribe(&[TOPIC]);
+        consumer
+    };
+    let first_events = Events::default();
+    let mut first = cooperative(&first_events);
+    first.poll(Duration::from_millis(50)).expect("poll");
+    assert_eq!(first.assignment().len(), 6);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first = keep_polling(first, stop.clone());
+    let second_events = Events::default();
+    let second = keep_polling(cooperative(&second_events), stop.clone());
+
+    // Stable with both members owning three partitions each, once.
+    wait_for("3 + 3 partitions", || {
+        let Ok(groups) = Client::connect(addr, ClientConfig::default())
+            .expect("connect")
+            .describe_groups(&["coop"])
+        else {
+            return false;
+        };
+        let group = &groups[0];
+        let mut owned: Vec<u32> = Vec::new();
+        let mut sizes = Vec::new();
+        for m in &group.members {
+            let parts = fjord_net::client::consumer_protocol::decode_assignment(&m.assignment)
+                .expect("assignment");
+            sizes.push(parts.len());
+            owned.extend(parts.iter().map(|tp| tp.partition));
+        }
+        owned.sort_unstable();
+        group.state == "Stable" && sizes == [3, 3] && owned == (0..6).collect::<Vec<_>>()
+    });
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let first = first.join().expect("first");
+    let second = second.join().expect("second");
+    let kept: BTreeSet<TopicPartition> = first.assignment().iter().cloned().collect();
+    let moved: BTreeSet<TopicPartition> = second.assignment().iter().cloned().collect();
+    assert_eq!(kept.len(), 3);
+    assert!(kept.is_disjoint(&moved));
+    // The first member was assigned all six once and revoked only the
+    // three that moved; it never gave up the ones it kept.
+    let events = first_events.0.lock().expect("not poisoned").clone();
+    let revoked: BTreeSet<TopicPartition> = events
+        .iter()
+        .filter(|(kind, _)| kind == "revoked")
+        .flat_map(|(_, p)| p.iter().cloned())
+        .collect();
+    assert_eq!(revoked, moved, "{events:?}");
+    let assigned: Vec<_> = events
+        .iter()
+        .filter(|(kind, _)| kind == "assigned")
+        .collect();
+    assert_eq!(assigned.len(), 1, "{events:?}");
+    assert_eq!(assigned[0].1.len(), 6);
+    let second_assigned: BTreeSet<TopicPartition> = second_events
+        .0
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter(|(kind, _)| kind == "assigned")
+        .flat_map(|(_, p)| p.iter().cloned())
+        .collect();
+    assert_eq!(second_assigned, moved);
+    first.close().expect("close");
+    second.close().expect("close");
+}

@@ -3,10 +3,14 @@
 //! members, start each partition at the group's committed offset (or per
 //! `auto_offset_reset`), commit automatically or by hand.
 //!
-//! Rebalances are eager (Kafka's classic protocol with the range or
-//! round-robin assignor): before rejoining, a member commits, calls
-//! `on_revoked` for everything it owns and drops it; after SyncGroup it
-//! calls `on_assigned`. A heartbeat thread (its own connection to the
+//! Rebalances are eager with the range or round-robin assignor: before
+//! rejoining, a member commits, calls `on_revoked` for everything it owns
+//! and drops it; after SyncGroup it calls `on_assigned`. With
+//! cooperative-sticky they are incremental (Kafka's COOPERATIVE protocol):
+//! a member keeps its partitions while rejoining (its subscription names
+//! them), gives up only those the new assignment moves away (commit,
+//! `on_revoked`), then rejoins at once so the released ones are handed out
+//! in a follow-up rebalance; `on_assigned` gets only the added ones. A heartbeat thread (its own connection to the
 //! coordinator) heartbeats every `heartbeat_interval` and asks for a rejoin
 //! when the coordinator says a rebalance is under way; if `poll` is not
 //! called within `max_poll_interval` it leaves the group, and the next
@@ -53,8 +57,8 @@ pub struct GroupOptions {
     pub auto_commit: bool,
     /// `auto.commit.interval.ms`.
     pub auto_commit_interval: Duration,
-    /// `partition.assignment.strategy`, in preference order (eager ones:
-    /// range, roundrobin).
+    /// `partition.assignment.strategy`, in preference order: eager ones
+    /// (range, roundrobin) or cooperative-sticky, not mixed.
     pub assignors: Vec<Assignor>,
 }
 
@@ -174,8 +178,9 @@ impl GroupConsumer {
     ) -> Result<GroupConsumer, GroupError> {
         assert!(!options.assignors.is_empty());
         assert!(
-            options.assignors.iter().all(|a| !a.is_cooperative()),
-            "only eager assignors (range, roundrobin) are supported"
+            options.assignors.iter().all(|a| !a.is_cooperative())
+                || options.assignors.iter().all(|a| a.is_cooperative()),
+            "eager (range, roundrobin) and cooperative assignors cannot be mixed"
         );
         let consumer = Consumer::new(consumer_options.clone())?;
         Ok(GroupConsumer {
@@ -469,21 +474,20 @@ impl GroupConsumer {
         }
         let owned = std::mem::take(&mut self.owned);
         self.listener.on_revoked(&owned);
-        let mut by_topic: BTreeMap<&str, Vec<PartitionId>> = BTreeMap::new();
-        for tp in &owned {
-            by_topic
-                .entry(&tp.topic)
-                .or_default()
-                .push(PartitionId(tp.partition));
-        }
-        for (topic, partitions) in by_topic {
-            self.consumer.unassign(topic, &partitions);
-        }
+        self.unassign(&owned);
+    }
+
+    /// Incremental cooperative rebalancing: keep owned partitions across a
+    /// rebalance, give up only those that move.
+    fn cooperative(&self) -> bool {
+        self.options.assignors.iter().all(|a| a.is_cooperative())
     }
 
     fn rejoin(&mut self) -> Result<(), GroupError> {
         self.finish_async_commits();
-        self.revoke_all();
+        if !self.cooperative() {
+            self.revoke_all();
+        }
         {
             let mut m = self.membership.lock().expect("not poisoned");
             m.active = None;
@@ -512,10 +516,15 @@ impl GroupConsumer {
 
     /// One JoinGroup + SyncGroup round; `Ok(false)`: try again.
     fn join_once(&mut self) -> Result<bool, GroupError> {
+        let cooperative = self.cooperative();
         let subscription = Subscription {
             topics: self.topics.clone(),
-            owned: Vec::new(),
-            generation: -1,
+            owned: if cooperative {
+                self.owned.clone()
+            } else {
+                Vec::new()
+            },
+            generation: if cooperative { self.generation } else { -1 },
         };
         let metadata = consumer_protocol::encode_subscription(&subscription);
         let protocols: Vec<(String, Vec<u8>)> = self
@@ -588,6 +597,9 @@ impl GroupConsumer {
         let partitions = consumer_protocol::decode_assignment(&synced.assignment)
             .map_err(|e| GroupError::Assignment(e.to_string()))?;
         self.generation = joined.generation_id;
+        if cooperative {
+            return self.apply_incremental(partitions);
+        }
         self.start_partitions(&partitions)?;
         {
             let mut m = self.membership.lock().expect("not poisoned");
@@ -597,6 +609,52 @@ impl GroupConsumer {
         self.last_commit = Instant::now();
         self.listener.on_assigned(&self.owned);
         Ok(true)
+    }
+
+    /// Cooperative: revoke what moved away (commit first), start what is
+    /// new, keep the rest untouched; after revoking, rejoin at once so the
+    /// leader can hand the released partitions out (the follow-up
+    /// rebalance).
+    fn apply_incremental(&mut self, assigned: Vec<TopicPartition>) -> Result<bool, GroupError> {
+        let new: BTreeSet<TopicPartition> = assigned.into_iter().collect();
+        let old: BTreeSet<TopicPartition> = self.owned.iter().cloned().collect();
+        let revoked: Vec<TopicPartition> = old.difference(&new).cloned().collect();
+        let added: Vec<TopicPartition> = new.difference(&old).cloned().collect();
+        if !revoked.is_empty() {
+            if self.options.auto_commit {
+                let _ = self.commit_sync();
+            }
+            self.listener.on_revoked(&revoked);
+            self.unassign(&revoked);
+            self.owned.retain(|tp| !revoked.contains(tp));
+        }
+        self.start_partitions(&added)?;
+        {
+            let mut m = self.membership.lock().expect("not poisoned");
+            m.active = Some((self.generation, self.member_id.clone()));
+            if !revoked.is_empty() {
+                m.rejoin = true;
+            }
+        }
+        self.owned = new.into_iter().collect();
+        self.last_commit = Instant::now();
+        if !added.is_empty() {
+            self.listener.on_assigned(&added);
+        }
+        Ok(true)
+    }
+
+    fn unassign(&mut self, partitions: &[TopicPartition]) {
+        let mut by_topic: BTreeMap<&str, Vec<PartitionId>> = BTreeMap::new();
+        for tp in partitions {
+            by_topic
+                .entry(&tp.topic)
+                .or_default()
+                .push(PartitionId(tp.partition));
+        }
+        for (topic, ids) in by_topic {
+            self.consumer.unassign(topic, &ids);
+        }
     }
 
     /// The leader's part: every member's assignment.
