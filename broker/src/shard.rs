@@ -290,6 +290,18 @@ async fn run(
     })?
     .detach();
 
+    // Parked group requests would hold connections open through the drain.
+    glommio::spawn_local({
+        let service = Rc::downgrade(&service);
+        let stop = stop.clone();
+        async move {
+            wait_stop(&stop).await;
+            if let Some(host) = service.upgrade().as_deref().and_then(ShardService::groups) {
+                host.stop();
+            }
+        }
+    })
+    .detach();
     let grace = spec.shutdown_grace;
     let shard_count = spec.shard_count;
     Shard::new(spec, view, service.clone())

@@ -311,3 +311,76 @@ fn join_and_sync_through_the_other_shard_are_parked_across_the_mesh() {
     assert_eq!(described[0].state, "Stable");
     assert_eq!(described[0].members.len(), 2);
 }
+
+/// A JoinGroup parked for a rebalance gets COORDINATOR_NOT_AVAILABLE when
+/// the broker is stopped (SIGTERM), instead of holding the drain; the
+/// broker exits cleanly.
+#[test]
+fn parked_join_is_answered_when_the_broker_stops() {
+    use fjord_net::client::group::JoinGroup;
+    use fjord_net::client::ClientError;
+
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let config = config_dir.path().join("fjord.toml");
+    std::fs::write(&config, "group_initial_rebalance_delay_ms = 100\n").expect("config");
+    let mut broker = Broker::start(&["--shards", "2", "--config", config.to_str().expect("utf8")]);
+    let group = "parked";
+    let join = |c: &mut Client, member_id: &str| {
+        c.join_group(&JoinGroup {
+            group_id: group,
+            member_id,
+            instance_id: None,
+            client_id: "test",
+            protocol_type: "consumer",
+            protocols: &[("range".to_owned(), Vec::new())],
+            session_timeout_ms: 60_000,
+            rebalance_timeout_ms: 60_000,
+        })
+    };
+    // Member A joins and stays silent (long session).
+    let mut a = client(broker.addr);
+    let first = join(&mut a, "").expect("join");
+    assert_eq!(first.error, ErrorCode::MemberIdRequired);
+    let joined = join(&mut a, &first.member_id).expect("join");
+    assert_eq!(joined.error, ErrorCode::None);
+    let synced = a
+        .sync_group(
+            group,
+            joined.generation_id,
+            &joined.member_id,
+            None,
+            "consumer",
+            "range",
+            &[(joined.member_id.clone(), Vec::new())],
+        )
+        .expect("sync");
+    assert_eq!(synced.error, ErrorCode::None);
+    // Member B's JoinGroup waits for A to rejoin, which it never does.
+    let addr = broker.addr;
+    let b = std::thread::spawn(move || {
+        let mut b = client(addr);
+        let first = join(&mut b, "").expect("join");
+        assert_eq!(first.error, ErrorCode::MemberIdRequired);
+        join(&mut b, &first.member_id)
+    });
+    // Parked once the group is rebalancing.
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let described = client(broker.addr)
+            .describe_groups(&[group])
+            .expect("describe");
+        if described[0].state == "PreparingRebalance" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no rebalance");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = broker.terminate();
+    assert!(status.success(), "unclean exit {status}: {}", broker.logs());
+    match b.join().expect("member B") {
+        Err(ClientError::Broker { code, .. }) => {
+            assert_eq!(code, ErrorCode::CoordinatorNotAvailable)
+        }
+        other => panic!("parked JoinGroup answered with {other:?}"),
+    }
+}

@@ -85,6 +85,10 @@ pub struct GroupHost {
     epoch: Instant,
     wake: LocalSender<()>,
     wake_rx: RefCell<Option<LocalReceiver<()>>>,
+    /// Set when the shard stops: parked requests were answered with
+    /// COORDINATOR_NOT_AVAILABLE and new ones are refused, so draining
+    /// connections is not held up by a rebalance.
+    stopping: Cell<bool>,
 }
 
 impl GroupHost {
@@ -100,7 +104,16 @@ impl GroupHost {
             epoch: Instant::now(),
             wake,
             wake_rx: RefCell::new(Some(wake_rx)),
+            stopping: Cell::new(false),
         }
+    }
+
+    /// The shard is stopping: answers every parked request (clients
+    /// retry with the restarted broker) and refuses new ones.
+    pub fn stop(&self) {
+        self.stopping.set(true);
+        // Dropping the senders wakes every waiter with `Unavailable`.
+        self.waiting.borrow_mut().clear();
     }
 
     fn now(&self) -> Millis {
@@ -205,6 +218,12 @@ impl GroupHost {
                 }
                 op => {
                     drop(coordinator);
+                    if self.stopping.get() {
+                        return GroupReply::Unavailable(
+                            ErrorCode::CoordinatorNotAvailable,
+                            "the broker is stopping".to_owned(),
+                        );
+                    }
                     if self.waiting.borrow().len() >= self.parked_max {
                         return GroupReply::Unavailable(
                             ErrorCode::CoordinatorNotAvailable,

@@ -123,6 +123,18 @@ struct Membership {
     left_for_poll_timeout: bool,
 }
 
+/// Errors after which the coordinator is looked up again and the request
+/// retried: lost connections and a coordinator that is moving or stopping.
+fn is_transient(error: &ClientError) -> bool {
+    match error {
+        ClientError::Io(_) | ClientError::Closed | ClientError::Connect { .. } => true,
+        ClientError::Broker { code, .. } | ClientError::ErrorCode { code, .. } => {
+            code.is_retriable()
+        }
+        _ => false,
+    }
+}
+
 /// The coordinator's address.
 fn coordinator_addr(bootstrap: &mut Client, group: &str) -> Result<(String, u16), GroupError> {
     let info = bootstrap.find_coordinator(group)?;
@@ -502,11 +514,16 @@ impl GroupConsumer {
                 Ok(true) => return Ok(()),
                 Ok(false) => continue,
                 Err(GroupError::Client(error)) => {
-                    // The coordinator moved or the connection broke.
+                    // The coordinator moved, is restarting, or the
+                    // connection broke: find it again.
                     self.forget_coordinator();
-                    if !matches!(error, ClientError::Io(_) | ClientError::Closed) {
+                    if !is_transient(&error) {
                         return Err(error.into());
                     }
+                    thread::sleep(Duration::from_millis(100));
+                }
+                Err(GroupError::Coordinator { code, .. }) if code.is_retriable() => {
+                    self.forget_coordinator();
                     thread::sleep(Duration::from_millis(100));
                 }
                 Err(error) => return Err(error),
