@@ -103,6 +103,12 @@ fn committed_offsets_survive_sigkill_and_are_served_from_every_shard() {
         expected.insert(group.clone(), want);
     }
     assert_eq!(shards_used.len(), 2, "12 groups should land on both shards");
+    // Kafka's placement: "test".hashCode() = 3556498, % 8 = partition 2,
+    // hosted by that partition's shard.
+    let offsets_meta = broker.conn().metadata(Some(&[OFFSETS_TOPIC]));
+    let (partition, shard) = offsets_meta.topics[0].partitions[2];
+    assert_eq!(partition, 2);
+    assert_eq!(c.find_coordinator("test").expect("find").shard, shard);
     for group in &groups {
         assert_eq!(
             fetch_all(&mut c, group),

@@ -295,6 +295,8 @@ impl GroupConsumer {
                 self.membership.lock().expect("not poisoned").rejoin = true;
                 return Err(error);
             }
+            // A long rebalance is not a missed poll.
+            self.membership.lock().expect("not poisoned").last_poll = Some(Instant::now());
         }
         self.maybe_auto_commit();
         Ok(self.consumer.poll(timeout)?)
