@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use fjord_broker::signals::Signals;
 use fjord_net::client::admin::Admin;
 use fjord_net::client::assignor::Assignor;
 use fjord_net::client::consumer::{
@@ -611,6 +612,12 @@ fn consume_group(
     group_options.heartbeat_interval = Duration::from_millis(args.group.heartbeat_interval_ms);
     group_options.auto_commit = false;
     group_options.assignors = vec![assignor];
+    // SIGTERM / SIGINT end the loop cleanly (commit, leave the group)
+    // rather than leave a member the group waits for until its session
+    // times out. Blocked before the heartbeat thread exists, so it
+    // inherits the mask.
+    let signals =
+        Signals::block().map_err(|e| CliError(format!("cannot install signal handling: {e}")))?;
     let mut consumer = GroupConsumer::new(options, group_options).map_err(group_error)?;
     consumer.subscribe(&[&args.topic]);
 
@@ -658,7 +665,8 @@ fn consume_group(
         if let Err(error) = consumer.commit_offsets(&offsets) {
             tracing::debug!(%error, "commit failed");
         }
-        if done {
+        let signalled = signals.wait(Duration::ZERO).ok().flatten().is_some();
+        if done || signalled {
             return consumer.close().map_err(group_error);
         }
     }

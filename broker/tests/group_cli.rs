@@ -158,3 +158,33 @@ fn consume_with_a_group_commits_and_group_commands_show_and_reset_it() {
     // The offsets topic cannot be deleted.
     assert_ne!(conn.delete_topic("__consumer_offsets"), ErrorCode::None);
 }
+
+/// SIGTERM makes `fjord consume --group` leave the group (and exit 0), so
+/// the group does not wait for its session to time out.
+#[test]
+fn a_terminated_group_consumer_leaves_the_group() {
+    let broker = Broker::start(&["--shards", "2"]);
+    let addr = broker.addr.to_string();
+    assert_eq!(broker.conn().create_topic("logs", 1, &[]), ErrorCode::None);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(["consume", "logs", "--group", "g", "--brokers", &addr])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let members = || {
+        let described = fjord(&["group", "describe", "g", "--brokers", &addr]);
+        ok(&described).lines().next().unwrap_or_default().to_owned()
+    };
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while !members().ends_with("members 1") {
+        assert!(std::time::Instant::now() < deadline, "never joined");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}");
+    assert!(members().ends_with("members 0"), "{}", members());
+}
