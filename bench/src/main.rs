@@ -5,7 +5,7 @@
 //! ack, corrected for coordinated omission in fixed-rate mode) and
 //! end-to-end latency (intended send → consumer receipt), with one
 //! HdrHistogram per actor merged into one per metric. See
-//! `docs/benchmarks/loadgen.md`.
+//! "loadgen" in `docs/BENCHMARKS.md`.
 
 mod cli;
 mod conn;
