@@ -138,6 +138,10 @@ struct State {
     oldest_unflushed_ms: Option<i64>,
     /// Active segment bytes known zero-filled (or written) on disk.
     prepared_end: u64,
+    /// Batch bytes appended since open: the zero-fill runs at most twice
+    /// this far ahead (capped by `prepare_ahead_bytes`), so a shard with
+    /// thousands of idle or slow partitions does not pre-write 32 MiB each.
+    appended_bytes: u64,
     prep_inflight: Option<(u64, u64)>,
     /// Roll / truncation / close in progress: no new zero-fill may start.
     maintenance: bool,
@@ -312,6 +316,7 @@ impl PartitionLog {
                 records_flushed: 0,
                 oldest_unflushed_ms: None,
                 prepared_end: align_up(data_end),
+                appended_bytes: 0,
                 prep_inflight: None,
                 maintenance: false,
                 closed: false,
@@ -681,6 +686,7 @@ impl Inner {
             unreachable!("header verified before the offset was assigned")
         };
         let len = batch.len();
+        state.appended_bytes = state.appended_bytes.saturating_add(len as u64);
         // Pair assertion before the disk boundary: what we write is one
         // whole batch continuing the log.
         assert_eq!(header.batch_len(), len, "batch length");
@@ -1164,11 +1170,18 @@ fn next_prepare_step(config: &LogConfig, state: &State) -> Option<(u64, u64)> {
     let active = state.core.active();
     let limit = align_up(config.segment_bytes_max);
     let start = state.prepared_end.max(align_up(active.bytes));
-    let want = (align_up(active.bytes) + config.prepare_ahead_bytes).min(limit);
+    // Zero-fill in proportion to the traffic the log has seen: a busy log
+    // gets the full `prepare_ahead_bytes` in `prepare_step_bytes` steps, a
+    // log that was never written prepares nothing, a slow one a little.
+    let ahead = config
+        .prepare_ahead_bytes
+        .min(align_up(state.appended_bytes.saturating_mul(2)));
+    let want = (align_up(active.bytes) + ahead).min(limit);
     if start >= want {
         return None;
     }
-    Some((start, (start + config.prepare_step_bytes).min(limit)))
+    let step = config.prepare_step_bytes.min(ahead);
+    Some((start, (start + step).min(limit)))
 }
 
 /// Largest zero buffer a log holds while it prepares.

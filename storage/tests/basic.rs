@@ -318,3 +318,51 @@ fn truncation_within_and_across_segments_survives_reopen() {
         log.close().await.expect("close");
     });
 }
+
+/// The zero-fill ahead of the writer follows the traffic a log has seen: a
+/// log that was never written pre-writes nothing (a shard may hold
+/// thousands of idle partitions), and a written one stays within twice what
+/// it was given, capped by `prepare_ahead_bytes`.
+#[test]
+fn zero_fill_ahead_follows_the_traffic() {
+    let dir = temp_dir();
+    run(async {
+        let config = LogConfig {
+            segment_bytes_max: 64 << 20,
+            prepare_step_bytes: 1 << 20,
+            prepare_ahead_bytes: 8 << 20,
+            ..small_config()
+        };
+        let active_file = |dir: &std::path::Path| {
+            std::fs::read_dir(dir.join("t-0"))
+                .expect("partition dir")
+                .map(|e| e.expect("entry").path())
+                .find(|p| p.extension().is_some_and(|e| e == "log"))
+                .expect("a segment file")
+        };
+        let settle = || glommio::timer::sleep(std::time::Duration::from_millis(300));
+        let log = open(dir.path(), config, cache(1 << 20), Rc::new(SystemClock))
+            .await
+            .expect("open");
+        settle().await;
+        let len = std::fs::metadata(active_file(dir.path()))
+            .expect("stat")
+            .len();
+        assert_eq!(len, 0, "an unwritten log pre-wrote {len} bytes");
+
+        let mut appended = 0u64;
+        for _ in 0..4 {
+            let batch = batch_for(log.log_end(), 1000);
+            appended += batch.len() as u64;
+            log.append(batch).await.expect("append");
+        }
+        log.flush().await.expect("flush");
+        settle().await;
+        let len = std::fs::metadata(active_file(dir.path()))
+            .expect("stat")
+            .len();
+        let bound = (3 * appended).next_multiple_of(4096) + 4096;
+        assert!(len <= bound, "{len} bytes on disk for {appended} appended");
+        log.close().await.expect("close");
+    });
+}
