@@ -10,6 +10,7 @@ pub mod datadir;
 pub mod dispatch;
 pub mod error;
 pub mod group;
+pub mod kafka;
 pub mod mesh;
 pub mod ops;
 pub mod partitions;
