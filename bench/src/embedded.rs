@@ -65,11 +65,12 @@ impl EmbeddedBroker {
         // A stale address from an earlier run must not be mistaken for ours.
         let _ = std::fs::remove_file(&addr_file);
         let mut command = Command::new(&bin);
-        command
-            .arg("start")
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen", "127.0.0.1:0"]);
+        command.arg("start").arg("--data-dir").arg(&data).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--kafka-listen",
+            "127.0.0.1:0",
+        ]);
         if let Some(shards) = shards {
             command.args(["--shards", &shards.to_string()]);
         }

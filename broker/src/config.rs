@@ -30,6 +30,11 @@ pub struct Config {
     pub listen: String,
     /// Host advertised in Metadata; defaults to the listen host.
     pub advertised_host: Option<String>,
+    /// `HOST:PORT` of the Kafka wire-protocol port (every shard, SO_REUSEPORT);
+    /// port 0 picks a free one.
+    pub kafka_listen: String,
+    /// Host advertised in Kafka Metadata; defaults to the Kafka listen host.
+    pub kafka_advertised_host: Option<String>,
     /// Number of shards (executors, one per core); default: every online CPU.
     pub shards: Option<usize>,
     /// Whether each shard also listens on its own port (`port + 1 + shard`,
@@ -129,6 +134,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./fjord-data"),
             listen: format!("127.0.0.1:{DEFAULT_PORT}"),
             advertised_host: None,
+            kafka_listen: "127.0.0.1:9092".to_owned(),
+            kafka_advertised_host: None,
             shards: None,
             shard_ports: true,
             frame_bytes_max: 16 * 1024 * 1024,
@@ -172,6 +179,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub advertised_host: Option<String>,
+    pub kafka_listen: Option<String>,
+    pub kafka_advertised_host: Option<String>,
     pub shards: Option<usize>,
     pub shard_ports: Option<bool>,
     pub frame_bytes_max: Option<u32>,
@@ -273,6 +282,10 @@ impl Config {
         set(&mut self.node_id, o.node_id);
         set(&mut self.data_dir, o.data_dir);
         set(&mut self.listen, o.listen);
+        set(&mut self.kafka_listen, o.kafka_listen);
+        if o.kafka_advertised_host.is_some() {
+            self.kafka_advertised_host = o.kafka_advertised_host;
+        }
         set(&mut self.shard_ports, o.shard_ports);
         set(&mut self.frame_bytes_max, o.frame_bytes_max);
         set(
@@ -502,7 +515,23 @@ impl Config {
             return invalid("idle_timeout_ms must be at least 1".into());
         }
         self.listen_addr()?;
+        self.kafka_listen_addr()?;
         Ok(())
+    }
+
+    /// The resolved Kafka listen address.
+    pub fn kafka_listen_addr(&self) -> Result<SocketAddr, BrokerError> {
+        let unresolvable = |reason: String| {
+            BrokerError::InvalidSetting(format!(
+                "kafka_listen = {:?} is not a usable HOST:PORT ({reason})",
+                self.kafka_listen
+            ))
+        };
+        self.kafka_listen
+            .to_socket_addrs()
+            .map_err(|e| unresolvable(e.to_string()))?
+            .next()
+            .ok_or_else(|| unresolvable("resolves to no address".into()))
     }
 
     /// The resolved listen address.

@@ -14,6 +14,8 @@ pub const LOCK_FILE: &str = "fjord.lock";
 /// Holds the shared native-protocol address (`HOST:PORT` and a newline)
 /// while the broker serves; removed on clean shutdown.
 pub const ADDR_FILE: &str = "broker.addr";
+/// The bound Kafka listener address, for tests and scripts.
+pub const KAFKA_ADDR_FILE: &str = "kafka.addr";
 
 /// An exclusively locked data directory. The lock is released when this is
 /// dropped or the process exits (the kernel drops `flock`s with the file).
@@ -79,8 +81,13 @@ impl DataDir {
     /// Publishes the address atomically (write then rename), so a reader
     /// never sees a partial line.
     pub fn write_addr(&self, addr: SocketAddr) -> Result<PathBuf, BrokerError> {
-        let path = self.path.join(ADDR_FILE);
-        let tmp = self.path.join(format!("{ADDR_FILE}.tmp"));
+        self.write_addr_file(ADDR_FILE, addr)
+    }
+
+    /// Writes `addr` to `<data>/<file>` (atomically: temp file + rename).
+    pub fn write_addr_file(&self, file: &str, addr: SocketAddr) -> Result<PathBuf, BrokerError> {
+        let path = self.path.join(file);
+        let tmp = self.path.join(format!("{file}.tmp"));
         let error = |source| BrokerError::AddrFile {
             path: path.clone(),
             source,
@@ -92,6 +99,7 @@ impl DataDir {
 
     pub fn remove_addr(&self) {
         let _ = std::fs::remove_file(self.path.join(ADDR_FILE));
+        let _ = std::fs::remove_file(self.path.join(KAFKA_ADDR_FILE));
     }
 }
 

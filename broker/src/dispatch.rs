@@ -71,6 +71,9 @@ pub struct BrokerView {
     pub node_id: NodeId,
     pub host: String,
     pub port: u16,
+    /// The Kafka listener's advertised host and port.
+    pub kafka_host: String,
+    pub kafka_port: u16,
     /// Per-shard ports indexed by shard id; empty when not exposed.
     pub shard_ports: Vec<u16>,
 }
@@ -416,6 +419,17 @@ impl Dispatcher {
     }
 
     async fn metadata(&self, names: Option<Vec<String>>, allow_auto_create: bool) -> Reply {
+        let (catalog, refused) = self.metadata_catalog(&names, allow_auto_create).await;
+        self.metadata_reply(names, &catalog, &refused)
+    }
+
+    /// The catalog for a Metadata request after auto-creating missing
+    /// topics (when allowed), and the topics whose creation was refused.
+    pub(crate) async fn metadata_catalog(
+        &self,
+        names: &Option<Vec<String>>,
+        allow_auto_create: bool,
+    ) -> (Arc<crate::catalog::Catalog>, Vec<TopicOutcome>) {
         let mut catalog = self.service.catalog();
         let mut refused: Vec<TopicOutcome> = Vec::new();
         if let (Some(names), true) = (&names, allow_auto_create && self.limits.auto_create_topics) {
@@ -449,6 +463,15 @@ impl Dispatcher {
                 catalog = self.service.catalog();
             }
         }
+        (catalog, refused)
+    }
+
+    fn metadata_reply(
+        &self,
+        names: Option<Vec<String>>,
+        catalog: &crate::catalog::Catalog,
+        refused: &[TopicOutcome],
+    ) -> Reply {
         let broker = &self.broker;
         let node = broker.node_id.get();
         let mut fbb = FlatBufferBuilder::new();
@@ -541,13 +564,48 @@ impl Dispatcher {
         Reply::ok(fbb)
     }
 
-    async fn create_topics(&self, specs: Vec<CreateSpec>, validate_only: bool) -> Reply {
+    /// CreateTopics through the registry shard (native and Kafka).
+    pub(crate) async fn create_topic_outcomes(
+        &self,
+        specs: Vec<CreateSpec>,
+        validate_only: bool,
+    ) -> Vec<TopicOutcome> {
         let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         let op = Op::CreateTopics {
             topics: specs,
             validate_only,
         };
-        let outcomes = topic_outcomes(self.service.execute(REGISTRY_SHARD, op).await, names);
+        topic_outcomes(self.service.execute(REGISTRY_SHARD, op).await, names)
+    }
+
+    /// DeleteTopics through the registry shard (native and Kafka).
+    pub(crate) async fn delete_topic_outcomes(&self, names: Vec<String>) -> Vec<TopicOutcome> {
+        let op = Op::DeleteTopics {
+            topics: names.clone(),
+        };
+        topic_outcomes(self.service.execute(REGISTRY_SHARD, op).await, names)
+    }
+
+    pub(crate) fn service(&self) -> &Rc<ShardService> {
+        &self.service
+    }
+
+    pub(crate) fn broker(&self) -> &BrokerView {
+        &self.broker
+    }
+
+    /// Runs `work` holding `cost` bytes of the in-flight budget; `None`
+    /// when the request is larger than the budget or the shard is stopping.
+    pub(crate) async fn budgeted<F: Future>(&self, cost: usize, work: F) -> Option<F::Output> {
+        if cost > self.limits.inflight_bytes_max {
+            return None;
+        }
+        let _permit = self.budget.acquire_permit(cost as u64).await.ok()?;
+        Some(work.await)
+    }
+
+    async fn create_topics(&self, specs: Vec<CreateSpec>, validate_only: bool) -> Reply {
+        let outcomes = self.create_topic_outcomes(specs, validate_only).await;
         let mut fbb = FlatBufferBuilder::new();
         let results: Vec<_> = outcomes
             .iter()
@@ -579,10 +637,7 @@ impl Dispatcher {
     }
 
     async fn delete_topics(&self, names: Vec<String>) -> Reply {
-        let op = Op::DeleteTopics {
-            topics: names.clone(),
-        };
-        let outcomes = topic_outcomes(self.service.execute(REGISTRY_SHARD, op).await, names);
+        let outcomes = self.delete_topic_outcomes(names).await;
         let mut fbb = FlatBufferBuilder::new();
         let results: Vec<_> = outcomes
             .iter()
@@ -612,16 +667,36 @@ impl Dispatcher {
     }
 
     async fn produce(&self, mut topics: Topics<Bytes>, acks: i8) -> Reply {
+        let results = self.produce_routed(&mut topics, acks).await;
+        produce_reply(&topics, &results)
+    }
+
+    /// Produce for the Kafka listener: results per topic and partition, in
+    /// request order.
+    pub(crate) async fn produce_results(
+        &self,
+        topics: impl Iterator<Item = (String, Vec<(PartitionId, Bytes)>)>,
+        acks: i8,
+    ) -> Vec<Vec<ProduceResult>> {
+        let mut topics = self.route(topics);
+        self.produce_routed(&mut topics, acks).await
+    }
+
+    async fn produce_routed(
+        &self,
+        topics: &mut Topics<Bytes>,
+        acks: i8,
+    ) -> Vec<Vec<ProduceResult>> {
         // Only the group coordinators write the offsets topic.
-        for (name, parts) in &mut topics {
+        for (name, parts) in topics.iter_mut() {
             if name == OFFSETS_TOPIC {
                 for part in parts {
                     part.route = Err(ErrorCode::InvalidTopicException);
                 }
             }
         }
-        let results: Vec<Vec<ProduceResult>> = if matches!(acks, -1..=1) {
-            self.run_all(&topics, |name, part| Op::Produce {
+        if matches!(acks, -1..=1) {
+            self.run_all(topics, |name, part| Op::Produce {
                 topic: name.to_owned(),
                 partition: part.partition,
                 records: part.input.clone(),
@@ -629,7 +704,7 @@ impl Dispatcher {
             })
             .await
             .into_iter()
-            .zip(&topics)
+            .zip(topics.iter())
             .map(|(results, (_, parts))| {
                 results
                     .into_iter()
@@ -660,51 +735,71 @@ impl Dispatcher {
                         .collect()
                 })
                 .collect()
-        };
-        let mut fbb = FlatBufferBuilder::new();
-        let topic_offsets: Vec<_> = topics
-            .iter()
-            .zip(&results)
-            .map(|((name, parts), results)| {
-                let partitions: Vec<_> = parts
-                    .iter()
-                    .zip(results)
-                    .map(|(part, r)| {
-                        let message = r.message.as_deref().map(|m| fbb.create_string(m));
-                        wire::PartitionProduceResponse::create(
-                            &mut fbb,
-                            &wire::PartitionProduceResponseArgs {
-                                partition: part.partition.get(),
-                                error_code: r.error.code(),
-                                error_message: message,
-                                base_offset: r.base_offset,
-                                log_append_time_ms: -1,
-                                log_start_offset: r.log_start_offset,
-                            },
-                        )
-                    })
-                    .collect();
-                let partitions = fbb.create_vector(&partitions);
-                let name = fbb.create_string(name);
-                wire::TopicProduceResponse::create(
-                    &mut fbb,
-                    &wire::TopicProduceResponseArgs {
-                        name: Some(name),
-                        partitions: Some(partitions),
-                    },
-                )
-            })
-            .collect();
-        let topics = fbb.create_vector(&topic_offsets);
-        let response = wire::ProduceResponse::create(
-            &mut fbb,
-            &wire::ProduceResponseArgs {
-                throttle_time_ms: 0,
-                topics: Some(topics),
-            },
-        );
-        fbb.finish(response, None);
-        Reply::ok(fbb)
+        }
+    }
+}
+
+fn produce_reply(topics: &Topics<Bytes>, results: &[Vec<ProduceResult>]) -> Reply {
+    let mut fbb = FlatBufferBuilder::new();
+    let topic_offsets: Vec<_> = topics
+        .iter()
+        .zip(results)
+        .map(|((name, parts), results)| {
+            let partitions: Vec<_> = parts
+                .iter()
+                .zip(results)
+                .map(|(part, r)| {
+                    let message = r.message.as_deref().map(|m| fbb.create_string(m));
+                    wire::PartitionProduceResponse::create(
+                        &mut fbb,
+                        &wire::PartitionProduceResponseArgs {
+                            partition: part.partition.get(),
+                            error_code: r.error.code(),
+                            error_message: message,
+                            base_offset: r.base_offset,
+                            log_append_time_ms: -1,
+                            log_start_offset: r.log_start_offset,
+                        },
+                    )
+                })
+                .collect();
+            let partitions = fbb.create_vector(&partitions);
+            let name = fbb.create_string(name);
+            wire::TopicProduceResponse::create(
+                &mut fbb,
+                &wire::TopicProduceResponseArgs {
+                    name: Some(name),
+                    partitions: Some(partitions),
+                },
+            )
+        })
+        .collect();
+    let topics = fbb.create_vector(&topic_offsets);
+    let response = wire::ProduceResponse::create(
+        &mut fbb,
+        &wire::ProduceResponseArgs {
+            throttle_time_ms: 0,
+            topics: Some(topics),
+        },
+    );
+    fbb.finish(response, None);
+    Reply::ok(fbb)
+}
+
+impl Dispatcher {
+    /// Fetch for the Kafka listener (same long-poll as native); `Err` when
+    /// the shard is stopping.
+    pub(crate) async fn fetch_results(
+        &self,
+        topics: impl Iterator<Item = (String, Vec<(PartitionId, (i64, usize))>)>,
+        max_wait: Duration,
+        min_bytes: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Vec<FetchResult>>, ErrorCode> {
+        let topics = self.route(topics);
+        let max_wait = max_wait.min(self.limits.fetch_wait_max);
+        self.fetch_routed(&topics, max_wait, min_bytes, max_bytes, 0)
+            .await
     }
 
     /// Reads every partition; if fewer than `min_bytes` came back and no
@@ -718,25 +813,49 @@ impl Dispatcher {
         max_bytes: usize,
         cost: usize,
     ) -> Reply {
+        match self
+            .fetch_routed(&topics, max_wait, min_bytes, max_bytes, cost)
+            .await
+        {
+            Ok(results) => {
+                let max_bytes = self.fetch_budget(max_bytes, cost);
+                fetch_reply(&topics, results, max_bytes)
+            }
+            Err(_) => Reply::error(ErrorCode::BrokerBusy, "the shard is stopping"),
+        }
+    }
+
+    fn fetch_budget(&self, max_bytes: usize, cost: usize) -> usize {
+        max_bytes
+            .min(self.limits.fetch_bytes_max)
+            .min(self.limits.inflight_bytes_max.saturating_sub(cost))
+            .max(1)
+    }
+
+    async fn fetch_routed(
+        &self,
+        topics: &Topics<(i64, usize)>,
+        max_wait: Duration,
+        min_bytes: usize,
+        max_bytes: usize,
+        cost: usize,
+    ) -> Result<Vec<Vec<FetchResult>>, ErrorCode> {
         let deadline = Instant::now() + max_wait;
         // The response budget comes out of the in-flight budget too (minus
         // the request itself, which already holds its share).
-        let max_bytes = max_bytes
-            .min(self.limits.fetch_bytes_max)
-            .min(self.limits.inflight_bytes_max - cost)
-            .max(1);
+        let max_bytes = self.fetch_budget(max_bytes, cost);
         loop {
             let results = {
                 let Ok(_permit) = self.budget.acquire_permit(max_bytes as u64).await else {
-                    return Reply::error(ErrorCode::BrokerBusy, "the shard is stopping");
+                    return Err(ErrorCode::BrokerBusy);
                 };
-                self.fetch_once(&topics, max_bytes).await
+                self.fetch_once(topics, max_bytes).await
             };
             let flat = || results.iter().flatten();
             let total: usize = flat().map(FetchResult::bytes).sum();
             let failed = flat().any(|r| r.error != ErrorCode::None);
             if total >= min_bytes || failed || Instant::now() >= deadline {
-                return fetch_reply(&topics, results, max_bytes);
+                return Ok(results);
             }
             let waits: Vec<Task<OpResult>> = topics
                 .iter()
@@ -786,71 +905,87 @@ impl Dispatcher {
         .collect()
     }
 
-    async fn list_offsets(&self, topics: Topics<i64>) -> Reply {
-        let results: Vec<Vec<ListOffsetsResult>> = self
-            .run_all(&topics, |name, part| Op::ListOffsets {
-                topic: name.to_owned(),
-                partition: part.partition,
-                timestamp: part.input,
-            })
-            .await
-            .into_iter()
-            .zip(&topics)
-            .map(|(results, (_, parts))| {
-                results
-                    .into_iter()
-                    .zip(parts)
-                    .map(|(result, part)| match (result, part.route) {
-                        (Some(OpResult::ListOffsets(r)), _) => r,
-                        (_, Err(code)) => ListOffsetsResult::error(code),
-                        _ => ListOffsetsResult::error(ErrorCode::NotLeaderOrFollower),
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut fbb = FlatBufferBuilder::new();
-        let topic_offsets: Vec<_> = topics
-            .iter()
-            .zip(&results)
-            .map(|((name, parts), results)| {
-                let partitions: Vec<_> = parts
-                    .iter()
-                    .zip(results)
-                    .map(|(part, r)| {
-                        wire::ListOffsetsPartitionResponse::create(
-                            &mut fbb,
-                            &wire::ListOffsetsPartitionResponseArgs {
-                                partition: part.partition.get(),
-                                error_code: r.error.code(),
-                                timestamp: r.timestamp,
-                                offset: r.offset,
-                                leader_epoch: if r.error == ErrorCode::None { 0 } else { -1 },
-                            },
-                        )
-                    })
-                    .collect();
-                let partitions = fbb.create_vector(&partitions);
-                let name = fbb.create_string(name);
-                wire::ListOffsetsTopicResponse::create(
-                    &mut fbb,
-                    &wire::ListOffsetsTopicResponseArgs {
-                        name: Some(name),
-                        partitions: Some(partitions),
-                    },
-                )
-            })
-            .collect();
-        let topics = fbb.create_vector(&topic_offsets);
-        let response = wire::ListOffsetsResponse::create(
-            &mut fbb,
-            &wire::ListOffsetsResponseArgs {
-                throttle_time_ms: 0,
-                topics: Some(topics),
-            },
-        );
-        fbb.finish(response, None);
-        Reply::ok(fbb)
+    /// ListOffsets for the Kafka listener.
+    pub(crate) async fn list_offsets_results(
+        &self,
+        topics: impl Iterator<Item = (String, Vec<(PartitionId, i64)>)>,
+    ) -> Vec<Vec<ListOffsetsResult>> {
+        let topics = self.route(topics);
+        self.list_offsets_routed(&topics).await
     }
+
+    async fn list_offsets(&self, topics: Topics<i64>) -> Reply {
+        let results = self.list_offsets_routed(&topics).await;
+        list_offsets_reply(&topics, &results)
+    }
+
+    async fn list_offsets_routed(&self, topics: &Topics<i64>) -> Vec<Vec<ListOffsetsResult>> {
+        self.run_all(topics, |name, part| Op::ListOffsets {
+            topic: name.to_owned(),
+            partition: part.partition,
+            timestamp: part.input,
+        })
+        .await
+        .into_iter()
+        .zip(topics.iter())
+        .map(|(results, (_, parts))| {
+            results
+                .into_iter()
+                .zip(parts)
+                .map(|(result, part)| match (result, part.route) {
+                    (Some(OpResult::ListOffsets(r)), _) => r,
+                    (_, Err(code)) => ListOffsetsResult::error(code),
+                    _ => ListOffsetsResult::error(ErrorCode::NotLeaderOrFollower),
+                })
+                .collect()
+        })
+        .collect()
+    }
+}
+
+fn list_offsets_reply(topics: &Topics<i64>, results: &[Vec<ListOffsetsResult>]) -> Reply {
+    let mut fbb = FlatBufferBuilder::new();
+    let topic_offsets: Vec<_> = topics
+        .iter()
+        .zip(results)
+        .map(|((name, parts), results)| {
+            let partitions: Vec<_> = parts
+                .iter()
+                .zip(results)
+                .map(|(part, r)| {
+                    wire::ListOffsetsPartitionResponse::create(
+                        &mut fbb,
+                        &wire::ListOffsetsPartitionResponseArgs {
+                            partition: part.partition.get(),
+                            error_code: r.error.code(),
+                            timestamp: r.timestamp,
+                            offset: r.offset,
+                            leader_epoch: if r.error == ErrorCode::None { 0 } else { -1 },
+                        },
+                    )
+                })
+                .collect();
+            let partitions = fbb.create_vector(&partitions);
+            let name = fbb.create_string(name);
+            wire::ListOffsetsTopicResponse::create(
+                &mut fbb,
+                &wire::ListOffsetsTopicResponseArgs {
+                    name: Some(name),
+                    partitions: Some(partitions),
+                },
+            )
+        })
+        .collect();
+    let topics = fbb.create_vector(&topic_offsets);
+    let response = wire::ListOffsetsResponse::create(
+        &mut fbb,
+        &wire::ListOffsetsResponseArgs {
+            throttle_time_ms: 0,
+            topics: Some(topics),
+        },
+    );
+    fbb.finish(response, None);
+    Reply::ok(fbb)
 }
 
 /// The per-topic outcomes of an admin op, or the same failure for every

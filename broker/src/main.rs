@@ -47,6 +47,12 @@ struct StartArgs {
     /// Native protocol HOST:PORT; port 0 picks a free port [default: 127.0.0.1:9192].
     #[arg(long, env = "FJORD_LISTEN")]
     listen: Option<String>,
+    /// Kafka wire-protocol HOST:PORT; port 0 picks a free port [default: 127.0.0.1:9092].
+    #[arg(long, env = "FJORD_KAFKA_LISTEN")]
+    kafka_listen: Option<String>,
+    /// Host advertised in Kafka Metadata [default: the Kafka listen host].
+    #[arg(long, env = "FJORD_KAFKA_ADVERTISED_HOST")]
+    kafka_advertised_host: Option<String>,
     /// Number of shards [default: number of CPUs].
     #[arg(long, env = "FJORD_SHARDS")]
     shards: Option<usize>,
@@ -103,6 +109,8 @@ fn start(args: StartArgs) -> ExitCode {
         data_dir: args.data_dir,
         listen: args.listen,
         advertised_host: args.advertised_host,
+        kafka_listen: args.kafka_listen,
+        kafka_advertised_host: args.kafka_advertised_host,
         shards: args.shards,
         shard_ports: args.shard_ports,
         frame_bytes_max: args.frame_bytes_max,

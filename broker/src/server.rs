@@ -33,6 +33,7 @@ const SUPERVISE_INTERVAL: Duration = Duration::from_millis(100);
 /// Runs the broker until SIGTERM/SIGINT. `Ok` is a clean shutdown.
 pub fn run(config: Config) -> Result<(), BrokerError> {
     let listen = config.listen_addr()?;
+    let kafka_listen = config.kafka_listen_addr()?;
     let cpus = online_cpus()?;
     let shards = config.shards.unwrap_or(cpus.len());
     if shards > cpus.len() {
@@ -68,6 +69,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     };
     let private_addrs = private_addrs(&config, listen, shards)?;
     check_port_free(listen, "the shared port")?;
+    check_port_free(kafka_listen, "the Kafka port")?;
     for addr in private_addrs.iter().flatten() {
         check_port_free(*addr, "a per-shard port (listen port + 1 + shard)")?;
     }
@@ -80,11 +82,12 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
         starts: Vec::new(),
         stop: stop.clone(),
     };
-    let spec = |index: usize, shared_addr: SocketAddr| ShardSpec {
+    let spec = |index: usize, shared_addr: SocketAddr, kafka_addr: SocketAddr| ShardSpec {
         shard: ShardId(index as u16),
         cpu: cpus[index],
         shared_addr,
         private_addr: private_addrs[index],
+        kafka_addr,
         io_memory_bytes: config.io_memory_bytes,
         connections_max: config.connections_max_per_shard,
         connection: ConnectionConfig {
@@ -115,21 +118,25 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     // got (they share it through SO_REUSEPORT).
     let mut bound: Vec<Option<Bound>> = vec![None; shards];
     let result = (|| {
-        fleet.spawn(spec(0, listen), boot(0), &events_tx)?;
+        fleet.spawn(spec(0, listen, kafka_listen), boot(0), &events_tx)?;
         wait_bound(&events, &mut bound[..1])?;
-        let shared = bound[0].map_or(listen, |(shared, _)| shared);
+        let shared = bound[0].map_or(listen, |(shared, _, _)| shared);
+        let kafka = bound[0].map_or(kafka_listen, |(_, _, kafka)| kafka);
         for index in 1..shards {
-            fleet.spawn(spec(index, shared), boot(index), &events_tx)?;
+            fleet.spawn(spec(index, shared, kafka), boot(index), &events_tx)?;
         }
         wait_bound(&events, &mut bound)?;
-        Ok(shared)
+        Ok((shared, kafka))
     })();
     let shard_ports: Vec<u16> = bound
         .iter()
-        .map(|b| b.and_then(|(_, private)| private).map_or(0, |a| a.port()))
+        .map(|b| {
+            b.and_then(|(_, private, _)| private)
+                .map_or(0, |a| a.port())
+        })
         .collect();
-    let shared = match result {
-        Ok(shared) => shared,
+    let (shared, kafka) = match result {
+        Ok(bound) => bound,
         Err(error) => {
             let failures = fleet.stop();
             // An executor that did not start reports why only through its
@@ -150,6 +157,11 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
             .clone()
             .unwrap_or_else(|| advertised_default(shared.ip())),
         port: shared.port(),
+        kafka_host: config
+            .kafka_advertised_host
+            .clone()
+            .unwrap_or_else(|| advertised_default(kafka.ip())),
+        kafka_port: kafka.port(),
         shard_ports: if config.shard_ports {
             shard_ports
         } else {
@@ -158,6 +170,10 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     });
     for start in fleet.starts.drain(..) {
         let _ = start.send(view.clone());
+    }
+    if let Err(error) = data_dir.write_addr_file(crate::datadir::KAFKA_ADDR_FILE, kafka) {
+        fleet.stop();
+        return Err(error);
     }
     let addr_file = match data_dir.write_addr(shared) {
         Ok(path) => path,
@@ -175,6 +191,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
         "fjord listening"
     );
     println!("fjord: listening on {shared}");
+    println!("fjord: kafka listening on {kafka}");
 
     let outcome = supervise(&signals, &events);
     data_dir.remove_addr();
@@ -226,8 +243,8 @@ impl Fleet {
     }
 }
 
-/// A shard's bound addresses: shared port, private port.
-type Bound = (SocketAddr, Option<SocketAddr>);
+/// A shard's bound addresses: shared port, private port, Kafka port.
+type Bound = (SocketAddr, Option<SocketAddr>, SocketAddr);
 
 /// Waits until every shard with a slot in `bound` (shards `0..bound.len()`)
 /// has reported its addresses. Reports may arrive in any order.
@@ -243,9 +260,10 @@ fn wait_bound(
                 shard,
                 shared,
                 private,
+                kafka,
             }) => {
                 if let Some(slot) = bound.get_mut(usize::from(shard.get())) {
-                    *slot = Some((shared, private));
+                    *slot = Some((shared, private, kafka));
                 }
             }
             Ok(ShardEvent::Exited { shard, result }) => {

@@ -26,6 +26,8 @@ use crate::dispatch::{BrokerView, DispatchLimits, Dispatcher};
 use crate::error::BrokerError;
 use crate::group::coordinator::GroupConfig;
 use crate::group::host::GroupHost;
+use crate::kafka;
+use crate::kafka::handler::KafkaHandler;
 use crate::mesh::{Mesh, MeshEnds};
 use crate::partitions::PartitionManager;
 use crate::producer_state::ProducerStateConfig;
@@ -47,6 +49,8 @@ pub struct ShardSpec {
     pub shared_addr: SocketAddr,
     /// This shard's own port, if exposed.
     pub private_addr: Option<SocketAddr>,
+    /// The Kafka wire-protocol port (SO_REUSEPORT across shards).
+    pub kafka_addr: SocketAddr,
     pub io_memory_bytes: usize,
     pub connections_max: usize,
     pub connection: ConnectionConfig,
@@ -91,6 +95,7 @@ pub enum ShardEvent {
         shard: ShardId,
         shared: SocketAddr,
         private: Option<SocketAddr>,
+        kafka: SocketAddr,
     },
     /// The shard's executor finished (sent on every exit path, panics
     /// included); `Err` carries why.
@@ -197,6 +202,7 @@ async fn run(
     };
     let shared = bind(spec.shared_addr)?;
     let private = spec.private_addr.map(bind).transpose()?;
+    let kafka = bind(spec.kafka_addr)?;
     let local = |l: &TcpListener| {
         l.local_addr().map_err(|e| BrokerError::Bind {
             addr: spec.shared_addr,
@@ -205,10 +211,12 @@ async fn run(
     };
     let shared_local = local(&shared)?;
     let private_local = private.as_ref().map(local).transpose()?;
+    let kafka_local = local(&kafka)?;
     let _ = events.send(ShardEvent::Bound {
         shard: spec.shard,
         shared: shared_local,
         private: private_local,
+        kafka: kafka_local,
     });
     // Blocking here is fine: nothing else runs on this executor yet.
     let Ok(view) = start.recv() else {
@@ -305,7 +313,7 @@ async fn run(
     let grace = spec.shutdown_grace;
     let shard_count = spec.shard_count;
     Shard::new(spec, view, service.clone())
-        .serve(stop, shared, private)
+        .serve(stop, shared, private, kafka)
         .await;
     // Other shards may still forward requests for our partitions while
     // they drain: keep the logs open until every shard has drained.
@@ -389,6 +397,7 @@ impl Shard {
         stop: Arc<AtomicBool>,
         shared: TcpListener,
         private: Option<TcpListener>,
+        kafka: TcpListener,
     ) {
         tracing::info!(shard = %self.spec.shard, cpu = self.spec.cpu, "shard serving");
         let watcher = glommio::spawn_local({
@@ -402,10 +411,12 @@ impl Shard {
         });
         let private_loop =
             private.map(|listener| glommio::spawn_local(self.clone().accept_loop(listener)));
+        let kafka_loop = glommio::spawn_local(self.clone().kafka_accept_loop(kafka));
         self.clone().accept_loop(shared).await;
         if let Some(task) = private_loop {
             task.await;
         }
+        kafka_loop.await;
         watcher.await;
         self.drain().await;
     }
@@ -456,6 +467,57 @@ impl Shard {
             .detach();
         }
         tracing::debug!(shard = %self.spec.shard, "stopped accepting");
+    }
+
+    /// Accepts Kafka wire-protocol connections (same connection limit and
+    /// drain as the native ones).
+    async fn kafka_accept_loop(self: Rc<Self>, listener: TcpListener) {
+        loop {
+            let accepted = future::or(async { Some(listener.accept().await) }, async {
+                self.stop.wait().await;
+                None
+            })
+            .await;
+            let stream = match accepted {
+                None => break,
+                Some(Ok(stream)) => stream,
+                Some(Err(error)) => {
+                    tracing::warn!(shard = %self.spec.shard, %error, "kafka accept failed");
+                    sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            };
+            let peer = stream.peer_addr().ok();
+            if self.connections.get() >= self.spec.connections_max {
+                tracing::warn!(shard = %self.spec.shard, ?peer, "connection limit reached; closing new kafka connection");
+                continue;
+            }
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(shard = %self.spec.shard, ?peer, %error, "set_nodelay failed");
+            }
+            self.connections.set(self.connections.get() + 1);
+            let slot = ConnectionSlot(self.connections.clone());
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                let _slot = slot;
+                let handler = KafkaHandler::new(shard.dispatcher.clone());
+                let result = kafka::serve::serve(
+                    stream,
+                    shard.spec.connection.clone(),
+                    &handler,
+                    &shard.stop,
+                )
+                .await;
+                match result {
+                    Ok(()) => tracing::debug!(shard = %shard.spec.shard, ?peer, "kafka connection closed"),
+                    Err(error) => {
+                        tracing::info!(shard = %shard.spec.shard, ?peer, %error, "closing kafka connection")
+                    }
+                }
+            })
+            .detach();
+        }
+        tracing::debug!(shard = %self.spec.shard, "stopped accepting kafka connections");
     }
 
     /// Waits for open connections to finish, at most `shutdown_grace`.

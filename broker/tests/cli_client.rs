@@ -50,7 +50,14 @@ impl Broker {
             dir.path().join("fjord-data")
         };
         let mut child = command
-            .args(["--listen", "127.0.0.1:0", "--shards", "2"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--kafka-listen",
+                "127.0.0.1:0",
+                "--shards",
+                "2",
+            ])
             .env("FJORD_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -109,7 +109,7 @@ fn spawn_fjord(data_dir: &Path, log: &Path, listen: &str, extra: &[&str]) -> Chi
         .arg("start")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", listen])
+        .args(["--listen", listen, "--kafka-listen", "127.0.0.1:0"])
         .args(extra)
         .env("FJORD_LOG", "debug")
         .stdin(Stdio::null())

@@ -44,6 +44,8 @@ fn answers(frames: Vec<Frame>) -> Vec<Option<Frame>> {
                 node_id: NodeId(7),
                 host: "127.0.0.1".into(),
                 port: 9192,
+                kafka_host: "127.0.0.1".into(),
+                kafka_port: 9092,
                 shard_ports: vec![9193, 9194],
             }),
             service.clone(),

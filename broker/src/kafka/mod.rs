@@ -1,4 +1,8 @@
-//! The Kafka wire-protocol edge (issue 7). For now: RecordBatch v2 <-> native
-//! batch conversion.
+//! The Kafka wire-protocol edge (issue 7): RecordBatch v2 <-> native batch
+//! conversion, Kafka framing, the per-connection serve loop and the request
+//! handler that maps Kafka requests onto the native dispatcher's ops.
 
+pub mod frame;
+pub mod handler;
 pub mod records;
+pub mod serve;

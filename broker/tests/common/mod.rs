@@ -162,7 +162,7 @@ fn spawn(root: &Path, args: &[String]) -> Child {
         .arg("start")
         .arg("--data-dir")
         .arg(root.join("data"))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0"])
         .args(args)
         .envs(ENV)
         .env("FJORD_LOG", "info")

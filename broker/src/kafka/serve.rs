@@ -1,0 +1,89 @@
+//! The glommio serve loop of one Kafka connection: read, frame, handle one
+//! request at a time (so responses go out in request order, as Kafka
+//! requires), write. Closes on EOF, stop, idle timeout, or a frame that
+//! cannot be parsed.
+
+use std::io;
+use std::time::Instant;
+
+use futures_lite::future;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::timer::sleep;
+
+use fjord_net::conn::ConnectionConfig;
+use fjord_net::stop::StopSignal;
+
+use super::frame::{FrameError, KafkaFramer};
+use super::handler::{HandleError, KafkaHandler};
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why a Kafka connection closed abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaConnError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Request(#[from] HandleError),
+    #[error("idle for longer than {0:?}")]
+    Idle(std::time::Duration),
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+}
+
+enum Read {
+    Bytes(io::Result<usize>),
+    Idle,
+    Stopped,
+}
+
+/// Serves one accepted Kafka connection until it closes.
+pub async fn serve(
+    mut stream: TcpStream,
+    config: ConnectionConfig,
+    handler: &KafkaHandler,
+    stop: &StopSignal,
+) -> Result<(), KafkaConnError> {
+    let mut framer = KafkaFramer::new(config.frame_bytes_max);
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut last_request = Instant::now();
+    loop {
+        while let Some(frame) = framer.next_frame()? {
+            last_request = Instant::now();
+            if let Some(response) = handler.handle(frame).await? {
+                let write = async { Some(stream.write_all(&response).await) };
+                let timeout = async {
+                    sleep(config.idle_timeout).await;
+                    None
+                };
+                match future::or(write, timeout).await {
+                    Some(result) => result?,
+                    None => return Err(KafkaConnError::Idle(config.idle_timeout)),
+                }
+            }
+            if stop.is_triggered() {
+                return Ok(());
+            }
+        }
+        if stop.is_triggered() {
+            return Ok(());
+        }
+        let deadline = last_request + config.idle_timeout;
+        let read = async { Read::Bytes(stream.read(&mut chunk).await) };
+        let idle = async {
+            sleep(deadline.saturating_duration_since(Instant::now())).await;
+            Read::Idle
+        };
+        let stopped = async {
+            stop.wait().await;
+            Read::Stopped
+        };
+        match future::or(read, future::or(idle, stopped)).await {
+            Read::Bytes(Ok(0)) | Read::Stopped => return Ok(()),
+            Read::Bytes(Ok(n)) => framer.feed(&chunk[..n]),
+            Read::Bytes(Err(error)) => return Err(error.into()),
+            Read::Idle => return Err(KafkaConnError::Idle(config.idle_timeout)),
+        }
+    }
+}

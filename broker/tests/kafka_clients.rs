@@ -1,0 +1,310 @@
+//! A real Kafka client (rdkafka, bundled librdkafka) against the `fjord`
+//! binary's Kafka listener (2 shards): admin create topic, idempotent
+//! producer with keys and headers, manual-assignment consumer, and
+//! cross-protocol (rdkafka -> native consumer, native producer -> rdkafka).
+//! No timing assertions: deadlines only keep a broken broker from hanging
+//! the suite.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fjord_net::client::consumer::{Consumer, ConsumerOptions, SeekTo};
+use fjord_net::client::producer::{Producer, ProducerOptions, ProducerRecord};
+use fjord_schema::PartitionId;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::{Offset, TopicPartitionList};
+use tempfile::TempDir;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+const PARTITIONS: i32 = 3;
+
+struct Broker {
+    child: Child,
+    dir: TempDir,
+    native: SocketAddr,
+    kafka: SocketAddr,
+}
+
+fn read_addr(path: &Path, child: &mut Child, dir: &Path) -> SocketAddr {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Ok(addr) = text.trim().parse() {
+                return addr;
+            }
+        }
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("fjord exited with {status}: {}", logs(dir));
+        }
+        assert!(Instant::now() < deadline, "fjord did not start");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn logs(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("fjord.log")).unwrap_or_default()
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let log = File::create(dir.path().join("fjord.log")).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .arg("start")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0"])
+            .args(["--shards", "2"])
+            .env("FJORD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn fjord");
+        // broker.addr is written last, after kafka.addr.
+        let native = read_addr(&data.join("broker.addr"), &mut child, dir.path());
+        let kafka = read_addr(&data.join("kafka.addr"), &mut child, dir.path());
+        Broker {
+            child,
+            dir,
+            native,
+            kafka,
+        }
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", self.kafka.to_string())
+            .set("broker.address.family", "v4");
+        config
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!("fjord log:\n{}", logs(self.dir.path()));
+        }
+    }
+}
+
+fn create_topic(broker: &Broker, name: &str) {
+    let admin: AdminClient<DefaultClientContext> = broker.config().create().expect("admin client");
+    let topic = NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(PATIENCE));
+    let results = futures_lite::future::block_on(admin.create_topics(&[topic], &options))
+        .expect("create_topics");
+    for result in results {
+        result.expect("topic created");
+    }
+}
+
+/// (partition, key, value, headers) as a consumer saw them.
+type Seen = (i32, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+fn rdkafka_consume(broker: &Broker, topic: &str, expected: usize) -> Vec<Seen> {
+    let consumer: BaseConsumer = broker
+        .config()
+        // librdkafka's assign() needs a group id; with auto-commit off and
+        // manual assignment no group request is needed.
+        .set("group.id", "kafka-clients-test")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("add partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while seen.len() < expected {
+        assert!(
+            Instant::now() < deadline,
+            "consumed {} of {expected}",
+            seen.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(error)) => eprintln!("consumer error (retrying): {error}"),
+            Some(Ok(message)) => {
+                let headers = message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                seen.push((
+                    message.partition(),
+                    message.key().unwrap_or_default().to_vec(),
+                    message.payload().unwrap_or_default().to_vec(),
+                    headers,
+                ));
+            }
+        }
+    }
+    seen
+}
+
+fn rdkafka_produce(broker: &Broker, topic: &str, count: usize) -> Vec<Seen> {
+    let producer: FutureProducer = broker
+        .config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let mut sent = Vec::new();
+    let mut deliveries = Vec::new();
+    for i in 0..count {
+        let key = format!("key-{}", i % 7);
+        let value = format!("value-{i}");
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "seq",
+                value: Some(i.to_string().as_bytes()),
+            })
+            .insert(Header {
+                key: "origin",
+                value: Some("rdkafka".as_bytes()),
+            });
+        let record = FutureRecord::to(topic)
+            .key(&key)
+            .payload(&value)
+            .headers(headers);
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(e, _)| e)
+            .expect("queued");
+        deliveries.push(delivery);
+        sent.push((i, key, value));
+    }
+    let mut out = Vec::new();
+    for (delivery, (i, key, value)) in deliveries.into_iter().zip(sent) {
+        let delivered = futures_lite::future::block_on(delivery)
+            .expect("delivery future")
+            .expect("delivered");
+        out.push((
+            delivered.partition,
+            key.into_bytes(),
+            value.into_bytes(),
+            vec![
+                ("seq".to_owned(), i.to_string().into_bytes()),
+                ("origin".to_owned(), b"rdkafka".to_vec()),
+            ],
+        ));
+    }
+    producer.flush(PATIENCE).expect("flush");
+    out
+}
+
+/// Per-partition sequences, the order a consumer must preserve.
+fn by_partition(records: &[Seen]) -> BTreeMap<i32, Vec<Seen>> {
+    let mut map: BTreeMap<i32, Vec<Seen>> = BTreeMap::new();
+    for r in records {
+        map.entry(r.0).or_default().push(r.clone());
+    }
+    map
+}
+
+#[test]
+fn rdkafka_round_trip_and_cross_protocol() {
+    let broker = Broker::start();
+    let topic = "kafka-clients";
+    create_topic(&broker, topic);
+
+    // rdkafka -> rdkafka.
+    let produced = rdkafka_produce(&broker, topic, 60);
+    assert!(
+        by_partition(&produced).len() > 1,
+        "keys spread over partitions"
+    );
+    let consumed = rdkafka_consume(&broker, topic, produced.len());
+    assert_eq!(by_partition(&consumed), by_partition(&produced));
+
+    // rdkafka -> native consumer.
+    let mut native =
+        Consumer::new(ConsumerOptions::new(broker.native.to_string())).expect("native consumer");
+    let partitions: Vec<PartitionId> = (0..PARTITIONS as u32).map(PartitionId).collect();
+    native.assign(topic, &partitions);
+    for p in &partitions {
+        native.seek(topic, *p, SeekTo::Earliest).expect("assigned");
+    }
+    let mut native_seen = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while native_seen.len() < produced.len() {
+        assert!(Instant::now() < deadline, "native consumer stalled");
+        for r in native.poll(Duration::from_millis(200)).expect("poll") {
+            native_seen.push((
+                r.partition.get() as i32,
+                r.key.map(|k| k.to_vec()).unwrap_or_default(),
+                r.value.map(|v| v.to_vec()).unwrap_or_default(),
+                r.headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            String::from_utf8_lossy(k).into_owned(),
+                            v.as_ref().map(|v| v.to_vec()).unwrap_or_default(),
+                        )
+                    })
+                    .collect(),
+            ));
+        }
+    }
+    assert_eq!(by_partition(&native_seen), by_partition(&produced));
+
+    // native producer -> rdkafka.
+    let native_topic = "from-native";
+    create_topic(&broker, native_topic);
+    let producer =
+        Producer::new(ProducerOptions::new(broker.native.to_string())).expect("native producer");
+    let mut expected = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..30u32 {
+        let key = format!("nk-{}", i % 5).into_bytes();
+        let value = format!("nv-{i}").into_bytes();
+        let seq = i.to_string().into_bytes();
+        let headers: [(&[u8], Option<&[u8]>); 1] = [(b"seq", Some(&seq))];
+        let handle = producer
+            .send(ProducerRecord {
+                topic: native_topic,
+                key: Some(&key),
+                value: Some(&value),
+                headers: &headers,
+                ..ProducerRecord::default()
+            })
+            .expect("send");
+        handles.push((handle, key, value, seq));
+    }
+    producer.flush();
+    for (handle, key, value, seq) in handles {
+        let meta = handle.wait().expect("produced");
+        expected.push((
+            meta.partition.get() as i32,
+            key,
+            value,
+            vec![("seq".to_owned(), seq)],
+        ));
+    }
+    let consumed = rdkafka_consume(&broker, native_topic, expected.len());
+    assert_eq!(by_partition(&consumed), by_partition(&expected));
+}
