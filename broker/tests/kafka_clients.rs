@@ -308,3 +308,112 @@ fn rdkafka_round_trip_and_cross_protocol() {
     let consumed = rdkafka_consume(&broker, native_topic, expected.len());
     assert_eq!(by_partition(&consumed), by_partition(&expected));
 }
+
+mod raw {
+    //! The Kafka listener spoken to directly, with `kafka-protocol`'s
+    //! encoders: hostile frames close only their own connection.
+
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+
+    use bytes::{BufMut, Bytes, BytesMut};
+    use kafka_protocol::messages::{
+        ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+    use super::PATIENCE;
+
+    pub fn connect(addr: SocketAddr) -> TcpStream {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        stream
+    }
+
+    /// Sends raw bytes; true if the broker then closed the connection.
+    pub fn closed_after(addr: SocketAddr, bytes: &[u8]) -> bool {
+        let mut stream = connect(addr);
+        stream.write_all(bytes).expect("write");
+        let mut buf = [0u8; 64];
+        matches!(stream.read(&mut buf), Ok(0) | Err(_))
+    }
+
+    pub fn api_versions(addr: SocketAddr, version: i16) -> (i16, Vec<(i16, i16, i16)>) {
+        let mut header = RequestHeader::default();
+        header.request_api_key = ApiKey::ApiVersions as i16;
+        header.request_api_version = version;
+        header.correlation_id = 42;
+        header.client_id = Some(StrBytes::from_static_str("raw-test"));
+        let mut request = ApiVersionsRequest::default();
+        request.client_software_name = StrBytes::from_static_str("raw");
+        request.client_software_version = StrBytes::from_static_str("1");
+        let mut body = BytesMut::new();
+        let known = version.min(4);
+        header
+            .encode(&mut body, ApiKey::ApiVersions.request_header_version(known))
+            .expect("encode header");
+        request.encode(&mut body, known).expect("encode body");
+        let mut frame = BytesMut::new();
+        frame.put_u32(body.len() as u32);
+        frame.extend_from_slice(&body);
+        let mut stream = connect(addr);
+        stream.write_all(&frame).expect("write");
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).expect("response length");
+        let mut response = vec![0u8; u32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut response).expect("response");
+        let mut response = Bytes::from(response);
+        // ApiVersions responses always use header v0; an unsupported
+        // version is answered at v0.
+        let answered = if version > 3 { 0 } else { version };
+        let header = ResponseHeader::decode(&mut response, 0).expect("response header");
+        assert_eq!(header.correlation_id, 42);
+        let body = ApiVersionsResponse::decode(&mut response, answered).expect("response body");
+        let apis = body
+            .api_keys
+            .iter()
+            .map(|a| (a.api_key, a.min_version, a.max_version))
+            .collect();
+        (body.error_code, apis)
+    }
+}
+
+#[test]
+fn hostile_kafka_frames_close_only_their_connection() {
+    let broker = Broker::start();
+    // Metadata v1 whose topics array claims 2^31-1 entries (once made the
+    // decoder reserve ~150 GB and abort the broker).
+    let mut body = Vec::new();
+    body.extend_from_slice(&3i16.to_be_bytes());
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.extend_from_slice(&7i32.to_be_bytes());
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.push(b'x');
+    body.extend_from_slice(&i32::MAX.to_be_bytes());
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    assert!(raw::closed_after(broker.kafka, &frame));
+    // A length over the frame limit, a negative one, an api we do not serve.
+    assert!(raw::closed_after(
+        broker.kafka,
+        &0x7fff_ffffu32.to_be_bytes()
+    ));
+    assert!(raw::closed_after(broker.kafka, &[0xff, 0xff, 0xff, 0xfe]));
+    let mut group = vec![0, 0, 0, 10];
+    group.extend_from_slice(&[0, 11, 0, 5, 0, 0, 0, 1, 0xff, 0xff]);
+    assert!(raw::closed_after(broker.kafka, &group));
+
+    // The broker still answers, with exactly the apis it serves.
+    let expected: Vec<(i16, i16, i16)> = fjord_broker::kafka::handler::KAFKA_APIS
+        .iter()
+        .map(|&(key, min, max)| (key as i16, min, max))
+        .collect();
+    for version in [0, 1, 2, 3] {
+        assert_eq!(
+            raw::api_versions(broker.kafka, version),
+            (0, expected.clone())
+        );
+    }
+    // An ApiVersions version we do not serve: UNSUPPORTED_VERSION at v0.
+    assert_eq!(raw::api_versions(broker.kafka, 4), (35, expected));
+}
