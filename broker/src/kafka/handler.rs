@@ -107,56 +107,33 @@ impl KafkaHandler {
     /// Handles one frame (length prefix removed); returns the framed
     /// response, or `None` when none is due (acks = 0).
     pub async fn handle(&self, frame: Bytes) -> Result<Option<BytesMut>, HandleError> {
-        if frame.len() < 4 {
-            return Err(HandleError::Decode {
-                what: "request header",
-                reason: "shorter than 4 bytes".into(),
-            });
-        }
-        let api_key = i16::from_be_bytes([frame[0], frame[1]]);
-        let version = i16::from_be_bytes([frame[2], frame[3]]);
-        let unsupported = HandleError::Unsupported { api_key, version };
-        let Ok(api) = ApiKey::try_from(api_key) else {
-            return Err(unsupported);
-        };
-        let Some(&(_, min, max)) = KAFKA_APIS.iter().find(|(k, _, _)| *k == api) else {
-            return Err(unsupported);
-        };
-        let mut buf = frame;
-        let header_version = api.request_header_version(version);
-        let header = RequestHeader::decode(&mut buf, header_version)
-            .map_err(boxed)
-            .map_err(decode_error("request header"))?;
-        if version < min || version > max {
-            if api == ApiKey::ApiVersions {
-                // The client retries with the version this names.
-                let response = self.api_versions_response(UNSUPPORTED_VERSION);
-                return encode(&header, ApiKey::ApiVersions, 0, &response).map(Some);
+        let cost = frame.len();
+        let (header, version, request) = decode_request(frame)?;
+        let api = match ApiKey::try_from(header.request_api_key) {
+            Ok(api) => api,
+            Err(()) => {
+                return Err(HandleError::Unsupported {
+                    api_key: header.request_api_key,
+                    version,
+                })
             }
-            return Err(unsupported);
-        }
-        let cost = buf.len();
-        let dispatcher = self.dispatcher.clone();
+        };
         let work = async {
-            match api {
-                ApiKey::ApiVersions => {
-                    ApiVersionsRequest::decode(&mut buf, version)
-                        .map_err(boxed)
-                        .map_err(decode_error("ApiVersions"))?;
+            match request {
+                KafkaRequest::UnsupportedApiVersions => {
+                    // The client retries with a version this lists.
+                    let response = self.api_versions_response(UNSUPPORTED_VERSION);
+                    encode(&header, ApiKey::ApiVersions, 0, &response).map(Some)
+                }
+                KafkaRequest::ApiVersions => {
                     let response = self.api_versions_response(0);
                     encode(&header, api, version, &response).map(Some)
                 }
-                ApiKey::Metadata => {
-                    let request = MetadataRequest::decode(&mut buf, version)
-                        .map_err(boxed)
-                        .map_err(decode_error("Metadata"))?;
+                KafkaRequest::Metadata(request) => {
                     let response = self.metadata(request, version).await;
                     encode(&header, api, version, &response).map(Some)
                 }
-                ApiKey::Produce => {
-                    let request = ProduceRequest::decode(&mut buf, version)
-                        .map_err(boxed)
-                        .map_err(decode_error("Produce"))?;
+                KafkaRequest::Produce(request) => {
                     let acks = request.acks;
                     let response = self.produce(request).await;
                     if acks == 0 {
@@ -164,45 +141,29 @@ impl KafkaHandler {
                     }
                     encode(&header, api, version, &response).map(Some)
                 }
-                ApiKey::Fetch => {
-                    let request = FetchRequest::decode(&mut buf, version)
-                        .map_err(boxed)
-                        .map_err(decode_error("Fetch"))?;
+                KafkaRequest::Fetch(request) => {
                     let response = self.fetch(request).await;
                     encode(&header, api, version, &response).map(Some)
                 }
-                ApiKey::ListOffsets => {
-                    let request = ListOffsetsRequest::decode(&mut buf, version)
-                        .map_err(boxed)
-                        .map_err(decode_error("ListOffsets"))?;
+                KafkaRequest::ListOffsets(request) => {
                     let response = self.list_offsets(request).await;
                     encode(&header, api, version, &response).map(Some)
                 }
-                ApiKey::CreateTopics => {
-                    let request = CreateTopicsRequest::decode(&mut buf, version)
-                        .map_err(boxed)
-                        .map_err(decode_error("CreateTopics"))?;
+                KafkaRequest::CreateTopics(request) => {
                     let response = self.create_topics(request).await;
                     encode(&header, api, version, &response).map(Some)
                 }
-                ApiKey::DeleteTopics => {
-                    let request = DeleteTopicsRequest::decode(&mut buf, version)
-                        .map_err(boxed)
-                        .map_err(decode_error("DeleteTopics"))?;
+                KafkaRequest::DeleteTopics(request) => {
                     let response = self.delete_topics(request).await;
                     encode(&header, api, version, &response).map(Some)
                 }
-                ApiKey::InitProducerId => {
-                    let request = InitProducerIdRequest::decode(&mut buf, version)
-                        .map_err(boxed)
-                        .map_err(decode_error("InitProducerId"))?;
+                KafkaRequest::InitProducerId(request) => {
                     let response = self.init_producer_id(request);
                     encode(&header, api, version, &response).map(Some)
                 }
-                _ => Err(HandleError::Unsupported { api_key, version }),
             }
         };
-        match dispatcher.budgeted(cost, work).await {
+        match self.dispatcher.budgeted(cost, work).await {
             Some(result) => result,
             None => Err(HandleError::Decode {
                 what: "request",
@@ -389,6 +350,7 @@ impl KafkaHandler {
                 return response;
             }
         };
+        let mut total = 0usize;
         for ((name, parts), results) in topics.iter().zip(results) {
             let mut topic = FetchableTopicResponse::default();
             topic.topic = TopicName(StrBytes::from_string(name.clone()));
@@ -402,13 +364,21 @@ impl KafkaHandler {
                 p.aborted_transactions = Some(Vec::new());
                 let mut records = Vec::new();
                 for batch in &result.batches {
+                    // Like the native fetch: batches while they fit in the
+                    // response's max_bytes, the first one always.
+                    if total > 0 && total + batch.len() > max_bytes {
+                        break;
+                    }
+                    let before = records.len();
                     if let Err(error) = native_to_kafka(batch, &self.limits, &mut records) {
                         tracing::warn!(%error, topic = %name, partition = partition.get(), "stored batch does not convert to Kafka");
+                        records.truncate(before);
                         if records.is_empty() {
                             p.error_code = error.error_code().code();
                         }
                         break;
                     }
+                    total += batch.len();
                 }
                 p.records = Some(Bytes::from(records));
                 topic.partitions.push(p);
@@ -539,6 +509,83 @@ impl KafkaHandler {
     }
 }
 
+/// A decoded request of an api and version in [`KAFKA_APIS`].
+#[derive(Debug)]
+pub enum KafkaRequest {
+    ApiVersions,
+    /// ApiVersions at a version we do not serve: answered at v0 with
+    /// UNSUPPORTED_VERSION.
+    UnsupportedApiVersions,
+    Metadata(MetadataRequest),
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(ListOffsetsRequest),
+    CreateTopics(CreateTopicsRequest),
+    DeleteTopics(DeleteTopicsRequest),
+    InitProducerId(InitProducerIdRequest),
+}
+
+/// Decodes one frame (length prefix removed): the trust boundary of the
+/// Kafka listener. Apis and versions outside [`KAFKA_APIS`] are refused
+/// before their body is looked at.
+pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, i16, KafkaRequest), HandleError> {
+    if frame.len() < 4 {
+        return Err(HandleError::Decode {
+            what: "request header",
+            reason: "shorter than 4 bytes".into(),
+        });
+    }
+    let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let unsupported = HandleError::Unsupported { api_key, version };
+    let Ok(api) = ApiKey::try_from(api_key) else {
+        return Err(unsupported);
+    };
+    let Some(&(_, min, max)) = KAFKA_APIS.iter().find(|(k, _, _)| *k == api) else {
+        return Err(unsupported);
+    };
+    let mut buf = frame;
+    let header = RequestHeader::decode(&mut buf, api.request_header_version(version))
+        .map_err(boxed)
+        .map_err(decode_error("request header"))?;
+    if version < min || version > max {
+        if api == ApiKey::ApiVersions {
+            return Ok((header, version, KafkaRequest::UnsupportedApiVersions));
+        }
+        return Err(unsupported);
+    }
+    fn body<T: Decodable>(
+        buf: &mut Bytes,
+        version: i16,
+        what: &'static str,
+    ) -> Result<T, HandleError> {
+        T::decode(buf, version)
+            .map_err(boxed)
+            .map_err(decode_error(what))
+    }
+    let request = match api {
+        ApiKey::ApiVersions => {
+            body::<ApiVersionsRequest>(&mut buf, version, "ApiVersions")?;
+            KafkaRequest::ApiVersions
+        }
+        ApiKey::Metadata => KafkaRequest::Metadata(body(&mut buf, version, "Metadata")?),
+        ApiKey::Produce => KafkaRequest::Produce(body(&mut buf, version, "Produce")?),
+        ApiKey::Fetch => KafkaRequest::Fetch(body(&mut buf, version, "Fetch")?),
+        ApiKey::ListOffsets => KafkaRequest::ListOffsets(body(&mut buf, version, "ListOffsets")?),
+        ApiKey::CreateTopics => {
+            KafkaRequest::CreateTopics(body(&mut buf, version, "CreateTopics")?)
+        }
+        ApiKey::DeleteTopics => {
+            KafkaRequest::DeleteTopics(body(&mut buf, version, "DeleteTopics")?)
+        }
+        ApiKey::InitProducerId => {
+            KafkaRequest::InitProducerId(body(&mut buf, version, "InitProducerId")?)
+        }
+        _ => return Err(unsupported),
+    };
+    Ok((header, version, request))
+}
+
 /// Frames a response: length, response header, body.
 fn encode<M: Encodable>(
     request: &RequestHeader,
@@ -559,4 +606,72 @@ fn encode<M: Encodable>(
         .map_err(|_| HandleError::Encode("response over 4 GiB".into()))?;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A served api and version, then arbitrary bytes: header and body.
+    fn frames() -> impl Strategy<Value = Vec<u8>> {
+        let served = (0..KAFKA_APIS.len(), 0i16..16).prop_map(|(i, offset)| {
+            let (api, min, max) = KAFKA_APIS[i];
+            (api as i16, min + offset % (max - min + 1))
+        });
+        (served, proptest::collection::vec(any::<u8>(), 0..256)).prop_map(
+            |((api, version), rest)| {
+                let mut frame = api.to_be_bytes().to_vec();
+                frame.extend_from_slice(&version.to_be_bytes());
+                frame.extend(rest);
+                frame
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Garbage never panics (or aborts on a huge reservation): it
+        /// decodes or is refused.
+        #[test]
+        fn arbitrary_frames_decode_or_are_refused(frame in frames()) {
+            let _ = decode_request(Bytes::from(frame));
+        }
+
+        /// Array counts near i32::MAX right after a valid header.
+        #[test]
+        fn huge_array_counts_are_refused(
+            (api, version) in (0..KAFKA_APIS.len()).prop_map(|i| (KAFKA_APIS[i].0, KAFKA_APIS[i].2)),
+            count in (i32::MAX - 1024)..=i32::MAX,
+            tail in proptest::collection::vec(any::<u8>(), 0..32),
+        ) {
+            let mut header = RequestHeader::default();
+            header.request_api_key = api as i16;
+            header.request_api_version = version;
+            let mut frame = BytesMut::new();
+            header
+                .encode(&mut frame, api.request_header_version(version))
+                .expect("header encodes");
+            for _ in 0..4 {
+                frame.put_i32(count);
+                frame.extend_from_slice(&tail);
+            }
+            let _ = decode_request(frame.freeze());
+        }
+    }
+
+    #[test]
+    fn short_and_unserved_frames_are_refused() {
+        assert!(decode_request(Bytes::from_static(&[0, 3])).is_err());
+        // JoinGroup v5: not served.
+        let frame = Bytes::from_static(&[0, 11, 0, 5, 0, 0, 0, 1, 0xff, 0xff]);
+        assert!(matches!(
+            decode_request(frame),
+            Err(HandleError::Unsupported {
+                api_key: 11,
+                version: 5
+            })
+        ));
+    }
 }
