@@ -417,3 +417,165 @@ fn hostile_kafka_frames_close_only_their_connection() {
     // An ApiVersions version we do not serve: UNSUPPORTED_VERSION at v0.
     assert_eq!(raw::api_versions(broker.kafka, 4), (35, expected));
 }
+
+/// The oldest served versions, spoken with `kafka-protocol`'s encoders:
+/// CreateTopics v2, Metadata v1, Produce v3, Fetch v4, ListOffsets v1.
+#[test]
+fn oldest_versions_round_trip_with_kafka_protocol_encoders() {
+    use bytes::{BufMut, Bytes, BytesMut};
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse,
+        ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+        ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
+    };
+    use std::io::{Read, Write};
+
+    fn call<Q: Encodable, R: Decodable>(
+        stream: &mut std::net::TcpStream,
+        api: ApiKey,
+        version: i16,
+        request: &Q,
+    ) -> R {
+        let mut header = RequestHeader::default();
+        header.request_api_key = api as i16;
+        header.request_api_version = version;
+        header.correlation_id = 9;
+        header.client_id = Some(StrBytes::from_static_str("oldest"));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, api.request_header_version(version))
+            .expect("header");
+        request.encode(&mut body, version).expect("body");
+        let mut frame = BytesMut::new();
+        frame.put_u32(body.len() as u32);
+        frame.extend_from_slice(&body);
+        stream.write_all(&frame).expect("write");
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).expect("length");
+        let mut response = vec![0u8; u32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut response).expect("response");
+        let mut response = Bytes::from(response);
+        let header = ResponseHeader::decode(&mut response, api.response_header_version(version))
+            .expect("response header");
+        assert_eq!(header.correlation_id, 9);
+        R::decode(&mut response, version).expect("response body")
+    }
+
+    let broker = Broker::start();
+    let mut stream = raw::connect(broker.kafka);
+    let name = TopicName(StrBytes::from_static_str("oldest"));
+
+    let mut create = CreateTopicsRequest::default();
+    let mut topic = CreatableTopic::default();
+    topic.name = name.clone();
+    topic.num_partitions = 2;
+    topic.replication_factor = 1;
+    create.topics.push(topic);
+    create.timeout_ms = 10_000;
+    let created: CreateTopicsResponse = call(&mut stream, ApiKey::CreateTopics, 2, &create);
+    assert_eq!(created.topics[0].error_code, 0);
+
+    let mut metadata = MetadataRequest::default();
+    let mut wanted = MetadataRequestTopic::default();
+    wanted.name = Some(name.clone());
+    metadata.topics = Some(vec![wanted]);
+    let meta: MetadataResponse = call(&mut stream, ApiKey::Metadata, 1, &metadata);
+    assert_eq!(meta.brokers.len(), 1);
+    assert_eq!(meta.brokers[0].port, i32::from(broker.kafka.port()));
+    assert_eq!(meta.topics[0].error_code, 0);
+    assert_eq!(meta.topics[0].partitions.len(), 2);
+
+    let records: Vec<Record> = (0..5i64)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: -1,
+            timestamp: 1_700_000_000_000 + i,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(format!("v{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut encoded = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut encoded,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Lz4,
+        },
+    )
+    .expect("encode records");
+    let mut produce = ProduceRequest::default();
+    produce.acks = -1;
+    produce.timeout_ms = 10_000;
+    let mut data = TopicProduceData::default();
+    data.name = name.clone();
+    let mut part = PartitionProduceData::default();
+    part.index = 1;
+    part.records = Some(encoded.freeze());
+    data.partition_data.push(part);
+    produce.topic_data.push(data);
+    let produced: ProduceResponse = call(&mut stream, ApiKey::Produce, 3, &produce);
+    let answer = &produced.responses[0].partition_responses[0];
+    assert_eq!(
+        (answer.index, answer.error_code, answer.base_offset),
+        (1, 0, 0)
+    );
+
+    let mut fetch = FetchRequest::default();
+    fetch.max_wait_ms = 100;
+    fetch.min_bytes = 1;
+    fetch.max_bytes = 1 << 20;
+    let mut ft = FetchTopic::default();
+    ft.topic = name.clone();
+    let mut fp = FetchPartition::default();
+    fp.partition = 1;
+    fp.fetch_offset = 0;
+    fp.partition_max_bytes = 1 << 20;
+    ft.partitions.push(fp);
+    fetch.topics.push(ft);
+    let fetched: FetchResponse = call(&mut stream, ApiKey::Fetch, 4, &fetch);
+    let data = &fetched.responses[0].partitions[0];
+    assert_eq!((data.error_code, data.high_watermark), (0, 5));
+    let mut bytes = data.records.clone().expect("records");
+    let batches = RecordBatchDecoder::decode_all(&mut bytes).expect("decode fetched");
+    let back: Vec<(Option<Bytes>, Option<Bytes>)> = batches
+        .iter()
+        .flat_map(|b| b.records.iter().map(|r| (r.key.clone(), r.value.clone())))
+        .collect();
+    let sent: Vec<(Option<Bytes>, Option<Bytes>)> = records
+        .iter()
+        .map(|r| (r.key.clone(), r.value.clone()))
+        .collect();
+    assert_eq!(back, sent);
+
+    let mut list = ListOffsetsRequest::default();
+    list.replica_id = kafka_protocol::messages::BrokerId(-1);
+    let mut lt = ListOffsetsTopic::default();
+    lt.name = name;
+    let mut lp = ListOffsetsPartition::default();
+    lp.partition_index = 1;
+    lp.timestamp = -1; // latest
+    lt.partitions.push(lp);
+    list.topics.push(lt);
+    let listed: ListOffsetsResponse = call(&mut stream, ApiKey::ListOffsets, 1, &list);
+    let p = &listed.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.offset), (0, 5));
+}

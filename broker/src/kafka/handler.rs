@@ -146,7 +146,7 @@ impl KafkaHandler {
                     encode(&header, api, version, &response).map(Some)
                 }
                 KafkaRequest::ListOffsets(request) => {
-                    let response = self.list_offsets(request).await;
+                    let response = self.list_offsets(request, version).await;
                     encode(&header, api, version, &response).map(Some)
                 }
                 KafkaRequest::CreateTopics(request) => {
@@ -388,7 +388,7 @@ impl KafkaHandler {
         response
     }
 
-    async fn list_offsets(&self, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    async fn list_offsets(&self, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
         let topics: Vec<(String, Vec<(PartitionId, i64)>)> = request
             .topics
             .iter()
@@ -415,7 +415,11 @@ impl KafkaHandler {
                 p.error_code = r.error.code();
                 p.timestamp = r.timestamp;
                 p.offset = r.offset;
-                p.leader_epoch = if r.error == ErrorCode::None { 0 } else { -1 };
+                // leader_epoch exists from v4; the encoder refuses it set
+                // on older versions.
+                if version >= 4 && r.error == ErrorCode::None {
+                    p.leader_epoch = 0;
+                }
                 topic.partitions.push(p);
             }
             response.topics.push(topic);
