@@ -574,6 +574,35 @@ mod tests {
     }
 
     #[test]
+    fn kafka_listener_settings_from_file_and_flags() {
+        let defaults = Config::default();
+        assert_eq!(
+            defaults.kafka_listen_addr().expect("resolves"),
+            "127.0.0.1:9092".parse::<SocketAddr>().expect("literal")
+        );
+        let mut config = Config::parse(
+            "kafka_listen = \"127.0.0.1:19092\"\nkafka_advertised_host = \"kafka.example\"\n",
+        )
+        .expect("valid toml");
+        assert_eq!(config.kafka_listen, "127.0.0.1:19092");
+        assert_eq!(
+            config.kafka_advertised_host.as_deref(),
+            Some("kafka.example")
+        );
+        config.apply(Overrides {
+            kafka_listen: Some("127.0.0.1:0".into()),
+            ..Overrides::default()
+        });
+        assert_eq!(config.kafka_listen, "127.0.0.1:0");
+        assert_eq!(
+            config.kafka_advertised_host.as_deref(),
+            Some("kafka.example")
+        );
+        config.kafka_listen = "no-port-here".into();
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
     fn file_then_overrides() {
         let mut config =
             Config::parse("listen = \"127.0.0.1:7000\"\nshards = 3\nidle_timeout_ms = 500\n")
