@@ -50,7 +50,6 @@ pub async fn serve(
     let mut last_request = Instant::now();
     loop {
         while let Some(frame) = framer.next_frame()? {
-            last_request = Instant::now();
             if let Some(response) = handler.handle(frame).await? {
                 let write = async { Some(stream.write_all(&response).await) };
                 let timeout = async {
@@ -62,6 +61,8 @@ pub async fn serve(
                     None => return Err(KafkaConnError::Idle(config.idle_timeout)),
                 }
             }
+            // A long-poll fetch is not idleness: count from the answer.
+            last_request = Instant::now();
             if stop.is_triggered() {
                 return Ok(());
             }
