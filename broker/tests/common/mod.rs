@@ -371,18 +371,8 @@ impl Conn {
     }
 
     pub fn delete_topic(&mut self, name: &str) -> ErrorCode {
-        let mut fbb = FlatBufferBuilder::new();
-        let name = fbb.create_string(name);
-        let names = fbb.create_vector(&[name]);
-        let root = wire::DeleteTopicsRequest::create(
-            &mut fbb,
-            &wire::DeleteTopicsRequestArgs {
-                topics: Some(names),
-                timeout_ms: 10_000,
-            },
-        );
-        fbb.finish(root, None);
-        let frame = self.call(ApiKey::DeleteTopics, fbb.finished_data(), &[]);
+        let body = fjord_net::client::protocol::encode_delete_topics(&[name], 10_000);
+        let frame = self.call(ApiKey::DeleteTopics, &body, &[]);
         let Ok(Response::DeleteTopics(r)) = decode_response(&frame) else {
             panic!("not a DeleteTopics response");
         };
@@ -575,35 +565,11 @@ impl Conn {
     }
 
     pub fn list_offset(&mut self, topic: &str, partition: u32, timestamp: i64) -> (ErrorCode, i64) {
-        let mut fbb = FlatBufferBuilder::new();
-        let p = wire::ListOffsetsPartition::create(
-            &mut fbb,
-            &wire::ListOffsetsPartitionArgs {
-                partition,
-                timestamp,
-                current_leader_epoch: -1,
-            },
+        let body = fjord_net::client::protocol::encode_list_offsets(
+            topic,
+            &[(fjord_schema::PartitionId(partition), timestamp)],
         );
-        let parts = fbb.create_vector(&[p]);
-        let name = fbb.create_string(topic);
-        let t = wire::ListOffsetsTopic::create(
-            &mut fbb,
-            &wire::ListOffsetsTopicArgs {
-                name: Some(name),
-                partitions: Some(parts),
-            },
-        );
-        let topics = fbb.create_vector(&[t]);
-        let root = wire::ListOffsetsRequest::create(
-            &mut fbb,
-            &wire::ListOffsetsRequestArgs {
-                replica_id: -1,
-                isolation_level: wire::IsolationLevel::ReadUncommitted,
-                topics: Some(topics),
-            },
-        );
-        fbb.finish(root, None);
-        let frame = self.call(ApiKey::ListOffsets, fbb.finished_data(), &[]);
+        let frame = self.call(ApiKey::ListOffsets, &body, &[]);
         let Ok(Response::ListOffsets(r)) = decode_response(&frame) else {
             panic!("not a list offsets response");
         };
