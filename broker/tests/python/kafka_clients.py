@@ -1,0 +1,812 @@
+#!/usr/bin/env python3
+"""Kafka clients from PyPI against Fjord's Kafka listener (issue 7).
+
+    python3 kafka_clients.py {confluent-kafka|kafka-python} HOST:PORT
+        [--fjord PATH --native HOST:PORT]
+
+The same round trip as broker/tests/kafka_clients.rs, with a Python client:
+admin create topic; an idempotent acks=all producer (keys, headers, explicit
+timestamps, every partition); a manual-assignment consumer reading all of it
+back intact; a group of two members sharing the partitions (non-empty
+disjoint shares, union = all); explicit commits; a restarted member resuming
+exactly at the commits; group admin; admin delete topic. With --fjord and
+--native, the native `fjord consume` reads what Python produced.
+
+Exit status 0 when every scenario passed, 1 at the first failure (with what
+was expected and what was seen), 2 on bad usage. Every wait has a deadline,
+and a watchdog dumps all stacks and exits if the whole run exceeds
+RUN_SECONDS_MAX: a broken broker cannot hang the caller. No timing
+assertions: deadlines only bound waits.
+"""
+
+import argparse
+import contextlib
+import faulthandler
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import uuid
+
+PARTITIONS = 3
+# Records per produce round; keys spread them over every partition.
+RECORDS_COUNT = 60
+KEYS_COUNT = 12
+TIMESTAMP_BASE_MS = 1_700_000_000_000
+# Bound of any single wait (consume, rebalance, admin call).
+STEP_SECONDS_MAX = 60
+# Below the Rust test's bound on the script (270 s).
+RUN_SECONDS_MAX = 240
+POLL_SECONDS = 0.2
+
+
+class Failure(Exception):
+    """A scenario saw something other than what it expected."""
+
+
+def check(condition, message):
+    if not condition:
+        raise Failure(message)
+
+
+class Deadline:
+    def __init__(self, what, seconds=STEP_SECONDS_MAX):
+        self.what = what
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self):
+        return max(0.0, self.end - time.monotonic())
+
+    def check(self, progress):
+        """Fails with `progress` (a callable giving the state so far) once past."""
+        if time.monotonic() >= self.end:
+            raise Failure(f"{self.what}: no success within {self.seconds}s; {progress()}")
+
+
+class Record:
+    """One record as the test wrote it or a client read it back."""
+
+    __slots__ = ("partition", "offset", "key", "value", "headers", "timestamp")
+
+    def __init__(self, partition, offset, key, value, headers, timestamp):
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.headers = tuple(headers)
+        self.timestamp = timestamp
+
+    def ident(self):
+        return (self.partition, self.offset)
+
+    def content(self):
+        return (self.partition, self.offset, self.key, self.value, self.headers, self.timestamp)
+
+    def __repr__(self):
+        return "Record(p={} o={} k={!r} v={!r} h={!r} ts={})".format(*self.content())
+
+
+def records_to_send(client, round_index):
+    """RECORDS_COUNT records: keyed (one in ten without a key), headers with a
+    duplicate key, an empty value and (where the client can send one) a null
+    value; explicit timestamps."""
+    tag = client.name
+    out = []
+    for i in range(RECORDS_COUNT):
+        n = round_index * RECORDS_COUNT + i
+        key = None if i % 10 == 9 else f"key-{i % KEYS_COUNT}".encode()
+        value = f"{tag}-value-{n}".encode()
+        headers = [("seq", str(n).encode()), ("origin", tag.encode()), ("dup", b"1"), ("dup", b"")]
+        if i % 5 == 0 and client.null_header_values:
+            headers.append(("nullable", None))
+        out.append(Record(None, None, key, value, headers, TIMESTAMP_BASE_MS + n))
+    return out
+
+
+def check_same(expected, seen, what):
+    """`seen` holds exactly `expected` (by partition and offset, every field
+    equal), each partition in offset order."""
+    by_ident = {}
+    for r in seen:
+        check(r.ident() not in by_ident, f"{what}: {r.ident()} delivered twice")
+        by_ident[r.ident()] = r
+    want = {r.ident(): r for r in expected}
+    missing = sorted(set(want) - set(by_ident))
+    extra = sorted(set(by_ident) - set(want))
+    check(not missing, f"{what}: missing (partition, offset) {missing[:10]} of {len(missing)}")
+    check(not extra, f"{what}: unexpected (partition, offset) {extra[:10]} of {len(extra)}")
+    for ident, r in want.items():
+        got = by_ident[ident]
+        check(got.content() == r.content(), f"{what}: at {ident} expected {r!r}, got {got!r}")
+    last = {}
+    for r in seen:
+        check(
+            last.get(r.partition, -1) < r.offset,
+            f"{what}: partition {r.partition} went back to offset {r.offset} after {last.get(r.partition)}",
+        )
+        last[r.partition] = r.offset
+
+
+def attach_offsets(sent, delivered):
+    """Records as sent, with the partition and offset the producer was told."""
+    check(len(delivered) == len(sent), f"{len(delivered)} delivery reports for {len(sent)} records")
+    out = []
+    for r, (partition, offset) in zip(sent, delivered):
+        out.append(Record(partition, offset, r.key, r.value, r.headers, r.timestamp))
+    return out
+
+
+def check_produced(produced):
+    idents = [r.ident() for r in produced]
+    check(len(set(idents)) == len(idents), f"two records acknowledged at the same offset: {idents}")
+    partitions = {r.partition for r in produced}
+    check(
+        partitions == set(range(PARTITIONS)),
+        f"records landed on partitions {sorted(partitions)}, expected all of 0..{PARTITIONS - 1}",
+    )
+    key_partition = {}
+    for r in produced:
+        if r.key is None:
+            continue
+        p = key_partition.setdefault(r.key, r.partition)
+        check(p == r.partition, f"key {r.key!r} went to partitions {p} and {r.partition}")
+    # Acknowledged offsets of one partition are in send order (idempotence
+    # keeps order under retries).
+    last = {}
+    for r in produced:
+        check(
+            last.get(r.partition, -1) < r.offset,
+            f"partition {r.partition}: offset {r.offset} acknowledged after {last.get(r.partition)}",
+        )
+        last[r.partition] = r.offset
+
+
+# ---------------------------------------------------------------- clients
+
+
+class ConfluentClient:
+    """confluent-kafka (librdkafka bundled in the wheel)."""
+
+    name = "confluent-kafka"
+    null_header_values = True
+
+    def __init__(self, bootstrap):
+        import confluent_kafka
+        from confluent_kafka import admin
+
+        self.ck = confluent_kafka
+        self.admin_mod = admin
+        self.base = {"bootstrap.servers": bootstrap, "broker.address.family": "v4"}
+        self.admin = admin.AdminClient(dict(self.base))
+
+    def version(self):
+        return f"confluent-kafka {self.ck.version()[0]}, librdkafka {self.ck.libversion()[0]}"
+
+    def _wait(self, futures, what):
+        for key, future in futures.items():
+            try:
+                future.result(timeout=STEP_SECONDS_MAX)
+            except Exception as e:  # noqa: BLE001 - reported with its context
+                raise Failure(f"{what} {key}: {e!r}") from e
+
+    def create_topic(self, topic):
+        new = self.admin_mod.NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)
+        self._wait(self.admin.create_topics([new], operation_timeout=30), "create topic")
+
+    def partition_count(self, topic):
+        meta = self.admin.list_topics(timeout=STEP_SECONDS_MAX)
+        t = meta.topics.get(topic)
+        if t is None or t.error is not None:
+            return None
+        return len(t.partitions)
+
+    def delete_topic(self, topic):
+        self._wait(self.admin.delete_topics([topic], operation_timeout=30), "delete topic")
+
+    def produce(self, topic, records):
+        producer = self.ck.Producer(
+            dict(self.base, **{"enable.idempotence": True, "acks": "all", "linger.ms": 5})
+        )
+        delivered = [None] * len(records)
+        errors = []
+
+        def report(i):
+            def on_delivery(err, msg):
+                if err is not None:
+                    errors.append((i, err))
+                else:
+                    delivered[i] = (msg.partition(), msg.offset())
+
+            return on_delivery
+
+        for i, r in enumerate(records):
+            producer.produce(
+                topic,
+                key=r.key,
+                value=r.value,
+                headers=list(r.headers),
+                timestamp=r.timestamp,
+                on_delivery=report(i),
+            )
+        left = producer.flush(STEP_SECONDS_MAX)
+        check(not errors, f"delivery errors: {errors[:5]}")
+        check(left == 0, f"{left} records still unacknowledged after {STEP_SECONDS_MAX}s")
+        return delivered
+
+    def _record(self, msg):
+        kind, ts = msg.timestamp()
+        check(
+            kind == self.ck.TIMESTAMP_CREATE_TIME,
+            f"timestamp type {kind} at {msg.partition()}/{msg.offset()}, expected CreateTime",
+        )
+        return Record(msg.partition(), msg.offset(), msg.key(), msg.value(), msg.headers() or [], ts)
+
+    def _poll(self, consumer):
+        msg = consumer.poll(POLL_SECONDS)
+        if msg is None:
+            return []
+        if msg.error() is not None:
+            if msg.error().code() == self.ck.KafkaError._PARTITION_EOF:
+                return []
+            raise Failure(f"consumer error: {msg.error()}")
+        return [self._record(msg)]
+
+    def read_all(self, topic, count):
+        consumer = self.ck.Consumer(
+            dict(self.base, **{"group.id": f"manual-{uuid.uuid4()}", "enable.auto.commit": False})
+        )
+        try:
+            consumer.assign(
+                [self.ck.TopicPartition(topic, p, self.ck.OFFSET_BEGINNING) for p in range(PARTITIONS)]
+            )
+            seen = []
+            deadline = Deadline("manual-assignment consumer")
+            while len(seen) < count:
+                deadline.check(lambda: f"read {len(seen)} of {count} records")
+                seen.extend(self._poll(consumer))
+            return seen
+        finally:
+            consumer.close()
+
+    def group_member(self, group, topic, on_assign, on_revoke):
+        consumer = self.ck.Consumer(
+            dict(
+                self.base,
+                **{
+                    "group.id": group,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": 30000,
+                },
+            )
+        )
+        consumer.subscribe(
+            [topic],
+            on_assign=lambda _c, parts: on_assign({tp.partition for tp in parts}),
+            on_revoke=lambda _c, parts: on_revoke({tp.partition for tp in parts}),
+            on_lost=lambda _c, parts: on_revoke({tp.partition for tp in parts}),
+        )
+        return ConfluentMember(self, consumer, topic)
+
+    def committed(self, group, topic):
+        consumer = self.ck.Consumer(dict(self.base, **{"group.id": group, "enable.auto.commit": False}))
+        try:
+            parts = consumer.committed(
+                [self.ck.TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=STEP_SECONDS_MAX
+            )
+            return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in parts}
+        finally:
+            consumer.close()
+
+    def list_groups(self):
+        result = self.admin.list_consumer_groups(request_timeout=STEP_SECONDS_MAX).result(
+            timeout=STEP_SECONDS_MAX
+        )
+        check(not result.errors, f"list groups errors: {result.errors}")
+        return {g.group_id: str(g.state) for g in result.valid}
+
+    def describe_group(self, group):
+        futures = self.admin.describe_consumer_groups([group], request_timeout=STEP_SECONDS_MAX)
+        d = futures[group].result(timeout=STEP_SECONDS_MAX)
+        return str(d.state), len(d.members)
+
+    def delete_group(self, group):
+        futures = self.admin.delete_consumer_groups([group], request_timeout=STEP_SECONDS_MAX)
+        self._wait(futures, "delete group")
+
+
+class ConfluentMember:
+    def __init__(self, client, consumer, topic):
+        self.client = client
+        self.consumer = consumer
+        self.topic = topic
+
+    def poll(self):
+        return self.client._poll(self.consumer)
+
+    def commit(self, offsets):
+        ck = self.client.ck
+        parts = [ck.TopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())]
+        result = self.consumer.commit(offsets=parts, asynchronous=False)
+        errors = [(tp.partition, tp.error) for tp in result if tp.error is not None]
+        check(not errors, f"commit errors: {errors}")
+
+    def commit_positions(self):
+        result = self.consumer.commit(asynchronous=False)
+        errors = [(tp.partition, tp.error) for tp in result if tp.error is not None]
+        check(not errors, f"commit errors: {errors}")
+
+    def close(self):
+        self.consumer.close()
+
+
+class KafkaPythonClient:
+    """kafka-python (pure Python)."""
+
+    name = "kafka-python"
+    # KafkaProducer.send refuses a None header value.
+    null_header_values = False
+
+    def __init__(self, bootstrap):
+        import kafka
+        import kafka.admin
+
+        self.kafka = kafka
+        self.bootstrap = bootstrap
+        self.admin = kafka.KafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=STEP_SECONDS_MAX * 1000
+        )
+
+    def version(self):
+        return f"kafka-python {self.kafka.__version__}"
+
+    def create_topic(self, topic):
+        self.admin.create_topics(
+            {topic: {"num_partitions": PARTITIONS, "replication_factor": 1}}, timeout_ms=30000
+        )
+
+    def partition_count(self, topic):
+        topics = self.admin.describe_topics([topic])
+        for t in topics:
+            if t["name"] == topic and t["error_code"] == 0:
+                return len(t["partitions"])
+        return None
+
+    def delete_topic(self, topic):
+        self.admin.delete_topics([topic], timeout_ms=30000)
+
+    def produce(self, topic, records):
+        producer = self.kafka.KafkaProducer(
+            bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all", linger_ms=5
+        )
+        try:
+            futures = [
+                producer.send(
+                    topic,
+                    key=r.key,
+                    value=r.value,
+                    headers=list(r.headers),
+                    timestamp_ms=r.timestamp,
+                )
+                for r in records
+            ]
+            producer.flush(timeout=STEP_SECONDS_MAX)
+            delivered = []
+            for i, f in enumerate(futures):
+                try:
+                    meta = f.get(timeout=STEP_SECONDS_MAX)
+                except Exception as e:  # noqa: BLE001 - reported with its context
+                    raise Failure(f"record {i} not delivered: {e!r}") from e
+                delivered.append((meta.partition, meta.offset))
+            return delivered
+        finally:
+            producer.close(timeout=STEP_SECONDS_MAX)
+
+    def _records(self, batches):
+        out = []
+        for records in batches.values():
+            for m in records:
+                check(
+                    m.timestamp_type == 0,
+                    f"timestamp type {m.timestamp_type} at {m.partition}/{m.offset}, expected CreateTime",
+                )
+                out.append(Record(m.partition, m.offset, m.key, m.value, m.headers or [], m.timestamp))
+        return out
+
+    def read_all(self, topic, count):
+        tp = self.kafka.TopicPartition
+        consumer = self.kafka.KafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None
+        )
+        try:
+            parts = [tp(topic, p) for p in range(PARTITIONS)]
+            consumer.assign(parts)
+            consumer.seek_to_beginning(*parts)
+            seen = []
+            deadline = Deadline("manual-assignment consumer")
+            while len(seen) < count:
+                deadline.check(lambda: f"read {len(seen)} of {count} records")
+                seen.extend(self._records(consumer.poll(timeout_ms=int(POLL_SECONDS * 1000))))
+            return seen
+        finally:
+            consumer.close()
+
+    def group_member(self, group, topic, on_assign, on_revoke):
+        class Listener(self.kafka.ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                on_revoke({tp.partition for tp in revoked})
+
+            def on_partitions_assigned(self, assigned):
+                on_assign({tp.partition for tp in assigned})
+
+        consumer = self.kafka.KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=30000,
+        )
+        consumer.subscribe(topics=[topic], listener=Listener())
+        return KafkaPythonMember(self, consumer, topic)
+
+    def committed(self, group, topic):
+        consumer = self.kafka.KafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False
+        )
+        try:
+            return {
+                p: consumer.committed(self.kafka.TopicPartition(topic, p)) for p in range(PARTITIONS)
+            }
+        finally:
+            consumer.close(autocommit=False)
+
+    def list_groups(self):
+        return {g["group_id"]: str(g.get("group_state", "")) for g in self.admin.list_groups()}
+
+    def describe_group(self, group):
+        (d,) = self.admin.describe_groups([group])
+        return str(d["group_state"]), len(d["members"])
+
+    def delete_group(self, group):
+        self.admin.delete_groups([group])
+
+
+class KafkaPythonMember:
+    def __init__(self, client, consumer, topic):
+        self.client = client
+        self.consumer = consumer
+        self.topic = topic
+
+    def poll(self):
+        return self.client._records(self.consumer.poll(timeout_ms=int(POLL_SECONDS * 1000)))
+
+    def commit(self, offsets):
+        k = self.client.kafka
+        self.consumer.commit(
+            {k.TopicPartition(self.topic, p): k.OffsetAndMetadata(o, "", -1) for p, o in offsets.items()}
+        )
+
+    def commit_positions(self):
+        self.consumer.commit()
+
+    def close(self):
+        self.consumer.close(autocommit=False)
+
+
+CLIENTS = {c.name: c for c in (ConfluentClient, KafkaPythonClient)}
+
+
+# ---------------------------------------------------------------- group members
+
+
+class Member(threading.Thread):
+    """One group member on its own thread (as an application runs it): polls
+    until told to stop; commits and closes on its own thread, since neither
+    client's consumer may be used from two threads.
+
+    `since_assign` holds what was delivered since the latest assignment, so a
+    rebalance in the middle (the second member joining) starts the count
+    again: a new owner re-reads from the committed offset."""
+
+    def __init__(self, client, group, topic, name):
+        super().__init__(name=name, daemon=True)
+        self.client = client
+        self.group = group
+        self.topic = topic
+        self.lock = threading.Lock()
+        self.assigned = frozenset()
+        self.assignments_count = 0
+        self.since_assign = []
+        self.foreign = []
+        self.error = None
+        self.commands = queue.Queue()
+        self.replies = queue.Queue()
+
+    def _on_assign(self, partitions):
+        with self.lock:
+            self.assigned = frozenset(partitions)
+            self.assignments_count += 1
+            self.since_assign = []
+
+    def _on_revoke(self, partitions):
+        with self.lock:
+            self.assigned = self.assigned - partitions
+
+    def run(self):
+        try:
+            member = self.client.group_member(self.group, self.topic, self._on_assign, self._on_revoke)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            self.error = e
+            return
+        try:
+            while True:
+                try:
+                    command, arg = self.commands.get_nowait()
+                except queue.Empty:
+                    command = None
+                if command == "stop":
+                    member.close()
+                    self.replies.put(("ok", None))
+                    return
+                if command is not None:
+                    try:
+                        getattr(member, command)(*arg)
+                        self.replies.put(("ok", None))
+                    except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                        self.replies.put(("error", e))
+                    continue
+                records = member.poll()
+                with self.lock:
+                    for r in records:
+                        if r.partition in self.assigned:
+                            self.since_assign.append(r)
+                        else:
+                            self.foreign.append((sorted(self.assigned), r))
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            self.error = e
+            try:
+                member.close()
+            except BaseException:  # noqa: BLE001 - the first error is the one reported
+                pass
+
+    def call(self, command, *arg):
+        self.commands.put((command, arg))
+        try:
+            status, value = self.replies.get(timeout=STEP_SECONDS_MAX)
+        except queue.Empty:
+            raise Failure(f"{self.name}: {command} did not return within {STEP_SECONDS_MAX}s") from None
+        if status == "error":
+            raise Failure(f"{self.name}: {command} failed: {value!r}") from value
+
+    def snapshot(self):
+        with self.lock:
+            return self.assigned, list(self.since_assign), list(self.foreign), self.assignments_count
+
+    def stop(self):
+        if self.is_alive():
+            self.call("stop")
+        self.join(STEP_SECONDS_MAX)
+        check(not self.is_alive(), f"{self.name}: did not stop within {STEP_SECONDS_MAX}s")
+
+
+@contextlib.contextmanager
+def running_members(client, group, topic, names):
+    """Members started on entry, closed (leaving the group) on exit. A
+    failure while closing is reported only when nothing failed before."""
+    members = [Member(client, group, topic, name) for name in names]
+    for m in members:
+        m.start()
+    try:
+        yield members
+    except BaseException:
+        for m in members:
+            try:
+                m.stop()
+            except BaseException as e:  # noqa: BLE001 - the first failure is the one reported
+                print(f"(while failing) {m.name} did not stop cleanly: {e!r}", flush=True)
+        raise
+    for m in members:
+        m.stop()
+    for m in members:
+        if m.error is not None:
+            raise Failure(f"{m.name} failed: {m.error!r}") from m.error
+
+
+def wait_for_share(members, expected, what):
+    """Waits until the members' assignments are non-empty, disjoint and cover
+    every partition, and each member has read every expected record of its
+    partitions since its latest assignment. Returns {member name: records}."""
+    by_partition = {}
+    for r in expected:
+        by_partition.setdefault(r.partition, []).append(r)
+
+    state = {}
+
+    def progress():
+        return "; ".join(
+            f"{m.name}: assigned {sorted(a)} after {n} assignments, read {len(s)} since"
+            for m, (a, s, _f, n) in state.items()
+        )
+
+    deadline = Deadline(what)
+    while True:
+        for m in members:
+            if m.error is not None:
+                raise Failure(f"{what}: {m.name} failed: {m.error!r}") from m.error
+            state[m] = m.snapshot()
+        for m, (_a, _s, foreign, _n) in state.items():
+            check(not foreign, f"{what}: {m.name} got records of partitions it does not own: {foreign[:3]}")
+        assignments = [a for a, _s, _f, _n in state.values()]
+        union = frozenset().union(*assignments)
+        if (
+            all(assignments)
+            and sum(len(a) for a in assignments) == len(union)
+            and union == frozenset(range(PARTITIONS))
+        ):
+            done = True
+            for m, (assigned, seen, _f, _n) in state.items():
+                want = {r.ident() for p in assigned for r in by_partition.get(p, [])}
+                if not want <= {r.ident() for r in seen}:
+                    done = False
+            if done:
+                break
+        deadline.check(progress)
+        time.sleep(POLL_SECONDS)
+    out = {}
+    for m, (assigned, seen, _f, _n) in state.items():
+        want = [r for p in assigned for r in by_partition.get(p, [])]
+        check_same(want, seen, f"{what}: {m.name}")
+        out[m.name] = (assigned, seen)
+    return out
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+def run(client, fjord, native):
+    tag = client.name
+    topic = f"py-{tag}-{uuid.uuid4().hex[:8]}"
+    group = f"py-{tag}-group-{uuid.uuid4().hex[:8]}"
+
+    def step(name):
+        print(f"[{tag}] {name}", flush=True)
+
+    step(f"client: {client.version()}")
+
+    step(f"admin: create topic {topic} with {PARTITIONS} partitions")
+    client.create_topic(topic)
+    deadline = Deadline("topic visible in metadata")
+    while client.partition_count(topic) != PARTITIONS:
+        deadline.check(lambda: f"partition count {client.partition_count(topic)}")
+        time.sleep(POLL_SECONDS)
+
+    step("idempotent producer, acks=all: keys, headers, timestamps")
+    sent = records_to_send(client, 0)
+    produced = attach_offsets(sent, client.produce(topic, sent))
+    check_produced(produced)
+    counts = {p: sum(1 for r in produced if r.partition == p) for p in range(PARTITIONS)}
+    step(f"  {len(produced)} records acknowledged, per partition {counts}")
+
+    step("manual-assignment consumer reads everything back intact")
+    check_same(produced, client.read_all(topic, len(produced)), "read back")
+
+    if fjord is not None:
+        step("native `fjord consume` reads the same records")
+        check_same(produced, fjord_consume(fjord, native, topic, len(produced)), "fjord consume")
+
+    step(f"group {group}: two members share the partitions")
+    with running_members(client, group, topic, ["member-a", "member-b"]) as members:
+        shares = wait_for_share(members, produced, "two-member group")
+        for name, (assigned, seen) in shares.items():
+            step(f"  {name}: partitions {sorted(assigned)}, {len(seen)} records")
+        # Commit the first half of every partition, each member its own.
+        commits = {}
+        for m in members:
+            assigned, seen = shares[m.name]
+            offsets = {}
+            for p in assigned:
+                in_p = sorted(r.offset for r in seen if r.partition == p)
+                offsets[p] = in_p[len(in_p) // 2]
+            m.call("commit", offsets)
+            commits.update(offsets)
+        step(f"  committed {dict(sorted(commits.items()))}")
+    committed = client.committed(group, topic)
+    check(committed == commits, f"committed offsets read back {committed}, expected {commits}")
+
+    step("group admin: list and describe (group has no members)")
+    groups = client.list_groups()
+    check(group in groups, f"group {group} not listed: {groups}")
+    state, members_count = client.describe_group(group)
+    check(members_count == 0, f"group {group} has {members_count} members after both left")
+    check("EMPTY" in state.upper(), f"group {group} state {state}, expected Empty")
+
+    step("more records while nobody consumes")
+    more_sent = records_to_send(client, 1)
+    more = attach_offsets(more_sent, client.produce(topic, more_sent))
+    check_produced(produced + more)
+
+    step("restarted member resumes at the commits: no re-delivery, nothing missed")
+    expected = [r for r in produced + more if r.offset >= commits[r.partition]]
+    with running_members(client, group, topic, ["member-restarted"]) as (member,):
+        shares = wait_for_share([member], expected, "restarted member")
+        _assigned, seen = shares[member.name]
+        for p in range(PARTITIONS):
+            first = min(r.offset for r in seen if r.partition == p)
+            check(first == commits[p], f"partition {p}: resumed at {first}, committed {commits[p]}")
+        member.call("commit_positions")
+    ends = {p: max(r.offset for r in produced + more if r.partition == p) + 1 for p in range(PARTITIONS)}
+    committed = client.committed(group, topic)
+    check(committed == ends, f"after consuming everything committed {committed}, expected {ends}")
+
+    step("group admin: delete the group")
+    client.delete_group(group)
+    deadline = Deadline("deleted group unlisted")
+    while group in client.list_groups():
+        deadline.check(lambda: "still listed")
+        time.sleep(POLL_SECONDS)
+
+    step(f"admin: delete topic {topic}")
+    client.delete_topic(topic)
+    deadline = Deadline("deleted topic gone from metadata")
+    while client.partition_count(topic) is not None:
+        deadline.check(lambda: f"partition count {client.partition_count(topic)}")
+        time.sleep(POLL_SECONDS)
+
+
+def fjord_consume(fjord, native, topic, count):
+    command = [fjord, "consume", topic, "--brokers", native, "--count", str(count), "--format", "json"]
+    try:
+        out = subprocess.run(command, capture_output=True, timeout=STEP_SECONDS_MAX, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise Failure(f"{' '.join(command)} did not finish within {STEP_SECONDS_MAX}s") from e
+    check(out.returncode == 0, f"{' '.join(command)} exited {out.returncode}: {out.stderr.decode()}")
+    seen = []
+    for line in out.stdout.decode().splitlines():
+        j = json.loads(line)
+        headers = [
+            (h["key"], None if h["value"] is None else h["value"].encode()) for h in j["headers"]
+        ]
+        seen.append(
+            Record(
+                j["partition"],
+                j["offset"],
+                None if j["key"] is None else j["key"].encode(),
+                None if j["value"] is None else j["value"].encode(),
+                headers,
+                j["timestamp"],
+            )
+        )
+    return seen
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("library", choices=sorted(CLIENTS))
+    parser.add_argument("bootstrap", help="the broker's Kafka listener HOST:PORT")
+    parser.add_argument("--fjord", help="path of the fjord binary, for the cross-protocol check")
+    parser.add_argument("--native", help="the broker's native listener HOST:PORT")
+    args = parser.parse_args()
+    if (args.fjord is None) != (args.native is None):
+        parser.error("--fjord and --native go together")
+    faulthandler.dump_traceback_later(RUN_SECONDS_MAX, exit=True)
+    try:
+        client = CLIENTS[args.library](args.bootstrap)
+        run(client, args.fjord, args.native)
+    except Failure as e:
+        traceback.print_exc()
+        print(f"FAILED [{args.library}]: {e}", flush=True)
+        return 1
+    except Exception as e:  # noqa: BLE001 - a client exception is a failure too
+        traceback.print_exc()
+        print(f"FAILED [{args.library}]: unexpected {e!r}", flush=True)
+        return 1
+    print(f"[{args.library}] all scenarios passed", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
