@@ -468,11 +468,13 @@ class KafkaPythonClient:
         return {g["group_id"]: str(g.get("group_state", "")) for g in self.admin.list_groups()}
 
     def describe_group(self, group):
-        (d,) = self.admin.describe_groups([group])
+        d = self.admin.describe_groups([group])[group]
+        check(d["error"] is None, f"describe group {group}: {d['error']}")
         return str(d["group_state"]), len(d["members"])
 
     def delete_group(self, group):
-        self.admin.delete_groups([group])
+        result = self.admin.delete_groups([group])
+        check(result.get(group) == "OK", f"delete group {group}: {result}")
 
 
 class KafkaPythonMember:
