@@ -187,6 +187,31 @@ pub fn spawn(
         })
 }
 
+/// Listen backlog of every listener.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A listener like glommio's `TcpListener::bind` (SO_REUSEPORT, so every
+/// shard listens on the shared port) plus SO_REUSEADDR, so a broker
+/// restarting on a fixed port is not refused by its previous run's
+/// closing connections (FIN_WAIT / TIME_WAIT sockets on that port).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the fd is a bound, listening TCP socket that nothing else
+    // owns (`into_raw_fd` gave up ownership).
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
 async fn run(
     spec: ShardSpec,
     stop: Arc<AtomicBool>,
@@ -194,12 +219,7 @@ async fn run(
     start: mpsc::Receiver<Arc<BrokerView>>,
     boot: ShardBoot,
 ) -> Result<(), BrokerError> {
-    let bind = |addr: SocketAddr| {
-        TcpListener::bind(addr).map_err(|e| BrokerError::Bind {
-            addr,
-            source: e.into(),
-        })
-    };
+    let bind = |addr: SocketAddr| listen(addr).map_err(|source| BrokerError::Bind { addr, source });
     let shared = bind(spec.shared_addr)?;
     let private = spec.private_addr.map(bind).transpose()?;
     let kafka = bind(spec.kafka_addr)?;
