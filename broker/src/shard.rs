@@ -49,8 +49,9 @@ pub struct ShardSpec {
     pub shared_addr: SocketAddr,
     /// This shard's own port, if exposed.
     pub private_addr: Option<SocketAddr>,
-    /// The Kafka wire-protocol port (SO_REUSEPORT across shards).
-    pub kafka_addr: SocketAddr,
+    /// The Kafka wire-protocol port (SO_REUSEPORT across shards); `None`:
+    /// no Kafka listener.
+    pub kafka_addr: Option<SocketAddr>,
     pub io_memory_bytes: usize,
     pub connections_max: usize,
     pub connection: ConnectionConfig,
@@ -95,7 +96,7 @@ pub enum ShardEvent {
         shard: ShardId,
         shared: SocketAddr,
         private: Option<SocketAddr>,
-        kafka: SocketAddr,
+        kafka: Option<SocketAddr>,
     },
     /// The shard's executor finished (sent on every exit path, panics
     /// included); `Err` carries why.
@@ -222,7 +223,7 @@ async fn run(
     let bind = |addr: SocketAddr| listen(addr).map_err(|source| BrokerError::Bind { addr, source });
     let shared = bind(spec.shared_addr)?;
     let private = spec.private_addr.map(bind).transpose()?;
-    let kafka = bind(spec.kafka_addr)?;
+    let kafka = spec.kafka_addr.map(bind).transpose()?;
     let local = |l: &TcpListener| {
         l.local_addr().map_err(|e| BrokerError::Bind {
             addr: spec.shared_addr,
@@ -231,7 +232,7 @@ async fn run(
     };
     let shared_local = local(&shared)?;
     let private_local = private.as_ref().map(local).transpose()?;
-    let kafka_local = local(&kafka)?;
+    let kafka_local = kafka.as_ref().map(local).transpose()?;
     let _ = events.send(ShardEvent::Bound {
         shard: spec.shard,
         shared: shared_local,
@@ -417,7 +418,7 @@ impl Shard {
         stop: Arc<AtomicBool>,
         shared: TcpListener,
         private: Option<TcpListener>,
-        kafka: TcpListener,
+        kafka: Option<TcpListener>,
     ) {
         tracing::info!(shard = %self.spec.shard, cpu = self.spec.cpu, "shard serving");
         let watcher = glommio::spawn_local({
@@ -431,12 +432,15 @@ impl Shard {
         });
         let private_loop =
             private.map(|listener| glommio::spawn_local(self.clone().accept_loop(listener)));
-        let kafka_loop = glommio::spawn_local(self.clone().kafka_accept_loop(kafka));
+        let kafka_loop =
+            kafka.map(|listener| glommio::spawn_local(self.clone().kafka_accept_loop(listener)));
         self.clone().accept_loop(shared).await;
         if let Some(task) = private_loop {
             task.await;
         }
-        kafka_loop.await;
+        if let Some(task) = kafka_loop {
+            task.await;
+        }
         watcher.await;
         self.drain().await;
     }
