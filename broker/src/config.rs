@@ -14,6 +14,9 @@ use serde::Deserialize;
 
 use crate::error::BrokerError;
 
+/// `kafka_listen` value that turns the Kafka listener off.
+pub const KAFKA_LISTEN_OFF: &str = "off";
+
 /// The native protocol's default port.
 pub const DEFAULT_PORT: u16 = 9192;
 
@@ -31,7 +34,7 @@ pub struct Config {
     /// Host advertised in Metadata; defaults to the listen host.
     pub advertised_host: Option<String>,
     /// `HOST:PORT` of the Kafka wire-protocol port (every shard, SO_REUSEPORT);
-    /// port 0 picks a free one.
+    /// port 0 picks a free one; `off` runs no Kafka listener.
     pub kafka_listen: String,
     /// Host advertised in Kafka Metadata; defaults to the Kafka listen host.
     pub kafka_advertised_host: Option<String>,
@@ -519,8 +522,11 @@ impl Config {
         Ok(())
     }
 
-    /// The resolved Kafka listen address.
-    pub fn kafka_listen_addr(&self) -> Result<SocketAddr, BrokerError> {
+    /// The resolved Kafka listen address; `None` when `kafka_listen = "off"`.
+    pub fn kafka_listen_addr(&self) -> Result<Option<SocketAddr>, BrokerError> {
+        if self.kafka_listen.eq_ignore_ascii_case(KAFKA_LISTEN_OFF) {
+            return Ok(None);
+        }
         let unresolvable = |reason: String| {
             BrokerError::InvalidSetting(format!(
                 "kafka_listen = {:?} is not a usable HOST:PORT ({reason})",
@@ -531,6 +537,7 @@ impl Config {
             .to_socket_addrs()
             .map_err(|e| unresolvable(e.to_string()))?
             .next()
+            .map(Some)
             .ok_or_else(|| unresolvable("resolves to no address".into()))
     }
 
@@ -578,7 +585,7 @@ mod tests {
         let defaults = Config::default();
         assert_eq!(
             defaults.kafka_listen_addr().expect("resolves"),
-            "127.0.0.1:9092".parse::<SocketAddr>().expect("literal")
+            Some("127.0.0.1:9092".parse::<SocketAddr>().expect("literal"))
         );
         let mut config = Config::parse(
             "kafka_listen = \"127.0.0.1:19092\"\nkafka_advertised_host = \"kafka.example\"\n",
@@ -600,6 +607,8 @@ mod tests {
         );
         config.kafka_listen = "no-port-here".into();
         assert!(config.validate().is_err());
+        config.kafka_listen = "off".into();
+        assert_eq!(config.kafka_listen_addr().expect("valid"), None);
     }
 
     #[test]

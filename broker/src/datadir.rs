@@ -97,6 +97,11 @@ impl DataDir {
         Ok(path)
     }
 
+    /// Removes `<data>/<file>` if present.
+    pub fn remove_addr_file(&self, file: &str) {
+        let _ = std::fs::remove_file(self.path.join(file));
+    }
+
     pub fn remove_addr(&self) {
         let _ = std::fs::remove_file(self.path.join(ADDR_FILE));
         let _ = std::fs::remove_file(self.path.join(KAFKA_ADDR_FILE));

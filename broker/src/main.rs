@@ -47,7 +47,7 @@ struct StartArgs {
     /// Native protocol HOST:PORT; port 0 picks a free port [default: 127.0.0.1:9192].
     #[arg(long, env = "FJORD_LISTEN")]
     listen: Option<String>,
-    /// Kafka wire-protocol HOST:PORT; port 0 picks a free port [default: 127.0.0.1:9092].
+    /// Kafka wire-protocol HOST:PORT; port 0 picks a free port; `off` disables it [default: 127.0.0.1:9092].
     #[arg(long, env = "FJORD_KAFKA_LISTEN")]
     kafka_listen: Option<String>,
     /// Host advertised in Kafka Metadata [default: the Kafka listen host].

@@ -69,7 +69,9 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     };
     let private_addrs = private_addrs(&config, listen, shards)?;
     check_port_free(listen, "the shared port")?;
-    check_port_free(kafka_listen, "the Kafka port")?;
+    if let Some(kafka) = kafka_listen {
+        check_port_free(kafka, "the Kafka port")?;
+    }
     for addr in private_addrs.iter().flatten() {
         check_port_free(*addr, "a per-shard port (listen port + 1 + shard)")?;
     }
@@ -82,7 +84,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
         starts: Vec::new(),
         stop: stop.clone(),
     };
-    let spec = |index: usize, shared_addr: SocketAddr, kafka_addr: SocketAddr| ShardSpec {
+    let spec = |index: usize, shared_addr: SocketAddr, kafka_addr: Option<SocketAddr>| ShardSpec {
         shard: ShardId(index as u16),
         cpu: cpus[index],
         shared_addr,
@@ -122,6 +124,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
         wait_bound(&events, &mut bound[..1])?;
         let shared = bound[0].map_or(listen, |(shared, _, _)| shared);
         let kafka = bound[0].map_or(kafka_listen, |(_, _, kafka)| kafka);
+
         for index in 1..shards {
             fleet.spawn(spec(index, shared, kafka), boot(index), &events_tx)?;
         }
@@ -157,11 +160,12 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
             .clone()
             .unwrap_or_else(|| advertised_default(shared.ip())),
         port: shared.port(),
-        kafka_host: config
-            .kafka_advertised_host
-            .clone()
-            .unwrap_or_else(|| advertised_default(kafka.ip())),
-        kafka_port: kafka.port(),
+        kafka_host: match (&config.kafka_advertised_host, kafka) {
+            (Some(host), _) => host.clone(),
+            (None, Some(kafka)) => advertised_default(kafka.ip()),
+            (None, None) => String::new(),
+        },
+        kafka_port: kafka.map_or(0, |k| k.port()),
         shard_ports: if config.shard_ports {
             shard_ports
         } else {
@@ -171,9 +175,15 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     for start in fleet.starts.drain(..) {
         let _ = start.send(view.clone());
     }
-    if let Err(error) = data_dir.write_addr_file(crate::datadir::KAFKA_ADDR_FILE, kafka) {
-        fleet.stop();
-        return Err(error);
+    match kafka {
+        Some(kafka) => {
+            if let Err(error) = data_dir.write_addr_file(crate::datadir::KAFKA_ADDR_FILE, kafka) {
+                fleet.stop();
+                return Err(error);
+            }
+        }
+        // A previous run's address must not point clients at nothing.
+        None => data_dir.remove_addr_file(crate::datadir::KAFKA_ADDR_FILE),
     }
     let addr_file = match data_dir.write_addr(shared) {
         Ok(path) => path,
@@ -191,7 +201,10 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
         "fjord listening"
     );
     println!("fjord: listening on {shared}");
-    println!("fjord: kafka listening on {kafka}");
+    match kafka {
+        Some(kafka) => println!("fjord: kafka listening on {kafka}"),
+        None => println!("fjord: kafka listener off"),
+    }
 
     let outcome = supervise(&signals, &events);
     data_dir.remove_addr();
@@ -244,7 +257,7 @@ impl Fleet {
 }
 
 /// A shard's bound addresses: shared port, private port, Kafka port.
-type Bound = (SocketAddr, Option<SocketAddr>, SocketAddr);
+type Bound = (SocketAddr, Option<SocketAddr>, Option<SocketAddr>);
 
 /// Waits until every shard with a slot in `bound` (shards `0..bound.len()`)
 /// has reported its addresses. Reports may arrive in any order.

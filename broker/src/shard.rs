@@ -49,8 +49,9 @@ pub struct ShardSpec {
     pub shared_addr: SocketAddr,
     /// This shard's own port, if exposed.
     pub private_addr: Option<SocketAddr>,
-    /// The Kafka wire-protocol port (SO_REUSEPORT across shards).
-    pub kafka_addr: SocketAddr,
+    /// The Kafka wire-protocol port (SO_REUSEPORT across shards); `None`:
+    /// no Kafka listener.
+    pub kafka_addr: Option<SocketAddr>,
     pub io_memory_bytes: usize,
     pub connections_max: usize,
     pub connection: ConnectionConfig,
@@ -95,7 +96,7 @@ pub enum ShardEvent {
         shard: ShardId,
         shared: SocketAddr,
         private: Option<SocketAddr>,
-        kafka: SocketAddr,
+        kafka: Option<SocketAddr>,
     },
     /// The shard's executor finished (sent on every exit path, panics
     /// included); `Err` carries why.
@@ -187,6 +188,31 @@ pub fn spawn(
         })
 }
 
+/// Listen backlog of every listener.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A listener like glommio's `TcpListener::bind` (SO_REUSEPORT, so every
+/// shard listens on the shared port) plus SO_REUSEADDR, so a broker
+/// restarting on a fixed port is not refused by its previous run's
+/// closing connections (FIN_WAIT / TIME_WAIT sockets on that port).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the fd is a bound, listening TCP socket that nothing else
+    // owns (`into_raw_fd` gave up ownership).
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
 async fn run(
     spec: ShardSpec,
     stop: Arc<AtomicBool>,
@@ -194,15 +220,10 @@ async fn run(
     start: mpsc::Receiver<Arc<BrokerView>>,
     boot: ShardBoot,
 ) -> Result<(), BrokerError> {
-    let bind = |addr: SocketAddr| {
-        TcpListener::bind(addr).map_err(|e| BrokerError::Bind {
-            addr,
-            source: e.into(),
-        })
-    };
+    let bind = |addr: SocketAddr| listen(addr).map_err(|source| BrokerError::Bind { addr, source });
     let shared = bind(spec.shared_addr)?;
     let private = spec.private_addr.map(bind).transpose()?;
-    let kafka = bind(spec.kafka_addr)?;
+    let kafka = spec.kafka_addr.map(bind).transpose()?;
     let local = |l: &TcpListener| {
         l.local_addr().map_err(|e| BrokerError::Bind {
             addr: spec.shared_addr,
@@ -211,7 +232,7 @@ async fn run(
     };
     let shared_local = local(&shared)?;
     let private_local = private.as_ref().map(local).transpose()?;
-    let kafka_local = local(&kafka)?;
+    let kafka_local = kafka.as_ref().map(local).transpose()?;
     let _ = events.send(ShardEvent::Bound {
         shard: spec.shard,
         shared: shared_local,
@@ -397,7 +418,7 @@ impl Shard {
         stop: Arc<AtomicBool>,
         shared: TcpListener,
         private: Option<TcpListener>,
-        kafka: TcpListener,
+        kafka: Option<TcpListener>,
     ) {
         tracing::info!(shard = %self.spec.shard, cpu = self.spec.cpu, "shard serving");
         let watcher = glommio::spawn_local({
@@ -411,12 +432,15 @@ impl Shard {
         });
         let private_loop =
             private.map(|listener| glommio::spawn_local(self.clone().accept_loop(listener)));
-        let kafka_loop = glommio::spawn_local(self.clone().kafka_accept_loop(kafka));
+        let kafka_loop =
+            kafka.map(|listener| glommio::spawn_local(self.clone().kafka_accept_loop(listener)));
         self.clone().accept_loop(shared).await;
         if let Some(task) = private_loop {
             task.await;
         }
-        kafka_loop.await;
+        if let Some(task) = kafka_loop {
+            task.await;
+        }
         watcher.await;
         self.drain().await;
     }

@@ -48,6 +48,7 @@ pub enum ErrorCode {
     InvalidSessionTimeout = 26,
     RebalanceInProgress = 27,
     InvalidCommitOffsetSize = 28,
+    NonEmptyGroup = 68,
     GroupIdNotFound = 69,
     MemberIdRequired = 79,
     GroupMaxSizeReached = 81,
@@ -60,7 +61,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 48] = [
+    const ALL: [ErrorCode; 49] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -101,6 +102,7 @@ impl ErrorCode {
         ErrorCode::InvalidSessionTimeout,
         ErrorCode::RebalanceInProgress,
         ErrorCode::InvalidCommitOffsetSize,
+        ErrorCode::NonEmptyGroup,
         ErrorCode::GroupIdNotFound,
         ErrorCode::MemberIdRequired,
         ErrorCode::GroupMaxSizeReached,

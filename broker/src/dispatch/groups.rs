@@ -8,7 +8,7 @@ use fjord_schema::{wire, ErrorCode, PartitionId, ShardId};
 use flatbuffers::FlatBufferBuilder;
 
 use super::{Dispatcher, Reply};
-use crate::group::coordinator::{DescribedGroup, GroupState};
+use crate::group::coordinator::{DescribedGroup, GroupState, ListedGroup};
 use crate::group::host::{GroupOp, GroupReply};
 use crate::group::offsets_log::{partition_for, OFFSETS_TOPIC};
 use crate::group::wire as group_wire;
@@ -16,7 +16,7 @@ use crate::ops::{Op, OpResult};
 
 impl Dispatcher {
     /// The shard hosting `group_id`'s coordinator.
-    fn coordinator_shard(&self, group_id: &str) -> Result<ShardId, ErrorCode> {
+    pub(crate) fn coordinator_shard(&self, group_id: &str) -> Result<ShardId, ErrorCode> {
         let catalog = self.service.catalog();
         let meta = catalog
             .get(OFFSETS_TOPIC)
@@ -36,8 +36,9 @@ impl Dispatcher {
         }
     }
 
-    /// Routes `op` for `group_id` to its coordinator's shard.
-    async fn to_coordinator(&self, group_id: &str, op: GroupOp) -> GroupReply {
+    /// Routes `op` for `group_id` to its coordinator's shard (both
+    /// listeners' group apis end here).
+    pub(crate) async fn to_coordinator(&self, group_id: &str, op: GroupOp) -> GroupReply {
         match self.coordinator_shard(group_id) {
             Ok(shard) => self.run_group(shard, op).await,
             Err(code) => GroupReply::Unavailable(code, format!("no {OFFSETS_TOPIC} topic")),
@@ -174,8 +175,11 @@ impl Dispatcher {
         Reply::ok(fbb)
     }
 
-    /// Asks every shard that hosts an offsets partition.
-    async fn list_groups(&self, states: Vec<GroupState>) -> Reply {
+    /// The groups of every shard that hosts an offsets partition, by id.
+    pub(crate) async fn listed_groups(
+        &self,
+        states: Vec<GroupState>,
+    ) -> Result<Vec<ListedGroup>, (ErrorCode, String)> {
         let mut shards: Vec<u16> = self
             .service
             .catalog()
@@ -191,20 +195,27 @@ impl Dispatcher {
                 .await
             {
                 GroupReply::List(listed) => groups.extend(listed),
-                GroupReply::Unavailable(code, message) => return Reply::error(code, &message),
+                GroupReply::Unavailable(code, message) => return Err((code, message)),
                 other => {
-                    return Reply::error(
+                    return Err((
                         ErrorCode::UnknownServerError,
-                        &format!("unexpected coordinator reply {other:?}"),
-                    )
+                        format!("unexpected coordinator reply {other:?}"),
+                    ))
                 }
             }
         }
         groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
-        Reply {
-            error: false,
-            body: group_wire::list_groups_response(&groups),
-            payload: Vec::new(),
+        Ok(groups)
+    }
+
+    async fn list_groups(&self, states: Vec<GroupState>) -> Reply {
+        match self.listed_groups(states).await {
+            Ok(groups) => Reply {
+                error: false,
+                body: group_wire::list_groups_response(&groups),
+                payload: Vec::new(),
+            },
+            Err((code, message)) => Reply::error(code, &message),
         }
     }
 

@@ -415,6 +415,18 @@ pub enum Action {
         reply: ReplyId,
         results: Vec<(TopicPartition, ErrorCode)>,
     },
+    /// Write a tombstone for each of these partitions' offsets durably,
+    /// then call [`Coordinator::tombstones_persisted`] with `reply`.
+    PersistTombstones {
+        reply: ReplyId,
+        group_id: String,
+        partitions: Vec<TopicPartition>,
+    },
+    /// The DeleteGroups answer for one group.
+    DeleteGroup {
+        reply: ReplyId,
+        error: ErrorCode,
+    },
 }
 
 #[derive(Debug)]
@@ -662,6 +674,9 @@ pub struct Coordinator {
     actions: VecDeque<Action>,
     /// Commits handed to the driver, awaiting `offsets_persisted`.
     commits: BTreeMap<ReplyId, PendingCommit>,
+    /// Deleted groups whose tombstones are being written, awaiting
+    /// `tombstones_persisted`: the offsets to restore if that fails.
+    deletions: BTreeMap<ReplyId, (String, BTreeMap<TopicPartition, CommittedOffset>)>,
     member_nonce: u64,
     member_counter: u64,
 }
@@ -686,6 +701,7 @@ impl Coordinator {
             timers: BTreeSet::new(),
             actions: VecDeque::new(),
             commits: BTreeMap::new(),
+            deletions: BTreeMap::new(),
             member_nonce,
             member_counter: 0,
         }
@@ -1307,6 +1323,76 @@ impl Coordinator {
                 .map(|(tp, o)| (tp.clone(), Some(o.clone())))
                 .collect(),
         }
+    }
+
+    // ---- DeleteGroups ----
+
+    /// Deletes an Empty group and its committed offsets (Kafka's
+    /// DeleteGroups): GROUP_ID_NOT_FOUND when this coordinator does not
+    /// hold it, NON_EMPTY_GROUP while it has members or commits in flight.
+    /// The group is gone at once (a new member starts a fresh group); the
+    /// answer waits for the tombstones, so a restart cannot bring the
+    /// offsets back after a successful delete.
+    pub fn handle_delete_group(&mut self, reply: ReplyId, group_id: &str) {
+        assert!(
+            !self.deletions.contains_key(&reply),
+            "reply id {reply:?} reused"
+        );
+        let error = match self.groups.get(group_id) {
+            None => Some(ErrorCode::GroupIdNotFound),
+            Some(group) if group.state != GroupState::Empty || group.commits_in_flight > 0 => {
+                Some(ErrorCode::NonEmptyGroup)
+            }
+            Some(_) => None,
+        };
+        if let Some(error) = error {
+            self.actions.push_back(Action::DeleteGroup { reply, error });
+            return;
+        }
+        let mut group = self.groups.remove(group_id).expect("checked above");
+        if let Some(at) = group.indexed_deadline.take() {
+            // Pending member ids expire with the group.
+            let was_filed = self.timers.remove(&(at, group_id.to_owned()));
+            assert!(was_filed);
+        }
+        if group.offsets.is_empty() {
+            self.actions.push_back(Action::DeleteGroup {
+                reply,
+                error: ErrorCode::None,
+            });
+            return;
+        }
+        self.actions.push_back(Action::PersistTombstones {
+            reply,
+            group_id: group_id.to_owned(),
+            partitions: group.offsets.keys().cloned().collect(),
+        });
+        self.deletions
+            .insert(reply, (group_id.to_owned(), group.offsets));
+    }
+
+    /// The driver wrote (or failed to write) the tombstones of
+    /// `Action::PersistTombstones { reply, .. }`. On failure the offsets
+    /// come back (commits made since win) and the delete fails.
+    pub fn tombstones_persisted(&mut self, reply: ReplyId, written: bool) {
+        let (group_id, offsets) = self
+            .deletions
+            .remove(&reply)
+            .expect("tombstones_persisted for a delete that was not handed out");
+        let error = if written {
+            ErrorCode::None
+        } else {
+            let group = self
+                .groups
+                .entry(group_id.clone())
+                .or_insert_with(Group::new);
+            for (tp, offset) in offsets {
+                group.offsets.entry(tp).or_insert(offset);
+            }
+            self.reindex(&group_id);
+            GroupError::StorageError.code()
+        };
+        self.actions.push_back(Action::DeleteGroup { reply, error });
     }
 
     // ---- ListGroups / DescribeGroups ----

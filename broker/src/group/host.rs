@@ -41,6 +41,8 @@ pub enum GroupOp {
     },
     List(Vec<GroupState>),
     Describe(String),
+    /// DeleteGroups, one group.
+    Delete(String),
 }
 
 /// The answer to a [`GroupOp`].
@@ -54,6 +56,7 @@ pub enum GroupReply {
     Fetch(Vec<(TopicPartition, Option<CommittedOffset>)>),
     List(Vec<ListedGroup>),
     Describe(DescribedGroup),
+    Delete(ErrorCode),
     /// Not answered: too many parked requests, or the shard is stopping.
     Unavailable(ErrorCode, String),
 }
@@ -246,6 +249,9 @@ impl GroupHost {
                             coordinator.handle_leave(now, reply, &group_id, members)
                         }
                         GroupOp::Commit(r) => coordinator.handle_offset_commit(now, reply, r),
+                        GroupOp::Delete(group_id) => {
+                            coordinator.handle_delete_group(reply, &group_id)
+                        }
                         GroupOp::Fetch { .. } | GroupOp::List(_) | GroupOp::Describe(_) => {
                             unreachable!("answered above")
                         }
@@ -288,12 +294,24 @@ impl GroupHost {
                 Action::Heartbeat { reply, error } => (reply, GroupReply::Heartbeat(error)),
                 Action::Leave { reply, response } => (reply, GroupReply::Leave(response)),
                 Action::OffsetCommit { reply, results } => (reply, GroupReply::Commit(results)),
+                Action::DeleteGroup { reply, error } => (reply, GroupReply::Delete(error)),
                 Action::PersistOffsets {
                     reply,
                     group_id,
                     offsets,
                 } => {
-                    glommio::spawn_local(persist(service.clone(), reply, group_id, offsets))
+                    let batch = offsets_log::commit_batch(&group_id, &offsets, now_ms());
+                    glommio::spawn_local(persist(service.clone(), reply, group_id, batch, false))
+                        .detach();
+                    continue;
+                }
+                Action::PersistTombstones {
+                    reply,
+                    group_id,
+                    partitions,
+                } => {
+                    let batch = offsets_log::tombstone_batch(&group_id, &partitions, now_ms());
+                    glommio::spawn_local(persist(service.clone(), reply, group_id, batch, true))
                         .detach();
                     continue;
                 }
@@ -306,18 +324,20 @@ impl GroupHost {
     }
 }
 
-/// Appends the commit to the group's offsets partition (this shard owns
-/// it) and waits for the fdatasync, then tells the coordinator.
+/// Appends a commit's records (or a deleted group's tombstones) to the
+/// group's offsets partition (this shard owns it) and waits for the
+/// fdatasync, then tells the coordinator.
 async fn persist(
     service: Rc<ShardService>,
     reply: ReplyId,
     group_id: String,
-    offsets: Vec<(TopicPartition, CommittedOffset)>,
+    batch: Result<bytes::Bytes, String>,
+    tombstones: bool,
 ) {
     let Some(host) = service.groups() else { return };
-    let written = match offsets_log::commit_batch(&group_id, &offsets, now_ms()) {
+    let written = match batch {
         Err(error) => {
-            tracing::warn!(group = %group_id, %error, "offset commit not encodable");
+            tracing::warn!(group = %group_id, %error, "offsets records not encodable");
             false
         }
         Ok(batch) => {
@@ -337,16 +357,21 @@ async fn persist(
                         .await;
                     if result.error != ErrorCode::None {
                         tracing::warn!(group = %group_id, error = ?result.error,
-                            message = ?result.message, "offset commit not written");
+                            message = ?result.message, tombstones, "offsets records not written");
                     }
                     result.error == ErrorCode::None
                 }
             }
         }
     };
-    host.coordinator
-        .borrow_mut()
-        .offsets_persisted(reply, written);
+    {
+        let mut coordinator = host.coordinator.borrow_mut();
+        if tombstones {
+            coordinator.tombstones_persisted(reply, written);
+        } else {
+            coordinator.offsets_persisted(reply, written);
+        }
+    }
     host.drain(&service);
     host.wake();
 }

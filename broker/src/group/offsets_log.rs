@@ -189,23 +189,44 @@ pub fn commit_batch(
     offsets: &[(TopicPartition, CommittedOffset)],
     now_ms: i64,
 ) -> Result<bytes::Bytes, String> {
-    assert!(!offsets.is_empty());
+    records_batch(
+        group_id,
+        offsets.iter().map(|(tp, o)| (tp, Some(o))),
+        now_ms,
+    )
+}
+
+/// The tombstones that delete `partitions`' committed offsets of
+/// `group_id` (DeleteGroups), batched like [`commit_batch`].
+pub fn tombstone_batch(
+    group_id: &str,
+    partitions: &[TopicPartition],
+    now_ms: i64,
+) -> Result<bytes::Bytes, String> {
+    records_batch(group_id, partitions.iter().map(|tp| (tp, None)), now_ms)
+}
+
+fn records_batch<'a>(
+    group_id: &str,
+    records: impl Iterator<Item = (&'a TopicPartition, Option<&'a CommittedOffset>)> + Clone,
+    now_ms: i64,
+) -> Result<bytes::Bytes, String> {
     let too_long = |s: &str| s.len() > STRING_BYTES_MAX;
     if too_long(group_id)
-        || offsets
-            .iter()
-            .any(|(tp, o)| too_long(&tp.topic) || too_long(&o.metadata))
+        || records
+            .clone()
+            .any(|(tp, o)| too_long(&tp.topic) || o.is_some_and(|o| too_long(&o.metadata)))
     {
         return Err(format!("a string is longer than {STRING_BYTES_MAX} bytes"));
     }
     let mut out = bytes::BytesMut::new();
     let mut builder = BatchBuilder::new(BatchOptions::default());
-    for (tp, offset) in offsets {
+    for (tp, offset) in records {
         let key = encode_key(group_id, tp);
-        let value = encode_value(offset, now_ms);
+        let value = offset.map(|o| encode_value(o, now_ms));
         let record = RecordInput {
             key: Some(&key),
-            value: Some(&value),
+            value: value.as_deref(),
             headers: &[],
             timestamp: now_ms,
             offset_delta: None,
@@ -221,6 +242,7 @@ pub fn commit_batch(
             .try_push(record)
             .map_err(|e: BatchError| e.to_string())?;
     }
+    assert!(!builder.is_empty(), "a batch of no records");
     out.extend_from_slice(&builder.finish().map_err(|e| e.to_string())?);
     Ok(out.freeze())
 }

@@ -27,10 +27,12 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, FetchRequest, FetchResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    CreateTopicsResponse, DeleteGroupsRequest, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeGroupsRequest, FetchRequest, FetchResponse, FindCoordinatorRequest, HeartbeatRequest,
+    InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, ProduceResponse, RequestHeader,
+    ResponseHeader, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -41,14 +43,24 @@ use crate::ops::CreateSpec;
 use crate::topics::validate_topic_name;
 
 /// The apis answered on the Kafka listener: (api, min version, max version).
-pub const KAFKA_APIS: [(ApiKey, i16, i16); 8] = [
+pub const KAFKA_APIS: [(ApiKey, i16, i16); 18] = [
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 1, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
 ];
 
@@ -92,7 +104,7 @@ type FetchPart = (PartitionId, (i64, usize));
 /// Serves the Kafka requests of one connection.
 #[derive(Debug)]
 pub struct KafkaHandler {
-    dispatcher: Rc<Dispatcher>,
+    pub(super) dispatcher: Rc<Dispatcher>,
     limits: KafkaRecordsLimits,
 }
 
@@ -159,6 +171,50 @@ impl KafkaHandler {
                 }
                 KafkaRequest::InitProducerId(request) => {
                     let response = self.init_producer_id(request);
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::FindCoordinator(request) => {
+                    let response = self.find_coordinator(request, version);
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::JoinGroup(request) => {
+                    let client_id = header
+                        .client_id
+                        .as_ref()
+                        .map_or_else(String::new, |c| c.to_string());
+                    let response = self.join_group(request, version, client_id).await;
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::SyncGroup(request) => {
+                    let response = self.sync_group(request, version).await;
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::Heartbeat(request) => {
+                    let response = self.heartbeat(request).await;
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::LeaveGroup(request) => {
+                    let response = self.leave_group(request, version).await;
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::OffsetCommit(request) => {
+                    let response = self.offset_commit(request, version).await;
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::OffsetFetch(request) => {
+                    let response = self.offset_fetch(request, version).await;
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::ListGroups(request) => {
+                    let response = self.list_groups(request).await;
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::DescribeGroups(request) => {
+                    let response = self.describe_groups(request, version).await;
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::DeleteGroups(request) => {
+                    let response = self.delete_groups(request).await;
                     encode(&header, api, version, &response).map(Some)
                 }
             }
@@ -527,6 +583,16 @@ pub enum KafkaRequest {
     CreateTopics(CreateTopicsRequest),
     DeleteTopics(DeleteTopicsRequest),
     InitProducerId(InitProducerIdRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    ListGroups(ListGroupsRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    DeleteGroups(DeleteGroupsRequest),
 }
 
 /// Decodes one frame (length prefix removed): the trust boundary of the
@@ -584,6 +650,24 @@ pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, i16, KafkaRequest)
         }
         ApiKey::InitProducerId => {
             KafkaRequest::InitProducerId(body(&mut buf, version, "InitProducerId")?)
+        }
+        ApiKey::FindCoordinator => {
+            KafkaRequest::FindCoordinator(body(&mut buf, version, "FindCoordinator")?)
+        }
+        ApiKey::JoinGroup => KafkaRequest::JoinGroup(body(&mut buf, version, "JoinGroup")?),
+        ApiKey::SyncGroup => KafkaRequest::SyncGroup(body(&mut buf, version, "SyncGroup")?),
+        ApiKey::Heartbeat => KafkaRequest::Heartbeat(body(&mut buf, version, "Heartbeat")?),
+        ApiKey::LeaveGroup => KafkaRequest::LeaveGroup(body(&mut buf, version, "LeaveGroup")?),
+        ApiKey::OffsetCommit => {
+            KafkaRequest::OffsetCommit(body(&mut buf, version, "OffsetCommit")?)
+        }
+        ApiKey::OffsetFetch => KafkaRequest::OffsetFetch(body(&mut buf, version, "OffsetFetch")?),
+        ApiKey::ListGroups => KafkaRequest::ListGroups(body(&mut buf, version, "ListGroups")?),
+        ApiKey::DescribeGroups => {
+            KafkaRequest::DescribeGroups(body(&mut buf, version, "DescribeGroups")?)
+        }
+        ApiKey::DeleteGroups => {
+            KafkaRequest::DeleteGroups(body(&mut buf, version, "DeleteGroups")?)
         }
         _ => return Err(unsupported),
     };
@@ -668,14 +752,20 @@ mod tests {
     #[test]
     fn short_and_unserved_frames_are_refused() {
         assert!(decode_request(Bytes::from_static(&[0, 3])).is_err());
-        // JoinGroup v5: not served.
-        let frame = Bytes::from_static(&[0, 11, 0, 5, 0, 0, 0, 1, 0xff, 0xff]);
+        // JoinGroup v10: not served.
+        let frame = Bytes::from_static(&[0, 11, 0, 10, 0, 0, 0, 1, 0xff, 0xff]);
         assert!(matches!(
             decode_request(frame),
             Err(HandleError::Unsupported {
                 api_key: 11,
-                version: 5
+                version: 10
             })
+        ));
+        // AddPartitionsToTxn: never served.
+        let frame = Bytes::from_static(&[0, 24, 0, 1, 0, 0, 0, 1, 0xff, 0xff]);
+        assert!(matches!(
+            decode_request(frame),
+            Err(HandleError::Unsupported { api_key: 24, .. })
         ));
     }
 }

@@ -3,6 +3,7 @@
 //! handler that maps Kafka requests onto the native dispatcher's ops.
 
 pub mod frame;
+mod groups;
 pub mod handler;
 pub mod records;
 pub mod serve;

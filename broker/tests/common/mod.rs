@@ -67,16 +67,22 @@ impl Broker {
     }
 
     fn wait_addr(&mut self) -> SocketAddr {
+        self.try_wait_addr()
+            .unwrap_or_else(|logs| panic!("fjord exited: {logs}"))
+    }
+
+    /// The broker's address once it serves; its logs if it exited.
+    fn try_wait_addr(&mut self) -> Result<SocketAddr, String> {
         let addr_file = self.data_dir().join("broker.addr");
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Ok(text) = std::fs::read_to_string(&addr_file) {
                 if let Ok(addr) = text.trim().parse() {
-                    return addr;
+                    return Ok(addr);
                 }
             }
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("fjord exited with {status}: {}", self.logs());
+                return Err(format!("exit {status}: {}", self.logs()));
             }
             assert!(
                 Instant::now() < deadline,
@@ -108,7 +114,22 @@ impl Broker {
         let previous = std::fs::read_to_string(&log).unwrap_or_default();
         let _ = std::fs::write(self.dir.path().join("fjord.previous.log"), previous);
         self.child = spawn(self.dir.path(), &self.args);
-        self.addr = self.wait_addr();
+        // A pinned port may be taken for a moment by another process's
+        // outgoing connection while the broker is down: try again.
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.try_wait_addr() {
+                Ok(addr) => {
+                    self.addr = addr;
+                    return;
+                }
+                Err(logs) if logs.contains("already in use") && Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(200));
+                    self.child = spawn(self.dir.path(), &self.args);
+                }
+                Err(logs) => panic!("fjord did not restart: {logs}"),
+            }
+        }
     }
 
     pub fn terminate(&mut self) -> ExitStatus {
@@ -131,6 +152,26 @@ impl Broker {
             "fjord died: {}",
             self.logs()
         );
+    }
+
+    /// A free port below the ephemeral range (so no outgoing connection
+    /// takes it while a broker pinned to it restarts).
+    pub fn free_fixed_port() -> u16 {
+        let seed = std::process::id() as u64 * 7919
+            + std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .subsec_nanos() as u64;
+        (0..1000u64)
+            .map(|i| 20_000 + ((seed + i * 104_729) % 12_000) as u16)
+            .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+            .expect("a free port in 20000..32000")
+    }
+
+    /// The Kafka listener's address (written before `broker.addr`).
+    pub fn kafka_addr(&self) -> SocketAddr {
+        let text = std::fs::read_to_string(self.data_dir().join("kafka.addr")).expect("kafka.addr");
+        text.trim().parse().expect("kafka.addr holds an address")
     }
 
     pub fn conn(&self) -> Conn {
@@ -158,11 +199,18 @@ fn spawn(root: &Path, args: &[String]) -> Child {
         .append(true)
         .open(root.join("fjord.log"))
         .expect("log file");
+    let mut listeners = Vec::new();
+    for flag in ["--listen", "--kafka-listen"] {
+        // Port 0 unless the test pins one (a restart keeping its port).
+        if !args.iter().any(|a| a == flag) {
+            listeners.extend([flag, "127.0.0.1:0"]);
+        }
+    }
     Command::new(env!("CARGO_BIN_EXE_fjord"))
         .arg("start")
         .arg("--data-dir")
         .arg(root.join("data"))
-        .args(["--listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0"])
+        .args(listeners)
         .args(args)
         .envs(ENV)
         .env("FJORD_LOG", "info")
@@ -626,4 +674,42 @@ pub fn error_response(frame: &Frame) -> ErrorCode {
     assert!(frame.header.flags().is_error(), "expected an ERROR frame");
     let body = flatbuffers::root::<wire::ErrorResponse>(&frame.body).expect("ErrorResponse body");
     ErrorCode::from_code(body.error_code())
+}
+
+/// One Kafka-protocol request / response exchange on a raw connection,
+/// encoded and decoded with `kafka-protocol` at `version`.
+pub fn kafka_call<Q, R>(
+    stream: &mut TcpStream,
+    api: kafka_protocol::messages::ApiKey,
+    version: i16,
+    request: &Q,
+) -> R
+where
+    Q: kafka_protocol::protocol::Encodable,
+    R: kafka_protocol::protocol::Decodable,
+{
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    let mut header = RequestHeader::default();
+    header.request_api_key = api as i16;
+    header.request_api_version = version;
+    header.correlation_id = 9;
+    header.client_id = Some(StrBytes::from_static_str("raw"));
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, api.request_header_version(version))
+        .expect("header");
+    request.encode(&mut body, version).expect("body");
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).expect("write");
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).expect("length");
+    let mut response = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut response).expect("response");
+    let mut response = Bytes::from(response);
+    let header = ResponseHeader::decode(&mut response, api.response_header_version(version))
+        .expect("response header");
+    assert_eq!(header.correlation_id, 9);
+    R::decode(&mut response, version).unwrap_or_else(|e| panic!("{api:?} v{version} response: {e}"))
 }

@@ -14,6 +14,7 @@
 //! - `commit #N GROUP gen=G member=ID [instance=I] offsets=T-P:OFFSET,...
 //!   [meta=TEXT]`
 //! - `persisted #N ok|fail`, `fetch GROUP`, `describe GROUP`, `list`
+//! - `delete #N GROUP`, `deleted #N ok|fail` (its tombstones written)
 
 use std::collections::BTreeMap;
 
@@ -156,6 +157,19 @@ fn render(action: &Action) -> String {
                 .collect();
             format!("commit #{} {}", reply.0, results.join(" "))
         }
+        Action::PersistTombstones {
+            reply,
+            group_id,
+            partitions,
+        } => {
+            let partitions: Vec<String> = partitions.iter().map(ToString::to_string).collect();
+            format!(
+                "tombstones #{} {group_id} {}",
+                reply.0,
+                partitions.join(" ")
+            )
+        }
+        Action::DeleteGroup { reply, error } => format!("delete #{} {}", reply.0, err(*error)),
     }
 }
 
@@ -282,6 +296,8 @@ impl Harness {
                 c.handle_offset_commit(self.now, reply(n), request);
             }
             ["persisted", n, outcome] => c.offsets_persisted(reply(n), *outcome == "ok"),
+            ["delete", n, group] => c.handle_delete_group(reply(n), group),
+            ["deleted", n, outcome] => c.tombstones_persisted(reply(n), *outcome == "ok"),
             ["fetch", group] => {
                 let offsets: Vec<String> = c
                     .offset_fetch(group, None)
@@ -802,6 +818,55 @@ fn loaded_offsets_are_served_and_tombstones_delete() {
     assert_eq!(c.next_deadline(), Some(Millis(5_000)));
     c.handle_tick(Millis(5_000));
     assert_eq!(c.next_deadline(), None);
+}
+
+/// DeleteGroups: only Empty groups without commits in flight; the offsets
+/// go once the tombstones are durable and come back if they are not.
+#[test]
+fn delete_groups_waits_for_tombstones_and_restores_on_failure() {
+    check(
+        "
+        > delete #1 nope
+        delete #1 GroupIdNotFound
+        > commit #2 g gen=-1 member=- offsets=t-0:5,t-1:6
+        persist #2 g t-0:5 t-1:6
+        > delete #3 g
+        delete #3 NonEmptyGroup
+        > persisted #2 ok
+        commit #2 t-0:None t-1:None
+        > join #4 g member=- instance=a
+        join #4 None gen=1 protocol=range leader=a-0-1 member=a-0-1 members=[a-0-1:m]
+        > delete #5 g
+        delete #5 NonEmptyGroup
+        > leave #6 g member=a-0-1 instance=a
+        leave #6 a:None
+        > delete #7 g
+        tombstones #7 g t-0 t-1
+        > list
+        groups
+        > commit #8 g gen=-1 member=- offsets=t-0:9
+        persist #8 g t-0:9
+        > persisted #8 ok
+        commit #8 t-0:None
+        > deleted #7 fail
+        delete #7 KafkaStorageError
+        > fetch g
+        offsets t-0:9 t-1:6
+        > delete #9 g
+        tombstones #9 g t-0 t-1
+        > deleted #9 ok
+        delete #9 None
+        > fetch g
+        offsets
+        > list
+        groups
+        > join #10 h member=- client=x
+        join #10 MemberIdRequired member=x-0-2
+        > delete #11 h
+        delete #11 None
+        > tick 60000
+        ",
+    );
 }
 
 #[test]
