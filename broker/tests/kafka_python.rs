@@ -58,14 +58,13 @@ fn run_script(library: &str, module: &str) {
         return;
     }
     let broker = Broker::start(&["--shards", "2"]);
-    // kafka.addr is written before broker.addr, which `start` waited for.
-    let kafka = std::fs::read_to_string(broker.data_dir().join("kafka.addr")).expect("kafka.addr");
+    let kafka = broker.kafka_addr();
     let output_path = broker.dir.path().join(format!("{library}.out"));
     let output = File::create(&output_path).expect("script output file");
     let mut child = Command::new("python3")
         .arg(SCRIPT)
         .arg(library)
-        .arg(kafka.trim())
+        .arg(kafka.to_string())
         .arg("--fjord")
         .arg(env!("CARGO_BIN_EXE_fjord"))
         .arg("--native")

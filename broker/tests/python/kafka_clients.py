@@ -184,7 +184,7 @@ class ConfluentClient:
         self.admin = admin.AdminClient(dict(self.base))
 
     def version(self):
-        return f"confluent-kafka {self.ck.version()[0]}, librdkafka {self.ck.libversion()[0]}"
+        return f"confluent-kafka {self.ck.__version__}, librdkafka {self.ck.libversion()[0]}"
 
     def _wait(self, futures, what):
         for key, future in futures.items():
@@ -510,9 +510,10 @@ class Member(threading.Thread):
     until told to stop; commits and closes on its own thread, since neither
     client's consumer may be used from two threads.
 
-    `since_assign` holds what was delivered since the latest assignment, so a
-    rebalance in the middle (the second member joining) starts the count
-    again: a new owner re-reads from the committed offset."""
+    `read` keeps every record delivered with the number of the assignment it
+    came under: after a rebalance a client may re-read what it read before
+    (librdkafka restarts kept partitions at the committed offset) or go on
+    from its position (kafka-python keeps it, as the Java client does)."""
 
     def __init__(self, client, group, topic, name):
         super().__init__(name=name, daemon=True)
@@ -522,7 +523,7 @@ class Member(threading.Thread):
         self.lock = threading.Lock()
         self.assigned = frozenset()
         self.assignments_count = 0
-        self.since_assign = []
+        self.read = []
         self.foreign = []
         self.error = None
         self.commands = queue.Queue()
@@ -532,7 +533,6 @@ class Member(threading.Thread):
         with self.lock:
             self.assigned = frozenset(partitions)
             self.assignments_count += 1
-            self.since_assign = []
 
     def _on_revoke(self, partitions):
         with self.lock:
@@ -565,7 +565,7 @@ class Member(threading.Thread):
                 with self.lock:
                     for r in records:
                         if r.partition in self.assigned:
-                            self.since_assign.append(r)
+                            self.read.append((self.assignments_count, r))
                         else:
                             self.foreign.append((sorted(self.assigned), r))
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
@@ -586,7 +586,7 @@ class Member(threading.Thread):
 
     def snapshot(self):
         with self.lock:
-            return self.assigned, list(self.since_assign), list(self.foreign), self.assignments_count
+            return self.assigned, list(self.read), list(self.foreign), self.assignments_count
 
     def stop(self):
         if self.is_alive():
@@ -618,21 +618,53 @@ def running_members(client, group, topic, names):
             raise Failure(f"{m.name} failed: {m.error!r}") from m.error
 
 
+def distinct_records(read, assigned, what):
+    """{(partition, offset): record} of what `read` ([(assignment, record)])
+    holds of the `assigned` partitions. Fails when a record read twice
+    differs, or when a partition goes back within one assignment."""
+    out = {}
+    last = {}
+    for assignment, r in read:
+        key = (assignment, r.partition)
+        check(
+            last.get(key, -1) < r.offset,
+            f"{what}: partition {r.partition} went from offset {last.get(key)} to {r.offset}"
+            f" within assignment {assignment}",
+        )
+        last[key] = r.offset
+        if r.partition not in assigned:
+            continue
+        before = out.setdefault(r.ident(), r)
+        check(
+            before.content() == r.content(),
+            f"{what}: {r.ident()} read twice with different contents: {before!r}, {r!r}",
+        )
+    return out
+
+
 def wait_for_share(members, expected, what):
     """Waits until the members' assignments are non-empty, disjoint and cover
-    every partition, and each member has read every expected record of its
-    partitions since its latest assignment. Returns {member name: records}."""
+    every partition, and each member has read every expected record of the
+    partitions it now owns; nothing else of them. Returns {member name:
+    (assigned, records, assignments count)}."""
     by_partition = {}
     for r in expected:
         by_partition.setdefault(r.partition, []).append(r)
 
     state = {}
 
+    def wanted(assigned):
+        return {r.ident() for p in assigned for r in by_partition.get(p, [])}
+
     def progress():
-        return "; ".join(
-            f"{m.name}: assigned {sorted(a)} after {n} assignments, read {len(s)} since"
-            for m, (a, s, _f, n) in state.items()
-        )
+        parts = []
+        for m, (assigned, read, _f, n) in state.items():
+            missing = sorted(wanted(assigned) - set(distinct_records(read, assigned, what)))
+            parts.append(
+                f"{m.name}: assigned {sorted(assigned)} after {n} assignments, read {len(read)}"
+                f" records, missing (partition, offset) {missing[:10]} of {len(missing)}"
+            )
+        return "; ".join(parts)
 
     deadline = Deadline(what)
     while True:
@@ -640,29 +672,28 @@ def wait_for_share(members, expected, what):
             if m.error is not None:
                 raise Failure(f"{what}: {m.name} failed: {m.error!r}") from m.error
             state[m] = m.snapshot()
-        for m, (_a, _s, foreign, _n) in state.items():
+        for m, (_a, _r, foreign, _n) in state.items():
             check(not foreign, f"{what}: {m.name} got records of partitions it does not own: {foreign[:3]}")
-        assignments = [a for a, _s, _f, _n in state.values()]
+        assignments = [a for a, _r, _f, _n in state.values()]
         union = frozenset().union(*assignments)
         if (
             all(assignments)
             and sum(len(a) for a in assignments) == len(union)
             and union == frozenset(range(PARTITIONS))
+            and all(
+                wanted(assigned) <= set(distinct_records(read, assigned, what))
+                for assigned, read, _f, _n in state.values()
+            )
         ):
-            done = True
-            for m, (assigned, seen, _f, _n) in state.items():
-                want = {r.ident() for p in assigned for r in by_partition.get(p, [])}
-                if not want <= {r.ident() for r in seen}:
-                    done = False
-            if done:
-                break
+            break
         deadline.check(progress)
         time.sleep(POLL_SECONDS)
     out = {}
-    for m, (assigned, seen, _f, _n) in state.items():
+    for m, (assigned, read, _f, n) in state.items():
         want = [r for p in assigned for r in by_partition.get(p, [])]
+        seen = sorted(distinct_records(read, assigned, what).values(), key=Record.ident)
         check_same(want, seen, f"{what}: {m.name}")
-        out[m.name] = (assigned, seen)
+        out[m.name] = (assigned, seen, n)
     return out
 
 
@@ -674,8 +705,10 @@ def run(client, fjord, native):
     topic = f"py-{tag}-{uuid.uuid4().hex[:8]}"
     group = f"py-{tag}-group-{uuid.uuid4().hex[:8]}"
 
+    started = time.monotonic()
+
     def step(name):
-        print(f"[{tag}] {name}", flush=True)
+        print(f"[{tag} {time.monotonic() - started:6.1f}s] {name}", flush=True)
 
     step(f"client: {client.version()}")
 
@@ -700,22 +733,32 @@ def run(client, fjord, native):
         step("native `fjord consume` reads the same records")
         check_same(produced, fjord_consume(fjord, native, topic, len(produced)), "fjord consume")
 
-    step(f"group {group}: two members share the partitions")
-    with running_members(client, group, topic, ["member-a", "member-b"]) as members:
-        shares = wait_for_share(members, produced, "two-member group")
-        for name, (assigned, seen) in shares.items():
-            step(f"  {name}: partitions {sorted(assigned)}, {len(seen)} records")
-        # Commit the first half of every partition, each member its own.
-        commits = {}
-        for m in members:
-            assigned, seen = shares[m.name]
-            offsets = {}
-            for p in assigned:
-                in_p = sorted(r.offset for r in seen if r.partition == p)
-                offsets[p] = in_p[len(in_p) // 2]
-            m.call("commit", offsets)
-            commits.update(offsets)
-        step(f"  committed {dict(sorted(commits.items()))}")
+    step(f"group {group}: member-a alone gets every partition")
+    with running_members(client, group, topic, ["member-a"]) as (member_a,):
+        wait_for_share([member_a], produced, "one-member group")
+        step("  member-b joins: after a rebalance the two share the partitions")
+        with running_members(client, group, topic, ["member-b"]) as (member_b,):
+            members = [member_a, member_b]
+            shares = wait_for_share(members, produced, "two-member group")
+            for name, (assigned, seen, assignments_count) in shares.items():
+                step(
+                    f"  {name}: partitions {sorted(assigned)}, {len(seen)} records"
+                    f" (assignment {assignments_count})"
+                )
+            state, members_count = client.describe_group(group)
+            check(members_count == 2, f"group {group} described with {members_count} members, expected 2")
+            check("STABLE" in state.upper(), f"group {group} state {state}, expected Stable")
+            # Commit the first half of every partition, each member its own.
+            commits = {}
+            for m in members:
+                assigned, seen, _n = shares[m.name]
+                offsets = {}
+                for p in assigned:
+                    in_p = sorted(r.offset for r in seen if r.partition == p)
+                    offsets[p] = in_p[len(in_p) // 2]
+                m.call("commit", offsets)
+                commits.update(offsets)
+            step(f"  committed {dict(sorted(commits.items()))}")
     committed = client.committed(group, topic)
     check(committed == commits, f"committed offsets read back {committed}, expected {commits}")
 
@@ -735,7 +778,7 @@ def run(client, fjord, native):
     expected = [r for r in produced + more if r.offset >= commits[r.partition]]
     with running_members(client, group, topic, ["member-restarted"]) as (member,):
         shares = wait_for_share([member], expected, "restarted member")
-        _assigned, seen = shares[member.name]
+        _assigned, seen, _n = shares[member.name]
         for p in range(PARTITIONS):
             first = min(r.offset for r in seen if r.partition == p)
             check(first == commits[p], f"partition {p}: resumed at {first}, committed {commits[p]}")
