@@ -1,8 +1,9 @@
 //! Python Kafka clients from PyPI (confluent-kafka, kafka-python) against
 //! the `fjord` binary's Kafka listener (2 shards): each library runs
 //! `tests/python/kafka_clients.py` (admin, idempotent producer, consumer,
-//! a two-member group, commits and resume, group admin, native `fjord
-//! consume` of what Python produced) and must exit 0.
+//! a two-member group with the eager range assignor and with the
+//! cooperative-sticky one, commits and resume, group admin, native `fjord
+//! consume` / `fjord group describe` of what Python wrote) and must exit 0.
 //!
 //! Where a library is not importable the test prints a loud SKIPPED and
 //! passes, so `cargo nextest run --workspace` works on a machine without
@@ -53,18 +54,19 @@ fn importable(module: &str) -> bool {
     false
 }
 
-fn run_script(library: &str, module: &str) {
+fn run_script(library: &str, module: &str, assignor: &str) {
     if !importable(module) {
         return;
     }
     let broker = Broker::start(&["--shards", "2"]);
     let kafka = broker.kafka_addr();
-    let output_path = broker.dir.path().join(format!("{library}.out"));
+    let output_path = broker.dir.path().join(format!("{library}-{assignor}.out"));
     let output = File::create(&output_path).expect("script output file");
     let mut child = Command::new("python3")
         .arg(SCRIPT)
         .arg(library)
         .arg(kafka.to_string())
+        .args(["--assignor", assignor])
         .arg("--fjord")
         .arg(env!("CARGO_BIN_EXE_fjord"))
         .arg("--native")
@@ -91,11 +93,11 @@ fn run_script(library: &str, module: &str) {
     match status {
         Some(status) if status.success() => println!("{text}"),
         Some(status) => panic!(
-            "{SCRIPT} {library} exited with {status}; its output:\n{text}\nfjord log:\n{}",
+            "{SCRIPT} {library} --assignor {assignor} exited with {status}; its output:\n{text}\nfjord log:\n{}",
             broker.logs()
         ),
         None => panic!(
-            "{SCRIPT} {library} still running after {SCRIPT_SECONDS_MAX}s, killed; its output:\n\
+            "{SCRIPT} {library} --assignor {assignor} still running after {SCRIPT_SECONDS_MAX}s, killed; its output:\n\
              {text}\nfjord log:\n{}",
             broker.logs()
         ),
@@ -104,10 +106,22 @@ fn run_script(library: &str, module: &str) {
 
 #[test]
 fn kafka_python_confluent_kafka() {
-    run_script("confluent-kafka", "confluent_kafka");
+    run_script("confluent-kafka", "confluent_kafka", "range");
+}
+
+/// The group rebalances incrementally (KIP-429): only moved partitions are
+/// revoked.
+#[test]
+fn kafka_python_confluent_kafka_cooperative() {
+    run_script("confluent-kafka", "confluent_kafka", "cooperative-sticky");
 }
 
 #[test]
 fn kafka_python_kafka_python() {
-    run_script("kafka-python", "kafka");
+    run_script("kafka-python", "kafka", "range");
+}
+
+#[test]
+fn kafka_python_kafka_python_cooperative() {
+    run_script("kafka-python", "kafka", "cooperative-sticky");
 }

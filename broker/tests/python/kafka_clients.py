@@ -2,7 +2,7 @@
 """Kafka clients from PyPI against Fjord's Kafka listener (issue 7).
 
     python3 kafka_clients.py {confluent-kafka|kafka-python} HOST:PORT
-        [--fjord PATH --native HOST:PORT]
+        [--assignor {range|cooperative-sticky}] [--fjord PATH --native HOST:PORT]
 
 The same round trip as broker/tests/kafka_clients.rs, with a Python client:
 admin create topic; an idempotent acks=all producer (keys, headers, explicit
@@ -10,7 +10,8 @@ timestamps, every partition); a manual-assignment consumer reading all of it
 back intact; a group of two members sharing the partitions (non-empty
 disjoint shares, union = all); explicit commits; a restarted member resuming
 exactly at the commits; group admin; admin delete topic. With --fjord and
---native, the native `fjord consume` reads what Python produced.
+--native, the native `fjord consume` reads what Python produced and `fjord
+group describe` shows what it committed.
 
 Exit status 0 when every scenario passed, 1 at the first failure (with what
 was expected and what was seen), 2 on bad usage. Every wait has a deadline,
@@ -41,6 +42,7 @@ STEP_SECONDS_MAX = 60
 # Below the Rust test's bound on the script (270 s).
 RUN_SECONDS_MAX = 240
 POLL_SECONDS = 0.2
+INCREMENTAL_ASSIGNORS = ("cooperative-sticky",)
 
 
 class Failure(Exception):
@@ -272,7 +274,7 @@ class ConfluentClient:
         finally:
             consumer.close()
 
-    def group_member(self, group, topic, on_assign, on_revoke):
+    def group_member(self, group, topic, assignor, on_assign, on_revoke):
         consumer = self.ck.Consumer(
             dict(
                 self.base,
@@ -281,6 +283,7 @@ class ConfluentClient:
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "session.timeout.ms": 30000,
+                    "partition.assignment.strategy": assignor,
                 },
             )
         )
@@ -435,7 +438,12 @@ class KafkaPythonClient:
         finally:
             consumer.close()
 
-    def group_member(self, group, topic, on_assign, on_revoke):
+    def group_member(self, group, topic, assignor, on_assign, on_revoke):
+        from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+        from kafka.coordinator.assignors.range import RangePartitionAssignor
+
+        assignors = {"range": RangePartitionAssignor, "cooperative-sticky": CooperativeStickyAssignor}
+
         class Listener(self.kafka.ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked):
                 on_revoke({tp.partition for tp in revoked})
@@ -449,6 +457,7 @@ class KafkaPythonClient:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=30000,
+            partition_assignment_strategy=(assignors[assignor],),
         )
         consumer.subscribe(topics=[topic], listener=Listener())
         return KafkaPythonMember(self, consumer, topic)
@@ -515,11 +524,14 @@ class Member(threading.Thread):
     (librdkafka restarts kept partitions at the committed offset) or go on
     from its position (kafka-python keeps it, as the Java client does)."""
 
-    def __init__(self, client, group, topic, name):
+    def __init__(self, client, group, topic, assignor, name):
         super().__init__(name=name, daemon=True)
         self.client = client
         self.group = group
         self.topic = topic
+        self.assignor = assignor
+        # Cooperative assignors hand out (and revoke) only what moves.
+        self.incremental = assignor in INCREMENTAL_ASSIGNORS
         self.lock = threading.Lock()
         self.assigned = frozenset()
         self.assignments_count = 0
@@ -531,7 +543,10 @@ class Member(threading.Thread):
 
     def _on_assign(self, partitions):
         with self.lock:
-            self.assigned = frozenset(partitions)
+            if self.incremental:
+                self.assigned = self.assigned | frozenset(partitions)
+            else:
+                self.assigned = frozenset(partitions)
             self.assignments_count += 1
 
     def _on_revoke(self, partitions):
@@ -540,7 +555,9 @@ class Member(threading.Thread):
 
     def run(self):
         try:
-            member = self.client.group_member(self.group, self.topic, self._on_assign, self._on_revoke)
+            member = self.client.group_member(
+                self.group, self.topic, self.assignor, self._on_assign, self._on_revoke
+            )
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             self.error = e
             return
@@ -596,10 +613,10 @@ class Member(threading.Thread):
 
 
 @contextlib.contextmanager
-def running_members(client, group, topic, names):
+def running_members(client, group, topic, assignor, names):
     """Members started on entry, closed (leaving the group) on exit. A
     failure while closing is reported only when nothing failed before."""
-    members = [Member(client, group, topic, name) for name in names]
+    members = [Member(client, group, topic, assignor, name) for name in names]
     for m in members:
         m.start()
     try:
@@ -700,7 +717,7 @@ def wait_for_share(members, expected, what):
 # ---------------------------------------------------------------- scenarios
 
 
-def run(client, fjord, native):
+def run(client, assignor, fjord, native):
     tag = client.name
     topic = f"py-{tag}-{uuid.uuid4().hex[:8]}"
     group = f"py-{tag}-group-{uuid.uuid4().hex[:8]}"
@@ -710,7 +727,7 @@ def run(client, fjord, native):
     def step(name):
         print(f"[{tag} {time.monotonic() - started:6.1f}s] {name}", flush=True)
 
-    step(f"client: {client.version()}")
+    step(f"client: {client.version()}; group assignor {assignor}")
 
     step(f"admin: create topic {topic} with {PARTITIONS} partitions")
     client.create_topic(topic)
@@ -734,10 +751,10 @@ def run(client, fjord, native):
         check_same(produced, fjord_consume(fjord, native, topic, len(produced)), "fjord consume")
 
     step(f"group {group}: member-a alone gets every partition")
-    with running_members(client, group, topic, ["member-a"]) as (member_a,):
+    with running_members(client, group, topic, assignor, ["member-a"]) as (member_a,):
         wait_for_share([member_a], produced, "one-member group")
         step("  member-b joins: after a rebalance the two share the partitions")
-        with running_members(client, group, topic, ["member-b"]) as (member_b,):
+        with running_members(client, group, topic, assignor, ["member-b"]) as (member_b,):
             members = [member_a, member_b]
             shares = wait_for_share(members, produced, "two-member group")
             for name, (assigned, seen, assignments_count) in shares.items():
@@ -762,6 +779,11 @@ def run(client, fjord, native):
     committed = client.committed(group, topic)
     check(committed == commits, f"committed offsets read back {committed}, expected {commits}")
 
+    if fjord is not None:
+        step("native `fjord group describe` shows the same commits")
+        committed = fjord_group_committed(fjord, native, group, topic)
+        check(committed == commits, f"fjord group describe shows {committed}, expected {commits}")
+
     step("group admin: list and describe (group has no members)")
     groups = client.list_groups()
     check(group in groups, f"group {group} not listed: {groups}")
@@ -776,7 +798,7 @@ def run(client, fjord, native):
 
     step("restarted member resumes at the commits: no re-delivery, nothing missed")
     expected = [r for r in produced + more if r.offset >= commits[r.partition]]
-    with running_members(client, group, topic, ["member-restarted"]) as (member,):
+    with running_members(client, group, topic, assignor, ["member-restarted"]) as (member,):
         shares = wait_for_share([member], expected, "restarted member")
         _assigned, seen, _n = shares[member.name]
         for p in range(PARTITIONS):
@@ -802,15 +824,33 @@ def run(client, fjord, native):
         time.sleep(POLL_SECONDS)
 
 
-def fjord_consume(fjord, native, topic, count):
-    command = [fjord, "consume", topic, "--brokers", native, "--count", str(count), "--format", "json"]
+def fjord_run(command):
+    """stdout of the native CLI `command`, which must exit 0 in time."""
     try:
         out = subprocess.run(command, capture_output=True, timeout=STEP_SECONDS_MAX, check=False)
     except subprocess.TimeoutExpired as e:
         raise Failure(f"{' '.join(command)} did not finish within {STEP_SECONDS_MAX}s") from e
     check(out.returncode == 0, f"{' '.join(command)} exited {out.returncode}: {out.stderr.decode()}")
+    return out.stdout.decode()
+
+
+def fjord_group_committed(fjord, native, group, topic):
+    """{partition: committed offset} from `fjord group describe`'s table
+    (TOPIC PARTITION COMMITTED LOG-END LAG OWNER)."""
+    text = fjord_run([fjord, "group", "describe", group, "--brokers", native])
+    committed = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] == topic:
+            committed[int(fields[1])] = None if fields[2] == "-" else int(fields[2])
+    check(committed, f"no partition of {topic} in `fjord group describe {group}`:\n{text}")
+    return committed
+
+
+def fjord_consume(fjord, native, topic, count):
+    command = [fjord, "consume", topic, "--brokers", native, "--count", str(count), "--format", "json"]
     seen = []
-    for line in out.stdout.decode().splitlines():
+    for line in fjord_run(command).splitlines():
         j = json.loads(line)
         headers = [
             (h["key"], None if h["value"] is None else h["value"].encode()) for h in j["headers"]
@@ -832,6 +872,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("library", choices=sorted(CLIENTS))
     parser.add_argument("bootstrap", help="the broker's Kafka listener HOST:PORT")
+    parser.add_argument(
+        "--assignor",
+        choices=["range", *INCREMENTAL_ASSIGNORS],
+        default="range",
+        help="the group members' partition.assignment.strategy",
+    )
     parser.add_argument("--fjord", help="path of the fjord binary, for the cross-protocol check")
     parser.add_argument("--native", help="the broker's native listener HOST:PORT")
     args = parser.parse_args()
@@ -840,7 +886,7 @@ def main():
     faulthandler.dump_traceback_later(RUN_SECONDS_MAX, exit=True)
     try:
         client = CLIENTS[args.library](args.bootstrap)
-        run(client, args.fjord, args.native)
+        run(client, args.assignor, args.fjord, args.native)
     except Failure as e:
         traceback.print_exc()
         print(f"FAILED [{args.library}]: {e}", flush=True)
