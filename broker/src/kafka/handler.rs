@@ -614,15 +614,16 @@ pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, i16, KafkaRequest)
     let Some(&(_, min, max)) = KAFKA_APIS.iter().find(|(k, _, _)| *k == api) else {
         return Err(unsupported);
     };
+    let served = (min..=max).contains(&version);
+    if !served && api != ApiKey::ApiVersions {
+        return Err(unsupported);
+    }
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, api.request_header_version(version))
         .map_err(boxed)
         .map_err(decode_error("request header"))?;
-    if version < min || version > max {
-        if api == ApiKey::ApiVersions {
-            return Ok((header, version, KafkaRequest::UnsupportedApiVersions));
-        }
-        return Err(unsupported);
+    if !served {
+        return Ok((header, version, KafkaRequest::UnsupportedApiVersions));
     }
     fn body<T: Decodable>(
         buf: &mut Bytes,
