@@ -22,6 +22,8 @@ use fjord_schema::{wire, CorrelationId, ErrorCode};
 use flatbuffers::FlatBufferBuilder;
 use tempfile::TempDir;
 
+pub mod kafka;
+
 /// Generous bound for anything the broker must do; only prevents hangs.
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -131,6 +133,13 @@ impl Broker {
             "fjord died: {}",
             self.logs()
         );
+    }
+
+    /// The Kafka listener's address (written before `broker.addr`, so
+    /// current once `start` / `*_restart` returned).
+    pub fn kafka_addr(&self) -> SocketAddr {
+        let text = std::fs::read_to_string(self.data_dir().join("kafka.addr")).expect("kafka.addr");
+        text.trim().parse().expect("kafka.addr holds an address")
     }
 
     pub fn conn(&self) -> Conn {
