@@ -49,6 +49,7 @@ const INVALID_PARTITIONS: i16 = 37;
 const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const INVALID_CONFIG: i16 = 40;
 const INVALID_REQUEST: i16 = 42;
+const POLICY_VIOLATION: i16 = 44;
 const UNSUPPORTED_ENDPOINT_TYPE: i16 = 119;
 
 fn client_config(kafka: SocketAddr) -> ClientConfig {
@@ -592,6 +593,12 @@ fn raw_admin_round_trips_at_every_served_version() {
             [("num.partitions", 0, Some("5"))],
             INVALID_REQUEST,
         ),
+        (
+            TOPIC,
+            "__consumer_offsets",
+            [("retention.ms", 0, Some("5"))],
+            POLICY_VIOLATION,
+        ),
     ] {
         let refused: IncrementalAlterConfigsResponse = call(
             &mut stream,
@@ -625,6 +632,13 @@ fn raw_admin_round_trips_at_every_served_version() {
         );
         assert_eq!(grown.results[0].error_code, 0, "v{version}");
     }
+    let refused: CreatePartitionsResponse = call(
+        &mut stream,
+        ApiKey::CreatePartitions,
+        0,
+        &grow_request("__consumer_offsets", 100, None),
+    );
+    assert_eq!(refused.results[0].error_code, POLICY_VIOLATION);
     for (count, assignments, code) in [
         (5, None, INVALID_PARTITIONS),
         (0, None, INVALID_PARTITIONS),
