@@ -444,7 +444,9 @@ fn raw_admin_round_trips_at_every_served_version() {
 
     // DescribeConfigs 1-4: the topic (filtered by key) and the broker.
     for version in 1..=4 {
-        let request = describe_request("raw", Some(&["retention.ms", "cleanup.policy", "nope"]));
+        let mut request =
+            describe_request("raw", Some(&["retention.ms", "cleanup.policy", "nope"]));
+        request.include_synonyms = true;
         let described: DescribeConfigsResponse =
             call(&mut stream, ApiKey::DescribeConfigs, version, &request);
         let topic = &described.results[0];
@@ -472,6 +474,28 @@ fn raw_admin_round_trips_at_every_served_version() {
                 expected,
                 "v{version} {}",
                 config.name.as_str()
+            );
+            // A default: its synonym is the broker setting, same value.
+            let synonyms: Vec<(String, Option<String>, i8)> = config
+                .synonyms
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.to_string(),
+                        s.value.as_ref().map(|v| v.to_string()),
+                        s.source,
+                    )
+                })
+                .collect();
+            let broker_key = format!("log.{}", config.name.as_str());
+            assert_eq!(
+                synonyms,
+                [(
+                    broker_key,
+                    config.value.as_ref().map(|v| v.to_string()),
+                    STATIC_BROKER_CONFIG
+                )],
+                "v{version}"
             );
         }
         let broker_result = &described.results[1];

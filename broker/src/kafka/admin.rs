@@ -16,7 +16,7 @@ use fjord_schema::ErrorCode;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{
     alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
@@ -63,6 +63,30 @@ const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 const CLUSTER_OPERATIONS: i32 =
     (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
+/// Topic config → the broker config that gives its default (Kafka's
+/// synonyms). `flush.before.ack` is Fjord's and has none.
+const BROKER_SYNONYMS: [(&str, &str); 11] = [
+    ("cleanup.policy", "log.cleanup.policy"),
+    ("retention.ms", "log.retention.ms"),
+    ("retention.bytes", "log.retention.bytes"),
+    ("segment.bytes", "log.segment.bytes"),
+    ("segment.ms", "log.roll.ms"),
+    ("flush.messages", "log.flush.interval.messages"),
+    ("flush.ms", "log.flush.interval.ms"),
+    ("max.message.bytes", "message.max.bytes"),
+    ("message.timestamp.type", "log.message.timestamp.type"),
+    ("min.insync.replicas", "min.insync.replicas"),
+    ("index.interval.bytes", "log.index.interval.bytes"),
+];
+
+fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
+    let mut synonym = DescribeConfigsSynonym::default();
+    synonym.name = StrBytes::from_string(name.to_owned());
+    synonym.value = Some(StrBytes::from_string(value.to_owned()));
+    synonym.source = source;
+    synonym
+}
+
 /// The Kafka type of a topic or broker config.
 fn config_type(name: &str) -> i8 {
     match name {
@@ -105,6 +129,7 @@ pub(super) fn describe_configs(
     let broker = dispatcher.broker();
     let node = broker.node_id.get().to_string();
     let mut response = DescribeConfigsResponse::default();
+    let include_synonyms = request.include_synonyms;
     for resource in request.resources {
         let mut result = DescribeConfigsResult::default();
         result.resource_type = resource.resource_type;
@@ -136,12 +161,34 @@ pub(super) fn describe_configs(
                         .into_iter()
                         .filter(|(key, _)| wanted(key))
                         .map(|(key, value)| {
-                            let source = if meta.is_override(key) {
+                            let set = meta.is_override(key);
+                            let source = if set {
                                 SOURCE_DYNAMIC_TOPIC
                             } else {
                                 SOURCE_DEFAULT
                             };
-                            entry(key, value, false, source)
+                            let mut config = entry(key, value.clone(), false, source);
+                            if include_synonyms {
+                                // Highest precedence first: the topic's own
+                                // value, then the broker setting.
+                                if set {
+                                    config.synonyms.push(synonym(key, &value, source));
+                                }
+                                let broker_key = BROKER_SYNONYMS
+                                    .iter()
+                                    .find(|(topic_key, _)| *topic_key == key)
+                                    .and_then(|(_, b)| {
+                                        broker.kafka_configs.iter().find(|(n, _)| n == b)
+                                    });
+                                if let Some((name, value)) = broker_key {
+                                    config.synonyms.push(synonym(
+                                        name,
+                                        value,
+                                        SOURCE_STATIC_BROKER,
+                                    ));
+                                }
+                            }
+                            config
                         })
                         .collect();
                 }
@@ -162,7 +209,15 @@ pub(super) fn describe_configs(
                     .kafka_configs
                     .iter()
                     .filter(|(key, _)| wanted(key))
-                    .map(|(key, value)| entry(key, value.clone(), true, SOURCE_STATIC_BROKER))
+                    .map(|(key, value)| {
+                        let mut config = entry(key, value.clone(), true, SOURCE_STATIC_BROKER);
+                        if include_synonyms {
+                            config
+                                .synonyms
+                                .push(synonym(key, value, SOURCE_STATIC_BROKER));
+                        }
+                        config
+                    })
                     .collect();
             }
             RESOURCE_BROKER => {
