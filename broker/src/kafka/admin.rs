@@ -48,6 +48,7 @@ const SOURCE_DEFAULT: i8 = 5;
 const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
+const TYPE_SHORT: i8 = 4;
 const TYPE_LONG: i8 = 5;
 const TYPE_LIST: i8 = 7;
 
@@ -90,8 +91,11 @@ fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
 /// The Kafka type of a topic or broker config.
 fn config_type(name: &str) -> i8 {
     match name {
-        "cleanup.policy" | "log.cleanup.policy" | "log.dirs" => TYPE_LIST,
-        "message.timestamp.type" | "log.message.timestamp.type" => TYPE_STRING,
+        "cleanup.policy" | "log.cleanup.policy" => TYPE_LIST,
+        "message.timestamp.type" | "log.message.timestamp.type" | "log.dirs" => TYPE_STRING,
+        "offsets.topic.replication.factor" | "transaction.state.log.replication.factor" => {
+            TYPE_SHORT
+        }
         "flush.before.ack" | "auto.create.topics.enable" | "delete.topic.enable" => TYPE_BOOLEAN,
         "retention.ms"
         | "retention.bytes"
@@ -103,7 +107,6 @@ fn config_type(name: &str) -> i8 {
         | "log.roll.ms"
         | "log.flush.interval.messages"
         | "log.flush.interval.ms"
-        | "producer.id.expiration.ms"
         | "connections.max.idle.ms" => TYPE_LONG,
         _ => TYPE_INT,
     }
@@ -560,4 +563,35 @@ pub(super) fn describe_cluster(
     this.rack = None;
     response.brokers = vec![this];
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::topics::TopicConfig;
+
+    /// Every topic config's synonym is a described broker config with the
+    /// same default value, so DescribeConfigs cannot contradict itself.
+    #[test]
+    fn topic_defaults_match_their_broker_synonyms() {
+        let config = Config::default();
+        let broker: BTreeMap<&str, String> = config.kafka_broker_configs().into_iter().collect();
+        let topic = TopicConfig::from_log_config(&config.base_log_config());
+        for (key, value) in topic.entries() {
+            let Some((_, broker_key)) = BROKER_SYNONYMS.iter().find(|(k, _)| *k == key) else {
+                assert_eq!(key, "flush.before.ack", "{key} has no broker synonym");
+                continue;
+            };
+            assert_eq!(broker.get(broker_key), Some(&value), "{key} / {broker_key}");
+            assert_eq!(
+                config_type(key),
+                config_type(broker_key),
+                "{key} / {broker_key}"
+            );
+        }
+        assert_eq!(config_type("retention.ms"), TYPE_LONG);
+        assert_eq!(config_type("segment.bytes"), TYPE_INT);
+        assert_eq!(config_type("cleanup.policy"), TYPE_LIST);
+    }
 }
