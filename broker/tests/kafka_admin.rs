@@ -1,9 +1,10 @@
 //! The Kafka admin apis against the `fjord` binary (2 shards): rdkafka's
 //! AdminClient (describe / alter configs, create partitions), producing
-//! and consuming on grown partitions, persistence across a restart, and
-//! raw `kafka-protocol` round trips at every served version of
-//! DescribeConfigs, AlterConfigs, IncrementalAlterConfigs,
-//! CreatePartitions and DescribeCluster. No timing assertions: deadlines
+//! and consuming on grown partitions, persistence across a restart, a
+//! `max.message.bytes` change that grows then shrinks the logs' write
+//! buffer followed by a SIGKILL, and raw `kafka-protocol` round trips at
+//! every served version of DescribeConfigs, AlterConfigs,
+//! IncrementalAlterConfigs, CreatePartitions and DescribeCluster. No timing assertions: deadlines
 //! only keep a broken broker from hanging the suite.
 
 mod common;
@@ -716,4 +717,135 @@ fn raw_admin_round_trips_at_every_served_version() {
         call(&mut stream, ApiKey::DescribeCluster, 1, &controllers);
     assert_eq!(described.error_code, 0);
     assert!(described.cluster_authorized_operations > 0);
+}
+
+/// Records of `len` bytes as a Kafka RecordBatch v2 (uncompressed).
+fn kafka_batch(len: usize) -> bytes::Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 1_700_000_000_000,
+        key: None,
+        value: Some(bytes::Bytes::from(vec![0x5a; len])),
+        headers: Default::default(),
+    };
+    let mut encoded = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut encoded,
+        &[record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode records");
+    encoded.freeze()
+}
+
+fn raw_produce(stream: &mut std::net::TcpStream, topic: &str, records: bytes::Bytes) -> i16 {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    let mut produce = ProduceRequest::default();
+    produce.acks = -1;
+    produce.timeout_ms = 30_000;
+    let mut data = TopicProduceData::default();
+    data.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    let mut part = PartitionProduceData::default();
+    part.records = Some(records);
+    data.partition_data.push(part);
+    produce.topic_data.push(data);
+    let produced: ProduceResponse = call(stream, ApiKey::Produce, 9, &produce);
+    produced.responses[0].partition_responses[0].error_code
+}
+
+/// `max.message.bytes` above the write buffer grows the live log's buffer
+/// (persisted first); reverting it shrinks the buffer (applied first,
+/// after a flush); a SIGKILL afterwards recovers the large batch.
+#[test]
+fn large_batches_follow_max_message_bytes_across_buffer_changes_and_a_kill() {
+    const MESSAGE_TOO_LARGE: i16 = 10;
+    // A 256 KiB default limit and a 512 KiB write buffer (the listener
+    // takes Kafka batches up to 1 MiB).
+    let mut broker = Broker::start(&[
+        "--shards",
+        "2",
+        "--message-max-bytes",
+        "262144",
+        "--log-write-buffer-bytes",
+        "524288",
+    ]);
+    let mut stream = connect(broker.kafka_addr());
+    let mut create = CreateTopicsRequest::default();
+    let mut topic = kafka_protocol::messages::create_topics_request::CreatableTopic::default();
+    topic.name = TopicName(StrBytes::from_static_str("large"));
+    topic.num_partitions = 1;
+    topic.replication_factor = 1;
+    create.topics.push(topic);
+    let created: CreateTopicsResponse = call(&mut stream, ApiKey::CreateTopics, 7, &create);
+    assert_eq!(created.topics[0].error_code, 0);
+
+    // 800 KiB: over the default limit and the write buffer.
+    let large = kafka_batch(800 << 10);
+    assert_eq!(
+        raw_produce(&mut stream, "large", large.clone()),
+        MESSAGE_TOO_LARGE
+    );
+    let altered: IncrementalAlterConfigsResponse = call(
+        &mut stream,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &incremental_request(
+            TOPIC,
+            "large",
+            &[("max.message.bytes", 0, Some("921600"))],
+            false,
+        ),
+    );
+    assert_eq!(altered.responses[0].error_code, 0);
+    assert_eq!(raw_produce(&mut stream, "large", large.clone()), 0);
+    assert_eq!(raw_produce(&mut stream, "large", kafka_batch(100)), 0);
+
+    let reverted: IncrementalAlterConfigsResponse = call(
+        &mut stream,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &incremental_request(TOPIC, "large", &[("max.message.bytes", 1, None)], false),
+    );
+    assert_eq!(reverted.responses[0].error_code, 0);
+    assert_eq!(
+        raw_produce(&mut stream, "large", large.clone()),
+        MESSAGE_TOO_LARGE
+    );
+    assert_eq!(raw_produce(&mut stream, "large", kafka_batch(100)), 0);
+
+    broker.kill_and_restart();
+    let mut stream = connect(broker.kafka_addr());
+    let mut fetch = kafka_protocol::messages::FetchRequest::default();
+    fetch.max_wait_ms = 0;
+    fetch.max_bytes = 4 << 20;
+    let mut ft = kafka_protocol::messages::fetch_request::FetchTopic::default();
+    ft.topic = TopicName(StrBytes::from_static_str("large"));
+    let mut fp = kafka_protocol::messages::fetch_request::FetchPartition::default();
+    fp.partition_max_bytes = 4 << 20;
+    ft.partitions.push(fp);
+    fetch.topics.push(ft);
+    let fetched: kafka_protocol::messages::FetchResponse =
+        call(&mut stream, ApiKey::Fetch, 12, &fetch);
+    let data = &fetched.responses[0].partitions[0];
+    assert_eq!((data.error_code, data.high_watermark), (0, 3));
+    let mut records = data.records.clone().expect("records");
+    let batches =
+        kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records).expect("decode");
+    let first = &batches[0].records[0];
+    assert_eq!(first.value.as_ref().map(|v| v.len()), Some(800 << 10));
 }
