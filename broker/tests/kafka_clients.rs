@@ -25,6 +25,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tempfile::TempDir;
 
+mod common;
+
 const PATIENCE: Duration = Duration::from_secs(60);
 const PARTITIONS: i32 = 3;
 
@@ -422,7 +424,8 @@ fn hostile_kafka_frames_close_only_their_connection() {
 /// CreateTopics v2, Metadata v1, Produce v3, Fetch v4, ListOffsets v1.
 #[test]
 fn oldest_versions_round_trip_with_kafka_protocol_encoders() {
-    use bytes::{BufMut, Bytes, BytesMut};
+    use bytes::{Bytes, BytesMut};
+    use common::kafka::call;
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -433,46 +436,13 @@ fn oldest_versions_round_trip_with_kafka_protocol_encoders() {
         ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
         DeleteTopicsResponse, FetchRequest, FetchResponse, InitProducerIdRequest,
         InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-        MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
-        TopicName,
+        MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
     };
-    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{
         Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
         TimestampType,
     };
-    use std::io::{Read, Write};
-
-    fn call<Q: Encodable, R: Decodable>(
-        stream: &mut std::net::TcpStream,
-        api: ApiKey,
-        version: i16,
-        request: &Q,
-    ) -> R {
-        let mut header = RequestHeader::default();
-        header.request_api_key = api as i16;
-        header.request_api_version = version;
-        header.correlation_id = 9;
-        header.client_id = Some(StrBytes::from_static_str("oldest"));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, api.request_header_version(version))
-            .expect("header");
-        request.encode(&mut body, version).expect("body");
-        let mut frame = BytesMut::new();
-        frame.put_u32(body.len() as u32);
-        frame.extend_from_slice(&body);
-        stream.write_all(&frame).expect("write");
-        let mut len = [0u8; 4];
-        stream.read_exact(&mut len).expect("length");
-        let mut response = vec![0u8; u32::from_be_bytes(len) as usize];
-        stream.read_exact(&mut response).expect("response");
-        let mut response = Bytes::from(response);
-        let header = ResponseHeader::decode(&mut response, api.response_header_version(version))
-            .expect("response header");
-        assert_eq!(header.correlation_id, 9);
-        R::decode(&mut response, version).expect("response body")
-    }
 
     let broker = Broker::start();
     let mut stream = raw::connect(broker.kafka);

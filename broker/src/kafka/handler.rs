@@ -26,16 +26,19 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteGroupsRequest, DeleteTopicsRequest, DeleteTopicsResponse,
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId,
+    CreatePartitionsRequest, CreateTopicsRequest, CreateTopicsResponse, DeleteGroupsRequest,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeConfigsRequest,
     DescribeGroupsRequest, FetchRequest, FetchResponse, FindCoordinatorRequest, HeartbeatRequest,
-    InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, SyncGroupRequest, TopicName,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, InitProducerIdResponse,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+    SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use super::admin;
 use super::records::{kafka_to_native, native_to_kafka, KafkaRecordsLimits};
 use crate::dispatch::Dispatcher;
 use crate::group::offsets_log::OFFSETS_TOPIC;
@@ -43,7 +46,7 @@ use crate::ops::CreateSpec;
 use crate::topics::validate_topic_name;
 
 /// The apis answered on the Kafka listener: (api, min version, max version).
-pub const KAFKA_APIS: [(ApiKey, i16, i16); 18] = [
+pub const KAFKA_APIS: [(ApiKey, i16, i16); 23] = [
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
@@ -62,6 +65,11 @@ pub const KAFKA_APIS: [(ApiKey, i16, i16); 18] = [
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 /// Kafka's UNSUPPORTED_VERSION.
@@ -217,6 +225,27 @@ impl KafkaHandler {
                     let response = self.delete_groups(request).await;
                     encode(&header, api, version, &response).map(Some)
                 }
+                KafkaRequest::DescribeConfigs(request) => {
+                    let response = admin::describe_configs(&self.dispatcher, request);
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::AlterConfigs(request) => {
+                    let response = admin::alter_configs(&self.dispatcher, request).await;
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::IncrementalAlterConfigs(request) => {
+                    let response =
+                        admin::incremental_alter_configs(&self.dispatcher, request).await;
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::CreatePartitions(request) => {
+                    let response = admin::create_partitions(&self.dispatcher, request).await;
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::DescribeCluster(request) => {
+                    let response = admin::describe_cluster(&self.dispatcher, request, version);
+                    encode(&header, api, version, &response).map(Some)
+                }
             }
         };
         match self.dispatcher.budgeted(cost, work).await {
@@ -262,7 +291,7 @@ impl KafkaHandler {
         this.host = StrBytes::from_string(broker.kafka_host.clone());
         this.port = i32::from(broker.kafka_port);
         response.brokers = vec![this];
-        response.cluster_id = Some(StrBytes::from_static_str("fjord"));
+        response.cluster_id = Some(StrBytes::from_static_str(admin::CLUSTER_ID));
         response.controller_id = BrokerId(node);
         let wanted: Vec<String> = match names {
             Some(names) => names,
@@ -593,6 +622,11 @@ pub enum KafkaRequest {
     ListGroups(ListGroupsRequest),
     DescribeGroups(DescribeGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
+    DescribeConfigs(DescribeConfigsRequest),
+    AlterConfigs(AlterConfigsRequest),
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
+    CreatePartitions(CreatePartitionsRequest),
+    DescribeCluster(DescribeClusterRequest),
 }
 
 /// Decodes one frame (length prefix removed): the trust boundary of the
@@ -669,6 +703,23 @@ pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, i16, KafkaRequest)
         }
         ApiKey::DeleteGroups => {
             KafkaRequest::DeleteGroups(body(&mut buf, version, "DeleteGroups")?)
+        }
+        ApiKey::DescribeConfigs => {
+            KafkaRequest::DescribeConfigs(body(&mut buf, version, "DescribeConfigs")?)
+        }
+        ApiKey::AlterConfigs => {
+            KafkaRequest::AlterConfigs(body(&mut buf, version, "AlterConfigs")?)
+        }
+        ApiKey::IncrementalAlterConfigs => KafkaRequest::IncrementalAlterConfigs(body(
+            &mut buf,
+            version,
+            "IncrementalAlterConfigs",
+        )?),
+        ApiKey::CreatePartitions => {
+            KafkaRequest::CreatePartitions(body(&mut buf, version, "CreatePartitions")?)
+        }
+        ApiKey::DescribeCluster => {
+            KafkaRequest::DescribeCluster(body(&mut buf, version, "DescribeCluster")?)
         }
         _ => return Err(unsupported),
     };
