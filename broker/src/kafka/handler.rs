@@ -117,10 +117,19 @@ pub struct KafkaHandler {
 }
 
 impl KafkaHandler {
-    pub fn new(dispatcher: Rc<Dispatcher>) -> KafkaHandler {
+    /// `frame_bytes_max` is the listener's frame limit: a batch as large
+    /// as a frame converts (the partition then applies the topic's
+    /// `max.message.bytes`, as for native producers); decompression stops
+    /// at twice that, but never below 64 MiB.
+    pub fn new(dispatcher: Rc<Dispatcher>, frame_bytes_max: usize) -> KafkaHandler {
         KafkaHandler {
             dispatcher,
-            limits: KafkaRecordsLimits::default(),
+            limits: KafkaRecordsLimits {
+                batch_bytes_max: frame_bytes_max,
+                uncompressed_bytes_max: frame_bytes_max
+                    .saturating_mul(2)
+                    .max(KafkaRecordsLimits::default().uncompressed_bytes_max),
+            },
         }
     }
 
