@@ -29,12 +29,9 @@ const GROUP: &str = "kafka-groups-test";
 const PARTITIONS: i32 = 4;
 
 fn config(broker: &Broker) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", broker.kafka_addr().to_string())
-        .set("broker.address.family", "v4")
-        // Reconnect quickly once the broker is back.
-        .set("reconnect.backoff.max.ms", "500");
+    let mut config = common::kafka::client_config(broker);
+    // Reconnect quickly once the broker is back.
+    config.set("reconnect.backoff.max.ms", "500");
     config
 }
 

@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use super::PATIENCE;
+use super::{Broker, PATIENCE};
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).expect("connect");
@@ -46,4 +46,13 @@ pub fn call<Q: Encodable, R: Decodable>(
         .expect("response header");
     assert_eq!(header.correlation_id, 9);
     R::decode(&mut response, version).expect("response body")
+}
+
+/// An rdkafka client configuration for `broker`'s Kafka listener.
+pub fn client_config(broker: &Broker) -> rdkafka::config::ClientConfig {
+    let mut config = rdkafka::config::ClientConfig::new();
+    config
+        .set("bootstrap.servers", broker.kafka_addr().to_string())
+        .set("broker.address.family", "v4");
+    config
 }

@@ -193,6 +193,9 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!("fjord log:\n{}", self.logs());
+        }
     }
 }
 
