@@ -420,6 +420,77 @@ impl Config {
         set(&mut self.mesh_channel_capacity, flags.mesh_channel_capacity);
     }
 
+    /// The effective settings that have a Kafka broker config name, as
+    /// Kafka would describe them (DescribeConfigs on the BROKER resource).
+    /// The topic defaults come from the same `TopicConfig` topics start
+    /// from, so the two cannot disagree.
+    pub fn kafka_broker_configs(&self) -> Vec<(&'static str, String)> {
+        let topic = crate::topics::TopicConfig::from_log_config(&self.base_log_config());
+        let topic: std::collections::BTreeMap<&str, String> = topic.entries().into_iter().collect();
+        let topic_default = |key: &str| topic.get(key).cloned().unwrap_or_default();
+        vec![
+            ("node.id", self.node_id.to_string()),
+            ("broker.id", self.node_id.to_string()),
+            ("log.dirs", self.data_dir.display().to_string()),
+            ("num.partitions", self.default_partitions.to_string()),
+            (
+                "auto.create.topics.enable",
+                self.auto_create_topics.to_string(),
+            ),
+            ("default.replication.factor", "1".to_owned()),
+            ("min.insync.replicas", topic_default("min.insync.replicas")),
+            ("message.max.bytes", self.message_max_bytes.to_string()),
+            ("log.segment.bytes", self.log_segment_bytes.to_string()),
+            ("log.roll.ms", topic_default("segment.ms")),
+            ("log.retention.ms", topic_default("retention.ms")),
+            ("log.retention.bytes", topic_default("retention.bytes")),
+            ("log.cleanup.policy", topic_default("cleanup.policy")),
+            (
+                "log.index.interval.bytes",
+                topic_default("index.interval.bytes"),
+            ),
+            (
+                "log.flush.interval.messages",
+                topic_default("flush.messages"),
+            ),
+            ("log.flush.interval.ms", topic_default("flush.ms")),
+            (
+                "log.message.timestamp.type",
+                topic_default("message.timestamp.type"),
+            ),
+            (
+                "offsets.topic.num.partitions",
+                self.offsets_topic_partitions.to_string(),
+            ),
+            ("offsets.topic.replication.factor", "1".to_owned()),
+            (
+                "offsets.topic.segment.bytes",
+                self.log_segment_bytes.min(100 << 20).to_string(),
+            ),
+            ("transaction.state.log.replication.factor", "1".to_owned()),
+            (
+                "group.min.session.timeout.ms",
+                self.group_min_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.max.session.timeout.ms",
+                self.group_max_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.initial.rebalance.delay.ms",
+                self.group_initial_rebalance_delay_ms.to_string(),
+            ),
+            (
+                "producer.id.expiration.ms",
+                self.producer_id_expiration_ms.to_string(),
+            ),
+            ("socket.request.max.bytes", self.frame_bytes_max.to_string()),
+            ("connections.max.idle.ms", self.idle_timeout_ms.to_string()),
+            ("fetch.max.bytes", self.fetch_bytes_max.to_string()),
+            ("delete.topic.enable", "true".to_owned()),
+        ]
+    }
+
     /// The storage limits every partition starts from; topic configs
     /// override the Kafka-visible ones.
     pub fn base_log_config(&self) -> LogConfig {

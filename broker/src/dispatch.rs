@@ -76,6 +76,8 @@ pub struct BrokerView {
     pub kafka_port: u16,
     /// Per-shard ports indexed by shard id; empty when not exposed.
     pub shard_ports: Vec<u16>,
+    /// The broker's settings under Kafka's config names (DescribeConfigs).
+    pub kafka_configs: Vec<(&'static str, String)>,
 }
 
 /// The dispatcher's limits (from the broker config).

@@ -11,7 +11,7 @@ use fjord_schema::{ErrorCode, PartitionId};
 
 use crate::catalog::Catalog;
 use crate::group::host::{GroupOp, GroupReply};
-use crate::topics::TopicConfig;
+use crate::topics::{ConfigAlter, TopicConfig};
 
 /// A request to one shard.
 #[derive(Debug)]
@@ -54,6 +54,12 @@ pub enum Op {
         topic: String,
         partitions: Vec<PartitionId>,
     },
+    /// Apply a topic's changed config to these partitions' open logs.
+    Reconfigure {
+        topic: String,
+        partitions: Vec<PartitionId>,
+        config: TopicConfig,
+    },
     /// Swap in a new catalog snapshot.
     SetCatalog(Arc<Catalog>),
     /// Shard 0 only: create topics in the registry.
@@ -63,6 +69,17 @@ pub enum Op {
     },
     /// Shard 0 only: delete topics from the registry.
     DeleteTopics { topics: Vec<String> },
+    /// Shard 0 only: change topics' configs in the registry and on the
+    /// owning shards.
+    AlterTopicConfigs {
+        topics: Vec<AlterSpec>,
+        validate_only: bool,
+    },
+    /// Shard 0 only: grow topics to (name, partition count).
+    CreatePartitions {
+        topics: Vec<(String, u32)>,
+        validate_only: bool,
+    },
     /// A consumer-group request, for the shard that hosts the group.
     Group(GroupOp),
 }
@@ -76,6 +93,13 @@ pub struct CreateSpec {
     /// -1 or 1 on a single node.
     pub replication_factor: i16,
     pub configs: Vec<(String, String)>,
+}
+
+/// One topic of an AlterConfigs / IncrementalAlterConfigs request.
+#[derive(Debug, Clone)]
+pub struct AlterSpec {
+    pub name: String,
+    pub alter: ConfigAlter,
 }
 
 /// The result of an [`Op`].
@@ -153,7 +177,8 @@ impl ListOffsetsResult {
     }
 }
 
-/// The outcome for one topic of a CreateTopics or DeleteTopics request.
+/// The outcome for one topic of a CreateTopics, DeleteTopics,
+/// CreatePartitions or config alter request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicOutcome {
     pub name: String,

@@ -44,7 +44,8 @@ const EARLIEST: i64 = -2;
 pub struct Partition {
     pub topic: String,
     pub id: PartitionId,
-    pub config: TopicConfig,
+    /// Changed by a topic config alter (`PartitionManager::reconfigure`).
+    config: RefCell<TopicConfig>,
     pub log: PartitionLog,
     /// Woken after every append (long-poll fetches wait here) and when the
     /// partition is closed.
@@ -208,7 +209,7 @@ impl PartitionManager {
             let entry = Rc::new(Partition {
                 topic: topic.to_owned(),
                 id: partition,
-                config: config.clone(),
+                config: RefCell::new(config.clone()),
                 log,
                 data: Notify::default(),
                 append_gate: Semaphore::new(1),
@@ -224,6 +225,42 @@ impl PartitionManager {
                 .insert(partition, entry);
         }
         Ok(())
+    }
+
+    /// Applies a topic's new config to its open partitions here: the log
+    /// limits (retention, flush policy, segment size from the next roll,
+    /// largest batch) and the produce checks, from the next request on.
+    /// Partitions not open here are skipped (they open with the registry's
+    /// config).
+    pub async fn reconfigure(
+        &self,
+        topic: &str,
+        partitions: &[PartitionId],
+        config: &TopicConfig,
+    ) -> Result<(), String> {
+        let log_config = config.log_config(&self.base).map_err(|e| e.message)?;
+        let mut errors = Vec::new();
+        for &partition in partitions {
+            let Some(p) = self.get(topic, partition) else {
+                continue;
+            };
+            // Produce checks and log limits change together: the gate keeps
+            // a produce from seeing the new `max.message.bytes` with the
+            // old log limit.
+            let Ok(_gate) = p.append_gate.acquire_permit(1).await else {
+                continue;
+            };
+            match p.log.reconfigure(log_config).await {
+                Ok(()) => *p.config.borrow_mut() = config.clone(),
+                Err(error) => errors.push(format!("{topic}-{partition}: {error}")),
+            }
+        }
+        tracing::info!(shard = %self.shard, topic, partitions = partitions.len(), "topic config applied");
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 
     /// Closes the logs of `partitions` and deletes their directories.
@@ -285,16 +322,23 @@ impl PartitionManager {
         let Some(p) = self.get(topic, partition) else {
             return not_here(topic, partition);
         };
-        if acks == -1 && p.config.min_insync_replicas > 1 {
+        let (min_insync_replicas, max_message_bytes, flush_before_ack) = {
+            let config = p.config.borrow();
+            (
+                config.min_insync_replicas,
+                config.max_message_bytes,
+                config.flush_before_ack,
+            )
+        };
+        if acks == -1 && min_insync_replicas > 1 {
             return ProduceResult::error(
                 ErrorCode::NotEnoughReplicas,
                 format!(
-                    "min.insync.replicas = {} but this single node is the only replica",
-                    p.config.min_insync_replicas
+                    "min.insync.replicas = {min_insync_replicas} but this single node is the only replica"
                 ),
             );
         }
-        let ranges = match verify_batches(&records, p.config.max_message_bytes) {
+        let ranges = match verify_batches(&records, max_message_bytes) {
             Ok(ranges) => ranges,
             Err((code, message)) => return ProduceResult::error(code, message),
         };
@@ -351,7 +395,7 @@ impl PartitionManager {
         p.data.notify_all();
         // acks=all waits for the fdatasync when the topic says so; several
         // producers waiting here share one (group commit in the log).
-        let must_flush = flush_due || (acks == -1 && p.config.flush_before_ack);
+        let must_flush = flush_due || (acks == -1 && flush_before_ack);
         if must_flush {
             if let Err(error) = p.log.flush().await {
                 return ProduceResult::error(storage_code(&error), error.to_string());
@@ -503,7 +547,7 @@ impl PartitionManager {
                     tracing::warn!(topic = %p.topic, partition = %p.id, %error, "retention failed")
                 }
             }
-            let Some(segment_ms) = p.config.segment_ms else {
+            let Some(segment_ms) = p.config.borrow().segment_ms else {
                 continue;
             };
             let now = self.clock.now_ms();

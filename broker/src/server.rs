@@ -4,6 +4,7 @@
 //!
 //! The main thread serves no traffic; after startup it only waits.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -22,7 +23,7 @@ use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::mesh_ends;
 use crate::shard::{self, ShardBoot, ShardEvent, ShardSpec};
 use crate::signals::Signals;
-use crate::topics::{TopicConfig, TopicRegistry};
+use crate::topics::{TopicConfig, TopicError, TopicRegistry};
 
 /// How long a shard may take to create its executor and bind.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,6 +50,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     // The placement table: every partition goes back to the shard that
     // holds its log.
     let mut registry = TopicRegistry::open(data_dir.path(), shard_count, config.partitions_max)?;
+    registry.adopt_untracked_overrides(&TopicConfig::from_log_config(&config.base_log_config()));
     create_offsets_topic(&mut registry, &config)?;
     let catalog = Arc::new(Catalog::from_registry(&registry));
     let mut registry = Some(registry);
@@ -171,6 +173,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
         } else {
             Vec::new()
         },
+        kafka_configs: config.kafka_broker_configs(),
     });
     for start in fleet.starts.drain(..) {
         let _ = start.send(view.clone());
@@ -315,21 +318,32 @@ fn create_offsets_topic(registry: &mut TopicRegistry, config: &Config) -> Result
         return Ok(());
     }
     let mut topic = TopicConfig::from_log_config(&config.base_log_config());
-    topic.retention_ms = None;
-    topic.retention_bytes = None;
-    topic.flush_before_ack = true;
     // Kafka's offsets.topic.segment.bytes.
-    topic.segment_bytes = topic.segment_bytes.min(100 << 20);
+    let segment_bytes = topic.segment_bytes.min(100 << 20).to_string();
+    let overrides: BTreeMap<String, String> = [
+        ("retention.ms", "-1"),
+        ("retention.bytes", "-1"),
+        ("flush.before.ack", "true"),
+        ("segment.bytes", segment_bytes.as_str()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+    .collect();
+    let invalid = |e: TopicError| {
+        BrokerError::InvalidSetting(format!("cannot create {OFFSETS_TOPIC}: {}", e.message))
+    };
+    topic
+        .apply(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(invalid)?;
     registry
         .create(
             OFFSETS_TOPIC,
             config.offsets_topic_partitions,
             topic,
+            overrides,
             crate::service::now_ms(),
         )
-        .map_err(|e| {
-            BrokerError::InvalidSetting(format!("cannot create {OFFSETS_TOPIC}: {}", e.message))
-        })?;
+        .map_err(invalid)?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! each on the shard that owns it with [`ShardService::execute`].
 
 use std::cell::{OnceCell, RefCell};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -17,9 +18,9 @@ use crate::catalog::Catalog;
 use crate::group::host::GroupHost;
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::{Mesh, OpHandler};
-use crate::ops::{CreateSpec, Op, OpResult, TopicOutcome};
+use crate::ops::{AlterSpec, CreateSpec, Op, OpResult, TopicOutcome};
 use crate::partitions::PartitionManager;
-use crate::topics::{TopicConfig, TopicError, TopicRegistry};
+use crate::topics::{TopicConfig, TopicError, TopicMeta, TopicRegistry};
 
 /// The shard that owns the topic registry.
 pub const REGISTRY_SHARD: ShardId = ShardId(0);
@@ -52,8 +53,12 @@ impl TopicAdmin {
         }
     }
 
-    /// Checks a create request; returns the partition count and config.
-    fn check(&self, spec: &CreateSpec) -> Result<(u32, TopicConfig), TopicError> {
+    /// Checks a create request; returns the partition count, the config
+    /// and the keys the request set.
+    fn check(
+        &self,
+        spec: &CreateSpec,
+    ) -> Result<(u32, TopicConfig, BTreeMap<String, String>), TopicError> {
         let invalid = |code, message: String| TopicError { code, message };
         let partitions = match spec.num_partitions {
             -1 => self.default_partitions,
@@ -74,16 +79,25 @@ impl TopicAdmin {
                 ),
             ));
         }
+        // Later duplicates win, as when applied in order.
+        let overrides: BTreeMap<String, String> = spec.configs.iter().cloned().collect();
+        let config = self.config_from(&overrides)?;
+        Ok((partitions, config, overrides))
+    }
+
+    /// A topic's config from its explicitly set keys, the rest the broker
+    /// defaults; CreateTopics and the config alters check values here.
+    fn config_from(&self, overrides: &BTreeMap<String, String>) -> Result<TopicConfig, TopicError> {
         let mut config = self.defaults.clone();
-        config.apply(spec.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        config.apply(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         if config.log_append_time {
-            return Err(invalid(
-                ErrorCode::InvalidConfig,
-                "message.timestamp.type = LogAppendTime is not supported yet".to_owned(),
-            ));
+            return Err(TopicError {
+                code: ErrorCode::InvalidConfig,
+                message: "message.timestamp.type = LogAppendTime is not supported yet".to_owned(),
+            });
         }
         config.log_config(&self.base)?;
-        Ok((partitions, config))
+        Ok(config)
     }
 }
 
@@ -228,6 +242,19 @@ impl ShardService {
                     topic,
                     partitions: ids,
                 } => OpResult::Done(partitions.delete(&topic, &ids).await),
+                Op::Reconfigure {
+                    topic,
+                    partitions: ids,
+                    config,
+                } => OpResult::Done(partitions.reconfigure(&topic, &ids, &config).await),
+                Op::AlterTopicConfigs {
+                    topics,
+                    validate_only,
+                } => OpResult::Topics(self.alter_topic_configs(topics, validate_only).await),
+                Op::CreatePartitions {
+                    topics,
+                    validate_only,
+                } => OpResult::Topics(self.create_partitions(topics, validate_only).await),
                 Op::SetCatalog(catalog) => {
                     *self.catalog.borrow_mut() = catalog;
                     OpResult::Done(Ok(()))
@@ -275,7 +302,7 @@ impl ShardService {
                     message,
                     num_partitions: partitions,
                 };
-            let (partitions, config) = match admin.check(&spec) {
+            let (partitions, config, overrides) = match admin.check(&spec) {
                 Ok(checked) => checked,
                 Err(e) => {
                     outcomes.push(outcome(e.code, Some(e.message), -1));
@@ -287,11 +314,11 @@ impl ShardService {
                 admin
                     .registry
                     .borrow()
-                    .plan_create(&spec.name, partitions, config, now)
+                    .plan_create(&spec.name, partitions, config, overrides, now)
             } else {
                 let mut registry = admin.registry.borrow_mut();
                 registry
-                    .create(&spec.name, partitions, config, now)
+                    .create(&spec.name, partitions, config, overrides, now)
                     .cloned()
             };
             let meta = match planned {
@@ -306,23 +333,7 @@ impl ShardService {
                 continue;
             }
             created = true;
-            let mut errors = Vec::new();
-            for shard in distinct_shards(&meta.shards) {
-                let ids: Vec<PartitionId> = (0..meta.partition_count())
-                    .map(PartitionId)
-                    .filter(|p| meta.shard_of(*p) == Some(shard))
-                    .collect();
-                let op = Op::Open {
-                    topic: meta.name.clone(),
-                    partitions: ids,
-                    config: meta.config.clone(),
-                };
-                match self.execute(shard, op).await {
-                    OpResult::Done(Ok(())) => {}
-                    OpResult::Done(Err(e)) | OpResult::Unavailable(e) => errors.push(e),
-                    other => errors.push(format!("unexpected reply {other:?}")),
-                }
-            }
+            let errors = self.open_partitions(&meta, 0).await;
             if errors.is_empty() {
                 tracing::info!(topic = %meta.name, partitions, shards = ?meta.shards, "topic created");
                 outcomes.push(outcome(ErrorCode::None, None, partitions as i32));
@@ -339,6 +350,230 @@ impl ShardService {
             self.publish_catalog().await;
         }
         outcomes
+    }
+
+    /// Opens the logs of `meta`'s partitions from `first` on, each on its
+    /// shard (after the registry is durable); returns the failures.
+    async fn open_partitions(self: &Rc<Self>, meta: &TopicMeta, first: u32) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (shard, ids) in by_shard(meta, first) {
+            let op = Op::Open {
+                topic: meta.name.clone(),
+                partitions: ids,
+                config: meta.config.clone(),
+            };
+            match self.execute(shard, op).await {
+                OpResult::Done(Ok(())) => {}
+                OpResult::Done(Err(e)) | OpResult::Unavailable(e) => errors.push(e),
+                other => errors.push(format!("unexpected reply {other:?}")),
+            }
+        }
+        errors
+    }
+
+    /// Shard 0: grows topics (CreatePartitions). The registry is durable
+    /// first, then the new partitions' logs open on their shards (placed
+    /// as at creation), then the catalog with the new count is published,
+    /// so no request is routed to a partition before its log is open.
+    async fn create_partitions(
+        self: &Rc<Self>,
+        topics: Vec<(String, u32)>,
+        validate_only: bool,
+    ) -> Vec<TopicOutcome> {
+        let admin = match self.admin() {
+            Ok(admin) => admin,
+            Err(message) => return refuse_all(topics.into_iter().map(|t| t.0), message),
+        };
+        let Ok(_lock) = admin.lock.acquire_permit(1).await else {
+            return refuse_all(topics.into_iter().map(|t| t.0), "stopping".into());
+        };
+        let mut outcomes = Vec::with_capacity(topics.len());
+        let mut grown = false;
+        for (name, count) in topics {
+            let outcome = |error: ErrorCode, message: Option<String>| TopicOutcome {
+                name: name.clone(),
+                error,
+                message,
+                num_partitions: count as i32,
+            };
+            if name == OFFSETS_TOPIC {
+                outcomes.push(outcome(
+                    ErrorCode::PolicyViolation,
+                    Some("the consumer offsets topic cannot grow: groups would move and lose their offsets".to_owned()),
+                ));
+                continue;
+            }
+            let before = admin
+                .registry
+                .borrow()
+                .get(&name)
+                .map_or(0, TopicMeta::partition_count);
+            let planned = if validate_only {
+                admin.registry.borrow().plan_add_partitions(&name, count)
+            } else {
+                let mut registry = admin.registry.borrow_mut();
+                registry.add_partitions(&name, count).cloned()
+            };
+            let meta = match planned {
+                Ok(meta) => meta,
+                Err(e) => {
+                    outcomes.push(outcome(e.code, Some(e.message)));
+                    continue;
+                }
+            };
+            if validate_only {
+                outcomes.push(outcome(ErrorCode::None, None));
+                continue;
+            }
+            grown = true;
+            let errors = self.open_partitions(&meta, before).await;
+            if errors.is_empty() {
+                tracing::info!(topic = %name, from = before, to = count, shards = ?meta.shards, "partitions added");
+                outcomes.push(outcome(ErrorCode::None, None));
+            } else {
+                // Registered; the logs open on the next start.
+                outcomes.push(outcome(
+                    ErrorCode::KafkaStorageError,
+                    Some(errors.join("; ")),
+                ));
+            }
+        }
+        if grown {
+            self.publish_catalog().await;
+        }
+        outcomes
+    }
+
+    /// Shard 0: changes topics' configs (AlterConfigs replaces the set
+    /// keys, IncrementalAlterConfigs edits them), checked by the parser
+    /// CreateTopics uses, persisted in the registry and applied to the
+    /// open logs on their shards; then publishes the catalog.
+    async fn alter_topic_configs(
+        self: &Rc<Self>,
+        specs: Vec<AlterSpec>,
+        validate_only: bool,
+    ) -> Vec<TopicOutcome> {
+        let admin = match self.admin() {
+            Ok(admin) => admin,
+            Err(message) => return refuse_all(specs.into_iter().map(|s| s.name), message),
+        };
+        let Ok(_lock) = admin.lock.acquire_permit(1).await else {
+            return refuse_all(specs.into_iter().map(|s| s.name), "stopping".into());
+        };
+        let mut outcomes = Vec::with_capacity(specs.len());
+        let mut changed = false;
+        for spec in specs {
+            let (error, message) = match self.alter_topic_config(admin, &spec, validate_only).await
+            {
+                Ok(applied) => {
+                    changed |= applied;
+                    (ErrorCode::None, None)
+                }
+                Err(e) => (e.code, Some(e.message)),
+            };
+            outcomes.push(TopicOutcome {
+                name: spec.name,
+                error,
+                message,
+                num_partitions: -1,
+            });
+        }
+        if changed {
+            self.publish_catalog().await;
+        }
+        outcomes
+    }
+
+    /// One topic of [`Self::alter_topic_configs`]; true when it changed.
+    ///
+    /// Order: a config whose log write buffer is not smaller is persisted
+    /// first, then applied; a smaller write buffer is applied first (each
+    /// log flushes before shrinking), then persisted. Either way, at any
+    /// crash the registry's config allows at least as many unsynced bytes
+    /// as a log had, which recovery relies on to tell a torn tail from
+    /// corruption.
+    async fn alter_topic_config(
+        self: &Rc<Self>,
+        admin: &TopicAdmin,
+        spec: &AlterSpec,
+        validate_only: bool,
+    ) -> Result<bool, TopicError> {
+        let error = |code, message: String| TopicError { code, message };
+        if spec.name == OFFSETS_TOPIC {
+            return Err(error(
+                ErrorCode::PolicyViolation,
+                "the consumer offsets topic's configs are fixed (its retention must stay off until compaction exists)".to_owned(),
+            ));
+        }
+        let Some(meta) = admin.registry.borrow().get(&spec.name).cloned() else {
+            return Err(error(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {:?} does not exist", spec.name),
+            ));
+        };
+        let current = meta.overrides.clone().unwrap_or_default();
+        let overrides = spec.alter.overrides(&current, &meta.config)?;
+        let config = admin.config_from(&overrides)?;
+        if validate_only {
+            return Ok(false);
+        }
+        let new_buffer = config.log_config(&admin.base)?.write_buffer_bytes;
+        let shrinks = meta
+            .config
+            .log_config(&admin.base)
+            .map_or(true, |old| new_buffer < old.write_buffer_bytes);
+        if shrinks {
+            if let Err(e) = self.reconfigure_partitions(&meta, &config).await {
+                let _ = self.reconfigure_partitions(&meta, &meta.config).await;
+                return Err(e);
+            }
+            let persisted = admin
+                .registry
+                .borrow_mut()
+                .set_config(&spec.name, config, overrides);
+            if let Err(e) = persisted {
+                let _ = self.reconfigure_partitions(&meta, &meta.config).await;
+                return Err(e);
+            }
+        } else {
+            admin
+                .registry
+                .borrow_mut()
+                .set_config(&spec.name, config.clone(), overrides)?;
+            // Persisted: a shard that failed gets the config at the next start.
+            self.reconfigure_partitions(&meta, &config).await?;
+        }
+        tracing::info!(topic = %spec.name, "topic config changed");
+        Ok(true)
+    }
+
+    /// Sends `config` to every shard holding a partition of `meta`.
+    async fn reconfigure_partitions(
+        self: &Rc<Self>,
+        meta: &TopicMeta,
+        config: &TopicConfig,
+    ) -> Result<(), TopicError> {
+        let mut errors = Vec::new();
+        for (shard, ids) in by_shard(meta, 0) {
+            let op = Op::Reconfigure {
+                topic: meta.name.clone(),
+                partitions: ids,
+                config: config.clone(),
+            };
+            match self.execute(shard, op).await {
+                OpResult::Done(Ok(())) => {}
+                OpResult::Done(Err(e)) | OpResult::Unavailable(e) => errors.push(e),
+                other => errors.push(format!("unexpected reply {other:?}")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(TopicError {
+                code: ErrorCode::KafkaStorageError,
+                message: errors.join("; "),
+            })
+        }
     }
 
     /// Shard 0: removes topics from the registry (durably), publishes the
@@ -388,11 +623,7 @@ impl ShardService {
         }
         self.publish_catalog().await;
         for (index, meta) in removed {
-            for shard in distinct_shards(&meta.shards) {
-                let ids: Vec<PartitionId> = (0..meta.partition_count())
-                    .map(PartitionId)
-                    .filter(|p| meta.shard_of(*p) == Some(shard))
-                    .collect();
+            for (shard, ids) in by_shard(&meta, 0) {
                 let op = Op::Delete {
                     topic: meta.name.clone(),
                     partitions: ids,
@@ -432,6 +663,20 @@ impl ShardService {
     fn shard_count(&self) -> u16 {
         self.mesh.get().map_or(1, |m| m.shards() as u16)
     }
+}
+
+/// `meta`'s partitions from `first` on, grouped by owning shard.
+fn by_shard(meta: &TopicMeta, first: u32) -> Vec<(ShardId, Vec<PartitionId>)> {
+    distinct_shards(&meta.shards[first as usize..])
+        .into_iter()
+        .map(|shard| {
+            let ids = (first..meta.partition_count())
+                .map(PartitionId)
+                .filter(|p| meta.shard_of(*p) == Some(shard))
+                .collect();
+            (shard, ids)
+        })
+        .collect()
 }
 
 fn distinct_shards(shards: &[u16]) -> Vec<ShardId> {

@@ -524,7 +524,10 @@ impl Shard {
             let shard = self.clone();
             glommio::spawn_local(async move {
                 let _slot = slot;
-                let handler = KafkaHandler::new(shard.dispatcher.clone());
+                let handler = KafkaHandler::new(
+                    shard.dispatcher.clone(),
+                    shard.spec.connection.frame_bytes_max as usize,
+                );
                 let result = kafka::serve::serve(
                     stream,
                     shard.spec.connection.clone(),

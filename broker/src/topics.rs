@@ -263,6 +263,147 @@ impl TopicConfig {
     }
 }
 
+/// Kafka's list-typed topic configs: APPEND and SUBTRACT apply only to
+/// these (comma-separated values).
+pub const LIST_CONFIGS: [&str; 1] = ["cleanup.policy"];
+
+/// One IncrementalAlterConfigs operation, Kafka's `OpType` numbering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigOp {
+    Set,
+    /// Revert to the broker default.
+    Delete,
+    Append,
+    Subtract,
+}
+
+impl ConfigOp {
+    pub fn from_kafka(op: i8) -> Option<ConfigOp> {
+        match op {
+            0 => Some(ConfigOp::Set),
+            1 => Some(ConfigOp::Delete),
+            2 => Some(ConfigOp::Append),
+            3 => Some(ConfigOp::Subtract),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigChange {
+    pub key: String,
+    pub op: ConfigOp,
+    pub value: Option<String>,
+}
+
+/// How a topic's explicitly set configs change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigAlter {
+    /// AlterConfigs: exactly these keys are set; every other key reverts
+    /// to the broker default.
+    Replace(Vec<(String, String)>),
+    /// IncrementalAlterConfigs: each key changes alone.
+    Incremental(Vec<ConfigChange>),
+}
+
+impl ConfigAlter {
+    /// The topic's explicit configs after this change, given the current
+    /// ones and the effective config (list operations on a key that is not
+    /// set start from its default value). Keys must be known topic configs
+    /// and appear once; values are checked afterwards by
+    /// [`TopicConfig::apply`], the parser CreateTopics uses.
+    pub fn overrides(
+        &self,
+        current: &BTreeMap<String, String>,
+        effective: &TopicConfig,
+    ) -> Result<BTreeMap<String, String>, TopicError> {
+        let described: BTreeMap<&str, String> = effective.entries().into_iter().collect();
+        let mut seen: Vec<String> = Vec::new();
+        let mut check_key = |key: &str| -> Result<(), TopicError> {
+            if !described.contains_key(key) {
+                return Err(TopicError::new(
+                    ErrorCode::InvalidConfig,
+                    format!("unknown topic config {key:?}"),
+                ));
+            }
+            if seen.iter().any(|k| k == key) {
+                return Err(TopicError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("topic config {key:?} appears more than once"),
+                ));
+            }
+            seen.push(key.to_owned());
+            Ok(())
+        };
+        match self {
+            ConfigAlter::Replace(entries) => {
+                let mut next = BTreeMap::new();
+                for (key, value) in entries {
+                    check_key(key)?;
+                    next.insert(key.clone(), value.clone());
+                }
+                Ok(next)
+            }
+            ConfigAlter::Incremental(changes) => {
+                let mut next = current.clone();
+                for change in changes {
+                    let key = change.key.as_str();
+                    check_key(key)?;
+                    let value = || {
+                        change.value.clone().ok_or_else(|| {
+                            TopicError::new(
+                                ErrorCode::InvalidConfig,
+                                format!("{:?} of {key} needs a value", change.op),
+                            )
+                        })
+                    };
+                    match change.op {
+                        ConfigOp::Set => {
+                            next.insert(key.to_owned(), value()?);
+                        }
+                        ConfigOp::Delete => {
+                            next.remove(key);
+                        }
+                        ConfigOp::Append | ConfigOp::Subtract => {
+                            if !LIST_CONFIGS.contains(&key) {
+                                return Err(TopicError::new(
+                                    ErrorCode::InvalidConfig,
+                                    format!(
+                                        "{:?} applies to list configs only; {key} is not one",
+                                        change.op
+                                    ),
+                                ));
+                            }
+                            let mut items = list_items(&described[key]);
+                            let given = list_items(&value()?);
+                            if change.op == ConfigOp::Append {
+                                for item in given {
+                                    if !items.contains(&item) {
+                                        items.push(item);
+                                    }
+                                }
+                            } else {
+                                items.retain(|item| !given.contains(item));
+                            }
+                            next.insert(key.to_owned(), items.join(","));
+                        }
+                    }
+                }
+                Ok(next)
+            }
+        }
+    }
+}
+
+fn list_items(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// One topic: its partitions' shards (index = partition id) and config.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicMeta {
@@ -271,9 +412,21 @@ pub struct TopicMeta {
     pub shards: Vec<u16>,
     pub config: TopicConfig,
     pub created_ms: i64,
+    /// The configs set explicitly on the topic (at creation or by an
+    /// alter), as given; the other keys of `config` are broker defaults.
+    /// `None` only in registries written before this was tracked (see
+    /// [`TopicRegistry::adopt_untracked_overrides`]).
+    #[serde(default)]
+    pub overrides: Option<BTreeMap<String, String>>,
 }
 
 impl TopicMeta {
+    /// Whether `key` was set on the topic (Kafka's DYNAMIC_TOPIC_CONFIG)
+    /// rather than taken from the broker's defaults.
+    pub fn is_override(&self, key: &str) -> bool {
+        self.overrides.as_ref().is_some_and(|o| o.contains_key(key))
+    }
+
     pub fn partition_count(&self) -> u32 {
         self.shards.len() as u32
     }
@@ -385,9 +538,10 @@ impl TopicRegistry {
         name: &str,
         partitions: u32,
         config: TopicConfig,
+        overrides: BTreeMap<String, String>,
         now_ms: i64,
     ) -> Result<&TopicMeta, TopicError> {
-        let meta = self.plan_create(name, partitions, config, now_ms)?;
+        let meta = self.plan_create(name, partitions, config, overrides, now_ms)?;
         self.topics.insert(name.to_owned(), meta);
         if let Err(e) = self.persist() {
             self.topics.remove(name);
@@ -403,6 +557,7 @@ impl TopicRegistry {
         name: &str,
         partitions: u32,
         config: TopicConfig,
+        overrides: BTreeMap<String, String>,
         now_ms: i64,
     ) -> Result<TopicMeta, TopicError> {
         validate_topic_name(name)?;
@@ -418,7 +573,7 @@ impl TopicRegistry {
                 "a topic needs at least one partition",
             ));
         }
-        if self.partition_total() + u64::from(partitions) > u64::from(self.partitions_max) {
+        if !self.room_for(partitions) {
             return Err(TopicError::new(
                 ErrorCode::PolicyViolation,
                 format!(
@@ -427,13 +582,30 @@ impl TopicRegistry {
                 ),
             ));
         }
+        Ok(TopicMeta {
+            name: name.to_owned(),
+            shards: self.place(partitions),
+            config,
+            created_ms: now_ms,
+            overrides: Some(overrides),
+        })
+    }
+
+    fn room_for(&self, partitions: u32) -> bool {
+        self.partition_total() + u64::from(partitions) <= u64::from(self.partitions_max)
+    }
+
+    /// Shards for `partitions` new partitions: each on the least-loaded
+    /// shard at that point (ties to the lowest shard id, so placement is
+    /// deterministic). Topic creation and partition growth both use it.
+    fn place(&self, partitions: u32) -> Vec<u16> {
         let mut load = vec![0u64; usize::from(self.shard_count)];
         for topic in self.topics.values() {
             for shard in &topic.shards {
                 load[usize::from(*shard)] += 1;
             }
         }
-        let shards = (0..partitions)
+        (0..partitions)
             .map(|_| {
                 let (shard, _) = load
                     .iter()
@@ -443,13 +615,102 @@ impl TopicRegistry {
                 load[shard] += 1;
                 shard as u16
             })
-            .collect();
-        Ok(TopicMeta {
-            name: name.to_owned(),
-            shards,
-            config,
-            created_ms: now_ms,
-        })
+            .collect()
+    }
+
+    /// Grows `name` to `count` partitions (CreatePartitions): the new ones
+    /// are placed as at creation; persisted before returning. Returns the
+    /// new meta; the caller opens the new partitions' logs afterwards.
+    pub fn add_partitions(&mut self, name: &str, count: u32) -> Result<&TopicMeta, TopicError> {
+        let grown = self.plan_add_partitions(name, count)?;
+        let old = self
+            .topics
+            .insert(name.to_owned(), grown)
+            .expect("planned on an existing topic");
+        if let Err(e) = self.persist() {
+            self.topics.insert(name.to_owned(), old);
+            return Err(TopicError::new(ErrorCode::KafkaStorageError, e.to_string()));
+        }
+        Ok(&self.topics[name])
+    }
+
+    /// Everything `add_partitions` checks, without changing anything (also
+    /// serves `validate_only`).
+    pub fn plan_add_partitions(&self, name: &str, count: u32) -> Result<TopicMeta, TopicError> {
+        let Some(meta) = self.topics.get(name) else {
+            return Err(TopicError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {name:?} does not exist"),
+            ));
+        };
+        let current = meta.partition_count();
+        if count <= current {
+            return Err(TopicError::new(
+                ErrorCode::InvalidPartitions,
+                format!(
+                    "topic {name:?} has {current} partitions; the new count {count} must be larger"
+                ),
+            ));
+        }
+        let added = count - current;
+        if !self.room_for(added) {
+            return Err(TopicError::new(
+                ErrorCode::InvalidPartitions,
+                format!(
+                    "adding {added} partitions would exceed the broker's limit of {} partitions",
+                    self.partitions_max
+                ),
+            ));
+        }
+        let mut grown = meta.clone();
+        grown.shards.extend(self.place(added));
+        assert_eq!(grown.partition_count(), count);
+        Ok(grown)
+    }
+
+    /// Replaces a topic's config and its explicitly set keys; persisted
+    /// before returning. Returns the previous meta.
+    pub fn set_config(
+        &mut self,
+        name: &str,
+        config: TopicConfig,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<TopicMeta, TopicError> {
+        let Some(meta) = self.topics.get_mut(name) else {
+            return Err(TopicError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {name:?} does not exist"),
+            ));
+        };
+        let old = meta.clone();
+        meta.config = config;
+        meta.overrides = Some(overrides);
+        if let Err(e) = self.persist() {
+            self.topics.insert(name.to_owned(), old);
+            return Err(TopicError::new(ErrorCode::KafkaStorageError, e.to_string()));
+        }
+        Ok(old)
+    }
+
+    /// Registries written before explicit keys were tracked: takes the
+    /// keys whose value differs from the broker's `defaults` as set on the
+    /// topic (what was given at creation, as far as it can be told). Kept
+    /// in memory; written with the next registry change.
+    pub fn adopt_untracked_overrides(&mut self, defaults: &TopicConfig) {
+        let default_entries: BTreeMap<&str, String> = defaults.entries().into_iter().collect();
+        for meta in self.topics.values_mut() {
+            if meta.overrides.is_some() {
+                continue;
+            }
+            let differing = meta
+                .config
+                .entries()
+                .into_iter()
+                .filter(|(key, value)| default_entries.get(key) != Some(value))
+                .map(|(key, value)| (key.to_owned(), value))
+                .collect();
+            meta.overrides = Some(differing);
+        }
     }
 
     /// Removes a topic from the registry (persisted before returning). The
@@ -573,27 +834,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut registry = TopicRegistry::open(dir.path(), 3, 100).unwrap();
         let a = registry
-            .create("a", 4, defaults(), 1)
+            .create("a", 4, defaults(), BTreeMap::new(), 1)
             .unwrap()
             .shards
             .clone();
         assert_eq!(a, vec![0, 1, 2, 0]);
         let b = registry
-            .create("b", 2, defaults(), 2)
+            .create("b", 2, defaults(), BTreeMap::new(), 2)
             .unwrap()
             .shards
             .clone();
         assert_eq!(b, vec![1, 2]);
         assert_eq!(
-            registry.create("a", 1, defaults(), 3).unwrap_err().code,
+            registry
+                .create("a", 1, defaults(), BTreeMap::new(), 3)
+                .unwrap_err()
+                .code,
             ErrorCode::TopicAlreadyExists
         );
         assert_eq!(
-            registry.create("c", 0, defaults(), 3).unwrap_err().code,
+            registry
+                .create("c", 0, defaults(), BTreeMap::new(), 3)
+                .unwrap_err()
+                .code,
             ErrorCode::InvalidPartitions
         );
         assert_eq!(
-            registry.create("c", 95, defaults(), 3).unwrap_err().code,
+            registry
+                .create("c", 95, defaults(), BTreeMap::new(), 3)
+                .unwrap_err()
+                .code,
             ErrorCode::PolicyViolation
         );
 
@@ -617,6 +887,205 @@ mod tests {
         let reopened = TopicRegistry::open(dir.path(), 3, 100).unwrap();
         assert!(reopened.get("a").is_none());
         assert_eq!(reopened.topics().count(), 1);
+    }
+
+    fn set(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn change(key: &str, op: ConfigOp, value: Option<&str>) -> ConfigChange {
+        ConfigChange {
+            key: key.to_owned(),
+            op,
+            value: value.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn alter_configs_replaces_the_whole_set() {
+        let current = set(&[("retention.ms", "1000"), ("segment.bytes", "1048576")]);
+        let alter = ConfigAlter::Replace(vec![("retention.bytes".into(), "4096".into())]);
+        // retention.ms and segment.bytes were not given: back to defaults.
+        assert_eq!(
+            alter.overrides(&current, &defaults()).unwrap(),
+            set(&[("retention.bytes", "4096")])
+        );
+        let empty = ConfigAlter::Replace(Vec::new());
+        assert!(empty.overrides(&current, &defaults()).unwrap().is_empty());
+
+        let unknown = ConfigAlter::Replace(vec![("no.such.key".into(), "1".into())]);
+        let error = unknown.overrides(&current, &defaults()).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidConfig);
+        assert!(error.message.contains("no.such.key"), "{}", error.message);
+        let twice = ConfigAlter::Replace(vec![
+            ("retention.ms".into(), "1".into()),
+            ("retention.ms".into(), "2".into()),
+        ]);
+        assert_eq!(
+            twice.overrides(&current, &defaults()).unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn incremental_alters_set_delete_append_subtract() {
+        let current = set(&[("retention.ms", "1000"), ("segment.bytes", "1048576")]);
+        let alter = ConfigAlter::Incremental(vec![
+            change("retention.ms", ConfigOp::Set, Some("2000")),
+            change("segment.bytes", ConfigOp::Delete, None),
+            // Deleting a key that is not set is a no-op, as in Kafka.
+            change("flush.ms", ConfigOp::Delete, None),
+            change("max.message.bytes", ConfigOp::Set, Some("65536")),
+        ]);
+        assert_eq!(
+            alter.overrides(&current, &defaults()).unwrap(),
+            set(&[("max.message.bytes", "65536"), ("retention.ms", "2000")])
+        );
+
+        // APPEND starts from the effective (default) value and skips items
+        // already there; SUBTRACT removes items.
+        let append = ConfigAlter::Incremental(vec![change(
+            "cleanup.policy",
+            ConfigOp::Append,
+            Some("delete"),
+        )]);
+        let appended = append.overrides(&BTreeMap::new(), &defaults()).unwrap();
+        assert_eq!(appended, set(&[("cleanup.policy", "delete")]));
+        let append = ConfigAlter::Incremental(vec![change(
+            "cleanup.policy",
+            ConfigOp::Append,
+            Some("compact"),
+        )]);
+        let appended = append.overrides(&BTreeMap::new(), &defaults()).unwrap();
+        assert_eq!(appended, set(&[("cleanup.policy", "delete,compact")]));
+        // ... which the value parser then refuses (no compaction yet).
+        let error = defaults()
+            .apply(appended.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidConfig);
+        let subtract = ConfigAlter::Incremental(vec![change(
+            "cleanup.policy",
+            ConfigOp::Subtract,
+            Some("delete"),
+        )]);
+        assert_eq!(
+            subtract.overrides(&BTreeMap::new(), &defaults()).unwrap(),
+            set(&[("cleanup.policy", "")])
+        );
+
+        // Refused: list operations on non-list keys, SET without a value,
+        // unknown keys, a key twice.
+        for (changes, code) in [
+            (
+                vec![change("retention.ms", ConfigOp::Append, Some("1"))],
+                ErrorCode::InvalidConfig,
+            ),
+            (
+                vec![change("segment.bytes", ConfigOp::Subtract, Some("1"))],
+                ErrorCode::InvalidConfig,
+            ),
+            (
+                vec![change("retention.ms", ConfigOp::Set, None)],
+                ErrorCode::InvalidConfig,
+            ),
+            (
+                vec![change("no.such.key", ConfigOp::Delete, None)],
+                ErrorCode::InvalidConfig,
+            ),
+            (
+                vec![
+                    change("retention.ms", ConfigOp::Set, Some("1")),
+                    change("retention.ms", ConfigOp::Delete, None),
+                ],
+                ErrorCode::InvalidRequest,
+            ),
+        ] {
+            let error = ConfigAlter::Incremental(changes.clone())
+                .overrides(&current, &defaults())
+                .unwrap_err();
+            assert_eq!(error.code, code, "{changes:?}: {}", error.message);
+        }
+        assert_eq!(ConfigOp::from_kafka(2), Some(ConfigOp::Append));
+        assert_eq!(ConfigOp::from_kafka(4), None);
+    }
+
+    #[test]
+    fn partitions_grow_with_the_create_placement_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = TopicRegistry::open(dir.path(), 3, 10).unwrap();
+        registry
+            .create("a", 2, defaults(), BTreeMap::new(), 1)
+            .unwrap();
+        registry
+            .create("b", 1, defaults(), BTreeMap::new(), 1)
+            .unwrap();
+        // Loads [1, 1, 1]: the new partitions go to shards 0, 1, 2, 0.
+        let plan = registry.plan_add_partitions("a", 6).unwrap();
+        assert_eq!(plan.shards, vec![0, 1, 0, 1, 2, 0]);
+        assert_eq!(
+            registry.get("a").unwrap().partition_count(),
+            2,
+            "a plan only"
+        );
+        assert_eq!(
+            registry.add_partitions("a", 6).unwrap().shards,
+            vec![0, 1, 0, 1, 2, 0]
+        );
+        for (name, count, code) in [
+            ("a", 6, ErrorCode::InvalidPartitions),
+            ("a", 3, ErrorCode::InvalidPartitions),
+            ("a", 10, ErrorCode::InvalidPartitions),
+            ("nope", 3, ErrorCode::UnknownTopicOrPartition),
+        ] {
+            let error = registry.add_partitions(name, count).unwrap_err();
+            assert_eq!(error.code, code, "{name} to {count}: {}", error.message);
+        }
+
+        let mut config = defaults();
+        config.apply([("retention.ms", "1000")]).unwrap();
+        registry
+            .set_config("b", config.clone(), set(&[("retention.ms", "1000")]))
+            .unwrap();
+        assert_eq!(
+            registry
+                .set_config("nope", config.clone(), BTreeMap::new())
+                .unwrap_err()
+                .code,
+            ErrorCode::UnknownTopicOrPartition
+        );
+
+        let reopened = TopicRegistry::open(dir.path(), 3, 10).unwrap();
+        assert_eq!(reopened.get("a").unwrap().shards, vec![0, 1, 0, 1, 2, 0]);
+        let b = reopened.get("b").unwrap();
+        assert_eq!(b.config, config);
+        assert!(b.is_override("retention.ms"));
+        assert!(!b.is_override("retention.bytes"));
+    }
+
+    #[test]
+    fn untracked_overrides_are_inferred_from_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = defaults();
+        config.apply([("retention.bytes", "4096")]).unwrap();
+        let text = toml::to_string(&RegistryFile {
+            topics: vec![TopicMeta {
+                name: "old".into(),
+                shards: vec![0],
+                config,
+                created_ms: 1,
+                overrides: None,
+            }],
+        })
+        .unwrap();
+        fs::write(dir.path().join(REGISTRY_FILE), text).unwrap();
+        let mut registry = TopicRegistry::open(dir.path(), 1, 10).unwrap();
+        assert!(!registry.get("old").unwrap().is_override("retention.bytes"));
+        registry.adopt_untracked_overrides(&defaults());
+        let old = registry.get("old").unwrap();
+        assert_eq!(old.overrides, Some(set(&[("retention.bytes", "4096")])));
     }
 
     #[test]

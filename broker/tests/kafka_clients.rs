@@ -6,11 +6,6 @@
 //! the suite.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use fjord_net::client::consumer::{Consumer, ConsumerOptions, SeekTo};
@@ -18,92 +13,25 @@ use fjord_net::client::producer::{Producer, ProducerOptions, ProducerRecord};
 use fjord_schema::PartitionId;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
-use tempfile::TempDir;
 
-const PATIENCE: Duration = Duration::from_secs(60);
+mod common;
+
+use common::kafka::client_config;
+use common::{Broker, PATIENCE};
+
 const PARTITIONS: i32 = 3;
 
-struct Broker {
-    child: Child,
-    dir: TempDir,
-    native: SocketAddr,
-    kafka: SocketAddr,
-}
-
-fn read_addr(path: &Path, child: &mut Child, dir: &Path) -> SocketAddr {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Ok(addr) = text.trim().parse() {
-                return addr;
-            }
-        }
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("fjord exited with {status}: {}", logs(dir));
-        }
-        assert!(Instant::now() < deadline, "fjord did not start");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn logs(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("fjord.log")).unwrap_or_default()
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        let log = File::create(dir.path().join("fjord.log")).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-            .arg("start")
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0"])
-            .args(["--shards", "2"])
-            .env("FJORD_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn fjord");
-        // broker.addr is written last, after kafka.addr.
-        let native = read_addr(&data.join("broker.addr"), &mut child, dir.path());
-        let kafka = read_addr(&data.join("kafka.addr"), &mut child, dir.path());
-        Broker {
-            child,
-            dir,
-            native,
-            kafka,
-        }
-    }
-
-    fn config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", self.kafka.to_string())
-            .set("broker.address.family", "v4");
-        config
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if thread::panicking() {
-            eprintln!("fjord log:\n{}", logs(self.dir.path()));
-        }
-    }
+fn start() -> Broker {
+    Broker::start(&["--shards", "2"])
 }
 
 fn create_topic(broker: &Broker, name: &str) {
-    let admin: AdminClient<DefaultClientContext> = broker.config().create().expect("admin client");
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(broker).create().expect("admin client");
     let topic = NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(PATIENCE));
     let results = futures_lite::future::block_on(admin.create_topics(&[topic], &options))
@@ -117,8 +45,7 @@ fn create_topic(broker: &Broker, name: &str) {
 type Seen = (i32, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
 
 fn rdkafka_consume(broker: &Broker, topic: &str, expected: usize) -> Vec<Seen> {
-    let consumer: BaseConsumer = broker
-        .config()
+    let consumer: BaseConsumer = client_config(broker)
         // librdkafka's assign() needs a group id; with auto-commit off and
         // manual assignment no group request is needed.
         .set("group.id", "kafka-clients-test")
@@ -166,8 +93,7 @@ fn rdkafka_consume(broker: &Broker, topic: &str, expected: usize) -> Vec<Seen> {
 }
 
 fn rdkafka_produce(broker: &Broker, topic: &str, count: usize) -> Vec<Seen> {
-    let producer: FutureProducer = broker
-        .config()
+    let producer: FutureProducer = client_config(broker)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
@@ -228,7 +154,7 @@ fn by_partition(records: &[Seen]) -> BTreeMap<i32, Vec<Seen>> {
 
 #[test]
 fn rdkafka_round_trip_and_cross_protocol() {
-    let broker = Broker::start();
+    let broker = start();
     let topic = "kafka-clients";
     create_topic(&broker, topic);
 
@@ -243,7 +169,7 @@ fn rdkafka_round_trip_and_cross_protocol() {
 
     // rdkafka -> native consumer.
     let mut native =
-        Consumer::new(ConsumerOptions::new(broker.native.to_string())).expect("native consumer");
+        Consumer::new(ConsumerOptions::new(broker.addr.to_string())).expect("native consumer");
     let partitions: Vec<PartitionId> = (0..PARTITIONS as u32).map(PartitionId).collect();
     native.assign(topic, &partitions);
     for p in &partitions {
@@ -276,7 +202,7 @@ fn rdkafka_round_trip_and_cross_protocol() {
     let native_topic = "from-native";
     create_topic(&broker, native_topic);
     let producer =
-        Producer::new(ProducerOptions::new(broker.native.to_string())).expect("native producer");
+        Producer::new(ProducerOptions::new(broker.addr.to_string())).expect("native producer");
     let mut expected = Vec::new();
     let mut handles = Vec::new();
     for i in 0..30u32 {
@@ -380,7 +306,7 @@ mod raw {
 
 #[test]
 fn hostile_kafka_frames_close_only_their_connection() {
-    let broker = Broker::start();
+    let broker = start();
     // Metadata v1 whose topics array claims 2^31-1 entries (once made the
     // decoder reserve ~150 GB and abort the broker).
     let mut body = Vec::new();
@@ -392,16 +318,19 @@ fn hostile_kafka_frames_close_only_their_connection() {
     body.extend_from_slice(&i32::MAX.to_be_bytes());
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
-    assert!(raw::closed_after(broker.kafka, &frame));
+    assert!(raw::closed_after(broker.kafka_addr(), &frame));
     // A length over the frame limit, a negative one, an api we do not serve.
     assert!(raw::closed_after(
-        broker.kafka,
+        broker.kafka_addr(),
         &0x7fff_ffffu32.to_be_bytes()
     ));
-    assert!(raw::closed_after(broker.kafka, &[0xff, 0xff, 0xff, 0xfe]));
+    assert!(raw::closed_after(
+        broker.kafka_addr(),
+        &[0xff, 0xff, 0xff, 0xfe]
+    ));
     let mut group = vec![0, 0, 0, 10];
     group.extend_from_slice(&[0, 11, 0, 5, 0, 0, 0, 1, 0xff, 0xff]);
-    assert!(raw::closed_after(broker.kafka, &group));
+    assert!(raw::closed_after(broker.kafka_addr(), &group));
 
     // The broker still answers, with exactly the apis it serves.
     let expected: Vec<(i16, i16, i16)> = fjord_broker::kafka::handler::KAFKA_APIS
@@ -410,19 +339,20 @@ fn hostile_kafka_frames_close_only_their_connection() {
         .collect();
     for version in [0, 1, 2, 3] {
         assert_eq!(
-            raw::api_versions(broker.kafka, version),
+            raw::api_versions(broker.kafka_addr(), version),
             (0, expected.clone())
         );
     }
     // An ApiVersions version we do not serve: UNSUPPORTED_VERSION at v0.
-    assert_eq!(raw::api_versions(broker.kafka, 4), (35, expected));
+    assert_eq!(raw::api_versions(broker.kafka_addr(), 4), (35, expected));
 }
 
 /// The oldest served versions, spoken with `kafka-protocol`'s encoders:
 /// CreateTopics v2, Metadata v1, Produce v3, Fetch v4, ListOffsets v1.
 #[test]
 fn oldest_versions_round_trip_with_kafka_protocol_encoders() {
-    use bytes::{BufMut, Bytes, BytesMut};
+    use bytes::{Bytes, BytesMut};
+    use common::kafka::call;
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -433,49 +363,16 @@ fn oldest_versions_round_trip_with_kafka_protocol_encoders() {
         ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
         DeleteTopicsResponse, FetchRequest, FetchResponse, InitProducerIdRequest,
         InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-        MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
-        TopicName,
+        MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
     };
-    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{
         Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
         TimestampType,
     };
-    use std::io::{Read, Write};
 
-    fn call<Q: Encodable, R: Decodable>(
-        stream: &mut std::net::TcpStream,
-        api: ApiKey,
-        version: i16,
-        request: &Q,
-    ) -> R {
-        let mut header = RequestHeader::default();
-        header.request_api_key = api as i16;
-        header.request_api_version = version;
-        header.correlation_id = 9;
-        header.client_id = Some(StrBytes::from_static_str("oldest"));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, api.request_header_version(version))
-            .expect("header");
-        request.encode(&mut body, version).expect("body");
-        let mut frame = BytesMut::new();
-        frame.put_u32(body.len() as u32);
-        frame.extend_from_slice(&body);
-        stream.write_all(&frame).expect("write");
-        let mut len = [0u8; 4];
-        stream.read_exact(&mut len).expect("length");
-        let mut response = vec![0u8; u32::from_be_bytes(len) as usize];
-        stream.read_exact(&mut response).expect("response");
-        let mut response = Bytes::from(response);
-        let header = ResponseHeader::decode(&mut response, api.response_header_version(version))
-            .expect("response header");
-        assert_eq!(header.correlation_id, 9);
-        R::decode(&mut response, version).expect("response body")
-    }
-
-    let broker = Broker::start();
-    let mut stream = raw::connect(broker.kafka);
+    let broker = start();
+    let mut stream = raw::connect(broker.kafka_addr());
     let name = TopicName(StrBytes::from_static_str("oldest"));
 
     let mut create = CreateTopicsRequest::default();
@@ -494,7 +391,7 @@ fn oldest_versions_round_trip_with_kafka_protocol_encoders() {
     metadata.topics = Some(vec![wanted]);
     let meta: MetadataResponse = call(&mut stream, ApiKey::Metadata, 1, &metadata);
     assert_eq!(meta.brokers.len(), 1);
-    assert_eq!(meta.brokers[0].port, i32::from(broker.kafka.port()));
+    assert_eq!(meta.brokers[0].port, i32::from(broker.kafka_addr().port()));
     assert_eq!(meta.topics[0].error_code, 0);
     assert_eq!(meta.topics[0].partitions.len(), 2);
 
@@ -645,4 +542,158 @@ fn oldest_versions_round_trip_with_kafka_protocol_encoders() {
         assert_eq!(answer.error_code, 0, "InitProducerId v{version}");
         assert!(answer.producer_id.0 >= 0, "InitProducerId v{version}");
     }
+}
+
+/// Every codec a Kafka producer may use (none, gzip, snappy, lz4, zstd)
+/// is accepted, converted losslessly, and read back by rdkafka and by the
+/// native protocol alike.
+#[test]
+fn every_compression_codec_round_trips() {
+    use std::collections::BTreeSet;
+
+    let broker = start();
+    create_topic(&broker, "codecs");
+    let mut sent = BTreeSet::new();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let producer: FutureProducer = client_config(&broker)
+            .set("compression.type", codec)
+            .set("linger.ms", "20")
+            .set("acks", "all")
+            .create()
+            .expect("producer");
+        let deliveries: Vec<_> = (0..100)
+            .map(|i| {
+                let key = format!("{codec}-key-{}", i % 5);
+                // Compressible, so the codec really shrinks the batch.
+                let value = format!("{codec}-value-{i}-{}", "x".repeat(200));
+                sent.insert((key.clone().into_bytes(), value.clone().into_bytes()));
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: "codec",
+                    value: Some(codec.as_bytes()),
+                });
+                producer
+                    .send_result(
+                        FutureRecord::to("codecs")
+                            .key(&key)
+                            .payload(&value)
+                            .headers(headers),
+                    )
+                    .map_err(|(e, _)| e)
+                    .expect("queued")
+            })
+            .collect();
+        for delivery in deliveries {
+            futures_lite::future::block_on(delivery)
+                .expect("delivery future")
+                .unwrap_or_else(|(e, _)| panic!("{codec}: not acknowledged: {e}"));
+        }
+    }
+
+    let seen = rdkafka_consume(&broker, "codecs", sent.len());
+    let got: BTreeSet<(Vec<u8>, Vec<u8>)> = seen
+        .iter()
+        .map(|(_, k, v, _)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(got, sent, "rdkafka reads back every record once");
+    for (_, key, _, headers) in &seen {
+        let codec = String::from_utf8_lossy(key)
+            .split('-')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert_eq!(headers, &vec![("codec".to_owned(), codec.into_bytes())]);
+    }
+
+    let mut conn = broker.conn();
+    let mut native = BTreeSet::new();
+    for partition in 0..PARTITIONS as u32 {
+        for (_, key, value) in conn.read_all("codecs", partition, 0) {
+            native.insert((key.expect("key"), value.expect("value")));
+        }
+    }
+    assert_eq!(native, sent, "the native protocol reads the same records");
+}
+
+/// A Kafka producer's batch is bounded by the topic's max.message.bytes
+/// (as for native producers), not by a fixed edge limit: 2 MiB passes the
+/// 4 MiB default, 6 MiB is MESSAGE_TOO_LARGE, and the broker carries on.
+#[test]
+fn batch_size_follows_max_message_bytes() {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    let broker = start();
+    create_topic(&broker, "large");
+    let producer: FutureProducer = client_config(&broker)
+        .set("message.max.bytes", "16000000")
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    let send = |size: usize| {
+        let value = vec![7u8; size];
+        let delivery = producer
+            .send_result(
+                FutureRecord::<(), _>::to("large")
+                    .partition(0)
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .expect("queued");
+        futures_lite::future::block_on(delivery).expect("delivery future")
+    };
+    let first = send(2 << 20).expect("a 2 MiB record is accepted");
+    assert_eq!((first.partition, first.offset), (0, 0));
+    match send(6 << 20) {
+        Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {}
+        other => panic!("expected MESSAGE_TOO_LARGE, got {other:?}"),
+    }
+    let next = send(1024).expect("the broker carries on");
+    assert_eq!(next.offset, 1);
+    let records = broker.conn().read_all("large", 0, 0);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].2.as_ref().map(Vec::len), Some(2 << 20));
+}
+
+/// Admin: create, describe (Metadata) and delete a topic; the name can be
+/// used again afterwards.
+#[test]
+fn admin_creates_describes_and_deletes_topics() {
+    let broker = start();
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(&broker).create().expect("admin client");
+    let options = AdminOptions::new().operation_timeout(Some(PATIENCE));
+    create_topic(&broker, "short-lived");
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some("short-lived"), PATIENCE)
+        .expect("metadata");
+    let topic = &metadata.topics()[0];
+    assert_eq!(topic.name(), "short-lived");
+    assert!(topic.error().is_none());
+    assert_eq!(topic.partitions().len(), PARTITIONS as usize);
+    for p in topic.partitions() {
+        assert_eq!(p.leader(), metadata.orig_broker_id());
+        assert_eq!(p.isr(), [metadata.orig_broker_id()]);
+    }
+    let deleted = futures_lite::future::block_on(admin.delete_topics(&["short-lived"], &options))
+        .expect("delete_topics");
+    assert_eq!(deleted, vec![Ok("short-lived".to_owned())]);
+    let missing = futures_lite::future::block_on(admin.delete_topics(&["short-lived"], &options))
+        .expect("delete_topics");
+    assert!(
+        matches!(
+            &missing[0],
+            Err((_, rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition))
+        ),
+        "{missing:?}"
+    );
+    let names: Vec<String> = admin
+        .inner()
+        .fetch_metadata(None, PATIENCE)
+        .expect("metadata")
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect();
+    assert!(!names.contains(&"short-lived".to_owned()), "{names:?}");
+    create_topic(&broker, "short-lived");
 }

@@ -29,12 +29,9 @@ const GROUP: &str = "kafka-groups-test";
 const PARTITIONS: i32 = 4;
 
 fn config(broker: &Broker) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", broker.kafka_addr().to_string())
-        .set("broker.address.family", "v4")
-        // Reconnect quickly once the broker is back.
-        .set("reconnect.backoff.max.ms", "500");
+    let mut config = common::kafka::client_config(broker);
+    // Reconnect quickly once the broker is back.
+    config.set("reconnect.backoff.max.ms", "500");
     config
 }
 
@@ -361,7 +358,7 @@ fn group_shares_partitions_commits_and_resumes_after_restart() {
 /// list, leave and delete, each at each version.
 #[test]
 fn every_group_api_version_round_trips() {
-    use common::kafka_call as call;
+    use common::kafka::call;
     use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     use kafka_protocol::messages::leave_group_request::MemberIdentity;
     use kafka_protocol::messages::offset_commit_request::{
@@ -379,7 +376,7 @@ fn every_group_api_version_round_trips() {
     std::fs::write(&config_file, "group_initial_rebalance_delay_ms = 0\n").expect("config");
     let broker = Broker::start(&["--shards", "2", "--config", config_file.to_str().unwrap()]);
     let kafka = broker.kafka_addr();
-    let mut stream = std::net::TcpStream::connect(kafka).expect("connect");
+    let mut stream = common::kafka::connect(kafka);
     let s = |text: String| StrBytes::from_string(text);
     let group = |v: i16| GroupId(s(format!("raw-v{v}")));
 
@@ -550,7 +547,7 @@ fn every_group_api_version_round_trips() {
         assert_eq!(described.protocol_data.as_str(), "range");
         assert_eq!(described.members.len(), 1);
         assert_eq!(described.members[0].member_id, members[&version]);
-        assert_eq!(described.members[0].client_id.as_str(), "raw");
+        assert_eq!(described.members[0].client_id.as_str(), "raw-test");
         assert_eq!(answer.groups[1].group_state.as_str(), "Dead");
     }
 

@@ -28,6 +28,7 @@ pub enum ErrorCode {
     TopicAlreadyExists = 36,
     InvalidPartitions = 37,
     InvalidReplicationFactor = 38,
+    InvalidReplicaAssignment = 39,
     InvalidConfig = 40,
     InvalidRequest = 42,
     OutOfOrderSequenceNumber = 45,
@@ -56,12 +57,13 @@ pub enum ErrorCode {
     InvalidProducerIdMapping = 49,
     UnknownProducerId = 59,
     ProducerFenced = 90,
+    UnsupportedEndpointType = 119,
     /// The broker is out of its in-flight memory budget; retry later.
     BrokerBusy = 10_000,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 49] = [
+    const ALL: [ErrorCode; 51] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -82,6 +84,7 @@ impl ErrorCode {
         ErrorCode::TopicAlreadyExists,
         ErrorCode::InvalidPartitions,
         ErrorCode::InvalidReplicationFactor,
+        ErrorCode::InvalidReplicaAssignment,
         ErrorCode::InvalidConfig,
         ErrorCode::InvalidRequest,
         ErrorCode::OutOfOrderSequenceNumber,
@@ -110,6 +113,7 @@ impl ErrorCode {
         ErrorCode::InvalidProducerIdMapping,
         ErrorCode::UnknownProducerId,
         ErrorCode::ProducerFenced,
+        ErrorCode::UnsupportedEndpointType,
         ErrorCode::BrokerBusy,
     ];
 

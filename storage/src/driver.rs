@@ -98,7 +98,8 @@ impl std::fmt::Debug for PartitionLog {
 
 struct Inner {
     dir: PathBuf,
-    config: LogConfig,
+    /// Changed only by `reconfigure` (under the append lock).
+    config: Cell<LogConfig>,
     clock: Rc<dyn Clock>,
     cache: Rc<RefCell<BatchCache>>,
     cache_id: CacheLogId,
@@ -299,7 +300,7 @@ impl PartitionLog {
         let cache_id = options.cache.borrow_mut().register();
         let inner = Rc::new(Inner {
             dir,
-            config,
+            config: Cell::new(config),
             clock: options.clock,
             cache: options.cache,
             cache_id,
@@ -368,7 +369,7 @@ impl PartitionLog {
     /// (`flush.messages` or `flush.ms` reached).
     pub fn flush_due(&self, now_ms: i64) -> bool {
         let state = self.inner.state.borrow();
-        let policy = self.inner.config.flush;
+        let policy = self.inner.config.get().flush;
         let unflushed = state.records_appended - state.records_flushed;
         if unflushed == 0 {
             return false;
@@ -412,10 +413,10 @@ impl PartitionLog {
                 },
             ));
         }
-        if len > inner.config.batch_bytes_max {
+        if len > inner.config.get().batch_bytes_max {
             return Err(StorageError::BatchTooLarge {
                 len,
-                len_max: inner.config.batch_bytes_max,
+                len_max: inner.config.get().batch_bytes_max,
             });
         }
         let _append = inner.append_lock.acquire_permit(1).await.map_err(rt)?;
@@ -428,7 +429,8 @@ impl PartitionLog {
         loop {
             let fits = {
                 let state = inner.state.borrow();
-                state.staging_len + len <= inner.config.write_buffer_bytes - BLOCK_BYTES as usize
+                state.staging_len + len
+                    <= inner.config.get().write_buffer_bytes - BLOCK_BYTES as usize
             };
             if fits {
                 break;
@@ -472,6 +474,53 @@ impl PartitionLog {
             inner.flush_locked().await?;
         }
         Ok(inner.state.borrow().durable_end)
+    }
+
+    /// The limits the log runs with.
+    pub fn config(&self) -> LogConfig {
+        self.inner.config.get()
+    }
+
+    /// Changes the limits of a live log (a topic config change): the next
+    /// append, roll, flush check and retention pass use them; a smaller
+    /// `segment_bytes_max` applies from the next roll. Read sizes and the
+    /// zero-fill steps stay as opened.
+    ///
+    /// A smaller `write_buffer_bytes` is taken only after everything
+    /// appended is fdatasynced, so that at any crash at most the new
+    /// amount is unsynced and recovery with the new config tells a torn
+    /// tail from corruption correctly.
+    pub async fn reconfigure(&self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        let inner = &self.inner;
+        let old = inner.config.get();
+        let runtime = |c: &LogConfig| {
+            (
+                c.read_chunk_bytes,
+                c.prepare_step_bytes,
+                c.prepare_ahead_bytes,
+            )
+        };
+        if runtime(&config) != runtime(&old) {
+            return Err(StorageError::Config(
+                "read_chunk_bytes and the zero-fill sizes cannot change on a live log".to_owned(),
+            ));
+        }
+        let _append = inner.append_lock.acquire_permit(1).await.map_err(rt)?;
+        if config.write_buffer_bytes < old.write_buffer_bytes {
+            let _io = inner.io_lock.acquire_permit(1).await.map_err(rt)?;
+            inner.check_writable()?;
+            inner.flush_locked().await?;
+            let state = inner.state.borrow();
+            assert_eq!(
+                state.durable_end,
+                state.core.log_end(),
+                "flushed before shrinking"
+            );
+        }
+        inner.config.set(config);
+        inner.state.borrow_mut().core.set_config(config);
+        Ok(())
     }
 
     /// Whole batches starting with the one holding `request.offset`, within
@@ -534,7 +583,7 @@ impl PartitionLog {
             let request = ReadRequest {
                 offset,
                 until: end,
-                max_bytes: inner.config.read_chunk_bytes,
+                max_bytes: inner.config.get().read_chunk_bytes,
             };
             let batches = self.read(request).await?;
             if batches.is_empty() {
@@ -544,7 +593,7 @@ impl PartitionLog {
                 let (view, _) = BatchView::parse(batch)?;
                 let header = view.header();
                 if header.max_timestamp.get() >= timestamp {
-                    let limit = inner.config.batch_bytes_max.saturating_mul(8);
+                    let limit = inner.config.get().batch_bytes_max.saturating_mul(8);
                     let first = view.records(&mut scratch, limit).ok().and_then(|records| {
                         records
                             .iter()
@@ -704,7 +753,7 @@ impl Inner {
             };
             let size = (align_up(needed as u64) as usize)
                 .next_power_of_two()
-                .min(self.config.write_buffer_bytes);
+                .min(self.config.get().write_buffer_bytes);
             assert!(size >= needed, "write buffer smaller than checked");
             let mut grown = file.alloc_dma_buffer(size);
             if let Some(old) = &state.staging {
@@ -736,6 +785,7 @@ impl Inner {
             next_offset: next,
             flush_due: self
                 .config
+                .get()
                 .flush
                 .flush_messages
                 .is_some_and(|n| unflushed >= n),
@@ -941,14 +991,14 @@ impl Inner {
                 // The cut segment may have been sealed (read-only handle).
                 let file = Rc::new(open_rw(&path).await?);
                 let file_len = file.file_size().await.map_err(rt_at(&path))?;
-                let scanner = SegmentScanner::new(base, self.config.index_interval_bytes);
+                let scanner = SegmentScanner::new(base, self.config.get().index_interval_bytes);
                 let (meta, _) = scan_file(
                     &file,
                     &path,
                     file_len,
                     scanner,
                     ScanLimit::Offset(offset),
-                    &self.config,
+                    &self.config.get(),
                 )
                 .await?;
                 (meta, file, path)
@@ -1033,7 +1083,7 @@ impl Inner {
         let Some(mut start) = self.state.borrow().core.read_start(request.offset) else {
             return Ok(out);
         };
-        let chunk = self.config.read_chunk_bytes;
+        let chunk = self.config.get().read_chunk_bytes;
         loop {
             let (file, readable_end, active) = {
                 let state = self.state.borrow();
@@ -1140,7 +1190,7 @@ async fn prepare_loop(log: Weak<Inner>) {
             if state.closed {
                 return;
             }
-            next_prepare_step(&inner.config, &state)
+            next_prepare_step(&inner.config.get(), &state)
         };
         let idle = match step {
             None => true,
@@ -1194,7 +1244,7 @@ async fn prepare_step(inner: &Inner, start: u64, end: u64) -> Result<()> {
         let Some(file) = state.files.get(&base).cloned() else {
             return Ok(());
         };
-        let chunk = (inner.config.prepare_step_bytes as usize).min(ZERO_CHUNK_BYTES);
+        let chunk = (inner.config.get().prepare_step_bytes as usize).min(ZERO_CHUNK_BYTES);
         let zeros = match &state.zeros {
             Some(z) => z.clone(),
             None => {

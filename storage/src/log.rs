@@ -193,6 +193,11 @@ impl LogCore {
         &self.config
     }
 
+    /// New limits; they apply from the next roll / push / retention plan.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
     pub fn segments(&self) -> &[SegmentMeta] {
         &self.segments
     }

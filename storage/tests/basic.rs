@@ -366,3 +366,90 @@ fn zero_fill_ahead_follows_the_traffic() {
         log.close().await.expect("close");
     });
 }
+
+/// A topic config change on a live log: retention, the largest batch, the
+/// flush policy and the segment size apply without a reopen; a smaller
+/// write buffer is taken only after a flush; the runtime sizes are fixed.
+#[test]
+fn reconfigure_applies_new_limits_to_a_live_log() {
+    let dir = temp_dir();
+    run(async {
+        let clock = Rc::new(SystemClock);
+        let log = open(dir.path(), small_config(), cache(1 << 20), clock.clone())
+            .await
+            .expect("open");
+        for _ in 0..200 {
+            log.append(batch_for(log.log_end(), 3000))
+                .await
+                .expect("append");
+        }
+        let segments = log.segment_bases().len();
+        assert!(segments > 2, "rolled by size");
+        assert!(log.apply_retention().await.expect("retention").is_empty());
+        assert!(!log.flush_due(0), "no flush policy yet");
+
+        // Retention by size and a flush trigger; a smaller largest batch.
+        let config = LogConfig {
+            retention_bytes: Some(300 << 10),
+            batch_bytes_max: 2048,
+            flush: fjord_storage::FlushPolicy {
+                flush_messages: Some(1),
+                ..small_config().flush
+            },
+            ..small_config()
+        };
+        log.reconfigure(config).await.expect("reconfigure");
+        assert_eq!(log.config(), config);
+        assert!(
+            log.flush_due(0),
+            "flush.messages = 1 with unflushed records"
+        );
+        let removed = log.apply_retention().await.expect("retention");
+        assert!(!removed.is_empty(), "retention.bytes applied live");
+        assert!(log.log_start() > Offset(0));
+        assert!(log.segment_bases().len() < segments);
+        assert!(matches!(
+            log.append(batch_for(log.log_end(), 3000)).await,
+            Err(StorageError::BatchTooLarge { .. })
+        ));
+
+        // Smaller segments from the next roll on.
+        let config = LogConfig {
+            segment_bytes_max: 64 << 10,
+            ..config
+        };
+        log.reconfigure(config).await.expect("reconfigure");
+        let before = log.segment_bases().len();
+        for _ in 0..400 {
+            log.append(batch_for(log.log_end(), 300))
+                .await
+                .expect("append");
+        }
+        assert!(log.segment_bases().len() > before + 1, "rolled at 64 KiB");
+
+        // A smaller write buffer: everything appended is durable first.
+        let smaller = LogConfig {
+            write_buffer_bytes: 32 << 10,
+            ..config
+        };
+        assert!(log.durable_end() < log.log_end());
+        log.reconfigure(smaller).await.expect("reconfigure");
+        assert_eq!(log.durable_end(), log.log_end());
+
+        let refused = LogConfig {
+            read_chunk_bytes: 32 << 10,
+            ..smaller
+        };
+        assert!(matches!(
+            log.reconfigure(refused).await,
+            Err(StorageError::Config(_))
+        ));
+        let invalid = LogConfig {
+            batch_bytes_max: 1 << 20,
+            ..smaller
+        };
+        assert!(log.reconfigure(invalid).await.is_err());
+        assert_eq!(log.config(), smaller);
+        log.close().await.expect("close");
+    });
+}

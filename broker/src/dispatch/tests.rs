@@ -47,6 +47,7 @@ fn answers(frames: Vec<Frame>) -> Vec<Option<Frame>> {
                 kafka_host: "127.0.0.1".into(),
                 kafka_port: 9092,
                 shard_ports: vec![9193, 9194],
+                kafka_configs: Vec::new(),
             }),
             service.clone(),
             DispatchLimits {

@@ -26,16 +26,19 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteGroupsRequest, DeleteTopicsRequest, DeleteTopicsResponse,
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId,
+    CreatePartitionsRequest, CreateTopicsRequest, CreateTopicsResponse, DeleteGroupsRequest,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeConfigsRequest,
     DescribeGroupsRequest, FetchRequest, FetchResponse, FindCoordinatorRequest, HeartbeatRequest,
-    InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, SyncGroupRequest, TopicName,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, InitProducerIdResponse,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+    SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use super::admin;
 use super::records::{kafka_to_native, native_to_kafka, KafkaRecordsLimits};
 use crate::dispatch::Dispatcher;
 use crate::group::offsets_log::OFFSETS_TOPIC;
@@ -43,7 +46,7 @@ use crate::ops::CreateSpec;
 use crate::topics::validate_topic_name;
 
 /// The apis answered on the Kafka listener: (api, min version, max version).
-pub const KAFKA_APIS: [(ApiKey, i16, i16); 18] = [
+pub const KAFKA_APIS: [(ApiKey, i16, i16); 23] = [
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
@@ -62,6 +65,11 @@ pub const KAFKA_APIS: [(ApiKey, i16, i16); 18] = [
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 /// Kafka's UNSUPPORTED_VERSION.
@@ -109,10 +117,19 @@ pub struct KafkaHandler {
 }
 
 impl KafkaHandler {
-    pub fn new(dispatcher: Rc<Dispatcher>) -> KafkaHandler {
+    /// `frame_bytes_max` is the listener's frame limit: a batch as large
+    /// as a frame converts (the partition then applies the topic's
+    /// `max.message.bytes`, as for native producers); decompression stops
+    /// at twice that, but never below 64 MiB.
+    pub fn new(dispatcher: Rc<Dispatcher>, frame_bytes_max: usize) -> KafkaHandler {
         KafkaHandler {
             dispatcher,
-            limits: KafkaRecordsLimits::default(),
+            limits: KafkaRecordsLimits {
+                batch_bytes_max: frame_bytes_max,
+                uncompressed_bytes_max: frame_bytes_max
+                    .saturating_mul(2)
+                    .max(KafkaRecordsLimits::default().uncompressed_bytes_max),
+            },
         }
     }
 
@@ -217,6 +234,27 @@ impl KafkaHandler {
                     let response = self.delete_groups(request).await;
                     encode(&header, api, version, &response).map(Some)
                 }
+                KafkaRequest::DescribeConfigs(request) => {
+                    let response = admin::describe_configs(&self.dispatcher, request);
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::AlterConfigs(request) => {
+                    let response = admin::alter_configs(&self.dispatcher, request).await;
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::IncrementalAlterConfigs(request) => {
+                    let response =
+                        admin::incremental_alter_configs(&self.dispatcher, request).await;
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::CreatePartitions(request) => {
+                    let response = admin::create_partitions(&self.dispatcher, request).await;
+                    encode(&header, api, version, &response).map(Some)
+                }
+                KafkaRequest::DescribeCluster(request) => {
+                    let response = admin::describe_cluster(&self.dispatcher, request, version);
+                    encode(&header, api, version, &response).map(Some)
+                }
             }
         };
         match self.dispatcher.budgeted(cost, work).await {
@@ -262,7 +300,7 @@ impl KafkaHandler {
         this.host = StrBytes::from_string(broker.kafka_host.clone());
         this.port = i32::from(broker.kafka_port);
         response.brokers = vec![this];
-        response.cluster_id = Some(StrBytes::from_static_str("fjord"));
+        response.cluster_id = Some(StrBytes::from_static_str(admin::CLUSTER_ID));
         response.controller_id = BrokerId(node);
         let wanted: Vec<String> = match names {
             Some(names) => names,
@@ -593,6 +631,11 @@ pub enum KafkaRequest {
     ListGroups(ListGroupsRequest),
     DescribeGroups(DescribeGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
+    DescribeConfigs(DescribeConfigsRequest),
+    AlterConfigs(AlterConfigsRequest),
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
+    CreatePartitions(CreatePartitionsRequest),
+    DescribeCluster(DescribeClusterRequest),
 }
 
 /// Decodes one frame (length prefix removed): the trust boundary of the
@@ -614,15 +657,16 @@ pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, i16, KafkaRequest)
     let Some(&(_, min, max)) = KAFKA_APIS.iter().find(|(k, _, _)| *k == api) else {
         return Err(unsupported);
     };
+    let served = (min..=max).contains(&version);
+    if !served && api != ApiKey::ApiVersions {
+        return Err(unsupported);
+    }
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, api.request_header_version(version))
         .map_err(boxed)
         .map_err(decode_error("request header"))?;
-    if version < min || version > max {
-        if api == ApiKey::ApiVersions {
-            return Ok((header, version, KafkaRequest::UnsupportedApiVersions));
-        }
-        return Err(unsupported);
+    if !served {
+        return Ok((header, version, KafkaRequest::UnsupportedApiVersions));
     }
     fn body<T: Decodable>(
         buf: &mut Bytes,
@@ -668,6 +712,23 @@ pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, i16, KafkaRequest)
         }
         ApiKey::DeleteGroups => {
             KafkaRequest::DeleteGroups(body(&mut buf, version, "DeleteGroups")?)
+        }
+        ApiKey::DescribeConfigs => {
+            KafkaRequest::DescribeConfigs(body(&mut buf, version, "DescribeConfigs")?)
+        }
+        ApiKey::AlterConfigs => {
+            KafkaRequest::AlterConfigs(body(&mut buf, version, "AlterConfigs")?)
+        }
+        ApiKey::IncrementalAlterConfigs => KafkaRequest::IncrementalAlterConfigs(body(
+            &mut buf,
+            version,
+            "IncrementalAlterConfigs",
+        )?),
+        ApiKey::CreatePartitions => {
+            KafkaRequest::CreatePartitions(body(&mut buf, version, "CreatePartitions")?)
+        }
+        ApiKey::DescribeCluster => {
+            KafkaRequest::DescribeCluster(body(&mut buf, version, "DescribeCluster")?)
         }
         _ => return Err(unsupported),
     };

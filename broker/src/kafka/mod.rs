@@ -2,6 +2,7 @@
 //! conversion, Kafka framing, the per-connection serve loop and the request
 //! handler that maps Kafka requests onto the native dispatcher's ops.
 
+pub mod admin;
 pub mod frame;
 mod groups;
 pub mod handler;

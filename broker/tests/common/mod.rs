@@ -22,6 +22,8 @@ use fjord_schema::{wire, CorrelationId, ErrorCode};
 use flatbuffers::FlatBufferBuilder;
 use tempfile::TempDir;
 
+pub mod kafka;
+
 /// Generous bound for anything the broker must do; only prevents hangs.
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -168,7 +170,8 @@ impl Broker {
             .expect("a free port in 20000..32000")
     }
 
-    /// The Kafka listener's address (written before `broker.addr`).
+    /// The Kafka listener's address (written before `broker.addr`, so
+    /// current once `start` / `*_restart` returned).
     pub fn kafka_addr(&self) -> SocketAddr {
         let text = std::fs::read_to_string(self.data_dir().join("kafka.addr")).expect("kafka.addr");
         text.trim().parse().expect("kafka.addr holds an address")
@@ -190,6 +193,9 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!("fjord log:\n{}", self.logs());
+        }
     }
 }
 
@@ -674,42 +680,4 @@ pub fn error_response(frame: &Frame) -> ErrorCode {
     assert!(frame.header.flags().is_error(), "expected an ERROR frame");
     let body = flatbuffers::root::<wire::ErrorResponse>(&frame.body).expect("ErrorResponse body");
     ErrorCode::from_code(body.error_code())
-}
-
-/// One Kafka-protocol request / response exchange on a raw connection,
-/// encoded and decoded with `kafka-protocol` at `version`.
-pub fn kafka_call<Q, R>(
-    stream: &mut TcpStream,
-    api: kafka_protocol::messages::ApiKey,
-    version: i16,
-    request: &Q,
-) -> R
-where
-    Q: kafka_protocol::protocol::Encodable,
-    R: kafka_protocol::protocol::Decodable,
-{
-    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
-    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-    let mut header = RequestHeader::default();
-    header.request_api_key = api as i16;
-    header.request_api_version = version;
-    header.correlation_id = 9;
-    header.client_id = Some(StrBytes::from_static_str("raw"));
-    let mut body = BytesMut::new();
-    header
-        .encode(&mut body, api.request_header_version(version))
-        .expect("header");
-    request.encode(&mut body, version).expect("body");
-    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    stream.write_all(&frame).expect("write");
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).expect("length");
-    let mut response = vec![0u8; u32::from_be_bytes(len) as usize];
-    stream.read_exact(&mut response).expect("response");
-    let mut response = Bytes::from(response);
-    let header = ResponseHeader::decode(&mut response, api.response_header_version(version))
-        .expect("response header");
-    assert_eq!(header.correlation_id, 9);
-    R::decode(&mut response, version).unwrap_or_else(|e| panic!("{api:?} v{version} response: {e}"))
 }

@@ -1,0 +1,58 @@
+//! The Kafka listener spoken to directly with `kafka-protocol`'s encoders
+//! (request and response types of any version), independent of rdkafka.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use super::{Broker, PATIENCE};
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    stream
+}
+
+/// One request/response round trip of `api` at `version`.
+pub fn call<Q: Encodable, R: Decodable>(
+    stream: &mut TcpStream,
+    api: ApiKey,
+    version: i16,
+    request: &Q,
+) -> R {
+    let mut header = RequestHeader::default();
+    header.request_api_key = api as i16;
+    header.request_api_version = version;
+    header.correlation_id = 9;
+    header.client_id = Some(StrBytes::from_static_str("raw-test"));
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, api.request_header_version(version))
+        .expect("header");
+    request.encode(&mut body, version).expect("body");
+    let mut frame = BytesMut::new();
+    frame.put_u32(body.len() as u32);
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).expect("write");
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).expect("length");
+    let mut response = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut response).expect("response");
+    let mut response = Bytes::from(response);
+    let header = ResponseHeader::decode(&mut response, api.response_header_version(version))
+        .expect("response header");
+    assert_eq!(header.correlation_id, 9);
+    R::decode(&mut response, version).expect("response body")
+}
+
+/// An rdkafka client configuration for `broker`'s Kafka listener.
+pub fn client_config(broker: &Broker) -> rdkafka::config::ClientConfig {
+    let mut config = rdkafka::config::ClientConfig::new();
+    config
+        .set("bootstrap.servers", broker.kafka_addr().to_string())
+        .set("broker.address.family", "v4");
+    config
+}
