@@ -638,12 +638,14 @@ fn batch_size_follows_max_message_bytes() {
             )
             .map_err(|(e, _)| e)
             .expect("queued");
-        futures_lite::future::block_on(delivery).expect("delivery future")
+        futures_lite::future::block_on(delivery)
+            .expect("delivery future")
+            .map_err(|(error, _)| error)
     };
     let first = send(2 << 20).expect("a 2 MiB record is accepted");
     assert_eq!((first.partition, first.offset), (0, 0));
     match send(6 << 20) {
-        Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {}
+        Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {}
         other => panic!("expected MESSAGE_TOO_LARGE, got {other:?}"),
     }
     let next = send(1024).expect("the broker carries on");
