@@ -567,16 +567,14 @@ class Member(threading.Thread):
                     command, arg = self.commands.get_nowait()
                 except queue.Empty:
                     command = None
-                if command == "stop":
-                    member.close()
-                    self.replies.put(("ok", None))
-                    return
                 if command is not None:
                     try:
-                        getattr(member, command)(*arg)
+                        getattr(member, "close" if command == "stop" else command)(*arg)
                         self.replies.put(("ok", None))
                     except BaseException as e:  # noqa: BLE001 - handed to the main thread
                         self.replies.put(("error", e))
+                    if command == "stop":
+                        return
                     continue
                 records = member.poll()
                 with self.lock:
