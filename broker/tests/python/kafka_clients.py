@@ -9,7 +9,8 @@ admin create topic; an idempotent acks=all producer (keys, headers, explicit
 timestamps, every partition); a manual-assignment consumer reading all of it
 back intact; a group of two members sharing the partitions (non-empty
 disjoint shares, union = all); explicit commits; a restarted member resuming
-exactly at the commits; group admin; admin delete topic. With --fjord and
+exactly at the commits; group admin; topic configs and an added partition;
+admin delete topic. With --fjord and
 --native, the native `fjord consume` reads what Python produced and `fjord
 group describe` shows what it committed.
 
@@ -209,6 +210,22 @@ class ConfluentClient:
     def delete_topic(self, topic):
         self._wait(self.admin.delete_topics([topic], operation_timeout=30), "delete topic")
 
+    def add_partitions(self, topic, total):
+        new = self.admin_mod.NewPartitions(topic, total)
+        self._wait(self.admin.create_partitions([new], operation_timeout=30), "create partitions")
+
+    def alter_topic_config(self, topic, key, value):
+        a = self.admin_mod
+        entry = a.ConfigEntry(key, value, incremental_operation=a.AlterConfigOpType.SET)
+        resource = a.ConfigResource("topic", topic, incremental_configs=[entry])
+        self._wait(self.admin.incremental_alter_configs([resource]), "alter configs")
+
+    def topic_config(self, topic):
+        resource = self.admin_mod.ConfigResource("topic", topic)
+        entries = self.admin.describe_configs([resource])[resource].result(timeout=STEP_SECONDS_MAX)
+        source = self.admin_mod.ConfigSource
+        return {k: (e.value, source(e.source).name) for k, e in entries.items()}
+
     def produce(self, topic, records):
         producer = self.ck.Producer(
             dict(self.base, **{"enable.idempotence": True, "acks": "all", "linger.ms": 5})
@@ -226,8 +243,10 @@ class ConfluentClient:
             return on_delivery
 
         for i, r in enumerate(records):
+            extra = {} if r.partition is None else {"partition": r.partition}
             producer.produce(
                 topic,
+                **extra,
                 key=r.key,
                 value=r.value,
                 headers=list(r.headers),
@@ -382,6 +401,23 @@ class KafkaPythonClient:
     def delete_topic(self, topic):
         self.admin.delete_topics([topic], timeout_ms=30000)
 
+    def add_partitions(self, topic, total):
+        self.admin.create_partitions({topic: total}, timeout_ms=30000)
+
+    def alter_topic_config(self, topic, key, value):
+        from kafka.admin import ConfigResource, ConfigResourceType
+
+        self.admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs={key: value})])
+
+    def topic_config(self, topic):
+        from kafka.admin import ConfigResource, ConfigResourceType
+
+        described = self.admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
+        )
+        entries = described["topic"][topic]
+        return {k: (e["value"], str(e["config_source"])) for k, e in entries.items()}
+
     def produce(self, topic, records):
         producer = self.kafka.KafkaProducer(
             bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all", linger_ms=5
@@ -390,6 +426,7 @@ class KafkaPythonClient:
             futures = [
                 producer.send(
                     topic,
+                    partition=r.partition,
                     key=r.key,
                     value=r.value,
                     headers=list(r.headers),
@@ -806,6 +843,24 @@ def run(client, assignor, fjord, native):
     ends = {p: max(r.offset for r in produced + more if r.partition == p) + 1 for p in range(PARTITIONS)}
     committed = client.committed(group, topic)
     check(committed == ends, f"after consuming everything committed {committed}, expected {ends}")
+
+    step("admin: alter and describe a topic config")
+    client.alter_topic_config(topic, "retention.ms", "3600000")
+    config = client.topic_config(topic)
+    value, source = config.get("retention.ms", (None, None))
+    check(value == "3600000", f"retention.ms described as {value!r} after setting 3600000")
+    check("DYNAMIC_TOPIC_CONFIG" in source, f"retention.ms source {source}, expected DYNAMIC_TOPIC_CONFIG")
+
+    step("admin: add a partition, then produce to it")
+    client.add_partitions(topic, PARTITIONS + 1)
+    deadline = Deadline("added partition visible in metadata")
+    while client.partition_count(topic) != PARTITIONS + 1:
+        deadline.check(lambda: f"partition count {client.partition_count(topic)}")
+        time.sleep(POLL_SECONDS)
+    (first,) = records_to_send(client, 2)[:1]
+    first.partition = PARTITIONS
+    delivered = client.produce(topic, [first])
+    check(delivered == [(PARTITIONS, 0)], f"record for the new partition acknowledged at {delivered}")
 
     step("group admin: delete the group")
     client.delete_group(group)
