@@ -384,7 +384,10 @@ class KafkaPythonClient:
         )
 
     def version(self):
-        return f"kafka-python {self.kafka.__version__}"
+        # api_version is left to auto-negotiation, which infers a Kafka
+        # release from ApiVersions; shown for the record.
+        inferred = getattr(getattr(self.admin, "_manager", None), "broker_version", None)
+        return f"kafka-python {self.kafka.__version__}, broker version inferred {inferred}"
 
     def create_topic(self, topic):
         self.admin.create_topics(
