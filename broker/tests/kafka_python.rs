@@ -2,8 +2,9 @@
 //! the `fjord` binary's Kafka listener (2 shards): each library runs
 //! `tests/python/kafka_clients.py` (admin, idempotent producer, consumer,
 //! a two-member group with the eager range assignor and with the
-//! cooperative-sticky one, commits and resume, group admin, native `fjord
-//! consume` / `fjord group describe` of what Python wrote) and must exit 0.
+//! cooperative-sticky one, commits and resume, group admin, topic configs
+//! and CreatePartitions, native `fjord consume` / `fjord group describe` of
+//! what Python wrote) and must exit 0.
 //!
 //! Where a library is not importable the test prints a loud SKIPPED and
 //! passes, so `cargo nextest run --workspace` works on a machine without
@@ -12,96 +13,42 @@
 
 mod common;
 
-use std::fs::File;
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::Broker;
 
-/// The script bounds every wait and its whole run (240 s); this only stops
-/// a Python process that ignores its own watchdog. Below nextest's
-/// terminate-after (5 min).
-const SCRIPT_SECONDS_MAX: u64 = 270;
-
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kafka_clients.py");
 
-/// False (after saying so loudly) when `module` cannot be imported and the
-/// clients are not required; panics when they are.
-fn importable(module: &str) -> bool {
-    let probe = Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .stdin(Stdio::null())
-        .output();
-    let why = match probe {
-        Ok(out) if out.status.success() => return true,
-        Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
-        Err(error) => format!("python3 not runnable: {error}"),
-    };
-    let required = std::env::var("FJORD_REQUIRE_PYTHON_CLIENTS").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "FJORD_REQUIRE_PYTHON_CLIENTS=1 but python3 cannot import {module}: {why}"
-    );
-    eprintln!(
-        "\n==================== SKIPPED ====================\n\
-         python3 cannot import {module}, so this test checked nothing:\n{why}\n\
-         Install the clients as .ci/run does (python3 -m pip install \
-         confluent-kafka kafka-python), or set FJORD_REQUIRE_PYTHON_CLIENTS=1 \
-         to make this a failure.\n\
-         =================================================\n"
-    );
-    false
-}
-
 fn run_script(library: &str, module: &str, assignor: &str) {
-    if !importable(module) {
+    let mut probe = Command::new("python3");
+    probe.args(["-c", &format!("import {module}")]);
+    if !common::script::available(
+        &mut probe,
+        &format!("the Python module {module} ({library} from PyPI)"),
+        "python3 -m pip install confluent-kafka kafka-python, versions pinned there",
+        "FJORD_REQUIRE_PYTHON_CLIENTS",
+    ) {
         return;
     }
     let broker = Broker::start(&["--shards", "2"]);
-    let kafka = broker.kafka_addr();
-    let output_path = broker.dir.path().join(format!("{library}-{assignor}.out"));
-    let output = File::create(&output_path).expect("script output file");
-    let mut child = Command::new("python3")
+    let mut python = Command::new("python3");
+    python
         .arg(SCRIPT)
         .arg(library)
-        .arg(kafka.to_string())
+        .arg(broker.kafka_addr().to_string())
         .args(["--assignor", assignor])
         .arg("--fjord")
         .arg(env!("CARGO_BIN_EXE_fjord"))
         .arg("--native")
         .arg(broker.addr.to_string())
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().expect("clone output file"))
-        .stderr(output)
-        .spawn()
-        .expect("spawn python3");
-    let deadline = Instant::now() + Duration::from_secs(SCRIPT_SECONDS_MAX);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    let text = std::fs::read_to_string(&output_path).unwrap_or_default();
-    match status {
-        Some(status) if status.success() => println!("{text}"),
-        Some(status) => panic!(
-            "{SCRIPT} {library} --assignor {assignor} exited with {status}; its output:\n{text}\nfjord log:\n{}",
-            broker.logs()
-        ),
-        None => panic!(
-            "{SCRIPT} {library} --assignor {assignor} still running after {SCRIPT_SECONDS_MAX}s, killed; its output:\n\
-             {text}\nfjord log:\n{}",
-            broker.logs()
-        ),
-    }
+        .env("PYTHONUNBUFFERED", "1");
+    // The script's watchdog is 240 s; below nextest's terminate-after.
+    common::script::run(
+        &broker,
+        python,
+        &format!("kafka_clients.py {library} --assignor {assignor}"),
+        270,
+    );
 }
 
 #[test]

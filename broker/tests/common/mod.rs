@@ -23,6 +23,7 @@ use flatbuffers::FlatBufferBuilder;
 use tempfile::TempDir;
 
 pub mod kafka;
+pub mod script;
 
 /// Generous bound for anything the broker must do; only prevents hangs.
 pub const PATIENCE: Duration = Duration::from_secs(120);
