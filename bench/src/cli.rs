@@ -109,6 +109,12 @@ pub struct Args {
     /// (through the broker's Kafka listener; setup stays native).
     #[arg(long, value_enum, default_value_t = Protocol::Native)]
     pub protocol: Protocol,
+    /// --protocol kafka: pipeline up to --max-in-flight produce requests on
+    /// each Kafka connection (as the native mode and the Java client do;
+    /// the broker answers them one at a time, in order) instead of opening
+    /// one connection per request in flight.
+    #[arg(long)]
+    pub kafka_pipelining: bool,
     /// The Kafka listener, HOST:PORT, for --protocol kafka with --brokers
     /// (embedded brokers report theirs).
     #[arg(long, conflicts_with = "embedded")]
@@ -245,6 +251,9 @@ pub fn plan(args: Args) -> Result<Plan, String> {
         return Err(
             "consumers without producers read existing data: add --consume-from earliest".into(),
         );
+    }
+    if args.kafka_pipelining && args.protocol != Protocol::Kafka {
+        return Err("--kafka-pipelining needs --protocol kafka".into());
     }
     if args.protocol == Protocol::Kafka && !args.embedded && args.kafka_brokers.is_none() {
         return Err("--protocol kafka with --brokers needs --kafka-brokers HOST:PORT".into());

@@ -86,7 +86,7 @@ pub async fn run(
     let routes = routes(&spec.metadata, true);
     let kafka_endpoint = match &spec.wire {
         Wire::Native => None,
-        Wire::Kafka { addr } => match parse_endpoint(addr) {
+        Wire::Kafka { addr, .. } => match parse_endpoint(addr) {
             Some(endpoint) => Some(endpoint),
             None => {
                 shared

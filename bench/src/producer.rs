@@ -182,16 +182,22 @@ pub enum Wire {
     /// One connection per shard endpoint, requests pipelined on it (the
     /// core bounds them per endpoint).
     Native,
-    /// The Kafka listener at `addr`: a broker answers one request per
-    /// connection at a time, so one connection per request in flight.
-    Kafka { addr: String },
+    /// The Kafka listener at `addr`. A broker answers one request per
+    /// connection at a time, in order: by default one connection per
+    /// request in flight; with `pipelined_max`, up to that many requests
+    /// pipelined per connection (what the native mode and the Java client
+    /// do), a new connection only when all are full.
+    Kafka {
+        addr: String,
+        pipelined_max: Option<usize>,
+    },
 }
 
 impl Wire {
     fn requests_per_connection_max(&self) -> usize {
         match self {
             Wire::Native => usize::MAX,
-            Wire::Kafka { .. } => 1,
+            Wire::Kafka { pipelined_max, .. } => pipelined_max.unwrap_or(1),
         }
     }
 }
@@ -230,7 +236,7 @@ pub async fn run(
             )
             .await
         }
-        Wire::Kafka { addr } => {
+        Wire::Kafka { addr, .. } => {
             // What a Kafka client does first: ApiVersions, then Metadata.
             match kafka::bootstrap(&addr, &spec.topics, spec.frame_bytes_max).await {
                 Ok(metadata) => {

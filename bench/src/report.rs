@@ -119,6 +119,7 @@ impl Report {
                 "payload": format!("{:?}", args.payload),
                 "rate_msgs_per_s": args.rate,
                 "protocol": args.protocol.name(),
+                "kafka_pipelining": args.kafka_pipelining,
                 "mode": if args.rate.is_some() { "fixed-rate" } else { "max-throughput" },
                 "bound": bound,
                 "messages": messages,

@@ -61,13 +61,17 @@ pub fn run(plan: Plan) -> Result<(), String> {
         (Protocol::Native, _, _) => Wire::Native,
         (Protocol::Kafka, Some(broker), _) => Wire::Kafka {
             addr: broker.kafka_addr.clone(),
+            pipelined_max: args.kafka_pipelining.then_some(args.max_in_flight),
         },
-        (Protocol::Kafka, None, Some(addr)) => Wire::Kafka { addr: addr.clone() },
+        (Protocol::Kafka, None, Some(addr)) => Wire::Kafka {
+            addr: addr.clone(),
+            pipelined_max: args.kafka_pipelining.then_some(args.max_in_flight),
+        },
         (Protocol::Kafka, None, None) => {
             return Err("--protocol kafka needs --kafka-brokers HOST:PORT".into())
         }
     };
-    if let Wire::Kafka { addr } = &wire {
+    if let Wire::Kafka { addr, .. } = &wire {
         eprintln!("loadgen: producers and consumers speak Kafka to {addr}");
     }
     let result = run_against(
@@ -317,9 +321,10 @@ fn builder(plan: &Plan, name: &str, cpu: usize) -> LocalExecutorBuilder {
 /// The client's producer settings from the arguments. The in-flight limit
 /// is per endpoint: natively one connection per shard that leads a
 /// partition, each with up to `--max-in-flight` pipelined requests. The
-/// Kafka listener is one endpoint whose connections take one request at a
-/// time, so the Kafka producer gets the same total, `--max-in-flight` per
-/// leading shard, as that many connections.
+/// Kafka listener is one endpoint, so the Kafka producer gets the same
+/// total, `--max-in-flight` per leading shard: as that many connections
+/// with one request each, or (`--kafka-pipelining`) as one connection per
+/// leading shard with up to `--max-in-flight` pipelined on each.
 fn producer_config(
     plan: &Plan,
     wire: &Wire,

@@ -183,6 +183,36 @@ fn kafka_mode_with_compression_and_acks_0_is_complete() {
 }
 
 #[test]
+fn kafka_mode_pipelined_is_complete() {
+    // Several produce requests pipelined on each Kafka connection: the
+    // broker answers them in order, the producer matches correlation ids.
+    let result = run_loadgen(&[
+        "--protocol",
+        "kafka",
+        "--kafka-pipelining",
+        "--max-in-flight",
+        "3",
+        "--messages",
+        "10000",
+        "--batch-size",
+        "16384",
+        "--linger-ms",
+        "0",
+        "--partitions",
+        "3",
+        "--duration",
+        "60s",
+    ]);
+    assert_eq!(result["config"]["kafka_pipelining"], true);
+    assert_eq!(result["producer"]["messages_acked"].as_u64(), Some(10000));
+    assert_eq!(result["consumer"]["messages"].as_u64(), Some(10000));
+    assert_eq!(
+        result["consumer"]["timestamp_sum"],
+        result["producer"]["acked_timestamp_sum"]
+    );
+}
+
+#[test]
 fn fixed_rate_runs_are_bounded_and_complete() {
     // 2,000 msg/s for ~1 s with compression and keys, measured after a
     // short warm-up: counts still match exactly.
