@@ -1,9 +1,11 @@
 //! A producer actor: the glommio driver of the client's sans-IO
 //! [`ProducerCore`]. One task generates records (at a fixed rate or as fast
 //! as the buffer allows), feeds them to the core, and writes the requests
-//! the core yields; one reader task per broker connection hands response
-//! frames back over a bounded local channel. Only the generating task
-//! touches the core, so no locks.
+//! the core yields; one reader task per broker connection decodes the
+//! answers and hands them back over a bounded local channel. Only the
+//! generating task touches the core, so no locks. The [`Wire`] decides the
+//! protocol: native frames to shard ports, or Kafka (the core then builds
+//! Kafka batches and requests, see `kafka.rs`) to the Kafka listener.
 //!
 //! Lives on: its own pinned executor. Owns: its core, its connections and
 //! its histograms. run → drain (acks for everything sent) → result.
