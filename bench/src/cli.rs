@@ -105,6 +105,20 @@ pub struct Args {
     /// Write a latency-by-percentile chart here.
     #[arg(long)]
     pub svg: Option<PathBuf>,
+    /// Wire protocol of producers and consumers: `native`, or `kafka`
+    /// (through the broker's Kafka listener; setup stays native).
+    #[arg(long, value_enum, default_value_t = Protocol::Native)]
+    pub protocol: Protocol,
+    /// --protocol kafka: pipeline up to --max-in-flight produce requests on
+    /// each Kafka connection (as the native mode and the Java client do;
+    /// the broker answers them one at a time, in order) instead of opening
+    /// one connection per request in flight.
+    #[arg(long)]
+    pub kafka_pipelining: bool,
+    /// The Kafka listener, HOST:PORT, for --protocol kafka with --brokers
+    /// (embedded brokers report theirs).
+    #[arg(long, conflicts_with = "embedded")]
+    pub kafka_brokers: Option<String>,
     /// Existing broker, HOST:PORT.
     #[arg(
         long,
@@ -153,6 +167,21 @@ impl CompressionArg {
             CompressionArg::Snappy => Compression::Snappy,
             CompressionArg::Lz4 => Compression::Lz4,
             CompressionArg::Zstd => Compression::Zstd,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    Native,
+    Kafka,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Native => "native",
+            Protocol::Kafka => "kafka",
         }
     }
 }
@@ -222,6 +251,12 @@ pub fn plan(args: Args) -> Result<Plan, String> {
         return Err(
             "consumers without producers read existing data: add --consume-from earliest".into(),
         );
+    }
+    if args.kafka_pipelining && args.protocol != Protocol::Kafka {
+        return Err("--kafka-pipelining needs --protocol kafka".into());
+    }
+    if args.protocol == Protocol::Kafka && !args.embedded && args.kafka_brokers.is_none() {
+        return Err("--protocol kafka with --brokers needs --kafka-brokers HOST:PORT".into());
     }
     if !(args.progress_interval >= 0.0 && args.progress_interval.is_finite()) {
         return Err("--progress-interval must be a non-negative number".into());
@@ -343,5 +378,16 @@ mod tests {
         assert!(
             Args::try_parse_from(["loadgen", "--embedded", "--brokers", "127.0.0.1:1"]).is_err()
         );
+    }
+
+    #[test]
+    fn kafka_mode_needs_the_kafka_listener() {
+        let args =
+            Args::try_parse_from(["loadgen", "--brokers", "127.0.0.1:1", "--protocol", "kafka"])
+                .expect("parses");
+        assert!(plan(args).is_err());
+        let args =
+            Args::try_parse_from(["loadgen", "--embedded", "--protocol", "kafka"]).expect("parses");
+        assert_eq!(plan(args).expect("valid").args.protocol, Protocol::Kafka);
     }
 }

@@ -1,7 +1,10 @@
 //! A consumer actor: long-poll fetches on glommio sockets, one task and one
 //! connection per (leader endpoint, topic) of its partitions, each sending
 //! a fetch, reading the answer, verifying and walking the batches, and
-//! fetching again from the new positions.
+//! fetching again from the new positions. With `--protocol kafka` the
+//! fetches are Kafka Fetch v12 to the Kafka listener (one endpoint for
+//! every partition) and the batches Kafka RecordBatch v2; the counting and
+//! timing of records is shared.
 //!
 //! Lives on: its own pinned executor. Owns: its connections, positions and
 //! histograms. run → stop when producers are done and every acknowledged
@@ -18,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use fjord_net::client::cluster::{routes, Endpoint, TopicState};
 use fjord_net::client::protocol::{
     encode_fetch, read_fetch, FetchParams, FetchPartitionRequest, FetchedPartition,
@@ -27,13 +31,16 @@ use fjord_schema::api::ApiKey;
 use fjord_schema::batch::Batches;
 use fjord_schema::frame::FrameFlags;
 use fjord_schema::{BatchError, CorrelationId, ErrorCode, Offset, PartitionId};
-use futures_lite::future;
+use futures_lite::{future, AsyncWriteExt};
 use glommio::spawn_local;
 use glommio::timer::sleep;
+use kafka_protocol::messages::{ApiKey as KafkaApiKey, FetchResponse};
+use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::conn::{self, FrameReader};
+use crate::kafka::{self, KafkaReader};
 use crate::payload::timestamp_of;
-use crate::producer::ActorResult;
+use crate::producer::{ActorResult, Wire};
 use crate::stats::{now_ns, Counters, Metric, ProgressSender};
 
 /// How long the broker may hold a fetch with no data.
@@ -58,6 +65,7 @@ pub struct ConsumerSpec {
     /// Producers in the run: stop once all are done and caught up.
     pub producers: usize,
     pub drain_deadline_ns: u64,
+    pub wire: Wire,
 }
 
 struct Shared {
@@ -76,10 +84,29 @@ pub async fn run(
         progress,
     }));
     let routes = routes(&spec.metadata, true);
+    let kafka_endpoint = match &spec.wire {
+        Wire::Native => None,
+        Wire::Kafka { addr, .. } => match parse_endpoint(addr) {
+            Some(endpoint) => Some(endpoint),
+            None => {
+                shared
+                    .borrow_mut()
+                    .result
+                    .error(format!("{addr} is not HOST:PORT"));
+                Some(Endpoint {
+                    host: addr.clone(),
+                    port: 0,
+                })
+            }
+        },
+    };
     let mut groups: BTreeMap<(Endpoint, String), Vec<(PartitionId, Offset)>> = BTreeMap::new();
     for (topic, partition, offset) in &spec.assignment {
         let leader = match routes.get(topic) {
-            Some(TopicState::Routed(route)) => route.leader(*partition).cloned(),
+            // Kafka has one address for every partition: the listener.
+            Some(TopicState::Routed(route)) => route
+                .leader(*partition)
+                .map(|native| kafka_endpoint.clone().unwrap_or_else(|| native.clone())),
             _ => None,
         };
         match leader {
@@ -123,6 +150,16 @@ pub async fn run(
     shared.result
 }
 
+/// `HOST:PORT` (a bracketed IPv6 host too).
+pub fn parse_endpoint(addr: &str) -> Option<Endpoint> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some(Endpoint {
+        host: host.to_owned(),
+        port: port.parse().ok()?,
+    })
+}
+
 fn caught_up(spec: &ConsumerSpec, counters: &Counters) -> bool {
     let consumed = Counters::get(&counters.consumed_messages);
     if spec.producers == 0 {
@@ -130,6 +167,122 @@ fn caught_up(spec: &ConsumerSpec, counters: &Counters) -> bool {
     }
     counters.producers_done.load(Ordering::Relaxed) >= spec.producers
         && consumed >= Counters::get(&counters.acked_messages)
+}
+
+/// One connection's fetch requests and answers, in either protocol.
+enum FetchConn {
+    Native {
+        reader: conn::Reader,
+        writer: conn::Writer,
+        frames: FrameReader,
+        gather: Vec<u8>,
+    },
+    Kafka {
+        reader: conn::Reader,
+        writer: conn::Writer,
+        frames: KafkaReader,
+    },
+}
+
+impl FetchConn {
+    async fn open(wire: &Wire, endpoint: &Endpoint, frame_bytes_max: u32) -> Result<Self, String> {
+        let addr = endpoint.to_string();
+        Ok(match wire {
+            Wire::Native => {
+                let (reader, writer) = conn::connect(&addr).await.map_err(|e| e.to_string())?;
+                FetchConn::Native {
+                    reader,
+                    writer,
+                    frames: FrameReader::new(frame_bytes_max),
+                    gather: Vec::new(),
+                }
+            }
+            Wire::Kafka { .. } => {
+                let (reader, writer) = kafka::connect(&addr, frame_bytes_max).await?;
+                FetchConn::Kafka {
+                    reader,
+                    writer,
+                    frames: KafkaReader::new(frame_bytes_max),
+                }
+            }
+        })
+    }
+
+    async fn send(
+        &mut self,
+        topic: &str,
+        positions: &[FetchPartitionRequest],
+        params: FetchParams,
+        correlation_id: u32,
+    ) -> Result<(), String> {
+        let written = match self {
+            FetchConn::Native { writer, gather, .. } => {
+                let body = encode_fetch(topic, positions, params);
+                conn::write_frame(
+                    writer,
+                    gather,
+                    ApiKey::Fetch,
+                    FrameFlags(0),
+                    CorrelationId(correlation_id),
+                    &body,
+                    &[],
+                )
+                .await
+            }
+            FetchConn::Kafka { writer, .. } => {
+                let at: Vec<(PartitionId, Offset)> =
+                    positions.iter().map(|p| (p.partition, p.offset)).collect();
+                let partition_max_bytes = positions.first().map_or(0, |p| p.max_bytes);
+                let request = kafka::fetch_request(
+                    topic,
+                    &at,
+                    partition_max_bytes,
+                    params.max_wait_ms,
+                    params.max_bytes,
+                );
+                let frame = kafka::encode_request(
+                    KafkaApiKey::Fetch,
+                    kafka::FETCH_VERSION,
+                    correlation_id as i32,
+                    &request,
+                    0,
+                )?;
+                writer.write_all(&frame).await
+            }
+        };
+        written.map_err(|e| format!("writing a fetch: {e}"))
+    }
+
+    /// The next answer: its correlation id and partitions.
+    async fn receive(&mut self, topic: &str) -> Result<(u32, Vec<FetchedPartition>), String> {
+        match self {
+            FetchConn::Native { reader, frames, .. } => {
+                let frame = frames.next(reader).await.map_err(|e| e.to_string())?;
+                let fetched = read_fetch(&frame).map_err(|e| e.to_string())?;
+                Ok((frame.header.correlation_id().0, fetched))
+            }
+            FetchConn::Kafka { reader, frames, .. } => {
+                let frame = frames.next(reader).await.map_err(|e| e.to_string())?;
+                let (id, response) = kafka::decode_response::<FetchResponse>(
+                    frame,
+                    KafkaApiKey::Fetch,
+                    kafka::FETCH_VERSION,
+                )?;
+                let fetched = kafka::read_fetch(response)?
+                    .into_iter()
+                    .map(|p| FetchedPartition {
+                        topic: topic.to_owned(),
+                        partition: p.partition,
+                        error: p.error,
+                        high_watermark: None,
+                        log_start_offset: None,
+                        records: p.records,
+                    })
+                    .collect();
+                Ok((id, fetched))
+            }
+        }
+    }
 }
 
 async fn fetch_loop(
@@ -140,10 +293,7 @@ async fn fetch_loop(
     topic: &str,
     partitions: Vec<(PartitionId, Offset)>,
 ) -> Result<(), String> {
-    let (mut reader, mut writer) = conn::connect(&endpoint.to_string())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut frames = FrameReader::new(spec.frame_bytes_max);
+    let mut conn = FetchConn::open(&spec.wire, endpoint, spec.frame_bytes_max).await?;
     let mut positions: Vec<FetchPartitionRequest> = partitions
         .iter()
         .map(|(partition, offset)| FetchPartitionRequest {
@@ -162,7 +312,6 @@ async fn fetch_loop(
         min_bytes: 1,
         max_bytes: spec.fetch_max_bytes,
     };
-    let mut gather = Vec::new();
     let mut scratch = Vec::new();
     let mut correlation_id: u32 = 0;
     loop {
@@ -170,35 +319,23 @@ async fn fetch_loop(
         if caught_up(spec, counters) || now >= spec.drain_deadline_ns {
             return Ok(());
         }
-        let body = encode_fetch(topic, &positions, params);
-        correlation_id = correlation_id.wrapping_add(1);
-        conn::write_frame(
-            &mut writer,
-            &mut gather,
-            ApiKey::Fetch,
-            FrameFlags(0),
-            CorrelationId(correlation_id),
-            &body,
-            &[],
-        )
-        .await
-        .map_err(|e| format!("writing a fetch: {e}"))?;
+        correlation_id = correlation_id.wrapping_add(1) & (i32::MAX as u32);
+        conn.send(topic, &positions, params, correlation_id).await?;
         let wait = Duration::from_nanos(spec.drain_deadline_ns.saturating_sub(now))
             + Duration::from_millis(u64::from(FETCH_MAX_WAIT_MS));
-        let frame = future::or(async { Some(frames.next(&mut reader).await) }, async {
+        let answer = future::or(async { Some(conn.receive(topic).await) }, async {
             sleep(wait).await;
             None
         })
         .await;
-        let Some(frame) = frame else {
+        let Some(answer) = answer else {
             return Err("no fetch answer before the drain deadline".into());
         };
-        let frame = frame.map_err(|e| e.to_string())?;
+        let (id, fetched) = answer?;
         let received_ns = now_ns();
-        if frame.header.correlation_id().0 != correlation_id {
+        if id != correlation_id {
             return Err("fetch answer for another request".into());
         }
-        let fetched = read_fetch(&frame).map_err(|e| e.to_string())?;
         let (count, backoff) = absorb(
             spec,
             topic,
@@ -231,8 +368,12 @@ fn absorb(
     scratch: &mut Vec<u8>,
     received_ns: u64,
 ) -> Result<((u64, u64), bool), String> {
-    let mut count = 0u64;
-    let mut bytes = 0u64;
+    let mut tally = Tally {
+        spec,
+        received_ns,
+        count: 0,
+        bytes: 0,
+    };
     let mut backoff = false;
     let Shared { result, progress } = state;
     for partition in fetched {
@@ -250,48 +391,107 @@ fn absorb(
             }
         }
         let position = &mut positions[i].offset;
-        for batch in Batches::new(&partition.records) {
-            let batch = match batch {
-                Ok(batch) => batch,
-                // The broker stops at max_bytes, possibly mid-batch.
-                Err(BatchError::Truncated { .. }) => break,
-                Err(error) => return Err(format!("{topic}-{}: {error}", partition.partition.0)),
-            };
-            let header = batch.header();
-            if header.next_offset() <= *position {
-                continue;
-            }
-            scratch.clear();
-            let records = batch
-                .records(scratch, UNCOMPRESSED_BATCH_BYTES_MAX)
-                .map_err(|e| format!("{topic}-{}: {e}", partition.partition.0))?;
-            for record in records.iter() {
-                if record.offset < *position {
-                    continue;
-                }
-                let value = record.value().unwrap_or_default();
-                let len = value.len() as u64;
-                count += 1;
-                bytes += len;
-                let sent_ns = timestamp_of(value).filter(|t| *t <= received_ns);
-                match sent_ns {
-                    Some(sent_ns) if spec.end_to_end && sent_ns >= spec.warmup_end_ns => {
-                        let latency = (received_ns - sent_ns).max(1);
-                        result.end_to_end.saturating_record(latency);
-                        progress.record(Metric::EndToEnd, latency);
-                        result.measured.add(received_ns, received_ns, len);
-                    }
-                    _ if !spec.end_to_end && received_ns >= spec.warmup_end_ns => {
-                        result.measured.add(received_ns, received_ns, len);
-                    }
-                    _ => {}
-                }
-            }
-            *position = header.next_offset();
-        }
+        let walked = match spec.wire {
+            Wire::Native => walk_native(&partition.records, position, scratch, |value| {
+                tally.record(result, progress, value)
+            }),
+            Wire::Kafka { .. } => walk_kafka(partition.records, position, |value| {
+                tally.record(result, progress, value)
+            }),
+        };
+        walked.map_err(|e| format!("{topic}-{}: {e}", partition.partition.0))?;
     }
+    let (count, bytes) = (tally.count, tally.bytes);
     result.messages += count;
     result.bytes += bytes;
     progress.maybe_ship(received_ns, false);
     Ok(((count, bytes), backoff))
+}
+
+/// Counts and times the records of one answer (the same for both
+/// protocols).
+struct Tally<'a> {
+    spec: &'a ConsumerSpec,
+    received_ns: u64,
+    count: u64,
+    bytes: u64,
+}
+
+impl Tally<'_> {
+    fn record(&mut self, result: &mut ActorResult, progress: &mut ProgressSender, value: &[u8]) {
+        let (spec, received_ns) = (self.spec, self.received_ns);
+        let len = value.len() as u64;
+        self.count += 1;
+        self.bytes += len;
+        let sent_ns = timestamp_of(value);
+        if let Some(sent_ns) = sent_ns {
+            result.timestamp_sum = result.timestamp_sum.wrapping_add(sent_ns);
+        }
+        let sent_ns = sent_ns.filter(|t| *t <= received_ns);
+        match sent_ns {
+            Some(sent_ns) if spec.end_to_end && sent_ns >= spec.warmup_end_ns => {
+                let latency = (received_ns - sent_ns).max(1);
+                result.end_to_end.saturating_record(latency);
+                progress.record(Metric::EndToEnd, latency);
+                result.measured.add(received_ns, received_ns, len);
+            }
+            _ if !spec.end_to_end && received_ns >= spec.warmup_end_ns => {
+                result.measured.add(received_ns, received_ns, len);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Native batches: CRC and flatbuffers verified, records read in place.
+fn walk_native(
+    records: &[u8],
+    position: &mut Offset,
+    scratch: &mut Vec<u8>,
+    mut seen: impl FnMut(&[u8]),
+) -> Result<(), String> {
+    for batch in Batches::new(records) {
+        let batch = match batch {
+            Ok(batch) => batch,
+            // The broker stops at max_bytes, possibly mid-batch.
+            Err(BatchError::Truncated { .. }) => break,
+            Err(error) => return Err(error.to_string()),
+        };
+        let header = batch.header();
+        if header.next_offset() <= *position {
+            continue;
+        }
+        scratch.clear();
+        let records = batch
+            .records(scratch, UNCOMPRESSED_BATCH_BYTES_MAX)
+            .map_err(|e| e.to_string())?;
+        for record in records.iter() {
+            if record.offset >= *position {
+                seen(record.value().unwrap_or_default());
+            }
+        }
+        *position = header.next_offset();
+    }
+    Ok(())
+}
+
+/// Kafka RecordBatch v2: decoded (CRC-32C checked, decompressed) by the
+/// `kafka-protocol` crate.
+fn walk_kafka(
+    mut records: Bytes,
+    position: &mut Offset,
+    mut seen: impl FnMut(&[u8]),
+) -> Result<(), String> {
+    while let Some(mut batch) = kafka::next_batch(&mut records) {
+        let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| e.to_string())?;
+        for record in &set.records {
+            let offset = u64::try_from(record.offset)
+                .map_err(|_| format!("negative offset {}", record.offset))?;
+            if offset >= position.0 {
+                seen(record.value.as_deref().unwrap_or_default());
+                *position = Offset(offset + 1);
+            }
+        }
+    }
+    Ok(())
 }

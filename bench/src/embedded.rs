@@ -1,6 +1,7 @@
 //! `--embedded`: a `fjord` broker started for the run (a fresh data dir on
 //! a real disk, `--listen 127.0.0.1:0`), found through
-//! `<data>/broker.addr`, and stopped with SIGTERM at the end.
+//! `<data>/broker.addr` (the Kafka listener, also on port 0, through
+//! `<data>/kafka.addr`), and stopped with SIGTERM at the end.
 //!
 //! Lives on: the main thread. Owns: the child process and, unless
 //! `--data-dir` was given, its temporary directory.
@@ -21,6 +22,8 @@ const TMPFS_MAGIC: i64 = 0x0102_1994;
 pub struct EmbeddedBroker {
     child: Child,
     pub addr: String,
+    /// The Kafka listener.
+    pub kafka_addr: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     _temp: Option<TempDir>,
@@ -62,8 +65,11 @@ impl EmbeddedBroker {
         let log_file =
             File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let addr_file = data.join("broker.addr");
+        // The broker writes it before broker.addr.
+        let kafka_addr_file = data.join("kafka.addr");
         // A stale address from an earlier run must not be mistaken for ours.
         let _ = std::fs::remove_file(&addr_file);
+        let _ = std::fs::remove_file(&kafka_addr_file);
         let mut command = Command::new(&bin);
         command.arg("start").arg("--data-dir").arg(&data).args([
             "--listen",
@@ -83,6 +89,7 @@ impl EmbeddedBroker {
         let mut broker = EmbeddedBroker {
             child,
             addr: String::new(),
+            kafka_addr: String::new(),
             data_dir: data,
             log,
             _temp: temp,
@@ -91,7 +98,11 @@ impl EmbeddedBroker {
         loop {
             if let Ok(text) = std::fs::read_to_string(&addr_file) {
                 if text.trim().parse::<std::net::SocketAddr>().is_ok() {
+                    let kafka = std::fs::read_to_string(&kafka_addr_file).map_err(|e| {
+                        format!("fjord wrote no {}: {e}", kafka_addr_file.display())
+                    })?;
                     broker.addr = text.trim().to_owned();
+                    broker.kafka_addr = kafka.trim().to_owned();
                     return Ok(broker);
                 }
             }

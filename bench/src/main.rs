@@ -11,6 +11,7 @@ mod cli;
 mod conn;
 mod consumer;
 mod embedded;
+mod kafka;
 mod payload;
 mod producer;
 mod report;

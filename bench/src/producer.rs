@@ -1,9 +1,11 @@
 //! A producer actor: the glommio driver of the client's sans-IO
 //! [`ProducerCore`]. One task generates records (at a fixed rate or as fast
 //! as the buffer allows), feeds them to the core, and writes the requests
-//! the core yields; one reader task per broker connection hands response
-//! frames back over a bounded local channel. Only the generating task
-//! touches the core, so no locks.
+//! the core yields; one reader task per broker connection decodes the
+//! answers and hands them back over a bounded local channel. Only the
+//! generating task touches the core, so no locks. The [`Wire`] decides the
+//! protocol: native frames to shard ports, or Kafka (the core then builds
+//! Kafka batches and requests, see `kafka.rs`) to the Kafka listener.
 //!
 //! Lives on: its own pinned executor. Owns: its core, its connections and
 //! its histograms. run → drain (acks for everything sent) → result.
@@ -19,24 +21,28 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use fjord_net::client::cluster::Endpoint;
+use fjord_net::client::format::ProduceFormat;
 use fjord_net::client::producer_core::{
     Completion, Outgoing, ProduceError, ProducerConfig, ProducerCore, Refused,
 };
-use fjord_net::client::protocol::{read_produce, Acks};
+use fjord_net::client::protocol::{read_produce, Acks, ProducePartitionResult};
 use fjord_net::client::retry::AttemptFailure;
 use fjord_net::client::{broker_error, ClientError, Metadata};
 use fjord_schema::api::ApiKey;
 use fjord_schema::frame::FrameFlags;
 use fjord_schema::{CorrelationId, ErrorCode, Frame, RecordInput};
-use futures_lite::future;
+use futures_lite::{future, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::timer::sleep;
 use glommio::{spawn_local, Task};
 use hdrhistogram::Histogram;
+use kafka_protocol::messages::{ApiKey as KafkaApiKey, ProduceResponse};
 
 use crate::cli::PayloadKind;
 use crate::conn::{self, FrameReader, Writer};
+use crate::kafka::{self, KafkaBatch, KafkaReader};
 use crate::stats::{new_histogram, now_ns, Counters, Metric, ProgressSender};
 
 /// Records appended between two looks at the network, at most.
@@ -70,6 +76,7 @@ pub struct ProducerSpec {
     pub frame_bytes_max: u32,
     /// Distinct endpoints the metadata names (bounds the response channel).
     pub endpoints: usize,
+    pub wire: Wire,
 }
 
 /// What one actor measured.
@@ -86,6 +93,10 @@ pub struct ActorResult {
     /// Value bytes acknowledged (producers) or received (consumers).
     pub bytes: u64,
     pub measured: Window,
+    /// Wrapping sum of the send timestamps the values carry, over the
+    /// records acknowledged (producers) or received (consumers): equal
+    /// sums say every acknowledged record came back once.
+    pub timestamp_sum: u64,
     pub errors: Vec<String>,
 }
 
@@ -100,6 +111,7 @@ impl ActorResult {
             failed: 0,
             bytes: 0,
             measured: Window::default(),
+            timestamp_sum: 0,
             errors: Vec::new(),
         }
     }
@@ -142,23 +154,61 @@ impl Window {
     }
 }
 
+/// What a connection's reader hands the producer task.
 enum Event {
-    Frame { conn_id: u64, frame: Frame },
-    Closed { conn_id: u64, reason: String },
+    /// The answer to request `id`: per-partition results, or why the
+    /// request as a whole failed.
+    Answer {
+        conn_id: u64,
+        id: u32,
+        answer: Result<Vec<ProducePartitionResult>, (AttemptFailure, ProduceError)>,
+    },
+    Closed {
+        conn_id: u64,
+        reason: String,
+    },
 }
 
 struct Conn {
     id: u64,
     writer: Writer,
+    /// Requests written and not answered yet.
+    in_flight: usize,
     /// Dropping it cancels the reader.
     _reader: Task<()>,
 }
 
-struct Driver {
+/// How requests travel: the wire protocol's connection rules.
+#[derive(Debug, Clone)]
+pub enum Wire {
+    /// One connection per shard endpoint, requests pipelined on it (the
+    /// core bounds them per endpoint).
+    Native,
+    /// The Kafka listener at `addr`. A broker answers one request per
+    /// connection at a time, in order: by default one connection per
+    /// request in flight; with `pipelined_max`, up to that many requests
+    /// pipelined per connection (what the native mode and the Java client
+    /// do), a new connection only when all are full.
+    Kafka {
+        addr: String,
+        pipelined_max: Option<usize>,
+    },
+}
+
+impl Wire {
+    fn requests_per_connection_max(&self) -> usize {
+        match self {
+            Wire::Native => usize::MAX,
+            Wire::Kafka { pipelined_max, .. } => pipelined_max.unwrap_or(1),
+        }
+    }
+}
+
+struct Driver<F> {
     spec: ProducerSpec,
-    core: ProducerCore<u64>,
+    core: ProducerCore<u64, F>,
     events_tx: Rc<LocalSender<Event>>,
-    conns: HashMap<Endpoint, Conn>,
+    conns: HashMap<Endpoint, Vec<Conn>>,
     next_conn_id: u64,
     /// Request id → (connection, when it was written).
     sent: HashMap<u32, (u64, u64)>,
@@ -176,11 +226,46 @@ pub async fn run(
     counters: Arc<Counters>,
     progress: ProgressSender,
 ) -> ActorResult {
-    let mut core = ProducerCore::new(spec.config.clone());
-    core.update_metadata(&spec.metadata);
-    // Each request written gets at most one frame back and each connection
+    match spec.wire.clone() {
+        Wire::Native => {
+            let metadata = spec.metadata.clone();
+            drive(
+                ProducerCore::new(spec.config.clone()),
+                &metadata,
+                spec,
+                counters,
+                progress,
+            )
+            .await
+        }
+        Wire::Kafka { addr, .. } => {
+            // What a Kafka client does first: ApiVersions, then Metadata.
+            match kafka::bootstrap(&addr, &spec.topics, spec.frame_bytes_max).await {
+                Ok(metadata) => {
+                    let core = ProducerCore::<u64, KafkaBatch>::with_format(spec.config.clone());
+                    drive(core, &metadata, spec, counters, progress).await
+                }
+                Err(error) => {
+                    let mut result = ActorResult::new();
+                    result.error(format!("Kafka bootstrap at {addr}: {error}"));
+                    result
+                }
+            }
+        }
+    }
+}
+
+async fn drive<F: ProduceFormat>(
+    mut core: ProducerCore<u64, F>,
+    metadata: &Metadata,
+    spec: ProducerSpec,
+    counters: Arc<Counters>,
+    progress: ProgressSender,
+) -> ActorResult {
+    core.update_metadata(metadata);
+    // Each request written gets at most one answer back and each connection
     // one close: the in-flight limit per endpoint bounds what can queue.
-    let capacity = (spec.config.in_flight_per_connection_max + 1) * spec.endpoints.max(1);
+    let capacity = (spec.config.in_flight_per_connection_max + 1) * spec.endpoints.max(1) * 2;
     let (events_tx, events_rx) = local_channel::new_bounded(capacity);
     let mut driver = Driver {
         core,
@@ -201,7 +286,7 @@ pub async fn run(
     driver.result
 }
 
-impl Driver {
+impl<F: ProduceFormat> Driver<F> {
     async fn run(&mut self, events: &LocalReceiver<Event>) {
         let mut payloads = crate::payload::Payloads::new(
             self.spec.payload,
@@ -365,6 +450,7 @@ impl Driver {
             match completion.result {
                 Ok(_) => {
                     self.result.acked += 1;
+                    self.result.timestamp_sum = self.result.timestamp_sum.wrapping_add(intended);
                     self.result.bytes += bytes;
                     self.unreported.0 += 1;
                     self.unreported.1 += bytes;
@@ -386,8 +472,8 @@ impl Driver {
 
     fn expire_requests(&mut self) {
         let now = Instant::now();
-        for (id, endpoint) in self.core.timed_out(now) {
-            self.sent.remove(&id);
+        for (id, _) in self.core.timed_out(now) {
+            let conn_id = self.sent.remove(&id).map(|(conn_id, _)| conn_id);
             let completions = self.core.handle_failure(
                 id,
                 AttemptFailure::TimedOut,
@@ -399,57 +485,49 @@ impl Driver {
             );
             self.complete(completions);
             // Answers may be stuck behind the lost one: start afresh.
-            self.conns.remove(&endpoint);
+            if let Some(conn_id) = conn_id {
+                self.drop_conn(conn_id);
+            }
         }
+    }
+
+    fn drop_conn(&mut self, conn_id: u64) {
+        for conns in self.conns.values_mut() {
+            conns.retain(|c| c.id != conn_id);
+        }
+        self.conns.retain(|_, conns| !conns.is_empty());
     }
 
     fn handle_event(&mut self, event: Event) {
         let now = Instant::now();
         match event {
-            Event::Frame { conn_id, frame } => {
-                let id = frame.header.correlation_id().0;
+            Event::Answer {
+                conn_id,
+                id,
+                answer,
+            } => {
                 let Some((sent_conn, written_ns)) = self.sent.remove(&id) else {
                     // Timed out already: nothing waits for it.
                     return;
                 };
                 debug_assert_eq!(sent_conn, conn_id);
+                if let Some(conn) = self.conns.values_mut().flatten().find(|c| c.id == conn_id) {
+                    conn.in_flight -= 1;
+                }
                 let received = now_ns();
                 if written_ns >= self.spec.warmup_end_ns {
                     let latency = received.saturating_sub(written_ns).max(1);
                     self.result.request.saturating_record(latency);
                     self.progress.record(Metric::Request, latency);
                 }
-                let completions = if frame.header.flags().is_error() {
-                    let (code, message) = match broker_error(&frame) {
-                        Ok(ClientError::Broker { code, message }) => (code, message),
-                        Ok(other) | Err(other) => {
-                            (ErrorCode::UnknownServerError, other.to_string())
-                        }
-                    };
-                    self.core.handle_failure(
-                        id,
-                        AttemptFailure::Broker(code),
-                        ProduceError::Broker {
-                            code,
-                            message: Some(message),
-                        },
-                        now,
-                    )
-                } else {
-                    match read_produce(&frame) {
-                        Ok(results) => self.core.handle_response(id, &results, now),
-                        Err(error) => self.core.handle_failure(
-                            id,
-                            AttemptFailure::Broker(ErrorCode::UnknownServerError),
-                            ProduceError::Connection(format!("bad produce response: {error}")),
-                            now,
-                        ),
-                    }
+                let completions = match answer {
+                    Ok(results) => self.core.handle_response(id, &results, now),
+                    Err((failure, error)) => self.core.handle_failure(id, failure, error, now),
                 };
                 self.complete(completions);
             }
             Event::Closed { conn_id, reason } => {
-                self.conns.retain(|_, c| c.id != conn_id);
+                self.drop_conn(conn_id);
                 let lost: Vec<u32> = self
                     .sent
                     .iter()
@@ -470,53 +548,89 @@ impl Driver {
         }
     }
 
+    /// A connection to `endpoint` that may take one more request: an
+    /// existing one, or a new one (the core's in-flight limit per endpoint
+    /// bounds how many a Kafka producer opens).
     async fn connection(&mut self, endpoint: &Endpoint) -> Result<&mut Conn, String> {
-        if !self.conns.contains_key(endpoint) {
-            let (mut reader, writer) = conn::connect(&endpoint.to_string())
-                .await
-                .map_err(|e| e.to_string())?;
-            let id = self.next_conn_id;
-            self.next_conn_id += 1;
-            let events = self.events_tx.clone();
-            let frame_bytes_max = self.spec.frame_bytes_max;
-            let task = spawn_local(async move {
-                let mut frames = FrameReader::new(frame_bytes_max);
-                loop {
-                    match frames.next(&mut reader).await {
-                        Ok(frame) => {
-                            let event = Event::Frame { conn_id: id, frame };
-                            if events.send(event).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(error) => {
-                            let reason = error.to_string();
-                            let _ = events
-                                .send(Event::Closed {
-                                    conn_id: id,
-                                    reason,
-                                })
-                                .await;
-                            return;
-                        }
-                    }
-                }
-            });
-            self.conns.insert(
-                endpoint.clone(),
-                Conn {
-                    id,
-                    writer,
-                    _reader: task,
-                },
-            );
-        }
+        let per_conn_max = self.spec.wire.requests_per_connection_max();
+        let free = self
+            .conns
+            .get(endpoint)
+            .and_then(|conns| conns.iter().position(|c| c.in_flight < per_conn_max));
+        let index = match free {
+            Some(index) => index,
+            None => {
+                let conn = self.open(endpoint).await?;
+                let conns = self.conns.entry(endpoint.clone()).or_default();
+                conns.push(conn);
+                conns.len() - 1
+            }
+        };
         self.conns
             .get_mut(endpoint)
+            .and_then(|conns| conns.get_mut(index))
             .ok_or_else(|| "connection vanished".to_owned())
     }
 
-    async fn send(&mut self, outgoing: Outgoing) {
+    async fn open(&mut self, endpoint: &Endpoint) -> Result<Conn, String> {
+        let id = self.next_conn_id;
+        self.next_conn_id += 1;
+        let events = self.events_tx.clone();
+        let frame_bytes_max = self.spec.frame_bytes_max;
+        let (task, writer) = match &self.spec.wire {
+            Wire::Native => {
+                let (mut reader, writer) = conn::connect(&endpoint.to_string())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let task = spawn_local(async move {
+                    let mut frames = FrameReader::new(frame_bytes_max);
+                    loop {
+                        let event = match frames.next(&mut reader).await {
+                            Ok(frame) => native_answer(id, &frame),
+                            Err(error) => Event::Closed {
+                                conn_id: id,
+                                reason: error.to_string(),
+                            },
+                        };
+                        let closed = matches!(event, Event::Closed { .. });
+                        if events.send(event).await.is_err() || closed {
+                            return;
+                        }
+                    }
+                });
+                (task, writer)
+            }
+            Wire::Kafka { .. } => {
+                let (mut reader, writer) =
+                    kafka::connect(&endpoint.to_string(), frame_bytes_max).await?;
+                let task = spawn_local(async move {
+                    let mut frames = KafkaReader::new(frame_bytes_max);
+                    loop {
+                        let event = match frames.next(&mut reader).await {
+                            Ok(frame) => kafka_answer(id, frame),
+                            Err(error) => Event::Closed {
+                                conn_id: id,
+                                reason: error.to_string(),
+                            },
+                        };
+                        let closed = matches!(event, Event::Closed { .. });
+                        if events.send(event).await.is_err() || closed {
+                            return;
+                        }
+                    }
+                });
+                (task, writer)
+            }
+        };
+        Ok(Conn {
+            id,
+            writer,
+            in_flight: 0,
+            _reader: task,
+        })
+    }
+
+    async fn send(&mut self, mut outgoing: Outgoing) {
         let id = outgoing.request_id;
         let no_response = outgoing.acks == Acks::None;
         let flags = FrameFlags(if no_response {
@@ -526,21 +640,30 @@ impl Driver {
         });
         let mut gather = std::mem::take(&mut self.gather);
         let written_ns = now_ns();
+        let kafka = matches!(self.spec.wire, Wire::Kafka { .. });
         let result = match self.connection(&outgoing.endpoint).await {
             Ok(conn) => {
-                let conn_id = conn.id;
-                conn::write_frame(
-                    &mut conn.writer,
-                    &mut gather,
-                    ApiKey::Produce,
-                    flags,
-                    CorrelationId(id),
-                    &outgoing.request.body,
-                    &outgoing.request.payload,
-                )
-                .await
-                .map(|()| conn_id)
-                .map_err(|e| e.to_string())
+                let written = if kafka {
+                    // The core encoded the whole frame; only the
+                    // correlation id is ours to set.
+                    kafka::set_correlation_id(&mut outgoing.request.body, id);
+                    conn.writer.write_all(&outgoing.request.body).await
+                } else {
+                    conn::write_frame(
+                        &mut conn.writer,
+                        &mut gather,
+                        ApiKey::Produce,
+                        flags,
+                        CorrelationId(id),
+                        &outgoing.request.body,
+                        &outgoing.request.payload,
+                    )
+                    .await
+                };
+                if written.is_ok() && !no_response {
+                    conn.in_flight += 1;
+                }
+                written.map(|()| conn.id).map_err(|e| e.to_string())
             }
             Err(error) => Err(error),
         };
@@ -562,6 +685,53 @@ impl Driver {
             }
         };
         self.complete(completions);
+    }
+}
+
+/// A native response frame as the producer task wants it.
+fn native_answer(conn_id: u64, frame: &Frame) -> Event {
+    let id = frame.header.correlation_id().0;
+    let answer = if frame.header.flags().is_error() {
+        let (code, message) = match broker_error(frame) {
+            Ok(ClientError::Broker { code, message }) => (code, message),
+            Ok(other) | Err(other) => (ErrorCode::UnknownServerError, other.to_string()),
+        };
+        Err((
+            AttemptFailure::Broker(code),
+            ProduceError::Broker {
+                code,
+                message: Some(message),
+            },
+        ))
+    } else {
+        read_produce(frame).map_err(|error| {
+            (
+                AttemptFailure::Broker(ErrorCode::UnknownServerError),
+                ProduceError::Connection(format!("bad produce response: {error}")),
+            )
+        })
+    };
+    Event::Answer {
+        conn_id,
+        id,
+        answer,
+    }
+}
+
+/// A Kafka Produce answer; one that does not decode closes the connection
+/// (its correlation id cannot be trusted).
+fn kafka_answer(conn_id: u64, frame: Bytes) -> Event {
+    match kafka::decode_response::<ProduceResponse>(
+        frame,
+        KafkaApiKey::Produce,
+        kafka::PRODUCE_VERSION,
+    ) {
+        Ok((id, response)) => Event::Answer {
+            conn_id,
+            id,
+            answer: Ok(kafka::read_produce(response)),
+        },
+        Err(reason) => Event::Closed { conn_id, reason },
     }
 }
 

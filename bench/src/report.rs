@@ -118,6 +118,8 @@ impl Report {
                 "compression": format!("{:?}", args.compression),
                 "payload": format!("{:?}", args.payload),
                 "rate_msgs_per_s": args.rate,
+                "protocol": args.protocol.name(),
+                "kafka_pipelining": args.kafka_pipelining,
                 "mode": if args.rate.is_some() { "fixed-rate" } else { "max-throughput" },
                 "bound": bound,
                 "messages": messages,
@@ -147,11 +149,17 @@ impl Report {
                 "messages_acked": producers.iter().map(|p| p.acked).sum::<u64>(),
                 "messages_failed": producers.iter().map(|p| p.failed).sum::<u64>(),
                 "bytes_acked": producers.iter().map(|p| p.bytes).sum::<u64>(),
+                "acked_timestamp_sum": producers
+                    .iter()
+                    .fold(0u64, |sum, p| sum.wrapping_add(p.timestamp_sum)),
                 "measured": window_json(&produced),
             },
             "consumer": {
                 "messages": consumers.iter().map(|c| c.messages).sum::<u64>(),
                 "bytes": consumers.iter().map(|c| c.bytes).sum::<u64>(),
+                "timestamp_sum": consumers
+                    .iter()
+                    .fold(0u64, |sum, c| sum.wrapping_add(c.timestamp_sum)),
                 "measured": window_json(&consumed),
             },
             "latency_ns": {

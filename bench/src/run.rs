@@ -16,10 +16,10 @@ use fjord_net::client::{Client, ClientConfig, Metadata};
 use fjord_schema::{ErrorCode, Offset, PartitionId};
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::cli::{Bound, ConsumeFrom, Plan};
+use crate::cli::{Bound, ConsumeFrom, Plan, Protocol};
 use crate::consumer::{self, ConsumerSpec};
 use crate::embedded::{self, EmbeddedBroker, Memory};
-use crate::producer::{self, ProducerSpec};
+use crate::producer::{self, ProducerSpec, Wire};
 use crate::report::{self, Report};
 use crate::stats::{
     init_clock, now_ns, Counters, Metric, ProgressReceiver, ProgressSender,
@@ -57,7 +57,29 @@ pub fn run(plan: Plan) -> Result<(), String> {
         (None, Some(addr)) => addr.clone(),
         (None, None) => return Err("no broker: pass --brokers HOST:PORT or --embedded".into()),
     };
-    let result = run_against(&plan, &addr, broker.as_ref().map(EmbeddedBroker::pid));
+    let wire = match (args.protocol, &broker, &args.kafka_brokers) {
+        (Protocol::Native, _, _) => Wire::Native,
+        (Protocol::Kafka, Some(broker), _) => Wire::Kafka {
+            addr: broker.kafka_addr.clone(),
+            pipelined_max: args.kafka_pipelining.then_some(args.max_in_flight),
+        },
+        (Protocol::Kafka, None, Some(addr)) => Wire::Kafka {
+            addr: addr.clone(),
+            pipelined_max: args.kafka_pipelining.then_some(args.max_in_flight),
+        },
+        (Protocol::Kafka, None, None) => {
+            return Err("--protocol kafka needs --kafka-brokers HOST:PORT".into())
+        }
+    };
+    if let Wire::Kafka { addr, .. } = &wire {
+        eprintln!("loadgen: producers and consumers speak Kafka to {addr}");
+    }
+    let result = run_against(
+        &plan,
+        &addr,
+        &wire,
+        broker.as_ref().map(EmbeddedBroker::pid),
+    );
     if let Some(broker) = broker {
         let log = broker.log.clone();
         if let Err(error) = broker.stop() {
@@ -70,7 +92,12 @@ pub fn run(plan: Plan) -> Result<(), String> {
     result
 }
 
-fn run_against(plan: &Plan, addr: &str, broker_pid: Option<u32>) -> Result<(), String> {
+fn run_against(
+    plan: &Plan,
+    addr: &str,
+    wire: &Wire,
+    broker_pid: Option<u32>,
+) -> Result<(), String> {
     let args = &plan.args;
     let topics: Vec<String> = if args.topics == 1 {
         vec![args.topic.clone()]
@@ -149,6 +176,7 @@ fn run_against(plan: &Plan, addr: &str, broker_pid: Option<u32>) -> Result<(), S
             end_to_end: args.producers > 0,
             warmup_end_ns,
             producers: args.producers,
+            wire: wire.clone(),
             // Without producers a timed run reads for the duration only.
             drain_deadline_ns: match (args.producers, plan.bound) {
                 (0, Bound::Time { .. }) => stop_ns,
@@ -177,7 +205,7 @@ fn run_against(plan: &Plan, addr: &str, broker_pid: Option<u32>) -> Result<(), S
             id,
             topics: topics.clone(),
             metadata: metadata.clone(),
-            config: producer_config(plan),
+            config: producer_config(plan, wire, &metadata, &topics),
             payload: args.payload,
             message_bytes: args.message_size,
             keys: args.keys.0,
@@ -189,6 +217,7 @@ fn run_against(plan: &Plan, addr: &str, broker_pid: Option<u32>) -> Result<(), S
             drain_deadline_ns,
             frame_bytes_max: FRAME_BYTES_MAX,
             endpoints,
+            wire: wire.clone(),
         };
         let counters = counters.clone();
         let progress = ProgressSender::new(progress_tx.clone(), interval_ns);
@@ -259,6 +288,13 @@ fn run_against(plan: &Plan, addr: &str, broker_pid: Option<u32>) -> Result<(), S
         std::fs::write(path, report::svg(&report))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
+    if let Some(error) = producers
+        .iter()
+        .find(|p| p.messages == 0)
+        .and_then(|p| p.errors.first())
+    {
+        return Err(format!("a producer failed: {error}"));
+    }
     let failed: u64 = producers.iter().map(|p| p.failed).sum();
     if failed > 0 {
         return Err(format!("{failed} records were not acknowledged"));
@@ -282,8 +318,32 @@ fn builder(plan: &Plan, name: &str, cpu: usize) -> LocalExecutorBuilder {
         .spin_before_park(spin)
 }
 
-fn producer_config(plan: &Plan) -> ProducerConfig {
+/// The client's producer settings from the arguments. The in-flight limit
+/// is per endpoint: natively one connection per shard that leads a
+/// partition, each with up to `--max-in-flight` pipelined requests. The
+/// Kafka listener is one endpoint, so the Kafka producer gets the same
+/// total, `--max-in-flight` per leading shard: as that many connections
+/// with one request each, or (`--kafka-pipelining`) as one connection per
+/// leading shard with up to `--max-in-flight` pipelined on each.
+fn producer_config(
+    plan: &Plan,
+    wire: &Wire,
+    metadata: &Metadata,
+    topics: &[String],
+) -> ProducerConfig {
     let args = &plan.args;
+    let in_flight_max = match wire {
+        Wire::Native => args.max_in_flight,
+        Wire::Kafka { .. } => {
+            let shards: BTreeSet<u16> = metadata
+                .topics
+                .iter()
+                .filter(|t| topics.contains(&t.name))
+                .flat_map(|t| t.partitions.iter().map(|p| p.leader_shard))
+                .collect();
+            args.max_in_flight * shards.len().max(1)
+        }
+    };
     let record_size_max_bytes = (args.message_size + 4096).max(args.batch_size.min(1 << 20));
     let record_size_max_bytes = record_size_max_bytes.min(args.buffer_memory);
     let request_payload_max_bytes = (4 * 1024 * 1024).max(args.batch_size + 64 * 1024);
@@ -298,7 +358,7 @@ fn producer_config(plan: &Plan) -> ProducerConfig {
             compression: args.compression.codec(),
             ..AccumulatorConfig::default()
         },
-        in_flight_per_connection_max: args.max_in_flight,
+        in_flight_per_connection_max: in_flight_max,
         request_payload_max_bytes: request_payload_max_bytes.max(record_size_max_bytes),
         ..defaults
     }

@@ -98,10 +98,118 @@ fn every_message_is_acknowledged_and_consumed() {
     );
     check_histogram(&result, "publish", messages);
     check_histogram(&result, "end_to_end", messages);
+    assert_eq!(
+        result["consumer"]["timestamp_sum"],
+        result["producer"]["acked_timestamp_sum"]
+    );
     assert!(result["latency_ns"]["request"]["count"].as_u64() > Some(0));
     assert!(result["command"].as_array().is_some_and(|c| !c.is_empty()));
     assert_eq!(result["config"]["partitions"].as_u64(), Some(4));
     assert!(result["broker"]["rss_bytes"].as_u64() > Some(0));
+}
+
+#[test]
+fn kafka_mode_consumes_every_acknowledged_message() {
+    // Produce v9 / Fetch v12 through the Kafka listener, with several
+    // requests in flight (one per connection) and keys over 4 partitions.
+    let messages = 20_000u64;
+    let result = run_loadgen(&[
+        "--protocol",
+        "kafka",
+        "--messages",
+        "20000",
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--partitions",
+        "4",
+        "--batch-size",
+        "65536",
+        "--acks",
+        "all",
+        "--keys",
+        "100",
+        "--duration",
+        "60s",
+    ]);
+    assert_eq!(result["config"]["protocol"], "kafka");
+    assert_eq!(
+        result["consumer"]["timestamp_sum"], result["producer"]["acked_timestamp_sum"],
+        "the records consumed are the records acknowledged, each once"
+    );
+    let producer = &result["producer"];
+    assert_eq!(producer["messages_sent"].as_u64(), Some(messages));
+    assert_eq!(producer["messages_acked"].as_u64(), Some(messages));
+    assert_eq!(producer["messages_failed"].as_u64(), Some(0));
+    assert_eq!(result["consumer"]["messages"].as_u64(), Some(messages));
+    assert_eq!(
+        result["consumer"]["bytes"].as_u64(),
+        Some(messages * 1024),
+        "every value is --message-size bytes"
+    );
+    check_histogram(&result, "publish", messages);
+    check_histogram(&result, "end_to_end", messages);
+    assert!(result["latency_ns"]["request"]["count"].as_u64() > Some(0));
+}
+
+#[test]
+fn kafka_mode_with_compression_and_acks_0_is_complete() {
+    // acks=0 completes on write; lz4 batches are decompressed by the
+    // broker and the consumer.
+    let result = run_loadgen(&[
+        "--protocol",
+        "kafka",
+        "--messages",
+        "5000",
+        "--acks",
+        "0",
+        "--compression",
+        "lz4",
+        "--payload",
+        "compressible",
+        "--partitions",
+        "2",
+        "--duration",
+        "60s",
+    ]);
+    let producer = &result["producer"];
+    assert_eq!(producer["messages_acked"].as_u64(), Some(5000));
+    assert_eq!(result["consumer"]["messages"].as_u64(), Some(5000));
+    assert_eq!(
+        result["consumer"]["timestamp_sum"],
+        result["producer"]["acked_timestamp_sum"]
+    );
+}
+
+#[test]
+fn kafka_mode_pipelined_is_complete() {
+    // Several produce requests pipelined on each Kafka connection: the
+    // broker answers them in order, the producer matches correlation ids.
+    let result = run_loadgen(&[
+        "--protocol",
+        "kafka",
+        "--kafka-pipelining",
+        "--max-in-flight",
+        "3",
+        "--messages",
+        "10000",
+        "--batch-size",
+        "16384",
+        "--linger-ms",
+        "0",
+        "--partitions",
+        "3",
+        "--duration",
+        "60s",
+    ]);
+    assert_eq!(result["config"]["kafka_pipelining"], true);
+    assert_eq!(result["producer"]["messages_acked"].as_u64(), Some(10000));
+    assert_eq!(result["consumer"]["messages"].as_u64(), Some(10000));
+    assert_eq!(
+        result["consumer"]["timestamp_sum"],
+        result["producer"]["acked_timestamp_sum"]
+    );
 }
 
 #[test]

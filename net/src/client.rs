@@ -20,6 +20,7 @@ pub mod assignor;
 pub mod cluster;
 pub mod consumer;
 pub mod consumer_protocol;
+pub mod format;
 pub mod group;
 pub mod group_consumer;
 pub mod partitioner;

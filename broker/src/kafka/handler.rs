@@ -352,7 +352,12 @@ impl KafkaHandler {
                 .map(|p| {
                     let records = p.records.unwrap_or_default();
                     let native = kafka_to_native(&records, &self.limits)
-                        .map(|batches| {
+                        .map(|mut batches| {
+                            // One batch (the usual case) goes as it is,
+                            // without a copy.
+                            if batches.len() == 1 {
+                                return batches.swap_remove(0);
+                            }
                             let mut all =
                                 BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
                             for b in &batches {

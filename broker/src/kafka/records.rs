@@ -338,6 +338,9 @@ fn convert_one<'a>(
 
 /// Appends the native batches as Kafka RecordBatch v2 (a Fetch response's
 /// records). Every native batch is verified first (CRC32C, records body).
+/// Records are encoded straight into `out` when the batch is uncompressed
+/// (into a scratch section to compress otherwise): each record's length is
+/// computed before it is written, so no per-record buffer is copied.
 pub fn native_to_kafka(
     native_batches: &[u8],
     limits: &KafkaRecordsLimits,
@@ -345,7 +348,8 @@ pub fn native_to_kafka(
 ) -> Result<(), KafkaRecordsError> {
     let mut scratch = Vec::new();
     let mut section = Vec::new();
-    let mut record = Vec::new();
+    // About what uncompressed batches take again as Kafka batches.
+    out.reserve(native_batches.len());
     for view in Batches::new(native_batches) {
         let view = view?;
         let header = view.header();
@@ -358,32 +362,6 @@ pub fn native_to_kafka(
         let records = view.records(&mut scratch, limits.uncompressed_bytes_max)?;
         let base_offset = header.base_offset();
         let first_timestamp = header.first_timestamp.get();
-
-        section.clear();
-        for r in records.iter() {
-            record.clear();
-            record.push(0);
-            put_varlong(&mut record, r.timestamp.wrapping_sub(first_timestamp));
-            // Offsets come from a verified batch: at or after its base offset
-            // and within its u32 last offset delta.
-            let offset_delta = r.offset.get() - base_offset.get();
-            put_varlong(&mut record, offset_delta as i64);
-            assert!(offset_delta <= u64::from(header.last_offset_delta.get()));
-            put_nullable_bytes(&mut record, r.key())?;
-            put_nullable_bytes(&mut record, r.value())?;
-            put_len(&mut record, r.header_count())?;
-            for (key, value) in r.headers() {
-                put_nullable_bytes(&mut record, Some(key))?;
-                put_nullable_bytes(&mut record, value)?;
-            }
-            put_len(&mut section, record.len())?;
-            section.extend_from_slice(&record);
-            if section.len() > limits.uncompressed_bytes_max {
-                return Err(KafkaRecordsError::UncompressedTooLarge {
-                    len_max: limits.uncompressed_bytes_max,
-                });
-            }
-        }
 
         let start = out.len();
         out.extend_from_slice(&(base_offset.get() as i64).to_be_bytes());
@@ -400,9 +378,49 @@ pub fn native_to_kafka(
         out.extend_from_slice(&header.base_sequence.get().to_be_bytes());
         out.extend_from_slice(&header.record_count().to_be_bytes());
         assert_eq!(out.len() - start, HEADER_LEN);
-        match codec {
-            Compression::None => out.extend_from_slice(&section),
-            codec => compress(codec, &section, out)?,
+
+        let dst: &mut Vec<u8> = match codec {
+            Compression::None => &mut *out,
+            _ => {
+                section.clear();
+                &mut section
+            }
+        };
+        let section_start = dst.len();
+        for r in records.iter() {
+            let timestamp_delta = r.timestamp.wrapping_sub(first_timestamp);
+            // Offsets come from a verified batch: at or after its base offset
+            // and within its u32 last offset delta.
+            let offset_delta = r.offset.get() - base_offset.get();
+            assert!(offset_delta <= u64::from(header.last_offset_delta.get()));
+            let (key, value) = (r.key(), r.value());
+            let mut len = 1 + varlong_len(timestamp_delta) + varlong_len(offset_delta as i64);
+            len += nullable_bytes_len(key) + nullable_bytes_len(value);
+            len += varlong_len(r.header_count() as i64);
+            for (key, value) in r.headers() {
+                len += nullable_bytes_len(Some(key)) + nullable_bytes_len(value);
+            }
+            put_len(dst, len)?;
+            let record_start = dst.len();
+            dst.push(0);
+            put_varlong(dst, timestamp_delta);
+            put_varlong(dst, offset_delta as i64);
+            put_nullable_bytes(dst, key)?;
+            put_nullable_bytes(dst, value)?;
+            put_len(dst, r.header_count())?;
+            for (key, value) in r.headers() {
+                put_nullable_bytes(dst, Some(key))?;
+                put_nullable_bytes(dst, value)?;
+            }
+            assert_eq!(dst.len() - record_start, len);
+            if dst.len() - section_start > limits.uncompressed_bytes_max {
+                return Err(KafkaRecordsError::UncompressedTooLarge {
+                    len_max: limits.uncompressed_bytes_max,
+                });
+            }
+        }
+        if codec != Compression::None {
+            compress(codec, &section, out)?;
         }
         let batch_length = i32::try_from(out.len() - start - LOG_OVERHEAD).map_err(|_| {
             KafkaRecordsError::BatchTooLarge {
@@ -415,6 +433,17 @@ pub fn native_to_kafka(
         out[start + CRC_OFFSET..start + ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
     }
     Ok(())
+}
+
+/// Bytes `put_varlong(value)` writes.
+fn varlong_len(value: i64) -> usize {
+    let raw = ((value << 1) ^ (value >> 63)) as u64;
+    (64 - raw.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Bytes `put_nullable_bytes(bytes)` writes (when the length fits an i32).
+fn nullable_bytes_len(bytes: Option<&[u8]>) -> usize {
+    bytes.map_or(1, |b| varlong_len(b.len() as i64) + b.len())
 }
 
 fn truncated(needed: usize, got: usize) -> KafkaRecordsError {

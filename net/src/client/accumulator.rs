@@ -5,19 +5,21 @@
 //! block or fail (Kafka's `buffer.memory`).
 //!
 //! Generic over `T`, whatever the caller uses to tell a record's sender the
-//! outcome (a completion slot in the std driver, a plain number in tests).
-//! No clock: every call takes `now`.
+//! outcome (a completion slot in the std driver, a plain number in tests),
+//! and over the batch format `F` (native [`BatchBuilder`] by default; see
+//! [`super::format`]). No clock: every call takes `now`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fjord_schema::batch::BATCH_HEADER_LEN;
 use fjord_schema::{
     BatchBuilder, BatchError, BatchOptions, Compression, PartitionId, ProducerEpoch, ProducerId,
     RecordInput, Sequence,
 };
+
+use super::format::ProduceFormat;
 
 /// A topic's partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -97,8 +99,8 @@ pub struct FailedBatch<T> {
 }
 
 #[derive(Debug)]
-struct OpenBatch<T> {
-    builder: BatchBuilder,
+struct OpenBatch<T, F> {
+    builder: F,
     tokens: Vec<T>,
     created: Instant,
     reserved_bytes: usize,
@@ -106,13 +108,13 @@ struct OpenBatch<T> {
 }
 
 #[derive(Debug)]
-struct PartitionQueue<T> {
-    open: Option<OpenBatch<T>>,
+struct PartitionQueue<T, F> {
+    open: Option<OpenBatch<T, F>>,
     closed: VecDeque<ReadyBatch<T>>,
     next_sequence: i32,
 }
 
-impl<T> Default for PartitionQueue<T> {
+impl<T, F> Default for PartitionQueue<T, F> {
     fn default() -> Self {
         PartitionQueue {
             open: None,
@@ -142,14 +144,21 @@ impl<T> Default for Closed<T> {
 /// Per-partition batches. Lives in: one producer. Owns: records not yet
 /// acknowledged, as batches.
 #[derive(Debug)]
-pub struct Accumulator<T> {
+pub struct Accumulator<T, F = BatchBuilder> {
     config: AccumulatorConfig,
-    queues: BTreeMap<TopicPartition, PartitionQueue<T>>,
+    queues: BTreeMap<TopicPartition, PartitionQueue<T, F>>,
     used_bytes: usize,
 }
 
 impl<T> Accumulator<T> {
+    /// An accumulator of native batches.
     pub fn new(config: AccumulatorConfig) -> Accumulator<T> {
+        Accumulator::with_format(config)
+    }
+}
+
+impl<T, F: ProduceFormat> Accumulator<T, F> {
+    pub fn with_format(config: AccumulatorConfig) -> Accumulator<T, F> {
         assert!(config.batch_size_bytes > 0, "batch size must be positive");
         assert!(
             config.record_size_max_bytes <= config.buffer_memory_bytes,
@@ -180,7 +189,7 @@ impl<T> Accumulator<T> {
         token: T,
         now: Instant,
     ) -> Result<Closed<T>, AppendError<T>> {
-        let size = BatchBuilder::record_size_estimate(&record) + BATCH_HEADER_LEN;
+        let size = F::record_size_estimate(&record) + F::BATCH_OVERHEAD_BYTES;
         if size > self.config.record_size_max_bytes {
             return Err(AppendError::RecordTooLarge {
                 token,
@@ -213,7 +222,7 @@ impl<T> Accumulator<T> {
                 ..BatchOptions::default()
             };
             OpenBatch {
-                builder: BatchBuilder::with_capacity(options, config.batch_size_bytes.max(size)),
+                builder: F::with_capacity(options, config.batch_size_bytes.max(size)),
                 tokens: Vec::new(),
                 created: now,
                 reserved_bytes: 0,
@@ -342,7 +351,11 @@ impl<T> Accumulator<T> {
     }
 }
 
-fn close_open<T>(tp: &TopicPartition, queue: &mut PartitionQueue<T>, closed: &mut Closed<T>) {
+fn close_open<T, F: ProduceFormat>(
+    tp: &TopicPartition,
+    queue: &mut PartitionQueue<T, F>,
+    closed: &mut Closed<T>,
+) {
     let Some(open) = queue.open.take() else {
         return;
     };

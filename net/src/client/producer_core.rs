@@ -12,16 +12,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fjord_schema::{ErrorCode, Offset, PartitionId, RecordInput};
+use fjord_schema::{BatchBuilder, ErrorCode, Offset, PartitionId, RecordInput};
 
 use super::accumulator::{
     Accumulator, AccumulatorConfig, AppendError, Closed, ReadyBatch, TopicPartition,
 };
 use super::cluster::{routes, Endpoint, TopicRoute, TopicState};
+use super::format::ProduceFormat;
 use super::partitioner::Partitioner;
-use super::protocol::{
-    encode_produce, Acks, EncodedProduce, ProducePartition, ProducePartitionResult,
-};
+use super::protocol::{Acks, EncodedProduce, ProducePartition, ProducePartitionResult};
 use super::retry::{AttemptFailure, RetryDecision, RetryPolicy};
 use super::Metadata;
 
@@ -178,10 +177,11 @@ struct InFlight<T> {
 
 /// The producer state machine. Lives in: one producer (behind the driver).
 /// Owns: buffered and in-flight batches, routes, partitioner state.
+/// Generic over the wire format `F` (native by default, [`super::format`]).
 #[derive(Debug)]
-pub struct ProducerCore<T> {
+pub struct ProducerCore<T, F = BatchBuilder> {
     config: ProducerConfig,
-    accumulator: Accumulator<T>,
+    accumulator: Accumulator<T, F>,
     partitioner: Partitioner,
     routes: HashMap<String, TopicState>,
     /// Topics appended to or wanted, to ask Metadata about.
@@ -205,14 +205,21 @@ pub struct ProducerCore<T> {
 }
 
 impl<T> ProducerCore<T> {
+    /// A producer of native batches and requests.
     pub fn new(config: ProducerConfig) -> ProducerCore<T> {
+        ProducerCore::with_format(config)
+    }
+}
+
+impl<T, F: ProduceFormat> ProducerCore<T, F> {
+    pub fn with_format(config: ProducerConfig) -> ProducerCore<T, F> {
         assert!(config.in_flight_per_connection_max > 0);
         assert!(
             config.accumulator.record_size_max_bytes <= config.request_payload_max_bytes,
             "a record's batch must fit in a request"
         );
         ProducerCore {
-            accumulator: Accumulator::new(config.accumulator),
+            accumulator: Accumulator::with_format(config.accumulator),
             partitioner: Partitioner::new(config.partitioner_seed),
             routes: HashMap::new(),
             topics: HashSet::new(),
@@ -426,7 +433,7 @@ impl<T> ProducerCore<T> {
                 .iter()
                 .map(|(topic, partitions)| (&**topic, partitions.clone()))
                 .collect();
-            let Some(request) = encode_produce(&topics, self.config.acks, timeout_ms) else {
+            let Some(request) = F::encode_produce(&topics, self.config.acks, timeout_ms) else {
                 // Bounded by request_payload_max_bytes, far below 4 GiB.
                 unreachable!("produce payload over 4 GiB");
             };
