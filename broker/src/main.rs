@@ -81,6 +81,22 @@ struct StartArgs {
     data_path: DataPathFlags,
 }
 
+/// A panic anywhere in the broker ends the process, in every build: a
+/// glommio executor whose task panics ends its thread without dropping the
+/// shard's future, so without this a debug build would keep its ports
+/// open and serve nothing. Release builds set `panic = "abort"` anyway;
+/// this makes tests see what production does (the process exits and the
+/// supervisor, systemd, restarts it). The default hook prints the message
+/// first.
+fn abort_on_panic() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print(info);
+        tracing::error!(%info, "panic: aborting");
+        std::process::abort();
+    }));
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The broker logs at info; client subcommands keep stderr for errors.
@@ -104,6 +120,7 @@ fn main() -> ExitCode {
 }
 
 fn start(args: StartArgs) -> ExitCode {
+    abort_on_panic();
     let overrides = Overrides {
         node_id: args.node_id,
         data_dir: args.data_dir,
