@@ -104,23 +104,30 @@ impl FrameReader {
                     ))
                 }
             }
-            let filled = self.buffer.len();
-            self.buffer.resize(filled + READ_CHUNK_BYTES, 0);
-            let read = reader.read(&mut self.buffer[filled..]).await;
-            let n = match read {
-                Ok(n) => n,
-                Err(error) => {
-                    self.buffer.truncate(filled);
-                    return Err(error);
-                }
-            };
-            self.buffer.truncate(filled + n);
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the broker closed the connection",
-                ));
-            }
+            read_more(&mut self.buffer, reader).await?;
         }
     }
+}
+
+/// Appends what the socket has (up to a chunk) to `buffer`; an error when
+/// the broker closed the connection.
+pub async fn read_more(buffer: &mut BytesMut, reader: &mut Reader) -> io::Result<()> {
+    let filled = buffer.len();
+    buffer.resize(filled + READ_CHUNK_BYTES, 0);
+    let read = reader.read(&mut buffer[filled..]).await;
+    let n = match read {
+        Ok(n) => n,
+        Err(error) => {
+            buffer.truncate(filled);
+            return Err(error);
+        }
+    };
+    buffer.truncate(filled + n);
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the broker closed the connection",
+        ));
+    }
+    Ok(())
 }

@@ -28,7 +28,7 @@ use fjord_net::client::protocol::{Acks, EncodedProduce, ProducePartition, Produc
 use fjord_net::client::{BrokerInfo, Metadata, PartitionInfo, TopicInfo};
 use fjord_schema::batch::TimestampType;
 use fjord_schema::{BatchError, BatchOptions, Compression, ErrorCode, Offset, PartitionId};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use kafka_protocol::compression::{self as codecs, Compressor};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -436,23 +436,7 @@ impl KafkaReader {
                 }
                 self.buffer.reserve(whole - self.buffer.len());
             }
-            let filled = self.buffer.len();
-            self.buffer.resize(filled + READ_CHUNK_BYTES, 0);
-            let read = reader.read(&mut self.buffer[filled..]).await;
-            let n = match read {
-                Ok(n) => n,
-                Err(error) => {
-                    self.buffer.truncate(filled);
-                    return Err(error);
-                }
-            };
-            self.buffer.truncate(filled + n);
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the broker closed the connection",
-                ));
-            }
+            conn::read_more(&mut self.buffer, reader).await?;
         }
     }
 }

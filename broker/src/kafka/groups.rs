@@ -434,14 +434,7 @@ impl KafkaHandler {
             for group in &request.groups {
                 let group_id = text(&group.group_id.0);
                 let wanted = group.topics.as_ref().map(|topics| {
-                    topics
-                        .iter()
-                        .flat_map(|t| {
-                            t.partition_indexes
-                                .iter()
-                                .map(|&p| TopicPartition::new(text(&t.name.0), p as u32))
-                        })
-                        .collect()
+                    partitions_of(topics.iter().map(|t| (&t.name, &t.partition_indexes[..])))
                 });
                 let mut answer = OffsetFetchResponseGroup::default();
                 answer.group_id = group.group_id.clone();
@@ -476,14 +469,7 @@ impl KafkaHandler {
         let group_id = text(&request.group_id.0);
         // v1 always names partitions; v2+ may ask for all (null).
         let wanted = request.topics.as_ref().map(|topics| {
-            topics
-                .iter()
-                .flat_map(|t| {
-                    t.partition_indexes
-                        .iter()
-                        .map(|&p| TopicPartition::new(text(&t.name.0), p as u32))
-                })
-                .collect()
+            partitions_of(topics.iter().map(|t| (&t.name, &t.partition_indexes[..])))
         });
         match self.committed(&group_id, wanted).await {
             Ok(offsets) => {
@@ -639,6 +625,19 @@ fn describe(group: DescribedGroup, version: i16, out: &mut KafkaDescribedGroup) 
             member
         })
         .collect();
+}
+
+/// The partitions an OffsetFetch names (its topic types differ by version).
+fn partitions_of<'a>(
+    topics: impl Iterator<Item = (&'a TopicName, &'a [i32])>,
+) -> Vec<TopicPartition> {
+    topics
+        .flat_map(|(name, indexes)| {
+            indexes
+                .iter()
+                .map(|&p| TopicPartition::new(text(&name.0), p as u32))
+        })
+        .collect()
 }
 
 /// One topic's partitions and their committed offsets (`None`: none).
