@@ -576,7 +576,16 @@ impl BatchBuilder {
 
     /// Finishes the batch: base offset 0 and leader epoch 0 until the broker
     /// assigns them. Fails only if the batch is empty or too large.
-    pub fn finish(mut self) -> Result<Bytes, BatchError> {
+    pub fn finish(self) -> Result<Bytes, BatchError> {
+        let (vec, start) = self.finish_in_place()?;
+        Ok(Bytes::from(vec).slice(start..))
+    }
+
+    /// [`BatchBuilder::finish`], as the buffer the batch was built in and
+    /// where in it the batch starts (`vec[start..]`): an uncompressed batch
+    /// is not moved to the front, and the caller may still edit it (the
+    /// Kafka listener sets the producer's base offset and epoch).
+    pub fn finish_in_place(mut self) -> Result<(Vec<u8>, usize), BatchError> {
         let Some(last_offset_delta) = self.last_offset_delta else {
             return Err(BatchError::Empty);
         };
@@ -590,20 +599,19 @@ impl BatchBuilder {
         self.fbb.finish_minimal(root);
         let count = self.records.len() as u32;
 
-        let mut out = match self.options.compression {
+        let (mut vec, start) = match self.options.compression {
             Compression::None => {
                 // The flatbuffer is built back to front at the tail of the
                 // builder's vector: write the header just before it when
                 // there is room, saving a copy of the whole body.
-                let (mut vec, head) = self.fbb.collapse();
+                let (vec, head) = self.fbb.collapse();
                 if head >= BATCH_HEADER_LEN {
-                    vec.drain(..head - BATCH_HEADER_LEN);
-                    vec
+                    (vec, head - BATCH_HEADER_LEN)
                 } else {
                     let mut out = Vec::with_capacity(BATCH_HEADER_LEN + vec.len() - head);
                     out.resize(BATCH_HEADER_LEN, 0);
                     out.extend_from_slice(&vec[head..]);
-                    out
+                    (out, 0)
                 }
             }
             codec => {
@@ -611,9 +619,10 @@ impl BatchBuilder {
                 let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len() / 2);
                 out.resize(BATCH_HEADER_LEN, 0);
                 compression::compress(codec, body, &mut out)?;
-                out
+                (out, 0)
             }
         };
+        let out = &mut vec[start..];
         if out.len() > BATCH_LEN_MAX {
             return Err(BatchError::TooLarge {
                 len: out.len(),
@@ -651,7 +660,7 @@ impl BatchBuilder {
         out[..BATCH_HEADER_LEN].copy_from_slice(header.as_bytes());
         let crc = crc32c::crc32c(&out[BATCH_CRC_START..]);
         out[20..24].copy_from_slice(&crc.to_le_bytes());
-        Ok(Bytes::from(out))
+        Ok((vec, start))
     }
 }
 

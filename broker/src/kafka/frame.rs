@@ -19,6 +19,9 @@ pub struct KafkaFramer {
     buf: BytesMut,
     frame_bytes_max: u32,
     failed: Option<FrameError>,
+    /// Between `read_space` and `filled`: the bytes buffered before the
+    /// space (the rest of `buf` is the space).
+    reading: Option<usize>,
 }
 
 /// The smallest request: api key, api version, correlation id, client id
@@ -31,6 +34,7 @@ impl KafkaFramer {
             buf: BytesMut::new(),
             frame_bytes_max,
             failed: None,
+            reading: None,
         }
     }
 
@@ -39,6 +43,33 @@ impl KafkaFramer {
         if self.failed.is_none() {
             self.buf.extend_from_slice(bytes);
         }
+    }
+
+    /// Room to read into, so received bytes are not copied again: at
+    /// least `chunk` bytes, or the rest of a frame whose (valid) length is
+    /// already buffered. Follow with [`KafkaFramer::filled`].
+    pub fn read_space(&mut self, chunk: usize) -> &mut [u8] {
+        let mut want = chunk;
+        if self.failed.is_none() && self.buf.len() >= 4 {
+            let len = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+            if (HEADER_MIN..=self.frame_bytes_max as i32).contains(&len) {
+                want = want.max((4 + len as usize).saturating_sub(self.buf.len()));
+            }
+        }
+        let filled = *self.reading.get_or_insert(self.buf.len());
+        self.buf.truncate(filled);
+        self.buf.resize(filled + want, 0);
+        &mut self.buf[filled..]
+    }
+
+    /// `n` bytes of the last [`KafkaFramer::read_space`] were read into.
+    pub fn filled(&mut self, n: usize) {
+        let filled = self
+            .reading
+            .take()
+            .expect("KafkaFramer::filled without read_space");
+        assert!(filled + n <= self.buf.len(), "read past the space");
+        self.buf.truncate(filled + n);
     }
 
     /// Bytes buffered but not yet returned as frames.
@@ -89,6 +120,38 @@ mod tests {
         let mut out = (body.len() as u32).to_be_bytes().to_vec();
         out.extend_from_slice(body);
         out
+    }
+
+    /// Reading into the framer's own space, in reads of any size (a
+    /// socket returns at most what was asked and may return less), gives
+    /// the same frames as feeding; a known frame length widens the space.
+    #[test]
+    fn reads_into_the_framer_give_the_same_frames() {
+        let a = [1u8; 12];
+        let b = vec![2u8; 3000];
+        let mut stream = framed(&a);
+        stream.extend(framed(&b));
+        for max_read in [1, 3, 7, 64, 5000] {
+            let mut framer = KafkaFramer::new(4096);
+            let mut got = Vec::new();
+            let mut at = 0;
+            while at < stream.len() {
+                let space = framer.read_space(16);
+                let n = space.len().min(max_read).min(stream.len() - at);
+                space[..n].copy_from_slice(&stream[at..at + n]);
+                framer.filled(n);
+                at += n;
+                while let Some(frame) = framer.next_frame().expect("valid") {
+                    got.push(frame);
+                }
+            }
+            assert_eq!(got, vec![Bytes::from(a.to_vec()), Bytes::from(b.clone())]);
+            assert_eq!(framer.buffered(), 0);
+        }
+        let mut framer = KafkaFramer::new(4096);
+        framer.feed(&3000u32.to_be_bytes());
+        assert!(framer.read_space(16).len() >= 3000, "the whole frame fits");
+        framer.filled(0);
     }
 
     #[test]

@@ -327,13 +327,13 @@ fn convert_one<'a>(
             "the last record's offset delta differs from lastOffsetDelta",
         ));
     }
-    let mut native = Vec::from(builder.finish()?);
+    let (mut native, start) = builder.finish_in_place()?;
     assign_offset_and_epoch(
-        &mut native,
+        &mut native[start..],
         Offset(base_offset as u64),
         LeaderEpoch(leader_epoch as u32),
     );
-    Ok((Bytes::from(native), tail))
+    Ok((Bytes::from(native).slice(start..), tail))
 }
 
 /// Appends the native batches as Kafka RecordBatch v2 (a Fetch response's

@@ -46,7 +46,6 @@ pub async fn serve(
     stop: &StopSignal,
 ) -> Result<(), KafkaConnError> {
     let mut framer = KafkaFramer::new(config.frame_bytes_max);
-    let mut chunk = vec![0u8; READ_CHUNK];
     let mut last_request = Instant::now();
     loop {
         while let Some(frame) = framer.next_frame()? {
@@ -71,7 +70,8 @@ pub async fn serve(
             return Ok(());
         }
         let deadline = last_request + config.idle_timeout;
-        let read = async { Read::Bytes(stream.read(&mut chunk).await) };
+        let space = framer.read_space(READ_CHUNK);
+        let read = async { Read::Bytes(stream.read(space).await) };
         let idle = async {
             sleep(deadline.saturating_duration_since(Instant::now())).await;
             Read::Idle
@@ -82,7 +82,7 @@ pub async fn serve(
         };
         match future::or(read, future::or(idle, stopped)).await {
             Read::Bytes(Ok(0)) | Read::Stopped => return Ok(()),
-            Read::Bytes(Ok(n)) => framer.feed(&chunk[..n]),
+            Read::Bytes(Ok(n)) => framer.filled(n),
             Read::Bytes(Err(error)) => return Err(error.into()),
             Read::Idle => return Err(KafkaConnError::Idle(config.idle_timeout)),
         }
