@@ -376,6 +376,10 @@ fn every_group_api_version_round_trips() {
     std::fs::write(&config_file, "group_initial_rebalance_delay_ms = 0\n").expect("config");
     let broker = Broker::start(&["--shards", "2", "--config", config_file.to_str().unwrap()]);
     let kafka = broker.kafka_addr();
+    assert_eq!(
+        broker.conn().create_topic("t", 3, &[]),
+        fjord_schema::ErrorCode::None
+    );
     let mut stream = common::kafka::connect(kafka);
     let s = |text: String| StrBytes::from_string(text);
     let group = |v: i16| GroupId(s(format!("raw-v{v}")));
@@ -497,6 +501,33 @@ fn every_group_api_version_round_trips() {
         assert_eq!(errors, [0, 0], "OffsetCommit v{version}");
     }
 
+    // Partitions the broker does not have are refused, as Kafka does; the
+    // others in the same request are committed.
+    let mut commit = OffsetCommitRequest::default();
+    commit.group_id = group(5);
+    commit.generation_id_or_member_epoch = 1;
+    commit.member_id = members[&5].clone();
+    for (name, partition) in [("no-such-topic", 0), ("t", 9), ("t", 2)] {
+        let mut topic = OffsetCommitRequestTopic::default();
+        topic.name = TopicName(s(name.into()));
+        let mut p = OffsetCommitRequestPartition::default();
+        p.partition_index = partition;
+        p.committed_offset = 7;
+        topic.partitions.push(p);
+        commit.topics.push(topic);
+    }
+    let answer: OffsetCommitResponse = call(&mut stream, ApiKey::OffsetCommit, 8, &commit);
+    let errors: Vec<i16> = answer
+        .topics
+        .iter()
+        .map(|t| t.partitions[0].error_code)
+        .collect();
+    assert_eq!(
+        errors,
+        [3, 3, 0],
+        "UNKNOWN_TOPIC_OR_PARTITION twice, then ok"
+    );
+
     for version in 1..=8i16 {
         let mut fetch = OffsetFetchRequest::default();
         if version >= 8 {
@@ -531,7 +562,7 @@ fn every_group_api_version_round_trips() {
         };
         assert_eq!(
             offsets,
-            [(0, 80, 0), (1, 81, 0), (2, -1, 0)],
+            [(0, 80, 0), (1, 81, 0), (2, 7, 0)],
             "OffsetFetch v{version}"
         );
     }

@@ -332,6 +332,14 @@ impl KafkaHandler {
         request: OffsetCommitRequest,
         version: i16,
     ) -> OffsetCommitResponse {
+        // As Kafka: a partition the broker does not have is refused, the
+        // rest are committed.
+        let catalog = self.dispatcher.service().catalog();
+        let known = |topic: &TopicName, partition: i32| {
+            catalog.get(&topic.0).is_some_and(|meta| {
+                u32::try_from(partition).is_ok_and(|p| p < meta.partition_count())
+            })
+        };
         let commit = CommitRequest {
             group_id: text(&request.group_id.0),
             generation_id: request.generation_id_or_member_epoch,
@@ -341,24 +349,27 @@ impl KafkaHandler {
                 .topics
                 .iter()
                 .flat_map(|t| {
-                    t.partitions.iter().map(|p| {
-                        (
-                            TopicPartition::new(text(&t.name.0), p.partition_index as u32),
-                            CommittedOffset {
-                                offset: p.committed_offset,
-                                // v6+ carries it; -1 is Kafka's "unknown".
-                                leader_epoch: if version >= 6 {
-                                    p.committed_leader_epoch
-                                } else {
-                                    -1
+                    t.partitions
+                        .iter()
+                        .filter(|p| known(&t.name, p.partition_index))
+                        .map(|p| {
+                            (
+                                TopicPartition::new(text(&t.name.0), p.partition_index as u32),
+                                CommittedOffset {
+                                    offset: p.committed_offset,
+                                    // v6+ carries it; -1 is Kafka's "unknown".
+                                    leader_epoch: if version >= 6 {
+                                        p.committed_leader_epoch
+                                    } else {
+                                        -1
+                                    },
+                                    metadata: p
+                                        .committed_metadata
+                                        .as_ref()
+                                        .map_or_else(String::new, text),
                                 },
-                                metadata: p
-                                    .committed_metadata
-                                    .as_ref()
-                                    .map_or_else(String::new, text),
-                            },
-                        )
-                    })
+                            )
+                        })
                 })
                 .collect(),
         };
@@ -374,6 +385,7 @@ impl KafkaHandler {
             })
             .collect();
         let group_id = commit.group_id.clone();
+        let committed = commit.offsets.len();
         let results: Vec<ErrorCode> = if commit.offsets.is_empty() {
             Vec::new()
         } else {
@@ -383,10 +395,7 @@ impl KafkaHandler {
                 .await
             {
                 GroupReply::Commit(results) => results.into_iter().map(|(_, e)| e).collect(),
-                reply => {
-                    let error = unavailable(reply);
-                    vec![error; asked.iter().map(|(_, p)| p.len()).sum()]
-                }
+                reply => vec![unavailable(reply); committed],
             }
         };
         let mut results = results.into_iter();
@@ -397,10 +406,12 @@ impl KafkaHandler {
             for index in partitions {
                 let mut p = OffsetCommitResponsePartition::default();
                 p.partition_index = index;
-                p.error_code = results
-                    .next()
-                    .unwrap_or(ErrorCode::UnknownServerError)
-                    .code();
+                p.error_code = if known(&topic.name, index) {
+                    results.next().unwrap_or(ErrorCode::UnknownServerError)
+                } else {
+                    ErrorCode::UnknownTopicOrPartition
+                }
+                .code();
                 topic.partitions.push(p);
             }
             response.topics.push(topic);
