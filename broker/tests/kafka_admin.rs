@@ -721,35 +721,13 @@ fn raw_admin_round_trips_at_every_served_version() {
 
 /// Records of `len` bytes as a Kafka RecordBatch v2 (uncompressed).
 fn kafka_batch(len: usize) -> bytes::Bytes {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: None,
-        value: Some(bytes::Bytes::from(vec![0x5a; len])),
-        headers: Default::default(),
-    };
-    let mut encoded = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut encoded,
-        &[record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode records");
-    encoded.freeze()
+    let record = common::kafka::plain_record(
+        0,
+        1_700_000_000_000,
+        None,
+        Some(bytes::Bytes::from(vec![0x5a; len])),
+    );
+    common::kafka::encode_batch(&[record], kafka_protocol::records::Compression::None)
 }
 
 fn raw_produce(stream: &mut std::net::TcpStream, topic: &str, records: bytes::Bytes) -> i16 {

@@ -351,7 +351,7 @@ fn hostile_kafka_frames_close_only_their_connection() {
 /// CreateTopics v2, Metadata v1, Produce v3, Fetch v4, ListOffsets v1.
 #[test]
 fn oldest_versions_round_trip_with_kafka_protocol_encoders() {
-    use bytes::{Bytes, BytesMut};
+    use bytes::Bytes;
     use common::kafka::call;
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
@@ -366,10 +366,7 @@ fn oldest_versions_round_trip_with_kafka_protocol_encoders() {
         MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
     };
     use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-        TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 
     let broker = start();
     let mut stream = raw::connect(broker.kafka_addr());
@@ -396,32 +393,16 @@ fn oldest_versions_round_trip_with_kafka_protocol_encoders() {
     assert_eq!(meta.topics[0].partitions.len(), 2);
 
     let records: Vec<Record> = (0..5i64)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: -1,
-            timestamp: 1_700_000_000_000 + i,
-            key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::from(format!("v{i}"))),
-            headers: Default::default(),
+        .map(|i| {
+            common::kafka::plain_record(
+                i,
+                1_700_000_000_000 + i,
+                Some(Bytes::from(format!("k{i}"))),
+                Some(Bytes::from(format!("v{i}"))),
+            )
         })
         .collect();
-    let mut encoded = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut encoded,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::Lz4,
-        },
-    )
-    .expect("encode records");
+    let encoded = common::kafka::encode_batch(&records, Compression::Lz4);
     let mut produce = ProduceRequest::default();
     produce.acks = -1;
     produce.timeout_ms = 10_000;
@@ -429,7 +410,7 @@ fn oldest_versions_round_trip_with_kafka_protocol_encoders() {
     data.name = name.clone();
     let mut part = PartitionProduceData::default();
     part.index = 1;
-    part.records = Some(encoded.freeze());
+    part.records = Some(encoded);
     data.partition_data.push(part);
     produce.topic_data.push(data);
     let produced: ProduceResponse = call(&mut stream, ApiKey::Produce, 3, &produce);

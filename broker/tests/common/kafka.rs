@@ -56,3 +56,47 @@ pub fn client_config(broker: &Broker) -> rdkafka::config::ClientConfig {
         .set("broker.address.family", "v4");
     config
 }
+
+/// A plain (non-transactional, no producer id) record for
+/// `kafka_protocol`'s batch encoder.
+pub fn plain_record(
+    offset: i64,
+    timestamp: i64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+) -> kafka_protocol::records::Record {
+    kafka_protocol::records::Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset,
+        sequence: -1,
+        timestamp,
+        key,
+        value,
+        headers: Default::default(),
+    }
+}
+
+/// `records` as one Kafka RecordBatch v2, encoded by `kafka_protocol`.
+pub fn encode_batch(
+    records: &[kafka_protocol::records::Record],
+    compression: kafka_protocol::records::Compression,
+) -> Bytes {
+    use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions};
+    let mut encoded = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut encoded,
+        records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("encode records");
+    encoded.freeze()
+}
