@@ -23,6 +23,7 @@ use flatbuffers::FlatBufferBuilder;
 use tempfile::TempDir;
 
 pub mod kafka;
+pub mod pressure;
 pub mod script;
 
 /// Generous bound for anything the broker must do; only prevents hangs.
