@@ -53,6 +53,12 @@ pub struct Config {
     pub write_queue_bytes_max: usize,
     /// A connection that sends no complete request for this long is closed.
     pub idle_timeout_ms: u64,
+    /// How long a start keeps checking a listen port that is in use before
+    /// giving up: the data dir lock was free, so no broker runs here, but a
+    /// SIGKILLed predecessor's listeners linger for a few milliseconds
+    /// after it is reaped (io_uring teardown), and a supervisor restarting
+    /// at once must not trip over them.
+    pub port_wait_ms: u64,
     /// Memory each shard registers with io_uring for storage I/O.
     pub io_memory_bytes: usize,
     /// After SIGTERM, how long shards wait for in-flight requests.
@@ -145,6 +151,7 @@ impl Default for Config {
             connections_max_per_shard: 1024,
             write_queue_bytes_max: 4 * 1024 * 1024,
             idle_timeout_ms: 10 * 60 * 1000,
+            port_wait_ms: 2000,
             // glommio's floor is 64 KiB and its default 10 MiB; the network
             // path uses none of it, storage sizes it for direct I/O.
             io_memory_bytes: 4 * 1024 * 1024,
@@ -364,6 +371,7 @@ impl Config {
         )?;
         set(&mut self.fetch_bytes_max, &var, "FJORD_FETCH_BYTES_MAX")?;
         set(&mut self.fetch_wait_ms_max, &var, "FJORD_FETCH_WAIT_MS_MAX")?;
+        set(&mut self.port_wait_ms, &var, "FJORD_PORT_WAIT_MS")?;
         set(&mut self.flush_interval_ms, &var, "FJORD_FLUSH_INTERVAL_MS")?;
         set(
             &mut self.housekeeping_interval_ms,
@@ -625,6 +633,10 @@ impl Config {
             .map_err(|e| unresolvable(e.to_string()))?
             .next()
             .ok_or_else(|| unresolvable("resolves to no address".into()))
+    }
+
+    pub fn port_wait(&self) -> Duration {
+        Duration::from_millis(self.port_wait_ms)
     }
 
     pub fn idle_timeout(&self) -> Duration {

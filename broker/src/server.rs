@@ -70,12 +70,19 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
         drained: drained.clone(),
     };
     let private_addrs = private_addrs(&config, listen, shards)?;
-    check_port_free(listen, "the shared port")?;
+    // We hold the data dir lock, so no broker runs on it: a port in use may
+    // still be held by our SIGKILLed predecessor's lingering listeners.
+    let port_wait = config.port_wait();
+    wait_port_free(listen, "the shared port", port_wait)?;
     if let Some(kafka) = kafka_listen {
-        check_port_free(kafka, "the Kafka port")?;
+        wait_port_free(kafka, "the Kafka port", port_wait)?;
     }
     for addr in private_addrs.iter().flatten() {
-        check_port_free(*addr, "a per-shard port (listen port + 1 + shard)")?;
+        wait_port_free(
+            *addr,
+            "a per-shard port (listen port + 1 + shard)",
+            port_wait,
+        )?;
     }
     let signals = Signals::block().map_err(BrokerError::Signals)?;
 
@@ -438,6 +445,23 @@ fn check_port_free(addr: SocketAddr, what: &str) -> Result<(), BrokerError> {
             })
         }
         Err(source) => Err(BrokerError::Bind { addr, source }),
+    }
+}
+
+/// [`check_port_free`], retried until `wait` has passed: a SIGKILLed
+/// broker's listeners linger (and even accept) for a few milliseconds after
+/// the process is reaped, while io_uring tears down. Called only once the
+/// data dir lock is ours, so the holder cannot be a live broker of this
+/// data dir; anything else still holding the port gets today's error.
+fn wait_port_free(addr: SocketAddr, what: &str, wait: Duration) -> Result<(), BrokerError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match check_port_free(addr, what) {
+            Err(BrokerError::PortInUse { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result,
+        }
     }
 }
 

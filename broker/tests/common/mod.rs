@@ -104,6 +104,18 @@ impl Broker {
         self.restart();
     }
 
+    /// SIGKILL, reap, and start again at once on the same data dir and
+    /// ports, as a supervisor with no restart delay does: no second try.
+    /// The new broker's logs if it did not come up.
+    pub fn kill_and_restart_at_once(&mut self) -> Result<(), String> {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+        let _ = std::fs::remove_file(self.data_dir().join("broker.addr"));
+        self.child = spawn(self.dir.path(), &self.args);
+        self.addr = self.try_wait_addr()?;
+        Ok(())
+    }
+
     /// SIGTERM (clean shutdown), then start again on the same data dir.
     pub fn terminate_and_restart(&mut self) {
         let status = self.terminate();
