@@ -38,6 +38,8 @@ use crate::topics::TopicRegistry;
 /// How often a shard checks the process-wide stop flag. Shutdown latency
 /// only; requests never wait on it.
 const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// At most one warning about refused connections per shard this often.
+const REFUSAL_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Back-off after a failed accept (EMFILE and the like).
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
 
@@ -413,6 +415,10 @@ struct Shard {
     stop: StopSignal,
     /// Open connections per listener ([`Listener::index`]).
     connections: Rc<[Cell<usize>; 2]>,
+    /// Connections refused since the last warning about refusals, and
+    /// when that warning was (a flood must not flood the log).
+    refused_unlogged: Cell<u64>,
+    refusals_logged_at: Cell<Option<Instant>>,
 }
 
 impl Shard {
@@ -423,6 +429,8 @@ impl Shard {
             dispatcher,
             stop: StopSignal::new(),
             connections: Rc::new([Cell::new(0), Cell::new(0)]),
+            refused_unlogged: Cell::new(0),
+            refusals_logged_at: Cell::new(None),
         })
     }
 
@@ -541,13 +549,12 @@ impl Shard {
     fn admit(&self, listener: Listener, peer: SocketAddr) -> Option<(ConnectionSlot, Admitted)> {
         let count = &self.connections[listener.index()];
         if count.get() >= self.spec.connections_max {
-            tracing::warn!(
-                shard = %self.spec.shard,
-                %listener,
-                %peer,
-                connections_max_per_shard = self.spec.connections_max,
-                "shard connection limit reached; closing new connection"
+            let reason = format!(
+                "this shard already serves its maximum of {} connections on the {listener} listener \
+                 (connections_max_per_shard)",
+                self.spec.connections_max
             );
+            self.log_refusal(peer, &reason);
             return None;
         }
         match self.spec.connection_table.admit(listener, peer.ip()) {
@@ -560,10 +567,32 @@ impl Shard {
                 Some((slot, admitted))
             }
             Err(refused) => {
-                // Debug, not warn: a flood would flood the log too.
-                tracing::debug!(shard = %self.spec.shard, %peer, %refused, "closing new connection");
+                self.log_refusal(peer, &refused.to_string());
                 None
             }
+        }
+    }
+
+    /// Every refusal at debug; a warning with the count at most every
+    /// [`REFUSAL_WARN_INTERVAL`], so a flood shows without flooding the log.
+    fn log_refusal(&self, peer: SocketAddr, reason: &str) {
+        tracing::debug!(shard = %self.spec.shard, %peer, reason, "closing new connection");
+        self.refused_unlogged.set(self.refused_unlogged.get() + 1);
+        let now = Instant::now();
+        let due = self
+            .refusals_logged_at
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= REFUSAL_WARN_INTERVAL);
+        if due {
+            tracing::warn!(
+                shard = %self.spec.shard,
+                refused = self.refused_unlogged.get(),
+                last_peer = %peer,
+                last_reason = reason,
+                "connection limits reached; new connections closed on accept"
+            );
+            self.refused_unlogged.set(0);
+            self.refusals_logged_at.set(Some(now));
         }
     }
 
