@@ -5,7 +5,8 @@
 //! Every key of the file is listed in [`Config`]; unknown keys are an error
 //! so a typo never silently falls back to a default.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,8 +48,31 @@ pub struct Config {
     /// Largest frame (body + payload) accepted; larger ones close the
     /// connection.
     pub frame_bytes_max: u32,
-    /// Connections each shard serves at once; more are closed on accept.
+    /// Connections each shard serves at once on each listener (native and
+    /// Kafka separately); more are closed on accept.
     pub connections_max_per_shard: usize,
+    /// Connections the native listener (shared and per-shard ports) serves
+    /// at once, all shards together (Kafka's
+    /// `listener.name.<listener>.max.connections`); more are closed on
+    /// accept.
+    pub native_connections_max: usize,
+    /// Connections the Kafka listener serves at once, all shards together.
+    pub kafka_connections_max: usize,
+    /// Connections one client address holds at once, both listeners and all
+    /// shards together (Kafka's `max.connections.per.ip`); more are closed
+    /// on accept.
+    pub connections_max_per_ip: usize,
+    /// Per-address replacements of `connections_max_per_ip` (Kafka's
+    /// `max.connections.per.ip.overrides`), a TOML table of IP address to
+    /// count, e.g. `{ "10.0.0.5" = 5000, "::1" = 10 }`; 0 refuses the
+    /// address. `FJORD_CONNECTIONS_MAX_PER_IP_OVERRIDES` and the flag take
+    /// Kafka's `address:count,address:count` form (`[::1]:10` for IPv6).
+    /// IP addresses only: host names are refused.
+    pub connections_max_per_ip_overrides: BTreeMap<IpAddr, usize>,
+    /// A connection that has not sent one complete request this long after
+    /// it was accepted is closed (both listeners), so connections that
+    /// never speak free their slots quickly.
+    pub connection_first_request_timeout_ms: u64,
     /// Responses queued per connection before it stops reading requests.
     pub write_queue_bytes_max: usize,
     /// A connection that sends no complete request for this long is closed.
@@ -149,6 +173,11 @@ impl Default for Config {
             shard_ports: true,
             frame_bytes_max: 16 * 1024 * 1024,
             connections_max_per_shard: 1024,
+            native_connections_max: 10_000,
+            kafka_connections_max: 10_000,
+            connections_max_per_ip: 1_000,
+            connections_max_per_ip_overrides: BTreeMap::new(),
+            connection_first_request_timeout_ms: 10_000,
             write_queue_bytes_max: 4 * 1024 * 1024,
             idle_timeout_ms: 10 * 60 * 1000,
             port_wait_ms: 2000,
@@ -195,6 +224,11 @@ pub struct Overrides {
     pub shard_ports: Option<bool>,
     pub frame_bytes_max: Option<u32>,
     pub connections_max_per_shard: Option<usize>,
+    pub native_connections_max: Option<usize>,
+    pub kafka_connections_max: Option<usize>,
+    pub connections_max_per_ip: Option<usize>,
+    pub connections_max_per_ip_overrides: Option<BTreeMap<IpAddr, usize>>,
+    pub connection_first_request_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub io_memory_bytes: Option<usize>,
     /// Data-path flags; applied after the `FJORD_*` data-path variables so
@@ -301,6 +335,17 @@ impl Config {
         set(
             &mut self.connections_max_per_shard,
             o.connections_max_per_shard,
+        );
+        set(&mut self.native_connections_max, o.native_connections_max);
+        set(&mut self.kafka_connections_max, o.kafka_connections_max);
+        set(&mut self.connections_max_per_ip, o.connections_max_per_ip);
+        set(
+            &mut self.connections_max_per_ip_overrides,
+            o.connections_max_per_ip_overrides,
+        );
+        set(
+            &mut self.connection_first_request_timeout_ms,
+            o.connection_first_request_timeout_ms,
         );
         set(&mut self.idle_timeout_ms, o.idle_timeout_ms);
         set(&mut self.io_memory_bytes, o.io_memory_bytes);
@@ -494,6 +539,25 @@ impl Config {
             ),
             ("socket.request.max.bytes", self.frame_bytes_max.to_string()),
             ("connections.max.idle.ms", self.idle_timeout_ms.to_string()),
+            (
+                "max.connections",
+                self.native_connections_max
+                    .saturating_add(self.kafka_connections_max)
+                    .min(i32::MAX as usize)
+                    .to_string(),
+            ),
+            (
+                "max.connections.per.ip",
+                self.connections_max_per_ip
+                    .min(i32::MAX as usize)
+                    .to_string(),
+            ),
+            (
+                "max.connections.per.ip.overrides",
+                crate::connection_limits::format_ip_overrides(
+                    &self.connections_max_per_ip_overrides,
+                ),
+            ),
             ("fetch.max.bytes", self.fetch_bytes_max.to_string()),
             ("delete.topic.enable", "true".to_owned()),
         ]
@@ -596,6 +660,21 @@ impl Config {
         if self.idle_timeout_ms == 0 {
             return invalid("idle_timeout_ms must be at least 1".into());
         }
+        if self.native_connections_max == 0 || self.kafka_connections_max == 0 {
+            return invalid(
+                "native_connections_max and kafka_connections_max must be at least 1".into(),
+            );
+        }
+        if self.connections_max_per_ip == 0 {
+            return invalid(
+                "connections_max_per_ip must be at least 1 (refuse single addresses with \
+                 connections_max_per_ip_overrides = { \"ADDRESS\" = 0 })"
+                    .into(),
+            );
+        }
+        if self.connection_first_request_timeout_ms == 0 {
+            return invalid("connection_first_request_timeout_ms must be at least 1".into());
+        }
         self.listen_addr()?;
         self.kafka_listen_addr()?;
         Ok(())
@@ -641,6 +720,20 @@ impl Config {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub fn first_request_timeout(&self) -> Duration {
+        Duration::from_millis(self.connection_first_request_timeout_ms)
+    }
+
+    /// The node-wide connection limits (see [`crate::connection_limits`]).
+    pub fn connection_limits(&self) -> crate::connection_limits::ConnectionLimits {
+        crate::connection_limits::ConnectionLimits {
+            native_max: self.native_connections_max,
+            kafka_max: self.kafka_connections_max,
+            per_ip_max: self.connections_max_per_ip,
+            per_ip_overrides: self.connections_max_per_ip_overrides.clone(),
+        }
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -745,6 +838,61 @@ mod tests {
         assert!(config.validate().is_ok());
         config.inflight_bytes_max_per_shard = 10;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn connection_limits_from_the_file_and_overrides() {
+        let mut config = Config::parse(
+            "connections_max_per_ip = 50\n\
+             connections_max_per_ip_overrides = { \"127.0.0.2\" = 5000, \"::1\" = 0 }\n\
+             kafka_connections_max = 300\n\
+             connection_first_request_timeout_ms = 2500\n",
+        )
+        .expect("valid toml");
+        let limits = config.connection_limits();
+        assert_eq!(limits.per_ip_max, 50);
+        assert_eq!(limits.kafka_max, 300);
+        assert_eq!(limits.native_max, Config::default().native_connections_max);
+        assert_eq!(
+            limits.per_ip_overrides,
+            BTreeMap::from([
+                ("127.0.0.2".parse().expect("literal"), 5000),
+                ("::1".parse().expect("literal"), 0)
+            ])
+        );
+        assert_eq!(config.first_request_timeout(), Duration::from_millis(2500));
+        assert!(config.validate().is_ok());
+        let described: BTreeMap<&str, String> = config.kafka_broker_configs().into_iter().collect();
+        assert_eq!(described["max.connections.per.ip"], "50");
+        assert_eq!(
+            described["max.connections.per.ip.overrides"],
+            "127.0.0.2:5000,[::1]:0"
+        );
+        assert_eq!(described["max.connections"], "10300");
+        config.apply(Overrides {
+            connections_max_per_ip_overrides: Some(
+                crate::connection_limits::parse_ip_overrides("10.0.0.1:3").expect("valid"),
+            ),
+            ..Overrides::default()
+        });
+        assert_eq!(
+            config
+                .connections_max_per_ip_overrides
+                .keys()
+                .collect::<Vec<_>>(),
+            vec![&"10.0.0.1".parse::<IpAddr>().expect("literal")]
+        );
+        assert!(
+            Config::parse("connections_max_per_ip_overrides = { \"db.example\" = 5 }\n").is_err()
+        );
+        for zero in [
+            "connections_max_per_ip = 0\n",
+            "kafka_connections_max = 0\n",
+            "connection_first_request_timeout_ms = 0\n",
+        ] {
+            let config = Config::parse(zero).expect("valid toml");
+            assert!(config.validate().is_err(), "{zero}");
+        }
     }
 
     #[test]

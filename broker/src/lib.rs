@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod connection_limits;
 pub mod datadir;
 pub mod dispatch;
 pub mod error;

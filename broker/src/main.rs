@@ -68,9 +68,24 @@ struct StartArgs {
     /// Largest frame accepted, in bytes [default: 16 MiB].
     #[arg(long, env = "FJORD_FRAME_BYTES_MAX")]
     frame_bytes_max: Option<u32>,
-    /// Connections per shard [default: 1024].
+    /// Connections per shard on each listener [default: 1024].
     #[arg(long, env = "FJORD_CONNECTIONS_MAX_PER_SHARD")]
     connections_max_per_shard: Option<usize>,
+    /// Connections on the native listener, all shards [default: 10000].
+    #[arg(long, env = "FJORD_NATIVE_CONNECTIONS_MAX")]
+    native_connections_max: Option<usize>,
+    /// Connections on the Kafka listener, all shards [default: 10000].
+    #[arg(long, env = "FJORD_KAFKA_CONNECTIONS_MAX")]
+    kafka_connections_max: Option<usize>,
+    /// Connections per client address, both listeners [default: 1000].
+    #[arg(long, env = "FJORD_CONNECTIONS_MAX_PER_IP")]
+    connections_max_per_ip: Option<usize>,
+    /// Per-address limits, `address:count,address:count` ([::1]:10 for IPv6) [default: none].
+    #[arg(long, env = "FJORD_CONNECTIONS_MAX_PER_IP_OVERRIDES", value_parser = parse_ip_overrides)]
+    connections_max_per_ip_overrides: Option<IpOverrides>,
+    /// Close connections with no complete first request this long after accept [default: 10000].
+    #[arg(long, env = "FJORD_CONNECTION_FIRST_REQUEST_TIMEOUT_MS")]
+    connection_first_request_timeout_ms: Option<u64>,
     /// Close connections with no complete request for this long [default: 600000].
     #[arg(long, env = "FJORD_IDLE_TIMEOUT_MS")]
     idle_timeout_ms: Option<u64>,
@@ -119,6 +134,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Per-address connection limits (a named type so clap takes the whole
+/// map as one value).
+type IpOverrides = std::collections::BTreeMap<std::net::IpAddr, usize>;
+
+fn parse_ip_overrides(text: &str) -> Result<IpOverrides, String> {
+    fjord_broker::connection_limits::parse_ip_overrides(text)
+}
+
 fn start(args: StartArgs) -> ExitCode {
     abort_on_panic();
     let overrides = Overrides {
@@ -132,6 +155,11 @@ fn start(args: StartArgs) -> ExitCode {
         shard_ports: args.shard_ports,
         frame_bytes_max: args.frame_bytes_max,
         connections_max_per_shard: args.connections_max_per_shard,
+        native_connections_max: args.native_connections_max,
+        kafka_connections_max: args.kafka_connections_max,
+        connections_max_per_ip: args.connections_max_per_ip,
+        connections_max_per_ip_overrides: args.connections_max_per_ip_overrides,
+        connection_first_request_timeout_ms: args.connection_first_request_timeout_ms,
         idle_timeout_ms: args.idle_timeout_ms,
         io_memory_bytes: args.io_memory_bytes,
         data_path: args.data_path,

@@ -16,6 +16,7 @@ use glommio::{CpuSet, ExecutorJoinHandle};
 
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::connection_limits::ConnectionTable;
 use crate::datadir::DataDir;
 use crate::dispatch::{BrokerView, DispatchLimits};
 use crate::error::BrokerError;
@@ -93,6 +94,9 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
         starts: Vec::new(),
         stop: stop.clone(),
     };
+    // Built before any shard starts; the shards' one shared mutable state
+    // (ARCHITECTURE.md, "Decisions").
+    let connection_table = ConnectionTable::new(&config.connection_limits());
     let spec = |index: usize, shared_addr: SocketAddr, kafka_addr: Option<SocketAddr>| ShardSpec {
         shard: ShardId(index as u16),
         cpu: cpus[index],
@@ -105,7 +109,9 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
             frame_bytes_max: config.frame_bytes_max,
             write_queue_bytes_max: config.write_queue_bytes_max,
             idle_timeout: config.idle_timeout(),
+            first_request_timeout: config.first_request_timeout(),
         },
+        connection_table: connection_table.clone(),
         shutdown_grace: config.shutdown_grace(),
         shard_count: shards,
         data_dir: data_dir.path().to_owned(),

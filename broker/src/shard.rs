@@ -22,6 +22,7 @@ use glommio::timer::sleep;
 use glommio::{ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, Shares};
 
 use crate::catalog::Catalog;
+use crate::connection_limits::{Admitted, ConnectionTable, Listener};
 use crate::dispatch::{BrokerView, DispatchLimits, Dispatcher};
 use crate::error::BrokerError;
 use crate::group::coordinator::GroupConfig;
@@ -37,6 +38,8 @@ use crate::topics::TopicRegistry;
 /// How often a shard checks the process-wide stop flag. Shutdown latency
 /// only; requests never wait on it.
 const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// At most one warning about refused connections per shard this often.
+const REFUSAL_WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// Back-off after a failed accept (EMFILE and the like).
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
 
@@ -53,8 +56,12 @@ pub struct ShardSpec {
     /// no Kafka listener.
     pub kafka_addr: Option<SocketAddr>,
     pub io_memory_bytes: usize,
+    /// Connections this shard serves at once on each listener.
     pub connections_max: usize,
     pub connection: ConnectionConfig,
+    /// The node-wide per-listener and per-address connection counts, shared
+    /// by every shard.
+    pub connection_table: Arc<ConnectionTable>,
     pub shutdown_grace: Duration,
     pub shard_count: usize,
     pub data_dir: PathBuf,
@@ -139,13 +146,18 @@ impl Drop for ExitNotice {
     }
 }
 
-/// Counts a shard's open connections; decrements when the connection task
-/// ends or is dropped.
-struct ConnectionSlot(Rc<Cell<usize>>);
+/// Counts a shard's open connections per listener; decrements when the
+/// connection task ends or is dropped.
+struct ConnectionSlot {
+    counts: Rc<[Cell<usize>; 2]>,
+    listener: Listener,
+}
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
+        let count = &self.counts[self.listener.index()];
+        assert!(count.get() > 0, "connection count underflow");
+        count.set(count.get() - 1);
     }
 }
 
@@ -389,9 +401,11 @@ async fn housekeeping(service: std::rc::Weak<ShardService>, interval: Duration) 
 ///
 /// Lives on: every shard (one glommio executor pinned to one CPU).
 /// Owns: the shard's listeners (the shared port, bound with SO_REUSEPORT
-/// like every other shard's, and its private port), every connection it
-/// accepted, and the [`Dispatcher`] they share (which holds the shard's
-/// [`ShardService`]: partitions, catalog, mesh).
+/// like every other shard's, its private port and the Kafka port), every
+/// connection it accepted (at most `connections_max` per listener here,
+/// and within the node-wide per-listener and per-address limits of the
+/// shared [`ConnectionTable`]), and the [`Dispatcher`] they share (which
+/// holds the shard's [`ShardService`]: partitions, catalog, mesh).
 /// Lifecycle: bind (in [`spawn`]) → serve (accept until the stop flag) →
 /// drain (stop accepting; connections answer what they already received,
 /// flush and close, for at most `shutdown_grace`) → the executor exits.
@@ -399,7 +413,12 @@ struct Shard {
     spec: ShardSpec,
     dispatcher: Rc<Dispatcher>,
     stop: StopSignal,
-    connections: Rc<Cell<usize>>,
+    /// Open connections per listener ([`Listener::index`]).
+    connections: Rc<[Cell<usize>; 2]>,
+    /// Connections refused since the last warning about refusals, and
+    /// when that warning was (a flood must not flood the log).
+    refused_unlogged: Cell<u64>,
+    refusals_logged_at: Cell<Option<Instant>>,
 }
 
 impl Shard {
@@ -409,7 +428,9 @@ impl Shard {
             spec,
             dispatcher,
             stop: StopSignal::new(),
-            connections: Rc::new(Cell::new(0)),
+            connections: Rc::new([Cell::new(0), Cell::new(0)]),
+            refused_unlogged: Cell::new(0),
+            refusals_logged_at: Cell::new(None),
         })
     }
 
@@ -430,11 +451,13 @@ impl Shard {
                 signal.trigger();
             }
         });
-        let private_loop =
-            private.map(|listener| glommio::spawn_local(self.clone().accept_loop(listener)));
-        let kafka_loop =
-            kafka.map(|listener| glommio::spawn_local(self.clone().kafka_accept_loop(listener)));
-        self.clone().accept_loop(shared).await;
+        let private_loop = private.map(|listener| {
+            glommio::spawn_local(self.clone().accept_loop(listener, Listener::Native))
+        });
+        let kafka_loop = kafka.map(|listener| {
+            glommio::spawn_local(self.clone().accept_loop(listener, Listener::Kafka))
+        });
+        self.clone().accept_loop(shared, Listener::Native).await;
         if let Some(task) = private_loop {
             task.await;
         }
@@ -445,9 +468,12 @@ impl Shard {
         self.drain().await;
     }
 
-    async fn accept_loop(self: Rc<Self>, listener: TcpListener) {
+    /// Accepts connections on one listener until the stop signal; each
+    /// must fit this shard's per-listener limit and the node-wide
+    /// listener and client-address limits, else it is closed at once.
+    async fn accept_loop(self: Rc<Self>, socket: TcpListener, listener: Listener) {
         loop {
-            let accepted = future::or(async { Some(listener.accept().await) }, async {
+            let accepted = future::or(async { Some(socket.accept().await) }, async {
                 self.stop.wait().await;
                 None
             })
@@ -456,104 +482,128 @@ impl Shard {
                 None => break,
                 Some(Ok(stream)) => stream,
                 Some(Err(error)) => {
-                    tracing::warn!(shard = %self.spec.shard, %error, "accept failed");
+                    tracing::warn!(shard = %self.spec.shard, %listener, %error, "accept failed");
                     sleep(ACCEPT_ERROR_BACKOFF).await;
                     continue;
                 }
             };
-            let peer = stream.peer_addr().ok();
-            if self.connections.get() >= self.spec.connections_max {
-                tracing::warn!(
-                    shard = %self.spec.shard,
-                    ?peer,
-                    connections_max = self.spec.connections_max,
-                    "connection limit reached; closing new connection"
-                );
+            let Ok(peer) = stream.peer_addr() else {
+                // Reset before we looked at it; dropping closes it.
                 continue;
-            }
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(shard = %self.spec.shard, ?peer, %error, "set_nodelay failed");
-            }
-            self.connections.set(self.connections.get() + 1);
-            let slot = ConnectionSlot(self.connections.clone());
-            let shard = self.clone();
-            glommio::spawn_local(async move {
-                let _slot = slot;
-                let result = driver::serve(
-                    stream,
-                    shard.spec.connection.clone(),
-                    &*shard.dispatcher,
-                    &shard.stop,
-                )
-                .await;
-                log_close(shard.spec.shard, peer, result);
-            })
-            .detach();
-        }
-        tracing::debug!(shard = %self.spec.shard, "stopped accepting");
-    }
-
-    /// Accepts Kafka wire-protocol connections (same connection limit and
-    /// drain as the native ones).
-    async fn kafka_accept_loop(self: Rc<Self>, listener: TcpListener) {
-        loop {
-            let accepted = future::or(async { Some(listener.accept().await) }, async {
-                self.stop.wait().await;
-                None
-            })
-            .await;
-            let stream = match accepted {
-                None => break,
-                Some(Ok(stream)) => stream,
-                Some(Err(error)) => {
-                    tracing::warn!(shard = %self.spec.shard, %error, "kafka accept failed");
-                    sleep(ACCEPT_ERROR_BACKOFF).await;
-                    continue;
-                }
             };
-            let peer = stream.peer_addr().ok();
-            if self.connections.get() >= self.spec.connections_max {
-                tracing::warn!(shard = %self.spec.shard, ?peer, "connection limit reached; closing new kafka connection");
+            let Some((slot, admitted)) = self.admit(listener, peer) else {
                 continue;
-            }
+            };
             if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(shard = %self.spec.shard, ?peer, %error, "set_nodelay failed");
+                tracing::debug!(shard = %self.spec.shard, %peer, %error, "set_nodelay failed");
             }
-            self.connections.set(self.connections.get() + 1);
-            let slot = ConnectionSlot(self.connections.clone());
             let shard = self.clone();
             glommio::spawn_local(async move {
-                let _slot = slot;
-                let handler = KafkaHandler::new(
-                    shard.dispatcher.clone(),
-                    shard.spec.connection.frame_bytes_max as usize,
-                );
-                let result = kafka::serve::serve(
-                    stream,
-                    shard.spec.connection.clone(),
-                    &handler,
-                    &shard.stop,
-                )
-                .await;
-                match result {
-                    Ok(()) => tracing::debug!(shard = %shard.spec.shard, ?peer, "kafka connection closed"),
-                    Err(error) => {
-                        tracing::info!(shard = %shard.spec.shard, ?peer, %error, "closing kafka connection")
+                let _slots = (slot, admitted);
+                match listener {
+                    Listener::Native => {
+                        let result = driver::serve(
+                            stream,
+                            shard.spec.connection.clone(),
+                            &*shard.dispatcher,
+                            &shard.stop,
+                        )
+                        .await;
+                        log_close(shard.spec.shard, peer, result);
+                    }
+                    Listener::Kafka => {
+                        let handler = KafkaHandler::new(
+                            shard.dispatcher.clone(),
+                            shard.spec.connection.frame_bytes_max as usize,
+                        );
+                        let result = kafka::serve::serve(
+                            stream,
+                            shard.spec.connection.clone(),
+                            &handler,
+                            &shard.stop,
+                        )
+                        .await;
+                        match result {
+                            Ok(()) => {
+                                tracing::debug!(shard = %shard.spec.shard, %peer, "kafka connection closed")
+                            }
+                            // Debug: a flood of silent connections would flood the log.
+                            Err(error @ kafka::serve::KafkaConnError::FirstRequest(_)) => {
+                                tracing::debug!(shard = %shard.spec.shard, %peer, %error, "closing kafka connection")
+                            }
+                            Err(error) => {
+                                tracing::info!(shard = %shard.spec.shard, %peer, %error, "closing kafka connection")
+                            }
+                        }
                     }
                 }
             })
             .detach();
         }
-        tracing::debug!(shard = %self.spec.shard, "stopped accepting kafka connections");
+        tracing::debug!(shard = %self.spec.shard, %listener, "stopped accepting");
+    }
+
+    /// Takes the slots of a new connection: this shard's count on
+    /// `listener`, then the node-wide listener and address counts. `None`
+    /// (logged, nothing taken): the connection must be closed.
+    fn admit(&self, listener: Listener, peer: SocketAddr) -> Option<(ConnectionSlot, Admitted)> {
+        let count = &self.connections[listener.index()];
+        if count.get() >= self.spec.connections_max {
+            let reason = format!(
+                "this shard already serves its maximum of {} connections on the {listener} listener \
+                 (connections_max_per_shard)",
+                self.spec.connections_max
+            );
+            self.log_refusal(peer, &reason);
+            return None;
+        }
+        match self.spec.connection_table.admit(listener, peer.ip()) {
+            Ok(admitted) => {
+                count.set(count.get() + 1);
+                let slot = ConnectionSlot {
+                    counts: self.connections.clone(),
+                    listener,
+                };
+                Some((slot, admitted))
+            }
+            Err(refused) => {
+                self.log_refusal(peer, &refused.to_string());
+                None
+            }
+        }
+    }
+
+    /// Every refusal at debug; a warning with the count at most every
+    /// [`REFUSAL_WARN_INTERVAL`], so a flood shows without flooding the log.
+    fn log_refusal(&self, peer: SocketAddr, reason: &str) {
+        tracing::debug!(shard = %self.spec.shard, %peer, reason, "closing new connection");
+        self.refused_unlogged.set(self.refused_unlogged.get() + 1);
+        let now = Instant::now();
+        let due = self
+            .refusals_logged_at
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= REFUSAL_WARN_INTERVAL);
+        if due {
+            tracing::warn!(
+                shard = %self.spec.shard,
+                refused = self.refused_unlogged.get(),
+                last_peer = %peer,
+                last_reason = reason,
+                "connection limits reached; new connections closed on accept"
+            );
+            self.refused_unlogged.set(0);
+            self.refusals_logged_at.set(Some(now));
+        }
     }
 
     /// Waits for open connections to finish, at most `shutdown_grace`.
     async fn drain(&self) {
         let deadline = Instant::now() + self.spec.shutdown_grace;
-        while self.connections.get() > 0 && Instant::now() < deadline {
+        let open = || self.connections.iter().map(Cell::get).sum::<usize>();
+        while open() > 0 && Instant::now() < deadline {
             sleep(Duration::from_millis(10)).await;
         }
-        let left = self.connections.get();
+        let left = open();
         if left > 0 {
             tracing::warn!(shard = %self.spec.shard, left, "closing connections still busy after the shutdown grace");
         }
@@ -561,15 +611,19 @@ impl Shard {
     }
 }
 
-fn log_close(shard: ShardId, peer: Option<SocketAddr>, result: Result<(), DriverError>) {
+fn log_close(shard: ShardId, peer: SocketAddr, result: Result<(), DriverError>) {
     match result {
-        Ok(()) => tracing::debug!(%shard, ?peer, "connection closed"),
+        Ok(()) => tracing::debug!(%shard, %peer, "connection closed"),
         Err(DriverError::Connection(ConnectionError::Frame(error))) => {
-            tracing::info!(%shard, ?peer, %error, "closing connection: unparseable frame")
+            tracing::info!(%shard, %peer, %error, "closing connection: unparseable frame")
+        }
+        // Debug: a flood of silent connections would flood the log.
+        Err(DriverError::Connection(error @ ConnectionError::FirstRequestTimeout { .. })) => {
+            tracing::debug!(%shard, %peer, %error, "closing connection")
         }
         Err(DriverError::Connection(error)) => {
-            tracing::info!(%shard, ?peer, %error, "closing connection")
+            tracing::info!(%shard, %peer, %error, "closing connection")
         }
-        Err(DriverError::Io(error)) => tracing::debug!(%shard, ?peer, %error, "connection error"),
+        Err(DriverError::Io(error)) => tracing::debug!(%shard, %peer, %error, "connection error"),
     }
 }

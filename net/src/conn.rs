@@ -10,6 +10,9 @@
 //! Bounds, all from [`ConnectionConfig`]:
 //! - the read buffer never holds more than `read_buffer_bytes_max`, which is
 //!   at least one whole frame of `frame_bytes_max`;
+//! - a connection that has not sent a whole request within
+//!   `first_request_timeout` of being accepted is closed, and afterwards
+//!   one idle (no whole request) for `idle_timeout`;
 //! - the outgoing queue stops the connection from *decoding* further requests
 //!   once it holds `write_queue_bytes_max` bytes, so a client that pipelines
 //!   requests but never reads responses stalls itself, not the broker.
@@ -36,6 +39,11 @@ pub struct ConnectionConfig {
     /// closed. Partial frames do not count as activity, so a peer trickling
     /// one byte at a time (slowloris) is closed too.
     pub idle_timeout: Duration,
+    /// A connection that has not delivered its first whole request this
+    /// long after it was accepted is closed (a flood of connections that
+    /// never speak holds its slots for seconds, not for `idle_timeout`).
+    /// Applies only while it is shorter than `idle_timeout`.
+    pub first_request_timeout: Duration,
 }
 
 impl ConnectionConfig {
@@ -51,6 +59,7 @@ impl Default for ConnectionConfig {
             frame_bytes_max: fjord_schema::frame::FRAME_LEN_MAX_DEFAULT,
             write_queue_bytes_max: 4 * 1024 * 1024,
             idle_timeout: Duration::from_secs(600),
+            first_request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -62,6 +71,8 @@ pub enum ConnectionError {
     Frame(#[from] FrameError),
     #[error("no complete request for {idle_timeout:?}")]
     IdleTimeout { idle_timeout: Duration },
+    #[error("no complete first request within {first_request_timeout:?} of connecting")]
+    FirstRequestTimeout { first_request_timeout: Duration },
     #[error("peer closed the connection in the middle of a frame ({buffered} bytes buffered)")]
     ClosedMidFrame { buffered: usize },
 }
@@ -93,7 +104,12 @@ pub struct Connection {
     write_queue_bytes: usize,
     /// Set once the peer sent EOF or we decided to stop reading.
     read_closed: bool,
+    /// When the connection was accepted until its first whole request,
+    /// then when the last whole request arrived.
     last_request_at: Instant,
+    /// Whether a whole request has arrived (which ends the first-request
+    /// deadline).
+    requested: bool,
 }
 
 impl Connection {
@@ -106,6 +122,10 @@ impl Connection {
             config.write_queue_bytes_max > 0,
             "write_queue_bytes_max must be positive"
         );
+        assert!(
+            !config.first_request_timeout.is_zero(),
+            "first_request_timeout must be positive"
+        );
         Connection {
             decoder: FrameDecoder::new(config.frame_bytes_max),
             read_buffer: BytesMut::with_capacity(FRAME_HEADER_LEN.max(4096)),
@@ -114,6 +134,7 @@ impl Connection {
             write_queue_bytes: 0,
             read_closed: false,
             last_request_at: now,
+            requested: false,
             config,
         }
     }
@@ -129,6 +150,7 @@ impl Connection {
         if self.write_queue_bytes < self.config.write_queue_bytes_max {
             if let Some(frame) = self.decoder.decode(&mut self.read_buffer)? {
                 self.last_request_at = now;
+                self.requested = true;
                 return Ok(Action::Handle(frame));
             }
         }
@@ -249,18 +271,36 @@ impl Connection {
     /// When [`Connection::handle_timeout`] must be called if nothing else
     /// happens first.
     pub fn poll_timeout(&self) -> Instant {
-        self.last_request_at + self.config.idle_timeout
+        self.last_request_at + self.timeout()
+    }
+
+    /// The timeout running now: the first-request deadline until a whole
+    /// request arrived (unless the idle timeout is shorter), then the idle
+    /// timeout.
+    fn timeout(&self) -> Duration {
+        if self.requested {
+            self.config.idle_timeout
+        } else {
+            self.config
+                .first_request_timeout
+                .min(self.config.idle_timeout)
+        }
     }
 
     /// The timer from [`Connection::poll_timeout`] fired (or the driver
     /// checks it early: firing early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ConnectionError> {
-        if now >= self.poll_timeout() {
-            return Err(ConnectionError::IdleTimeout {
-                idle_timeout: self.config.idle_timeout,
+        if now < self.poll_timeout() {
+            return Ok(());
+        }
+        if !self.requested && self.config.first_request_timeout < self.config.idle_timeout {
+            return Err(ConnectionError::FirstRequestTimeout {
+                first_request_timeout: self.config.first_request_timeout,
             });
         }
-        Ok(())
+        Err(ConnectionError::IdleTimeout {
+            idle_timeout: self.config.idle_timeout,
+        })
     }
 }
 

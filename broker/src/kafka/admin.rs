@@ -92,7 +92,10 @@ fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
 fn config_type(name: &str) -> i8 {
     match name {
         "cleanup.policy" | "log.cleanup.policy" => TYPE_LIST,
-        "message.timestamp.type" | "log.message.timestamp.type" | "log.dirs" => TYPE_STRING,
+        "message.timestamp.type"
+        | "log.message.timestamp.type"
+        | "log.dirs"
+        | "max.connections.per.ip.overrides" => TYPE_STRING,
         "offsets.topic.replication.factor" | "transaction.state.log.replication.factor" => {
             TYPE_SHORT
         }

@@ -1,7 +1,8 @@
 //! The glommio serve loop of one Kafka connection: read, frame, handle one
 //! request at a time (so responses go out in request order, as Kafka
-//! requires), write. Closes on EOF, stop, idle timeout, or a frame that
-//! cannot be parsed.
+//! requires), write. Closes on EOF, stop, idle timeout, no whole first
+//! request within `first_request_timeout`, or a frame that cannot be
+//! parsed.
 
 use std::io;
 use std::time::Instant;
@@ -28,6 +29,8 @@ pub enum KafkaConnError {
     Request(#[from] HandleError),
     #[error("idle for longer than {0:?}")]
     Idle(std::time::Duration),
+    #[error("no complete first request within {0:?} of connecting")]
+    FirstRequest(std::time::Duration),
     #[error("socket error: {0}")]
     Io(#[from] io::Error),
 }
@@ -47,8 +50,12 @@ pub async fn serve(
 ) -> Result<(), KafkaConnError> {
     let mut framer = KafkaFramer::new(config.frame_bytes_max);
     let mut last_request = Instant::now();
+    // Until the first whole request: the (shorter) first-request deadline.
+    let mut requested = false;
+    let first_timeout = config.first_request_timeout.min(config.idle_timeout);
     loop {
         while let Some(frame) = framer.next_frame()? {
+            requested = true;
             if let Some(response) = handler.handle(frame).await? {
                 let write = async { Some(stream.write_all(&response).await) };
                 let timeout = async {
@@ -69,7 +76,12 @@ pub async fn serve(
         if stop.is_triggered() {
             return Ok(());
         }
-        let deadline = last_request + config.idle_timeout;
+        let timeout = if requested {
+            config.idle_timeout
+        } else {
+            first_timeout
+        };
+        let deadline = last_request + timeout;
         let space = framer.read_space(READ_CHUNK);
         let read = async { Read::Bytes(stream.read(space).await) };
         let idle = async {
@@ -84,6 +96,9 @@ pub async fn serve(
             Read::Bytes(Ok(0)) | Read::Stopped => return Ok(()),
             Read::Bytes(Ok(n)) => framer.filled(n),
             Read::Bytes(Err(error)) => return Err(error.into()),
+            Read::Idle if !requested && first_timeout < config.idle_timeout => {
+                return Err(KafkaConnError::FirstRequest(first_timeout))
+            }
             Read::Idle => return Err(KafkaConnError::Idle(config.idle_timeout)),
         }
     }

@@ -279,7 +279,12 @@ pub struct FetchedPartition {
 
 impl Conn {
     pub fn connect(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+        Conn::from_stream(TcpStream::connect_timeout(&addr, PATIENCE).expect("connect"))
+    }
+
+    /// A connection over an already connected stream (e.g. one bound to a
+    /// chosen source address).
+    pub fn from_stream(stream: TcpStream) -> Conn {
         stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
         stream.set_write_timeout(Some(PATIENCE)).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");

@@ -9,6 +9,15 @@ fn config() -> ConnectionConfig {
         frame_bytes_max: 256,
         write_queue_bytes_max: 100,
         idle_timeout: Duration::from_secs(10),
+        first_request_timeout: Duration::from_secs(10),
+    }
+}
+
+/// [`config`] with a first-request deadline of 2 s.
+fn config_first_request_2s() -> ConnectionConfig {
+    ConnectionConfig {
+        first_request_timeout: Duration::from_secs(2),
+        ..config()
     }
 }
 
@@ -177,6 +186,73 @@ fn a_whole_request_resets_the_idle_timer() {
     assert_eq!(conn.poll_timeout(), later + Duration::from_secs(10));
     conn.handle_timeout(start + Duration::from_secs(12))
         .expect("timer was reset by the request");
+}
+
+#[test]
+fn a_silent_connection_is_closed_at_the_first_request_deadline() {
+    let start = Instant::now();
+    let mut conn = Connection::new(config_first_request_2s(), start);
+    assert!(matches!(conn.poll_action(start), Ok(Action::Read)));
+    assert_eq!(conn.poll_timeout(), start + Duration::from_secs(2));
+    conn.handle_timeout(start + Duration::from_millis(1999))
+        .expect("inside the first-request deadline");
+    assert_eq!(
+        conn.handle_timeout(start + Duration::from_secs(2)),
+        Err(ConnectionError::FirstRequestTimeout {
+            first_request_timeout: Duration::from_secs(2)
+        })
+    );
+}
+
+#[test]
+fn a_partial_first_request_does_not_stop_the_first_request_deadline() {
+    let start = Instant::now();
+    let mut conn = Connection::new(config_first_request_2s(), start);
+    let wire = frame(1, b"almost");
+    let at = start + Duration::from_secs(1);
+    feed(&mut conn, &wire[..wire.len() - 1], usize::MAX);
+    assert!(matches!(conn.poll_action(at), Ok(Action::Read)));
+    assert_eq!(conn.poll_timeout(), start + Duration::from_secs(2));
+    assert!(matches!(
+        conn.handle_timeout(start + Duration::from_secs(2)),
+        Err(ConnectionError::FirstRequestTimeout { .. })
+    ));
+}
+
+#[test]
+fn the_first_whole_request_switches_to_the_idle_timeout() {
+    let start = Instant::now();
+    let mut conn = Connection::new(config_first_request_2s(), start);
+    let at = start + Duration::from_secs(1);
+    feed(&mut conn, &frame(1, b""), usize::MAX);
+    assert_eq!(run(&mut conn, at, 1, usize::MAX), vec![1]);
+    // From now on only the idle timeout counts, from the request.
+    assert_eq!(conn.poll_timeout(), at + Duration::from_secs(10));
+    conn.handle_timeout(start + Duration::from_secs(5))
+        .expect("past the first-request deadline but not idle");
+    assert_eq!(
+        conn.handle_timeout(at + Duration::from_secs(10)),
+        Err(ConnectionError::IdleTimeout {
+            idle_timeout: Duration::from_secs(10)
+        })
+    );
+}
+
+#[test]
+fn an_idle_timeout_shorter_than_the_first_request_deadline_wins() {
+    let start = Instant::now();
+    let config = ConnectionConfig {
+        idle_timeout: Duration::from_secs(1),
+        ..config_first_request_2s()
+    };
+    let mut conn = Connection::new(config, start);
+    assert_eq!(conn.poll_timeout(), start + Duration::from_secs(1));
+    assert_eq!(
+        conn.handle_timeout(start + Duration::from_secs(1)),
+        Err(ConnectionError::IdleTimeout {
+            idle_timeout: Duration::from_secs(1)
+        })
+    );
 }
 
 #[test]
