@@ -83,3 +83,42 @@ impl Drop for BudgetHold<'_> {
         self.shrink_to(0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Growing takes only the difference, shrinking and dropping give it
+    /// back, and a grow that does not fit waits until another hold shrinks.
+    #[test]
+    fn holds_take_give_back_and_wait() {
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .make()
+            .expect("executor");
+        executor.run(async {
+            let budget = Semaphore::new(100);
+            let mut a = BudgetHold::new(&budget, 100);
+            assert!(a.grow_to(60).await);
+            assert!(a.grow_to(40).await, "already held");
+            assert_eq!((a.held(), budget.available()), (60, 40));
+            let mut b = BudgetHold::new(&budget, 100);
+            assert!(!b.try_grow_to(50), "only 40 left");
+            assert!(b.try_grow_to(40));
+            a.shrink_to(10);
+            assert_eq!(budget.available(), 50);
+            let waiter = async {
+                let mut c = BudgetHold::new(&budget, 100);
+                assert!(c.grow_to(90).await);
+                c.held()
+            };
+            let release = async {
+                drop(b);
+                drop(a);
+            };
+            let (held, ()) = futures_lite::future::zip(waiter, release).await;
+            assert_eq!(held, 90);
+            assert_eq!(budget.available(), 100, "every hold returned on drop");
+        });
+    }
+}

@@ -993,6 +993,46 @@ mod tests {
         }
     }
 
+    fn metadata_frame(topics: usize) -> Bytes {
+        let version = 4;
+        let mut header = RequestHeader::default();
+        header.request_api_key = ApiKey::Metadata as i16;
+        header.request_api_version = version;
+        let mut request = MetadataRequest::default();
+        request.topics = Some(
+            (0..topics)
+                .map(|_| {
+                    let mut t =
+                        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+                    t.name = Some(TopicName(StrBytes::from_static_str("t")));
+                    t
+                })
+                .collect(),
+        );
+        let mut frame = BytesMut::new();
+        header
+            .encode(&mut frame, ApiKey::Metadata.request_header_version(version))
+            .expect("header encodes");
+        request.encode(&mut frame, version).expect("body encodes");
+        frame.freeze()
+    }
+
+    /// A request with more array elements than the bound is refused while
+    /// it decodes; one at the bound decodes, and the bound does not leak
+    /// into the next decode.
+    #[test]
+    fn request_elements_are_bounded() {
+        let decoded = decode_request_bounded(metadata_frame(10), 10);
+        assert!(matches!(decoded, Ok((_, _, KafkaRequest::Metadata(_)))));
+        match decode_request_bounded(metadata_frame(11), 10) {
+            Err(HandleError::Decode { reason, .. }) => {
+                assert!(reason.contains("more than 10 array elements"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(decode_request_bounded(metadata_frame(1000), 1000).is_ok());
+    }
+
     #[test]
     fn short_and_unserved_frames_are_refused() {
         assert!(decode_request(Bytes::from_static(&[0, 3])).is_err());
