@@ -627,10 +627,12 @@ impl Config {
                 self.inflight_bytes_max_per_shard, self.frame_bytes_max
             ));
         }
-        if self.request_buffer_bytes_max_per_shard < 2 * self.frame_bytes_max as usize {
+        let request_buffer_min =
+            2 * self.frame_bytes_max as usize + crate::kafka::serve::READ_CHUNK;
+        if self.request_buffer_bytes_max_per_shard < request_buffer_min {
             return invalid(format!(
                 "request_buffer_bytes_max_per_shard = {} must hold two largest frames \
-                 (frame_bytes_max = {}): one being handled, the next arriving",
+                 (frame_bytes_max = {}) and a read chunk: at least {request_buffer_min}",
                 self.request_buffer_bytes_max_per_shard, self.frame_bytes_max
             ));
         }
@@ -831,6 +833,37 @@ mod tests {
         assert!(config.validate().is_ok());
         config.inflight_bytes_max_per_shard = 10;
         assert!(config.validate().is_err());
+    }
+
+    /// The Kafka listener's memory bounds come from the environment and
+    /// flags, and must fit each other: two frames and a read chunk of
+    /// request buffers, a fetch response of response budget, a frame and
+    /// twice the decompression bound of in-flight budget.
+    #[test]
+    fn kafka_memory_bounds_are_set_and_validated() {
+        let mut config = Config::default();
+        assert!(config.validate().is_ok());
+        config
+            .apply_env(|name| (name == "FJORD_REQUEST_ELEMENTS_MAX").then(|| "500".to_owned()))
+            .expect("valid");
+        assert_eq!(config.request_elements_max, 500);
+        config.apply_flags(DataPathFlags {
+            response_bytes_max_per_shard: Some(32 << 20),
+            ..DataPathFlags::default()
+        });
+        assert_eq!(config.response_bytes_max_per_shard, 32 << 20);
+        assert!(config.validate().is_ok());
+        let broken: [fn(&mut Config); 4] = [
+            |c| c.request_buffer_bytes_max_per_shard = 2 * c.frame_bytes_max as usize,
+            |c| c.response_bytes_max_per_shard = c.fetch_bytes_max as usize - 1,
+            |c| c.decompressed_bytes_max_per_request = c.inflight_bytes_max_per_shard / 2,
+            |c| c.request_elements_max = 0,
+        ];
+        for breaks in broken {
+            let mut config = Config::default();
+            breaks(&mut config);
+            assert!(config.validate().is_err(), "{config:?}");
+        }
     }
 
     #[test]

@@ -633,14 +633,10 @@ impl Dispatcher {
         &self.responses
     }
 
-    /// Runs `work` holding `cost` bytes of the in-flight budget; `None`
-    /// when the request is larger than the budget or the shard is stopping.
-    pub(crate) async fn budgeted<F: Future>(&self, cost: usize, work: F) -> Option<F::Output> {
-        if cost > self.limits.inflight_bytes_max {
-            return None;
-        }
-        let _permit = self.budget.acquire_permit(cost as u64).await.ok()?;
-        Some(work.await)
+    /// The shard's in-flight budget (at most `inflight_bytes_max`), for
+    /// the Kafka handler to hold a request's memory of.
+    pub(crate) fn inflight(&self) -> &Semaphore {
+        &self.budget
     }
 
     async fn create_topics(&self, specs: Vec<CreateSpec>, validate_only: bool) -> Reply {

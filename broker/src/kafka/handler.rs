@@ -180,7 +180,8 @@ impl KafkaHandler {
     /// response, or `None` when none is due (acks = 0).
     pub async fn handle(&self, frame: Bytes) -> Result<Option<KafkaResponse<'_>>, HandleError> {
         let limits = self.dispatcher.limits();
-        let mut cost = frame.len();
+        let frame_len = frame.len();
+        let mut cost = frame_len;
         let (header, version, request) =
             decode_request_bounded(frame, limits.request_elements_max)?;
         let mut response_hold =
@@ -198,7 +199,8 @@ impl KafkaHandler {
                     .flat_map(|t| &t.partition_data)
                     .any(|p| p.records.as_deref().is_some_and(any_compressed)) =>
             {
-                // The decompressed section and the batch rebuilt from it.
+                // The decompressed section and the batch rebuilt from it;
+                // given back once converted, before the write.
                 cost += 2 * limits.decompressed_bytes_max_per_request;
             }
             _ => {}
@@ -212,6 +214,21 @@ impl KafkaHandler {
                 })
             }
         };
+        if cost > limits.inflight_bytes_max {
+            return Err(HandleError::Decode {
+                what: "request",
+                reason: format!(
+                    "{cost} bytes do not fit the shard's in-flight budget of {}",
+                    limits.inflight_bytes_max
+                ),
+            });
+        }
+        // One acquisition for all of it: a request never holds part of the
+        // budget while it waits for more.
+        let mut inflight = BudgetHold::new(self.dispatcher.inflight(), limits.inflight_bytes_max);
+        if !inflight.grow_to(cost).await {
+            return Err(HandleError::Stopping);
+        }
         let work = async {
             match request {
                 KafkaRequest::UnsupportedApiVersions => {
@@ -229,7 +246,7 @@ impl KafkaHandler {
                 }
                 KafkaRequest::Produce(request) => {
                     let acks = request.acks;
-                    let response = self.produce(request).await;
+                    let response = self.produce(request, &mut inflight, frame_len).await;
                     if acks == 0 {
                         return Ok(None);
                     }
@@ -322,15 +339,8 @@ impl KafkaHandler {
                 }
             }
         };
-        let response = match self.dispatcher.budgeted(cost, work).await {
-            Some(result) => result?,
-            None => {
-                return Err(HandleError::Decode {
-                    what: "request",
-                    reason: format!("{cost} bytes do not fit the shard's in-flight budget"),
-                })
-            }
-        };
+        let response = work.await?;
+        drop(inflight);
         let Some(bytes) = response else {
             return Ok(None);
         };
@@ -432,7 +442,15 @@ impl KafkaHandler {
         response
     }
 
-    async fn produce(&self, request: ProduceRequest) -> ProduceResponse {
+    /// `inflight` holds the frame (`frame_len`) and, for compressed
+    /// batches, the decompression reservation, which is given back once
+    /// every partition is converted.
+    async fn produce(
+        &self,
+        request: ProduceRequest,
+        inflight: &mut BudgetHold<'_>,
+        frame_len: usize,
+    ) -> ProduceResponse {
         // Partitions that will be refused anyway are not converted: a
         // request's batches are decompressed only for partitions this
         // shard's catalog routes, and only with valid acks.
@@ -459,6 +477,8 @@ impl KafkaHandler {
             }
             converted.push((name, parts));
         }
+        drop(scratch);
+        inflight.shrink_to(frame_len);
         let routed = converted.iter().map(|(name, parts)| {
             let ok = parts
                 .iter()
