@@ -545,8 +545,8 @@ impl KafkaHandler {
                 uncompressed_bytes_max: self.limits.uncompressed_bytes_max.min(*decompressed_left),
                 ..self.limits
             };
-            let (native, section_len) =
-                kafka_to_native_one(&mut rest, &limits, scratch).map_err(|e| match e {
+            let (native, decompressed_len) = kafka_to_native_one(&mut rest, &limits, scratch)
+                .map_err(|e| match e {
                     KafkaRecordsError::UncompressedTooLarge { .. }
                         if limits.uncompressed_bytes_max < self.limits.uncompressed_bytes_max =>
                     {
@@ -556,7 +556,7 @@ impl KafkaHandler {
                     }
                     e => e,
                 })?;
-            *decompressed_left -= section_len;
+            *decompressed_left -= decompressed_len;
             batches.push(native);
         }
         // One batch (the usual case) goes as it is, without a copy.

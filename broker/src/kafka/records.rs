@@ -185,7 +185,8 @@ pub fn any_compressed(kafka_batches: &[u8]) -> bool {
 }
 
 /// Converts the first Kafka batch of `rest` and moves `rest` past it; also
-/// returns the size of its records section after decompression. One batch
+/// returns how many bytes its records section decompressed to (0 when it
+/// was not compressed). One batch
 /// at a time, for a caller that bounds the decompressed bytes of many or
 /// yields between them. `scratch` is reused across calls.
 pub fn kafka_to_native_one(
@@ -193,9 +194,9 @@ pub fn kafka_to_native_one(
     limits: &KafkaRecordsLimits,
     scratch: &mut Vec<u8>,
 ) -> Result<(Bytes, usize), KafkaRecordsError> {
-    let (native, section_len, tail) = convert_one(rest, limits, scratch)?;
+    let (native, decompressed_len, tail) = convert_one(rest, limits, scratch)?;
     *rest = tail;
-    Ok((native, section_len))
+    Ok((native, decompressed_len))
 }
 
 fn convert_one<'a>(
@@ -380,7 +381,12 @@ fn convert_one<'a>(
         Offset(base_offset as u64),
         LeaderEpoch(leader_epoch as u32),
     );
-    Ok((Bytes::from(native).slice(start..), section.len(), tail))
+    let decompressed_len = if codec == Compression::None {
+        0
+    } else {
+        section.len()
+    };
+    Ok((Bytes::from(native).slice(start..), decompressed_len, tail))
 }
 
 /// Appends the native batches as Kafka RecordBatch v2 (a Fetch response's
