@@ -119,6 +119,25 @@ pub struct Config {
     /// handled, fetch responses being read). A request that does not fit
     /// waits; one bigger than the whole budget gets BROKER_BUSY.
     pub inflight_bytes_max_per_shard: usize,
+    /// Memory each shard lets Kafka connections hold in request bytes
+    /// received but not yet handled (partial frames, whole frames waiting
+    /// for the in-flight budget), all connections together. A connection's
+    /// buffer grows with the bytes that arrive; when this is used up,
+    /// connections are not read until it drains (backpressure).
+    pub request_buffer_bytes_max_per_shard: usize,
+    /// Memory each shard lets Kafka responses hold from when they are made
+    /// until the client has read them, all connections together. When
+    /// used up, connections are not read and their fetches do not run.
+    pub response_bytes_max_per_shard: usize,
+    /// Bytes the compressed batches of one Kafka Produce may decompress
+    /// to, all batches together (also the reservation a compressed Produce
+    /// takes from the in-flight budget, twice: decompressed section and
+    /// rebuilt batch). Past it the partition gets RECORD_LIST_TOO_LARGE.
+    pub decompressed_bytes_max_per_request: usize,
+    /// Array elements one Kafka request may hold, all arrays together
+    /// (topics, partitions, ...); checked while decoding, before the
+    /// elements are allocated. A request with more closes the connection.
+    pub request_elements_max: usize,
     /// Bytes of recent batches each shard caches for tail reads.
     pub batch_cache_bytes_max_per_shard: usize,
     /// Largest fetch response; a request's `max_bytes` is clamped to it.
@@ -194,6 +213,10 @@ impl Default for Config {
             log_prepare_step_bytes: 8 << 20,
             log_prepare_ahead_bytes: 32 << 20,
             inflight_bytes_max_per_shard: 256 << 20,
+            request_buffer_bytes_max_per_shard: 64 << 20,
+            response_bytes_max_per_shard: 64 << 20,
+            decompressed_bytes_max_per_request: 64 << 20,
+            request_elements_max: crate::kafka::handler::REQUEST_ELEMENTS_MAX_DEFAULT,
             batch_cache_bytes_max_per_shard: 256 << 20,
             fetch_bytes_max: 16 << 20,
             fetch_wait_ms_max: 30_000,
@@ -268,6 +291,18 @@ pub struct DataPathFlags {
     /// In-flight request memory per shard [default: 256 MiB].
     #[arg(long)]
     pub inflight_bytes_max_per_shard: Option<usize>,
+    /// Buffered Kafka request bytes per shard [default: 64 MiB].
+    #[arg(long)]
+    pub request_buffer_bytes_max_per_shard: Option<usize>,
+    /// Unread Kafka response bytes per shard [default: 64 MiB].
+    #[arg(long)]
+    pub response_bytes_max_per_shard: Option<usize>,
+    /// Decompressed bytes of one Kafka Produce [default: 64 MiB].
+    #[arg(long)]
+    pub decompressed_bytes_max_per_request: Option<usize>,
+    /// Array elements of one Kafka request [default: 100000].
+    #[arg(long)]
+    pub request_elements_max: Option<usize>,
     /// Batch cache per shard [default: 256 MiB].
     #[arg(long)]
     pub batch_cache_bytes_max_per_shard: Option<usize>,
@@ -410,6 +445,26 @@ impl Config {
             "FJORD_INFLIGHT_BYTES_MAX_PER_SHARD",
         )?;
         set(
+            &mut self.request_buffer_bytes_max_per_shard,
+            &var,
+            "FJORD_REQUEST_BUFFER_BYTES_MAX_PER_SHARD",
+        )?;
+        set(
+            &mut self.response_bytes_max_per_shard,
+            &var,
+            "FJORD_RESPONSE_BYTES_MAX_PER_SHARD",
+        )?;
+        set(
+            &mut self.decompressed_bytes_max_per_request,
+            &var,
+            "FJORD_DECOMPRESSED_BYTES_MAX_PER_REQUEST",
+        )?;
+        set(
+            &mut self.request_elements_max,
+            &var,
+            "FJORD_REQUEST_ELEMENTS_MAX",
+        )?;
+        set(
             &mut self.batch_cache_bytes_max_per_shard,
             &var,
             "FJORD_BATCH_CACHE_BYTES_MAX_PER_SHARD",
@@ -459,6 +514,19 @@ impl Config {
             &mut self.inflight_bytes_max_per_shard,
             flags.inflight_bytes_max_per_shard,
         );
+        set(
+            &mut self.request_buffer_bytes_max_per_shard,
+            flags.request_buffer_bytes_max_per_shard,
+        );
+        set(
+            &mut self.response_bytes_max_per_shard,
+            flags.response_bytes_max_per_shard,
+        );
+        set(
+            &mut self.decompressed_bytes_max_per_request,
+            flags.decompressed_bytes_max_per_request,
+        );
+        set(&mut self.request_elements_max, flags.request_elements_max);
         set(
             &mut self.batch_cache_bytes_max_per_shard,
             flags.batch_cache_bytes_max_per_shard,
@@ -630,6 +698,38 @@ impl Config {
                  (frame_bytes_max = {})",
                 self.inflight_bytes_max_per_shard, self.frame_bytes_max
             ));
+        }
+        let request_buffer_min =
+            2 * self.frame_bytes_max as usize + crate::kafka::serve::READ_CHUNK;
+        if self.request_buffer_bytes_max_per_shard < request_buffer_min {
+            return invalid(format!(
+                "request_buffer_bytes_max_per_shard = {} must hold two largest frames \
+                 (frame_bytes_max = {}) and a read chunk: at least {request_buffer_min}",
+                self.request_buffer_bytes_max_per_shard, self.frame_bytes_max
+            ));
+        }
+        if self.response_bytes_max_per_shard < self.fetch_bytes_max as usize {
+            return invalid(format!(
+                "response_bytes_max_per_shard = {} must hold one largest fetch response \
+                 (fetch_bytes_max = {})",
+                self.response_bytes_max_per_shard, self.fetch_bytes_max
+            ));
+        }
+        let decompress_reservation = self.decompressed_bytes_max_per_request.saturating_mul(2);
+        if self.decompressed_bytes_max_per_request == 0
+            || self.inflight_bytes_max_per_shard
+                < decompress_reservation.saturating_add(self.frame_bytes_max as usize)
+        {
+            return invalid(format!(
+                "decompressed_bytes_max_per_request = {} must be positive, and twice it plus \
+                 frame_bytes_max = {} must fit inflight_bytes_max_per_shard = {}",
+                self.decompressed_bytes_max_per_request,
+                self.frame_bytes_max,
+                self.inflight_bytes_max_per_shard
+            ));
+        }
+        if self.request_elements_max == 0 {
+            return invalid("request_elements_max must be at least 1".into());
         }
         if self.fetch_bytes_max == 0 {
             return invalid("fetch_bytes_max must be at least 1".into());
@@ -838,6 +938,37 @@ mod tests {
         assert!(config.validate().is_ok());
         config.inflight_bytes_max_per_shard = 10;
         assert!(config.validate().is_err());
+    }
+
+    /// The Kafka listener's memory bounds come from the environment and
+    /// flags, and must fit each other: two frames and a read chunk of
+    /// request buffers, a fetch response of response budget, a frame and
+    /// twice the decompression bound of in-flight budget.
+    #[test]
+    fn kafka_memory_bounds_are_set_and_validated() {
+        let mut config = Config::default();
+        assert!(config.validate().is_ok());
+        config
+            .apply_env(|name| (name == "FJORD_REQUEST_ELEMENTS_MAX").then(|| "500".to_owned()))
+            .expect("valid");
+        assert_eq!(config.request_elements_max, 500);
+        config.apply_flags(DataPathFlags {
+            response_bytes_max_per_shard: Some(32 << 20),
+            ..DataPathFlags::default()
+        });
+        assert_eq!(config.response_bytes_max_per_shard, 32 << 20);
+        assert!(config.validate().is_ok());
+        let broken: [fn(&mut Config); 4] = [
+            |c| c.request_buffer_bytes_max_per_shard = 2 * c.frame_bytes_max as usize,
+            |c| c.response_bytes_max_per_shard = c.fetch_bytes_max as usize - 1,
+            |c| c.decompressed_bytes_max_per_request = c.inflight_bytes_max_per_shard / 2,
+            |c| c.request_elements_max = 0,
+        ];
+        for breaks in broken {
+            let mut config = Config::default();
+            breaks(&mut config);
+            assert!(config.validate().is_err(), "{config:?}");
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ use glommio::Task;
 use zerocopy::IntoBytes;
 
 use crate::group::offsets_log::OFFSETS_TOPIC;
+use crate::kafka::budget::BudgetHold;
 use crate::ops::{
     CreateSpec, FetchResult, ListOffsetsResult, Op, OpResult, ProduceResult, TopicOutcome,
 };
@@ -90,6 +91,16 @@ pub struct DispatchLimits {
     /// Longest fetch long-poll.
     pub fetch_wait_max: Duration,
     pub auto_create_topics: bool,
+    /// Kafka request bytes received and not yet handled, this shard's
+    /// connections together.
+    pub request_buffer_bytes_max: usize,
+    /// Kafka response bytes made and not yet read by their clients, this
+    /// shard's connections together.
+    pub response_bytes_max: usize,
+    /// Decompressed bytes of one Kafka Produce, all its batches together.
+    pub decompressed_bytes_max_per_request: usize,
+    /// Array elements of one Kafka request, all arrays together.
+    pub request_elements_max: usize,
 }
 
 /// Answers requests on one shard.
@@ -97,14 +108,19 @@ pub struct DispatchLimits {
 /// Lives on: every shard, one instance shared by that shard's connections.
 /// Owns: the shard's in-flight memory budget (a semaphore of bytes: a
 /// request holds its frame size while it is handled, a fetch also its
-/// response budget while it reads). Lifecycle: created when the shard
-/// starts serving, dropped with the last connection after the shard stops.
+/// response budget while it reads, a compressed Kafka Produce its
+/// decompression reservation), and the Kafka listener's request-buffer and
+/// response budgets (see [`Dispatcher::request_buffers`]). Lifecycle:
+/// created when the shard starts serving, dropped with the last connection
+/// after the shard stops.
 #[derive(Debug)]
 pub struct Dispatcher {
     broker: Arc<BrokerView>,
     service: Rc<ShardService>,
     limits: DispatchLimits,
     budget: Semaphore,
+    request_buffers: Semaphore,
+    responses: Semaphore,
 }
 
 impl Service for Dispatcher {
@@ -166,11 +182,15 @@ impl Dispatcher {
         limits: DispatchLimits,
     ) -> Dispatcher {
         let budget = Semaphore::new(limits.inflight_bytes_max as u64);
+        let request_buffers = Semaphore::new(limits.request_buffer_bytes_max as u64);
+        let responses = Semaphore::new(limits.response_bytes_max as u64);
         Dispatcher {
             broker,
             service,
             limits,
             budget,
+            request_buffers,
+            responses,
         }
     }
 
@@ -596,14 +616,27 @@ impl Dispatcher {
         &self.broker
     }
 
-    /// Runs `work` holding `cost` bytes of the in-flight budget; `None`
-    /// when the request is larger than the budget or the shard is stopping.
-    pub(crate) async fn budgeted<F: Future>(&self, cost: usize, work: F) -> Option<F::Output> {
-        if cost > self.limits.inflight_bytes_max {
-            return None;
-        }
-        let _permit = self.budget.acquire_permit(cost as u64).await.ok()?;
-        Some(work.await)
+    pub(crate) fn limits(&self) -> &DispatchLimits {
+        &self.limits
+    }
+
+    /// The Kafka connections' budget of received, not yet handled request
+    /// bytes (at most `request_buffer_bytes_max`): a connection holds its
+    /// read buffer's capacity and its frame being handled.
+    pub(crate) fn request_buffers(&self) -> &Semaphore {
+        &self.request_buffers
+    }
+
+    /// The Kafka connections' budget of made, not yet written response
+    /// bytes (at most `response_bytes_max`).
+    pub(crate) fn responses(&self) -> &Semaphore {
+        &self.responses
+    }
+
+    /// The shard's in-flight budget (at most `inflight_bytes_max`), for
+    /// the Kafka handler to hold a request's memory of.
+    pub(crate) fn inflight(&self) -> &Semaphore {
+        &self.budget
     }
 
     async fn create_topics(&self, specs: Vec<CreateSpec>, validate_only: bool) -> Reply {
@@ -675,6 +708,24 @@ impl Dispatcher {
 
     /// Produce for the Kafka listener: results per topic and partition, in
     /// request order.
+    /// Why a produce to `topic`/`partition` would be refused before any
+    /// op runs (what [`Dispatcher::produce_results`] checks first), so a
+    /// caller can skip costly work (converting, decompressing) for it.
+    pub(crate) fn produce_route(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<(), ErrorCode> {
+        if topic == OFFSETS_TOPIC {
+            return Err(ErrorCode::InvalidTopicException);
+        }
+        self.service
+            .catalog()
+            .route(topic, partition)
+            .map(|_| ())
+            .ok_or(ErrorCode::UnknownTopicOrPartition)
+    }
+
     pub(crate) async fn produce_results(
         &self,
         topics: impl Iterator<Item = (String, Vec<(PartitionId, Bytes)>)>,
@@ -790,17 +841,21 @@ fn produce_reply(topics: &Topics<Bytes>, results: &[Vec<ProduceResult>]) -> Repl
 
 impl Dispatcher {
     /// Fetch for the Kafka listener (same long-poll as native); `Err` when
-    /// the shard is stopping.
+    /// the shard is stopping. With `response = Some((hold, bytes))`, each
+    /// read of the log first grows `hold` to `bytes` (waiting while the
+    /// shard's response budget is full: the fetch does not run), and a
+    /// long-poll wait gives it back; on return `hold` covers the response.
     pub(crate) async fn fetch_results(
         &self,
         topics: impl Iterator<Item = (String, Vec<(PartitionId, (i64, usize))>)>,
         max_wait: Duration,
         min_bytes: usize,
         max_bytes: usize,
+        response: Option<(&mut BudgetHold<'_>, usize)>,
     ) -> Result<Vec<Vec<FetchResult>>, ErrorCode> {
         let topics = self.route(topics);
         let max_wait = max_wait.min(self.limits.fetch_wait_max);
-        self.fetch_routed(&topics, max_wait, min_bytes, max_bytes, 0)
+        self.fetch_routed(&topics, max_wait, min_bytes, max_bytes, 0, response)
             .await
     }
 
@@ -816,7 +871,7 @@ impl Dispatcher {
         cost: usize,
     ) -> Reply {
         match self
-            .fetch_routed(&topics, max_wait, min_bytes, max_bytes, cost)
+            .fetch_routed(&topics, max_wait, min_bytes, max_bytes, cost, None)
             .await
         {
             Ok(results) => {
@@ -827,7 +882,9 @@ impl Dispatcher {
         }
     }
 
-    fn fetch_budget(&self, max_bytes: usize, cost: usize) -> usize {
+    /// The response budget of a fetch asking for `max_bytes`, by a request
+    /// already holding `cost` bytes of the in-flight budget.
+    pub(crate) fn fetch_budget(&self, max_bytes: usize, cost: usize) -> usize {
         max_bytes
             .min(self.limits.fetch_bytes_max)
             .min(self.limits.inflight_bytes_max.saturating_sub(cost))
@@ -841,12 +898,18 @@ impl Dispatcher {
         min_bytes: usize,
         max_bytes: usize,
         cost: usize,
+        mut response: Option<(&mut BudgetHold<'_>, usize)>,
     ) -> Result<Vec<Vec<FetchResult>>, ErrorCode> {
         let deadline = Instant::now() + max_wait;
         // The response budget comes out of the in-flight budget too (minus
         // the request itself, which already holds its share).
         let max_bytes = self.fetch_budget(max_bytes, cost);
         loop {
+            if let Some((hold, bytes)) = response.as_mut() {
+                if !hold.grow_to(*bytes).await {
+                    return Err(ErrorCode::BrokerBusy);
+                }
+            }
             let results = {
                 let Ok(_permit) = self.budget.acquire_permit(max_bytes as u64).await else {
                     return Err(ErrorCode::BrokerBusy);
@@ -875,6 +938,10 @@ impl Dispatcher {
                     })
                 })
                 .collect();
+            // A long poll holds no response memory while it waits.
+            if let Some((hold, _)) = response.as_mut() {
+                hold.shrink_to(0);
+            }
             first_of(waits).await;
         }
     }

@@ -55,6 +55,10 @@ fn answers(frames: Vec<Frame>) -> Vec<Option<Frame>> {
                 fetch_bytes_max: 1 << 20,
                 fetch_wait_max: Duration::from_secs(1),
                 auto_create_topics: false,
+                request_buffer_bytes_max: 2 << 20,
+                response_bytes_max: 1 << 20,
+                decompressed_bytes_max_per_request: 256 << 10,
+                request_elements_max: 1000,
             },
         );
         let mut responses = Vec::new();

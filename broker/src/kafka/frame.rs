@@ -1,6 +1,14 @@
 //! Sans-IO Kafka framing: a 4-byte big-endian length, then that many bytes
 //! (request header + body). Bounded: a length above the maximum, or a
 //! negative one, fails the framer for good (the connection closes).
+//!
+//! The buffer grows with the bytes that arrive, never with the length a
+//! client announces: each read gets room for at least one chunk, and for a
+//! frame whose length is known at most as much again as is already
+//! buffered (doubling), so four bytes of prefix cost one chunk, not
+//! `frame_bytes_max`. The buffer's capacity is exact
+//! ([`KafkaFramer::capacity`]) so the connection can hold it of its shard's
+//! request-buffer budget before it is allocated.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -16,6 +24,9 @@ pub enum FrameError {
 /// Splits received bytes into whole frames.
 #[derive(Debug)]
 pub struct KafkaFramer {
+    /// Received bytes not yet returned as frames, then (between
+    /// `read_space` and `filled`) the space being read into. Its capacity
+    /// is exactly what [`KafkaFramer::read_capacity`] said.
     buf: BytesMut,
     frame_bytes_max: u32,
     failed: Option<FrameError>,
@@ -45,20 +56,55 @@ impl KafkaFramer {
         }
     }
 
-    /// Room to read into, so received bytes are not copied again: at
-    /// least `chunk` bytes, or the rest of a frame whose (valid) length is
-    /// already buffered. Follow with [`KafkaFramer::filled`].
-    pub fn read_space(&mut self, chunk: usize) -> &mut [u8] {
-        let mut want = chunk;
-        if self.failed.is_none() && self.buf.len() >= 4 {
-            let len = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-            if (HEADER_MIN..=self.frame_bytes_max as i32).contains(&len) {
-                want = want.max((4 + len as usize).saturating_sub(self.buf.len()));
-            }
+    /// The whole length (prefix included) of the frame at the front, once
+    /// its prefix is buffered and valid.
+    fn frame_total(&self) -> Option<usize> {
+        if self.failed.is_some() || self.buf.len() < 4 {
+            return None;
         }
-        let filled = *self.reading.get_or_insert(self.buf.len());
-        self.buf.truncate(filled);
-        self.buf.resize(filled + want, 0);
+        let len = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        (HEADER_MIN..=self.frame_bytes_max as i32)
+            .contains(&len)
+            .then(|| 4 + len as usize)
+    }
+
+    /// How many bytes the next read may bring: one `chunk`, or for a
+    /// known frame up to as many as are buffered (bounded by the rest of
+    /// the frame).
+    fn read_len(&self, chunk: usize) -> usize {
+        let filled = self.buf.len();
+        let rest = self
+            .frame_total()
+            .map_or(0, |total| total.saturating_sub(filled));
+        chunk.max(rest.min(filled))
+    }
+
+    /// The buffer's capacity once [`KafkaFramer::read_space`]`(chunk)` has
+    /// made room: what the connection must hold of its shard's budget
+    /// before calling it. At most `frame_bytes_max + 4 + chunk`.
+    pub fn read_capacity(&self, chunk: usize) -> usize {
+        assert!(self.reading.is_none(), "read_capacity during a read");
+        self.buf
+            .capacity()
+            .max(self.buf.len() + self.read_len(chunk))
+    }
+
+    /// Room to read into, so received bytes are not copied again (see
+    /// [`KafkaFramer::read_capacity`] for its size). Follow with
+    /// [`KafkaFramer::filled`].
+    pub fn read_space(&mut self, chunk: usize) -> &mut [u8] {
+        assert!(chunk > 0, "a read needs room");
+        let capacity = self.read_capacity(chunk);
+        let filled = self.buf.len();
+        if self.buf.capacity() < capacity {
+            // Grown by hand rather than `reserve`, so the capacity is
+            // exactly what the connection holds of the budget.
+            let mut grown = BytesMut::with_capacity(capacity);
+            grown.extend_from_slice(&self.buf);
+            self.buf = grown;
+        }
+        self.reading = Some(filled);
+        self.buf.resize(capacity, 0);
         &mut self.buf[filled..]
     }
 
@@ -75,6 +121,12 @@ impl KafkaFramer {
     /// Bytes buffered but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Bytes the buffer has allocated (frames already returned keep their
+    /// own allocation until they are dropped).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// The next whole frame (without its length prefix), if one is
@@ -104,11 +156,20 @@ impl KafkaFramer {
         }
         let len = len as usize;
         if self.buf.len() < 4 + len {
-            self.buf.reserve(4 + len - self.buf.len());
             return Ok(None);
         }
         self.buf.advance(4);
-        Ok(Some(self.buf.split_to(len).freeze()))
+        let frame = self.buf.split_to(len).freeze();
+        // The frame keeps the old allocation alive; what follows it (a
+        // pipelined request's first bytes) moves to its own, so the
+        // buffer's capacity stays exact and the old allocation goes with
+        // the frame.
+        self.buf = if self.buf.is_empty() {
+            BytesMut::new()
+        } else {
+            BytesMut::from(&self.buf[..])
+        };
+        Ok(Some(frame))
     }
 }
 
@@ -148,10 +209,61 @@ mod tests {
             assert_eq!(got, vec![Bytes::from(a.to_vec()), Bytes::from(b.clone())]);
             assert_eq!(framer.buffered(), 0);
         }
-        let mut framer = KafkaFramer::new(4096);
-        framer.feed(&3000u32.to_be_bytes());
-        assert!(framer.read_space(16).len() >= 3000, "the whole frame fits");
-        framer.filled(0);
+    }
+
+    /// A length prefix alone makes room for one chunk, not the announced
+    /// frame; the room then doubles with the bytes that arrive, up to the
+    /// frame's end, and the capacity is exactly what was announced.
+    #[test]
+    fn the_buffer_grows_with_arrived_bytes_not_the_announced_length() {
+        let max = 16 << 20;
+        let mut framer = KafkaFramer::new(max);
+        framer.feed(&max.to_be_bytes());
+        assert_eq!(framer.read_capacity(16), 4 + 16);
+        assert_eq!(framer.read_space(16).len(), 16);
+        assert_eq!(framer.capacity(), 4 + 16);
+        framer.filled(16);
+        let mut capacities = Vec::new();
+        while framer.buffered() < 4 + max as usize {
+            let expected = framer.read_capacity(16);
+            let space = framer.read_space(16).len();
+            assert_eq!(framer.capacity(), expected);
+            capacities.push(expected);
+            framer.filled(space);
+        }
+        assert!(
+            capacities.windows(2).all(|w| w[1] <= 2 * w[0]),
+            "{capacities:?}"
+        );
+        assert_eq!(
+            framer.capacity(),
+            4 + max as usize,
+            "no room past the frame"
+        );
+        assert_eq!(
+            framer.next_frame().expect("valid").map(|f| f.len()),
+            Some(max as usize)
+        );
+        assert_eq!(framer.capacity(), 0, "the buffer leaves with the frame");
+    }
+
+    /// Bytes of the next frame that came with the previous one are kept,
+    /// in a buffer of their own size.
+    #[test]
+    fn a_pipelined_tail_moves_to_an_exact_buffer() {
+        let mut stream = framed(&[1u8; 12]);
+        stream.extend_from_slice(&framed(&[2u8; 12])[..7]);
+        let mut framer = KafkaFramer::new(1024);
+        let space = framer.read_space(64);
+        space[..stream.len()].copy_from_slice(&stream);
+        framer.filled(stream.len());
+        assert_eq!(
+            framer.next_frame().expect("valid").map(|f| f.len()),
+            Some(12)
+        );
+        assert_eq!(framer.next_frame().expect("valid"), None);
+        assert_eq!(framer.buffered(), 7);
+        assert_eq!(framer.capacity(), 7);
     }
 
     #[test]

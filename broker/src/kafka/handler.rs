@@ -39,7 +39,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::admin;
-use super::records::{kafka_to_native, native_to_kafka, KafkaRecordsLimits};
+use super::budget::BudgetHold;
+use super::records::{
+    any_compressed, kafka_to_native_one, native_to_kafka, KafkaRecordsError, KafkaRecordsLimits,
+};
 use crate::dispatch::Dispatcher;
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::ops::CreateSpec;
@@ -84,6 +87,8 @@ pub enum HandleError {
     Decode { what: &'static str, reason: String },
     #[error("cannot encode the response: {0}")]
     Encode(String),
+    #[error("the shard is stopping")]
+    Stopping,
 }
 
 fn decode_error(what: &'static str) -> impl Fn(anyhow_like::Error) -> HandleError {
@@ -104,12 +109,42 @@ fn boxed<E: std::fmt::Display + 'static>(e: E) -> anyhow_like::Error {
 }
 
 /// One produce partition: its index and its records converted to native
-/// batches (or why they do not convert).
-type Converted = (i32, Result<Bytes, ErrorCode>);
+/// batches (or why they were not: code and message).
+type Converted = (i32, Result<Bytes, (ErrorCode, Option<String>)>);
 /// One fetch partition: fetch offset and partition byte limit.
 type FetchPart = (PartitionId, (i64, usize));
 
+/// A framed response, holding its bytes of the shard's response budget
+/// until it is dropped (once written).
+#[derive(Debug)]
+pub struct KafkaResponse<'a> {
+    bytes: BytesMut,
+    _hold: BudgetHold<'a>,
+}
+
+impl KafkaResponse<'_> {
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// A fetch response's bytes beyond its records: the response, per topic
+/// and per partition (headers, offsets, an empty aborted-transactions
+/// list), generously.
+const FETCH_RESPONSE_OVERHEAD_BYTES: usize = 1024;
+const FETCH_TOPIC_OVERHEAD_BYTES: usize = 64;
+const FETCH_PARTITION_OVERHEAD_BYTES: usize = 64;
+
 /// Serves the Kafka requests of one connection.
+///
+/// Memory of one request, in the order it is taken (always this order, so
+/// no two requests wait on each other): its frame is held of the shard's
+/// request-buffer budget (by `serve`); a Fetch then holds its response
+/// size of the response budget while it reads the log (and its records
+/// of the in-flight budget); any other request holds its frame size of the
+/// in-flight budget while it is handled (a Produce with a compressed batch
+/// twice `decompressed_bytes_max_per_request` more), then its response's
+/// size of the response budget until written.
 #[derive(Debug)]
 pub struct KafkaHandler {
     pub(super) dispatcher: Rc<Dispatcher>,
@@ -133,11 +168,43 @@ impl KafkaHandler {
         }
     }
 
+    /// The shard's request-buffer budget and its size, for the serve loop.
+    pub fn request_buffers(&self) -> (&glommio::sync::Semaphore, usize) {
+        (
+            self.dispatcher.request_buffers(),
+            self.dispatcher.limits().request_buffer_bytes_max,
+        )
+    }
+
     /// Handles one frame (length prefix removed); returns the framed
     /// response, or `None` when none is due (acks = 0).
-    pub async fn handle(&self, frame: Bytes) -> Result<Option<BytesMut>, HandleError> {
-        let cost = frame.len();
-        let (header, version, request) = decode_request(frame)?;
+    pub async fn handle(&self, frame: Bytes) -> Result<Option<KafkaResponse<'_>>, HandleError> {
+        let limits = self.dispatcher.limits();
+        let frame_len = frame.len();
+        let mut cost = frame_len;
+        let (header, version, request) =
+            decode_request_bounded(frame, limits.request_elements_max)?;
+        let mut response_hold =
+            BudgetHold::new(self.dispatcher.responses(), limits.response_bytes_max);
+        let fetch = matches!(request, KafkaRequest::Fetch(_));
+        match &request {
+            // Its frame is held of the request buffers already; holding it
+            // of the in-flight budget too while waiting for the response
+            // budget would break the order above.
+            KafkaRequest::Fetch(_) => cost = 0,
+            KafkaRequest::Produce(request)
+                if request
+                    .topic_data
+                    .iter()
+                    .flat_map(|t| &t.partition_data)
+                    .any(|p| p.records.as_deref().is_some_and(any_compressed)) =>
+            {
+                // The decompressed section and the batch rebuilt from it;
+                // given back once converted, before the write.
+                cost += 2 * limits.decompressed_bytes_max_per_request;
+            }
+            _ => {}
+        }
         let api = match ApiKey::try_from(header.request_api_key) {
             Ok(api) => api,
             Err(()) => {
@@ -147,6 +214,21 @@ impl KafkaHandler {
                 })
             }
         };
+        if cost > limits.inflight_bytes_max {
+            return Err(HandleError::Decode {
+                what: "request",
+                reason: format!(
+                    "{cost} bytes do not fit the shard's in-flight budget of {}",
+                    limits.inflight_bytes_max
+                ),
+            });
+        }
+        // One acquisition for all of it: a request never holds part of the
+        // budget while it waits for more.
+        let mut inflight = BudgetHold::new(self.dispatcher.inflight(), limits.inflight_bytes_max);
+        if !inflight.grow_to(cost).await {
+            return Err(HandleError::Stopping);
+        }
         let work = async {
             match request {
                 KafkaRequest::UnsupportedApiVersions => {
@@ -164,14 +246,14 @@ impl KafkaHandler {
                 }
                 KafkaRequest::Produce(request) => {
                     let acks = request.acks;
-                    let response = self.produce(request).await;
+                    let response = self.produce(request, &mut inflight, frame_len).await;
                     if acks == 0 {
                         return Ok(None);
                     }
                     encode(&header, api, version, &response).map(Some)
                 }
                 KafkaRequest::Fetch(request) => {
-                    let response = self.fetch(request).await;
+                    let response = self.fetch(request, &mut response_hold).await?;
                     encode(&header, api, version, &response).map(Some)
                 }
                 KafkaRequest::ListOffsets(request) => {
@@ -257,13 +339,28 @@ impl KafkaHandler {
                 }
             }
         };
-        match self.dispatcher.budgeted(cost, work).await {
-            Some(result) => result,
-            None => Err(HandleError::Decode {
-                what: "request",
-                reason: format!("{cost} bytes do not fit the shard's in-flight budget"),
-            }),
+        let response = work.await?;
+        drop(inflight);
+        let Some(bytes) = response else {
+            return Ok(None);
+        };
+        // A response larger than the whole budget holds all of it.
+        let len = bytes.len().min(limits.response_bytes_max);
+        if len <= response_hold.held() {
+            response_hold.shrink_to(len);
+        } else if fetch {
+            // Reserved before the read; a first batch above the fetch's
+            // max_bytes (always returned, as Kafka does) takes more if the
+            // shard has it now: waiting here, holding the reservation,
+            // could wait on another fetch doing the same.
+            response_hold.try_grow_to(len);
+        } else if !response_hold.grow_to(len).await {
+            return Err(HandleError::Stopping);
         }
+        Ok(Some(KafkaResponse {
+            bytes,
+            _hold: response_hold,
+        }))
     }
 
     fn api_versions_response(&self, error_code: i16) -> ApiVersionsResponse {
@@ -292,6 +389,10 @@ impl KafkaHandler {
         // v0-v3 had no auto-create flag: it was always on.
         let allow = version < 4 || request.allow_auto_topic_creation;
         let (catalog, refused) = self.dispatcher.metadata_catalog(&names, allow).await;
+        // By name: a request may name up to `request_elements_max` topics,
+        // each looked up once.
+        let refused: std::collections::HashMap<&str, ErrorCode> =
+            refused.iter().map(|o| (o.name.as_str(), o.error)).collect();
         let broker = self.dispatcher.broker();
         let node = broker.node_id.get() as i32;
         let mut response = MetadataResponse::default();
@@ -313,9 +414,9 @@ impl KafkaHandler {
             match catalog.get(&name) {
                 None => {
                     let error = refused
-                        .iter()
-                        .find(|o| o.name == name)
-                        .map_or(ErrorCode::UnknownTopicOrPartition, |o| o.error);
+                        .get(name.as_str())
+                        .copied()
+                        .unwrap_or(ErrorCode::UnknownTopicOrPartition);
                     topic.error_code = if validate_topic_name(&name).is_err() {
                         ErrorCode::InvalidTopicException.code()
                     } else {
@@ -341,37 +442,43 @@ impl KafkaHandler {
         response
     }
 
-    async fn produce(&self, request: ProduceRequest) -> ProduceResponse {
-        // Convert first; a partition whose records do not convert fails
-        // alone, with the conversion's error code.
+    /// `inflight` holds the frame (`frame_len`) and, for compressed
+    /// batches, the decompression reservation, which is given back once
+    /// every partition is converted.
+    async fn produce(
+        &self,
+        request: ProduceRequest,
+        inflight: &mut BudgetHold<'_>,
+        frame_len: usize,
+    ) -> ProduceResponse {
+        // Partitions that will be refused anyway are not converted: a
+        // request's batches are decompressed only for partitions this
+        // shard's catalog routes, and only with valid acks.
+        let acks = i8::try_from(request.acks).unwrap_or(i8::MIN);
+        let mut decompressed_left = self.dispatcher.limits().decompressed_bytes_max_per_request;
+        let mut scratch = Vec::new();
         let mut converted: Vec<(String, Vec<Converted>)> = Vec::new();
         for topic in request.topic_data {
-            let parts = topic
-                .partition_data
-                .into_iter()
-                .map(|p| {
-                    let records = p.records.unwrap_or_default();
-                    let native = kafka_to_native(&records, &self.limits)
-                        .map(|mut batches| {
-                            // One batch (the usual case) goes as it is,
-                            // without a copy.
-                            if batches.len() == 1 {
-                                return batches.swap_remove(0);
-                            }
-                            let mut all =
-                                BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
-                            for b in &batches {
-                                all.extend_from_slice(b);
-                            }
-                            all.freeze()
-                        })
-                        .map_err(|e| e.error_code());
-                    (p.index, native)
-                })
-                .collect();
-            converted.push((topic.name.0.to_string(), parts));
+            let name = topic.name.0.to_string();
+            let mut parts = Vec::with_capacity(topic.partition_data.len());
+            for p in topic.partition_data {
+                let partition = PartitionId(p.index as u32);
+                let native = match self.dispatcher.produce_route(&name, partition) {
+                    Err(code) => Err((code, None)),
+                    Ok(()) if !matches!(acks, -1..=1) => Ok(Bytes::new()),
+                    Ok(()) => {
+                        let records = p.records.unwrap_or_default();
+                        self.convert(&records, &mut decompressed_left, &mut scratch)
+                            .await
+                            .map_err(|e| (e.error_code(), Some(e.to_string())))
+                    }
+                };
+                parts.push((p.index, native));
+            }
+            converted.push((name, parts));
         }
-        let acks = i8::try_from(request.acks).unwrap_or(i8::MIN);
+        drop(scratch);
+        inflight.shrink_to(frame_len);
         let routed = converted.iter().map(|(name, parts)| {
             let ok = parts
                 .iter()
@@ -392,8 +499,9 @@ impl KafkaHandler {
                 p.index = *index;
                 p.log_append_time_ms = -1;
                 match converted {
-                    Err(code) => {
+                    Err((code, message)) => {
                         p.error_code = code.code();
+                        p.error_message = message.clone().map(StrBytes::from_string);
                         p.base_offset = -1;
                         p.log_start_offset = -1;
                     }
@@ -418,7 +526,73 @@ impl KafkaHandler {
         response
     }
 
-    async fn fetch(&self, request: FetchRequest) -> FetchResponse {
+    /// Converts one partition's Kafka batches to native ones, one batch at
+    /// a time, yielding to the shard's other tasks between batches; all
+    /// the request's batches together decompress to at most
+    /// `decompressed_left` bytes (taken from it).
+    async fn convert(
+        &self,
+        records: &[u8],
+        decompressed_left: &mut usize,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Bytes, KafkaRecordsError> {
+        let request_max = self.dispatcher.limits().decompressed_bytes_max_per_request;
+        let mut rest = records;
+        let mut batches = Vec::new();
+        while !rest.is_empty() {
+            glommio::yield_if_needed().await;
+            let limits = KafkaRecordsLimits {
+                uncompressed_bytes_max: self.limits.uncompressed_bytes_max.min(*decompressed_left),
+                ..self.limits
+            };
+            let (native, decompressed_len) = kafka_to_native_one(&mut rest, &limits, scratch)
+                .map_err(|e| match e {
+                    KafkaRecordsError::UncompressedTooLarge { .. }
+                        if limits.uncompressed_bytes_max < self.limits.uncompressed_bytes_max =>
+                    {
+                        KafkaRecordsError::RequestUncompressedTooLarge {
+                            len_max: request_max,
+                        }
+                    }
+                    e => e,
+                })?;
+            *decompressed_left -= decompressed_len;
+            batches.push(native);
+        }
+        // One batch (the usual case) goes as it is, without a copy.
+        if batches.len() == 1 {
+            return Ok(batches.swap_remove(0));
+        }
+        let mut all = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
+        for b in &batches {
+            all.extend_from_slice(b);
+        }
+        Ok(all.freeze())
+    }
+
+    /// What a fetch's response may take: its records budget plus headers.
+    fn fetch_response_bytes(&self, request: &FetchRequest) -> usize {
+        let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
+        let overhead: usize = request
+            .topics
+            .iter()
+            .map(|t| {
+                FETCH_TOPIC_OVERHEAD_BYTES
+                    + t.topic.0.len()
+                    + t.partitions.len() * FETCH_PARTITION_OVERHEAD_BYTES
+            })
+            .sum();
+        self.dispatcher
+            .fetch_budget(max_bytes, 0)
+            .saturating_add(FETCH_RESPONSE_OVERHEAD_BYTES + overhead)
+            .min(self.dispatcher.limits().response_bytes_max)
+    }
+
+    async fn fetch(
+        &self,
+        request: FetchRequest,
+        response_hold: &mut BudgetHold<'_>,
+    ) -> Result<FetchResponse, HandleError> {
         let topics: Vec<(String, Vec<FetchPart>)> = request
             .topics
             .iter()
@@ -437,17 +611,21 @@ impl KafkaHandler {
         let wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
         let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
         let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
+        let reserve = self.fetch_response_bytes(&request);
         let results = self
             .dispatcher
-            .fetch_results(topics.iter().cloned(), wait, min_bytes, max_bytes)
+            .fetch_results(
+                topics.iter().cloned(),
+                wait,
+                min_bytes,
+                max_bytes,
+                Some((response_hold, reserve)),
+            )
             .await;
         let mut response = FetchResponse::default();
         let results = match results {
             Ok(results) => results,
-            Err(code) => {
-                response.error_code = code.code();
-                return response;
-            }
+            Err(_) => return Err(HandleError::Stopping),
         };
         let mut total = 0usize;
         for ((name, parts), results) in topics.iter().zip(results) {
@@ -484,7 +662,7 @@ impl KafkaHandler {
             }
             response.responses.push(topic);
         }
-        response
+        Ok(response)
     }
 
     async fn list_offsets(&self, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
@@ -643,10 +821,30 @@ pub enum KafkaRequest {
     DescribeCluster(DescribeClusterRequest),
 }
 
+/// The array elements a request may hold when no bound is given: the
+/// default `request_elements_max`.
+pub const REQUEST_ELEMENTS_MAX_DEFAULT: usize = 100_000;
+
+/// [`decode_request_bounded`] with the default element bound.
+pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, i16, KafkaRequest), HandleError> {
+    decode_request_bounded(frame, REQUEST_ELEMENTS_MAX_DEFAULT)
+}
+
 /// Decodes one frame (length prefix removed): the trust boundary of the
 /// Kafka listener. Apis and versions outside [`KAFKA_APIS`] are refused
-/// before their body is looked at.
-pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, i16, KafkaRequest), HandleError> {
+/// before their body is looked at; a request holding more than
+/// `elements_max` array elements (all arrays together) is refused while it
+/// is decoded, before they are allocated: a decoded element takes far more
+/// memory than its smallest wire form, so the frame size alone would not
+/// bound what a request makes the broker allocate.
+pub fn decode_request_bounded(
+    frame: Bytes,
+    elements_max: usize,
+) -> Result<(RequestHeader, i16, KafkaRequest), HandleError> {
+    kafka_protocol::protocol::types::with_elements_max(elements_max, || decode_unbounded(frame))
+}
+
+fn decode_unbounded(frame: Bytes) -> Result<(RequestHeader, i16, KafkaRequest), HandleError> {
     if frame.len() < 4 {
         return Err(HandleError::Decode {
             what: "request header",
@@ -813,6 +1011,46 @@ mod tests {
             }
             let _ = decode_request(frame.freeze());
         }
+    }
+
+    fn metadata_frame(topics: usize) -> Bytes {
+        let version = 4;
+        let mut header = RequestHeader::default();
+        header.request_api_key = ApiKey::Metadata as i16;
+        header.request_api_version = version;
+        let mut request = MetadataRequest::default();
+        request.topics = Some(
+            (0..topics)
+                .map(|_| {
+                    let mut t =
+                        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+                    t.name = Some(TopicName(StrBytes::from_static_str("t")));
+                    t
+                })
+                .collect(),
+        );
+        let mut frame = BytesMut::new();
+        header
+            .encode(&mut frame, ApiKey::Metadata.request_header_version(version))
+            .expect("header encodes");
+        request.encode(&mut frame, version).expect("body encodes");
+        frame.freeze()
+    }
+
+    /// A request with more array elements than the bound is refused while
+    /// it decodes; one at the bound decodes, and the bound does not leak
+    /// into the next decode.
+    #[test]
+    fn request_elements_are_bounded() {
+        let decoded = decode_request_bounded(metadata_frame(10), 10);
+        assert!(matches!(decoded, Ok((_, _, KafkaRequest::Metadata(_)))));
+        match decode_request_bounded(metadata_frame(11), 10) {
+            Err(HandleError::Decode { reason, .. }) => {
+                assert!(reason.contains("more than 10 array elements"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(decode_request_bounded(metadata_frame(1000), 1000).is_ok());
     }
 
     #[test]

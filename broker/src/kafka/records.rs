@@ -102,6 +102,11 @@ pub enum KafkaRecordsError {
     Codec(String),
     #[error("records section decompresses to more than {len_max} bytes")]
     UncompressedTooLarge { len_max: usize },
+    #[error(
+        "the request's record batches decompress to more than the {len_max} bytes one request \
+         may (decompressed_bytes_max_per_request); send smaller batches"
+    )]
+    RequestUncompressedTooLarge { len_max: usize },
     #[error("malformed varint in the records section")]
     BadVarint,
     #[error("malformed record: {0}")]
@@ -129,6 +134,11 @@ impl KafkaRecordsError {
             KafkaRecordsError::BatchTooLarge { .. }
             | KafkaRecordsError::Native(BatchError::TooLarge { .. }) => ErrorCode::MessageTooLarge,
             KafkaRecordsError::UncompressedTooLarge { .. } => ErrorCode::RecordListTooLarge,
+            // MESSAGE_TOO_LARGE rather than RECORD_LIST_TOO_LARGE: the Java
+            // producer answers it by splitting the batch and retrying the
+            // halves, which is the way out; librdkafka fails the messages
+            // with MSG_SIZE_TOO_LARGE. Neither retries the same bytes.
+            KafkaRecordsError::RequestUncompressedTooLarge { .. } => ErrorCode::MessageTooLarge,
             _ => ErrorCode::CorruptMessage,
         }
     }
@@ -144,18 +154,56 @@ pub fn kafka_to_native(
     let mut scratch = Vec::new();
     let mut rest = kafka_batches;
     while !rest.is_empty() {
-        let (native, tail) = convert_one(rest, limits, &mut scratch)?;
+        let (native, _) = kafka_to_native_one(&mut rest, limits, &mut scratch)?;
         natives.push(native);
-        rest = tail;
     }
     Ok(natives)
+}
+
+/// Whether any of back-to-back Kafka batches is compressed, from their
+/// headers alone (no CRC check, no decompression): what a Produce must
+/// reserve memory for before converting. Stops at the first header it
+/// cannot read (the conversion then reports it).
+pub fn any_compressed(kafka_batches: &[u8]) -> bool {
+    let mut rest = kafka_batches;
+    while rest.len() >= ATTRIBUTES_OFFSET + 2 {
+        let attributes = i16::from_be_bytes([rest[ATTRIBUTES_OFFSET], rest[ATTRIBUTES_OFFSET + 1]]);
+        if attributes & CODEC_MASK != 0 {
+            return true;
+        }
+        let batch_length = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        let Some(len) = usize::try_from(batch_length)
+            .ok()
+            .and_then(|l| l.checked_add(LOG_OVERHEAD))
+            .filter(|l| *l >= HEADER_LEN && *l <= rest.len())
+        else {
+            return false;
+        };
+        rest = &rest[len..];
+    }
+    false
+}
+
+/// Converts the first Kafka batch of `rest` and moves `rest` past it; also
+/// returns how many bytes its records section decompressed to (0 when it
+/// was not compressed). One batch
+/// at a time, for a caller that bounds the decompressed bytes of many or
+/// yields between them. `scratch` is reused across calls.
+pub fn kafka_to_native_one(
+    rest: &mut &[u8],
+    limits: &KafkaRecordsLimits,
+    scratch: &mut Vec<u8>,
+) -> Result<(Bytes, usize), KafkaRecordsError> {
+    let (native, decompressed_len, tail) = convert_one(rest, limits, scratch)?;
+    *rest = tail;
+    Ok((native, decompressed_len))
 }
 
 fn convert_one<'a>(
     bytes: &'a [u8],
     limits: &KafkaRecordsLimits,
     scratch: &mut Vec<u8>,
-) -> Result<(Bytes, &'a [u8]), KafkaRecordsError> {
+) -> Result<(Bytes, usize, &'a [u8]), KafkaRecordsError> {
     let mut head = Reader::new(bytes);
     let base_offset = head.i64()?;
     let batch_length = head.i32()?;
@@ -333,7 +381,12 @@ fn convert_one<'a>(
         Offset(base_offset as u64),
         LeaderEpoch(leader_epoch as u32),
     );
-    Ok((Bytes::from(native).slice(start..), tail))
+    let decompressed_len = if codec == Compression::None {
+        0
+    } else {
+        section.len()
+    };
+    Ok((Bytes::from(native).slice(start..), decompressed_len, tail))
 }
 
 /// Appends the native batches as Kafka RecordBatch v2 (a Fetch response's

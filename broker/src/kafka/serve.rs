@@ -3,6 +3,12 @@
 //! requires), write. Closes on EOF, stop, idle timeout, no whole first
 //! request within `first_request_timeout`, or a frame that cannot be
 //! parsed.
+//!
+//! Memory: the connection holds its read buffer (and the frame being
+//! handled) of the shard's request-buffer budget, and each response until
+//! it is written of the shard's response budget (see `KafkaHandler`). When
+//! either is used up the connection waits instead of reading, so many
+//! slow or hostile clients share a bounded amount of memory.
 
 use std::io;
 use std::time::Instant;
@@ -15,10 +21,13 @@ use glommio::timer::sleep;
 use fjord_net::conn::ConnectionConfig;
 use fjord_net::stop::StopSignal;
 
+use super::budget::BudgetHold;
 use super::frame::{FrameError, KafkaFramer};
 use super::handler::{HandleError, KafkaHandler};
 
-const READ_CHUNK: usize = 64 * 1024;
+/// Room for one read when no longer frame is on its way; what an idle
+/// connection holds of its shard's request-buffer budget.
+pub const READ_CHUNK: usize = 16 * 1024;
 
 /// Why a Kafka connection closed abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +58,10 @@ pub async fn serve(
     stop: &StopSignal,
 ) -> Result<(), KafkaConnError> {
     let mut framer = KafkaFramer::new(config.frame_bytes_max);
+    let (budget, budget_max) = handler.request_buffers();
+    // Covers the framer's capacity, and while a frame is handled that
+    // frame's allocation too (it is the capacity the framer had).
+    let mut buffered = BudgetHold::new(budget, budget_max);
     let mut last_request = Instant::now();
     // Until the first whole request: the (shorter) first-request deadline.
     let mut requested = false;
@@ -57,7 +70,7 @@ pub async fn serve(
         while let Some(frame) = framer.next_frame()? {
             requested = true;
             if let Some(response) = handler.handle(frame).await? {
-                let write = async { Some(stream.write_all(&response).await) };
+                let write = async { Some(stream.write_all(response.bytes()).await) };
                 let timeout = async {
                     sleep(config.idle_timeout).await;
                     None
@@ -67,6 +80,7 @@ pub async fn serve(
                     None => return Err(KafkaConnError::Idle(config.idle_timeout)),
                 }
             }
+            buffered.shrink_to(framer.capacity());
             // A long-poll fetch is not idleness: count from the answer.
             last_request = Instant::now();
             if stop.is_triggered() {
@@ -82,8 +96,14 @@ pub async fn serve(
             first_timeout
         };
         let deadline = last_request + timeout;
-        let space = framer.read_space(READ_CHUNK);
-        let read = async { Read::Bytes(stream.read(space).await) };
+        let read = async {
+            // Waits here while the shard's request buffers are full.
+            if !buffered.grow_to(framer.read_capacity(READ_CHUNK)).await {
+                return Read::Stopped;
+            }
+            let space = framer.read_space(READ_CHUNK);
+            Read::Bytes(stream.read(space).await)
+        };
         let idle = async {
             sleep(deadline.saturating_duration_since(Instant::now())).await;
             Read::Idle

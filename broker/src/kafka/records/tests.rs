@@ -519,6 +519,37 @@ fn decompression_bombs_are_refused_for_every_codec() {
     }
 }
 
+/// One batch at a time: each call moves past one batch and says how many
+/// bytes it decompressed to (0 uncompressed); `any_compressed` sees a
+/// codec in any batch from the headers alone.
+#[test]
+fn batches_convert_one_at_a_time_with_their_decompressed_size() {
+    let plain = simple_model(Compression::None);
+    let zstd = simple_model(Compression::Zstd);
+    assert!(!any_compressed(&encode_all(&[
+        plain.clone(),
+        plain.clone()
+    ])));
+    assert!(!any_compressed(&[0u8; 30]), "a short header is not a codec");
+    let kafka = encode_all(&[plain.clone(), zstd.clone()]);
+    assert!(any_compressed(&kafka));
+    let mut rest = &kafka[..];
+    let mut scratch = Vec::new();
+    let (native, decompressed) =
+        kafka_to_native_one(&mut rest, &limits(), &mut scratch).expect("plain converts");
+    assert_native_matches(&native, &plain);
+    assert_eq!(decompressed, 0);
+    let (native, decompressed) =
+        kafka_to_native_one(&mut rest, &limits(), &mut scratch).expect("zstd converts");
+    assert_native_matches(&native, &zstd);
+    assert_eq!(decompressed, records_section(&zstd).len());
+    assert!(rest.is_empty());
+    assert_eq!(
+        KafkaRecordsError::RequestUncompressedTooLarge { len_max: 1 }.error_code(),
+        ErrorCode::MessageTooLarge
+    );
+}
+
 #[test]
 fn snappy_is_read_raw_and_xerial_framed() {
     let model = simple_model(Compression::Snappy);

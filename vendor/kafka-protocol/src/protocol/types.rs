@@ -7,8 +7,48 @@
 use super::{Decodable, Decoder, Encodable, Encoder, NewType, StrBytes};
 use crate::protocol::buf::{ByteBuf, ByteBufMut};
 use anyhow::{bail, Result};
+use std::cell::Cell;
 use std::convert::TryFrom;
 use std::string::String as StdString;
+
+// fjord patch: a bound on the array elements (and unknown tagged fields) one
+// decode may create, all arrays together. A decoded element is far larger
+// than its smallest wire form (a Metadata topic: 2 bytes on the wire, ~80 in
+// memory), so the bytes of a frame alone do not bound the memory its decode
+// takes; this does, before anything is allocated.
+thread_local! {
+    /// `(elements left, the bound)` while [`with_elements_max`] runs.
+    static ELEMENTS_LEFT: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+}
+
+/// Runs `decode` allowing at most `elements_max` array elements and unknown
+/// tagged fields in all (nested arrays count each of their elements); past
+/// it decoding fails before allocating them. Without it decoding is
+/// unbounded (bar the bytes left).
+pub fn with_elements_max<R>(elements_max: usize, decode: impl FnOnce() -> R) -> R {
+    struct Restore(Option<(usize, usize)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ELEMENTS_LEFT.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(ELEMENTS_LEFT.with(|c| c.replace(Some((elements_max, elements_max)))));
+    decode()
+}
+
+/// Takes `n` elements of the bound set by [`with_elements_max`], if any.
+pub fn take_elements(n: usize) -> Result<()> {
+    ELEMENTS_LEFT.with(|c| match c.get() {
+        Some((left, max)) if n > left => {
+            bail!("the request holds more than {max} array elements")
+        }
+        Some((left, max)) => {
+            c.set(Some((left - n, max)));
+            Ok(())
+        }
+        None => Ok(()),
+    })
+}
 
 macro_rules! define_copy_impl {
     ($e:ident, $t:ty) => (
@@ -987,6 +1027,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
             n if n >= 0 => {
                 // fjord patch: the count comes off the wire; each element takes at
                 // least a byte, so never reserve more than the bytes left.
+                take_elements(n as usize)?;
                 let mut result = Vec::with_capacity((n as usize).min(buf.remaining()));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
@@ -1096,6 +1137,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
             0 => Ok(None),
             n => {
                 // fjord patch: as above, bounded by the bytes left.
+                take_elements((n - 1) as usize)?;
                 let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining()));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
