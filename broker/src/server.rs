@@ -111,6 +111,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
             auto_create_topics: config.auto_create_topics,
         },
         default_partitions: config.default_partitions,
+        node_id: NodeId(config.node_id),
         group: config.group_config(),
         group_parked_max: config.group_parked_requests_max_per_shard,
         flush_interval: Duration::from_millis(config.flush_interval_ms),
