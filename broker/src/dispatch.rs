@@ -703,30 +703,39 @@ impl Dispatcher {
             }
         }
         if matches!(acks, -1..=1) {
-            self.run_all(topics, |name, part| Op::Produce {
-                topic: name.to_owned(),
-                partition: part.partition,
-                records: part.input.clone(),
-                acks,
-            })
-            .await
-            .into_iter()
-            .zip(topics.iter())
-            .map(|(results, (_, parts))| {
-                results
-                    .into_iter()
-                    .zip(parts)
-                    .map(|(result, part)| match (result, part.route) {
-                        (Some(OpResult::Produce(r)), _) => r,
-                        (_, Err(code)) => ProduceResult::error(code, "unknown topic or partition"),
-                        (other, _) => ProduceResult::error(
-                            ErrorCode::NotLeaderOrFollower,
-                            format!("owning shard did not answer: {other:?}"),
-                        ),
-                    })
-                    .collect()
-            })
-            .collect()
+            // Held until every partition answered.
+            let (_recompressed, mut refused) = self.recompress_for_topics(topics).await;
+            let mut results: Vec<Vec<ProduceResult>> = self
+                .run_all(topics, |name, part| Op::Produce {
+                    topic: name.to_owned(),
+                    partition: part.partition,
+                    records: part.input.clone(),
+                    acks,
+                })
+                .await
+                .into_iter()
+                .zip(topics.iter())
+                .map(|(results, (_, parts))| {
+                    results
+                        .into_iter()
+                        .zip(parts)
+                        .map(|(result, part)| match (result, part.route) {
+                            (Some(OpResult::Produce(r)), _) => r,
+                            (_, Err(code)) => {
+                                ProduceResult::error(code, "unknown topic or partition")
+                            }
+                            (other, _) => ProduceResult::error(
+                                ErrorCode::NotLeaderOrFollower,
+                                format!("owning shard did not answer: {other:?}"),
+                            ),
+                        })
+                        .collect()
+                })
+                .collect();
+            for (t, p, result) in refused.drain(..) {
+                results[t][p] = result;
+            }
+            results
         } else {
             topics
                 .iter()
@@ -1118,6 +1127,7 @@ async fn first_of(tasks: Vec<Task<OpResult>>) {
 }
 
 mod groups;
+mod recompress;
 
 #[cfg(test)]
 mod tests;
