@@ -1258,7 +1258,8 @@ mod tests {
             partitions_from_assignments(-1, -1, &a(&[(1, &[1]), (0, &[1]), (2, &[1])]), &live),
             Ok(3)
         );
-        let cases: [(i32, i16, Vec<(i32, Vec<i32>)>, ErrorCode, &str); 8] = [
+        type Assignments = Vec<(i32, Vec<i32>)>;
+        let cases: [(i32, i16, Assignments, ErrorCode, &str); 8] = [
             (
                 3,
                 -1,
