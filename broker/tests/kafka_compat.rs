@@ -508,7 +508,7 @@ const KAFKA_TOPIC_CONFIGS: [(&str, &str); 36] = [
 /// cannot honour are refused the same way.
 #[test]
 fn every_kafka_topic_config_is_accepted_or_refused_with_a_reason() {
-    let broker = Broker::start(&[]);
+    let mut broker = Broker::start(&[]);
     let kafka = broker.kafka_addr();
     let mut accepted = Vec::new();
     for (key, value) in KAFKA_TOPIC_CONFIGS {
@@ -532,6 +532,9 @@ fn every_kafka_topic_config_is_accepted_or_refused_with_a_reason() {
         create_with_configs(kafka, "everything", &accepted, false).0,
         0
     );
+    // What was set survives a restart (the registry keeps it).
+    broker.terminate_and_restart();
+    let kafka = broker.kafka_addr();
     let described = topic_configs(kafka, "everything");
     for (key, value) in &accepted {
         let got = described
