@@ -568,3 +568,100 @@ fn every_kafka_topic_config_is_accepted_or_refused_with_a_reason() {
     assert_eq!(code, INVALID_CONFIG);
     assert!(message.unwrap_or_default().contains("unknown"));
 }
+
+/// A native zstd batch of one record holding `value_bytes` zero bytes
+/// (a few KiB on the wire).
+fn zstd_zeros(value_bytes: usize) -> Bytes {
+    use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput};
+    let value = vec![0u8; value_bytes];
+    let mut builder = BatchBuilder::new(BatchOptions {
+        compression: Compression::Zstd,
+        ..BatchOptions::default()
+    });
+    builder.push(RecordInput {
+        value: Some(&value),
+        timestamp: 1_700_000_000_000,
+        ..RecordInput::default()
+    });
+    builder.finish().expect("batch")
+}
+
+/// Recompression to `uncompressed` of small zstd batches that expand to
+/// 40 MiB (a bomb) or 6 MiB, from 8 connections at once: the memory each
+/// needs comes out of the 16 MiB in-flight budget before anything is
+/// decompressed, so the broker's peak memory stays within that budget
+/// (plus slack) and a steady producer on another topic loses nothing.
+/// A batch that fits is stored uncompressed.
+#[test]
+fn recompression_memory_is_bounded_by_the_in_flight_budget() {
+    const BUDGET_BYTES: u64 = 16 << 20;
+    let broker = Broker::start(&[
+        "--shards",
+        "1",
+        "--inflight-bytes-max-per-shard",
+        &BUDGET_BYTES.to_string(),
+    ]);
+    let kafka = broker.kafka_addr();
+    let flat = [("compression.type", "uncompressed")];
+    assert_eq!(create_with_configs(kafka, "flat", &flat, false).0, 0);
+    assert_eq!(create_with_configs(kafka, "steady", &[], false).0, 0);
+    let steady = common::pressure::SteadyProducer::start(broker.addr, "steady", 0);
+    // Warm up: the partitions' buffers exist before the baseline.
+    let mut conn = broker.conn();
+    assert_eq!(
+        conn.produce("flat", 0, &zstd_zeros(1000), -1),
+        (ErrorCode::None, 0)
+    );
+    let pid = broker.child.id();
+    let baseline = common::pressure::rss_peak_bytes(pid);
+
+    let (bomb, large) = (zstd_zeros(40 << 20), zstd_zeros(6 << 20));
+    let attackers: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = broker.addr;
+            let batches = [bomb.clone(), large.clone(), bomb.clone(), large.clone()];
+            std::thread::spawn(move || {
+                let mut conn = common::Conn::connect(addr);
+                batches
+                    .iter()
+                    .map(|batch| conn.produce("flat", 0, batch, -1).0)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for attacker in attackers {
+        for answer in attacker.join().expect("attacker") {
+            assert!(
+                matches!(
+                    answer,
+                    ErrorCode::MessageTooLarge | ErrorCode::RequestTimedOut
+                ),
+                "{answer:?}"
+            );
+        }
+    }
+    let peak = common::pressure::rss_peak_bytes(pid);
+    eprintln!("peak RSS {peak} bytes, {baseline} before the attack");
+    let slack = 32 << 20;
+    assert!(
+        peak <= baseline + BUDGET_BYTES + slack,
+        "peak RSS {peak} over baseline {baseline} + budget {BUDGET_BYTES} + {slack}"
+    );
+
+    // A batch whose recompression fits is taken, and stored uncompressed.
+    let fits = zstd_zeros(3 << 20);
+    let answer = loop {
+        match conn.produce("flat", 0, &fits, -1) {
+            (ErrorCode::RequestTimedOut, _) => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            other => break other,
+        }
+    };
+    assert_eq!(answer, (ErrorCode::None, 1));
+    let fetched = conn.fetch("flat", 0, 1, 100, 1);
+    let (view, _) = BatchView::parse(&fetched.batches).expect("stored batch");
+    assert_eq!(view.header().compression(), Ok(Compression::None));
+    assert_eq!(fetched.records[0].2.as_ref().map(Vec::len), Some(3 << 20));
+    assert!(steady.stop_and_verify(broker.addr) > 0);
+}
