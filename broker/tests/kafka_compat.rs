@@ -456,6 +456,44 @@ fn a_zstd_topic_stores_what_both_ports_produce_as_zstd() {
             .collect();
         assert_eq!(native_values, expected, "{topic}");
     }
+
+    // An alter takes effect for the next produce: gzip from now on, and
+    // a compression.type that is not Kafka's is refused.
+    let alter = |value: &str| -> i16 {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::messages::{
+            IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+        };
+        let mut request = IncrementalAlterConfigsRequest::default();
+        let mut resource = AlterConfigsResource::default();
+        resource.resource_type = 2;
+        resource.resource_name = StrBytes::from_static_str("as-sent");
+        let mut config = AlterableConfig::default();
+        config.name = StrBytes::from_static_str("compression.type");
+        config.value = Some(StrBytes::from_string(value.to_owned()));
+        resource.configs.push(config);
+        request.resources.push(resource);
+        let response: IncrementalAlterConfigsResponse = call(
+            &mut connect(kafka),
+            ApiKey::IncrementalAlterConfigs,
+            1,
+            &request,
+        );
+        response.responses[0].error_code
+    };
+    assert_eq!(alter("brotli"), INVALID_CONFIG);
+    assert_eq!(alter("gzip"), 0);
+    assert_eq!(topic_configs(kafka, "as-sent")["compression.type"], "gzip");
+    assert_eq!(
+        conn.produce("as-sent", 0, &native_batch, -1),
+        (ErrorCode::None, 7)
+    );
+    let after = conn.fetch("as-sent", 0, 7, 100, 1);
+    let (view, _) = BatchView::parse(&after.batches).expect("stored batch");
+    assert_eq!(view.header().compression(), Ok(Compression::Gzip));
+    assert_eq!(after.records.len(), 2);
 }
 
 /// Kafka's topic configs (Kafka 4.x docs, "Topic Configs", plus
