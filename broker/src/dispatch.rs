@@ -674,7 +674,7 @@ impl Dispatcher {
     }
 
     async fn produce(&self, mut topics: Topics<Bytes>, acks: i8) -> Reply {
-        let results = self.produce_routed(&mut topics, acks).await;
+        let results = self.produce_recompressed(&mut topics, acks).await;
         produce_reply(&topics, &results)
     }
 
@@ -686,7 +686,7 @@ impl Dispatcher {
         acks: i8,
     ) -> Vec<Vec<ProduceResult>> {
         let mut topics = self.route(topics);
-        self.produce_routed(&mut topics, acks).await
+        self.produce_recompressed(&mut topics, acks).await
     }
 
     async fn produce_routed(
@@ -703,39 +703,30 @@ impl Dispatcher {
             }
         }
         if matches!(acks, -1..=1) {
-            // Held until every partition answered.
-            let (_recompressed, mut refused) = self.recompress_for_topics(topics).await;
-            let mut results: Vec<Vec<ProduceResult>> = self
-                .run_all(topics, |name, part| Op::Produce {
-                    topic: name.to_owned(),
-                    partition: part.partition,
-                    records: part.input.clone(),
-                    acks,
-                })
-                .await
-                .into_iter()
-                .zip(topics.iter())
-                .map(|(results, (_, parts))| {
-                    results
-                        .into_iter()
-                        .zip(parts)
-                        .map(|(result, part)| match (result, part.route) {
-                            (Some(OpResult::Produce(r)), _) => r,
-                            (_, Err(code)) => {
-                                ProduceResult::error(code, "unknown topic or partition")
-                            }
-                            (other, _) => ProduceResult::error(
-                                ErrorCode::NotLeaderOrFollower,
-                                format!("owning shard did not answer: {other:?}"),
-                            ),
-                        })
-                        .collect()
-                })
-                .collect();
-            for (t, p, result) in refused.drain(..) {
-                results[t][p] = result;
-            }
-            results
+            self.run_all(topics, |name, part| Op::Produce {
+                topic: name.to_owned(),
+                partition: part.partition,
+                records: part.input.clone(),
+                acks,
+            })
+            .await
+            .into_iter()
+            .zip(topics.iter())
+            .map(|(results, (_, parts))| {
+                results
+                    .into_iter()
+                    .zip(parts)
+                    .map(|(result, part)| match (result, part.route) {
+                        (Some(OpResult::Produce(r)), _) => r,
+                        (_, Err(code)) => ProduceResult::error(code, "unknown topic or partition"),
+                        (other, _) => ProduceResult::error(
+                            ErrorCode::NotLeaderOrFollower,
+                            format!("owning shard did not answer: {other:?}"),
+                        ),
+                    })
+                    .collect()
+            })
+            .collect()
         } else {
             topics
                 .iter()

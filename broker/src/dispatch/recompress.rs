@@ -93,6 +93,26 @@ pub(crate) async fn recompress_batches(
 }
 
 impl Dispatcher {
+    /// `produce_routed`, after recompressing for the topics'
+    /// `compression.type`; the budget taken for it is held until every
+    /// partition answered.
+    pub(super) async fn produce_recompressed(
+        &self,
+        topics: &mut Topics<Bytes>,
+        acks: i8,
+    ) -> Vec<Vec<ProduceResult>> {
+        if !matches!(acks, -1..=1) {
+            return self.produce_routed(topics, acks).await;
+        }
+        let (_recompressed, refused) = self.recompress_for_topics(topics).await;
+        let mut results = self.produce_routed(topics, acks).await;
+        // Refused partitions were unrouted; give them their own answer.
+        for (t, p, result) in refused {
+            results[t][p] = result;
+        }
+        results
+    }
+
     /// Recompresses the routed partitions of topics whose
     /// `compression.type` names a codec. Returns the budget permits to
     /// hold until the produce is answered, and the partitions refused
