@@ -93,7 +93,9 @@ pub struct Config {
     // of [`DataPathFlags`] (`--auto-create-topics true`).
     /// Whether a Metadata request with `allow_auto_topic_creation` creates
     /// the unknown topics it names, with `default_partitions` partitions
-    /// and default configs (Kafka's `auto.create.topics.enable`).
+    /// and default configs (Kafka's `auto.create.topics.enable`, on by
+    /// default as in Kafka). Names are validated as for CreateTopics;
+    /// internal topics are never auto-created.
     pub auto_create_topics: bool,
     /// Partitions of a topic created without a count (`num_partitions =
     /// -1`, or auto-created).
@@ -204,7 +206,8 @@ impl Default for Config {
             // path uses none of it, storage sizes it for direct I/O.
             io_memory_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
-            auto_create_topics: false,
+            // Kafka's default: librdkafka's producer and `kcat -P` rely on it.
+            auto_create_topics: true,
             default_partitions: 1,
             partitions_max: 10_000,
             message_max_bytes: 4 << 20,
@@ -264,7 +267,7 @@ pub struct Overrides {
 /// [`Config::apply_flags`]. Each flag is the key with dashes.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct DataPathFlags {
-    /// Create unknown topics named in Metadata requests that allow it [default: false].
+    /// Create unknown topics named in Metadata requests that allow it [default: true].
     #[arg(long)]
     pub auto_create_topics: Option<bool>,
     /// Partitions of topics created without a count [default: 1].
@@ -566,6 +569,7 @@ impl Config {
             ("log.retention.ms", topic_default("retention.ms")),
             ("log.retention.bytes", topic_default("retention.bytes")),
             ("log.cleanup.policy", topic_default("cleanup.policy")),
+            ("compression.type", topic_default("compression.type")),
             (
                 "log.index.interval.bytes",
                 topic_default("index.interval.bytes"),
@@ -917,8 +921,12 @@ mod tests {
     #[test]
     fn data_path_keys_come_from_file_env_and_flags() {
         let mut config =
-            Config::parse("auto_create_topics = true\npartitions_max = 7\n").expect("valid toml");
-        assert!(config.auto_create_topics);
+            Config::parse("auto_create_topics = false\npartitions_max = 7\n").expect("valid toml");
+        assert!(!config.auto_create_topics);
+        assert!(
+            Config::default().auto_create_topics,
+            "on by default, as in Kafka"
+        );
         config
             .apply_env(|name| (name == "FJORD_PARTITIONS_MAX").then(|| "9".to_owned()))
             .expect("valid env");

@@ -34,7 +34,7 @@ use crate::ops::{
     CreateSpec, FetchResult, ListOffsetsResult, Op, OpResult, ProduceResult, TopicOutcome,
 };
 use crate::service::{ShardService, REGISTRY_SHARD};
-use crate::topics::validate_topic_name;
+use crate::topics::{is_internal_topic, validate_topic_name};
 
 /// Apis this broker answers. ApiVersions lists only these, so a client
 /// never sees an api it would be refused.
@@ -252,6 +252,8 @@ impl Dispatcher {
                             // A null value means "the default": no override.
                             .filter_map(|c| Some((c.key().to_owned(), c.value()?.to_owned())))
                             .collect(),
+                        // The native CreateTopics has no assignments.
+                        assignments: Vec::new(),
                     })
                     .collect();
                 self.create_topics(specs, request.validate_only()).await
@@ -455,14 +457,17 @@ impl Dispatcher {
         let mut catalog = self.service.catalog();
         let mut refused: Vec<TopicOutcome> = Vec::new();
         if let (Some(names), true) = (&names, allow_auto_create && self.limits.auto_create_topics) {
+            // Internal topics are made by the broker itself, never on a
+            // client's Metadata request (Kafka's rule too).
             let missing: Vec<CreateSpec> = names
                 .iter()
-                .filter(|name| catalog.get(name).is_none())
+                .filter(|name| catalog.get(name).is_none() && !is_internal_topic(name))
                 .map(|name| CreateSpec {
                     name: name.clone(),
                     num_partitions: -1,
                     replication_factor: -1,
                     configs: Vec::new(),
+                    assignments: Vec::new(),
                 })
                 .collect();
             if !missing.is_empty() {
@@ -702,7 +707,7 @@ impl Dispatcher {
     }
 
     async fn produce(&self, mut topics: Topics<Bytes>, acks: i8) -> Reply {
-        let results = self.produce_routed(&mut topics, acks).await;
+        let results = self.produce_recompressed(&mut topics, acks).await;
         produce_reply(&topics, &results)
     }
 
@@ -732,7 +737,7 @@ impl Dispatcher {
         acks: i8,
     ) -> Vec<Vec<ProduceResult>> {
         let mut topics = self.route(topics);
-        self.produce_routed(&mut topics, acks).await
+        self.produce_recompressed(&mut topics, acks).await
     }
 
     async fn produce_routed(
@@ -1180,6 +1185,7 @@ async fn first_of(tasks: Vec<Task<OpResult>>) {
 }
 
 mod groups;
+mod recompress;
 
 #[cfg(test)]
 mod tests;

@@ -93,6 +93,9 @@ pub struct CreateSpec {
     /// -1 or 1 on a single node.
     pub replication_factor: i16,
     pub configs: Vec<(String, String)>,
+    /// Explicit replica assignments (partition, broker ids); empty: none.
+    /// Given only with `num_partitions` and `replication_factor` -1.
+    pub assignments: Vec<(i32, Vec<i32>)>,
 }
 
 /// One topic of an AlterConfigs / IncrementalAlterConfigs request.

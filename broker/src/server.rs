@@ -128,6 +128,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
             request_elements_max: config.request_elements_max,
         },
         default_partitions: config.default_partitions,
+        node_id: NodeId(config.node_id),
         group: config.group_config(),
         group_parked_max: config.group_parked_requests_max_per_shard,
         flush_interval: Duration::from_millis(config.flush_interval_ms),

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use fjord_schema::{ErrorCode, PartitionId, ShardId};
+use fjord_schema::{ErrorCode, NodeId, PartitionId, ShardId};
 use fjord_storage::LogConfig;
 use glommio::sync::Semaphore;
 
@@ -20,7 +20,9 @@ use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::{Mesh, OpHandler};
 use crate::ops::{AlterSpec, CreateSpec, Op, OpResult, TopicOutcome};
 use crate::partitions::PartitionManager;
-use crate::topics::{TopicConfig, TopicError, TopicMeta, TopicRegistry};
+use crate::topics::{
+    partitions_from_assignments, TopicConfig, TopicError, TopicMeta, TopicRegistry,
+};
 
 /// The shard that owns the topic registry.
 pub const REGISTRY_SHARD: ShardId = ShardId(0);
@@ -40,16 +42,24 @@ pub struct TopicAdmin {
     defaults: TopicConfig,
     base: LogConfig,
     default_partitions: u32,
+    /// This node: the only broker replica assignments may name.
+    node: NodeId,
 }
 
 impl TopicAdmin {
-    pub fn new(registry: TopicRegistry, base: LogConfig, default_partitions: u32) -> TopicAdmin {
+    pub fn new(
+        registry: TopicRegistry,
+        base: LogConfig,
+        default_partitions: u32,
+        node: NodeId,
+    ) -> TopicAdmin {
         TopicAdmin {
             registry: RefCell::new(registry),
             lock: Semaphore::new(1),
             defaults: TopicConfig::from_log_config(&base),
             base,
             default_partitions,
+            node,
         }
     }
 
@@ -60,7 +70,14 @@ impl TopicAdmin {
         spec: &CreateSpec,
     ) -> Result<(u32, TopicConfig, BTreeMap<String, String>), TopicError> {
         let invalid = |code, message: String| TopicError { code, message };
+        let live = [self.node.get() as i32];
         let partitions = match spec.num_partitions {
+            _ if !spec.assignments.is_empty() => partitions_from_assignments(
+                spec.num_partitions,
+                spec.replication_factor,
+                &spec.assignments,
+                &live,
+            )?,
             -1 => self.default_partitions,
             n if n > 0 => n as u32,
             n => {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use fjord_net::driver::{self, DriverError};
 use fjord_net::{ConnectionConfig, ConnectionError, StopSignal};
-use fjord_schema::ShardId;
+use fjord_schema::{NodeId, ShardId};
 use fjord_storage::{BatchCache, CacheConfig, LogConfig, SystemClock};
 use futures_lite::future;
 use glommio::net::TcpListener;
@@ -70,6 +70,8 @@ pub struct ShardSpec {
     pub batch_cache_bytes_max: usize,
     pub limits: DispatchLimits,
     pub default_partitions: u32,
+    /// This broker's node id (replica assignments may name only it).
+    pub node_id: NodeId,
     pub group: GroupConfig,
     pub group_parked_max: usize,
     pub flush_interval: Duration,
@@ -285,9 +287,14 @@ async fn run(
         Rc::new(SystemClock),
     )
     .with_producer_state(spec.producer_state);
-    let admin = boot
-        .registry
-        .map(|registry| TopicAdmin::new(registry, spec.base_log, spec.default_partitions));
+    let admin = boot.registry.map(|registry| {
+        TopicAdmin::new(
+            registry,
+            spec.base_log,
+            spec.default_partitions,
+            spec.node_id,
+        )
+    });
     let service = Rc::new(ShardService::new(shard, partitions, boot.catalog, admin));
     service
         .open_placed()

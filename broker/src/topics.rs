@@ -16,6 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use fjord_schema::batch::TimestampType;
+use fjord_schema::compression::Compression;
 use fjord_schema::{ErrorCode, PartitionId, ShardId};
 use fjord_storage::{FlushPolicy, LogConfig};
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,89 @@ impl TopicError {
             message: message.into(),
         }
     }
+}
+
+/// Kafka's internal topics: made by the broker itself, never auto-created
+/// on a client's Metadata request (`__transaction_state` does not exist
+/// until transactions do).
+pub const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"];
+
+pub fn is_internal_topic(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
+/// The partition count a CreateTopics entry with explicit replica
+/// assignments asks for, checked as Kafka's controller does
+/// (`ReplicationControlManager`): the count and replication factor must
+/// then be -1 (INVALID_REQUEST); each partition once, ids `0..n`, each with
+/// a non-empty replica list naming only live brokers, none twice, and all
+/// with the same number of replicas (INVALID_REPLICA_ASSIGNMENT). `live`
+/// are the brokers that may hold replicas (this node, on a single node).
+pub fn partitions_from_assignments(
+    num_partitions: i32,
+    replication_factor: i16,
+    assignments: &[(i32, Vec<i32>)],
+    live: &[i32],
+) -> Result<u32, TopicError> {
+    assert!(!assignments.is_empty());
+    let invalid = |message: String| {
+        Err(TopicError::new(
+            ErrorCode::InvalidReplicaAssignment,
+            message,
+        ))
+    };
+    if replication_factor != -1 {
+        return Err(TopicError::new(
+            ErrorCode::InvalidRequest,
+            "A manual partition assignment was specified, but replication factor was not set to -1.",
+        ));
+    }
+    if num_partitions != -1 {
+        return Err(TopicError::new(
+            ErrorCode::InvalidRequest,
+            "A manual partition assignment was specified, but numPartitions was not set to -1.",
+        ));
+    }
+    let mut seen: BTreeMap<i32, usize> = BTreeMap::new();
+    for (partition, replicas) in assignments {
+        if seen.contains_key(partition) {
+            return invalid(format!(
+                "Found multiple manual partition assignments for partition {partition}"
+            ));
+        }
+        if replicas.is_empty() {
+            return invalid(
+                "The manual partition assignment includes an empty replica list.".to_owned(),
+            );
+        }
+        let mut sorted = replicas.clone();
+        sorted.sort_unstable();
+        for (i, broker) in sorted.iter().enumerate() {
+            if !live.contains(broker) {
+                return invalid(format!(
+                    "The manual partition assignment includes broker {broker}, but no such broker is registered."
+                ));
+            }
+            if i > 0 && sorted[i - 1] == *broker {
+                return invalid(format!(
+                    "The manual partition assignment includes the broker {broker} more than once."
+                ));
+            }
+        }
+        if let Some(first) = seen.values().next().filter(|n| **n != replicas.len()) {
+            return invalid(format!(
+                "The manual partition assignment includes a partition with {} replica(s), but this is \
+                 not consistent with previous partitions, which have {first} replica(s).",
+                replicas.len()
+            ));
+        }
+        seen.insert(*partition, replicas.len());
+    }
+    let count = seen.len();
+    if !seen.keys().copied().eq((0..count).map(|p| p as i32)) {
+        return invalid("partitions should be a consecutive 0-based integer sequence".to_owned());
+    }
+    u32::try_from(count).or_else(|_| invalid(format!("{count} partitions")))
 }
 
 /// Kafka's rules: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -93,6 +177,233 @@ pub struct TopicConfig {
     pub min_insync_replicas: u32,
     /// `index.interval.bytes`.
     pub index_interval_bytes: u64,
+    /// `compression.type`: the codec batches are stored with (the broker
+    /// recompresses a batch that arrives with another), or `producer`.
+    #[serde(default)]
+    pub compression_type: CompressionType,
+    /// Kafka topic configs accepted but without effect here (see
+    /// [`OTHER_TOPIC_CONFIGS`]), as set; absent keys have their default.
+    #[serde(default)]
+    pub inert: BTreeMap<String, String>,
+}
+
+/// Kafka's `compression.type` topic config.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionType {
+    /// Keep the codec the producer used (Kafka's default).
+    #[default]
+    Producer,
+    Uncompressed,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl CompressionType {
+    const NAMES: [(&'static str, CompressionType); 6] = [
+        ("producer", CompressionType::Producer),
+        ("uncompressed", CompressionType::Uncompressed),
+        ("gzip", CompressionType::Gzip),
+        ("snappy", CompressionType::Snappy),
+        ("lz4", CompressionType::Lz4),
+        ("zstd", CompressionType::Zstd),
+    ];
+
+    pub fn parse(value: &str) -> Option<CompressionType> {
+        let value = value.trim();
+        CompressionType::NAMES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(value))
+            .map(|(_, c)| *c)
+    }
+
+    pub fn name(self) -> &'static str {
+        CompressionType::NAMES
+            .iter()
+            .find(|(_, c)| *c == self)
+            .map(|(name, _)| *name)
+            .expect("every variant is named")
+    }
+
+    /// The codec stored batches must have; `None` keeps the producer's.
+    pub fn target(self) -> Option<Compression> {
+        match self {
+            CompressionType::Producer => None,
+            CompressionType::Uncompressed => Some(Compression::None),
+            CompressionType::Gzip => Some(Compression::Gzip),
+            CompressionType::Snappy => Some(Compression::Snappy),
+            CompressionType::Lz4 => Some(Compression::Lz4),
+            CompressionType::Zstd => Some(Compression::Zstd),
+        }
+    }
+}
+
+/// What Fjord does with one of Kafka's topic configs it has no field for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtherConfig {
+    /// Any well-formed value is accepted, kept and described; it has no
+    /// effect here (the reason says why that is honest).
+    Inert(ValueKind),
+    /// Only Kafka's default is accepted: it is what Fjord does; any other
+    /// value is refused with the reason.
+    Fixed,
+    /// Refused whatever the value, with the reason; not described.
+    Refused,
+}
+
+/// How an inert config's value is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    Bool,
+    /// An integer at least this.
+    Long(i64),
+    /// A number in 0..=1.
+    Ratio,
+    /// A comma-separated list (or empty).
+    List,
+    /// Any string.
+    Text,
+}
+
+/// Kafka's topic configs (Kafka 4.x "Topic Configs", plus keys older
+/// clients still send) that `TopicConfig` has no field for: key, Kafka's
+/// default, what Fjord does, and why. Every other Kafka topic config is a
+/// field of [`TopicConfig`]; anything else is "unknown".
+pub const OTHER_TOPIC_CONFIGS: [(&str, &str, OtherConfig, &str); 24] = {
+    use OtherConfig::{Fixed, Inert, Refused};
+    use ValueKind::{Bool, List, Long, Ratio, Text};
+    const COMPACTION: &str = "it applies to compacted topics only, and compaction is not built yet";
+    const TIERED: &str = "tiered storage is not supported";
+    const TIMESTAMPS: &str = "record timestamps are not validated against the broker clock yet";
+    const LEVELS: &str = "compression levels are not configurable yet: the broker compresses gzip at level 1, lz4 at its default and zstd at level 1";
+    [
+        (
+            "delete.retention.ms",
+            "86400000",
+            Inert(Long(0)),
+            COMPACTION,
+        ),
+        ("min.compaction.lag.ms", "0", Inert(Long(0)), COMPACTION),
+        (
+            "max.compaction.lag.ms",
+            "9223372036854775807",
+            Inert(Long(1)),
+            COMPACTION,
+        ),
+        ("min.cleanable.dirty.ratio", "0.5", Inert(Ratio), COMPACTION),
+        (
+            "file.delete.delay.ms",
+            "60000",
+            Inert(Long(0)),
+            "segments are deleted at once, with no delay",
+        ),
+        (
+            "segment.index.bytes",
+            "10485760",
+            Inert(Long(4)),
+            "offset and time indexes grow with their segment",
+        ),
+        (
+            "preallocate",
+            "false",
+            Inert(Bool),
+            "the active segment is always zero-filled ahead of the writer",
+        ),
+        (
+            "unclean.leader.election.enable",
+            "false",
+            Inert(Bool),
+            "a single-node broker has one replica, so no leader election",
+        ),
+        (
+            "leader.replication.throttled.replicas",
+            "",
+            Inert(List),
+            "a single-node broker does not replicate",
+        ),
+        (
+            "follower.replication.throttled.replicas",
+            "",
+            Inert(List),
+            "a single-node broker does not replicate",
+        ),
+        (
+            "message.downconversion.enable",
+            "true",
+            Inert(Bool),
+            "records are always format v2 and only Fetch v4+ is served",
+        ),
+        (
+            "message.format.version",
+            "3.0-IV1",
+            Inert(Text),
+            "records are always format v2",
+        ),
+        (
+            "segment.jitter.ms",
+            "0",
+            Fixed,
+            "segments roll at segment.ms without jitter",
+        ),
+        (
+            "message.timestamp.difference.max.ms",
+            "9223372036854775807",
+            Fixed,
+            TIMESTAMPS,
+        ),
+        (
+            "message.timestamp.before.max.ms",
+            "9223372036854775807",
+            Fixed,
+            TIMESTAMPS,
+        ),
+        (
+            "message.timestamp.after.max.ms",
+            "9223372036854775807",
+            Fixed,
+            TIMESTAMPS,
+        ),
+        ("remote.storage.enable", "false", Fixed, TIERED),
+        ("remote.log.copy.disable", "false", Fixed, TIERED),
+        ("remote.log.delete.on.disable", "false", Fixed, TIERED),
+        ("local.retention.ms", "-2", Fixed, TIERED),
+        ("local.retention.bytes", "-2", Fixed, TIERED),
+        ("compression.gzip.level", "-1", Refused, LEVELS),
+        ("compression.lz4.level", "9", Refused, LEVELS),
+        ("compression.zstd.level", "3", Refused, LEVELS),
+    ]
+};
+
+fn other_config(key: &str) -> Option<(&'static str, OtherConfig, &'static str)> {
+    OTHER_TOPIC_CONFIGS
+        .iter()
+        .find(|(k, ..)| *k == key)
+        .map(|(_, default, kind, why)| (*default, *kind, *why))
+}
+
+/// Whether `value` is well formed for an inert config.
+fn well_formed(kind: ValueKind, value: &str) -> bool {
+    let value = value.trim();
+    match kind {
+        ValueKind::Bool => {
+            value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false")
+        }
+        ValueKind::Long(min) => value.parse::<i64>().is_ok_and(|v| v >= min),
+        ValueKind::Ratio => value.parse::<f64>().is_ok_and(|v| (0.0..=1.0).contains(&v)),
+        ValueKind::List | ValueKind::Text => true,
+    }
+}
+
+/// Whether `value` means the same as `default` (numbers and booleans by
+/// value, the rest as text).
+fn same_value(value: &str, default: &str) -> bool {
+    let value = value.trim();
+    match (value.parse::<i64>(), default.parse::<i64>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => value.eq_ignore_ascii_case(default),
+    }
 }
 
 impl TopicConfig {
@@ -111,6 +422,8 @@ impl TopicConfig {
             log_append_time: false,
             min_insync_replicas: 1,
             index_interval_bytes: log.index_interval_bytes,
+            compression_type: CompressionType::Producer,
+            inert: BTreeMap::new(),
         }
     }
 
@@ -182,14 +495,60 @@ impl TopicConfig {
                     ));
                 }
             }
-            _ => {
-                return Err(TopicError::new(
-                    ErrorCode::InvalidConfig,
-                    format!("unknown topic config {key:?}"),
-                ))
+            "compression.type" => {
+                self.compression_type = CompressionType::parse(value).ok_or_else(|| {
+                    bad("expected producer, uncompressed, gzip, snappy, lz4 or zstd")
+                })?
             }
+            _ => match other_config(key) {
+                Some((_, OtherConfig::Inert(kind), _)) => {
+                    if !well_formed(kind, value) {
+                        return Err(bad(match kind {
+                            ValueKind::Bool => "expected true or false",
+                            ValueKind::Long(0) => "expected a non-negative integer",
+                            ValueKind::Long(_) => "expected a positive integer",
+                            ValueKind::Ratio => "expected a number from 0 to 1",
+                            ValueKind::List | ValueKind::Text => "malformed",
+                        }));
+                    }
+                    self.inert.insert(key.to_owned(), value.trim().to_owned());
+                }
+                Some((default, OtherConfig::Fixed, why)) => {
+                    if !same_value(value, default) {
+                        return Err(bad(&format!("only {default} is supported: {why}")));
+                    }
+                }
+                Some((_, OtherConfig::Refused, why)) => {
+                    return Err(TopicError::new(
+                        ErrorCode::InvalidConfig,
+                        format!("{key} is not supported: {why}"),
+                    ))
+                }
+                None => {
+                    return Err(TopicError::new(
+                        ErrorCode::InvalidConfig,
+                        format!("unknown topic config {key:?}"),
+                    ))
+                }
+            },
         }
         Ok(())
+    }
+
+    /// Whether `key` may be altered: described keys may; a refused Kafka
+    /// config gets its reason, anything else is unknown.
+    pub fn check_key(&self, key: &str) -> Result<(), TopicError> {
+        match other_config(key) {
+            Some((_, OtherConfig::Refused, why)) => Err(TopicError::new(
+                ErrorCode::InvalidConfig,
+                format!("{key} is not supported: {why}"),
+            )),
+            _ if self.entries().iter().any(|(k, _)| *k == key) => Ok(()),
+            _ => Err(TopicError::new(
+                ErrorCode::InvalidConfig,
+                format!("unknown topic config {key:?}"),
+            )),
+        }
     }
 
     /// Every config as Kafka would describe it (`-1` for "no limit").
@@ -227,7 +586,19 @@ impl TopicConfig {
                 "index.interval.bytes",
                 self.index_interval_bytes.to_string(),
             ),
+            ("compression.type", self.compression_type.name().to_owned()),
         ]
+        .into_iter()
+        .chain(
+            OTHER_TOPIC_CONFIGS
+                .iter()
+                .filter(|(_, _, kind, _)| *kind != OtherConfig::Refused)
+                .map(|(key, default, _, _)| {
+                    let value = self.inert.get(*key).map_or(*default, String::as_str);
+                    (*key, value.to_owned())
+                }),
+        )
+        .collect()
     }
 
     pub fn timestamp_type(&self) -> TimestampType {
@@ -320,12 +691,7 @@ impl ConfigAlter {
         let described: BTreeMap<&str, String> = effective.entries().into_iter().collect();
         let mut seen: Vec<String> = Vec::new();
         let mut check_key = |key: &str| -> Result<(), TopicError> {
-            if !described.contains_key(key) {
-                return Err(TopicError::new(
-                    ErrorCode::InvalidConfig,
-                    format!("unknown topic config {key:?}"),
-                ));
-            }
+            effective.check_key(key)?;
             if seen.iter().any(|k| k == key) {
                 return Err(TopicError::new(
                     ErrorCode::InvalidRequest,
@@ -827,6 +1193,136 @@ mod tests {
             tiny.log_config(&LogConfig::default()).unwrap_err().code,
             ErrorCode::InvalidConfig
         );
+    }
+
+    #[test]
+    fn kafka_configs_without_a_field_are_inert_fixed_or_refused_with_a_reason() {
+        for (key, default, kind, why) in OTHER_TOPIC_CONFIGS {
+            let mut config = defaults();
+            let described: BTreeMap<_, _> = config.entries().into_iter().collect();
+            match kind {
+                OtherConfig::Refused => {
+                    let error = config.apply([(key, default)]).unwrap_err();
+                    assert!(error.message.contains(why), "{key}: {}", error.message);
+                    assert!(!described.contains_key(key), "{key}");
+                    assert!(config.check_key(key).is_err());
+                }
+                OtherConfig::Fixed | OtherConfig::Inert(_) => {
+                    config.apply([(key, default)]).unwrap();
+                    assert_eq!(described[key], default, "{key}");
+                    config.check_key(key).unwrap();
+                }
+            }
+        }
+        let mut config = defaults();
+        config
+            .apply([("segment.jitter.ms", "0"), ("preallocate", "true")])
+            .unwrap();
+        let described: BTreeMap<_, _> = config.entries().into_iter().collect();
+        assert_eq!(described["preallocate"], "true");
+        for (key, value, reason) in [
+            ("segment.jitter.ms", "5", "without jitter"),
+            ("remote.storage.enable", "true", "tiered storage"),
+            ("preallocate", "maybe", "true or false"),
+            ("min.cleanable.dirty.ratio", "2", "from 0 to 1"),
+            ("cleanup.policy", "compact", "compaction is not built yet"),
+            ("compression.type", "brotli", "zstd"),
+        ] {
+            let error = defaults().apply([(key, value)]).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidConfig);
+            assert!(error.message.contains(reason), "{key}: {}", error.message);
+        }
+    }
+
+    #[test]
+    fn compression_type_names_a_target_codec_or_keeps_the_producers() {
+        let mut config = defaults();
+        assert_eq!(config.compression_type.target(), None);
+        config.apply([("compression.type", "zstd")]).unwrap();
+        assert_eq!(config.compression_type.target(), Some(Compression::Zstd));
+        config
+            .apply([("compression.type", "uncompressed")])
+            .unwrap();
+        assert_eq!(config.compression_type.target(), Some(Compression::None));
+        let described: BTreeMap<_, _> = config.entries().into_iter().collect();
+        assert_eq!(described["compression.type"], "uncompressed");
+    }
+
+    #[test]
+    fn replica_assignments_follow_kafkas_controller_rules() {
+        let live = [1];
+        let a = |list: &[(i32, &[i32])]| -> Vec<(i32, Vec<i32>)> {
+            list.iter().map(|(p, r)| (*p, r.to_vec())).collect()
+        };
+        assert_eq!(
+            partitions_from_assignments(-1, -1, &a(&[(1, &[1]), (0, &[1]), (2, &[1])]), &live),
+            Ok(3)
+        );
+        type Assignments = Vec<(i32, Vec<i32>)>;
+        let cases: [(i32, i16, Assignments, ErrorCode, &str); 8] = [
+            (
+                3,
+                -1,
+                a(&[(0, &[1])]),
+                ErrorCode::InvalidRequest,
+                "numPartitions",
+            ),
+            (
+                -1,
+                1,
+                a(&[(0, &[1])]),
+                ErrorCode::InvalidRequest,
+                "replication factor",
+            ),
+            (
+                -1,
+                -1,
+                a(&[(0, &[])]),
+                ErrorCode::InvalidReplicaAssignment,
+                "empty replica list",
+            ),
+            (
+                -1,
+                -1,
+                a(&[(0, &[2])]),
+                ErrorCode::InvalidReplicaAssignment,
+                "broker 2, but no such broker",
+            ),
+            (
+                -1,
+                -1,
+                a(&[(0, &[1, 1])]),
+                ErrorCode::InvalidReplicaAssignment,
+                "broker 1 more than once",
+            ),
+            (
+                -1,
+                -1,
+                a(&[(0, &[1]), (0, &[1])]),
+                ErrorCode::InvalidReplicaAssignment,
+                "multiple",
+            ),
+            (
+                -1,
+                -1,
+                a(&[(0, &[1]), (2, &[1])]),
+                ErrorCode::InvalidReplicaAssignment,
+                "consecutive 0-based",
+            ),
+            (
+                -1,
+                -1,
+                a(&[(-1, &[1])]),
+                ErrorCode::InvalidReplicaAssignment,
+                "consecutive 0-based",
+            ),
+        ];
+        for (count, factor, assignments, code, text) in cases {
+            let error =
+                partitions_from_assignments(count, factor, &assignments, &live).unwrap_err();
+            assert_eq!(error.code, code, "{assignments:?}");
+            assert!(error.message.contains(text), "{}", error.message);
+        }
     }
 
     #[test]

@@ -523,11 +523,15 @@ fn cli_produce_from_stdin_and_consume_with_count() {
     );
     assert!(line.contains("\"key\":\"k"), "{line}");
 
-    let missing = broker.fjord(&["produce", "nosuch"], b"x\n");
+    // Like `kcat -P`, producing creates a topic that does not exist yet
+    // (auto_create_topics is on by default); internal topics never are.
+    let fresh = broker.fjord(&["produce", "fresh"], b"x\n");
+    assert_success(&fresh, "produce to a new topic");
+    let missing = broker.fjord(&["produce", "__transaction_state"], b"x\n");
     assert!(!missing.status.success());
     assert_eq!(
         text(&missing.stderr),
-        "fjord: topic nosuch does not exist\n"
+        "fjord: topic __transaction_state does not exist\n"
     );
 }
 

@@ -194,7 +194,7 @@ fn rdkafka_describes_and_alters_topic_and_broker_configs() {
         ("default.replication.factor", "1"),
         ("min.insync.replicas", "1"),
         ("offsets.topic.num.partitions", "8"),
-        ("auto.create.topics.enable", "false"),
+        ("auto.create.topics.enable", "true"),
     ] {
         assert_eq!(
             broker_configs[name],

@@ -319,8 +319,23 @@ impl Client {
     }
 
     /// Asks for brokers and topics. `None`: all topics; `Some(&[])`: brokers
-    /// only.
+    /// only. Never creates a topic.
     pub fn metadata(&mut self, topics: Option<&[&str]>) -> Result<Metadata, ClientError> {
+        self.metadata_with(topics, false)
+    }
+
+    /// [`Client::metadata`] for a producer: asks the broker to create the
+    /// named topics that do not exist yet (when its `auto_create_topics`
+    /// is on), as Kafka's producers do. Consumers and admin never do.
+    pub fn metadata_creating(&mut self, topics: &[&str]) -> Result<Metadata, ClientError> {
+        self.metadata_with(Some(topics), true)
+    }
+
+    fn metadata_with(
+        &mut self,
+        topics: Option<&[&str]>,
+        allow_auto_topic_creation: bool,
+    ) -> Result<Metadata, ClientError> {
         let mut fbb = FlatBufferBuilder::new();
         let topics = topics.map(|topics| {
             let names: Vec<_> = topics.iter().map(|t| fbb.create_string(t)).collect();
@@ -330,7 +345,7 @@ impl Client {
             &mut fbb,
             &wire::MetadataRequestArgs {
                 topics,
-                allow_auto_topic_creation: false,
+                allow_auto_topic_creation,
             },
         );
         fbb.finish(request, None);

@@ -303,6 +303,74 @@ impl<'a> BatchView<'a> {
     }
 }
 
+impl BatchView<'_> {
+    /// Bytes the records body has uncompressed, as the batch claims (the
+    /// compressed body's length prefix; checked when it is decompressed).
+    pub fn uncompressed_len_claimed(&self) -> Result<usize, BatchError> {
+        match self.header.compression()? {
+            Compression::None => Ok(self.body().len()),
+            _ => {
+                let prefix = self
+                    .body()
+                    .first_chunk::<{ compression::LENGTH_PREFIX_LEN }>();
+                let prefix = prefix.ok_or(BatchError::Truncated {
+                    needed: BATCH_HEADER_LEN + compression::LENGTH_PREFIX_LEN,
+                    got: self.bytes.len(),
+                })?;
+                Ok(u32::from_le_bytes(*prefix) as usize)
+            }
+        }
+    }
+}
+
+/// The batch at the start of `batch` re-encoded with `codec` (the broker's
+/// `compression.type`): the same records body, decompressed (at most
+/// `uncompressed_len_max` bytes, verified as [`BatchView::records`] does)
+/// and compressed again; codec bits, `batch_len` and the CRC32C are
+/// rewritten, every other header field (base offset and epoch too) is
+/// kept. The one place a batch is re-encoded.
+pub fn recompress(
+    batch: &[u8],
+    codec: Compression,
+    uncompressed_len_max: usize,
+) -> Result<Vec<u8>, BatchError> {
+    let (view, _) = BatchView::parse(batch)?;
+    let source = view.header().compression()?;
+    let claimed = view.uncompressed_len_claimed()?;
+    if claimed > uncompressed_len_max {
+        return Err(BatchError::TooLarge {
+            len: claimed,
+            len_max: uncompressed_len_max,
+        });
+    }
+    let mut scratch = Vec::new();
+    view.records(&mut scratch, uncompressed_len_max)?;
+    let body = match source {
+        Compression::None => view.body(),
+        _ => scratch.as_slice(),
+    };
+    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
+    out.extend_from_slice(&view.as_bytes()[..BATCH_HEADER_LEN]);
+    match codec {
+        Compression::None => out.extend_from_slice(body),
+        _ => compression::compress(codec, body, &mut out)?,
+    }
+    if out.len() > BATCH_LEN_MAX {
+        return Err(BatchError::TooLarge {
+            len: out.len(),
+            len_max: BATCH_LEN_MAX,
+        });
+    }
+    let len = out.len() as u32;
+    let (header, _) = BatchHeader::mut_from_prefix(&mut out).expect("header copied above");
+    let attributes = header.attributes.get();
+    header.attributes = U16::new((attributes & !ATTR_CODEC_MASK) | codec as u16);
+    header.batch_len = U32::new(len);
+    let crc = crc32c::crc32c(&out[BATCH_CRC_START..]);
+    out[20..24].copy_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
 /// Sets the fields the leader owns (not covered by the CRC) in place.
 pub fn assign_offset_and_epoch(batch: &mut [u8], base_offset: Offset, epoch: LeaderEpoch) {
     let (header, _) = BatchHeader::mut_from_prefix(batch).expect("batch shorter than its header");

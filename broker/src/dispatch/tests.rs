@@ -37,7 +37,7 @@ fn answers(frames: Vec<Frame>) -> Vec<Option<Frame>> {
             ShardId(0),
             partitions,
             Arc::new(Catalog::default()),
-            Some(TopicAdmin::new(registry, base, 2)),
+            Some(TopicAdmin::new(registry, base, 2, fjord_schema::NodeId(0))),
         ));
         let dispatcher = Dispatcher::new(
             Arc::new(BrokerView {

@@ -30,7 +30,10 @@ use kafka_protocol::protocol::StrBytes;
 use crate::dispatch::Dispatcher;
 use crate::ops::{AlterSpec, Op, OpResult, TopicOutcome};
 use crate::service::REGISTRY_SHARD;
-use crate::topics::{validate_topic_name, ConfigAlter, ConfigChange, ConfigOp};
+use crate::topics::{
+    validate_topic_name, ConfigAlter, ConfigChange, ConfigOp, OtherConfig, ValueKind,
+    OTHER_TOPIC_CONFIGS,
+};
 
 /// The cluster id Metadata and DescribeCluster report.
 pub const CLUSTER_ID: &str = "fjord";
@@ -50,6 +53,7 @@ const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_SHORT: i8 = 4;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 
 /// DescribeCluster v1's endpoint type for brokers (the only one served).
@@ -66,7 +70,8 @@ const CLUSTER_OPERATIONS: i32 =
 
 /// Topic config → the broker config that gives its default (Kafka's
 /// synonyms). `flush.before.ack` is Fjord's and has none.
-const BROKER_SYNONYMS: [(&str, &str); 11] = [
+const BROKER_SYNONYMS: [(&str, &str); 12] = [
+    ("compression.type", "compression.type"),
     ("cleanup.policy", "log.cleanup.policy"),
     ("retention.ms", "log.retention.ms"),
     ("retention.bytes", "log.retention.bytes"),
@@ -111,7 +116,24 @@ fn config_type(name: &str) -> i8 {
         | "log.flush.interval.messages"
         | "log.flush.interval.ms"
         | "connections.max.idle.ms" => TYPE_LONG,
-        _ => TYPE_INT,
+        "compression.type" => TYPE_STRING,
+        _ => other_config_type(name),
+    }
+}
+
+/// Kafka's types of the topic configs in [`OTHER_TOPIC_CONFIGS`].
+fn other_config_type(name: &str) -> i8 {
+    let Some((_, default, kind, _)) = OTHER_TOPIC_CONFIGS.iter().find(|(k, ..)| *k == name) else {
+        return TYPE_INT;
+    };
+    match kind {
+        OtherConfig::Inert(ValueKind::Bool) => TYPE_BOOLEAN,
+        OtherConfig::Inert(ValueKind::Ratio) => TYPE_DOUBLE,
+        OtherConfig::Inert(ValueKind::List) => TYPE_LIST,
+        OtherConfig::Inert(ValueKind::Text) => TYPE_STRING,
+        _ if name == "segment.index.bytes" || name.starts_with("compression.") => TYPE_INT,
+        _ if *default == "true" || *default == "false" => TYPE_BOOLEAN,
+        _ => TYPE_LONG,
     }
 }
 
@@ -583,7 +605,13 @@ mod tests {
         let topic = TopicConfig::from_log_config(&config.base_log_config());
         for (key, value) in topic.entries() {
             let Some((_, broker_key)) = BROKER_SYNONYMS.iter().find(|(k, _)| *k == key) else {
-                assert_eq!(key, "flush.before.ack", "{key} has no broker synonym");
+                // Fjord's own key, and the Kafka keys without effect here
+                // (no broker setting stands behind them).
+                assert!(
+                    key == "flush.before.ack"
+                        || OTHER_TOPIC_CONFIGS.iter().any(|(k, ..)| *k == key),
+                    "{key} has no broker synonym"
+                );
                 continue;
             };
             assert_eq!(broker.get(broker_key), Some(&value), "{key} / {broker_key}");
@@ -596,5 +624,10 @@ mod tests {
         assert_eq!(config_type("retention.ms"), TYPE_LONG);
         assert_eq!(config_type("segment.bytes"), TYPE_INT);
         assert_eq!(config_type("cleanup.policy"), TYPE_LIST);
+        assert_eq!(config_type("compression.type"), TYPE_STRING);
+        assert_eq!(config_type("preallocate"), TYPE_BOOLEAN);
+        assert_eq!(config_type("min.cleanable.dirty.ratio"), TYPE_DOUBLE);
+        assert_eq!(config_type("remote.storage.enable"), TYPE_BOOLEAN);
+        assert_eq!(config_type("local.retention.ms"), TYPE_LONG);
     }
 }

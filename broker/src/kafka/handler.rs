@@ -717,6 +717,16 @@ impl KafkaHandler {
                     .into_iter()
                     .filter_map(|c| Some((c.name.to_string(), c.value?.to_string())))
                     .collect(),
+                assignments: t
+                    .assignments
+                    .into_iter()
+                    .map(|a| {
+                        (
+                            a.partition_index,
+                            a.broker_ids.iter().map(|b| b.0).collect(),
+                        )
+                    })
+                    .collect(),
             })
             .collect();
         let outcomes = self

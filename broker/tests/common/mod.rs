@@ -275,6 +275,8 @@ pub struct FetchedPartition {
     /// Records at or after the fetch offset, CRC-verified.
     pub records: Vec<Record>,
     pub bytes: usize,
+    /// The batches as served.
+    pub batches: Vec<u8>,
 }
 
 impl Conn {
@@ -593,6 +595,7 @@ impl Conn {
                     log_start: p.log_start_offset(),
                     records: records_from(bytes, *offset),
                     bytes: bytes.len(),
+                    batches: bytes.to_vec(),
                 }
             })
             .collect()

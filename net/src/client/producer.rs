@@ -363,14 +363,14 @@ fn refresh_metadata(shared: &Shared) {
     let result = {
         let mut bootstrap = lock(&shared.bootstrap);
         let result = match bootstrap.as_mut() {
-            Some(client) => client.metadata(Some(&names)),
+            Some(client) => client.metadata_creating(&names),
             None => Err(ClientError::Closed),
         };
         let result = match result {
             Ok(metadata) => Ok(metadata),
             // The connection may have gone stale: reconnect once.
             Err(_) => connect_bootstrap(&shared.options).and_then(|mut client| {
-                let metadata = client.metadata(Some(&names));
+                let metadata = client.metadata_creating(&names);
                 *bootstrap = Some(client);
                 metadata
             }),

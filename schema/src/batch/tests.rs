@@ -483,3 +483,99 @@ fn try_push_refuses_bad_offset_deltas() {
     let (view, _) = BatchView::parse(&bytes).unwrap();
     assert_eq!(view.header().last_offset_delta.get(), u32::MAX);
 }
+
+#[test]
+fn recompress_changes_only_the_codec_length_and_crc() {
+    let records = simple(50);
+    let options = BatchOptions {
+        producer_id: ProducerId(7),
+        producer_epoch: ProducerEpoch(2),
+        base_sequence: Sequence(40),
+        ..BatchOptions::default()
+    };
+    for from in Compression::ALL {
+        let original = build(
+            &records,
+            BatchOptions {
+                compression: from,
+                ..options
+            },
+        );
+        let mut stamped = original.to_vec();
+        assign_offset_and_epoch(&mut stamped, Offset(1000), LeaderEpoch(3));
+        for to in Compression::ALL {
+            let out = recompress(&stamped, to, LIMIT).unwrap();
+            let (view, rest) = BatchView::parse(&out).unwrap();
+            assert!(rest.is_empty());
+            let (before, _) = BatchView::parse(&stamped).unwrap();
+            let (h, b) = (view.header(), before.header());
+            assert_eq!(h.compression().unwrap(), to);
+            assert_eq!(h.batch_len(), out.len());
+            assert_eq!(
+                (
+                    h.base_offset(),
+                    h.leader_epoch(),
+                    h.producer_id(),
+                    h.base_sequence()
+                ),
+                (
+                    b.base_offset(),
+                    b.leader_epoch(),
+                    b.producer_id(),
+                    b.base_sequence()
+                )
+            );
+            assert_eq!(
+                (
+                    h.first_timestamp,
+                    h.max_timestamp,
+                    h.record_count,
+                    h.last_offset_delta
+                ),
+                (
+                    b.first_timestamp,
+                    b.max_timestamp,
+                    b.record_count,
+                    b.last_offset_delta
+                )
+            );
+            let (mut s1, mut s2) = (Vec::new(), Vec::new());
+            let got = view.records(&mut s1, LIMIT).unwrap();
+            let want = before.records(&mut s2, LIMIT).unwrap();
+            let key = |r: RecordView<'_>| {
+                (
+                    r.key().map(<[u8]>::to_vec),
+                    r.value().map(<[u8]>::to_vec),
+                    r.headers()
+                        .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            assert!(
+                got.iter().map(key).eq(want.iter().map(key)),
+                "{from:?} -> {to:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn recompress_refuses_bodies_over_the_limit_and_damaged_batches() {
+    let batch = build(&simple(50), BatchOptions::default());
+    let body_len = batch.len() - BATCH_HEADER_LEN;
+    assert!(matches!(
+        recompress(&batch, Compression::Zstd, body_len - 1),
+        Err(BatchError::TooLarge { .. })
+    ));
+    let zstd = recompress(&batch, Compression::Zstd, body_len).unwrap();
+    assert!(matches!(
+        recompress(&zstd, Compression::None, body_len - 1),
+        Err(BatchError::TooLarge { .. })
+    ));
+    let mut damaged = batch.to_vec();
+    damaged[100] ^= 1;
+    assert!(matches!(
+        recompress(&damaged, Compression::Zstd, LIMIT),
+        Err(BatchError::CrcMismatch { .. })
+    ));
+}
