@@ -134,8 +134,11 @@ pub struct Config {
     /// Bytes the compressed batches of one Kafka Produce may decompress
     /// to, all batches together (also the reservation a compressed Produce
     /// takes from the in-flight budget, twice: decompressed section and
-    /// rebuilt batch). Past it the partition gets RECORD_LIST_TOO_LARGE.
-    pub decompressed_bytes_max_per_request: usize,
+    /// rebuilt batch). Past it the partition gets MESSAGE_TOO_LARGE.
+    /// Unset: 64 MiB, or less so that twice it plus `frame_bytes_max` fits
+    /// `inflight_bytes_max_per_shard` (see
+    /// [`Config::decompressed_bytes_max`]).
+    pub decompressed_bytes_max_per_request: Option<usize>,
     /// Array elements one Kafka request may hold, all arrays together
     /// (topics, partitions, ...); checked while decoding, before the
     /// elements are allocated. A request with more closes the connection.
@@ -218,7 +221,7 @@ impl Default for Config {
             inflight_bytes_max_per_shard: 256 << 20,
             request_buffer_bytes_max_per_shard: 64 << 20,
             response_bytes_max_per_shard: 64 << 20,
-            decompressed_bytes_max_per_request: 64 << 20,
+            decompressed_bytes_max_per_request: None,
             request_elements_max: crate::kafka::handler::REQUEST_ELEMENTS_MAX_DEFAULT,
             batch_cache_bytes_max_per_shard: 256 << 20,
             fetch_bytes_max: 16 << 20,
@@ -457,11 +460,15 @@ impl Config {
             &var,
             "FJORD_RESPONSE_BYTES_MAX_PER_SHARD",
         )?;
+        let mut decompressed = 0usize;
         set(
-            &mut self.decompressed_bytes_max_per_request,
+            &mut decompressed,
             &var,
             "FJORD_DECOMPRESSED_BYTES_MAX_PER_REQUEST",
         )?;
+        if var("FJORD_DECOMPRESSED_BYTES_MAX_PER_REQUEST").is_some() {
+            self.decompressed_bytes_max_per_request = Some(decompressed);
+        }
         set(
             &mut self.request_elements_max,
             &var,
@@ -527,7 +534,7 @@ impl Config {
         );
         set(
             &mut self.decompressed_bytes_max_per_request,
-            flags.decompressed_bytes_max_per_request,
+            flags.decompressed_bytes_max_per_request.map(Some),
         );
         set(&mut self.request_elements_max, flags.request_elements_max);
         set(
@@ -719,17 +726,16 @@ impl Config {
                 self.response_bytes_max_per_shard, self.fetch_bytes_max
             ));
         }
-        let decompress_reservation = self.decompressed_bytes_max_per_request.saturating_mul(2);
-        if self.decompressed_bytes_max_per_request == 0
+        let decompressed_max = self.decompressed_bytes_max();
+        let decompress_reservation = decompressed_max.saturating_mul(2);
+        if decompressed_max == 0
             || self.inflight_bytes_max_per_shard
                 < decompress_reservation.saturating_add(self.frame_bytes_max as usize)
         {
             return invalid(format!(
                 "decompressed_bytes_max_per_request = {} must be positive, and twice it plus \
                  frame_bytes_max = {} must fit inflight_bytes_max_per_shard = {}",
-                self.decompressed_bytes_max_per_request,
-                self.frame_bytes_max,
-                self.inflight_bytes_max_per_shard
+                decompressed_max, self.frame_bytes_max, self.inflight_bytes_max_per_shard
             ));
         }
         if self.request_elements_max == 0 {
@@ -816,6 +822,18 @@ impl Config {
             .map_err(|e| unresolvable(e.to_string()))?
             .next()
             .ok_or_else(|| unresolvable("resolves to no address".into()))
+    }
+
+    /// `decompressed_bytes_max_per_request`, or its default: 64 MiB, or
+    /// less so that twice it plus one frame fits the in-flight budget (a
+    /// small budget must not need a second setting to start).
+    pub fn decompressed_bytes_max(&self) -> usize {
+        self.decompressed_bytes_max_per_request.unwrap_or_else(|| {
+            let room = self
+                .inflight_bytes_max_per_shard
+                .saturating_sub(self.frame_bytes_max as usize);
+            (64 << 20).min(room / 2)
+        })
     }
 
     pub fn port_wait(&self) -> Duration {
@@ -969,7 +987,7 @@ mod tests {
         let broken: [fn(&mut Config); 4] = [
             |c| c.request_buffer_bytes_max_per_shard = 2 * c.frame_bytes_max as usize,
             |c| c.response_bytes_max_per_shard = c.fetch_bytes_max as usize - 1,
-            |c| c.decompressed_bytes_max_per_request = c.inflight_bytes_max_per_shard / 2,
+            |c| c.decompressed_bytes_max_per_request = Some(c.inflight_bytes_max_per_shard / 2),
             |c| c.request_elements_max = 0,
         ];
         for breaks in broken {

@@ -124,7 +124,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
             auto_create_topics: config.auto_create_topics,
             request_buffer_bytes_max: config.request_buffer_bytes_max_per_shard,
             response_bytes_max: config.response_bytes_max_per_shard,
-            decompressed_bytes_max_per_request: config.decompressed_bytes_max_per_request,
+            decompressed_bytes_max_per_request: config.decompressed_bytes_max(),
             request_elements_max: config.request_elements_max,
         },
         default_partitions: config.default_partitions,

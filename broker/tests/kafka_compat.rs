@@ -638,6 +638,10 @@ fn recompression_memory_is_bounded_by_the_in_flight_budget() {
         "1",
         "--inflight-bytes-max-per-shard",
         &BUDGET_BYTES.to_string(),
+        // Room in the budget for the Kafka edge's decompression allowance
+        // (twice it plus one frame); the batches here are small on the wire.
+        "--frame-bytes-max",
+        "4194304",
     ]);
     let kafka = broker.kafka_addr();
     let flat = [("compression.type", "uncompressed")];
