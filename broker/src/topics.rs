@@ -902,6 +902,48 @@ mod tests {
     }
 
     #[test]
+    fn registry_writes_go_through_a_preallocated_spare() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let spare = dir.path().join(REGISTRY_SPARE_FILE);
+        let allocated = |path: &Path| fs::metadata(path).map_or(0, |m| m.blocks() * 512);
+        let mut registry = TopicRegistry::open(dir.path(), 1, 100).unwrap();
+        assert!(
+            allocated(&spare) >= REGISTRY_SPARE_BYTES_MIN,
+            "reserved at open"
+        );
+        let spare_inode = fs::metadata(&spare).unwrap().ino();
+        registry
+            .create("a", 1, defaults(), BTreeMap::new(), 1)
+            .unwrap();
+        // The write went into the spare (now the registry), and a new
+        // spare was reserved for the next one.
+        let registry_file = dir.path().join(REGISTRY_FILE);
+        assert_eq!(fs::metadata(&registry_file).unwrap().ino(), spare_inode);
+        assert!(
+            allocated(&spare) >= REGISTRY_SPARE_BYTES_MIN,
+            "reserved again"
+        );
+        let text = fs::read_to_string(&registry_file).unwrap();
+        assert_eq!(
+            fs::metadata(&registry_file).unwrap().len(),
+            text.len() as u64
+        );
+        registry.delete("a").unwrap();
+        let reopened = TopicRegistry::open(dir.path(), 1, 100).unwrap();
+        assert!(reopened.get("a").is_none());
+        // A spare too small (or missing) is not used; writes still work.
+        fs::remove_file(&spare).unwrap();
+        registry
+            .create("b", 1, defaults(), BTreeMap::new(), 2)
+            .unwrap();
+        assert!(TopicRegistry::open(dir.path(), 1, 100)
+            .unwrap()
+            .get("b")
+            .is_some());
+    }
+
+    #[test]
     fn placement_balances_shards_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut registry = TopicRegistry::open(dir.path(), 3, 100).unwrap();
