@@ -271,10 +271,12 @@ fn a_full_disk_heals_without_restart_and_loses_nothing() {
     let mut bulk = Vec::new();
     let mut probe = Vec::new();
 
-    // Fill the disk through the broker, then wait until the steady
-    // producer's partition has used what it had zero-filled ahead.
+    // Fill the disk through the broker, then to the last block with
+    // files, then wait until the steady producer's partition has used what
+    // it had zero-filled ahead.
     let full = produce_until_failure(&mut conn, "bulk", 256 << 10, &mut bulk);
     assert_disk_full(&full);
+    let filler = fill_with_files(&fs.mount, "filler-1");
     let full = produce_until_failure(&mut conn, "steady", 16 << 10, &mut probe);
     assert_disk_full(&full);
     for _ in 0..20 {
@@ -289,7 +291,6 @@ fn a_full_disk_heals_without_restart_and_loses_nothing() {
 
     // Deleting a topic works on a disk full to the last block, and gives
     // the space back.
-    let filler = fill_with_files(&fs.mount, "filler-1");
     assert_eq!(conn.delete_topic("ballast"), ErrorCode::None);
     produce_until_accepted(&mut conn, "steady", &mut probe);
     for n in 0..20 {
