@@ -1668,18 +1668,23 @@ async fn write_small(path: &Path, bytes: &[u8]) -> Result<()> {
         .dma_open(path)
         .await
         .map_err(rt_at(path))?;
-    if !bytes.is_empty() {
-        let aligned = align_up(bytes.len() as u64) as usize;
-        let mut buffer = file.alloc_dma_buffer(aligned);
-        buffer.as_bytes_mut().fill(0);
-        buffer.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
-        write_all(&file, path, buffer, 0).await?;
-        file.truncate(bytes.len() as u64)
-            .await
-            .map_err(rt_at(path))?;
+    let written = async {
+        if !bytes.is_empty() {
+            let aligned = align_up(bytes.len() as u64) as usize;
+            let mut buffer = file.alloc_dma_buffer(aligned);
+            buffer.as_bytes_mut().fill(0);
+            buffer.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
+            write_all(&file, path, buffer, 0).await?;
+            file.truncate(bytes.len() as u64)
+                .await
+                .map_err(rt_at(path))?;
+        }
+        file.fdatasync().await.map_err(rt_at(path))
     }
-    file.fdatasync().await.map_err(rt_at(path))?;
-    file.close().await.map_err(rt_at(path))
+    .await;
+    // Closed on failure too (a full disk fails here on every retry).
+    let closed = file.close().await.map_err(rt_at(path));
+    written.and(closed)
 }
 
 async fn write_indexes(dir: &Path, segment: &SegmentMeta) -> Result<()> {
