@@ -276,9 +276,9 @@ impl PartitionManager {
                 removed
             };
             if let Some(p) = removed {
-                // No producer snapshot: the directory goes, and on a full
-                // disk writing one would only fail.
-                p.close_log().await;
+                // No producer snapshot and no flush: the directory goes,
+                // and on a full disk writing would only fail.
+                p.close_log(false).await;
             }
             let dir = self.data_dir.join(partition_dir_name(topic, partition));
             match std::fs::remove_dir_all(&dir) {
@@ -610,12 +610,17 @@ impl Partition {
 
     async fn close(&self) {
         self.snapshot_producers().await;
-        self.close_log().await;
+        self.close_log(true).await;
     }
 
-    async fn close_log(&self) {
+    async fn close_log(&self, flush: bool) {
         self.closed.set(true);
-        if let Err(error) = self.log.close().await {
+        let closed = if flush {
+            self.log.close().await
+        } else {
+            self.log.close_discarding().await
+        };
+        if let Err(error) = closed {
             tracing::warn!(topic = %self.topic, partition = %self.id, %error, "close failed");
         }
         self.data.notify_all();

@@ -737,6 +737,16 @@ impl PartitionLog {
     /// Flushes, stops the zero-fill task and closes the files. The log
     /// refuses every operation afterwards.
     pub async fn close(&self) -> Result<()> {
+        self.close_inner(true).await
+    }
+
+    /// Closes without flushing, for a log whose directory is removed next
+    /// (a deleted topic): on a full disk a flush would only fail.
+    pub async fn close_discarding(&self) -> Result<()> {
+        self.close_inner(false).await
+    }
+
+    async fn close_inner(&self, flush: bool) -> Result<()> {
         let inner = &self.inner;
         let _append = inner.append_lock.acquire_permit(1).await.map_err(rt)?;
         let _io = inner.io_lock.acquire_permit(1).await.map_err(rt)?;
@@ -745,7 +755,11 @@ impl PartitionLog {
         }
         // In write fault too: one last rewrite; if it fails, what was not
         // durable is lost as at a crash (it was never acknowledged).
-        let flushed = inner.flush_locked().await;
+        let flushed = if flush {
+            inner.flush_locked().await
+        } else {
+            Ok(())
+        };
         inner.begin_maintenance().await;
         let files = {
             let mut state = inner.state.borrow_mut();
