@@ -161,6 +161,38 @@ fn produce_until_accepted(conn: &mut Conn, topic: &str, acked: &mut Vec<Acked>) 
     }
 }
 
+/// A Produce v9 of one record to partition 0 of `topic` through the Kafka
+/// listener: its error code and message.
+fn kafka_produce(broker: &Broker, topic: &str) -> (i16, Option<String>) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let record = common::kafka::plain_record(
+        0,
+        1_700_000_000_000,
+        None,
+        Some(bytes::Bytes::from_static(b"from kafka")),
+    );
+    let records =
+        common::kafka::encode_batch(&[record], kafka_protocol::records::Compression::None);
+    let mut produce = ProduceRequest::default();
+    produce.acks = -1;
+    produce.timeout_ms = 30_000;
+    let mut data = TopicProduceData::default();
+    data.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    let mut part = PartitionProduceData::default();
+    part.records = Some(records);
+    data.partition_data.push(part);
+    produce.topic_data.push(data);
+    let mut stream = common::kafka::connect(broker.kafka_addr());
+    let produced: ProduceResponse = common::kafka::call(&mut stream, ApiKey::Produce, 9, &produce);
+    let part = &produced.responses[0].partition_responses[0];
+    (
+        part.error_code,
+        part.error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
 fn assert_disk_full(outcome: &Outcome) {
     assert_eq!(outcome.error, ErrorCode::KafkaStorageError);
     let message = outcome.message.as_deref().unwrap_or_default();
@@ -283,6 +315,14 @@ fn a_full_disk_heals_without_restart_and_loses_nothing() {
         let (_, records) = record("refused", 64);
         assert_disk_full(&produce(&mut conn, "steady", &records));
     }
+    // Kafka clients get KAFKA_STORAGE_ERROR (retriable) and the message.
+    const KAFKA_STORAGE_ERROR: i16 = 56;
+    let (code, message) = kafka_produce(&broker, "steady");
+    assert_eq!(code, KAFKA_STORAGE_ERROR, "{message:?}");
+    assert!(
+        message.as_deref().unwrap_or_default().contains("disk full"),
+        "{message:?}"
+    );
     broker.assert_running();
     assert_logged_once_per_episode(&broker, "steady-0", true);
     // Reads are served meanwhile.
