@@ -117,6 +117,11 @@ pub struct Config {
     pub log_prepare_step_bytes: u64,
     /// ...keeping this many bytes prepared ahead (at least one step).
     pub log_prepare_ahead_bytes: u64,
+    /// A partition whose writes failed (a full disk) refuses produces and
+    /// retries in the background: first after this long, then doubling...
+    pub log_write_retry_backoff_ms_min: u64,
+    /// ...up to this long between retries (it never gives up).
+    pub log_write_retry_backoff_ms_max: u64,
     /// Memory each shard lets in-flight requests hold (request frames being
     /// handled, fetch responses being read). A request that does not fit
     /// waits; one bigger than the whole budget gets BROKER_BUSY.
@@ -218,6 +223,8 @@ impl Default for Config {
             log_write_buffer_bytes: 8 << 20,
             log_prepare_step_bytes: 8 << 20,
             log_prepare_ahead_bytes: 32 << 20,
+            log_write_retry_backoff_ms_min: 100,
+            log_write_retry_backoff_ms_max: 5_000,
             inflight_bytes_max_per_shard: 256 << 20,
             request_buffer_bytes_max_per_shard: 64 << 20,
             response_bytes_max_per_shard: 64 << 20,
@@ -294,6 +301,12 @@ pub struct DataPathFlags {
     /// Segment bytes kept zero-filled ahead of the writer [default: 32 MiB].
     #[arg(long)]
     pub log_prepare_ahead_bytes: Option<u64>,
+    /// First retry delay of a partition whose writes failed [default: 100].
+    #[arg(long)]
+    pub log_write_retry_backoff_ms_min: Option<u64>,
+    /// Longest retry delay of a partition whose writes failed [default: 5000].
+    #[arg(long)]
+    pub log_write_retry_backoff_ms_max: Option<u64>,
     /// In-flight request memory per shard [default: 256 MiB].
     #[arg(long)]
     pub inflight_bytes_max_per_shard: Option<usize>,
@@ -446,6 +459,16 @@ impl Config {
             "FJORD_LOG_PREPARE_AHEAD_BYTES",
         )?;
         set(
+            &mut self.log_write_retry_backoff_ms_min,
+            &var,
+            "FJORD_LOG_WRITE_RETRY_BACKOFF_MS_MIN",
+        )?;
+        set(
+            &mut self.log_write_retry_backoff_ms_max,
+            &var,
+            "FJORD_LOG_WRITE_RETRY_BACKOFF_MS_MAX",
+        )?;
+        set(
             &mut self.inflight_bytes_max_per_shard,
             &var,
             "FJORD_INFLIGHT_BYTES_MAX_PER_SHARD",
@@ -519,6 +542,14 @@ impl Config {
         set(
             &mut self.log_prepare_ahead_bytes,
             flags.log_prepare_ahead_bytes,
+        );
+        set(
+            &mut self.log_write_retry_backoff_ms_min,
+            flags.log_write_retry_backoff_ms_min,
+        );
+        set(
+            &mut self.log_write_retry_backoff_ms_max,
+            flags.log_write_retry_backoff_ms_max,
         );
         set(
             &mut self.inflight_bytes_max_per_shard,
@@ -651,6 +682,8 @@ impl Config {
             write_buffer_bytes: self.log_write_buffer_bytes,
             prepare_step_bytes: self.log_prepare_step_bytes,
             prepare_ahead_bytes: self.log_prepare_ahead_bytes,
+            write_retry_backoff_ms_min: self.log_write_retry_backoff_ms_min,
+            write_retry_backoff_ms_max: self.log_write_retry_backoff_ms_max,
             ..LogConfig::default()
         }
     }
@@ -961,6 +994,21 @@ mod tests {
             ..DataPathFlags::default()
         });
         assert_eq!(config.partitions_max, 11);
+        assert!(config.validate().is_ok());
+        config
+            .apply_env(|name| {
+                (name == "FJORD_LOG_WRITE_RETRY_BACKOFF_MS_MAX").then(|| "50".to_owned())
+            })
+            .expect("valid env");
+        assert_eq!(config.base_log_config().write_retry_backoff_ms_max, 50);
+        assert!(
+            config.validate().is_err(),
+            "the retry backoff maximum is below its minimum"
+        );
+        config.apply_flags(DataPathFlags {
+            log_write_retry_backoff_ms_min: Some(20),
+            ..DataPathFlags::default()
+        });
         assert!(config.validate().is_ok());
         config.inflight_bytes_max_per_shard = 10;
         assert!(config.validate().is_err());

@@ -276,7 +276,9 @@ impl PartitionManager {
                 removed
             };
             if let Some(p) = removed {
-                p.close().await;
+                // No producer snapshot and no flush: the directory goes,
+                // and on a full disk writing would only fail.
+                p.close_log(false).await;
             }
             let dir = self.data_dir.join(partition_dir_name(topic, partition));
             match std::fs::remove_dir_all(&dir) {
@@ -519,8 +521,12 @@ impl PartitionManager {
         let now = self.clock.now_ms();
         for p in self.all() {
             if p.log.flush_due(now) {
-                if let Err(error) = p.log.flush().await {
-                    tracing::warn!(topic = %p.topic, partition = %p.id, %error, "timed flush failed");
+                match p.log.flush().await {
+                    // The log reported its fault once, when it started.
+                    Ok(_) | Err(StorageError::WriteFault { .. }) => {}
+                    Err(error) => {
+                        tracing::warn!(topic = %p.topic, partition = %p.id, %error, "timed flush failed")
+                    }
                 }
             }
         }
@@ -558,8 +564,11 @@ impl PartitionManager {
                 Some((base, since)) if base == active => {
                     let old = now.saturating_sub(since) >= segment_ms as i64;
                     if old && p.log.log_end() > active {
-                        if let Err(error) = p.log.roll().await {
-                            tracing::warn!(topic = %p.topic, partition = %p.id, %error, "age roll failed");
+                        match p.log.roll().await {
+                            Ok(()) | Err(StorageError::WriteFault { .. }) => {}
+                            Err(error) => {
+                                tracing::warn!(topic = %p.topic, partition = %p.id, %error, "age roll failed")
+                            }
                         }
                         p.active_seen.set(None);
                     }
@@ -601,8 +610,17 @@ impl Partition {
 
     async fn close(&self) {
         self.snapshot_producers().await;
+        self.close_log(true).await;
+    }
+
+    async fn close_log(&self, flush: bool) {
         self.closed.set(true);
-        if let Err(error) = self.log.close().await {
+        let closed = if flush {
+            self.log.close().await
+        } else {
+            self.log.close_discarding().await
+        };
+        if let Err(error) = closed {
             tracing::warn!(topic = %self.topic, partition = %self.id, %error, "close failed");
         }
         self.data.notify_all();
@@ -752,7 +770,9 @@ pub fn storage_code(error: &StorageError) -> ErrorCode {
         StorageError::InvalidBatch(_) => ErrorCode::CorruptMessage,
         StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
         StorageError::Closed => ErrorCode::NotLeaderOrFollower,
-        StorageError::Io { .. }
+        // Retriable for Kafka clients; the message says when the disk is full.
+        StorageError::WriteFault { .. }
+        | StorageError::Io { .. }
         | StorageError::Runtime(_)
         | StorageError::Corrupt { .. }
         | StorageError::Inconsistent { .. } => ErrorCode::KafkaStorageError,

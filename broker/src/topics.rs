@@ -6,6 +6,9 @@
 //! `<data>/topics.toml` (write to a temporary file, fdatasync, rename,
 //! fsync the directory) before a create or delete is acknowledged, so a
 //! restart puts every partition back on the shard that holds its log.
+//! The temporary file is `<data>/topics.spare`, preallocated after each
+//! write for the next one, so rewriting the registry needs no free block:
+//! a topic can be deleted (its space given back) on a full disk.
 //!
 //! Lives on: shard 0 (the only writer); other shards receive copies of the
 //! table by message. Owns: the registry file.
@@ -24,6 +27,10 @@ use serde::{Deserialize, Serialize};
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_LEN_MAX: usize = 249;
 pub const REGISTRY_FILE: &str = "topics.toml";
+/// The next registry write goes into this preallocated file (never read).
+pub const REGISTRY_SPARE_FILE: &str = "topics.spare";
+/// The spare holds at least this much, and at least twice the registry.
+const REGISTRY_SPARE_BYTES_MIN: u64 = 64 << 10;
 
 /// Why a topic operation was refused; carries the wire error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -876,12 +883,21 @@ impl TopicRegistry {
                 return Err(invalid("a topic is listed twice".to_owned()));
             }
         }
-        Ok(TopicRegistry {
+        let registry = TopicRegistry {
             path,
             shard_count,
             topics,
             partitions_max,
-        })
+        };
+        let len = fs::metadata(&registry.path).map_or(0, |m| m.len());
+        if !spare_holds(&registry.spare_path(), spare_bytes(len)) {
+            reserve_spare(&registry.spare_path(), spare_bytes(len));
+        }
+        Ok(registry)
+    }
+
+    fn spare_path(&self) -> PathBuf {
+        self.path.with_file_name(REGISTRY_SPARE_FILE)
     }
 
     pub fn get(&self, name: &str) -> Option<&TopicMeta> {
@@ -1105,11 +1121,67 @@ impl TopicRegistry {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
-        write_atomically(&self.path, text.as_bytes()).map_err(|source| RegistryError::Write {
-            path: self.path.clone(),
-            source,
+        write_through_spare(&self.path, &self.spare_path(), text.as_bytes()).map_err(|source| {
+            RegistryError::Write {
+                path: self.path.clone(),
+                source,
+            }
         })
     }
+}
+
+/// Size of the spare for a registry of `len` bytes.
+fn spare_bytes(len: u64) -> u64 {
+    REGISTRY_SPARE_BYTES_MIN.max(len.saturating_mul(2))
+}
+
+/// Whether `spare` has `len` bytes allocated (by `reserve_spare`).
+fn spare_holds(spare: &Path, len: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(spare).is_ok_and(|m| m.is_file() && m.len() >= len && m.blocks() * 512 >= len)
+}
+
+/// Preallocates `spare` (best effort: a full disk leaves none, and the
+/// next registry write then needs free space as any file does).
+fn reserve_spare(spare: &Path, len: u64) {
+    use std::os::fd::AsRawFd;
+    let reserved = fs::File::create(spare).and_then(|file| {
+        let len = libc::off_t::try_from(len).map_err(std::io::Error::other)?;
+        // SAFETY: posix_fallocate on a descriptor we own; no memory passed.
+        match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
+            0 => Ok(()),
+            errno => Err(std::io::Error::from_raw_os_error(errno)),
+        }
+    });
+    if let Err(error) = reserved {
+        tracing::warn!(
+            path = %spare.display(),
+            %error,
+            "cannot preallocate the topic registry's spare file; deleting a topic on a full disk may fail until it can be"
+        );
+        let _ = fs::remove_file(spare);
+    }
+}
+
+/// [`write_atomically`] through the preallocated `spare` when it holds
+/// `bytes`: writing inside allocated blocks and cutting the file needs no
+/// free space, and the rename frees the old registry's blocks. Then a new
+/// spare is preallocated for the next write.
+fn write_through_spare(path: &Path, spare: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let len = bytes.len() as u64;
+    if spare_holds(spare, len) {
+        let mut file = fs::OpenOptions::new().write(true).open(spare)?;
+        file.write_all(bytes)?;
+        file.set_len(len)?;
+        file.sync_data()?;
+        drop(file);
+        fs::rename(spare, path)?;
+        fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
+    } else {
+        write_atomically(path, bytes)?;
+    }
+    reserve_spare(spare, spare_bytes(len));
+    Ok(())
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or
@@ -1323,6 +1395,48 @@ mod tests {
             assert_eq!(error.code, code, "{assignments:?}");
             assert!(error.message.contains(text), "{}", error.message);
         }
+    }
+
+    #[test]
+    fn registry_writes_go_through_a_preallocated_spare() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let spare = dir.path().join(REGISTRY_SPARE_FILE);
+        let allocated = |path: &Path| fs::metadata(path).map_or(0, |m| m.blocks() * 512);
+        let mut registry = TopicRegistry::open(dir.path(), 1, 100).unwrap();
+        assert!(
+            allocated(&spare) >= REGISTRY_SPARE_BYTES_MIN,
+            "reserved at open"
+        );
+        let spare_inode = fs::metadata(&spare).unwrap().ino();
+        registry
+            .create("a", 1, defaults(), BTreeMap::new(), 1)
+            .unwrap();
+        // The write went into the spare (now the registry), and a new
+        // spare was reserved for the next one.
+        let registry_file = dir.path().join(REGISTRY_FILE);
+        assert_eq!(fs::metadata(&registry_file).unwrap().ino(), spare_inode);
+        assert!(
+            allocated(&spare) >= REGISTRY_SPARE_BYTES_MIN,
+            "reserved again"
+        );
+        let text = fs::read_to_string(&registry_file).unwrap();
+        assert_eq!(
+            fs::metadata(&registry_file).unwrap().len(),
+            text.len() as u64
+        );
+        registry.delete("a").unwrap();
+        let reopened = TopicRegistry::open(dir.path(), 1, 100).unwrap();
+        assert!(reopened.get("a").is_none());
+        // A spare too small (or missing) is not used; writes still work.
+        fs::remove_file(&spare).unwrap();
+        registry
+            .create("b", 1, defaults(), BTreeMap::new(), 2)
+            .unwrap();
+        assert!(TopicRegistry::open(dir.path(), 1, 100)
+            .unwrap()
+            .get("b")
+            .is_some());
     }
 
     #[test]

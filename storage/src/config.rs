@@ -70,6 +70,12 @@ pub struct LogConfig {
     pub read_chunk_bytes: usize,
     /// When to flush (evaluated by the broker via `flush_due`).
     pub flush: FlushPolicy,
+    /// After a failed write or fdatasync (a full disk) the log retries
+    /// first after this long, then doubling...
+    pub write_retry_backoff_ms_min: u64,
+    /// ...up to this long between retries; it never gives up, so the
+    /// partition heals whenever space comes back.
+    pub write_retry_backoff_ms_max: u64,
 }
 
 impl Default for LogConfig {
@@ -86,6 +92,8 @@ impl Default for LogConfig {
             prepare_ahead_bytes: 32 << 20,
             read_chunk_bytes: 1 << 20,
             flush: FlushPolicy::default(),
+            write_retry_backoff_ms_min: 100,
+            write_retry_backoff_ms_max: 5_000,
         }
     }
 }
@@ -126,10 +134,29 @@ impl LogConfig {
         if self.read_chunk_bytes < block || self.read_chunk_bytes % block != 0 {
             return fail("read_chunk_bytes must be a non-zero multiple of 4096");
         }
+        if self.write_retry_backoff_ms_min == 0
+            || self.write_retry_backoff_ms_max < self.write_retry_backoff_ms_min
+        {
+            return fail(
+                "write_retry_backoff_ms_min must be positive and at most write_retry_backoff_ms_max",
+            );
+        }
         if self.index_interval_bytes == 0 {
             return fail("index_interval_bytes must be positive");
         }
         Ok(())
+    }
+}
+
+impl LogConfig {
+    /// How long a log in write fault waits before its next retry, after
+    /// `failed_retries` failed ones: the minimum, doubling per failure,
+    /// capped at the maximum.
+    pub fn write_retry_delay_ms(&self, failed_retries: u32) -> u64 {
+        let factor = 1u64.checked_shl(failed_retries.min(63)).unwrap_or(u64::MAX);
+        self.write_retry_backoff_ms_min
+            .saturating_mul(factor)
+            .min(self.write_retry_backoff_ms_max)
     }
 }
 
@@ -150,5 +177,34 @@ impl Default for CacheConfig {
             bytes_max: 256 << 20,
             batch_bytes_max: 8 << 20,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_retries_back_off_doubling_up_to_the_maximum() {
+        let config = LogConfig {
+            write_retry_backoff_ms_min: 100,
+            write_retry_backoff_ms_max: 1_000,
+            ..LogConfig::default()
+        };
+        let delays: Vec<u64> = (0..6).map(|n| config.write_retry_delay_ms(n)).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1_000, 1_000]);
+        assert_eq!(config.write_retry_delay_ms(u32::MAX), 1_000);
+        assert!(LogConfig {
+            write_retry_backoff_ms_min: 0,
+            ..config
+        }
+        .validate()
+        .is_err());
+        assert!(LogConfig {
+            write_retry_backoff_ms_max: 99,
+            ..config
+        }
+        .validate()
+        .is_err());
     }
 }

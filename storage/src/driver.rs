@@ -12,11 +12,23 @@
 //! fdatasync (group commit). At most `write_buffer_bytes` of data is ever
 //! written but not yet synced; recovery relies on that bound to tell a torn
 //! tail (cut silently) from corruption in the middle (reported).
+//!
+//! Write faults (a full disk): the bytes of a data write stay in memory
+//! until an fdatasync issued after it succeeded. A failed write, short
+//! write or fdatasync puts the log in fault: appends and flushes are
+//! refused at once ([`StorageError::WriteFault`]), reads go on (unwritten
+//! batches are served from memory), and a background task rewrites the
+//! unconfirmed write whole, at the same place, then the rest of the write
+//! buffer, each followed by an fdatasync, with backoff, until it succeeds.
+//! Offsets already assigned stay assigned; nothing moves the log end back.
+//! Why a rewrite and not a second fdatasync: see "Write faults" in
+//! ARCHITECTURE.md.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use fjord_schema::batch::{assign_offset_and_epoch, BatchView};
@@ -116,6 +128,8 @@ struct Inner {
     /// Bumped whenever segment files are cut or removed, so a read that
     /// raced with it retries instead of reporting corruption.
     generation: Cell<u64>,
+    /// The log entered a write fault (or shuts down): wakes the retry task.
+    fault_wake: Rc<Notify>,
 }
 
 struct State {
@@ -128,9 +142,11 @@ struct State {
     staging: Option<DmaBuffer>,
     staging_pos: u64,
     staging_len: usize,
-    /// Appended batches not yet on disk (readable from here until written).
+    /// Appended batches not yet durable (readable from here until their
+    /// write is fdatasynced).
     pending: VecDeque<(Offset, Offset, Bytes)>,
-    /// Bytes of the active segment written to disk (readable from it).
+    /// Bytes of the active segment written and fdatasynced (readable from
+    /// disk).
     disk_end: u64,
     /// Offsets below this are fdatasynced.
     durable_end: Offset,
@@ -147,10 +163,51 @@ struct State {
     /// Roll / truncation / close in progress: no new zero-fill may start.
     maintenance: bool,
     closed: bool,
-    /// A write or sync failed: the on-disk state is unknown, so the log
-    /// refuses further writes until it is reopened (recovery).
-    failed: bool,
+    /// The last data write, kept until an fdatasync after it succeeded;
+    /// after a failure it is written again, whole, before anything else.
+    unsynced: Option<Unsynced>,
+    /// Writes failed: appends and flushes are refused until the retry task
+    /// succeeds.
+    fault: Option<Fault>,
+    /// The zero-fill failed since it last succeeded (logged once).
+    prep_failing: bool,
     zeros: Option<Rc<DmaBuffer>>,
+}
+
+/// A data write of the active segment that is not known durable yet.
+#[derive(Clone)]
+struct Unsynced {
+    /// Its segment (a roll or truncation flushes first, so it is always
+    /// the active one).
+    base: Offset,
+    buffer: Rc<DmaBuffer>,
+    position: u64,
+    /// Log end, segment bytes and appended records once it is durable.
+    end_offset: Offset,
+    end_bytes: u64,
+    records: u64,
+}
+
+/// Why a log refuses writes, since when, and what its retry must redo.
+struct Fault {
+    disk_full: bool,
+    /// The latest failure.
+    cause: String,
+    since_ms: i64,
+    failed_retries: u32,
+    /// A roll failed part way: the retry completes it before appends go
+    /// on, so the old segment never grows past the base of a next segment
+    /// file that may already exist.
+    roll: bool,
+}
+
+impl Fault {
+    fn error(&self) -> StorageError {
+        StorageError::WriteFault {
+            disk_full: self.disk_full,
+            cause: self.cause.clone(),
+        }
+    }
 }
 
 fn rt(e: glommio::GlommioError<()>) -> StorageError {
@@ -321,7 +378,9 @@ impl PartitionLog {
                 prep_inflight: None,
                 maintenance: false,
                 closed: false,
-                failed: false,
+                unsynced: None,
+                fault: None,
+                prep_failing: false,
                 zeros: None,
             }),
             append_lock: Semaphore::new(1),
@@ -329,8 +388,10 @@ impl PartitionLog {
             prep_done: Notify::default(),
             prep_wake: Rc::new(Notify::default()),
             generation: Cell::new(0),
+            fault_wake: Rc::new(Notify::default()),
         });
         glommio::spawn_local(prepare_loop(Rc::downgrade(&inner))).detach();
+        glommio::spawn_local(retry_loop(Rc::downgrade(&inner))).detach();
         Ok(PartitionLog { inner })
     }
 
@@ -642,7 +703,11 @@ impl PartitionLog {
     pub async fn apply_retention(&self) -> Result<Vec<Offset>> {
         let inner = &self.inner;
         let _io = inner.io_lock.acquire_permit(1).await.map_err(rt)?;
-        inner.check_writable()?;
+        // Also while in write fault: removing sealed segments needs no
+        // space and gives some back.
+        if inner.state.borrow().closed {
+            return Err(StorageError::Closed);
+        }
         let plan = inner
             .state
             .borrow()
@@ -672,16 +737,28 @@ impl PartitionLog {
     /// Flushes, stops the zero-fill task and closes the files. The log
     /// refuses every operation afterwards.
     pub async fn close(&self) -> Result<()> {
+        self.close_inner(true).await
+    }
+
+    /// Closes without flushing, for a log whose directory is removed next
+    /// (a deleted topic): on a full disk a flush would only fail.
+    pub async fn close_discarding(&self) -> Result<()> {
+        self.close_inner(false).await
+    }
+
+    async fn close_inner(&self, flush: bool) -> Result<()> {
         let inner = &self.inner;
         let _append = inner.append_lock.acquire_permit(1).await.map_err(rt)?;
         let _io = inner.io_lock.acquire_permit(1).await.map_err(rt)?;
         if inner.state.borrow().closed {
             return Ok(());
         }
-        let flushed = if inner.state.borrow().failed {
-            Ok(())
-        } else {
+        // In write fault too: one last rewrite; if it fails, what was not
+        // durable is lost as at a crash (it was never acknowledged).
+        let flushed = if flush {
             inner.flush_locked().await
+        } else {
+            Ok(())
         };
         inner.begin_maintenance().await;
         let files = {
@@ -691,6 +768,7 @@ impl PartitionLog {
             std::mem::take(&mut state.files)
         };
         inner.prep_wake.notify_all();
+        inner.fault_wake.notify_all();
         inner.cache.borrow_mut().deregister(inner.cache_id);
         for (_, file) in files {
             if let Ok(file) = Rc::try_unwrap(file) {
@@ -703,8 +781,9 @@ impl PartitionLog {
 
 impl Drop for PartitionLog {
     fn drop(&mut self) {
-        // Let the zero-fill task see the log is gone.
+        // Let the zero-fill and retry tasks see the log is gone.
         self.inner.prep_wake.notify_all();
+        self.inner.fault_wake.notify_all();
     }
 }
 
@@ -719,10 +798,8 @@ impl Inner {
         if state.closed {
             return Err(StorageError::Closed);
         }
-        if state.failed {
-            return Err(StorageError::Runtime(
-                "an earlier write failed; reopen the log to recover".to_owned(),
-            ));
+        if let Some(fault) = &state.fault {
+            return Err(fault.error());
         }
         Ok(())
     }
@@ -793,106 +870,222 @@ impl Inner {
     }
 
     /// Writes the write buffer (rewriting the partial tail block) and
-    /// fdatasyncs. Caller holds `io_lock`.
+    /// fdatasyncs; first the write a failure left unconfirmed, if any.
+    /// A failure puts the log in write fault and comes back as
+    /// [`StorageError::WriteFault`]. Caller holds `io_lock`.
     async fn flush_locked(&self) -> Result<()> {
-        let result = self.flush_once().await;
-        if result.is_err() {
-            self.state.borrow_mut().failed = true;
+        match self.flush_once().await {
+            Ok(()) => Ok(()),
+            Err(error) => Err(self.enter_fault(error, false)),
         }
-        result
     }
 
     async fn flush_once(&self) -> Result<()> {
-        let (buffer, write_pos, end_offset, end_bytes, records, file, path) = {
-            let mut state = self.state.borrow_mut();
-            let state = &mut *state;
-            if state.durable_end == state.core.log_end() {
-                return Ok(());
-            }
-            let written_len = (state.disk_end - state.staging_pos) as usize;
-            let base = state.core.active().base;
-            let Some(file) = state.files.get(&base).cloned() else {
+        let unconfirmed = self.state.borrow().unsynced.clone();
+        if let Some(unsynced) = unconfirmed {
+            self.write_and_sync(&unsynced).await?;
+        }
+        let Some(unsynced) = self.take_write_buffer() else {
+            return Ok(());
+        };
+        self.state.borrow_mut().unsynced = Some(unsynced.clone());
+        self.write_and_sync(&unsynced).await
+    }
+
+    /// Moves the unwritten bytes of the write buffer (from the block they
+    /// start in, padded with zeros to a block) into a write; the partial
+    /// last block stays in the buffer for the next one. `None` when
+    /// everything appended is durable.
+    fn take_write_buffer(&self) -> Option<Unsynced> {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        if state.durable_end == state.core.log_end() {
+            return None;
+        }
+        assert!(state.unsynced.is_none(), "one unconfirmed write at a time");
+        let written_len = (state.disk_end - state.staging_pos) as usize;
+        let base = state.core.active().base;
+        let Some(file) = state.files.get(&base) else {
+            unreachable!("active segment file is open")
+        };
+        let len = state.staging_len;
+        // Offsets and bytes advance together, so appends past the durable
+        // end are bytes past the durable (written) end.
+        assert!(
+            len > written_len,
+            "undurable appends are in the write buffer"
+        );
+        let keep_from = align_down(len as u64) as usize;
+        let mut next = None;
+        if len > keep_from {
+            let mut buffer = file.alloc_dma_buffer(BLOCK_BYTES as usize);
+            let Some(old) = &state.staging else {
+                unreachable!("non-empty write buffer")
+            };
+            buffer.as_bytes_mut()[..len - keep_from]
+                .copy_from_slice(&old.as_bytes()[keep_from..len]);
+            next = Some(buffer);
+        }
+        let Some(mut buffer) = std::mem::replace(&mut state.staging, next) else {
+            unreachable!("non-empty write buffer")
+        };
+        let aligned = align_up(len as u64) as usize;
+        buffer.as_bytes_mut()[len..aligned].fill(0);
+        buffer.trim_to_size(aligned);
+        let position = state.staging_pos;
+        state.staging_pos += keep_from as u64;
+        state.staging_len = len - keep_from;
+        Some(Unsynced {
+            base,
+            buffer: Rc::new(buffer),
+            position,
+            end_offset: state.core.log_end(),
+            end_bytes: state.core.active().bytes,
+            records: state.records_appended,
+        })
+    }
+
+    /// Writes `unsynced` whole at its place, fdatasyncs, and only then
+    /// counts it written and durable.
+    async fn write_and_sync(&self, unsynced: &Unsynced) -> Result<()> {
+        let file = {
+            let state = self.state.borrow();
+            assert_eq!(
+                state.core.active().base,
+                unsynced.base,
+                "an unconfirmed write outlived its segment"
+            );
+            let Some(file) = state.files.get(&unsynced.base).cloned() else {
                 unreachable!("active segment file is open")
             };
-            let path = self.dir.join(segment_file_name(base, SegmentFile::Log));
-            let len = state.staging_len;
-            if len > written_len {
-                let keep_from = align_down(len as u64) as usize;
-                let mut next = None;
-                if len > keep_from {
-                    let mut buffer = file.alloc_dma_buffer(BLOCK_BYTES as usize);
-                    let Some(old) = &state.staging else {
-                        unreachable!("non-empty write buffer")
-                    };
-                    buffer.as_bytes_mut()[..len - keep_from]
-                        .copy_from_slice(&old.as_bytes()[keep_from..len]);
-                    next = Some(buffer);
-                }
-                let Some(mut buffer) = std::mem::replace(&mut state.staging, next) else {
-                    unreachable!("non-empty write buffer")
-                };
-                let aligned = align_up(len as u64) as usize;
-                buffer.as_bytes_mut()[len..aligned].fill(0);
-                buffer.trim_to_size(aligned);
-                let write_pos = state.staging_pos;
-                state.staging_pos += keep_from as u64;
-                state.staging_len = len - keep_from;
-                (
-                    Some(buffer),
-                    write_pos,
-                    state.core.log_end(),
-                    state.core.active().bytes,
-                    state.records_appended,
-                    file,
-                    path,
-                )
-            } else {
-                // Everything is written (a failed sync earlier, or a roll
-                // wrote it); only the sync is missing.
-                (
-                    None,
-                    state.staging_pos,
-                    state.core.log_end(),
-                    state.core.active().bytes,
-                    state.records_appended,
-                    file,
-                    path,
-                )
-            }
+            file
         };
-        if let Some(buffer) = buffer {
-            let write_end = write_pos + buffer.len() as u64;
-            // Never race a zero-fill write over the same blocks.
-            loop {
-                let overlaps = self
-                    .state
-                    .borrow()
-                    .prep_inflight
-                    .is_some_and(|(start, end)| start < write_end && write_pos < end);
-                if !overlaps {
-                    break;
-                }
-                self.prep_done.notified().await;
+        let path = self
+            .dir
+            .join(segment_file_name(unsynced.base, SegmentFile::Log));
+        let write_end = unsynced.position + unsynced.buffer.len() as u64;
+        // Never race a zero-fill write over the same blocks.
+        loop {
+            let overlaps = self
+                .state
+                .borrow()
+                .prep_inflight
+                .is_some_and(|(start, end)| start < write_end && unsynced.position < end);
+            if !overlaps {
+                break;
             }
-            write_all(&file, &path, buffer, write_pos).await?;
-            let mut state = self.state.borrow_mut();
-            state.disk_end = state.disk_end.max(end_bytes);
-            state.prepared_end = state.prepared_end.max(write_end);
-            while state.pending.front().is_some_and(|p| p.1 <= end_offset) {
-                state.pending.pop_front();
-            }
+            self.prep_done.notified().await;
         }
+        write_all_rc(&file, &path, unsynced.buffer.clone(), unsynced.position).await?;
         file.fdatasync().await.map_err(rt_at(&path))?;
         {
             let mut state = self.state.borrow_mut();
-            state.durable_end = state.durable_end.max(end_offset);
-            state.records_flushed = state.records_flushed.max(records);
+            state.unsynced = None;
+            state.disk_end = state.disk_end.max(unsynced.end_bytes);
+            state.prepared_end = state.prepared_end.max(write_end);
+            while state
+                .pending
+                .front()
+                .is_some_and(|p| p.1 <= unsynced.end_offset)
+            {
+                state.pending.pop_front();
+            }
+            state.durable_end = state.durable_end.max(unsynced.end_offset);
+            state.records_flushed = state.records_flushed.max(unsynced.records);
             if state.records_flushed == state.records_appended {
                 state.oldest_unflushed_ms = None;
             }
         }
         self.prep_wake.notify_all();
         Ok(())
+    }
+
+    /// Puts the log in write fault (logged once per fault, when it
+    /// starts) or records a further failure; returns the error callers
+    /// get while it lasts.
+    fn enter_fault(&self, error: StorageError, roll: bool) -> StorageError {
+        let disk_full = error.is_disk_full();
+        let mut state = self.state.borrow_mut();
+        match &mut state.fault {
+            Some(fault) => {
+                fault.roll |= roll;
+                fault.disk_full = disk_full;
+                fault.cause = error.to_string();
+            }
+            None => {
+                if disk_full {
+                    tracing::error!(
+                        log = %self.dir.display(),
+                        "disk full: writing the log failed ({error}); it keeps serving reads, refuses appends and retries with backoff until space is freed"
+                    );
+                } else {
+                    tracing::error!(
+                        log = %self.dir.display(),
+                        "writing the log failed ({error}); it keeps serving reads, refuses appends and retries with backoff"
+                    );
+                }
+                state.fault = Some(Fault {
+                    disk_full,
+                    cause: error.to_string(),
+                    since_ms: self.clock.now_ms(),
+                    failed_retries: 0,
+                    roll,
+                });
+                self.fault_wake.notify_all();
+            }
+        }
+        let Some(fault) = &state.fault else {
+            unreachable!("set above")
+        };
+        fault.error()
+    }
+
+    /// One retry of a log in write fault: the unconfirmed write and the
+    /// rest of the write buffer, then the roll that failed, if one did.
+    /// On success the fault ends and appends go on.
+    async fn retry_writes(&self) {
+        let Ok(_append) = self.append_lock.acquire_permit(1).await else {
+            return;
+        };
+        let Ok(_io) = self.io_lock.acquire_permit(1).await else {
+            return;
+        };
+        let roll = {
+            let state = self.state.borrow();
+            match &state.fault {
+                Some(fault) if !state.closed => fault.roll,
+                _ => return,
+            }
+        };
+        let mut result = self.flush_once().await;
+        if result.is_ok() && roll {
+            self.begin_maintenance().await;
+            result = self.roll_inner().await;
+            self.end_maintenance();
+        }
+        let mut state = self.state.borrow_mut();
+        match result {
+            Ok(()) => {
+                let Some(fault) = state.fault.take() else {
+                    unreachable!("checked above under the locks")
+                };
+                drop(state);
+                tracing::info!(
+                    log = %self.dir.display(),
+                    after_ms = self.clock.now_ms().saturating_sub(fault.since_ms),
+                    retries = fault.failed_retries + 1,
+                    "writes resumed: everything appended is written and fdatasynced"
+                );
+                self.prep_wake.notify_all();
+            }
+            Err(error) => {
+                if let Some(fault) = &mut state.fault {
+                    fault.failed_retries = fault.failed_retries.saturating_add(1);
+                    fault.disk_full = error.is_disk_full();
+                    fault.cause = error.to_string();
+                }
+            }
+        }
     }
 
     /// Waits for the zero-fill task to be idle and keeps it idle.
@@ -915,44 +1108,53 @@ impl Inner {
         self.begin_maintenance().await;
         let result = self.roll_inner().await;
         self.end_maintenance();
-        if result.is_err() {
-            self.state.borrow_mut().failed = true;
-        }
-        result
+        result.map_err(|error| self.enter_fault(error, true))
     }
 
+    /// Seals the active segment and opens the next. Nothing in memory
+    /// changes until every step succeeded, and each step can be redone,
+    /// so a failed roll is retried from the start.
     async fn roll_inner(&self) -> Result<()> {
-        let (base, bytes, file) = {
+        let (bytes, file, sealed) = {
             let state = self.state.borrow();
             let active = state.core.active();
             let Some(file) = state.files.get(&active.base).cloned() else {
                 unreachable!("active segment file is open")
             };
-            (active.base, active.bytes, file)
+            assert_eq!(
+                state.durable_end,
+                state.core.log_end(),
+                "flushed before a roll"
+            );
+            let mut sealed = active.clone();
+            sealed.seal();
+            (active.bytes, file, sealed)
         };
-        let path = self.dir.join(segment_file_name(base, SegmentFile::Log));
+        let path = self
+            .dir
+            .join(segment_file_name(sealed.base, SegmentFile::Log));
         // Order matters for recovery: data synced, file cut to its exact
         // length, index files synced, and only then the next segment exists.
         file.truncate(bytes).await.map_err(rt_at(&path))?;
         file.fdatasync().await.map_err(rt_at(&path))?;
-        let new_base = self.state.borrow_mut().core.roll();
-        let sealed = self
-            .state
-            .borrow()
-            .core
-            .segments()
-            .iter()
-            .rev()
-            .nth(1)
-            .cloned();
-        let Some(sealed) = sealed else {
-            unreachable!("roll leaves a sealed segment")
-        };
         write_indexes(&self.dir, &sealed).await?;
-        let new_path = self.dir.join(segment_file_name(new_base, SegmentFile::Log));
+        let new_path = self
+            .dir
+            .join(segment_file_name(sealed.next, SegmentFile::Log));
         let new_file = Rc::new(open_rw(&new_path).await?);
         sync_dir(&self.dir).await?;
         let mut state = self.state.borrow_mut();
+        let new_base = state.core.roll();
+        assert_eq!(
+            new_base, sealed.next,
+            "the next segment starts at the log end"
+        );
+        let segments = state.core.segments();
+        assert_eq!(
+            segments[segments.len() - 2],
+            sealed,
+            "the segment sealed is the one indexed"
+        );
         state.files.insert(new_base, new_file);
         state.staging = None;
         state.staging_pos = 0;
@@ -1195,9 +1397,18 @@ async fn prepare_loop(log: Weak<Inner>) {
         let idle = match step {
             None => true,
             Some((start, end)) => match prepare_step(&inner, start, end).await {
-                Ok(()) => false,
+                Ok(()) => {
+                    inner.state.borrow_mut().prep_failing = false;
+                    false
+                }
                 Err(e) => {
-                    tracing::warn!(dir = %inner.dir.display(), "zero-fill ahead of the writer failed: {e}");
+                    // Once until it works again: on a full disk it fails
+                    // after every flush.
+                    let first =
+                        !std::mem::replace(&mut inner.state.borrow_mut().prep_failing, true);
+                    if first {
+                        tracing::warn!(dir = %inner.dir.display(), "zero-fill ahead of the writer failed (not logged again until it succeeds): {e}");
+                    }
                     true
                 }
             },
@@ -1213,8 +1424,40 @@ async fn prepare_loop(log: Weak<Inner>) {
     }
 }
 
+/// Retries the writes of a log in write fault, with backoff, until one
+/// succeeds (see [`Inner::retry_writes`]); idle otherwise. Holds the log
+/// only while it retries. Runs until the log closes or is dropped.
+async fn retry_loop(log: Weak<Inner>) {
+    loop {
+        let Some(inner) = log.upgrade() else {
+            return;
+        };
+        let failed_retries = {
+            let state = inner.state.borrow();
+            if state.closed {
+                return;
+            }
+            state.fault.as_ref().map(|f| f.failed_retries)
+        };
+        let Some(failed_retries) = failed_retries else {
+            let notify = inner.fault_wake.clone();
+            let wake = notify.notified();
+            drop(inner);
+            wake.await;
+            continue;
+        };
+        let delay_ms = inner.config.get().write_retry_delay_ms(failed_retries);
+        drop(inner);
+        glommio::timer::sleep(Duration::from_millis(delay_ms)).await;
+        let Some(inner) = log.upgrade() else {
+            return;
+        };
+        inner.retry_writes().await;
+    }
+}
+
 fn next_prepare_step(config: &LogConfig, state: &State) -> Option<(u64, u64)> {
-    if state.maintenance || state.failed || state.prep_inflight.is_some() {
+    if state.maintenance || state.fault.is_some() || state.prep_inflight.is_some() {
         return None;
     }
     let active = state.core.active();
@@ -1259,18 +1502,12 @@ async fn prepare_step(inner: &Inner, start: u64, end: u64) -> Result<()> {
         (file, zeros, base)
     };
     let path = inner.dir.join(segment_file_name(base, SegmentFile::Log));
-    let written = async {
+    let written: Result<()> = async {
         let mut position = start;
         while position < end {
             let len = ((end - position) as usize).min(zeros.len());
             if len == zeros.len() {
-                let written = file
-                    .write_rc_at(zeros.clone(), position)
-                    .await
-                    .map_err(rt_at(&path))?;
-                if written != len {
-                    return Err(short_write(&path, position));
-                }
+                write_all_rc(&file, &path, zeros.clone(), position).await?;
             } else {
                 let mut buffer = file.alloc_dma_buffer(len);
                 buffer.as_bytes_mut().fill(0);
@@ -1312,18 +1549,42 @@ fn short_write(path: &Path, position: u64) -> StorageError {
 }
 
 async fn write_all(file: &DmaFile, path: &Path, buffer: DmaBuffer, position: u64) -> Result<()> {
-    assert_eq!(position % BLOCK_BYTES, 0, "unaligned direct write position");
-    assert_eq!(
-        buffer.len() as u64 % BLOCK_BYTES,
-        0,
-        "unaligned direct write length"
-    );
-    let len = buffer.len();
-    let written = file.write_at(buffer, position).await.map_err(rt_at(path))?;
-    if written != len {
-        return Err(short_write(path, position));
+    write_all_rc(file, path, Rc::new(buffer), position).await
+}
+
+/// Writes the whole buffer. A direct write that stops short at a block
+/// boundary (the filesystem ran out of space part way) is continued with
+/// the rest, so the error that stopped it is the one reported (ENOSPC).
+async fn write_all_rc(
+    file: &DmaFile,
+    path: &Path,
+    mut buffer: Rc<DmaBuffer>,
+    mut position: u64,
+) -> Result<()> {
+    loop {
+        assert_eq!(position % BLOCK_BYTES, 0, "unaligned direct write position");
+        assert_eq!(
+            buffer.len() as u64 % BLOCK_BYTES,
+            0,
+            "unaligned direct write length"
+        );
+        let len = buffer.len();
+        let written = file
+            .write_rc_at(buffer.clone(), position)
+            .await
+            .map_err(rt_at(path))?;
+        if written == len {
+            return Ok(());
+        }
+        if written == 0 || written as u64 % BLOCK_BYTES != 0 {
+            return Err(short_write(path, position + written as u64));
+        }
+        let mut rest = file.alloc_dma_buffer(len - written);
+        rest.as_bytes_mut()
+            .copy_from_slice(&buffer.as_bytes()[written..len]);
+        buffer = Rc::new(rest);
+        position += written as u64;
     }
-    Ok(())
 }
 
 thread_local! {
@@ -1421,18 +1682,23 @@ async fn write_small(path: &Path, bytes: &[u8]) -> Result<()> {
         .dma_open(path)
         .await
         .map_err(rt_at(path))?;
-    if !bytes.is_empty() {
-        let aligned = align_up(bytes.len() as u64) as usize;
-        let mut buffer = file.alloc_dma_buffer(aligned);
-        buffer.as_bytes_mut().fill(0);
-        buffer.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
-        write_all(&file, path, buffer, 0).await?;
-        file.truncate(bytes.len() as u64)
-            .await
-            .map_err(rt_at(path))?;
+    let written = async {
+        if !bytes.is_empty() {
+            let aligned = align_up(bytes.len() as u64) as usize;
+            let mut buffer = file.alloc_dma_buffer(aligned);
+            buffer.as_bytes_mut().fill(0);
+            buffer.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
+            write_all(&file, path, buffer, 0).await?;
+            file.truncate(bytes.len() as u64)
+                .await
+                .map_err(rt_at(path))?;
+        }
+        file.fdatasync().await.map_err(rt_at(path))
     }
-    file.fdatasync().await.map_err(rt_at(path))?;
-    file.close().await.map_err(rt_at(path))
+    .await;
+    // Closed on failure too (a full disk fails here on every retry).
+    let closed = file.close().await.map_err(rt_at(path));
+    written.and(closed)
 }
 
 async fn write_indexes(dir: &Path, segment: &SegmentMeta) -> Result<()> {

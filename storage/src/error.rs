@@ -56,11 +56,38 @@ pub enum StorageError {
     BatchTooLarge { len: usize, len_max: usize },
     #[error("the log is closed")]
     Closed,
+    /// Writing the log failed: the disk is full (ENOSPC / EDQUOT) or
+    /// another I/O error. The log keeps what was appended in memory and
+    /// serves it; it refuses appends and flushes while a background task
+    /// rewrites what is not known durable, with backoff, and takes them
+    /// again once a rewrite and its fdatasync succeeded.
+    #[error(
+        "{}the partition's log cannot be written ({cause}); {}",
+        if *.disk_full { "disk full: " } else { "" },
+        if *.disk_full {
+            "it takes writes again by itself once space is freed"
+        } else {
+            "it takes writes again by itself once a retry succeeds"
+        }
+    )]
+    WriteFault { disk_full: bool, cause: String },
     #[error("invalid storage configuration: {0}")]
     Config(String),
 }
 
 impl StorageError {
+    /// The filesystem is out of space (or quota) for this write.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StorageError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            StorageError::WriteFault { disk_full, .. } => *disk_full,
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> StorageError {
         StorageError::Io {
             path: path.into(),

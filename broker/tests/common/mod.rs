@@ -46,10 +46,22 @@ pub struct Broker {
 
 impl Broker {
     pub fn start(args: &[&str]) -> Broker {
+        Broker::start_with_data_in(None, args)
+    }
+
+    /// As [`Broker::start`], with the data dir at `data` (e.g. on a small
+    /// filesystem a test mounted; it must not exist yet) while the
+    /// broker's log stays in the temporary directory, so it survives that
+    /// filesystem filling up.
+    pub fn start_with_data_in(data: Option<&Path>, args: &[&str]) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("fjord-data-path")
             .tempdir_in(std::env::temp_dir())
             .expect("tempdir");
+        if let Some(data) = data {
+            std::fs::create_dir(data).expect("data dir");
+            std::os::unix::fs::symlink(data, dir.path().join("data")).expect("data dir link");
+        }
         let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
         let child = spawn(dir.path(), &args);
         let mut broker = Broker {
