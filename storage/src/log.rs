@@ -625,12 +625,26 @@ pub fn collect_batches(
     request: &ReadRequest,
     already: usize,
 ) -> Collect {
-    let mut ranges = Vec::new();
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
     let mut bytes = already;
-    let corrupt = |position, expected, kind| Collect::Corrupt {
-        position,
-        expected,
-        kind,
+    // The good batches before damage are served first; the next read
+    // starts at the damage and reports it.
+    let corrupt = |ranges: Vec<std::ops::Range<usize>>, bytes, position, expected, kind| {
+        if ranges.is_empty() {
+            Collect::Corrupt {
+                position,
+                expected,
+                kind,
+            }
+        } else {
+            Collect::Batches {
+                ranges,
+                next_position: position,
+                next_offset: expected,
+                bytes,
+                done: true,
+            }
+        }
     };
     loop {
         if position >= data_end {
@@ -655,19 +669,27 @@ pub fn collect_batches(
                     fjord_schema::batch::BATCH_HEADER_LEN,
                 )
             }
-            Err(e) => return corrupt(position, expected, e.into()),
+            Err(e) => return corrupt(ranges, bytes, position, expected, e.into()),
         };
         let len = header.batch_len();
         if header.base_offset() != expected {
             let found = header.base_offset();
             return corrupt(
+                ranges,
+                bytes,
                 position,
                 expected,
                 CorruptionKind::OffsetGap { expected, found },
             );
         }
         if position + len as u64 > data_end {
-            return corrupt(position, expected, CorruptionKind::PastEnd { len });
+            return corrupt(
+                ranges,
+                bytes,
+                position,
+                expected,
+                CorruptionKind::PastEnd { len },
+            );
         }
         if header.base_offset() >= request.until {
             return Collect::Batches {
@@ -693,7 +715,7 @@ pub fn collect_batches(
         }
         let next_offset = header.next_offset();
         if let Err(e) = BatchView::parse(&rest[..len]) {
-            return corrupt(position, expected, e.into());
+            return corrupt(ranges, bytes, position, expected, e.into());
         }
         if wanted {
             ranges.push(start..start + len);

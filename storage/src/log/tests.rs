@@ -168,8 +168,23 @@ fn collect_returns_whole_batches_within_budget() {
         until: Offset(100),
         max_bytes: 1 << 20,
     };
+    // The good batches before the damage come first, then the damage.
+    match collect_batches(&corrupt, 0, 0, Offset(0), end, &all, 0) {
+        Collect::Batches {
+            ranges,
+            next_position,
+            next_offset,
+            done,
+            ..
+        } => {
+            assert_eq!(ranges.len(), 2);
+            assert_eq!((next_position, next_offset), (positions[2].0, Offset(6)));
+            assert!(done);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
     assert!(matches!(
-        collect_batches(&corrupt, 0, 0, Offset(0), end, &all, 0),
+        collect_batches(&corrupt, 0, positions[2].0, Offset(6), end, &all, 0),
         Collect::Corrupt { position, expected: Offset(6), .. } if position == positions[2].0
     ));
     match collect_batches(&data[..100], 0, 0, Offset(0), end, &all, 0) {
