@@ -535,7 +535,13 @@ impl PartitionManager {
         match p.log.read(request).await {
             Ok(batches) => result.batches = batches,
             Err(error) => {
-                tracing::warn!(topic, %partition, offset, %error, "fetch failed");
+                // Damage is logged once, as an ERROR, when first found;
+                // a consumer retrying at it must not flood the log.
+                if matches!(error, StorageError::Damaged { .. }) {
+                    tracing::debug!(topic, %partition, offset, %error, "fetch inside damaged data");
+                } else {
+                    tracing::warn!(topic, %partition, offset, %error, "fetch failed");
+                }
                 result.error = storage_code(&error);
             }
         }
