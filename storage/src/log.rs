@@ -4,7 +4,7 @@
 //! clock: the driver passes bytes and `now_ms` in, and does what the core
 //! decides. Everything here runs in plain unit and property tests.
 
-use fjord_schema::batch::BatchView;
+use fjord_schema::batch::{BatchView, BATCH_MAGIC};
 use fjord_schema::{BatchHeader, Offset};
 
 use crate::config::LogConfig;
@@ -799,6 +799,10 @@ impl std::fmt::Display for Damage {
     }
 }
 
+/// Where the format version byte sits in a batch header.
+const MAGIC_AT: usize = std::mem::offset_of!(BatchHeader, magic);
+const _: () = assert!(MAGIC_AT < fjord_schema::batch::BATCH_HEADER_LEN);
+
 /// Outcome of [`SalvageScanner::scan`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SalvageStep {
@@ -863,6 +867,21 @@ impl SalvageScanner {
                     from: position,
                     len: header_len,
                 };
+            }
+            // A batch starts `MAGIC_AT` bytes before a magic byte: jump
+            // to the next such candidate, so zero padding and garbage cost
+            // one byte comparison each.
+            let candidates = &rest[MAGIC_AT..];
+            match candidates.iter().position(|&b| b == BATCH_MAGIC) {
+                Some(0) => {}
+                Some(skip) => {
+                    self.position += skip as u64;
+                    continue;
+                }
+                None => {
+                    self.position += candidates.len() as u64;
+                    continue;
+                }
             }
             if let Ok(header) = BatchView::parse_header(rest) {
                 let len = header.batch_len();
