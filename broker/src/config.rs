@@ -85,6 +85,9 @@ pub struct Config {
     pub log_prepare_step_bytes: u64,
     /// ...keeping this many bytes prepared ahead (at least one step).
     pub log_prepare_ahead_bytes: u64,
+    /// Damaged ranges each partition log remembers (reads resume past
+    /// them, `topic describe` lists them); more are logged, not kept.
+    pub log_damaged_ranges_max: usize,
     /// Memory each shard lets in-flight requests hold (request frames being
     /// handled, fetch responses being read). A request that does not fit
     /// waits; one bigger than the whole budget gets BROKER_BUSY.
@@ -157,6 +160,7 @@ impl Default for Config {
             log_write_buffer_bytes: 8 << 20,
             log_prepare_step_bytes: 8 << 20,
             log_prepare_ahead_bytes: 32 << 20,
+            log_damaged_ranges_max: 64,
             inflight_bytes_max_per_shard: 256 << 20,
             batch_cache_bytes_max_per_shard: 256 << 20,
             fetch_bytes_max: 16 << 20,
@@ -224,6 +228,9 @@ pub struct DataPathFlags {
     /// Segment bytes kept zero-filled ahead of the writer [default: 32 MiB].
     #[arg(long)]
     pub log_prepare_ahead_bytes: Option<u64>,
+    /// Damaged ranges remembered per partition [default: 64].
+    #[arg(long)]
+    pub log_damaged_ranges_max: Option<usize>,
     /// In-flight request memory per shard [default: 256 MiB].
     #[arg(long)]
     pub inflight_bytes_max_per_shard: Option<usize>,
@@ -353,6 +360,11 @@ impl Config {
             "FJORD_LOG_PREPARE_AHEAD_BYTES",
         )?;
         set(
+            &mut self.log_damaged_ranges_max,
+            &var,
+            "FJORD_LOG_DAMAGED_RANGES_MAX",
+        )?;
+        set(
             &mut self.inflight_bytes_max_per_shard,
             &var,
             "FJORD_INFLIGHT_BYTES_MAX_PER_SHARD",
@@ -401,6 +413,10 @@ impl Config {
         set(
             &mut self.log_prepare_ahead_bytes,
             flags.log_prepare_ahead_bytes,
+        );
+        set(
+            &mut self.log_damaged_ranges_max,
+            flags.log_damaged_ranges_max,
         );
         set(
             &mut self.inflight_bytes_max_per_shard,
@@ -500,6 +516,7 @@ impl Config {
             write_buffer_bytes: self.log_write_buffer_bytes,
             prepare_step_bytes: self.log_prepare_step_bytes,
             prepare_ahead_bytes: self.log_prepare_ahead_bytes,
+            damaged_ranges_max: self.log_damaged_ranges_max,
             ..LogConfig::default()
         }
     }

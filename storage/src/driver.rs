@@ -116,13 +116,10 @@ struct Inner {
     /// Bumped whenever segment files are cut or removed, so a read that
     /// raced with it retries instead of reporting corruption.
     generation: Cell<u64>,
-    /// Damaged ranges reads ran into (at most [`DAMAGE_RANGES_MAX`]).
+    /// Damaged ranges reads ran into (at most
+    /// `LogConfig::damaged_ranges_max`).
     damaged: RefCell<Vec<Damage>>,
 }
-
-/// Damaged ranges a log remembers for reads and `describe`; more are still
-/// reported (log, read errors) but not kept.
-const DAMAGE_RANGES_MAX: usize = 64;
 
 struct State {
     core: LogCore,
@@ -1111,7 +1108,7 @@ impl Inner {
                  the partition from a copy (or, broker stopped, accept the loss with \
                  `fjord repair --truncate-at`)"
             );
-            if damaged.len() < DAMAGE_RANGES_MAX {
+            if damaged.len() < config.damaged_ranges_max {
                 damaged.push(damage);
             }
         }

@@ -387,3 +387,49 @@ fn flipped_bits_in_a_sealed_segment_are_never_served() {
         }
     }
 }
+
+/// Reads report every damaged range; the log remembers at most
+/// `damaged_ranges_max` of them.
+#[test]
+fn remembered_damage_is_bounded() {
+    let fixture = Fixture::build();
+    let layout = fixture.layout(0);
+    assert!(layout.len() >= 6, "segment 0 has a few batches");
+    let (_guard, dir) = fixture.copy();
+    let path = segment_path(&dir, fixture.segments[0]);
+    let mut bytes = std::fs::read(&path).expect("read segment");
+    for k in [1, 4] {
+        bytes[layout[k].0 as usize + 100] ^= 0x40;
+    }
+    std::fs::write(&path, &bytes).expect("write segment");
+    let root = dir.parent().expect("root").to_owned();
+    let config = LogConfig {
+        damaged_ranges_max: 1,
+        ..config()
+    };
+    run(async {
+        let log = open(&root, config, cache(1 << 10), Rc::new(SystemClock))
+            .await
+            .expect("sealed damage is found by reads, not on open");
+        for k in [1, 4] {
+            let offset = BatchView::parse_header(&layout[k].1)
+                .expect("h")
+                .base_offset();
+            let request = ReadRequest {
+                offset,
+                until: log.log_end(),
+                max_bytes: 1 << 20,
+            };
+            match log.read(request).await {
+                Err(StorageError::Damaged { damage, .. }) => {
+                    assert_eq!(damage.lost_from, offset);
+                    assert_eq!(damage.resume.map(|(p, _)| p), Some(layout[k + 1].0));
+                }
+                other => panic!("read at {offset}: {:?}", other.map(|b| b.len())),
+            }
+        }
+        let damaged = log.damaged();
+        assert_eq!(damaged.len(), 1, "bounded by damaged_ranges_max");
+        log.close().await.expect("close");
+    });
+}
