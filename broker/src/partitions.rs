@@ -816,7 +816,12 @@ fn offline_for(
             );
             Offline {
                 reason: format!(
-                    "acknowledged data is damaged: bytes {}..{} of {} fail verification                      (offsets {}..{resume} unreadable) and valid batches with offsets                      {resume}..{valid_end} follow them. Nothing was cut and no offset will                      be reused. To proceed, restore the partition directory from a copy, or                      accept the loss of offsets {}..{valid_end}: stop the broker and run `{}`,                      then start it again",
+                    "acknowledged data is damaged: bytes {}..{} of {} fail verification \
+                     (offsets {}..{resume} unreadable) and valid batches with offsets \
+                     {resume}..{valid_end} follow them. Nothing was cut and no offset will \
+                     be reused. To proceed, restore the partition directory from a copy, or \
+                     accept the loss of offsets {}..{valid_end}: stop the broker and run `{}`, \
+                     then start it again",
                     damage.bytes_start,
                     damage.bytes_end,
                     segment.display(),
@@ -831,7 +836,9 @@ fn offline_for(
             segment, position, ..
         } => Offline {
             reason: format!(
-                "{error}. Nothing was cut. To proceed, restore the partition directory from                  a copy, or stop the broker, find the offset of the batch at byte {position}                  of {} and accept the loss from it with `{}`",
+                "{error}. Nothing was cut. To proceed, restore the partition directory from \
+                 a copy, or stop the broker, find the offset of the batch at byte {position} \
+                 of {} and accept the loss from it with `{}`",
                 segment.display(),
                 repair(&"OFFSET"),
             ),
