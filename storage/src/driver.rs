@@ -210,6 +210,7 @@ impl PartitionLog {
 
         let mut metas = Vec::with_capacity(bases.len());
         let mut files = BTreeMap::new();
+        let mut found_damage = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
             let path = dir.join(segment_file_name(base, SegmentFile::Log));
             if let Some(previous) = metas.last().map(|m: &SegmentMeta| m.next) {
@@ -222,7 +223,14 @@ impl PartitionLog {
             }
             if i + 1 < bases.len() {
                 let file = Rc::new(DmaFile::open(&path).await.map_err(rt_at(&path))?);
-                let meta = open_sealed(&dir, &file, &path, base, bases[i + 1], &config).await?;
+                let (meta, damage) =
+                    open_sealed(&dir, &file, &path, base, bases[i + 1], &config).await?;
+                if let Some(damage) = damage {
+                    log_damage(&path, &damage, None);
+                    if found_damage.len() < config.damaged_ranges_max {
+                        found_damage.push(damage);
+                    }
+                }
                 files.insert(base, file);
                 metas.push(meta);
             } else {
@@ -316,7 +324,7 @@ impl PartitionLog {
             prep_done: Notify::default(),
             prep_wake: Rc::new(Notify::default()),
             generation: Cell::new(0),
-            damaged: RefCell::new(Vec::new()),
+            damaged: RefCell::new(found_damage),
         });
         glommio::spawn_local(prepare_loop(Rc::downgrade(&inner))).detach();
         Ok(PartitionLog { inner })
@@ -1097,17 +1105,7 @@ impl Inner {
             .iter()
             .any(|d| d.segment_base == segment_base && d.bytes_start == position);
         if fresh {
-            tracing::error!(
-                segment = %path.display(),
-                bytes = ?(damage.bytes_start..damage.bytes_end),
-                lost_from = %damage.lost_from,
-                resume = ?damage.resume.map(|(_, offset)| offset.get()),
-                %kind,
-                "damaged data in a segment: reads of the damaged offsets fail with a \
-                 corrupt-data error, batches before and after it are served; restore \
-                 the partition from a copy (or, broker stopped, accept the loss with \
-                 `fjord repair --truncate-at`)"
-            );
+            log_damage(path, &damage, Some(kind));
             if damaged.len() < config.damaged_ranges_max {
                 damaged.push(damage);
             }
@@ -1548,6 +1546,8 @@ async fn write_indexes(dir: &Path, segment: &SegmentMeta) -> Result<()> {
 
 /// A sealed segment on open: trusted through its index files, or scanned
 /// (and its index files rewritten) when they are missing or inconsistent.
+/// Also returns damage found in the checked tail when valid batches after
+/// it still end the segment where the index says.
 async fn open_sealed(
     dir: &Path,
     file: &DmaFile,
@@ -1555,7 +1555,7 @@ async fn open_sealed(
     base: Offset,
     next: Offset,
     config: &LogConfig,
-) -> Result<SegmentMeta> {
+) -> Result<(SegmentMeta, Option<Damage>)> {
     let file_len = file.file_size().await.map_err(rt_at(path))?;
     let index = read_small(&dir.join(segment_file_name(base, SegmentFile::Index))).await?;
     let time = read_small(&dir.join(segment_file_name(base, SegmentFile::TimeIndex))).await?;
@@ -1578,8 +1578,21 @@ async fn open_sealed(
         } else {
             Vec::new()
         };
-        if verify_tail(&window, window_pos, position, offset, file_len) == Ok(next) {
-            return Ok(meta);
+        match verify_tail(&window, window_pos, position, offset, file_len) {
+            Ok(end) if end == next => return Ok((meta, None)),
+            Ok(_) => {}
+            Err((bad, lost_from, _)) => {
+                // Damage in the tail, and what follows it is either nothing
+                // valid (the offsets up to the next segment are lost) or
+                // valid batches ending where the next segment starts: the
+                // index is right, reads serve around the damage and fail
+                // inside it. Anything else is rebuilt by the scan below.
+                let damage =
+                    salvage_file(file, path, file_len, base, bad, lost_from, config).await?;
+                if damage.resume.is_none() || damage.valid_end == next {
+                    return Ok((meta, Some(damage)));
+                }
+            }
         }
     }
     tracing::info!(segment = %path.display(), "rebuilding index files by a scan");
@@ -1605,7 +1618,7 @@ async fn open_sealed(
     }
     meta.seal();
     write_indexes(dir, &meta).await?;
-    Ok(meta)
+    Ok((meta, None))
 }
 
 /// How a scan ended: where, and why (`None`: zero padding or end of file).
@@ -1666,6 +1679,21 @@ async fn scan_file(
             }
         }
     }
+}
+
+/// The one ERROR a damaged range gets, when first found.
+fn log_damage(path: &Path, damage: &Damage, kind: Option<&CorruptionKind>) {
+    tracing::error!(
+        segment = %path.display(),
+        bytes = ?(damage.bytes_start..damage.bytes_end),
+        lost_from = %damage.lost_from,
+        resume = ?damage.resume.map(|(_, offset)| offset.get()),
+        kind = ?kind.map(ToString::to_string),
+        "damaged data in a segment: reads of the damaged offsets fail with a \
+         corrupt-data error, batches before and after it are served; restore \
+         the partition from a copy (or, broker stopped, accept the loss with \
+         `fjord repair --truncate-at`)"
+    );
 }
 
 /// Cuts a segment after its valid data: the tail block is rewritten with

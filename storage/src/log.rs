@@ -543,24 +543,30 @@ pub enum ScanLimit {
 
 /// Verifies the batches of `window` (file bytes from `window_pos`) from
 /// `position`, where a batch with base offset `expected` starts, up to
-/// exactly `end`; returns the offset after the last batch. Opening a sealed
-/// segment checks its tail this way instead of trusting the index alone.
+/// exactly `end`; returns the offset after the last batch, or where the
+/// batch that failed starts and the base offset it should have had.
+/// Opening a sealed segment checks its tail this way instead of trusting
+/// the index alone.
 pub fn verify_tail(
     window: &[u8],
     window_pos: u64,
     mut position: u64,
     mut expected: Offset,
     end: u64,
-) -> Result<Offset, (u64, CorruptionKind)> {
+) -> Result<Offset, (u64, Offset, CorruptionKind)> {
     while position < end {
         let start = (position - window_pos) as usize;
         let rest = window
             .get(start..(end - window_pos) as usize)
             .unwrap_or(&[]);
-        let (view, _) = BatchView::parse(rest).map_err(|e| (position, e.into()))?;
+        let (view, _) = BatchView::parse(rest).map_err(|e| (position, expected, e.into()))?;
         let found = view.header().base_offset();
         if found != expected {
-            return Err((position, CorruptionKind::OffsetGap { expected, found }));
+            return Err((
+                position,
+                expected,
+                CorruptionKind::OffsetGap { expected, found },
+            ));
         }
         expected = view.header().next_offset();
         position += view.as_bytes().len() as u64;

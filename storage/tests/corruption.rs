@@ -176,8 +176,14 @@ fn cut_sealed_segment_is_reported_not_hidden() {
             .open(segment_path(&dir, fixture.segments[0]))
             .expect("open segment");
         file.set_len(cut).expect("cut");
+        // Refused at open, or (a cut after the last index entry) found by
+        // the reads: never served as if whole.
         match open_and_read(dir.parent().expect("root")) {
-            Err(StorageError::Corrupt { .. } | StorageError::Inconsistent { .. }) => {}
+            Err(
+                StorageError::Corrupt { .. }
+                | StorageError::Inconsistent { .. }
+                | StorageError::Damaged { .. },
+            ) => {}
             other => panic!(
                 "cut of a sealed segment at {cut} gave {:?}",
                 other.map(|b| b.len())
@@ -430,6 +436,66 @@ fn remembered_damage_is_bounded() {
         }
         let damaged = log.damaged();
         assert_eq!(damaged.len(), 1, "bounded by damaged_ranges_max");
+        log.close().await.expect("close");
+    });
+}
+
+/// Damage in the part of a sealed segment that open checks (from the last
+/// index entry on): the log opens, lists the damage at once, and reads
+/// serve around it.
+#[test]
+fn damage_in_a_sealed_tail_keeps_the_log_online() {
+    let fixture = Fixture::build();
+    let layout = fixture.layout(0);
+    let base = fixture.segments[0];
+    let (_guard, dir) = fixture.copy();
+    let index =
+        std::fs::read(dir.join(segment_file_name(base, SegmentFile::Index))).expect("index");
+    let file_len = layout.last().map_or(0, |(p, b)| p + b.len() as u64);
+    let (_, last_indexed) = fjord_storage::index::OffsetIndex::decode(&index, file_len)
+        .expect("index decodes")
+        .lookup(u32::MAX);
+    let k = layout
+        .iter()
+        .position(|(p, _)| *p >= u64::from(last_indexed))
+        .expect("a batch at the last index entry");
+    let next = fixture.segments[1];
+    let path = segment_path(&dir, base);
+    let mut bytes = std::fs::read(&path).expect("read segment");
+    bytes[layout[k].0 as usize + 100] ^= 0x08;
+    std::fs::write(&path, &bytes).expect("write segment");
+    let root = dir.parent().expect("root").to_owned();
+    let base_of = |k: usize| {
+        layout.get(k).map_or(next, |(_, b)| {
+            BatchView::parse_header(b).expect("h").base_offset()
+        })
+    };
+    run(async {
+        let log = open(&root, config(), cache(1 << 10), Rc::new(SystemClock))
+            .await
+            .expect("damage inside a sealed segment does not stop the log");
+        let damaged = log.damaged();
+        assert_eq!(damaged.len(), 1, "found by the open's tail check");
+        assert_eq!(damaged[0].1, base_of(k)..base_of(k + 1));
+        let read = |offset| ReadRequest {
+            offset,
+            until: log.log_end(),
+            max_bytes: 1,
+        };
+        assert!(matches!(
+            log.read(read(base_of(k))).await,
+            Err(StorageError::Damaged { .. })
+        ));
+        let after = log
+            .read(read(base_of(k + 1)))
+            .await
+            .expect("after the damage");
+        assert_eq!(after.len(), 1, "the batch after the damage");
+        assert!(next_of(&after[0]) > base_of(k + 1));
+        if k > 0 {
+            let before = log.read(read(base_of(k - 1))).await.expect("before");
+            assert_eq!(before, vec![layout[k - 1].1.clone()]);
+        }
         log.close().await.expect("close");
     });
 }
