@@ -253,26 +253,32 @@ impl PartitionLog {
         let data_end = meta.bytes;
         // Only a torn tail may be cut: if anything valid follows the point
         // where the scan stopped, acknowledged data is damaged.
+        // Bytes further than the write buffer past the data were never
+        // unsynced, so anything non-zero there is damage too (checked on
+        // the salvage scan's reads, not by reading the tail again).
         if data_end < file_len {
-            let damage =
-                salvage_file(&file, &path, file_len, base, data_end, meta.next, &config).await?;
+            let padding_from = align_up(data_end + config.write_buffer_bytes as u64);
+            let (damage, garbage) = salvage_file(
+                &file,
+                &path,
+                file_len,
+                base,
+                data_end,
+                meta.next,
+                padding_from,
+                &config,
+            )
+            .await?;
             if damage.resume.is_some() {
                 return Err(StorageError::Damaged {
                     segment: path,
                     damage,
                 });
             }
+            if garbage {
+                return Err(corrupt(&path, data_end, end));
+            }
         }
-        check_padding(
-            &file,
-            &path,
-            file_len,
-            data_end,
-            config.write_buffer_bytes as u64,
-            end,
-            &config,
-        )
-        .await?;
         if let Some(previous) = metas.len().checked_sub(2).map(|i| metas[i].next) {
             assert_eq!(previous, base, "contiguity checked above");
         }
@@ -1098,8 +1104,18 @@ impl Inner {
             return Ok(damage);
         }
         let config = self.config.get();
-        let damage =
-            salvage_file(file, path, end, segment_base, position, lost_from, &config).await?;
+        let damage = salvage_file(
+            file,
+            path,
+            end,
+            segment_base,
+            position,
+            lost_from,
+            end,
+            &config,
+        )
+        .await?
+        .0;
         let mut damaged = self.damaged.borrow_mut();
         let fresh = !damaged
             .iter()
@@ -1588,7 +1604,9 @@ async fn open_sealed(
                 // index is right, reads serve around the damage and fail
                 // inside it. Anything else is rebuilt by the scan below.
                 let damage =
-                    salvage_file(file, path, file_len, base, bad, lost_from, config).await?;
+                    salvage_file(file, path, file_len, base, bad, lost_from, file_len, config)
+                        .await?
+                        .0;
                 if damage.resume.is_none() || damage.valid_end == next {
                     return Ok((meta, Some(damage)));
                 }
@@ -1734,6 +1752,9 @@ async fn cut_after(file: &DmaFile, path: &Path, file_len: u64, data_end: u64) ->
 
 /// Runs a [`SalvageScanner`] from `position` (where a batch with base
 /// offset `lost_from` failed verification) to `end` with chunked reads.
+/// Also tells whether any byte it read at or past `padding_from` is
+/// non-zero.
+#[allow(clippy::too_many_arguments)]
 async fn salvage_file(
     file: &DmaFile,
     path: &Path,
@@ -1741,8 +1762,10 @@ async fn salvage_file(
     segment_base: Offset,
     position: u64,
     lost_from: Offset,
+    padding_from: u64,
     config: &LogConfig,
-) -> Result<Damage> {
+) -> Result<(Damage, bool)> {
+    let mut garbage = false;
     let chunk = config.read_chunk_bytes as u64;
     let mut scanner = SalvageScanner::new(segment_base, position, lost_from);
     let mut window_pos = 0u64;
@@ -1764,12 +1787,32 @@ async fn salvage_file(
                 .await
                 .map_err(rt_at(path))?;
             if read.is_empty() {
-                return Ok(scanner.finish(have_end));
+                return Ok((scanner.finish(have_end), garbage));
             }
+            let skip = padding_from.saturating_sub(have_end) as usize;
+            garbage |= read.get(skip..).is_some_and(|r| r.iter().any(|&b| b != 0));
             window.extend_from_slice(&read);
         }
         match scanner.scan(&window, window_pos, end) {
-            SalvageStep::Done => return Ok(scanner.finish(end)),
+            SalvageStep::Done => {
+                // The rest of the file was not needed by the scan: check
+                // its padding too.
+                let mut at = window_pos + window.len() as u64;
+                while at < end && !garbage {
+                    let len = (align_up(end) - at).min(config.read_chunk_bytes as u64);
+                    let read = file
+                        .read_at_aligned(at, len as usize)
+                        .await
+                        .map_err(rt_at(path))?;
+                    if read.is_empty() {
+                        break;
+                    }
+                    let skip = padding_from.saturating_sub(at) as usize;
+                    garbage |= read.get(skip..).is_some_and(|r| r.iter().any(|&b| b != 0));
+                    at += read.len() as u64;
+                }
+                return Ok((scanner.finish(end), garbage));
+            }
             SalvageStep::NeedMore { len, .. } => want = (len as u64).max(chunk),
         }
     }
@@ -1833,8 +1876,11 @@ pub async fn repair_truncate(dir: &Path, offset: Offset, config: &LogConfig) -> 
     )
     .await?;
     if meta.next < offset && meta.bytes < file_len {
-        let damage =
-            salvage_file(&file, &path, file_len, base, meta.bytes, meta.next, config).await?;
+        let damage = salvage_file(
+            &file, &path, file_len, base, meta.bytes, meta.next, file_len, config,
+        )
+        .await?
+        .0;
         if damage.resume.is_some() {
             return Err(inconsistent(format!(
                 "{damage}: data before offset {offset} is damaged; truncate at {} or lower",
