@@ -10,8 +10,10 @@
 //! `Ok`, every batch appended before the call is on stable storage
 //! (written with O_DIRECT and fdatasynced). Concurrent flushes share one
 //! fdatasync (group commit). At most `write_buffer_bytes` of data is ever
-//! written but not yet synced; recovery relies on that bound to tell a torn
-//! tail (cut silently) from corruption in the middle (reported).
+//! written but not yet synced. Recovery cuts only a torn tail: where its
+//! scan stops nothing valid may follow (else `StorageError::Damaged`, cut
+//! by nobody but `repair_truncate`), and nothing non-zero further than
+//! `write_buffer_bytes` past the data (else `StorageError::Corrupt`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -172,8 +174,9 @@ impl PartitionLog {
     /// Opens (creating if missing) and recovers a partition log: sealed
     /// segments are trusted through their index files (rebuilt by a scan
     /// when missing or inconsistent); the active segment is scanned batch
-    /// by batch, its torn tail and zero padding cut. Corruption with valid
-    /// data after it is an error, never silently dropped.
+    /// by batch, its torn tail and zero padding cut. A damaged batch with
+    /// valid batches after it is `StorageError::Damaged`, never cut; damage
+    /// in a sealed segment's checked tail is kept as a damaged range.
     pub async fn open(options: LogOptions) -> Result<PartitionLog> {
         options.config.validate()?;
         let dir = options
