@@ -408,6 +408,28 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
                     ),
                 )?;
             }
+            for h in &description.health {
+                if let Some(reason) = &h.offline_reason {
+                    print(
+                        &mut out,
+                        format_args!("\npartition {} OFFLINE: {reason}\n", h.partition),
+                    )?;
+                }
+                for d in &h.damaged {
+                    print(
+                        &mut out,
+                        format_args!(
+                            "\npartition {} DAMAGED: offsets {}..{} unreadable (segment {}, bytes {}..{})\n",
+                            h.partition,
+                            d.first_offset,
+                            d.end_offset,
+                            d.segment_base,
+                            d.bytes_start,
+                            d.bytes_end
+                        ),
+                    )?;
+                }
+            }
             Ok(())
         }
         TopicCommand::Delete { name, brokers } => {

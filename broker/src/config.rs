@@ -122,6 +122,9 @@ pub struct Config {
     pub log_write_retry_backoff_ms_min: u64,
     /// ...up to this long between retries (it never gives up).
     pub log_write_retry_backoff_ms_max: u64,
+    /// Damaged ranges each partition log remembers (reads resume past
+    /// them, `topic describe` lists them); more are logged, not kept.
+    pub log_damaged_ranges_max: usize,
     /// Memory each shard lets in-flight requests hold (request frames being
     /// handled, fetch responses being read). A request that does not fit
     /// waits; one bigger than the whole budget gets BROKER_BUSY.
@@ -225,6 +228,7 @@ impl Default for Config {
             log_prepare_ahead_bytes: 32 << 20,
             log_write_retry_backoff_ms_min: 100,
             log_write_retry_backoff_ms_max: 5_000,
+            log_damaged_ranges_max: 64,
             inflight_bytes_max_per_shard: 256 << 20,
             request_buffer_bytes_max_per_shard: 64 << 20,
             response_bytes_max_per_shard: 64 << 20,
@@ -307,6 +311,9 @@ pub struct DataPathFlags {
     /// Longest retry delay of a partition whose writes failed [default: 5000].
     #[arg(long)]
     pub log_write_retry_backoff_ms_max: Option<u64>,
+    /// Damaged ranges remembered per partition [default: 64].
+    #[arg(long)]
+    pub log_damaged_ranges_max: Option<usize>,
     /// In-flight request memory per shard [default: 256 MiB].
     #[arg(long)]
     pub inflight_bytes_max_per_shard: Option<usize>,
@@ -467,6 +474,11 @@ impl Config {
             &mut self.log_write_retry_backoff_ms_max,
             &var,
             "FJORD_LOG_WRITE_RETRY_BACKOFF_MS_MAX",
+)?;
+        set(
+            &mut self.log_damaged_ranges_max,
+            &var,
+            "FJORD_LOG_DAMAGED_RANGES_MAX",
         )?;
         set(
             &mut self.inflight_bytes_max_per_shard,
@@ -550,6 +562,10 @@ impl Config {
         set(
             &mut self.log_write_retry_backoff_ms_max,
             flags.log_write_retry_backoff_ms_max,
+);
+        set(
+            &mut self.log_damaged_ranges_max,
+            flags.log_damaged_ranges_max,
         );
         set(
             &mut self.inflight_bytes_max_per_shard,
@@ -684,6 +700,7 @@ impl Config {
             prepare_ahead_bytes: self.log_prepare_ahead_bytes,
             write_retry_backoff_ms_min: self.log_write_retry_backoff_ms_min,
             write_retry_backoff_ms_max: self.log_write_retry_backoff_ms_max,
+            damaged_ranges_max: self.log_damaged_ranges_max,
             ..LogConfig::default()
         }
     }

@@ -10,6 +10,7 @@
 //! they are handed to the connection as separate chunks, never copied into
 //! the flatbuffer.
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -31,7 +32,8 @@ use zerocopy::IntoBytes;
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::kafka::budget::BudgetHold;
 use crate::ops::{
-    CreateSpec, FetchResult, ListOffsetsResult, Op, OpResult, ProduceResult, TopicOutcome,
+    CreateSpec, FetchResult, ListOffsetsResult, Op, OpResult, PartitionHealth, ProduceResult,
+    TopicOutcome,
 };
 use crate::service::{ShardService, REGISTRY_SHARD};
 use crate::topics::{is_internal_topic, validate_topic_name};
@@ -444,7 +446,46 @@ impl Dispatcher {
 
     async fn metadata(&self, names: Option<Vec<String>>, allow_auto_create: bool) -> Reply {
         let (catalog, refused) = self.metadata_catalog(&names, allow_auto_create).await;
-        self.metadata_reply(names, &catalog, &refused)
+        let health = match &names {
+            Some(names) => self.partition_health(names, &catalog).await,
+            None => HashMap::new(),
+        };
+        self.metadata_reply(names, &catalog, &refused, &health)
+    }
+
+    /// The storage health of the named topics' partitions, asked of their
+    /// owning shards (only when a request names its topics, as `fjord
+    /// topic describe` does, so a broad Metadata stays local).
+    async fn partition_health(
+        &self,
+        names: &[String],
+        catalog: &crate::catalog::Catalog,
+    ) -> HashMap<(String, u32), PartitionHealth> {
+        let mut out = HashMap::new();
+        for name in names {
+            let Some(meta) = catalog.get(name) else {
+                continue;
+            };
+            let mut by_shard: BTreeMap<u16, Vec<PartitionId>> = BTreeMap::new();
+            for (partition, shard) in meta.shards.iter().enumerate() {
+                by_shard
+                    .entry(*shard)
+                    .or_default()
+                    .push(PartitionId(partition as u32));
+            }
+            for (shard, partitions) in by_shard {
+                let op = Op::Health {
+                    topic: name.clone(),
+                    partitions,
+                };
+                if let OpResult::Health(health) = self.service.execute(ShardId(shard), op).await {
+                    for h in health {
+                        out.insert((name.clone(), h.partition.get()), h);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The catalog for a Metadata request after auto-creating missing
@@ -498,6 +539,7 @@ impl Dispatcher {
         names: Option<Vec<String>>,
         catalog: &crate::catalog::Catalog,
         refused: &[TopicOutcome],
+        health: &HashMap<(String, u32), PartitionHealth>,
     ) -> Reply {
         let broker = &self.broker;
         let node = broker.node_id.get();
@@ -550,16 +592,42 @@ impl Dispatcher {
                 .map(|(partition, shard)| {
                     let replicas = fbb.create_vector(&[node]);
                     let isr = fbb.create_vector(&[node]);
+                    let health = health.get(&(name.clone(), partition as u32));
+                    let offline = health.and_then(|h| h.offline.as_deref());
+                    let offline_reason = offline.map(|r| fbb.create_string(r));
+                    let damaged = health.filter(|h| !h.damaged.is_empty()).map(|h| {
+                        let ranges: Vec<wire::DamagedRange> = h
+                            .damaged
+                            .iter()
+                            .map(|d| {
+                                wire::DamagedRange::new(
+                                    d.segment_base,
+                                    d.bytes_start,
+                                    d.bytes_end,
+                                    d.first_offset,
+                                    d.end_offset,
+                                )
+                            })
+                            .collect();
+                        fbb.create_vector(&ranges)
+                    });
+                    let error = if offline.is_some() {
+                        ErrorCode::KafkaStorageError
+                    } else {
+                        ErrorCode::None
+                    };
                     wire::PartitionMetadata::create(
                         &mut fbb,
                         &wire::PartitionMetadataArgs {
-                            error_code: ErrorCode::None.code(),
+                            error_code: error.code(),
                             partition: partition as u32,
                             leader: node as i32,
                             leader_epoch: 0,
                             leader_shard: *shard,
                             replicas: Some(replicas),
                             isr: Some(isr),
+                            offline_reason,
+                            damaged,
                         },
                     )
                 })

@@ -53,6 +53,8 @@ pub enum BrokerError {
          replica or backup, or move its directory aside to start without it"
     )]
     Recovery { shard: usize, reason: String },
+    #[error("repair failed: {0}")]
+    Repair(String),
     #[error("cannot write {path}: {source}")]
     AddrFile { path: PathBuf, source: io::Error },
 }

@@ -17,6 +17,7 @@ pub mod ops;
 pub mod partitions;
 pub mod producer_ids;
 pub mod producer_state;
+pub mod repair;
 pub mod server;
 pub mod service;
 pub mod shard;

@@ -34,6 +34,24 @@ enum Command {
     /// List, describe consumer groups and reset their offsets.
     #[command(subcommand)]
     Group(cli::group::GroupCommand),
+    /// Accept the loss of damaged data: with the broker stopped, truncate a
+    /// partition that recovery took offline at OFFSET (everything at and
+    /// after it is deleted; those offsets are given out again).
+    Repair(RepairArgs),
+}
+
+#[derive(Debug, Args)]
+struct RepairArgs {
+    /// Data directory of the stopped broker [default: ./fjord-data].
+    #[arg(long, env = "FJORD_DATA_DIR", default_value = "./fjord-data")]
+    data_dir: PathBuf,
+    #[arg(long)]
+    topic: String,
+    #[arg(long)]
+    partition: u32,
+    /// First offset to delete (the broker's ERROR names it).
+    #[arg(long)]
+    truncate_at: u64,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +149,30 @@ fn main() -> ExitCode {
         Command::Produce(args) => cli::exit(cli::produce(args)),
         Command::Consume(args) => cli::exit(cli::consume(args)),
         Command::Group(command) => cli::exit(cli::group::run(command)),
+        Command::Repair(args) => repair(args),
+    }
+}
+
+fn repair(args: RepairArgs) -> ExitCode {
+    let partition = fjord_schema::PartitionId(args.partition);
+    let offset = fjord_schema::Offset(args.truncate_at);
+    match fjord_broker::repair::repair(&args.data_dir, &args.topic, partition, offset) {
+        Ok(repaired) => {
+            println!(
+                "fjord: repaired {}-{partition}: log end is now {} ({} segments removed, {} bytes \
+                 cut); offsets from {} on will be given to new records",
+                args.topic,
+                repaired.log_end,
+                repaired.segments_removed.len(),
+                repaired.bytes_cut,
+                repaired.log_end
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("fjord: error: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

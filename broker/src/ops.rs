@@ -82,6 +82,11 @@ pub enum Op {
     },
     /// A consumer-group request, for the shard that hosts the group.
     Group(GroupOp),
+    /// Offline state and known damaged ranges of these partitions.
+    Health {
+        topic: String,
+        partitions: Vec<PartitionId>,
+    },
 }
 
 /// One topic of a CreateTopics request.
@@ -115,9 +120,30 @@ pub enum OpResult {
     Done(Result<(), String>),
     Topics(Vec<TopicOutcome>),
     Group(GroupReply),
+    Health(Vec<PartitionHealth>),
     /// The op could not reach its shard (stopping) or was sent to the
     /// wrong one.
     Unavailable(String),
+}
+
+/// What `describe` shows about a partition's storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionHealth {
+    pub partition: PartitionId,
+    /// Why recovery kept the partition offline.
+    pub offline: Option<String>,
+    pub damaged: Vec<DamagedRange>,
+}
+
+/// Bytes of a segment that fail verification and the offsets
+/// `[first_offset, end_offset)` they make unreadable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DamagedRange {
+    pub segment_base: u64,
+    pub bytes_start: u64,
+    pub bytes_end: u64,
+    pub first_offset: u64,
+    pub end_offset: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

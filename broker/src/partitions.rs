@@ -28,7 +28,7 @@ use futures_lite::future;
 use glommio::sync::Semaphore;
 use glommio::timer::sleep;
 
-use crate::ops::{FetchResult, ListOffsetsResult, ProduceResult};
+use crate::ops::{DamagedRange, FetchResult, ListOffsetsResult, PartitionHealth, ProduceResult};
 use crate::producer_ids::ProducerIds;
 use crate::producer_state::{ProducerBatch, ProducerStateConfig, ProducerStates, Verdict};
 use crate::topics::{write_atomically, TopicConfig};
@@ -81,6 +81,17 @@ pub enum OpenError {
     },
 }
 
+/// A partition recovery could not open. Its files are left exactly as
+/// found; produce, fetch and ListOffsets on it fail with `reason` until an
+/// operator restores or repairs it (`fjord repair`) and restarts.
+#[derive(Debug, Clone)]
+pub struct Offline {
+    pub reason: String,
+    /// What a fetch answers: CORRUPT_MESSAGE for damaged data (librdkafka
+    /// reports it to the application), else KAFKA_STORAGE_ERROR.
+    pub fetch_error: ErrorCode,
+}
+
 /// The partitions of one shard.
 ///
 /// Lives on: every shard. Owns: the logs of the partitions the placement
@@ -96,6 +107,8 @@ pub struct PartitionManager {
     cache: Rc<RefCell<BatchCache>>,
     clock: Rc<dyn Clock>,
     partitions: RefCell<BTreeMap<String, HashMap<PartitionId, Rc<Partition>>>>,
+    /// Placed partitions recovery kept offline (bounded by the placement).
+    offline: RefCell<BTreeMap<(String, PartitionId), Offline>>,
     producer_ids: RefCell<ProducerIds>,
     producer_state: ProducerStateConfig,
 }
@@ -125,6 +138,7 @@ impl PartitionManager {
             cache: Rc::new(RefCell::new(cache)),
             clock,
             partitions: RefCell::new(BTreeMap::new()),
+            offline: RefCell::new(BTreeMap::new()),
             producer_state: ProducerStateConfig::default(),
         }
     }
@@ -154,6 +168,70 @@ impl PartitionManager {
 
     pub fn count(&self) -> usize {
         self.partitions.borrow().values().map(HashMap::len).sum()
+    }
+
+    /// Why `partition` is offline, if recovery kept it so.
+    pub fn offline(&self, topic: &str, partition: PartitionId) -> Option<Offline> {
+        self.offline
+            .borrow()
+            .get(&(topic.to_owned(), partition))
+            .cloned()
+    }
+
+    /// Recovery at shard start: opens the logs of `partitions`; a log that
+    /// fails to open (damaged data, an unreadable file) takes only its own
+    /// partition offline, with one ERROR saying what is at stake and how to
+    /// proceed, and the shard serves the others.
+    pub async fn open_or_offline(
+        &self,
+        topic: &str,
+        partitions: &[PartitionId],
+        config: &TopicConfig,
+    ) -> Result<(), OpenError> {
+        for &partition in partitions {
+            match self.open(topic, &[partition], config).await {
+                Ok(()) => {}
+                Err(OpenError::Storage { source, .. }) => {
+                    let offline = offline_for(&self.data_dir, topic, partition, &source);
+                    tracing::error!(
+                        shard = %self.shard,
+                        topic,
+                        %partition,
+                        "partition {topic}-{partition} is OFFLINE: {}",
+                        offline.reason
+                    );
+                    self.offline
+                        .borrow_mut()
+                        .insert((topic.to_owned(), partition), offline);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(())
+    }
+
+    /// Offline state and damaged ranges of `partitions` here.
+    pub fn health(&self, topic: &str, partitions: &[PartitionId]) -> Vec<PartitionHealth> {
+        partitions
+            .iter()
+            .map(|&partition| PartitionHealth {
+                partition,
+                offline: self.offline(topic, partition).map(|o| o.reason),
+                damaged: self.get(topic, partition).map_or_else(Vec::new, |p| {
+                    p.log
+                        .damaged()
+                        .into_iter()
+                        .map(|(damage, offsets)| DamagedRange {
+                            segment_base: damage.segment_base.get(),
+                            bytes_start: damage.bytes_start,
+                            bytes_end: damage.bytes_end,
+                            first_offset: offsets.start.get(),
+                            end_offset: offsets.end.get(),
+                        })
+                        .collect()
+                }),
+            })
+            .collect()
     }
 
     /// Opens (recovers, or creates empty) the logs of `partitions`.
@@ -280,6 +358,9 @@ impl PartitionManager {
                 // and on a full disk writing would only fail.
                 p.close_log(false).await;
             }
+            self.offline
+                .borrow_mut()
+                .remove(&(topic.to_owned(), partition));
             let dir = self.data_dir.join(partition_dir_name(topic, partition));
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
@@ -322,6 +403,9 @@ impl PartitionManager {
         acks: i8,
     ) -> ProduceResult {
         let Some(p) = self.get(topic, partition) else {
+            if let Some(offline) = self.offline(topic, partition) {
+                return ProduceResult::error(ErrorCode::KafkaStorageError, offline.reason);
+            }
             return not_here(topic, partition);
         };
         let (min_insync_replicas, max_message_bytes, flush_before_ack) = {
@@ -422,6 +506,9 @@ impl PartitionManager {
         max_bytes: usize,
     ) -> FetchResult {
         let Some(p) = self.get(topic, partition) else {
+            if let Some(offline) = self.offline(topic, partition) {
+                return FetchResult::error(offline.fetch_error);
+            }
             return FetchResult::error(ErrorCode::NotLeaderOrFollower);
         };
         let high_watermark = p.log.log_end();
@@ -450,7 +537,13 @@ impl PartitionManager {
         match p.log.read(request).await {
             Ok(batches) => result.batches = batches,
             Err(error) => {
-                tracing::warn!(topic, %partition, offset, %error, "fetch failed");
+                // Damage is logged once, as an ERROR, when first found;
+                // a consumer retrying at it must not flood the log.
+                if matches!(error, StorageError::Damaged { .. }) {
+                    tracing::debug!(topic, %partition, offset, %error, "fetch inside damaged data");
+                } else {
+                    tracing::warn!(topic, %partition, offset, %error, "fetch failed");
+                }
                 result.error = storage_code(&error);
             }
         }
@@ -490,6 +583,9 @@ impl PartitionManager {
         timestamp: i64,
     ) -> ListOffsetsResult {
         let Some(p) = self.get(topic, partition) else {
+            if self.offline(topic, partition).is_some() {
+                return ListOffsetsResult::error(ErrorCode::KafkaStorageError);
+            }
             return ListOffsetsResult::error(ErrorCode::NotLeaderOrFollower);
         };
         let found = |offset: Offset| ListOffsetsResult {
@@ -716,6 +812,63 @@ async fn load_producer_states(
     Ok((states, snapshot_end))
 }
 
+/// The operator-facing account of why a partition could not be opened:
+/// what is damaged, which offsets are at stake, how to proceed.
+fn offline_for(
+    data_dir: &std::path::Path,
+    topic: &str,
+    partition: PartitionId,
+    error: &StorageError,
+) -> Offline {
+    let repair = |at: &dyn std::fmt::Display| {
+        format!(
+            "fjord repair --data-dir {} --topic {topic} --partition {partition} --truncate-at {at}",
+            data_dir.display()
+        )
+    };
+    match error {
+        StorageError::Damaged { segment, damage } => {
+            let (resume, valid_end) = (
+                damage.resume.map_or(damage.lost_from, |(_, o)| o),
+                damage.valid_end,
+            );
+            Offline {
+                reason: format!(
+                    "acknowledged data is damaged: bytes {}..{} of {} fail verification \
+                     (offsets {}..{resume} unreadable) and valid batches with offsets \
+                     {resume}..{valid_end} follow them. Nothing was cut and no offset will \
+                     be reused. To proceed, restore the partition directory from a copy, or \
+                     accept the loss of offsets {}..{valid_end}: stop the broker and run `{}`, \
+                     then start it again",
+                    damage.bytes_start,
+                    damage.bytes_end,
+                    segment.display(),
+                    damage.lost_from,
+                    damage.lost_from,
+                    repair(&damage.lost_from),
+                ),
+                fetch_error: ErrorCode::CorruptMessage,
+            }
+        }
+        StorageError::Corrupt {
+            segment, position, ..
+        } => Offline {
+            reason: format!(
+                "{error}. Nothing was cut. To proceed, restore the partition directory from \
+                 a copy, or stop the broker, find the offset of the batch at byte {position} \
+                 of {} and accept the loss from it with `{}`",
+                segment.display(),
+                repair(&"OFFSET"),
+            ),
+            fetch_error: ErrorCode::CorruptMessage,
+        },
+        other => Offline {
+            reason: format!("{other}; fix the cause and restart the broker"),
+            fetch_error: ErrorCode::KafkaStorageError,
+        },
+    }
+}
+
 fn not_here(topic: &str, partition: PartitionId) -> ProduceResult {
     ProduceResult::error(
         ErrorCode::NotLeaderOrFollower,
@@ -767,7 +920,10 @@ pub fn verify_batches(
 pub fn storage_code(error: &StorageError) -> ErrorCode {
     match error {
         StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-        StorageError::InvalidBatch(_) => ErrorCode::CorruptMessage,
+        // CORRUPT_MESSAGE, not KAFKA_STORAGE_ERROR: librdkafka retries the
+        // latter silently forever but reports the former to the
+        // application (ARCHITECTURE.md, "Damaged data").
+        StorageError::InvalidBatch(_) | StorageError::Damaged { .. } => ErrorCode::CorruptMessage,
         StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
         StorageError::Closed => ErrorCode::NotLeaderOrFollower,
         // Retriable for Kafka clients; the message says when the disk is full.

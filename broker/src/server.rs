@@ -196,6 +196,20 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     for start in fleet.starts.drain(..) {
         let _ = start.send(view.clone());
     }
+    // Clients and scripts learn the address only once recovery decided:
+    // a shard that cannot recover stops the broker before anything says
+    // it listens.
+    match wait_recovered(&signals, &events, shards) {
+        Ok(true) => {}
+        Ok(false) => {
+            fleet.stop();
+            return Ok(());
+        }
+        Err(error) => {
+            fleet.stop();
+            return Err(error);
+        }
+    }
     match kafka {
         Some(kafka) => {
             if let Err(error) = data_dir.write_addr_file(crate::datadir::KAFKA_ADDR_FILE, kafka) {
@@ -300,6 +314,8 @@ fn wait_bound(
                     *slot = Some((shared, private, kafka));
                 }
             }
+            // Sent only after the view, which comes after binding.
+            Ok(ShardEvent::Recovered { .. }) => {}
             Ok(ShardEvent::Exited { shard, result }) => {
                 let reason = match result {
                     Err(reason) => reason,
@@ -322,6 +338,45 @@ fn wait_bound(
         }
     }
     Ok(())
+}
+
+/// Waits until every shard has recovered; `false` when a stop signal came
+/// first. Recovery has no deadline (a large active segment takes as long
+/// to scan as it takes); a shard that fails ends the wait with its reason.
+fn wait_recovered(
+    signals: &Signals,
+    events: &mpsc::Receiver<ShardEvent>,
+    shards: usize,
+) -> Result<bool, BrokerError> {
+    let mut recovered = vec![false; shards];
+    while recovered.iter().any(|r| !r) {
+        match signals.wait(SUPERVISE_INTERVAL) {
+            Ok(Some(name)) => {
+                tracing::info!(signal = name, "stopping during recovery");
+                return Ok(false);
+            }
+            Ok(None) => {}
+            Err(error) => return Err(BrokerError::Signals(error)),
+        }
+        while let Ok(event) = events.try_recv() {
+            match event {
+                ShardEvent::Recovered { shard } => {
+                    if let Some(slot) = recovered.get_mut(usize::from(shard.get())) {
+                        *slot = true;
+                    }
+                }
+                ShardEvent::Exited { shard, result } => {
+                    let reason = match result {
+                        Err(reason) => reason,
+                        Ok(()) => "exited during recovery".to_owned(),
+                    };
+                    return Err(startup_error(shard, reason));
+                }
+                ShardEvent::Bound { .. } => {}
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// Executor creation fails inside the shard thread, so its error comes back

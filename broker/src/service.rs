@@ -189,7 +189,7 @@ impl ShardService {
         let catalog = self.catalog();
         for (topic, partitions) in catalog.placed_on(self.shard) {
             self.partitions
-                .open(&topic.name, &partitions, &topic.config)
+                .open_or_offline(&topic.name, &partitions, &topic.config)
                 .await?;
         }
         Ok(())
@@ -259,6 +259,10 @@ impl ShardService {
                     topic,
                     partitions: ids,
                 } => OpResult::Done(partitions.delete(&topic, &ids).await),
+                Op::Health {
+                    topic,
+                    partitions: ids,
+                } => OpResult::Health(partitions.health(&topic, &ids)),
                 Op::Reconfigure {
                     topic,
                     partitions: ids,

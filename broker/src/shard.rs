@@ -107,6 +107,9 @@ pub enum ShardEvent {
         private: Option<SocketAddr>,
         kafka: Option<SocketAddr>,
     },
+    /// Recovery decided: every placed partition is open or offline, the
+    /// committed offsets are loaded; the shard serves next.
+    Recovered { shard: ShardId },
     /// The shard's executor finished (sent on every exit path, panics
     /// included); `Err` carries why.
     Exited {
@@ -352,6 +355,7 @@ async fn run(
     .detach();
     let grace = spec.shutdown_grace;
     let shard_count = spec.shard_count;
+    let _ = events.send(ShardEvent::Recovered { shard });
     Shard::new(spec, view, service.clone())
         .serve(stop, shared, private, kafka)
         .await;

@@ -293,6 +293,7 @@ fn responses() -> Vec<(ApiKey, bool, Vec<u8>, Vec<u8>)> {
             leader_shard: 1,
             replicas: Some(replicas),
             isr: Some(isr),
+            ..Default::default()
         },
     );
     let partitions = fbb.create_vector(&[partition]);

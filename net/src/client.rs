@@ -139,6 +139,29 @@ pub struct PartitionInfo {
     pub leader_shard: u16,
 }
 
+/// A partition's storage health, as Metadata reports it when the request
+/// names its topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionHealthInfo {
+    pub topic: String,
+    pub partition: u32,
+    /// Why the broker keeps the partition offline.
+    pub offline_reason: Option<String>,
+    /// Damaged ranges reads ran into.
+    pub damaged: Vec<DamagedRangeInfo>,
+}
+
+/// Bytes `[bytes_start, bytes_end)` of segment `segment_base` fail
+/// verification; offsets `[first_offset, end_offset)` cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DamagedRangeInfo {
+    pub segment_base: u64,
+    pub bytes_start: u64,
+    pub bytes_end: u64,
+    pub first_offset: u64,
+    pub end_offset: u64,
+}
+
 /// A topic as listed in Metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
@@ -321,21 +344,25 @@ impl Client {
     /// Asks for brokers and topics. `None`: all topics; `Some(&[])`: brokers
     /// only. Never creates a topic.
     pub fn metadata(&mut self, topics: Option<&[&str]>) -> Result<Metadata, ClientError> {
-        self.metadata_with(topics, false)
+        self.metadata_with_health(topics, false)
+            .map(|(metadata, _)| metadata)
     }
 
     /// [`Client::metadata`] for a producer: asks the broker to create the
     /// named topics that do not exist yet (when its `auto_create_topics`
     /// is on), as Kafka's producers do. Consumers and admin never do.
     pub fn metadata_creating(&mut self, topics: &[&str]) -> Result<Metadata, ClientError> {
-        self.metadata_with(Some(topics), true)
+        self.metadata_with_health(Some(topics), true)
+            .map(|(metadata, _)| metadata)
     }
 
-    fn metadata_with(
+    /// Metadata plus the storage health of partitions that have a problem
+    /// (reported for topics the request names).
+    pub fn metadata_with_health(
         &mut self,
         topics: Option<&[&str]>,
         allow_auto_topic_creation: bool,
-    ) -> Result<Metadata, ClientError> {
+    ) -> Result<(Metadata, Vec<PartitionHealthInfo>), ClientError> {
         let mut fbb = FlatBufferBuilder::new();
         let topics = topics.map(|topics| {
             let names: Vec<_> = topics.iter().map(|t| fbb.create_string(t)).collect();
@@ -353,7 +380,33 @@ impl Client {
         let Response::Metadata(response) = decode_typed(&frame, ApiKey::Metadata)? else {
             return Err(unexpected(ApiKey::Metadata, &frame));
         };
-        Ok(Metadata {
+        let mut health = Vec::new();
+        for t in response.topics().iter().flatten() {
+            for p in t.partitions().iter().flatten() {
+                let offline_reason = p.offline_reason().map(str::to_owned);
+                let damaged: Vec<DamagedRangeInfo> = p
+                    .damaged()
+                    .iter()
+                    .flatten()
+                    .map(|d| DamagedRangeInfo {
+                        segment_base: d.segment_base(),
+                        bytes_start: d.bytes_start(),
+                        bytes_end: d.bytes_end(),
+                        first_offset: d.first_offset(),
+                        end_offset: d.end_offset(),
+                    })
+                    .collect();
+                if offline_reason.is_some() || !damaged.is_empty() {
+                    health.push(PartitionHealthInfo {
+                        topic: t.name().to_owned(),
+                        partition: p.partition(),
+                        offline_reason,
+                        damaged,
+                    });
+                }
+            }
+        }
+        let metadata = Metadata {
             cluster_id: response.cluster_id().map(str::to_owned),
             controller_id: response.controller_id(),
             brokers: response
@@ -389,7 +442,8 @@ impl Client {
                         .collect(),
                 })
                 .collect(),
-        })
+        };
+        Ok((metadata, health))
     }
 
     /// Creates topics; one result per topic (errors such as

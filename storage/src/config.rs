@@ -68,6 +68,9 @@ pub struct LogConfig {
     pub prepare_ahead_bytes: u64,
     /// Size of the reads recovery and cold reads issue at once.
     pub read_chunk_bytes: usize,
+    /// Damaged ranges a log remembers (for reads past them and for
+    /// `describe`); more are still logged and refused, not remembered.
+    pub damaged_ranges_max: usize,
     /// When to flush (evaluated by the broker via `flush_due`).
     pub flush: FlushPolicy,
     /// After a failed write or fdatasync (a full disk) the log retries
@@ -91,6 +94,7 @@ impl Default for LogConfig {
             prepare_step_bytes: 8 << 20,
             prepare_ahead_bytes: 32 << 20,
             read_chunk_bytes: 1 << 20,
+            damaged_ranges_max: 64,
             flush: FlushPolicy::default(),
             write_retry_backoff_ms_min: 100,
             write_retry_backoff_ms_max: 5_000,
@@ -143,6 +147,9 @@ impl LogConfig {
         }
         if self.index_interval_bytes == 0 {
             return fail("index_interval_bytes must be positive");
+        }
+        if self.damaged_ranges_max == 0 {
+            return fail("damaged_ranges_max must be positive");
         }
         Ok(())
     }

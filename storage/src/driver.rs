@@ -10,8 +10,10 @@
 //! `Ok`, every batch appended before the call is on stable storage
 //! (written with O_DIRECT and fdatasynced). Concurrent flushes share one
 //! fdatasync (group commit). At most `write_buffer_bytes` of data is ever
-//! written but not yet synced; recovery relies on that bound to tell a torn
-//! tail (cut silently) from corruption in the middle (reported).
+//! written but not yet synced. Recovery cuts only a torn tail: where its
+//! scan stops nothing valid may follow (else `StorageError::Damaged`, cut
+//! by nobody but `repair_truncate`), and nothing non-zero further than
+//! `write_buffer_bytes` past the data (else `StorageError::Corrupt`).
 //!
 //! Write faults (a full disk): the bytes of a data write stay in memory
 //! until an fdatasync issued after it succeeded. A failed write, short
@@ -46,8 +48,8 @@ use crate::layout::{
     SegmentFile, BLOCK_BYTES,
 };
 use crate::log::{
-    collect_batches, verify_tail, Collect, Cut, LogCore, ReadRequest, ScanLimit, ScanStep,
-    SegmentMeta, SegmentScanner,
+    collect_batches, verify_tail, Collect, Cut, Damage, LogCore, ReadRequest, SalvageScanner,
+    SalvageStep, ScanLimit, ScanStep, SegmentMeta, SegmentScanner,
 };
 use crate::notify::Notify;
 
@@ -130,6 +132,9 @@ struct Inner {
     generation: Cell<u64>,
     /// The log entered a write fault (or shuts down): wakes the retry task.
     fault_wake: Rc<Notify>,
+    /// Damaged ranges reads ran into (at most
+    /// `LogConfig::damaged_ranges_max`).
+    damaged: RefCell<Vec<Damage>>,
 }
 
 struct State {
@@ -226,8 +231,9 @@ impl PartitionLog {
     /// Opens (creating if missing) and recovers a partition log: sealed
     /// segments are trusted through their index files (rebuilt by a scan
     /// when missing or inconsistent); the active segment is scanned batch
-    /// by batch, its torn tail and zero padding cut. Corruption with valid
-    /// data after it is an error, never silently dropped.
+    /// by batch, its torn tail and zero padding cut. A damaged batch with
+    /// valid batches after it is `StorageError::Damaged`, never cut; damage
+    /// in a sealed segment's checked tail is kept as a damaged range.
     pub async fn open(options: LogOptions) -> Result<PartitionLog> {
         options.config.validate()?;
         let dir = options
@@ -264,6 +270,7 @@ impl PartitionLog {
 
         let mut metas = Vec::with_capacity(bases.len());
         let mut files = BTreeMap::new();
+        let mut found_damage = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
             let path = dir.join(segment_file_name(base, SegmentFile::Log));
             if let Some(previous) = metas.last().map(|m: &SegmentMeta| m.next) {
@@ -276,7 +283,14 @@ impl PartitionLog {
             }
             if i + 1 < bases.len() {
                 let file = Rc::new(DmaFile::open(&path).await.map_err(rt_at(&path))?);
-                let meta = open_sealed(&dir, &file, &path, base, bases[i + 1], &config).await?;
+                let (meta, damage) =
+                    open_sealed(&dir, &file, &path, base, bases[i + 1], &config).await?;
+                if let Some(damage) = damage {
+                    log_damage(&path, &damage, None);
+                    if found_damage.len() < config.damaged_ranges_max {
+                        found_damage.push(damage);
+                    }
+                }
                 files.insert(base, file);
                 metas.push(meta);
             } else {
@@ -297,52 +311,42 @@ impl PartitionLog {
         let (meta, end) =
             scan_file(&file, &path, file_len, scanner, ScanLimit::None, &config).await?;
         let data_end = meta.bytes;
-        check_padding(
-            &file,
-            &path,
-            file_len,
-            data_end,
-            config.write_buffer_bytes as u64,
-            end,
-            &config,
-        )
-        .await?;
+        // Only a torn tail may be cut: if anything valid follows the point
+        // where the scan stopped, acknowledged data is damaged.
+        // Bytes further than the write buffer past the data were never
+        // unsynced, so anything non-zero there is damage too (checked on
+        // the salvage scan's reads, not by reading the tail again).
+        if data_end < file_len {
+            let padding_from = align_up(data_end + config.write_buffer_bytes as u64);
+            let (damage, garbage) = salvage_file(
+                &file,
+                &path,
+                file_len,
+                base,
+                data_end,
+                meta.next,
+                padding_from,
+                &config,
+            )
+            .await?;
+            if damage.resume.is_some() {
+                return Err(StorageError::Damaged {
+                    segment: path,
+                    damage,
+                });
+            }
+            if garbage {
+                return Err(corrupt(&path, data_end, end));
+            }
+        }
         if let Some(previous) = metas.len().checked_sub(2).map(|i| metas[i].next) {
             assert_eq!(previous, base, "contiguity checked above");
         }
         let last = metas.len() - 1;
         metas[last] = meta;
-        // Cut the torn tail and padding: the tail block is rewritten with
-        // zeros after the data, the rest of the file dropped (it reads as
-        // zeros until the zero-fill task prepares it again).
+        let tail = cut_after(&file, &path, file_len, data_end).await?;
         let tail_start = align_down(data_end);
-        let tail_len = (data_end - tail_start) as usize;
-        let mut tail = vec![0u8; tail_len];
-        if tail_len > 0 {
-            let read = file
-                .read_at_aligned(tail_start, BLOCK_BYTES as usize)
-                .await
-                .map_err(rt_at(&path))?;
-            let Some(head) = read.get(..tail_len) else {
-                return Err(StorageError::Inconsistent {
-                    dir: dir.clone(),
-                    reason: format!("{} shrank during recovery", path.display()),
-                });
-            };
-            tail.copy_from_slice(head);
-        }
-        if file_len > align_up(data_end) || file_len % BLOCK_BYTES != 0 {
-            if tail_len > 0 {
-                let mut block = file.alloc_dma_buffer(BLOCK_BYTES as usize);
-                block.as_bytes_mut().fill(0);
-                block.as_bytes_mut()[..tail_len].copy_from_slice(&tail);
-                write_all(&file, &path, block, tail_start).await?;
-            }
-            file.truncate(align_up(data_end))
-                .await
-                .map_err(rt_at(&path))?;
-            file.fdatasync().await.map_err(rt_at(&path))?;
-        }
+        let tail_len = tail.len();
 
         let now = options.clock.now_ms();
         let mut core = LogCore::new(config, metas);
@@ -389,10 +393,31 @@ impl PartitionLog {
             prep_wake: Rc::new(Notify::default()),
             generation: Cell::new(0),
             fault_wake: Rc::new(Notify::default()),
+            damaged: RefCell::new(found_damage),
         });
         glommio::spawn_local(prepare_loop(Rc::downgrade(&inner))).detach();
         glommio::spawn_local(retry_loop(Rc::downgrade(&inner))).detach();
         Ok(PartitionLog { inner })
+    }
+
+    /// Damaged ranges reads have run into, with the offsets each makes
+    /// unreadable, oldest first (segments since deleted or cut are left
+    /// out).
+    pub fn damaged(&self) -> Vec<(Damage, std::ops::Range<Offset>)> {
+        let state = self.inner.state.borrow();
+        let segments = state.core.segments();
+        let mut out: Vec<_> = self
+            .inner
+            .damaged
+            .borrow()
+            .iter()
+            .filter_map(|d| {
+                let segment = segments.iter().find(|s| s.base == d.segment_base)?;
+                (d.bytes_start < segment.bytes).then(|| (*d, d.lost_offsets(segment.next)))
+            })
+            .collect();
+        out.sort_by_key(|(d, _)| (d.segment_base, d.bytes_start));
+        out
     }
 
     /// The partition directory.
@@ -1259,6 +1284,56 @@ impl Inner {
         Ok(())
     }
 
+    /// The damaged range at byte `position` of segment `segment_base`
+    /// (`lost_from` is the base offset the batch there should have): found
+    /// by a salvage scan the first time a read runs into it, logged once,
+    /// and remembered for later reads and [`PartitionLog::damaged`].
+    #[allow(clippy::too_many_arguments)]
+    async fn damage_at(
+        &self,
+        file: &DmaFile,
+        path: &Path,
+        segment_base: Offset,
+        position: u64,
+        lost_from: Offset,
+        end: u64,
+        kind: &CorruptionKind,
+    ) -> Result<Damage> {
+        let known = self
+            .damaged
+            .borrow()
+            .iter()
+            .find(|d| d.segment_base == segment_base && d.bytes_start == position)
+            .copied();
+        if let Some(damage) = known {
+            return Ok(damage);
+        }
+        let config = self.config.get();
+        let damage = salvage_file(
+            file,
+            path,
+            end,
+            segment_base,
+            position,
+            lost_from,
+            end,
+            &config,
+        )
+        .await?
+        .0;
+        let mut damaged = self.damaged.borrow_mut();
+        let fresh = !damaged
+            .iter()
+            .any(|d| d.segment_base == segment_base && d.bytes_start == position);
+        if fresh {
+            log_damage(path, &damage, Some(kind));
+            if damaged.len() < config.damaged_ranges_max {
+                damaged.push(damage);
+            }
+        }
+        Ok(damage)
+    }
+
     async fn read_uncached(&self, request: &ReadRequest) -> Result<Vec<Bytes>> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -1304,6 +1379,7 @@ impl Inner {
                 .dir
                 .join(segment_file_name(start.segment_base, SegmentFile::Log));
             let mut position = start.position;
+            let mut expected = start.offset;
             let mut want =
                 (request.max_bytes.saturating_sub(bytes)).clamp(BLOCK_BYTES as usize, chunk);
             loop {
@@ -1317,10 +1393,19 @@ impl Inner {
                     .await
                     .map_err(rt_at(&path))?;
                 let window: &[u8] = &window;
-                match collect_batches(window, window_pos, position, readable_end, request, bytes) {
+                match collect_batches(
+                    window,
+                    window_pos,
+                    position,
+                    expected,
+                    readable_end,
+                    request,
+                    bytes,
+                ) {
                     Collect::Batches {
                         ranges,
                         next_position,
+                        next_offset,
                         bytes: total,
                         done,
                     } => {
@@ -1338,9 +1423,10 @@ impl Inner {
                             return Ok(out);
                         }
                         position = next_position;
+                        expected = next_offset;
                         want = (request.max_bytes - bytes).clamp(BLOCK_BYTES as usize, chunk);
                     }
-                    Collect::NeedMore { from, len } => {
+                    Collect::NeedMore { from, len, offset } => {
                         let have = window_pos + window.len() as u64;
                         if from + len as u64 <= have || from + len as u64 > readable_end {
                             return Err(StorageError::Corrupt {
@@ -1350,14 +1436,45 @@ impl Inner {
                             });
                         }
                         position = from;
+                        expected = offset;
                         want = len + BLOCK_BYTES as usize;
                     }
-                    Collect::Corrupt { position, kind } => {
-                        return Err(StorageError::Corrupt {
-                            segment: path,
-                            position,
-                            kind,
-                        })
+                    Collect::Corrupt {
+                        position: bad,
+                        expected: lost_from,
+                        kind,
+                    } => {
+                        // Serve the good batches before the damage; a read
+                        // starting inside it fails, one past it resumes at
+                        // the first valid batch after it.
+                        if !out.is_empty() {
+                            return Ok(out);
+                        }
+                        let damage = self
+                            .damage_at(
+                                &file,
+                                &path,
+                                start.segment_base,
+                                bad,
+                                lost_from,
+                                readable_end,
+                                &kind,
+                            )
+                            .await?;
+                        match damage.resume {
+                            Some((resume_position, resume_offset))
+                                if request.offset >= resume_offset =>
+                            {
+                                position = resume_position;
+                                expected = resume_offset;
+                            }
+                            _ => {
+                                return Err(StorageError::Damaged {
+                                    segment: path,
+                                    damage,
+                                })
+                            }
+                        }
                     }
                 }
             }
@@ -1714,6 +1831,8 @@ async fn write_indexes(dir: &Path, segment: &SegmentMeta) -> Result<()> {
 
 /// A sealed segment on open: trusted through its index files, or scanned
 /// (and its index files rewritten) when they are missing or inconsistent.
+/// Also returns damage found in the checked tail when valid batches after
+/// it still end the segment where the index says.
 async fn open_sealed(
     dir: &Path,
     file: &DmaFile,
@@ -1721,7 +1840,7 @@ async fn open_sealed(
     base: Offset,
     next: Offset,
     config: &LogConfig,
-) -> Result<SegmentMeta> {
+) -> Result<(SegmentMeta, Option<Damage>)> {
     let file_len = file.file_size().await.map_err(rt_at(path))?;
     let index = read_small(&dir.join(segment_file_name(base, SegmentFile::Index))).await?;
     let time = read_small(&dir.join(segment_file_name(base, SegmentFile::TimeIndex))).await?;
@@ -1744,8 +1863,23 @@ async fn open_sealed(
         } else {
             Vec::new()
         };
-        if verify_tail(&window, window_pos, position, offset, file_len) == Ok(next) {
-            return Ok(meta);
+        match verify_tail(&window, window_pos, position, offset, file_len) {
+            Ok(end) if end == next => return Ok((meta, None)),
+            Ok(_) => {}
+            Err((bad, lost_from, _)) => {
+                // Damage in the tail, and what follows it is either nothing
+                // valid (the offsets up to the next segment are lost) or
+                // valid batches ending where the next segment starts: the
+                // index is right, reads serve around the damage and fail
+                // inside it. Anything else is rebuilt by the scan below.
+                let damage =
+                    salvage_file(file, path, file_len, base, bad, lost_from, file_len, config)
+                        .await?
+                        .0;
+                if damage.resume.is_none() || damage.valid_end == next {
+                    return Ok((meta, Some(damage)));
+                }
+            }
         }
     }
     tracing::info!(segment = %path.display(), "rebuilding index files by a scan");
@@ -1771,7 +1905,7 @@ async fn open_sealed(
     }
     meta.seal();
     write_indexes(dir, &meta).await?;
-    Ok(meta)
+    Ok((meta, None))
 }
 
 /// How a scan ended: where, and why (`None`: zero padding or end of file).
@@ -1832,6 +1966,216 @@ async fn scan_file(
             }
         }
     }
+}
+
+/// The one ERROR a damaged range gets, when first found.
+fn log_damage(path: &Path, damage: &Damage, kind: Option<&CorruptionKind>) {
+    tracing::error!(
+        segment = %path.display(),
+        bytes = ?(damage.bytes_start..damage.bytes_end),
+        lost_from = %damage.lost_from,
+        resume = ?damage.resume.map(|(_, offset)| offset.get()),
+        kind = ?kind.map(ToString::to_string),
+        "damaged data in a segment: reads of the damaged offsets fail with a \
+         corrupt-data error, batches before and after it are served; restore \
+         the partition from a copy (or, broker stopped, accept the loss with \
+         `fjord repair --truncate-at`)"
+    );
+}
+
+/// Cuts a segment after its valid data: the tail block is rewritten with
+/// zeros after `data_end`, the rest of the file dropped (it reads as zeros
+/// until the zero-fill task prepares it again). Returns the bytes of the
+/// partial tail block before `data_end`.
+async fn cut_after(file: &DmaFile, path: &Path, file_len: u64, data_end: u64) -> Result<Vec<u8>> {
+    let tail_start = align_down(data_end);
+    let tail_len = (data_end - tail_start) as usize;
+    let mut tail = vec![0u8; tail_len];
+    if tail_len > 0 {
+        let read = file
+            .read_at_aligned(tail_start, BLOCK_BYTES as usize)
+            .await
+            .map_err(rt_at(path))?;
+        let Some(head) = read.get(..tail_len) else {
+            return Err(StorageError::Inconsistent {
+                dir: path.to_owned(),
+                reason: format!("{} shrank during recovery", path.display()),
+            });
+        };
+        tail.copy_from_slice(head);
+    }
+    if file_len > align_up(data_end) || file_len % BLOCK_BYTES != 0 {
+        if tail_len > 0 {
+            let mut block = file.alloc_dma_buffer(BLOCK_BYTES as usize);
+            block.as_bytes_mut().fill(0);
+            block.as_bytes_mut()[..tail_len].copy_from_slice(&tail);
+            write_all(file, path, block, tail_start).await?;
+        }
+        file.truncate(align_up(data_end))
+            .await
+            .map_err(rt_at(path))?;
+        file.fdatasync().await.map_err(rt_at(path))?;
+    }
+    Ok(tail)
+}
+
+/// Runs a [`SalvageScanner`] from `position` (where a batch with base
+/// offset `lost_from` failed verification) to `end` with chunked reads.
+/// Also tells whether any byte it read at or past `padding_from` is
+/// non-zero.
+#[allow(clippy::too_many_arguments)]
+async fn salvage_file(
+    file: &DmaFile,
+    path: &Path,
+    end: u64,
+    segment_base: Offset,
+    position: u64,
+    lost_from: Offset,
+    padding_from: u64,
+    config: &LogConfig,
+) -> Result<(Damage, bool)> {
+    let mut garbage = false;
+    let chunk = config.read_chunk_bytes as u64;
+    let mut scanner = SalvageScanner::new(segment_base, position, lost_from);
+    let mut window_pos = 0u64;
+    let mut window: Vec<u8> = Vec::new();
+    let mut want = chunk;
+    loop {
+        let position = scanner.position();
+        let keep_from = align_down(position);
+        if keep_from > window_pos {
+            let drop_len = ((keep_from - window_pos) as usize).min(window.len());
+            window.drain(..drop_len);
+            window_pos = keep_from;
+        }
+        let have_end = window_pos + window.len() as u64;
+        let need_end = (position + want).min(end);
+        if have_end < need_end {
+            let read = file
+                .read_at_aligned(have_end, (align_up(need_end) - have_end) as usize)
+                .await
+                .map_err(rt_at(path))?;
+            if read.is_empty() {
+                return Ok((scanner.finish(have_end), garbage));
+            }
+            let skip = padding_from.saturating_sub(have_end) as usize;
+            garbage |= read.get(skip..).is_some_and(|r| r.iter().any(|&b| b != 0));
+            window.extend_from_slice(&read);
+        }
+        match scanner.scan(&window, window_pos, end) {
+            SalvageStep::Done => {
+                // The rest of the file was not needed by the scan: check
+                // its padding too.
+                let mut at = window_pos + window.len() as u64;
+                while at < end && !garbage {
+                    let len = (align_up(end) - at).min(config.read_chunk_bytes as u64);
+                    let read = file
+                        .read_at_aligned(at, len as usize)
+                        .await
+                        .map_err(rt_at(path))?;
+                    if read.is_empty() {
+                        break;
+                    }
+                    let skip = padding_from.saturating_sub(at) as usize;
+                    garbage |= read.get(skip..).is_some_and(|r| r.iter().any(|&b| b != 0));
+                    at += read.len() as u64;
+                }
+                return Ok((scanner.finish(end), garbage));
+            }
+            SalvageStep::NeedMore { len, .. } => want = (len as u64).max(chunk),
+        }
+    }
+}
+
+/// What [`repair_truncate`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repaired {
+    /// The log end after the repair: the next offset a produce gets.
+    pub log_end: Offset,
+    /// Segments deleted whole.
+    pub segments_removed: Vec<Offset>,
+    /// Bytes cut from the end of the kept segment (damage, the batches
+    /// after it, zero padding).
+    pub bytes_cut: u64,
+}
+
+/// The operator's explicit acceptance of a loss (`fjord repair
+/// --truncate-at`): everything at and after `offset` in the partition
+/// directory `dir` goes (whole batches: a batch holding `offset` goes
+/// entirely), so the log opens again with its end at or below `offset`.
+/// Refused when damaged data lies before `offset`, which would still stop
+/// the log from opening. The log must not be open (the broker stopped).
+pub async fn repair_truncate(dir: &Path, offset: Offset, config: &LogConfig) -> Result<Repaired> {
+    config.validate()?;
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(std_io(dir))? {
+        let entry = entry.map_err(std_io(dir))?;
+        if let Some((base, SegmentFile::Log)) =
+            entry.file_name().to_str().and_then(parse_segment_file_name)
+        {
+            bases.push(base);
+        }
+    }
+    bases.sort();
+    let inconsistent = |reason: String| StorageError::Inconsistent {
+        dir: dir.to_owned(),
+        reason,
+    };
+    let Some(&first) = bases.first() else {
+        return Err(inconsistent("no segment files".to_owned()));
+    };
+    if offset < first {
+        return Err(inconsistent(format!(
+            "offset {offset} is below the log start {first}"
+        )));
+    }
+    let keep = bases.partition_point(|&b| b <= offset) - 1;
+    let base = bases[keep];
+    let path = dir.join(segment_file_name(base, SegmentFile::Log));
+    let file = open_rw(&path).await?;
+    let file_len = file.file_size().await.map_err(rt_at(&path))?;
+    let scanner = SegmentScanner::new(base, config.index_interval_bytes);
+    let (meta, _) = scan_file(
+        &file,
+        &path,
+        file_len,
+        scanner,
+        ScanLimit::Offset(offset),
+        config,
+    )
+    .await?;
+    if meta.next < offset && meta.bytes < file_len {
+        let damage = salvage_file(
+            &file, &path, file_len, base, meta.bytes, meta.next, file_len, config,
+        )
+        .await?
+        .0;
+        if damage.resume.is_some() {
+            return Err(inconsistent(format!(
+                "{damage}: data before offset {offset} is damaged; truncate at {} or lower",
+                meta.next
+            )));
+        }
+    }
+    let mut segments_removed = Vec::new();
+    for &later in bases[keep + 1..].iter().rev() {
+        for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
+            remove_if_exists(&dir.join(segment_file_name(later, kind)))?;
+        }
+        segments_removed.push(later);
+    }
+    // The kept segment becomes the active one, which has no index files.
+    for kind in [SegmentFile::Index, SegmentFile::TimeIndex] {
+        remove_if_exists(&dir.join(segment_file_name(base, kind)))?;
+    }
+    cut_after(&file, &path, file_len, meta.bytes).await?;
+    file.close().await.map_err(rt_at(&path))?;
+    sync_dir(dir).await?;
+    Ok(Repaired {
+        log_end: meta.next,
+        segments_removed,
+        bytes_cut: file_len.saturating_sub(meta.bytes),
+    })
 }
 
 /// After the valid data ends at `data_end`, bytes up to `data_end +

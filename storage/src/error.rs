@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use fjord_schema::{BatchError, Offset};
 
+use crate::log::Damage;
+
 /// Why a byte range of a segment could not be accepted as batches.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CorruptionKind {
@@ -38,6 +40,13 @@ pub enum StorageError {
         position: u64,
         kind: CorruptionKind,
     },
+    /// A batch fails verification and valid batches follow it: the data
+    /// of acknowledged writes is damaged (not a torn tail). Neither the
+    /// damaged nor the following batches may be cut or their offsets
+    /// reused without an operator's decision; reads inside the damage
+    /// fail with this.
+    #[error("damaged data in {}: {damage}", segment.display())]
+    Damaged { segment: PathBuf, damage: Damage },
     /// Segment files that do not form a contiguous log.
     #[error("inconsistent log directory {dir}: {reason}")]
     Inconsistent { dir: PathBuf, reason: String },

@@ -32,6 +32,6 @@ pub mod notify;
 pub use cache::{BatchCache, CacheLogId, CacheStats};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CacheConfig, FlushPolicy, LogConfig};
-pub use driver::{AppendInfo, LogOptions, PartitionLog};
+pub use driver::{repair_truncate, AppendInfo, LogOptions, PartitionLog, Repaired};
 pub use error::{CorruptionKind, Result, StorageError};
-pub use log::ReadRequest;
+pub use log::{Damage, ReadRequest};

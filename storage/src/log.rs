@@ -4,7 +4,7 @@
 //! clock: the driver passes bytes and `now_ms` in, and does what the core
 //! decides. Everything here runs in plain unit and property tests.
 
-use fjord_schema::batch::BatchView;
+use fjord_schema::batch::{BatchView, BATCH_MAGIC};
 use fjord_schema::{BatchHeader, Offset};
 
 use crate::config::LogConfig;
@@ -139,6 +139,8 @@ pub enum RollReason {
 pub struct ReadStart {
     pub segment_base: Offset,
     pub position: u64,
+    /// Base offset of the batch at `position`.
+    pub offset: Offset,
     /// End of the segment's data.
     pub segment_bytes: u64,
 }
@@ -272,10 +274,11 @@ impl LogCore {
             i += 1;
         }
         let segment = &self.segments[i];
-        let (_, position) = segment.offset_index.lookup(relative(segment.base, offset));
+        let (rel, position) = segment.offset_index.lookup(relative(segment.base, offset));
         Some(ReadStart {
             segment_base: segment.base,
             position: u64::from(position),
+            offset: segment.base.plus(u64::from(rel)),
             segment_bytes: segment.bytes,
         })
     }
@@ -288,6 +291,7 @@ impl LogCore {
         Some(ReadStart {
             segment_base: next.base,
             position: 0,
+            offset: next.base,
             segment_bytes: next.bytes,
         })
     }
@@ -539,24 +543,30 @@ pub enum ScanLimit {
 
 /// Verifies the batches of `window` (file bytes from `window_pos`) from
 /// `position`, where a batch with base offset `expected` starts, up to
-/// exactly `end`; returns the offset after the last batch. Opening a sealed
-/// segment checks its tail this way instead of trusting the index alone.
+/// exactly `end`; returns the offset after the last batch, or where the
+/// batch that failed starts and the base offset it should have had.
+/// Opening a sealed segment checks its tail this way instead of trusting
+/// the index alone.
 pub fn verify_tail(
     window: &[u8],
     window_pos: u64,
     mut position: u64,
     mut expected: Offset,
     end: u64,
-) -> Result<Offset, (u64, CorruptionKind)> {
+) -> Result<Offset, (u64, Offset, CorruptionKind)> {
     while position < end {
         let start = (position - window_pos) as usize;
         let rest = window
             .get(start..(end - window_pos) as usize)
             .unwrap_or(&[]);
-        let (view, _) = BatchView::parse(rest).map_err(|e| (position, e.into()))?;
+        let (view, _) = BatchView::parse(rest).map_err(|e| (position, expected, e.into()))?;
         let found = view.header().base_offset();
         if found != expected {
-            return Err((position, CorruptionKind::OffsetGap { expected, found }));
+            return Err((
+                position,
+                expected,
+                CorruptionKind::OffsetGap { expected, found },
+            ));
         }
         expected = view.header().next_offset();
         position += view.as_bytes().len() as u64;
@@ -569,21 +579,28 @@ pub fn verify_tail(
 pub enum Collect {
     /// Byte ranges (relative to the window) of whole verified batches, and
     /// whether the read is complete (budget or limit reached) or may
-    /// continue at `next_position`.
+    /// continue at `next_position`, where the batch with base offset
+    /// `next_offset` starts.
     Batches {
         ranges: Vec<std::ops::Range<usize>>,
         next_position: u64,
+        next_offset: Offset,
         bytes: usize,
         done: bool,
     },
     /// The first wanted batch is not whole in the window: read
-    /// `[from, from + len)` and call again.
+    /// `[from, from + len)` and call again with `offset`, the base offset
+    /// of the batch at `from`.
     NeedMore {
         from: u64,
         len: usize,
+        offset: Offset,
     },
+    /// The batch at `position`, which should have base offset `expected`,
+    /// fails verification.
     Corrupt {
         position: u64,
+        expected: Offset,
         kind: CorruptionKind,
     },
 }
@@ -602,23 +619,45 @@ pub struct ReadRequest {
 }
 
 /// Picks whole, CRC-verified batches out of `window` (segment bytes from
-/// `window_pos`, starting at a batch boundary `position`) for a read.
-/// `already` is the byte count earlier calls of the same read returned.
+/// `window_pos`, starting at a batch boundary `position` where the batch
+/// with base offset `expected` starts) for a read. `already` is the byte
+/// count earlier calls of the same read returned.
 pub fn collect_batches(
     window: &[u8],
     window_pos: u64,
     mut position: u64,
+    mut expected: Offset,
     data_end: u64,
     request: &ReadRequest,
     already: usize,
 ) -> Collect {
-    let mut ranges = Vec::new();
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
     let mut bytes = already;
+    // The good batches before damage are served first; the next read
+    // starts at the damage and reports it.
+    let corrupt = |ranges: Vec<std::ops::Range<usize>>, bytes, position, expected, kind| {
+        if ranges.is_empty() {
+            Collect::Corrupt {
+                position,
+                expected,
+                kind,
+            }
+        } else {
+            Collect::Batches {
+                ranges,
+                next_position: position,
+                next_offset: expected,
+                bytes,
+                done: true,
+            }
+        }
+    };
     loop {
         if position >= data_end {
             return Collect::Batches {
                 ranges,
                 next_position: position,
+                next_offset: expected,
                 bytes,
                 done: false,
             };
@@ -631,28 +670,38 @@ pub fn collect_batches(
                 return need_more(
                     ranges,
                     position,
+                    expected,
                     bytes,
                     fjord_schema::batch::BATCH_HEADER_LEN,
                 )
             }
-            Err(e) => {
-                return Collect::Corrupt {
-                    position,
-                    kind: e.into(),
-                }
-            }
+            Err(e) => return corrupt(ranges, bytes, position, expected, e.into()),
         };
         let len = header.batch_len();
-        if position + len as u64 > data_end {
-            return Collect::Corrupt {
+        if header.base_offset() != expected {
+            let found = header.base_offset();
+            return corrupt(
+                ranges,
+                bytes,
                 position,
-                kind: CorruptionKind::PastEnd { len },
-            };
+                expected,
+                CorruptionKind::OffsetGap { expected, found },
+            );
+        }
+        if position + len as u64 > data_end {
+            return corrupt(
+                ranges,
+                bytes,
+                position,
+                expected,
+                CorruptionKind::PastEnd { len },
+            );
         }
         if header.base_offset() >= request.until {
             return Collect::Batches {
                 ranges,
                 next_position: position,
+                next_offset: expected,
                 bytes,
                 done: true,
             };
@@ -662,30 +711,31 @@ pub fn collect_batches(
             return Collect::Batches {
                 ranges,
                 next_position: position,
+                next_offset: expected,
                 bytes,
                 done: true,
             };
         }
         if rest.len() < len {
-            return need_more(ranges, position, bytes, len);
+            return need_more(ranges, position, expected, bytes, len);
         }
+        let next_offset = header.next_offset();
         if let Err(e) = BatchView::parse(&rest[..len]) {
-            return Collect::Corrupt {
-                position,
-                kind: e.into(),
-            };
+            return corrupt(ranges, bytes, position, expected, e.into());
         }
         if wanted {
             ranges.push(start..start + len);
             bytes += len;
         }
         position += len as u64;
+        expected = next_offset;
     }
 }
 
 fn need_more(
     ranges: Vec<std::ops::Range<usize>>,
     position: u64,
+    offset: Offset,
     bytes: usize,
     len: usize,
 ) -> Collect {
@@ -693,14 +743,187 @@ fn need_more(
         Collect::NeedMore {
             from: position,
             len,
+            offset,
         }
     } else {
         Collect::Batches {
             ranges,
             next_position: position,
+            next_offset: offset,
             bytes,
             done: false,
         }
+    }
+}
+
+/// Damaged bytes in a segment and what they put at stake: the batches from
+/// `lost_from` on fail verification, and `resume` (when some) is the first
+/// valid batch after them — acknowledged data that must not be cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// Base offset of the segment.
+    pub segment_base: Offset,
+    /// First damaged byte (where the last good batch ends).
+    pub bytes_start: u64,
+    /// First byte after the damage: the position of `resume`'s batch, or
+    /// the end of the scanned data when nothing valid follows.
+    pub bytes_end: u64,
+    /// First offset whose batch is damaged.
+    pub lost_from: Offset,
+    /// Position and base offset of the first valid batch after the damage.
+    pub resume: Option<(u64, Offset)>,
+    /// Offset after the last valid batch found after the damage
+    /// (`lost_from` when there is none).
+    pub valid_end: Offset,
+}
+
+impl Damage {
+    /// Offsets that cannot be served: `[lost_from, end)` where `end` is the
+    /// resume offset, or `segment_next` (the next segment's base, or the
+    /// log end) when nothing valid follows.
+    pub fn lost_offsets(&self, segment_next: Offset) -> std::ops::Range<Offset> {
+        let end = self.resume.map_or(segment_next, |(_, offset)| offset);
+        self.lost_from..end.max(self.lost_from)
+    }
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "bytes {}..{} of segment {} fail verification from offset {}",
+            self.bytes_start, self.bytes_end, self.segment_base, self.lost_from
+        )?;
+        match self.resume {
+            Some((position, offset)) => write!(
+                f,
+                "; valid batches follow at byte {position} (offsets {offset}..{})",
+                self.valid_end
+            ),
+            None => write!(f, "; no valid batch follows"),
+        }
+    }
+}
+
+/// Where the format version byte sits in a batch header.
+const MAGIC_AT: usize = std::mem::offset_of!(BatchHeader, magic);
+const _: () = assert!(MAGIC_AT < fjord_schema::batch::BATCH_HEADER_LEN);
+
+/// Outcome of [`SalvageScanner::scan`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SalvageStep {
+    /// Bytes `[from, from + len)` are needed next.
+    NeedMore { from: u64, len: usize },
+    /// Reached the end of the data.
+    Done,
+}
+
+/// After a batch fails verification, looks byte by byte for valid batches
+/// behind it: a batch header, a base offset at or past the lost one (the
+/// log's offsets only grow) and a good CRC32C. Finding one tells
+/// corruption of acknowledged data from a torn tail, which has nothing
+/// valid after it.
+#[derive(Debug)]
+pub struct SalvageScanner {
+    damage: Damage,
+    position: u64,
+    expected: Offset,
+}
+
+impl SalvageScanner {
+    /// The batch at `position` in segment `segment_base`, which should have
+    /// had base offset `lost_from`, failed verification.
+    pub fn new(segment_base: Offset, position: u64, lost_from: Offset) -> SalvageScanner {
+        SalvageScanner {
+            damage: Damage {
+                segment_base,
+                bytes_start: position,
+                bytes_end: position,
+                lost_from,
+                resume: None,
+                valid_end: lost_from,
+            },
+            position,
+            expected: lost_from,
+        }
+    }
+
+    /// File position the scan looks at next.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Scans `window` (file bytes from `window_pos`, not past
+    /// [`Self::position`]) up to `end`, the end of the data.
+    pub fn scan(&mut self, window: &[u8], window_pos: u64, end: u64) -> SalvageStep {
+        assert!(
+            window_pos <= self.position,
+            "window starts after the salvage position"
+        );
+        let header_len = fjord_schema::batch::BATCH_HEADER_LEN;
+        loop {
+            let position = self.position;
+            if position + header_len as u64 > end {
+                return SalvageStep::Done;
+            }
+            let start = (position - window_pos) as usize;
+            let rest = window.get(start..).unwrap_or(&[]);
+            if rest.len() < header_len {
+                return SalvageStep::NeedMore {
+                    from: position,
+                    len: header_len,
+                };
+            }
+            // A batch starts `MAGIC_AT` bytes before a magic byte: jump
+            // to the next such candidate, so zero padding and garbage cost
+            // one byte comparison each.
+            let candidates = &rest[MAGIC_AT..];
+            match candidates.iter().position(|&b| b == BATCH_MAGIC) {
+                Some(0) => {}
+                Some(skip) => {
+                    self.position += skip as u64;
+                    continue;
+                }
+                None => {
+                    self.position += candidates.len() as u64;
+                    continue;
+                }
+            }
+            if let Ok(header) = BatchView::parse_header(rest) {
+                let len = header.batch_len();
+                let plausible =
+                    header.base_offset() >= self.expected && position + len as u64 <= end;
+                if plausible {
+                    if rest.len() < len {
+                        return SalvageStep::NeedMore {
+                            from: position,
+                            len,
+                        };
+                    }
+                    if let Ok((view, _)) = BatchView::parse(&rest[..len]) {
+                        let base = view.header().base_offset();
+                        if self.damage.resume.is_none() {
+                            self.damage.resume = Some((position, base));
+                            self.damage.bytes_end = position;
+                        }
+                        self.expected = view.header().next_offset();
+                        self.damage.valid_end = self.expected;
+                        self.position += len as u64;
+                        continue;
+                    }
+                }
+            }
+            self.position += 1;
+        }
+    }
+
+    /// The damage found; `end` is where the scan stopped (the end of the
+    /// data), the damaged range's end when nothing valid follows.
+    pub fn finish(mut self, end: u64) -> Damage {
+        if self.damage.resume.is_none() {
+            self.damage.bytes_end = end.max(self.damage.bytes_start);
+        }
+        self.damage
     }
 }
 

@@ -176,8 +176,14 @@ fn cut_sealed_segment_is_reported_not_hidden() {
             .open(segment_path(&dir, fixture.segments[0]))
             .expect("open segment");
         file.set_len(cut).expect("cut");
+        // Refused at open, or (a cut after the last index entry) found by
+        // the reads: never served as if whole.
         match open_and_read(dir.parent().expect("root")) {
-            Err(StorageError::Corrupt { .. } | StorageError::Inconsistent { .. }) => {}
+            Err(
+                StorageError::Corrupt { .. }
+                | StorageError::Inconsistent { .. }
+                | StorageError::Damaged { .. },
+            ) => {}
             other => panic!(
                 "cut of a sealed segment at {cut} gave {:?}",
                 other.map(|b| b.len())
@@ -217,18 +223,29 @@ fn flipped_bits_in_the_active_segment() {
         bytes[position as usize] ^= 1 << (i % 8);
         std::fs::write(&path, &bytes).expect("write segment");
         let result = open_and_read(dir.parent().expect("root"));
-        let (failed_at, kept) = if position < data_end {
-            (layout[k].0, k)
-        } else {
-            (data_end, layout.len())
+        let base_of = |k: usize| {
+            BatchView::parse_header(&layout[k].1)
+                .expect("h")
+                .base_offset()
         };
-        let window_end = (failed_at + WRITE_BUFFER).next_multiple_of(4096);
         match result {
             Ok(served) => {
-                assert!(
-                    data_end <= window_end + 4096,
-                    "flip at {position} with data past the torn-write window went unreported"
-                );
+                // Only a torn tail may be cut: a flip in the last batch or
+                // in the padding within the torn-write window.
+                let kept = if position < data_end {
+                    assert_eq!(
+                        k,
+                        layout.len() - 1,
+                        "flip at {position} cut valid batches after it"
+                    );
+                    k
+                } else {
+                    assert!(
+                        position < (data_end + WRITE_BUFFER).next_multiple_of(4096) + 4096,
+                        "flip at {position} far past the data went unreported"
+                    );
+                    layout.len()
+                };
                 let mut expected = before.clone();
                 expected.extend(layout[..kept].iter().map(|(_, b)| b.clone()));
                 assert_eq!(
@@ -236,21 +253,77 @@ fn flipped_bits_in_the_active_segment() {
                     "flip at {position}: exactly the batches before it"
                 );
             }
+            Err(StorageError::Damaged { damage, .. }) => {
+                assert!(position < data_end, "flip at {position} in the padding");
+                assert_eq!(damage.bytes_start, layout[k].0, "flip at {position}");
+                assert_eq!(damage.lost_from, base_of(k), "flip at {position}");
+                assert!(damage.resume.is_some(), "flip at {position}");
+                reported += 1;
+            }
             Err(StorageError::Corrupt { position: at, .. }) => {
                 assert!(
-                    data_end > window_end || position >= data_end,
-                    "flip at {position} reported although it may be a torn write"
+                    position >= data_end,
+                    "flip at {position} inside the data reported as {at}"
                 );
                 assert!(at <= position.max(data_end), "reported at {at}");
-                reported += 1;
             }
             Err(other) => panic!("flip at {position}: unexpected {other}"),
         }
     }
     assert!(
         reported > 0,
-        "some flips lie far enough from the end to be reported"
+        "flips in batches followed by valid ones are reported"
     );
+}
+
+/// Damage in the middle of the active segment keeps the log closed until
+/// the operator accepts the loss; `repair_truncate` then cuts at the
+/// damage and the log opens with its end there.
+#[test]
+fn damaged_active_segment_is_refused_until_repaired() {
+    let fixture = Fixture::build();
+    let last = fixture.segments.len() - 1;
+    let layout = fixture.layout(last);
+    assert!(layout.len() >= 3, "the active segment has a few batches");
+    let (_guard, dir) = fixture.copy();
+    let path = segment_path(&dir, fixture.segments[last]);
+    let mut bytes = std::fs::read(&path).expect("read segment");
+    let damaged = layout[1].0 as usize + 100;
+    bytes[damaged..damaged + 16].fill(0xEE);
+    std::fs::write(&path, &bytes).expect("write segment");
+    let root = dir.parent().expect("root").to_owned();
+    let lost_from = BatchView::parse_header(&layout[1].1)
+        .expect("h")
+        .base_offset();
+    let end = fixture.batches.last().map(|b| next_of(b)).expect("batches");
+    match open_and_read(&root) {
+        Err(StorageError::Damaged { damage, .. }) => {
+            assert_eq!(damage.lost_from, lost_from);
+            assert_eq!(damage.resume.map(|(p, _)| p), Some(layout[2].0));
+            assert_eq!(damage.valid_end, end, "every later batch is at stake");
+        }
+        other => panic!("damage in the middle gave {:?}", other.map(|b| b.len())),
+    }
+    // The file is untouched by the refused open.
+    assert_eq!(std::fs::read(&path).expect("read"), bytes);
+    let past = run(fjord_storage::repair_truncate(
+        &dir,
+        lost_from.plus(1),
+        &config(),
+    ));
+    assert!(
+        matches!(past, Err(StorageError::Inconsistent { .. })),
+        "a truncation point past the damage is refused: {past:?}"
+    );
+    let repaired = run(fjord_storage::repair_truncate(&dir, lost_from, &config())).expect("repair");
+    assert_eq!(repaired.log_end, lost_from);
+    let served = open_and_read(&root).expect("opens after the repair");
+    let mut expected: Vec<Bytes> = (0..last)
+        .flat_map(|s| fixture.layout(s))
+        .map(|(_, b)| b)
+        .collect();
+    expected.push(layout[0].1.clone());
+    assert_eq!(served, expected);
 }
 
 #[test]
@@ -309,7 +382,7 @@ fn flipped_bits_in_a_sealed_segment_are_never_served() {
             Ok(Ok(_)) => panic!("flip at {position} in a sealed segment was served"),
             Ok(Err((e, served))) => {
                 assert!(
-                    matches!(e, StorageError::Corrupt { .. }),
+                    matches!(e, StorageError::Damaged { .. }),
                     "flip at {position}: {e}"
                 );
                 assert_eq!(served.len(), k, "only the batches before the damaged one");
@@ -319,4 +392,110 @@ fn flipped_bits_in_a_sealed_segment_are_never_served() {
             }
         }
     }
+}
+
+/// Reads report every damaged range; the log remembers at most
+/// `damaged_ranges_max` of them.
+#[test]
+fn remembered_damage_is_bounded() {
+    let fixture = Fixture::build();
+    let layout = fixture.layout(0);
+    assert!(layout.len() >= 6, "segment 0 has a few batches");
+    let (_guard, dir) = fixture.copy();
+    let path = segment_path(&dir, fixture.segments[0]);
+    let mut bytes = std::fs::read(&path).expect("read segment");
+    for k in [1, 4] {
+        bytes[layout[k].0 as usize + 100] ^= 0x40;
+    }
+    std::fs::write(&path, &bytes).expect("write segment");
+    let root = dir.parent().expect("root").to_owned();
+    let config = LogConfig {
+        damaged_ranges_max: 1,
+        ..config()
+    };
+    run(async {
+        let log = open(&root, config, cache(1 << 10), Rc::new(SystemClock))
+            .await
+            .expect("sealed damage is found by reads, not on open");
+        for k in [1, 4] {
+            let offset = BatchView::parse_header(&layout[k].1)
+                .expect("h")
+                .base_offset();
+            let request = ReadRequest {
+                offset,
+                until: log.log_end(),
+                max_bytes: 1 << 20,
+            };
+            match log.read(request).await {
+                Err(StorageError::Damaged { damage, .. }) => {
+                    assert_eq!(damage.lost_from, offset);
+                    assert_eq!(damage.resume.map(|(p, _)| p), Some(layout[k + 1].0));
+                }
+                other => panic!("read at {offset}: {:?}", other.map(|b| b.len())),
+            }
+        }
+        let damaged = log.damaged();
+        assert_eq!(damaged.len(), 1, "bounded by damaged_ranges_max");
+        log.close().await.expect("close");
+    });
+}
+
+/// Damage in the part of a sealed segment that open checks (from the last
+/// index entry on): the log opens, lists the damage at once, and reads
+/// serve around it.
+#[test]
+fn damage_in_a_sealed_tail_keeps_the_log_online() {
+    let fixture = Fixture::build();
+    let layout = fixture.layout(0);
+    let base = fixture.segments[0];
+    let (_guard, dir) = fixture.copy();
+    let index =
+        std::fs::read(dir.join(segment_file_name(base, SegmentFile::Index))).expect("index");
+    let file_len = layout.last().map_or(0, |(p, b)| p + b.len() as u64);
+    let (_, last_indexed) = fjord_storage::index::OffsetIndex::decode(&index, file_len)
+        .expect("index decodes")
+        .lookup(u32::MAX);
+    let k = layout
+        .iter()
+        .position(|(p, _)| *p >= u64::from(last_indexed))
+        .expect("a batch at the last index entry");
+    let next = fixture.segments[1];
+    let path = segment_path(&dir, base);
+    let mut bytes = std::fs::read(&path).expect("read segment");
+    bytes[layout[k].0 as usize + 100] ^= 0x08;
+    std::fs::write(&path, &bytes).expect("write segment");
+    let root = dir.parent().expect("root").to_owned();
+    let base_of = |k: usize| {
+        layout.get(k).map_or(next, |(_, b)| {
+            BatchView::parse_header(b).expect("h").base_offset()
+        })
+    };
+    run(async {
+        let log = open(&root, config(), cache(1 << 10), Rc::new(SystemClock))
+            .await
+            .expect("damage inside a sealed segment does not stop the log");
+        let damaged = log.damaged();
+        assert_eq!(damaged.len(), 1, "found by the open's tail check");
+        assert_eq!(damaged[0].1, base_of(k)..base_of(k + 1));
+        let read = |offset| ReadRequest {
+            offset,
+            until: log.log_end(),
+            max_bytes: 1,
+        };
+        assert!(matches!(
+            log.read(read(base_of(k))).await,
+            Err(StorageError::Damaged { .. })
+        ));
+        let after = log
+            .read(read(base_of(k + 1)))
+            .await
+            .expect("after the damage");
+        assert_eq!(after.len(), 1, "the batch after the damage");
+        assert!(next_of(&after[0]) > base_of(k + 1));
+        if k > 0 {
+            let before = log.read(read(base_of(k - 1))).await.expect("before");
+            assert_eq!(before, vec![layout[k - 1].1.clone()]);
+        }
+        log.close().await.expect("close");
+    });
 }

@@ -150,6 +150,15 @@ impl GroupHost {
             if meta.shard_of(partition) != Some(service.shard) {
                 continue;
             }
+            // Its ERROR is logged already; its groups' commits cannot be
+            // served until it is repaired, the other groups can.
+            if service
+                .partitions
+                .offline(OFFSETS_TOPIC, partition)
+                .is_some()
+            {
+                continue;
+            }
             let listed = service
                 .partitions
                 .list_offsets(OFFSETS_TOPIC, partition, -2)

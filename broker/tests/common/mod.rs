@@ -135,7 +135,8 @@ impl Broker {
         self.restart();
     }
 
-    fn restart(&mut self) {
+    /// Starts again on the same data dir (after `terminate` or a kill).
+    pub fn restart(&mut self) {
         // A killed broker leaves its address file behind.
         let _ = std::fs::remove_file(self.data_dir().join("broker.addr"));
         let log = self.dir.path().join("fjord.log");

@@ -4,13 +4,15 @@
 use fjord_schema::ErrorCode;
 
 use super::protocol::{NewTopic, TopicResult};
-use super::{BrokerInfo, Client, ClientConfig, ClientError, TopicInfo};
+use super::{BrokerInfo, Client, ClientConfig, ClientError, PartitionHealthInfo, TopicInfo};
 
-/// A topic as `describe` shows it: its partitions and the brokers they name.
+/// A topic as `describe` shows it: its partitions, the brokers they name,
+/// and the partitions with a storage problem (offline, damaged ranges).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicDescription {
     pub topic: TopicInfo,
     pub brokers: Vec<BrokerInfo>,
+    pub health: Vec<PartitionHealthInfo>,
 }
 
 /// Admin client.
@@ -62,7 +64,7 @@ impl Admin {
 
     /// One topic's partitions, leaders and shards.
     pub fn describe_topic(&mut self, name: &str) -> Result<TopicDescription, ClientError> {
-        let metadata = self.client.metadata(Some(&[name]))?;
+        let (metadata, health) = self.client.metadata_with_health(Some(&[name]), false)?;
         let topic = metadata
             .topics
             .into_iter()
@@ -80,6 +82,7 @@ impl Admin {
         Ok(TopicDescription {
             topic,
             brokers: metadata.brokers,
+            health,
         })
     }
 

@@ -32,6 +32,8 @@ pub mod fjord {
     pub use self::metadata_request_generated::*;
     mod broker_metadata_generated;
     pub use self::broker_metadata_generated::*;
+    mod damaged_range_generated;
+    pub use self::damaged_range_generated::*;
     mod partition_metadata_generated;
     pub use self::partition_metadata_generated::*;
     mod topic_metadata_generated;

@@ -133,7 +133,7 @@ fn collect_returns_whole_batches_within_budget() {
         until: Offset(100),
         max_bytes: positions[1].1 * 2,
     };
-    match collect_batches(&data, 0, 0, end, &request, 0) {
+    match collect_batches(&data, 0, 0, Offset(0), end, &request, 0) {
         Collect::Batches { ranges, done, .. } => {
             assert!(done);
             assert_eq!(ranges.len(), 2);
@@ -148,7 +148,7 @@ fn collect_returns_whole_batches_within_budget() {
         max_bytes: 1,
         ..request
     };
-    match collect_batches(&data, 0, 0, end, &tiny, 0) {
+    match collect_batches(&data, 0, 0, Offset(0), end, &tiny, 0) {
         Collect::Batches { ranges, .. } => assert_eq!(ranges.len(), 1, "first batch always"),
         other => panic!("unexpected {other:?}"),
     }
@@ -157,7 +157,7 @@ fn collect_returns_whole_batches_within_budget() {
         max_bytes: 1 << 20,
         ..request
     };
-    match collect_batches(&data, 0, 0, end, &bounded, 0) {
+    match collect_batches(&data, 0, 0, Offset(0), end, &bounded, 0) {
         Collect::Batches { ranges, .. } => assert_eq!(ranges.len(), 1, "until stops at 6"),
         other => panic!("unexpected {other:?}"),
     }
@@ -168,12 +168,31 @@ fn collect_returns_whole_batches_within_budget() {
         until: Offset(100),
         max_bytes: 1 << 20,
     };
+    // The good batches before the damage come first, then the damage.
+    match collect_batches(&corrupt, 0, 0, Offset(0), end, &all, 0) {
+        Collect::Batches {
+            ranges,
+            next_position,
+            next_offset,
+            done,
+            ..
+        } => {
+            assert_eq!(ranges.len(), 2);
+            assert_eq!((next_position, next_offset), (positions[2].0, Offset(6)));
+            assert!(done);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
     assert!(matches!(
-        collect_batches(&corrupt, 0, 0, end, &all, 0),
-        Collect::Corrupt { position, .. } if position == positions[2].0
+        collect_batches(&corrupt, 0, positions[2].0, Offset(6), end, &all, 0),
+        Collect::Corrupt { position, expected: Offset(6), .. } if position == positions[2].0
     ));
-    match collect_batches(&data[..100], 0, 0, end, &all, 0) {
-        Collect::NeedMore { from: 0, len } => assert_eq!(len, positions[0].1),
+    match collect_batches(&data[..100], 0, 0, Offset(0), end, &all, 0) {
+        Collect::NeedMore {
+            from: 0,
+            len,
+            offset: Offset(0),
+        } => assert_eq!(len, positions[0].1),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -303,4 +322,89 @@ fn read_start_skips_to_the_segment_holding_the_offset() {
         "batch 2..4 has max timestamp 2"
     );
     assert_eq!(core.time_lookup_start(100), None);
+}
+
+/// Runs a [`SalvageScanner`] over all of `data` (one window).
+fn salvage(data: &[u8], position: u64, lost_from: Offset) -> Damage {
+    let mut scanner = SalvageScanner::new(Offset(0), position, lost_from);
+    assert_eq!(
+        scanner.scan(data, 0, data.len() as u64),
+        SalvageStep::Done,
+        "the whole data is in the window"
+    );
+    scanner.finish(data.len() as u64)
+}
+
+/// Recovery's scan stops at the first bad batch; what it finds behind it
+/// tells a torn tail from corruption of acknowledged data.
+#[test]
+fn salvage_finds_valid_batches_after_damage_in_the_middle() {
+    let (mut data, positions) = segment(6);
+    let damaged = positions[2].0 as usize;
+    data[damaged + 80..damaged + 96].fill(0xAB);
+    let mut scanner = SegmentScanner::new(Offset(0), 500);
+    let step = scanner.scan(&data, 0, ScanLimit::None);
+    assert!(
+        matches!(step, ScanStep::Stop { position, kind: Some(_) } if position == damaged as u64)
+    );
+    let meta = scanner.finish();
+    let damage = salvage(&data, meta.bytes, meta.next);
+    assert_eq!(damage.lost_from, Offset(6));
+    assert_eq!(damage.bytes_start, positions[2].0);
+    assert_eq!(damage.bytes_end, positions[3].0, "the next batch is valid");
+    assert_eq!(damage.resume, Some((positions[3].0, Offset(9))));
+    assert_eq!(damage.valid_end, Offset(18), "every later batch is counted");
+    assert_eq!(damage.lost_offsets(Offset(18)), Offset(6)..Offset(9));
+}
+
+#[test]
+fn salvage_finds_nothing_after_a_torn_tail() {
+    let (data, positions) = segment(4);
+    // The last batch was cut mid-write; zero padding follows.
+    let mut torn = data[..positions[3].0 as usize + 70].to_vec();
+    torn.resize(torn.len() + 4096, 0);
+    let mut scanner = SegmentScanner::new(Offset(0), 500);
+    assert!(matches!(
+        scanner.scan(&torn, 0, ScanLimit::None),
+        ScanStep::NeedMore { .. } | ScanStep::Stop { .. }
+    ));
+    let meta = scanner.finish();
+    assert_eq!(meta.next, Offset(9));
+    let damage = salvage(&torn, meta.bytes, meta.next);
+    assert_eq!(
+        damage.resume, None,
+        "a torn tail has nothing valid after it"
+    );
+    assert_eq!(damage.valid_end, Offset(9));
+    assert_eq!(damage.bytes_end, torn.len() as u64);
+}
+
+#[test]
+fn salvage_ignores_valid_batches_with_older_offsets() {
+    // A stale copy of batch 0..3 after the damage does not count: offsets
+    // only grow, so it cannot be acknowledged data of this log.
+    let (data, positions) = segment(3);
+    let mut bytes = data[..positions[2].0 as usize].to_vec();
+    bytes.extend_from_slice(&[0x55; 200]);
+    bytes.extend_from_slice(&data[..positions[0].1]);
+    let damage = salvage(&bytes, positions[2].0, Offset(6));
+    assert_eq!(damage.resume, None);
+}
+
+#[test]
+fn salvage_asks_for_the_bytes_of_a_batch_it_cannot_see_whole() {
+    let (mut data, positions) = segment(3);
+    data[positions[0].0 as usize + 100] ^= 1;
+    let mut scanner = SalvageScanner::new(Offset(0), 0, Offset(0));
+    let cut = positions[1].0 as usize + fjord_schema::batch::BATCH_HEADER_LEN + 10;
+    assert_eq!(
+        scanner.scan(&data[..cut], 0, data.len() as u64),
+        SalvageStep::NeedMore {
+            from: positions[1].0,
+            len: positions[1].1
+        }
+    );
+    assert_eq!(scanner.scan(&data, 0, data.len() as u64), SalvageStep::Done);
+    let damage = scanner.finish(data.len() as u64);
+    assert_eq!(damage.resume, Some((positions[1].0, Offset(3))));
 }

@@ -25,6 +25,8 @@ impl<'a> PartitionMetadata<'a> {
   pub const VT_LEADER_SHARD: ::flatbuffers::VOffsetT = 12;
   pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 14;
   pub const VT_ISR: ::flatbuffers::VOffsetT = 16;
+  pub const VT_OFFLINE_REASON: ::flatbuffers::VOffsetT = 18;
+  pub const VT_DAMAGED: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -36,6 +38,8 @@ impl<'a> PartitionMetadata<'a> {
     args: &'args PartitionMetadataArgs<'args>
   ) -> ::flatbuffers::WIPOffset<PartitionMetadata<'bldr>> {
     let mut builder = PartitionMetadataBuilder::new(_fbb);
+    if let Some(x) = args.damaged { builder.add_damaged(x); }
+    if let Some(x) = args.offline_reason { builder.add_offline_reason(x); }
     if let Some(x) = args.isr { builder.add_isr(x); }
     if let Some(x) = args.replicas { builder.add_replicas(x); }
     builder.add_leader_epoch(args.leader_epoch);
@@ -96,6 +100,20 @@ impl<'a> PartitionMetadata<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(PartitionMetadata::VT_ISR, None)}
   }
+  #[inline]
+  pub fn offline_reason(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PartitionMetadata::VT_OFFLINE_REASON, None)}
+  }
+  #[inline]
+  pub fn damaged(&self) -> Option<::flatbuffers::Vector<'a, DamagedRange>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, DamagedRange>>>(PartitionMetadata::VT_DAMAGED, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PartitionMetadata<'_> {
@@ -111,6 +129,8 @@ impl ::flatbuffers::Verifiable for PartitionMetadata<'_> {
      .visit_field::<u16>("leader_shard", Self::VT_LEADER_SHARD, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("replicas", Self::VT_REPLICAS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("isr", Self::VT_ISR, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("offline_reason", Self::VT_OFFLINE_REASON, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, DamagedRange>>>("damaged", Self::VT_DAMAGED, false)?
      .finish();
     Ok(())
   }
@@ -123,6 +143,8 @@ pub struct PartitionMetadataArgs<'a> {
     pub leader_shard: u16,
     pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
     pub isr: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+    pub offline_reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub damaged: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, DamagedRange>>>,
 }
 impl<'a> Default for PartitionMetadataArgs<'a> {
   #[inline]
@@ -135,6 +157,8 @@ impl<'a> Default for PartitionMetadataArgs<'a> {
       leader_shard: 0,
       replicas: None,
       isr: None,
+      offline_reason: None,
+      damaged: None,
     }
   }
 }
@@ -173,6 +197,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionMetadataBuilder<'a, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionMetadata::VT_ISR, isr);
   }
   #[inline]
+  pub fn add_offline_reason(&mut self, offline_reason: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionMetadata::VT_OFFLINE_REASON, offline_reason);
+  }
+  #[inline]
+  pub fn add_damaged(&mut self, damaged: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , DamagedRange>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionMetadata::VT_DAMAGED, damaged);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PartitionMetadataBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PartitionMetadataBuilder {
@@ -197,6 +229,8 @@ impl ::core::fmt::Debug for PartitionMetadata<'_> {
       ds.field("leader_shard", &self.leader_shard());
       ds.field("replicas", &self.replicas());
       ds.field("isr", &self.isr());
+      ds.field("offline_reason", &self.offline_reason());
+      ds.field("damaged", &self.damaged());
       ds.finish()
   }
 }
