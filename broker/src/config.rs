@@ -474,7 +474,7 @@ impl Config {
             &mut self.log_write_retry_backoff_ms_max,
             &var,
             "FJORD_LOG_WRITE_RETRY_BACKOFF_MS_MAX",
-)?;
+        )?;
         set(
             &mut self.log_damaged_ranges_max,
             &var,
@@ -562,7 +562,7 @@ impl Config {
         set(
             &mut self.log_write_retry_backoff_ms_max,
             flags.log_write_retry_backoff_ms_max,
-);
+        );
         set(
             &mut self.log_damaged_ranges_max,
             flags.log_damaged_ranges_max,

@@ -1908,6 +1908,61 @@ async fn open_sealed(
     Ok((meta, None))
 }
 
+/// The bytes of a file a recovery scan looks at, read in aligned chunks:
+/// what was verified is dropped, the block the next batch starts in kept.
+#[derive(Default)]
+struct ScanWindow {
+    /// File position of `bytes[0]` (block aligned).
+    pos: u64,
+    bytes: Vec<u8>,
+}
+
+/// What [`ScanWindow::fill`] did.
+enum Fill {
+    /// The window already reached the bytes asked for.
+    Enough,
+    /// Read more, starting at file position `at`.
+    Read { at: u64 },
+    /// The file ended at `at` before the bytes asked for.
+    Eof { at: u64 },
+}
+
+impl ScanWindow {
+    fn end(&self) -> u64 {
+        self.pos + self.bytes.len() as u64
+    }
+
+    /// Drops what lies before `position`'s block, then reads until the
+    /// window reaches `need_end` (one aligned read).
+    async fn fill(
+        &mut self,
+        file: &DmaFile,
+        path: &Path,
+        position: u64,
+        need_end: u64,
+    ) -> Result<Fill> {
+        let keep_from = align_down(position);
+        if keep_from > self.pos {
+            let drop_len = ((keep_from - self.pos) as usize).min(self.bytes.len());
+            self.bytes.drain(..drop_len);
+            self.pos = keep_from;
+        }
+        let at = self.end();
+        if at >= need_end {
+            return Ok(Fill::Enough);
+        }
+        let read = file
+            .read_at_aligned(at, (align_up(need_end) - at) as usize)
+            .await
+            .map_err(rt_at(path))?;
+        if read.is_empty() {
+            return Ok(Fill::Eof { at });
+        }
+        self.bytes.extend_from_slice(&read);
+        Ok(Fill::Read { at })
+    }
+}
+
 /// How a scan ended: where, and why (`None`: zero padding or end of file).
 type ScanEnd = Option<CorruptionKind>;
 
@@ -1921,37 +1976,22 @@ async fn scan_file(
     config: &LogConfig,
 ) -> Result<(SegmentMeta, ScanEnd)> {
     let chunk = config.read_chunk_bytes as u64;
-    let mut window_pos = 0u64;
-    let mut window: Vec<u8> = Vec::new();
+    let mut window = ScanWindow::default();
     let mut want = chunk;
     loop {
         let position = scanner.position();
         if position >= file_len {
             return Ok((scanner.finish(), None));
         }
-        // Drop what was verified; keep the block the next batch starts in.
-        let keep_from = align_down(position);
-        if keep_from > window_pos {
-            let drop_len = ((keep_from - window_pos) as usize).min(window.len());
-            window.drain(..drop_len);
-            window_pos = keep_from;
-        }
-        let have_end = window_pos + window.len() as u64;
         let need_end = (position + want).min(file_len);
-        if have_end < need_end {
-            let read = file
-                .read_at_aligned(have_end, (align_up(need_end) - have_end) as usize)
-                .await
-                .map_err(rt_at(path))?;
-            if read.is_empty() {
-                return Err(StorageError::Inconsistent {
-                    dir: path.to_owned(),
-                    reason: format!("short read at {have_end} of a {file_len}-byte file"),
-                });
-            }
-            window.extend_from_slice(&read);
+        if let Fill::Eof { at } = window.fill(file, path, position, need_end).await? {
+            return Err(StorageError::Inconsistent {
+                dir: path.to_owned(),
+                reason: format!("short read at {at} of a {file_len}-byte file"),
+            });
         }
-        match scanner.scan(&window, window_pos, limit) {
+        let (window_pos, window) = (window.pos, &window.bytes);
+        match scanner.scan(window, window_pos, limit) {
             ScanStep::Limit => return Ok((scanner.finish(), None)),
             ScanStep::Stop { kind, .. } => return Ok((scanner.finish(), kind)),
             ScanStep::NeedMore { from, len } => {
@@ -2037,36 +2077,25 @@ async fn salvage_file(
     let mut garbage = false;
     let chunk = config.read_chunk_bytes as u64;
     let mut scanner = SalvageScanner::new(segment_base, position, lost_from);
-    let mut window_pos = 0u64;
-    let mut window: Vec<u8> = Vec::new();
+    let mut window = ScanWindow::default();
     let mut want = chunk;
     loop {
         let position = scanner.position();
-        let keep_from = align_down(position);
-        if keep_from > window_pos {
-            let drop_len = ((keep_from - window_pos) as usize).min(window.len());
-            window.drain(..drop_len);
-            window_pos = keep_from;
-        }
-        let have_end = window_pos + window.len() as u64;
         let need_end = (position + want).min(end);
-        if have_end < need_end {
-            let read = file
-                .read_at_aligned(have_end, (align_up(need_end) - have_end) as usize)
-                .await
-                .map_err(rt_at(path))?;
-            if read.is_empty() {
-                return Ok((scanner.finish(have_end), garbage));
+        match window.fill(file, path, position, need_end).await? {
+            Fill::Enough => {}
+            Fill::Eof { at } => return Ok((scanner.finish(at), garbage)),
+            Fill::Read { at } => {
+                let read = &window.bytes[(at - window.pos) as usize..];
+                let skip = padding_from.saturating_sub(at) as usize;
+                garbage |= read.get(skip..).is_some_and(|r| r.iter().any(|&b| b != 0));
             }
-            let skip = padding_from.saturating_sub(have_end) as usize;
-            garbage |= read.get(skip..).is_some_and(|r| r.iter().any(|&b| b != 0));
-            window.extend_from_slice(&read);
         }
-        match scanner.scan(&window, window_pos, end) {
+        match scanner.scan(&window.bytes, window.pos, end) {
             SalvageStep::Done => {
                 // The rest of the file was not needed by the scan: check
                 // its padding too.
-                let mut at = window_pos + window.len() as u64;
+                let mut at = window.end();
                 while at < end && !garbage {
                     let len = (align_up(end) - at).min(config.read_chunk_bytes as u64);
                     let read = file
