@@ -20,9 +20,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::pressure::{assert_acked_readable, Acked, SteadyProducer};
-use common::{batch, Broker, Conn, PATIENCE};
-use fjord_schema::api::{decode_response, ApiKey, Response};
-use fjord_schema::{CorrelationId, ErrorCode};
+use common::{batch, Broker, Conn, ProduceOutcome, PATIENCE};
+use fjord_schema::ErrorCode;
 use tempfile::TempDir;
 
 /// Size of the filesystem the broker's data dir lives on.
@@ -82,33 +81,9 @@ fn run(program: &str, args: &[&str]) {
     assert!(status.success(), "{program} {args:?}: {status}");
 }
 
-/// A produce's outcome with the broker's message.
-struct Outcome {
-    error: ErrorCode,
-    message: Option<String>,
-    base_offset: i64,
-}
-
-fn produce(conn: &mut Conn, topic: &str, records: &[u8]) -> Outcome {
-    let body = Conn::produce_body(topic, 0, records.len(), -1);
-    let cid = conn.send(ApiKey::Produce, 0, 0, &body, records);
-    let frame = conn.receive(cid);
-    assert_eq!(frame.header.correlation_id(), CorrelationId(cid));
-    let Ok(Response::Produce(r)) = decode_response(&frame) else {
-        panic!("not a produce response: {frame:?}");
-    };
-    let p = r
-        .topics()
-        .expect("topics")
-        .get(0)
-        .partitions()
-        .expect("partitions")
-        .get(0);
-    Outcome {
-        error: ErrorCode::from_code(p.error_code()),
-        message: p.error_message().map(str::to_owned),
-        base_offset: p.base_offset(),
-    }
+fn produce(conn: &mut Conn, topic: &str, records: &[u8]) -> ProduceOutcome {
+    conn.produce_outcome(topic, 0, records, -1)
+        .expect("produce response")
 }
 
 /// One record of `len` bytes whose value starts with `tag`.
@@ -126,7 +101,7 @@ fn produce_until_failure(
     topic: &str,
     len: usize,
     acked: &mut Vec<Acked>,
-) -> Outcome {
+) -> ProduceOutcome {
     let deadline = Instant::now() + PATIENCE;
     for n in 0u64.. {
         assert!(Instant::now() < deadline, "{topic} never filled the disk");
@@ -164,9 +139,6 @@ fn produce_until_accepted(conn: &mut Conn, topic: &str, acked: &mut Vec<Acked>) 
 /// A Produce v9 of one record to partition 0 of `topic` through the Kafka
 /// listener: its error code and message.
 fn kafka_produce(broker: &Broker, topic: &str) -> (i16, Option<String>) {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
-    use kafka_protocol::protocol::StrBytes;
     let record = common::kafka::plain_record(
         0,
         1_700_000_000_000,
@@ -175,25 +147,15 @@ fn kafka_produce(broker: &Broker, topic: &str) -> (i16, Option<String>) {
     );
     let records =
         common::kafka::encode_batch(&[record], kafka_protocol::records::Compression::None);
-    let mut produce = ProduceRequest::default();
-    produce.acks = -1;
-    produce.timeout_ms = 30_000;
-    let mut data = TopicProduceData::default();
-    data.name = TopicName(StrBytes::from_string(topic.to_owned()));
-    let mut part = PartitionProduceData::default();
-    part.records = Some(records);
-    data.partition_data.push(part);
-    produce.topic_data.push(data);
     let mut stream = common::kafka::connect(broker.kafka_addr());
-    let produced: ProduceResponse = common::kafka::call(&mut stream, ApiKey::Produce, 9, &produce);
-    let part = &produced.responses[0].partition_responses[0];
+    let part = common::kafka::produce_v9(&mut stream, topic, records);
     (
         part.error_code,
         part.error_message.as_ref().map(|m| m.to_string()),
     )
 }
 
-fn assert_disk_full(outcome: &Outcome) {
+fn assert_disk_full(outcome: &ProduceOutcome) {
     assert_eq!(outcome.error, ErrorCode::KafkaStorageError);
     let message = outcome.message.as_deref().unwrap_or_default();
     assert!(

@@ -731,19 +731,7 @@ fn kafka_batch(len: usize) -> bytes::Bytes {
 }
 
 fn raw_produce(stream: &mut std::net::TcpStream, topic: &str, records: bytes::Bytes) -> i16 {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-    let mut produce = ProduceRequest::default();
-    produce.acks = -1;
-    produce.timeout_ms = 30_000;
-    let mut data = TopicProduceData::default();
-    data.name = TopicName(StrBytes::from_string(topic.to_owned()));
-    let mut part = PartitionProduceData::default();
-    part.records = Some(records);
-    data.partition_data.push(part);
-    produce.topic_data.push(data);
-    let produced: ProduceResponse = call(stream, ApiKey::Produce, 9, &produce);
-    produced.responses[0].partition_responses[0].error_code
+    common::kafka::produce_v9(stream, topic, records).error_code
 }
 
 /// `max.message.bytes` above the write buffer grows the live log's buffer

@@ -100,3 +100,25 @@ pub fn encode_batch(
     .expect("encode records");
     encoded.freeze()
 }
+
+/// A Produce v9 (acks=all) of `records` to partition 0 of `topic` on
+/// `stream`: the partition's response.
+pub fn produce_v9(
+    stream: &mut TcpStream,
+    topic: &str,
+    records: Bytes,
+) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+    let mut produce = ProduceRequest::default();
+    produce.acks = -1;
+    produce.timeout_ms = 30_000;
+    let mut data = TopicProduceData::default();
+    data.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    let mut part = PartitionProduceData::default();
+    part.records = Some(records);
+    data.partition_data.push(part);
+    produce.topic_data.push(data);
+    let mut produced: ProduceResponse = call(stream, ApiKey::Produce, 9, &produce);
+    produced.responses.remove(0).partition_responses.remove(0)
+}

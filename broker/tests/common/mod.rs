@@ -254,6 +254,14 @@ fn spawn(root: &Path, args: &[String]) -> Child {
         .expect("spawn fjord")
 }
 
+/// A produce's answer for one partition.
+#[derive(Debug)]
+pub struct ProduceOutcome {
+    pub error: ErrorCode,
+    pub message: Option<String>,
+    pub base_offset: i64,
+}
+
 /// One native-protocol connection.
 pub struct Conn {
     pub stream: TcpStream,
@@ -511,11 +519,26 @@ impl Conn {
         records: &[u8],
         acks: i8,
     ) -> std::io::Result<(ErrorCode, i64)> {
-        let body = Conn::produce_body(topic, partition, records.len(), acks);
         if acks == 0 {
+            let body = Conn::produce_body(topic, partition, records.len(), acks);
             self.send(ApiKey::Produce, 0, FrameFlags::NO_RESPONSE, &body, records);
             return Ok((ErrorCode::None, -1));
         }
+        let outcome = self.produce_outcome(topic, partition, records, acks)?;
+        Ok((outcome.error, outcome.base_offset))
+    }
+
+    /// Produces `records` (acks 1 or -1); the partition's answer with the
+    /// broker's error message.
+    pub fn produce_outcome(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        records: &[u8],
+        acks: i8,
+    ) -> std::io::Result<ProduceOutcome> {
+        assert_ne!(acks, 0, "acks=0 has no answer");
+        let body = Conn::produce_body(topic, partition, records.len(), acks);
         let cid = self.send(ApiKey::Produce, 0, 0, &body, records);
         let frame = self.try_receive()?;
         assert_eq!(frame.header.correlation_id(), CorrelationId(cid));
@@ -529,7 +552,11 @@ impl Conn {
             .partitions()
             .expect("partitions")
             .get(0);
-        Ok((ErrorCode::from_code(p.error_code()), p.base_offset()))
+        Ok(ProduceOutcome {
+            error: ErrorCode::from_code(p.error_code()),
+            message: p.error_message().map(str::to_owned),
+            base_offset: p.base_offset(),
+        })
     }
 
     pub fn produce(
