@@ -42,11 +42,13 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct RepairArgs {
-    /// Data directory of the stopped broker [default: ./fjord-data].
+    /// Data directory of the stopped broker.
     #[arg(long, env = "FJORD_DATA_DIR", default_value = "./fjord-data")]
     data_dir: PathBuf,
+    /// Topic of the damaged partition.
     #[arg(long)]
     topic: String,
+    /// The damaged partition.
     #[arg(long)]
     partition: u32,
     /// First offset to delete (the broker's ERROR names it).
