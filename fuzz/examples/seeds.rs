@@ -816,6 +816,27 @@ mod kafka {
             &[&[1u8][..], &encode_assignment(&subscription().owned)].concat(),
         );
 
+        // A consumer owning 2,000 partitions of a topic with Kafka's
+        // longest name.
+        let long: Vec<_> = (0..2_000)
+            .map(|p| TopicPartition::new("t".repeat(249), p))
+            .collect();
+        write(
+            "consumer_protocol",
+            "assignment-large",
+            &[&[1u8][..], &encode_assignment(&long)].concat(),
+        );
+        let large = Subscription {
+            topics: vec!["t".repeat(249)],
+            owned: long,
+            generation: 9,
+        };
+        write(
+            "consumer_protocol",
+            "subscription-large",
+            &[&[0u8][..], &encode_subscription(&large)].concat(),
+        );
+
         // offsets_record: one record, a tombstone, and a commit's batches.
         let tp = TopicPartition::new("events", 7);
         let offset = fjord_broker::group::coordinator::CommittedOffset {
