@@ -9,12 +9,14 @@
 //! Checks: a valid native batch always converts; the Kafka bytes convert
 //! back (`kafka_to_native`) to byte-identical native batches; every Kafka
 //! header field is the native one; a mutated native batch converts or is
-//! refused, never panics, and when it converts the client gets batches the
+//! refused, never panics, and when it converts a batch the produce path
+//! lets in (`partitions::verify_batches`), the client gets batches the
 //! broker itself accepts.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use fjord_broker::kafka::records::{kafka_to_native, native_to_kafka, KafkaRecordsLimits};
+use fjord_broker::partitions::verify_batches;
 use fjord_schema::batch::{
     assign_offset_and_epoch, BatchBuilder, BatchOptions, BatchView, RecordInput, TimestampType,
     BATCH_CRC_START,
@@ -205,8 +207,9 @@ fuzz_target!(|input: Input| {
     let mut out = Vec::new();
     match native_to_kafka(&bytes, &limits, &mut out) {
         Ok(()) => {
-            // What a client fetched, the broker would take back.
-            if !out.is_empty() {
+            // What a client fetched, the broker would take back, if the
+            // produce path let it into the log (logs hold nothing else).
+            if verify_batches(&bytes, u64::MAX).is_ok() {
                 kafka_to_native(&out, &wide).expect("served batches are valid Kafka batches");
             }
         }
