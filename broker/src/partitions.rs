@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use fjord_schema::batch::BatchView;
+use fjord_schema::batch::{BatchView, ATTRIBUTES_DEFINED};
 use fjord_schema::{
     BatchError, ErrorCode, LeaderEpoch, Offset, PartitionId, ProducerEpoch, ProducerId, ShardId,
 };
@@ -910,6 +910,13 @@ pub fn verify_batches(
                 format!("batch at byte {start} holds no records"),
             ));
         }
+        let undefined = view.header().attributes.get() & !ATTRIBUTES_DEFINED;
+        if undefined != 0 {
+            return Err((
+                ErrorCode::CorruptMessage,
+                format!("batch at byte {start} sets undefined attribute bits {undefined:#06x}"),
+            ));
+        }
         ranges.push(start..start + len);
         rest = tail;
     }
@@ -941,7 +948,7 @@ pub fn storage_code(error: &StorageError) -> ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput};
+    use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput, BATCH_CRC_START};
 
     fn batch(values: &[&[u8]]) -> Vec<u8> {
         let mut builder = BatchBuilder::new(BatchOptions::default());
@@ -976,5 +983,24 @@ mod tests {
         assert_eq!(code, ErrorCode::CorruptMessage);
         let (code, _) = verify_batches(&[], 1 << 20).expect_err("empty");
         assert_eq!(code, ErrorCode::InvalidRequest);
+    }
+
+    /// A native producer could store attribute bits the batch format does
+    /// not define, and `native_to_kafka` served them to Kafka consumers
+    /// (bit 6 is Kafka's delete-horizon flag), in batches the Kafka produce
+    /// path itself refuses. Found by the `native_to_kafka` fuzz target
+    /// (fuzz/): attributes 0xff39 with a recomputed CRC.
+    #[test]
+    fn undefined_attribute_bits_are_refused() {
+        for bits in [1u16 << 6, 1 << 15, 0xff39] {
+            let mut records = batch(&[b"a"]);
+            let attributes = u16::from_le_bytes([records[24], records[25]]) | bits;
+            records[24..26].copy_from_slice(&attributes.to_le_bytes());
+            let crc = crc32c::crc32c(&records[BATCH_CRC_START..]);
+            records[20..24].copy_from_slice(&crc.to_le_bytes());
+            let (code, message) = verify_batches(&records, 1 << 20).expect_err("undefined bits");
+            assert_eq!(code, ErrorCode::CorruptMessage);
+            assert!(message.contains("undefined attribute bits"), "{message}");
+        }
     }
 }

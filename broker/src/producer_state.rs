@@ -316,7 +316,14 @@ impl ProducerStates {
                 let last_seq = Sequence(r.i32()?);
                 let base_offset = Offset(r.u64()?);
                 let last_offset = Offset(r.u64()?);
-                if producer_id.0 < 0 || base_offset > last_offset {
+                // What `apply` is ever given: a producer id, sequences
+                // (`ProducerBatch::of` has none negative; `check` advances
+                // them and asserts so) and ordered offsets.
+                if producer_id.0 < 0
+                    || first_seq.0 < 0
+                    || last_seq.0 < 0
+                    || base_offset > last_offset
+                {
                     return None;
                 }
                 let batch = ProducerBatch {

@@ -1,6 +1,9 @@
 //! Writes seed corpora for the fuzz targets into `fuzz/corpus/<target>/`:
 //! well-formed messages of every type, produce/fetch payloads with real
-//! batches, batches of every codec, and frame streams.
+//! batches, batches of every codec, and frame streams; and for the Kafka
+//! edge (see [`kafka`]): framed requests of every served api and version,
+//! Kafka RecordBatch v2 of every codec, ConsumerProtocol bytes,
+//! `__consumer_offsets` records and producer-state snapshots.
 //!
 //! ```text
 //! cd fuzz && cargo +nightly run --example seeds
@@ -473,6 +476,7 @@ fn target_for(key: ApiKey) -> &'static str {
         ApiKey::Produce => "produce_request",
         ApiKey::Fetch => "fetch_request",
         ApiKey::ListOffsets => "list_offsets_request",
+        other => unreachable!("no native request target for {other:?}"),
     }
 }
 
@@ -526,6 +530,364 @@ fn main() {
             "batch_view",
             &format!("{}-2", codec.name()),
             &[&[0x0f][..], &two].concat(),
+        );
+    }
+
+    kafka::seeds();
+}
+
+/// Seeds of the Kafka-edge targets (`kafka_*`, `native_to_kafka`,
+/// `consumer_protocol`, `offsets_record`, `producer_snapshot`).
+mod kafka {
+    use bytes::{BufMut, Bytes, BytesMut};
+    use fjord_broker::group::offsets_log;
+    use fjord_broker::kafka::handler::KAFKA_APIS;
+    use fjord_broker::kafka::records::{native_to_kafka, KafkaRecordsLimits};
+    use fjord_broker::producer_state::{ProducerBatch, ProducerStateConfig, ProducerStates};
+    use fjord_net::client::assignor::{Subscription, TopicPartition};
+    use fjord_net::client::consumer_protocol::{encode_assignment, encode_subscription};
+    use fjord_schema::batch::assign_offset_and_epoch;
+    use fjord_schema::{Compression, LeaderEpoch, Offset, ProducerEpoch, ProducerId, Sequence};
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    use super::{batch, write};
+
+    /// Kafka batches: the native seed batch of `codec`, through the
+    /// broker's own writer (xerial snappy, lz4 frames).
+    fn kafka_batch(codec: Compression, records: usize, base_offset: u64) -> Vec<u8> {
+        let mut native = batch(codec, records, true);
+        assign_offset_and_epoch(&mut native, Offset(base_offset), LeaderEpoch(0));
+        let mut out = Vec::new();
+        native_to_kafka(&native, &KafkaRecordsLimits::default(), &mut out)
+            .expect("seed batches convert");
+        out
+    }
+
+    fn body<M: Encodable>(message: &M, version: i16) -> Option<Vec<u8>> {
+        let mut out = BytesMut::new();
+        message.encode(&mut out, version).ok()?;
+        Some(out.to_vec())
+    }
+
+    fn name(s: &'static str) -> StrBytes {
+        StrBytes::from_static_str(s)
+    }
+
+    /// Requests with content, per api: (api, message encoder).
+    fn rich(api: ApiKey, version: i16) -> Option<Vec<u8>> {
+        match api {
+            ApiKey::Produce => {
+                let mut p = produce_request::PartitionProduceData::default();
+                p.index = 0;
+                p.records = Some(Bytes::from(
+                    [
+                        kafka_batch(Compression::None, 3, 0),
+                        kafka_batch(Compression::Zstd, 2, 3),
+                    ]
+                    .concat(),
+                ));
+                let mut t = produce_request::TopicProduceData::default();
+                t.name = TopicName(name("events"));
+                t.partition_data = vec![p];
+                let mut r = ProduceRequest::default();
+                r.acks = -1;
+                r.timeout_ms = 1000;
+                r.topic_data = vec![t];
+                body(&r, version)
+            }
+            ApiKey::Fetch => {
+                let mut p = fetch_request::FetchPartition::default();
+                p.fetch_offset = 5;
+                p.partition_max_bytes = 1 << 20;
+                let mut t = fetch_request::FetchTopic::default();
+                t.topic = TopicName(name("events"));
+                t.partitions = vec![p];
+                let mut r = FetchRequest::default();
+                r.max_wait_ms = 500;
+                r.max_bytes = 1 << 20;
+                r.topics = vec![t];
+                body(&r, version)
+            }
+            ApiKey::Metadata => {
+                let mut t = metadata_request::MetadataRequestTopic::default();
+                t.name = Some(TopicName(name("events")));
+                let mut r = MetadataRequest::default();
+                r.topics = Some(vec![t]);
+                body(&r, version)
+            }
+            ApiKey::JoinGroup => {
+                let mut p = join_group_request::JoinGroupRequestProtocol::default();
+                p.name = name("range");
+                p.metadata = Bytes::from(encode_subscription(&subscription()));
+                let mut r = JoinGroupRequest::default();
+                r.group_id = GroupId(name("g"));
+                r.session_timeout_ms = 10_000;
+                r.rebalance_timeout_ms = 10_000;
+                r.protocol_type = name("consumer");
+                r.protocols = vec![p];
+                body(&r, version)
+            }
+            ApiKey::SyncGroup => {
+                let mut a = sync_group_request::SyncGroupRequestAssignment::default();
+                a.member_id = name("m-1");
+                a.assignment = Bytes::from(encode_assignment(&subscription().owned));
+                let mut r = SyncGroupRequest::default();
+                r.group_id = GroupId(name("g"));
+                r.generation_id = 1;
+                r.member_id = name("m-1");
+                r.assignments = vec![a];
+                body(&r, version)
+            }
+            ApiKey::OffsetCommit => {
+                let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
+                p.partition_index = 2;
+                p.committed_offset = 42;
+                p.committed_metadata = Some(name("meta"));
+                let mut t = offset_commit_request::OffsetCommitRequestTopic::default();
+                t.name = TopicName(name("events"));
+                t.partitions = vec![p];
+                let mut r = OffsetCommitRequest::default();
+                r.group_id = GroupId(name("g"));
+                r.generation_id_or_member_epoch = -1;
+                r.topics = vec![t];
+                body(&r, version)
+            }
+            ApiKey::CreateTopics => {
+                let mut c = create_topics_request::CreatableTopicConfig::default();
+                c.name = name("retention.ms");
+                c.value = Some(name("60000"));
+                let mut t = create_topics_request::CreatableTopic::default();
+                t.name = TopicName(name("events"));
+                t.num_partitions = 3;
+                t.replication_factor = 1;
+                t.configs = vec![c];
+                let mut r = CreateTopicsRequest::default();
+                r.topics = vec![t];
+                r.timeout_ms = 1000;
+                body(&r, version)
+            }
+            _ => None,
+        }
+    }
+
+    /// A default (empty) request of `api` at `version`.
+    fn empty(api: ApiKey, version: i16) -> Option<Vec<u8>> {
+        match api {
+            ApiKey::Produce => body(&ProduceRequest::default(), version),
+            ApiKey::Fetch => body(&FetchRequest::default(), version),
+            ApiKey::ListOffsets => body(&ListOffsetsRequest::default(), version),
+            ApiKey::Metadata => body(&MetadataRequest::default(), version),
+            ApiKey::OffsetCommit => body(&OffsetCommitRequest::default(), version),
+            ApiKey::OffsetFetch => body(&OffsetFetchRequest::default(), version),
+            ApiKey::FindCoordinator => body(&FindCoordinatorRequest::default(), version),
+            ApiKey::JoinGroup => body(&JoinGroupRequest::default(), version),
+            ApiKey::Heartbeat => body(&HeartbeatRequest::default(), version),
+            ApiKey::LeaveGroup => body(&LeaveGroupRequest::default(), version),
+            ApiKey::SyncGroup => body(&SyncGroupRequest::default(), version),
+            ApiKey::DescribeGroups => body(&DescribeGroupsRequest::default(), version),
+            ApiKey::ListGroups => body(&ListGroupsRequest::default(), version),
+            ApiKey::ApiVersions => body(&ApiVersionsRequest::default(), version),
+            ApiKey::CreateTopics => body(&CreateTopicsRequest::default(), version),
+            ApiKey::DeleteTopics => body(&DeleteTopicsRequest::default(), version),
+            ApiKey::DeleteGroups => body(&DeleteGroupsRequest::default(), version),
+            ApiKey::InitProducerId => body(&InitProducerIdRequest::default(), version),
+            ApiKey::DescribeConfigs => body(&DescribeConfigsRequest::default(), version),
+            ApiKey::AlterConfigs => body(&AlterConfigsRequest::default(), version),
+            ApiKey::IncrementalAlterConfigs => {
+                body(&IncrementalAlterConfigsRequest::default(), version)
+            }
+            ApiKey::CreatePartitions => body(&CreatePartitionsRequest::default(), version),
+            ApiKey::DescribeCluster => body(&DescribeClusterRequest::default(), version),
+            _ => None,
+        }
+    }
+
+    fn subscription() -> Subscription {
+        Subscription {
+            topics: vec!["events".into(), "logs".into()],
+            owned: vec![
+                TopicPartition::new("events", 0),
+                TopicPartition::new("events", 3),
+                TopicPartition::new("logs", 1),
+            ],
+            generation: 4,
+        }
+    }
+
+    /// A whole framed request: length, header, body.
+    fn framed(api: ApiKey, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+        let mut header = RequestHeader::default();
+        header.request_api_key = api as i16;
+        header.request_api_version = version;
+        header.correlation_id = correlation_id;
+        header.client_id = Some(name("fuzz"));
+        let mut frame = BytesMut::new();
+        frame.put_u32(0);
+        header
+            .encode(&mut frame, api.request_header_version(version))
+            .expect("headers encode");
+        frame.put_slice(body);
+        let len = (frame.len() - 4) as u32;
+        frame[..4].copy_from_slice(&len.to_be_bytes());
+        frame.to_vec()
+    }
+
+    pub(super) fn seeds() {
+        // kafka_request: every served api and version, empty and (where
+        // written above) with content; kafka_framer: streams of them.
+        let mut stream = Vec::new();
+        for (i, &(api, min, max)) in KAFKA_APIS.iter().enumerate() {
+            for version in min..=max {
+                let offset = (version - min) as u8;
+                for (kind, bytes) in [("empty", empty(api, version)), ("rich", rich(api, version))]
+                {
+                    let Some(bytes) = bytes else { continue };
+                    let input = [&[i as u8, offset][..], &bytes].concat();
+                    write(
+                        "kafka_request",
+                        &format!("{api:?}-v{version}-{kind}"),
+                        &input,
+                    );
+                    if version == max {
+                        stream.extend(framed(api, version, i as i32, &bytes));
+                    }
+                }
+            }
+        }
+        // 1 MiB limit; pieces of 7, 1 and 100 bytes, fed / read into the
+        // framer; all at once.
+        write(
+            "kafka_framer",
+            "pieces-feed",
+            &[&[20u8, 0, 3 << 1, 6, 0, 99][..], &stream].concat(),
+        );
+        write(
+            "kafka_framer",
+            "pieces-space",
+            &[&[20u8, 0, 3 << 1 | 1, 6, 0, 99][..], &stream].concat(),
+        );
+        write(
+            "kafka_framer",
+            "whole",
+            &[&[20u8, 0, 0][..], &stream].concat(),
+        );
+
+        // kafka_to_native: mode bit 0 fixes CRCs, bits 2-4 = 7: 32 KiB.
+        let mode = 1 | 7 << 2;
+        for codec in Compression::ALL {
+            let one = kafka_batch(codec, 5, 0);
+            let two = [&one[..], &kafka_batch(codec, 1, 5)[..]].concat();
+            write(
+                "kafka_to_native",
+                &format!("{}-1", codec.name()),
+                &[&[mode][..], &one].concat(),
+            );
+            write(
+                "kafka_to_native",
+                &format!("{}-2", codec.name()),
+                &[&[mode][..], &two].concat(),
+            );
+        }
+        // Section mode: the uncompressed records section of a 5-record
+        // batch, for each codec.
+        let plain = kafka_batch(Compression::None, 5, 0);
+        let last_delta = &plain[23..27];
+        let count = &plain[57..61];
+        for codec in 0..5u8 {
+            let input = [&[2 | 7 << 2, codec][..], last_delta, count, &plain[61..]].concat();
+            write("kafka_to_native", &format!("section-{codec}"), &input);
+        }
+
+        // consumer_protocol.
+        write(
+            "consumer_protocol",
+            "subscription-v2",
+            &[&[0u8][..], &encode_subscription(&subscription())].concat(),
+        );
+        // Java's v0 subscription of ["t"], null user data.
+        write(
+            "consumer_protocol",
+            "subscription-v0",
+            &[0, 0, 0, 0, 0, 0, 1, 0, 1, b't', 0xff, 0xff, 0xff, 0xff],
+        );
+        write(
+            "consumer_protocol",
+            "assignment",
+            &[&[1u8][..], &encode_assignment(&subscription().owned)].concat(),
+        );
+
+        // A consumer owning 2,000 partitions of a topic with Kafka's
+        // longest name.
+        let long: Vec<_> = (0..2_000)
+            .map(|p| TopicPartition::new("t".repeat(249), p))
+            .collect();
+        write(
+            "consumer_protocol",
+            "assignment-large",
+            &[&[1u8][..], &encode_assignment(&long)].concat(),
+        );
+        let large = Subscription {
+            topics: vec!["t".repeat(249)],
+            owned: long,
+            generation: 9,
+        };
+        write(
+            "consumer_protocol",
+            "subscription-large",
+            &[&[0u8][..], &encode_subscription(&large)].concat(),
+        );
+
+        // offsets_record: one record, a tombstone, and a commit's batches.
+        let tp = TopicPartition::new("events", 7);
+        let offset = fjord_broker::group::coordinator::CommittedOffset {
+            offset: 42,
+            leader_epoch: 3,
+            metadata: "meta".to_owned(),
+        };
+        let key = offsets_log::encode_key("group", &tp);
+        let value = offsets_log::encode_value(&offset, 1_700_000_000_000);
+        let record = |mode: u8, value: &[u8]| {
+            [&[mode][..], &(key.len() as u16).to_le_bytes(), &key, value].concat()
+        };
+        write("offsets_record", "record", &record(0, &value));
+        write("offsets_record", "tombstone", &record(2, &[]));
+        let offsets: Vec<_> = (0..3)
+            .map(|p| (TopicPartition::new("events", p), offset.clone()))
+            .collect();
+        let batches = offsets_log::commit_batch("group", &offsets, 1_700_000_000_000)
+            .expect("a commit batch");
+        write(
+            "offsets_record",
+            "batch",
+            &[&[1u8 | 2][..], &batches].concat(),
+        );
+
+        // producer_snapshot: three producers, one with a full cache; mode
+        // 4 << 1: at most 16 producers, CRC as written.
+        let mut states = ProducerStates::new(ProducerStateConfig::default());
+        let mut offset = 0;
+        for (id, batches) in [(1, 1), (2, 5), (3, 2)] {
+            for b in 0..batches {
+                let batch = ProducerBatch {
+                    producer_id: ProducerId(id),
+                    epoch: ProducerEpoch(0),
+                    first_seq: Sequence(b * 3),
+                    last_seq: Sequence(b * 3 + 2),
+                };
+                states.apply(
+                    &batch,
+                    Offset(offset),
+                    Offset(offset + 2),
+                    1_700_000_000_000,
+                );
+                offset += 3;
+            }
+        }
+        write(
+            "producer_snapshot",
+            "three",
+            &[&[4u8 << 1][..], &states.encode()].concat(),
         );
     }
 }

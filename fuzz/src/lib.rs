@@ -407,3 +407,17 @@ pub fn walk_batch(view: &BatchView<'_>, scratch: &mut Vec<u8>, decompress_limit:
     assert_eq!(last.offset, header.last_offset());
     records.len()
 }
+
+/// Whether a decoded `kafka-protocol` message holds an unknown tagged
+/// field whose tag was at least 2^31 on the wire. The crate reads tags as
+/// u32 and stores them as i32 keys, so such a tag becomes negative; its
+/// encoders count every unknown field but write only those with tags from
+/// 0 up, so the re-encoded message does not decode (the field count is
+/// larger than the fields that follow). The broker only decodes requests
+/// and builds responses from scratch (never copying unknown fields), so
+/// this upstream asymmetry cannot reach a client; the Kafka targets skip
+/// their re-encode check for such messages. Detected on the `Debug`
+/// output, where a map's smallest (here negative) key comes first.
+pub fn has_negative_tag(message: &impl std::fmt::Debug) -> bool {
+    format!("{message:?}").contains("unknown_tagged_fields: {-")
+}

@@ -23,6 +23,14 @@ use super::assignor::{Subscription, TopicPartition};
 /// Protocol type of consumer groups in JoinGroup.
 pub const PROTOCOL_TYPE: &str = "consumer";
 
+/// Kafka's longest topic name. Every string in these bytes is a topic
+/// name; a longer one is refused, which also bounds what decoding
+/// allocates: each partition (4 input bytes) holds its own copy of its
+/// topic's name, so an unbounded name would make memory quadratic in the
+/// input (a 32 KiB name and 1 MiB of partitions: 8 GiB in the group
+/// leader).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
 const SUBSCRIPTION_VERSION: i16 = 2;
 const ASSIGNMENT_VERSION: i16 = 0;
 
@@ -34,6 +42,8 @@ pub enum ProtocolError {
     Negative,
     #[error("string is not UTF-8")]
     NotUtf8,
+    #[error("topic name of {0} bytes is over Kafka's {TOPIC_NAME_BYTES_MAX}")]
+    TopicNameTooLong(usize),
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -107,6 +117,9 @@ impl<'a> Reader<'a> {
     }
     fn string(&mut self) -> Result<String, ProtocolError> {
         let len = usize::try_from(self.i16()?).map_err(|_| ProtocolError::Negative)?;
+        if len > TOPIC_NAME_BYTES_MAX {
+            return Err(ProtocolError::TopicNameTooLong(len));
+        }
         std::str::from_utf8(self.take(len)?)
             .map(str::to_owned)
             .map_err(|_| ProtocolError::NotUtf8)
@@ -203,6 +216,43 @@ mod tests {
         assert_eq!(sub.topics, ["t"]);
         assert!(sub.owned.is_empty());
         assert_eq!(sub.generation, -1);
+    }
+
+    /// The `consumer_protocol` fuzz target's linear-memory check (fuzz/)
+    /// fails on this input before the fix: a 300-byte topic name owning
+    /// 1,000 partitions, 4.3 KB of input, decoded to 332 KB; with a 32 KiB
+    /// name, 1 MiB of input would have decoded to 8 GiB. Names over Kafka's
+    /// 249 bytes are refused.
+    #[test]
+    fn a_long_topic_name_repeated_per_partition_is_refused() {
+        let topic = "t".repeat(300);
+        let mut bytes = vec![0, 0]; // version 0
+        bytes.extend_from_slice(&1i32.to_be_bytes());
+        bytes.extend_from_slice(&300i16.to_be_bytes());
+        bytes.extend_from_slice(topic.as_bytes());
+        bytes.extend_from_slice(&1_000i32.to_be_bytes());
+        for p in 0..1_000i32 {
+            bytes.extend_from_slice(&p.to_be_bytes());
+        }
+        bytes.extend_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(
+            decode_assignment(&bytes),
+            Err(ProtocolError::TopicNameTooLong(300))
+        );
+        // The same partitions of a 249-byte name decode.
+        let parts: Vec<_> = (0..1_000)
+            .map(|p| TopicPartition::new("t".repeat(249), p))
+            .collect();
+        assert_eq!(decode_assignment(&encode_assignment(&parts)), Ok(parts));
+        let sub = Subscription {
+            topics: vec![topic],
+            owned: Vec::new(),
+            generation: 1,
+        };
+        assert_eq!(
+            decode_subscription(&encode_subscription(&sub)),
+            Err(ProtocolError::TopicNameTooLong(300))
+        );
     }
 
     #[test]
