@@ -186,8 +186,28 @@ fn parse_ip_overrides(text: &str) -> Result<IpOverrides, String> {
     fjord_broker::connection_limits::parse_ip_overrides(text)
 }
 
+/// glibc malloc hands freed memory back to the kernel as soon as a free
+/// chunk at an arena's top passes its trim threshold (2x the dynamic mmap
+/// threshold, a few MiB here), so a shard converting 1 MiB Kafka batches
+/// page-faulted its buffers in again on every request: a third of a
+/// pipelined Kafka producer's broker time in `exc_page_fault` (perf,
+/// docs/BENCHMARKS.md). Requests below 4 MiB now come from the arenas and up
+/// to 64 MiB of free top is kept per arena; larger buffers (fetch responses,
+/// frames up to `frame_bytes_max`) are still mmapped and returned at once.
+/// Every byte still comes from the configured budgets: this changes how
+/// soon freed memory leaves the process, not how much is used.
+fn tune_allocator() {
+    // SAFETY: mallopt only sets allocator parameters; it is called on the
+    // main thread before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
 fn start(args: StartArgs) -> ExitCode {
     abort_on_panic();
+    tune_allocator();
     let overrides = Overrides {
         node_id: args.node_id,
         data_dir: args.data_dir,
