@@ -12,74 +12,21 @@
 //! mount is undone by a Drop guard, also when the test fails.
 
 mod common;
+#[path = "../../storage/tests/common/small_fs.rs"]
+mod small_fs;
 
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use common::pressure::{assert_acked_readable, Acked, SteadyProducer};
 use common::{batch, Broker, Conn, ProduceOutcome, PATIENCE};
 use fjord_schema::ErrorCode;
-use tempfile::TempDir;
+use small_fs::{is_root, SmallFs};
 
 /// Size of the filesystem the broker's data dir lives on.
 const FS_BYTES: u64 = 64 << 20;
-
-/// A small ext4 filesystem mounted on a loop device; unmounted on drop.
-struct SmallFs {
-    _root: TempDir,
-    mount: PathBuf,
-}
-
-impl SmallFs {
-    fn mount(bytes: u64) -> SmallFs {
-        let root = tempfile::Builder::new()
-            .prefix("fjord-disk-full")
-            .tempdir()
-            .expect("tempdir");
-        let image = root.path().join("fs.img");
-        let mount = root.path().join("mnt");
-        std::fs::create_dir(&mount).expect("mount point");
-        std::fs::File::create(&image)
-            .and_then(|f| f.set_len(bytes))
-            .expect("image file");
-        run(
-            "mkfs.ext4",
-            &["-q", "-F", "-m", "0", "-b", "4096", path_str(&image)],
-        );
-        run("mount", &["-o", "loop", path_str(&image), path_str(&mount)]);
-        SmallFs { _root: root, mount }
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let mount = path_str(&self.mount);
-        let unmounted = Command::new("umount")
-            .arg(mount)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            // Still busy (a process that outlived the test): detach it so
-            // the loop device is freed once it is not.
-            let _ = Command::new("umount").args(["-l", mount]).status();
-        }
-    }
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
-
-fn run(program: &str, args: &[&str]) {
-    let status = Command::new(program)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(status.success(), "{program} {args:?}: {status}");
-}
 
 fn produce(conn: &mut Conn, topic: &str, records: &[u8]) -> ProduceOutcome {
     conn.produce_outcome(topic, 0, records, -1)
@@ -231,8 +178,7 @@ fn assert_no_offset_reused(acked: &[Acked]) {
 
 #[test]
 fn a_full_disk_heals_without_restart_and_loses_nothing() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         println!("SKIPPED: disk_full needs root (mkfs.ext4 and a loop mount)");
         return;
     }

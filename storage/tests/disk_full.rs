@@ -9,10 +9,11 @@
 //! mount is undone by a Drop guard, also when the test fails.
 
 mod common;
+#[path = "common/small_fs.rs"]
+mod small_fs;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -20,55 +21,7 @@ use bytes::Bytes;
 use common::*;
 use fjord_schema::Offset;
 use fjord_storage::{LogConfig, StorageError, SystemClock};
-
-/// A small ext4 filesystem mounted on a loop device; unmounted on drop.
-struct SmallFs {
-    _root: tempfile::TempDir,
-    mount: PathBuf,
-}
-
-impl SmallFs {
-    fn mount(bytes: u64) -> SmallFs {
-        let root = temp_dir();
-        let image = root.path().join("fs.img");
-        let mount = root.path().join("mnt");
-        std::fs::create_dir(&mount).expect("mount point");
-        std::fs::File::create(&image)
-            .and_then(|f| f.set_len(bytes))
-            .expect("image file");
-        run_command(
-            "mkfs.ext4",
-            &["-q", "-F", "-m", "0", "-b", "4096", path_str(&image)],
-        );
-        run_command("mount", &["-o", "loop", path_str(&image), path_str(&mount)]);
-        SmallFs { _root: root, mount }
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let mount = path_str(&self.mount);
-        let unmounted = Command::new("umount")
-            .arg(mount)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount").args(["-l", mount]).status();
-        }
-    }
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
-
-fn run_command(program: &str, args: &[&str]) {
-    let status = Command::new(program)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(status.success(), "{program} {args:?}: {status}");
-}
+use small_fs::{is_root, SmallFs};
 
 /// Fills the filesystem to the last block with files of at most
 /// `file_bytes` (more than one: closing a file gives back what ext4 had
@@ -95,16 +48,6 @@ fn fill(dir: &Path, file_bytes: usize) -> Vec<PathBuf> {
         assert!(n < 100_000, "the filesystem keeps giving space back");
     }
     unreachable!("the loop returns")
-}
-
-/// Whether the effective user is root (`Uid:` of /proc/self/status).
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        == Some("0")
 }
 
 fn assert_disk_full(error: &StorageError) {
