@@ -7,34 +7,9 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{batch, Broker};
-use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput, BATCH_CRC_START};
-use fjord_schema::{ErrorCode, ProducerEpoch, ProducerId, Sequence};
-
-fn idempotent_batch(id: i64, first_seq: i32, values: &[&str]) -> Bytes {
-    let mut builder = BatchBuilder::new(BatchOptions {
-        producer_id: ProducerId(id),
-        producer_epoch: ProducerEpoch(0),
-        base_sequence: Sequence(first_seq),
-        ..BatchOptions::default()
-    });
-    for value in values {
-        builder.push(RecordInput {
-            value: Some(value.as_bytes()),
-            timestamp: now_ms(),
-            ..RecordInput::default()
-        });
-    }
-    builder.finish().expect("valid batch")
-}
-
-fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970");
-    i64::try_from(since.as_millis()).expect("in range")
-}
+use common::{batch, idempotent_batch, now_ms, Broker};
+use fjord_schema::batch::BATCH_CRC_START;
+use fjord_schema::ErrorCode;
 
 /// A snapshot file body (`ProducerStates::encode`'s format) of one
 /// producer whose one cached batch has sequences `first..=last`.
@@ -64,7 +39,7 @@ fn a_snapshot_holding_a_negative_sequence_is_refused_and_the_log_rebuilds_the_st
     let mut conn = broker.conn();
     assert_eq!(conn.create_topic("snap", 1, &[]), ErrorCode::None);
     let id = 7;
-    let first = idempotent_batch(id, 0, &["a", "b"]);
+    let first = idempotent_batch(id, 0, 0, &["a", "b"]);
     assert_eq!(conn.produce("snap", 0, &first, -1), (ErrorCode::None, 0));
     drop(conn);
     assert!(broker.terminate().success());
@@ -80,7 +55,7 @@ fn a_snapshot_holding_a_negative_sequence_is_refused_and_the_log_rebuilds_the_st
     broker.kill_and_restart();
 
     let mut conn = broker.conn();
-    let next = idempotent_batch(id, 2, &["c"]);
+    let next = idempotent_batch(id, 0, 2, &["c"]);
     assert_eq!(conn.produce("snap", 0, &next, -1), (ErrorCode::None, 2));
     assert_eq!(conn.produce("snap", 0, &first, -1), (ErrorCode::None, 0));
     assert_eq!(conn.produce("snap", 0, &next, -1), (ErrorCode::None, 2));

@@ -6,10 +6,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Broker, Conn};
+use common::{idempotent_batch, Broker, Conn};
 use fjord_schema::api::{decode_response, ApiKey, Response};
-use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput};
-use fjord_schema::{wire, ErrorCode, ProducerEpoch, ProducerId, Sequence};
+use fjord_schema::{wire, ErrorCode};
 use flatbuffers::FlatBufferBuilder;
 
 fn init_producer_id(conn: &mut Conn, id: i64, epoch: i16) -> (ErrorCode, i64, i16) {
@@ -33,31 +32,6 @@ fn init_producer_id(conn: &mut Conn, id: i64, epoch: i16) -> (ErrorCode, i64, i1
         r.producer_id(),
         r.producer_epoch(),
     )
-}
-
-fn idempotent_batch(id: i64, epoch: i16, first_seq: i32, values: &[&str]) -> Bytes {
-    let mut builder = BatchBuilder::new(BatchOptions {
-        producer_id: ProducerId(id),
-        producer_epoch: ProducerEpoch(epoch),
-        base_sequence: Sequence(first_seq),
-        ..BatchOptions::default()
-    });
-    for (i, value) in values.iter().enumerate() {
-        builder.push(RecordInput {
-            value: Some(value.as_bytes()),
-            // Now: producer state expires by the batches' timestamps.
-            timestamp: now_ms() + i as i64,
-            ..RecordInput::default()
-        });
-    }
-    builder.finish().expect("valid batch")
-}
-
-fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970");
-    i64::try_from(since.as_millis()).expect("in range")
 }
 
 fn values(conn: &mut Conn, topic: &str) -> Vec<String> {

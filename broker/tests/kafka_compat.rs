@@ -77,35 +77,24 @@ fn topic_states(response: &MetadataResponse) -> HashMap<String, (i16, usize)> {
 
 /// The broker's configs as DescribeConfigs v4 gives them.
 fn broker_configs(kafka: SocketAddr) -> HashMap<String, String> {
-    let mut request = DescribeConfigsRequest::default();
-    let mut resource = DescribeConfigsResource::default();
-    resource.resource_type = 4;
-    resource.resource_name = StrBytes::from_static_str("0");
-    request.resources.push(resource);
-    let response: DescribeConfigsResponse =
-        call(&mut connect(kafka), ApiKey::DescribeConfigs, 4, &request);
-    assert_eq!(response.results[0].error_code, 0);
-    response.results[0]
-        .configs
-        .iter()
-        .map(|c| {
-            (
-                c.name.to_string(),
-                c.value.as_ref().map_or_else(String::new, |v| v.to_string()),
-            )
-        })
-        .collect()
+    described_configs(kafka, 4, "0")
 }
 
 fn topic_configs(kafka: SocketAddr, topic: &str) -> HashMap<String, String> {
+    described_configs(kafka, 2, topic)
+}
+
+/// The configs of one resource (2: topic, 4: broker) as DescribeConfigs
+/// v4 gives them.
+fn described_configs(kafka: SocketAddr, resource_type: i8, name: &str) -> HashMap<String, String> {
     let mut request = DescribeConfigsRequest::default();
     let mut resource = DescribeConfigsResource::default();
-    resource.resource_type = 2;
-    resource.resource_name = StrBytes::from_string(topic.to_owned());
+    resource.resource_type = resource_type;
+    resource.resource_name = StrBytes::from_string(name.to_owned());
     request.resources.push(resource);
     let response: DescribeConfigsResponse =
         call(&mut connect(kafka), ApiKey::DescribeConfigs, 4, &request);
-    assert_eq!(response.results[0].error_code, 0, "{topic}");
+    assert_eq!(response.results[0].error_code, 0, "{name}");
     response.results[0]
         .configs
         .iter()

@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use fjord_schema::api::{decode_response, ApiKey, Response};
 use fjord_schema::batch::{BatchBuilder, BatchOptions, BatchView, RecordInput};
 use fjord_schema::frame::{encode_frame, Frame, FrameDecoder, FrameFlags};
-use fjord_schema::{wire, CorrelationId, ErrorCode};
+use fjord_schema::{wire, CorrelationId, ErrorCode, ProducerEpoch, ProducerId, Sequence};
 use flatbuffers::FlatBufferBuilder;
 use tempfile::TempDir;
 
@@ -734,6 +734,34 @@ pub fn records_from(bytes: &[u8], offset: i64) -> Vec<Record> {
         rest = tail;
     }
     out
+}
+
+/// A batch of an idempotent producer: `values` with sequences from
+/// `first_seq`, timestamped now.
+pub fn idempotent_batch(id: i64, epoch: i16, first_seq: i32, values: &[&str]) -> Bytes {
+    let mut builder = BatchBuilder::new(BatchOptions {
+        producer_id: ProducerId(id),
+        producer_epoch: ProducerEpoch(epoch),
+        base_sequence: Sequence(first_seq),
+        ..BatchOptions::default()
+    });
+    for (i, value) in values.iter().enumerate() {
+        builder.push(RecordInput {
+            value: Some(value.as_bytes()),
+            // Now: producer state expires by the batches' timestamps.
+            timestamp: now_ms() + i as i64,
+            ..RecordInput::default()
+        });
+    }
+    builder.finish().expect("valid batch")
+}
+
+/// Wall-clock milliseconds.
+pub fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    i64::try_from(since.as_millis()).expect("in range")
 }
 
 /// The code of an ERROR frame's `ErrorResponse` body (decoded directly: an
