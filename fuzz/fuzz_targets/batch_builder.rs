@@ -8,7 +8,7 @@
 use arbitrary::Arbitrary;
 use fjord_schema::batch::{
     assign_offset_and_epoch, BatchBuilder, BatchOptions, BatchView, RecordInput, TimestampType,
-    BATCH_CRC_START, OFFSET_MAX,
+    OFFSET_MAX,
 };
 use fjord_schema::{Compression, LeaderEpoch, Offset, ProducerEpoch, ProducerId, Sequence};
 use libfuzzer_sys::fuzz_target;
@@ -21,15 +21,6 @@ struct Record {
     timestamp: i64,
     /// Offset delta gap before this record (compacted batches).
     gap: Option<u8>,
-}
-
-#[derive(Arbitrary, Debug)]
-enum Mutation {
-    Xor { at: u32, value: u8 },
-    SetU32 { at: u32, value: u32 },
-    Truncate { len: u32 },
-    Insert { at: u32, bytes: Vec<u8> },
-    Append { bytes: Vec<u8> },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -47,33 +38,9 @@ struct Input {
     records: Vec<Record>,
     base_offset: u64,
     leader_epoch: u32,
-    mutations: Vec<Mutation>,
+    mutations: Vec<fjord_fuzz::Mutation>,
     fix_crc: bool,
     limit_shift: u8,
-}
-
-fn apply(bytes: &mut Vec<u8>, mutation: &Mutation) {
-    let at = |at: u32, len: usize| if len == 0 { 0 } else { at as usize % len };
-    match mutation {
-        Mutation::Xor { at: i, value } => {
-            if !bytes.is_empty() {
-                let i = at(*i, bytes.len());
-                bytes[i] ^= value;
-            }
-        }
-        Mutation::SetU32 { at: i, value } => {
-            if bytes.len() >= 4 {
-                let i = at(*i, bytes.len() - 3);
-                bytes[i..i + 4].copy_from_slice(&value.to_le_bytes());
-            }
-        }
-        Mutation::Truncate { len } => bytes.truncate(*len as usize % (bytes.len() + 1)),
-        Mutation::Insert { at: i, bytes: new } => {
-            let i = at(*i, bytes.len() + 1);
-            bytes.splice(i..i, new.iter().copied());
-        }
-        Mutation::Append { bytes: new } => bytes.extend_from_slice(new),
-    }
 }
 
 fuzz_target!(|input: Input| {
@@ -173,13 +140,10 @@ fuzz_target!(|input: Input| {
         return;
     }
     for mutation in &input.mutations {
-        apply(&mut bytes, mutation);
+        fjord_fuzz::apply_mutation(&mut bytes, mutation);
     }
-    if input.fix_crc && bytes.len() >= BATCH_CRC_START {
-        let claimed = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
-        let end = claimed.clamp(BATCH_CRC_START, bytes.len());
-        let crc = crc32c::crc32c(&bytes[BATCH_CRC_START..end]);
-        bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+    if input.fix_crc {
+        fjord_fuzz::fix_first_crc(&mut bytes);
     }
     let limit = 64usize << (input.limit_shift % 16);
     fjord_fuzz::walk_batches(&bytes, limit);

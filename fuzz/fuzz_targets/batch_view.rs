@@ -11,23 +11,8 @@
 
 use std::hint::black_box;
 
-use fjord_schema::batch::{BatchView, BATCH_CRC_START};
+use fjord_schema::batch::BatchView;
 use libfuzzer_sys::fuzz_target;
-
-/// Rewrites the CRC of every batch in `bytes` whose header parses.
-fn fix_crcs(bytes: &mut [u8]) {
-    let mut at = 0;
-    while let Ok(header) = BatchView::parse_header(&bytes[at..]) {
-        let len = header.batch_len();
-        if bytes.len() - at < len {
-            break;
-        }
-        let batch = &mut bytes[at..at + len];
-        let crc = crc32c::crc32c(&batch[BATCH_CRC_START..]);
-        batch[20..24].copy_from_slice(&crc.to_le_bytes());
-        at += len;
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, bytes)) = data.split_first() else {
@@ -35,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut bytes = bytes.to_vec();
     if mode & 1 != 0 {
-        fix_crcs(&mut bytes);
+        fjord_fuzz::fix_crcs(&mut bytes);
     }
     let limit = 64usize << ((mode >> 1) & 0b111);
 

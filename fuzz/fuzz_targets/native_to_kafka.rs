@@ -19,7 +19,6 @@ use fjord_broker::kafka::records::{kafka_to_native, native_to_kafka, KafkaRecord
 use fjord_broker::partitions::verify_batches;
 use fjord_schema::batch::{
     assign_offset_and_epoch, BatchBuilder, BatchOptions, BatchView, RecordInput, TimestampType,
-    BATCH_CRC_START,
 };
 use fjord_schema::{Compression, LeaderEpoch, Offset, ProducerEpoch, ProducerId, Sequence};
 use libfuzzer_sys::fuzz_target;
@@ -50,43 +49,12 @@ struct Batch {
 }
 
 #[derive(Arbitrary, Debug)]
-enum Mutation {
-    Xor { at: u32, value: u8 },
-    SetU32 { at: u32, value: u32 },
-    Truncate { len: u32 },
-    Insert { at: u32, bytes: Vec<u8> },
-}
-
-#[derive(Arbitrary, Debug)]
 struct Input {
     base_offset: u32,
     batches: Vec<Batch>,
-    mutations: Vec<Mutation>,
+    mutations: Vec<fjord_fuzz::Mutation>,
     fix_crc: bool,
     limit_shift: u8,
-}
-
-fn apply(bytes: &mut Vec<u8>, mutation: &Mutation) {
-    let at = |at: u32, len: usize| if len == 0 { 0 } else { at as usize % len };
-    match mutation {
-        Mutation::Xor { at: i, value } => {
-            if !bytes.is_empty() {
-                let i = at(*i, bytes.len());
-                bytes[i] ^= value;
-            }
-        }
-        Mutation::SetU32 { at: i, value } => {
-            if bytes.len() >= 4 {
-                let i = at(*i, bytes.len() - 3);
-                bytes[i..i + 4].copy_from_slice(&value.to_le_bytes());
-            }
-        }
-        Mutation::Truncate { len } => bytes.truncate(*len as usize % (bytes.len() + 1)),
-        Mutation::Insert { at: i, bytes: new } => {
-            let i = at(*i, bytes.len() + 1);
-            bytes.splice(i..i, new.iter().copied());
-        }
-    }
 }
 
 /// Builds the native batch of `batch` at `base_offset`; `None` if it has
@@ -192,13 +160,10 @@ fuzz_target!(|input: Input| {
     }
     let mut bytes = all;
     for mutation in &input.mutations {
-        apply(&mut bytes, mutation);
+        fjord_fuzz::apply_mutation(&mut bytes, mutation);
     }
-    if input.fix_crc && bytes.len() >= BATCH_CRC_START {
-        let claimed = u32::from_le_bytes(bytes[8..12].try_into().expect("4")) as usize;
-        let end = claimed.clamp(BATCH_CRC_START, bytes.len());
-        let crc = crc32c::crc32c(&bytes[BATCH_CRC_START..end]);
-        bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+    if input.fix_crc {
+        fjord_fuzz::fix_first_crc(&mut bytes);
     }
     let limits = KafkaRecordsLimits {
         batch_bytes_max: 1 << 26,

@@ -21,7 +21,7 @@
 #![no_main]
 
 use fjord_broker::group::offsets_log::{decode, encode_key, encode_value, partition_for};
-use fjord_schema::batch::{BatchView, Batches, BATCH_CRC_START};
+use fjord_schema::batch::Batches;
 use libfuzzer_sys::fuzz_target;
 
 fn check(key: Option<&[u8]>, value: Option<&[u8]>) {
@@ -42,21 +42,6 @@ fn check(key: Option<&[u8]>, value: Option<&[u8]>) {
     }
 }
 
-/// Rewrites the CRC of every batch whose header parses.
-fn fix_crcs(bytes: &mut [u8]) {
-    let mut at = 0;
-    while let Ok(header) = BatchView::parse_header(&bytes[at..]) {
-        let len = header.batch_len();
-        if bytes.len() - at < len {
-            break;
-        }
-        let batch = &mut bytes[at..at + len];
-        let crc = crc32c::crc32c(&batch[BATCH_CRC_START..]);
-        batch[20..24].copy_from_slice(&crc.to_le_bytes());
-        at += len;
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -64,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
     if mode & 1 != 0 {
         let mut bytes = rest.to_vec();
         if mode & 2 != 0 {
-            fix_crcs(&mut bytes);
+            fjord_fuzz::fix_crcs(&mut bytes);
         }
         let mut scratch = Vec::new();
         for batch in Batches::new(&bytes) {

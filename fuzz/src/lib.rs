@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use fjord_schema::api::{self, ApiKey, Request, Response};
-use fjord_schema::batch::{BatchView, Batches};
+use fjord_schema::batch::{BatchView, Batches, BATCH_CRC_START};
 use fjord_schema::frame::{Frame, FrameFlags, FrameHeader};
 use fjord_schema::{wire, CorrelationId};
 
@@ -420,4 +420,68 @@ pub fn walk_batch(view: &BatchView<'_>, scratch: &mut Vec<u8>, decompress_limit:
 /// output, where a map's smallest (here negative) key comes first.
 pub fn has_negative_tag(message: &impl std::fmt::Debug) -> bool {
     format!("{message:?}").contains("unknown_tagged_fields: {-")
+}
+
+/// A change to a structured target's valid bytes, chosen by the fuzzer, so
+/// the readers also see damaged input close to valid.
+#[derive(arbitrary::Arbitrary, Debug)]
+pub enum Mutation {
+    Xor { at: u32, value: u8 },
+    SetU32 { at: u32, value: u32 },
+    Truncate { len: u32 },
+    Insert { at: u32, bytes: Vec<u8> },
+    Append { bytes: Vec<u8> },
+}
+
+/// Applies `mutation` to `bytes` (positions wrap around their length).
+pub fn apply_mutation(bytes: &mut Vec<u8>, mutation: &Mutation) {
+    let at = |at: u32, len: usize| if len == 0 { 0 } else { at as usize % len };
+    match mutation {
+        Mutation::Xor { at: i, value } => {
+            if !bytes.is_empty() {
+                let i = at(*i, bytes.len());
+                bytes[i] ^= value;
+            }
+        }
+        Mutation::SetU32 { at: i, value } => {
+            if bytes.len() >= 4 {
+                let i = at(*i, bytes.len() - 3);
+                bytes[i..i + 4].copy_from_slice(&value.to_le_bytes());
+            }
+        }
+        Mutation::Truncate { len } => bytes.truncate(*len as usize % (bytes.len() + 1)),
+        Mutation::Insert { at: i, bytes: new } => {
+            let i = at(*i, bytes.len() + 1);
+            bytes.splice(i..i, new.iter().copied());
+        }
+        Mutation::Append { bytes: new } => bytes.extend_from_slice(new),
+    }
+}
+
+/// Rewrites the CRC32C of the first native batch in `bytes` over the
+/// length its header claims (clamped to the bytes there are), so mutated
+/// bodies get past the CRC check.
+pub fn fix_first_crc(bytes: &mut [u8]) {
+    if bytes.len() >= BATCH_CRC_START {
+        let claimed = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+        let end = claimed.clamp(BATCH_CRC_START, bytes.len());
+        let crc = crc32c::crc32c(&bytes[BATCH_CRC_START..end]);
+        bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Rewrites the CRC32C of every native batch in `bytes` whose header
+/// parses.
+pub fn fix_crcs(bytes: &mut [u8]) {
+    let mut at = 0;
+    while let Ok(header) = BatchView::parse_header(&bytes[at..]) {
+        let len = header.batch_len();
+        if bytes.len() - at < len {
+            break;
+        }
+        let batch = &mut bytes[at..at + len];
+        let crc = crc32c::crc32c(&batch[BATCH_CRC_START..]);
+        batch[20..24].copy_from_slice(&crc.to_le_bytes());
+        at += len;
+    }
 }
