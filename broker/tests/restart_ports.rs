@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::pressure::assert_acked_readable;
 use common::{batch, Broker};
 use fjord_schema::ErrorCode;
 
@@ -36,7 +37,7 @@ fn immediate_restart_after_sigkill_gets_its_ports_back() {
                 .conn()
                 .produce("restarts", 0, &batch(&[(b"k", value.as_bytes())], 1), -1);
         assert_eq!(error, ErrorCode::None);
-        acked.push((offset, value));
+        acked.push((offset, value.into_bytes()));
         let _kafka_conn = std::net::TcpStream::connect(broker.kafka_addr()).expect("kafka port");
         if let Err(logs) = broker.kill_and_restart_at_once() {
             panic!("restart {round} failed: {logs}");
@@ -44,12 +45,5 @@ fn immediate_restart_after_sigkill_gets_its_ports_back() {
         assert_eq!(broker.addr.port(), port, "same native port");
         assert_eq!(broker.kafka_addr().port(), kafka_port, "same Kafka port");
     }
-    let records = broker.conn().read_all("restarts", 0, 0);
-    for (offset, value) in &acked {
-        let found = records
-            .iter()
-            .find(|(o, _, _)| *o as i64 == *offset)
-            .and_then(|(_, _, v)| v.clone());
-        assert_eq!(found.as_deref(), Some(value.as_bytes()), "offset {offset}");
-    }
+    assert_acked_readable(broker.addr, "restarts", 0, &acked);
 }
