@@ -8,11 +8,16 @@ pub mod catalog;
 pub mod config;
 pub mod connection_limits;
 pub mod datadir;
-pub mod dispatch;
+/// The old path of the native codec and the engine.
+// issue-12 merge shim
+pub mod dispatch {
+    pub use crate::native::{served_versions, BrokerView, DispatchLimits, Dispatcher, SERVED_APIS};
+}
 pub mod error;
 pub mod group;
 pub mod kafka;
 pub mod mesh;
+pub mod native;
 pub mod ops;
 pub mod partitions;
 pub mod producer_ids;
