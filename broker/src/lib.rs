@@ -8,11 +8,13 @@ pub mod catalog;
 pub mod config;
 pub mod connection_limits;
 pub mod datadir;
-/// The old path of the native codec and the engine.
+/// The old home of the engine and the native codec.
 // issue-12 merge shim
 pub mod dispatch {
-    pub use crate::native::{served_versions, BrokerView, DispatchLimits, Dispatcher, SERVED_APIS};
+    pub use crate::engine::{BrokerView, Engine as Dispatcher, EngineLimits as DispatchLimits};
+    pub use crate::native::{served_versions, SERVED_APIS};
 }
+pub mod engine;
 pub mod error;
 pub mod group;
 pub mod kafka;

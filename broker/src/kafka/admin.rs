@@ -1,9 +1,10 @@
 //! Kafka's admin apis on the Kafka listener: DescribeConfigs, AlterConfigs,
 //! IncrementalAlterConfigs, CreatePartitions and DescribeCluster, mapped
-//! onto the broker's own state. Topic configs come from the catalog (the
-//! registry's snapshot every shard holds); changes go to the registry shard
-//! as `Op::AlterTopicConfigs` / `Op::CreatePartitions`, which persists them
-//! and applies them on the partitions' owning shards. Broker configs are
+//! onto the broker's own state. Topic configs come from the engine's
+//! catalog (the registry's snapshot every shard holds); changes go through
+//! the engine ([`crate::engine::Engine::alter_topic_configs`],
+//! [`crate::engine::Engine::create_partitions`]) to the registry shard,
+//! which persists them and applies them on the partitions' owning shards. Broker configs are
 //! the startup settings under Kafka's names (`BrokerView::kafka_configs`)
 //! and cannot be altered at runtime.
 //!
@@ -28,8 +29,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::dispatch::Dispatcher;
-use crate::ops::{AlterSpec, Op, OpResult, TopicOutcome};
-use crate::service::REGISTRY_SHARD;
+use crate::engine::types::AlterSpec;
 use crate::topics::{
     validate_topic_name, ConfigAlter, ConfigChange, ConfigOp, OtherConfig, ValueKind,
     OTHER_TOPIC_CONFIGS,
@@ -153,7 +153,7 @@ pub(super) fn describe_configs(
     dispatcher: &Dispatcher,
     request: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
-    let catalog = dispatcher.service().catalog();
+    let catalog = dispatcher.catalog();
     let broker = dispatcher.broker();
     let node = broker.node_id.get().to_string();
     let mut response = DescribeConfigsResponse::default();
@@ -321,20 +321,10 @@ async fn run_alters(
             Resource::Refused(..) => None,
         })
         .collect();
-    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    let mut outcomes = if specs.is_empty() {
-        Vec::new()
-    } else {
-        let op = Op::AlterTopicConfigs {
-            topics: specs,
-            validate_only,
-        };
-        outcomes_of(
-            dispatcher.service().execute(REGISTRY_SHARD, op).await,
-            names,
-        )
-    }
-    .into_iter();
+    let mut outcomes = dispatcher
+        .alter_topic_configs(specs, validate_only)
+        .await
+        .into_iter();
     resources
         .into_iter()
         .map(|(kind, name, resolved)| match resolved {
@@ -350,28 +340,6 @@ async fn run_alters(
             },
         })
         .collect()
-}
-
-/// The registry shard's answer, or the same error for every name.
-fn outcomes_of(result: OpResult, names: Vec<String>) -> Vec<TopicOutcome> {
-    match result {
-        OpResult::Topics(outcomes) if outcomes.len() == names.len() => outcomes,
-        other => {
-            let text = match other {
-                OpResult::Unavailable(e) => e,
-                other => format!("unexpected reply {other:?}"),
-            };
-            names
-                .into_iter()
-                .map(|name| TopicOutcome {
-                    name,
-                    error: ErrorCode::UnknownServerError,
-                    message: Some(text.clone()),
-                    num_partitions: -1,
-                })
-                .collect()
-        }
-    }
 }
 
 /// AlterConfigs: the given keys become the topic's whole set of explicit
@@ -461,7 +429,7 @@ pub(super) async fn create_partitions(
     dispatcher: &Dispatcher,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let catalog = dispatcher.service().catalog();
+    let catalog = dispatcher.catalog();
     let node = dispatcher.broker().node_id.get() as i32;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for topic in &request.topics {
@@ -520,20 +488,10 @@ pub(super) async fn create_partitions(
             Resource::Refused(..) => None,
         })
         .collect();
-    let names: Vec<String> = topics.iter().map(|t| t.0.clone()).collect();
-    let mut outcomes = if topics.is_empty() {
-        Vec::new()
-    } else {
-        let op = Op::CreatePartitions {
-            topics,
-            validate_only: request.validate_only,
-        };
-        outcomes_of(
-            dispatcher.service().execute(REGISTRY_SHARD, op).await,
-            names,
-        )
-    }
-    .into_iter();
+    let mut outcomes = dispatcher
+        .create_partitions(topics, request.validate_only)
+        .await
+        .into_iter();
     let mut response = CreatePartitionsResponse::default();
     for (name, resolved) in resolved {
         let (code, text) = match resolved {
