@@ -40,7 +40,56 @@ impl Metadata {
     }
 }
 
+/// Why a CreatePartitions' replica assignments are refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssignmentError {
+    #[error("assignment {replicas:?}: this single-node cluster has one replica per partition, on node {node}")]
+    NotThisNode { replicas: Vec<i32>, node: u32 },
+    #[error("{given} assignments for {added} new partitions")]
+    WrongCount { given: usize, added: usize },
+}
+
+impl AssignmentError {
+    pub fn error_code(&self) -> ErrorCode {
+        ErrorCode::InvalidReplicaAssignment
+    }
+}
+
 impl Engine {
+    /// Checks the replicas (node ids) given for each new partition of
+    /// `topic` grown to `count` partitions: one replica, this node, per
+    /// new partition. (A topic that does not grow is refused by the
+    /// registry.)
+    pub fn check_assignments(
+        &self,
+        topic: &str,
+        count: u32,
+        replicas: &[Vec<i32>],
+    ) -> Result<(), AssignmentError> {
+        let node = self.broker.node_id.get();
+        if let Some(bad) = replicas.iter().find(|r| r.as_slice() != [node as i32]) {
+            return Err(AssignmentError::NotThisNode {
+                replicas: bad.clone(),
+                node,
+            });
+        }
+        let current = self
+            .service
+            .catalog()
+            .get(topic)
+            .map(|m| m.partition_count());
+        if let Some(current) = current.filter(|c| *c < count) {
+            let added = (count - current) as usize;
+            if replicas.len() != added {
+                return Err(AssignmentError::WrongCount {
+                    given: replicas.len(),
+                    added,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The catalog for a Metadata request after auto-creating the named
     /// topics that are missing (when both the request and the broker
     /// allow it); internal topics are made by the broker itself, never on

@@ -190,30 +190,32 @@ impl Engine {
     /// results per partition, in request order.
     pub async fn produce(&self, request: ProduceRequest) -> TopicParts<ProduceResult> {
         let acks = request.acks;
-        let mut topics = self.route(request.topics);
-        let results = if matches!(acks, -1..=1) {
-            self.produce_recompressed(&mut topics, acks).await
-        } else {
-            let refused = || {
-                ProduceResult::error(
-                    ErrorCode::InvalidRequiredAcks,
-                    format!("acks = {acks}: must be -1, 0 or 1"),
-                )
-            };
-            topics
-                .iter()
-                .map(|(_, parts)| parts.iter().map(|_| refused()).collect())
-                .collect()
+        let topics = self.route(request.topics);
+        if matches!(acks, -1..=1) {
+            return self.produce_recompressed(topics, acks).await;
+        }
+        let refused = || {
+            ProduceResult::error(
+                ErrorCode::InvalidRequiredAcks,
+                format!("acks = {acks}: must be -1, 0 or 1"),
+            )
         };
-        with_names(topics, results)
+        topics
+            .into_iter()
+            .map(|(name, parts)| {
+                let parts = parts.into_iter().map(|p| (p.partition, refused()));
+                (name, parts.collect())
+            })
+            .collect()
     }
 
-    /// `topics` (routed, recompressed) to their owning shards.
+    /// `topics` (routed, recompressed) to their owning shards; the
+    /// request's names and partitions move into the answer.
     async fn produce_routed(
         &self,
-        topics: &mut Routed<bytes::Bytes>,
+        mut topics: Routed<bytes::Bytes>,
         acks: i8,
-    ) -> Vec<Vec<ProduceResult>> {
+    ) -> TopicParts<ProduceResult> {
         // Only the group coordinators write the offsets topic.
         for (name, parts) in topics.iter_mut() {
             if name == OFFSETS_TOPIC {
@@ -222,30 +224,38 @@ impl Engine {
                 }
             }
         }
-        self.run_all(topics, |name, part| Op::Produce {
-            topic: name.to_owned(),
-            partition: part.partition,
-            records: part.input.clone(),
-            acks,
-        })
-        .await
-        .into_iter()
-        .zip(topics.iter())
-        .map(|(results, (_, parts))| {
-            results
-                .into_iter()
-                .zip(parts)
-                .map(|(result, part)| match (result, part.route) {
-                    (Some(OpResult::Produce(r)), _) => r,
-                    (_, Err(error)) => ProduceResult::error(error.error_code(), error.to_string()),
-                    (other, _) => ProduceResult::error(
-                        ErrorCode::NotLeaderOrFollower,
-                        format!("owning shard did not answer: {other:?}"),
-                    ),
-                })
-                .collect()
-        })
-        .collect()
+        let results = self
+            .run_all(&topics, |name, part| Op::Produce {
+                topic: name.to_owned(),
+                partition: part.partition,
+                records: part.input.clone(),
+                acks,
+            })
+            .await;
+        topics
+            .into_iter()
+            .zip(results)
+            .map(|((name, parts), results)| {
+                let parts = parts
+                    .into_iter()
+                    .zip(results)
+                    .map(|(part, result)| {
+                        let result = match (result, part.route) {
+                            (Some(OpResult::Produce(r)), _) => r,
+                            (_, Err(error)) => {
+                                ProduceResult::error(error.error_code(), error.to_string())
+                            }
+                            (other, _) => ProduceResult::error(
+                                ErrorCode::NotLeaderOrFollower,
+                                format!("owning shard did not answer: {other:?}"),
+                            ),
+                        };
+                        (part.partition, result)
+                    })
+                    .collect();
+                (name, parts)
+            })
+            .collect()
     }
 
     /// An id (and epoch) for an idempotent producer, served by this shard:

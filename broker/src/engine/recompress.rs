@@ -20,6 +20,7 @@ use fjord_schema::{BatchError, Compression, ErrorCode};
 use glommio::sync::Permit;
 
 use super::route::{RouteError, Routed};
+use super::types::TopicParts;
 use super::Engine;
 use crate::ops::ProduceResult;
 
@@ -99,14 +100,14 @@ impl Engine {
     /// partition answered.
     pub(super) async fn produce_recompressed(
         &self,
-        topics: &mut Routed<Bytes>,
+        mut topics: Routed<Bytes>,
         acks: i8,
-    ) -> Vec<Vec<ProduceResult>> {
-        let (_recompressed, refused) = self.recompress_for_topics(topics).await;
+    ) -> TopicParts<ProduceResult> {
+        let (_recompressed, refused) = self.recompress_for_topics(&mut topics).await;
         let mut results = self.produce_routed(topics, acks).await;
         // Refused partitions were unrouted; give them their own answer.
         for (t, p, result) in refused {
-            results[t][p] = result;
+            results[t].1[p].1 = result;
         }
         results
     }

@@ -102,3 +102,19 @@ pub fn leader_epoch_of(wire: i32) -> Option<LeaderEpoch> {
 pub fn replica_of(wire: i32) -> Option<NodeId> {
     u32::try_from(wire).ok().map(NodeId)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// -1 on either wire means "not given"; a real value is carried.
+    #[test]
+    fn wire_epochs_and_replica_ids_map_negative_to_none() {
+        assert_eq!(leader_epoch_of(-1), None);
+        assert_eq!(leader_epoch_of(0), Some(LeaderEpoch(0)));
+        assert_eq!(leader_epoch_of(7), Some(LeaderEpoch(7)));
+        assert_eq!(replica_of(-1), None);
+        assert_eq!(replica_of(i32::MIN), None);
+        assert_eq!(replica_of(3), Some(NodeId(3)));
+    }
+}
