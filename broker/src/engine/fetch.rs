@@ -18,11 +18,11 @@ use std::time::Instant;
 use futures_lite::future;
 use glommio::Task;
 
-use super::route::Routed;
 use super::types::{
     FetchPartition, FetchRequest, FetchResult, ListOffsetsPartition, ListOffsetsRequest,
     ListOffsetsResult, TopicParts,
 };
+use super::Routed;
 use super::{with_names, Engine, EngineError};
 use crate::ops::{Op, OpResult};
 use fjord_schema::ErrorCode;
@@ -155,16 +155,15 @@ impl Engine {
         let replica_id = request.replica_id;
         let topics = self.route(request.topics);
         let results = self
-            .run_all(
-                &topics,
-                |name, part: &super::route::Part<ListOffsetsPartition>| Op::ListOffsets {
+            .run_all(&topics, |name, part: &super::Part<ListOffsetsPartition>| {
+                Op::ListOffsets {
                     topic: name.to_owned(),
                     partition: part.partition,
                     timestamp: part.input.timestamp,
                     current_leader_epoch: part.input.current_leader_epoch,
                     replica_id,
-                },
-            )
+                }
+            })
             .await
             .into_iter()
             .zip(topics.iter())

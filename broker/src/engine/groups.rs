@@ -6,8 +6,8 @@
 
 use fjord_schema::{ErrorCode, PartitionId, ShardId};
 
-use super::route::{route, RouteError};
 use super::Engine;
+use super::{route, RouteError};
 use crate::group::coordinator::{DescribedGroup, GroupState, ListedGroup};
 use crate::group::host::{GroupOp, GroupReply};
 use crate::group::offsets_log::{partition_for, OFFSETS_TOPIC};

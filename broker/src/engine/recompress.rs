@@ -19,9 +19,9 @@ use fjord_schema::batch::{recompress, BatchView, BATCH_HEADER_LEN};
 use fjord_schema::{BatchError, Compression, ErrorCode};
 use glommio::sync::Permit;
 
-use super::route::{RouteError, Routed};
 use super::types::TopicParts;
 use super::Engine;
+use super::{RouteError, Routed};
 use crate::ops::ProduceResult;
 
 /// Room a codec may need beyond its input (worst-case expansion of
