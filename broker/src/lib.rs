@@ -8,11 +8,18 @@ pub mod catalog;
 pub mod config;
 pub mod connection_limits;
 pub mod datadir;
-pub mod dispatch;
+/// The old home of the engine and the native codec.
+// issue-12 merge shim
+pub mod dispatch {
+    pub use crate::engine::{BrokerView, Engine as Dispatcher, EngineLimits as DispatchLimits};
+    pub use crate::native::{served_versions, SERVED_APIS};
+}
+pub mod engine;
 pub mod error;
 pub mod group;
 pub mod kafka;
 pub mod mesh;
+pub mod native;
 pub mod ops;
 pub mod partitions;
 pub mod producer_ids;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use fjord_schema::{ErrorCode, PartitionId};
+use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, PartitionId};
 
 use crate::catalog::Catalog;
 use crate::group::host::{GroupOp, GroupReply};
@@ -29,6 +29,11 @@ pub enum Op {
         partition: PartitionId,
         offset: i64,
         max_bytes: usize,
+        /// The leader epoch the client believes current (`None`: not
+        /// checked).
+        current_leader_epoch: Option<LeaderEpoch>,
+        /// The fetching follower (`None`: a consumer).
+        replica_id: Option<NodeId>,
     },
     /// Complete when the partition's high watermark passes `offset`, the
     /// partition goes away, or `deadline` passes (long-poll fetch).
@@ -42,6 +47,9 @@ pub enum Op {
         topic: String,
         partition: PartitionId,
         timestamp: i64,
+        /// As in [`Op::Fetch`].
+        current_leader_epoch: Option<LeaderEpoch>,
+        replica_id: Option<NodeId>,
     },
     /// Open (create or recover) these partitions' logs on this shard.
     Open {

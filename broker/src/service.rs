@@ -226,7 +226,14 @@ impl ShardService {
                     partition,
                     offset,
                     max_bytes,
-                } => OpResult::Fetch(partitions.fetch(&topic, partition, offset, max_bytes).await),
+                    current_leader_epoch,
+                    replica_id,
+                } => {
+                    // issue 12: h-partition's `PartitionManager::fetch`
+                    // takes these two; until merged, they stop here.
+                    let _ = (current_leader_epoch, replica_id);
+                    OpResult::Fetch(partitions.fetch(&topic, partition, offset, max_bytes).await)
+                }
                 Op::WaitForData {
                     topic,
                     partition,
@@ -242,9 +249,15 @@ impl ShardService {
                     topic,
                     partition,
                     timestamp,
-                } => OpResult::ListOffsets(
-                    partitions.list_offsets(&topic, partition, timestamp).await,
-                ),
+                    current_leader_epoch,
+                    replica_id,
+                } => {
+                    // issue 12: as for Fetch, until `list_offsets` takes them.
+                    let _ = (current_leader_epoch, replica_id);
+                    OpResult::ListOffsets(
+                        partitions.list_offsets(&topic, partition, timestamp).await,
+                    )
+                }
                 Op::Open {
                     topic,
                     partitions: ids,

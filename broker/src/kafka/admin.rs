@@ -1,9 +1,10 @@
 //! Kafka's admin apis on the Kafka listener: DescribeConfigs, AlterConfigs,
 //! IncrementalAlterConfigs, CreatePartitions and DescribeCluster, mapped
-//! onto the broker's own state. Topic configs come from the catalog (the
-//! registry's snapshot every shard holds); changes go to the registry shard
-//! as `Op::AlterTopicConfigs` / `Op::CreatePartitions`, which persists them
-//! and applies them on the partitions' owning shards. Broker configs are
+//! onto the broker's own state. Topic configs come from the engine's
+//! catalog (the registry's snapshot every shard holds); changes go through
+//! the engine ([`crate::engine::Engine::alter_topic_configs`],
+//! [`crate::engine::Engine::create_partitions`]) to the registry shard,
+//! which persists them and applies them on the partitions' owning shards. Broker configs are
 //! the startup settings under Kafka's names (`BrokerView::kafka_configs`)
 //! and cannot be altered at runtime.
 //!
@@ -27,9 +28,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::dispatch::Dispatcher;
-use crate::ops::{AlterSpec, Op, OpResult, TopicOutcome};
-use crate::service::REGISTRY_SHARD;
+use crate::engine::types::AlterSpec;
+use crate::engine::Engine;
 use crate::topics::{
     validate_topic_name, ConfigAlter, ConfigChange, ConfigOp, OtherConfig, ValueKind,
     OTHER_TOPIC_CONFIGS,
@@ -150,11 +150,11 @@ fn message(text: impl Into<String>) -> Option<StrBytes> {
 }
 
 pub(super) fn describe_configs(
-    dispatcher: &Dispatcher,
+    engine: &Engine,
     request: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
-    let catalog = dispatcher.service().catalog();
-    let broker = dispatcher.broker();
+    let catalog = engine.catalog();
+    let broker = engine.broker();
     let node = broker.node_id.get().to_string();
     let mut response = DescribeConfigsResponse::default();
     let include_synonyms = request.include_synonyms;
@@ -310,7 +310,7 @@ fn alter_resources<C>(
 /// Runs the topic resources on the registry shard; returns (type, name,
 /// error, message) per resource, in request order.
 async fn run_alters(
-    dispatcher: &Dispatcher,
+    engine: &Engine,
     resources: Vec<(i8, String, Resource<AlterSpec>)>,
     validate_only: bool,
 ) -> Vec<(i8, String, ErrorCode, Option<String>)> {
@@ -321,20 +321,10 @@ async fn run_alters(
             Resource::Refused(..) => None,
         })
         .collect();
-    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    let mut outcomes = if specs.is_empty() {
-        Vec::new()
-    } else {
-        let op = Op::AlterTopicConfigs {
-            topics: specs,
-            validate_only,
-        };
-        outcomes_of(
-            dispatcher.service().execute(REGISTRY_SHARD, op).await,
-            names,
-        )
-    }
-    .into_iter();
+    let mut outcomes = engine
+        .alter_topic_configs(specs, validate_only)
+        .await
+        .into_iter();
     resources
         .into_iter()
         .map(|(kind, name, resolved)| match resolved {
@@ -352,32 +342,10 @@ async fn run_alters(
         .collect()
 }
 
-/// The registry shard's answer, or the same error for every name.
-fn outcomes_of(result: OpResult, names: Vec<String>) -> Vec<TopicOutcome> {
-    match result {
-        OpResult::Topics(outcomes) if outcomes.len() == names.len() => outcomes,
-        other => {
-            let text = match other {
-                OpResult::Unavailable(e) => e,
-                other => format!("unexpected reply {other:?}"),
-            };
-            names
-                .into_iter()
-                .map(|name| TopicOutcome {
-                    name,
-                    error: ErrorCode::UnknownServerError,
-                    message: Some(text.clone()),
-                    num_partitions: -1,
-                })
-                .collect()
-        }
-    }
-}
-
 /// AlterConfigs: the given keys become the topic's whole set of explicit
 /// configs; every other key reverts to the broker default.
 pub(super) async fn alter_configs(
-    dispatcher: &Dispatcher,
+    engine: &Engine,
     request: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let resources = request
@@ -401,7 +369,7 @@ pub(super) async fn alter_configs(
         Ok(ConfigAlter::Replace(entries))
     });
     let mut response = AlterConfigsResponse::default();
-    for (kind, name, code, text) in run_alters(dispatcher, resolved, request.validate_only).await {
+    for (kind, name, code, text) in run_alters(engine, resolved, request.validate_only).await {
         let mut r = alter_configs_response::AlterConfigsResourceResponse::default();
         r.resource_type = kind;
         r.resource_name = StrBytes::from_string(name);
@@ -415,7 +383,7 @@ pub(super) async fn alter_configs(
 /// IncrementalAlterConfigs: SET / DELETE (back to the default) / APPEND /
 /// SUBTRACT (list configs only) per key.
 pub(super) async fn incremental_alter_configs(
-    dispatcher: &Dispatcher,
+    engine: &Engine,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let resources = request
@@ -444,7 +412,7 @@ pub(super) async fn incremental_alter_configs(
         Ok(ConfigAlter::Incremental(changes))
     });
     let mut response = IncrementalAlterConfigsResponse::default();
-    for (kind, name, code, text) in run_alters(dispatcher, resolved, request.validate_only).await {
+    for (kind, name, code, text) in run_alters(engine, resolved, request.validate_only).await {
         let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         r.resource_type = kind;
         r.resource_name = StrBytes::from_string(name);
@@ -458,11 +426,9 @@ pub(super) async fn incremental_alter_configs(
 /// CreatePartitions: grows topics; replica assignments may only name this
 /// broker (one replica per partition).
 pub(super) async fn create_partitions(
-    dispatcher: &Dispatcher,
+    engine: &Engine,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let catalog = dispatcher.service().catalog();
-    let node = dispatcher.broker().node_id.get() as i32;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for topic in &request.topics {
         *seen.entry(topic.name.to_string()).or_default() += 1;
@@ -486,28 +452,12 @@ pub(super) async fn create_partitions(
                 );
             };
             if let Some(assignments) = &topic.assignments {
-                if let Some(bad) = assignments
+                let replicas: Vec<Vec<i32>> = assignments
                     .iter()
-                    .find(|a| a.broker_ids.as_slice() != [BrokerId(node)])
-                {
-                    let ids: Vec<i32> = bad.broker_ids.iter().map(|b| b.0).collect();
-                    return refuse(
-                        ErrorCode::InvalidReplicaAssignment,
-                        format!("assignment {ids:?}: this single-node cluster has one replica per partition, on node {node}"),
-                    );
-                }
-                let current = catalog.get(&name).map(|m| m.partition_count());
-                if let Some(current) = current.filter(|c| *c < count) {
-                    let added = (count - current) as usize;
-                    if assignments.len() != added {
-                        return refuse(
-                            ErrorCode::InvalidReplicaAssignment,
-                            format!(
-                                "{} assignments for {added} new partitions",
-                                assignments.len()
-                            ),
-                        );
-                    }
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect();
+                if let Err(error) = engine.check_assignments(&name, count, &replicas) {
+                    return refuse(error.error_code(), error.to_string());
                 }
             }
             (name, Resource::Topic(count))
@@ -520,20 +470,10 @@ pub(super) async fn create_partitions(
             Resource::Refused(..) => None,
         })
         .collect();
-    let names: Vec<String> = topics.iter().map(|t| t.0.clone()).collect();
-    let mut outcomes = if topics.is_empty() {
-        Vec::new()
-    } else {
-        let op = Op::CreatePartitions {
-            topics,
-            validate_only: request.validate_only,
-        };
-        outcomes_of(
-            dispatcher.service().execute(REGISTRY_SHARD, op).await,
-            names,
-        )
-    }
-    .into_iter();
+    let mut outcomes = engine
+        .create_partitions(topics, request.validate_only)
+        .await
+        .into_iter();
     let mut response = CreatePartitionsResponse::default();
     for (name, resolved) in resolved {
         let (code, text) = match resolved {
@@ -554,11 +494,11 @@ pub(super) async fn create_partitions(
 
 /// DescribeCluster: this node is the cluster and its controller.
 pub(super) fn describe_cluster(
-    dispatcher: &Dispatcher,
+    engine: &Engine,
     request: DescribeClusterRequest,
     version: i16,
 ) -> DescribeClusterResponse {
-    let broker = dispatcher.broker();
+    let broker = engine.broker();
     let node = BrokerId(broker.node_id.get() as i32);
     let mut response = DescribeClusterResponse::default();
     response.cluster_id = StrBytes::from_static_str(CLUSTER_ID);

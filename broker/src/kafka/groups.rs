@@ -2,7 +2,7 @@
 //! coordinator's owned request type (`crate::group::coordinator`) and runs
 //! on the shard that owns the group's `__consumer_offsets` partition, the
 //! same [`crate::group::host::GroupOp`] path the native listener takes
-//! (`Dispatcher::to_coordinator`). Group placement is Kafka's, so a group
+//! (`Engine::to_coordinator`). Group placement is Kafka's, so a group
 //! has one coordinator whichever door its members came through.
 //!
 //! Versions differ only at the edge, here: JoinGroup v0-v3 predates
@@ -10,7 +10,7 @@
 //! joining again with the handed-out id before answering.
 
 use bytes::Bytes;
-use fjord_schema::ErrorCode;
+use fjord_schema::{ErrorCode, PartitionId};
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{
     DescribedGroup as KafkaDescribedGroup, DescribedGroupMember,
@@ -334,10 +334,11 @@ impl KafkaHandler {
     ) -> OffsetCommitResponse {
         // As Kafka: a partition the broker does not have is refused, the
         // rest are committed.
-        let catalog = self.dispatcher.service().catalog();
         let known = |topic: &TopicName, partition: i32| {
-            catalog.get(&topic.0).is_some_and(|meta| {
-                u32::try_from(partition).is_ok_and(|p| p < meta.partition_count())
+            u32::try_from(partition).is_ok_and(|p| {
+                self.dispatcher
+                    .partition_exists(&topic.0, PartitionId(p))
+                    .is_ok()
             })
         };
         let commit = CommitRequest {

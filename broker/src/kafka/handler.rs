@@ -1,8 +1,8 @@
-//! Kafka requests on the native machinery: each supported request is
-//! decoded with `kafka-protocol`, split per partition and run through the
-//! same [`Dispatcher`] paths (and so the same `ops::Op`s on the owning
-//! shards) as the native protocol; records are converted with
-//! [`kafka_to_native`] / [`native_to_kafka`].
+//! The Kafka edge: each supported request is decoded with
+//! `kafka-protocol` into the engine's typed request, run by the same
+//! [`crate::engine::Engine`] as the native protocol's, and its results
+//! encoded; records are converted with [`kafka_to_native`] /
+//! [`native_to_kafka`]. No routing here: the engine does it.
 //!
 //! Only the apis and versions in [`KAFKA_APIS`] are answered; ApiVersions
 //! lists exactly those. A request for anything else, or one that does not
@@ -44,9 +44,13 @@ use super::records::{
     any_compressed, kafka_to_native_one, native_to_kafka, KafkaRecordsError, KafkaRecordsLimits,
 };
 use crate::dispatch::Dispatcher;
+use crate::engine::types::{
+    leader_epoch_of, replica_of, CreateSpec, FetchPartition, FetchRequest as EngineFetch,
+    IsolationLevel, ListOffsetsPartition, ListOffsetsRequest as EngineListOffsets,
+    ProduceRequest as EngineProduce,
+};
+use crate::engine::FetchReservation;
 use crate::group::offsets_log::OFFSETS_TOPIC;
-use crate::ops::CreateSpec;
-use crate::topics::validate_topic_name;
 
 /// The apis answered on the Kafka listener: (api, min version, max version).
 pub const KAFKA_APIS: [(ApiKey, i16, i16); 23] = [
@@ -108,11 +112,37 @@ fn boxed<E: std::fmt::Display + 'static>(e: E) -> anyhow_like::Error {
     Box::new(e)
 }
 
-/// One produce partition: its index and its records converted to native
-/// batches (or why they were not: code and message).
-type Converted = (i32, Result<Bytes, (ErrorCode, Option<String>)>);
-/// One fetch partition: fetch offset and partition byte limit.
-type FetchPart = (PartitionId, (i64, usize));
+/// Why a produce partition's records were not converted to native
+/// batches: code and message.
+type ConvertError = (ErrorCode, Option<String>);
+
+/// A Kafka fetch's response budget, held of the shard's response budget:
+/// grown to `bytes` before each read of the log (waiting while the budget
+/// is full: the fetch does not run), given back while the fetch
+/// long-polls; on return it covers the response.
+struct ResponseReservation<'h, 'a> {
+    hold: &'h mut BudgetHold<'a>,
+    bytes: usize,
+}
+
+impl FetchReservation for ResponseReservation<'_, '_> {
+    async fn reserve(&mut self) -> bool {
+        self.hold.grow_to(self.bytes).await
+    }
+
+    fn release(&mut self) {
+        self.hold.shrink_to(0);
+    }
+}
+
+/// Kafka's isolation level (0 read uncommitted, 1 read committed).
+fn isolation(level: i8) -> IsolationLevel {
+    if level == 1 {
+        IsolationLevel::ReadCommitted
+    } else {
+        IsolationLevel::ReadUncommitted
+    }
+}
 
 /// A framed response, holding its bytes of the shard's response budget
 /// until it is dropped (once written).
@@ -388,11 +418,8 @@ impl KafkaHandler {
         });
         // v0-v3 had no auto-create flag: it was always on.
         let allow = version < 4 || request.allow_auto_topic_creation;
-        let (catalog, refused) = self.dispatcher.metadata_catalog(&names, allow).await;
-        // By name: a request may name up to `request_elements_max` topics,
-        // each looked up once.
-        let refused: std::collections::HashMap<&str, ErrorCode> =
-            refused.iter().map(|o| (o.name.as_str(), o.error)).collect();
+        let metadata = self.dispatcher.metadata(names.as_deref(), allow).await;
+        let catalog = &metadata.catalog;
         let broker = self.dispatcher.broker();
         let node = broker.node_id.get() as i32;
         let mut response = MetadataResponse::default();
@@ -412,17 +439,7 @@ impl KafkaHandler {
             topic.name = Some(TopicName(StrBytes::from_string(name.clone())));
             topic.is_internal = name == OFFSETS_TOPIC;
             match catalog.get(&name) {
-                None => {
-                    let error = refused
-                        .get(name.as_str())
-                        .copied()
-                        .unwrap_or(ErrorCode::UnknownTopicOrPartition);
-                    topic.error_code = if validate_topic_name(&name).is_err() {
-                        ErrorCode::InvalidTopicException.code()
-                    } else {
-                        error.code()
-                    };
-                }
+                None => topic.error_code = metadata.missing_topic_error(&name).code(),
                 Some(meta) => {
                     topic.partitions = (0..meta.shards.len())
                         .map(|index| {
@@ -452,19 +469,23 @@ impl KafkaHandler {
         frame_len: usize,
     ) -> ProduceResponse {
         // Partitions that will be refused anyway are not converted: a
-        // request's batches are decompressed only for partitions this
-        // shard's catalog routes, and only with valid acks.
+        // request's batches are decompressed only for partitions the
+        // engine would route, and only with valid acks.
         let acks = i8::try_from(request.acks).unwrap_or(i8::MIN);
         let mut decompressed_left = self.dispatcher.limits().decompressed_bytes_max_per_request;
         let mut scratch = Vec::new();
-        let mut converted: Vec<(String, Vec<Converted>)> = Vec::new();
+        // Per topic: each partition's index and why it was not converted
+        // (the converted ones go to the engine, in the same order).
+        let mut refused: Vec<Vec<(i32, Option<ConvertError>)>> = Vec::new();
+        let mut topics = Vec::with_capacity(request.topic_data.len());
         for topic in request.topic_data {
             let name = topic.name.0.to_string();
+            let mut answers = Vec::with_capacity(topic.partition_data.len());
             let mut parts = Vec::with_capacity(topic.partition_data.len());
             for p in topic.partition_data {
                 let partition = PartitionId(p.index as u32);
-                let native = match self.dispatcher.produce_route(&name, partition) {
-                    Err(code) => Err((code, None)),
+                let native = match self.dispatcher.produce_refusal(&name, partition) {
+                    Err(error) => Err((error.error_code(), None)),
                     Ok(()) if !matches!(acks, -1..=1) => Ok(Bytes::new()),
                     Ok(()) => {
                         let records = p.records.unwrap_or_default();
@@ -473,40 +494,41 @@ impl KafkaHandler {
                             .map_err(|e| (e.error_code(), Some(e.to_string())))
                     }
                 };
-                parts.push((p.index, native));
+                match native {
+                    Ok(records) => {
+                        parts.push((partition, records));
+                        answers.push((p.index, None));
+                    }
+                    Err(error) => answers.push((p.index, Some(error))),
+                }
             }
-            converted.push((name, parts));
+            topics.push((name, parts));
+            refused.push(answers);
         }
         drop(scratch);
         inflight.shrink_to(frame_len);
-        let routed = converted.iter().map(|(name, parts)| {
-            let ok = parts
-                .iter()
-                .filter_map(|(index, r)| {
-                    Some((PartitionId(*index as u32), r.as_ref().ok()?.clone()))
-                })
-                .collect();
-            (name.clone(), ok)
-        });
-        let results = self.dispatcher.produce_results(routed, acks).await;
+        let results = self
+            .dispatcher
+            .produce(EngineProduce { acks, topics })
+            .await;
         let mut response = ProduceResponse::default();
-        for ((name, parts), results) in converted.iter().zip(results) {
+        for ((name, results), answers) in results.into_iter().zip(refused) {
             let mut results = results.into_iter();
             let mut topic = TopicProduceResponse::default();
-            topic.name = TopicName(StrBytes::from_string(name.clone()));
-            for (index, converted) in parts {
+            topic.name = TopicName(StrBytes::from_string(name));
+            for (index, refusal) in answers {
                 let mut p = PartitionProduceResponse::default();
-                p.index = *index;
+                p.index = index;
                 p.log_append_time_ms = -1;
-                match converted {
-                    Err((code, message)) => {
+                match refusal {
+                    Some((code, message)) => {
                         p.error_code = code.code();
-                        p.error_message = message.clone().map(StrBytes::from_string);
+                        p.error_message = message.map(StrBytes::from_string);
                         p.base_offset = -1;
                         p.log_start_offset = -1;
                     }
-                    Ok(_) => match results.next() {
-                        Some(r) => {
+                    None => match results.next() {
+                        Some((_, r)) => {
                             p.error_code = r.error.code();
                             p.error_message = r.message.map(StrBytes::from_string);
                             p.base_offset = r.base_offset;
@@ -593,45 +615,50 @@ impl KafkaHandler {
         request: FetchRequest,
         response_hold: &mut BudgetHold<'_>,
     ) -> Result<FetchResponse, HandleError> {
-        let topics: Vec<(String, Vec<FetchPart>)> = request
+        let reserve = self.fetch_response_bytes(&request);
+        let topics = request
             .topics
-            .iter()
+            .into_iter()
             .map(|t| {
                 let parts = t
                     .partitions
-                    .iter()
+                    .into_iter()
                     .map(|p| {
-                        let max = usize::try_from(p.partition_max_bytes).unwrap_or(0);
-                        (PartitionId(p.partition as u32), (p.fetch_offset, max))
+                        let partition = FetchPartition {
+                            fetch_offset: p.fetch_offset,
+                            partition_max_bytes: usize::try_from(p.partition_max_bytes)
+                                .unwrap_or(0),
+                            current_leader_epoch: leader_epoch_of(p.current_leader_epoch),
+                        };
+                        (PartitionId(p.partition as u32), partition)
                     })
                     .collect();
                 (t.topic.0.to_string(), parts)
             })
             .collect();
-        let wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
-        let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-        let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
-        let reserve = self.fetch_response_bytes(&request);
+        let request = EngineFetch {
+            max_wait: Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)),
+            min_bytes: usize::try_from(request.min_bytes).unwrap_or(0),
+            max_bytes: usize::try_from(request.max_bytes).unwrap_or(0),
+            replica_id: replica_of(request.replica_id.0),
+            isolation: isolation(request.isolation_level),
+            topics,
+        };
+        // Its frame is held of the request buffers, not the in-flight
+        // budget (see `handle`).
+        let mut reservation = ResponseReservation {
+            hold: response_hold,
+            bytes: reserve,
+        };
         let results = self
             .dispatcher
-            .fetch_results(
-                topics.iter().cloned(),
-                wait,
-                min_bytes,
-                max_bytes,
-                Some((response_hold, reserve)),
-            )
-            .await;
+            .fetch(request, 0, &mut reservation)
+            .await
+            .map_err(|_| HandleError::Stopping)?;
         let mut response = FetchResponse::default();
-        let results = match results {
-            Ok(results) => results,
-            Err(_) => return Err(HandleError::Stopping),
-        };
-        let mut total = 0usize;
-        for ((name, parts), results) in topics.iter().zip(results) {
+        for (name, parts) in results {
             let mut topic = FetchableTopicResponse::default();
-            topic.topic = TopicName(StrBytes::from_string(name.clone()));
-            for ((partition, _), result) in parts.iter().zip(results) {
+            for (partition, result) in parts {
                 let mut p = PartitionData::default();
                 p.partition_index = partition.get() as i32;
                 p.error_code = result.error.code();
@@ -640,12 +667,8 @@ impl KafkaHandler {
                 p.log_start_offset = result.log_start_offset;
                 p.aborted_transactions = Some(Vec::new());
                 let mut records = Vec::new();
+                // The batches that fit the response (the engine's rule).
                 for batch in &result.batches {
-                    // Like the native fetch: batches while they fit in the
-                    // response's max_bytes, the first one always.
-                    if total > 0 && total + batch.len() > max_bytes {
-                        break;
-                    }
                     let before = records.len();
                     if let Err(error) = native_to_kafka(batch, &self.limits, &mut records) {
                         tracing::warn!(%error, topic = %name, partition = partition.get(), "stored batch does not convert to Kafka");
@@ -655,38 +678,46 @@ impl KafkaHandler {
                         }
                         break;
                     }
-                    total += batch.len();
                 }
                 p.records = Some(Bytes::from(records));
                 topic.partitions.push(p);
             }
+            topic.topic = TopicName(StrBytes::from_string(name));
             response.responses.push(topic);
         }
         Ok(response)
     }
 
     async fn list_offsets(&self, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
-        let topics: Vec<(String, Vec<(PartitionId, i64)>)> = request
+        let topics = request
             .topics
-            .iter()
+            .into_iter()
             .map(|t| {
                 let parts = t
                     .partitions
-                    .iter()
-                    .map(|p| (PartitionId(p.partition_index as u32), p.timestamp))
+                    .into_iter()
+                    .map(|p| {
+                        let partition = ListOffsetsPartition {
+                            timestamp: p.timestamp,
+                            current_leader_epoch: leader_epoch_of(p.current_leader_epoch),
+                        };
+                        (PartitionId(p.partition_index as u32), partition)
+                    })
                     .collect();
                 (t.name.0.to_string(), parts)
             })
             .collect();
-        let results = self
-            .dispatcher
-            .list_offsets_results(topics.iter().cloned())
-            .await;
+        let request = EngineListOffsets {
+            replica_id: replica_of(request.replica_id.0),
+            isolation: isolation(request.isolation_level),
+            topics,
+        };
+        let results = self.dispatcher.list_offsets(request).await;
         let mut response = ListOffsetsResponse::default();
-        for ((name, parts), results) in topics.iter().zip(results) {
+        for (name, parts) in results {
             let mut topic = ListOffsetsTopicResponse::default();
-            topic.name = TopicName(StrBytes::from_string(name.clone()));
-            for ((partition, _), r) in parts.iter().zip(results) {
+            topic.name = TopicName(StrBytes::from_string(name));
+            for (partition, r) in parts {
                 let mut p = ListOffsetsPartitionResponse::default();
                 p.partition_index = partition.get() as i32;
                 p.error_code = r.error.code();
@@ -731,7 +762,7 @@ impl KafkaHandler {
             .collect();
         let outcomes = self
             .dispatcher
-            .create_topic_outcomes(specs, request.validate_only)
+            .create_topics(specs, request.validate_only)
             .await;
         let mut response = CreateTopicsResponse::default();
         for o in outcomes {
@@ -759,7 +790,7 @@ impl KafkaHandler {
                 .as_ref()
                 .map_or_else(String::new, |n| n.0.to_string())
         }));
-        let outcomes = self.dispatcher.delete_topic_outcomes(names).await;
+        let outcomes = self.dispatcher.delete_topics(names).await;
         let mut response = DeleteTopicsResponse::default();
         for o in outcomes {
             let mut t = DeletableTopicResult::default();
@@ -772,17 +803,11 @@ impl KafkaHandler {
     }
 
     fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
-        let answer = if request.transactional_id.is_some() {
-            Err((
-                ErrorCode::InvalidRequest,
-                "transactions are not supported yet".to_owned(),
-            ))
-        } else {
-            self.dispatcher.service().partitions.init_producer_id(
-                ProducerId(request.producer_id.0),
-                ProducerEpoch(request.producer_epoch),
-            )
-        };
+        let answer = self.dispatcher.init_producer_id(
+            request.transactional_id.as_ref().map(|t| t.as_str()),
+            ProducerId(request.producer_id.0),
+            ProducerEpoch(request.producer_epoch),
+        );
         let mut response = InitProducerIdResponse::default();
         match answer {
             Ok((id, epoch)) => {

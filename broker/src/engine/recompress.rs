@@ -19,7 +19,9 @@ use fjord_schema::batch::{recompress, BatchView, BATCH_HEADER_LEN};
 use fjord_schema::{BatchError, Compression, ErrorCode};
 use glommio::sync::Permit;
 
-use super::{Dispatcher, Topics};
+use super::types::TopicParts;
+use super::Engine;
+use super::{RouteError, Routed};
 use crate::ops::ProduceResult;
 
 /// Room a codec may need beyond its input (worst-case expansion of
@@ -92,23 +94,20 @@ pub(crate) async fn recompress_batches(
     Ok(out.freeze())
 }
 
-impl Dispatcher {
-    /// `produce_routed`, after recompressing for the topics'
+impl Engine {
+    /// `produce_routed` (`acks` valid), after recompressing for the topics'
     /// `compression.type`; the budget taken for it is held until every
     /// partition answered.
     pub(super) async fn produce_recompressed(
         &self,
-        topics: &mut Topics<Bytes>,
+        mut topics: Routed<Bytes>,
         acks: i8,
-    ) -> Vec<Vec<ProduceResult>> {
-        if !matches!(acks, -1..=1) {
-            return self.produce_routed(topics, acks).await;
-        }
-        let (_recompressed, refused) = self.recompress_for_topics(topics).await;
+    ) -> TopicParts<ProduceResult> {
+        let (_recompressed, refused) = self.recompress_for_topics(&mut topics).await;
         let mut results = self.produce_routed(topics, acks).await;
         // Refused partitions were unrouted; give them their own answer.
         for (t, p, result) in refused {
-            results[t][p] = result;
+            results[t].1[p].1 = result;
         }
         results
     }
@@ -119,7 +118,7 @@ impl Dispatcher {
     /// (topic index, partition index, result); those are unrouted.
     pub(super) async fn recompress_for_topics(
         &self,
-        topics: &mut Topics<Bytes>,
+        topics: &mut Routed<Bytes>,
     ) -> (Vec<Permit<'_>>, Vec<(usize, usize, ProduceResult)>) {
         let catalog = self.service.catalog();
         let mut permits = Vec::new();
@@ -139,7 +138,7 @@ impl Dispatcher {
                     continue;
                 };
                 let mut refuse = |code: ErrorCode, message: String| {
-                    part.route = Err(code);
+                    part.route = Err(RouteError::Refused(code));
                     refused.push((t, p, ProduceResult::error(code, message)));
                 };
                 if need > self.limits.inflight_bytes_max {
@@ -153,7 +152,7 @@ impl Dispatcher {
                     );
                     continue;
                 }
-                let Ok(permit) = self.budget.try_acquire_permit(need as u64) else {
+                let Ok(permit) = self.inflight.try_acquire_permit(need as u64) else {
                     refuse(
                         ErrorCode::RequestTimedOut,
                         format!(

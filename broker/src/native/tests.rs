@@ -1,6 +1,11 @@
+use std::rc::Rc;
+use std::sync::Arc;
+
 use super::*;
 use crate::catalog::Catalog;
+use crate::engine::EngineLimits;
 use crate::partitions::PartitionManager;
+use crate::service::ShardService;
 use crate::service::TopicAdmin;
 use crate::topics::TopicRegistry;
 use bytes::BytesMut;
@@ -8,9 +13,10 @@ use fjord_net::client::{decode_typed, ClientError};
 use fjord_schema::api::Response;
 use fjord_schema::frame::{FrameDecoder, FrameHeader};
 use fjord_schema::CorrelationId;
+use fjord_schema::{NodeId, ShardId};
 use fjord_storage::{BatchCache, CacheConfig, LogConfig, SystemClock};
 
-/// Runs `frames` in order through one single-shard dispatcher (with a
+/// Runs `frames` in order through one single-shard engine (with a
 /// topic registry in a temporary data dir) and decodes each response.
 fn answers(frames: Vec<Frame>) -> Vec<Option<Frame>> {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -39,7 +45,7 @@ fn answers(frames: Vec<Frame>) -> Vec<Option<Frame>> {
             Arc::new(Catalog::default()),
             Some(TopicAdmin::new(registry, base, 2, fjord_schema::NodeId(0))),
         ));
-        let dispatcher = Dispatcher::new(
+        let engine = Engine::new(
             Arc::new(BrokerView {
                 node_id: NodeId(7),
                 host: "127.0.0.1".into(),
@@ -50,7 +56,7 @@ fn answers(frames: Vec<Frame>) -> Vec<Option<Frame>> {
                 kafka_configs: Vec::new(),
             }),
             service.clone(),
-            DispatchLimits {
+            EngineLimits {
                 inflight_bytes_max: 1 << 20,
                 fetch_bytes_max: 1 << 20,
                 fetch_wait_max: Duration::from_secs(1),
@@ -64,7 +70,7 @@ fn answers(frames: Vec<Frame>) -> Vec<Option<Frame>> {
         let mut responses = Vec::new();
         for frame in frames {
             let mut out = Vec::new();
-            dispatcher.respond(frame, &mut out).await;
+            respond(&engine, frame, &mut out).await;
             responses.push(decode_one(out));
         }
         service.partitions.close_all().await;

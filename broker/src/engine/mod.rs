@@ -1,0 +1,457 @@
+//! The engine: the broker's protocol-neutral request handling, one
+//! instance per shard, shared (`Rc`) by every connection of that shard,
+//! whichever listener it came in on.
+//!
+//! Both edges — the native flatbuffers protocol ([`crate::native`]) and
+//! the Kafka wire protocol ([`crate::kafka`]) — only decode a request into
+//! the engine's typed request ([`types`]), call the engine, and encode its
+//! typed results. Everything between is here: routing each partition to
+//! its owning shard through the catalog ([`route()`], [`RouteError`]), running the
+//! per-partition [`Op`]s there (locally or over the mesh), the produce
+//! policy this shard applies before the op (the offsets topic is the
+//! coordinators' alone, valid `acks`, recompression for a topic's
+//! `compression.type`, [`recompress`]), the fetch long-poll and which
+//! batches fit a response ([`fetch`]), topic admin and Metadata through
+//! the registry shard ([`admin`]), consumer-group requests to their
+//! coordinator's shard ([`groups`]) and producer ids. Authorization will
+//! live here too: one place for both protocols.
+//!
+//! What the engine never sees: frames, protocol versions, flatbuffers or
+//! `kafka-protocol` types, record formats other than the native batch (the
+//! Kafka edge converts), connections. Per-partition errors are
+//! [`ErrorCode`]s (a routing failure is a typed [`RouteError`] first); a
+//! request fails as a whole only with an [`EngineError`].
+//!
+//! The hot path: a produce's records and a fetch's batches are the `Bytes`
+//! the edge decoded or the log returned, passed through (never copied or
+//! re-encoded, except by recompression); each partition is one `Op` on
+//! its owning shard, no other hop.
+//!
+//! Lives on: every shard (one per glommio executor), created when the
+//! shard starts serving. Owns: the shard's in-flight memory budget (a
+//! semaphore of bytes: a request holds its frame size while it is handled,
+//! a fetch also its response budget while it reads, a compressed Kafka
+//! Produce its decompression reservation, a recompression its buffers),
+//! and the Kafka listener's request-buffer and response budgets (see
+//! [`Engine::request_buffers`]). Dropped with the last connection after
+//! the shard stops.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fjord_schema::{ErrorCode, NodeId, PartitionId, ProducerEpoch, ProducerId, ShardId};
+use glommio::sync::Semaphore;
+use glommio::Task;
+
+use crate::catalog::Catalog;
+use crate::group::offsets_log::OFFSETS_TOPIC;
+use crate::ops::{Op, OpResult};
+use crate::service::ShardService;
+
+pub mod admin;
+pub mod fetch;
+pub mod groups;
+pub mod recompress;
+pub mod types;
+
+pub use fetch::{FetchReservation, NoReservation};
+use types::{ProduceRequest, ProduceResult, ProducerIdResult, TopicParts};
+
+/// What Metadata says about this broker; fixed once every shard is bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerView {
+    pub node_id: NodeId,
+    pub host: String,
+    pub port: u16,
+    /// The Kafka listener's advertised host and port.
+    pub kafka_host: String,
+    pub kafka_port: u16,
+    /// Per-shard ports indexed by shard id; empty when not exposed.
+    pub shard_ports: Vec<u16>,
+    /// The broker's settings under Kafka's config names (DescribeConfigs).
+    pub kafka_configs: Vec<(&'static str, String)>,
+}
+
+/// The engine's limits (from the broker config).
+#[derive(Debug, Clone)]
+pub struct EngineLimits {
+    /// In-flight request memory of this shard.
+    pub inflight_bytes_max: usize,
+    /// Largest fetch response.
+    pub fetch_bytes_max: usize,
+    /// Longest fetch long-poll.
+    pub fetch_wait_max: Duration,
+    pub auto_create_topics: bool,
+    /// Kafka request bytes received and not yet handled, this shard's
+    /// connections together.
+    pub request_buffer_bytes_max: usize,
+    /// Kafka response bytes made and not yet read by their clients, this
+    /// shard's connections together.
+    pub response_bytes_max: usize,
+    /// Decompressed bytes of one Kafka Produce, all its batches together.
+    pub decompressed_bytes_max_per_request: usize,
+    /// Array elements of one Kafka request, all arrays together.
+    pub request_elements_max: usize,
+}
+
+/// Why a request fails as a whole (per-partition failures are results).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("the shard is stopping")]
+    Stopping,
+}
+
+impl EngineError {
+    pub fn error_code(self) -> ErrorCode {
+        match self {
+            EngineError::Stopping => ErrorCode::BrokerBusy,
+        }
+    }
+}
+
+/// Answers requests on one shard, for both protocols (see the module
+/// doc).
+#[derive(Debug)]
+pub struct Engine {
+    broker: Arc<BrokerView>,
+    service: Rc<ShardService>,
+    limits: EngineLimits,
+    inflight: Semaphore,
+    request_buffers: Semaphore,
+    responses: Semaphore,
+}
+
+impl Engine {
+    pub fn new(broker: Arc<BrokerView>, service: Rc<ShardService>, limits: EngineLimits) -> Engine {
+        let inflight = Semaphore::new(limits.inflight_bytes_max as u64);
+        let request_buffers = Semaphore::new(limits.request_buffer_bytes_max as u64);
+        let responses = Semaphore::new(limits.response_bytes_max as u64);
+        Engine {
+            broker,
+            service,
+            limits,
+            inflight,
+            request_buffers,
+            responses,
+        }
+    }
+
+    /// This shard.
+    pub fn shard(&self) -> ShardId {
+        self.service.shard
+    }
+
+    pub fn broker(&self) -> &BrokerView {
+        &self.broker
+    }
+
+    pub fn limits(&self) -> &EngineLimits {
+        &self.limits
+    }
+
+    /// This shard's catalog snapshot (topics, partitions, configs).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.service.catalog()
+    }
+
+    /// The shard's in-flight budget (at most `inflight_bytes_max`): every
+    /// request holds its memory of it while the engine handles it.
+    pub fn inflight(&self) -> &Semaphore {
+        &self.inflight
+    }
+
+    /// The Kafka connections' budget of received, not yet handled request
+    /// bytes (at most `request_buffer_bytes_max`): a connection holds its
+    /// read buffer's capacity and its frame being handled.
+    pub fn request_buffers(&self) -> &Semaphore {
+        &self.request_buffers
+    }
+
+    /// The Kafka connections' budget of made, not yet written response
+    /// bytes (at most `response_bytes_max`).
+    pub fn responses(&self) -> &Semaphore {
+        &self.responses
+    }
+
+    /// Why a produce to `topic`/`partition` would be refused before any
+    /// op runs (what [`Engine::produce`] checks first), so an edge can
+    /// skip costly work (converting, decompressing) for it.
+    pub fn produce_refusal(&self, topic: &str, partition: PartitionId) -> Result<(), RouteError> {
+        if topic == OFFSETS_TOPIC {
+            return Err(RouteError::InternalTopic);
+        }
+        route(&self.service.catalog(), topic, partition).map(|_| ())
+    }
+
+    /// Appends each partition's records on its owning shard, concurrently;
+    /// results per partition, in request order.
+    pub async fn produce(&self, request: ProduceRequest) -> TopicParts<ProduceResult> {
+        let acks = request.acks;
+        let topics = self.route(request.topics);
+        if matches!(acks, -1..=1) {
+            return self.produce_recompressed(topics, acks).await;
+        }
+        let refused = || {
+            ProduceResult::error(
+                ErrorCode::InvalidRequiredAcks,
+                format!("acks = {acks}: must be -1, 0 or 1"),
+            )
+        };
+        topics
+            .into_iter()
+            .map(|(name, parts)| {
+                let parts = parts.into_iter().map(|p| (p.partition, refused()));
+                (name, parts.collect())
+            })
+            .collect()
+    }
+
+    /// `topics` (routed, recompressed) to their owning shards; the
+    /// request's names and partitions move into the answer.
+    async fn produce_routed(
+        &self,
+        mut topics: Routed<bytes::Bytes>,
+        acks: i8,
+    ) -> TopicParts<ProduceResult> {
+        // Only the group coordinators write the offsets topic.
+        for (name, parts) in topics.iter_mut() {
+            if name == OFFSETS_TOPIC {
+                for part in parts {
+                    part.route = Err(RouteError::InternalTopic);
+                }
+            }
+        }
+        let results = self
+            .run_all(&topics, |name, part| Op::Produce {
+                topic: name.to_owned(),
+                partition: part.partition,
+                records: part.input.clone(),
+                acks,
+            })
+            .await;
+        topics
+            .into_iter()
+            .zip(results)
+            .map(|((name, parts), results)| {
+                let parts = parts
+                    .into_iter()
+                    .zip(results)
+                    .map(|(part, result)| {
+                        let result = match (result, part.route) {
+                            (Some(OpResult::Produce(r)), _) => r,
+                            (_, Err(error)) => {
+                                ProduceResult::error(error.error_code(), error.to_string())
+                            }
+                            (other, _) => ProduceResult::error(
+                                ErrorCode::NotLeaderOrFollower,
+                                format!("owning shard did not answer: {other:?}"),
+                            ),
+                        };
+                        (part.partition, result)
+                    })
+                    .collect();
+                (name, parts)
+            })
+            .collect()
+    }
+
+    /// An id (and epoch) for an idempotent producer, served by this shard:
+    /// each shard allocates from its own block of the durable id counter
+    /// (see `producer_ids`). Transactional producers are refused.
+    pub fn init_producer_id(
+        &self,
+        transactional_id: Option<&str>,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+    ) -> ProducerIdResult {
+        if transactional_id.is_some() {
+            return Err((
+                ErrorCode::InvalidRequest,
+                "transactions are not supported yet".to_owned(),
+            ));
+        }
+        self.service.partitions.init_producer_id(producer_id, epoch)
+    }
+}
+
+/// Pairs routed partitions with their results: the request's names and
+/// partitions moved into the answer.
+fn with_names<T, R>(topics: Routed<T>, results: Vec<Vec<R>>) -> TopicParts<R> {
+    topics
+        .into_iter()
+        .zip(results)
+        .map(|((name, parts), results)| {
+            let parts = parts
+                .into_iter()
+                .zip(results)
+                .map(|(part, result)| (part.partition, result))
+                .collect();
+            (name, parts)
+        })
+        .collect()
+}
+
+// Routing: which shard owns each partition of a request (from the
+// shard's catalog snapshot), and running one `Op` per routed partition on
+// its owning shard, concurrently, locally or over the mesh.
+
+/// Why a partition has no owning shard to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("unknown topic")]
+    UnknownTopic,
+    #[error("partition {partition} is out of range: the topic has {partition_count}")]
+    PartitionOutOfRange {
+        partition: u32,
+        partition_count: u32,
+    },
+    /// Clients never write an internal topic (`__consumer_offsets`: only
+    /// the group coordinators do).
+    #[error("{OFFSETS_TOPIC} is written by the group coordinators only")]
+    InternalTopic,
+    /// Refused on this shard before any op ran (e.g. by recompression);
+    /// its result is already made.
+    #[error("refused: {0:?}")]
+    Refused(ErrorCode),
+}
+
+impl RouteError {
+    /// The code a client sees. Unknown topics and partitions out of range
+    /// are both Kafka's UNKNOWN_TOPIC_OR_PARTITION (clients refresh their
+    /// metadata on it).
+    pub fn error_code(self) -> ErrorCode {
+        match self {
+            RouteError::UnknownTopic | RouteError::PartitionOutOfRange { .. } => {
+                ErrorCode::UnknownTopicOrPartition
+            }
+            RouteError::InternalTopic => ErrorCode::InvalidTopicException,
+            RouteError::Refused(code) => code,
+        }
+    }
+}
+
+/// The owning shard of `partition` of `topic` in `catalog`.
+pub fn route(
+    catalog: &Catalog,
+    topic: &str,
+    partition: PartitionId,
+) -> Result<ShardId, RouteError> {
+    let meta = catalog.get(topic).ok_or(RouteError::UnknownTopic)?;
+    meta.shard_of(partition)
+        .ok_or(RouteError::PartitionOutOfRange {
+            partition: partition.get(),
+            partition_count: meta.partition_count(),
+        })
+}
+
+/// One partition of a request, routed.
+#[derive(Debug)]
+pub(crate) struct Part<T> {
+    pub partition: PartitionId,
+    /// The owning shard, or why there is none.
+    pub route: Result<ShardId, RouteError>,
+    pub input: T,
+}
+
+/// A request's partitions by topic, routed, in request order.
+pub(crate) type Routed<T> = Vec<(String, Vec<Part<T>>)>;
+
+impl Engine {
+    /// Looks up the owning shard of every partition in the catalog.
+    pub(crate) fn route<T>(&self, topics: TopicParts<T>) -> Routed<T> {
+        let catalog = self.service.catalog();
+        topics
+            .into_iter()
+            .map(|(name, parts)| {
+                let parts = parts
+                    .into_iter()
+                    .map(|(partition, input)| Part {
+                        partition,
+                        route: route(&catalog, &name, partition),
+                        input,
+                    })
+                    .collect();
+                (name, parts)
+            })
+            .collect()
+    }
+
+    /// Runs one op per routed partition, concurrently; results in request
+    /// order (`None` for unrouted partitions).
+    pub(crate) async fn run_all<T>(
+        &self,
+        topics: &Routed<T>,
+        op: impl Fn(&str, &Part<T>) -> Op,
+    ) -> Vec<Vec<Option<OpResult>>> {
+        let tasks: Vec<Vec<Option<Task<OpResult>>>> = topics
+            .iter()
+            .map(|(name, parts)| {
+                parts
+                    .iter()
+                    .map(|part| {
+                        let shard = part.route.ok()?;
+                        Some(glommio::spawn_local(
+                            self.service.execute(shard, op(name, part)),
+                        ))
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut results = Vec::with_capacity(tasks.len());
+        for topic in tasks {
+            let mut parts = Vec::with_capacity(topic.len());
+            for task in topic {
+                parts.push(match task {
+                    Some(task) => Some(task.await),
+                    None => None,
+                });
+            }
+            results.push(parts);
+        }
+        results
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topics::TopicRegistry;
+
+    #[test]
+    fn unknown_topics_and_partitions_out_of_range_are_told_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut registry = TopicRegistry::open(dir.path(), 2, 100).expect("registry");
+        registry
+            .create(
+                "t",
+                2,
+                crate::topics::TopicConfig::from_log_config(&fjord_storage::LogConfig::default()),
+                Default::default(),
+                0,
+            )
+            .expect("created");
+        let catalog = Catalog::from_registry(&registry);
+        assert!(route(&catalog, "t", PartitionId(1)).is_ok());
+        let out_of_range = route(&catalog, "t", PartitionId(2));
+        assert_eq!(
+            out_of_range,
+            Err(RouteError::PartitionOutOfRange {
+                partition: 2,
+                partition_count: 2
+            })
+        );
+        assert_eq!(
+            route(&catalog, "u", PartitionId(0)),
+            Err(RouteError::UnknownTopic)
+        );
+        // Both are what clients have always seen.
+        for error in [out_of_range.unwrap_err(), RouteError::UnknownTopic] {
+            assert_eq!(error.error_code(), ErrorCode::UnknownTopicOrPartition);
+        }
+        assert_eq!(
+            RouteError::InternalTopic.error_code(),
+            ErrorCode::InvalidTopicException
+        );
+    }
+}
