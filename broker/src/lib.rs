@@ -4,15 +4,20 @@
 //! shards' partitions over the shard mesh); owns configuration, the topic
 //! registry and the data directory.
 
-pub mod catalog;
+// issue-12 merge shim: the catalog moved to `metadata::catalog`.
+pub mod catalog {
+    pub use crate::metadata::catalog::*;
+}
 pub mod config;
 pub mod connection_limits;
 pub mod datadir;
 pub mod dispatch;
+pub mod durable_file;
 pub mod error;
 pub mod group;
 pub mod kafka;
 pub mod mesh;
+pub mod metadata;
 pub mod ops;
 pub mod partitions;
 pub mod producer_ids;
@@ -22,6 +27,7 @@ pub mod server;
 pub mod service;
 pub mod shard;
 pub mod signals;
+pub mod topic;
 pub mod topics;
 
 pub use config::{Config, Overrides};

@@ -2,7 +2,7 @@
 //! partitions' shards and configs) that every shard reads to route
 //! requests and answer Metadata.
 //!
-//! Shard 0 owns the registry (see [`crate::topics::TopicRegistry`]); after
+//! Shard 0 owns the registry (see [`TopicRegistry`]); after
 //! every create or delete it builds a new `Catalog` and sends an `Arc` of it
 //! to every shard, which swaps it in. A snapshot never changes, so sharing
 //! it across threads shares nothing mutable.
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use fjord_schema::{PartitionId, ShardId};
 
-use crate::topics::{TopicMeta, TopicRegistry};
+use crate::metadata::registry::{TopicMeta, TopicRegistry};
 
 /// Topics by name, as of one registry change.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
