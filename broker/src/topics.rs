@@ -5,6 +5,8 @@
 // issue-12 merge shim
 pub use crate::durable_file::write_atomically;
 // issue-12 merge shim
-pub use crate::metadata::registry::{RegistryError, TopicMeta, TopicRegistry};
+pub use crate::metadata::catalog::TopicMeta;
+// issue-12 merge shim
+pub use crate::metadata::registry::{RegistryError, TopicRegistry};
 // issue-12 merge shim
 pub use crate::topic::*;
