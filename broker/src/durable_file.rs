@@ -111,3 +111,32 @@ fn write_through_spare(path: &Path, spare: &Path, bytes: &[u8]) -> std::io::Resu
     reserve_spare(spare, spare_bytes(len));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn writes_replace_the_file_through_the_spare_when_it_holds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SparedFile::new(dir.path().join("f.toml"), dir.path().join("f.spare"));
+        write_atomically(&file.path, b"one").unwrap();
+        assert_eq!(fs::read(&file.path).unwrap(), b"one");
+        assert!(!file.path.with_extension("tmp").exists());
+        file.reserve();
+        let spare = fs::metadata(&file.spare).unwrap();
+        assert!(spare.blocks() * 512 >= SPARE_BYTES_MIN);
+        file.write(b"two").unwrap();
+        assert_eq!(fs::read(&file.path).unwrap(), b"two");
+        assert_eq!(fs::metadata(&file.path).unwrap().ino(), spare.ino());
+        assert!(fs::metadata(&file.spare).unwrap().blocks() * 512 >= SPARE_BYTES_MIN);
+        // Larger than the spare: written the plain atomic way, and the
+        // next spare is sized for it.
+        let big = vec![b'x'; (SPARE_BYTES_MIN + 1) as usize];
+        file.write(&big).unwrap();
+        assert_eq!(fs::read(&file.path).unwrap(), big);
+        assert!(fs::metadata(&file.spare).unwrap().len() >= 2 * big.len() as u64);
+    }
+}

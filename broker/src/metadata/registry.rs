@@ -288,7 +288,7 @@ impl Persist {
 
 /// A registry change computed but not yet durable nor visible.
 #[derive(Debug)]
-pub struct Staged {
+struct Staged {
     image: Arc<MetadataImage>,
     table: ShardTable,
     persist: Option<Persist>,
@@ -821,6 +821,10 @@ mod tests {
         let allocated = |path: &Path| fs::metadata(path).map_or(0, |m| m.blocks() * 512);
         let mut registry = TopicRegistry::open(dir.path(), NODE, 1, 100).unwrap();
         assert!(allocated(&spare) >= SPARE_BYTES_MIN, "reserved at open");
+        assert!(
+            allocated(&dir.path().join(SHARD_TABLE_SPARE_FILE)) >= SPARE_BYTES_MIN,
+            "the shard table's too"
+        );
         let spare_inode = fs::metadata(&spare).unwrap().ino();
         registry
             .create("a", 1, defaults(), BTreeMap::new(), 1)
