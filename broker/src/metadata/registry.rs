@@ -280,7 +280,11 @@ impl Persist {
         }
         self.image.as_deref().map_or(Ok(()), write_image)?;
         if !self.table_first {
-            self.table.as_ref().map_or(Ok(()), write_table)?;
+            // Replicas removed: the image is durable, so the change is;
+            // entries the image lacks are dropped at the next open.
+            if let Err(error) = self.table.as_ref().map_or(Ok(()), write_table) {
+                tracing::warn!(%error, "the shard table keeps entries of removed replicas until the next write or start");
+            }
         }
         Ok(())
     }
@@ -1196,5 +1200,43 @@ mod tests {
         let reopened = TopicRegistry::open(&path, NODE, 2, 100).unwrap();
         assert_eq!(reopened.image(), &image);
         assert_eq!(reopened.shard_table(), &table);
+    }
+
+    #[test]
+    fn a_failed_table_write_fails_an_addition_but_not_a_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = TopicRegistry::open(dir.path(), NODE, 2, 100).unwrap();
+        let a = registry
+            .create("a", 2, defaults(), BTreeMap::new(), 1)
+            .unwrap();
+        // Directories where the table's spare and temporary file go: every
+        // shard table write fails (even as root).
+        fs::remove_file(dir.path().join(SHARD_TABLE_SPARE_FILE)).unwrap();
+        fs::create_dir(dir.path().join(SHARD_TABLE_SPARE_FILE)).unwrap();
+        fs::create_dir(dir.path().join("shards.tmp")).unwrap();
+        let error = registry
+            .create("b", 1, defaults(), BTreeMap::new(), 2)
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::KafkaStorageError);
+        assert!(
+            error.message.contains(SHARD_TABLE_FILE),
+            "{}",
+            error.message
+        );
+        assert!(registry.get("b").is_none(), "not visible");
+        // The image was not written: b does not come back.
+        assert!(TopicRegistry::open(dir.path(), NODE, 2, 100)
+            .unwrap()
+            .get("b")
+            .is_none());
+        // A delete is durable once the image is: it succeeds, and the
+        // table's stale entry is dropped at the next open.
+        registry.delete("a").unwrap();
+        assert!(registry.get("a").is_none());
+        fs::remove_dir(dir.path().join(SHARD_TABLE_SPARE_FILE)).unwrap();
+        fs::remove_dir(dir.path().join("shards.tmp")).unwrap();
+        let reopened = TopicRegistry::open(dir.path(), NODE, 2, 100).unwrap();
+        assert!(reopened.get("a").is_none());
+        assert_eq!(reopened.shard_table().shards(a.id), None);
     }
 }
