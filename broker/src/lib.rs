@@ -4,7 +4,10 @@
 //! shards' partitions over the shard mesh); owns configuration, the topic
 //! registry and the data directory.
 
-pub mod catalog;
+// issue-12 merge shim: the catalog moved to `metadata::catalog`.
+pub mod catalog {
+    pub use crate::metadata::catalog::*;
+}
 pub mod config;
 pub mod connection_limits;
 pub mod datadir;
@@ -14,11 +17,13 @@ pub mod dispatch {
     pub use crate::engine::{BrokerView, Engine as Dispatcher, EngineLimits as DispatchLimits};
     pub use crate::native::{served_versions, SERVED_APIS};
 }
+pub mod durable_file;
 pub mod engine;
 pub mod error;
 pub mod group;
 pub mod kafka;
 pub mod mesh;
+pub mod metadata;
 pub mod native;
 pub mod ops;
 pub mod partitions;
@@ -29,6 +34,7 @@ pub mod server;
 pub mod service;
 pub mod shard;
 pub mod signals;
+pub mod topic;
 pub mod topics;
 
 pub use config::{Config, Overrides};

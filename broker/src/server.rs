@@ -50,7 +50,12 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     let data_dir = DataDir::open(&config.data_dir)?;
     // The placement table: every partition goes back to the shard that
     // holds its log.
-    let mut registry = TopicRegistry::open(data_dir.path(), shard_count, config.partitions_max)?;
+    let mut registry = TopicRegistry::open(
+        data_dir.path(),
+        NodeId(config.node_id),
+        shard_count,
+        config.partitions_max,
+    )?;
     registry.adopt_untracked_overrides(&TopicConfig::from_log_config(&config.base_log_config()));
     create_offsets_topic(&mut registry, &config)?;
     let catalog = Arc::new(Catalog::from_registry(&registry));

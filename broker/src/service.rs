@@ -18,6 +18,7 @@ use crate::catalog::Catalog;
 use crate::group::host::GroupHost;
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::{Mesh, OpHandler};
+use crate::metadata::registry::AsyncRegistry;
 use crate::ops::{AlterSpec, CreateSpec, Op, OpResult, TopicOutcome};
 use crate::partitions::PartitionManager;
 use crate::topics::{
@@ -32,12 +33,13 @@ pub const REGISTRY_SHARD: ShardId = ShardId(0);
 /// Lives on: shard 0 only. Owns: the [`TopicRegistry`] (the placement
 /// table and its file). Lifecycle: built from the registry the main thread
 /// loaded at startup; serves CreateTopics / DeleteTopics (one at a time)
-/// until the shard stops. Registry writes are small synchronous file
-/// writes + fsync on shard 0: admin operations are rare, and it keeps the
-/// order "registry durable, then logs opened / deleted" simple.
+/// until the shard stops. Registry writes (file writes + fsync) run on
+/// glommio's blocking thread pool ([`AsyncRegistry`]); each is awaited
+/// before the logs are opened / deleted, which keeps the order "registry
+/// durable, then logs opened / deleted".
 #[derive(Debug)]
 pub struct TopicAdmin {
-    registry: RefCell<TopicRegistry>,
+    registry: AsyncRegistry,
     lock: Semaphore,
     defaults: TopicConfig,
     base: LogConfig,
@@ -54,7 +56,7 @@ impl TopicAdmin {
         node: NodeId,
     ) -> TopicAdmin {
         TopicAdmin {
-            registry: RefCell::new(registry),
+            registry: AsyncRegistry::new(registry),
             lock: Semaphore::new(1),
             defaults: TopicConfig::from_log_config(&base),
             base,
@@ -347,13 +349,12 @@ impl ShardService {
             let planned = if validate_only {
                 admin
                     .registry
-                    .borrow()
                     .plan_create(&spec.name, partitions, config, overrides, now)
             } else {
-                let mut registry = admin.registry.borrow_mut();
-                registry
+                admin
+                    .registry
                     .create(&spec.name, partitions, config, overrides, now)
-                    .cloned()
+                    .await
             };
             let meta = match planned {
                 Ok(meta) => meta,
@@ -439,14 +440,12 @@ impl ShardService {
             }
             let before = admin
                 .registry
-                .borrow()
                 .get(&name)
-                .map_or(0, TopicMeta::partition_count);
+                .map_or(0, |meta| meta.partition_count());
             let planned = if validate_only {
-                admin.registry.borrow().plan_add_partitions(&name, count)
+                admin.registry.plan_add_partitions(&name, count)
             } else {
-                let mut registry = admin.registry.borrow_mut();
-                registry.add_partitions(&name, count).cloned()
+                admin.registry.add_partitions(&name, count).await
             };
             let meta = match planned {
                 Ok(meta) => meta,
@@ -539,7 +538,7 @@ impl ShardService {
                 "the consumer offsets topic's configs are fixed (its retention must stay off until compaction exists)".to_owned(),
             ));
         }
-        let Some(meta) = admin.registry.borrow().get(&spec.name).cloned() else {
+        let Some(meta) = admin.registry.get(&spec.name) else {
             return Err(error(
                 ErrorCode::UnknownTopicOrPartition,
                 format!("topic {:?} does not exist", spec.name),
@@ -563,8 +562,8 @@ impl ShardService {
             }
             let persisted = admin
                 .registry
-                .borrow_mut()
-                .set_config(&spec.name, config, overrides);
+                .set_config(&spec.name, config, overrides)
+                .await;
             if let Err(e) = persisted {
                 let _ = self.reconfigure_partitions(&meta, &meta.config).await;
                 return Err(e);
@@ -572,8 +571,8 @@ impl ShardService {
         } else {
             admin
                 .registry
-                .borrow_mut()
-                .set_config(&spec.name, config.clone(), overrides)?;
+                .set_config(&spec.name, config.clone(), overrides)
+                .await?;
             // Persisted: a shard that failed gets the config at the next start.
             self.reconfigure_partitions(&meta, &config).await?;
         }
@@ -633,7 +632,7 @@ impl ShardService {
                 });
                 continue;
             }
-            let deleted = admin.registry.borrow_mut().delete(&name);
+            let deleted = admin.registry.delete(&name).await;
             match deleted {
                 Ok(meta) => {
                     outcomes.push(TopicOutcome {
@@ -682,7 +681,7 @@ impl ShardService {
     /// and waits until all swapped it in.
     async fn publish_catalog(self: &Rc<Self>) {
         let Ok(admin) = self.admin() else { return };
-        let catalog = Arc::new(Catalog::from_registry(&admin.registry.borrow()));
+        let catalog = Arc::new(admin.registry.catalog());
         let shards = self.mesh.get().map_or(1, |_| self.shard_count());
         for shard in 0..shards {
             let result = self

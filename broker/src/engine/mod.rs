@@ -421,7 +421,7 @@ mod tests {
     #[test]
     fn unknown_topics_and_partitions_out_of_range_are_told_apart() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut registry = TopicRegistry::open(dir.path(), 2, 100).expect("registry");
+        let mut registry = TopicRegistry::open(dir.path(), NodeId(0), 2, 100).expect("registry");
         registry
             .create(
                 "t",

@@ -26,7 +26,8 @@ fn answers(frames: Vec<Frame>) -> Vec<Option<Frame>> {
         .make()
         .expect("executor");
     executor.run(async move {
-        let registry = TopicRegistry::open(&data_dir, 1, 100).expect("registry");
+        let registry =
+            TopicRegistry::open(&data_dir, fjord_schema::NodeId(0), 1, 100).expect("registry");
         let base = LogConfig {
             prepare_step_bytes: 64 * 1024,
             prepare_ahead_bytes: 64 * 1024,
