@@ -329,7 +329,7 @@ impl Dispatcher {
             | Request::OffsetFetch(_)
             | Request::ListGroups(_)
             | Request::DescribeGroups(_)) => self.group_request(request).await,
-            Request::InitProducerId(request) => self.init_producer_id(request),
+            Request::InitProducerId(request) => self.init_producer_id(request).await,
         }
     }
 
@@ -390,17 +390,20 @@ impl Dispatcher {
 
     /// Served by the receiving shard: each shard allocates from its own
     /// block of the durable id counter (see `producer_ids`).
-    fn init_producer_id(&self, request: wire::InitProducerIdRequest<'_>) -> Reply {
+    async fn init_producer_id(&self, request: wire::InitProducerIdRequest<'_>) -> Reply {
         let answer = if request.transactional_id().is_some() {
             Err((
                 ErrorCode::InvalidRequest,
                 "transactions are not supported yet".to_owned(),
             ))
         } else {
-            self.service.partitions.init_producer_id(
-                ProducerId(request.producer_id()),
-                ProducerEpoch(request.producer_epoch()),
-            )
+            self.service
+                .partitions
+                .init_producer_id(
+                    ProducerId(request.producer_id()),
+                    ProducerEpoch(request.producer_epoch()),
+                )
+                .await
         };
         let (error, message, (producer_id, epoch)) = match answer {
             Ok(ids) => (ErrorCode::None, None, ids),

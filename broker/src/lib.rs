@@ -14,9 +14,14 @@ pub mod group;
 pub mod kafka;
 pub mod mesh;
 pub mod ops;
-pub mod partitions;
-pub mod producer_ids;
-pub mod producer_state;
+pub mod partition;
+// issue-12 merge shim: the old paths of `partition::{manager, producer_ids,
+// producer_state}`; the lead removes these after merging.
+pub mod partitions {
+    pub use crate::partition::manager::*;
+}
+pub use partition::producer_ids;
+pub use partition::producer_state;
 pub mod repair;
 pub mod server;
 pub mod service;

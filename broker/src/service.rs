@@ -226,7 +226,11 @@ impl ShardService {
                     partition,
                     offset,
                     max_bytes,
-                } => OpResult::Fetch(partitions.fetch(&topic, partition, offset, max_bytes).await),
+                } => OpResult::Fetch(
+                    partitions
+                        .fetch(&topic, partition, offset, max_bytes, None, None)
+                        .await,
+                ),
                 Op::WaitForData {
                     topic,
                     partition,

@@ -170,7 +170,14 @@ impl GroupHost {
             loop {
                 let read = service
                     .partitions
-                    .fetch(OFFSETS_TOPIC, partition, offset, REPLAY_READ_BYTES)
+                    .fetch(
+                        OFFSETS_TOPIC,
+                        partition,
+                        offset,
+                        REPLAY_READ_BYTES,
+                        None,
+                        None,
+                    )
                     .await;
                 if read.error != ErrorCode::None {
                     return Err(format!(

@@ -269,7 +269,7 @@ impl KafkaHandler {
                     encode(&header, api, version, &response).map(Some)
                 }
                 KafkaRequest::InitProducerId(request) => {
-                    let response = self.init_producer_id(request);
+                    let response = self.init_producer_id(request).await;
                     encode(&header, api, version, &response).map(Some)
                 }
                 KafkaRequest::FindCoordinator(request) => {
@@ -771,17 +771,21 @@ impl KafkaHandler {
         response
     }
 
-    fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
+    async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
         let answer = if request.transactional_id.is_some() {
             Err((
                 ErrorCode::InvalidRequest,
                 "transactions are not supported yet".to_owned(),
             ))
         } else {
-            self.dispatcher.service().partitions.init_producer_id(
-                ProducerId(request.producer_id.0),
-                ProducerEpoch(request.producer_epoch),
-            )
+            self.dispatcher
+                .service()
+                .partitions
+                .init_producer_id(
+                    ProducerId(request.producer_id.0),
+                    ProducerEpoch(request.producer_epoch),
+                )
+                .await
         };
         let mut response = InitProducerIdResponse::default();
         match answer {
