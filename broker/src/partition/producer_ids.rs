@@ -169,65 +169,67 @@ impl Lock {
 mod tests {
     use super::*;
 
-    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + 'static) {
-        glommio::LocalExecutor::default().run(async move { f().await });
+    /// Runs a test on a glommio executor (`spawn_blocking` needs one).
+    fn run<F: std::future::Future<Output = ()> + 'static>(test: impl FnOnce(PathBuf) -> F) {
+        let dir = tempfile::tempdir().unwrap();
+        let test = test(dir.path().to_owned());
+        glommio::LocalExecutor::default().run(test);
     }
 
     #[test]
     fn ids_are_unique_across_allocators_and_restarts() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_owned();
-        run(move || async move {
-            let a = ProducerIds::new(path.clone());
-            let b = ProducerIds::new(path.clone());
-            let mut seen = std::collections::HashSet::new();
-            for _ in 0..(BLOCK_IDS + 5) {
-                for ids in [&a, &b] {
-                    let (id, epoch) = ids
-                        .init(ProducerId::NONE, ProducerEpoch::NONE)
-                        .await
-                        .unwrap();
-                    assert_eq!(epoch, ProducerEpoch(0));
-                    assert!(seen.insert(id), "{id} handed out twice");
-                }
+        run(unique_across_allocators_and_restarts);
+    }
+
+    async fn unique_across_allocators_and_restarts(dir: PathBuf) {
+        let a = ProducerIds::new(dir.clone());
+        let b = ProducerIds::new(dir.clone());
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..(BLOCK_IDS + 5) {
+            for ids in [&a, &b] {
+                let (id, epoch) = ids
+                    .init(ProducerId::NONE, ProducerEpoch::NONE)
+                    .await
+                    .unwrap();
+                assert_eq!(epoch, ProducerEpoch(0));
+                assert!(seen.insert(id), "{id} handed out twice");
             }
-            // A restart (new allocator, same dir) continues after every block.
-            let c = ProducerIds::new(path);
-            let (id, _) = c.init(ProducerId::NONE, ProducerEpoch::NONE).await.unwrap();
-            assert!(seen.iter().all(|s| s.0 < id.0));
-        });
+        }
+        // A restart (new allocator, same dir) continues after every block.
+        let c = ProducerIds::new(dir);
+        let (id, _) = c.init(ProducerId::NONE, ProducerEpoch::NONE).await.unwrap();
+        assert!(seen.iter().all(|s| s.0 < id.0));
     }
 
     #[test]
     fn reinit_bumps_the_epoch_of_a_known_id_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_owned();
-        run(move || async move {
-            let ids = ProducerIds::new(path.clone());
-            let (id, epoch) = ids
-                .init(ProducerId::NONE, ProducerEpoch::NONE)
-                .await
-                .unwrap();
-            assert_eq!(ids.init(id, epoch).await.unwrap(), (id, ProducerEpoch(1)));
-            let (code, _) = ids
-                .init(ProducerId(BLOCK_IDS * 10), ProducerEpoch(0))
-                .await
-                .unwrap_err();
-            assert_eq!(code, ErrorCode::UnknownProducerId);
-            let (fresh, epoch) = ids.init(id, ProducerEpoch(i16::MAX - 1)).await.unwrap();
-            assert_ne!(fresh, id);
-            assert_eq!(epoch, ProducerEpoch(0));
-            // An id another shard issued after this one last looked is
-            // known from the file.
-            let other = ProducerIds::new(path);
-            let (theirs, _) = other
-                .init(ProducerId::NONE, ProducerEpoch::NONE)
-                .await
-                .unwrap();
-            assert_eq!(
-                ids.init(theirs, ProducerEpoch(0)).await.unwrap(),
-                (theirs, ProducerEpoch(1))
-            );
-        });
+        run(reinit_bumps_the_epoch);
+    }
+
+    async fn reinit_bumps_the_epoch(dir: PathBuf) {
+        let ids = ProducerIds::new(dir.clone());
+        let (id, epoch) = ids
+            .init(ProducerId::NONE, ProducerEpoch::NONE)
+            .await
+            .unwrap();
+        assert_eq!(ids.init(id, epoch).await.unwrap(), (id, ProducerEpoch(1)));
+        let (code, _) = ids
+            .init(ProducerId(BLOCK_IDS * 10), ProducerEpoch(0))
+            .await
+            .unwrap_err();
+        assert_eq!(code, ErrorCode::UnknownProducerId);
+        let (fresh, epoch) = ids.init(id, ProducerEpoch(i16::MAX - 1)).await.unwrap();
+        assert_ne!(fresh, id);
+        assert_eq!(epoch, ProducerEpoch(0));
+        // An id another shard issued after this one last read the file.
+        let other = ProducerIds::new(dir);
+        let (theirs, _) = other
+            .init(ProducerId::NONE, ProducerEpoch::NONE)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids.init(theirs, ProducerEpoch(0)).await.unwrap(),
+            (theirs, ProducerEpoch(1))
+        );
     }
 }
