@@ -374,7 +374,12 @@ impl PartitionManager {
                 .borrow_mut()
                 .remove(&(topic.to_owned(), partition));
             let dir = self.data_dir.join(partition_dir_name(topic, partition));
-            match std::fs::remove_dir_all(&dir) {
+            // Blocking (a directory tree): on glommio's blocking pool.
+            let removing = dir.clone();
+            let removed = glommio::executor()
+                .spawn_blocking(move || std::fs::remove_dir_all(removing))
+                .await;
+            match removed {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => errors.push(format!("cannot remove {}: {e}", dir.display())),
@@ -433,6 +438,9 @@ impl PartitionManager {
             return not_here(topic, partition);
         };
         let leader_epoch = p.state.borrow().leader_epoch();
+        // One clock read per request: the producer state's last-seen time
+        // and the flush policy's append time of every batch.
+        let now_ms = self.clock.now_ms();
         let mut base_offset = None;
         for range in ranges {
             let producer = BatchView::parse_header(&records[range.clone()])
@@ -469,7 +477,7 @@ impl PartitionManager {
                     };
                     p.state
                         .borrow_mut()
-                        .appended(producer.as_ref(), appended, self.clock.now_ms());
+                        .appended(producer.as_ref(), appended, now_ms);
                 }
                 Err(error) => {
                     p.data.notify_all();
@@ -674,9 +682,11 @@ impl PartitionManager {
             if rolled.is_some_and(|base| snapshot_end.is_none_or(|end| base > end)) {
                 p.snapshot_producers().await;
             }
-            match p.log.apply_retention().await {
+            let retained = p.log.apply_retention().await;
+            // Also after a failure: it may have removed some segments.
+            p.state.borrow_mut().log_start_moved(p.log.log_start());
+            match retained {
                 Ok(removed) if !removed.is_empty() => {
-                    p.state.borrow_mut().log_start_moved(p.log.log_start());
                     tracing::info!(topic = %p.topic, partition = %p.id, segments = removed.len(), "retention removed segments")
                 }
                 Ok(_) => {}
