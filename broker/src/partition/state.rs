@@ -270,9 +270,9 @@ impl PartitionState {
         self.producers.expire(now_ms)
     }
 
-    /// The request's leader epoch against the partition's: `None` (or a
-    /// negative epoch on the Kafka wire, mapped to `None` by the edge) is
-    /// not checked.
+    /// The request's leader epoch against the partition's: older is
+    /// fenced, newer is unknown (this leader has not caught up with the
+    /// metadata). `None` (not given; Kafka's -1) is not checked.
     pub fn check_leader_epoch(&self, current: Option<LeaderEpoch>) -> Result<(), PartitionError> {
         match current {
             Some(given) if given < self.leader_epoch => Err(PartitionError::FencedLeaderEpoch {
