@@ -86,9 +86,9 @@ fn newest_valid(
 }
 
 /// Rebuilds a partition's producer state: the newest valid snapshot at or
-/// below the log end (see [`newest_valid`]), then the batch headers of the
-/// log after it. Returns the state and the snapshot's offset (`None`
-/// without one).
+/// below the log end (newer and damaged ones are removed), then the batch
+/// headers of the log after it. Returns the state and the snapshot's offset
+/// (`None` without one).
 pub async fn load(
     log: &PartitionLog,
     config: ProducerStateConfig,
