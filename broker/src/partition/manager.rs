@@ -947,6 +947,72 @@ mod tests {
         assert_eq!(code, ErrorCode::InvalidRequest);
     }
 
+    /// The driver feeds the state: acks=1 data is readable at once (the
+    /// high watermark is the log end) though not durable, acks=all is
+    /// answered durable, `min.insync.replicas` above one refuses acks=all,
+    /// and a fetch's leader epoch is checked against the partition's.
+    #[test]
+    fn the_driver_runs_the_states_decisions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().to_owned();
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .make()
+            .expect("executor");
+        executor.run(async move {
+            let base = LogConfig {
+                prepare_step_bytes: 64 * 1024,
+                prepare_ahead_bytes: 64 * 1024,
+                ..LogConfig::default()
+            };
+            let manager = PartitionManager::new(
+                ShardId(0),
+                data_dir,
+                base,
+                BatchCache::new(fjord_storage::CacheConfig::default()),
+                Rc::new(fjord_storage::SystemClock),
+            );
+            let mut config = TopicConfig::from_log_config(&base);
+            let p0 = PartitionId(0);
+            manager.open("t", &[p0], &config).await.expect("open");
+            let records = Bytes::from(batch(&[b"a", b"b"]));
+
+            let acked = manager.produce("t", p0, records.clone(), 1).await;
+            assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 0));
+            let p = manager.get("t", p0).expect("open");
+            assert_eq!(p.state.borrow().high_watermark(), Offset(2));
+            assert_eq!(p.state.borrow().durable_end(), Offset(0));
+            let read = manager.fetch("t", p0, 0, 1 << 20, None, None).await;
+            assert_eq!((read.error, read.high_watermark), (ErrorCode::None, 2));
+            assert_eq!(read.batches.len(), 1);
+
+            let acked = manager.produce("t", p0, records.clone(), -1).await;
+            assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 2));
+            assert_eq!(p.state.borrow().durable_end(), Offset(4));
+            assert_eq!(p.log.durable_end(), Offset(4));
+            assert_eq!(p.state.borrow().waiting(), 0);
+
+            for (epoch, code) in [
+                (Some(LeaderEpoch(0)), ErrorCode::None),
+                (Some(LeaderEpoch(1)), ErrorCode::UnknownLeaderEpoch),
+            ] {
+                let read = manager.fetch("t", p0, 2, 1 << 20, epoch, None).await;
+                assert_eq!(read.error, code, "{epoch:?}");
+            }
+
+            config.min_insync_replicas = 2;
+            manager
+                .reconfigure("t", &[p0], &config)
+                .await
+                .expect("alter");
+            let refused = manager.produce("t", p0, records.clone(), -1).await;
+            assert_eq!(refused.error, ErrorCode::NotEnoughReplicas);
+            let acked = manager.produce("t", p0, records, 1).await;
+            assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 4));
+            manager.close_all().await;
+        });
+    }
+
     /// A native producer could store attribute bits the batch format does
     /// not define, and `native_to_kafka` served them to Kafka consumers
     /// (bit 6 is Kafka's delete-horizon flag), in batches the Kafka produce
