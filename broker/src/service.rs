@@ -247,7 +247,9 @@ impl ShardService {
                     partition,
                     timestamp,
                 } => OpResult::ListOffsets(
-                    partitions.list_offsets(&topic, partition, timestamp).await,
+                    partitions
+                        .list_offsets(&topic, partition, timestamp, None)
+                        .await,
                 ),
                 Op::Open {
                     topic,

@@ -161,7 +161,7 @@ impl GroupHost {
             }
             let listed = service
                 .partitions
-                .list_offsets(OFFSETS_TOPIC, partition, -2)
+                .list_offsets(OFFSETS_TOPIC, partition, -2, None)
                 .await;
             if listed.error != ErrorCode::None {
                 return Err(format!("{OFFSETS_TOPIC}-{partition}: {:?}", listed.error));

@@ -615,11 +615,15 @@ impl PartitionManager {
         future::or(notified, sleep(left)).await;
     }
 
+    /// The offset for `timestamp` (or `LATEST`: the high watermark,
+    /// `EARLIEST`: the log start), after checking `current_leader_epoch`
+    /// (`None` when the request does not give it).
     pub async fn list_offsets(
         &self,
         topic: &str,
         partition: PartitionId,
         timestamp: i64,
+        current_leader_epoch: Option<LeaderEpoch>,
     ) -> ListOffsetsResult {
         let Some(p) = self.get(topic, partition) else {
             if self.offline(topic, partition).is_some() {
@@ -627,6 +631,9 @@ impl PartitionManager {
             }
             return ListOffsetsResult::error(ErrorCode::NotLeaderOrFollower);
         };
+        if let Err(error) = p.state.borrow().check_leader_epoch(current_leader_epoch) {
+            return ListOffsetsResult::error(error.code());
+        }
         let found = |offset: Offset| ListOffsetsResult {
             error: ErrorCode::None,
             offset: offset.get() as i64,
@@ -999,6 +1006,15 @@ mod tests {
                 let read = manager.fetch("t", p0, 2, 1 << 20, epoch, None).await;
                 assert_eq!(read.error, code, "{epoch:?}");
             }
+
+            let listed = manager
+                .list_offsets("t", p0, LATEST, Some(LeaderEpoch(0)))
+                .await;
+            assert_eq!((listed.error, listed.offset), (ErrorCode::None, 4));
+            let listed = manager
+                .list_offsets("t", p0, LATEST, Some(LeaderEpoch(9)))
+                .await;
+            assert_eq!(listed.error, ErrorCode::UnknownLeaderEpoch);
 
             config.min_insync_replicas = 2;
             manager
