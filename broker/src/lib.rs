@@ -26,9 +26,14 @@ pub mod mesh;
 pub mod metadata;
 pub mod native;
 pub mod ops;
-pub mod partitions;
-pub mod producer_ids;
-pub mod producer_state;
+pub mod partition;
+// issue-12 merge shim: the old paths of `partition::{manager, producer_ids,
+// producer_state}`; the lead removes these after merging.
+pub mod partitions {
+    pub use crate::partition::manager::*;
+}
+pub use partition::producer_ids;
+pub use partition::producer_state;
 pub mod repair;
 pub mod server;
 pub mod service;

@@ -230,12 +230,18 @@ impl ShardService {
                     max_bytes,
                     current_leader_epoch,
                     replica_id,
-                } => {
-                    // issue 12: h-partition's `PartitionManager::fetch`
-                    // takes these two; until merged, they stop here.
-                    let _ = (current_leader_epoch, replica_id);
-                    OpResult::Fetch(partitions.fetch(&topic, partition, offset, max_bytes).await)
-                }
+                } => OpResult::Fetch(
+                    partitions
+                        .fetch(
+                            &topic,
+                            partition,
+                            offset,
+                            max_bytes,
+                            current_leader_epoch,
+                            replica_id,
+                        )
+                        .await,
+                ),
                 Op::WaitForData {
                     topic,
                     partition,
@@ -254,10 +260,13 @@ impl ShardService {
                     current_leader_epoch,
                     replica_id,
                 } => {
-                    // issue 12: as for Fetch, until `list_offsets` takes them.
-                    let _ = (current_leader_epoch, replica_id);
+                    // Replicas list offsets as consumers do until issue 14
+                    // gives them the log end.
+                    let _ = replica_id;
                     OpResult::ListOffsets(
-                        partitions.list_offsets(&topic, partition, timestamp).await,
+                        partitions
+                            .list_offsets(&topic, partition, timestamp, current_leader_epoch)
+                            .await,
                     )
                 }
                 Op::Open {

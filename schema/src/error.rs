@@ -57,13 +57,17 @@ pub enum ErrorCode {
     InvalidProducerIdMapping = 49,
     UnknownProducerId = 59,
     ProducerFenced = 90,
+    /// The request's leader epoch is older than the partition's.
+    FencedLeaderEpoch = 74,
+    /// The request's leader epoch is newer than the partition's.
+    UnknownLeaderEpoch = 75,
     UnsupportedEndpointType = 119,
     /// The broker is out of its in-flight memory budget; retry later.
     BrokerBusy = 10_000,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 51] = [
+    const ALL: [ErrorCode; 53] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -113,6 +117,8 @@ impl ErrorCode {
         ErrorCode::InvalidProducerIdMapping,
         ErrorCode::UnknownProducerId,
         ErrorCode::ProducerFenced,
+        ErrorCode::FencedLeaderEpoch,
+        ErrorCode::UnknownLeaderEpoch,
         ErrorCode::UnsupportedEndpointType,
         ErrorCode::BrokerBusy,
     ];
@@ -149,6 +155,8 @@ impl ErrorCode {
                 | ErrorCode::CoordinatorLoadInProgress
                 | ErrorCode::CoordinatorNotAvailable
                 | ErrorCode::NotCoordinator
+                | ErrorCode::FencedLeaderEpoch
+                | ErrorCode::UnknownLeaderEpoch
         )
     }
 }

@@ -259,7 +259,7 @@ impl Engine {
     /// An id (and epoch) for an idempotent producer, served by this shard:
     /// each shard allocates from its own block of the durable id counter
     /// (see `producer_ids`). Transactional producers are refused.
-    pub fn init_producer_id(
+    pub async fn init_producer_id(
         &self,
         transactional_id: Option<&str>,
         producer_id: ProducerId,
@@ -271,7 +271,10 @@ impl Engine {
                 "transactions are not supported yet".to_owned(),
             ));
         }
-        self.service.partitions.init_producer_id(producer_id, epoch)
+        self.service
+            .partitions
+            .init_producer_id(producer_id, epoch)
+            .await
     }
 }
 

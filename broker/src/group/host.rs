@@ -161,7 +161,7 @@ impl GroupHost {
             }
             let listed = service
                 .partitions
-                .list_offsets(OFFSETS_TOPIC, partition, -2)
+                .list_offsets(OFFSETS_TOPIC, partition, -2, None)
                 .await;
             if listed.error != ErrorCode::None {
                 return Err(format!("{OFFSETS_TOPIC}-{partition}: {:?}", listed.error));
@@ -170,7 +170,14 @@ impl GroupHost {
             loop {
                 let read = service
                     .partitions
-                    .fetch(OFFSETS_TOPIC, partition, offset, REPLAY_READ_BYTES)
+                    .fetch(
+                        OFFSETS_TOPIC,
+                        partition,
+                        offset,
+                        REPLAY_READ_BYTES,
+                        None,
+                        None,
+                    )
                     .await;
                 if read.error != ErrorCode::None {
                     return Err(format!(

@@ -299,7 +299,7 @@ impl KafkaHandler {
                     encode(&header, api, version, &response).map(Some)
                 }
                 KafkaRequest::InitProducerId(request) => {
-                    let response = self.init_producer_id(request);
+                    let response = self.init_producer_id(request).await;
                     encode(&header, api, version, &response).map(Some)
                 }
                 KafkaRequest::FindCoordinator(request) => {
@@ -802,12 +802,15 @@ impl KafkaHandler {
         response
     }
 
-    fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
-        let answer = self.dispatcher.init_producer_id(
-            request.transactional_id.as_ref().map(|t| t.as_str()),
-            ProducerId(request.producer_id.0),
-            ProducerEpoch(request.producer_epoch),
-        );
+    async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
+        let answer = self
+            .dispatcher
+            .init_producer_id(
+                request.transactional_id.as_ref().map(|t| t.as_str()),
+                ProducerId(request.producer_id.0),
+                ProducerEpoch(request.producer_epoch),
+            )
+            .await;
         let mut response = InitProducerIdResponse::default();
         match answer {
             Ok((id, epoch)) => {

@@ -276,7 +276,7 @@ async fn handle(engine: &Engine, frame: &Frame, cost: usize) -> Reply {
         | Request::OffsetFetch(_)
         | Request::ListGroups(_)
         | Request::DescribeGroups(_)) => groups::group_request(engine, request).await,
-        Request::InitProducerId(request) => init_producer_id(engine, request),
+        Request::InitProducerId(request) => init_producer_id(engine, request).await,
     }
 }
 
@@ -288,12 +288,14 @@ fn isolation(level: wire::IsolationLevel) -> IsolationLevel {
     }
 }
 
-fn init_producer_id(engine: &Engine, request: wire::InitProducerIdRequest<'_>) -> Reply {
-    let answer = engine.init_producer_id(
-        request.transactional_id(),
-        ProducerId(request.producer_id()),
-        ProducerEpoch(request.producer_epoch()),
-    );
+async fn init_producer_id(engine: &Engine, request: wire::InitProducerIdRequest<'_>) -> Reply {
+    let answer = engine
+        .init_producer_id(
+            request.transactional_id(),
+            ProducerId(request.producer_id()),
+            ProducerEpoch(request.producer_epoch()),
+        )
+        .await;
     let (error, message, (producer_id, epoch)) = match answer {
         Ok(ids) => (ErrorCode::None, None, ids),
         Err((code, message)) => {

@@ -1,12 +1,11 @@
-//! The partitions a shard owns and the operations on them: produce (verify,
-//! assign offsets, append, flush per policy), fetch, long-poll waits, offset
-//! lookups, the flush-policy timer and housekeeping (retention, age rolls).
-//!
-//! High watermark: a single node is the only replica of every partition,
-//! so, as in Kafka with one in-sync replica, the high watermark is the log
-//! end offset. Consumers may therefore read an acks=1 batch before it is
-//! fdatasynced; acks=all producers are acknowledged only once it is (with
-//! `flush.before.ack`, the default).
+//! The partitions a shard owns and the operations on them, as the glommio
+//! driver of each partition's [`PartitionState`]: produce (verify, ask the
+//! state, append, flush when it says so), fetch (to the read limit the
+//! state gives), long-poll waits, offset lookups, the flush-policy timer
+//! and housekeeping (retention, age rolls, producer snapshots). The
+//! decisions (acks, `min.insync.replicas`, idempotence, flush before ack,
+//! high watermark, leader epoch) are the state's; the high watermark is
+//! the log end (see `partition::state`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -17,7 +16,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use fjord_schema::batch::{BatchView, ATTRIBUTES_DEFINED};
 use fjord_schema::{
-    BatchError, ErrorCode, LeaderEpoch, Offset, PartitionId, ProducerEpoch, ProducerId, ShardId,
+    BatchError, ErrorCode, LeaderEpoch, NodeId, Offset, PartitionId, ProducerEpoch, ProducerId,
+    ShardId,
 };
 use fjord_storage::layout::partition_dir_name;
 use fjord_storage::notify::Notify;
@@ -28,13 +28,14 @@ use futures_lite::future;
 use glommio::sync::Semaphore;
 use glommio::timer::sleep;
 
+use super::producer_ids::ProducerIds;
+use super::producer_state::{ProducerBatch, ProducerStateConfig};
+use super::snapshot;
+use super::state::{
+    Appended, BatchPlan, Opened, PartitionState, ProducePolicy, INITIAL_LEADER_EPOCH,
+};
 use crate::ops::{DamagedRange, FetchResult, ListOffsetsResult, PartitionHealth, ProduceResult};
-use crate::producer_ids::ProducerIds;
-use crate::producer_state::{ProducerBatch, ProducerStateConfig, ProducerStates, Verdict};
-use crate::topics::{write_atomically, TopicConfig};
-
-/// Every partition is led by this epoch until replication exists.
-const LEADER_EPOCH: LeaderEpoch = LeaderEpoch(0);
+use crate::topics::TopicConfig;
 /// ListOffsets' special timestamps.
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -51,13 +52,14 @@ pub struct Partition {
     /// partition is closed.
     data: Notify,
     /// One produce request's batches are appended contiguously, and the
-    /// producer-state check, the append and the state update are one step.
+    /// state's check, the append and the state's update are one step.
     append_gate: Semaphore,
-    /// Idempotent producers' epochs and last batches (see
-    /// `producer_state`); changed only while holding `append_gate`.
-    producers: RefCell<ProducerStates>,
-    /// Log end of the newest snapshot of `producers` (`NO_SNAPSHOT`).
-    snapshot_end: Cell<Offset>,
+    /// The partition's decisions and offsets (sans-IO); its producer state
+    /// changes only while holding `append_gate`. Never borrowed across an
+    /// await.
+    state: RefCell<PartitionState>,
+    /// Log end of the newest producer snapshot (`None` before the first).
+    snapshot_end: Cell<Option<Offset>>,
     closed: Cell<bool>,
     /// Housekeeping's view of the active segment: its base offset and when
     /// housekeeping first saw it (for `segment.ms` on idle partitions).
@@ -109,7 +111,7 @@ pub struct PartitionManager {
     partitions: RefCell<BTreeMap<String, HashMap<PartitionId, Rc<Partition>>>>,
     /// Placed partitions recovery kept offline (bounded by the placement).
     offline: RefCell<BTreeMap<(String, PartitionId), Offline>>,
-    producer_ids: RefCell<ProducerIds>,
+    producer_ids: ProducerIds,
     producer_state: ProducerStateConfig,
 }
 
@@ -132,7 +134,7 @@ impl PartitionManager {
     ) -> PartitionManager {
         PartitionManager {
             shard,
-            producer_ids: RefCell::new(ProducerIds::new(data_dir.clone())),
+            producer_ids: ProducerIds::new(data_dir.clone()),
             data_dir,
             base,
             cache: Rc::new(RefCell::new(cache)),
@@ -268,13 +270,13 @@ impl PartitionManager {
                 partition,
                 source,
             })?;
-            let (producers, snapshot_end) = load_producer_states(&log, self.producer_state)
+            let (producers, snapshot_end) = snapshot::load(&log, self.producer_state)
                 .await
                 .map_err(|source| OpenError::Storage {
-                topic: topic.to_owned(),
-                partition,
-                source,
-            })?;
+                    topic: topic.to_owned(),
+                    partition,
+                    source,
+                })?;
             tracing::info!(
                 shard = %self.shard,
                 topic,
@@ -284,6 +286,13 @@ impl PartitionManager {
                 producers = producers.len(),
                 "partition open"
             );
+            let opened = Opened {
+                leader_epoch: INITIAL_LEADER_EPOCH,
+                log_start: log.log_start(),
+                log_end: log.log_end(),
+                durable_end: log.durable_end(),
+            };
+            let state = PartitionState::new(opened, produce_policy(config), producers);
             let entry = Rc::new(Partition {
                 topic: topic.to_owned(),
                 id: partition,
@@ -291,7 +300,7 @@ impl PartitionManager {
                 log,
                 data: Notify::default(),
                 append_gate: Semaphore::new(1),
-                producers: RefCell::new(producers),
+                state: RefCell::new(state),
                 snapshot_end: Cell::new(snapshot_end),
                 closed: Cell::new(false),
                 active_seen: Cell::new(None),
@@ -329,7 +338,10 @@ impl PartitionManager {
                 continue;
             };
             match p.log.reconfigure(log_config).await {
-                Ok(()) => *p.config.borrow_mut() = config.clone(),
+                Ok(()) => {
+                    *p.config.borrow_mut() = config.clone();
+                    p.state.borrow_mut().set_policy(produce_policy(config));
+                }
                 Err(error) => errors.push(format!("{topic}-{partition}: {error}")),
             }
         }
@@ -362,7 +374,12 @@ impl PartitionManager {
                 .borrow_mut()
                 .remove(&(topic.to_owned(), partition));
             let dir = self.data_dir.join(partition_dir_name(topic, partition));
-            match std::fs::remove_dir_all(&dir) {
+            // Blocking (a directory tree): on glommio's blocking pool.
+            let removing = dir.clone();
+            let removed = glommio::executor()
+                .spawn_blocking(move || std::fs::remove_dir_all(removing))
+                .await;
+            match removed {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => errors.push(format!("cannot remove {}: {e}", dir.display())),
@@ -376,12 +393,12 @@ impl PartitionManager {
     }
 
     /// InitProducerId: a new producer id, or the next epoch of a known one.
-    pub fn init_producer_id(
+    pub async fn init_producer_id(
         &self,
         producer_id: ProducerId,
         epoch: ProducerEpoch,
     ) -> Result<(ProducerId, ProducerEpoch), (ErrorCode, String)> {
-        self.producer_ids.borrow_mut().init(producer_id, epoch)
+        self.producer_ids.init(producer_id, epoch).await
     }
 
     /// Flushes and closes every log (clean shutdown).
@@ -394,7 +411,7 @@ impl PartitionManager {
 
     /// Verifies every batch of `records`, then appends them in order (one
     /// request's batches stay contiguous in the log) and acknowledges per
-    /// `acks`.
+    /// `acks`, as the partition's state decides.
     pub async fn produce(
         &self,
         topic: &str,
@@ -408,68 +425,59 @@ impl PartitionManager {
             }
             return not_here(topic, partition);
         };
-        let (min_insync_replicas, max_message_bytes, flush_before_ack) = {
-            let config = p.config.borrow();
-            (
-                config.min_insync_replicas,
-                config.max_message_bytes,
-                config.flush_before_ack,
-            )
+        let acks = match p.state.borrow().begin_produce(acks) {
+            Ok(acks) => acks,
+            Err(error) => return ProduceResult::error(error.code(), error.to_string()),
         };
-        if acks == -1 && min_insync_replicas > 1 {
-            return ProduceResult::error(
-                ErrorCode::NotEnoughReplicas,
-                format!(
-                    "min.insync.replicas = {min_insync_replicas} but this single node is the only replica"
-                ),
-            );
-        }
+        let max_message_bytes = p.config.borrow().max_message_bytes;
         let ranges = match verify_batches(&records, max_message_bytes) {
             Ok(ranges) => ranges,
             Err((code, message)) => return ProduceResult::error(code, message),
         };
-        let Ok(_gate) = p.append_gate.acquire_permit(1).await else {
+        let Ok(gate) = p.append_gate.acquire_permit(1).await else {
             return not_here(topic, partition);
         };
+        let leader_epoch = p.state.borrow().leader_epoch();
+        // One clock read per request: the producer state's last-seen time
+        // and the flush policy's append time of every batch.
+        let now_ms = self.clock.now_ms();
         let mut base_offset = None;
-        let mut flush_due = false;
         for range in ranges {
             let producer = BatchView::parse_header(&records[range.clone()])
                 .ok()
                 .and_then(ProducerBatch::of);
-            if let Some(producer) = &producer {
-                // Checked under the gate, so no other append of this
-                // partition runs between this check and the update below.
-                match p.producers.borrow().check(producer) {
-                    Ok(Verdict::Append) => {}
-                    Ok(Verdict::Duplicate { base_offset: first }) => {
-                        // Written before: answer with its original offset
-                        // (acks=all still waits for the flush below).
-                        base_offset.get_or_insert(first);
-                        continue;
-                    }
-                    Err(error) => {
-                        p.data.notify_all();
-                        return ProduceResult::error(error.code(), error.to_string());
-                    }
+            // Checked under the gate, so no other append of this partition
+            // runs between this check and `appended` below.
+            let plan = p.state.borrow().check_batch(producer.as_ref());
+            match plan {
+                Ok(BatchPlan::Append) => {}
+                Ok(BatchPlan::Duplicate { base_offset: first }) => {
+                    // Written before: answer with its original offset
+                    // (acks=all still waits as for an append).
+                    base_offset.get_or_insert(first);
+                    continue;
+                }
+                Err(error) => {
+                    p.data.notify_all();
+                    return ProduceResult::error(error.code(), error.to_string());
                 }
             }
             // The only copy on the produce path: the request buffer is
             // shared (body and every partition's slice), the log needs the
             // batch to itself to stamp its offset in place.
             let batch = BytesMut::from(&records[range]);
-            match p.log.append_leader(batch, LEADER_EPOCH).await {
+            match p.log.append_leader(batch, leader_epoch).await {
                 Ok(info) => {
                     base_offset.get_or_insert(info.base_offset);
-                    flush_due |= info.flush_due;
-                    if let Some(producer) = &producer {
-                        p.producers.borrow_mut().apply(
-                            producer,
-                            info.base_offset,
-                            info.last_offset,
-                            self.clock.now_ms(),
-                        );
-                    }
+                    let appended = Appended {
+                        base_offset: info.base_offset,
+                        last_offset: info.last_offset,
+                        next_offset: info.next_offset,
+                        durable_end: p.log.durable_end(),
+                    };
+                    p.state
+                        .borrow_mut()
+                        .appended(producer.as_ref(), appended, now_ms);
                 }
                 Err(error) => {
                     p.data.notify_all();
@@ -477,15 +485,33 @@ impl PartitionManager {
                 }
             }
         }
-        drop(_gate);
+        // Under the gate: acks=all waiters register in offset order.
+        let plan = p.state.borrow_mut().ack_plan(acks);
+        drop(gate);
         p.data.notify_all();
-        // acks=all waits for the fdatasync when the topic says so; several
-        // producers waiting here share one (group commit in the log).
-        let must_flush = flush_due || (acks == -1 && flush_before_ack);
-        if must_flush {
-            if let Err(error) = p.log.flush().await {
-                return ProduceResult::error(storage_code(&error), error.to_string());
+        if plan.flush {
+            // Several producers flushing here share one fdatasync (group
+            // commit in the log).
+            match p.log.flush().await {
+                Ok(durable_end) => {
+                    p.state.borrow_mut().durable(durable_end);
+                }
+                Err(error) => {
+                    if let Some(waiter) = plan.waiter {
+                        p.state.borrow_mut().cancel(waiter);
+                    }
+                    return ProduceResult::error(storage_code(&error), error.to_string());
+                }
             }
+        }
+        if let Some(waiter) = plan.waiter {
+            // One replica: a waiter waits only for the durable end, which
+            // its own flush above moved past it. With followers (issue 14)
+            // it waits here until the high watermark releases it.
+            assert!(
+                p.state.borrow().is_released(waiter),
+                "a flush releases its own waiter"
+            );
         }
         ProduceResult {
             error: ErrorCode::None,
@@ -495,15 +521,18 @@ impl PartitionManager {
         }
     }
 
-    /// Whole batches from the one holding `offset`, below the high
-    /// watermark (= log end, see the module doc), within `max_bytes` (the
-    /// first batch always).
+    /// Whole batches from the one holding `offset`, below the read limit
+    /// (the high watermark for consumers, the log end for a replica), within
+    /// `max_bytes` (the first batch always). `current_leader_epoch` and
+    /// `replica_id` are `None` when the request does not give them.
     pub async fn fetch(
         &self,
         topic: &str,
         partition: PartitionId,
         offset: i64,
         max_bytes: usize,
+        current_leader_epoch: Option<LeaderEpoch>,
+        replica_id: Option<NodeId>,
     ) -> FetchResult {
         let Some(p) = self.get(topic, partition) else {
             if let Some(offline) = self.offline(topic, partition) {
@@ -511,8 +540,18 @@ impl PartitionManager {
             }
             return FetchResult::error(ErrorCode::NotLeaderOrFollower);
         };
-        let high_watermark = p.log.log_end();
-        let log_start = p.log.log_start();
+        let (checked, high_watermark, limit, log_start) = {
+            let state = p.state.borrow();
+            (
+                state.check_leader_epoch(current_leader_epoch),
+                state.high_watermark(),
+                state.read_limit(replica_id),
+                state.log_start(),
+            )
+        };
+        if let Err(error) = checked {
+            return FetchResult::error(error.code());
+        }
         let mut result = FetchResult {
             error: ErrorCode::None,
             high_watermark: high_watermark.get() as i64,
@@ -521,17 +560,17 @@ impl PartitionManager {
         };
         let in_range = u64::try_from(offset)
             .ok()
-            .filter(|o| *o >= log_start.get() && *o <= high_watermark.get());
+            .filter(|o| *o >= log_start.get() && *o <= limit.get());
         let Some(offset) = in_range else {
             result.error = ErrorCode::OffsetOutOfRange;
             return result;
         };
-        if offset == high_watermark.get() {
+        if offset == limit.get() {
             return result;
         }
         let request = ReadRequest {
             offset: Offset(offset),
-            until: high_watermark,
+            until: limit,
             max_bytes,
         };
         match p.log.read(request).await {
@@ -563,7 +602,7 @@ impl PartitionManager {
             return;
         };
         let notified = p.data.notified();
-        let end = p.log.log_end().get() as i64;
+        let end = p.state.borrow().high_watermark().get() as i64;
         // Data past `offset` already, or `offset` is not the end (the
         // fetch will answer OFFSET_OUT_OF_RANGE): nothing to wait for.
         if end != offset || p.closed.get() {
@@ -576,11 +615,15 @@ impl PartitionManager {
         future::or(notified, sleep(left)).await;
     }
 
+    /// The offset for `timestamp` (or `LATEST`: the high watermark,
+    /// `EARLIEST`: the log start), after checking `current_leader_epoch`
+    /// (`None` when the request does not give it).
     pub async fn list_offsets(
         &self,
         topic: &str,
         partition: PartitionId,
         timestamp: i64,
+        current_leader_epoch: Option<LeaderEpoch>,
     ) -> ListOffsetsResult {
         let Some(p) = self.get(topic, partition) else {
             if self.offline(topic, partition).is_some() {
@@ -588,14 +631,17 @@ impl PartitionManager {
             }
             return ListOffsetsResult::error(ErrorCode::NotLeaderOrFollower);
         };
+        if let Err(error) = p.state.borrow().check_leader_epoch(current_leader_epoch) {
+            return ListOffsetsResult::error(error.code());
+        }
         let found = |offset: Offset| ListOffsetsResult {
             error: ErrorCode::None,
             offset: offset.get() as i64,
             timestamp: -1,
         };
         match timestamp {
-            LATEST => found(p.log.log_end()),
-            EARLIEST => found(p.log.log_start()),
+            LATEST => found(p.state.borrow().high_watermark()),
+            EARLIEST => found(p.state.borrow().log_start()),
             t if t < 0 => ListOffsetsResult::error(ErrorCode::InvalidRequest),
             t => match p.log.offset_for_timestamp(t).await {
                 Ok(Some(offset)) => ListOffsetsResult {
@@ -616,10 +662,13 @@ impl PartitionManager {
     pub async fn flush_due(&self) {
         let now = self.clock.now_ms();
         for p in self.all() {
-            if p.log.flush_due(now) {
+            if p.state.borrow().flush_due(now) {
                 match p.log.flush().await {
+                    Ok(durable_end) => {
+                        p.state.borrow_mut().durable(durable_end);
+                    }
                     // The log reported its fault once, when it started.
-                    Ok(_) | Err(StorageError::WriteFault { .. }) => {}
+                    Err(StorageError::WriteFault { .. }) => {}
                     Err(error) => {
                         tracing::warn!(topic = %p.topic, partition = %p.id, %error, "timed flush failed")
                     }
@@ -632,15 +681,18 @@ impl PartitionManager {
     /// of idle partitions (busy ones roll on append).
     pub async fn housekeeping(&self) {
         for p in self.all() {
-            p.producers.borrow_mut().expire(self.clock.now_ms());
+            p.state.borrow_mut().expire_producers(self.clock.now_ms());
             // As Kafka, a snapshot per segment roll bounds the scan on open
             // to about the active segment without writing one per interval.
             let rolled = p.log.segment_bases().last().copied();
             let snapshot_end = p.snapshot_end.get();
-            if rolled.is_some_and(|base| base > snapshot_end || snapshot_end == NO_SNAPSHOT) {
+            if rolled.is_some_and(|base| snapshot_end.is_none_or(|end| base > end)) {
                 p.snapshot_producers().await;
             }
-            match p.log.apply_retention().await {
+            let retained = p.log.apply_retention().await;
+            // Also after a failure: it may have removed some segments.
+            p.state.borrow_mut().log_start_moved(p.log.log_start());
+            match retained {
                 Ok(removed) if !removed.is_empty() => {
                     tracing::info!(topic = %p.topic, partition = %p.id, segments = removed.len(), "retention removed segments")
                 }
@@ -676,32 +728,28 @@ impl PartitionManager {
 }
 
 impl Partition {
-    /// Writes `<offset>.snapshot` of the producer state when the log grew
-    /// since the last one (at close, and from housekeeping after a segment
-    /// roll), and removes older snapshots. Taken under the append gate so
-    /// the state matches the log end exactly. Blocking std I/O on the shard
-    /// thread, as the topic registry: rare and small.
+    /// Writes a snapshot of the producer state when the log grew since the
+    /// last one (at close, and from housekeeping after a segment roll);
+    /// `snapshot::write` removes the older ones. Taken under the append
+    /// gate so the state matches the log end exactly; the file I/O runs on
+    /// the blocking thread pool.
     async fn snapshot_producers(&self) {
         let Ok(_gate) = self.append_gate.acquire_permit(1).await else {
             return;
         };
-        let end = self.log.log_end();
-        if end == self.snapshot_end.get() {
+        let (end, bytes) = {
+            let state = self.state.borrow();
+            (state.log_end(), state.producers().encode())
+        };
+        if Some(end) == self.snapshot_end.get() {
             return;
         }
-        let bytes = self.producers.borrow().encode();
         let dir = self.log.dir().to_owned();
-        let path = dir.join(snapshot_file_name(end));
-        if let Err(error) = write_atomically(&path, &bytes) {
+        if let Err(error) = snapshot::write(dir, end, bytes).await {
             tracing::warn!(topic = %self.topic, partition = %self.id, %error, "producer snapshot failed");
             return;
         }
-        self.snapshot_end.set(end);
-        for (offset, old) in snapshot_files(&dir) {
-            if offset != end {
-                let _ = std::fs::remove_file(old);
-            }
-        }
+        self.snapshot_end.set(Some(end));
     }
 
     async fn close(&self) {
@@ -723,93 +771,14 @@ impl Partition {
     }
 }
 
-/// `Partition::snapshot_end` before the first snapshot.
-const NO_SNAPSHOT: Offset = Offset(u64::MAX);
-
-fn snapshot_file_name(offset: Offset) -> String {
-    format!("{:020}.snapshot", offset.get())
-}
-
-/// The producer snapshots in `dir`, newest first.
-fn snapshot_files(dir: &std::path::Path) -> Vec<(Offset, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found: Vec<(Offset, PathBuf)> = entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name();
-            let stem = name.to_str()?.strip_suffix(".snapshot")?;
-            let offset = stem.parse::<u64>().ok()?;
-            Some((Offset(offset), entry.path()))
-        })
-        .collect();
-    found.sort_by_key(|f| std::cmp::Reverse(f.0));
-    found
-}
-
-/// Rebuilds a partition's producer state: the newest valid snapshot at or
-/// below the log end (newer ones, left by a truncation, and damaged ones
-/// are removed), then the batch headers of the log after it. Returns the
-/// state and the snapshot's offset.
-async fn load_producer_states(
-    log: &PartitionLog,
-    config: ProducerStateConfig,
-) -> Result<(ProducerStates, Offset), StorageError> {
-    let end = log.log_end();
-    let mut states = ProducerStates::new(config);
-    let mut from = log.log_start();
-    let mut snapshot_end = NO_SNAPSHOT;
-    for (offset, path) in snapshot_files(log.dir()) {
-        let loaded = (offset <= end)
-            .then(|| std::fs::read(&path).ok())
-            .flatten()
-            .and_then(|bytes| ProducerStates::decode(config, &bytes));
-        match loaded {
-            Some(loaded) if snapshot_end == NO_SNAPSHOT => {
-                states = loaded;
-                from = from.max(offset);
-                snapshot_end = offset;
-            }
-            Some(_) => {}
-            None => {
-                tracing::info!(path = %path.display(), "discarding producer snapshot");
-                let _ = std::fs::remove_file(&path);
-            }
-        }
+/// The state's view of a topic's config.
+fn produce_policy(config: &TopicConfig) -> ProducePolicy {
+    ProducePolicy {
+        min_insync_replicas: config.min_insync_replicas,
+        flush_before_ack: config.flush_before_ack,
+        flush_messages: config.flush_messages,
+        flush_ms: config.flush_ms,
     }
-    while from < end {
-        let batches = log
-            .read(ReadRequest {
-                offset: from,
-                until: end,
-                max_bytes: 1 << 20,
-            })
-            .await?;
-        let Some(last) = batches.last() else { break };
-        let last_end = BatchView::parse_header(last)
-            .map_err(StorageError::InvalidBatch)?
-            .next_offset();
-        for bytes in &batches {
-            let header = BatchView::parse_header(bytes).map_err(StorageError::InvalidBatch)?;
-            // The read starts at the batch holding `from`, which the
-            // snapshot already covers when `from` is inside it.
-            if header.base_offset() < from {
-                continue;
-            }
-            if let Some(producer) = ProducerBatch::of(header) {
-                states.apply(
-                    &producer,
-                    header.base_offset(),
-                    header.last_offset(),
-                    header.max_timestamp.get(),
-                );
-            }
-        }
-        assert!(last_end > from, "the scan moves forward");
-        from = last_end;
-    }
-    Ok((states, snapshot_end))
 }
 
 /// The operator-facing account of why a partition could not be opened:
@@ -983,6 +952,81 @@ mod tests {
         assert_eq!(code, ErrorCode::CorruptMessage);
         let (code, _) = verify_batches(&[], 1 << 20).expect_err("empty");
         assert_eq!(code, ErrorCode::InvalidRequest);
+    }
+
+    /// The driver feeds the state: acks=1 data is readable at once (the
+    /// high watermark is the log end) though not durable, acks=all is
+    /// answered durable, `min.insync.replicas` above one refuses acks=all,
+    /// and a fetch's leader epoch is checked against the partition's.
+    #[test]
+    fn the_driver_runs_the_states_decisions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().to_owned();
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .make()
+            .expect("executor");
+        executor.run(async move {
+            let base = LogConfig {
+                prepare_step_bytes: 64 * 1024,
+                prepare_ahead_bytes: 64 * 1024,
+                ..LogConfig::default()
+            };
+            let manager = PartitionManager::new(
+                ShardId(0),
+                data_dir,
+                base,
+                BatchCache::new(fjord_storage::CacheConfig::default()),
+                Rc::new(fjord_storage::SystemClock),
+            );
+            let mut config = TopicConfig::from_log_config(&base);
+            let p0 = PartitionId(0);
+            manager.open("t", &[p0], &config).await.expect("open");
+            let records = Bytes::from(batch(&[b"a", b"b"]));
+
+            let acked = manager.produce("t", p0, records.clone(), 1).await;
+            assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 0));
+            let p = manager.get("t", p0).expect("open");
+            assert_eq!(p.state.borrow().high_watermark(), Offset(2));
+            assert_eq!(p.state.borrow().durable_end(), Offset(0));
+            let read = manager.fetch("t", p0, 0, 1 << 20, None, None).await;
+            assert_eq!((read.error, read.high_watermark), (ErrorCode::None, 2));
+            assert_eq!(read.batches.len(), 1);
+
+            let acked = manager.produce("t", p0, records.clone(), -1).await;
+            assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 2));
+            assert_eq!(p.state.borrow().durable_end(), Offset(4));
+            assert_eq!(p.log.durable_end(), Offset(4));
+            assert_eq!(p.state.borrow().waiting(), 0);
+
+            for (epoch, code) in [
+                (Some(LeaderEpoch(0)), ErrorCode::None),
+                (Some(LeaderEpoch(1)), ErrorCode::UnknownLeaderEpoch),
+            ] {
+                let read = manager.fetch("t", p0, 2, 1 << 20, epoch, None).await;
+                assert_eq!(read.error, code, "{epoch:?}");
+            }
+
+            let listed = manager
+                .list_offsets("t", p0, LATEST, Some(LeaderEpoch(0)))
+                .await;
+            assert_eq!((listed.error, listed.offset), (ErrorCode::None, 4));
+            let listed = manager
+                .list_offsets("t", p0, LATEST, Some(LeaderEpoch(9)))
+                .await;
+            assert_eq!(listed.error, ErrorCode::UnknownLeaderEpoch);
+
+            config.min_insync_replicas = 2;
+            manager
+                .reconfigure("t", &[p0], &config)
+                .await
+                .expect("alter");
+            let refused = manager.produce("t", p0, records.clone(), -1).await;
+            assert_eq!(refused.error, ErrorCode::NotEnoughReplicas);
+            let acked = manager.produce("t", p0, records, 1).await;
+            assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 4));
+            manager.close_all().await;
+        });
     }
 
     /// A native producer could store attribute bits the batch format does

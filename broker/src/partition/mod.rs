@@ -1,0 +1,22 @@
+//! Partitions on their owning shard.
+//!
+//! - [`state`]: the sans-IO partition state machine: the decisions of a
+//!   produce (acks, `min.insync.replicas`, idempotence, flush before ack),
+//!   the offsets (log start, log end, durable end, high watermark), the
+//!   leader epoch and the acks=all waiters. No glommio, no files, no clock
+//!   reads: time is passed in.
+//! - [`manager`]: `PartitionManager`, its glommio driver: opens partitions
+//!   (or keeps them offline), runs the storage I/O the state asks for,
+//!   waits for flushes, wakes long-poll fetches, closes.
+//! - [`producer_state`]: the idempotent-producer table one state holds
+//!   (sans-IO) and its snapshot encoding.
+//! - [`snapshot`]: producer snapshot files (names, listing, load, write,
+//!   pruning), with the blocking file I/O off the shard's executor.
+//! - [`producer_ids`]: InitProducerId's id allocator (the `flock`ed file
+//!   I/O on glommio's blocking thread pool).
+
+pub mod manager;
+pub mod producer_ids;
+pub mod producer_state;
+pub mod snapshot;
+pub mod state;

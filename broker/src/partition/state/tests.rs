@@ -1,0 +1,524 @@
+//! Data-driven tests: each test is a transcript. Lines starting with `> `
+//! are events fed to the state by a simulated driver (a log that assigns
+//! offsets and becomes durable only when told, and a simulated clock); the
+//! lines after each event are what the state decided, one per line. On a
+//! mismatch the runner prints the actual transcript, ready to paste.
+//!
+//! Events (`#N` names a produce request):
+//! - `tick MS` — the clock moves to MS
+//! - `config [min_insync=N] [flush_before_ack=BOOL] [flush_messages=N|-]
+//!   [flush_ms=MS|-]` — a topic config change
+//! - `produce #N acks=A records=R[,R...] [producer=ID/EPOCH/SEQ]` — the
+//!   driver's produce: one batch of R records each (the producer fields on
+//!   every batch, sequences continuing); answers `#N ERROR`, or
+//!   `#N base=B end=E [flush] [wait]` and `#N acked` once acknowledged
+//! - `flush` — the driver flushes the whole log (`durable` and releases)
+//! - `written END` — the log wrote out its buffer up to END by itself
+//! - `flush timer` — whether the flush policy wants a flush now
+//! - `epoch E|-` — a fetch's current leader epoch
+//! - `read [replica=N]` — the offset a fetch reads up to
+//! - `retention START` — retention moved the log start
+//! - `state` — the offsets
+
+use std::collections::BTreeMap;
+
+use fjord_schema::{ProducerEpoch, ProducerId, Sequence};
+
+use super::*;
+use crate::partition::producer_state::ProducerStateConfig;
+
+fn policy() -> ProducePolicy {
+    ProducePolicy {
+        min_insync_replicas: 1,
+        flush_before_ack: true,
+        flush_messages: None,
+        flush_ms: None,
+    }
+}
+
+/// A produce not answered yet.
+struct Pending {
+    reply: String,
+    flush: bool,
+    waiter: Option<WaiterId>,
+}
+
+struct Harness {
+    state: PartitionState,
+    now_ms: i64,
+    /// The simulated log's durable end.
+    log_durable: Offset,
+    pending: Vec<Pending>,
+}
+
+fn kv(words: &[&str]) -> BTreeMap<String, String> {
+    words
+        .iter()
+        .map(|w| {
+            let (k, v) = w
+                .split_once('=')
+                .unwrap_or_else(|| panic!("expected key=value: {w}"));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+fn optional(value: &str) -> Option<u64> {
+    (value != "-").then(|| value.parse().expect("a number or -"))
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let opened = Opened {
+            leader_epoch: LeaderEpoch(3),
+            log_start: Offset(0),
+            log_end: Offset(0),
+            durable_end: Offset(0),
+        };
+        let producers = ProducerStates::new(ProducerStateConfig::default());
+        Harness {
+            state: PartitionState::new(opened, policy(), producers),
+            now_ms: 0,
+            log_durable: Offset(0),
+            pending: Vec::new(),
+        }
+    }
+
+    fn event(&mut self, line: &str) -> Vec<String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["tick", ms] => {
+                self.now_ms = ms.parse().expect("ms");
+                Vec::new()
+            }
+            ["config", args @ ..] => {
+                let mut policy = self.state.policy();
+                for (key, value) in kv(args) {
+                    match key.as_str() {
+                        "min_insync" => policy.min_insync_replicas = value.parse().unwrap(),
+                        "flush_before_ack" => policy.flush_before_ack = value.parse().unwrap(),
+                        "flush_messages" => policy.flush_messages = optional(&value),
+                        "flush_ms" => policy.flush_ms = optional(&value),
+                        other => panic!("unknown config {other}"),
+                    }
+                }
+                self.state.set_policy(policy);
+                Vec::new()
+            }
+            ["produce", reply, args @ ..] => self.produce(reply, &kv(args)),
+            ["flush"] => {
+                self.log_durable = self.state.log_end();
+                let released = self.state.durable(self.log_durable);
+                for pending in &mut self.pending {
+                    pending.flush = false;
+                }
+                let mut out = vec![format!("durable {} released {released}", self.log_durable)];
+                out.extend(self.answer());
+                out
+            }
+            ["written", end] => {
+                self.log_durable = Offset(end.parse().expect("offset"));
+                let released = self.state.durable(self.log_durable);
+                let mut out = vec![format!("durable {} released {released}", self.log_durable)];
+                out.extend(self.answer());
+                out
+            }
+            ["flush", "timer"] => {
+                let due = self.state.flush_due(self.now_ms);
+                vec![if due { "flush due" } else { "no flush due" }.to_owned()]
+            }
+            ["epoch", epoch] => {
+                let epoch = (*epoch != "-").then(|| LeaderEpoch(epoch.parse().expect("epoch")));
+                vec![match self.state.check_leader_epoch(epoch) {
+                    Ok(()) => "epoch ok".to_owned(),
+                    Err(error) => format!("epoch {:?}: {error}", error.code()),
+                }]
+            }
+            ["read", args @ ..] => {
+                let replica = kv(args)
+                    .get("replica")
+                    .map(|r| NodeId(r.parse().expect("node id")));
+                vec![format!("read below {}", self.state.read_limit(replica))]
+            }
+            ["retention", start] => {
+                self.state
+                    .log_start_moved(Offset(start.parse().expect("offset")));
+                Vec::new()
+            }
+            ["state"] => {
+                let s = &self.state;
+                vec![format!(
+                    "start={} end={} durable={} hw={} ack_end={} waiting={}",
+                    s.log_start(),
+                    s.log_end(),
+                    s.durable_end(),
+                    s.high_watermark(),
+                    s.ack_end(),
+                    s.waiting()
+                )]
+            }
+            _ => panic!("unknown event: {line}"),
+        }
+    }
+
+    /// The driver's produce, with the simulated log.
+    fn produce(&mut self, reply: &str, args: &BTreeMap<String, String>) -> Vec<String> {
+        let acks: i8 = args["acks"].parse().expect("acks");
+        let acks = match self.state.begin_produce(acks) {
+            Ok(acks) => acks,
+            Err(error) => return vec![format!("{reply} {:?}", error.code())],
+        };
+        let mut producer = args.get("producer").map(|p| {
+            let fields: Vec<i64> = p
+                .split('/')
+                .map(|f| f.parse().expect("id/epoch/seq"))
+                .collect();
+            ProducerBatch {
+                producer_id: ProducerId(fields[0]),
+                epoch: ProducerEpoch(fields[1] as i16),
+                first_seq: Sequence(fields[2] as i32),
+                last_seq: Sequence(fields[2] as i32),
+            }
+        });
+        let mut base = None;
+        for records in args["records"].split(',') {
+            let records: u64 = records.parse().expect("records");
+            if let Some(p) = &mut producer {
+                p.last_seq = p.first_seq.wrapping_plus(records as u32 - 1);
+            }
+            match self.state.check_batch(producer.as_ref()) {
+                Ok(BatchPlan::Append) => {
+                    let base_offset = self.state.log_end();
+                    let appended = Appended {
+                        base_offset,
+                        last_offset: Offset(base_offset.get() + records - 1),
+                        next_offset: Offset(base_offset.get() + records),
+                        durable_end: self.log_durable,
+                    };
+                    self.state
+                        .appended(producer.as_ref(), appended, self.now_ms);
+                    base.get_or_insert(base_offset);
+                }
+                Ok(BatchPlan::Duplicate { base_offset }) => {
+                    base.get_or_insert(base_offset);
+                }
+                Err(error) => return vec![format!("{reply} {:?}: {error}", error.code())],
+            }
+            if let Some(p) = &mut producer {
+                p.first_seq = p.last_seq.wrapping_plus(1);
+            }
+        }
+        let plan = self.state.ack_plan(acks);
+        let mut line = format!(
+            "{reply} base={} end={}",
+            base.expect("a batch"),
+            self.state.log_end()
+        );
+        if plan.flush {
+            line.push_str(" flush");
+        }
+        if plan.waiter.is_some() {
+            line.push_str(" wait");
+        }
+        self.pending.push(Pending {
+            reply: reply.to_owned(),
+            flush: plan.flush,
+            waiter: plan.waiter,
+        });
+        let mut out = vec![line];
+        out.extend(self.answer());
+        out
+    }
+
+    /// Answers, in request order, the produces whose flush ran and whose
+    /// waiter is released.
+    fn answer(&mut self) -> Vec<String> {
+        let state = &self.state;
+        let mut out = Vec::new();
+        self.pending.retain(|p| {
+            let done = !p.flush && p.waiter.is_none_or(|w| state.is_released(w));
+            if done {
+                out.push(format!("{} acked", p.reply));
+            }
+            !done
+        });
+        out
+    }
+}
+
+fn check(script: &str) {
+    let mut harness = Harness::new();
+    let mut actual = Vec::new();
+    let mut expected = Vec::new();
+    for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        expected.push(line.to_owned());
+        if let Some(event) = line.strip_prefix("> ") {
+            actual.push(line.to_owned());
+            actual.extend(harness.event(event));
+        }
+    }
+    let (actual, expected) = (actual.join("\n"), expected.join("\n"));
+    assert!(
+        actual == expected,
+        "transcript differs; actual:\n{actual}\n\nexpected:\n{expected}"
+    );
+}
+
+/// acks=0 and acks=1 are answered after the append; acks=all waits for the
+/// flush (`flush.before.ack`); other values are refused.
+#[test]
+fn acks_values() {
+    check(
+        "
+        > produce #1 acks=0 records=2
+        #1 base=0 end=2
+        #1 acked
+        > produce #2 acks=1 records=1
+        #2 base=2 end=3
+        #2 acked
+        > produce #3 acks=-1 records=1
+        #3 base=3 end=4 flush wait
+        > state
+        start=0 end=4 durable=0 hw=4 ack_end=0 waiting=1
+        > flush
+        durable 4 released 1
+        #3 acked
+        > produce #4 acks=2 records=1
+        #4 InvalidRequiredAcks
+        > produce #5 acks=-2 records=1
+        #5 InvalidRequiredAcks
+        > state
+        start=0 end=4 durable=4 hw=4 ack_end=4 waiting=0
+        ",
+    );
+}
+
+/// Without `flush.before.ack` acks=all is answered at the high watermark,
+/// which is the log end with one in-sync replica.
+#[test]
+fn acks_all_without_flush_before_ack() {
+    check(
+        "
+        > config flush_before_ack=false
+        > produce #1 acks=-1 records=3
+        #1 base=0 end=3
+        #1 acked
+        > state
+        start=0 end=3 durable=0 hw=3 ack_end=3 waiting=0
+        ",
+    );
+}
+
+/// `min.insync.replicas` above the in-sync replicas (this node alone)
+/// refuses acks=all only, before anything is appended.
+#[test]
+fn min_insync_refusal() {
+    check(
+        "
+        > config min_insync=2
+        > produce #1 acks=-1 records=1
+        #1 NotEnoughReplicas
+        > produce #2 acks=1 records=1
+        #2 base=0 end=1
+        #2 acked
+        > config min_insync=1
+        > produce #3 acks=-1 records=1
+        #3 base=1 end=2 flush wait
+        > flush
+        durable 2 released 1
+        #3 acked
+        ",
+    );
+}
+
+/// A retried batch is answered with its first offset and not appended;
+/// a gap in the sequences and an older producer epoch are refused.
+#[test]
+fn idempotent_duplicate_out_of_order_and_fenced() {
+    check(
+        "
+        > produce #1 acks=1 records=2 producer=7/1/0
+        #1 base=0 end=2
+        #1 acked
+        > produce #2 acks=1 records=3 producer=7/1/2
+        #2 base=2 end=5
+        #2 acked
+        > produce #3 acks=1 records=2 producer=7/1/0
+        #3 base=0 end=5
+        #3 acked
+        > produce #4 acks=1 records=1 producer=7/1/9
+        #4 OutOfOrderSequenceNumber: producer 7: sequence 9 out of order, expected 5
+        > produce #5 acks=1 records=1 producer=7/0/5
+        #5 InvalidProducerEpoch: producer 7 epoch 0 is fenced by epoch 1
+        > produce #6 acks=1 records=1 producer=8/0/3
+        #6 OutOfOrderSequenceNumber: producer 8: sequence 3 out of order, expected 0
+        > produce #7 acks=1 records=1 producer=7/2/0
+        #7 base=5 end=6
+        #7 acked
+        > state
+        start=0 end=6 durable=0 hw=6 ack_end=0 waiting=0
+        ",
+    );
+}
+
+/// A duplicate under acks=all still waits for the data to be durable.
+#[test]
+fn duplicate_with_acks_all_waits_for_durability() {
+    check(
+        "
+        > produce #1 acks=1 records=2 producer=7/0/0
+        #1 base=0 end=2
+        #1 acked
+        > produce #2 acks=-1 records=2 producer=7/0/0
+        #2 base=0 end=2 flush wait
+        > flush
+        durable 2 released 1
+        #2 acked
+        > produce #3 acks=-1 records=2 producer=7/0/0
+        #3 base=0 end=2
+        #3 acked
+        ",
+    );
+}
+
+/// `flush.messages` makes the produce that reaches it flush before its
+/// answer, whatever its acks; `flush.ms` is the timer's.
+#[test]
+fn flush_before_ack_by_flush_messages_and_flush_ms() {
+    check(
+        "
+        > config flush_messages=3 flush_ms=100
+        > flush timer
+        no flush due
+        > tick 10
+        > produce #1 acks=1 records=2
+        #1 base=0 end=2
+        #1 acked
+        > tick 50
+        > flush timer
+        no flush due
+        > produce #2 acks=1 records=1
+        #2 base=2 end=3 flush
+        > flush timer
+        flush due
+        > flush
+        durable 3 released 0
+        #2 acked
+        > flush timer
+        no flush due
+        > tick 60
+        > produce #3 acks=0 records=1
+        #3 base=3 end=4
+        #3 acked
+        > tick 159
+        > flush timer
+        no flush due
+        > tick 160
+        > flush timer
+        flush due
+        > written 4
+        durable 4 released 0
+        > flush timer
+        no flush due
+        ",
+    );
+}
+
+/// The log writing out its buffer on its own (backpressure) moves the
+/// durable end; the next append reports it, and a later `flush.messages`
+/// count starts from it.
+#[test]
+fn durable_end_moves_with_writes_the_driver_did_not_ask_for() {
+    check(
+        "
+        > config flush_messages=4
+        > produce #1 acks=1 records=3
+        #1 base=0 end=3
+        #1 acked
+        > written 3
+        durable 3 released 0
+        > produce #2 acks=1 records=3
+        #2 base=3 end=6
+        #2 acked
+        > produce #3 acks=1 records=1
+        #3 base=6 end=7 flush
+        > flush
+        durable 7 released 0
+        #3 acked
+        > state
+        start=0 end=7 durable=7 hw=7 ack_end=7 waiting=0
+        ",
+    );
+}
+
+/// acks=all waiters are released in offset order, all those a durable-end
+/// move covers at once; a partial write releases only those below it.
+#[test]
+fn waiters_released_in_offset_order() {
+    check(
+        "
+        > produce #1 acks=-1 records=2
+        #1 base=0 end=2 flush wait
+        > produce #2 acks=1 records=1
+        #2 base=2 end=3
+        #2 acked
+        > produce #3 acks=-1 records=2
+        #3 base=3 end=5 flush wait
+        > produce #4 acks=-1 records=1
+        #4 base=5 end=6 flush wait
+        > state
+        start=0 end=6 durable=0 hw=6 ack_end=0 waiting=3
+        > written 5
+        durable 5 released 2
+        > state
+        start=0 end=6 durable=5 hw=6 ack_end=5 waiting=1
+        > flush
+        durable 6 released 1
+        #1 acked
+        #3 acked
+        #4 acked
+        > state
+        start=0 end=6 durable=6 hw=6 ack_end=6 waiting=0
+        ",
+    );
+}
+
+/// Consumers read to the high watermark, replicas to the log end; the log
+/// start follows retention.
+#[test]
+fn high_watermark_and_read_limits() {
+    check(
+        "
+        > read
+        read below 0
+        > produce #1 acks=1 records=4
+        #1 base=0 end=4
+        #1 acked
+        > read
+        read below 4
+        > read replica=2
+        read below 4
+        > retention 2
+        > state
+        start=2 end=4 durable=0 hw=4 ack_end=0 waiting=0
+        ",
+    );
+}
+
+/// A fetch's leader epoch: older is fenced, newer is unknown, equal or
+/// absent passes.
+#[test]
+fn leader_epoch_fencing() {
+    check(
+        "
+        > epoch 3
+        epoch ok
+        > epoch -
+        epoch ok
+        > epoch 2
+        epoch FencedLeaderEpoch: leader epoch 2 is older than the partition's 3
+        > epoch 4
+        epoch UnknownLeaderEpoch: leader epoch 4 is newer than the partition's 3
+        ",
+    );
+}
