@@ -5,6 +5,7 @@
 //! registry and the data directory.
 
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod connection_limits;
 pub mod datadir;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use fjord_schema::{ErrorCode, PartitionId};
 
 use crate::catalog::Catalog;
-use crate::group::host::{GroupOp, GroupReply};
+use crate::group::ops::{GroupOp, GroupReply};
 use crate::topics::{ConfigAlter, TopicConfig};
 
 /// A request to one shard.

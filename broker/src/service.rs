@@ -10,12 +10,13 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use fjord_schema::{ErrorCode, NodeId, PartitionId, ShardId};
 use fjord_storage::LogConfig;
 use glommio::sync::Semaphore;
 
 use crate::catalog::Catalog;
-use crate::group::host::GroupHost;
+use crate::group::host::{GroupHost, GroupShard, OffsetsWriteError};
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::{Mesh, OpHandler};
 use crate::ops::{AlterSpec, CreateSpec, Op, OpResult, TopicOutcome};
@@ -141,6 +142,78 @@ type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 impl OpHandler for ShardService {
     fn handle(self: Rc<Self>, op: Op) -> LocalFuture<OpResult> {
         self.run_local(op)
+    }
+}
+
+impl GroupShard for ShardService {
+    fn group_host(&self) -> Option<&GroupHost> {
+        self.groups.get()
+    }
+
+    fn offsets_partition_count(&self) -> Option<u32> {
+        self.catalog()
+            .get(OFFSETS_TOPIC)
+            .map(TopicMeta::partition_count)
+    }
+
+    fn hosted_offsets_partitions(&self) -> Vec<PartitionId> {
+        let catalog = self.catalog();
+        let Some(meta) = catalog.get(OFFSETS_TOPIC) else {
+            return Vec::new();
+        };
+        (0..meta.partition_count())
+            .map(PartitionId)
+            .filter(|&p| meta.shard_of(p) == Some(self.shard))
+            // An offline one's ERROR is logged already.
+            .filter(|&p| self.partitions.offline(OFFSETS_TOPIC, p).is_none())
+            .collect()
+    }
+
+    async fn offsets_log_start(&self, partition: PartitionId) -> Result<i64, ErrorCode> {
+        let listed = self
+            .partitions
+            .list_offsets(OFFSETS_TOPIC, partition, -2)
+            .await;
+        match listed.error {
+            ErrorCode::None => Ok(listed.offset),
+            code => Err(code),
+        }
+    }
+
+    async fn read_offsets(
+        &self,
+        partition: PartitionId,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(Vec<Bytes>, i64), ErrorCode> {
+        let read = self
+            .partitions
+            .fetch(OFFSETS_TOPIC, partition, offset, max_bytes)
+            .await;
+        match read.error {
+            ErrorCode::None => Ok((read.batches, read.high_watermark)),
+            code => Err(code),
+        }
+    }
+
+    async fn append_offsets(
+        &self,
+        partition: PartitionId,
+        batch: Bytes,
+    ) -> Result<(), OffsetsWriteError> {
+        // acks = -1: flush before ack (the topic keeps flush.before.ack =
+        // true).
+        let result = self
+            .partitions
+            .produce(OFFSETS_TOPIC, partition, batch, -1)
+            .await;
+        match result.error {
+            ErrorCode::None => Ok(()),
+            code => Err(OffsetsWriteError {
+                code,
+                message: result.message,
+            }),
+        }
     }
 }
 
@@ -330,7 +403,7 @@ impl ShardService {
                     continue;
                 }
             };
-            let now = now_ms();
+            let now = crate::clock::now_ms();
             let planned = if validate_only {
                 admin
                     .registry
@@ -718,8 +791,4 @@ fn refuse_all(names: impl Iterator<Item = String>, message: String) -> Vec<Topic
         .collect()
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use crate::clock::now_ms; // issue-12 merge shim

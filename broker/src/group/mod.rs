@@ -16,4 +16,5 @@ pub use fjord_net::client::assignor::TopicPartition;
 pub mod coordinator;
 pub mod host;
 pub mod offsets_log;
+pub mod ops;
 pub mod wire;
