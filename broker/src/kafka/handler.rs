@@ -831,9 +831,7 @@ pub enum KafkaRequest {
     DescribeCluster(DescribeClusterRequest),
 }
 
-/// The array elements a request may hold when no bound is given: the
-/// default `request_elements_max`.
-pub const REQUEST_ELEMENTS_MAX_DEFAULT: usize = 100_000;
+pub use crate::config::REQUEST_ELEMENTS_MAX_DEFAULT; // issue-12 merge shim
 
 /// [`decode_request_bounded`] with the default element bound.
 pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, i16, KafkaRequest), HandleError> {
