@@ -29,6 +29,7 @@ use glommio::sync::Semaphore;
 use glommio::Task;
 use zerocopy::IntoBytes;
 
+use crate::error::TopicOpError;
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::kafka::budget::BudgetHold;
 use crate::ops::{
@@ -525,7 +526,7 @@ impl Dispatcher {
                 {
                     refused = outcomes
                         .into_iter()
-                        .filter(|o| o.error != ErrorCode::None)
+                        .filter(|o| o.code() != ErrorCode::None)
                         .collect();
                 }
                 catalog = self.service.catalog();
@@ -568,7 +569,7 @@ impl Dispatcher {
                 let error = refused
                     .iter()
                     .find(|o| &o.name == name)
-                    .map_or(ErrorCode::UnknownTopicOrPartition, |o| o.error);
+                    .map_or(ErrorCode::UnknownTopicOrPartition, TopicOutcome::code);
                 let error = if validate_topic_name(name).is_err() {
                     ErrorCode::InvalidTopicException
                 } else {
@@ -719,15 +720,15 @@ impl Dispatcher {
             .iter()
             .map(|o| {
                 let name = fbb.create_string(&o.name);
-                let message = o.message.as_deref().map(|m| fbb.create_string(m));
+                let message = o.message().map(|m| fbb.create_string(&m));
                 wire::CreatableTopicResult::create(
                     &mut fbb,
                     &wire::CreatableTopicResultArgs {
                         name: Some(name),
-                        error_code: o.error.code(),
+                        error_code: o.code().code(),
                         error_message: message,
                         num_partitions: o.num_partitions,
-                        replication_factor: if o.error == ErrorCode::None { 1 } else { -1 },
+                        replication_factor: if o.code() == ErrorCode::None { 1 } else { -1 },
                     },
                 )
             })
@@ -751,12 +752,12 @@ impl Dispatcher {
             .iter()
             .map(|o| {
                 let name = fbb.create_string(&o.name);
-                let message = o.message.as_deref().map(|m| fbb.create_string(m));
+                let message = o.message().map(|m| fbb.create_string(&m));
                 wire::DeletableTopicResult::create(
                     &mut fbb,
                     &wire::DeletableTopicResultArgs {
                         name: Some(name),
-                        error_code: o.error.code(),
+                        error_code: o.code().code(),
                         error_message: message,
                     },
                 )
@@ -1139,8 +1140,7 @@ fn topic_outcomes(result: OpResult, names: Vec<String>) -> Vec<TopicOutcome> {
             .into_iter()
             .map(|name| TopicOutcome {
                 name,
-                error: ErrorCode::UnknownServerError,
-                message: Some(format!("the registry shard did not answer: {other:?}")),
+                error: Some(TopicOpError::NoAnswer(format!("{other:?}"))),
                 num_partitions: -1,
             })
             .collect(),

@@ -28,6 +28,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::dispatch::Dispatcher;
+use crate::error::TopicOpError;
 use crate::ops::{AlterSpec, Op, OpResult, TopicOutcome};
 use crate::service::REGISTRY_SHARD;
 use crate::topics::{
@@ -340,7 +341,7 @@ async fn run_alters(
         .map(|(kind, name, resolved)| match resolved {
             Resource::Refused(code, text) => (kind, name, code, Some(text)),
             Resource::Topic(_) => match outcomes.next() {
-                Some(o) => (kind, name, o.error, o.message),
+                Some(o) => (kind, name, o.code(), o.message()),
                 None => (
                     kind,
                     name,
@@ -357,16 +358,15 @@ fn outcomes_of(result: OpResult, names: Vec<String>) -> Vec<TopicOutcome> {
     match result {
         OpResult::Topics(outcomes) if outcomes.len() == names.len() => outcomes,
         other => {
-            let text = match other {
-                OpResult::Unavailable(e) => e,
-                other => format!("unexpected reply {other:?}"),
+            let error = || match &other {
+                OpResult::Unavailable(e) => TopicOpError::Unavailable(e.clone()),
+                other => TopicOpError::UnexpectedReply(format!("{other:?}")),
             };
             names
                 .into_iter()
                 .map(|name| TopicOutcome {
                     name,
-                    error: ErrorCode::UnknownServerError,
-                    message: Some(text.clone()),
+                    error: Some(error()),
                     num_partitions: -1,
                 })
                 .collect()
@@ -540,7 +540,7 @@ pub(super) async fn create_partitions(
             Resource::Refused(code, text) => (code, Some(text)),
             Resource::Topic(_) => outcomes.next().map_or(
                 (ErrorCode::UnknownServerError, Some("no outcome".to_owned())),
-                |o| (o.error, o.message),
+                |o| (o.code(), o.message()),
             ),
         };
         let mut result = CreatePartitionsTopicResult::default();

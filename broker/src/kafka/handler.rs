@@ -391,8 +391,10 @@ impl KafkaHandler {
         let (catalog, refused) = self.dispatcher.metadata_catalog(&names, allow).await;
         // By name: a request may name up to `request_elements_max` topics,
         // each looked up once.
-        let refused: std::collections::HashMap<&str, ErrorCode> =
-            refused.iter().map(|o| (o.name.as_str(), o.error)).collect();
+        let refused: std::collections::HashMap<&str, ErrorCode> = refused
+            .iter()
+            .map(|o| (o.name.as_str(), o.code()))
+            .collect();
         let broker = self.dispatcher.broker();
         let node = broker.node_id.get() as i32;
         let mut response = MetadataResponse::default();
@@ -736,11 +738,11 @@ impl KafkaHandler {
         let mut response = CreateTopicsResponse::default();
         for o in outcomes {
             let mut t = CreatableTopicResult::default();
-            t.name = TopicName(StrBytes::from_string(o.name));
-            t.error_code = o.error.code();
-            t.error_message = o.message.map(StrBytes::from_string);
+            t.error_code = o.code().code();
+            t.error_message = o.message().map(StrBytes::from_string);
             t.num_partitions = o.num_partitions;
-            t.replication_factor = if o.error == ErrorCode::None { 1 } else { -1 };
+            t.replication_factor = if o.code() == ErrorCode::None { 1 } else { -1 };
+            t.name = TopicName(StrBytes::from_string(o.name));
             response.topics.push(t);
         }
         response
@@ -763,9 +765,9 @@ impl KafkaHandler {
         let mut response = DeleteTopicsResponse::default();
         for o in outcomes {
             let mut t = DeletableTopicResult::default();
+            t.error_code = o.code().code();
+            t.error_message = o.message().map(StrBytes::from_string);
             t.name = Some(TopicName(StrBytes::from_string(o.name)));
-            t.error_code = o.error.code();
-            t.error_message = o.message.map(StrBytes::from_string);
             response.responses.push(t);
         }
         response
