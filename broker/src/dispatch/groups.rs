@@ -11,6 +11,7 @@ use super::{Dispatcher, Reply};
 use crate::group::coordinator::{DescribedGroup, GroupState, ListedGroup};
 use crate::group::host::{GroupOp, GroupReply};
 use crate::group::offsets_log::{partition_for, OFFSETS_TOPIC};
+use crate::group::ops::GroupUnavailable;
 use crate::group::wire as group_wire;
 use crate::ops::{Op, OpResult};
 
@@ -29,10 +30,7 @@ impl Dispatcher {
     async fn run_group(&self, shard: ShardId, op: GroupOp) -> GroupReply {
         match self.service.execute(shard, Op::Group(op)).await {
             OpResult::Group(reply) => reply,
-            other => GroupReply::Unavailable(
-                ErrorCode::CoordinatorNotAvailable,
-                format!("the coordinator shard did not answer: {other:?}"),
-            ),
+            other => GroupReply::Unavailable(GroupUnavailable::NoAnswer(format!("{other:?}"))),
         }
     }
 
@@ -41,7 +39,7 @@ impl Dispatcher {
     pub(crate) async fn to_coordinator(&self, group_id: &str, op: GroupOp) -> GroupReply {
         match self.coordinator_shard(group_id) {
             Ok(shard) => self.run_group(shard, op).await,
-            Err(code) => GroupReply::Unavailable(code, format!("no {OFFSETS_TOPIC} topic")),
+            Err(_) => GroupReply::Unavailable(GroupUnavailable::NoOffsetsTopic),
         }
     }
 
@@ -101,7 +99,7 @@ impl Dispatcher {
             GroupReply::Leave(r) => group_wire::leave_response(&r),
             GroupReply::Commit(results) => group_wire::offset_commit_response(&results),
             GroupReply::Fetch(offsets) => group_wire::offset_fetch_response(&offsets),
-            GroupReply::Unavailable(code, message) => return Reply::error(code, &message),
+            GroupReply::Unavailable(e) => return Reply::error(e.code(), &e.to_string()),
             other => {
                 return Reply::error(
                     ErrorCode::UnknownServerError,
@@ -195,7 +193,7 @@ impl Dispatcher {
                 .await
             {
                 GroupReply::List(listed) => groups.extend(listed),
-                GroupReply::Unavailable(code, message) => return Err((code, message)),
+                GroupReply::Unavailable(e) => return Err((e.code(), e.to_string())),
                 other => {
                     return Err((
                         ErrorCode::UnknownServerError,

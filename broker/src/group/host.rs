@@ -22,6 +22,7 @@ use glommio::timer::sleep;
 
 use super::coordinator::{Action, Coordinator, GroupConfig, Millis, ReplyId};
 use super::offsets_log::{self, OFFSETS_TOPIC};
+use super::ops::GroupUnavailable;
 pub use super::ops::{GroupOp, GroupReply}; // issue-12 merge shim
 use crate::clock::now_ms;
 
@@ -237,19 +238,12 @@ impl GroupHost {
                 op => {
                     drop(coordinator);
                     if self.stopping.get() {
-                        return GroupReply::Unavailable(
-                            ErrorCode::CoordinatorNotAvailable,
-                            "the broker is stopping".to_owned(),
-                        );
+                        return GroupReply::Unavailable(GroupUnavailable::BrokerStopping);
                     }
                     if self.waiting.borrow().len() >= self.parked_max {
-                        return GroupReply::Unavailable(
-                            ErrorCode::CoordinatorNotAvailable,
-                            format!(
-                                "{} group requests are waiting on this shard",
-                                self.parked_max
-                            ),
-                        );
+                        return GroupReply::Unavailable(GroupUnavailable::Busy {
+                            parked_max: self.parked_max,
+                        });
                     }
                     let reply = ReplyId(self.next_reply.get());
                     self.next_reply.set(reply.0 + 1);
@@ -279,10 +273,7 @@ impl GroupHost {
         self.wake();
         match receiver.recv().await {
             Some(reply) => reply,
-            None => GroupReply::Unavailable(
-                ErrorCode::CoordinatorNotAvailable,
-                "the coordinator is stopping".to_owned(),
-            ),
+            None => GroupReply::Unavailable(GroupUnavailable::CoordinatorStopping),
         }
     }
 

@@ -9,6 +9,7 @@ use super::coordinator::{
     CommitRequest, CommittedOffset, DescribedGroup, GroupState, HeartbeatRequest, JoinRequest,
     JoinResponse, LeaveResponse, LeavingMember, ListedGroup, SyncRequest, SyncResponse,
 };
+use super::offsets_log::OFFSETS_TOPIC;
 use super::TopicPartition;
 
 /// A group request for the shard that hosts the group (`Send`: it may
@@ -46,5 +47,32 @@ pub enum GroupReply {
     Describe(DescribedGroup),
     Delete(ErrorCode),
     /// Not answered: too many parked requests, or the shard is stopping.
-    Unavailable(ErrorCode, String),
+    Unavailable(GroupUnavailable),
+}
+
+/// Why a group request was not answered by its coordinator. Clients
+/// retry: every case is COORDINATOR_NOT_AVAILABLE on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupUnavailable {
+    /// The hosting shard is stopping and parks no new requests.
+    #[error("the broker is stopping")]
+    BrokerStopping,
+    /// The hosting shard holds `parked_max` requests already.
+    #[error("{parked_max} group requests are waiting on this shard")]
+    Busy { parked_max: usize },
+    /// The coordinator stopped while the request was parked.
+    #[error("the coordinator is stopping")]
+    CoordinatorStopping,
+    /// No shard hosts the group (no offsets topic yet).
+    #[error("no {OFFSETS_TOPIC} topic")]
+    NoOffsetsTopic,
+    /// The hosting shard answered with something else (shown here).
+    #[error("the coordinator shard did not answer: {0}")]
+    NoAnswer(String),
+}
+
+impl GroupUnavailable {
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::CoordinatorNotAvailable
+    }
 }
