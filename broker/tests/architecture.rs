@@ -25,6 +25,13 @@ use std::path::{Path, PathBuf};
 /// import (besides the crate roots themselves).
 const COMPOSITION_ROOTS: &[&str] = &["shard", "server"];
 
+/// Edges (module, its child, the sibling it uses) tolerated in a cycle
+/// while another issue-12 branch removes them. Each entry must still
+/// exist: a stale one fails the test, so it is deleted once the edge goes.
+/// - `dispatch -> kafka`: `dispatch.rs` uses `kafka::budget::BudgetHold`
+///   (the byte budget both edges share); h-kafka moves it to `fjord_net`.
+const TOLERATED_EDGES: &[(&str, &str, &str)] = &[("crate", "dispatch", "kafka")];
+
 /// Files (relative to `src/`) holding sans-IO state machines and pure
 /// codecs. Every entry must exist: when a file moves, move its entry.
 const PURE_FILES: &[&str] = &[
@@ -167,7 +174,7 @@ fn strip(text: &str) -> String {
             match end {
                 Some(end) => {
                     out.push(b'\'');
-                    out.extend(std::iter::repeat(b' ').take(end - i - 1));
+                    out.extend(std::iter::repeat_n(b' ', end - i - 1));
                     out.push(b'\'');
                     i = end + 1;
                 }
@@ -395,6 +402,47 @@ fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     components
 }
 
+/// A shortest cycle through the nodes of `component` (first node repeated
+/// at the end).
+fn shortest_cycle(edges: &BTreeMap<String, BTreeSet<String>>, component: &[String]) -> Vec<String> {
+    let mut best: Option<Vec<String>> = None;
+    for start in component {
+        // Breadth-first from `start` back to itself, inside the component.
+        let mut previous: BTreeMap<&String, &String> = BTreeMap::new();
+        let mut queue = std::collections::VecDeque::from([start]);
+        let mut closing = None;
+        while let Some(n) = queue.pop_front() {
+            for next in edges.get(n).into_iter().flatten() {
+                if !component.contains(next) {
+                    continue;
+                }
+                if next == start {
+                    closing = Some(n);
+                    break;
+                }
+                if !previous.contains_key(next) {
+                    previous.insert(next, n);
+                    queue.push_back(next);
+                }
+            }
+            if closing.is_some() {
+                break;
+            }
+        }
+        let Some(mut n) = closing else { continue };
+        let mut path = vec![start.clone(), n.clone()];
+        while n != start {
+            n = previous[n];
+            path.push(n.clone());
+        }
+        path.reverse();
+        if best.as_ref().is_none_or(|b| path.len() < b.len()) {
+            best = Some(path);
+        }
+    }
+    best.expect("a strongly connected component has a cycle")
+}
+
 struct Crate {
     root: &'static str,
     sources: Vec<Source>,
@@ -462,6 +510,7 @@ fn every_source_file_is_a_module_of_a_crate() {
 #[test]
 fn no_import_cycle_between_modules() {
     let mut failures = Vec::new();
+    let mut tolerated_seen = BTreeSet::new();
     for krate in crates() {
         // For each module, the use graph among its children: a reference
         // from `a::b::x` to `a::c::y` is an edge b → c among `a`'s children.
@@ -474,6 +523,14 @@ fn no_import_cycle_between_modules() {
             let common = r.from.iter().zip(&r.to).take_while(|(a, b)| a == b).count();
             let parent = r.from[..common].to_vec();
             let (a, b) = (r.from[common].clone(), r.to[common].clone());
+            let key = (show(&parent), a.clone(), b.clone());
+            if let Some(&edge) = TOLERATED_EDGES
+                .iter()
+                .find(|&&(p, x, y)| (p, x, y) == (key.0.as_str(), key.1.as_str(), key.2.as_str()))
+            {
+                tolerated_seen.insert(edge);
+                continue;
+            }
             witness
                 .entry((parent.clone(), a.clone(), b.clone()))
                 .or_insert(r);
@@ -487,9 +544,11 @@ fn no_import_cycle_between_modules() {
         for (parent, edges) in &levels {
             for component in cycles(edges) {
                 let mut lines = vec![format!(
-                    "{}: import cycle among the children of `{}`: {}",
+                    "{}: import cycle among the children of `{}`: {}\n  \
+                     (the modules {} depend on each other; every edge among them:)",
                     krate.root,
                     show(parent),
+                    shortest_cycle(edges, &component).join(" -> "),
                     component.join(", ")
                 )];
                 for a in &component {
@@ -503,6 +562,13 @@ fn no_import_cycle_between_modules() {
                 }
                 failures.push(lines.join("\n"));
             }
+        }
+    }
+    for edge in TOLERATED_EDGES {
+        if !tolerated_seen.contains(edge) {
+            failures.push(format!(
+                "TOLERATED_EDGES lists {edge:?}, which no longer exists: delete the entry"
+            ));
         }
     }
     assert!(failures.is_empty(), "\n{}\n", failures.join("\n"));
@@ -626,9 +692,9 @@ fn the_checker_sees_references_cycles_and_impurity() {
         }
         map
     };
-    assert_eq!(
-        cycles(&edges(&[("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")])),
-        vec![vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]]
-    );
+    let graph = edges(&[("a", "b"), ("b", "c"), ("c", "a"), ("c", "d"), ("b", "a")]);
+    let abc = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+    assert_eq!(cycles(&graph), vec![abc.clone()]);
+    assert_eq!(shortest_cycle(&graph, &abc), ["a", "b", "a"]);
     assert!(cycles(&edges(&[("a", "b"), ("b", "c"), ("a", "c")])).is_empty());
 }
