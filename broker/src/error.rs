@@ -229,3 +229,95 @@ impl TopicOpError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What clients see for each refusal: the code and message the admin
+    /// paths sent before these errors were typed.
+    #[test]
+    fn topic_op_errors_keep_their_wire_code_and_message() {
+        let storage = || {
+            PartitionsErrors(vec![
+                PartitionsError::Delete("cannot remove /d/t-0: denied".to_owned()),
+                PartitionsError::Unavailable(ShardUnavailable::Stopping(ShardId(2))),
+            ])
+        };
+        let cases = [
+            (
+                TopicOpError::Refused(TopicError {
+                    code: ErrorCode::TopicAlreadyExists,
+                    message: "topic \"t\" already exists".to_owned(),
+                }),
+                ErrorCode::TopicAlreadyExists,
+                "topic \"t\" already exists",
+            ),
+            (
+                TopicOpError::PartitionCount(0),
+                ErrorCode::InvalidPartitions,
+                "num_partitions = 0: must be positive or -1",
+            ),
+            (
+                TopicOpError::ReplicationFactor(3),
+                ErrorCode::InvalidReplicationFactor,
+                "replication_factor = 3: this single-node broker keeps one replica",
+            ),
+            (
+                TopicOpError::LogAppendTime,
+                ErrorCode::InvalidConfig,
+                "message.timestamp.type = LogAppendTime is not supported yet",
+            ),
+            (
+                TopicOpError::UnknownTopic("t".to_owned()),
+                ErrorCode::UnknownTopicOrPartition,
+                "topic \"t\" does not exist",
+            ),
+            (
+                TopicOpError::OffsetsTopicCannotGrow,
+                ErrorCode::PolicyViolation,
+                "the consumer offsets topic cannot grow: groups would move and lose their offsets",
+            ),
+            (
+                TopicOpError::OffsetsTopicConfigsFixed,
+                ErrorCode::PolicyViolation,
+                "the consumer offsets topic's configs are fixed (its retention must stay off \
+                 until compaction exists)",
+            ),
+            (
+                TopicOpError::OffsetsTopicUndeletable,
+                ErrorCode::InvalidTopicException,
+                "the consumer offsets topic cannot be deleted",
+            ),
+            (
+                TopicOpError::Storage(storage()),
+                ErrorCode::KafkaStorageError,
+                "cannot remove /d/t-0: denied; shard 2 is stopping",
+            ),
+            (
+                TopicOpError::Leftovers(storage()),
+                ErrorCode::None,
+                "cannot remove /d/t-0: denied; shard 2 is stopping",
+            ),
+            (
+                TopicOpError::NotRegistryShard(ShardId(1)),
+                ErrorCode::UnknownServerError,
+                "shard 1 does not own the topic registry",
+            ),
+            (
+                TopicOpError::Stopping,
+                ErrorCode::UnknownServerError,
+                "stopping",
+            ),
+            (
+                TopicOpError::Unavailable(ShardUnavailable::NotReachable(ShardId(0))),
+                ErrorCode::UnknownServerError,
+                "shard 0 is not reachable",
+            ),
+        ];
+        for (error, code, message) in cases {
+            assert_eq!(error.code(), code, "{error:?}");
+            assert_eq!(error.to_string(), message, "{error:?}");
+        }
+    }
+}

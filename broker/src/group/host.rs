@@ -337,7 +337,7 @@ async fn persist<S: GroupShard>(
     service: Rc<S>,
     reply: ReplyId,
     group_id: String,
-    batch: Result<Bytes, String>,
+    batch: Result<Bytes, offsets_log::EncodeError>,
     tombstones: bool,
 ) {
     let Some(host) = service.group_host() else {
