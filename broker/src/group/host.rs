@@ -410,3 +410,6 @@ async fn timer<S: GroupShard>(service: Weak<S>, wake: LocalReceiver<()>) {
         host.tick(&service);
     }
 }
+
+#[cfg(test)]
+mod tests;
