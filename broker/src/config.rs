@@ -21,6 +21,16 @@ pub const KAFKA_LISTEN_OFF: &str = "off";
 /// The native protocol's default port.
 pub const DEFAULT_PORT: u16 = 9192;
 
+/// The array elements a Kafka request may hold when no bound is given: the
+/// default `request_elements_max`.
+pub const REQUEST_ELEMENTS_MAX_DEFAULT: usize = 100_000;
+
+/// Room for one read on a Kafka connection when no longer frame is on its
+/// way; what an idle connection holds of its shard's request-buffer budget
+/// (here, not in the listener, so the budget check below and the listener
+/// agree without config depending on the listener).
+pub const KAFKA_READ_CHUNK_BYTES: usize = 16 * 1024;
+
 /// Broker settings, as read from the TOML file (all keys optional).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -233,7 +243,7 @@ impl Default for Config {
             request_buffer_bytes_max_per_shard: 64 << 20,
             response_bytes_max_per_shard: 64 << 20,
             decompressed_bytes_max_per_request: None,
-            request_elements_max: crate::kafka::handler::REQUEST_ELEMENTS_MAX_DEFAULT,
+            request_elements_max: REQUEST_ELEMENTS_MAX_DEFAULT,
             batch_cache_bytes_max_per_shard: 256 << 20,
             fetch_bytes_max: 16 << 20,
             fetch_wait_ms_max: 30_000,
@@ -760,8 +770,7 @@ impl Config {
                 self.inflight_bytes_max_per_shard, self.frame_bytes_max
             ));
         }
-        let request_buffer_min =
-            2 * self.frame_bytes_max as usize + crate::kafka::serve::READ_CHUNK;
+        let request_buffer_min = 2 * self.frame_bytes_max as usize + KAFKA_READ_CHUNK_BYTES;
         if self.request_buffer_bytes_max_per_shard < request_buffer_min {
             return invalid(format!(
                 "request_buffer_bytes_max_per_shard = {} must hold two largest frames \

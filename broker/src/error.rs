@@ -1,9 +1,19 @@
-//! Broker errors. Startup errors are environment failures with no local
-//! answer: each message says what to change.
+//! Broker errors. Startup errors ([`BrokerError`]) are environment
+//! failures with no local answer: each message says what to change. The
+//! errors of ops that cross shards ([`ShardUnavailable`],
+//! [`PartitionsError`], [`TopicOpError`]) are typed here, below `ops`,
+//! and each maps to a wire [`ErrorCode`] with `code()` where an edge
+//! encodes it (the message is its `Display`).
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+use fjord_schema::{ErrorCode, PartitionId, ShardId};
+use fjord_storage::StorageError;
+
+use crate::topics::TopicError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -57,4 +67,257 @@ pub enum BrokerError {
     Repair(String),
     #[error("cannot write {path}: {source}")]
     AddrFile { path: PathBuf, source: io::Error },
+}
+
+/// Why an op did not run on its shard. Crosses the mesh (in
+/// [`crate::ops::OpResult::Unavailable`]), so it is plain data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardUnavailable {
+    /// A single-shard broker (no mesh) was asked to run an op elsewhere.
+    #[error("shard {0} is not reachable")]
+    NotReachable(ShardId),
+    #[error("no shard {0}")]
+    NoSuchShard(ShardId),
+    /// The target stopped before answering.
+    #[error("shard {0} is stopping")]
+    Stopping(ShardId),
+    /// The peer's end of the mesh closed with requests outstanding.
+    #[error("peer shard stopped")]
+    PeerStopped,
+    /// A group op reached a shard without a group host.
+    #[error("shard {0} hosts no groups")]
+    NoGroups(ShardId),
+}
+
+impl ShardUnavailable {
+    /// The code an admin reply carries. The data and group paths answer
+    /// with their own retriable codes (e.g. COORDINATOR_NOT_AVAILABLE).
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::UnknownServerError
+    }
+}
+
+/// Why opening a partition failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("partition {topic}-{partition}: {source}")]
+    Storage {
+        topic: String,
+        partition: PartitionId,
+        source: StorageError,
+    },
+    #[error("partition {topic}-{partition}: {message}")]
+    Config {
+        topic: String,
+        partition: PartitionId,
+        message: String,
+    },
+}
+
+/// Why an Open, Delete or Reconfigure of partitions failed on the shard
+/// that owns them (or did not reach it).
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionsError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The partition manager's per-partition failures, as it reports them.
+    #[error("{0}")]
+    Reconfigure(String),
+    /// The partition manager's per-partition failures (directories not
+    /// removed), as it reports them.
+    #[error("{0}")]
+    Delete(String),
+    #[error(transparent)]
+    Unavailable(#[from] ShardUnavailable),
+    /// The shard answered with another kind of result (a bug).
+    #[error("unexpected reply {0}")]
+    UnexpectedReply(String),
+}
+
+impl PartitionsError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PartitionsError::Unavailable(e) => e.code(),
+            PartitionsError::UnexpectedReply(_) => ErrorCode::UnknownServerError,
+            _ => ErrorCode::KafkaStorageError,
+        }
+    }
+}
+
+/// Several shards' [`PartitionsError`]s, shown joined by "; ".
+#[derive(Debug)]
+pub struct PartitionsErrors(pub Vec<PartitionsError>);
+
+impl fmt::Display for PartitionsErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a topic admin op (create, delete, grow, alter configs) failed for
+/// one topic. `code()` is the wire error code; the message is `Display`.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicOpError {
+    /// Refused by the registry or the config parser.
+    #[error("{0}")]
+    Refused(#[from] TopicError),
+    #[error("num_partitions = {0}: must be positive or -1")]
+    PartitionCount(i32),
+    #[error("replication_factor = {0}: this single-node broker keeps one replica")]
+    ReplicationFactor(i16),
+    #[error("message.timestamp.type = LogAppendTime is not supported yet")]
+    LogAppendTime,
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    #[error("the consumer offsets topic cannot grow: groups would move and lose their offsets")]
+    OffsetsTopicCannotGrow,
+    #[error(
+        "the consumer offsets topic's configs are fixed (its retention must stay off until \
+         compaction exists)"
+    )]
+    OffsetsTopicConfigsFixed,
+    #[error("the consumer offsets topic cannot be deleted")]
+    OffsetsTopicUndeletable,
+    /// Registered, but some logs did not open or take the config (they
+    /// do at the next start).
+    #[error("{0}")]
+    Storage(PartitionsErrors),
+    /// Deleted from the registry, but some directories were not removed
+    /// (harmless leftovers): success, reported with this message.
+    #[error("{0}")]
+    Leftovers(PartitionsErrors),
+    #[error("shard {0} does not own the topic registry")]
+    NotRegistryShard(ShardId),
+    /// The registry shard is stopping.
+    #[error("stopping")]
+    Stopping,
+    #[error(transparent)]
+    Unavailable(#[from] ShardUnavailable),
+    /// The registry shard answered with another kind of result (a bug).
+    #[error("unexpected reply {0}")]
+    UnexpectedReply(String),
+    /// The native edge's name for [`TopicOpError::UnexpectedReply`].
+    #[error("the registry shard did not answer: {0}")]
+    NoAnswer(String),
+}
+
+impl TopicOpError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            TopicOpError::Refused(e) => e.code,
+            TopicOpError::PartitionCount(_) => ErrorCode::InvalidPartitions,
+            TopicOpError::ReplicationFactor(_) => ErrorCode::InvalidReplicationFactor,
+            TopicOpError::LogAppendTime => ErrorCode::InvalidConfig,
+            TopicOpError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
+            TopicOpError::OffsetsTopicCannotGrow | TopicOpError::OffsetsTopicConfigsFixed => {
+                ErrorCode::PolicyViolation
+            }
+            TopicOpError::OffsetsTopicUndeletable => ErrorCode::InvalidTopicException,
+            TopicOpError::Storage(_) => ErrorCode::KafkaStorageError,
+            TopicOpError::Leftovers(_) => ErrorCode::None,
+            TopicOpError::Unavailable(e) => e.code(),
+            TopicOpError::NotRegistryShard(_)
+            | TopicOpError::Stopping
+            | TopicOpError::UnexpectedReply(_)
+            | TopicOpError::NoAnswer(_) => ErrorCode::UnknownServerError,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What clients see for each refusal: the code and message the admin
+    /// paths sent before these errors were typed.
+    #[test]
+    fn topic_op_errors_keep_their_wire_code_and_message() {
+        let storage = || {
+            PartitionsErrors(vec![
+                PartitionsError::Delete("cannot remove /d/t-0: denied".to_owned()),
+                PartitionsError::Unavailable(ShardUnavailable::Stopping(ShardId(2))),
+            ])
+        };
+        let cases = [
+            (
+                TopicOpError::Refused(TopicError {
+                    code: ErrorCode::TopicAlreadyExists,
+                    message: "topic \"t\" already exists".to_owned(),
+                }),
+                ErrorCode::TopicAlreadyExists,
+                "topic \"t\" already exists",
+            ),
+            (
+                TopicOpError::PartitionCount(0),
+                ErrorCode::InvalidPartitions,
+                "num_partitions = 0: must be positive or -1",
+            ),
+            (
+                TopicOpError::ReplicationFactor(3),
+                ErrorCode::InvalidReplicationFactor,
+                "replication_factor = 3: this single-node broker keeps one replica",
+            ),
+            (
+                TopicOpError::LogAppendTime,
+                ErrorCode::InvalidConfig,
+                "message.timestamp.type = LogAppendTime is not supported yet",
+            ),
+            (
+                TopicOpError::UnknownTopic("t".to_owned()),
+                ErrorCode::UnknownTopicOrPartition,
+                "topic \"t\" does not exist",
+            ),
+            (
+                TopicOpError::OffsetsTopicCannotGrow,
+                ErrorCode::PolicyViolation,
+                "the consumer offsets topic cannot grow: groups would move and lose their offsets",
+            ),
+            (
+                TopicOpError::OffsetsTopicConfigsFixed,
+                ErrorCode::PolicyViolation,
+                "the consumer offsets topic's configs are fixed (its retention must stay off \
+                 until compaction exists)",
+            ),
+            (
+                TopicOpError::OffsetsTopicUndeletable,
+                ErrorCode::InvalidTopicException,
+                "the consumer offsets topic cannot be deleted",
+            ),
+            (
+                TopicOpError::Storage(storage()),
+                ErrorCode::KafkaStorageError,
+                "cannot remove /d/t-0: denied; shard 2 is stopping",
+            ),
+            (
+                TopicOpError::Leftovers(storage()),
+                ErrorCode::None,
+                "cannot remove /d/t-0: denied; shard 2 is stopping",
+            ),
+            (
+                TopicOpError::NotRegistryShard(ShardId(1)),
+                ErrorCode::UnknownServerError,
+                "shard 1 does not own the topic registry",
+            ),
+            (
+                TopicOpError::Stopping,
+                ErrorCode::UnknownServerError,
+                "stopping",
+            ),
+            (
+                TopicOpError::Unavailable(ShardUnavailable::NotReachable(ShardId(0))),
+                ErrorCode::UnknownServerError,
+                "shard 0 is not reachable",
+            ),
+        ];
+        for (error, code, message) in cases {
+            assert_eq!(error.code(), code, "{error:?}");
+            assert_eq!(error.to_string(), message, "{error:?}");
+        }
+    }
 }

@@ -8,6 +8,7 @@
 pub mod catalog {
     pub use crate::metadata::catalog::*;
 }
+pub mod clock;
 pub mod config;
 pub mod connection_limits;
 pub mod datadir;

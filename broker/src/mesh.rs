@@ -27,6 +27,7 @@ use glommio::channels::shared_channel::{
     self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
 
+use crate::error::ShardUnavailable;
 use crate::ops::{Op, OpResult};
 
 /// One message on a channel: a batch of requests and a batch of replies.
@@ -169,7 +170,7 @@ impl Mesh {
         let peer = usize::from(target.get());
         assert_ne!(target, self.shard, "local ops do not cross the mesh");
         if self.senders.get(peer).is_none_or(Option::is_none) {
-            return OpResult::Unavailable(format!("no shard {target}"));
+            return OpResult::Unavailable(ShardUnavailable::NoSuchShard(target));
         }
         let id = self.next_id.get();
         self.next_id.set(id + 1);
@@ -179,7 +180,7 @@ impl Mesh {
         self.wake[peer].notify_all();
         let result = rx.recv().await;
         self.pending.borrow_mut().remove(&id);
-        result.unwrap_or_else(|| OpResult::Unavailable(format!("shard {target} is stopping")))
+        result.unwrap_or_else(|| OpResult::Unavailable(ShardUnavailable::Stopping(target)))
     }
 
     /// Shards in the mesh, this one included.
@@ -244,7 +245,7 @@ async fn send_loop(mesh: Rc<Mesh>, peer: usize, sender: Rc<ConnectedSender<Envel
             // The peer stopped: fail what we asked of it.
             if let glommio::GlommioError::Closed(glommio::ResourceType::Channel(envelope)) = error {
                 for (id, _) in envelope.requests {
-                    mesh.deliver(id, OpResult::Unavailable("peer shard stopped".to_owned()));
+                    mesh.deliver(id, OpResult::Unavailable(ShardUnavailable::PeerStopped));
                 }
             }
             return;

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, PartitionId};
 
 use crate::catalog::Catalog;
-use crate::group::host::{GroupOp, GroupReply};
+use crate::error::{PartitionsError, ShardUnavailable, TopicOpError};
+use crate::group::ops::{GroupOp, GroupReply};
 use crate::topics::{ConfigAlter, TopicConfig};
 
 /// A request to one shard.
@@ -125,13 +126,14 @@ pub enum OpResult {
     Fetch(FetchResult),
     Waited,
     ListOffsets(ListOffsetsResult),
-    Done(Result<(), String>),
+    /// Open, Delete, Reconfigure, SetCatalog.
+    Done(Result<(), PartitionsError>),
     Topics(Vec<TopicOutcome>),
     Group(GroupReply),
     Health(Vec<PartitionHealth>),
     /// The op could not reach its shard (stopping) or was sent to the
     /// wrong one.
-    Unavailable(String),
+    Unavailable(ShardUnavailable),
 }
 
 /// What `describe` shows about a partition's storage.
@@ -216,10 +218,24 @@ impl ListOffsetsResult {
 
 /// The outcome for one topic of a CreateTopics, DeleteTopics,
 /// CreatePartitions or config alter request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct TopicOutcome {
     pub name: String,
-    pub error: ErrorCode,
-    pub message: Option<String>,
+    /// `None`: done.
+    pub error: Option<TopicOpError>,
     pub num_partitions: i32,
+}
+
+impl TopicOutcome {
+    /// The wire error code (NONE when done).
+    pub fn code(&self) -> ErrorCode {
+        self.error
+            .as_ref()
+            .map_or(ErrorCode::None, TopicOpError::code)
+    }
+
+    /// The error message the edges send, if any.
+    pub fn message(&self) -> Option<String> {
+        self.error.as_ref().map(ToString::to_string)
+    }
 }

@@ -419,7 +419,7 @@ fn create_offsets_topic(registry: &mut TopicRegistry, config: &Config) -> Result
             config.offsets_topic_partitions,
             topic,
             overrides,
-            crate::service::now_ms(),
+            crate::clock::now_ms(),
         )
         .map_err(invalid)?;
     Ok(())

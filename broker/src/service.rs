@@ -10,20 +10,20 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use fjord_schema::{ErrorCode, NodeId, PartitionId, ShardId};
 use fjord_storage::LogConfig;
 use glommio::sync::Semaphore;
 
 use crate::catalog::Catalog;
-use crate::group::host::GroupHost;
+use crate::error::{PartitionsError, PartitionsErrors, ShardUnavailable, TopicOpError};
+use crate::group::host::{GroupHost, GroupShard, OffsetsWriteError};
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::{Mesh, OpHandler};
 use crate::metadata::registry::AsyncRegistry;
 use crate::ops::{AlterSpec, CreateSpec, Op, OpResult, TopicOutcome};
 use crate::partitions::PartitionManager;
-use crate::topics::{
-    partitions_from_assignments, TopicConfig, TopicError, TopicMeta, TopicRegistry,
-};
+use crate::topics::{partitions_from_assignments, TopicConfig, TopicMeta, TopicRegistry};
 
 /// The shard that owns the topic registry.
 pub const REGISTRY_SHARD: ShardId = ShardId(0);
@@ -70,8 +70,7 @@ impl TopicAdmin {
     fn check(
         &self,
         spec: &CreateSpec,
-    ) -> Result<(u32, TopicConfig, BTreeMap<String, String>), TopicError> {
-        let invalid = |code, message: String| TopicError { code, message };
+    ) -> Result<(u32, TopicConfig, BTreeMap<String, String>), TopicOpError> {
         let live = [self.node.get() as i32];
         let partitions = match spec.num_partitions {
             _ if !spec.assignments.is_empty() => partitions_from_assignments(
@@ -82,21 +81,10 @@ impl TopicAdmin {
             )?,
             -1 => self.default_partitions,
             n if n > 0 => n as u32,
-            n => {
-                return Err(invalid(
-                    ErrorCode::InvalidPartitions,
-                    format!("num_partitions = {n}: must be positive or -1"),
-                ))
-            }
+            n => return Err(TopicOpError::PartitionCount(n)),
         };
         if !matches!(spec.replication_factor, -1 | 1) {
-            return Err(invalid(
-                ErrorCode::InvalidReplicationFactor,
-                format!(
-                    "replication_factor = {}: this single-node broker keeps one replica",
-                    spec.replication_factor
-                ),
-            ));
+            return Err(TopicOpError::ReplicationFactor(spec.replication_factor));
         }
         // Later duplicates win, as when applied in order.
         let overrides: BTreeMap<String, String> = spec.configs.iter().cloned().collect();
@@ -106,14 +94,14 @@ impl TopicAdmin {
 
     /// A topic's config from its explicitly set keys, the rest the broker
     /// defaults; CreateTopics and the config alters check values here.
-    fn config_from(&self, overrides: &BTreeMap<String, String>) -> Result<TopicConfig, TopicError> {
+    fn config_from(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig, TopicOpError> {
         let mut config = self.defaults.clone();
         config.apply(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         if config.log_append_time {
-            return Err(TopicError {
-                code: ErrorCode::InvalidConfig,
-                message: "message.timestamp.type = LogAppendTime is not supported yet".to_owned(),
-            });
+            return Err(TopicOpError::LogAppendTime);
         }
         config.log_config(&self.base)?;
         Ok(config)
@@ -143,6 +131,78 @@ type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 impl OpHandler for ShardService {
     fn handle(self: Rc<Self>, op: Op) -> LocalFuture<OpResult> {
         self.run_local(op)
+    }
+}
+
+impl GroupShard for ShardService {
+    fn group_host(&self) -> Option<&GroupHost> {
+        self.groups.get()
+    }
+
+    fn offsets_partition_count(&self) -> Option<u32> {
+        self.catalog()
+            .get(OFFSETS_TOPIC)
+            .map(TopicMeta::partition_count)
+    }
+
+    fn hosted_offsets_partitions(&self) -> Vec<PartitionId> {
+        let catalog = self.catalog();
+        let Some(meta) = catalog.get(OFFSETS_TOPIC) else {
+            return Vec::new();
+        };
+        (0..meta.partition_count())
+            .map(PartitionId)
+            .filter(|&p| meta.shard_of(p) == Some(self.shard))
+            // An offline one's ERROR is logged already.
+            .filter(|&p| self.partitions.offline(OFFSETS_TOPIC, p).is_none())
+            .collect()
+    }
+
+    async fn offsets_log_start(&self, partition: PartitionId) -> Result<i64, ErrorCode> {
+        let listed = self
+            .partitions
+            .list_offsets(OFFSETS_TOPIC, partition, -2, None)
+            .await;
+        match listed.error {
+            ErrorCode::None => Ok(listed.offset),
+            code => Err(code),
+        }
+    }
+
+    async fn read_offsets(
+        &self,
+        partition: PartitionId,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(Vec<Bytes>, i64), ErrorCode> {
+        let read = self
+            .partitions
+            .fetch(OFFSETS_TOPIC, partition, offset, max_bytes, None, None)
+            .await;
+        match read.error {
+            ErrorCode::None => Ok((read.batches, read.high_watermark)),
+            code => Err(code),
+        }
+    }
+
+    async fn append_offsets(
+        &self,
+        partition: PartitionId,
+        batch: Bytes,
+    ) -> Result<(), OffsetsWriteError> {
+        // acks = -1: flush before ack (the topic keeps flush.before.ack =
+        // true).
+        let result = self
+            .partitions
+            .produce(OFFSETS_TOPIC, partition, batch, -1)
+            .await;
+        match result.error {
+            ErrorCode::None => Ok(()),
+            code => Err(OffsetsWriteError {
+                code,
+                message: result.message,
+            }),
+        }
     }
 }
 
@@ -207,9 +267,11 @@ impl ShardService {
                 let mesh = mesh.clone();
                 Box::pin(async move { mesh.call(target, op).await })
             }
-            None => Box::pin(async move {
-                OpResult::Unavailable(format!("shard {target} is not reachable"))
-            }),
+            None => {
+                Box::pin(
+                    async move { OpResult::Unavailable(ShardUnavailable::NotReachable(target)) },
+                )
+            }
         }
     }
 
@@ -277,12 +339,17 @@ impl ShardService {
                     partitions
                         .open(&topic, &ids, &config)
                         .await
-                        .map_err(|e| e.to_string()),
+                        .map_err(PartitionsError::Open),
                 ),
                 Op::Delete {
                     topic,
                     partitions: ids,
-                } => OpResult::Done(partitions.delete(&topic, &ids).await),
+                } => OpResult::Done(
+                    partitions
+                        .delete(&topic, &ids)
+                        .await
+                        .map_err(PartitionsError::Delete),
+                ),
                 Op::Health {
                     topic,
                     partitions: ids,
@@ -291,7 +358,12 @@ impl ShardService {
                     topic,
                     partitions: ids,
                     config,
-                } => OpResult::Done(partitions.reconfigure(&topic, &ids, &config).await),
+                } => OpResult::Done(
+                    partitions
+                        .reconfigure(&topic, &ids, &config)
+                        .await
+                        .map_err(PartitionsError::Reconfigure),
+                ),
                 Op::AlterTopicConfigs {
                     topics,
                     validate_only,
@@ -311,16 +383,16 @@ impl ShardService {
                 Op::DeleteTopics { topics } => OpResult::Topics(self.delete_topics(topics).await),
                 Op::Group(op) => match self.groups() {
                     Some(host) => OpResult::Group(host.call(&self, op).await),
-                    None => OpResult::Unavailable(format!("shard {} hosts no groups", self.shard)),
+                    None => OpResult::Unavailable(ShardUnavailable::NoGroups(self.shard)),
                 },
             }
         })
     }
 
-    fn admin(&self) -> Result<&TopicAdmin, String> {
+    fn admin(&self) -> Result<&TopicAdmin, TopicOpError> {
         self.admin
             .as_ref()
-            .ok_or_else(|| format!("shard {} does not own the topic registry", self.shard))
+            .ok_or(TopicOpError::NotRegistryShard(self.shard))
     }
 
     /// Shard 0: creates topics (registry first, durably), opens their logs
@@ -332,29 +404,33 @@ impl ShardService {
     ) -> Vec<TopicOutcome> {
         let admin = match self.admin() {
             Ok(admin) => admin,
-            Err(message) => return refuse_all(specs.iter().map(|s| s.name.clone()), message),
+            Err(_) => {
+                return refuse_all(specs.iter().map(|s| s.name.clone()), || {
+                    TopicOpError::NotRegistryShard(self.shard)
+                })
+            }
         };
         let Ok(_lock) = admin.lock.acquire_permit(1).await else {
-            return refuse_all(specs.iter().map(|s| s.name.clone()), "stopping".into());
+            return refuse_all(specs.iter().map(|s| s.name.clone()), || {
+                TopicOpError::Stopping
+            });
         };
         let mut outcomes = Vec::with_capacity(specs.len());
         let mut created = false;
         for spec in specs {
-            let outcome =
-                |error: ErrorCode, message: Option<String>, partitions: i32| TopicOutcome {
-                    name: spec.name.clone(),
-                    error,
-                    message,
-                    num_partitions: partitions,
-                };
+            let outcome = |error: Option<TopicOpError>, partitions: i32| TopicOutcome {
+                name: spec.name.clone(),
+                error,
+                num_partitions: partitions,
+            };
             let (partitions, config, overrides) = match admin.check(&spec) {
                 Ok(checked) => checked,
                 Err(e) => {
-                    outcomes.push(outcome(e.code, Some(e.message), -1));
+                    outcomes.push(outcome(Some(e), -1));
                     continue;
                 }
             };
-            let now = now_ms();
+            let now = crate::clock::now_ms();
             let planned = if validate_only {
                 admin
                     .registry
@@ -368,24 +444,23 @@ impl ShardService {
             let meta = match planned {
                 Ok(meta) => meta,
                 Err(e) => {
-                    outcomes.push(outcome(e.code, Some(e.message), -1));
+                    outcomes.push(outcome(Some(e.into()), -1));
                     continue;
                 }
             };
             if validate_only {
-                outcomes.push(outcome(ErrorCode::None, None, partitions as i32));
+                outcomes.push(outcome(None, partitions as i32));
                 continue;
             }
             created = true;
             let errors = self.open_partitions(&meta, 0).await;
             if errors.is_empty() {
                 tracing::info!(topic = %meta.name, partitions, shards = ?meta.shards, "topic created");
-                outcomes.push(outcome(ErrorCode::None, None, partitions as i32));
+                outcomes.push(outcome(None, partitions as i32));
             } else {
                 // The topic is registered; its logs open on the next start.
                 outcomes.push(outcome(
-                    ErrorCode::KafkaStorageError,
-                    Some(errors.join("; ")),
+                    Some(TopicOpError::Storage(PartitionsErrors(errors))),
                     partitions as i32,
                 ));
             }
@@ -398,7 +473,11 @@ impl ShardService {
 
     /// Opens the logs of `meta`'s partitions from `first` on, each on its
     /// shard (after the registry is durable); returns the failures.
-    async fn open_partitions(self: &Rc<Self>, meta: &TopicMeta, first: u32) -> Vec<String> {
+    async fn open_partitions(
+        self: &Rc<Self>,
+        meta: &TopicMeta,
+        first: u32,
+    ) -> Vec<PartitionsError> {
         let mut errors = Vec::new();
         for (shard, ids) in by_shard(meta, first) {
             let op = Op::Open {
@@ -406,10 +485,8 @@ impl ShardService {
                 partitions: ids,
                 config: meta.config.clone(),
             };
-            match self.execute(shard, op).await {
-                OpResult::Done(Ok(())) => {}
-                OpResult::Done(Err(e)) | OpResult::Unavailable(e) => errors.push(e),
-                other => errors.push(format!("unexpected reply {other:?}")),
+            if let Err(e) = done(self.execute(shard, op).await) {
+                errors.push(e);
             }
         }
         errors
@@ -426,25 +503,25 @@ impl ShardService {
     ) -> Vec<TopicOutcome> {
         let admin = match self.admin() {
             Ok(admin) => admin,
-            Err(message) => return refuse_all(topics.into_iter().map(|t| t.0), message),
+            Err(_) => {
+                return refuse_all(topics.into_iter().map(|t| t.0), || {
+                    TopicOpError::NotRegistryShard(self.shard)
+                })
+            }
         };
         let Ok(_lock) = admin.lock.acquire_permit(1).await else {
-            return refuse_all(topics.into_iter().map(|t| t.0), "stopping".into());
+            return refuse_all(topics.into_iter().map(|t| t.0), || TopicOpError::Stopping);
         };
         let mut outcomes = Vec::with_capacity(topics.len());
         let mut grown = false;
         for (name, count) in topics {
-            let outcome = |error: ErrorCode, message: Option<String>| TopicOutcome {
+            let outcome = |error: Option<TopicOpError>| TopicOutcome {
                 name: name.clone(),
                 error,
-                message,
                 num_partitions: count as i32,
             };
             if name == OFFSETS_TOPIC {
-                outcomes.push(outcome(
-                    ErrorCode::PolicyViolation,
-                    Some("the consumer offsets topic cannot grow: groups would move and lose their offsets".to_owned()),
-                ));
+                outcomes.push(outcome(Some(TopicOpError::OffsetsTopicCannotGrow)));
                 continue;
             }
             let before = admin
@@ -459,25 +536,24 @@ impl ShardService {
             let meta = match planned {
                 Ok(meta) => meta,
                 Err(e) => {
-                    outcomes.push(outcome(e.code, Some(e.message)));
+                    outcomes.push(outcome(Some(e.into())));
                     continue;
                 }
             };
             if validate_only {
-                outcomes.push(outcome(ErrorCode::None, None));
+                outcomes.push(outcome(None));
                 continue;
             }
             grown = true;
             let errors = self.open_partitions(&meta, before).await;
             if errors.is_empty() {
                 tracing::info!(topic = %name, from = before, to = count, shards = ?meta.shards, "partitions added");
-                outcomes.push(outcome(ErrorCode::None, None));
+                outcomes.push(outcome(None));
             } else {
                 // Registered; the logs open on the next start.
-                outcomes.push(outcome(
-                    ErrorCode::KafkaStorageError,
-                    Some(errors.join("; ")),
-                ));
+                outcomes.push(outcome(Some(TopicOpError::Storage(PartitionsErrors(
+                    errors,
+                )))));
             }
         }
         if grown {
@@ -497,26 +573,28 @@ impl ShardService {
     ) -> Vec<TopicOutcome> {
         let admin = match self.admin() {
             Ok(admin) => admin,
-            Err(message) => return refuse_all(specs.into_iter().map(|s| s.name), message),
+            Err(_) => {
+                return refuse_all(specs.into_iter().map(|s| s.name), || {
+                    TopicOpError::NotRegistryShard(self.shard)
+                })
+            }
         };
         let Ok(_lock) = admin.lock.acquire_permit(1).await else {
-            return refuse_all(specs.into_iter().map(|s| s.name), "stopping".into());
+            return refuse_all(specs.into_iter().map(|s| s.name), || TopicOpError::Stopping);
         };
         let mut outcomes = Vec::with_capacity(specs.len());
         let mut changed = false;
         for spec in specs {
-            let (error, message) = match self.alter_topic_config(admin, &spec, validate_only).await
-            {
+            let error = match self.alter_topic_config(admin, &spec, validate_only).await {
                 Ok(applied) => {
                     changed |= applied;
-                    (ErrorCode::None, None)
+                    None
                 }
-                Err(e) => (e.code, Some(e.message)),
+                Err(e) => Some(e),
             };
             outcomes.push(TopicOutcome {
                 name: spec.name,
                 error,
-                message,
                 num_partitions: -1,
             });
         }
@@ -539,19 +617,12 @@ impl ShardService {
         admin: &TopicAdmin,
         spec: &AlterSpec,
         validate_only: bool,
-    ) -> Result<bool, TopicError> {
-        let error = |code, message: String| TopicError { code, message };
+    ) -> Result<bool, TopicOpError> {
         if spec.name == OFFSETS_TOPIC {
-            return Err(error(
-                ErrorCode::PolicyViolation,
-                "the consumer offsets topic's configs are fixed (its retention must stay off until compaction exists)".to_owned(),
-            ));
+            return Err(TopicOpError::OffsetsTopicConfigsFixed);
         }
         let Some(meta) = admin.registry.get(&spec.name) else {
-            return Err(error(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("topic {:?} does not exist", spec.name),
-            ));
+            return Err(TopicOpError::UnknownTopic(spec.name.clone()));
         };
         let current = meta.overrides.clone().unwrap_or_default();
         let overrides = spec.alter.overrides(&current, &meta.config)?;
@@ -575,7 +646,7 @@ impl ShardService {
                 .await;
             if let Err(e) = persisted {
                 let _ = self.reconfigure_partitions(&meta, &meta.config).await;
-                return Err(e);
+                return Err(e.into());
             }
         } else {
             admin
@@ -594,7 +665,7 @@ impl ShardService {
         self: &Rc<Self>,
         meta: &TopicMeta,
         config: &TopicConfig,
-    ) -> Result<(), TopicError> {
+    ) -> Result<(), TopicOpError> {
         let mut errors = Vec::new();
         for (shard, ids) in by_shard(meta, 0) {
             let op = Op::Reconfigure {
@@ -602,19 +673,14 @@ impl ShardService {
                 partitions: ids,
                 config: config.clone(),
             };
-            match self.execute(shard, op).await {
-                OpResult::Done(Ok(())) => {}
-                OpResult::Done(Err(e)) | OpResult::Unavailable(e) => errors.push(e),
-                other => errors.push(format!("unexpected reply {other:?}")),
+            if let Err(e) = done(self.execute(shard, op).await) {
+                errors.push(e);
             }
         }
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(TopicError {
-                code: ErrorCode::KafkaStorageError,
-                message: errors.join("; "),
-            })
+            Err(TopicOpError::Storage(PartitionsErrors(errors)))
         }
     }
 
@@ -624,10 +690,14 @@ impl ShardService {
     async fn delete_topics(self: &Rc<Self>, names: Vec<String>) -> Vec<TopicOutcome> {
         let admin = match self.admin() {
             Ok(admin) => admin,
-            Err(message) => return refuse_all(names.into_iter(), message),
+            Err(_) => {
+                return refuse_all(names.into_iter(), || {
+                    TopicOpError::NotRegistryShard(self.shard)
+                })
+            }
         };
         let Ok(_lock) = admin.lock.acquire_permit(1).await else {
-            return refuse_all(names.into_iter(), "stopping".into());
+            return refuse_all(names.into_iter(), || TopicOpError::Stopping);
         };
         let mut outcomes = Vec::with_capacity(names.len());
         let mut removed = Vec::new();
@@ -635,8 +705,7 @@ impl ShardService {
             if name == OFFSETS_TOPIC {
                 outcomes.push(TopicOutcome {
                     name,
-                    error: ErrorCode::InvalidTopicException,
-                    message: Some("the consumer offsets topic cannot be deleted".to_owned()),
+                    error: Some(TopicOpError::OffsetsTopicUndeletable),
                     num_partitions: -1,
                 });
                 continue;
@@ -646,16 +715,14 @@ impl ShardService {
                 Ok(meta) => {
                     outcomes.push(TopicOutcome {
                         name: name.clone(),
-                        error: ErrorCode::None,
-                        message: None,
+                        error: None,
                         num_partitions: meta.partition_count() as i32,
                     });
                     removed.push((outcomes.len() - 1, meta));
                 }
                 Err(e) => outcomes.push(TopicOutcome {
                     name,
-                    error: e.code,
-                    message: Some(e.message),
+                    error: Some(e.into()),
                     num_partitions: -1,
                 }),
             }
@@ -665,21 +732,21 @@ impl ShardService {
         }
         self.publish_catalog().await;
         for (index, meta) in removed {
+            let mut leftovers = Vec::new();
             for (shard, ids) in by_shard(&meta, 0) {
                 let op = Op::Delete {
                     topic: meta.name.clone(),
                     partitions: ids,
                 };
-                match self.execute(shard, op).await {
-                    OpResult::Done(Ok(())) => {}
-                    OpResult::Done(Err(e)) | OpResult::Unavailable(e) => {
-                        // Unregistered already; leftover directories are
-                        // harmless and reported.
-                        tracing::warn!(topic = %meta.name, %shard, error = %e, "deleting partition logs failed");
-                        outcomes[index].message = Some(e);
-                    }
-                    other => tracing::warn!(?other, "unexpected reply to a delete"),
+                if let Err(e) = done(self.execute(shard, op).await) {
+                    // Unregistered already; leftover directories are
+                    // harmless and reported.
+                    tracing::warn!(topic = %meta.name, %shard, error = %e, "deleting partition logs failed");
+                    leftovers.push(e);
                 }
+            }
+            if !leftovers.is_empty() {
+                outcomes[index].error = Some(TopicOpError::Leftovers(PartitionsErrors(leftovers)));
             }
             tracing::info!(topic = %meta.name, "topic deleted");
         }
@@ -728,19 +795,27 @@ fn distinct_shards(shards: &[u16]) -> Vec<ShardId> {
     distinct.into_iter().map(ShardId).collect()
 }
 
-fn refuse_all(names: impl Iterator<Item = String>, message: String) -> Vec<TopicOutcome> {
+/// The result of an Open, Delete or Reconfigure sent to a shard.
+fn done(result: OpResult) -> Result<(), PartitionsError> {
+    match result {
+        OpResult::Done(done) => done,
+        OpResult::Unavailable(e) => Err(e.into()),
+        other => Err(PartitionsError::UnexpectedReply(format!("{other:?}"))),
+    }
+}
+
+/// The same error for every topic of a request.
+fn refuse_all(
+    names: impl Iterator<Item = String>,
+    error: impl Fn() -> TopicOpError,
+) -> Vec<TopicOutcome> {
     names
         .map(|name| TopicOutcome {
             name,
-            error: ErrorCode::UnknownServerError,
-            message: Some(message.clone()),
+            error: Some(error()),
             num_partitions: -1,
         })
         .collect()
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use crate::clock::now_ms; // issue-12 merge shim

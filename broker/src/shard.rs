@@ -316,9 +316,9 @@ async fn run(
     let loaded = host
         .replay(&service)
         .await
-        .map_err(|reason| BrokerError::Recovery {
+        .map_err(|e| BrokerError::Recovery {
             shard: usize::from(shard.get()),
-            reason,
+            reason: e.to_string(),
         })?;
     tracing::info!(%shard, records = loaded, "committed offsets loaded");
     GroupHost::start_timer(&service);

@@ -12,6 +12,7 @@ use fjord_schema::{ErrorCode, PartitionId, ShardId};
 use super::types::{AlterSpec, CreateSpec, PartitionHealth, TopicOutcome};
 use super::Engine;
 use crate::catalog::Catalog;
+use crate::error::TopicOpError;
 use crate::ops::{Op, OpResult};
 use crate::service::REGISTRY_SHARD;
 use crate::topics::{is_internal_topic, validate_topic_name};
@@ -123,8 +124,11 @@ impl Engine {
                 {
                     refused = outcomes
                         .into_iter()
-                        .filter(|o| o.error != ErrorCode::None)
-                        .map(|o| (o.name, o.error))
+                        .filter(|o| o.code() != ErrorCode::None)
+                        .map(|o| {
+                            let code = o.code();
+                            (o.name, code)
+                        })
                         .collect();
                 }
                 catalog = self.service.catalog();
@@ -237,8 +241,7 @@ fn topic_outcomes(result: OpResult, names: Vec<String>) -> Vec<TopicOutcome> {
             .into_iter()
             .map(|name| TopicOutcome {
                 name,
-                error: ErrorCode::UnknownServerError,
-                message: Some(format!("the registry shard did not answer: {other:?}")),
+                error: Some(TopicOpError::NoAnswer(format!("{other:?}"))),
                 num_partitions: -1,
             })
             .collect(),
@@ -251,16 +254,15 @@ fn outcomes_of(result: OpResult, names: Vec<String>) -> Vec<TopicOutcome> {
     match result {
         OpResult::Topics(outcomes) if outcomes.len() == names.len() => outcomes,
         other => {
-            let text = match other {
-                OpResult::Unavailable(e) => e,
-                other => format!("unexpected reply {other:?}"),
+            let error = || match &other {
+                OpResult::Unavailable(e) => TopicOpError::Unavailable(e.clone()),
+                other => TopicOpError::UnexpectedReply(format!("{other:?}")),
             };
             names
                 .into_iter()
                 .map(|name| TopicOutcome {
                     name,
-                    error: ErrorCode::UnknownServerError,
-                    message: Some(text.clone()),
+                    error: Some(error()),
                     num_partitions: -1,
                 })
                 .collect()

@@ -11,6 +11,7 @@ use super::{route, RouteError};
 use crate::group::coordinator::{DescribedGroup, GroupState, ListedGroup};
 use crate::group::host::{GroupOp, GroupReply};
 use crate::group::offsets_log::{partition_for, OFFSETS_TOPIC};
+use crate::group::ops::GroupUnavailable;
 use crate::ops::{Op, OpResult};
 
 impl Engine {
@@ -28,10 +29,7 @@ impl Engine {
     async fn run_group(&self, shard: ShardId, op: GroupOp) -> GroupReply {
         match self.service.execute(shard, Op::Group(op)).await {
             OpResult::Group(reply) => reply,
-            other => GroupReply::Unavailable(
-                ErrorCode::CoordinatorNotAvailable,
-                format!("the coordinator shard did not answer: {other:?}"),
-            ),
+            other => GroupReply::Unavailable(GroupUnavailable::NoAnswer(format!("{other:?}"))),
         }
     }
 
@@ -40,7 +38,7 @@ impl Engine {
     pub async fn to_coordinator(&self, group_id: &str, op: GroupOp) -> GroupReply {
         match self.coordinator_shard(group_id) {
             Ok(shard) => self.run_group(shard, op).await,
-            Err(code) => GroupReply::Unavailable(code, format!("no {OFFSETS_TOPIC} topic")),
+            Err(_) => GroupReply::Unavailable(GroupUnavailable::NoOffsetsTopic),
         }
     }
 
@@ -71,7 +69,7 @@ impl Engine {
                 .await
             {
                 GroupReply::List(listed) => groups.extend(listed),
-                GroupReply::Unavailable(code, message) => return Err((code, message)),
+                GroupReply::Unavailable(e) => return Err((e.code(), e.to_string())),
                 other => {
                     return Err((
                         ErrorCode::UnknownServerError,

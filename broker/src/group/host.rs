@@ -3,62 +3,92 @@
 //! events, parks the requests the coordinator answers later (JoinGroup and
 //! SyncGroup wait for the rebalance), drives its timers, writes committed
 //! offsets to `__consumer_offsets` and replays them at start.
+//!
+//! The host reaches its shard only through [`GroupShard`] (the shard's
+//! service implements it), so the group module does not depend on the
+//! service that composes it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use fjord_schema::{BatchView, ErrorCode, PartitionId};
 use futures_lite::future;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::timer::sleep;
 
-use super::coordinator::{
-    Action, CommitRequest, CommittedOffset, Coordinator, DescribedGroup, GroupConfig, GroupState,
-    HeartbeatRequest, JoinRequest, JoinResponse, LeaveResponse, LeavingMember, ListedGroup, Millis,
-    ReplyId, SyncRequest, SyncResponse,
-};
+use super::coordinator::{Action, Coordinator, GroupConfig, Millis, ReplyId};
 use super::offsets_log::{self, OFFSETS_TOPIC};
-use super::TopicPartition;
-use crate::service::{now_ms, ShardService};
+use super::ops::GroupUnavailable;
+pub use super::ops::{GroupOp, GroupReply}; // issue-12 merge shim
+use crate::clock::now_ms;
 
-/// A group request for the shard that hosts the group (`Send`: it may
-/// cross the mesh).
-#[derive(Debug)]
-pub enum GroupOp {
-    Join(JoinRequest),
-    Sync(SyncRequest),
-    Heartbeat(HeartbeatRequest),
-    Leave {
-        group_id: String,
-        members: Vec<LeavingMember>,
-    },
-    Commit(CommitRequest),
-    Fetch {
-        group_id: String,
-        partitions: Option<Vec<TopicPartition>>,
-    },
-    List(Vec<GroupState>),
-    Describe(String),
-    /// DeleteGroups, one group.
-    Delete(String),
+/// What the group host needs of the shard that runs it: its own host, and
+/// the `__consumer_offsets` partitions this shard owns.
+pub trait GroupShard: 'static {
+    /// The host attached to this shard, if any.
+    fn group_host(&self) -> Option<&GroupHost>;
+
+    /// The partition count of `__consumer_offsets` in the shard's current
+    /// catalog; `None` while the topic does not exist.
+    fn offsets_partition_count(&self) -> Option<u32>;
+
+    /// The `__consumer_offsets` partitions this shard owns and can read
+    /// (offline ones are left out: their groups cannot be served until
+    /// repaired, the others can).
+    fn hosted_offsets_partitions(&self) -> Vec<PartitionId>;
+
+    /// The first offset of an offsets partition.
+    fn offsets_log_start(
+        &self,
+        partition: PartitionId,
+    ) -> impl Future<Output = Result<i64, ErrorCode>>;
+
+    /// Whole batches of an offsets partition from `offset`, up to
+    /// `max_bytes`, and the partition's high watermark.
+    fn read_offsets(
+        &self,
+        partition: PartitionId,
+        offset: i64,
+        max_bytes: usize,
+    ) -> impl Future<Output = Result<(Vec<Bytes>, i64), ErrorCode>>;
+
+    /// Appends `batch` to an offsets partition and completes once it is
+    /// on stable storage (acks = all).
+    fn append_offsets(
+        &self,
+        partition: PartitionId,
+        batch: Bytes,
+    ) -> impl Future<Output = Result<(), OffsetsWriteError>>;
 }
 
-/// The answer to a [`GroupOp`].
-#[derive(Debug)]
-pub enum GroupReply {
-    Join(JoinResponse),
-    Sync(SyncResponse),
-    Heartbeat(ErrorCode),
-    Leave(LeaveResponse),
-    Commit(Vec<(TopicPartition, ErrorCode)>),
-    Fetch(Vec<(TopicPartition, Option<CommittedOffset>)>),
-    List(Vec<ListedGroup>),
-    Describe(DescribedGroup),
-    Delete(ErrorCode),
-    /// Not answered: too many parked requests, or the shard is stopping.
-    Unavailable(ErrorCode, String),
+/// Why an offsets batch was not written.
+#[derive(Debug, thiserror::Error)]
+#[error("{code:?}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+pub struct OffsetsWriteError {
+    pub code: ErrorCode,
+    pub message: Option<String>,
+}
+
+/// Why replaying the committed offsets at start failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{OFFSETS_TOPIC}-{partition}: {code:?}")]
+    LogStart {
+        partition: PartitionId,
+        code: ErrorCode,
+    },
+    #[error("{OFFSETS_TOPIC}-{partition} at {offset}: {code:?}")]
+    Read {
+        partition: PartitionId,
+        offset: i64,
+        code: ErrorCode,
+    },
+    #[error("{0}")]
+    Batch(#[from] fjord_schema::BatchError),
 }
 
 /// Bytes read per step while replaying an offsets partition.
@@ -125,8 +155,10 @@ impl GroupHost {
 
     /// Starts the timer task that calls `handle_tick` at the coordinator's
     /// next deadline. Ends when the service is dropped.
-    pub fn start_timer(service: &Rc<ShardService>) {
-        let Some(host) = service.groups() else { return };
+    pub fn start_timer<S: GroupShard>(service: &Rc<S>) {
+        let Some(host) = service.group_host() else {
+            return;
+        };
         let wake = host
             .wake_rx
             .borrow_mut()
@@ -138,62 +170,30 @@ impl GroupHost {
 
     /// Loads the committed offsets of this shard's offsets partitions, in
     /// log order (latest record per key wins; tombstones delete).
-    pub async fn replay(&self, service: &ShardService) -> Result<u64, String> {
-        let catalog = service.catalog();
-        let Some(meta) = catalog.get(OFFSETS_TOPIC) else {
-            return Ok(0);
-        };
+    pub async fn replay<S: GroupShard>(&self, service: &Rc<S>) -> Result<u64, ReplayError> {
         let mut loaded = 0u64;
         let mut scratch = Vec::new();
-        for partition in 0..meta.partition_count() {
-            let partition = PartitionId(partition);
-            if meta.shard_of(partition) != Some(service.shard) {
-                continue;
-            }
-            // Its ERROR is logged already; its groups' commits cannot be
-            // served until it is repaired, the other groups can.
-            if service
-                .partitions
-                .offline(OFFSETS_TOPIC, partition)
-                .is_some()
-            {
-                continue;
-            }
-            let listed = service
-                .partitions
-                .list_offsets(OFFSETS_TOPIC, partition, -2, None)
-                .await;
-            if listed.error != ErrorCode::None {
-                return Err(format!("{OFFSETS_TOPIC}-{partition}: {:?}", listed.error));
-            }
-            let mut offset = listed.offset;
+        for partition in service.hosted_offsets_partitions() {
+            let mut offset = service
+                .offsets_log_start(partition)
+                .await
+                .map_err(|code| ReplayError::LogStart { partition, code })?;
             loop {
-                let read = service
-                    .partitions
-                    .fetch(
-                        OFFSETS_TOPIC,
+                let (batches, high_watermark) = service
+                    .read_offsets(partition, offset, REPLAY_READ_BYTES)
+                    .await
+                    .map_err(|code| ReplayError::Read {
                         partition,
                         offset,
-                        REPLAY_READ_BYTES,
-                        None,
-                        None,
-                    )
-                    .await;
-                if read.error != ErrorCode::None {
-                    return Err(format!(
-                        "{OFFSETS_TOPIC}-{partition} at {offset}: {:?}",
-                        read.error
-                    ));
-                }
-                if read.batches.is_empty() {
+                        code,
+                    })?;
+                if batches.is_empty() {
                     break;
                 }
-                for bytes in &read.batches {
-                    let (batch, _) = BatchView::parse(bytes).map_err(|e| e.to_string())?;
+                for bytes in &batches {
+                    let (batch, _) = BatchView::parse(bytes)?;
                     offset = batch.header().next_offset().get() as i64;
-                    let records = batch
-                        .records(&mut scratch, REPLAY_BATCH_BYTES_MAX)
-                        .map_err(|e| e.to_string())?;
+                    let records = batch.records(&mut scratch, REPLAY_BATCH_BYTES_MAX)?;
                     let mut coordinator = self.coordinator.borrow_mut();
                     for record in records.iter() {
                         match offsets_log::decode(record.key(), record.value()) {
@@ -208,7 +208,7 @@ impl GroupHost {
                         }
                     }
                 }
-                if offset >= read.high_watermark {
+                if offset >= high_watermark {
                     break;
                 }
             }
@@ -218,7 +218,7 @@ impl GroupHost {
 
     /// Serves one group request; parked ones wait here until the
     /// coordinator answers.
-    pub async fn call(&self, service: &Rc<ShardService>, op: GroupOp) -> GroupReply {
+    pub async fn call<S: GroupShard>(&self, service: &Rc<S>, op: GroupOp) -> GroupReply {
         let now = self.now();
         let receiver = {
             let coordinator = self.coordinator.borrow();
@@ -238,19 +238,12 @@ impl GroupHost {
                 op => {
                     drop(coordinator);
                     if self.stopping.get() {
-                        return GroupReply::Unavailable(
-                            ErrorCode::CoordinatorNotAvailable,
-                            "the broker is stopping".to_owned(),
-                        );
+                        return GroupReply::Unavailable(GroupUnavailable::BrokerStopping);
                     }
                     if self.waiting.borrow().len() >= self.parked_max {
-                        return GroupReply::Unavailable(
-                            ErrorCode::CoordinatorNotAvailable,
-                            format!(
-                                "{} group requests are waiting on this shard",
-                                self.parked_max
-                            ),
-                        );
+                        return GroupReply::Unavailable(GroupUnavailable::Busy {
+                            parked_max: self.parked_max,
+                        });
                     }
                     let reply = ReplyId(self.next_reply.get());
                     self.next_reply.set(reply.0 + 1);
@@ -280,14 +273,11 @@ impl GroupHost {
         self.wake();
         match receiver.recv().await {
             Some(reply) => reply,
-            None => GroupReply::Unavailable(
-                ErrorCode::CoordinatorNotAvailable,
-                "the coordinator is stopping".to_owned(),
-            ),
+            None => GroupReply::Unavailable(GroupUnavailable::CoordinatorStopping),
         }
     }
 
-    fn tick(&self, service: &Rc<ShardService>) {
+    fn tick<S: GroupShard>(&self, service: &Rc<S>) {
         let now = self.now();
         self.coordinator.borrow_mut().handle_tick(now);
         self.drain(service);
@@ -300,7 +290,7 @@ impl GroupHost {
     }
 
     /// Carries out the coordinator's actions.
-    fn drain(&self, service: &Rc<ShardService>) {
+    fn drain<S: GroupShard>(&self, service: &Rc<S>) {
         loop {
             let action = self.coordinator.borrow_mut().poll_action();
             let Some(action) = action else { break };
@@ -343,42 +333,33 @@ impl GroupHost {
 /// Appends a commit's records (or a deleted group's tombstones) to the
 /// group's offsets partition (this shard owns it) and waits for the
 /// fdatasync, then tells the coordinator.
-async fn persist(
-    service: Rc<ShardService>,
+async fn persist<S: GroupShard>(
+    service: Rc<S>,
     reply: ReplyId,
     group_id: String,
-    batch: Result<bytes::Bytes, String>,
+    batch: Result<Bytes, offsets_log::EncodeError>,
     tombstones: bool,
 ) {
-    let Some(host) = service.groups() else { return };
+    let Some(host) = service.group_host() else {
+        return;
+    };
     let written = match batch {
         Err(error) => {
             tracing::warn!(group = %group_id, %error, "offsets records not encodable");
             false
         }
-        Ok(batch) => {
-            let partitions = service
-                .catalog()
-                .get(OFFSETS_TOPIC)
-                .map(|m| m.partition_count());
-            match partitions {
-                None => false,
-                Some(n) => {
-                    let partition = PartitionId(offsets_log::partition_for(&group_id, n));
-                    // acks = -1: flush before ack (the topic keeps
-                    // flush.before.ack = true).
-                    let result = service
-                        .partitions
-                        .produce(OFFSETS_TOPIC, partition, batch, -1)
-                        .await;
-                    if result.error != ErrorCode::None {
-                        tracing::warn!(group = %group_id, error = ?result.error,
-                            message = ?result.message, tombstones, "offsets records not written");
-                    }
-                    result.error == ErrorCode::None
+        Ok(batch) => match service.offsets_partition_count() {
+            None => false,
+            Some(n) => {
+                let partition = PartitionId(offsets_log::partition_for(&group_id, n));
+                let result = service.append_offsets(partition, batch).await;
+                if let Err(error) = &result {
+                    tracing::warn!(group = %group_id, error = ?error.code,
+                        message = ?error.message, tombstones, "offsets records not written");
                 }
+                result.is_ok()
             }
-        }
+        },
     };
     {
         let mut coordinator = host.coordinator.borrow_mut();
@@ -392,12 +373,14 @@ async fn persist(
     host.wake();
 }
 
-async fn timer(service: Weak<ShardService>, wake: LocalReceiver<()>) {
+async fn timer<S: GroupShard>(service: Weak<S>, wake: LocalReceiver<()>) {
     loop {
         let Some(strong) = service.upgrade() else {
             return;
         };
-        let Some(host) = strong.groups() else { return };
+        let Some(host) = strong.group_host() else {
+            return;
+        };
         let now = host.now();
         let next = host.coordinator.borrow().next_deadline();
         let wait = match next {
@@ -416,7 +399,9 @@ async fn timer(service: Weak<ShardService>, wake: LocalReceiver<()>) {
         let Some(service) = service.upgrade() else {
             return;
         };
-        let Some(host) = service.groups() else { return };
+        let Some(host) = service.group_host() else {
+            return;
+        };
         if !alive {
             return;
         }
@@ -425,3 +410,6 @@ async fn timer(service: Weak<ShardService>, wake: LocalReceiver<()>) {
         host.tick(&service);
     }
 }
+
+#[cfg(test)]
+mod tests;

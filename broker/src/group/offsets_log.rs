@@ -72,6 +72,15 @@ pub enum RecordError {
     Trailing(usize),
 }
 
+/// Why a commit's records could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("a string is longer than {STRING_BYTES_MAX} bytes")]
+    StringTooLong,
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
+
 /// Longest group id, topic name or metadata a record holds.
 pub const STRING_BYTES_MAX: usize = u16::MAX as usize;
 
@@ -188,7 +197,7 @@ pub fn commit_batch(
     group_id: &str,
     offsets: &[(TopicPartition, CommittedOffset)],
     now_ms: i64,
-) -> Result<bytes::Bytes, String> {
+) -> Result<bytes::Bytes, EncodeError> {
     records_batch(
         group_id,
         offsets.iter().map(|(tp, o)| (tp, Some(o))),
@@ -202,7 +211,7 @@ pub fn tombstone_batch(
     group_id: &str,
     partitions: &[TopicPartition],
     now_ms: i64,
-) -> Result<bytes::Bytes, String> {
+) -> Result<bytes::Bytes, EncodeError> {
     records_batch(group_id, partitions.iter().map(|tp| (tp, None)), now_ms)
 }
 
@@ -210,14 +219,14 @@ fn records_batch<'a>(
     group_id: &str,
     records: impl Iterator<Item = (&'a TopicPartition, Option<&'a CommittedOffset>)> + Clone,
     now_ms: i64,
-) -> Result<bytes::Bytes, String> {
+) -> Result<bytes::Bytes, EncodeError> {
     let too_long = |s: &str| s.len() > STRING_BYTES_MAX;
     if too_long(group_id)
         || records
             .clone()
             .any(|(tp, o)| too_long(&tp.topic) || o.is_some_and(|o| too_long(&o.metadata)))
     {
-        return Err(format!("a string is longer than {STRING_BYTES_MAX} bytes"));
+        return Err(EncodeError::StringTooLong);
     }
     let mut out = bytes::BytesMut::new();
     let mut builder = BatchBuilder::new(BatchOptions::default());
@@ -236,14 +245,12 @@ fn records_batch<'a>(
                 > COMMIT_BATCH_BYTES_TARGET
         {
             let full = std::mem::replace(&mut builder, BatchBuilder::new(BatchOptions::default()));
-            out.extend_from_slice(&full.finish().map_err(|e| e.to_string())?);
+            out.extend_from_slice(&full.finish()?);
         }
-        builder
-            .try_push(record)
-            .map_err(|e: BatchError| e.to_string())?;
+        builder.try_push(record)?;
     }
     assert!(!builder.is_empty(), "a batch of no records");
-    out.extend_from_slice(&builder.finish().map_err(|e| e.to_string())?);
+    out.extend_from_slice(&builder.finish()?);
     Ok(out.freeze())
 }
 

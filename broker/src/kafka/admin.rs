@@ -330,7 +330,7 @@ async fn run_alters(
         .map(|(kind, name, resolved)| match resolved {
             Resource::Refused(code, text) => (kind, name, code, Some(text)),
             Resource::Topic(_) => match outcomes.next() {
-                Some(o) => (kind, name, o.error, o.message),
+                Some(o) => (kind, name, o.code(), o.message()),
                 None => (
                     kind,
                     name,
@@ -480,7 +480,7 @@ pub(super) async fn create_partitions(
             Resource::Refused(code, text) => (code, Some(text)),
             Resource::Topic(_) => outcomes.next().map_or(
                 (ErrorCode::UnknownServerError, Some("no outcome".to_owned())),
-                |o| (o.error, o.message),
+                |o| (o.code(), o.message()),
             ),
         };
         let mut result = CreatePartitionsTopicResult::default();

@@ -65,9 +65,9 @@ fn instance(s: &Option<StrBytes>) -> Option<String> {
 /// The error of a reply that is not the expected kind.
 fn unavailable(reply: GroupReply) -> ErrorCode {
     match reply {
-        GroupReply::Unavailable(code, message) => {
-            tracing::debug!(?code, %message, "group request not served");
-            code
+        GroupReply::Unavailable(e) => {
+            tracing::debug!(code = ?e.code(), message = %e, "group request not served");
+            e.code()
         }
         other => {
             tracing::warn!(?other, "unexpected coordinator reply");

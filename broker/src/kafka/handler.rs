@@ -767,11 +767,11 @@ impl KafkaHandler {
         let mut response = CreateTopicsResponse::default();
         for o in outcomes {
             let mut t = CreatableTopicResult::default();
-            t.name = TopicName(StrBytes::from_string(o.name));
-            t.error_code = o.error.code();
-            t.error_message = o.message.map(StrBytes::from_string);
+            t.error_code = o.code().code();
+            t.error_message = o.message().map(StrBytes::from_string);
             t.num_partitions = o.num_partitions;
-            t.replication_factor = if o.error == ErrorCode::None { 1 } else { -1 };
+            t.replication_factor = if o.code() == ErrorCode::None { 1 } else { -1 };
+            t.name = TopicName(StrBytes::from_string(o.name));
             response.topics.push(t);
         }
         response
@@ -794,9 +794,9 @@ impl KafkaHandler {
         let mut response = DeleteTopicsResponse::default();
         for o in outcomes {
             let mut t = DeletableTopicResult::default();
+            t.error_code = o.code().code();
+            t.error_message = o.message().map(StrBytes::from_string);
             t.name = Some(TopicName(StrBytes::from_string(o.name)));
-            t.error_code = o.error.code();
-            t.error_message = o.message.map(StrBytes::from_string);
             response.responses.push(t);
         }
         response
@@ -859,9 +859,7 @@ pub enum KafkaRequest {
     DescribeCluster(DescribeClusterRequest),
 }
 
-/// The array elements a request may hold when no bound is given: the
-/// default `request_elements_max`.
-pub const REQUEST_ELEMENTS_MAX_DEFAULT: usize = 100_000;
+pub use crate::config::REQUEST_ELEMENTS_MAX_DEFAULT; // issue-12 merge shim
 
 /// [`decode_request_bounded`] with the default element bound.
 pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, i16, KafkaRequest), HandleError> {

@@ -25,9 +25,7 @@ use super::budget::BudgetHold;
 use super::frame::{FrameError, KafkaFramer};
 use super::handler::{HandleError, KafkaHandler};
 
-/// Room for one read when no longer frame is on its way; what an idle
-/// connection holds of its shard's request-buffer budget.
-pub const READ_CHUNK: usize = 16 * 1024;
+pub use crate::config::KAFKA_READ_CHUNK_BYTES as READ_CHUNK; // issue-12 merge shim
 
 /// Why a Kafka connection closed abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -69,7 +69,7 @@ pub(super) async fn group_request(engine: &Engine, request: Request<'_>) -> Repl
         GroupReply::Leave(r) => group_wire::leave_response(&r),
         GroupReply::Commit(results) => group_wire::offset_commit_response(&results),
         GroupReply::Fetch(offsets) => group_wire::offset_fetch_response(&offsets),
-        GroupReply::Unavailable(code, message) => return Reply::error(code, &message),
+        GroupReply::Unavailable(e) => return Reply::error(e.code(), &e.to_string()),
         other => {
             return Reply::error(
                 ErrorCode::UnknownServerError,

@@ -460,15 +460,15 @@ fn create_topics_reply(outcomes: &[TopicOutcome]) -> Reply {
         .iter()
         .map(|o| {
             let name = fbb.create_string(&o.name);
-            let message = o.message.as_deref().map(|m| fbb.create_string(m));
+            let message = o.message().map(|m| fbb.create_string(&m));
             wire::CreatableTopicResult::create(
                 &mut fbb,
                 &wire::CreatableTopicResultArgs {
                     name: Some(name),
-                    error_code: o.error.code(),
+                    error_code: o.code().code(),
                     error_message: message,
                     num_partitions: o.num_partitions,
-                    replication_factor: if o.error == ErrorCode::None { 1 } else { -1 },
+                    replication_factor: if o.code() == ErrorCode::None { 1 } else { -1 },
                 },
             )
         })
@@ -491,12 +491,12 @@ fn delete_topics_reply(outcomes: &[TopicOutcome]) -> Reply {
         .iter()
         .map(|o| {
             let name = fbb.create_string(&o.name);
-            let message = o.message.as_deref().map(|m| fbb.create_string(m));
+            let message = o.message().map(|m| fbb.create_string(&m));
             wire::DeletableTopicResult::create(
                 &mut fbb,
                 &wire::DeletableTopicResultArgs {
                     name: Some(name),
-                    error_code: o.error.code(),
+                    error_code: o.code().code(),
                     error_message: message,
                 },
             )

@@ -66,22 +66,7 @@ pub struct Partition {
     active_seen: Cell<Option<(Offset, i64)>>,
 }
 
-/// Why opening a partition failed.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("partition {topic}-{partition}: {source}")]
-    Storage {
-        topic: String,
-        partition: PartitionId,
-        source: StorageError,
-    },
-    #[error("partition {topic}-{partition}: {message}")]
-    Config {
-        topic: String,
-        partition: PartitionId,
-        message: String,
-    },
-}
+pub use crate::error::OpenError; // issue-12 merge shim
 
 /// A partition recovery could not open. Its files are left exactly as
 /// found; produce, fetch and ListOffsets on it fail with `reason` until an

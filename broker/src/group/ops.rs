@@ -1,0 +1,78 @@
+//! The messages between a group request's edge and the shard hosting the
+//! group's coordinator: plain data (`Send`, they may cross the shard mesh),
+//! no runtime. The cross-shard op list (`crate::ops`) carries them; the
+//! host (`super::host`) answers them.
+
+use fjord_schema::ErrorCode;
+
+use super::coordinator::{
+    CommitRequest, CommittedOffset, DescribedGroup, GroupState, HeartbeatRequest, JoinRequest,
+    JoinResponse, LeaveResponse, LeavingMember, ListedGroup, SyncRequest, SyncResponse,
+};
+use super::offsets_log::OFFSETS_TOPIC;
+use super::TopicPartition;
+
+/// A group request for the shard that hosts the group (`Send`: it may
+/// cross the mesh).
+#[derive(Debug)]
+pub enum GroupOp {
+    Join(JoinRequest),
+    Sync(SyncRequest),
+    Heartbeat(HeartbeatRequest),
+    Leave {
+        group_id: String,
+        members: Vec<LeavingMember>,
+    },
+    Commit(CommitRequest),
+    Fetch {
+        group_id: String,
+        partitions: Option<Vec<TopicPartition>>,
+    },
+    List(Vec<GroupState>),
+    Describe(String),
+    /// DeleteGroups, one group.
+    Delete(String),
+}
+
+/// The answer to a [`GroupOp`].
+#[derive(Debug)]
+pub enum GroupReply {
+    Join(JoinResponse),
+    Sync(SyncResponse),
+    Heartbeat(ErrorCode),
+    Leave(LeaveResponse),
+    Commit(Vec<(TopicPartition, ErrorCode)>),
+    Fetch(Vec<(TopicPartition, Option<CommittedOffset>)>),
+    List(Vec<ListedGroup>),
+    Describe(DescribedGroup),
+    Delete(ErrorCode),
+    /// Not answered: too many parked requests, or the shard is stopping.
+    Unavailable(GroupUnavailable),
+}
+
+/// Why a group request was not answered by its coordinator. Clients
+/// retry: every case is COORDINATOR_NOT_AVAILABLE on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupUnavailable {
+    /// The hosting shard is stopping and parks no new requests.
+    #[error("the broker is stopping")]
+    BrokerStopping,
+    /// The hosting shard holds `parked_max` requests already.
+    #[error("{parked_max} group requests are waiting on this shard")]
+    Busy { parked_max: usize },
+    /// The coordinator stopped while the request was parked.
+    #[error("the coordinator is stopping")]
+    CoordinatorStopping,
+    /// No shard hosts the group (no offsets topic yet).
+    #[error("no {OFFSETS_TOPIC} topic")]
+    NoOffsetsTopic,
+    /// The hosting shard answered with something else (shown here).
+    #[error("the coordinator shard did not answer: {0}")]
+    NoAnswer(String),
+}
+
+impl GroupUnavailable {
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::CoordinatorNotAvailable
+    }
+}
