@@ -14,7 +14,6 @@ use fjord_net::ConnectionConfig;
 use fjord_schema::{NodeId, ShardId};
 use glommio::{CpuSet, ExecutorJoinHandle};
 
-use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::connection_limits::ConnectionTable;
 use crate::datadir::DataDir;
@@ -58,7 +57,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     )?;
     registry.adopt_untracked_overrides(&TopicConfig::from_log_config(&config.base_log_config()));
     create_offsets_topic(&mut registry, &config)?;
-    let catalog = Arc::new(Catalog::from_registry(&registry));
+    let catalog = Arc::new(registry.catalog());
     let mut registry = Some(registry);
     let mut meshes: Vec<_> = if shards > 1 {
         mesh_ends(shards, config.mesh_channel_capacity)

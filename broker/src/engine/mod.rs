@@ -434,7 +434,7 @@ mod tests {
                 0,
             )
             .expect("created");
-        let catalog = Catalog::from_registry(&registry);
+        let catalog = registry.catalog();
         assert!(route(&catalog, "t", PartitionId(1)).is_ok());
         let out_of_range = route(&catalog, "t", PartitionId(2));
         assert_eq!(

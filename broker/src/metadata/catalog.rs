@@ -2,7 +2,8 @@
 //! metadata image (cluster facts) joined with this node's shard table
 //! (which local shard holds each partition), immutable.
 //!
-//! Shard 0 owns the registry (see [`TopicRegistry`]); after every topic
+//! Shard 0 owns the registry (`super::registry::TopicRegistry`, which
+//! builds catalogs: the registry depends on the catalog, never back); after every topic
 //! change it builds a new `Catalog` and sends an `Arc` of it to every
 //! shard, which swaps it in. A snapshot never changes, so sharing it
 //! across threads shares nothing mutable.
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use fjord_schema::{PartitionId, ShardId};
 
 use super::image::{MetadataImage, TopicImage};
-use super::registry::TopicRegistry;
 use super::shard_table::ShardTable;
 
 /// One topic as this node sees it: the image's topic (its fields and
@@ -72,10 +72,6 @@ impl Catalog {
             .map(|t| (t.name.clone(), TopicMeta::new(t.clone(), table)))
             .collect();
         Catalog { image, topics }
-    }
-
-    pub fn from_registry(registry: &TopicRegistry) -> Catalog {
-        registry.catalog()
     }
 
     /// The cluster facts this catalog was built from.
