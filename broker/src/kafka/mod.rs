@@ -3,7 +3,8 @@
 //! handler that maps Kafka requests onto the native dispatcher's ops.
 
 pub mod admin;
-pub(crate) mod budget;
+// issue-12 merge shim: the holds moved to `fjord_net::driver::budget`.
+pub(crate) use fjord_net::driver::budget;
 pub mod frame;
 mod groups;
 pub mod handler;
