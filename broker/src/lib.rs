@@ -4,6 +4,7 @@
 //! shards' partitions over the shard mesh); owns configuration, the topic
 //! registry and the data directory.
 
+pub mod batches;
 pub mod catalog;
 pub mod config;
 pub mod connection_limits;

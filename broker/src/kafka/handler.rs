@@ -38,6 +38,7 @@ use super::admin;
 use super::records::{
     any_compressed, kafka_to_native_one, native_to_kafka, KafkaRecordsError, KafkaRecordsLimits,
 };
+use crate::batches::VerifiedBatches;
 use crate::dispatch::Dispatcher;
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::ops::CreateSpec;
@@ -86,7 +87,7 @@ fn boxed<E: std::fmt::Display + 'static>(e: E) -> anyhow_like::Error {
 
 /// One produce partition: its index and its records converted to native
 /// batches (or why they were not: code and message).
-type Converted = (i32, Result<Bytes, (ErrorCode, Option<String>)>);
+type Converted = (i32, Result<VerifiedBatches, (ErrorCode, Option<String>)>);
 /// One fetch partition: fetch offset and partition byte limit.
 type FetchPart = (PartitionId, (i64, usize));
 
@@ -331,7 +332,7 @@ impl KafkaHandler {
                 let partition = PartitionId(p.index as u32);
                 let native = match self.dispatcher.produce_route(&name, partition) {
                     Err(code) => Err((code, None)),
-                    Ok(()) if !matches!(acks, -1..=1) => Ok(Bytes::new()),
+                    Ok(()) if !matches!(acks, -1..=1) => Ok(VerifiedBatches::default()),
                     Ok(()) => {
                         let records = p.records.unwrap_or_default();
                         self.convert(&records, &mut decompressed_left, &mut scratch)
@@ -345,11 +346,17 @@ impl KafkaHandler {
         }
         drop(scratch);
         inflight.shrink_to(frame_len);
-        let routed = converted.iter().map(|(name, parts)| {
+        // Moved out (the response needs only which converted), so each
+        // converted batch stays the only reference to its buffer.
+        let routed = converted.iter_mut().map(|(name, parts)| {
             let ok = parts
-                .iter()
+                .iter_mut()
                 .filter_map(|(index, r)| {
-                    Some((PartitionId(*index as u32), r.as_ref().ok()?.clone()))
+                    let batches = std::mem::take(r.as_mut().ok()?);
+                    // issue 12: the engine takes `VerifiedBatches` once
+                    // h-engine's produce request lands; until then one
+                    // buffer per partition.
+                    Some((PartitionId(*index as u32), batches.concat()))
                 })
                 .collect();
             (name.clone(), ok)
@@ -401,7 +408,7 @@ impl KafkaHandler {
         records: &[u8],
         decompressed_left: &mut usize,
         scratch: &mut Vec<u8>,
-    ) -> Result<Bytes, KafkaRecordsError> {
+    ) -> Result<VerifiedBatches, KafkaRecordsError> {
         let request_max = self.dispatcher.limits().decompressed_bytes_max_per_request;
         let mut rest = records;
         let mut batches = Vec::new();
@@ -425,15 +432,9 @@ impl KafkaHandler {
             *decompressed_left -= decompressed_len;
             batches.push(native);
         }
-        // One batch (the usual case) goes as it is, without a copy.
-        if batches.len() == 1 {
-            return Ok(batches.swap_remove(0));
-        }
-        let mut all = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
-        for b in &batches {
-            all.extend_from_slice(b);
-        }
-        Ok(all.freeze())
+        // Built here (CRC computed by the builder), so not verified again;
+        // one `Bytes` per batch, never concatenated to be split again.
+        Ok(VerifiedBatches::built(batches))
     }
 
     /// What a fetch's response may take: its records budget plus headers.
