@@ -54,6 +54,17 @@ pub async fn serve(
     stop: &StopSignal,
 ) -> Result<(), KafkaConnError> {
     let framer = KafkaFramer::new(config.frame_bytes_max);
+    // A queued response holds its bytes of the shard's response budget
+    // until written, and the next request may wait for that budget (a
+    // Fetch reserves before it reads the log): handling it while this
+    // connection's responses wait to be written could wait on itself, or,
+    // across connections, on each other. So a Kafka connection decodes its
+    // next request only once its responses are written (a write queue of
+    // one response), as Kafka's own broker does with its muted channels.
+    let config = ConnectionConfig {
+        write_queue_bytes_max: 1,
+        ..config
+    };
     let (budget, budget_bytes_max) = handler.request_buffers();
     let request_buffers = RequestBuffers {
         budget,
