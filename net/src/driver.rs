@@ -72,7 +72,7 @@ impl<S: Service> FramedService<Frame> for S {
         S: 'a;
     type Error = Infallible;
 
-    async fn handle<'a>(&'a self, frame: Frame, out: &mut Vec<Bytes>) -> Result<(), Infallible> {
+    async fn handle(&self, frame: Frame, out: &mut Vec<Bytes>) -> Result<(), Infallible> {
         self.call(frame, out).await;
         Ok(())
     }
