@@ -4,6 +4,7 @@
 //! shards' partitions over the shard mesh); owns configuration, the topic
 //! registry and the data directory.
 
+pub mod batches;
 // issue-12 merge shim: the catalog moved to `metadata::catalog`.
 pub mod catalog {
     pub use crate::metadata::catalog::*;

@@ -1,6 +1,7 @@
 //! One shard: a glommio executor pinned to a CPU that opens the logs of the
 //! partitions placed on it, connects to the other shards, accepts and
-//! serves native-protocol connections, runs its flush-policy timer and
+//! serves native-protocol and Kafka connections (one accept loop, one
+//! connection core), runs its flush-policy timer and
 //! housekeeping, and on shutdown drains, waits for every shard to drain,
 //! then flushes and closes its logs.
 
@@ -12,12 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use fjord_net::driver::{self, DriverError};
-use fjord_net::{ConnectionConfig, ConnectionError, StopSignal};
+use fjord_net::driver::{self, DriverError, RequestBuffers};
+use fjord_net::{ConnectionConfig, ConnectionError, NativeFramer, StopSignal};
 use fjord_schema::{NodeId, ShardId};
 use fjord_storage::{BatchCache, CacheConfig, LogConfig, SystemClock};
 use futures_lite::future;
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::sleep;
 use glommio::{ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, Shares};
 
@@ -511,47 +512,44 @@ impl Shard {
             let shard = self.clone();
             glommio::spawn_local(async move {
                 let _slots = (slot, admitted);
-                match listener {
-                    Listener::Native => {
-                        let result = driver::serve(
-                            stream,
-                            shard.spec.connection.clone(),
-                            &*shard.dispatcher,
-                            &shard.stop,
-                        )
-                        .await;
-                        log_close(shard.spec.shard, peer, result);
-                    }
-                    Listener::Kafka => {
-                        let handler = KafkaHandler::new(
-                            shard.dispatcher.clone(),
-                            shard.spec.connection.frame_bytes_max as usize,
-                        );
-                        let result = kafka::serve::serve(
-                            stream,
-                            shard.spec.connection.clone(),
-                            &handler,
-                            &shard.stop,
-                        )
-                        .await;
-                        match result {
-                            Ok(()) => {
-                                tracing::debug!(shard = %shard.spec.shard, %peer, "kafka connection closed")
-                            }
-                            // Debug: a flood of silent connections would flood the log.
-                            Err(error @ kafka::serve::KafkaConnError::FirstRequest(_)) => {
-                                tracing::debug!(shard = %shard.spec.shard, %peer, %error, "closing kafka connection")
-                            }
-                            Err(error) => {
-                                tracing::info!(shard = %shard.spec.shard, %peer, %error, "closing kafka connection")
-                            }
-                        }
-                    }
-                }
+                shard.serve_connection(stream, listener, peer).await;
             })
             .detach();
         }
         tracing::debug!(shard = %self.spec.shard, %listener, "stopped accepting");
+    }
+
+    /// Serves one accepted connection on the shared connection core
+    /// (`fjord_net::driver`), with the protocol's framer and service;
+    /// both hold their read buffers of the shard's request-buffer budget.
+    async fn serve_connection(&self, stream: TcpStream, listener: Listener, peer: SocketAddr) {
+        let shard = self.spec.shard;
+        let config = self.spec.connection.clone();
+        let request_buffers = RequestBuffers {
+            budget: self.dispatcher.request_buffers(),
+            budget_bytes_max: self.dispatcher.limits().request_buffer_bytes_max,
+        };
+        match listener {
+            Listener::Native => {
+                let framer = NativeFramer::new(config.frame_bytes_max);
+                let result = driver::serve_framed(
+                    stream,
+                    config,
+                    framer,
+                    &*self.dispatcher,
+                    Some(request_buffers),
+                    &self.stop,
+                )
+                .await;
+                log_close(shard, peer, listener, result);
+            }
+            Listener::Kafka => {
+                let handler =
+                    KafkaHandler::new(self.dispatcher.clone(), config.frame_bytes_max as usize);
+                let result = kafka::serve::serve(stream, config, &handler, &self.stop).await;
+                log_close(shard, peer, listener, result);
+            }
+        }
     }
 
     /// Takes the slots of a new connection: this shard's count on
@@ -622,19 +620,29 @@ impl Shard {
     }
 }
 
-fn log_close(shard: ShardId, peer: SocketAddr, result: Result<(), DriverError>) {
+fn log_close<E: std::fmt::Display, H: std::fmt::Display>(
+    shard: ShardId,
+    peer: SocketAddr,
+    listener: Listener,
+    result: Result<(), DriverError<E, H>>,
+) {
     match result {
-        Ok(()) => tracing::debug!(%shard, %peer, "connection closed"),
+        Ok(()) => tracing::debug!(%shard, %peer, %listener, "connection closed"),
         Err(DriverError::Connection(ConnectionError::Frame(error))) => {
-            tracing::info!(%shard, %peer, %error, "closing connection: unparseable frame")
+            tracing::info!(%shard, %peer, %listener, %error, "closing connection: unparseable frame")
         }
         // Debug: a flood of silent connections would flood the log.
         Err(DriverError::Connection(error @ ConnectionError::FirstRequestTimeout { .. })) => {
-            tracing::debug!(%shard, %peer, %error, "closing connection")
+            tracing::debug!(%shard, %peer, %listener, %error, "closing connection")
         }
         Err(DriverError::Connection(error)) => {
-            tracing::info!(%shard, %peer, %error, "closing connection")
+            tracing::info!(%shard, %peer, %listener, %error, "closing connection")
         }
-        Err(DriverError::Io(error)) => tracing::debug!(%shard, %peer, %error, "connection error"),
+        Err(DriverError::Request(error)) => {
+            tracing::info!(%shard, %peer, %listener, %error, "closing connection: refused request")
+        }
+        Err(DriverError::Io(error)) => {
+            tracing::debug!(%shard, %peer, %listener, %error, "connection error")
+        }
     }
 }

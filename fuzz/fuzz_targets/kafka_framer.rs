@@ -1,31 +1,34 @@
 //! The Kafka listener's framer (`fjord_broker::kafka::frame::KafkaFramer`)
-//! fed an arbitrary byte stream in arbitrary pieces, through both of its
-//! input paths, then every frame through the request-header decode.
+//! on the connection core (`fjord_net::conn::Connection`, as the listener
+//! runs it) fed an arbitrary byte stream in arbitrary reads, then every
+//! frame through the request-header decode.
 //!
 //! Input layout:
 //!
 //! ```text
 //! 0      frame_bytes_max = 2^(byte % 21) + byte 1 (so 1 B .. 1 MiB + 255)
 //! 1      see above
-//! 2      bit 0: read into the framer's own space (read_space / filled)
-//!        instead of feed; bits 1-4: n, the number of piece sizes
+//! 2      bit 0: unused; bits 1-4: n, the number of piece sizes
 //! 3..3+n piece sizes (byte + 1), used cyclically (none: all at once)
 //! rest   the byte stream
 //! ```
 //!
 //! Checks: never panics; the frames and the error are those of a
-//! straightforward reference parser of the same stream, whatever the pieces
-//! and the input path; a failed framer stays failed with the same error and
-//! ignores what follows; what stays buffered is exactly the undecoded tail
-//! (never more than one frame); every frame's request header decodes at
+//! straightforward reference parser of the same stream, whatever the pieces;
+//! a failed connection stays failed with the same error; what stays
+//! buffered is exactly the undecoded tail (never more than one frame); the
+//! read buffer never grows past one whole frame; every frame's request header decodes at
 //! every header version or is refused, and one that decodes re-encodes and
 //! decodes to the same header (see `fjord_fuzz::has_negative_tag` for the
 //! one exception); `decode_request` (the listener's trust
 //! boundary) takes every frame without panicking.
 #![no_main]
 
+use std::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 use fjord_broker::kafka::frame::{FrameError, KafkaFramer};
+use fjord_net::conn::{Action, Connection, ConnectionConfig, ConnectionError};
 use fjord_broker::kafka::handler::decode_request;
 use kafka_protocol::messages::RequestHeader;
 use kafka_protocol::protocol::{Decodable, Encodable};
@@ -64,52 +67,48 @@ fn reference(stream: &[u8], frame_bytes_max: u32) -> (Vec<Bytes>, Option<FrameEr
     (frames, None, stream.len() - at)
 }
 
-/// Runs the framer over `stream` in pieces; returns frames, error and the
-/// bytes left buffered.
-fn frame(
-    stream: &[u8],
-    pieces: &[u8],
-    own_space: bool,
-    frame_bytes_max: u32,
-) -> (Vec<Bytes>, Option<FrameError>, usize) {
-    let mut framer = KafkaFramer::new(frame_bytes_max);
+/// Runs the connection over `stream` in reads of the piece sizes; returns
+/// frames, error and the bytes left buffered.
+fn frame(stream: &[u8], pieces: &[u8], frame_bytes_max: u32) -> (Vec<Bytes>, Option<FrameError>, usize) {
+    let config = ConnectionConfig {
+        frame_bytes_max,
+        ..ConnectionConfig::default()
+    };
+    let now = Instant::now();
+    let mut conn = Connection::with_framer(config, KafkaFramer::new(frame_bytes_max), now);
     let mut frames = Vec::new();
     let mut sizes = pieces.iter().map(|&b| usize::from(b) + 1).cycle();
     let mut rest = stream;
     loop {
-        let want = sizes.next().unwrap_or(rest.len()).min(rest.len());
-        let n = if own_space {
-            let space = framer.read_space(want.max(1));
-            assert!(!space.is_empty(), "read_space gave no room");
-            let n = want.min(space.len());
-            space[..n].copy_from_slice(&rest[..n]);
-            framer.filled(n);
-            n
-        } else {
-            framer.feed(&rest[..want]);
-            want
-        };
-        rest = &rest[n..];
-        loop {
-            match framer.next_frame() {
-                Ok(Some(frame)) => frames.push(frame),
-                Ok(None) => break,
-                Err(error) => {
-                    // Failed for good, whatever follows.
-                    assert_eq!(framer.next_frame(), Err(error.clone()));
-                    framer.feed(stream);
-                    assert_eq!(framer.next_frame(), Err(error.clone()));
-                    return (frames, Some(error), 0);
+        match conn.poll_action(now) {
+            Ok(Action::Handle(frame)) => frames.push(frame),
+            Ok(Action::Read) => {
+                // Only the undecoded tail stays: less than a header, or
+                // less than the pending frame.
+                let consumed: usize = frames.iter().map(|f| 4 + f.len()).sum();
+                let fed = stream.len() - rest.len();
+                assert_eq!(conn.read_buffered_bytes(), fed - consumed);
+                if rest.is_empty() {
+                    return (frames, None, conn.read_buffered_bytes());
                 }
+                assert!(conn.read_capacity() <= 4 + frame_bytes_max as usize);
+                let want = sizes.next().unwrap_or(rest.len()).min(rest.len());
+                let space = conn.read_space();
+                assert!(!space.is_empty(), "read_space gave no room");
+                let n = want.min(space.len());
+                space[..n].copy_from_slice(&rest[..n]);
+                conn.handle_read(n);
+                rest = &rest[n..];
             }
-        }
-        // Only the undecoded tail stays: less than a header, or less than
-        // the pending frame.
-        let consumed: usize = frames.iter().map(|f| 4 + f.len()).sum();
-        let fed = stream.len() - rest.len();
-        assert_eq!(framer.buffered(), fed - consumed);
-        if rest.is_empty() {
-            return (frames, None, framer.buffered());
+            Err(ConnectionError::Frame(error)) => {
+                // Failed for good.
+                assert!(matches!(
+                    conn.poll_action(now),
+                    Err(ConnectionError::Frame(again)) if again == error
+                ));
+                return (frames, Some(error), 0);
+            }
+            other => panic!("unexpected {other:?}"),
         }
     }
 }
@@ -140,16 +139,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let frame_bytes_max = (1u32 << (data[0] % 21)) + u32::from(data[1]);
-    let own_space = data[2] & 1 != 0;
     let n = usize::from((data[2] >> 1) % 16).min(data.len() - 3);
     let pieces = &data[3..3 + n];
     let stream = &data[3 + n..];
 
     let expected = reference(stream, frame_bytes_max);
-    let got = frame(stream, pieces, own_space, frame_bytes_max);
+    let got = frame(stream, pieces, frame_bytes_max);
     assert_eq!(got, expected);
-    // The other input path, all at once, agrees too.
-    assert_eq!(frame(stream, &[], !own_space, frame_bytes_max), expected);
+    // All at once agrees too.
+    assert_eq!(frame(stream, &[], frame_bytes_max), expected);
 
     for frame in &got.0 {
         check_header(frame);

@@ -1,5 +1,7 @@
-//! Fjord networking: the sans-IO connection core ([`conn`]), the glommio TCP
-//! driver that runs it ([`driver`]), and the native client
+//! Fjord networking: the sans-IO connection core ([`conn`]) and the framers
+//! it splits a protocol's byte stream with ([`framer`]), the glommio TCP
+//! driver that runs it ([`driver`], with the shard byte budgets a
+//! connection holds, [`driver::budget`]), and the native client
 //! ([`client`]).
 //!
 //! Architecture invariant: only `driver` imports glommio; `conn`, `stop`
@@ -8,9 +10,11 @@
 pub mod client;
 pub mod conn;
 pub mod driver;
+pub mod framer;
 pub mod stop;
 
 pub use conn::{Action, Connection, ConnectionConfig, ConnectionError};
+pub use framer::{Framer, NativeFramer};
 pub use stop::StopSignal;
 
 #[cfg(test)]
@@ -22,6 +26,7 @@ mod invariants {
         for (file, text) in [
             ("conn.rs", include_str!("conn.rs")),
             ("conn/tests.rs", include_str!("conn/tests.rs")),
+            ("framer.rs", include_str!("framer.rs")),
             ("stop.rs", include_str!("stop.rs")),
             ("client.rs", include_str!("client.rs")),
         ] {

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use fjord_net::driver::budget::BudgetHold;
 use fjord_schema::{ErrorCode, PartitionId, ProducerEpoch, ProducerId};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -26,23 +27,18 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId,
-    CreatePartitionsRequest, CreateTopicsRequest, CreateTopicsResponse, DeleteGroupsRequest,
-    DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, FetchRequest, FetchResponse, FindCoordinatorRequest, HeartbeatRequest,
-    IncrementalAlterConfigsRequest, InitProducerIdRequest, InitProducerIdResponse,
-    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
-    SyncGroupRequest, TopicName,
+    ApiKey, ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, FetchRequest, FetchResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::admin;
-use super::budget::BudgetHold;
 use super::records::{
     any_compressed, kafka_to_native_one, native_to_kafka, KafkaRecordsError, KafkaRecordsLimits,
 };
+use crate::batches::VerifiedBatches;
 use crate::dispatch::Dispatcher;
 use crate::engine::types::{
     leader_epoch_of, replica_of, CreateSpec, FetchPartition, FetchRequest as EngineFetch,
@@ -52,32 +48,9 @@ use crate::engine::types::{
 use crate::engine::FetchReservation;
 use crate::group::offsets_log::OFFSETS_TOPIC;
 
-/// The apis answered on the Kafka listener: (api, min version, max version).
-pub const KAFKA_APIS: [(ApiKey, i16, i16); 23] = [
-    (ApiKey::Produce, 3, 9),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 7),
-    (ApiKey::Metadata, 1, 12),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
-    (ApiKey::FindCoordinator, 0, 4),
-    (ApiKey::JoinGroup, 0, 9),
-    (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::SyncGroup, 0, 5),
-    (ApiKey::DescribeGroups, 0, 5),
-    (ApiKey::ListGroups, 0, 4),
-    (ApiKey::ApiVersions, 0, 3),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 6),
-    (ApiKey::DeleteGroups, 0, 2),
-    (ApiKey::InitProducerId, 0, 4),
-    (ApiKey::DescribeConfigs, 1, 4),
-    (ApiKey::AlterConfigs, 0, 2),
-    (ApiKey::IncrementalAlterConfigs, 0, 1),
-    (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::DescribeCluster, 0, 1),
-];
+mod apis;
+
+pub use apis::{KafkaRequest, KAFKA_APIS};
 
 /// Kafka's UNSUPPORTED_VERSION.
 const UNSUPPORTED_VERSION: i16 = 35;
@@ -89,6 +62,10 @@ pub enum HandleError {
     Unsupported { api_key: i16, version: i16 },
     #[error("undecodable {what}: {reason}")]
     Decode { what: &'static str, reason: String },
+    #[error(
+        "a request of {bytes} bytes does not fit the shard's in-flight budget of {budget_bytes}"
+    )]
+    OverInflightBudget { bytes: usize, budget_bytes: usize },
     #[error("cannot encode the response: {0}")]
     Encode(String),
     #[error("the shard is stopping")]
@@ -152,9 +129,14 @@ pub struct KafkaResponse<'a> {
     _hold: BudgetHold<'a>,
 }
 
-impl KafkaResponse<'_> {
+impl<'a> KafkaResponse<'a> {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The bytes to queue, and the hold to keep until they are written.
+    pub fn into_parts(self) -> (Bytes, BudgetHold<'a>) {
+        (self.bytes.freeze(), self._hold)
     }
 }
 
@@ -235,22 +217,10 @@ impl KafkaHandler {
             }
             _ => {}
         }
-        let api = match ApiKey::try_from(header.request_api_key) {
-            Ok(api) => api,
-            Err(()) => {
-                return Err(HandleError::Unsupported {
-                    api_key: header.request_api_key,
-                    version,
-                })
-            }
-        };
         if cost > limits.inflight_bytes_max {
-            return Err(HandleError::Decode {
-                what: "request",
-                reason: format!(
-                    "{cost} bytes do not fit the shard's in-flight budget of {}",
-                    limits.inflight_bytes_max
-                ),
+            return Err(HandleError::OverInflightBudget {
+                bytes: cost,
+                budget_bytes: limits.inflight_bytes_max,
             });
         }
         // One acquisition for all of it: a request never holds part of the
@@ -259,117 +229,14 @@ impl KafkaHandler {
         if !inflight.grow_to(cost).await {
             return Err(HandleError::Stopping);
         }
-        let work = async {
-            match request {
-                KafkaRequest::UnsupportedApiVersions => {
-                    // The client retries with a version this lists.
-                    let response = self.api_versions_response(UNSUPPORTED_VERSION);
-                    encode(&header, ApiKey::ApiVersions, 0, &response).map(Some)
-                }
-                KafkaRequest::ApiVersions => {
-                    let response = self.api_versions_response(0);
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::Metadata(request) => {
-                    let response = self.metadata(request, version).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::Produce(request) => {
-                    let acks = request.acks;
-                    let response = self.produce(request, &mut inflight, frame_len).await;
-                    if acks == 0 {
-                        return Ok(None);
-                    }
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::Fetch(request) => {
-                    let response = self.fetch(request, &mut response_hold).await?;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::ListOffsets(request) => {
-                    let response = self.list_offsets(request, version).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::CreateTopics(request) => {
-                    let response = self.create_topics(request).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::DeleteTopics(request) => {
-                    let response = self.delete_topics(request).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::InitProducerId(request) => {
-                    let response = self.init_producer_id(request).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::FindCoordinator(request) => {
-                    let response = self.find_coordinator(request, version);
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::JoinGroup(request) => {
-                    let client_id = header
-                        .client_id
-                        .as_ref()
-                        .map_or_else(String::new, |c| c.to_string());
-                    let response = self.join_group(request, version, client_id).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::SyncGroup(request) => {
-                    let response = self.sync_group(request, version).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::Heartbeat(request) => {
-                    let response = self.heartbeat(request).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::LeaveGroup(request) => {
-                    let response = self.leave_group(request, version).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::OffsetCommit(request) => {
-                    let response = self.offset_commit(request, version).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::OffsetFetch(request) => {
-                    let response = self.offset_fetch(request, version).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::ListGroups(request) => {
-                    let response = self.list_groups(request).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::DescribeGroups(request) => {
-                    let response = self.describe_groups(request, version).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::DeleteGroups(request) => {
-                    let response = self.delete_groups(request).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::DescribeConfigs(request) => {
-                    let response = admin::describe_configs(&self.dispatcher, request);
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::AlterConfigs(request) => {
-                    let response = admin::alter_configs(&self.dispatcher, request).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::IncrementalAlterConfigs(request) => {
-                    let response =
-                        admin::incremental_alter_configs(&self.dispatcher, request).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::CreatePartitions(request) => {
-                    let response = admin::create_partitions(&self.dispatcher, request).await;
-                    encode(&header, api, version, &response).map(Some)
-                }
-                KafkaRequest::DescribeCluster(request) => {
-                    let response = admin::describe_cluster(&self.dispatcher, request, version);
-                    encode(&header, api, version, &response).map(Some)
-                }
-            }
+        let mut context = apis::Context {
+            header: &header,
+            version,
+            frame_len,
+            inflight: &mut inflight,
+            response_hold: &mut response_hold,
         };
-        let response = work.await?;
+        let response = self.answer(request, &mut context).await?;
         drop(inflight);
         let Some(bytes) = response else {
             return Ok(None);
@@ -486,7 +353,7 @@ impl KafkaHandler {
                 let partition = PartitionId(p.index as u32);
                 let native = match self.dispatcher.produce_refusal(&name, partition) {
                     Err(error) => Err((error.error_code(), None)),
-                    Ok(()) if !matches!(acks, -1..=1) => Ok(Bytes::new()),
+                    Ok(()) if !matches!(acks, -1..=1) => Ok(VerifiedBatches::default()),
                     Ok(()) => {
                         let records = p.records.unwrap_or_default();
                         self.convert(&records, &mut decompressed_left, &mut scratch)
@@ -496,7 +363,8 @@ impl KafkaHandler {
                 };
                 match native {
                     Ok(records) => {
-                        parts.push((partition, records));
+                        // issue 12: until the engine takes `VerifiedBatches`.
+                        parts.push((partition, records.concat()));
                         answers.push((p.index, None));
                     }
                     Err(error) => answers.push((p.index, Some(error))),
@@ -557,7 +425,7 @@ impl KafkaHandler {
         records: &[u8],
         decompressed_left: &mut usize,
         scratch: &mut Vec<u8>,
-    ) -> Result<Bytes, KafkaRecordsError> {
+    ) -> Result<VerifiedBatches, KafkaRecordsError> {
         let request_max = self.dispatcher.limits().decompressed_bytes_max_per_request;
         let mut rest = records;
         let mut batches = Vec::new();
@@ -581,15 +449,9 @@ impl KafkaHandler {
             *decompressed_left -= decompressed_len;
             batches.push(native);
         }
-        // One batch (the usual case) goes as it is, without a copy.
-        if batches.len() == 1 {
-            return Ok(batches.swap_remove(0));
-        }
-        let mut all = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
-        for b in &batches {
-            all.extend_from_slice(b);
-        }
-        Ok(all.freeze())
+        // Built here (CRC computed by the builder), so not verified again;
+        // one `Bytes` per batch, never concatenated to be split again.
+        Ok(VerifiedBatches::built(batches))
     }
 
     /// What a fetch's response may take: its records budget plus headers.
@@ -828,37 +690,6 @@ impl KafkaHandler {
     }
 }
 
-/// A decoded request of an api and version in [`KAFKA_APIS`].
-#[derive(Debug)]
-pub enum KafkaRequest {
-    ApiVersions,
-    /// ApiVersions at a version we do not serve: answered at v0 with
-    /// UNSUPPORTED_VERSION.
-    UnsupportedApiVersions,
-    Metadata(MetadataRequest),
-    Produce(ProduceRequest),
-    Fetch(FetchRequest),
-    ListOffsets(ListOffsetsRequest),
-    CreateTopics(CreateTopicsRequest),
-    DeleteTopics(DeleteTopicsRequest),
-    InitProducerId(InitProducerIdRequest),
-    FindCoordinator(FindCoordinatorRequest),
-    JoinGroup(JoinGroupRequest),
-    SyncGroup(SyncGroupRequest),
-    Heartbeat(HeartbeatRequest),
-    LeaveGroup(LeaveGroupRequest),
-    OffsetCommit(OffsetCommitRequest),
-    OffsetFetch(OffsetFetchRequest),
-    ListGroups(ListGroupsRequest),
-    DescribeGroups(DescribeGroupsRequest),
-    DeleteGroups(DeleteGroupsRequest),
-    DescribeConfigs(DescribeConfigsRequest),
-    AlterConfigs(AlterConfigsRequest),
-    IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
-    CreatePartitions(CreatePartitionsRequest),
-    DescribeCluster(DescribeClusterRequest),
-}
-
 pub use crate::config::REQUEST_ELEMENTS_MAX_DEFAULT; // issue-12 merge shim
 
 /// [`decode_request_bounded`] with the default element bound.
@@ -907,70 +738,7 @@ fn decode_unbounded(frame: Bytes) -> Result<(RequestHeader, i16, KafkaRequest), 
     if !served {
         return Ok((header, version, KafkaRequest::UnsupportedApiVersions));
     }
-    fn body<T: Decodable>(
-        buf: &mut Bytes,
-        version: i16,
-        what: &'static str,
-    ) -> Result<T, HandleError> {
-        T::decode(buf, version)
-            .map_err(boxed)
-            .map_err(decode_error(what))
-    }
-    let request = match api {
-        ApiKey::ApiVersions => {
-            body::<ApiVersionsRequest>(&mut buf, version, "ApiVersions")?;
-            KafkaRequest::ApiVersions
-        }
-        ApiKey::Metadata => KafkaRequest::Metadata(body(&mut buf, version, "Metadata")?),
-        ApiKey::Produce => KafkaRequest::Produce(body(&mut buf, version, "Produce")?),
-        ApiKey::Fetch => KafkaRequest::Fetch(body(&mut buf, version, "Fetch")?),
-        ApiKey::ListOffsets => KafkaRequest::ListOffsets(body(&mut buf, version, "ListOffsets")?),
-        ApiKey::CreateTopics => {
-            KafkaRequest::CreateTopics(body(&mut buf, version, "CreateTopics")?)
-        }
-        ApiKey::DeleteTopics => {
-            KafkaRequest::DeleteTopics(body(&mut buf, version, "DeleteTopics")?)
-        }
-        ApiKey::InitProducerId => {
-            KafkaRequest::InitProducerId(body(&mut buf, version, "InitProducerId")?)
-        }
-        ApiKey::FindCoordinator => {
-            KafkaRequest::FindCoordinator(body(&mut buf, version, "FindCoordinator")?)
-        }
-        ApiKey::JoinGroup => KafkaRequest::JoinGroup(body(&mut buf, version, "JoinGroup")?),
-        ApiKey::SyncGroup => KafkaRequest::SyncGroup(body(&mut buf, version, "SyncGroup")?),
-        ApiKey::Heartbeat => KafkaRequest::Heartbeat(body(&mut buf, version, "Heartbeat")?),
-        ApiKey::LeaveGroup => KafkaRequest::LeaveGroup(body(&mut buf, version, "LeaveGroup")?),
-        ApiKey::OffsetCommit => {
-            KafkaRequest::OffsetCommit(body(&mut buf, version, "OffsetCommit")?)
-        }
-        ApiKey::OffsetFetch => KafkaRequest::OffsetFetch(body(&mut buf, version, "OffsetFetch")?),
-        ApiKey::ListGroups => KafkaRequest::ListGroups(body(&mut buf, version, "ListGroups")?),
-        ApiKey::DescribeGroups => {
-            KafkaRequest::DescribeGroups(body(&mut buf, version, "DescribeGroups")?)
-        }
-        ApiKey::DeleteGroups => {
-            KafkaRequest::DeleteGroups(body(&mut buf, version, "DeleteGroups")?)
-        }
-        ApiKey::DescribeConfigs => {
-            KafkaRequest::DescribeConfigs(body(&mut buf, version, "DescribeConfigs")?)
-        }
-        ApiKey::AlterConfigs => {
-            KafkaRequest::AlterConfigs(body(&mut buf, version, "AlterConfigs")?)
-        }
-        ApiKey::IncrementalAlterConfigs => KafkaRequest::IncrementalAlterConfigs(body(
-            &mut buf,
-            version,
-            "IncrementalAlterConfigs",
-        )?),
-        ApiKey::CreatePartitions => {
-            KafkaRequest::CreatePartitions(body(&mut buf, version, "CreatePartitions")?)
-        }
-        ApiKey::DescribeCluster => {
-            KafkaRequest::DescribeCluster(body(&mut buf, version, "DescribeCluster")?)
-        }
-        _ => return Err(unsupported),
-    };
+    let request = KafkaRequest::decode(api, &mut buf, version)?;
     Ok((header, version, request))
 }
 

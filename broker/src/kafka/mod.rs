@@ -3,7 +3,6 @@
 //! handler that maps Kafka requests onto the native dispatcher's ops.
 
 pub mod admin;
-pub(crate) mod budget;
 pub mod frame;
 mod groups;
 pub mod handler;

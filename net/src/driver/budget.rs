@@ -1,5 +1,6 @@
 //! A connection's share of one of its shard's byte budgets (a glommio
-//! [`Semaphore`] of bytes, owned by the shard's `Dispatcher`): grown before
+//! [`Semaphore`] of bytes, owned by the shard's dispatcher: its request
+//! buffers, in-flight requests, responses): grown before
 //! memory is allocated (waiting while the shard's budget is used up, which
 //! is the backpressure), shrunk when memory is freed, returned on drop.
 
