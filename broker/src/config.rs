@@ -613,7 +613,7 @@ impl Config {
     /// The topic defaults come from the same `TopicConfig` topics start
     /// from, so the two cannot disagree.
     pub fn kafka_broker_configs(&self) -> Vec<(&'static str, String)> {
-        let topic = crate::topics::TopicConfig::from_log_config(&self.base_log_config());
+        let topic = crate::topic::TopicConfig::from_log_config(&self.base_log_config());
         let topic: std::collections::BTreeMap<&str, String> = topic.entries().into_iter().collect();
         let topic_default = |key: &str| topic.get(key).cloned().unwrap_or_default();
         vec![
@@ -716,8 +716,8 @@ impl Config {
     }
 
     /// The group coordinator's settings.
-    pub fn producer_state_config(&self) -> crate::producer_state::ProducerStateConfig {
-        crate::producer_state::ProducerStateConfig {
+    pub fn producer_state_config(&self) -> crate::partition::producer_state::ProducerStateConfig {
+        crate::partition::producer_state::ProducerStateConfig {
             producers_max: self.producer_ids_max_per_partition,
             expiration_ms: self.producer_id_expiration_ms,
         }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use fjord_schema::{ErrorCode, PartitionId, ShardId};
 use fjord_storage::StorageError;
 
-use crate::topics::TopicError;
+use crate::topic::TopicError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -57,7 +57,7 @@ pub enum BrokerError {
     #[error("cannot install signal handling: {0}")]
     Signals(io::Error),
     #[error("{0}; fix or restore the file, or start with an empty data dir")]
-    Registry(#[from] crate::topics::RegistryError),
+    Registry(#[from] crate::metadata::registry::RegistryError),
     #[error(
         "shard {shard} cannot open its partitions: {reason}; restore the partition from a \
          replica or backup, or move its directory aside to start without it"

@@ -9,10 +9,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, PartitionId};
 
-use crate::catalog::Catalog;
 use crate::error::{PartitionsError, ShardUnavailable, TopicOpError};
 use crate::group::ops::{GroupOp, GroupReply};
-use crate::topics::{ConfigAlter, TopicConfig};
+use crate::metadata::catalog::Catalog;
+use crate::topic::{ConfigAlter, TopicConfig};
 
 /// A request to one shard.
 #[derive(Debug)]

@@ -17,13 +17,14 @@ use glommio::{CpuSet, ExecutorJoinHandle};
 use crate::config::Config;
 use crate::connection_limits::ConnectionTable;
 use crate::datadir::DataDir;
-use crate::dispatch::{BrokerView, DispatchLimits};
+use crate::engine::{BrokerView, EngineLimits};
 use crate::error::BrokerError;
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::mesh_ends;
+use crate::metadata::registry::TopicRegistry;
 use crate::shard::{self, ShardBoot, ShardEvent, ShardSpec};
 use crate::signals::Signals;
-use crate::topics::{TopicConfig, TopicError, TopicRegistry};
+use crate::topic::{TopicConfig, TopicError};
 
 /// How long a shard may take to create its executor and bind.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -121,7 +122,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
         data_dir: data_dir.path().to_owned(),
         base_log: config.base_log_config(),
         batch_cache_bytes_max: config.batch_cache_bytes_max_per_shard,
-        limits: DispatchLimits {
+        limits: EngineLimits {
             inflight_bytes_max: config.inflight_bytes_max_per_shard,
             fetch_bytes_max: config.fetch_bytes_max as usize,
             fetch_wait_max: Duration::from_millis(config.fetch_wait_ms_max),

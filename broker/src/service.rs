@@ -15,15 +15,17 @@ use fjord_schema::{ErrorCode, NodeId, PartitionId, ShardId};
 use fjord_storage::LogConfig;
 use glommio::sync::Semaphore;
 
-use crate::catalog::Catalog;
 use crate::error::{PartitionsError, PartitionsErrors, ShardUnavailable, TopicOpError};
 use crate::group::host::{GroupHost, GroupShard, OffsetsWriteError};
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::{Mesh, OpHandler};
+use crate::metadata::catalog::Catalog;
+use crate::metadata::catalog::TopicMeta;
 use crate::metadata::registry::AsyncRegistry;
+use crate::metadata::registry::TopicRegistry;
 use crate::ops::{AlterSpec, CreateSpec, Op, OpResult, TopicOutcome};
-use crate::partitions::PartitionManager;
-use crate::topics::{partitions_from_assignments, TopicConfig, TopicMeta, TopicRegistry};
+use crate::partition::manager::PartitionManager;
+use crate::topic::{partitions_from_assignments, TopicConfig};
 
 /// The shard that owns the topic registry.
 pub const REGISTRY_SHARD: ShardId = ShardId(0);
@@ -247,7 +249,7 @@ impl ShardService {
     }
 
     /// Opens the logs the catalog places on this shard (recovery).
-    pub async fn open_placed(&self) -> Result<(), crate::partitions::OpenError> {
+    pub async fn open_placed(&self) -> Result<(), crate::error::OpenError> {
         let catalog = self.catalog();
         for (topic, partitions) in catalog.placed_on(self.shard) {
             self.partitions
@@ -817,5 +819,3 @@ fn refuse_all(
         })
         .collect()
 }
-
-pub use crate::clock::now_ms; // issue-12 merge shim

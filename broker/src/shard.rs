@@ -22,19 +22,19 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::sleep;
 use glommio::{ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, Shares};
 
-use crate::catalog::Catalog;
 use crate::connection_limits::{Admitted, ConnectionTable, Listener};
-use crate::dispatch::{BrokerView, DispatchLimits, Dispatcher};
+use crate::engine::{BrokerView, Engine, EngineLimits};
 use crate::error::BrokerError;
 use crate::group::coordinator::GroupConfig;
 use crate::group::host::GroupHost;
 use crate::kafka;
 use crate::kafka::handler::KafkaHandler;
 use crate::mesh::{Mesh, MeshEnds};
-use crate::partitions::PartitionManager;
-use crate::producer_state::ProducerStateConfig;
+use crate::metadata::catalog::Catalog;
+use crate::metadata::registry::TopicRegistry;
+use crate::partition::manager::PartitionManager;
+use crate::partition::producer_state::ProducerStateConfig;
 use crate::service::{ShardService, TopicAdmin};
-use crate::topics::TopicRegistry;
 
 /// How often a shard checks the process-wide stop flag. Shutdown latency
 /// only; requests never wait on it.
@@ -69,7 +69,7 @@ pub struct ShardSpec {
     /// Storage limits every partition starts from.
     pub base_log: LogConfig,
     pub batch_cache_bytes_max: usize,
-    pub limits: DispatchLimits,
+    pub limits: EngineLimits,
     pub default_partitions: u32,
     /// This broker's node id (replica assignments may name only it).
     pub node_id: NodeId,
@@ -416,14 +416,14 @@ async fn housekeeping(service: std::rc::Weak<ShardService>, interval: Duration) 
 /// like every other shard's, its private port and the Kafka port), every
 /// connection it accepted (at most `connections_max` per listener here,
 /// and within the node-wide per-listener and per-address limits of the
-/// shared [`ConnectionTable`]), and the [`Dispatcher`] they share (which
+/// shared [`ConnectionTable`]), and the [`Engine`] they share (which
 /// holds the shard's [`ShardService`]: partitions, catalog, mesh).
 /// Lifecycle: bind (in [`spawn`]) → serve (accept until the stop flag) →
 /// drain (stop accepting; connections answer what they already received,
 /// flush and close, for at most `shutdown_grace`) → the executor exits.
 struct Shard {
     spec: ShardSpec,
-    dispatcher: Rc<Dispatcher>,
+    engine: Rc<Engine>,
     stop: StopSignal,
     /// Open connections per listener ([`Listener::index`]).
     connections: Rc<[Cell<usize>; 2]>,
@@ -435,10 +435,10 @@ struct Shard {
 
 impl Shard {
     fn new(spec: ShardSpec, view: Arc<BrokerView>, service: Rc<ShardService>) -> Rc<Shard> {
-        let dispatcher = Rc::new(Dispatcher::new(view, service, spec.limits.clone()));
+        let engine = Rc::new(Engine::new(view, service, spec.limits.clone()));
         Rc::new(Shard {
             spec,
-            dispatcher,
+            engine,
             stop: StopSignal::new(),
             connections: Rc::new([Cell::new(0), Cell::new(0)]),
             refused_unlogged: Cell::new(0),
@@ -526,8 +526,8 @@ impl Shard {
         let shard = self.spec.shard;
         let config = self.spec.connection.clone();
         let request_buffers = RequestBuffers {
-            budget: self.dispatcher.request_buffers(),
-            budget_bytes_max: self.dispatcher.limits().request_buffer_bytes_max,
+            budget: self.engine.request_buffers(),
+            budget_bytes_max: self.engine.limits().request_buffer_bytes_max,
         };
         match listener {
             Listener::Native => {
@@ -536,7 +536,7 @@ impl Shard {
                     stream,
                     config,
                     framer,
-                    &*self.dispatcher,
+                    &*self.engine,
                     Some(request_buffers),
                     &self.stop,
                 )
@@ -545,7 +545,7 @@ impl Shard {
             }
             Listener::Kafka => {
                 let handler =
-                    KafkaHandler::new(self.dispatcher.clone(), config.frame_bytes_max as usize);
+                    KafkaHandler::new(self.engine.clone(), config.frame_bytes_max as usize);
                 let result = kafka::serve::serve(stream, config, &handler, &self.stop).await;
                 log_close(shard, peer, listener, result);
             }

@@ -204,7 +204,7 @@ fn api_versions_and_metadata_round_trip() {
         .iter()
         .map(|r| (r.api_key, r.min_version, r.max_version))
         .collect();
-    let expected: Vec<(u16, u16, u16)> = fjord_broker::dispatch::served_versions()
+    let expected: Vec<(u16, u16, u16)> = fjord_broker::native::served_versions()
         .map(|(key, min, max)| (key as u16, min, max))
         .collect();
     assert_eq!(listed, expected);

@@ -543,7 +543,7 @@ mod kafka {
     use fjord_broker::group::offsets_log;
     use fjord_broker::kafka::handler::KAFKA_APIS;
     use fjord_broker::kafka::records::{native_to_kafka, KafkaRecordsLimits};
-    use fjord_broker::producer_state::{ProducerBatch, ProducerStateConfig, ProducerStates};
+    use fjord_broker::partition::producer_state::{ProducerBatch, ProducerStateConfig, ProducerStates};
     use fjord_net::client::assignor::{Subscription, TopicPartition};
     use fjord_net::client::consumer_protocol::{encode_assignment, encode_subscription};
     use fjord_schema::batch::assign_offset_and_epoch;

@@ -16,7 +16,7 @@
 
 use arbitrary::Arbitrary;
 use fjord_broker::kafka::records::{kafka_to_native, native_to_kafka, KafkaRecordsLimits};
-use fjord_broker::partitions::verify_batches;
+use fjord_broker::partition::manager::verify_batches;
 use fjord_schema::batch::{
     assign_offset_and_epoch, BatchBuilder, BatchOptions, BatchView, RecordInput, TimestampType,
 };

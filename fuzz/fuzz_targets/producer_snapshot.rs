@@ -1,4 +1,4 @@
-//! Producer-state snapshots (`fjord_broker::producer_state`), read back
+//! Producer-state snapshots (`fjord_broker::partition::producer_state`), read back
 //! from each partition's directory on open.
 //!
 //! Input layout:
@@ -18,7 +18,7 @@
 //! for the producers it names (without panicking on any stored value).
 #![no_main]
 
-use fjord_broker::producer_state::{ProducerBatch, ProducerStateConfig, ProducerStates};
+use fjord_broker::partition::producer_state::{ProducerBatch, ProducerStateConfig, ProducerStates};
 use fjord_schema::{Offset, ProducerEpoch, ProducerId, Sequence};
 use libfuzzer_sys::fuzz_target;
 

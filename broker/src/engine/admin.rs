@@ -11,11 +11,11 @@ use fjord_schema::{ErrorCode, PartitionId, ShardId};
 
 use super::types::{AlterSpec, CreateSpec, PartitionHealth, TopicOutcome};
 use super::Engine;
-use crate::catalog::Catalog;
 use crate::error::TopicOpError;
+use crate::metadata::catalog::Catalog;
 use crate::ops::{Op, OpResult};
 use crate::service::REGISTRY_SHARD;
-use crate::topics::{is_internal_topic, validate_topic_name};
+use crate::topic::{is_internal_topic, validate_topic_name};
 
 /// What a Metadata request sees: the catalog after auto-creation, and the
 /// topics whose creation was refused.

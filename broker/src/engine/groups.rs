@@ -9,9 +9,9 @@ use fjord_schema::{ErrorCode, PartitionId, ShardId};
 use super::Engine;
 use super::{route, RouteError};
 use crate::group::coordinator::{DescribedGroup, GroupState, ListedGroup};
-use crate::group::host::{GroupOp, GroupReply};
 use crate::group::offsets_log::{partition_for, OFFSETS_TOPIC};
 use crate::group::ops::GroupUnavailable;
+use crate::group::ops::{GroupOp, GroupReply};
 use crate::ops::{Op, OpResult};
 
 impl Engine {

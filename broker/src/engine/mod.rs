@@ -44,8 +44,8 @@ use fjord_schema::{ErrorCode, NodeId, PartitionId, ProducerEpoch, ProducerId, Sh
 use glommio::sync::Semaphore;
 use glommio::Task;
 
-use crate::catalog::Catalog;
 use crate::group::offsets_log::OFFSETS_TOPIC;
+use crate::metadata::catalog::Catalog;
 use crate::ops::{Op, OpResult};
 use crate::service::ShardService;
 
@@ -419,7 +419,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topics::TopicRegistry;
+    use crate::metadata::registry::TopicRegistry;
 
     #[test]
     fn unknown_topics_and_partitions_out_of_range_are_told_apart() {
@@ -429,7 +429,7 @@ mod tests {
             .create(
                 "t",
                 2,
-                crate::topics::TopicConfig::from_log_config(&fjord_storage::LogConfig::default()),
+                crate::topic::TopicConfig::from_log_config(&fjord_storage::LogConfig::default()),
                 Default::default(),
                 0,
             )

@@ -22,8 +22,7 @@ use glommio::timer::sleep;
 
 use super::coordinator::{Action, Coordinator, GroupConfig, Millis, ReplyId};
 use super::offsets_log::{self, OFFSETS_TOPIC};
-use super::ops::GroupUnavailable;
-pub use super::ops::{GroupOp, GroupReply}; // issue-12 merge shim
+use super::ops::{GroupOp, GroupReply, GroupUnavailable};
 use crate::clock::now_ms;
 
 /// What the group host needs of the shard that runs it: its own host, and

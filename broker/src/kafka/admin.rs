@@ -30,7 +30,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::engine::types::AlterSpec;
 use crate::engine::Engine;
-use crate::topics::{
+use crate::topic::{
     validate_topic_name, ConfigAlter, ConfigChange, ConfigOp, OtherConfig, ValueKind,
     OTHER_TOPIC_CONFIGS,
 };
@@ -534,7 +534,7 @@ pub(super) fn describe_cluster(
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::topics::TopicConfig;
+    use crate::topic::TopicConfig;
 
     /// Every topic config's synonym is a described broker config with the
     /// same default value, so DescribeConfigs cannot contradict itself.

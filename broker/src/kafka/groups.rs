@@ -41,7 +41,7 @@ use crate::group::coordinator::{
     CommitRequest, CommittedOffset, DescribedGroup, GroupState, HeartbeatRequest as Heartbeat,
     JoinRequest, JoinResponse, LeavingMember, Protocol, SyncRequest,
 };
-use crate::group::host::{GroupOp, GroupReply};
+use crate::group::ops::{GroupOp, GroupReply};
 use crate::group::TopicPartition;
 
 /// Kafka's "authorized operations not requested" sentinel.
@@ -82,13 +82,13 @@ impl KafkaHandler {
         request: FindCoordinatorRequest,
         version: i16,
     ) -> FindCoordinatorResponse {
-        let broker = self.dispatcher.broker();
+        let broker = self.engine.broker();
         let node = broker.node_id.get() as i32;
         let locate = |key: &StrBytes| -> KafkaCoordinator {
             let mut c = KafkaCoordinator::default();
             c.key = key.clone();
             let route = if request.key_type == KEY_TYPE_GROUP {
-                self.dispatcher
+                self.engine
                     .coordinator_shard(key)
                     .map_err(|code| (code, "the offsets topic is not available"))
             } else {
@@ -132,7 +132,7 @@ impl KafkaHandler {
     async fn join(&self, request: JoinRequest) -> JoinResponse {
         let group_id = request.group_id.clone();
         match self
-            .dispatcher
+            .engine
             .to_coordinator(&group_id, GroupOp::Join(request.clone()))
             .await
         {
@@ -234,7 +234,7 @@ impl KafkaHandler {
         let group_id = sync.group_id.clone();
         let mut response = SyncGroupResponse::default();
         match self
-            .dispatcher
+            .engine
             .to_coordinator(&group_id, GroupOp::Sync(sync))
             .await
         {
@@ -261,7 +261,7 @@ impl KafkaHandler {
         let group_id = heartbeat.group_id.clone();
         let mut response = HeartbeatResponse::default();
         response.error_code = match self
-            .dispatcher
+            .engine
             .to_coordinator(&group_id, GroupOp::Heartbeat(heartbeat))
             .await
         {
@@ -298,7 +298,7 @@ impl KafkaHandler {
             group_id: group_id.clone(),
             members,
         };
-        match self.dispatcher.to_coordinator(&group_id, op).await {
+        match self.engine.to_coordinator(&group_id, op).await {
             GroupReply::Leave(left) => {
                 if version >= 3 {
                     response.error_code = left.error.code();
@@ -336,7 +336,7 @@ impl KafkaHandler {
         // rest are committed.
         let known = |topic: &TopicName, partition: i32| {
             u32::try_from(partition).is_ok_and(|p| {
-                self.dispatcher
+                self.engine
                     .partition_exists(&topic.0, PartitionId(p))
                     .is_ok()
             })
@@ -391,7 +391,7 @@ impl KafkaHandler {
             Vec::new()
         } else {
             match self
-                .dispatcher
+                .engine
                 .to_coordinator(&group_id, GroupOp::Commit(commit))
                 .await
             {
@@ -430,7 +430,7 @@ impl KafkaHandler {
             group_id: group_id.to_owned(),
             partitions,
         };
-        match self.dispatcher.to_coordinator(group_id, op).await {
+        match self.engine.to_coordinator(group_id, op).await {
             GroupReply::Fetch(offsets) => Ok(offsets),
             reply => Err(unavailable(reply)),
         }
@@ -544,7 +544,7 @@ impl KafkaHandler {
             // Only states we never report were asked for.
             return response;
         }
-        match self.dispatcher.listed_groups(states).await {
+        match self.engine.listed_groups(states).await {
             Ok(groups) => {
                 response.groups = groups
                     .into_iter()
@@ -577,7 +577,7 @@ impl KafkaHandler {
             described.group_id = id.clone();
             described.authorized_operations = OPERATIONS_OMITTED;
             match self
-                .dispatcher
+                .engine
                 .to_coordinator(&group_id, GroupOp::Describe(group_id.clone()))
                 .await
             {
@@ -602,7 +602,7 @@ impl KafkaHandler {
                 ErrorCode::InvalidGroupId
             } else {
                 match self
-                    .dispatcher
+                    .engine
                     .to_coordinator(&group_id, GroupOp::Delete(group_id.clone()))
                     .await
                 {

@@ -39,12 +39,13 @@ use super::records::{
     any_compressed, kafka_to_native_one, native_to_kafka, KafkaRecordsError, KafkaRecordsLimits,
 };
 use crate::batches::VerifiedBatches;
-use crate::dispatch::Dispatcher;
+use crate::config::REQUEST_ELEMENTS_MAX_DEFAULT;
 use crate::engine::types::{
     leader_epoch_of, replica_of, CreateSpec, FetchPartition, FetchRequest as EngineFetch,
     IsolationLevel, ListOffsetsPartition, ListOffsetsRequest as EngineListOffsets,
     ProduceRequest as EngineProduce,
 };
+use crate::engine::Engine;
 use crate::engine::FetchReservation;
 use crate::group::offsets_log::OFFSETS_TOPIC;
 
@@ -159,7 +160,7 @@ const FETCH_PARTITION_OVERHEAD_BYTES: usize = 64;
 /// size of the response budget until written.
 #[derive(Debug)]
 pub struct KafkaHandler {
-    pub(super) dispatcher: Rc<Dispatcher>,
+    pub(super) engine: Rc<Engine>,
     limits: KafkaRecordsLimits,
 }
 
@@ -168,9 +169,9 @@ impl KafkaHandler {
     /// as a frame converts (the partition then applies the topic's
     /// `max.message.bytes`, as for native producers); decompression stops
     /// at twice that, but never below 64 MiB.
-    pub fn new(dispatcher: Rc<Dispatcher>, frame_bytes_max: usize) -> KafkaHandler {
+    pub fn new(engine: Rc<Engine>, frame_bytes_max: usize) -> KafkaHandler {
         KafkaHandler {
-            dispatcher,
+            engine,
             limits: KafkaRecordsLimits {
                 batch_bytes_max: frame_bytes_max,
                 uncompressed_bytes_max: frame_bytes_max
@@ -183,21 +184,20 @@ impl KafkaHandler {
     /// The shard's request-buffer budget and its size, for the serve loop.
     pub fn request_buffers(&self) -> (&glommio::sync::Semaphore, usize) {
         (
-            self.dispatcher.request_buffers(),
-            self.dispatcher.limits().request_buffer_bytes_max,
+            self.engine.request_buffers(),
+            self.engine.limits().request_buffer_bytes_max,
         )
     }
 
     /// Handles one frame (length prefix removed); returns the framed
     /// response, or `None` when none is due (acks = 0).
     pub async fn handle(&self, frame: Bytes) -> Result<Option<KafkaResponse<'_>>, HandleError> {
-        let limits = self.dispatcher.limits();
+        let limits = self.engine.limits();
         let frame_len = frame.len();
         let mut cost = frame_len;
         let (header, version, request) =
             decode_request_bounded(frame, limits.request_elements_max)?;
-        let mut response_hold =
-            BudgetHold::new(self.dispatcher.responses(), limits.response_bytes_max);
+        let mut response_hold = BudgetHold::new(self.engine.responses(), limits.response_bytes_max);
         let fetch = matches!(request, KafkaRequest::Fetch(_));
         match &request {
             // Its frame is held of the request buffers already; holding it
@@ -225,7 +225,7 @@ impl KafkaHandler {
         }
         // One acquisition for all of it: a request never holds part of the
         // budget while it waits for more.
-        let mut inflight = BudgetHold::new(self.dispatcher.inflight(), limits.inflight_bytes_max);
+        let mut inflight = BudgetHold::new(self.engine.inflight(), limits.inflight_bytes_max);
         if !inflight.grow_to(cost).await {
             return Err(HandleError::Stopping);
         }
@@ -285,9 +285,9 @@ impl KafkaHandler {
         });
         // v0-v3 had no auto-create flag: it was always on.
         let allow = version < 4 || request.allow_auto_topic_creation;
-        let metadata = self.dispatcher.metadata(names.as_deref(), allow).await;
+        let metadata = self.engine.metadata(names.as_deref(), allow).await;
         let catalog = &metadata.catalog;
-        let broker = self.dispatcher.broker();
+        let broker = self.engine.broker();
         let node = broker.node_id.get() as i32;
         let mut response = MetadataResponse::default();
         let mut this = MetadataResponseBroker::default();
@@ -339,7 +339,7 @@ impl KafkaHandler {
         // request's batches are decompressed only for partitions the
         // engine would route, and only with valid acks.
         let acks = i8::try_from(request.acks).unwrap_or(i8::MIN);
-        let mut decompressed_left = self.dispatcher.limits().decompressed_bytes_max_per_request;
+        let mut decompressed_left = self.engine.limits().decompressed_bytes_max_per_request;
         let mut scratch = Vec::new();
         // Per topic: each partition's index and why it was not converted
         // (the converted ones go to the engine, in the same order).
@@ -351,7 +351,7 @@ impl KafkaHandler {
             let mut parts = Vec::with_capacity(topic.partition_data.len());
             for p in topic.partition_data {
                 let partition = PartitionId(p.index as u32);
-                let native = match self.dispatcher.produce_refusal(&name, partition) {
+                let native = match self.engine.produce_refusal(&name, partition) {
                     Err(error) => Err((error.error_code(), None)),
                     Ok(()) if !matches!(acks, -1..=1) => Ok(VerifiedBatches::default()),
                     Ok(()) => {
@@ -375,10 +375,7 @@ impl KafkaHandler {
         }
         drop(scratch);
         inflight.shrink_to(frame_len);
-        let results = self
-            .dispatcher
-            .produce(EngineProduce { acks, topics })
-            .await;
+        let results = self.engine.produce(EngineProduce { acks, topics }).await;
         let mut response = ProduceResponse::default();
         for ((name, results), answers) in results.into_iter().zip(refused) {
             let mut results = results.into_iter();
@@ -426,7 +423,7 @@ impl KafkaHandler {
         decompressed_left: &mut usize,
         scratch: &mut Vec<u8>,
     ) -> Result<VerifiedBatches, KafkaRecordsError> {
-        let request_max = self.dispatcher.limits().decompressed_bytes_max_per_request;
+        let request_max = self.engine.limits().decompressed_bytes_max_per_request;
         let mut rest = records;
         let mut batches = Vec::new();
         while !rest.is_empty() {
@@ -466,10 +463,10 @@ impl KafkaHandler {
                     + t.partitions.len() * FETCH_PARTITION_OVERHEAD_BYTES
             })
             .sum();
-        self.dispatcher
+        self.engine
             .fetch_budget(max_bytes, 0)
             .saturating_add(FETCH_RESPONSE_OVERHEAD_BYTES + overhead)
-            .min(self.dispatcher.limits().response_bytes_max)
+            .min(self.engine.limits().response_bytes_max)
     }
 
     async fn fetch(
@@ -513,7 +510,7 @@ impl KafkaHandler {
             bytes: reserve,
         };
         let results = self
-            .dispatcher
+            .engine
             .fetch(request, 0, &mut reservation)
             .await
             .map_err(|_| HandleError::Stopping)?;
@@ -574,7 +571,7 @@ impl KafkaHandler {
             isolation: isolation(request.isolation_level),
             topics,
         };
-        let results = self.dispatcher.list_offsets(request).await;
+        let results = self.engine.list_offsets(request).await;
         let mut response = ListOffsetsResponse::default();
         for (name, parts) in results {
             let mut topic = ListOffsetsTopicResponse::default();
@@ -623,7 +620,7 @@ impl KafkaHandler {
             })
             .collect();
         let outcomes = self
-            .dispatcher
+            .engine
             .create_topics(specs, request.validate_only)
             .await;
         let mut response = CreateTopicsResponse::default();
@@ -652,7 +649,7 @@ impl KafkaHandler {
                 .as_ref()
                 .map_or_else(String::new, |n| n.0.to_string())
         }));
-        let outcomes = self.dispatcher.delete_topics(names).await;
+        let outcomes = self.engine.delete_topics(names).await;
         let mut response = DeleteTopicsResponse::default();
         for o in outcomes {
             let mut t = DeletableTopicResult::default();
@@ -666,7 +663,7 @@ impl KafkaHandler {
 
     async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
         let answer = self
-            .dispatcher
+            .engine
             .init_producer_id(
                 request.transactional_id.as_ref().map(|t| t.as_str()),
                 ProducerId(request.producer_id.0),
@@ -689,8 +686,6 @@ impl KafkaHandler {
         response
     }
 }
-
-pub use crate::config::REQUEST_ELEMENTS_MAX_DEFAULT; // issue-12 merge shim
 
 /// [`decode_request_bounded`] with the default element bound.
 pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, i16, KafkaRequest), HandleError> {

@@ -10,7 +10,7 @@ use flatbuffers::FlatBufferBuilder;
 use super::Reply;
 use crate::engine::Engine;
 use crate::group::coordinator::GroupState;
-use crate::group::host::{GroupOp, GroupReply};
+use crate::group::ops::{GroupOp, GroupReply};
 use crate::group::wire as group_wire;
 
 /// Serves a group api request (api keys 10..=18).

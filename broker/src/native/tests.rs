@@ -2,12 +2,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::*;
-use crate::catalog::Catalog;
 use crate::engine::EngineLimits;
-use crate::partitions::PartitionManager;
+use crate::metadata::catalog::Catalog;
+use crate::metadata::registry::TopicRegistry;
+use crate::partition::manager::PartitionManager;
 use crate::service::ShardService;
 use crate::service::TopicAdmin;
-use crate::topics::TopicRegistry;
 use bytes::BytesMut;
 use fjord_net::client::{decode_typed, ClientError};
 use fjord_schema::api::Response;

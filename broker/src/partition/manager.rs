@@ -34,8 +34,9 @@ use super::snapshot;
 use super::state::{
     Appended, BatchPlan, Opened, PartitionState, ProducePolicy, INITIAL_LEADER_EPOCH,
 };
+use crate::error::OpenError;
 use crate::ops::{DamagedRange, FetchResult, ListOffsetsResult, PartitionHealth, ProduceResult};
-use crate::topics::TopicConfig;
+use crate::topic::TopicConfig;
 /// ListOffsets' special timestamps.
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -65,8 +66,6 @@ pub struct Partition {
     /// housekeeping first saw it (for `segment.ms` on idle partitions).
     active_seen: Cell<Option<(Offset, i64)>>,
 }
-
-pub use crate::error::OpenError; // issue-12 merge shim
 
 /// A partition recovery could not open. Its files are left exactly as
 /// found; produce, fetch and ListOffsets on it fail with `reason` until an

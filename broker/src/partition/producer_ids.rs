@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use fjord_schema::{ErrorCode, ProducerEpoch, ProducerId};
 
-use crate::topics::write_atomically;
+use crate::durable_file::write_atomically;
 
 /// Ids claimed per write of the allocator file.
 pub const BLOCK_IDS: i64 = 1000;

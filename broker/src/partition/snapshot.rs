@@ -15,7 +15,7 @@ use fjord_schema::Offset;
 use fjord_storage::{PartitionLog, ReadRequest, StorageError};
 
 use super::producer_state::{ProducerBatch, ProducerStateConfig, ProducerStates};
-use crate::topics::write_atomically;
+use crate::durable_file::write_atomically;
 
 /// Bytes the replay after the snapshot reads at once.
 const REPLAY_READ_BYTES: usize = 1 << 20;

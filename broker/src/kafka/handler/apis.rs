@@ -154,9 +154,9 @@ kafka_apis! {
     DeleteTopics(DeleteTopicsRequest) 1..=6 => |h, request, _cx| answer(h.delete_topics(request).await);
     DeleteGroups(DeleteGroupsRequest) 0..=2 => |h, request, _cx| answer(h.delete_groups(request).await);
     InitProducerId(InitProducerIdRequest) 0..=4 => |h, request, _cx| answer(h.init_producer_id(request).await);
-    DescribeConfigs(DescribeConfigsRequest) 1..=4 => |h, request, _cx| answer(admin::describe_configs(&h.dispatcher, request));
-    AlterConfigs(AlterConfigsRequest) 0..=2 => |h, request, _cx| answer(admin::alter_configs(&h.dispatcher, request).await);
-    IncrementalAlterConfigs(IncrementalAlterConfigsRequest) 0..=1 => |h, request, _cx| answer(admin::incremental_alter_configs(&h.dispatcher, request).await);
-    CreatePartitions(CreatePartitionsRequest) 0..=3 => |h, request, _cx| answer(admin::create_partitions(&h.dispatcher, request).await);
-    DescribeCluster(DescribeClusterRequest) 0..=1 => |h, request, cx| answer(admin::describe_cluster(&h.dispatcher, request, cx.version));
+    DescribeConfigs(DescribeConfigsRequest) 1..=4 => |h, request, _cx| answer(admin::describe_configs(&h.engine, request));
+    AlterConfigs(AlterConfigsRequest) 0..=2 => |h, request, _cx| answer(admin::alter_configs(&h.engine, request).await);
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest) 0..=1 => |h, request, _cx| answer(admin::incremental_alter_configs(&h.engine, request).await);
+    CreatePartitions(CreatePartitionsRequest) 0..=3 => |h, request, _cx| answer(admin::create_partitions(&h.engine, request).await);
+    DescribeCluster(DescribeClusterRequest) 0..=1 => |h, request, cx| answer(admin::describe_cluster(&h.engine, request, cx.version));
 }
