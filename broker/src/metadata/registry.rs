@@ -247,34 +247,9 @@ struct Persist {
 
 impl Persist {
     fn run(self) -> Result<(), RegistryError> {
-        let write_image = |image: &MetadataImage| {
-            let path = &self.files.image.path;
-            let text = encode_image(image).map_err(|e| RegistryError::Invalid {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            self.files
-                .image
-                .write(text.as_bytes())
-                .map_err(|source| RegistryError::Write {
-                    path: path.clone(),
-                    source,
-                })
-        };
-        let write_table = |table: &ShardTable| {
-            let path = &self.files.table.path;
-            let text = table.encode().map_err(|e| RegistryError::Invalid {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            self.files
-                .table
-                .write(text.as_bytes())
-                .map_err(|source| RegistryError::Write {
-                    path: path.clone(),
-                    source,
-                })
-        };
+        let write_image =
+            |image: &MetadataImage| write_encoded(&self.files.image, encode_image(image));
+        let write_table = |table: &ShardTable| write_encoded(&self.files.table, table.encode());
         if self.table_first {
             self.table.as_ref().map_or(Ok(()), write_table)?;
         }
@@ -288,6 +263,23 @@ impl Persist {
         }
         Ok(())
     }
+}
+
+/// Writes one registry file's encoding atomically; an encoding failure is
+/// the file's `Invalid`, a write failure its `Write`.
+fn write_encoded<E: std::fmt::Display>(
+    file: &SparedFile,
+    text: Result<String, E>,
+) -> Result<(), RegistryError> {
+    let text = text.map_err(|e| RegistryError::Invalid {
+        path: file.path.clone(),
+        reason: e.to_string(),
+    })?;
+    file.write(text.as_bytes())
+        .map_err(|source| RegistryError::Write {
+            path: file.path.clone(),
+            source,
+        })
 }
 
 /// A registry change computed but not yet durable nor visible.
