@@ -362,9 +362,8 @@ impl KafkaHandler {
                     }
                 };
                 match native {
-                    Ok(records) => {
-                        // issue 12: until the engine takes `VerifiedBatches`.
-                        parts.push((partition, records.concat()));
+                    Ok(batches) => {
+                        parts.push((partition, Ok(batches)));
                         answers.push((p.index, None));
                     }
                     Err(error) => answers.push((p.index, Some(error))),
