@@ -231,14 +231,7 @@ impl Engine {
             .map(|(name, parts)| {
                 parts
                     .iter_mut()
-                    .map(|part| {
-                        self.spawn_op(part.route, || Op::Produce {
-                            topic: name.clone(),
-                            partition: part.partition,
-                            records: std::mem::take(&mut part.input),
-                            acks,
-                        })
-                    })
+                    .map(|part| self.spawn_op(part.route, || produce_op(name, part, acks)))
                     .collect()
             })
             .collect();
@@ -288,6 +281,19 @@ impl Engine {
             .partitions
             .init_producer_id(producer_id, epoch)
             .await
+    }
+}
+
+/// The op appending `part`'s batches on its owning shard. The batches move
+/// into it, leaving `part` none: a clone would share each batch's buffer
+/// and cost the owning shard a copy to append it (see
+/// [`VerifiedBatches::into_appendable`]).
+pub(crate) fn produce_op(topic: &str, part: &mut Part<VerifiedBatches>, acks: i8) -> Op {
+    Op::Produce {
+        topic: topic.to_owned(),
+        partition: part.partition,
+        records: std::mem::take(&mut part.input),
+        acks,
     }
 }
 
