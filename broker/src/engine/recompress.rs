@@ -243,32 +243,32 @@ mod tests {
         builder.finish().expect("batch")
     }
 
-    fn verified(batches: &[Bytes]) -> VerifiedBatches {
-        VerifiedBatches::built(batches.to_vec())
+    fn verified(batches: Vec<Bytes>) -> VerifiedBatches {
+        VerifiedBatches::built(batches)
     }
 
     #[test]
     fn memory_is_counted_only_for_batches_that_change() {
         let zstd = batch(Compression::Zstd, 20);
         assert_eq!(
-            memory_needed_bytes(&verified(&[zstd.clone()]), Compression::Zstd),
+            memory_needed_bytes(&verified(vec![zstd.clone()]), Compression::Zstd),
             None
         );
         let plain = batch(Compression::None, 20);
-        let need =
-            memory_needed_bytes(&verified(&[plain.clone()]), Compression::Zstd).expect("changes");
+        let need = memory_needed_bytes(&verified(vec![plain.clone()]), Compression::Zstd)
+            .expect("changes");
         let body = plain.len() - BATCH_HEADER_LEN;
         assert!(need >= 2 * body, "{need} for a {body}-byte body");
         // A batch already in the target codec is passed through: it needs
         // no memory of its own.
-        let both = memory_needed_bytes(&verified(&[plain, zstd]), Compression::Zstd);
+        let both = memory_needed_bytes(&verified(vec![plain, zstd]), Compression::Zstd);
         assert_eq!(both, Some(need));
     }
 
     #[test]
     fn every_batch_ends_in_the_target_codec_with_unchanged_ones_passed_through() {
         let unchanged = batch(Compression::Zstd, 3);
-        let batches = verified(&[
+        let batches = verified(vec![
             batch(Compression::Gzip, 5),
             unchanged.clone(),
             batch(Compression::None, 4),
