@@ -186,8 +186,13 @@ impl Engine {
         route(&self.service.catalog(), topic, partition).map(|_| ())
     }
 
-    /// Appends each partition's records on its owning shard, concurrently;
-    /// results per partition, in request order.
+    /// Appends each partition's batches on its owning shard, concurrently;
+    /// results per partition, in request order. A partition is refused,
+    /// first reason first, for: invalid `acks` (every partition), no
+    /// owning shard or the internal topic, batches its edge found invalid
+    /// (the request's `Err`), recompression (budget, codec); the owning
+    /// shard then refuses for its own reasons (not open, leadership,
+    /// `max.message.bytes`, producer state).
     pub async fn produce(&self, request: ProduceRequest) -> TopicParts<ProduceResult> {
         let acks = request.acks;
         let mut topics = self.route(request.topics);
