@@ -8,7 +8,9 @@
 //! request, no copy); [`VerifiedBatches::built`] takes batches this broker
 //! just built (the Kafka edge's conversion: the builder computed the CRC
 //! over the bytes it wrote, there is nothing to verify; debug builds check
-//! anyway). What stays for the partition: `max.message.bytes` (a topic
+//! anyway). The engine's produce request carries them per partition (or
+//! the [`BatchesError`] that partition is answered with) to the owning
+//! shard's `PartitionManager::produce`. What stays for the partition: `max.message.bytes` (a topic
 //! config) and the stamping of offsets, for which
 //! [`VerifiedBatches::into_appendable`] gives each batch as a `BytesMut`
 //! without a copy when it is the batch's only reference (a converted Kafka
@@ -91,6 +93,11 @@ impl VerifiedBatches {
         self.batches.is_empty()
     }
 
+    /// How many batches.
+    pub fn len(&self) -> usize {
+        self.batches.len()
+    }
+
     /// The batches, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
         self.batches.iter()
@@ -99,20 +106,6 @@ impl VerifiedBatches {
     /// Bytes of all the batches.
     pub fn bytes_len(&self) -> usize {
         self.batches.iter().map(Bytes::len).sum()
-    }
-
-    /// All the batches back to back in one buffer: one `Bytes` as it is,
-    /// several copied. Only for callers that still take one buffer per
-    /// partition (the engine, until it takes `VerifiedBatches`; issue 12).
-    pub fn concat(mut self) -> Bytes {
-        if self.batches.len() == 1 {
-            return self.batches.swap_remove(0);
-        }
-        let mut all = BytesMut::with_capacity(self.bytes_len());
-        for batch in &self.batches {
-            all.extend_from_slice(batch);
-        }
-        all.freeze()
     }
 
     /// A batch as the log takes it (to stamp its offsets in place):
@@ -148,7 +141,7 @@ fn check_header(view: &BatchView<'_>, at: usize) -> Result<(), BatchesError> {
 
 #[cfg(test)]
 mod tests {
-    use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput};
+    use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput, BATCH_CRC_START};
 
     use super::*;
 
@@ -176,13 +169,19 @@ mod tests {
         let verified = VerifiedBatches::verify(&records).expect("valid");
         assert_eq!(verified.iter().collect::<Vec<_>>(), vec![&a, &b]);
         assert_eq!(verified.bytes_len(), records.len());
-        assert_eq!(verified.clone().concat(), records);
 
         let mut corrupt = records.to_vec();
         let last = corrupt.len() - 1;
         corrupt[last] ^= 1;
         let error = VerifiedBatches::verify(&Bytes::from(corrupt)).expect_err("bad crc");
         assert_eq!(error.error_code(), ErrorCode::CorruptMessage);
+        // The message names the bad batch.
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("batch at byte {}: ", a.len())),
+            "{error}"
+        );
         let error = VerifiedBatches::verify(&records.slice(..a.len() + 10)).expect_err("cut");
         assert_eq!(error.error_code(), ErrorCode::CorruptMessage);
         let error = VerifiedBatches::verify(&Bytes::new()).expect_err("empty");
@@ -204,5 +203,25 @@ mod tests {
         let appendable = VerifiedBatches::into_appendable(first);
         assert_ne!(appendable.as_ptr(), records.as_ptr(), "copied");
         assert_eq!(&appendable[..], &records[..appendable.len()]);
+    }
+
+    /// A native producer could store attribute bits the batch format does
+    /// not define, and `native_to_kafka` served them to Kafka consumers
+    /// (bit 6 is Kafka's delete-horizon flag), in batches the Kafka produce
+    /// path itself refuses. Found by the `native_to_kafka` fuzz target
+    /// (fuzz/): attributes 0xff39 with a recomputed CRC.
+    #[test]
+    fn undefined_attribute_bits_are_refused() {
+        for bits in [1u16 << 6, 1 << 15, 0xff39] {
+            let mut records = batch(1).to_vec();
+            let attributes = u16::from_le_bytes([records[24], records[25]]) | bits;
+            records[24..26].copy_from_slice(&attributes.to_le_bytes());
+            let crc = crc32c::crc32c(&records[BATCH_CRC_START..]);
+            records[20..24].copy_from_slice(&crc.to_le_bytes());
+            let error = VerifiedBatches::verify(&Bytes::from(records)).expect_err("undefined bits");
+            assert_eq!(error.error_code(), ErrorCode::CorruptMessage);
+            let message = error.to_string();
+            assert!(message.contains("undefined attribute bits"), "{message}");
+        }
     }
 }

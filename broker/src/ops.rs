@@ -1,7 +1,8 @@
 //! The work one shard asks of the shard that owns a partition (or of shard
 //! 0, which owns the topic registry), and its results. Everything here is
 //! `Send`: these values cross the shard mesh. Batches travel as
-//! [`bytes::Bytes`] (reference-counted, never copied by a hop).
+//! [`bytes::Bytes`] (reference-counted, never copied by a hop; a produce's
+//! as [`VerifiedBatches`], one `Bytes` per batch).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, PartitionId};
 
+use crate::batches::VerifiedBatches;
 use crate::error::{PartitionsError, ShardUnavailable, TopicOpError};
 use crate::group::ops::{GroupOp, GroupReply};
 use crate::metadata::catalog::Catalog;
@@ -17,11 +19,12 @@ use crate::topic::{ConfigAlter, TopicConfig};
 /// A request to one shard.
 #[derive(Debug)]
 pub enum Op {
-    /// Verify and append `records` (whole batches, back to back).
+    /// Append `records` (verified where they entered the broker; the
+    /// owning shard checks only `max.message.bytes`).
     Produce {
         topic: String,
         partition: PartitionId,
-        records: Bytes,
+        records: VerifiedBatches,
         acks: i8,
     },
     /// Read whole batches from `offset`, up to the high watermark.

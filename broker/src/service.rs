@@ -15,6 +15,7 @@ use fjord_schema::{ErrorCode, NodeId, PartitionId, ShardId};
 use fjord_storage::LogConfig;
 use glommio::sync::Semaphore;
 
+use crate::batches::VerifiedBatches;
 use crate::error::{PartitionsError, PartitionsErrors, ShardUnavailable, TopicOpError};
 use crate::group::host::{GroupHost, GroupShard, OffsetsWriteError};
 use crate::group::offsets_log::OFFSETS_TOPIC;
@@ -192,11 +193,17 @@ impl GroupShard for ShardService {
         partition: PartitionId,
         batch: Bytes,
     ) -> Result<(), OffsetsWriteError> {
+        // The coordinator's encoding, back to back: checked as a native
+        // request's batches are (not a client's hot path).
+        let batches = VerifiedBatches::verify(&batch).map_err(|error| OffsetsWriteError {
+            code: error.error_code(),
+            message: Some(error.to_string()),
+        })?;
         // acks = -1: flush before ack (the topic keeps flush.before.ack =
         // true).
         let result = self
             .partitions
-            .produce(OFFSETS_TOPIC, partition, batch, -1)
+            .produce(OFFSETS_TOPIC, partition, batches, -1)
             .await;
         match result.error {
             ErrorCode::None => Ok(()),

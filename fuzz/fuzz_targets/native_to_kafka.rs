@@ -10,13 +10,13 @@
 //! back (`kafka_to_native`) to byte-identical native batches; every Kafka
 //! header field is the native one; a mutated native batch converts or is
 //! refused, never panics, and when it converts a batch the produce path
-//! lets in (`partitions::verify_batches`), the client gets batches the
+//! lets in (`VerifiedBatches::verify`), the client gets batches the
 //! broker itself accepts.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use fjord_broker::kafka::records::{kafka_to_native, native_to_kafka, KafkaRecordsLimits};
-use fjord_broker::partition::manager::verify_batches;
+use fjord_broker::batches::VerifiedBatches;
 use fjord_schema::batch::{
     assign_offset_and_epoch, BatchBuilder, BatchOptions, BatchView, RecordInput, TimestampType,
 };
@@ -174,7 +174,7 @@ fuzz_target!(|input: Input| {
         Ok(()) => {
             // What a client fetched, the broker would take back, if the
             // produce path let it into the log (logs hold nothing else).
-            if verify_batches(&bytes, u64::MAX).is_ok() {
+            if VerifiedBatches::verify(&bytes::Bytes::copy_from_slice(&bytes)).is_ok() {
                 kafka_to_native(&out, &wide).expect("served batches are valid Kafka batches");
             }
         }

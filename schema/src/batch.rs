@@ -53,7 +53,7 @@ const ATTR_TRANSACTIONAL: u16 = 1 << 4;
 const ATTR_CONTROL: u16 = 1 << 5;
 /// Every attribute bit with a meaning (codec, timestamp type,
 /// transactional, control). A produce setting any other is refused
-/// (`fjord_broker::partitions::verify_batches`): Kafka gives bit 6 a
+/// (`fjord_broker::batches::VerifiedBatches::verify`): Kafka gives bit 6 a
 /// meaning (delete horizon) that a native batch does not have.
 pub const ATTRIBUTES_DEFINED: u16 =
     ATTR_CODEC_MASK | ATTR_LOG_APPEND_TIME | ATTR_TRANSACTIONAL | ATTR_CONTROL;

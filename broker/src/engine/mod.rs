@@ -22,10 +22,12 @@
 //! [`ErrorCode`]s (a routing failure is a typed [`RouteError`] first); a
 //! request fails as a whole only with an [`EngineError`].
 //!
-//! The hot path: a produce's records and a fetch's batches are the `Bytes`
-//! the edge decoded or the log returned, passed through (never copied or
-//! re-encoded, except by recompression); each partition is one `Op` on
-//! its owning shard, no other hop.
+//! The hot path: a produce's batches are the [`types::VerifiedBatches`]
+//! the edge made (checked once there, one `Bytes` per batch), moved into
+//! the owning shard's op; a fetch's batches are the `Bytes` the log
+//! returned. Neither is copied or re-encoded here (except by
+//! recompression); each partition is one `Op` on its owning shard, no
+//! other hop.
 //!
 //! Lives on: every shard (one per glommio executor), created when the
 //! shard starts serving. Owns: the shard's in-flight memory budget (a
@@ -56,7 +58,7 @@ pub mod recompress;
 pub mod types;
 
 pub use fetch::{FetchReservation, NoReservation};
-use types::{ProduceRequest, ProduceResult, ProducerIdResult, TopicParts};
+use types::{ProduceRequest, ProduceResult, ProducerIdResult, TopicParts, VerifiedBatches};
 
 /// What Metadata says about this broker; fixed once every shard is bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,11 +186,24 @@ impl Engine {
         route(&self.service.catalog(), topic, partition).map(|_| ())
     }
 
-    /// Appends each partition's records on its owning shard, concurrently;
-    /// results per partition, in request order.
+    /// Appends each partition's batches on its owning shard, concurrently;
+    /// results per partition, in request order. A partition is refused,
+    /// first reason first, for: invalid `acks` (every partition), no
+    /// owning shard or the internal topic, batches its edge found invalid
+    /// (the request's `Err`), recompression (budget, codec); the owning
+    /// shard then refuses for its own reasons (not open, leadership,
+    /// `max.message.bytes`, producer state).
     pub async fn produce(&self, request: ProduceRequest) -> TopicParts<ProduceResult> {
         let acks = request.acks;
-        let topics = self.route(request.topics);
+        let mut topics = self.route(request.topics);
+        // Only the group coordinators write the offsets topic.
+        for (name, parts) in topics.iter_mut() {
+            if name == OFFSETS_TOPIC {
+                for part in parts {
+                    part.route = Err(RouteError::InternalTopic);
+                }
+            }
+        }
         if matches!(acks, -1..=1) {
             return self.produce_recompressed(topics, acks).await;
         }
@@ -207,29 +222,25 @@ impl Engine {
             .collect()
     }
 
-    /// `topics` (routed, recompressed) to their owning shards; the
-    /// request's names and partitions move into the answer.
+    /// `topics` (routed, recompressed) to their owning shards, each
+    /// partition's batches moved into its op (not shared: the owning shard
+    /// appends a batch without copying it when it is its only reference);
+    /// the request's names and partitions move into the answer.
     async fn produce_routed(
         &self,
-        mut topics: Routed<bytes::Bytes>,
+        mut topics: Routed<VerifiedBatches>,
         acks: i8,
     ) -> TopicParts<ProduceResult> {
-        // Only the group coordinators write the offsets topic.
-        for (name, parts) in topics.iter_mut() {
-            if name == OFFSETS_TOPIC {
-                for part in parts {
-                    part.route = Err(RouteError::InternalTopic);
-                }
-            }
-        }
-        let results = self
-            .run_all(&topics, |name, part| Op::Produce {
-                topic: name.to_owned(),
-                partition: part.partition,
-                records: part.input.clone(),
-                acks,
+        let tasks = topics
+            .iter_mut()
+            .map(|(name, parts)| {
+                parts
+                    .iter_mut()
+                    .map(|part| self.spawn_op(part.route, || produce_op(name, part, acks)))
+                    .collect()
             })
-            .await;
+            .collect();
+        let results = join_all(tasks).await;
         topics
             .into_iter()
             .zip(results)
@@ -275,6 +286,19 @@ impl Engine {
             .partitions
             .init_producer_id(producer_id, epoch)
             .await
+    }
+}
+
+/// The op appending `part`'s batches on its owning shard. The batches move
+/// into it, leaving `part` none: a clone would share each batch's buffer
+/// and cost the owning shard a copy to append it (see
+/// [`VerifiedBatches::into_appendable`]).
+pub(crate) fn produce_op(topic: &str, part: &mut Part<VerifiedBatches>, acks: i8) -> Op {
+    Op::Produce {
+        topic: topic.to_owned(),
+        partition: part.partition,
+        records: std::mem::take(&mut part.input),
+        acks,
     }
 }
 
@@ -387,33 +411,44 @@ impl Engine {
         topics: &Routed<T>,
         op: impl Fn(&str, &Part<T>) -> Op,
     ) -> Vec<Vec<Option<OpResult>>> {
-        let tasks: Vec<Vec<Option<Task<OpResult>>>> = topics
+        let tasks = topics
             .iter()
             .map(|(name, parts)| {
                 parts
                     .iter()
-                    .map(|part| {
-                        let shard = part.route.ok()?;
-                        Some(glommio::spawn_local(
-                            self.service.execute(shard, op(name, part)),
-                        ))
-                    })
+                    .map(|part| self.spawn_op(part.route, || op(name, part)))
                     .collect()
             })
             .collect();
-        let mut results = Vec::with_capacity(tasks.len());
-        for topic in tasks {
-            let mut parts = Vec::with_capacity(topic.len());
-            for task in topic {
-                parts.push(match task {
-                    Some(task) => Some(task.await),
-                    None => None,
-                });
-            }
-            results.push(parts);
-        }
-        results
+        join_all(tasks).await
     }
+
+    /// `op` on the owning shard `route`, as a task of this shard; `None`
+    /// for an unrouted partition.
+    fn spawn_op(
+        &self,
+        route: Result<ShardId, RouteError>,
+        op: impl FnOnce() -> Op,
+    ) -> Option<Task<OpResult>> {
+        let shard = route.ok()?;
+        Some(glommio::spawn_local(self.service.execute(shard, op())))
+    }
+}
+
+/// The results of [`Engine::spawn_op`]'s tasks, in the same shape.
+async fn join_all(tasks: Vec<Vec<Option<Task<OpResult>>>>) -> Vec<Vec<Option<OpResult>>> {
+    let mut results = Vec::with_capacity(tasks.len());
+    for topic in tasks {
+        let mut parts = Vec::with_capacity(topic.len());
+        for task in topic {
+            parts.push(match task {
+                Some(task) => Some(task.await),
+                None => None,
+            });
+        }
+        results.push(parts);
+    }
+    results
 }
 
 #[cfg(test)]

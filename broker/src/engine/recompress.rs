@@ -14,12 +14,12 @@
 //! than the whole budget gets MESSAGE_TOO_LARGE. The shard yields between
 //! batches, so one request cannot monopolise it.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use fjord_schema::batch::{recompress, BatchView, BATCH_HEADER_LEN};
 use fjord_schema::{BatchError, Compression, ErrorCode};
 use glommio::sync::Permit;
 
-use super::types::TopicParts;
+use super::types::{BatchesError, TopicParts, VerifiedBatches};
 use super::Engine;
 use super::{RouteError, Routed};
 use crate::ops::ProduceResult;
@@ -30,42 +30,52 @@ fn compressed_bound_bytes(uncompressed: usize) -> usize {
     uncompressed + uncompressed / 64 + 1024
 }
 
-/// Memory recompressing `records` to `target` needs at its peak (every
+/// The codec of a verified batch and the bytes its records body has
+/// uncompressed, as it claims (the compressed body's length prefix,
+/// checked when it is decompressed); read off the header and body without
+/// another CRC pass.
+fn codec_and_body_claimed(batch: &[u8]) -> Option<(Compression, usize)> {
+    let codec = BatchView::parse_header(batch).ok()?.compression().ok()?;
+    let body = batch.get(BATCH_HEADER_LEN..)?;
+    let claimed = match codec {
+        Compression::None => body.len(),
+        _ => u32::from_le_bytes(*body.first_chunk::<4>()?) as usize,
+    };
+    Some((codec, claimed))
+}
+
+/// Memory recompressing `batches` to `target` needs at its peak (every
 /// new batch, plus the largest decompressed body), or `None` when no
-/// batch changes. Batches that do not parse are left to the produce
-/// path, which refuses them with the same checks as ever.
-pub(crate) fn memory_needed_bytes(records: &[u8], target: Compression) -> Option<usize> {
-    let mut rest = records;
+/// batch changes. A batch whose body claims no length is left as it is
+/// (with the partition's other batches).
+pub(crate) fn memory_needed_bytes(batches: &VerifiedBatches, target: Compression) -> Option<usize> {
     let mut outputs = 0usize;
     let mut scratch_max = 0usize;
     let mut changes = false;
-    while let Ok((view, tail)) = BatchView::parse(rest) {
-        rest = tail;
-        if view.header().compression() == Ok(target) {
-            outputs = outputs.saturating_add(view.as_bytes().len());
+    for batch in batches.iter() {
+        let (codec, body) = codec_and_body_claimed(batch)?;
+        if codec == target {
+            // Passed through, not copied: no memory of its own.
             continue;
         }
-        let Ok(body) = view.uncompressed_len_claimed() else {
-            return None;
-        };
         changes = true;
         outputs = outputs.saturating_add(BATCH_HEADER_LEN + compressed_bound_bytes(body));
         scratch_max = scratch_max.max(body);
     }
-    (changes && rest.is_empty()).then_some(outputs.saturating_add(scratch_max))
+    changes.then_some(outputs.saturating_add(scratch_max))
 }
 
-/// `records` with every batch in `target`'s codec; unchanged batches are
-/// copied as they are. At most `uncompressed_len_max` bytes per body.
+/// `batches` with every batch in `target`'s codec: unchanged batches are
+/// passed through as they are (not copied), the others re-encoded. At
+/// most `uncompressed_len_max` bytes per body.
 pub(crate) async fn recompress_batches(
-    records: &[u8],
+    batches: VerifiedBatches,
     target: Compression,
     uncompressed_len_max: usize,
-) -> Result<Bytes, (ErrorCode, String)> {
-    let mut out = BytesMut::with_capacity(records.len());
-    let mut rest = records;
-    while !rest.is_empty() {
-        let at = records.len() - rest.len();
+) -> Result<VerifiedBatches, (ErrorCode, String)> {
+    let mut out = Vec::with_capacity(batches.len());
+    let mut at = 0;
+    for batch in batches {
         let failed = |error: BatchError| {
             let code = match error {
                 BatchError::TooLarge { .. } => ErrorCode::MessageTooLarge,
@@ -80,30 +90,66 @@ pub(crate) async fn recompress_batches(
                 ),
             )
         };
-        let (view, tail) = BatchView::parse(rest).map_err(failed)?;
-        if view.header().compression() == Ok(target) {
-            out.extend_from_slice(view.as_bytes());
+        let len = batch.len();
+        let header = BatchView::parse_header(&batch).map_err(failed)?;
+        if header.compression() == Ok(target) {
+            out.push(batch);
         } else {
-            let batch =
-                recompress(view.as_bytes(), target, uncompressed_len_max).map_err(failed)?;
-            out.extend_from_slice(&batch);
+            let rewritten = recompress(&batch, target, uncompressed_len_max).map_err(failed)?;
+            out.push(Bytes::from(rewritten));
             glommio::yield_if_needed().await;
         }
-        rest = tail;
+        at += len;
     }
-    Ok(out.freeze())
+    Ok(VerifiedBatches::built(out))
 }
 
 impl Engine {
-    /// `produce_routed` (`acks` valid), after recompressing for the topics'
+    /// `produce_routed` (`acks` valid), after refusing the partitions
+    /// whose batches are invalid and recompressing for the topics'
     /// `compression.type`; the budget taken for it is held until every
     /// partition answered.
     pub(super) async fn produce_recompressed(
         &self,
-        mut topics: Routed<Bytes>,
+        topics: Routed<Result<VerifiedBatches, BatchesError>>,
         acks: i8,
     ) -> TopicParts<ProduceResult> {
-        let (_recompressed, refused) = self.recompress_for_topics(&mut topics).await;
+        let mut refused = Vec::new();
+        let mut topics: Routed<VerifiedBatches> = topics
+            .into_iter()
+            .enumerate()
+            .map(|(t, (name, parts))| {
+                let parts = parts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(p, mut part)| {
+                        let input = match part.input {
+                            Ok(batches) => batches,
+                            Err(error) => {
+                                if part.route.is_ok() {
+                                    let code = error.error_code();
+                                    part.route = Err(RouteError::Refused(code));
+                                    refused.push((
+                                        t,
+                                        p,
+                                        ProduceResult::error(code, error.to_string()),
+                                    ));
+                                }
+                                VerifiedBatches::default()
+                            }
+                        };
+                        super::Part {
+                            partition: part.partition,
+                            route: part.route,
+                            input,
+                        }
+                    })
+                    .collect();
+                (name, parts)
+            })
+            .collect();
+        let (_recompressed, recompress_refused) = self.recompress_for_topics(&mut topics).await;
+        refused.extend(recompress_refused);
         let mut results = self.produce_routed(topics, acks).await;
         // Refused partitions were unrouted; give them their own answer.
         for (t, p, result) in refused {
@@ -118,7 +164,7 @@ impl Engine {
     /// (topic index, partition index, result); those are unrouted.
     pub(super) async fn recompress_for_topics(
         &self,
-        topics: &mut Routed<Bytes>,
+        topics: &mut Routed<VerifiedBatches>,
     ) -> (Vec<Permit<'_>>, Vec<(usize, usize, ProduceResult)>) {
         let catalog = self.service.catalog();
         let mut permits = Vec::new();
@@ -162,10 +208,10 @@ impl Engine {
                     );
                     continue;
                 };
-                match recompress_batches(&part.input, target, self.limits.inflight_bytes_max).await
-                {
-                    Ok(records) => {
-                        part.input = records;
+                let batches = std::mem::take(&mut part.input);
+                match recompress_batches(batches, target, self.limits.inflight_bytes_max).await {
+                    Ok(batches) => {
+                        part.input = batches;
                         permits.push(permit);
                     }
                     Err((code, message)) => refuse(code, message),
@@ -197,35 +243,48 @@ mod tests {
         builder.finish().expect("batch")
     }
 
-    #[test]
-    fn memory_is_counted_only_for_batches_that_change() {
-        let zstd = batch(Compression::Zstd, 20);
-        assert_eq!(memory_needed_bytes(&zstd, Compression::Zstd), None);
-        let plain = batch(Compression::None, 20);
-        let need = memory_needed_bytes(&plain, Compression::Zstd).expect("changes");
-        let body = plain.len() - BATCH_HEADER_LEN;
-        assert!(need >= 2 * body, "{need} for a {body}-byte body");
-        // Garbage is left for the produce path to refuse.
-        assert_eq!(memory_needed_bytes(&plain[..100], Compression::Zstd), None);
+    fn verified(batches: Vec<Bytes>) -> VerifiedBatches {
+        VerifiedBatches::built(batches)
     }
 
     #[test]
-    fn every_batch_ends_in_the_target_codec_with_unchanged_ones_copied() {
-        let mut records = BytesMut::new();
-        records.extend_from_slice(&batch(Compression::Gzip, 5));
-        records.extend_from_slice(&batch(Compression::Zstd, 3));
-        records.extend_from_slice(&batch(Compression::None, 4));
+    fn memory_is_counted_only_for_batches_that_change() {
+        let zstd = batch(Compression::Zstd, 20);
+        assert_eq!(
+            memory_needed_bytes(&verified(vec![zstd.clone()]), Compression::Zstd),
+            None
+        );
+        let plain = batch(Compression::None, 20);
+        let need = memory_needed_bytes(&verified(vec![plain.clone()]), Compression::Zstd)
+            .expect("changes");
+        let body = plain.len() - BATCH_HEADER_LEN;
+        assert!(need >= 2 * body, "{need} for a {body}-byte body");
+        // A batch already in the target codec is passed through: it needs
+        // no memory of its own.
+        let both = memory_needed_bytes(&verified(vec![plain, zstd]), Compression::Zstd);
+        assert_eq!(both, Some(need));
+    }
+
+    #[test]
+    fn every_batch_ends_in_the_target_codec_with_unchanged_ones_passed_through() {
+        let unchanged = batch(Compression::Zstd, 3);
+        let batches = verified(vec![
+            batch(Compression::Gzip, 5),
+            unchanged.clone(),
+            batch(Compression::None, 4),
+        ]);
         let out = glommio::LocalExecutor::default()
-            .run(recompress_batches(&records, Compression::Zstd, 1 << 20))
+            .run(recompress_batches(batches, Compression::Zstd, 1 << 20))
             .expect("recompressed");
-        let mut rest = &out[..];
         let mut counts = Vec::new();
-        while !rest.is_empty() {
-            let (view, tail) = BatchView::parse(rest).expect("valid batch");
+        for batch in out.iter() {
+            let (view, tail) = BatchView::parse(batch).expect("valid batch");
+            assert!(tail.is_empty(), "one batch per Bytes");
             assert_eq!(view.header().compression(), Ok(Compression::Zstd));
             counts.push(view.header().record_count());
-            rest = tail;
         }
         assert_eq!(counts, [5, 3, 4]);
+        let passed = out.iter().nth(1).expect("three batches");
+        assert_eq!(passed.as_ptr(), unchanged.as_ptr(), "not copied");
     }
 }

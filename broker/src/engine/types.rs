@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, PartitionId, ProducerEpoch, ProducerId};
 
+pub use crate::batches::{BatchesError, VerifiedBatches};
 pub use crate::ops::{
     AlterSpec, CreateSpec, FetchResult, ListOffsetsResult, PartitionHealth, ProduceResult,
     TopicOutcome,
@@ -23,16 +23,19 @@ pub type TopicParts<T> = Vec<(String, Vec<(PartitionId, T)>)>;
 /// Results by topic and partition, in request order.
 pub type TopicResults<R> = Vec<Vec<R>>;
 
-/// Append whole batches (native format, back to back) to partitions.
+/// Append whole native batches to partitions.
 #[derive(Debug, Clone)]
 pub struct ProduceRequest {
     /// -1 (all in-sync replicas), 0 (none: the client wants no answer) or
     /// 1 (the leader); anything else is refused per partition.
     pub acks: i8,
-    /// Each partition's records: the `Bytes` the edge decoded, passed to
-    /// the owning shard as they are (recompressed only for a topic whose
-    /// `compression.type` names another codec).
-    pub topics: TopicParts<Bytes>,
+    /// Each partition's batches, verified where they entered the broker
+    /// (one `Bytes` per batch, moved to the owning shard as they are;
+    /// recompressed only for a topic whose `compression.type` names
+    /// another codec), or why they are not valid batches: the engine
+    /// answers that partition with it (after the checks that come first:
+    /// `acks`, routing, the internal topic), the others are appended.
+    pub topics: TopicParts<Result<VerifiedBatches, BatchesError>>,
 }
 
 /// Read batches from partitions, long-polling until `min_bytes` are there

@@ -29,7 +29,7 @@ use crate::engine::admin::Metadata;
 use crate::engine::types::{
     leader_epoch_of, replica_of, CreateSpec, FetchPartition, FetchRequest, FetchResult,
     IsolationLevel, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResult, PartitionHealth,
-    ProduceRequest, ProduceResult, TopicOutcome, TopicParts,
+    ProduceRequest, ProduceResult, TopicOutcome, TopicParts, VerifiedBatches,
 };
 use crate::engine::{BrokerView, Engine, NoReservation};
 use crate::group::offsets_log::OFFSETS_TOPIC;
@@ -201,7 +201,13 @@ async fn handle(engine: &Engine, frame: &Frame, cost: usize) -> Reply {
                             }
                             None => Bytes::new(),
                         };
-                        (PartitionId(p.partition()), records)
+                        // Verified once, here (each batch a slice of the
+                        // frame); a partition whose batches fail is
+                        // answered with why, by the engine, in its place.
+                        (
+                            PartitionId(p.partition()),
+                            VerifiedBatches::verify(&records),
+                        )
                     });
                     (t.name().to_owned(), parts.collect())
                 })

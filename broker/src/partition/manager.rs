@@ -13,11 +13,9 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-use fjord_schema::batch::{BatchView, ATTRIBUTES_DEFINED};
+use fjord_schema::batch::BatchView;
 use fjord_schema::{
-    BatchError, ErrorCode, LeaderEpoch, NodeId, Offset, PartitionId, ProducerEpoch, ProducerId,
-    ShardId,
+    ErrorCode, LeaderEpoch, NodeId, Offset, PartitionId, ProducerEpoch, ProducerId, ShardId,
 };
 use fjord_storage::layout::partition_dir_name;
 use fjord_storage::notify::Notify;
@@ -34,6 +32,7 @@ use super::snapshot;
 use super::state::{
     Appended, BatchPlan, Opened, PartitionState, ProducePolicy, INITIAL_LEADER_EPOCH,
 };
+use crate::batches::{BatchesError, VerifiedBatches};
 use crate::error::OpenError;
 use crate::ops::{DamagedRange, FetchResult, ListOffsetsResult, PartitionHealth, ProduceResult};
 use crate::topic::TopicConfig;
@@ -393,14 +392,15 @@ impl PartitionManager {
         }
     }
 
-    /// Verifies every batch of `records`, then appends them in order (one
-    /// request's batches stay contiguous in the log) and acknowledges per
-    /// `acks`, as the partition's state decides.
+    /// Checks every batch of `batches` against `max.message.bytes` (the
+    /// rest was verified where they entered the broker), then appends them
+    /// in order (one request's batches stay contiguous in the log) and
+    /// acknowledges per `acks`, as the partition's state decides.
     pub async fn produce(
         &self,
         topic: &str,
         partition: PartitionId,
-        records: Bytes,
+        batches: VerifiedBatches,
         acks: i8,
     ) -> ProduceResult {
         let Some(p) = self.get(topic, partition) else {
@@ -414,10 +414,9 @@ impl PartitionManager {
             Err(error) => return ProduceResult::error(error.code(), error.to_string()),
         };
         let max_message_bytes = p.config.borrow().max_message_bytes;
-        let ranges = match verify_batches(&records, max_message_bytes) {
-            Ok(ranges) => ranges,
-            Err((code, message)) => return ProduceResult::error(code, message),
-        };
+        if let Err((code, message)) = check_batch_sizes(&batches, max_message_bytes) {
+            return ProduceResult::error(code, message);
+        }
         let Ok(gate) = p.append_gate.acquire_permit(1).await else {
             return not_here(topic, partition);
         };
@@ -426,8 +425,8 @@ impl PartitionManager {
         // and the flush policy's append time of every batch.
         let now_ms = self.clock.now_ms();
         let mut base_offset = None;
-        for range in ranges {
-            let producer = BatchView::parse_header(&records[range.clone()])
+        for batch in batches {
+            let producer = BatchView::parse_header(&batch)
                 .ok()
                 .and_then(ProducerBatch::of);
             // Checked under the gate, so no other append of this partition
@@ -446,10 +445,12 @@ impl PartitionManager {
                     return ProduceResult::error(error.code(), error.to_string());
                 }
             }
-            // The only copy on the produce path: the request buffer is
-            // shared (body and every partition's slice), the log needs the
-            // batch to itself to stamp its offset in place.
-            let batch = BytesMut::from(&records[range]);
+            // The log needs the batch to itself to stamp its offsets in
+            // place: a batch the Kafka edge converted (or recompression
+            // rewrote) is its buffer's only reference and is not copied; a
+            // slice of a native request's buffer is (the only copy on the
+            // native produce path).
+            let batch = VerifiedBatches::into_appendable(batch);
             match p.log.append_leader(batch, leader_epoch).await {
                 Ok(info) => {
                     base_offset.get_or_insert(info.base_offset);
@@ -829,51 +830,28 @@ fn not_here(topic: &str, partition: PartitionId) -> ProduceResult {
     )
 }
 
-/// Checks every batch of a produce request (length, version, CRC32C,
-/// non-empty, `max.message.bytes`) before any is appended; returns their
-/// byte ranges.
-pub fn verify_batches(
-    records: &[u8],
+/// What the owning shard checks of a produce's batches, all before any is
+/// appended: there is at least one, and none exceeds the topic's
+/// `max.message.bytes` (the rest was verified where they entered the
+/// broker, [`VerifiedBatches`]).
+fn check_batch_sizes(
+    batches: &VerifiedBatches,
     max_message_bytes: u64,
-) -> Result<Vec<std::ops::Range<usize>>, (ErrorCode, String)> {
-    if records.is_empty() {
-        return Err((ErrorCode::InvalidRequest, "no record batches".to_owned()));
+) -> Result<(), (ErrorCode, String)> {
+    if batches.is_empty() {
+        let error = BatchesError::Empty;
+        return Err((error.error_code(), error.to_string()));
     }
-    let mut ranges = Vec::new();
-    let mut rest = records;
-    while !rest.is_empty() {
-        let start = records.len() - rest.len();
-        let (view, tail) = BatchView::parse(rest).map_err(|error| {
-            let code = match error {
-                BatchError::TooLarge { .. } => ErrorCode::MessageTooLarge,
-                _ => ErrorCode::CorruptMessage,
-            };
-            (code, format!("batch at byte {start}: {error}"))
-        })?;
-        let len = view.as_bytes().len();
+    for batch in batches.iter() {
+        let len = batch.len();
         if len as u64 > max_message_bytes {
             return Err((
                 ErrorCode::MessageTooLarge,
                 format!("batch of {len} bytes exceeds max.message.bytes = {max_message_bytes}"),
             ));
         }
-        if view.header().record_count() == 0 {
-            return Err((
-                ErrorCode::CorruptMessage,
-                format!("batch at byte {start} holds no records"),
-            ));
-        }
-        let undefined = view.header().attributes.get() & !ATTRIBUTES_DEFINED;
-        if undefined != 0 {
-            return Err((
-                ErrorCode::CorruptMessage,
-                format!("batch at byte {start} sets undefined attribute bits {undefined:#06x}"),
-            ));
-        }
-        ranges.push(start..start + len);
-        rest = tail;
     }
-    Ok(ranges)
+    Ok(())
 }
 
 /// The wire code of a storage error.
@@ -901,7 +879,8 @@ pub fn storage_code(error: &StorageError) -> ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput, BATCH_CRC_START};
+    use bytes::Bytes;
+    use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput};
 
     fn batch(values: &[&[u8]]) -> Vec<u8> {
         let mut builder = BatchBuilder::new(BatchOptions::default());
@@ -915,27 +894,23 @@ mod tests {
         builder.finish().expect("valid batch").to_vec()
     }
 
+    /// The owning shard refuses a request with no batches, or with one
+    /// larger than the topic's `max.message.bytes`, before appending any.
     #[test]
-    fn verify_accepts_back_to_back_batches_and_names_the_bad_one() {
-        let mut records = batch(&[b"a", b"b"]);
-        let first = records.len();
-        records.extend(batch(&[b"c"]));
-        let ranges = verify_batches(&records, 1 << 20).expect("valid");
-        assert_eq!(ranges, vec![0..first, first..records.len()]);
-
-        let mut corrupt = records.clone();
-        let last = corrupt.len() - 1;
-        corrupt[last] ^= 0xff;
-        let (code, message) = verify_batches(&corrupt, 1 << 20).expect_err("bad crc");
-        assert_eq!(code, ErrorCode::CorruptMessage);
-        assert!(message.contains(&format!("byte {first}")), "{message}");
-
-        let (code, _) = verify_batches(&records, 10).expect_err("too large");
+    fn sizes_are_checked_against_max_message_bytes() {
+        let (a, b) = (
+            Bytes::from(batch(&[b"a", b"b"])),
+            Bytes::from(batch(&[b"c"])),
+        );
+        let batches = VerifiedBatches::built(vec![a.clone(), b]);
+        assert_eq!(check_batch_sizes(&batches, 1 << 20), Ok(()));
+        let (code, message) = check_batch_sizes(&batches, a.len() as u64 - 1).expect_err("large");
         assert_eq!(code, ErrorCode::MessageTooLarge);
-        let (code, _) = verify_batches(&records[..first + 10], 1 << 20).expect_err("cut");
-        assert_eq!(code, ErrorCode::CorruptMessage);
-        let (code, _) = verify_batches(&[], 1 << 20).expect_err("empty");
+        assert!(message.contains("max.message.bytes"), "{message}");
+        let (code, message) =
+            check_batch_sizes(&VerifiedBatches::default(), 1 << 20).expect_err("empty");
         assert_eq!(code, ErrorCode::InvalidRequest);
+        assert_eq!(message, "no record batches");
     }
 
     /// The driver feeds the state: acks=1 data is readable at once (the
@@ -966,7 +941,8 @@ mod tests {
             let mut config = TopicConfig::from_log_config(&base);
             let p0 = PartitionId(0);
             manager.open("t", &[p0], &config).await.expect("open");
-            let records = Bytes::from(batch(&[b"a", b"b"]));
+            let records =
+                VerifiedBatches::verify(&Bytes::from(batch(&[b"a", b"b"]))).expect("valid");
 
             let acked = manager.produce("t", p0, records.clone(), 1).await;
             assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 0));
@@ -1011,24 +987,5 @@ mod tests {
             assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 4));
             manager.close_all().await;
         });
-    }
-
-    /// A native producer could store attribute bits the batch format does
-    /// not define, and `native_to_kafka` served them to Kafka consumers
-    /// (bit 6 is Kafka's delete-horizon flag), in batches the Kafka produce
-    /// path itself refuses. Found by the `native_to_kafka` fuzz target
-    /// (fuzz/): attributes 0xff39 with a recomputed CRC.
-    #[test]
-    fn undefined_attribute_bits_are_refused() {
-        for bits in [1u16 << 6, 1 << 15, 0xff39] {
-            let mut records = batch(&[b"a"]);
-            let attributes = u16::from_le_bytes([records[24], records[25]]) | bits;
-            records[24..26].copy_from_slice(&attributes.to_le_bytes());
-            let crc = crc32c::crc32c(&records[BATCH_CRC_START..]);
-            records[20..24].copy_from_slice(&crc.to_le_bytes());
-            let (code, message) = verify_batches(&records, 1 << 20).expect_err("undefined bits");
-            assert_eq!(code, ErrorCode::CorruptMessage);
-            assert!(message.contains("undefined attribute bits"), "{message}");
-        }
     }
 }
