@@ -886,10 +886,13 @@ mod tests {
         use crate::engine::{produce_op, Part};
         use crate::ops::Op;
 
+        // Records of a realistic size: the conversion's first buffer
+        // fits them (small records make it copy the batch to a tight
+        // buffer instead, see `records::tight`).
         let mut builder = BatchBuilder::new(BatchOptions::default());
-        for i in 0..3 {
+        for i in 0..100 {
             builder.push(RecordInput {
-                value: Some(&[i; 100]),
+                value: Some(&[i; 1000]),
                 timestamp: 1,
                 ..RecordInput::default()
             });

@@ -315,7 +315,7 @@ fn convert_one<'a>(
         base_timestamp: Some(base_timestamp),
         max_timestamp: Some(max_timestamp),
     };
-    let mut builder = BatchBuilder::with_capacity(options, section.len() + 1024);
+    let mut builder = BatchBuilder::with_capacity(options, builder_capacity(section.len()));
     let mut records = Reader::new(section);
     let mut headers: Vec<(&[u8], Option<&[u8]>)> = Vec::new();
     let mut last_delta = None;
@@ -386,7 +386,30 @@ fn convert_one<'a>(
     } else {
         section.len()
     };
-    Ok((Bytes::from(native).slice(start..), decompressed_len, tail))
+    Ok((tight(native, start), decompressed_len, tail))
+}
+
+/// The builder's first buffer for a batch whose Kafka records take
+/// `section_len` bytes: a flatbuffers record costs a few dozen bytes more
+/// than Kafka's varint-framed one, so 1/8 more covers records of a few
+/// hundred bytes and up without the builder doubling its buffer. Bounded by
+/// the input's size, never by a count the input claims.
+fn builder_capacity(section_len: usize) -> usize {
+    section_len + section_len / 8 + 1024
+}
+
+/// The built batch `native[start..]` as the `Bytes` the log will keep (in
+/// its batch cache, until durable): the builder writes back to front, so
+/// `native[..start]` is unused room the batch would keep allocated. Past
+/// 1/8 of the buffer (small records made the builder double it), the
+/// batch is copied to a buffer of its own size, so what the cache holds is
+/// what it counts; otherwise it is kept in place, uncopied.
+fn tight(native: Vec<u8>, start: usize) -> Bytes {
+    if start > native.len() / 8 {
+        Bytes::copy_from_slice(&native[start..])
+    } else {
+        Bytes::from(native).slice(start..)
+    }
 }
 
 /// Appends the native batches as Kafka RecordBatch v2 (a Fetch response's

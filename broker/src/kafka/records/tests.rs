@@ -758,3 +758,49 @@ mod oracle {
         }
     }
 }
+
+#[test]
+fn a_built_batch_keeps_its_buffer_only_when_the_unused_front_is_small() {
+    // Front room up to 1/8 of the buffer: kept in place, no copy.
+    let mut vec = vec![0u8; 800];
+    vec[100..].fill(7);
+    let batch_at = vec.as_ptr() as usize + 100;
+    let kept = tight(vec, 100);
+    assert_eq!(kept.as_ptr() as usize, batch_at);
+    assert_eq!(kept.len(), 700);
+    // More: the batch is copied out, and the big buffer is freed (the
+    // batch cache would otherwise hold twice what it counts).
+    let mut vec = vec![0u8; 800];
+    vec[400..].fill(7);
+    let buffer = vec.as_ptr() as usize..vec.as_ptr() as usize + 800;
+    let copied = tight(vec, 400);
+    assert!(!buffer.contains(&(copied.as_ptr() as usize)));
+    assert_eq!(&copied[..], &[7u8; 400][..]);
+    let mut exact = copied.try_into_mut().expect("the only reference");
+    assert_eq!(exact.capacity(), 400);
+    exact.clear();
+}
+
+#[test]
+fn the_first_builder_buffer_fits_kilobyte_records() {
+    // 1,000 records of 1 KiB: converted without the builder doubling its
+    // buffer, so `tight` keeps the batch where it was built.
+    let mut builder = BatchBuilder::new(BatchOptions::default());
+    for i in 0..1000u32 {
+        builder.push(RecordInput {
+            key: Some(&i.to_be_bytes()),
+            value: Some(&[(i % 251) as u8; 1024]),
+            timestamp: 1,
+            ..RecordInput::default()
+        });
+    }
+    let native = builder.finish().expect("builds");
+    let limits = KafkaRecordsLimits::default();
+    let mut kafka = Vec::new();
+    native_to_kafka(&native, &limits, &mut kafka).expect("to kafka");
+    let section = kafka.len() - 61;
+    let (converted, _) = kafka_to_native_one(&mut &kafka[..], &limits, &mut Vec::new())
+        .expect("converts");
+    assert!(converted.len() <= builder_capacity(section));
+    assert!(builder_capacity(section) - converted.len() <= builder_capacity(section) / 8);
+}
