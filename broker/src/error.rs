@@ -120,13 +120,10 @@ pub enum OpenError {
 pub enum PartitionsError {
     #[error(transparent)]
     Open(#[from] OpenError),
-    /// The partition manager's per-partition failures, as it reports them.
     #[error("{0}")]
-    Reconfigure(String),
-    /// The partition manager's per-partition failures (directories not
-    /// removed), as it reports them.
+    Reconfigure(Joined<ReconfigureError>),
     #[error("{0}")]
-    Delete(String),
+    Delete(Joined<RemoveDirError>),
     #[error(transparent)]
     Unavailable(#[from] ShardUnavailable),
     /// The shard answered with another kind of result (a bug).
@@ -144,11 +141,15 @@ impl PartitionsError {
     }
 }
 
-/// Several shards' [`PartitionsError`]s, shown joined by "; ".
+/// Several errors (of shards, or of partitions on one shard), shown
+/// joined by "; ".
 #[derive(Debug)]
-pub struct PartitionsErrors(pub Vec<PartitionsError>);
+pub struct Joined<E>(pub Vec<E>);
 
-impl fmt::Display for PartitionsErrors {
+/// Several shards' [`PartitionsError`]s.
+pub type PartitionsErrors = Joined<PartitionsError>;
+
+impl<E: fmt::Display> fmt::Display for Joined<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, e) in self.0.iter().enumerate() {
             if i > 0 {
@@ -158,6 +159,28 @@ impl fmt::Display for PartitionsErrors {
         }
         Ok(())
     }
+}
+
+/// Why a topic's new config was not applied to a partition of it.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconfigureError {
+    /// The config does not make a valid log config.
+    #[error(transparent)]
+    Config(#[from] TopicError),
+    #[error("{topic}-{partition}: {source}")]
+    Storage {
+        topic: String,
+        partition: PartitionId,
+        source: StorageError,
+    },
+}
+
+/// A deleted partition's directory that could not be removed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot remove {}: {source}", dir.display())]
+pub struct RemoveDirError {
+    pub dir: PathBuf,
+    pub source: io::Error,
 }
 
 /// Why a topic admin op (create, delete, grow, alter configs) failed for
@@ -239,8 +262,11 @@ mod tests {
     #[test]
     fn topic_op_errors_keep_their_wire_code_and_message() {
         let storage = || {
-            PartitionsErrors(vec![
-                PartitionsError::Delete("cannot remove /d/t-0: denied".to_owned()),
+            Joined(vec![
+                PartitionsError::Delete(Joined(vec![RemoveDirError {
+                    dir: PathBuf::from("/d/t-0"),
+                    source: io::Error::new(io::ErrorKind::PermissionDenied, "denied"),
+                }])),
                 PartitionsError::Unavailable(ShardUnavailable::Stopping(ShardId(2))),
             ])
         };

@@ -16,7 +16,7 @@ use fjord_storage::LogConfig;
 use glommio::sync::Semaphore;
 
 use crate::batches::VerifiedBatches;
-use crate::error::{PartitionsError, PartitionsErrors, ShardUnavailable, TopicOpError};
+use crate::error::{Joined, PartitionsError, ShardUnavailable, TopicOpError};
 use crate::group::host::{GroupHost, GroupShard, OffsetsWriteError};
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::{Mesh, OpHandler};
@@ -469,7 +469,7 @@ impl ShardService {
             } else {
                 // The topic is registered; its logs open on the next start.
                 outcomes.push(outcome(
-                    Some(TopicOpError::Storage(PartitionsErrors(errors))),
+                    Some(TopicOpError::Storage(Joined(errors))),
                     partitions as i32,
                 ));
             }
@@ -560,9 +560,7 @@ impl ShardService {
                 outcomes.push(outcome(None));
             } else {
                 // Registered; the logs open on the next start.
-                outcomes.push(outcome(Some(TopicOpError::Storage(PartitionsErrors(
-                    errors,
-                )))));
+                outcomes.push(outcome(Some(TopicOpError::Storage(Joined(errors)))));
             }
         }
         if grown {
@@ -689,7 +687,7 @@ impl ShardService {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(TopicOpError::Storage(PartitionsErrors(errors)))
+            Err(TopicOpError::Storage(Joined(errors)))
         }
     }
 
@@ -755,7 +753,7 @@ impl ShardService {
                 }
             }
             if !leftovers.is_empty() {
-                outcomes[index].error = Some(TopicOpError::Leftovers(PartitionsErrors(leftovers)));
+                outcomes[index].error = Some(TopicOpError::Leftovers(Joined(leftovers)));
             }
             tracing::info!(topic = %meta.name, "topic deleted");
         }

@@ -33,7 +33,7 @@ use super::state::{
     Appended, BatchPlan, Opened, PartitionState, ProducePolicy, INITIAL_LEADER_EPOCH,
 };
 use crate::batches::{BatchesError, VerifiedBatches};
-use crate::error::OpenError;
+use crate::error::{Joined, OpenError, ReconfigureError, RemoveDirError};
 use crate::ops::{DamagedRange, FetchResult, ListOffsetsResult, PartitionHealth, ProduceResult};
 use crate::topic::TopicConfig;
 /// ListOffsets' special timestamps.
@@ -307,8 +307,10 @@ impl PartitionManager {
         topic: &str,
         partitions: &[PartitionId],
         config: &TopicConfig,
-    ) -> Result<(), String> {
-        let log_config = config.log_config(&self.base).map_err(|e| e.message)?;
+    ) -> Result<(), Joined<ReconfigureError>> {
+        let log_config = config
+            .log_config(&self.base)
+            .map_err(|e| Joined(vec![e.into()]))?;
         let mut errors = Vec::new();
         for &partition in partitions {
             let Some(p) = self.get(topic, partition) else {
@@ -325,19 +327,27 @@ impl PartitionManager {
                     *p.config.borrow_mut() = config.clone();
                     p.state.borrow_mut().set_policy(produce_policy(config));
                 }
-                Err(error) => errors.push(format!("{topic}-{partition}: {error}")),
+                Err(source) => errors.push(ReconfigureError::Storage {
+                    topic: topic.to_owned(),
+                    partition,
+                    source,
+                }),
             }
         }
         tracing::info!(shard = %self.shard, topic, partitions = partitions.len(), "topic config applied");
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("; "))
+            Err(Joined(errors))
         }
     }
 
     /// Closes the logs of `partitions` and deletes their directories.
-    pub async fn delete(&self, topic: &str, partitions: &[PartitionId]) -> Result<(), String> {
+    pub async fn delete(
+        &self,
+        topic: &str,
+        partitions: &[PartitionId],
+    ) -> Result<(), Joined<RemoveDirError>> {
         let mut errors = Vec::new();
         for &partition in partitions {
             let removed = {
@@ -365,13 +375,13 @@ impl PartitionManager {
             match removed {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => errors.push(format!("cannot remove {}: {e}", dir.display())),
+                Err(source) => errors.push(RemoveDirError { dir, source }),
             }
         }
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("; "))
+            Err(Joined(errors))
         }
     }
 

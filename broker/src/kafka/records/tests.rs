@@ -799,8 +799,8 @@ fn the_first_builder_buffer_fits_kilobyte_records() {
     let mut kafka = Vec::new();
     native_to_kafka(&native, &limits, &mut kafka).expect("to kafka");
     let section = kafka.len() - 61;
-    let (converted, _) = kafka_to_native_one(&mut &kafka[..], &limits, &mut Vec::new())
-        .expect("converts");
+    let (converted, _) =
+        kafka_to_native_one(&mut &kafka[..], &limits, &mut Vec::new()).expect("converts");
     assert!(converted.len() <= builder_capacity(section));
     assert!(builder_capacity(section) - converted.len() <= builder_capacity(section) / 8);
 }
