@@ -34,6 +34,18 @@ pub enum BrokerError {
     )]
     DataDirLocked { path: PathBuf, holder: String },
     #[error(
+        "data dir {path} belongs to node {found} (its meta.properties), but this is node \
+         {configured}; start with --node-id {found}, or give node {configured} its own \
+         --data-dir"
+    )]
+    DataDirOfAnotherNode {
+        path: PathBuf,
+        found: u32,
+        configured: u32,
+    },
+    #[error("{path} is not a valid meta.properties: {reason}; fix or restore it")]
+    MetaPropertiesInvalid { path: PathBuf, reason: String },
+    #[error(
         "{addr} is already in use{what}; stop whatever listens there or choose another \
          --listen (port 0 picks a free one)"
     )]

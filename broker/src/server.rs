@@ -48,6 +48,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
         BrokerError::InvalidSetting(format!("shards = {shards} is more than 65535"))
     })?;
     let data_dir = DataDir::open(&config.data_dir)?;
+    data_dir.claim_for_node(config.node_id)?;
     // The placement table: every partition goes back to the shard that
     // holds its log.
     let mut registry = TopicRegistry::open(

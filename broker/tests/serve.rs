@@ -376,6 +376,25 @@ fn second_broker_on_the_same_data_dir_fails_clearly() {
 }
 
 #[test]
+fn a_data_dir_is_never_served_as_another_node() {
+    let mut broker = Broker::start(&["--node-id", "4"]);
+    let meta = std::fs::read_to_string(broker.data_dir().join("meta.properties")).expect("meta");
+    assert!(meta.contains("node.id=4"), "{meta}");
+    assert!(broker.terminate().success());
+    let root = tempfile::tempdir().expect("tempdir");
+    let log = log_file(root.path());
+    let mut other = spawn_fjord(&broker.data_dir(), &log, "127.0.0.1:0", &["--node-id", "5"]);
+    let status = wait_exit(&mut other);
+    assert!(!status.success());
+    let stderr = std::fs::read_to_string(&log).expect("log");
+    assert!(stderr.contains("belongs to node 4"), "{stderr}");
+    assert!(stderr.contains("--node-id 4"), "{stderr}");
+    // The file is untouched by the refused start.
+    let after = std::fs::read_to_string(broker.data_dir().join("meta.properties")).expect("meta");
+    assert_eq!(after, meta);
+}
+
+#[test]
 fn occupied_port_fails_clearly() {
     let squatter = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = squatter.local_addr().expect("addr").port();
