@@ -815,3 +815,66 @@ fn large_batches_follow_max_message_bytes_across_buffer_changes_and_a_kill() {
     let first = &batches[0].records[0];
     assert_eq!(first.value.as_ref().map(|v| v.len()), Some(800 << 10));
 }
+
+/// Metadata v10+ names each topic by the id the metadata image gave it at
+/// creation: stable across a restart, distinct per topic, new for a
+/// re-created topic; older versions carry none.
+#[test]
+fn metadata_reports_topic_ids_that_survive_a_restart() {
+    let mut broker = Broker::start(&[]);
+    let create = |stream: &mut std::net::TcpStream, name: &'static str| {
+        let mut create = CreateTopicsRequest::default();
+        let mut topic = kafka_protocol::messages::create_topics_request::CreatableTopic::default();
+        topic.name = TopicName(StrBytes::from_static_str(name));
+        topic.num_partitions = 2;
+        topic.replication_factor = 1;
+        create.topics.push(topic);
+        let created: CreateTopicsResponse = call(stream, ApiKey::CreateTopics, 7, &create);
+        assert_eq!(created.topics[0].error_code, 0, "{name}");
+    };
+    let ids = |kafka: SocketAddr, version: i16| -> HashMap<String, uuid::Uuid> {
+        let mut stream = connect(kafka);
+        let mut metadata = MetadataRequest::default();
+        metadata.topics = None;
+        let meta: MetadataResponse = call(&mut stream, ApiKey::Metadata, version, &metadata);
+        meta.topics
+            .iter()
+            .map(|t| {
+                let name = t.name.as_ref().expect("name").0.to_string();
+                if name != "__consumer_offsets" {
+                    assert_eq!(t.partitions.len(), 2, "{name}");
+                }
+                for p in &t.partitions {
+                    assert_eq!(p.leader_id, BrokerId(0));
+                    assert_eq!(p.replica_nodes, vec![BrokerId(0)]);
+                    assert_eq!(p.isr_nodes, vec![BrokerId(0)]);
+                    assert_eq!(p.leader_epoch, 0);
+                }
+                (name, t.topic_id)
+            })
+            .collect()
+    };
+    let mut stream = connect(broker.kafka_addr());
+    create(&mut stream, "ids-a");
+    create(&mut stream, "ids-b");
+    let before = ids(broker.kafka_addr(), 12);
+    let a = before["ids-a"];
+    assert!(!a.is_nil());
+    assert_ne!(a, before["ids-b"]);
+    assert!(ids(broker.kafka_addr(), 9).values().all(uuid::Uuid::is_nil));
+
+    broker.terminate_and_restart();
+    assert_eq!(ids(broker.kafka_addr(), 12), before);
+
+    // Deleted and created again: a new topic, a new id.
+    let mut stream = connect(broker.kafka_addr());
+    let mut delete = kafka_protocol::messages::DeleteTopicsRequest::default();
+    delete.topic_names = vec![TopicName(StrBytes::from_static_str("ids-a"))];
+    let deleted: kafka_protocol::messages::DeleteTopicsResponse =
+        call(&mut stream, ApiKey::DeleteTopics, 5, &delete);
+    assert_eq!(deleted.responses[0].error_code, 0);
+    create(&mut stream, "ids-a");
+    let after = ids(broker.kafka_addr(), 12);
+    assert_ne!(after["ids-a"], a);
+    assert_eq!(after["ids-b"], before["ids-b"]);
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use fjord_net::driver::budget::BudgetHold;
-use fjord_schema::{ErrorCode, PartitionId, ProducerEpoch, ProducerId};
+use fjord_schema::{ErrorCode, NodeId, PartitionId, ProducerEpoch, ProducerId};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -308,14 +308,24 @@ impl KafkaHandler {
             match catalog.get(&name) {
                 None => topic.error_code = metadata.missing_topic_error(&name).code(),
                 Some(meta) => {
-                    topic.partitions = (0..meta.shards.len())
-                        .map(|index| {
+                    // Metadata v10+ carries it; older versions skip it.
+                    topic.topic_id = uuid::Uuid::from_bytes(meta.id.0);
+                    // As the metadata image says (one replica, this node,
+                    // until replication).
+                    let brokers = |nodes: &[NodeId]| -> Vec<BrokerId> {
+                        nodes.iter().map(|n| BrokerId(n.get() as i32)).collect()
+                    };
+                    topic.partitions = meta
+                        .partitions
+                        .iter()
+                        .enumerate()
+                        .map(|(index, image)| {
                             let mut p = MetadataResponsePartition::default();
                             p.partition_index = index as i32;
-                            p.leader_id = BrokerId(node);
-                            p.leader_epoch = 0;
-                            p.replica_nodes = vec![BrokerId(node)];
-                            p.isr_nodes = vec![BrokerId(node)];
+                            p.leader_id = BrokerId(image.leader.map_or(-1, |n| n.get() as i32));
+                            p.leader_epoch = image.leader_epoch.0 as i32;
+                            p.replica_nodes = brokers(&image.replicas);
+                            p.isr_nodes = brokers(&image.isr);
                             p
                         })
                         .collect();
