@@ -14,6 +14,7 @@ use crate::batches::VerifiedBatches;
 use crate::error::{PartitionsError, ShardUnavailable, TopicOpError};
 use crate::group::ops::{GroupOp, GroupReply};
 use crate::metadata::catalog::Catalog;
+use crate::metadata::image::TopicId;
 use crate::topic::{ConfigAlter, TopicConfig};
 
 /// A request to one shard.
@@ -227,6 +228,8 @@ pub struct TopicOutcome {
     /// `None`: done.
     pub error: Option<TopicOpError>,
     pub num_partitions: i32,
+    /// A created topic's id (CreateTopics v7+ answers it).
+    pub topic_id: Option<TopicId>,
 }
 
 impl TopicOutcome {

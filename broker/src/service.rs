@@ -431,6 +431,7 @@ impl ShardService {
                 name: spec.name.clone(),
                 error,
                 num_partitions: partitions,
+                topic_id: None,
             };
             let (partitions, config, overrides) = match admin.check(&spec) {
                 Ok(checked) => checked,
@@ -465,7 +466,10 @@ impl ShardService {
             let errors = self.open_partitions(&meta, 0).await;
             if errors.is_empty() {
                 tracing::info!(topic = %meta.name, partitions, shards = ?meta.shards, "topic created");
-                outcomes.push(outcome(None, partitions as i32));
+                outcomes.push(TopicOutcome {
+                    topic_id: Some(meta.id),
+                    ..outcome(None, partitions as i32)
+                });
             } else {
                 // The topic is registered; its logs open on the next start.
                 outcomes.push(outcome(
@@ -528,6 +532,7 @@ impl ShardService {
                 name: name.clone(),
                 error,
                 num_partitions: count as i32,
+                topic_id: None,
             };
             if name == OFFSETS_TOPIC {
                 outcomes.push(outcome(Some(TopicOpError::OffsetsTopicCannotGrow)));
@@ -603,6 +608,7 @@ impl ShardService {
                 name: spec.name,
                 error,
                 num_partitions: -1,
+                topic_id: None,
             });
         }
         if changed {
@@ -714,6 +720,7 @@ impl ShardService {
                     name,
                     error: Some(TopicOpError::OffsetsTopicUndeletable),
                     num_partitions: -1,
+                    topic_id: None,
                 });
                 continue;
             }
@@ -724,6 +731,7 @@ impl ShardService {
                         name: name.clone(),
                         error: None,
                         num_partitions: meta.partition_count() as i32,
+                        topic_id: None,
                     });
                     removed.push((outcomes.len() - 1, meta));
                 }
@@ -731,6 +739,7 @@ impl ShardService {
                     name,
                     error: Some(e.into()),
                     num_partitions: -1,
+                    topic_id: None,
                 }),
             }
         }
@@ -821,6 +830,7 @@ fn refuse_all(
             name,
             error: Some(error()),
             num_partitions: -1,
+            topic_id: None,
         })
         .collect()
 }

@@ -831,6 +831,7 @@ fn metadata_reports_topic_ids_that_survive_a_restart() {
         create.topics.push(topic);
         let created: CreateTopicsResponse = call(stream, ApiKey::CreateTopics, 7, &create);
         assert_eq!(created.topics[0].error_code, 0, "{name}");
+        created.topics[0].topic_id
     };
     let ids = |kafka: SocketAddr, version: i16| -> HashMap<String, uuid::Uuid> {
         let mut stream = connect(kafka);
@@ -855,12 +856,15 @@ fn metadata_reports_topic_ids_that_survive_a_restart() {
             .collect()
     };
     let mut stream = connect(broker.kafka_addr());
-    create(&mut stream, "ids-a");
-    create(&mut stream, "ids-b");
+    let created_a = create(&mut stream, "ids-a");
+    let created_b = create(&mut stream, "ids-b");
     let before = ids(broker.kafka_addr(), 12);
     let a = before["ids-a"];
     assert!(!a.is_nil());
     assert_ne!(a, before["ids-b"]);
+    // CreateTopics v7 answers the id Metadata then reports.
+    assert_eq!(created_a, a);
+    assert_eq!(created_b, before["ids-b"]);
     assert!(ids(broker.kafka_addr(), 9).values().all(uuid::Uuid::is_nil));
 
     broker.terminate_and_restart();
@@ -873,8 +877,9 @@ fn metadata_reports_topic_ids_that_survive_a_restart() {
     let deleted: kafka_protocol::messages::DeleteTopicsResponse =
         call(&mut stream, ApiKey::DeleteTopics, 5, &delete);
     assert_eq!(deleted.responses[0].error_code, 0);
-    create(&mut stream, "ids-a");
+    let recreated = create(&mut stream, "ids-a");
     let after = ids(broker.kafka_addr(), 12);
     assert_ne!(after["ids-a"], a);
+    assert_eq!(after["ids-a"], recreated);
     assert_eq!(after["ids-b"], before["ids-b"]);
 }

@@ -243,6 +243,7 @@ fn topic_outcomes(result: OpResult, names: Vec<String>) -> Vec<TopicOutcome> {
                 name,
                 error: Some(TopicOpError::NoAnswer(format!("{other:?}"))),
                 num_partitions: -1,
+                topic_id: None,
             })
             .collect(),
     }
@@ -264,6 +265,7 @@ fn outcomes_of(result: OpResult, names: Vec<String>) -> Vec<TopicOutcome> {
                     name,
                     error: Some(error()),
                     num_partitions: -1,
+                    topic_id: None,
                 })
                 .collect()
         }

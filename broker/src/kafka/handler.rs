@@ -639,6 +639,9 @@ impl KafkaHandler {
             t.error_message = o.message().map(StrBytes::from_string);
             t.num_partitions = o.num_partitions;
             t.replication_factor = if o.code() == ErrorCode::None { 1 } else { -1 };
+            if let Some(id) = o.topic_id {
+                t.topic_id = uuid::Uuid::from_bytes(id.0);
+            }
             t.name = TopicName(StrBytes::from_string(o.name));
             response.topics.push(t);
         }
