@@ -279,6 +279,12 @@ mod proxy {
     }
 }
 
+/// The proxy's loopback address: one no other test uses. (It was
+/// 127.0.0.2, where `connection_floods` binds hundreds of client sockets
+/// at once; one of their ephemeral ports could be the broker's port, and
+/// the proxy's bind then failed with "Address already in use".)
+const PROXY_HOST: &str = "127.0.0.42";
+
 #[test]
 fn the_producer_retries_through_cut_connections_and_writes_every_record_once() {
     use fjord_net::client::producer::{Producer, ProducerOptions, ProducerRecord};
@@ -290,7 +296,7 @@ fn the_producer_retries_through_cut_connections_and_writes_every_record_once() {
         "--shard-ports",
         "false",
         "--advertised-host",
-        "127.0.0.2",
+        PROXY_HOST,
     ]);
     let mut conn = broker.conn();
     const PARTITIONS: u32 = 3;
@@ -298,9 +304,9 @@ fn the_producer_retries_through_cut_connections_and_writes_every_record_once() {
         conn.create_topic("cut", PARTITIONS as i32, &[]),
         ErrorCode::None
     );
-    // Metadata advertises 127.0.0.2:<broker port>: the proxy's address, so
+    // Metadata advertises PROXY_HOST:<broker port>: the proxy's address, so
     // every connection of the producer goes through it.
-    let listen: std::net::SocketAddr = format!("127.0.0.2:{}", broker.addr.port())
+    let listen: std::net::SocketAddr = format!("{PROXY_HOST}:{}", broker.addr.port())
         .parse()
         .expect("address");
     let stats = proxy::start(listen, broker.addr, 0x9e37_79b9_7f4a_7c15);
