@@ -158,6 +158,17 @@ impl PartitionsError {
 #[derive(Debug)]
 pub struct Joined<E>(pub Vec<E>);
 
+impl<E> Joined<E> {
+    /// `Ok` when `errors` is empty, else all of them.
+    pub fn result(errors: Vec<E>) -> Result<(), Joined<E>> {
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Joined(errors))
+        }
+    }
+}
+
 /// Several shards' [`PartitionsError`]s.
 pub type PartitionsErrors = Joined<PartitionsError>;
 

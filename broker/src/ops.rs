@@ -244,4 +244,26 @@ impl TopicOutcome {
     pub fn message(&self) -> Option<String> {
         self.error.as_ref().map(ToString::to_string)
     }
+
+    /// An outcome without partitions or an id: `error`, or done (`None`)
+    /// for a config change.
+    pub fn of(name: String, error: Option<TopicOpError>) -> TopicOutcome {
+        TopicOutcome {
+            name,
+            error,
+            num_partitions: -1,
+            topic_id: None,
+        }
+    }
+
+    /// The same error for every topic of a request.
+    pub fn refuse_all(
+        names: impl IntoIterator<Item = String>,
+        error: impl Fn() -> TopicOpError,
+    ) -> Vec<TopicOutcome> {
+        names
+            .into_iter()
+            .map(|name| TopicOutcome::of(name, Some(error())))
+            .collect()
+    }
 }

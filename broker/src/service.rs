@@ -414,13 +414,13 @@ impl ShardService {
         let admin = match self.admin() {
             Ok(admin) => admin,
             Err(_) => {
-                return refuse_all(specs.iter().map(|s| s.name.clone()), || {
+                return TopicOutcome::refuse_all(specs.iter().map(|s| s.name.clone()), || {
                     TopicOpError::NotRegistryShard(self.shard)
                 })
             }
         };
         let Ok(_lock) = admin.lock.acquire_permit(1).await else {
-            return refuse_all(specs.iter().map(|s| s.name.clone()), || {
+            return TopicOutcome::refuse_all(specs.iter().map(|s| s.name.clone()), || {
                 TopicOpError::Stopping
             });
         };
@@ -517,13 +517,15 @@ impl ShardService {
         let admin = match self.admin() {
             Ok(admin) => admin,
             Err(_) => {
-                return refuse_all(topics.into_iter().map(|t| t.0), || {
+                return TopicOutcome::refuse_all(topics.into_iter().map(|t| t.0), || {
                     TopicOpError::NotRegistryShard(self.shard)
                 })
             }
         };
         let Ok(_lock) = admin.lock.acquire_permit(1).await else {
-            return refuse_all(topics.into_iter().map(|t| t.0), || TopicOpError::Stopping);
+            return TopicOutcome::refuse_all(topics.into_iter().map(|t| t.0), || {
+                TopicOpError::Stopping
+            });
         };
         let mut outcomes = Vec::with_capacity(topics.len());
         let mut grown = false;
@@ -586,13 +588,15 @@ impl ShardService {
         let admin = match self.admin() {
             Ok(admin) => admin,
             Err(_) => {
-                return refuse_all(specs.into_iter().map(|s| s.name), || {
+                return TopicOutcome::refuse_all(specs.into_iter().map(|s| s.name), || {
                     TopicOpError::NotRegistryShard(self.shard)
                 })
             }
         };
         let Ok(_lock) = admin.lock.acquire_permit(1).await else {
-            return refuse_all(specs.into_iter().map(|s| s.name), || TopicOpError::Stopping);
+            return TopicOutcome::refuse_all(specs.into_iter().map(|s| s.name), || {
+                TopicOpError::Stopping
+            });
         };
         let mut outcomes = Vec::with_capacity(specs.len());
         let mut changed = false;
@@ -604,12 +608,7 @@ impl ShardService {
                 }
                 Err(e) => Some(e),
             };
-            outcomes.push(TopicOutcome {
-                name: spec.name,
-                error,
-                num_partitions: -1,
-                topic_id: None,
-            });
+            outcomes.push(TopicOutcome::of(spec.name, error));
         }
         if changed {
             self.publish_catalog().await;
@@ -690,11 +689,7 @@ impl ShardService {
                 errors.push(e);
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(TopicOpError::Storage(Joined(errors)))
-        }
+        Joined::result(errors).map_err(TopicOpError::Storage)
     }
 
     /// Shard 0: removes topics from the registry (durably), publishes the
@@ -704,24 +699,22 @@ impl ShardService {
         let admin = match self.admin() {
             Ok(admin) => admin,
             Err(_) => {
-                return refuse_all(names.into_iter(), || {
+                return TopicOutcome::refuse_all(names, || {
                     TopicOpError::NotRegistryShard(self.shard)
                 })
             }
         };
         let Ok(_lock) = admin.lock.acquire_permit(1).await else {
-            return refuse_all(names.into_iter(), || TopicOpError::Stopping);
+            return TopicOutcome::refuse_all(names, || TopicOpError::Stopping);
         };
         let mut outcomes = Vec::with_capacity(names.len());
         let mut removed = Vec::new();
         for name in names {
             if name == OFFSETS_TOPIC {
-                outcomes.push(TopicOutcome {
+                outcomes.push(TopicOutcome::of(
                     name,
-                    error: Some(TopicOpError::OffsetsTopicUndeletable),
-                    num_partitions: -1,
-                    topic_id: None,
-                });
+                    Some(TopicOpError::OffsetsTopicUndeletable),
+                ));
                 continue;
             }
             let deleted = admin.registry.delete(&name).await;
@@ -735,12 +728,7 @@ impl ShardService {
                     });
                     removed.push((outcomes.len() - 1, meta));
                 }
-                Err(e) => outcomes.push(TopicOutcome {
-                    name,
-                    error: Some(e.into()),
-                    num_partitions: -1,
-                    topic_id: None,
-                }),
+                Err(e) => outcomes.push(TopicOutcome::of(name, Some(e.into()))),
             }
         }
         if removed.is_empty() {
@@ -818,19 +806,4 @@ fn done(result: OpResult) -> Result<(), PartitionsError> {
         OpResult::Unavailable(e) => Err(e.into()),
         other => Err(PartitionsError::UnexpectedReply(format!("{other:?}"))),
     }
-}
-
-/// The same error for every topic of a request.
-fn refuse_all(
-    names: impl Iterator<Item = String>,
-    error: impl Fn() -> TopicOpError,
-) -> Vec<TopicOutcome> {
-    names
-        .map(|name| TopicOutcome {
-            name,
-            error: Some(error()),
-            num_partitions: -1,
-            topic_id: None,
-        })
-        .collect()
 }

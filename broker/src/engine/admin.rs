@@ -237,15 +237,7 @@ impl Engine {
 fn topic_outcomes(result: OpResult, names: Vec<String>) -> Vec<TopicOutcome> {
     match result {
         OpResult::Topics(outcomes) => outcomes,
-        other => names
-            .into_iter()
-            .map(|name| TopicOutcome {
-                name,
-                error: Some(TopicOpError::NoAnswer(format!("{other:?}"))),
-                num_partitions: -1,
-                topic_id: None,
-            })
-            .collect(),
+        other => TopicOutcome::refuse_all(names, || TopicOpError::NoAnswer(format!("{other:?}"))),
     }
 }
 
@@ -259,15 +251,7 @@ fn outcomes_of(result: OpResult, names: Vec<String>) -> Vec<TopicOutcome> {
                 OpResult::Unavailable(e) => TopicOpError::Unavailable(e.clone()),
                 other => TopicOpError::UnexpectedReply(format!("{other:?}")),
             };
-            names
-                .into_iter()
-                .map(|name| TopicOutcome {
-                    name,
-                    error: Some(error()),
-                    num_partitions: -1,
-                    topic_id: None,
-                })
-                .collect()
+            TopicOutcome::refuse_all(names, error)
         }
     }
 }

@@ -335,11 +335,7 @@ impl PartitionManager {
             }
         }
         tracing::info!(shard = %self.shard, topic, partitions = partitions.len(), "topic config applied");
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Joined(errors))
-        }
+        Joined::result(errors)
     }
 
     /// Closes the logs of `partitions` and deletes their directories.
@@ -378,11 +374,7 @@ impl PartitionManager {
                 Err(source) => errors.push(RemoveDirError { dir, source }),
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Joined(errors))
-        }
+        Joined::result(errors)
     }
 
     /// InitProducerId: a new producer id, or the next epoch of a known one.
