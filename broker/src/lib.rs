@@ -8,6 +8,7 @@ pub mod batches;
 pub mod clock;
 pub mod config;
 pub mod connection_limits;
+pub mod controller;
 pub mod datadir;
 pub mod durable_file;
 pub mod engine;

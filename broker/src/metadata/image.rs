@@ -158,13 +158,87 @@ impl TopicImage {
     }
 }
 
-/// Every topic, by name, as of one metadata change.
+/// A host and port as advertised to others (`host:port`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Where a broker is reached, per protocol.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BrokerEndpoints {
+    /// The native listener (`--listen`, advertised).
+    pub native: Option<Endpoint>,
+    /// The Kafka listener (`--kafka-listen`, advertised), if on.
+    pub kafka: Option<Endpoint>,
+    /// The inter-node listener (`--cluster-listen`).
+    pub cluster: Option<Endpoint>,
+}
+
+/// One broker as the cluster knows it (its last registration).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerImage {
+    pub node: NodeId,
+    /// New on every process start (`RegisterBroker`).
+    pub incarnation: u64,
+    pub endpoints: BrokerEndpoints,
+    pub shards: u16,
+    pub rack: Option<String>,
+    /// Fenced: not listed to clients, leads nothing, gets no new replicas.
+    pub fenced: bool,
+}
+
+/// Every topic, by name, and every registered broker, as of one metadata
+/// change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetadataImage {
     topics: BTreeMap<String, Arc<TopicImage>>,
+    brokers: BTreeMap<NodeId, BrokerImage>,
+    /// The first producer id not yet given to any node in a block.
+    producer_id_next: i64,
 }
 
 impl MetadataImage {
+    /// Registered brokers, fenced or not, by node id.
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerImage> {
+        self.brokers.values()
+    }
+
+    pub fn broker(&self, node: NodeId) -> Option<&BrokerImage> {
+        self.brokers.get(&node)
+    }
+
+    /// Registered brokers not fenced, by node id: what clients are told.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerImage> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// This image with `broker` added or replaced (by node id).
+    pub fn with_broker(&self, broker: BrokerImage) -> MetadataImage {
+        let mut next = self.clone();
+        next.brokers.insert(broker.node, broker);
+        next
+    }
+
+    /// The first producer id no block has given out yet.
+    pub fn producer_id_next(&self) -> i64 {
+        self.producer_id_next
+    }
+
+    /// This image with the next producer-id block starting at `next`.
+    pub fn with_producer_id_next(&self, next: i64) -> MetadataImage {
+        let mut next_image = self.clone();
+        next_image.producer_id_next = next;
+        next_image
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<TopicImage>> {
         self.topics.get(name)
     }

@@ -1,0 +1,18 @@
+//! The cluster controller (issue 13, CLUSTER.md §1–3): the metadata log
+//! replicated by a Raft group (tikv `raft`) over the voters' shard 0, the
+//! records it holds, and the pure state machine that turns admin commands
+//! into records and folds committed records into the
+//! [`crate::metadata::image::MetadataImage`].
+//!
+//! - [`records`]: `MetadataRecord`, the entries of the metadata log, and
+//!   their encoding.
+//! - [`commands`]: what nodes ask of the controller (register, heartbeat,
+//!   admin, producer-id blocks) and its replies, and their encoding.
+//! - [`state`]: `ControllerState`, sans-IO: commands + clock → records;
+//!   committed records → image. Transcript tests.
+//! - [`quorum`]: the Raft group, sans-IO around `raft::RawNode`, with its
+//!   durable storage.
+//! - [`transport`]: native frames over `--cluster-listen` (glommio).
+
+pub mod commands;
+pub mod records;
