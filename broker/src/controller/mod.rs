@@ -15,4 +15,6 @@
 //! - [`transport`]: native frames over `--cluster-listen` (glommio).
 
 pub mod commands;
+pub mod driver;
 pub mod records;
+pub mod state;

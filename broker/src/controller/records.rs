@@ -63,6 +63,10 @@ pub enum MetadataRecord {
         topic: TopicId,
         overrides: BTreeMap<String, String>,
     },
+    /// The cluster's id, chosen once by the first controller of an empty
+    /// log (the first record of every cluster). A node whose
+    /// `meta.properties` names another cluster refuses to serve.
+    ClusterId { id: [u8; 16] },
     /// Producer ids `[first, first + size)` belong to `node`; the next
     /// block starts at `first + size`.
     ProducerIdsBlock { node: NodeId, first: i64, size: u32 },

@@ -62,6 +62,19 @@ impl Deref for TopicMeta {
 pub struct Catalog {
     image: Arc<MetadataImage>,
     topics: BTreeMap<String, TopicMeta>,
+    /// The metadata quorum as this node last saw it.
+    quorum: QuorumView,
+}
+
+/// What a node knows of the metadata quorum, published with the image.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QuorumView {
+    /// The active controller (Raft leader), if known.
+    pub controller: Option<fjord_schema::NodeId>,
+    /// The metadata log index this node has applied (its image's).
+    pub applied_index: u64,
+    /// The highest index this node knows to be committed.
+    pub committed_index: u64,
 }
 
 impl Catalog {
@@ -71,7 +84,21 @@ impl Catalog {
             .topics()
             .map(|t| (t.name.clone(), TopicMeta::new(t.clone(), table)))
             .collect();
-        Catalog { image, topics }
+        Catalog {
+            image,
+            topics,
+            quorum: QuorumView::default(),
+        }
+    }
+
+    /// This catalog with the quorum view `quorum`.
+    pub fn with_quorum(mut self, quorum: QuorumView) -> Catalog {
+        self.quorum = quorum;
+        self
+    }
+
+    pub fn quorum(&self) -> QuorumView {
+        self.quorum
     }
 
     /// The cluster facts this catalog was built from.

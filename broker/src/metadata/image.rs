@@ -203,6 +203,8 @@ pub struct MetadataImage {
     brokers: BTreeMap<NodeId, BrokerImage>,
     /// The first producer id not yet given to any node in a block.
     producer_id_next: i64,
+    /// Set by the first record of the log (`ClusterId`).
+    cluster_id: Option<[u8; 16]>,
 }
 
 impl MetadataImage {
@@ -224,6 +226,16 @@ impl MetadataImage {
     pub fn with_broker(&self, broker: BrokerImage) -> MetadataImage {
         let mut next = self.clone();
         next.brokers.insert(broker.node, broker);
+        next
+    }
+
+    pub fn cluster_id(&self) -> Option<[u8; 16]> {
+        self.cluster_id
+    }
+
+    pub fn with_cluster_id(&self, id: [u8; 16]) -> MetadataImage {
+        let mut next = self.clone();
+        next.cluster_id = Some(id);
         next
     }
 
