@@ -43,6 +43,9 @@ pub enum BrokerError {
         found: u32,
         configured: u32,
     },
+    /// The metadata log could not be opened or recovered.
+    #[error("{0}")]
+    MetadataLog(#[from] crate::controller::driver::QuorumError),
     #[error("{path} is not a valid meta.properties: {reason}; fix or restore it")]
     MetaPropertiesInvalid { path: PathBuf, reason: String },
     #[error(
@@ -215,7 +218,7 @@ pub enum TopicOpError {
     Refused(#[from] TopicError),
     #[error("num_partitions = {0}: must be positive or -1")]
     PartitionCount(i32),
-    #[error("replication_factor = {0}: this single-node broker keeps one replica")]
+    #[error("replication_factor = {0}: must be positive or -1")]
     ReplicationFactor(i16),
     #[error("message.timestamp.type = LogAppendTime is not supported yet")]
     LogAppendTime,
@@ -240,6 +243,9 @@ pub enum TopicOpError {
     Leftovers(PartitionsErrors),
     #[error("shard {0} does not own the topic registry")]
     NotRegistryShard(ShardId),
+    /// The controller did not answer (no quorum, timeout, stopping).
+    #[error("{0}")]
+    Controller(crate::controller::driver::ControllerUnavailable),
     /// The registry shard is stopping.
     #[error("stopping")]
     Stopping,
@@ -268,6 +274,7 @@ impl TopicOpError {
             TopicOpError::Storage(_) => ErrorCode::KafkaStorageError,
             TopicOpError::Leftovers(_) => ErrorCode::None,
             TopicOpError::Unavailable(e) => e.code(),
+            TopicOpError::Controller(_) => ErrorCode::RequestTimedOut,
             TopicOpError::NotRegistryShard(_)
             | TopicOpError::Stopping
             | TopicOpError::UnexpectedReply(_)

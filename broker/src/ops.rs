@@ -56,12 +56,23 @@ pub enum Op {
         current_leader_epoch: Option<LeaderEpoch>,
         replica_id: Option<NodeId>,
     },
-    /// Open (create or recover) these partitions' logs on this shard.
+    /// Open (create or recover) these partitions' logs on this shard, at
+    /// the leader epochs the metadata image gives them (one per
+    /// partition).
     Open {
         topic: String,
         partitions: Vec<PartitionId>,
+        leader_epochs: Vec<LeaderEpoch>,
         config: TopicConfig,
     },
+    /// The metadata image moved these open partitions' leader epochs.
+    LeaderEpochs {
+        topic: String,
+        epochs: Vec<(PartitionId, LeaderEpoch)>,
+    },
+    /// Shard 0 only: a block of producer ids from the controller
+    /// (`ProducerIdsBlock`), unique cluster-wide.
+    ProducerIdBlock,
     /// Close these partitions' logs and delete their directories.
     Delete {
         topic: String,
@@ -135,6 +146,8 @@ pub enum OpResult {
     Topics(Vec<TopicOutcome>),
     Group(GroupReply),
     Health(Vec<PartitionHealth>),
+    /// Producer ids `[first, first + size)`, or why none.
+    ProducerIdBlock(Result<(i64, u32), TopicOpError>),
     /// The op could not reach its shard (stopping) or was sent to the
     /// wrong one.
     Unavailable(ShardUnavailable),

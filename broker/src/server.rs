@@ -16,11 +16,15 @@ use glommio::{CpuSet, ExecutorJoinHandle};
 
 use crate::config::Config;
 use crate::connection_limits::ConnectionTable;
+use crate::controller::driver::{ClusterConfig, Voter};
+use crate::controller::import;
+use crate::controller::state::ControllerConfig;
 use crate::datadir::DataDir;
 use crate::engine::{BrokerView, EngineLimits};
 use crate::error::BrokerError;
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::mesh_ends;
+use crate::metadata::image::{BrokerEndpoints, MetadataImage, PartitionImage, TopicId, TopicImage};
 use crate::metadata::registry::TopicRegistry;
 use crate::shard::{self, ShardBoot, ShardEvent, ShardSpec};
 use crate::signals::Signals;
@@ -49,18 +53,44 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     })?;
     let data_dir = DataDir::open(&config.data_dir)?;
     data_dir.claim_for_node(config.node_id)?;
-    // The placement table: every partition goes back to the shard that
-    // holds its log.
-    let mut registry = TopicRegistry::open(
+    let node = NodeId(config.node_id);
+    let cluster = cluster_config(&config, &data_dir, shard_count);
+    // The metadata log as on disk: what this node knew was committed.
+    let recovered = crate::controller::driver::recover(&cluster)?;
+    let (image, bootstrap) = if recovered.image.cluster_id().is_some() {
+        retire_legacy_registry(&data_dir);
+        (recovered.image.clone(), Vec::new())
+    } else if cluster.voters.len() == 1 && cluster.voters[0].node == node {
+        // A one-node cluster's first start on this log: a pre-cluster data
+        // dir's topics (and the offsets topic) become its first records.
+        let legacy =
+            TopicRegistry::open(data_dir.path(), node, shard_count, config.partitions_max)?;
+        let mut legacy_image = MetadataImage::clone(legacy.image());
+        drop(legacy);
+        let defaults = TopicConfig::from_log_config(&config.base_log_config());
+        legacy_image = adopt_untracked(legacy_image, &defaults);
+        let offsets = offsets_topic(&config, node)?;
+        let adopted = Arc::new(import::adopt(&legacy_image, node, Some(offsets)));
+        let producer_ids_next = crate::partition::producer_ids::legacy_next(data_dir.path())
+            .map_err(|e| BrokerError::InvalidSetting(format!("producer id counter: {e}")))?;
+        let records = import::records(&adopted, producer_ids_next);
+        (adopted, records)
+    } else {
+        (recovered.image.clone(), Vec::new())
+    };
+    // This node's shard table, fitted to the image: every local replica
+    // goes back to the shard that holds its log.
+    let registry = TopicRegistry::open_following(
         data_dir.path(),
-        NodeId(config.node_id),
+        node,
         shard_count,
         config.partitions_max,
+        image,
     )?;
-    registry.adopt_untracked_overrides(&TopicConfig::from_log_config(&config.base_log_config()));
-    create_offsets_topic(&mut registry, &config)?;
     let catalog = Arc::new(registry.catalog());
     let mut registry = Some(registry);
+    let mut controller = Some((cluster, recovered, bootstrap));
+    let serving = Arc::new(AtomicBool::new(false));
     let mut meshes: Vec<_> = if shards > 1 {
         mesh_ends(shards, config.mesh_channel_capacity)
             .into_iter()
@@ -73,6 +103,8 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     let mut boot = |index: usize| ShardBoot {
         mesh: meshes[index].take(),
         registry: if index == 0 { registry.take() } else { None },
+        controller: if index == 0 { controller.take() } else { None },
+        serving: serving.clone(),
         catalog: catalog.clone(),
         drained: drained.clone(),
     };
@@ -387,15 +419,13 @@ fn wait_recovered(
 
 /// Executor creation fails inside the shard thread, so its error comes back
 /// as a shard exit; that one gets the io_uring hint.
-/// Creates `__consumer_offsets` on first start (before any shard opens
-/// logs, so the registry is durable first). Retention is off (`retention.ms
-/// = -1`, no size limit) until compaction exists: deleting old segments
-/// could drop the latest commit of a live group. Commits are acknowledged
-/// only after an fdatasync (`flush.before.ack`).
-fn create_offsets_topic(registry: &mut TopicRegistry, config: &Config) -> Result<(), BrokerError> {
-    if registry.get(OFFSETS_TOPIC).is_some() {
-        return Ok(());
-    }
+/// `__consumer_offsets` as a one-node cluster creates it on its first start
+/// (see `controller::import`). Retention is off (`retention.ms = -1`, no
+/// size limit) until compaction exists: deleting old segments could drop
+/// the latest commit of a live group. Commits are acknowledged only after
+/// an fdatasync (`flush.before.ack`). A cluster's controller creates it
+/// with the same configs (`ControllerState::tick`).
+fn offsets_topic(config: &Config, node: NodeId) -> Result<TopicImage, BrokerError> {
     let mut topic = TopicConfig::from_log_config(&config.base_log_config());
     // Kafka's offsets.topic.segment.bytes.
     let segment_bytes = topic.segment_bytes.min(100 << 20).to_string();
@@ -414,17 +444,98 @@ fn create_offsets_topic(registry: &mut TopicRegistry, config: &Config) -> Result
     topic
         .apply(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(invalid)?;
-    registry
-        .create(
-            OFFSETS_TOPIC,
-            config.offsets_topic_partitions,
-            topic,
-            overrides,
-            crate::clock::now_ms(),
-        )
-        .map_err(invalid)?;
-    Ok(())
+    if config.offsets_topic_partitions == 0 {
+        return Err(BrokerError::InvalidSetting(
+            "offsets_topic_partitions must be positive".to_owned(),
+        ));
+    }
+    Ok(TopicImage {
+        id: TopicId::random(),
+        name: OFFSETS_TOPIC.to_owned(),
+        config: topic,
+        created_ms: crate::clock::now_ms(),
+        overrides: Some(overrides),
+        partitions: vec![PartitionImage::single(node); config.offsets_topic_partitions as usize],
+    })
 }
+
+/// Registries written before explicit keys were tracked: the keys whose
+/// value differs from the broker's `defaults` count as set on the topic
+/// (what was given at creation, as far as it can be told).
+fn adopt_untracked(image: MetadataImage, defaults: &TopicConfig) -> MetadataImage {
+    let default_entries: BTreeMap<&str, String> = defaults.entries().into_iter().collect();
+    let mut adopted = image.clone();
+    for topic in image.topics().filter(|t| t.overrides.is_none()) {
+        let differing = topic
+            .config
+            .entries()
+            .into_iter()
+            .filter(|(key, value)| default_entries.get(key) != Some(value))
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect();
+        let mut topic = TopicImage::clone(topic);
+        topic.overrides = Some(differing);
+        adopted = adopted.with_topic(topic);
+    }
+    adopted
+}
+
+/// Once the metadata log holds the cluster, a pre-cluster `topics.toml`
+/// is history: renamed (kept for the operator), never read again.
+fn retire_legacy_registry(data_dir: &DataDir) {
+    let legacy = data_dir
+        .path()
+        .join(crate::metadata::registry::REGISTRY_FILE);
+    if legacy.exists() {
+        let retired = legacy.with_extension("toml.imported");
+        match std::fs::rename(&legacy, &retired) {
+            Ok(()) => {
+                tracing::info!(from = %legacy.display(), to = %retired.display(), "the pre-cluster topic registry was imported into the metadata log; renamed")
+            }
+            Err(error) => {
+                tracing::warn!(%error, path = %legacy.display(), "cannot rename the imported topic registry")
+            }
+        }
+    }
+}
+
+/// The controller's settings from this node's configuration. The
+/// endpoints are filled in on shard 0 once the listeners are bound.
+fn cluster_config(config: &Config, data_dir: &DataDir, shard_count: u16) -> ClusterConfig {
+    let node = NodeId(config.node_id);
+    ClusterConfig {
+        node,
+        voters: vec![Voter {
+            node,
+            host: "127.0.0.1".to_owned(),
+            port: 0,
+        }],
+        cluster_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        dir: data_dir.path().join(METADATA_LOG_DIR),
+        endpoints: BrokerEndpoints::default(),
+        shards: shard_count,
+        rack: None,
+        heartbeat_interval_ms: 2_000,
+        raft_tick_ms: 100,
+        controller: ControllerConfig {
+            voters: vec![node],
+            defaults: TopicConfig::from_log_config(&config.base_log_config()),
+            default_partitions: config.default_partitions,
+            default_replication_factor: 1,
+            offsets_partitions: config.offsets_topic_partitions,
+            offsets_replication_factor: 3,
+            partitions_max: config.partitions_max,
+            session_timeout_ms: 9_000,
+            producer_id_block_size: PRODUCER_ID_BLOCK_SIZE,
+        },
+    }
+}
+
+/// The metadata log's directory in the data dir (KRaft's name).
+pub const METADATA_LOG_DIR: &str = "__cluster_metadata-0";
+
+/// Producer ids per block the controller allots a shard.
+const PRODUCER_ID_BLOCK_SIZE: u32 = 1000;
 
 fn startup_error(shard: ShardId, reason: String) -> BrokerError {
     let shard = usize::from(shard.get());

@@ -3,52 +3,76 @@
 //! registry together. The dispatcher turns requests into [`Op`]s and runs
 //! each on the shard that owns it with [`ShardService::execute`].
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
-use fjord_schema::{ErrorCode, NodeId, PartitionId, ShardId};
+use fjord_schema::{
+    ErrorCode, LeaderEpoch, NodeId, PartitionId, ProducerEpoch, ProducerId, ShardId,
+};
 use fjord_storage::LogConfig;
 use glommio::sync::Semaphore;
 
 use crate::batches::VerifiedBatches;
+use crate::controller::commands::{
+    AlterTopicConfigs, ControllerCommand, ControllerReply, CreateTopicSpec, TopicResult,
+};
+use crate::controller::driver::{
+    ClusterConfig, ControllerHandle, ControllerUnavailable, QuorumError, Recovered,
+};
+use crate::controller::records::MetadataRecord;
 use crate::error::{Joined, PartitionsError, ShardUnavailable, TopicOpError};
 use crate::group::host::{GroupHost, GroupShard, OffsetsWriteError};
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::{Mesh, OpHandler};
-use crate::metadata::catalog::Catalog;
-use crate::metadata::catalog::TopicMeta;
+use crate::metadata::catalog::{Catalog, QuorumView, TopicMeta};
+use crate::metadata::image::{MetadataImage, TopicId};
 use crate::metadata::registry::AsyncRegistry;
 use crate::metadata::registry::TopicRegistry;
 use crate::ops::{AlterSpec, CreateSpec, Op, OpResult, TopicOutcome};
 use crate::partition::manager::PartitionManager;
-use crate::topic::{partitions_from_assignments, TopicConfig};
+use crate::partition::producer_ids::ProducerIds;
+use crate::topic::{partitions_from_assignments, TopicConfig, TopicError};
 
 /// The shard that owns the topic registry.
 pub const REGISTRY_SHARD: ShardId = ShardId(0);
 
-/// Topic creation and deletion.
+/// Topic admin through the controller, and this node following the
+/// metadata log.
 ///
-/// Lives on: shard 0 only. Owns: the [`TopicRegistry`] (the placement
-/// table and its file). Lifecycle: built from the registry the main thread
-/// loaded at startup; serves CreateTopics / DeleteTopics (one at a time)
-/// until the shard stops. Registry writes (file writes + fsync) run on
-/// glommio's blocking thread pool ([`AsyncRegistry`]); each is awaited
-/// before the logs are opened / deleted, which keeps the order "registry
-/// durable, then logs opened / deleted".
+/// Lives on: shard 0 only. Owns: this node's [`AsyncRegistry`] (the
+/// followed image and the node's shard table, persisted), the handle to
+/// the controller (set once it runs), and how far the published catalog
+/// has applied the metadata log. Lifecycle: built from the registry the
+/// main thread loaded at startup; [`ShardService::start_controller`]
+/// attaches the controller after recovery; serves admin requests (each
+/// a controller command, answered once committed and applied here) until
+/// the shard stops. Shard table writes run on glommio's blocking pool.
 #[derive(Debug)]
 pub struct TopicAdmin {
     registry: AsyncRegistry,
-    lock: Semaphore,
+    controller: OnceCell<ControllerHandle>,
+    /// Images are applied one at a time.
+    apply_lock: Semaphore,
     defaults: TopicConfig,
     base: LogConfig,
     default_partitions: u32,
-    /// This node: the only broker replica assignments may name.
+    /// This node.
     node: NodeId,
+    /// The metadata log index the catalog published to every shard has
+    /// applied.
+    published: Watermark,
+    /// This node's replicas of a topic that failed to open or be deleted
+    /// when the last image was applied, by topic id; reported to the admin
+    /// request that asked for the change (then forgotten). Bounded by the
+    /// topics of the last images.
+    failures: RefCell<BTreeMap<TopicId, Vec<PartitionsError>>>,
 }
 
 impl TopicAdmin {
@@ -60,39 +84,66 @@ impl TopicAdmin {
     ) -> TopicAdmin {
         TopicAdmin {
             registry: AsyncRegistry::new(registry),
-            lock: Semaphore::new(1),
+            controller: OnceCell::new(),
+            apply_lock: Semaphore::new(1),
             defaults: TopicConfig::from_log_config(&base),
             base,
             default_partitions,
             node,
+            published: Watermark::default(),
+            failures: RefCell::new(BTreeMap::new()),
         }
     }
 
-    /// Checks a create request; returns the partition count, the config
-    /// and the keys the request set.
+    /// Checks what this node can of a create request (counts, configs,
+    /// assignments against the live brokers `live`); the controller checks
+    /// the rest against the latest image.
     fn check(
         &self,
         spec: &CreateSpec,
-    ) -> Result<(u32, TopicConfig, BTreeMap<String, String>), TopicOpError> {
-        let live = [self.node.get() as i32];
+        live: &[i32],
+        validate_only: bool,
+    ) -> Result<CreateTopicSpec, TopicOpError> {
+        let mut assignments = None;
         let partitions = match spec.num_partitions {
-            _ if !spec.assignments.is_empty() => partitions_from_assignments(
-                spec.num_partitions,
-                spec.replication_factor,
-                &spec.assignments,
-                &live,
-            )?,
-            -1 => self.default_partitions,
-            n if n > 0 => n as u32,
+            _ if !spec.assignments.is_empty() => {
+                let count = partitions_from_assignments(
+                    spec.num_partitions,
+                    spec.replication_factor,
+                    &spec.assignments,
+                    live,
+                )?;
+                let mut sorted = spec.assignments.clone();
+                sorted.sort_by_key(|(p, _)| *p);
+                assignments = Some(
+                    sorted
+                        .into_iter()
+                        .map(|(_, nodes)| nodes.into_iter().map(|n| NodeId(n as u32)).collect())
+                        .collect(),
+                );
+                Some(count)
+            }
+            -1 => None,
+            n if n > 0 => Some(n as u32),
             n => return Err(TopicOpError::PartitionCount(n)),
         };
-        if !matches!(spec.replication_factor, -1 | 1) {
-            return Err(TopicOpError::ReplicationFactor(spec.replication_factor));
-        }
+        let replication_factor = match spec.replication_factor {
+            _ if assignments.is_some() => None,
+            -1 => None,
+            n if n > 0 => Some(n as u16),
+            n => return Err(TopicOpError::ReplicationFactor(n)),
+        };
         // Later duplicates win, as when applied in order.
         let overrides: BTreeMap<String, String> = spec.configs.iter().cloned().collect();
-        let config = self.config_from(&overrides)?;
-        Ok((partitions, config, overrides))
+        self.config_from(&overrides)?;
+        Ok(CreateTopicSpec {
+            name: spec.name.clone(),
+            partitions,
+            replication_factor,
+            assignments,
+            configs: overrides,
+            validate_only,
+        })
     }
 
     /// A topic's config from its explicitly set keys, the rest the broker
@@ -109,6 +160,108 @@ impl TopicAdmin {
         config.log_config(&self.base)?;
         Ok(config)
     }
+
+    /// The overrides `spec` leaves on its topic, checked.
+    fn check_alter(&self, spec: &AlterSpec) -> Result<BTreeMap<String, String>, TopicOpError> {
+        if spec.name == OFFSETS_TOPIC {
+            return Err(TopicOpError::OffsetsTopicConfigsFixed);
+        }
+        let image = self.registry.image();
+        let Some(topic) = image.get(&spec.name) else {
+            return Err(TopicOpError::UnknownTopic(spec.name.clone()));
+        };
+        let current = topic.overrides.clone().unwrap_or_default();
+        let overrides = spec.alter.overrides(&current, &topic.config)?;
+        self.config_from(&overrides)?;
+        Ok(overrides)
+    }
+
+    /// CreatePartitions' checks against this node's image (validate_only).
+    fn plan_add_partitions(&self, name: &str, count: u32) -> Result<(), TopicOpError> {
+        let image = self.registry.image();
+        let Some(topic) = image.get(name) else {
+            return Err(TopicOpError::UnknownTopic(name.to_owned()));
+        };
+        let current = topic.partition_count();
+        if count <= current {
+            return Err(TopicOpError::Refused(TopicError::new(
+                ErrorCode::InvalidPartitions,
+                format!(
+                    "topic {name:?} has {current} partitions; the new count {count} must be larger"
+                ),
+            )));
+        }
+        Ok(())
+    }
+
+    /// The error of one topic's controller result, with this node's local
+    /// failures to open its replicas (a topic created, its logs not open
+    /// here: they open at the next start).
+    fn outcome_error(&self, result: &TopicResult) -> Option<TopicOpError> {
+        if result.error != ErrorCode::None {
+            return Some(TopicOpError::Refused(TopicError::new(
+                result.error,
+                result.message.clone().unwrap_or_default(),
+            )));
+        }
+        let failures = result
+            .id
+            .map(|id| self.take_failures(id))
+            .unwrap_or_default();
+        (!failures.is_empty()).then(|| TopicOpError::Storage(Joined(failures)))
+    }
+
+    fn record(&self, id: TopicId, errors: Vec<PartitionsError>) {
+        let mut failures = self.failures.borrow_mut();
+        if errors.is_empty() {
+            failures.remove(&id);
+        } else {
+            // Bounded: one entry per topic that failed, dropped when read
+            // or when a later image applies cleanly.
+            failures.insert(id, errors);
+        }
+    }
+
+    fn take_failures(&self, id: TopicId) -> Vec<PartitionsError> {
+        self.failures.borrow_mut().remove(&id).unwrap_or_default()
+    }
+}
+
+/// A monotonic index and the tasks waiting for it to reach a value. Lives
+/// on one shard (not `Send`).
+#[derive(Debug, Default)]
+struct Watermark {
+    value: Cell<u64>,
+    /// Wakers of pending [`Watermark::wait_for`]s; bounded by the admin
+    /// requests in flight (each re-registers only when woken).
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Watermark {
+    fn get(&self) -> u64 {
+        self.value.get()
+    }
+
+    fn advance(&self, value: u64) {
+        if value > self.value.get() {
+            self.value.set(value);
+            for waker in self.waiters.borrow_mut().drain(..) {
+                waker.wake();
+            }
+        }
+    }
+
+    async fn wait_for(&self, value: u64) {
+        std::future::poll_fn(|cx| {
+            if self.value.get() >= value {
+                Poll::Ready(())
+            } else {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
 /// Everything one shard serves with.
@@ -122,7 +275,11 @@ impl TopicAdmin {
 #[derive(Debug)]
 pub struct ShardService {
     pub shard: ShardId,
+    /// This node.
+    pub node: NodeId,
     pub partitions: PartitionManager,
+    /// This shard's block of producer ids.
+    producer_ids: ProducerIds,
     catalog: RefCell<Arc<Catalog>>,
     mesh: OnceCell<Rc<Mesh>>,
     admin: Option<TopicAdmin>,
@@ -155,7 +312,7 @@ impl GroupShard for ShardService {
         };
         (0..meta.partition_count())
             .map(PartitionId)
-            .filter(|&p| meta.shard_of(p) == Some(self.shard))
+            .filter(|&p| meta.shard_of(p) == Some(self.shard) && meta.hosts(p, self.node))
             // An offline one's ERROR is logged already.
             .filter(|&p| self.partitions.offline(OFFSETS_TOPIC, p).is_none())
             .collect()
@@ -218,6 +375,7 @@ impl GroupShard for ShardService {
 impl ShardService {
     pub fn new(
         shard: ShardId,
+        node: NodeId,
         partitions: PartitionManager,
         catalog: Arc<Catalog>,
         admin: Option<TopicAdmin>,
@@ -225,7 +383,9 @@ impl ShardService {
         assert_eq!(admin.is_some(), shard == REGISTRY_SHARD);
         ShardService {
             shard,
+            node,
             partitions,
+            producer_ids: ProducerIds::new(),
             catalog: RefCell::new(catalog),
             mesh: OnceCell::new(),
             admin,
@@ -255,13 +415,16 @@ impl ShardService {
         self.catalog.borrow().clone()
     }
 
-    /// Opens the logs the catalog places on this shard (recovery).
+    /// Opens this node's replicas the catalog places on this shard
+    /// (recovery), at the image's leader epochs.
     pub async fn open_placed(&self) -> Result<(), crate::error::OpenError> {
         let catalog = self.catalog();
-        for (topic, partitions) in catalog.placed_on(self.shard) {
+        for (topic, partitions) in catalog.placed_on(self.shard, self.node) {
             self.partitions
                 .open_or_offline(&topic.name, &partitions, &topic.config)
                 .await?;
+            self.partitions
+                .set_leader_epochs(&topic.name, &leader_epochs(topic, &partitions));
         }
         Ok(())
     }
@@ -343,13 +506,22 @@ impl ShardService {
                 Op::Open {
                     topic,
                     partitions: ids,
+                    leader_epochs,
                     config,
-                } => OpResult::Done(
-                    partitions
+                } => {
+                    let opened = partitions
                         .open(&topic, &ids, &config)
                         .await
-                        .map_err(PartitionsError::Open),
-                ),
+                        .map_err(PartitionsError::Open);
+                    let epochs: Vec<_> = ids.iter().copied().zip(leader_epochs).collect();
+                    partitions.set_leader_epochs(&topic, &epochs);
+                    OpResult::Done(opened)
+                }
+                Op::LeaderEpochs { topic, epochs } => {
+                    partitions.set_leader_epochs(&topic, &epochs);
+                    OpResult::Done(Ok(()))
+                }
+                Op::ProducerIdBlock => OpResult::ProducerIdBlock(self.producer_id_block().await),
                 Op::Delete {
                     topic,
                     partitions: ids,
@@ -404,8 +576,194 @@ impl ShardService {
             .ok_or(TopicOpError::NotRegistryShard(self.shard))
     }
 
-    /// Shard 0: creates topics (registry first, durably), opens their logs
-    /// on the owning shards, then publishes the new catalog to every shard.
+    /// Shard 0: starts the controller driver (the metadata quorum, this
+    /// broker's registration) and the task that follows the metadata log;
+    /// returns once the controller runs. The node serves clients once
+    /// [`Self::wait_unfenced`] returns.
+    pub fn start_controller(
+        self: &Rc<Self>,
+        config: ClusterConfig,
+        recovered: Recovered,
+        bootstrap: Vec<MetadataRecord>,
+    ) -> Result<(), QuorumError> {
+        let Ok(admin) = self.admin() else {
+            return Ok(());
+        };
+        let handle = ControllerHandle::start(config, recovered, bootstrap)?;
+        let started = admin.controller.set(handle).is_ok();
+        assert!(started, "controller started twice");
+        glommio::spawn_local(self.clone().follow_metadata()).detach();
+        Ok(())
+    }
+
+    /// Shard 0: waits until this broker is registered, unfenced, and has
+    /// applied the metadata log at least as far as its registration (its
+    /// catalog is the cluster's). Returns false when `stop` ends the wait.
+    pub async fn wait_unfenced(&self, stop: &std::sync::atomic::AtomicBool) -> bool {
+        let Ok(admin) = self.admin() else {
+            return true;
+        };
+        let Some(controller) = admin.controller.get() else {
+            return true;
+        };
+        let mut last_log = std::time::Instant::now();
+        loop {
+            if controller.unfenced() {
+                let applied = controller.quorum_view().applied_index;
+                if admin.published.get() >= applied {
+                    return true;
+                }
+            }
+            if stop.load(std::sync::atomic::Ordering::Acquire) {
+                return false;
+            }
+            if last_log.elapsed() >= UNFENCE_WAIT_LOG_INTERVAL {
+                last_log = std::time::Instant::now();
+                let view = controller.quorum_view();
+                tracing::warn!(
+                    controller = ?view.controller,
+                    applied = view.applied_index,
+                    "not serving yet: waiting to be registered and unfenced by the controller \
+                     (is a majority of controller_quorum_voters up and reachable?)"
+                );
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Shard 0, for the life of the shard: applies every new metadata
+    /// image to this node (open / delete / reconfigure local replicas,
+    /// shard table) and publishes the catalog to every shard.
+    async fn follow_metadata(self: Rc<Self>) {
+        let Ok(admin) = self.admin() else { return };
+        let Some(controller) = admin.controller.get().cloned() else {
+            return;
+        };
+        let mut seen = 0;
+        loop {
+            let (image, view) = controller.changed(seen).await;
+            seen = view.applied_index;
+            let _applying = admin.apply_lock.acquire_permit(1).await;
+            // An image without a cluster id is the empty log's: nothing is
+            // known yet (a data dir being imported keeps its topics).
+            if image.cluster_id().is_some() && !Arc::ptr_eq(&image, &admin.registry.image()) {
+                self.apply_image(image).await;
+            }
+            self.publish_catalog(view).await;
+            admin.published.advance(view.applied_index);
+        }
+    }
+
+    /// Makes this node's replicas what `image` says (see
+    /// [`Self::follow_metadata`]). Order: topics gone (or recreated under
+    /// their name) leave the catalog first, then their logs are deleted;
+    /// the shard table is made durable; then new replicas open, changed
+    /// configs and leader epochs apply; the caller publishes the catalog.
+    async fn apply_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
+        let Ok(admin) = self.admin() else { return };
+        let old = self.catalog();
+        let removed: Vec<TopicMeta> = old
+            .topics()
+            .filter(|t| image.by_id(t.id).is_none())
+            .cloned()
+            .collect();
+        if !removed.is_empty() {
+            let mut interim = MetadataImage::clone(old.image());
+            for meta in &removed {
+                interim = interim.without_topic(&meta.name);
+            }
+            let catalog = Catalog::new(Arc::new(interim), &admin.registry.shard_table())
+                .with_quorum(old.quorum());
+            self.send_catalog(Arc::new(catalog)).await;
+            for meta in &removed {
+                let errors = self.delete_local(meta).await;
+                admin.record(meta.id, errors);
+                tracing::info!(topic = %meta.name, id = %meta.id, "topic deleted");
+            }
+        }
+        if let Err(error) = admin.registry.follow(image.clone()).await {
+            // The table is re-fitted at the next start; the replicas
+            // placed in memory open now.
+            tracing::error!(%error, "writing the shard table failed");
+        }
+        let table = admin.registry.shard_table();
+        for topic in image.topics() {
+            let meta = TopicMeta::new(topic.clone(), &table);
+            let before = old.get(&topic.name).filter(|t| t.id == topic.id);
+            let first = before.map_or(0, |b| b.partition_count());
+            let mut errors = self.open_partitions(&meta, first, admin.node).await;
+            if let Some(before) = before {
+                if before.config != topic.config {
+                    if let Err(TopicOpError::Storage(Joined(failed))) =
+                        self.reconfigure_partitions(&meta, &topic.config).await
+                    {
+                        errors.extend(failed);
+                    }
+                    tracing::info!(topic = %topic.name, "topic config changed");
+                }
+                self.move_leader_epochs(before, &meta, admin.node).await;
+            } else {
+                tracing::info!(topic = %topic.name, id = %topic.id, partitions = topic.partition_count(), "topic created");
+            }
+            if first < meta.partition_count() || !errors.is_empty() {
+                admin.record(topic.id, errors);
+            }
+        }
+    }
+
+    /// Closes and deletes this node's replicas of `meta`; the failures.
+    async fn delete_local(self: &Rc<Self>, meta: &TopicMeta) -> Vec<PartitionsError> {
+        let Ok(admin) = self.admin() else {
+            return Vec::new();
+        };
+        let mut errors = Vec::new();
+        for (shard, ids) in by_shard(meta, 0, admin.node) {
+            let op = Op::Delete {
+                topic: meta.name.clone(),
+                partitions: ids,
+            };
+            if let Err(e) = done(self.execute(shard, op).await) {
+                // Leftover directories are harmless and reported.
+                tracing::warn!(topic = %meta.name, %shard, error = %e, "deleting partition logs failed");
+                errors.push(e);
+            }
+        }
+        errors
+    }
+
+    /// Sends the leader epochs of `meta`'s replicas here that moved since
+    /// `before` to their shards.
+    async fn move_leader_epochs(
+        self: &Rc<Self>,
+        before: &TopicMeta,
+        meta: &TopicMeta,
+        node: NodeId,
+    ) {
+        for (shard, ids) in by_shard(meta, 0, node) {
+            let epochs: Vec<(PartitionId, LeaderEpoch)> = ids
+                .into_iter()
+                .filter_map(|p| {
+                    let now = meta.partition(p)?.leader_epoch;
+                    let was = before.partition(p).map(|b| b.leader_epoch);
+                    (was != Some(now)).then_some((p, now))
+                })
+                .collect();
+            if epochs.is_empty() {
+                continue;
+            }
+            let op = Op::LeaderEpochs {
+                topic: meta.name.clone(),
+                epochs,
+            };
+            if let Err(e) = done(self.execute(shard, op).await) {
+                tracing::warn!(topic = %meta.name, %shard, error = %e, "leader epochs not applied");
+            }
+        }
+    }
+
+    /// Shard 0: creates topics through the controller; answers once the
+    /// records are committed and this node has applied them (its own
+    /// replicas open).
     async fn create_topics(
         self: &Rc<Self>,
         specs: Vec<CreateSpec>,
@@ -419,83 +777,77 @@ impl ShardService {
                 })
             }
         };
-        let Ok(_lock) = admin.lock.acquire_permit(1).await else {
-            return TopicOutcome::refuse_all(specs.iter().map(|s| s.name.clone()), || {
-                TopicOpError::Stopping
-            });
-        };
-        let mut outcomes = Vec::with_capacity(specs.len());
-        let mut created = false;
+        let image = admin.registry.image();
+        let live: Vec<i32> = image.live_brokers().map(|b| b.node.get() as i32).collect();
+        let mut outcomes: Vec<TopicOutcome> = Vec::with_capacity(specs.len());
+        let mut sent = Vec::new();
+        let mut slots = Vec::new();
         for spec in specs {
-            let outcome = |error: Option<TopicOpError>, partitions: i32| TopicOutcome {
-                name: spec.name.clone(),
-                error,
-                num_partitions: partitions,
-                topic_id: None,
-            };
-            let (partitions, config, overrides) = match admin.check(&spec) {
-                Ok(checked) => checked,
-                Err(e) => {
-                    outcomes.push(outcome(Some(e), -1));
-                    continue;
+            match admin.check(&spec, &live, validate_only) {
+                Ok(checked) => {
+                    slots.push(outcomes.len());
+                    outcomes.push(TopicOutcome::of(spec.name.clone(), None));
+                    sent.push(checked);
                 }
-            };
-            let now = crate::clock::now_ms();
-            let planned = if validate_only {
-                admin
-                    .registry
-                    .plan_create(&spec.name, partitions, config, overrides, now)
-            } else {
-                admin
-                    .registry
-                    .create(&spec.name, partitions, config, overrides, now)
-                    .await
-            };
-            let meta = match planned {
-                Ok(meta) => meta,
-                Err(e) => {
-                    outcomes.push(outcome(Some(e.into()), -1));
-                    continue;
-                }
-            };
-            if validate_only {
-                outcomes.push(outcome(None, partitions as i32));
-                continue;
-            }
-            created = true;
-            let errors = self.open_partitions(&meta, 0).await;
-            if errors.is_empty() {
-                tracing::info!(topic = %meta.name, partitions, shards = ?meta.shards, "topic created");
-                outcomes.push(TopicOutcome {
-                    topic_id: Some(meta.id),
-                    ..outcome(None, partitions as i32)
-                });
-            } else {
-                // The topic is registered; its logs open on the next start.
-                outcomes.push(outcome(
-                    Some(TopicOpError::Storage(Joined(errors))),
-                    partitions as i32,
-                ));
+                Err(e) => outcomes.push(TopicOutcome {
+                    name: spec.name.clone(),
+                    error: Some(e),
+                    num_partitions: -1,
+                    topic_id: None,
+                }),
             }
         }
-        if created {
-            self.publish_catalog().await;
+        if sent.is_empty() {
+            return outcomes;
+        }
+        let asked: Vec<Option<u32>> = sent.iter().map(|s| s.partitions).collect();
+        let results = self
+            .run_admin(ControllerCommand::CreateTopics(sent), slots.len())
+            .await;
+        let image = admin.registry.image();
+        for ((slot, result), asked) in slots.into_iter().zip(results).zip(asked) {
+            let outcome = &mut outcomes[slot];
+            match result {
+                Ok(result) => {
+                    let topic = image.get(&outcome.name).filter(|t| Some(t.id) == result.id);
+                    outcome.num_partitions = match (&result.error, topic) {
+                        (ErrorCode::None, Some(topic)) => topic.partition_count() as i32,
+                        (ErrorCode::None, None) => {
+                            asked.map_or(admin.default_partitions as i32, |n| n as i32)
+                        }
+                        _ => -1,
+                    };
+                    outcome.topic_id = result.id;
+                    outcome.error = admin.outcome_error(&result);
+                }
+                Err(e) => outcome.error = Some(e),
+            }
         }
         outcomes
     }
 
-    /// Opens the logs of `meta`'s partitions from `first` on, each on its
-    /// shard (after the registry is durable); returns the failures.
+    /// Opens the logs of this node's replicas of `meta` from partition
+    /// `first` on, each on its shard, at the image's leader epochs; the
+    /// failures.
     async fn open_partitions(
         self: &Rc<Self>,
         meta: &TopicMeta,
         first: u32,
+        node: NodeId,
     ) -> Vec<PartitionsError> {
         let mut errors = Vec::new();
-        for (shard, ids) in by_shard(meta, first) {
+        for (shard, ids) in by_shard(meta, first, node) {
+            let leader_epochs = ids
+                .iter()
+                .map(|p| {
+                    meta.partition(*p)
+                        .map_or(LeaderEpoch(0), |p| p.leader_epoch)
+                })
+                .collect();
             let op = Op::Open {
                 topic: meta.name.clone(),
                 partitions: ids,
+                leader_epochs,
                 config: meta.config.clone(),
             };
             if let Err(e) = done(self.execute(shard, op).await) {
@@ -505,10 +857,8 @@ impl ShardService {
         errors
     }
 
-    /// Shard 0: grows topics (CreatePartitions). The registry is durable
-    /// first, then the new partitions' logs open on their shards (placed
-    /// as at creation), then the catalog with the new count is published,
-    /// so no request is routed to a partition before its log is open.
+    /// Shard 0: grows topics (CreatePartitions) through the controller;
+    /// answers once committed and applied here.
     async fn create_partitions(
         self: &Rc<Self>,
         topics: Vec<(String, u32)>,
@@ -522,64 +872,42 @@ impl ShardService {
                 })
             }
         };
-        let Ok(_lock) = admin.lock.acquire_permit(1).await else {
-            return TopicOutcome::refuse_all(topics.into_iter().map(|t| t.0), || {
-                TopicOpError::Stopping
-            });
-        };
         let mut outcomes = Vec::with_capacity(topics.len());
-        let mut grown = false;
+        let mut sent = Vec::new();
+        let mut slots = Vec::new();
         for (name, count) in topics {
-            let outcome = |error: Option<TopicOpError>| TopicOutcome {
-                name: name.clone(),
-                error,
-                num_partitions: count as i32,
-                topic_id: None,
-            };
+            let mut outcome = TopicOutcome::of(name.clone(), None);
+            outcome.num_partitions = count as i32;
             if name == OFFSETS_TOPIC {
-                outcomes.push(outcome(Some(TopicOpError::OffsetsTopicCannotGrow)));
-                continue;
-            }
-            let before = admin
-                .registry
-                .get(&name)
-                .map_or(0, |meta| meta.partition_count());
-            let planned = if validate_only {
-                admin.registry.plan_add_partitions(&name, count)
+                outcome.error = Some(TopicOpError::OffsetsTopicCannotGrow);
+            } else if validate_only {
+                outcome.error = admin.plan_add_partitions(&name, count).err();
             } else {
-                admin.registry.add_partitions(&name, count).await
-            };
-            let meta = match planned {
-                Ok(meta) => meta,
-                Err(e) => {
-                    outcomes.push(outcome(Some(e.into())));
-                    continue;
-                }
-            };
-            if validate_only {
-                outcomes.push(outcome(None));
-                continue;
+                slots.push(outcomes.len());
+                sent.push((name, count));
             }
-            grown = true;
-            let errors = self.open_partitions(&meta, before).await;
-            if errors.is_empty() {
-                tracing::info!(topic = %name, from = before, to = count, shards = ?meta.shards, "partitions added");
-                outcomes.push(outcome(None));
-            } else {
-                // Registered; the logs open on the next start.
-                outcomes.push(outcome(Some(TopicOpError::Storage(Joined(errors)))));
-            }
+            outcomes.push(outcome);
         }
-        if grown {
-            self.publish_catalog().await;
+        if sent.is_empty() {
+            return outcomes;
+        }
+        let results = self
+            .run_admin(ControllerCommand::CreatePartitions(sent), slots.len())
+            .await;
+        for (slot, result) in slots.into_iter().zip(results) {
+            outcomes[slot].error = match result {
+                Ok(result) => admin.outcome_error(&result),
+                Err(e) => Some(e),
+            };
         }
         outcomes
     }
 
     /// Shard 0: changes topics' configs (AlterConfigs replaces the set
-    /// keys, IncrementalAlterConfigs edits them), checked by the parser
-    /// CreateTopics uses, persisted in the registry and applied to the
-    /// open logs on their shards; then publishes the catalog.
+    /// keys, IncrementalAlterConfigs edits them), checked here by the
+    /// parser CreateTopics uses, committed through the controller; every
+    /// node hosting a replica applies them to its logs when it applies the
+    /// record.
     async fn alter_topic_configs(
         self: &Rc<Self>,
         specs: Vec<AlterSpec>,
@@ -593,93 +921,48 @@ impl ShardService {
                 })
             }
         };
-        let Ok(_lock) = admin.lock.acquire_permit(1).await else {
-            return TopicOutcome::refuse_all(specs.into_iter().map(|s| s.name), || {
-                TopicOpError::Stopping
-            });
-        };
         let mut outcomes = Vec::with_capacity(specs.len());
-        let mut changed = false;
+        let mut sent = Vec::new();
+        let mut slots = Vec::new();
         for spec in specs {
-            let error = match self.alter_topic_config(admin, &spec, validate_only).await {
-                Ok(applied) => {
-                    changed |= applied;
-                    None
+            match admin.check_alter(&spec) {
+                Ok(overrides) if !validate_only => {
+                    slots.push(outcomes.len());
+                    sent.push(AlterTopicConfigs {
+                        name: spec.name.clone(),
+                        overrides,
+                        validate_only,
+                    });
+                    outcomes.push(TopicOutcome::of(spec.name, None));
                 }
+                Ok(_) => outcomes.push(TopicOutcome::of(spec.name, None)),
+                Err(e) => outcomes.push(TopicOutcome::of(spec.name, Some(e))),
+            }
+        }
+        if sent.is_empty() {
+            return outcomes;
+        }
+        let results = self
+            .run_admin(ControllerCommand::AlterConfigs(sent), slots.len())
+            .await;
+        for (slot, result) in slots.into_iter().zip(results) {
+            outcomes[slot].error = match result {
+                Ok(result) => admin.outcome_error(&result),
                 Err(e) => Some(e),
             };
-            outcomes.push(TopicOutcome::of(spec.name, error));
-        }
-        if changed {
-            self.publish_catalog().await;
         }
         outcomes
     }
 
-    /// One topic of [`Self::alter_topic_configs`]; true when it changed.
-    ///
-    /// Order: a config whose log write buffer is not smaller is persisted
-    /// first, then applied; a smaller write buffer is applied first (each
-    /// log flushes before shrinking), then persisted. Either way, at any
-    /// crash the registry's config allows at least as many unsynced bytes
-    /// as a log had, which recovery relies on to tell a torn tail from
-    /// corruption.
-    async fn alter_topic_config(
-        self: &Rc<Self>,
-        admin: &TopicAdmin,
-        spec: &AlterSpec,
-        validate_only: bool,
-    ) -> Result<bool, TopicOpError> {
-        if spec.name == OFFSETS_TOPIC {
-            return Err(TopicOpError::OffsetsTopicConfigsFixed);
-        }
-        let Some(meta) = admin.registry.get(&spec.name) else {
-            return Err(TopicOpError::UnknownTopic(spec.name.clone()));
-        };
-        let current = meta.overrides.clone().unwrap_or_default();
-        let overrides = spec.alter.overrides(&current, &meta.config)?;
-        let config = admin.config_from(&overrides)?;
-        if validate_only {
-            return Ok(false);
-        }
-        let new_buffer = config.log_config(&admin.base)?.write_buffer_bytes;
-        let shrinks = meta
-            .config
-            .log_config(&admin.base)
-            .map_or(true, |old| new_buffer < old.write_buffer_bytes);
-        if shrinks {
-            if let Err(e) = self.reconfigure_partitions(&meta, &config).await {
-                let _ = self.reconfigure_partitions(&meta, &meta.config).await;
-                return Err(e);
-            }
-            let persisted = admin
-                .registry
-                .set_config(&spec.name, config, overrides)
-                .await;
-            if let Err(e) = persisted {
-                let _ = self.reconfigure_partitions(&meta, &meta.config).await;
-                return Err(e.into());
-            }
-        } else {
-            admin
-                .registry
-                .set_config(&spec.name, config.clone(), overrides)
-                .await?;
-            // Persisted: a shard that failed gets the config at the next start.
-            self.reconfigure_partitions(&meta, &config).await?;
-        }
-        tracing::info!(topic = %spec.name, "topic config changed");
-        Ok(true)
-    }
-
-    /// Sends `config` to every shard holding a partition of `meta`.
+    /// Sends `config` to every shard holding a replica of `meta` here.
     async fn reconfigure_partitions(
         self: &Rc<Self>,
         meta: &TopicMeta,
         config: &TopicConfig,
     ) -> Result<(), TopicOpError> {
+        let node = self.admin()?.node;
         let mut errors = Vec::new();
-        for (shard, ids) in by_shard(meta, 0) {
+        for (shard, ids) in by_shard(meta, 0, node) {
             let op = Op::Reconfigure {
                 topic: meta.name.clone(),
                 partitions: ids,
@@ -692,9 +975,8 @@ impl ShardService {
         Joined::result(errors).map_err(TopicOpError::Storage)
     }
 
-    /// Shard 0: removes topics from the registry (durably), publishes the
-    /// catalog (new requests are refused), then closes and deletes the
-    /// logs on their shards.
+    /// Shard 0: deletes topics through the controller; answers once
+    /// committed and applied here (this node's replicas deleted).
     async fn delete_topics(self: &Rc<Self>, names: Vec<String>) -> Vec<TopicOutcome> {
         let admin = match self.admin() {
             Ok(admin) => admin,
@@ -704,64 +986,131 @@ impl ShardService {
                 })
             }
         };
-        let Ok(_lock) = admin.lock.acquire_permit(1).await else {
-            return TopicOutcome::refuse_all(names, || TopicOpError::Stopping);
-        };
+        let image = admin.registry.image();
         let mut outcomes = Vec::with_capacity(names.len());
-        let mut removed = Vec::new();
+        let mut sent = Vec::new();
+        let mut slots = Vec::new();
         for name in names {
+            let mut outcome = TopicOutcome::of(name.clone(), None);
             if name == OFFSETS_TOPIC {
-                outcomes.push(TopicOutcome::of(
-                    name,
-                    Some(TopicOpError::OffsetsTopicUndeletable),
-                ));
-                continue;
+                outcome.error = Some(TopicOpError::OffsetsTopicUndeletable);
+            } else {
+                outcome.num_partitions =
+                    image.get(&name).map_or(-1, |t| t.partition_count() as i32);
+                slots.push(outcomes.len());
+                sent.push(name);
             }
-            let deleted = admin.registry.delete(&name).await;
-            match deleted {
-                Ok(meta) => {
-                    outcomes.push(TopicOutcome {
-                        name: name.clone(),
-                        error: None,
-                        num_partitions: meta.partition_count() as i32,
-                        topic_id: None,
-                    });
-                    removed.push((outcomes.len() - 1, meta));
-                }
-                Err(e) => outcomes.push(TopicOutcome::of(name, Some(e.into()))),
-            }
+            outcomes.push(outcome);
         }
-        if removed.is_empty() {
+        if sent.is_empty() {
             return outcomes;
         }
-        self.publish_catalog().await;
-        for (index, meta) in removed {
-            let mut leftovers = Vec::new();
-            for (shard, ids) in by_shard(&meta, 0) {
-                let op = Op::Delete {
-                    topic: meta.name.clone(),
-                    partitions: ids,
-                };
-                if let Err(e) = done(self.execute(shard, op).await) {
-                    // Unregistered already; leftover directories are
-                    // harmless and reported.
-                    tracing::warn!(topic = %meta.name, %shard, error = %e, "deleting partition logs failed");
-                    leftovers.push(e);
-                }
-            }
-            if !leftovers.is_empty() {
-                outcomes[index].error = Some(TopicOpError::Leftovers(Joined(leftovers)));
-            }
-            tracing::info!(topic = %meta.name, "topic deleted");
+        let ids: Vec<Option<TopicId>> = sent.iter().map(|n| image.get(n).map(|t| t.id)).collect();
+        let results = self
+            .run_admin(ControllerCommand::DeleteTopics(sent), slots.len())
+            .await;
+        for ((slot, result), id) in slots.into_iter().zip(results).zip(ids) {
+            outcomes[slot].error = match result {
+                Ok(result) => admin.outcome_error(&result).or_else(|| {
+                    let leftovers = id.map(|id| admin.take_failures(id)).unwrap_or_default();
+                    (!leftovers.is_empty()).then(|| TopicOpError::Leftovers(Joined(leftovers)))
+                }),
+                Err(e) => Some(e),
+            };
         }
         outcomes
     }
 
-    /// Sends the registry's current catalog to every shard (this one too)
-    /// and waits until all swapped it in.
-    async fn publish_catalog(self: &Rc<Self>) {
+    /// Runs an admin command through the controller and waits until this
+    /// node applied what it committed; one result per topic sent
+    /// (`expected`), or the reason none came.
+    async fn run_admin(
+        self: &Rc<Self>,
+        command: ControllerCommand,
+        expected: usize,
+    ) -> Vec<Result<TopicResult, TopicOpError>> {
+        let refuse = |e: &dyn Fn() -> TopicOpError| (0..expected).map(|_| Err(e())).collect();
+        let admin = match self.admin() {
+            Ok(admin) => admin,
+            Err(_) => return refuse(&|| TopicOpError::NotRegistryShard(self.shard)),
+        };
+        let Some(controller) = admin.controller.get() else {
+            return refuse(&|| TopicOpError::Controller(ControllerUnavailable::NoQuorum));
+        };
+        let answer = match controller.submit(command).await {
+            Ok(answer) => answer,
+            Err(e) => return refuse(&|| TopicOpError::Controller(e.clone())),
+        };
+        let ControllerReply::Topics(results) = answer.reply else {
+            let reply = format!("{:?}", answer.reply);
+            return refuse(&|| TopicOpError::UnexpectedReply(reply.clone()));
+        };
+        if results.len() != expected {
+            let got = results.len();
+            return refuse(&|| {
+                TopicOpError::UnexpectedReply(format!("{got} results for {expected} topics"))
+            });
+        }
+        let applied = glommio::timer::timeout(APPLY_WAIT, async {
+            admin.published.wait_for(answer.index).await;
+            Ok(())
+        })
+        .await;
+        if applied.is_err() {
+            return refuse(&|| TopicOpError::Controller(ControllerUnavailable::Timeout));
+        }
+        results.into_iter().map(Ok).collect()
+    }
+
+    /// Shard 0: a block of producer ids from the controller.
+    async fn producer_id_block(&self) -> Result<(i64, u32), TopicOpError> {
+        let admin = self.admin()?;
+        let controller = admin
+            .controller
+            .get()
+            .ok_or(TopicOpError::Controller(ControllerUnavailable::NoQuorum))?;
+        let answer = controller
+            .submit(ControllerCommand::AllocateProducerIds { node: admin.node })
+            .await
+            .map_err(TopicOpError::Controller)?;
+        match answer.reply {
+            ControllerReply::ProducerIds { first, size } => Ok((first, size)),
+            other => Err(TopicOpError::UnexpectedReply(format!("{other:?}"))),
+        }
+    }
+
+    /// InitProducerId on this shard: from the shard's block of ids (a new
+    /// block from the controller, through shard 0, when it runs out).
+    pub async fn init_producer_id(
+        self: &Rc<Self>,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+    ) -> Result<(ProducerId, ProducerEpoch), (ErrorCode, String)> {
+        let issued_end = self.catalog().image().producer_id_next();
+        self.producer_ids
+            .init(producer_id, epoch, issued_end, || async {
+                match self.execute(REGISTRY_SHARD, Op::ProducerIdBlock).await {
+                    OpResult::ProducerIdBlock(Ok(block)) => Ok(block),
+                    OpResult::ProducerIdBlock(Err(e)) => Err((e.code(), e.to_string())),
+                    OpResult::Unavailable(e) => Err((e.code(), e.to_string())),
+                    other => Err((
+                        ErrorCode::UnknownServerError,
+                        format!("unexpected reply {other:?}"),
+                    )),
+                }
+            })
+            .await
+    }
+
+    /// Sends the registry's current catalog, with the quorum view `view`,
+    /// to every shard (this one too) and waits until all swapped it in.
+    async fn publish_catalog(self: &Rc<Self>, view: QuorumView) {
         let Ok(admin) = self.admin() else { return };
-        let catalog = Arc::new(admin.registry.catalog());
+        let catalog = Arc::new(admin.registry.catalog().with_quorum(view));
+        self.send_catalog(catalog).await;
+    }
+
+    async fn send_catalog(self: &Rc<Self>, catalog: Arc<Catalog>) {
         let shards = self.mesh.get().map_or(1, |_| self.shard_count());
         for shard in 0..shards {
             let result = self
@@ -778,25 +1127,34 @@ impl ShardService {
     }
 }
 
-/// `meta`'s partitions from `first` on, grouped by owning shard.
-fn by_shard(meta: &TopicMeta, first: u32) -> Vec<(ShardId, Vec<PartitionId>)> {
-    distinct_shards(&meta.shards[first as usize..])
-        .into_iter()
-        .map(|shard| {
-            let ids = (first..meta.partition_count())
-                .map(PartitionId)
-                .filter(|p| meta.shard_of(*p) == Some(shard))
-                .collect();
-            (shard, ids)
-        })
+/// How long an admin request waits for this node to apply what the
+/// controller committed before it answers REQUEST_TIMED_OUT.
+const APPLY_WAIT: Duration = Duration::from_secs(30);
+
+/// How often a node not yet serving says why.
+const UNFENCE_WAIT_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The image's leader epochs of `partitions` of `topic`.
+fn leader_epochs(topic: &TopicMeta, partitions: &[PartitionId]) -> Vec<(PartitionId, LeaderEpoch)> {
+    partitions
+        .iter()
+        .filter_map(|p| Some((*p, topic.partition(*p)?.leader_epoch)))
         .collect()
 }
 
-fn distinct_shards(shards: &[u16]) -> Vec<ShardId> {
-    let mut distinct: Vec<u16> = shards.to_vec();
-    distinct.sort_unstable();
-    distinct.dedup();
-    distinct.into_iter().map(ShardId).collect()
+/// `meta`'s partitions from `first` on of which `node` holds a replica,
+/// grouped by owning shard.
+fn by_shard(meta: &TopicMeta, first: u32, node: NodeId) -> Vec<(ShardId, Vec<PartitionId>)> {
+    let mut grouped: BTreeMap<ShardId, Vec<PartitionId>> = BTreeMap::new();
+    for p in (first..meta.partition_count()).map(PartitionId) {
+        if !meta.hosts(p, node) {
+            continue;
+        }
+        if let Some(shard) = meta.shard_of(p) {
+            grouped.entry(shard).or_default().push(p);
+        }
+    }
+    grouped.into_iter().collect()
 }
 
 /// The result of an Open, Delete or Reconfigure sent to a shard.

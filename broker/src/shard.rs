@@ -23,6 +23,8 @@ use glommio::timer::sleep;
 use glommio::{ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, Shares};
 
 use crate::connection_limits::{Admitted, ConnectionTable, Listener};
+use crate::controller::driver::{ClusterConfig, Recovered};
+use crate::controller::records::MetadataRecord;
 use crate::engine::{BrokerView, Engine, EngineLimits};
 use crate::error::BrokerError;
 use crate::group::coordinator::GroupConfig;
@@ -31,6 +33,7 @@ use crate::kafka;
 use crate::kafka::handler::KafkaHandler;
 use crate::mesh::{Mesh, MeshEnds};
 use crate::metadata::catalog::Catalog;
+use crate::metadata::image::{BrokerEndpoints, Endpoint};
 use crate::metadata::registry::TopicRegistry;
 use crate::partition::manager::PartitionManager;
 use crate::partition::producer_state::ProducerStateConfig;
@@ -90,6 +93,12 @@ pub struct ShardBoot {
     pub registry: Option<TopicRegistry>,
     /// The catalog as loaded at startup.
     pub catalog: Arc<Catalog>,
+    /// For shard 0: the controller's settings, the metadata log as
+    /// recovered from disk, and the records an empty log starts with.
+    pub controller: Option<(ClusterConfig, Recovered, Vec<MetadataRecord>)>,
+    /// Set by shard 0 once this broker is registered, unfenced and caught
+    /// up; every shard serves clients only then.
+    pub serving: Arc<AtomicBool>,
     /// Shards done draining connections (shutdown barrier).
     pub drained: Arc<AtomicUsize>,
 }
@@ -299,7 +308,13 @@ async fn run(
             spec.node_id,
         )
     });
-    let service = Rc::new(ShardService::new(shard, partitions, boot.catalog, admin));
+    let service = Rc::new(ShardService::new(
+        shard,
+        spec.node_id,
+        partitions,
+        boot.catalog,
+        admin,
+    ));
     service
         .open_placed()
         .await
@@ -354,6 +369,35 @@ async fn run(
         }
     })
     .detach();
+    // Serve only as a member of the cluster: registered, unfenced, and
+    // with the catalog caught up to the metadata log.
+    let joined = match boot.controller {
+        Some((mut cluster, recovered, bootstrap)) => {
+            cluster.endpoints = endpoints(&view, &cluster);
+            service
+                .start_controller(cluster, recovered, bootstrap)
+                .map_err(|e| BrokerError::ShardStartup {
+                    shard: usize::from(shard.get()),
+                    reason: e.to_string(),
+                })?;
+            let joined = service.wait_unfenced(&stop).await;
+            boot.serving.store(joined, Ordering::Release);
+            joined
+        }
+        None => loop {
+            if boot.serving.load(Ordering::Acquire) {
+                break true;
+            }
+            if stop.load(Ordering::Acquire) {
+                break false;
+            }
+            sleep(Duration::from_millis(5)).await;
+        },
+    };
+    if !joined {
+        service.partitions.close_all().await;
+        return Ok(());
+    }
     let grace = spec.shutdown_grace;
     let shard_count = spec.shard_count;
     let _ = events.send(ShardEvent::Recovered { shard });
@@ -370,6 +414,24 @@ async fn run(
     service.partitions.close_all().await;
     tracing::info!(%shard, "logs flushed and closed");
     Ok(())
+}
+
+/// Where this broker is reached, for its registration.
+fn endpoints(view: &BrokerView, cluster: &ClusterConfig) -> BrokerEndpoints {
+    BrokerEndpoints {
+        native: Some(Endpoint {
+            host: view.host.clone(),
+            port: view.port,
+        }),
+        kafka: (view.kafka_port != 0).then(|| Endpoint {
+            host: view.kafka_host.clone(),
+            port: view.kafka_port,
+        }),
+        cluster: Some(Endpoint {
+            host: cluster.cluster_listen.ip().to_string(),
+            port: cluster.cluster_listen.port(),
+        }),
+    }
 }
 
 /// Makes member ids unique across shards and restarts.

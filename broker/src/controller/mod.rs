@@ -16,5 +16,6 @@
 
 pub mod commands;
 pub mod driver;
+pub mod import;
 pub mod records;
 pub mod state;

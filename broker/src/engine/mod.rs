@@ -268,8 +268,8 @@ impl Engine {
     }
 
     /// An id (and epoch) for an idempotent producer, served by this shard:
-    /// each shard allocates from its own block of the durable id counter
-    /// (see `producer_ids`). Transactional producers are refused.
+    /// each shard allocates from its own block of ids, which the
+    /// controller allots (see `partition::producer_ids`). Transactional producers are refused.
     pub async fn init_producer_id(
         &self,
         transactional_id: Option<&str>,
@@ -282,10 +282,7 @@ impl Engine {
                 "transactions are not supported yet".to_owned(),
             ));
         }
-        self.service
-            .partitions
-            .init_producer_id(producer_id, epoch)
-            .await
+        self.service.init_producer_id(producer_id, epoch).await
     }
 }
 

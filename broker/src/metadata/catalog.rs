@@ -42,6 +42,13 @@ impl TopicMeta {
         self.shards.len() as u32
     }
 
+    /// Whether `node` holds a replica of `partition`.
+    pub fn hosts(&self, partition: PartitionId, node: fjord_schema::NodeId) -> bool {
+        self.topic
+            .partition(partition)
+            .is_some_and(|p| p.replicas.contains(&node))
+    }
+
     pub fn shard_of(&self, partition: PartitionId) -> Option<ShardId> {
         self.shards
             .get(partition.get() as usize)
@@ -119,14 +126,18 @@ impl Catalog {
         self.get(topic)?.shard_of(partition)
     }
 
-    /// Partitions placed on `shard`, by topic.
-    pub fn placed_on(&self, shard: ShardId) -> Vec<(&TopicMeta, Vec<PartitionId>)> {
+    /// Partitions of which `node` holds a replica on `shard`, by topic.
+    pub fn placed_on(
+        &self,
+        shard: ShardId,
+        node: fjord_schema::NodeId,
+    ) -> Vec<(&TopicMeta, Vec<PartitionId>)> {
         self.topics
             .values()
             .filter_map(|topic| {
                 let partitions: Vec<PartitionId> = (0..topic.partition_count())
                     .map(PartitionId)
-                    .filter(|p| topic.shard_of(*p) == Some(shard))
+                    .filter(|p| topic.shard_of(*p) == Some(shard) && topic.hosts(*p, node))
                     .collect();
                 (!partitions.is_empty()).then_some((topic, partitions))
             })

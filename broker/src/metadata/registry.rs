@@ -414,6 +414,84 @@ impl TopicRegistry {
         Ok(registry)
     }
 
+    /// Opens this node's shard table (`shards.toml`) for `image`, the
+    /// metadata log's (issue 13: the image comes from the controller,
+    /// `topics.toml` is read only to import a pre-cluster data dir). The
+    /// table is made to fit the image (`ShardTable::reconcile_hosted`) and
+    /// written back if that changed it. Partitions on shards this process
+    /// does not have are an error, as in [`Self::open`].
+    pub fn open_following(
+        data_dir: &Path,
+        node: NodeId,
+        shard_count: u16,
+        partitions_max: u32,
+        image: Arc<MetadataImage>,
+    ) -> Result<TopicRegistry, RegistryError> {
+        assert!(shard_count > 0);
+        let files = RegistryFiles::in_dir(data_dir);
+        let path = &files.table.path;
+        let mut table = read_optional(path)?.map_or(Ok(ShardTable::default()), |text| {
+            ShardTable::decode(&text).map_err(|reason| RegistryError::Invalid {
+                path: path.clone(),
+                reason,
+            })
+        })?;
+        let changed = table.reconcile_hosted(&image, shard_count, node);
+        if let Some((id, shard)) = table.shard_max().filter(|(_, s)| *s >= shard_count) {
+            let hosted = image
+                .by_id(id)
+                .is_some_and(|t| t.partitions.iter().any(|p| p.replicas.contains(&node)));
+            if hosted {
+                let name = image.by_id(id).map_or("?", |t| t.name.as_str());
+                return Err(RegistryError::Invalid {
+                    path: path.clone(),
+                    reason: format!(
+                        "topic {name} has a partition on shard {shard}, but the broker runs \
+                         {shard_count} shards: start it with --shards {} or more",
+                        shard + 1
+                    ),
+                });
+            }
+        }
+        files.table.reserve();
+        let registry = TopicRegistry {
+            files,
+            node,
+            shard_count,
+            partitions_max,
+            image,
+            table,
+        };
+        if changed {
+            registry.table_write().run()?;
+        }
+        Ok(registry)
+    }
+
+    /// Makes `image` (a newer one from the metadata log) this registry's,
+    /// with the shard table fitted to it; the table write to run (before
+    /// the new partitions' logs open) if the table changed.
+    fn stage_follow(&mut self, image: Arc<MetadataImage>) -> Option<Persist> {
+        let changed = self
+            .table
+            .reconcile_hosted(&image, self.shard_count, self.node);
+        self.image = image;
+        changed.then(|| self.table_write())
+    }
+
+    fn table_write(&self) -> Persist {
+        Persist {
+            files: self.files.clone(),
+            image: None,
+            table: Some(self.table.clone()),
+            table_first: true,
+        }
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
     pub fn image(&self) -> &Arc<MetadataImage> {
         &self.image
     }
@@ -767,6 +845,40 @@ impl AsyncRegistry {
     ) -> Result<TopicMeta, TopicError> {
         self.change(|r| r.stage_set_config(name, config, overrides))
             .await
+    }
+
+    /// Follows the metadata log: `image` becomes the registry's, the
+    /// shard table is fitted to it and, if that changed it, written (on
+    /// the blocking pool) before this returns, so the logs of newly
+    /// placed partitions open only once their shard is durable.
+    pub async fn follow(&self, image: Arc<MetadataImage>) -> Result<(), RegistryError> {
+        let _writing = self
+            .writer
+            .acquire_permit(1)
+            .await
+            .map_err(|e| RegistryError::Write {
+                path: PathBuf::from(SHARD_TABLE_FILE),
+                source: std::io::Error::other(format!("registry closed: {e}")),
+            })?;
+        let persist = self.registry.borrow_mut().stage_follow(image);
+        if let Some(persist) = persist {
+            glommio::executor()
+                .spawn_blocking(move || persist.run())
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.registry.borrow().node()
+    }
+
+    pub fn shard_table(&self) -> ShardTable {
+        self.registry.borrow().shard_table().clone()
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.registry.borrow().image().clone()
     }
 
     /// See [`TopicRegistry::delete`].

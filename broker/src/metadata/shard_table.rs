@@ -116,6 +116,56 @@ impl ShardTable {
         *self != before
     }
 
+    /// This table made to fit `image` for node `node`, which holds a
+    /// replica of only some partitions (the cluster's placement): entries
+    /// of topics the image lacks are dropped, lists cut to the topic's
+    /// length, and new partitions placed — the ones `node` holds on the
+    /// shard with the fewest held replicas (ties to the lowest shard), the
+    /// others on shard 0 (a partition held elsewhere is never opened here;
+    /// its entry only keeps `shards[p]` indexable). Returns whether
+    /// anything changed.
+    pub fn reconcile_hosted(
+        &mut self,
+        image: &MetadataImage,
+        shard_count: u16,
+        node: fjord_schema::NodeId,
+    ) -> bool {
+        assert!(shard_count > 0);
+        let before = self.clone();
+        self.topics.retain(|id, _| image.by_id(*id).is_some());
+        let mut load = vec![0u64; usize::from(shard_count)];
+        for topic in image.topics() {
+            let Some(shards) = self.topics.get_mut(&topic.id) else {
+                continue;
+            };
+            shards.truncate(topic.partition_count() as usize);
+            for (partition, shard) in topic.partitions.iter().zip(shards.iter()) {
+                if partition.replicas.contains(&node) {
+                    if let Some(count) = load.get_mut(usize::from(*shard)) {
+                        *count += 1;
+                    }
+                }
+            }
+        }
+        for topic in image.topics() {
+            let shards = self.topics.entry(topic.id).or_default();
+            for partition in &topic.partitions[shards.len()..] {
+                if !partition.replicas.contains(&node) {
+                    shards.push(0);
+                    continue;
+                }
+                let (shard, _) = load
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(shard, count)| (**count, *shard))
+                    .expect("shard_count > 0");
+                load[shard] += 1;
+                shards.push(shard as u16);
+            }
+        }
+        *self != before
+    }
+
     /// The highest shard any replica is on.
     pub fn shard_max(&self) -> Option<(TopicId, u16)> {
         self.topics

@@ -42,6 +42,7 @@ fn answers(frames: Vec<Frame>) -> Vec<Option<Frame>> {
         );
         let service = Rc::new(ShardService::new(
             ShardId(0),
+            fjord_schema::NodeId(0),
             partitions,
             Arc::new(Catalog::default()),
             Some(TopicAdmin::new(registry, base, 2, fjord_schema::NodeId(0))),

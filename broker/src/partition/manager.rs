@@ -14,9 +14,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use fjord_schema::batch::BatchView;
-use fjord_schema::{
-    ErrorCode, LeaderEpoch, NodeId, Offset, PartitionId, ProducerEpoch, ProducerId, ShardId,
-};
+use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, Offset, PartitionId, ShardId};
 use fjord_storage::layout::partition_dir_name;
 use fjord_storage::notify::Notify;
 use fjord_storage::{
@@ -26,7 +24,6 @@ use futures_lite::future;
 use glommio::sync::Semaphore;
 use glommio::timer::sleep;
 
-use super::producer_ids::ProducerIds;
 use super::producer_state::{ProducerBatch, ProducerStateConfig};
 use super::snapshot;
 use super::state::{
@@ -94,7 +91,6 @@ pub struct PartitionManager {
     partitions: RefCell<BTreeMap<String, HashMap<PartitionId, Rc<Partition>>>>,
     /// Placed partitions recovery kept offline (bounded by the placement).
     offline: RefCell<BTreeMap<(String, PartitionId), Offline>>,
-    producer_ids: ProducerIds,
     producer_state: ProducerStateConfig,
 }
 
@@ -117,7 +113,6 @@ impl PartitionManager {
     ) -> PartitionManager {
         PartitionManager {
             shard,
-            producer_ids: ProducerIds::new(data_dir.clone()),
             data_dir,
             base,
             cache: Rc::new(RefCell::new(cache)),
@@ -297,6 +292,17 @@ impl PartitionManager {
         Ok(())
     }
 
+    /// Sets the leader epoch the metadata image gives these open
+    /// partitions (see [`PartitionState::set_leader_epoch`]); partitions
+    /// not open here are skipped.
+    pub fn set_leader_epochs(&self, topic: &str, epochs: &[(PartitionId, LeaderEpoch)]) {
+        for &(partition, epoch) in epochs {
+            if let Some(p) = self.get(topic, partition) {
+                p.state.borrow_mut().set_leader_epoch(epoch);
+            }
+        }
+    }
+
     /// Applies a topic's new config to its open partitions here: the log
     /// limits (retention, flush policy, segment size from the next roll,
     /// largest batch) and the produce checks, from the next request on.
@@ -375,15 +381,6 @@ impl PartitionManager {
             }
         }
         Joined::result(errors)
-    }
-
-    /// InitProducerId: a new producer id, or the next epoch of a known one.
-    pub async fn init_producer_id(
-        &self,
-        producer_id: ProducerId,
-        epoch: ProducerEpoch,
-    ) -> Result<(ProducerId, ProducerEpoch), (ErrorCode, String)> {
-        self.producer_ids.init(producer_id, epoch).await
     }
 
     /// Flushes and closes every log (clean shutdown).

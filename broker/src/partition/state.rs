@@ -230,6 +230,13 @@ impl PartitionState {
         self.leader_epoch
     }
 
+    /// The controller elected a leader at `epoch` (the metadata image's):
+    /// requests naming an older epoch are fenced from now on. Epochs only
+    /// grow: an older one (a stale image) is ignored.
+    pub fn set_leader_epoch(&mut self, epoch: LeaderEpoch) {
+        self.leader_epoch = self.leader_epoch.max(epoch);
+    }
+
     pub fn log_start(&self) -> Offset {
         self.log_start
     }
