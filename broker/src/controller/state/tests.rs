@@ -688,3 +688,253 @@ fn create_topics_refuses_as_the_single_node_did() {
         "{out}"
     );
 }
+
+#[test]
+fn create_partitions_places_the_new_ones_like_creation() {
+    let mut h = Harness::new(&[1, 2, 3]);
+    h.live(&[1, 2, 3]);
+    h.create(&[("a", Some(1), Some(2))]);
+    h.take();
+    let grow = |topics: &[(&str, u32)]| {
+        topics
+            .iter()
+            .map(|(n, c)| ((*n).to_owned(), *c))
+            .collect::<Vec<_>>()
+    };
+    h.command(
+        "validate",
+        ControllerCommand::ValidatePartitions(grow(&[("a", 3)])),
+    );
+    h.command(
+        "grow",
+        ControllerCommand::CreatePartitions(grow(&[
+            ("a", 3),
+            ("a", 3),
+            ("nope", 2),
+            ("__consumer_offsets", 9),
+            ("a", 100),
+        ])),
+    );
+    expect(
+        h.take(),
+        r#"
+        validate @0
+          => topics: a None
+        grow @0
+          partition t1/1 replicas=[2,3] isr=[2,3] leader=2 epoch=0 pe=0
+          partition t1/2 replicas=[3,1] isr=[3,1] leader=3 epoch=0 pe=0
+          => topics: a None; a InvalidPartitions "topic \"a\" has 3 partitions; the new count 3 must be larger"; nope UnknownTopicOrPartition "topic \"nope\" does not exist"; __consumer_offsets PolicyViolation "the consumer offsets topic cannot grow: groups would move and lose their offsets"; a InvalidPartitions "adding 97 partitions would exceed the broker's limit of 40 partitions"
+        "#,
+    );
+    // Node 3 is fenced (its leadership of a/2 went to node 1): a
+    // replication factor of 2 still fits, 3 does not; the new partition
+    // goes to the node leading the fewest.
+    h.create(&[("b", Some(1), Some(3))]);
+    h.take();
+    h.shutdown(3, 30);
+    h.take();
+    h.command(
+        "grow",
+        ControllerCommand::CreatePartitions(grow(&[("a", 4), ("b", 2)])),
+    );
+    expect(
+        h.take(),
+        r#"
+        grow @0
+          partition t1/3 replicas=[2,1] isr=[2,1] leader=2 epoch=0 pe=0
+          => topics: a None; b InvalidReplicationFactor "Unable to replicate the partition 3 time(s): The target replication factor of 3 cannot be reached because only 2 broker(s) are registered and unfenced."
+        "#,
+    );
+    assert_eq!(&h.follower_image(), &**h.state.image());
+}
+
+#[test]
+fn alter_configs_replaces_the_overrides_after_checking_them() {
+    let mut h = Harness::new(&[1]);
+    h.live(&[1]);
+    h.create(&[("a", Some(1), None)]);
+    h.take();
+    let alter = |name: &str, configs: &[(&str, &str)], validate_only: bool| AlterTopicConfigs {
+        name: name.to_owned(),
+        overrides: configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        validate_only,
+    };
+    h.command(
+        "alter",
+        ControllerCommand::AlterConfigs(vec![
+            alter("a", &[("retention.ms", "5000")], true),
+            alter("a", &[("retention.ms", "soon")], false),
+            alter("nope", &[], false),
+            alter("__consumer_offsets", &[], false),
+            alter(
+                "a",
+                &[("retention.ms", "5000"), ("segment.ms", "60000")],
+                false,
+            ),
+        ]),
+    );
+    h.command(
+        "alter",
+        ControllerCommand::AlterConfigs(vec![alter("a", &[], false)]),
+    );
+    let out = h.take();
+    expect(
+        out.clone(),
+        r#"
+        alter @0
+          config t1 {retention.ms=5000,segment.ms=60000}
+          => topics: a None; a InvalidConfig "invalid value \"soon\" for retention.ms: expected a non-negative integer or -1"; nope UnknownTopicOrPartition "topic \"nope\" does not exist"; __consumer_offsets PolicyViolation "the consumer offsets topic's configs are fixed (its retention must stay off until compaction exists)"; a None
+        alter @0
+          config t1 {}
+          => topics: a None
+        "#,
+    );
+    let a = h.state.image().get("a").unwrap().clone();
+    assert_eq!(a.config, h.state.config().defaults);
+    assert_eq!(a.overrides, Some(BTreeMap::new()));
+}
+
+#[test]
+fn producer_id_blocks_never_overlap_across_nodes_nor_a_new_leader() {
+    let mut h = Harness::new(&[1, 2]);
+    h.live(&[1, 2]);
+    for node in [1, 2, 1] {
+        h.command(
+            "allocate",
+            ControllerCommand::AllocateProducerIds { node: NodeId(node) },
+        );
+    }
+    expect(
+        h.take(),
+        "
+        allocate @0
+          pids 1 0+1000
+          => pids 0+1000
+        allocate @0
+          pids 2 1000+1000
+          => pids 1000+1000
+        allocate @0
+          pids 1 2000+1000
+          => pids 2000+1000
+        ",
+    );
+    // Another node takes over from the replayed log, and from a snapshot.
+    let mut next = ControllerState::with_ids(
+        config(&[1, 2]),
+        Arc::new(MetadataImage::default()),
+        Box::new(SeededIds::new(7)),
+    );
+    for record in &h.log {
+        next.replay(record);
+    }
+    next.become_leader(0);
+    let (records, reply) = next.handle(
+        0,
+        &ControllerCommand::AllocateProducerIds { node: NodeId(2) },
+    );
+    assert_eq!(
+        reply,
+        ControllerReply::ProducerIds {
+            first: 3000,
+            size: 1000
+        }
+    );
+    assert_eq!(records.len(), 1);
+    let snapshot = super::super::fold::encode_snapshot(h.state.image());
+    let restored = super::super::fold::decode_snapshot(&snapshot, &config(&[]).defaults).unwrap();
+    assert_eq!(&restored, &**h.state.image());
+    let mut from_snapshot = ControllerState::new(config(&[1, 2]), Arc::new(restored));
+    from_snapshot.become_leader(0);
+    let (_, reply) = from_snapshot.handle(
+        0,
+        &ControllerCommand::AllocateProducerIds { node: NodeId(1) },
+    );
+    assert_eq!(
+        reply,
+        ControllerReply::ProducerIds {
+            first: 3000,
+            size: 1000
+        }
+    );
+}
+
+#[test]
+fn the_offsets_topic_is_created_once_when_every_voter_is_live() {
+    let mut h = Harness::new(&[1, 2, 3]);
+    h.live(&[1, 2]);
+    h.tick(1_000);
+    expect(h.take(), "tick @1000");
+    h.live(&[3]);
+    h.tick(2_000);
+    h.tick(3_000);
+    expect(
+        h.take(),
+        "
+        tick @2000
+          topic t1 __consumer_offsets {flush.before.ack=true,retention.bytes=-1,retention.ms=-1,segment.bytes=104857600}
+          partition t1/0 replicas=[1,2,3] isr=[1,2,3] leader=1 epoch=0 pe=0
+          partition t1/1 replicas=[2,3,1] isr=[2,3,1] leader=2 epoch=0 pe=0
+          partition t1/2 replicas=[3,1,2] isr=[3,1,2] leader=3 epoch=0 pe=0
+        tick @3000
+        ",
+    );
+    let offsets = h.state.image().get(OFFSETS_TOPIC).unwrap().clone();
+    assert_eq!(offsets.config.retention_ms, None);
+    assert!(offsets.config.flush_before_ack);
+    assert_eq!(&h.follower_image(), &**h.state.image());
+}
+
+#[test]
+fn the_offsets_topic_waits_a_session_for_missing_voters() {
+    let mut h = Harness::new(&[1, 9]);
+    h.live(&[1]);
+    h.heartbeat(1, 10, true);
+    h.tick(SESSION_MS);
+    h.at(SESSION_MS);
+    h.heartbeat(1, 10, true);
+    h.tick(SESSION_MS + 1);
+    h.tick(SESSION_MS + 2);
+    expect(
+        h.take(),
+        "
+        heartbeat 1 inc=10 caught_up=true @0
+          => heartbeat fenced=false shutdown_ready=false
+        tick @9000
+        heartbeat 1 inc=10 caught_up=true @9000
+          => heartbeat fenced=false shutdown_ready=false
+        tick @9001
+          topic t1 __consumer_offsets {flush.before.ack=true,retention.bytes=-1,retention.ms=-1,segment.bytes=104857600}
+          partition t1/0 replicas=[1] isr=[1] leader=1 epoch=0 pe=0
+          partition t1/1 replicas=[1] isr=[1] leader=1 epoch=0 pe=0
+          partition t1/2 replicas=[1] isr=[1] leader=1 epoch=0 pe=0
+        tick @9002
+        ",
+    );
+}
+
+#[test]
+fn every_record_proposed_replays_to_the_same_image_on_a_follower() {
+    let mut h = Harness::new(&[1, 2, 3]);
+    h.live(&[1, 2, 3]);
+    h.tick(1);
+    h.create(&[("a", Some(5), Some(3)), ("b", None, Some(2))]);
+    h.command(
+        "grow",
+        ControllerCommand::CreatePartitions(vec![("b".into(), 4)]),
+    );
+    h.shutdown(2, 20);
+    h.register(2, 21);
+    h.heartbeat(2, 21, true);
+    h.tick(SESSION_MS + 2);
+    h.command("delete", ControllerCommand::DeleteTopics(vec!["a".into()]));
+    h.take();
+    assert_eq!(&h.follower_image(), &**h.state.image());
+    let log = super::super::records::encode_batch(&h.log);
+    assert_eq!(
+        super::super::records::decode_batch(&log).as_ref(),
+        Ok(&h.log)
+    );
+}
