@@ -25,3 +25,6 @@ pub mod placement;
 pub mod records;
 pub mod state;
 pub mod wire;
+
+#[cfg(test)]
+mod compat_tests;
