@@ -35,7 +35,7 @@ fn controller() -> ControllerState {
         Box::new(SeededIds::new(1)),
     );
     state.become_leader(0);
-    let mut run = |state: &mut ControllerState, command: Option<ControllerCommand>| {
+    let run = |state: &mut ControllerState, command: Option<ControllerCommand>| {
         let records = match command {
             Some(command) => state.handle(0, &command).0,
             None => state.tick(0),
