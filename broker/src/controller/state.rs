@@ -296,6 +296,14 @@ impl ControllerState {
 
     /// The active controller handles `command` at `now_ms`: the records to
     /// propose (maybe none) and the reply to give once they are committed.
+    /// Admin replies hold one [`TopicResult`] per topic, in request order,
+    /// with the single node's error codes and messages. A node that is not
+    /// the Raft leader must not call this (the driver answers
+    /// `NotController` itself); called without `become_leader`, it starts
+    /// the sessions at `now_ms` as `become_leader` would.
+    ///
+    /// `AllocateProducerIds` when the id space is exhausted answers
+    /// `ProducerIds { first: -1, size: 0 }` and proposes nothing.
     pub fn handle(
         &mut self,
         now_ms: u64,
@@ -424,7 +432,8 @@ impl ControllerState {
     /// of an empty log, fencing brokers whose session expired (and moving
     /// their leaderships), `__consumer_offsets` once enough brokers are
     /// live. Records to propose, maybe none (see the module docs for why
-    /// a tick never repeats a proposal).
+    /// a tick never repeats a proposal). The cluster id of an empty log is
+    /// proposed alone: it is the log's first record.
     pub fn tick(&mut self, now_ms: u64) -> Vec<MetadataRecord> {
         let Some(active_since_ms) = self.active_since_ms else {
             self.become_leader(now_ms);
