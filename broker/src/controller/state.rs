@@ -313,6 +313,16 @@ impl ControllerState {
             self.become_leader(now_ms);
         }
         let mut proposal = Proposal::new(&self.image);
+        if self.image.cluster_id().is_none() {
+            // A command before the first tick: the cluster id still comes
+            // first in the log.
+            proposal.push(
+                MetadataRecord::ClusterId {
+                    id: self.ids.cluster_id(),
+                },
+                &self.config.defaults,
+            );
+        }
         let reply = match command {
             ControllerCommand::RegisterBroker {
                 node,
@@ -329,6 +339,8 @@ impl ControllerState {
                     rack: rack.clone(),
                 };
                 if !broker_fits(endpoints, rack.as_deref()) {
+                    // Answered as an unknown broker: fenced, it registers
+                    // again (and its operator sees the warning).
                     tracing::warn!(%node, "a registration with an over-long host or rack is refused");
                     return (
                         Vec::new(),

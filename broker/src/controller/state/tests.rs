@@ -938,3 +938,49 @@ fn every_record_proposed_replays_to_the_same_image_on_a_follower() {
         Ok(&h.log)
     );
 }
+
+#[test]
+fn a_command_before_the_first_tick_still_puts_the_cluster_id_first() {
+    let mut h = Harness::bare(&[1]);
+    h.register(1, 10);
+    h.tick(1);
+    expect(
+        h.take(),
+        "
+        register 1 inc=10 @0
+          cluster-id
+          register 1 inc=10
+          => registered
+        tick @1
+        ",
+    );
+}
+
+#[test]
+fn a_registration_that_would_not_decode_is_refused() {
+    let mut h = Harness::new(&[1]);
+    h.command(
+        "register 1 inc=10 (long host)",
+        ControllerCommand::RegisterBroker {
+            node: NodeId(1),
+            incarnation: 10,
+            endpoints: BrokerEndpoints {
+                native: Some(crate::metadata::image::Endpoint {
+                    host: "h".repeat(300),
+                    port: 1,
+                }),
+                ..BrokerEndpoints::default()
+            },
+            shards: 1,
+            rack: None,
+        },
+    );
+    expect(
+        h.take(),
+        "
+        register 1 inc=10 (long host) @0
+          => heartbeat fenced=true shutdown_ready=false
+        ",
+    );
+    assert!(h.state.image().broker(NodeId(1)).is_none());
+}
