@@ -984,3 +984,134 @@ fn a_registration_that_would_not_decode_is_refused() {
     );
     assert!(h.state.image().broker(NodeId(1)).is_none());
 }
+
+mod random {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Advance(u64),
+        Tick,
+        Command(ControllerCommand),
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        let node = 1u32..5;
+        let name = prop::sample::select(vec!["a", "b", "__consumer_offsets", "bad name"]);
+        prop_oneof![
+            (1u64..4_000).prop_map(Step::Advance),
+            Just(Step::Tick),
+            (node.clone(), 0u64..2).prop_map(|(n, i)| Step::Command(
+                ControllerCommand::RegisterBroker {
+                    node: NodeId(n),
+                    incarnation: u64::from(n) * 10 + i,
+                    endpoints: BrokerEndpoints::default(),
+                    shards: 1,
+                    rack: None,
+                }
+            )),
+            (
+                node.clone(),
+                0u64..3,
+                any::<bool>(),
+                prop::bool::weighted(0.1)
+            )
+                .prop_map(|(n, i, caught_up, shutting_down)| Step::Command(
+                    ControllerCommand::Heartbeat {
+                        node: NodeId(n),
+                        incarnation: i,
+                        caught_up,
+                        shutting_down,
+                    }
+                )),
+            (
+                name.clone(),
+                proptest::option::of(0u32..5),
+                proptest::option::of(0u16..4)
+            )
+                .prop_map(|(name, partitions, factor)| Step::Command(
+                    ControllerCommand::CreateTopics(vec![CreateTopicSpec {
+                        name: name.to_owned(),
+                        partitions,
+                        replication_factor: factor,
+                        assignments: None,
+                        configs: BTreeMap::new(),
+                        validate_only: false,
+                    }])
+                )),
+            name.clone()
+                .prop_map(|n| Step::Command(ControllerCommand::DeleteTopics(vec![n.to_owned()]))),
+            (name.clone(), 0u32..8).prop_map(|(n, c)| Step::Command(
+                ControllerCommand::CreatePartitions(vec![(n.to_owned(), c)])
+            )),
+            (name, prop::sample::select(vec!["1000", "x"])).prop_map(|(n, v)| Step::Command(
+                ControllerCommand::AlterConfigs(vec![AlterTopicConfigs {
+                    name: n.to_owned(),
+                    overrides: BTreeMap::from([("retention.ms".to_owned(), v.to_owned())]),
+                    validate_only: false,
+                }])
+            )),
+            node.prop_map(|n| Step::Command(ControllerCommand::AllocateProducerIds {
+                node: NodeId(n)
+            })),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of commands and ticks keeps the invariants: a
+        /// leader is a live ISR member, producer-id blocks are disjoint,
+        /// the cluster id is the first record, and a follower replaying
+        /// the log (or a snapshot of it) has the same image.
+        #[test]
+        fn any_command_sequence_keeps_the_invariants(
+            steps in proptest::collection::vec(arb_step(), 1..60),
+        ) {
+            let mut h = Harness::new(&[1, 2, 3]);
+            h.live(&[1, 2, 3]);
+            h.tick(0);
+            for step in steps {
+                match step {
+                    Step::Advance(ms) => h.now_ms += ms,
+                    Step::Tick => {
+                        let now = h.now_ms;
+                        h.tick(now);
+                    }
+                    Step::Command(command) => {
+                        h.command("step", command);
+                    }
+                }
+                let image = h.state.image().clone();
+                for topic in image.topics() {
+                    for p in &topic.partitions {
+                        if let Some(leader) = p.leader {
+                            prop_assert!(p.isr.contains(&leader), "{p:?}");
+                            prop_assert!(image.broker(leader).is_some_and(|b| !b.fenced), "{p:?}");
+                        }
+                        prop_assert!(p.isr.iter().all(|n| p.replicas.contains(n)), "{p:?}");
+                    }
+                }
+            }
+            let first_is_cluster_id = matches!(h.log[0], MetadataRecord::ClusterId { .. });
+            prop_assert!(first_is_cluster_id);
+            let mut blocks: Vec<(i64, i64)> = h
+                .log
+                .iter()
+                .filter_map(|r| match r {
+                    MetadataRecord::ProducerIdsBlock { first, size, .. } => {
+                        Some((*first, *first + i64::from(*size)))
+                    }
+                    _ => None,
+                })
+                .collect();
+            blocks.sort_unstable();
+            prop_assert!(blocks.windows(2).all(|w| w[0].1 <= w[1].0), "{blocks:?}");
+            prop_assert_eq!(&h.follower_image(), &**h.state.image());
+            let snapshot = super::super::super::fold::encode_snapshot(h.state.image());
+            let restored =
+                super::super::super::fold::decode_snapshot(&snapshot, &config(&[]).defaults);
+            prop_assert_eq!(restored.as_ref(), Ok(&**h.state.image()));
+        }
+    }
+}
