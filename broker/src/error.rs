@@ -315,9 +315,9 @@ mod tests {
                 "num_partitions = 0: must be positive or -1",
             ),
             (
-                TopicOpError::ReplicationFactor(3),
+                TopicOpError::ReplicationFactor(0),
                 ErrorCode::InvalidReplicationFactor,
-                "replication_factor = 3: this single-node broker keeps one replica",
+                "replication_factor = 0: must be positive or -1",
             ),
             (
                 TopicOpError::LogAppendTime,

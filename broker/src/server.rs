@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::connection_limits::ConnectionTable;
 use crate::controller::driver::{ClusterConfig, Voter};
 use crate::controller::import;
-use crate::controller::state::ControllerConfig;
+use crate::controller::state::{offsets_topic_overrides, ControllerConfig};
 use crate::datadir::DataDir;
 use crate::engine::{BrokerView, EngineLimits};
 use crate::error::BrokerError;
@@ -427,17 +427,7 @@ fn wait_recovered(
 /// with the same configs (`ControllerState::tick`).
 fn offsets_topic(config: &Config, node: NodeId) -> Result<TopicImage, BrokerError> {
     let mut topic = TopicConfig::from_log_config(&config.base_log_config());
-    // Kafka's offsets.topic.segment.bytes.
-    let segment_bytes = topic.segment_bytes.min(100 << 20).to_string();
-    let overrides: BTreeMap<String, String> = [
-        ("retention.ms", "-1"),
-        ("retention.bytes", "-1"),
-        ("flush.before.ack", "true"),
-        ("segment.bytes", segment_bytes.as_str()),
-    ]
-    .into_iter()
-    .map(|(key, value)| (key.to_owned(), value.to_owned()))
-    .collect();
+    let overrides = offsets_topic_overrides(&topic);
     let invalid = |e: TopicError| {
         BrokerError::InvalidSetting(format!("cannot create {OFFSETS_TOPIC}: {}", e.message))
     };
@@ -518,6 +508,7 @@ fn cluster_config(config: &Config, data_dir: &DataDir, shard_count: u16) -> Clus
         heartbeat_interval_ms: 2_000,
         raft_tick_ms: 100,
         controller: ControllerConfig {
+            base: config.base_log_config(),
             voters: vec![node],
             defaults: TopicConfig::from_log_config(&config.base_log_config()),
             default_partitions: config.default_partitions,
