@@ -2,27 +2,37 @@
 //! that owns the group's `__consumer_offsets` partition (its
 //! [`crate::group::host::GroupHost`]), locally or over the mesh;
 //! ListGroups asks every hosting shard. Group placement is Kafka's
-//! (`partition_for`), so both edges find the same coordinator.
+//! (`partition_for`), so both edges find the same coordinator; a group
+//! whose offsets partition another node leads is NOT_COORDINATOR here
+//! (see [`super::cluster::local_coordinator`]).
 
 use fjord_schema::{ErrorCode, PartitionId, ShardId};
 
+use super::cluster::{coordinator_node, leader_check_in, local_coordinator, ClusterNode};
 use super::Engine;
 use super::{route, RouteError};
 use crate::group::coordinator::{DescribedGroup, GroupState, ListedGroup};
-use crate::group::offsets_log::{partition_for, OFFSETS_TOPIC};
+use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::group::ops::GroupUnavailable;
 use crate::group::ops::{GroupOp, GroupReply};
 use crate::ops::{Op, OpResult};
 
 impl Engine {
-    /// The shard hosting `group_id`'s coordinator.
+    /// The shard hosting `group_id`'s coordinator, when this node is it
+    /// (leads the group's offsets partition): NOT_COORDINATOR when another
+    /// node is, COORDINATOR_NOT_AVAILABLE when none is.
     pub fn coordinator_shard(&self, group_id: &str) -> Result<ShardId, ErrorCode> {
+        local_coordinator(&self.service.catalog(), self.broker.node_id, group_id)
+    }
+
+    /// The node coordinating `group_id` and its endpoints (FindCoordinator).
+    pub fn coordinator_node(&self, group_id: &str) -> Result<ClusterNode, ErrorCode> {
         let catalog = self.service.catalog();
-        let meta = catalog
-            .get(OFFSETS_TOPIC)
-            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
-        let partition = PartitionId(partition_for(group_id, meta.partition_count()));
-        meta.shard_of(partition)
+        let node = coordinator_node(&catalog, group_id)?;
+        self.cluster_view(&catalog)
+            .live()
+            .find(|n| n.node == node)
+            .cloned()
             .ok_or(ErrorCode::CoordinatorNotAvailable)
     }
 
@@ -38,15 +48,21 @@ impl Engine {
     pub async fn to_coordinator(&self, group_id: &str, op: GroupOp) -> GroupReply {
         match self.coordinator_shard(group_id) {
             Ok(shard) => self.run_group(shard, op).await,
+            Err(ErrorCode::NotCoordinator) => {
+                GroupReply::Unavailable(GroupUnavailable::NotCoordinator)
+            }
             Err(_) => GroupReply::Unavailable(GroupUnavailable::NoOffsetsTopic),
         }
     }
 
     /// Whether `partition` of `topic` exists, for an offset commit (as
-    /// Kafka: a partition the broker does not have is refused, the rest
-    /// are committed).
+    /// Kafka: a partition the cluster does not have is refused, the rest
+    /// are committed, whichever node leads them).
     pub fn partition_exists(&self, topic: &str, partition: PartitionId) -> Result<(), RouteError> {
-        route(&self.service.catalog(), topic, partition).map(|_| ())
+        match route(&self.service.catalog(), self.broker.node_id, topic, partition) {
+            Ok(_) | Err(RouteError::NotLeader { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     /// The groups of every shard that hosts an offsets partition, by id.
@@ -54,11 +70,18 @@ impl Engine {
         &self,
         states: Vec<GroupState>,
     ) -> Result<Vec<ListedGroup>, (ErrorCode, String)> {
-        let mut shards: Vec<u16> = self
-            .service
-            .catalog()
+        // The shards of the offsets partitions this node leads: the
+        // coordinators it hosts.
+        let catalog = self.service.catalog();
+        let node = self.broker.node_id;
+        let mut shards: Vec<u16> = catalog
             .get(OFFSETS_TOPIC)
-            .map(|m| m.shards.clone())
+            .map(|m| {
+                (0..m.topic.partition_count())
+                    .filter_map(|p| leader_check_in(m, node, PartitionId(p)).ok())
+                    .map(|s| s.0)
+                    .collect()
+            })
             .unwrap_or_default();
         shards.sort_unstable();
         shards.dedup();
