@@ -117,6 +117,19 @@ impl ClusterView {
             .collect()
     }
 
+    /// The live node coordinating `group_id` in `catalog`
+    /// (COORDINATOR_NOT_AVAILABLE while there is none, or it is fenced).
+    pub fn coordinator(
+        &self,
+        catalog: &Catalog,
+        group_id: &str,
+    ) -> Result<&ClusterNode, ErrorCode> {
+        let node = coordinator_node(catalog, group_id)?;
+        self.live()
+            .find(|n| n.node == node)
+            .ok_or(ErrorCode::CoordinatorNotAvailable)
+    }
+
     /// How many partitions of `catalog` each node leads, by node id.
     pub fn leader_counts(&self, catalog: &Catalog) -> Vec<(NodeId, usize)> {
         self.nodes

@@ -8,7 +8,7 @@
 
 use fjord_schema::{ErrorCode, PartitionId, ShardId};
 
-use super::cluster::{coordinator_node, leader_check_in, local_coordinator, ClusterNode};
+use super::cluster::{leader_check_in, local_coordinator, ClusterNode};
 use super::Engine;
 use super::{route, RouteError};
 use crate::group::coordinator::{DescribedGroup, GroupState, ListedGroup};
@@ -28,12 +28,9 @@ impl Engine {
     /// The node coordinating `group_id` and its endpoints (FindCoordinator).
     pub fn coordinator_node(&self, group_id: &str) -> Result<ClusterNode, ErrorCode> {
         let catalog = self.service.catalog();
-        let node = coordinator_node(&catalog, group_id)?;
         self.cluster_view(&catalog)
-            .live()
-            .find(|n| n.node == node)
+            .coordinator(&catalog, group_id)
             .cloned()
-            .ok_or(ErrorCode::CoordinatorNotAvailable)
     }
 
     async fn run_group(&self, shard: ShardId, op: GroupOp) -> GroupReply {
@@ -59,7 +56,12 @@ impl Engine {
     /// Kafka: a partition the cluster does not have is refused, the rest
     /// are committed, whichever node leads them).
     pub fn partition_exists(&self, topic: &str, partition: PartitionId) -> Result<(), RouteError> {
-        match route(&self.service.catalog(), self.broker.node_id, topic, partition) {
+        match route(
+            &self.service.catalog(),
+            self.broker.node_id,
+            topic,
+            partition,
+        ) {
             Ok(_) | Err(RouteError::NotLeader { .. }) => Ok(()),
             Err(error) => Err(error),
         }

@@ -184,7 +184,13 @@ impl Engine {
         if topic == OFFSETS_TOPIC {
             return Err(RouteError::InternalTopic);
         }
-        route(&self.service.catalog(), self.broker.node_id, topic, partition).map(|_| ())
+        route(
+            &self.service.catalog(),
+            self.broker.node_id,
+            topic,
+            partition,
+        )
+        .map(|_| ())
     }
 
     /// This node as configured (its advertised listeners).
