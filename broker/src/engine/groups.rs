@@ -107,23 +107,31 @@ impl Engine {
         Ok(groups)
     }
 
-    /// Each group as its coordinator describes it; a group whose
-    /// coordinator does not answer is Dead.
-    pub async fn describe_groups(&self, ids: Vec<String>) -> Vec<DescribedGroup> {
+    /// Each group as its coordinator describes it, with the error of its
+    /// lookup: a group whose coordinator does not answer (or is another
+    /// node: NOT_COORDINATOR) is Dead.
+    pub async fn describe_groups(&self, ids: Vec<String>) -> Vec<(DescribedGroup, ErrorCode)> {
         let mut described = Vec::with_capacity(ids.len());
         for id in ids {
             match self
                 .to_coordinator(&id, GroupOp::Describe(id.clone()))
                 .await
             {
-                GroupReply::Describe(group) => described.push(group),
-                _ => described.push(DescribedGroup {
-                    group_id: id,
-                    state: GroupState::Dead,
-                    protocol_type: String::new(),
-                    protocol_name: String::new(),
-                    members: Vec::new(),
-                }),
+                GroupReply::Describe(group) => described.push((group, ErrorCode::None)),
+                reply => {
+                    let error = match reply {
+                        GroupReply::Unavailable(e) => e.code(),
+                        _ => ErrorCode::UnknownServerError,
+                    };
+                    let dead = DescribedGroup {
+                        group_id: id,
+                        state: GroupState::Dead,
+                        protocol_type: String::new(),
+                        protocol_name: String::new(),
+                        members: Vec::new(),
+                    };
+                    described.push((dead, error));
+                }
             }
         }
         described
