@@ -28,6 +28,9 @@ fn round_trip<M: Encodable + Decodable>(message: &M, version: i16) -> M {
     M::decode(&mut buf.freeze(), version).expect("decodes")
 }
 
+/// Error, leader, leader epoch, replicas, ISR, offline replicas.
+type PartitionRow = (i16, i32, i32, Vec<i32>, Vec<i32>, Vec<i32>);
+
 fn ids(brokers: &[BrokerId]) -> Vec<i32> {
     brokers.iter().map(|b| b.0).collect()
 }
@@ -65,7 +68,7 @@ fn metadata_lists_the_unfenced_brokers_and_each_partitions_leader() {
     assert_eq!(response.topics.len(), 2);
     let t = &response.topics[0];
     assert_eq!(t.error_code, 0);
-    let parts: Vec<(i16, i32, i32, Vec<i32>, Vec<i32>, Vec<i32>)> = t
+    let parts: Vec<PartitionRow> = t
         .partitions
         .iter()
         .map(|p| {
