@@ -305,6 +305,22 @@ fn client_config() -> ClientConfig {
     }
 }
 
+/// An admin connection to the first of `brokers` that answers: any node
+/// of a cluster serves topic admin (it forwards to the controller).
+fn connect_admin(brokers: &BrokersArg) -> Result<Admin, CliError> {
+    let mut last = None;
+    for addr in brokers.list() {
+        match Admin::connect(&addr, client_config()) {
+            Ok(admin) => return Ok(admin),
+            Err(error) => last = Some(error),
+        }
+    }
+    match last {
+        Some(error) => Err(error.into()),
+        None => Ok(Admin::connect(&brokers.first(), client_config())?),
+    }
+}
+
 pub fn topic(command: TopicCommand) -> Result<(), CliError> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -316,7 +332,7 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
             configs,
             brokers,
         } => {
-            let mut admin = Admin::connect(&brokers.first(), client_config())?;
+            let mut admin = connect_admin(&brokers)?;
             let results = admin.create_topics(&[NewTopic {
                 name: name.clone(),
                 partitions,
@@ -347,7 +363,7 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
             )
         }
         TopicCommand::List { brokers } => {
-            let mut admin = Admin::connect(&brokers.first(), client_config())?;
+            let mut admin = connect_admin(&brokers)?;
             let topics = admin.list_topics()?;
             let width = topics
                 .iter()
@@ -365,7 +381,7 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
             Ok(())
         }
         TopicCommand::Describe { name, brokers } => {
-            let mut admin = Admin::connect(&brokers.first(), client_config())?;
+            let mut admin = connect_admin(&brokers)?;
             let description = admin.describe_topic(&name).map_err(|e| match e {
                 ClientError::Broker { code, .. } => CliError(topic_error(&name, code)),
                 other => other.into(),
@@ -481,7 +497,7 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
             Ok(())
         }
         TopicCommand::Delete { name, brokers } => {
-            let mut admin = Admin::connect(&brokers.first(), client_config())?;
+            let mut admin = connect_admin(&brokers)?;
             let results = admin.delete_topics(&[&name])?;
             let result = results
                 .into_iter()
