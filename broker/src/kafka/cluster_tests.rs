@@ -190,3 +190,36 @@ fn requests_for_partitions_and_groups_led_elsewhere_are_refused() {
     assert!(catalog.get(OFFSETS_TOPIC).is_some());
     assert!(route(&catalog, NodeId(2), "t", PartitionId(1)).is_ok());
 }
+
+/// KIP-951: a Fetch v12+ answer for a partition led elsewhere names the
+/// current leader and its epoch, so the client goes there without a
+/// Metadata round trip.
+#[test]
+fn fetch_names_the_current_leader_of_a_partition_led_elsewhere() {
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{FetchResponse, TopicName};
+
+    use super::handler::current_leader;
+
+    let (catalog, _) = three_nodes();
+    let leader = current_leader(&catalog, "t", PartitionId(1)).expect("t-1 exists");
+    assert_eq!((leader.leader_id, leader.leader_epoch), (BrokerId(2), 5));
+    let none = current_leader(&catalog, "t", PartitionId(2)).expect("t-2 exists");
+    assert_eq!((none.leader_id, none.leader_epoch), (BrokerId(-1), 6));
+    assert!(current_leader(&catalog, "t", PartitionId(9)).is_none());
+    assert!(current_leader(&catalog, "nope", PartitionId(0)).is_none());
+
+    let mut p = PartitionData::default();
+    p.partition_index = 1;
+    p.error_code = ErrorCode::NotLeaderOrFollower.code();
+    p.current_leader = leader;
+    let mut topic = FetchableTopicResponse::default();
+    topic.topic = TopicName(StrBytes::from_static_str("t"));
+    topic.partitions.push(p);
+    let mut response = FetchResponse::default();
+    response.responses.push(topic);
+    let decoded: FetchResponse = round_trip(&response, 12);
+    let p = &decoded.responses[0].partitions[0];
+    assert_eq!(p.current_leader.leader_id, BrokerId(2));
+    assert_eq!(p.current_leader.leader_epoch, 5);
+}

@@ -669,7 +669,7 @@ impl KafkaHandler {
 
 /// The leader and leader epoch of `partition` of `topic` (KIP-951's
 /// `CurrentLeader`), if the partition exists.
-fn current_leader(
+pub(super) fn current_leader(
     catalog: &Catalog,
     topic: &str,
     partition: PartitionId,
