@@ -12,7 +12,7 @@
 //! - The sans-IO pieces they are built from, shared with a future
 //!   thread-per-core driver: [`protocol`] (request builders, response readers),
 //!   [`partitioner`], [`accumulator`], [`retry`], [`cluster`] (routing to
-//!   shard ports) and [`producer_core`].
+//!   each partition's leader node and its shard ports) and [`producer_core`].
 
 pub mod accumulator;
 pub mod admin;

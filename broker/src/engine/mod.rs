@@ -6,7 +6,9 @@
 //! the Kafka wire protocol ([`crate::kafka`]) — only decode a request into
 //! the engine's typed request ([`types`]), call the engine, and encode its
 //! typed results. Everything between is here: routing each partition to
-//! its owning shard through the catalog ([`route()`], [`RouteError`]), running the
+//! its owning shard through the catalog ([`route()`], [`RouteError`]) once
+//! the image says this node leads it ([`cluster`], which also makes the
+//! cluster view clients are told about), running the
 //! per-partition [`Op`]s there (locally or over the mesh), the produce
 //! policy this shard applies before the op (the offsets topic is the
 //! coordinators' alone, valid `acks`, recompression for a topic's
