@@ -538,6 +538,10 @@ pub async fn bootstrap(
             port: u16::try_from(b.port).unwrap_or(0),
             shard_ports: Vec::new(),
             rack: b.rack.as_ref().map(|r| r.to_string()),
+            // `host`/`port` are the Kafka listener already.
+            kafka: None,
+            // Kafka's Metadata lists unfenced brokers only.
+            fenced: false,
         })
         .collect();
     let topics = answer
@@ -558,6 +562,8 @@ pub async fn bootstrap(
                     leader: p.leader_id.0,
                     leader_epoch: p.leader_epoch,
                     leader_shard: 0,
+                    replicas: p.replica_nodes.iter().map(|n| n.0 as u32).collect(),
+                    isr: p.isr_nodes.iter().map(|n| n.0 as u32).collect(),
                 })
                 .collect(),
         })
@@ -565,6 +571,9 @@ pub async fn bootstrap(
     Ok(Metadata {
         cluster_id: answer.cluster_id.map(|c| c.to_string()),
         controller_id: answer.controller_id.0,
+        // Kafka's Metadata does not carry the metadata log position.
+        metadata_applied_index: 0,
+        metadata_committed_index: 0,
         brokers,
         topics,
     })

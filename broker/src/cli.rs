@@ -1,5 +1,5 @@
 //! The client subcommands of `fjord`: `topic create/list/describe/delete`,
-//! `produce` and `consume`, in the spirit of rpk and kcat. Scripts rely on
+//! `produce`, `consume`, `group ...` and `cluster status`, in the spirit of rpk and kcat. Scripts rely on
 //! these spellings and output formats; change them only on purpose.
 //!
 //! Every failure becomes one line on stderr (`fjord: ...`) and a non-zero
@@ -25,6 +25,7 @@ use fjord_net::client::protocol::{Acks, NewTopic};
 use fjord_net::client::{ClientConfig, ClientError};
 use fjord_schema::{Compression, ErrorCode, Offset, PartitionId};
 
+pub mod cluster;
 mod format;
 pub mod group;
 
@@ -83,7 +84,8 @@ pub enum TopicCommand {
         #[command(flatten)]
         brokers: BrokersArg,
     },
-    /// Show a topic's partitions, leaders and shards.
+    /// Show a topic's partitions: leader, leader epoch, replicas, ISR,
+    /// the leader's shard and endpoint.
     Describe {
         name: String,
         #[command(flatten)]
@@ -303,6 +305,22 @@ fn client_config() -> ClientConfig {
     }
 }
 
+/// An admin connection to the first of `brokers` that answers: any node
+/// of a cluster serves topic admin (it forwards to the controller).
+fn connect_admin(brokers: &BrokersArg) -> Result<Admin, CliError> {
+    let mut last = None;
+    for addr in brokers.list() {
+        match Admin::connect(&addr, client_config()) {
+            Ok(admin) => return Ok(admin),
+            Err(error) => last = Some(error),
+        }
+    }
+    match last {
+        Some(error) => Err(error.into()),
+        None => Ok(Admin::connect(&brokers.first(), client_config())?),
+    }
+}
+
 pub fn topic(command: TopicCommand) -> Result<(), CliError> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -314,7 +332,7 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
             configs,
             brokers,
         } => {
-            let mut admin = Admin::connect(&brokers.first(), client_config())?;
+            let mut admin = connect_admin(&brokers)?;
             let results = admin.create_topics(&[NewTopic {
                 name: name.clone(),
                 partitions,
@@ -345,7 +363,7 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
             )
         }
         TopicCommand::List { brokers } => {
-            let mut admin = Admin::connect(&brokers.first(), client_config())?;
+            let mut admin = connect_admin(&brokers)?;
             let topics = admin.list_topics()?;
             let width = topics
                 .iter()
@@ -363,7 +381,7 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
             Ok(())
         }
         TopicCommand::Describe { name, brokers } => {
-            let mut admin = Admin::connect(&brokers.first(), client_config())?;
+            let mut admin = connect_admin(&brokers)?;
             let description = admin.describe_topic(&name).map_err(|e| match e {
                 ClientError::Broker { code, .. } => CliError(topic_error(&name, code)),
                 other => other.into(),
@@ -374,39 +392,85 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
                 &mut out,
                 format_args!("PARTITIONS  {}\n\n", topic.partitions.len()),
             )?;
-            print(
-                &mut out,
-                format_args!("PARTITION  LEADER  SHARD  EPOCH  ENDPOINT               ERROR\n"),
-            )?;
             let mut partitions = topic.partitions;
             partitions.sort_by_key(|p| p.partition);
-            for p in partitions {
-                let endpoint = description
-                    .brokers
-                    .iter()
-                    .find(|b| i64::from(b.node_id) == i64::from(p.leader))
-                    .map(|b| {
-                        let port = b
-                            .shard_ports
-                            .get(usize::from(p.leader_shard))
-                            .copied()
-                            .filter(|port| *port != 0)
-                            .unwrap_or(b.port);
-                        format!("{}:{port}", b.host)
-                    })
-                    .unwrap_or_else(|| "-".to_owned());
-                let error = if p.error == ErrorCode::None {
+            let nodes = |nodes: &[u32]| -> String {
+                let list: Vec<String> = nodes.iter().map(u32::to_string).collect();
+                if list.is_empty() {
                     "-".to_owned()
                 } else {
-                    code_name(p.error)
-                };
-                print(
-                    &mut out,
-                    format_args!(
-                        "{:<9}  {:<6}  {:<5}  {:<5}  {endpoint:<21}  {error}\n",
-                        p.partition, p.leader, p.leader_shard, p.leader_epoch
-                    ),
-                )?;
+                    list.join(",")
+                }
+            };
+            let rows: Vec<[String; 8]> = partitions
+                .iter()
+                .map(|p| {
+                    let endpoint = description
+                        .brokers
+                        .iter()
+                        .find(|b| i64::from(b.node_id) == i64::from(p.leader))
+                        .map(|b| {
+                            let port = b
+                                .shard_ports
+                                .get(usize::from(p.leader_shard))
+                                .copied()
+                                .filter(|port| *port != 0)
+                                .unwrap_or(b.port);
+                            format!("{}:{port}", b.host)
+                        })
+                        .unwrap_or_else(|| "-".to_owned());
+                    let error = if p.error == ErrorCode::None {
+                        "-".to_owned()
+                    } else {
+                        code_name(p.error)
+                    };
+                    [
+                        p.partition.to_string(),
+                        p.leader.to_string(),
+                        p.leader_epoch.to_string(),
+                        nodes(&p.replicas),
+                        nodes(&p.isr),
+                        p.leader_shard.to_string(),
+                        endpoint,
+                        error,
+                    ]
+                })
+                .collect();
+            let header = [
+                "PARTITION",
+                "LEADER",
+                "EPOCH",
+                "REPLICAS",
+                "ISR",
+                "SHARD",
+                "ENDPOINT",
+                "ERROR",
+            ];
+            let widths: Vec<usize> = (0..header.len())
+                .map(|i| {
+                    rows.iter()
+                        .map(|r| r[i].len())
+                        .chain([header[i].len()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let line = |cells: &[&str]| -> String {
+                let mut text = String::new();
+                for (i, cell) in cells.iter().enumerate() {
+                    if i + 1 == cells.len() {
+                        text.push_str(cell);
+                    } else {
+                        text.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+                    }
+                }
+                text.push('\n');
+                text
+            };
+            print(&mut out, format_args!("{}", line(&header)))?;
+            for row in &rows {
+                let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+                print(&mut out, format_args!("{}", line(&cells)))?;
             }
             for h in &description.health {
                 if let Some(reason) = &h.offline_reason {
@@ -433,7 +497,7 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
             Ok(())
         }
         TopicCommand::Delete { name, brokers } => {
-            let mut admin = Admin::connect(&brokers.first(), client_config())?;
+            let mut admin = connect_admin(&brokers)?;
             let results = admin.delete_topics(&[&name])?;
             let result = results
                 .into_iter()

@@ -34,6 +34,9 @@ enum Command {
     /// List, describe consumer groups and reset their offsets.
     #[command(subcommand)]
     Group(cli::group::GroupCommand),
+    /// Show the cluster: its nodes, the controller, the metadata log.
+    #[command(subcommand)]
+    Cluster(cli::cluster::ClusterCommand),
     /// Accept the loss of damaged data: with the broker stopped, truncate a
     /// partition that recovery took offline at OFFSET (everything at and
     /// after it is deleted; those offsets are given out again).
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => cli::exit(cli::produce(args)),
         Command::Consume(args) => cli::exit(cli::consume(args)),
         Command::Group(command) => cli::exit(cli::group::run(command)),
+        Command::Cluster(command) => cli::exit(cli::cluster::run(command)),
         Command::Repair(args) => repair(args),
     }
 }

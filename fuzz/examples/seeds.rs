@@ -281,6 +281,7 @@ fn responses() -> Vec<(ApiKey, bool, Vec<u8>, Vec<u8>)> {
             port: 9092,
             shard_ports: Some(ports),
             rack: Some(rack),
+            ..Default::default()
         },
     );
     let brokers = fbb.create_vector(&[broker]);
@@ -320,6 +321,7 @@ fn responses() -> Vec<(ApiKey, bool, Vec<u8>, Vec<u8>)> {
             controller_id: 1,
             brokers: Some(brokers),
             topics: Some(topics),
+            ..Default::default()
         },
     );
     out.push((ApiKey::Metadata, false, finish(fbb, root), vec![]));

@@ -12,7 +12,7 @@
 //! - The sans-IO pieces they are built from, shared with a future
 //!   thread-per-core driver: [`protocol`] (request builders, response readers),
 //!   [`partitioner`], [`accumulator`], [`retry`], [`cluster`] (routing to
-//!   shard ports) and [`producer_core`].
+//!   each partition's leader node and its shard ports) and [`producer_core`].
 
 pub mod accumulator;
 pub mod admin;
@@ -127,6 +127,10 @@ pub struct BrokerInfo {
     /// Per-shard ports, indexed by shard id.
     pub shard_ports: Vec<u16>,
     pub rack: Option<String>,
+    /// The broker's Kafka listener, if it has one.
+    pub kafka: Option<cluster::Endpoint>,
+    /// Fenced: listed for operators, never routed to.
+    pub fenced: bool,
 }
 
 /// A partition as listed in Metadata.
@@ -137,6 +141,10 @@ pub struct PartitionInfo {
     pub leader: i32,
     pub leader_epoch: i32,
     pub leader_shard: u16,
+    /// Nodes holding a replica, preferred leader first.
+    pub replicas: Vec<u32>,
+    /// The in-sync replicas.
+    pub isr: Vec<u32>,
 }
 
 /// A partition's storage health, as Metadata reports it when the request
@@ -174,7 +182,12 @@ pub struct TopicInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metadata {
     pub cluster_id: Option<String>,
+    /// The active controller; -1 while none is known.
     pub controller_id: i32,
+    /// The metadata log index the answering node's image is at.
+    pub metadata_applied_index: u64,
+    /// The highest metadata log index the answering node knows committed.
+    pub metadata_committed_index: u64,
     pub brokers: Vec<BrokerInfo>,
     pub topics: Vec<TopicInfo>,
 }
@@ -409,6 +422,8 @@ impl Client {
         let metadata = Metadata {
             cluster_id: response.cluster_id().map(str::to_owned),
             controller_id: response.controller_id(),
+            metadata_applied_index: response.metadata_applied_index(),
+            metadata_committed_index: response.metadata_committed_index(),
             brokers: response
                 .brokers()
                 .iter()
@@ -419,6 +434,13 @@ impl Client {
                     port: b.port(),
                     shard_ports: b.shard_ports().iter().flatten().collect(),
                     rack: b.rack().map(str::to_owned),
+                    kafka: b.kafka_host().filter(|_| b.kafka_port() != 0).map(|host| {
+                        cluster::Endpoint {
+                            host: host.to_owned(),
+                            port: b.kafka_port(),
+                        }
+                    }),
+                    fenced: b.fenced(),
                 })
                 .collect(),
             topics: response
@@ -438,6 +460,8 @@ impl Client {
                             leader: p.leader(),
                             leader_epoch: p.leader_epoch(),
                             leader_shard: p.leader_shard(),
+                            replicas: p.replicas().iter().flatten().collect(),
+                            isr: p.isr().iter().flatten().collect(),
                         })
                         .collect(),
                 })

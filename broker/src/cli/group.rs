@@ -1,11 +1,14 @@
 //! `fjord group list|describe|reset-offsets`: consumer groups seen through
 //! the group apis (ListGroups, DescribeGroups, OffsetFetch, OffsetCommit)
-//! and ListOffsets for the lag.
+//! and ListOffsets for the lag. Any node of `--brokers` is a way in: group
+//! requests go to the group's coordinator, ListOffsets to each
+//! partition's leader, ListGroups to every live node.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use clap::Subcommand;
+use fjord_net::client::cluster::{routes, Endpoint, TopicState};
 use fjord_net::client::consumer_protocol::decode_assignment;
 use fjord_net::client::group::{Committer, OffsetToCommit};
 use fjord_net::client::protocol::{LIST_OFFSETS_EARLIEST, LIST_OFFSETS_LATEST};
@@ -46,24 +49,76 @@ fn connect(brokers: &BrokersArg) -> Result<Client, CliError> {
     Ok(Client::connect(brokers.first().as_str(), client_config())?)
 }
 
+/// A connection to `group`'s coordinator, found through any node.
+fn connect_coordinator(brokers: &BrokersArg, group: &str) -> Result<Client, CliError> {
+    let info = connect(brokers)?.find_coordinator(group)?;
+    if info.error != ErrorCode::None {
+        return Err(CliError(format!(
+            "group {group}: no coordinator ({:?})",
+            info.error
+        )));
+    }
+    Ok(Client::connect(
+        (info.host.as_str(), info.port),
+        client_config(),
+    )?)
+}
+
+/// Every live node's native endpoint, from any node's Metadata.
+fn live_nodes(client: &mut Client) -> Result<Vec<Endpoint>, CliError> {
+    Ok(client
+        .metadata(Some(&[]))?
+        .brokers
+        .into_iter()
+        .filter(|b| !b.fenced)
+        .map(|b| Endpoint {
+            host: b.host,
+            port: b.port,
+        })
+        .collect())
+}
+
 fn write_err(error: io::Error) -> CliError {
     CliError(format!("cannot write output: {error}"))
 }
 
-/// Log end offsets of `partitions` of `topic`.
+/// Log end offsets of `partitions` of `topic`, each asked of its leader
+/// (found through `client`'s Metadata); partitions without a reachable
+/// leader are left out.
 fn log_ends(
     client: &mut Client,
     topic: &str,
     partitions: &[u32],
     at: i64,
 ) -> Result<BTreeMap<u32, i64>, CliError> {
-    let asked: Vec<(PartitionId, i64)> = partitions.iter().map(|p| (PartitionId(*p), at)).collect();
-    Ok(client
-        .list_offsets(topic, &asked)?
-        .into_iter()
-        .filter(|l| l.error == ErrorCode::None)
-        .filter_map(|l| Some((l.partition.get(), l.offset?.get() as i64)))
-        .collect())
+    let metadata = client.metadata(Some(&[topic]))?;
+    let Some(TopicState::Routed(route)) = routes(&metadata, false).remove(topic) else {
+        return Ok(BTreeMap::new());
+    };
+    let mut by_leader: BTreeMap<Endpoint, Vec<(PartitionId, i64)>> = BTreeMap::new();
+    for p in partitions {
+        if let Some(leader) = route.leader(PartitionId(*p)) {
+            by_leader
+                .entry(leader.clone())
+                .or_default()
+                .push((PartitionId(*p), at));
+        }
+    }
+    let mut ends = BTreeMap::new();
+    for (leader, asked) in by_leader {
+        let Ok(mut leader) = Client::connect((leader.host.as_str(), leader.port), client_config())
+        else {
+            continue;
+        };
+        ends.extend(
+            leader
+                .list_offsets(topic, &asked)?
+                .into_iter()
+                .filter(|l| l.error == ErrorCode::None)
+                .filter_map(|l| Some((l.partition.get(), l.offset?.get() as i64))),
+        );
+    }
+    Ok(ends)
 }
 
 pub fn run(command: GroupCommand) -> Result<(), CliError> {
@@ -71,7 +126,15 @@ pub fn run(command: GroupCommand) -> Result<(), CliError> {
     let mut out = stdout.lock();
     match command {
         GroupCommand::List { brokers } => {
-            let groups = connect(&brokers)?.list_groups()?;
+            // Each node lists the groups it coordinates: ask every live one.
+            let mut bootstrap = connect(&brokers)?;
+            let mut groups = Vec::new();
+            for node in live_nodes(&mut bootstrap)? {
+                let mut client = Client::connect((node.host.as_str(), node.port), client_config())?;
+                groups.extend(client.list_groups()?);
+            }
+            groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+            groups.dedup_by(|a, b| a.group_id == b.group_id);
             writeln!(out, "{:<32} {:<20} PROTOCOL-TYPE", "GROUP", "STATE").map_err(write_err)?;
             for g in groups {
                 writeln!(
@@ -94,7 +157,7 @@ pub fn run(command: GroupCommand) -> Result<(), CliError> {
 }
 
 fn describe(out: &mut impl Write, group: &str, brokers: &BrokersArg) -> Result<(), CliError> {
-    let mut client = connect(brokers)?;
+    let mut client = connect_coordinator(brokers, group)?;
     let described = client
         .describe_groups(&[group])?
         .into_iter()
@@ -194,7 +257,7 @@ fn reset_offsets(
     to: &str,
     brokers: &BrokersArg,
 ) -> Result<(), CliError> {
-    let mut client = connect(brokers)?;
+    let mut client = connect_coordinator(brokers, group)?;
     let described = client
         .describe_groups(&[group])?
         .into_iter()

@@ -2,28 +2,35 @@
 //! that owns the group's `__consumer_offsets` partition (its
 //! [`crate::group::host::GroupHost`]), locally or over the mesh;
 //! ListGroups asks every hosting shard. Group placement is Kafka's
-//! (`partition_for`), so both edges find the same coordinator.
+//! (`partition_for`), so both edges find the same coordinator; a group
+//! whose offsets partition another node leads is NOT_COORDINATOR here
+//! (see [`super::cluster::local_coordinator`]).
 
 use fjord_schema::{ErrorCode, PartitionId, ShardId};
 
+use super::cluster::{leader_check_in, local_coordinator, ClusterNode};
 use super::Engine;
 use super::{route, RouteError};
 use crate::group::coordinator::{DescribedGroup, GroupState, ListedGroup};
-use crate::group::offsets_log::{partition_for, OFFSETS_TOPIC};
+use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::group::ops::GroupUnavailable;
 use crate::group::ops::{GroupOp, GroupReply};
 use crate::ops::{Op, OpResult};
 
 impl Engine {
-    /// The shard hosting `group_id`'s coordinator.
+    /// The shard hosting `group_id`'s coordinator, when this node is it
+    /// (leads the group's offsets partition): NOT_COORDINATOR when another
+    /// node is, COORDINATOR_NOT_AVAILABLE when none is.
     pub fn coordinator_shard(&self, group_id: &str) -> Result<ShardId, ErrorCode> {
+        local_coordinator(&self.service.catalog(), self.broker.node_id, group_id)
+    }
+
+    /// The node coordinating `group_id` and its endpoints (FindCoordinator).
+    pub fn coordinator_node(&self, group_id: &str) -> Result<ClusterNode, ErrorCode> {
         let catalog = self.service.catalog();
-        let meta = catalog
-            .get(OFFSETS_TOPIC)
-            .ok_or(ErrorCode::CoordinatorNotAvailable)?;
-        let partition = PartitionId(partition_for(group_id, meta.partition_count()));
-        meta.shard_of(partition)
-            .ok_or(ErrorCode::CoordinatorNotAvailable)
+        self.cluster_view(&catalog)
+            .coordinator(&catalog, group_id)
+            .cloned()
     }
 
     async fn run_group(&self, shard: ShardId, op: GroupOp) -> GroupReply {
@@ -38,15 +45,26 @@ impl Engine {
     pub async fn to_coordinator(&self, group_id: &str, op: GroupOp) -> GroupReply {
         match self.coordinator_shard(group_id) {
             Ok(shard) => self.run_group(shard, op).await,
+            Err(ErrorCode::NotCoordinator) => {
+                GroupReply::Unavailable(GroupUnavailable::NotCoordinator)
+            }
             Err(_) => GroupReply::Unavailable(GroupUnavailable::NoOffsetsTopic),
         }
     }
 
     /// Whether `partition` of `topic` exists, for an offset commit (as
-    /// Kafka: a partition the broker does not have is refused, the rest
-    /// are committed).
+    /// Kafka: a partition the cluster does not have is refused, the rest
+    /// are committed, whichever node leads them).
     pub fn partition_exists(&self, topic: &str, partition: PartitionId) -> Result<(), RouteError> {
-        route(&self.service.catalog(), topic, partition).map(|_| ())
+        match route(
+            &self.service.catalog(),
+            self.broker.node_id,
+            topic,
+            partition,
+        ) {
+            Ok(_) | Err(RouteError::NotLeader { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     /// The groups of every shard that hosts an offsets partition, by id.
@@ -54,11 +72,18 @@ impl Engine {
         &self,
         states: Vec<GroupState>,
     ) -> Result<Vec<ListedGroup>, (ErrorCode, String)> {
-        let mut shards: Vec<u16> = self
-            .service
-            .catalog()
+        // The shards of the offsets partitions this node leads: the
+        // coordinators it hosts.
+        let catalog = self.service.catalog();
+        let node = self.broker.node_id;
+        let mut shards: Vec<u16> = catalog
             .get(OFFSETS_TOPIC)
-            .map(|m| m.shards.clone())
+            .map(|m| {
+                (0..m.topic.partition_count())
+                    .filter_map(|p| leader_check_in(m, node, PartitionId(p)).ok())
+                    .map(|s| s.0)
+                    .collect()
+            })
             .unwrap_or_default();
         shards.sort_unstable();
         shards.dedup();
@@ -82,23 +107,31 @@ impl Engine {
         Ok(groups)
     }
 
-    /// Each group as its coordinator describes it; a group whose
-    /// coordinator does not answer is Dead.
-    pub async fn describe_groups(&self, ids: Vec<String>) -> Vec<DescribedGroup> {
+    /// Each group as its coordinator describes it, with the error of its
+    /// lookup: a group whose coordinator does not answer (or is another
+    /// node: NOT_COORDINATOR) is Dead.
+    pub async fn describe_groups(&self, ids: Vec<String>) -> Vec<(DescribedGroup, ErrorCode)> {
         let mut described = Vec::with_capacity(ids.len());
         for id in ids {
             match self
                 .to_coordinator(&id, GroupOp::Describe(id.clone()))
                 .await
             {
-                GroupReply::Describe(group) => described.push(group),
-                _ => described.push(DescribedGroup {
-                    group_id: id,
-                    state: GroupState::Dead,
-                    protocol_type: String::new(),
-                    protocol_name: String::new(),
-                    members: Vec::new(),
-                }),
+                GroupReply::Describe(group) => described.push((group, ErrorCode::None)),
+                reply => {
+                    let error = match reply {
+                        GroupReply::Unavailable(e) => e.code(),
+                        _ => ErrorCode::UnknownServerError,
+                    };
+                    let dead = DescribedGroup {
+                        group_id: id,
+                        state: GroupState::Dead,
+                        protocol_type: String::new(),
+                        protocol_name: String::new(),
+                        members: Vec::new(),
+                    };
+                    described.push((dead, error));
+                }
             }
         }
         described

@@ -6,7 +6,9 @@
 //! the Kafka wire protocol ([`crate::kafka`]) — only decode a request into
 //! the engine's typed request ([`types`]), call the engine, and encode its
 //! typed results. Everything between is here: routing each partition to
-//! its owning shard through the catalog ([`route()`], [`RouteError`]), running the
+//! its owning shard through the catalog ([`route()`], [`RouteError`]) once
+//! the image says this node leads it ([`cluster`], which also makes the
+//! cluster view clients are told about), running the
 //! per-partition [`Op`]s there (locally or over the mesh), the produce
 //! policy this shard applies before the op (the offsets topic is the
 //! coordinators' alone, valid `acks`, recompression for a topic's
@@ -52,6 +54,7 @@ use crate::ops::{Op, OpResult};
 use crate::service::ShardService;
 
 pub mod admin;
+pub mod cluster;
 pub mod fetch;
 pub mod groups;
 pub mod recompress;
@@ -183,7 +186,34 @@ impl Engine {
         if topic == OFFSETS_TOPIC {
             return Err(RouteError::InternalTopic);
         }
-        route(&self.service.catalog(), topic, partition).map(|_| ())
+        route(
+            &self.service.catalog(),
+            self.broker.node_id,
+            topic,
+            partition,
+        )
+        .map(|_| ())
+    }
+
+    /// This node as configured (its advertised listeners).
+    pub fn this_node(&self) -> cluster::ThisNode {
+        let broker = &self.broker;
+        cluster::ThisNode {
+            node: broker.node_id,
+            native: crate::metadata::image::Endpoint {
+                host: broker.host.clone(),
+                port: broker.port,
+            },
+            kafka: (broker.kafka_port != 0).then(|| crate::metadata::image::Endpoint {
+                host: broker.kafka_host.clone(),
+                port: broker.kafka_port,
+            }),
+        }
+    }
+
+    /// The cluster as `catalog` shows it to this node's clients.
+    pub fn cluster_view(&self, catalog: &Catalog) -> cluster::ClusterView {
+        cluster::ClusterView::of(catalog, &self.this_node())
     }
 
     /// Appends each partition's batches on its owning shard, concurrently;
@@ -334,6 +364,10 @@ pub enum RouteError {
     /// the group coordinators do).
     #[error("{OFFSETS_TOPIC} is written by the group coordinators only")]
     InternalTopic,
+    /// Another node leads the partition (`Some`), or none does (`None`):
+    /// the client refreshes its metadata and goes to the leader.
+    #[error("this node does not lead the partition (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
     /// Refused on this shard before any op ran (e.g. by recompression);
     /// its result is already made.
     #[error("refused: {0:?}")]
@@ -350,23 +384,30 @@ impl RouteError {
                 ErrorCode::UnknownTopicOrPartition
             }
             RouteError::InternalTopic => ErrorCode::InvalidTopicException,
+            RouteError::NotLeader { .. } => ErrorCode::NotLeaderOrFollower,
             RouteError::Refused(code) => code,
         }
     }
 }
 
-/// The owning shard of `partition` of `topic` in `catalog`.
+/// The owning shard of `partition` of `topic` in `catalog`, when `node`
+/// (this node) leads it ([`cluster::leader_check`]): a partition another
+/// node leads is NOT_LEADER_OR_FOLLOWER even when this node has no replica
+/// of it, so the client refreshes its metadata.
 pub fn route(
     catalog: &Catalog,
+    node: NodeId,
     topic: &str,
     partition: PartitionId,
 ) -> Result<ShardId, RouteError> {
-    let meta = catalog.get(topic).ok_or(RouteError::UnknownTopic)?;
-    meta.shard_of(partition)
-        .ok_or(RouteError::PartitionOutOfRange {
+    cluster::leader_check(catalog, node, topic, partition).map_err(|e| match e {
+        cluster::Leadership::UnknownTopic => RouteError::UnknownTopic,
+        cluster::Leadership::OutOfRange { partition_count } => RouteError::PartitionOutOfRange {
             partition: partition.get(),
-            partition_count: meta.partition_count(),
-        })
+            partition_count,
+        },
+        cluster::Leadership::NotLeader { leader } => RouteError::NotLeader { leader },
+    })
 }
 
 /// One partition of a request, routed.
@@ -385,6 +426,7 @@ impl Engine {
     /// Looks up the owning shard of every partition in the catalog.
     pub(crate) fn route<T>(&self, topics: TopicParts<T>) -> Routed<T> {
         let catalog = self.service.catalog();
+        let node = self.broker.node_id;
         topics
             .into_iter()
             .map(|(name, parts)| {
@@ -392,7 +434,7 @@ impl Engine {
                     .into_iter()
                     .map(|(partition, input)| Part {
                         partition,
-                        route: route(&catalog, &name, partition),
+                        route: route(&catalog, node, &name, partition),
                         input,
                     })
                     .collect();
@@ -467,8 +509,8 @@ mod tests {
             )
             .expect("created");
         let catalog = registry.catalog();
-        assert!(route(&catalog, "t", PartitionId(1)).is_ok());
-        let out_of_range = route(&catalog, "t", PartitionId(2));
+        assert!(route(&catalog, NodeId(0), "t", PartitionId(1)).is_ok());
+        let out_of_range = route(&catalog, NodeId(0), "t", PartitionId(2));
         assert_eq!(
             out_of_range,
             Err(RouteError::PartitionOutOfRange {
@@ -477,8 +519,20 @@ mod tests {
             })
         );
         assert_eq!(
-            route(&catalog, "u", PartitionId(0)),
+            route(&catalog, NodeId(0), "u", PartitionId(0)),
             Err(RouteError::UnknownTopic)
+        );
+        // A partition another node leads: NOT_LEADER_OR_FOLLOWER.
+        let elsewhere = route(&catalog, NodeId(9), "t", PartitionId(0));
+        assert_eq!(
+            elsewhere,
+            Err(RouteError::NotLeader {
+                leader: Some(NodeId(0))
+            })
+        );
+        assert_eq!(
+            elsewhere.unwrap_err().error_code(),
+            ErrorCode::NotLeaderOrFollower
         );
         // Both are what clients have always seen.
         for error in [out_of_range.unwrap_err(), RouteError::UnknownTopic] {

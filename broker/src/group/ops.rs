@@ -51,7 +51,8 @@ pub enum GroupReply {
 }
 
 /// Why a group request was not answered by its coordinator. Clients
-/// retry: every case is COORDINATOR_NOT_AVAILABLE on the wire.
+/// retry: every case is COORDINATOR_NOT_AVAILABLE on the wire, but
+/// NOT_COORDINATOR.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GroupUnavailable {
     /// The hosting shard is stopping and parks no new requests.
@@ -63,9 +64,14 @@ pub enum GroupUnavailable {
     /// The coordinator stopped while the request was parked.
     #[error("the coordinator is stopping")]
     CoordinatorStopping,
-    /// No shard hosts the group (no offsets topic yet).
+    /// No shard hosts the group (no offsets topic yet, or its offsets
+    /// partition has no leader).
     #[error("no {OFFSETS_TOPIC} topic")]
     NoOffsetsTopic,
+    /// Another node leads the group's offsets partition: the client finds
+    /// the coordinator again (NOT_COORDINATOR on the wire).
+    #[error("this node is not the group's coordinator")]
+    NotCoordinator,
     /// The hosting shard answered with something else (shown here).
     #[error("the coordinator shard did not answer: {0}")]
     NoAnswer(String),
@@ -73,6 +79,9 @@ pub enum GroupUnavailable {
 
 impl GroupUnavailable {
     pub fn code(&self) -> ErrorCode {
-        ErrorCode::CoordinatorNotAvailable
+        match self {
+            GroupUnavailable::NotCoordinator => ErrorCode::NotCoordinator,
+            _ => ErrorCode::CoordinatorNotAvailable,
+        }
     }
 }

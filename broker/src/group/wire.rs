@@ -364,11 +364,14 @@ pub fn list_groups_response(groups: &[ListedGroup]) -> Vec<u8> {
     finish(fbb, root)
 }
 
-pub fn describe_groups_response(groups: &[DescribedGroup]) -> Vec<u8> {
+/// Each group as described, with the error its coordinator lookup
+/// ended in (NOT_COORDINATOR: another node coordinates it; the group is
+/// then described as Dead).
+pub fn describe_groups_response(groups: &[(DescribedGroup, ErrorCode)]) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::new();
     let described: Vec<_> = groups
         .iter()
-        .map(|g| {
+        .map(|(g, error)| {
             let members: Vec<_> = g
                 .members
                 .iter()
@@ -399,7 +402,7 @@ pub fn describe_groups_response(groups: &[DescribedGroup]) -> Vec<u8> {
             wire::DescribedGroup::create(
                 &mut fbb,
                 &wire::DescribedGroupArgs {
-                    error_code: ErrorCode::None.code(),
+                    error_code: error.code(),
                     group_id: Some(id),
                     group_state: Some(state),
                     protocol_type: Some(protocol_type),

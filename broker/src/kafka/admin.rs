@@ -28,6 +28,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::engine::cluster::ClusterView;
 use crate::engine::types::AlterSpec;
 use crate::engine::Engine;
 use crate::topic::{
@@ -492,17 +493,27 @@ pub(super) async fn create_partitions(
     response
 }
 
-/// DescribeCluster: this node is the cluster and its controller.
+/// DescribeCluster: the active controller and the unfenced brokers.
 pub(super) fn describe_cluster(
     engine: &Engine,
     request: DescribeClusterRequest,
     version: i16,
 ) -> DescribeClusterResponse {
-    let broker = engine.broker();
-    let node = BrokerId(broker.node_id.get() as i32);
+    let catalog = engine.catalog();
+    describe_cluster_response(&engine.cluster_view(&catalog), request, version)
+}
+
+/// [`describe_cluster`]'s answer from `view`: every unfenced broker with a
+/// Kafka listener (Kafka's brokers list only live ones), the controller
+/// (-1 while none is known).
+pub(super) fn describe_cluster_response(
+    view: &ClusterView,
+    request: DescribeClusterRequest,
+    version: i16,
+) -> DescribeClusterResponse {
     let mut response = DescribeClusterResponse::default();
     response.cluster_id = StrBytes::from_static_str(CLUSTER_ID);
-    response.controller_id = node;
+    response.controller_id = BrokerId(view.controller.map_or(-1, |n| n.get() as i32));
     response.cluster_authorized_operations = if request.include_cluster_authorized_operations {
         CLUSTER_OPERATIONS
     } else {
@@ -521,12 +532,18 @@ pub(super) fn describe_cluster(
         ));
         return response;
     }
-    let mut this = DescribeClusterBroker::default();
-    this.broker_id = node;
-    this.host = StrBytes::from_string(broker.kafka_host.clone());
-    this.port = i32::from(broker.kafka_port);
-    this.rack = None;
-    response.brokers = vec![this];
+    response.brokers = view
+        .live()
+        .filter_map(|n| {
+            let kafka = n.kafka.as_ref()?;
+            let mut b = DescribeClusterBroker::default();
+            b.broker_id = BrokerId(n.node.get() as i32);
+            b.host = StrBytes::from_string(kafka.host.clone());
+            b.port = i32::from(kafka.port);
+            b.rack = n.rack.clone().map(StrBytes::from_string);
+            Some(b)
+        })
+        .collect();
     response
 }
 

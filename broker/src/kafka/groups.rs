@@ -37,6 +37,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::handler::KafkaHandler;
+use crate::engine::cluster::ClusterNode;
 use crate::group::coordinator::{
     CommitRequest, CommittedOffset, DescribedGroup, GroupState, HeartbeatRequest as Heartbeat,
     JoinRequest, JoinResponse, LeavingMember, Protocol, SyncRequest,
@@ -82,51 +83,9 @@ impl KafkaHandler {
         request: FindCoordinatorRequest,
         version: i16,
     ) -> FindCoordinatorResponse {
-        let broker = self.engine.broker();
-        let node = broker.node_id.get() as i32;
-        let locate = |key: &StrBytes| -> KafkaCoordinator {
-            let mut c = KafkaCoordinator::default();
-            c.key = key.clone();
-            let route = if request.key_type == KEY_TYPE_GROUP {
-                self.engine
-                    .coordinator_shard(key)
-                    .map_err(|code| (code, "the offsets topic is not available"))
-            } else {
-                Err((
-                    ErrorCode::CoordinatorNotAvailable,
-                    "transactions are not supported",
-                ))
-            };
-            match route {
-                Ok(_) => {
-                    c.node_id = BrokerId(node);
-                    c.host = kafka_str(broker.kafka_host.clone());
-                    c.port = i32::from(broker.kafka_port);
-                    c.error_message = None;
-                }
-                Err((code, message)) => {
-                    c.error_code = code.code();
-                    c.error_message = Some(StrBytes::from_static_str(message));
-                    c.node_id = BrokerId(-1);
-                    c.host = StrBytes::default();
-                    c.port = -1;
-                }
-            }
-            c
-        };
-        let mut response = FindCoordinatorResponse::default();
-        if version >= 4 {
-            response.coordinators = request.coordinator_keys.iter().map(locate).collect();
-            response.error_message = None;
-        } else {
-            let c = locate(&request.key);
-            response.error_code = c.error_code;
-            response.error_message = if version >= 1 { c.error_message } else { None };
-            response.node_id = c.node_id;
-            response.host = c.host;
-            response.port = c.port;
-        }
-        response
+        find_coordinator_response(&request, version, |group| {
+            self.engine.coordinator_node(group)
+        })
     }
 
     async fn join(&self, request: JoinRequest) -> JoinResponse {
@@ -687,4 +646,62 @@ fn fill(
             *metadata = Some(StrBytes::default());
         }
     }
+}
+
+/// FindCoordinator's answer: each key's coordinator as `lookup` finds it
+/// (the live node leading the group's offsets partition), reached on its
+/// Kafka listener.
+pub(super) fn find_coordinator_response(
+    request: &FindCoordinatorRequest,
+    version: i16,
+    lookup: impl Fn(&str) -> Result<ClusterNode, ErrorCode>,
+) -> FindCoordinatorResponse {
+    let locate = |key: &StrBytes| -> KafkaCoordinator {
+        let mut c = KafkaCoordinator::default();
+        c.key = key.clone();
+        let found = if request.key_type == KEY_TYPE_GROUP {
+            lookup(key).map_err(|code| (code, "the group's coordinator is not available"))
+        } else {
+            Err((
+                ErrorCode::CoordinatorNotAvailable,
+                "transactions are not supported",
+            ))
+        };
+        let found = found.and_then(|node| match node.kafka {
+            Some(kafka) => Ok((node.node, kafka)),
+            None => Err((
+                ErrorCode::CoordinatorNotAvailable,
+                "the coordinator has no Kafka listener",
+            )),
+        });
+        match found {
+            Ok((node, kafka)) => {
+                c.node_id = BrokerId(node.get() as i32);
+                c.host = kafka_str(kafka.host);
+                c.port = i32::from(kafka.port);
+                c.error_message = None;
+            }
+            Err((code, message)) => {
+                c.error_code = code.code();
+                c.error_message = Some(StrBytes::from_static_str(message));
+                c.node_id = BrokerId(-1);
+                c.host = StrBytes::default();
+                c.port = -1;
+            }
+        }
+        c
+    };
+    let mut response = FindCoordinatorResponse::default();
+    if version >= 4 {
+        response.coordinators = request.coordinator_keys.iter().map(locate).collect();
+        response.error_message = None;
+    } else {
+        let c = locate(&request.key);
+        response.error_code = c.error_code;
+        response.error_message = if version >= 1 { c.error_message } else { None };
+        response.node_id = c.node_id;
+        response.host = c.host;
+        response.port = c.port;
+    }
+    response
 }

@@ -18,7 +18,9 @@ use fjord_schema::{ErrorCode, NodeId, PartitionId, ProducerEpoch, ProducerId};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -40,6 +42,7 @@ use super::records::{
 };
 use crate::batches::VerifiedBatches;
 use crate::config::REQUEST_ELEMENTS_MAX_DEFAULT;
+use crate::engine::cluster::ClusterView;
 use crate::engine::types::{
     leader_epoch_of, replica_of, CreateSpec, FetchPartition, FetchRequest as EngineFetch,
     IsolationLevel, ListOffsetsPartition, ListOffsetsRequest as EngineListOffsets,
@@ -48,6 +51,7 @@ use crate::engine::types::{
 use crate::engine::Engine;
 use crate::engine::FetchReservation;
 use crate::group::offsets_log::OFFSETS_TOPIC;
+use crate::metadata::catalog::Catalog;
 
 mod apis;
 
@@ -286,54 +290,10 @@ impl KafkaHandler {
         // v0-v3 had no auto-create flag: it was always on.
         let allow = version < 4 || request.allow_auto_topic_creation;
         let metadata = self.engine.metadata(names.as_deref(), allow).await;
-        let catalog = &metadata.catalog;
-        let broker = self.engine.broker();
-        let node = broker.node_id.get() as i32;
-        let mut response = MetadataResponse::default();
-        let mut this = MetadataResponseBroker::default();
-        this.node_id = BrokerId(node);
-        this.host = StrBytes::from_string(broker.kafka_host.clone());
-        this.port = i32::from(broker.kafka_port);
-        response.brokers = vec![this];
-        response.cluster_id = Some(StrBytes::from_static_str(admin::CLUSTER_ID));
-        response.controller_id = BrokerId(node);
-        let wanted: Vec<String> = match names {
-            Some(names) => names,
-            None => catalog.topics().map(|t| t.name.clone()).collect(),
-        };
-        for name in wanted {
-            let mut topic = MetadataResponseTopic::default();
-            topic.name = Some(TopicName(StrBytes::from_string(name.clone())));
-            topic.is_internal = name == OFFSETS_TOPIC;
-            match catalog.get(&name) {
-                None => topic.error_code = metadata.missing_topic_error(&name).code(),
-                Some(meta) => {
-                    // Metadata v10+ carries it; older versions skip it.
-                    topic.topic_id = uuid::Uuid::from_bytes(meta.id.0);
-                    // As the metadata image says (one replica, this node,
-                    // until replication).
-                    let brokers = |nodes: &[NodeId]| -> Vec<BrokerId> {
-                        nodes.iter().map(|n| BrokerId(n.get() as i32)).collect()
-                    };
-                    topic.partitions = meta
-                        .partitions
-                        .iter()
-                        .enumerate()
-                        .map(|(index, image)| {
-                            let mut p = MetadataResponsePartition::default();
-                            p.partition_index = index as i32;
-                            p.leader_id = BrokerId(image.leader.map_or(-1, |n| n.get() as i32));
-                            p.leader_epoch = image.leader_epoch.0 as i32;
-                            p.replica_nodes = brokers(&image.replicas);
-                            p.isr_nodes = brokers(&image.isr);
-                            p
-                        })
-                        .collect();
-                }
-            }
-            response.topics.push(topic);
-        }
-        response
+        let view = self.engine.cluster_view(&metadata.catalog);
+        metadata_response(&metadata.catalog, &view, names, |name| {
+            metadata.missing_topic_error(name)
+        })
     }
 
     /// `inflight` holds the frame (`frame_len`) and, for compressed
@@ -481,6 +441,7 @@ impl KafkaHandler {
     async fn fetch(
         &self,
         request: FetchRequest,
+        version: i16,
         response_hold: &mut BudgetHold<'_>,
     ) -> Result<FetchResponse, HandleError> {
         let reserve = self.fetch_response_bytes(&request);
@@ -524,12 +485,19 @@ impl KafkaHandler {
             .await
             .map_err(|_| HandleError::Stopping)?;
         let mut response = FetchResponse::default();
+        // Only for a partition led elsewhere (KIP-951, v12+): where to go.
+        let catalog = (version >= 12).then(|| self.engine.catalog());
         for (name, parts) in results {
             let mut topic = FetchableTopicResponse::default();
             for (partition, result) in parts {
                 let mut p = PartitionData::default();
                 p.partition_index = partition.get() as i32;
                 p.error_code = result.error.code();
+                if let (ErrorCode::NotLeaderOrFollower, Some(catalog)) = (result.error, &catalog) {
+                    if let Some(leader) = current_leader(catalog, &name, partition) {
+                        p.current_leader = leader;
+                    }
+                }
                 p.high_watermark = result.high_watermark;
                 p.last_stable_offset = result.high_watermark;
                 p.log_start_offset = result.log_start_offset;
@@ -697,6 +665,95 @@ impl KafkaHandler {
         }
         response
     }
+}
+
+/// The leader and leader epoch of `partition` of `topic` (KIP-951's
+/// `CurrentLeader`), if the partition exists.
+pub(super) fn current_leader(
+    catalog: &Catalog,
+    topic: &str,
+    partition: PartitionId,
+) -> Option<LeaderIdAndEpoch> {
+    let image = catalog.get(topic)?.partition(partition)?;
+    let mut leader = LeaderIdAndEpoch::default();
+    leader.leader_id = broker_id(image.leader);
+    leader.leader_epoch = image.leader_epoch.0 as i32;
+    Some(leader)
+}
+
+/// A wire broker id (`-1`: none).
+fn broker_id(node: Option<NodeId>) -> BrokerId {
+    BrokerId(node.map_or(-1, |n| n.get() as i32))
+}
+
+/// The Metadata answer for `names` (`None`: every topic) from `catalog`
+/// as `view` shows the cluster: the unfenced brokers with their Kafka
+/// listener, the active controller, and per partition its leader (-1 and
+/// LEADER_NOT_AVAILABLE when it has none), replicas, ISR, the replicas on
+/// fenced brokers (offline) and the leader epoch. `missing` says why a
+/// named topic is not in the catalog. Fields a version lacks are skipped
+/// by the encoder.
+pub(super) fn metadata_response(
+    catalog: &Catalog,
+    view: &ClusterView,
+    names: Option<Vec<String>>,
+    missing: impl Fn(&str) -> ErrorCode,
+) -> MetadataResponse {
+    let mut response = MetadataResponse::default();
+    response.brokers = view
+        .live()
+        .filter_map(|n| {
+            // A broker without a Kafka listener cannot be reached by Kafka
+            // clients: not listed to them.
+            let kafka = n.kafka.as_ref()?;
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = broker_id(Some(n.node));
+            b.host = StrBytes::from_string(kafka.host.clone());
+            b.port = i32::from(kafka.port);
+            b.rack = n.rack.clone().map(StrBytes::from_string);
+            Some(b)
+        })
+        .collect();
+    response.cluster_id = Some(StrBytes::from_static_str(admin::CLUSTER_ID));
+    response.controller_id = broker_id(view.controller);
+    let wanted: Vec<String> = match names {
+        Some(names) => names,
+        None => catalog.topics().map(|t| t.name.clone()).collect(),
+    };
+    let brokers =
+        |nodes: &[NodeId]| -> Vec<BrokerId> { nodes.iter().map(|n| broker_id(Some(*n))).collect() };
+    for name in wanted {
+        let mut topic = MetadataResponseTopic::default();
+        topic.name = Some(TopicName(StrBytes::from_string(name.clone())));
+        topic.is_internal = name == OFFSETS_TOPIC;
+        match catalog.get(&name) {
+            None => topic.error_code = missing(&name).code(),
+            Some(meta) => {
+                // Metadata v10+ carries it; older versions skip it.
+                topic.topic_id = uuid::Uuid::from_bytes(meta.id.0);
+                topic.partitions = meta
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(index, image)| {
+                        let mut p = MetadataResponsePartition::default();
+                        p.partition_index = index as i32;
+                        p.leader_id = broker_id(image.leader);
+                        if image.leader.is_none() {
+                            p.error_code = ErrorCode::LeaderNotAvailable.code();
+                        }
+                        p.leader_epoch = image.leader_epoch.0 as i32;
+                        p.replica_nodes = brokers(&image.replicas);
+                        p.isr_nodes = brokers(&image.isr);
+                        p.offline_replicas = brokers(&view.offline_replicas(image));
+                        p
+                    })
+                    .collect();
+            }
+        }
+        response.topics.push(topic);
+    }
+    response
 }
 
 /// [`decode_request_bounded`] with the default element bound.

@@ -3,6 +3,8 @@
 //! handler that maps Kafka requests onto the native dispatcher's ops.
 
 pub mod admin;
+#[cfg(test)]
+mod cluster_tests;
 pub mod frame;
 mod groups;
 pub mod handler;

@@ -84,6 +84,9 @@ pub(super) async fn group_request(engine: &Engine, request: Request<'_>) -> Repl
     }
 }
 
+/// Each key's coordinator: the live node leading the group's offsets
+/// partition, at its native listener; when it is this node, also the
+/// hosting shard and its own port.
 fn find_coordinator(engine: &Engine, r: &wire::FindCoordinatorRequest<'_>) -> Reply {
     let broker = engine.broker();
     let is_group = r.key_type() == wire::CoordinatorType::Group;
@@ -93,40 +96,51 @@ fn find_coordinator(engine: &Engine, r: &wire::FindCoordinatorRequest<'_>) -> Re
         .iter()
         .flatten()
         .map(|key| {
-            let route = if is_group {
-                engine.coordinator_shard(key)
+            let found = if is_group {
+                engine.coordinator_node(key).and_then(|node| {
+                    let native = node.native.ok_or(ErrorCode::CoordinatorNotAvailable)?;
+                    if node.node != broker.node_id {
+                        return Ok((node.node, native, None));
+                    }
+                    let shard = engine.coordinator_shard(key)?;
+                    Ok((node.node, native, Some(shard)))
+                })
             } else {
                 Err(ErrorCode::CoordinatorNotAvailable)
             };
             let key = fbb.create_string(key);
-            let host = fbb.create_string(&broker.host);
-            let message = route.err().map(|_| {
+            let message = found.as_ref().err().map(|_| {
                 fbb.create_string(if is_group {
-                    "the offsets topic is not available"
+                    "the group's coordinator is not available"
                 } else {
                     "transactions are not supported"
                 })
             });
-            let shard = route.map_or(0, |s| s.get());
+            let (error, node_id, host, port, shard) = match found {
+                Ok((node, native, shard)) => (
+                    ErrorCode::None,
+                    node.get() as i32,
+                    native.host,
+                    native.port,
+                    shard,
+                ),
+                Err(code) => (code, -1, broker.host.clone(), broker.port, None),
+            };
+            let host = fbb.create_string(&host);
+            let shard_port = shard
+                .and_then(|s| broker.shard_ports.get(usize::from(s.get())).copied())
+                .unwrap_or(0);
             wire::Coordinator::create(
                 &mut fbb,
                 &wire::CoordinatorArgs {
                     key: Some(key),
-                    error_code: route.err().unwrap_or(ErrorCode::None).code(),
+                    error_code: error.code(),
                     error_message: message,
-                    node_id: if route.is_ok() {
-                        broker.node_id.get() as i32
-                    } else {
-                        -1
-                    },
+                    node_id,
                     host: Some(host),
-                    port: broker.port,
-                    shard,
-                    shard_port: broker
-                        .shard_ports
-                        .get(usize::from(shard))
-                        .copied()
-                        .unwrap_or(0),
+                    port,
+                    shard: shard.map_or(0, |s| s.get()),
+                    shard_port,
                 },
             )
         })

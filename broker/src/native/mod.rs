@@ -21,11 +21,11 @@ use bytes::Bytes;
 use fjord_net::driver::Service;
 use fjord_schema::api::{decode_request, ApiKey, Request, SUPPORTED_VERSIONS};
 use fjord_schema::frame::{Frame, FrameFlags, FrameHeader};
-use fjord_schema::{wire, ErrorCode, PartitionId, ProducerEpoch, ProducerId};
+use fjord_schema::{wire, ErrorCode, NodeId, PartitionId, ProducerEpoch, ProducerId};
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 use zerocopy::IntoBytes;
 
-use crate::engine::admin::Metadata;
+use crate::engine::cluster::ClusterView;
 use crate::engine::types::{
     leader_epoch_of, replica_of, CreateSpec, FetchPartition, FetchRequest, FetchResult,
     IsolationLevel, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResult, PartitionHealth,
@@ -33,6 +33,7 @@ use crate::engine::types::{
 };
 use crate::engine::{BrokerView, Engine, NoReservation};
 use crate::group::offsets_log::OFFSETS_TOPIC;
+use crate::metadata::catalog::Catalog;
 
 /// Apis this broker answers. ApiVersions lists only these, so a client
 /// never sees an api it would be refused.
@@ -152,7 +153,16 @@ async fn handle(engine: &Engine, frame: &Frame, cost: usize) -> Reply {
                 Some(names) => engine.partition_health(names, &metadata.catalog).await,
                 None => HashMap::new(),
             };
-            metadata_reply(engine.broker(), names, &metadata, &health)
+            let view = engine.cluster_view(&metadata.catalog);
+            let missing = |name: &str| metadata.missing_topic_error(name);
+            metadata_reply(
+                engine.broker(),
+                &view,
+                &metadata.catalog,
+                names,
+                missing,
+                &health,
+            )
         }
         Request::CreateTopics(request) => {
             let specs = request
@@ -344,28 +354,48 @@ fn api_versions() -> Reply {
     Reply::ok(fbb)
 }
 
+/// The Metadata answer: every registered broker (fenced ones flagged, so
+/// operators see them; clients route to none of them) with its native
+/// and Kafka listeners (this node's shard ports too), the controller, the
+/// metadata log position, and per partition its leader, leader epoch,
+/// replicas and ISR as the image says; `leader_shard` is the local shard
+/// for partitions this node leads, 0 for others (their node's shard ports
+/// are not known here: clients use its shared port).
 fn metadata_reply(
     broker: &BrokerView,
+    view: &ClusterView,
+    catalog: &Catalog,
     names: Option<Vec<String>>,
-    metadata: &Metadata,
+    missing: impl Fn(&str) -> ErrorCode,
     health: &HashMap<(String, u32), PartitionHealth>,
 ) -> Reply {
-    let catalog = &metadata.catalog;
-    let node = broker.node_id.get();
+    let node = broker.node_id;
     let mut fbb = FlatBufferBuilder::new();
-    let host = fbb.create_string(&broker.host);
-    let shard_ports = fbb.create_vector(&broker.shard_ports);
-    let this = wire::BrokerMetadata::create(
-        &mut fbb,
-        &wire::BrokerMetadataArgs {
-            node_id: node,
-            host: Some(host),
-            port: broker.port,
-            shard_ports: Some(shard_ports),
-            rack: None,
-        },
-    );
-    let brokers = fbb.create_vector(&[this]);
+    let brokers: Vec<_> = view
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let native = n.native.as_ref()?;
+            let host = fbb.create_string(&native.host);
+            let shard_ports = (n.node == node).then(|| fbb.create_vector(&broker.shard_ports));
+            let rack = n.rack.as_deref().map(|r| fbb.create_string(r));
+            let kafka_host = n.kafka.as_ref().map(|k| fbb.create_string(&k.host));
+            Some(wire::BrokerMetadata::create(
+                &mut fbb,
+                &wire::BrokerMetadataArgs {
+                    node_id: n.node.get(),
+                    host: Some(host),
+                    port: native.port,
+                    shard_ports,
+                    rack,
+                    kafka_host,
+                    kafka_port: n.kafka.as_ref().map_or(0, |k| k.port),
+                    fenced: n.fenced,
+                },
+            ))
+        })
+        .collect();
+    let brokers = fbb.create_vector(&brokers);
     let wanted: Vec<String> = match &names {
         Some(names) => names.clone(),
         None => catalog.topics().map(|t| t.name.clone()).collect(),
@@ -374,7 +404,7 @@ fn metadata_reply(
     for name in &wanted {
         let fb_name = fbb.create_string(name);
         let Some(meta) = catalog.get(name) else {
-            let error = metadata.missing_topic_error(name);
+            let error = missing(name);
             topics.push(wire::TopicMetadata::create(
                 &mut fbb,
                 &wire::TopicMetadataArgs {
@@ -387,12 +417,13 @@ fn metadata_reply(
             continue;
         };
         let partitions: Vec<_> = meta
-            .shards
+            .partitions
             .iter()
             .enumerate()
-            .map(|(partition, shard)| {
-                let replicas = fbb.create_vector(&[node]);
-                let isr = fbb.create_vector(&[node]);
+            .map(|(partition, image)| {
+                let ids = |nodes: &[NodeId]| nodes.iter().map(|n| n.get()).collect::<Vec<u32>>();
+                let replicas = fbb.create_vector(&ids(&image.replicas));
+                let isr = fbb.create_vector(&ids(&image.isr));
                 let health = health.get(&(name.clone(), partition as u32));
                 let offline = health.and_then(|h| h.offline.as_deref());
                 let offline_reason = offline.map(|r| fbb.create_string(r));
@@ -414,17 +445,25 @@ fn metadata_reply(
                 });
                 let error = if offline.is_some() {
                     ErrorCode::KafkaStorageError
+                } else if image.leader.is_none() {
+                    ErrorCode::LeaderNotAvailable
                 } else {
                     ErrorCode::None
+                };
+                let leader_shard = match image.leader {
+                    Some(leader) if leader == node => meta
+                        .shard_of(PartitionId(partition as u32))
+                        .map_or(0, |s| s.0),
+                    _ => 0,
                 };
                 wire::PartitionMetadata::create(
                     &mut fbb,
                     &wire::PartitionMetadataArgs {
                         error_code: error.code(),
                         partition: partition as u32,
-                        leader: node as i32,
-                        leader_epoch: 0,
-                        leader_shard: *shard,
+                        leader: image.leader.map_or(-1, |n| n.get() as i32),
+                        leader_epoch: image.leader_epoch.0 as i32,
+                        leader_shard,
                         replicas: Some(replicas),
                         isr: Some(isr),
                         offline_reason,
@@ -450,10 +489,11 @@ fn metadata_reply(
         &wire::MetadataResponseArgs {
             throttle_time_ms: 0,
             cluster_id: None,
-            // A single node is its own controller.
-            controller_id: node as i32,
+            controller_id: view.controller.map_or(-1, |n| n.get() as i32),
             brokers: Some(brokers),
             topics: Some(topics),
+            metadata_applied_index: view.applied_index,
+            metadata_committed_index: view.committed_index,
         },
     );
     fbb.finish(response, None);

@@ -27,7 +27,7 @@ fn answers(frames: Vec<Frame>) -> Vec<Option<Frame>> {
         .expect("executor");
     executor.run(async move {
         let registry =
-            TopicRegistry::open(&data_dir, fjord_schema::NodeId(0), 1, 100).expect("registry");
+            TopicRegistry::open(&data_dir, fjord_schema::NodeId(7), 1, 100).expect("registry");
         let base = LogConfig {
             prepare_step_bytes: 64 * 1024,
             prepare_ahead_bytes: 64 * 1024,
@@ -45,7 +45,7 @@ fn answers(frames: Vec<Frame>) -> Vec<Option<Frame>> {
             fjord_schema::NodeId(0),
             partitions,
             Arc::new(Catalog::default()),
-            Some(TopicAdmin::new(registry, base, 2, fjord_schema::NodeId(0))),
+            Some(TopicAdmin::new(registry, base, 2, fjord_schema::NodeId(7))),
         ));
         let engine = Engine::new(
             Arc::new(BrokerView {
@@ -417,6 +417,105 @@ fn create_describe_and_delete_topics() {
         vec![
             ("orders".into(), unknown, vec![]),
             ("dry".into(), unknown, vec![])
+        ]
+    );
+}
+
+/// Metadata on a hand-built cluster (three brokers, node 3 fenced, seen
+/// from node 1): every broker with both listeners and its fencing, the
+/// controller, the metadata log position, per partition the image's
+/// leader, epoch, replicas and ISR; only this node's shard ports and
+/// shards.
+#[test]
+fn metadata_shows_the_whole_cluster() {
+    use crate::engine::cluster::tests::three_nodes;
+    use crate::engine::cluster::ClusterView;
+
+    let (catalog, this) = three_nodes();
+    let view = ClusterView::of(&catalog, &this);
+    let broker = BrokerView {
+        node_id: this.node,
+        host: "n1".into(),
+        port: 9001,
+        kafka_host: "n1".into(),
+        kafka_port: 9101,
+        shard_ports: vec![9301, 9302],
+        kafka_configs: Vec::new(),
+    };
+    let reply = metadata_reply(
+        &broker,
+        &view,
+        &catalog,
+        Some(vec!["t".to_owned()]),
+        |_| ErrorCode::UnknownTopicOrPartition,
+        &HashMap::new(),
+    );
+    assert!(!reply.error);
+    let metadata = flatbuffers::root::<wire::MetadataResponse>(&reply.body).expect("decodes");
+    assert_eq!(metadata.controller_id(), 2);
+    assert_eq!(
+        (
+            metadata.metadata_applied_index(),
+            metadata.metadata_committed_index()
+        ),
+        (41, 42)
+    );
+    let brokers: Vec<_> = metadata
+        .brokers()
+        .iter()
+        .flatten()
+        .map(|b| {
+            (
+                b.node_id(),
+                b.host().to_owned(),
+                b.port(),
+                b.kafka_host().map(str::to_owned),
+                b.kafka_port(),
+                b.fenced(),
+                b.shard_ports().iter().flatten().collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let some = |h: &str| Some(h.to_owned());
+    assert_eq!(
+        brokers,
+        vec![
+            (
+                1,
+                "n1".into(),
+                9001,
+                some("n1"),
+                9101,
+                false,
+                vec![9301, 9302]
+            ),
+            (2, "n2".into(), 9002, some("n2"), 9102, false, vec![]),
+            (3, "n3".into(), 9003, some("n3"), 9103, true, vec![]),
+        ]
+    );
+    let topic = metadata.topics().expect("topics").get(0);
+    let partitions: Vec<_> = topic
+        .partitions()
+        .iter()
+        .flatten()
+        .map(|p| {
+            (
+                p.error_code(),
+                p.leader(),
+                p.leader_epoch(),
+                p.replicas().iter().flatten().collect::<Vec<_>>(),
+                p.isr().iter().flatten().collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let leaderless = ErrorCode::LeaderNotAvailable.code();
+    assert_eq!(
+        partitions,
+        vec![
+            (0, 1, 4, vec![1], vec![1]),
+            (0, 2, 5, vec![2], vec![2]),
+            (leaderless, -1, 6, vec![3], vec![3]),
+            (0, 1, 7, vec![1, 3], vec![1, 3]),
         ]
     );
 }

@@ -1,6 +1,10 @@
-//! Where each partition's requests go, from a Metadata answer: straight to
-//! the leader's shard port when the broker exposes per-shard ports (no hop
-//! between shards on the broker), else to the shared port.
+//! Where each partition's requests go, from a Metadata answer: to the
+//! node leading it (any node answers Metadata for the whole cluster, so
+//! one bootstrap address reaches every leader), straight to the leader's
+//! shard port when the broker exposes per-shard ports (no hop between
+//! shards on the broker), else to its shared port. A partition whose
+//! leader is unknown, unlisted or fenced has no route until the next
+//! refresh.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -77,7 +81,7 @@ pub fn routes(metadata: &Metadata, shard_aware: bool) -> HashMap<String, TopicSt
             let Some(broker) = metadata
                 .brokers
                 .iter()
-                .find(|b| i64::from(b.node_id) == i64::from(p.leader))
+                .find(|b| !b.fenced && i64::from(b.node_id) == i64::from(p.leader))
             else {
                 continue;
             };
@@ -110,6 +114,8 @@ mod tests {
             leader,
             leader_epoch: 0,
             leader_shard: shard,
+            replicas: vec![leader as u32],
+            isr: vec![leader as u32],
         }
     }
 
@@ -117,12 +123,16 @@ mod tests {
         Metadata {
             cluster_id: None,
             controller_id: 0,
+            metadata_applied_index: 0,
+            metadata_committed_index: 0,
             brokers: vec![BrokerInfo {
                 node_id: 0,
                 host: "127.0.0.1".into(),
                 port: 9192,
                 shard_ports,
                 rack: None,
+                kafka: None,
+                fenced: false,
             }],
             topics: vec![
                 TopicInfo {
@@ -182,6 +192,39 @@ mod tests {
             assert_eq!(route.leader(PartitionId(0)), endpoint(9192).as_ref());
             assert_eq!(route.leader(PartitionId(1)), endpoint(9192).as_ref());
         }
+    }
+
+    /// Each partition goes to the node leading it (at that node's shared
+    /// port: only its own shard ports are routed to), never to a fenced
+    /// one.
+    #[test]
+    fn partitions_follow_their_leader_node() {
+        let mut metadata = metadata(vec![9300, 9301]);
+        let other = |node_id: u32, port: u16, fenced: bool| BrokerInfo {
+            node_id,
+            host: format!("n{node_id}"),
+            port,
+            shard_ports: Vec::new(),
+            rack: None,
+            kafka: None,
+            fenced,
+        };
+        metadata.brokers.push(other(5, 9500, false));
+        metadata.brokers.push(other(6, 9600, true));
+        metadata.topics[0].partitions[1] = partition(1, 6, 0);
+        let routes = routes(&metadata, true);
+        let TopicState::Routed(route) = &routes["t"] else {
+            panic!("t is routed");
+        };
+        let n5 = Endpoint {
+            host: "n5".into(),
+            port: 9500,
+        };
+        assert_eq!(
+            route.leaders,
+            vec![endpoint(9300), None, Some(n5), None],
+            "partition 1's leader is fenced; partition 2's is node 5"
+        );
     }
 
     #[test]

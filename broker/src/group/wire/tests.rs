@@ -251,22 +251,23 @@ fn list_and_describe_responses_carry_kafka_state_names() {
     let group = response.groups().expect("groups").get(0);
     assert_eq!(group.group_state(), Some("CompletingRebalance"));
 
-    let described = [DescribedGroup {
+    let described = DescribedGroup {
         group_id: "gone".into(),
         state: GroupState::Dead,
         protocol_type: String::new(),
         protocol_name: String::new(),
         members: Vec::new(),
-    }];
+    };
     let frame_out = frame(
         ApiKey::DescribeGroups,
         FrameFlags::RESPONSE,
-        &describe_groups_response(&described),
+        &describe_groups_response(&[(described, ErrorCode::NotCoordinator)]),
     );
     let Ok(Response::DescribeGroups(response)) = decode_response(&frame_out) else {
         panic!("not a describe groups response");
     };
     let group = response.groups().expect("groups").get(0);
     assert_eq!(group.group_id(), "gone");
+    assert_eq!(group.error_code(), ErrorCode::NotCoordinator.code());
     assert_eq!(group.group_state(), Some("Dead"));
 }

@@ -137,7 +137,7 @@ kafka_apis! {
         let response = h.produce(request, cx.inflight, cx.frame_len).await;
         Ok((acks != 0).then_some(response))
     };
-    Fetch(FetchRequest) 4..=12 => |h, request, cx| answer(h.fetch(request, cx.response_hold).await?);
+    Fetch(FetchRequest) 4..=12 => |h, request, cx| answer(h.fetch(request, cx.version, cx.response_hold).await?);
     ListOffsets(ListOffsetsRequest) 1..=7 => |h, request, cx| answer(h.list_offsets(request, cx.version).await);
     Metadata(MetadataRequest) 1..=12 => |h, request, cx| answer(h.metadata(request, cx.version).await);
     OffsetCommit(OffsetCommitRequest) 2..=8 => |h, request, cx| answer(h.offset_commit(request, cx.version).await);

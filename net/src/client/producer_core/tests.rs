@@ -13,12 +13,16 @@ fn metadata(topic_error: ErrorCode) -> Metadata {
     Metadata {
         cluster_id: None,
         controller_id: 0,
+        metadata_applied_index: 0,
+        metadata_committed_index: 0,
         brokers: vec![BrokerInfo {
             node_id: 0,
             host: "127.0.0.1".into(),
             port: 9192,
             shard_ports: vec![9300, 9301],
             rack: None,
+            kafka: None,
+            fenced: false,
         }],
         topics: vec![TopicInfo {
             error: topic_error,
@@ -30,6 +34,8 @@ fn metadata(topic_error: ErrorCode) -> Metadata {
                     leader: 0,
                     leader_epoch: 0,
                     leader_shard: (p % 2) as u16,
+                    replicas: vec![0],
+                    isr: vec![0],
                 })
                 .collect(),
         }],

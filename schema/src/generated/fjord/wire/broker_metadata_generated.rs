@@ -23,6 +23,9 @@ impl<'a> BrokerMetadata<'a> {
   pub const VT_PORT: ::flatbuffers::VOffsetT = 8;
   pub const VT_SHARD_PORTS: ::flatbuffers::VOffsetT = 10;
   pub const VT_RACK: ::flatbuffers::VOffsetT = 12;
+  pub const VT_KAFKA_HOST: ::flatbuffers::VOffsetT = 14;
+  pub const VT_KAFKA_PORT: ::flatbuffers::VOffsetT = 16;
+  pub const VT_FENCED: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -34,11 +37,14 @@ impl<'a> BrokerMetadata<'a> {
     args: &'args BrokerMetadataArgs<'args>
   ) -> ::flatbuffers::WIPOffset<BrokerMetadata<'bldr>> {
     let mut builder = BrokerMetadataBuilder::new(_fbb);
+    if let Some(x) = args.kafka_host { builder.add_kafka_host(x); }
     if let Some(x) = args.rack { builder.add_rack(x); }
     if let Some(x) = args.shard_ports { builder.add_shard_ports(x); }
     if let Some(x) = args.host { builder.add_host(x); }
     builder.add_node_id(args.node_id);
+    builder.add_kafka_port(args.kafka_port);
     builder.add_port(args.port);
+    builder.add_fenced(args.fenced);
     builder.finish()
   }
 
@@ -78,6 +84,27 @@ impl<'a> BrokerMetadata<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BrokerMetadata::VT_RACK, None)}
   }
+  #[inline]
+  pub fn kafka_host(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(BrokerMetadata::VT_KAFKA_HOST, None)}
+  }
+  #[inline]
+  pub fn kafka_port(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(BrokerMetadata::VT_KAFKA_PORT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn fenced(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(BrokerMetadata::VT_FENCED, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for BrokerMetadata<'_> {
@@ -91,6 +118,9 @@ impl ::flatbuffers::Verifiable for BrokerMetadata<'_> {
      .visit_field::<u16>("port", Self::VT_PORT, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u16>>>("shard_ports", Self::VT_SHARD_PORTS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("rack", Self::VT_RACK, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("kafka_host", Self::VT_KAFKA_HOST, false)?
+     .visit_field::<u16>("kafka_port", Self::VT_KAFKA_PORT, false)?
+     .visit_field::<bool>("fenced", Self::VT_FENCED, false)?
      .finish();
     Ok(())
   }
@@ -101,6 +131,9 @@ pub struct BrokerMetadataArgs<'a> {
     pub port: u16,
     pub shard_ports: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u16>>>,
     pub rack: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub kafka_host: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub kafka_port: u16,
+    pub fenced: bool,
 }
 impl<'a> Default for BrokerMetadataArgs<'a> {
   #[inline]
@@ -111,6 +144,9 @@ impl<'a> Default for BrokerMetadataArgs<'a> {
       port: 0,
       shard_ports: None,
       rack: None,
+      kafka_host: None,
+      kafka_port: 0,
+      fenced: false,
     }
   }
 }
@@ -141,6 +177,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BrokerMetadataBuilder<'a, 'b,
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BrokerMetadata::VT_RACK, rack);
   }
   #[inline]
+  pub fn add_kafka_host(&mut self, kafka_host: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(BrokerMetadata::VT_KAFKA_HOST, kafka_host);
+  }
+  #[inline]
+  pub fn add_kafka_port(&mut self, kafka_port: u16) {
+    self.fbb_.push_slot::<u16>(BrokerMetadata::VT_KAFKA_PORT, kafka_port, 0);
+  }
+  #[inline]
+  pub fn add_fenced(&mut self, fenced: bool) {
+    self.fbb_.push_slot::<bool>(BrokerMetadata::VT_FENCED, fenced, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BrokerMetadataBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     BrokerMetadataBuilder {
@@ -164,6 +212,9 @@ impl ::core::fmt::Debug for BrokerMetadata<'_> {
       ds.field("port", &self.port());
       ds.field("shard_ports", &self.shard_ports());
       ds.field("rack", &self.rack());
+      ds.field("kafka_host", &self.kafka_host());
+      ds.field("kafka_port", &self.kafka_port());
+      ds.field("fenced", &self.fenced());
       ds.finish()
   }
 }

@@ -23,6 +23,8 @@ impl<'a> MetadataResponse<'a> {
   pub const VT_CONTROLLER_ID: ::flatbuffers::VOffsetT = 8;
   pub const VT_BROKERS: ::flatbuffers::VOffsetT = 10;
   pub const VT_TOPICS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_METADATA_APPLIED_INDEX: ::flatbuffers::VOffsetT = 14;
+  pub const VT_METADATA_COMMITTED_INDEX: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -34,6 +36,8 @@ impl<'a> MetadataResponse<'a> {
     args: &'args MetadataResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<MetadataResponse<'bldr>> {
     let mut builder = MetadataResponseBuilder::new(_fbb);
+    builder.add_metadata_committed_index(args.metadata_committed_index);
+    builder.add_metadata_applied_index(args.metadata_applied_index);
     if let Some(x) = args.topics { builder.add_topics(x); }
     if let Some(x) = args.brokers { builder.add_brokers(x); }
     builder.add_controller_id(args.controller_id);
@@ -78,6 +82,20 @@ impl<'a> MetadataResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TopicMetadata>>>>(MetadataResponse::VT_TOPICS, None)}
   }
+  #[inline]
+  pub fn metadata_applied_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MetadataResponse::VT_METADATA_APPLIED_INDEX, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn metadata_committed_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MetadataResponse::VT_METADATA_COMMITTED_INDEX, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for MetadataResponse<'_> {
@@ -91,6 +109,8 @@ impl ::flatbuffers::Verifiable for MetadataResponse<'_> {
      .visit_field::<i32>("controller_id", Self::VT_CONTROLLER_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<BrokerMetadata>>>>("brokers", Self::VT_BROKERS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<TopicMetadata>>>>("topics", Self::VT_TOPICS, false)?
+     .visit_field::<u64>("metadata_applied_index", Self::VT_METADATA_APPLIED_INDEX, false)?
+     .visit_field::<u64>("metadata_committed_index", Self::VT_METADATA_COMMITTED_INDEX, false)?
      .finish();
     Ok(())
   }
@@ -101,6 +121,8 @@ pub struct MetadataResponseArgs<'a> {
     pub controller_id: i32,
     pub brokers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<BrokerMetadata<'a>>>>>,
     pub topics: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TopicMetadata<'a>>>>>,
+    pub metadata_applied_index: u64,
+    pub metadata_committed_index: u64,
 }
 impl<'a> Default for MetadataResponseArgs<'a> {
   #[inline]
@@ -111,6 +133,8 @@ impl<'a> Default for MetadataResponseArgs<'a> {
       controller_id: -1,
       brokers: None,
       topics: None,
+      metadata_applied_index: 0,
+      metadata_committed_index: 0,
     }
   }
 }
@@ -141,6 +165,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MetadataResponseBuilder<'a, '
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetadataResponse::VT_TOPICS, topics);
   }
   #[inline]
+  pub fn add_metadata_applied_index(&mut self, metadata_applied_index: u64) {
+    self.fbb_.push_slot::<u64>(MetadataResponse::VT_METADATA_APPLIED_INDEX, metadata_applied_index, 0);
+  }
+  #[inline]
+  pub fn add_metadata_committed_index(&mut self, metadata_committed_index: u64) {
+    self.fbb_.push_slot::<u64>(MetadataResponse::VT_METADATA_COMMITTED_INDEX, metadata_committed_index, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MetadataResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     MetadataResponseBuilder {
@@ -163,6 +195,8 @@ impl ::core::fmt::Debug for MetadataResponse<'_> {
       ds.field("controller_id", &self.controller_id());
       ds.field("brokers", &self.brokers());
       ds.field("topics", &self.topics());
+      ds.field("metadata_applied_index", &self.metadata_applied_index());
+      ds.field("metadata_committed_index", &self.metadata_committed_index());
       ds.finish()
   }
 }
