@@ -43,6 +43,17 @@ pub enum BrokerError {
         found: u32,
         configured: u32,
     },
+    #[error(
+        "data dir {path} belongs to cluster {found} (its meta.properties), but this node's \
+         metadata log is of cluster {configured}; point --controller-quorum-voters at the \
+         voters of cluster {found}, or give this node an empty --data-dir to join cluster \
+         {configured}"
+    )]
+    DataDirOfAnotherCluster {
+        path: PathBuf,
+        found: String,
+        configured: String,
+    },
     #[error("{path} is not a valid meta.properties: {reason}; fix or restore it")]
     MetaPropertiesInvalid { path: PathBuf, reason: String },
     #[error(

@@ -699,10 +699,10 @@ fn raw_admin_round_trips_at_every_served_version() {
             meta.cluster_id,
             "v{version}"
         );
-        assert_eq!(described.controller_id, BrokerId(0));
+        assert_eq!(described.controller_id, BrokerId(1));
         assert_eq!(described.cluster_authorized_operations, i32::MIN);
         assert_eq!(described.brokers.len(), 1);
-        assert_eq!(described.brokers[0].broker_id, BrokerId(0));
+        assert_eq!(described.brokers[0].broker_id, BrokerId(1));
         assert_eq!(described.brokers[0].host, meta.brokers[0].host);
         assert_eq!(described.brokers[0].port, i32::from(kafka.port()));
     }
@@ -846,9 +846,9 @@ fn metadata_reports_topic_ids_that_survive_a_restart() {
                     assert_eq!(t.partitions.len(), 2, "{name}");
                 }
                 for p in &t.partitions {
-                    assert_eq!(p.leader_id, BrokerId(0));
-                    assert_eq!(p.replica_nodes, vec![BrokerId(0)]);
-                    assert_eq!(p.isr_nodes, vec![BrokerId(0)]);
+                    assert_eq!(p.leader_id, BrokerId(1));
+                    assert_eq!(p.replica_nodes, vec![BrokerId(1)]);
+                    assert_eq!(p.isr_nodes, vec![BrokerId(1)]);
                     assert_eq!(p.leader_epoch, 0);
                 }
                 (name, t.topic_id)
