@@ -1822,6 +1822,47 @@ mod tests {
         assert!(alone.validate().is_ok(), "{:?}", alone.validate());
     }
 
+    /// The example configs in `deploy/` are valid, and the three nodes'
+    /// files make one cluster: the same voters, each voter at its own
+    /// node's cluster_listen, distinct ids, ports and data dirs.
+    #[test]
+    fn the_example_configs_in_deploy_are_valid_and_agree() {
+        let single = Config::parse(include_str!("../../deploy/fjord.toml.example"))
+            .expect("fjord.toml.example parses");
+        single.validate().expect("fjord.toml.example is valid");
+        assert_eq!(single, Config::default(), "the example shows the defaults");
+        let nodes: Vec<Config> = [
+            include_str!("../../deploy/cluster/node1.toml"),
+            include_str!("../../deploy/cluster/node2.toml"),
+            include_str!("../../deploy/cluster/node3.toml"),
+        ]
+        .into_iter()
+        .map(|text| Config::parse(text).expect("node config parses"))
+        .collect();
+        for (i, node) in nodes.iter().enumerate() {
+            node.validate().expect("node config is valid");
+            assert_eq!(node.node_id, i as u32 + 1);
+            assert!(node.is_voter());
+            assert_eq!(node.quorum_voters(), nodes[0].quorum_voters());
+            let me = node
+                .quorum_voters()
+                .get(node.node_id)
+                .cloned()
+                .expect("listed");
+            assert_eq!(
+                Some(format!("{}:{}", me.host, me.port)),
+                node.cluster_listen
+            );
+        }
+        let distinct = |key: fn(&Config) -> String| {
+            let values: std::collections::BTreeSet<String> = nodes.iter().map(key).collect();
+            values.len() == nodes.len()
+        };
+        assert!(distinct(|c| c.listen.clone()));
+        assert!(distinct(|c| c.kafka_listen.clone()));
+        assert!(distinct(|c| c.data_dir.display().to_string()));
+    }
+
     #[test]
     fn unknown_keys_and_bad_values_are_rejected() {
         let error = Config::parse("idle_timeout = 5\n").expect_err("typo must fail");
