@@ -13,7 +13,10 @@
 //! - SIGKILL of another node: fenced after its session, unfenced and
 //!   serving its partitions again after a restart;
 //! - all three stopped and restarted from their data dirs: every topic
-//!   (partition count, topic id) and every record is still there.
+//!   (partition count, topic id) and every record is still there;
+//! - a data dir of the single-node release (node 0) opens unchanged with
+//!   no cluster flags; cluster settings that cannot work stop `fjord
+//!   start` with a message naming the setting.
 //!
 //! No timing assertions: every wait polls for an outcome, bounded by
 //! `CLUSTER_WAIT` or `PATIENCE`.
@@ -169,7 +172,9 @@ fn create_and_wait(
     if code != 0 {
         cluster.fail(&format!("CreateTopics {name} via node {via}: error {code}"));
     }
-    let view = wait_topic(cluster, cluster.node(check).kafka, name, partitions, |_| true);
+    let view = wait_topic(cluster, cluster.node(check).kafka, name, partitions, |_| {
+        true
+    });
     assert_eq!(view.id, id, "Metadata shows the id CreateTopics answered");
     view
 }
@@ -307,7 +312,11 @@ fn assert_read_back(produced: &[Seen], consumed: &[Seen], partitions: i32) {
     for (partition, read) in &consumed {
         let offsets: Vec<i64> = read.iter().map(|r| r.1).collect();
         let unique: BTreeSet<i64> = offsets.iter().copied().collect();
-        assert_eq!(unique.len(), offsets.len(), "partition {partition}: duplicates");
+        assert_eq!(
+            unique.len(),
+            offsets.len(),
+            "partition {partition}: duplicates"
+        );
         assert!(
             offsets.windows(2).all(|w| w[0] < w[1]),
             "partition {partition}: read in offset order"
@@ -331,9 +340,13 @@ fn a_topic_spreads_over_the_nodes_and_rdkafka_reads_back_everything_through_one_
     );
     // Every node answers the same placement.
     for id in cluster.ids() {
-        let seen = wait_topic(&cluster, cluster.node(id).kafka, "spread", PARTITIONS, |v| {
-            v.leaders == view.leaders
-        });
+        let seen = wait_topic(
+            &cluster,
+            cluster.node(id).kafka,
+            "spread",
+            PARTITIONS,
+            |v| v.leaders == view.leaders,
+        );
         assert_eq!(seen.id, view.id);
     }
 
@@ -353,7 +366,10 @@ fn a_topic_spreads_over_the_nodes_and_rdkafka_reads_back_everything_through_one_
             )
         })
         .collect();
-    assert_eq!(brokers, expected, "Metadata lists every node's Kafka endpoint");
+    assert_eq!(
+        brokers, expected,
+        "Metadata lists every node's Kafka endpoint"
+    );
     let status = cluster.status(1).unwrap_or_else(|e| cluster.fail(&e));
     let controller = status.controller().expect("a controller");
     assert_eq!(meta.controller_id.0, controller as i32);
@@ -493,7 +509,10 @@ fn a_killed_node_is_fenced_and_serves_its_partitions_again_after_restart() {
         .filter(|(_, &leader)| leader == victim as i32)
         .map(|(&p, _)| p)
         .collect();
-    assert!(!victims.is_empty(), "node {victim} leads some of {before:?}");
+    assert!(
+        !victims.is_empty(),
+        "node {victim} leads some of {before:?}"
+    );
     let bootstrap = cluster.node(survivor).kafka;
     let first = produce(bootstrap, "fencing", 6, 120, "before");
 
@@ -510,9 +529,7 @@ fn a_killed_node_is_fenced_and_serves_its_partitions_again_after_restart() {
         .any(|b| b.node_id.0 == victim as i32)
     {
         if Instant::now() >= deadline {
-            cluster.fail(&format!(
-                "Kafka Metadata still lists fenced node {victim}"
-            ));
+            cluster.fail(&format!("Kafka Metadata still lists fenced node {victim}"));
         }
         thread::sleep(Duration::from_millis(100));
     }
@@ -589,4 +606,131 @@ fn all_nodes_restarted_from_disk_keep_every_topic_and_record() {
     assert_read_back(&spread_records, &consumed, PARTITIONS);
     let consumed = consume(&cluster, bootstrap, "kept-small", 3, small_records.len());
     assert_read_back(&small_records, &consumed, 3);
+}
+
+/// A data dir the single-node release wrote (its default node id was 0)
+/// opens unchanged under `fjord start` with no cluster flags (node 1, a
+/// one-node cluster): same topics, same records; `meta.properties` now
+/// names node 1, so the old id no longer opens it.
+#[test]
+fn a_single_node_data_dir_of_node_0_opens_unchanged_with_the_new_defaults() {
+    use common::{batch, Broker};
+    use fjord_schema::ErrorCode;
+
+    let mut broker = Broker::start(&["--node-id", "0", "--shards", "1"]);
+    let mut conn = broker.conn();
+    assert_eq!(conn.create_topic("legacy", 2, &[]), ErrorCode::None);
+    let records: [(&[u8], &[u8]); 2] = [(b"k1", b"v1"), (b"k2", b"v2")];
+    let (code, offset) = conn.produce("legacy", 1, &batch(&records, common::now_ms()), -1);
+    assert_eq!((code, offset), (ErrorCode::None, 0));
+    drop(conn);
+    assert!(broker.terminate().success());
+    // The previous release wrote no cluster.id.
+    std::fs::write(
+        broker.data_dir().join("meta.properties"),
+        "# Written by fjord when it first served this data dir; do not edit.\nversion=1\nnode.id=0\n",
+    )
+    .expect("meta.properties as the previous release wrote it");
+
+    broker.args = vec!["--shards".into(), "1".into()];
+    broker.restart();
+    let meta = std::fs::read_to_string(broker.data_dir().join("meta.properties")).expect("meta");
+    assert!(meta.contains("node.id=1\n"), "{meta}");
+    let mut conn = broker.conn();
+    let info = conn.metadata(Some(&["legacy"]));
+    assert_eq!(info.topics.len(), 1);
+    assert_eq!(info.topics[0].error, ErrorCode::None);
+    assert_eq!(info.topics[0].partitions.len(), 2);
+    let read: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = conn
+        .read_all("legacy", 1, 0)
+        .into_iter()
+        .map(|(_, key, value)| (key, value))
+        .collect();
+    assert_eq!(
+        read,
+        records
+            .iter()
+            .map(|(k, v)| (Some(k.to_vec()), Some(v.to_vec())))
+            .collect::<Vec<_>>()
+    );
+    drop(conn);
+    assert!(broker.terminate().success());
+
+    // Adopted: node 0 is now refused, as any other node.
+    let out = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .arg("start")
+        .arg("--data-dir")
+        .arg(broker.data_dir())
+        .args(["--node-id", "0", "--listen", "127.0.0.1:0"])
+        .args(["--kafka-listen", "off"])
+        .output()
+        .expect("run fjord");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("belongs to node 1"), "{stderr}");
+}
+
+/// Cluster settings that cannot work stop `fjord start` at once, with a
+/// message naming the setting, before anything is written.
+#[test]
+fn cluster_settings_that_cannot_work_stop_the_node_with_a_clear_error() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "--node-id",
+                "2",
+                "--controller-quorum-voters",
+                "1@127.0.0.1:29991,2@127.0.0.1:29992",
+            ],
+            "needs cluster_listen",
+        ),
+        (
+            &[
+                "--controller-quorum-voters",
+                "1@127.0.0.1:29991,1@127.0.0.1:29992",
+            ],
+            "node 1 is listed twice",
+        ),
+        (
+            &["--controller-quorum-voters", "1@127.0.0.1:99999"],
+            "port \"99999\"",
+        ),
+        (
+            &[
+                "--cluster-listen",
+                "127.0.0.1:29995",
+                "--controller-quorum-voters",
+                "1@127.0.0.1:29991,2@127.0.0.1:29992",
+            ],
+            "lists this node (1) at 127.0.0.1:29991",
+        ),
+        (
+            &[
+                "--broker-heartbeat-interval-ms",
+                "500",
+                "--broker-session-timeout-ms",
+                "500",
+            ],
+            "must exceed broker_heartbeat_interval_ms",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .arg("start")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0", "--kafka-listen", "off"])
+            .args(args)
+            .output()
+            .expect("run fjord");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {says:?} not in {stderr}");
+        assert!(
+            !data.join("meta.properties").exists(),
+            "{args:?}: refused before touching the data dir"
+        );
+    }
 }

@@ -248,7 +248,10 @@ impl Cluster {
     /// SIGKILL `id` and reap it.
     pub fn kill(&mut self, id: u32) {
         let node = self.node_mut(id);
-        let mut child = node.child.take().unwrap_or_else(|| panic!("node {id} is not running"));
+        let mut child = node
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {id} is not running"));
         child.kill().expect("kill");
         child.wait().expect("wait");
     }
@@ -256,7 +259,10 @@ impl Cluster {
     /// SIGTERM `id` (controlled shutdown) and wait for it to exit.
     pub fn terminate(&mut self, id: u32) -> ExitStatus {
         let node = self.node_mut(id);
-        let mut child = node.child.take().unwrap_or_else(|| panic!("node {id} is not running"));
+        let mut child = node
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {id} is not running"));
         // SAFETY: kill(2) on a child we spawned and have not reaped.
         let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
         assert_eq!(rc, 0, "kill failed");
@@ -363,7 +369,10 @@ impl Cluster {
         for node in &self.nodes {
             let logs = node.logs();
             let tail: Vec<&str> = logs.lines().rev().take(60).collect();
-            text.push_str(&format!("\n---- node {} log (last 60 lines) ----\n", node.id));
+            text.push_str(&format!(
+                "\n---- node {} log (last 60 lines) ----\n",
+                node.id
+            ));
             for line in tail.into_iter().rev() {
                 text.push_str(line);
                 text.push('\n');
