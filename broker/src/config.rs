@@ -1776,7 +1776,8 @@ mod tests {
         assert!(learner.validate().is_ok(), "{:?}", learner.validate());
         assert!(!learner.is_voter());
 
-        let broken: [(fn(&mut Config), &str); 9] = [
+        type Breaks = fn(&mut Config);
+        let broken: [(Breaks, &str); 9] = [
             (|c| c.cluster_listen = None, "needs cluster_listen"),
             (
                 |c| c.cluster_listen = Some("127.0.0.1:9999".into()),

@@ -641,18 +641,12 @@ fn a_single_node_data_dir_of_node_0_opens_unchanged_with_the_new_defaults() {
     assert_eq!(info.topics.len(), 1);
     assert_eq!(info.topics[0].error, ErrorCode::None);
     assert_eq!(info.topics[0].partitions.len(), 2);
-    let read: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = conn
-        .read_all("legacy", 1, 0)
-        .into_iter()
-        .map(|(_, key, value)| (key, value))
-        .collect();
-    assert_eq!(
-        read,
-        records
-            .iter()
-            .map(|(k, v)| (Some(k.to_vec()), Some(v.to_vec())))
-            .collect::<Vec<_>>()
-    );
+    let read = conn.read_all("legacy", 1, 0);
+    assert_eq!(read.len(), records.len());
+    for ((offset, key, value), (i, (k, v))) in read.into_iter().zip(records.iter().enumerate()) {
+        assert_eq!(offset, i as u64);
+        assert_eq!((key.as_deref(), value.as_deref()), (Some(*k), Some(*v)));
+    }
     drop(conn);
     assert!(broker.terminate().success());
 
