@@ -944,7 +944,15 @@ impl Config {
                 "offsets.topic.replication.factor",
                 self.offsets_topic_replication_factor.to_string(),
             ),
-            ("controller.quorum.voters", self.quorum_voters().to_string()),
+            // As configured (Kafka's default is empty): unset means this
+            // node alone.
+            (
+                "controller.quorum.voters",
+                self.controller_quorum_voters
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            ),
             (
                 "broker.heartbeat.interval.ms",
                 self.broker_heartbeat_interval_ms.to_string(),
