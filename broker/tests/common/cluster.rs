@@ -113,6 +113,8 @@ pub struct Node {
     pub cluster: SocketAddr,
     dir: PathBuf,
     child: Option<Child>,
+    /// Length of the log when the current process was spawned.
+    log_start: u64,
 }
 
 impl Node {
@@ -126,6 +128,14 @@ impl Node {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// What the current (or last) process logged.
+    fn latest_logs(&self) -> String {
+        let logs = self.logs();
+        logs.get(self.log_start as usize..)
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub fn running(&mut self) -> bool {
@@ -185,6 +195,7 @@ impl Cluster {
                     cluster: addr(cluster),
                     dir,
                     child: None,
+                    log_start: 0,
                 }
             })
             .collect();
@@ -238,6 +249,7 @@ impl Cluster {
             .append(true)
             .open(node.log_path())
             .expect("log file");
+        node.log_start = log.metadata().expect("log metadata").len();
         let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
             .arg("start")
             .args(["--node-id", &id.to_string()])
@@ -333,12 +345,22 @@ impl Cluster {
         let deadline = Instant::now() + CLUSTER_WAIT;
         let mut last: Vec<String> = Vec::new();
         loop {
-            for id in &expected_live {
-                if !self.node_mut(*id).running() {
-                    self.fail(&format!(
-                        "waiting for {what}: node {id} exited; last answers: {last:#?}"
-                    ));
+            for &id in &expected_live {
+                if self.node_mut(id).running() {
+                    continue;
                 }
+                // A pinned port may be held for a moment by another
+                // process's connection while the node was down: try again.
+                let logs = self.node(id).latest_logs();
+                if logs.contains("already in use") && Instant::now() < deadline {
+                    self.node_mut(id).child = None;
+                    thread::sleep(Duration::from_millis(200));
+                    self.spawn(id);
+                    continue;
+                }
+                self.fail(&format!(
+                    "waiting for {what}: node {id} exited; last answers: {last:#?}"
+                ));
             }
             for id in &expected_live {
                 match self.status(*id) {
