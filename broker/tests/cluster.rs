@@ -66,7 +66,9 @@ struct TopicView {
 /// Kafka Metadata v12 of every topic, asked of the node at `kafka`.
 fn metadata(kafka: SocketAddr) -> MetadataResponse {
     let mut stream = connect(kafka);
-    let request = MetadataRequest::default(); // topics: None = all
+    let mut request = MetadataRequest::default();
+    request.topics = None; // every topic
+    request.allow_auto_topic_creation = false;
     call(&mut stream, ApiKey::Metadata, 12, &request)
 }
 
