@@ -762,3 +762,34 @@ fn cluster_settings_that_cannot_work_stop_the_node_with_a_clear_error() {
         );
     }
 }
+
+/// The harness reads `fjord cluster status --json` in the agreed shape
+/// (h-edge's CLI prints it): a controller id or null, the metadata log
+/// position, and per node its endpoints, fencing and partitions led.
+#[test]
+fn the_cluster_status_json_reads_as_agreed() {
+    use common::cluster::Status;
+
+    let text = r#"{"controller": 2, "metadata_log": {"applied": 41, "committed": 42},
+        "nodes": [
+          {"node": 1, "native": "127.0.0.1:9192", "kafka": "127.0.0.1:9092", "fenced": false, "leaders": 7},
+          {"node": 2, "native": "127.0.0.1:9292", "kafka": null, "fenced": true, "leaders": 0}]}"#;
+    let status: Status = serde_json::from_str(text).expect("agreed shape");
+    assert_eq!(status.controller(), Some(2));
+    assert_eq!(
+        (status.metadata_log.applied, status.metadata_log.committed),
+        (41, 42)
+    );
+    assert!(status.unfenced(1) && !status.fenced(1));
+    assert!(status.fenced(2) && !status.unfenced(2));
+    assert!(!status.fenced(3) && !status.unfenced(3), "not registered");
+    assert_eq!(status.node(1).map(|n| n.leaders), Some(7));
+    assert_eq!(status.node(2).and_then(|n| n.kafka.clone()), None);
+    for none in [r#"null"#, r#"-1"#] {
+        let text = format!(
+            r#"{{"controller": {none}, "metadata_log": {{"applied": 0, "committed": 0}}, "nodes": []}}"#
+        );
+        let status: Status = serde_json::from_str(&text).expect("no controller");
+        assert_eq!(status.controller(), None, "{none}");
+    }
+}
