@@ -25,7 +25,7 @@ use tempfile::TempDir;
 /// Bound of one wait for the cluster to reach a state (serving, a new
 /// controller, a node fenced or back). Generous for a loaded CI machine;
 /// a healthy cluster gets there in a few seconds.
-pub const CLUSTER_WAIT: Duration = Duration::from_secs(60);
+pub const CLUSTER_WAIT: Duration = Duration::from_secs(30);
 
 /// Bound of one `fjord` CLI call.
 const CLI_WAIT: Duration = Duration::from_secs(20);
