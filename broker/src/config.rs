@@ -31,11 +31,134 @@ pub const REQUEST_ELEMENTS_MAX_DEFAULT: usize = 100_000;
 /// agree without config depending on the listener).
 pub const KAFKA_READ_CHUNK_BYTES: usize = 16 * 1024;
 
+/// Most voters `controller_quorum_voters` may list: Raft's messages and
+/// commit wait grow with the quorum, and Kafka's guidance is 3 or 5.
+pub const QUORUM_VOTERS_MAX: usize = 9;
+
+/// One voter of the metadata quorum as `controller_quorum_voters` names
+/// it: `ID@HOST:PORT`, the address being that node's `cluster_listen` (or
+/// its `cluster_advertised_host` and that port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumVoter {
+    pub node: u32,
+    pub host: String,
+    pub port: u16,
+}
+
+/// The voters of the metadata quorum, KRaft's spelling:
+/// `1@host1:9193,2@host2:9193,3@host3:9193`. Parsed with [`str::parse`];
+/// never empty, ids unique, ports non-zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumVoters(pub Vec<QuorumVoter>);
+
+impl QuorumVoters {
+    pub fn voters(&self) -> &[QuorumVoter] {
+        &self.0
+    }
+
+    pub fn get(&self, node: u32) -> Option<&QuorumVoter> {
+        self.0.iter().find(|v| v.node == node)
+    }
+}
+
+impl std::str::FromStr for QuorumVoters {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<QuorumVoters, String> {
+        let mut voters: Vec<QuorumVoter> = Vec::new();
+        for entry in text.split(',').map(str::trim) {
+            if entry.is_empty() {
+                return Err(format!(
+                    "{text:?} has an empty entry; expected ID@HOST:PORT,ID@HOST:PORT,..."
+                ));
+            }
+            let Some((id, address)) = entry.split_once('@') else {
+                return Err(format!("{entry:?} is not ID@HOST:PORT"));
+            };
+            let node = id
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| n <= NODE_ID_MAX)
+                .ok_or_else(|| {
+                    format!("{entry:?}: node id {id:?} is not a number in 0..={NODE_ID_MAX}")
+                })?;
+            let Some((host, port)) = address.rsplit_once(':') else {
+                return Err(format!("{entry:?}: {address:?} is not HOST:PORT"));
+            };
+            // `[::1]:9193`: the brackets belong to the address syntax.
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            if host.is_empty() {
+                return Err(format!("{entry:?}: no host"));
+            }
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("{entry:?}: port {port:?} is not in 1..=65535"))?;
+            if voters.iter().any(|v| v.node == node) {
+                return Err(format!("node {node} is listed twice in {text:?}"));
+            }
+            if let Some(same) = voters.iter().find(|v| v.host == host && v.port == port) {
+                return Err(format!(
+                    "nodes {} and {node} are both listed at {host}:{port}",
+                    same.node
+                ));
+            }
+            voters.push(QuorumVoter {
+                node,
+                host: host.to_owned(),
+                port,
+            });
+        }
+        if voters.len() > QUORUM_VOTERS_MAX {
+            return Err(format!(
+                "{} voters listed; at most {QUORUM_VOTERS_MAX} (3 or 5 is usual)",
+                voters.len()
+            ));
+        }
+        Ok(QuorumVoters(voters))
+    }
+}
+
+impl std::fmt::Display for QuorumVoters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, voter) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if voter.host.contains(':') {
+                write!(f, "{}@[{}]:{}", voter.node, voter.host, voter.port)?;
+            } else {
+                write!(f, "{}@{}:{}", voter.node, voter.host, voter.port)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for QuorumVoters {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<QuorumVoters, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Largest node id: Kafka's broker ids are non-negative `int32`s.
+pub const NODE_ID_MAX: u32 = i32::MAX as u32;
+
 /// Broker settings, as read from the TOML file (all keys optional).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// This broker's id in the cluster.
+    /// This node's id in the cluster (Kafka's `node.id`), at most
+    /// [`NODE_ID_MAX`]. Recorded in the data dir's `meta.properties`: a
+    /// data dir is only ever served as the node that first wrote it. 1 by
+    /// default (0 before issue 13; a data dir written by that release as
+    /// node 0 is adopted, see [`crate::datadir::DataDir::claim_for_node`]).
     pub node_id: u32,
     /// Where partitions, the lock file and `broker.addr` live.
     pub data_dir: PathBuf,
@@ -49,6 +172,36 @@ pub struct Config {
     pub kafka_listen: String,
     /// Host advertised in Kafka Metadata; defaults to the Kafka listen host.
     pub kafka_advertised_host: Option<String>,
+    /// `HOST:PORT` of the inter-node port (native frames only: Raft
+    /// messages, forwarded admin requests; replica fetches later), served
+    /// on shard 0. Unset: no cluster listener, which only a one-node
+    /// cluster (the voters are just this node) may do. When this node is a
+    /// voter its entry in `controller_quorum_voters` must name this port
+    /// (and this host or `cluster_advertised_host`).
+    pub cluster_listen: Option<String>,
+    /// Host other nodes reach `cluster_listen` at; defaults to its host.
+    pub cluster_advertised_host: Option<String>,
+    /// The voters of the metadata quorum, `ID@HOST:PORT,...` (KRaft's
+    /// `controller.quorum.voters`), each at its `cluster_listen` address;
+    /// nodes not listed follow the metadata log as learners. Unset: just
+    /// this node (a one-node cluster, a quorum of itself).
+    pub controller_quorum_voters: Option<QuorumVoters>,
+    /// How often this broker heartbeats to the active controller.
+    pub broker_heartbeat_interval_ms: u64,
+    /// The controller fences a broker that sent no heartbeat for this
+    /// long (and moves its partitions' leadership away); must exceed
+    /// `broker_heartbeat_interval_ms`.
+    pub broker_session_timeout_ms: u64,
+    /// Replicas of a topic created without a replication factor
+    /// (`replication_factor = -1`, or auto-created).
+    pub default_replication_factor: u16,
+    /// Replicas of each `__consumer_offsets` partition, capped by the
+    /// nodes alive when the topic is created (3, as in Kafka, so a
+    /// three-node cluster keeps its groups through the loss of a node).
+    pub offsets_topic_replication_factor: u16,
+    /// Length of one tick of the metadata quorum's Raft group; an election
+    /// starts after 10-20 ticks without hearing from the leader.
+    pub controller_raft_tick_ms: u64,
     /// Number of shards (executors, one per core); default: every online CPU.
     pub shards: Option<usize>,
     /// Whether each shard also listens on its own port (`port + 1 + shard`,
@@ -205,12 +358,20 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            node_id: 0,
+            node_id: 1,
             data_dir: PathBuf::from("./fjord-data"),
             listen: format!("127.0.0.1:{DEFAULT_PORT}"),
             advertised_host: None,
             kafka_listen: "127.0.0.1:9092".to_owned(),
             kafka_advertised_host: None,
+            cluster_listen: None,
+            cluster_advertised_host: None,
+            controller_quorum_voters: None,
+            broker_heartbeat_interval_ms: 2_000,
+            broker_session_timeout_ms: 9_000,
+            default_replication_factor: 1,
+            offsets_topic_replication_factor: 3,
+            controller_raft_tick_ms: 100,
             shards: None,
             shard_ports: true,
             frame_bytes_max: 16 * 1024 * 1024,
@@ -284,6 +445,39 @@ pub struct Overrides {
     /// Data-path flags; applied after the `FJORD_*` data-path variables so
     /// a flag wins over the environment, as for every other setting.
     pub data_path: DataPathFlags,
+    /// Cluster flags; applied after the `FJORD_*` cluster variables.
+    pub cluster: ClusterFlags,
+}
+
+/// Command-line flags of the cluster keys, flattened into `fjord start`
+/// and applied with [`Config::apply_cluster_flags`] (after the `FJORD_*`
+/// variables, so a flag wins). Each flag is the key with dashes.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClusterFlags {
+    /// Inter-node HOST:PORT (Raft, forwarded admin) [default: none: a one-node cluster].
+    #[arg(long)]
+    pub cluster_listen: Option<String>,
+    /// Host other nodes reach --cluster-listen at [default: its host].
+    #[arg(long)]
+    pub cluster_advertised_host: Option<String>,
+    /// Metadata quorum voters, ID@HOST:PORT,... at their --cluster-listen [default: this node alone].
+    #[arg(long)]
+    pub controller_quorum_voters: Option<QuorumVoters>,
+    /// Heartbeat interval to the controller [default: 2000].
+    #[arg(long)]
+    pub broker_heartbeat_interval_ms: Option<u64>,
+    /// Fenced after this long without heartbeat [default: 9000].
+    #[arg(long)]
+    pub broker_session_timeout_ms: Option<u64>,
+    /// Replicas of topics created without a factor [default: 1].
+    #[arg(long)]
+    pub default_replication_factor: Option<u16>,
+    /// Replicas of __consumer_offsets partitions, capped by live nodes [default: 3].
+    #[arg(long)]
+    pub offsets_topic_replication_factor: Option<u16>,
+    /// Raft tick of the metadata quorum [default: 100].
+    #[arg(long)]
+    pub controller_raft_tick_ms: Option<u64>,
 }
 
 /// Command-line flags of the data-path keys, for the CLI to flatten into
@@ -377,9 +571,11 @@ impl Config {
             }
         };
         let data_path = overrides.data_path.clone();
+        let cluster = overrides.cluster.clone();
         config.apply(overrides);
         config.apply_env(|name| std::env::var(name).ok())?;
         config.apply_flags(data_path);
+        config.apply_cluster_flags(cluster);
         config.validate()?;
         Ok(config)
     }
@@ -444,6 +640,22 @@ impl Config {
                 *slot = text.trim().parse().map_err(|e| {
                     BrokerError::InvalidSetting(format!("{name}={text:?} is not valid: {e}"))
                 })?;
+            }
+            Ok(())
+        }
+        /// As `set`, for an optional key (a set variable makes it `Some`).
+        fn set_some<T: std::str::FromStr>(
+            slot: &mut Option<T>,
+            var: &impl Fn(&str) -> Option<String>,
+            name: &str,
+        ) -> Result<(), BrokerError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            if let Some(text) = var(name) {
+                *slot = Some(text.trim().parse().map_err(|e| {
+                    BrokerError::InvalidSetting(format!("{name}={text:?} is not valid: {e}"))
+                })?);
             }
             Ok(())
         }
@@ -538,7 +750,81 @@ impl Config {
             &var,
             "FJORD_MESH_CHANNEL_CAPACITY",
         )?;
+        set_some(&mut self.cluster_listen, &var, "FJORD_CLUSTER_LISTEN")?;
+        set_some(
+            &mut self.cluster_advertised_host,
+            &var,
+            "FJORD_CLUSTER_ADVERTISED_HOST",
+        )?;
+        set_some(
+            &mut self.controller_quorum_voters,
+            &var,
+            "FJORD_CONTROLLER_QUORUM_VOTERS",
+        )?;
+        set(
+            &mut self.broker_heartbeat_interval_ms,
+            &var,
+            "FJORD_BROKER_HEARTBEAT_INTERVAL_MS",
+        )?;
+        set(
+            &mut self.broker_session_timeout_ms,
+            &var,
+            "FJORD_BROKER_SESSION_TIMEOUT_MS",
+        )?;
+        set(
+            &mut self.default_replication_factor,
+            &var,
+            "FJORD_DEFAULT_REPLICATION_FACTOR",
+        )?;
+        set(
+            &mut self.offsets_topic_replication_factor,
+            &var,
+            "FJORD_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        )?;
+        set(
+            &mut self.controller_raft_tick_ms,
+            &var,
+            "FJORD_CONTROLLER_RAFT_TICK_MS",
+        )?;
         Ok(())
+    }
+
+    /// Applies the cluster flags (see [`ClusterFlags`]).
+    pub fn apply_cluster_flags(&mut self, flags: ClusterFlags) {
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+        set(&mut self.cluster_listen, flags.cluster_listen.map(Some));
+        set(
+            &mut self.cluster_advertised_host,
+            flags.cluster_advertised_host.map(Some),
+        );
+        set(
+            &mut self.controller_quorum_voters,
+            flags.controller_quorum_voters.map(Some),
+        );
+        set(
+            &mut self.broker_heartbeat_interval_ms,
+            flags.broker_heartbeat_interval_ms,
+        );
+        set(
+            &mut self.broker_session_timeout_ms,
+            flags.broker_session_timeout_ms,
+        );
+        set(
+            &mut self.default_replication_factor,
+            flags.default_replication_factor,
+        );
+        set(
+            &mut self.offsets_topic_replication_factor,
+            flags.offsets_topic_replication_factor,
+        );
+        set(
+            &mut self.controller_raft_tick_ms,
+            flags.controller_raft_tick_ms,
+        );
     }
 
     /// Applies the data-path flags (see [`DataPathFlags`]).
@@ -625,7 +911,10 @@ impl Config {
                 "auto.create.topics.enable",
                 self.auto_create_topics.to_string(),
             ),
-            ("default.replication.factor", "1".to_owned()),
+            (
+                "default.replication.factor",
+                self.default_replication_factor.to_string(),
+            ),
             ("min.insync.replicas", topic_default("min.insync.replicas")),
             ("message.max.bytes", self.message_max_bytes.to_string()),
             ("log.segment.bytes", self.log_segment_bytes.to_string()),
@@ -651,7 +940,27 @@ impl Config {
                 "offsets.topic.num.partitions",
                 self.offsets_topic_partitions.to_string(),
             ),
-            ("offsets.topic.replication.factor", "1".to_owned()),
+            (
+                "offsets.topic.replication.factor",
+                self.offsets_topic_replication_factor.to_string(),
+            ),
+            // As configured (Kafka's default is empty): unset means this
+            // node alone.
+            (
+                "controller.quorum.voters",
+                self.controller_quorum_voters
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            ),
+            (
+                "broker.heartbeat.interval.ms",
+                self.broker_heartbeat_interval_ms.to_string(),
+            ),
+            (
+                "broker.session.timeout.ms",
+                self.broker_session_timeout_ms.to_string(),
+            ),
             (
                 "offsets.topic.segment.bytes",
                 self.log_segment_bytes.min(100 << 20).to_string(),
@@ -844,9 +1153,176 @@ impl Config {
         if self.connection_first_request_timeout_ms == 0 {
             return invalid("connection_first_request_timeout_ms must be at least 1".into());
         }
-        self.listen_addr()?;
-        self.kafka_listen_addr()?;
+        let listen = self.listen_addr()?;
+        let kafka = self.kafka_listen_addr()?;
+        self.validate_cluster(listen, kafka)
+    }
+
+    /// The cluster keys: identity, timings, and that the voters list and
+    /// `cluster_listen` agree about this node.
+    fn validate_cluster(
+        &self,
+        listen: SocketAddr,
+        kafka: Option<SocketAddr>,
+    ) -> Result<(), BrokerError> {
+        let invalid = |reason: String| Err(BrokerError::InvalidSetting(reason));
+        if self.node_id > NODE_ID_MAX {
+            return invalid(format!(
+                "node_id = {} is above {NODE_ID_MAX} (Kafka's broker ids are int32)",
+                self.node_id
+            ));
+        }
+        if self.broker_heartbeat_interval_ms == 0 {
+            return invalid("broker_heartbeat_interval_ms must be at least 1".into());
+        }
+        if self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms {
+            return invalid(format!(
+                "broker_session_timeout_ms = {} must exceed broker_heartbeat_interval_ms = {} \
+                 (several heartbeats should fit a session)",
+                self.broker_session_timeout_ms, self.broker_heartbeat_interval_ms
+            ));
+        }
+        if self.controller_raft_tick_ms == 0 {
+            return invalid("controller_raft_tick_ms must be at least 1".into());
+        }
+        if self.default_replication_factor == 0 || self.offsets_topic_replication_factor == 0 {
+            return invalid(
+                "default_replication_factor and offsets_topic_replication_factor must be at \
+                 least 1"
+                    .into(),
+            );
+        }
+        let cluster = self.cluster_listen_addr()?;
+        let voters = self.quorum_voters();
+        let alone = matches!(voters.voters(), [only] if only.node == self.node_id);
+        let Some(cluster) = cluster else {
+            if alone {
+                return Ok(());
+            }
+            return invalid(format!(
+                "controller_quorum_voters = {voters} names other nodes than this one (node {}), \
+                 so this node needs cluster_listen = HOST:PORT, its inter-node port",
+                self.node_id
+            ));
+        };
+        for (other, name) in [(Some(listen), "listen"), (kafka, "kafka_listen")] {
+            if other == Some(cluster) && cluster.port() != 0 {
+                return invalid(format!(
+                    "cluster_listen = {cluster} is also {name}'s address; give it its own port"
+                ));
+            }
+        }
+        let Some(me) = self
+            .controller_quorum_voters
+            .as_ref()
+            .and_then(|v| v.get(self.node_id))
+        else {
+            // Not a voter (a learner), or the default list of just this
+            // node, which takes its address from cluster_listen.
+            return Ok(());
+        };
+        let listen_host = self
+            .cluster_listen
+            .as_deref()
+            .and_then(|l| l.rsplit_once(':'))
+            .map(|(host, _)| host.trim_start_matches('[').trim_end_matches(']'))
+            .unwrap_or_default();
+        let host_matches = me.host == listen_host
+            || self.cluster_advertised_host.as_deref() == Some(me.host.as_str())
+            || cluster.ip().is_unspecified()
+            || (me.host.as_str(), me.port)
+                .to_socket_addrs()
+                .is_ok_and(|mut addrs| addrs.any(|a| a.ip() == cluster.ip()));
+        if me.port != cluster.port() || !host_matches {
+            return invalid(format!(
+                "controller_quorum_voters lists this node ({}) at {}:{}, but its \
+                 cluster_listen is {:?}{}; a voter's entry must be its cluster_listen address \
+                 (or cluster_advertised_host and that port)",
+                self.node_id,
+                me.host,
+                me.port,
+                self.cluster_listen.as_deref().unwrap_or_default(),
+                match &self.cluster_advertised_host {
+                    Some(host) => format!(" (advertised as {host})"),
+                    None => String::new(),
+                }
+            ));
+        }
         Ok(())
+    }
+
+    /// The resolved `cluster_listen` address; `None` when unset (a
+    /// one-node cluster without an inter-node port).
+    pub fn cluster_listen_addr(&self) -> Result<Option<SocketAddr>, BrokerError> {
+        let Some(text) = &self.cluster_listen else {
+            return Ok(None);
+        };
+        let unresolvable = |reason: String| {
+            BrokerError::InvalidSetting(format!(
+                "cluster_listen = {text:?} is not a usable HOST:PORT ({reason})"
+            ))
+        };
+        text.to_socket_addrs()
+            .map_err(|e| unresolvable(e.to_string()))?
+            .next()
+            .map(Some)
+            .ok_or_else(|| unresolvable("resolves to no address".into()))
+    }
+
+    /// The host other nodes reach this node's cluster port at:
+    /// `cluster_advertised_host`, else `cluster_listen`'s host; `None`
+    /// without a cluster listener.
+    pub fn cluster_advertised_host(&self) -> Option<String> {
+        if let Some(host) = &self.cluster_advertised_host {
+            return Some(host.clone());
+        }
+        let (host, _) = self.cluster_listen.as_deref()?.rsplit_once(':')?;
+        Some(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+        )
+    }
+
+    /// The effective voters: `controller_quorum_voters`, or this node
+    /// alone at its advertised cluster address (port 0 and the listen host
+    /// without a cluster listener: a one-node quorum sends no messages).
+    pub fn quorum_voters(&self) -> QuorumVoters {
+        if let Some(voters) = &self.controller_quorum_voters {
+            return voters.clone();
+        }
+        let port = self
+            .cluster_listen
+            .as_deref()
+            .and_then(|l| l.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or(0);
+        let host = self.cluster_advertised_host().unwrap_or_else(|| {
+            self.listen
+                .rsplit_once(':')
+                .map(|(host, _)| host.trim_start_matches('[').trim_end_matches(']'))
+                .unwrap_or("127.0.0.1")
+                .to_owned()
+        });
+        QuorumVoters(vec![QuorumVoter {
+            node: self.node_id,
+            host,
+            port,
+        }])
+    }
+
+    /// Whether this node votes in the metadata quorum (else it follows the
+    /// metadata log as a learner).
+    pub fn is_voter(&self) -> bool {
+        self.quorum_voters().get(self.node_id).is_some()
+    }
+
+    pub fn broker_heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.broker_heartbeat_interval_ms)
+    }
+
+    pub fn broker_session_timeout(&self) -> Duration {
+        Duration::from_millis(self.broker_session_timeout_ms)
     }
 
     /// The resolved Kafka listen address; `None` when `kafka_listen = "off"`.
@@ -1124,6 +1600,276 @@ mod tests {
             let config = Config::parse(zero).expect("valid toml");
             assert!(config.validate().is_err(), "{zero}");
         }
+    }
+
+    #[test]
+    fn quorum_voters_parse_in_kraft_spelling_with_clear_errors() {
+        let voters: QuorumVoters = "1@10.0.0.1:9193, 2@node-b:9193,3@[::1]:9194"
+            .parse()
+            .expect("valid");
+        assert_eq!(
+            voters.voters(),
+            [
+                QuorumVoter {
+                    node: 1,
+                    host: "10.0.0.1".into(),
+                    port: 9193
+                },
+                QuorumVoter {
+                    node: 2,
+                    host: "node-b".into(),
+                    port: 9193
+                },
+                QuorumVoter {
+                    node: 3,
+                    host: "::1".into(),
+                    port: 9194
+                },
+            ]
+        );
+        assert_eq!(
+            voters.to_string(),
+            "1@10.0.0.1:9193,2@node-b:9193,3@[::1]:9194"
+        );
+        assert_eq!(voters.to_string().parse::<QuorumVoters>(), Ok(voters));
+        for (bad, says) in [
+            ("", "empty entry"),
+            ("1@a:1,,2@b:1", "empty entry"),
+            ("a:9193", "is not ID@HOST:PORT"),
+            ("x@a:9193", "node id \"x\""),
+            ("-1@a:9193", "node id"),
+            ("3000000000@a:9193", "node id"),
+            ("1@a", "is not HOST:PORT"),
+            ("1@:9193", "no host"),
+            ("1@a:0", "port \"0\""),
+            ("1@a:65536", "port \"65536\""),
+            ("1@a:http", "port \"http\""),
+            ("1@a:1,2@b:1,1@c:1", "node 1 is listed twice"),
+            ("1@a:1,2@a:1", "nodes 1 and 2 are both listed at a:1"),
+            (
+                "1@a:1,2@a:2,3@a:3,4@a:4,5@a:5,6@a:6,7@a:7,8@a:8,9@a:9,10@a:10",
+                "at most 9",
+            ),
+        ] {
+            let error = bad.parse::<QuorumVoters>().expect_err(bad);
+            assert!(error.contains(says), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_node_without_cluster_settings_is_a_one_node_cluster_of_node_1() {
+        let config = Config::load(None, Overrides::default()).expect("defaults are valid");
+        assert_eq!(config.node_id, 1);
+        assert_eq!(config.cluster_listen_addr().expect("valid"), None);
+        assert!(config.is_voter());
+        assert_eq!(
+            config.quorum_voters().voters(),
+            [QuorumVoter {
+                node: 1,
+                host: "127.0.0.1".into(),
+                port: 0
+            }]
+        );
+        assert_eq!(
+            (
+                config.broker_heartbeat_interval(),
+                config.broker_session_timeout()
+            ),
+            (Duration::from_millis(2000), Duration::from_millis(9000))
+        );
+        assert_eq!(config.default_replication_factor, 1);
+        assert_eq!(config.offsets_topic_replication_factor, 3);
+        assert_eq!(config.controller_raft_tick_ms, 100);
+    }
+
+    #[test]
+    fn cluster_keys_come_from_file_env_and_flags() {
+        let mut config = Config::parse(
+            "node_id = 2
+\
+             listen = \"127.0.0.1:9292\"\n\
+             kafka_listen = \"127.0.0.1:9392\"\n\
+             cluster_listen = \"127.0.0.1:9293\"\n\
+             controller_quorum_voters = \"1@127.0.0.1:9193,2@127.0.0.1:9293,3@127.0.0.1:9393\"\n\
+             broker_heartbeat_interval_ms = 500\n\
+             broker_session_timeout_ms = 3000\n\
+             offsets_topic_replication_factor = 2\n",
+        )
+        .expect("valid toml");
+        assert!(config.validate().is_ok(), "{:?}", config.validate());
+        assert!(config.is_voter());
+        assert_eq!(
+            config.cluster_listen_addr().expect("valid"),
+            Some("127.0.0.1:9293".parse().expect("literal"))
+        );
+        assert_eq!(config.quorum_voters().voters().len(), 3);
+        let described: BTreeMap<&str, String> = config.kafka_broker_configs().into_iter().collect();
+        assert_eq!(
+            described["controller.quorum.voters"],
+            "1@127.0.0.1:9193,2@127.0.0.1:9293,3@127.0.0.1:9393"
+        );
+        assert_eq!(described["broker.session.timeout.ms"], "3000");
+        assert_eq!(described["offsets.topic.replication.factor"], "2");
+        assert_eq!(described["node.id"], "2");
+
+        config
+            .apply_env(|name| match name {
+                "FJORD_BROKER_SESSION_TIMEOUT_MS" => Some("4000".into()),
+                "FJORD_CONTROLLER_RAFT_TICK_MS" => Some("50".into()),
+                "FJORD_CLUSTER_ADVERTISED_HOST" => Some("node-2.example".into()),
+                _ => None,
+            })
+            .expect("valid env");
+        assert_eq!(config.broker_session_timeout_ms, 4000);
+        assert_eq!(config.controller_raft_tick_ms, 50);
+        assert_eq!(
+            config.cluster_advertised_host().as_deref(),
+            Some("node-2.example")
+        );
+        let error = config
+            .apply_env(|name| {
+                (name == "FJORD_CONTROLLER_QUORUM_VOTERS").then(|| "1@a:1,1@b:1".to_owned())
+            })
+            .expect_err("duplicate id");
+        let text = error.to_string();
+        assert!(text.contains("FJORD_CONTROLLER_QUORUM_VOTERS"), "{text}");
+        assert!(text.contains("listed twice"), "{text}");
+
+        config.apply_cluster_flags(ClusterFlags {
+            cluster_listen: Some("127.0.0.1:9493".into()),
+            controller_quorum_voters: Some(
+                "1@127.0.0.1:9193,2@node-2.example:9493"
+                    .parse()
+                    .expect("valid"),
+            ),
+            broker_heartbeat_interval_ms: Some(100),
+            ..ClusterFlags::default()
+        });
+        assert_eq!(config.cluster_listen.as_deref(), Some("127.0.0.1:9493"));
+        assert_eq!(config.broker_heartbeat_interval_ms, 100);
+        assert!(
+            config.validate().is_ok(),
+            "listed at its advertised host: {:?}",
+            config.validate()
+        );
+        // A voters list in the file that does not parse names the key.
+        let error = Config::parse("controller_quorum_voters = \"1@a:0\"\n").expect_err("port 0");
+        assert!(error.contains("controller_quorum_voters"), "{error}");
+    }
+
+    #[test]
+    fn cluster_settings_that_cannot_work_are_refused() {
+        let three = "1@127.0.0.1:9193,2@127.0.0.1:9293,3@127.0.0.1:9393";
+        let valid = || Config {
+            node_id: 1,
+            listen: "127.0.0.1:9192".into(),
+            kafka_listen: "127.0.0.1:9092".into(),
+            cluster_listen: Some("127.0.0.1:9193".into()),
+            controller_quorum_voters: Some(three.parse().expect("valid")),
+            ..Config::default()
+        };
+        assert!(valid().validate().is_ok(), "{:?}", valid().validate());
+        // Listening on every interface, listed at a routable address.
+        let wildcard = Config {
+            cluster_listen: Some("0.0.0.0:9193".into()),
+            ..valid()
+        };
+        assert!(wildcard.validate().is_ok(), "{:?}", wildcard.validate());
+        // A learner: not among the voters, with its own cluster port.
+        let learner = Config {
+            node_id: 4,
+            cluster_listen: Some("127.0.0.1:9493".into()),
+            ..valid()
+        };
+        assert!(learner.validate().is_ok(), "{:?}", learner.validate());
+        assert!(!learner.is_voter());
+
+        type Breaks = fn(&mut Config);
+        let broken: [(Breaks, &str); 9] = [
+            (|c| c.cluster_listen = None, "needs cluster_listen"),
+            (
+                |c| c.cluster_listen = Some("127.0.0.1:9999".into()),
+                "lists this node (1) at 127.0.0.1:9193",
+            ),
+            (
+                |c| c.cluster_listen = Some("127.0.0.1:0".into()),
+                "lists this node (1)",
+            ),
+            (
+                |c| c.cluster_listen = Some("10.1.2.3:9193".into()),
+                "but its cluster_listen is \"10.1.2.3:9193\"",
+            ),
+            (
+                |c| c.cluster_listen = Some("nowhere".into()),
+                "cluster_listen",
+            ),
+            (
+                |c| c.kafka_listen = "127.0.0.1:9193".into(),
+                "also kafka_listen's address",
+            ),
+            (
+                |c| c.broker_session_timeout_ms = c.broker_heartbeat_interval_ms,
+                "must exceed broker_heartbeat_interval_ms",
+            ),
+            (|c| c.offsets_topic_replication_factor = 0, "at least 1"),
+            (|c| c.node_id = NODE_ID_MAX + 1, "int32"),
+        ];
+        for (breaks, says) in broken {
+            let mut config = valid();
+            breaks(&mut config);
+            let error = config.validate().expect_err(says).to_string();
+            assert!(error.contains(says), "{says:?} not in {error}");
+        }
+        // Without other nodes no cluster listener is needed, with or
+        // without the voters spelled out.
+        let alone = Config {
+            node_id: 3,
+            cluster_listen: None,
+            controller_quorum_voters: Some("3@127.0.0.1:9393".parse().expect("valid")),
+            ..valid()
+        };
+        assert!(alone.validate().is_ok(), "{:?}", alone.validate());
+    }
+
+    /// The example configs in `deploy/` are valid, and the three nodes'
+    /// files make one cluster: the same voters, each voter at its own
+    /// node's cluster_listen, distinct ids, ports and data dirs.
+    #[test]
+    fn the_example_configs_in_deploy_are_valid_and_agree() {
+        let single = Config::parse(include_str!("../../deploy/fjord.toml.example"))
+            .expect("fjord.toml.example parses");
+        single.validate().expect("fjord.toml.example is valid");
+        assert_eq!(single, Config::default(), "the example shows the defaults");
+        let nodes: Vec<Config> = [
+            include_str!("../../deploy/cluster/node1.toml"),
+            include_str!("../../deploy/cluster/node2.toml"),
+            include_str!("../../deploy/cluster/node3.toml"),
+        ]
+        .into_iter()
+        .map(|text| Config::parse(text).expect("node config parses"))
+        .collect();
+        for (i, node) in nodes.iter().enumerate() {
+            node.validate().expect("node config is valid");
+            assert_eq!(node.node_id, i as u32 + 1);
+            assert!(node.is_voter());
+            assert_eq!(node.quorum_voters(), nodes[0].quorum_voters());
+            let me = node
+                .quorum_voters()
+                .get(node.node_id)
+                .cloned()
+                .expect("listed");
+            assert_eq!(
+                Some(format!("{}:{}", me.host, me.port)),
+                node.cluster_listen
+            );
+        }
+        let distinct = |key: fn(&Config) -> String| {
+            let values: std::collections::BTreeSet<String> = nodes.iter().map(key).collect();
+            values.len() == nodes.len()
+        };
+        assert!(distinct(|c| c.listen.clone()));
+        assert!(distinct(|c| c.kafka_listen.clone()));
+        assert!(distinct(|c| c.data_dir.display().to_string()));
     }
 
     #[test]

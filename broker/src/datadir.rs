@@ -19,29 +19,50 @@ pub const LOCK_FILE: &str = "fjord.lock";
 pub const ADDR_FILE: &str = "broker.addr";
 /// The bound Kafka listener address, for tests and scripts.
 pub const KAFKA_ADDR_FILE: &str = "kafka.addr";
-/// The data dir's identity: `version=1` and `node.id=N` (Kafka's keys).
+/// The data dir's identity: `version=1`, `node.id=N` and, once the node
+/// has joined a cluster, `cluster.id=UUID` (Kafka's keys).
 pub const META_FILE: &str = "meta.properties";
+
+/// The node id the single-node releases before issue 13 defaulted to: a
+/// data dir they wrote as node 0 (and no cluster yet) is adopted by
+/// whatever node id opens it, so it opens unchanged under the new default
+/// (1). See [`DataDir::claim_for_node`].
+pub const LEGACY_NODE_ID: u32 = 0;
 
 /// The identity a data dir holds, as `meta.properties` spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetaProperties {
     pub node_id: u32,
+    /// The cluster whose metadata log this node follows; `None` until it
+    /// first learned it (and in files of releases before issue 13).
+    pub cluster_id: Option<[u8; 16]>,
+}
+
+/// A cluster id as `meta.properties` and messages spell it (uuid text).
+pub fn cluster_id_text(id: [u8; 16]) -> String {
+    uuid::Uuid::from_bytes(id).hyphenated().to_string()
 }
 
 impl MetaProperties {
     pub fn encode(&self) -> String {
-        format!(
+        let mut text = format!(
             "# Written by fjord when it first served this data dir; do not edit.\nversion=1\nnode.id={}\n",
             self.node_id
-        )
+        );
+        if let Some(id) = self.cluster_id {
+            text.push_str(&format!("cluster.id={}\n", cluster_id_text(id)));
+        }
+        text
     }
 
     /// Parses `key=value` lines (`#` comments and blank lines skipped);
-    /// `version` must be 1 and `node.id` present; unknown keys are kept
-    /// for later versions (issue 13 adds `cluster.id`) and ignored here.
+    /// `version` must be 1 and `node.id` present, `cluster.id` is optional
+    /// (uuid text); unknown keys are kept for later versions and ignored
+    /// here.
     pub fn decode(text: &str) -> Result<MetaProperties, String> {
         let mut version = None;
         let mut node_id = None;
+        let mut cluster_id = None;
         for line in text.lines().map(str::trim) {
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -58,6 +79,11 @@ impl MetaProperties {
                         .map_err(|e| format!("node.id {value:?}: {e}"))?;
                     node_id = Some(id);
                 }
+                "cluster.id" => {
+                    let id = uuid::Uuid::parse_str(value.trim())
+                        .map_err(|e| format!("cluster.id {value:?}: {e}"))?;
+                    cluster_id = Some(id.into_bytes());
+                }
                 _ => {}
             }
         }
@@ -67,7 +93,10 @@ impl MetaProperties {
             None => return Err("no version".to_owned()),
         }
         let node_id = node_id.ok_or("no node.id")?;
-        Ok(MetaProperties { node_id })
+        Ok(MetaProperties {
+            node_id,
+            cluster_id,
+        })
     }
 }
 
@@ -130,37 +159,79 @@ impl DataDir {
 
     /// Checks that this data dir is node `node_id`'s, recording it on
     /// first use (a data dir from before `meta.properties` existed is
-    /// claimed by the node that opens it). Blocking: startup only.
+    /// claimed by the node that opens it). A data dir the single-node
+    /// releases wrote as node [`LEGACY_NODE_ID`] that has joined no
+    /// cluster yet is adopted: rewritten as `node_id`'s, so it opens
+    /// unchanged under the new default node id. Blocking: startup only.
     pub fn claim_for_node(&self, node_id: u32) -> Result<(), BrokerError> {
+        match self.read_meta()? {
+            Some(meta) if meta.node_id == node_id => Ok(()),
+            Some(meta) if meta.node_id == LEGACY_NODE_ID && meta.cluster_id.is_none() => {
+                tracing::info!(
+                    data_dir = %self.path.display(),
+                    node_id,
+                    "adopting a single-node data dir written as node {LEGACY_NODE_ID}"
+                );
+                self.write_meta(&MetaProperties { node_id, ..meta })
+            }
+            Some(meta) => Err(BrokerError::DataDirOfAnotherNode {
+                path: self.path.clone(),
+                found: meta.node_id,
+                configured: node_id,
+            }),
+            None => self.write_meta(&MetaProperties {
+                node_id,
+                cluster_id: None,
+            }),
+        }
+    }
+
+    /// Checks that this data dir belongs to cluster `cluster_id` (the id
+    /// the metadata log starts with), recording it the first time; a data
+    /// dir of another cluster is refused, naming both ids. Call after
+    /// [`DataDir::claim_for_node`]. Blocking: startup only.
+    pub fn check_cluster(&self, cluster_id: [u8; 16]) -> Result<(), BrokerError> {
+        let path = self.path.join(META_FILE);
+        let Some(meta) = self.read_meta()? else {
+            return Err(BrokerError::MetaPropertiesInvalid {
+                path,
+                reason: "missing: the node id must be recorded before the cluster id".into(),
+            });
+        };
+        match meta.cluster_id {
+            Some(found) if found == cluster_id => Ok(()),
+            Some(found) => Err(BrokerError::DataDirOfAnotherCluster {
+                path: self.path.clone(),
+                found: cluster_id_text(found),
+                configured: cluster_id_text(cluster_id),
+            }),
+            None => self.write_meta(&MetaProperties {
+                cluster_id: Some(cluster_id),
+                ..meta
+            }),
+        }
+    }
+
+    /// The data dir's `meta.properties`; `None` if it has none yet.
+    pub fn meta(&self) -> Result<Option<MetaProperties>, BrokerError> {
+        self.read_meta()
+    }
+
+    fn read_meta(&self) -> Result<Option<MetaProperties>, BrokerError> {
         let path = self.path.join(META_FILE);
         match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let found = MetaProperties::decode(&text)
-                    .map_err(|reason| BrokerError::MetaPropertiesInvalid {
-                        path: path.clone(),
-                        reason,
-                    })?
-                    .node_id;
-                if found != node_id {
-                    return Err(BrokerError::DataDirOfAnotherNode {
-                        path: self.path.clone(),
-                        found,
-                        configured: node_id,
-                    });
-                }
-                Ok(())
-            }
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                let meta = MetaProperties { node_id };
-                crate::durable_file::write_atomically(&path, meta.encode().as_bytes()).map_err(
-                    |source| BrokerError::DataDirUnusable {
-                        path: path.clone(),
-                        source,
-                    },
-                )
-            }
+            Ok(text) => MetaProperties::decode(&text)
+                .map(Some)
+                .map_err(|reason| BrokerError::MetaPropertiesInvalid { path, reason }),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(BrokerError::DataDirUnusable { path, source }),
         }
+    }
+
+    fn write_meta(&self, meta: &MetaProperties) -> Result<(), BrokerError> {
+        let path = self.path.join(META_FILE);
+        crate::durable_file::write_atomically(&path, meta.encode().as_bytes())
+            .map_err(|source| BrokerError::DataDirUnusable { path, source })
     }
 
     pub fn path(&self) -> &Path {
@@ -201,6 +272,11 @@ impl DataDir {
 mod tests {
     use super::*;
 
+    const CLUSTER_A: [u8; 16] = [
+        10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+    ];
+    const CLUSTER_B: [u8; 16] = [7; 16];
+
     #[test]
     fn second_open_of_a_locked_dir_names_the_holder() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -240,19 +316,34 @@ mod tests {
 
     #[test]
     fn meta_properties_round_trip_and_refuse_what_they_cannot_read() {
-        let meta = MetaProperties { node_id: 7 };
+        let meta = MetaProperties {
+            node_id: 7,
+            cluster_id: None,
+        };
         assert_eq!(MetaProperties::decode(&meta.encode()), Ok(meta));
-        // Kafka's own file (other keys, other order) reads the same.
-        let kafka = "#Fri Dec 05\ncluster.id=abc\nnode.id=3\nversion=1\n";
+        let joined = MetaProperties {
+            node_id: 7,
+            cluster_id: Some(CLUSTER_A),
+        };
+        assert!(joined
+            .encode()
+            .contains("cluster.id=0a0b0c0d-0e0f-1011-1213-141516171819\n"));
+        assert_eq!(MetaProperties::decode(&joined.encode()), Ok(joined));
+        // Kafka's file layout (other keys, other order) reads the same.
+        let kafka = "#Fri Dec 05\nbroker.id=3\ncluster.id=0a0b0c0d-0e0f-1011-1213-141516171819\nnode.id=3\nversion=1\n";
         assert_eq!(
             MetaProperties::decode(kafka),
-            Ok(MetaProperties { node_id: 3 })
+            Ok(MetaProperties {
+                node_id: 3,
+                cluster_id: Some(CLUSTER_A)
+            })
         );
         for bad in [
             "version=1\n",
             "node.id=1\n",
             "version=2\nnode.id=1\n",
             "version=1\nnode.id=x\n",
+            "version=1\nnode.id=1\ncluster.id=not-a-uuid\n",
             "junk\n",
         ] {
             assert!(MetaProperties::decode(bad).is_err(), "{bad:?}");
@@ -278,5 +369,95 @@ mod tests {
             matches!(error, BrokerError::MetaPropertiesInvalid { .. }),
             "{error}"
         );
+    }
+
+    /// A data dir the single-node release wrote (node 0, no cluster) opens
+    /// as the configured node; once it has a cluster, or for any other
+    /// node id, a mismatch is refused as before.
+    #[test]
+    fn a_single_node_data_dir_of_node_0_is_adopted_until_it_joins_a_cluster() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            root.path().join(META_FILE),
+            "# Written by fjord when it first served this data dir; do not edit.\nversion=1\nnode.id=0\n",
+        )
+        .expect("write");
+        let dir = DataDir::open(root.path()).expect("open");
+        dir.claim_for_node(1).expect("adopted by the new default");
+        assert_eq!(
+            dir.meta().expect("readable"),
+            Some(MetaProperties {
+                node_id: 1,
+                cluster_id: None
+            })
+        );
+        let error = dir.claim_for_node(0).expect_err("now node 1's");
+        assert!(error.to_string().contains("belongs to node 1"), "{error}");
+
+        // Node 0 of a cluster is a node like any other.
+        std::fs::write(
+            root.path().join(META_FILE),
+            MetaProperties {
+                node_id: 0,
+                cluster_id: Some(CLUSTER_A),
+            }
+            .encode(),
+        )
+        .expect("write");
+        let error = dir.claim_for_node(1).expect_err("a cluster's node 0");
+        assert!(
+            matches!(
+                error,
+                BrokerError::DataDirOfAnotherNode {
+                    found: 0,
+                    configured: 1,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        dir.claim_for_node(0).expect("its own node");
+    }
+
+    #[test]
+    fn the_cluster_id_is_recorded_once_and_another_cluster_is_refused() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::open(root.path()).expect("open");
+        assert!(
+            matches!(
+                dir.check_cluster(CLUSTER_A),
+                Err(BrokerError::MetaPropertiesInvalid { .. })
+            ),
+            "the node id comes first"
+        );
+        dir.claim_for_node(3).expect("claims");
+        dir.check_cluster(CLUSTER_A).expect("recorded");
+        dir.check_cluster(CLUSTER_A).expect("same cluster");
+        dir.claim_for_node(3).expect("the node id is kept");
+        let text = std::fs::read_to_string(root.path().join(META_FILE)).expect("read");
+        assert!(text.contains("node.id=3\n"), "{text}");
+        assert!(
+            text.contains("cluster.id=0a0b0c0d-0e0f-1011-1213-141516171819\n"),
+            "{text}"
+        );
+        let error = dir.check_cluster(CLUSTER_B).expect_err("another cluster");
+        let message = error.to_string();
+        assert!(
+            message.contains("belongs to cluster 0a0b0c0d-0e0f-1011-1213-141516171819"),
+            "{message}"
+        );
+        assert!(
+            message.contains("of cluster 07070707-0707-0707-0707-070707070707"),
+            "{message}"
+        );
+        drop(dir);
+        // And after a restart.
+        let dir = DataDir::open(root.path()).expect("reopen");
+        dir.claim_for_node(3).expect("same node");
+        assert!(matches!(
+            dir.check_cluster(CLUSTER_B),
+            Err(BrokerError::DataDirOfAnotherCluster { .. })
+        ));
+        dir.check_cluster(CLUSTER_A).expect("its cluster");
     }
 }

@@ -46,6 +46,17 @@ pub enum BrokerError {
     /// The metadata log could not be opened or recovered.
     #[error("{0}")]
     MetadataLog(#[from] crate::controller::driver::QuorumError),
+    #[error(
+        "data dir {path} belongs to cluster {found} (its meta.properties), but this node's \
+         metadata log is of cluster {configured}; point --controller-quorum-voters at the \
+         voters of cluster {found}, or give this node an empty --data-dir to join cluster \
+         {configured}"
+    )]
+    DataDirOfAnotherCluster {
+        path: PathBuf,
+        found: String,
+        configured: String,
+    },
     #[error("{path} is not a valid meta.properties: {reason}; fix or restore it")]
     MetaPropertiesInvalid { path: PathBuf, reason: String },
     #[error(

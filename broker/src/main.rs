@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use fjord_broker::config::DataPathFlags;
+use fjord_broker::config::{ClusterFlags, DataPathFlags};
 use fjord_broker::{server, Config, Overrides};
 use tracing_subscriber::EnvFilter;
 
@@ -22,6 +22,10 @@ enum Command {
     /// Run a broker. Settings: defaults, then the --config file, then
     /// FJORD_* variables, then flags. On success the address is printed as
     /// `fjord: listening on HOST:PORT` and written to <data-dir>/broker.addr.
+    /// Without --controller-quorum-voters the node is a one-node cluster
+    /// (node 1 unless --node-id, a quorum of itself); with it, one of the
+    /// cluster's nodes (`--node-id N --cluster-listen HOST:PORT
+    /// --controller-quorum-voters 1@HOST:PORT,2@HOST:PORT,3@HOST:PORT`).
     Start(Box<StartArgs>),
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
@@ -79,7 +83,7 @@ struct StartArgs {
     /// Number of shards [default: number of CPUs].
     #[arg(long, env = "FJORD_SHARDS")]
     shards: Option<usize>,
-    /// This broker's node id [default: 0].
+    /// This node's id in the cluster [default: 1].
     #[arg(long, env = "FJORD_NODE_ID")]
     node_id: Option<u32>,
     /// Host advertised in Metadata [default: the listen host].
@@ -117,6 +121,8 @@ struct StartArgs {
     io_memory_bytes: Option<usize>,
     #[command(flatten)]
     data_path: DataPathFlags,
+    #[command(flatten)]
+    cluster: ClusterFlags,
 }
 
 /// A panic anywhere in the broker ends the process, in every build: a
@@ -231,6 +237,7 @@ fn start(args: StartArgs) -> ExitCode {
         idle_timeout_ms: args.idle_timeout_ms,
         io_memory_bytes: args.io_memory_bytes,
         data_path: args.data_path,
+        cluster: args.cluster,
     };
     let result = Config::load(args.config.as_deref(), overrides).and_then(server::run);
     match result {

@@ -24,7 +24,9 @@ use crate::engine::{BrokerView, EngineLimits};
 use crate::error::BrokerError;
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::mesh_ends;
-use crate::metadata::image::{BrokerEndpoints, MetadataImage, PartitionImage, TopicId, TopicImage};
+use crate::metadata::image::{
+    BrokerEndpoints, Endpoint, MetadataImage, PartitionImage, TopicId, TopicImage,
+};
 use crate::metadata::registry::TopicRegistry;
 use crate::shard::{self, ShardBoot, ShardEvent, ShardSpec};
 use crate::signals::Signals;
@@ -54,7 +56,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     let data_dir = DataDir::open(&config.data_dir)?;
     data_dir.claim_for_node(config.node_id)?;
     let node = NodeId(config.node_id);
-    let cluster = cluster_config(&config, &data_dir, shard_count);
+    let cluster = cluster_config(&config, &data_dir, shard_count)?;
     // The metadata log as on disk: what this node knew was committed.
     let recovered = crate::controller::driver::recover(&cluster)?;
     let (image, bootstrap) = if recovered.image.cluster_id().is_some() {
@@ -491,35 +493,56 @@ fn retire_legacy_registry(data_dir: &DataDir) {
 
 /// The controller's settings from this node's configuration. The
 /// endpoints are filled in on shard 0 once the listeners are bound.
-fn cluster_config(config: &Config, data_dir: &DataDir, shard_count: u16) -> ClusterConfig {
+fn cluster_config(
+    config: &Config,
+    data_dir: &DataDir,
+    shard_count: u16,
+) -> Result<ClusterConfig, BrokerError> {
     let node = NodeId(config.node_id);
-    ClusterConfig {
+    let voters: Vec<Voter> = config
+        .quorum_voters()
+        .voters()
+        .iter()
+        .map(|v| Voter {
+            node: NodeId(v.node),
+            host: v.host.clone(),
+            port: v.port,
+        })
+        .collect();
+    let cluster_listen = config
+        .cluster_listen_addr()?
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    Ok(ClusterConfig {
         node,
-        voters: vec![Voter {
-            node,
-            host: "127.0.0.1".to_owned(),
-            port: 0,
-        }],
-        cluster_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        dir: data_dir.path().join(METADATA_LOG_DIR),
-        endpoints: BrokerEndpoints::default(),
-        shards: shard_count,
-        rack: None,
-        heartbeat_interval_ms: 2_000,
-        raft_tick_ms: 100,
         controller: ControllerConfig {
             base: config.base_log_config(),
-            voters: vec![node],
+            voters: voters.iter().map(|v| v.node).collect(),
             defaults: TopicConfig::from_log_config(&config.base_log_config()),
             default_partitions: config.default_partitions,
-            default_replication_factor: 1,
+            default_replication_factor: config.default_replication_factor,
             offsets_partitions: config.offsets_topic_partitions,
-            offsets_replication_factor: 3,
+            offsets_replication_factor: config.offsets_topic_replication_factor,
             partitions_max: config.partitions_max,
-            session_timeout_ms: 9_000,
+            session_timeout_ms: config.broker_session_timeout_ms,
             producer_id_block_size: PRODUCER_ID_BLOCK_SIZE,
         },
-    }
+        voters,
+        cluster_listen,
+        dir: data_dir.path().join(METADATA_LOG_DIR),
+        endpoints: BrokerEndpoints {
+            cluster: config.cluster_listen_addr()?.map(|addr| Endpoint {
+                host: config
+                    .cluster_advertised_host()
+                    .unwrap_or_else(|| addr.ip().to_string()),
+                port: addr.port(),
+            }),
+            ..BrokerEndpoints::default()
+        },
+        shards: shard_count,
+        rack: None,
+        heartbeat_interval_ms: config.broker_heartbeat_interval_ms,
+        raft_tick_ms: config.controller_raft_tick_ms,
+    })
 }
 
 /// The metadata log's directory in the data dir (KRaft's name).

@@ -427,10 +427,7 @@ fn endpoints(view: &BrokerView, cluster: &ClusterConfig) -> BrokerEndpoints {
             host: view.kafka_host.clone(),
             port: view.kafka_port,
         }),
-        cluster: Some(Endpoint {
-            host: cluster.cluster_listen.ip().to_string(),
-            port: cluster.cluster_listen.port(),
-        }),
+        cluster: cluster.endpoints.cluster.clone(),
     }
 }
 

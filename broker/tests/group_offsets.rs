@@ -86,7 +86,7 @@ fn committed_offsets_survive_sigkill_and_are_served_from_every_shard() {
     for (i, group) in groups.iter().enumerate() {
         let coordinator = c.find_coordinator(group).expect("find coordinator");
         assert_eq!(coordinator.error, ErrorCode::None);
-        assert_eq!(coordinator.node_id, 0);
+        assert_eq!(coordinator.node_id, 1, "the default node id");
         assert!(coordinator.shard < 2);
         assert_ne!(coordinator.shard_port, 0);
         shards_used.insert(coordinator.shard);

@@ -174,7 +174,7 @@ fn rdkafka_describes_and_alters_topic_and_broker_configs() {
         kafka,
         &[
             ResourceSpecifier::Topic("configs"),
-            ResourceSpecifier::Broker(0),
+            ResourceSpecifier::Broker(1),
         ],
     );
     let topic = entries(&described[0]);
@@ -337,7 +337,7 @@ fn describe_request(topic: &str, keys: Option<&[&str]>) -> DescribeConfigsReques
     request.resources.push(resource);
     let mut resource = DescribeConfigsResource::default();
     resource.resource_type = BROKER;
-    resource.resource_name = StrBytes::from_static_str("0");
+    resource.resource_name = StrBytes::from_static_str("1");
     request.resources.push(resource);
     request
 }
@@ -614,7 +614,7 @@ fn raw_admin_round_trips_at_every_served_version() {
         ),
         (
             BROKER,
-            "0",
+            "1",
             [("num.partitions", 0, Some("5"))],
             INVALID_REQUEST,
         ),
@@ -648,7 +648,7 @@ fn raw_admin_round_trips_at_every_served_version() {
     // CreatePartitions 0-3: one more partition per version.
     for version in 0..=3i16 {
         let count = 2 + i32::from(version);
-        let assignments = (version == 3).then(|| vec![vec![0]]);
+        let assignments = (version == 3).then(|| vec![vec![1]]);
         let grown: CreatePartitionsResponse = call(
             &mut stream,
             ApiKey::CreatePartitions,
@@ -699,10 +699,10 @@ fn raw_admin_round_trips_at_every_served_version() {
             meta.cluster_id,
             "v{version}"
         );
-        assert_eq!(described.controller_id, BrokerId(0));
+        assert_eq!(described.controller_id, BrokerId(1));
         assert_eq!(described.cluster_authorized_operations, i32::MIN);
         assert_eq!(described.brokers.len(), 1);
-        assert_eq!(described.brokers[0].broker_id, BrokerId(0));
+        assert_eq!(described.brokers[0].broker_id, BrokerId(1));
         assert_eq!(described.brokers[0].host, meta.brokers[0].host);
         assert_eq!(described.brokers[0].port, i32::from(kafka.port()));
     }
@@ -846,9 +846,9 @@ fn metadata_reports_topic_ids_that_survive_a_restart() {
                     assert_eq!(t.partitions.len(), 2, "{name}");
                 }
                 for p in &t.partitions {
-                    assert_eq!(p.leader_id, BrokerId(0));
-                    assert_eq!(p.replica_nodes, vec![BrokerId(0)]);
-                    assert_eq!(p.isr_nodes, vec![BrokerId(0)]);
+                    assert_eq!(p.leader_id, BrokerId(1));
+                    assert_eq!(p.replica_nodes, vec![BrokerId(1)]);
+                    assert_eq!(p.isr_nodes, vec![BrokerId(1)]);
                     assert_eq!(p.leader_epoch, 0);
                 }
                 (name, t.topic_id)

@@ -22,6 +22,7 @@ use fjord_schema::{wire, CorrelationId, ErrorCode, ProducerEpoch, ProducerId, Se
 use flatbuffers::FlatBufferBuilder;
 use tempfile::TempDir;
 
+pub mod cluster;
 pub mod kafka;
 pub mod pressure;
 pub mod script;

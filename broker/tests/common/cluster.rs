@@ -1,0 +1,511 @@
+//! Test harness for real-process clusters: `Cluster::start(3)` runs three
+//! `fjord start` processes on 127.0.0.1 (node ids 1..=n, fixed ports picked
+//! free below the ephemeral range so a restarted node gets its own back),
+//! each with its own data dir and log under one temporary directory, all
+//! voters of the metadata quorum. It reads the cluster's state with the
+//! real CLI, `fjord cluster status --json`, and kills (SIGKILL),
+//! terminates (SIGTERM) and restarts nodes.
+//!
+//! Heartbeats every 200 ms and a 1.5 s session keep fencing quick. No
+//! timing assertions: every wait is a bounded poll for an outcome
+//! ([`CLUSTER_WAIT`]) that fails with the last state seen and the nodes'
+//! logs.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tempfile::TempDir;
+
+/// Bound of one wait for the cluster to reach a state (serving, a new
+/// controller, a node fenced or back). Generous for a loaded CI machine;
+/// a healthy cluster gets there in a few seconds.
+pub const CLUSTER_WAIT: Duration = Duration::from_secs(30);
+
+/// Bound of one `fjord` CLI call.
+const CLI_WAIT: Duration = Duration::from_secs(20);
+
+/// `broker_heartbeat_interval_ms` / `broker_session_timeout_ms` of the
+/// test nodes: a killed node is fenced 1.5 s after its last heartbeat.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 200;
+pub const SESSION_TIMEOUT_MS: u64 = 1500;
+
+/// Shards per node: three nodes share the test machine's cores.
+pub const SHARDS: u16 = 1;
+
+/// Small segment preparation (as the single-node harness), quick
+/// heartbeats and fencing.
+fn env() -> Vec<(&'static str, String)> {
+    vec![
+        ("FJORD_LOG_PREPARE_STEP_BYTES", "262144".into()),
+        ("FJORD_LOG_PREPARE_AHEAD_BYTES", "524288".into()),
+        (
+            "FJORD_BROKER_HEARTBEAT_INTERVAL_MS",
+            HEARTBEAT_INTERVAL_MS.to_string(),
+        ),
+        (
+            "FJORD_BROKER_SESSION_TIMEOUT_MS",
+            SESSION_TIMEOUT_MS.to_string(),
+        ),
+        ("FJORD_LOG", "info".into()),
+    ]
+}
+
+/// `fjord cluster status --json`, as the CLI prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Status {
+    /// The active controller; `None` (null, or a negative id) while there
+    /// is none.
+    pub controller: Option<i64>,
+    pub metadata_log: LogPosition,
+    pub nodes: Vec<NodeStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LogPosition {
+    pub applied: u64,
+    pub committed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NodeStatus {
+    pub node: u32,
+    pub native: String,
+    pub kafka: Option<String>,
+    pub fenced: bool,
+    /// Partitions this node leads (all topics, `__consumer_offsets` too).
+    pub leaders: u32,
+}
+
+impl Status {
+    pub fn controller(&self) -> Option<u32> {
+        self.controller
+            .filter(|&id| id >= 0)
+            .and_then(|id| u32::try_from(id).ok())
+    }
+
+    pub fn node(&self, id: u32) -> Option<&NodeStatus> {
+        self.nodes.iter().find(|n| n.node == id)
+    }
+
+    /// Registered and not fenced.
+    pub fn unfenced(&self, id: u32) -> bool {
+        self.node(id).is_some_and(|n| !n.fenced)
+    }
+
+    /// Registered and fenced.
+    pub fn fenced(&self, id: u32) -> bool {
+        self.node(id).is_some_and(|n| n.fenced)
+    }
+}
+
+/// One node: its ports (fixed for its life, restarts included) and
+/// process.
+pub struct Node {
+    pub id: u32,
+    pub native: SocketAddr,
+    pub kafka: SocketAddr,
+    pub cluster: SocketAddr,
+    dir: PathBuf,
+    child: Option<Child>,
+    /// Length of the log when the current process was spawned.
+    log_start: u64,
+}
+
+impl Node {
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("fjord.log")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// What the current (or last) process logged.
+    fn latest_logs(&self) -> String {
+        let logs = self.logs();
+        logs.get(self.log_start as usize..)
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub fn running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+}
+
+pub struct Cluster {
+    pub root: TempDir,
+    pub nodes: Vec<Node>,
+    /// `--controller-quorum-voters` of every node.
+    pub voters: String,
+}
+
+impl Cluster {
+    /// Starts `count` nodes (ids 1..=count, all voters) and waits until
+    /// every one is registered and unfenced and a controller is active.
+    pub fn start(count: u32) -> Cluster {
+        let began = Instant::now();
+        let mut cluster = Cluster::prepare(count);
+        for id in 1..=count {
+            cluster.restart(id);
+        }
+        cluster.wait_ready();
+        // Not asserted: a figure for docs/BENCHMARKS.md (debug build).
+        println!(
+            "cluster of {count} nodes serving {} ms after the first spawn",
+            began.elapsed().as_millis()
+        );
+        cluster
+    }
+
+    /// The nodes' ports and directories, no process started yet (start
+    /// each with [`Cluster::restart`]).
+    pub fn prepare(count: u32) -> Cluster {
+        let root = tempfile::Builder::new()
+            .prefix("fjord-cluster")
+            .tempdir_in(std::env::temp_dir())
+            .expect("tempdir");
+        let mut taken = BTreeSet::new();
+        let nodes: Vec<Node> = (1..=count)
+            .map(|id| {
+                // The native port and the shard ports right above it.
+                let native = free_port(&mut taken, 1 + SHARDS);
+                let kafka = free_port(&mut taken, 1);
+                let cluster = free_port(&mut taken, 1);
+                let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
+                let dir = root.path().join(format!("node{id}"));
+                std::fs::create_dir_all(&dir).expect("node dir");
+                Node {
+                    id,
+                    native: addr(native),
+                    kafka: addr(kafka),
+                    cluster: addr(cluster),
+                    dir,
+                    child: None,
+                    log_start: 0,
+                }
+            })
+            .collect();
+        let voters = nodes
+            .iter()
+            .map(|n| format!("{}@{}", n.id, n.cluster))
+            .collect::<Vec<_>>()
+            .join(",");
+        Cluster {
+            root,
+            nodes,
+            voters,
+        }
+    }
+
+    pub fn node(&self, id: u32) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    fn node_mut(&mut self, id: u32) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    pub fn ids(&self) -> Vec<u32> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// The nodes whose process runs.
+    pub fn live(&mut self) -> Vec<u32> {
+        self.nodes
+            .iter_mut()
+            .filter_map(|n| n.running().then_some(n.id))
+            .collect()
+    }
+
+    fn spawn(&mut self, id: u32) {
+        let voters = self.voters.clone();
+        let node = self.node_mut(id);
+        assert!(node.child.is_none(), "node {id} already runs");
+        // A killed node leaves its address files behind.
+        let _ = std::fs::remove_file(node.data_dir().join("broker.addr"));
+        let _ = std::fs::remove_file(node.data_dir().join("kafka.addr"));
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(node.log_path())
+            .expect("log file");
+        node.log_start = log.metadata().expect("log metadata").len();
+        let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .arg("start")
+            .args(["--node-id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(node.data_dir())
+            .args(["--listen", &node.native.to_string()])
+            .args(["--kafka-listen", &node.kafka.to_string()])
+            .args(["--cluster-listen", &node.cluster.to_string()])
+            .args(["--controller-quorum-voters", &voters])
+            .args(["--shards", &SHARDS.to_string()])
+            .envs(env())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn fjord");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL `id` and reap it.
+    pub fn kill(&mut self, id: u32) {
+        let node = self.node_mut(id);
+        let mut child = node
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {id} is not running"));
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+    }
+
+    /// SIGTERM `id` (controlled shutdown) and wait for it to exit.
+    pub fn terminate(&mut self, id: u32) -> ExitStatus {
+        let node = self.node_mut(id);
+        let mut child = node
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {id} is not running"));
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill failed");
+        let deadline = Instant::now() + CLUSTER_WAIT;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "node {id} did not exit within {CLUSTER_WAIT:?} of SIGTERM; its log:\n{}",
+                    self.node(id).logs()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts `id` (again, after `kill` or `terminate`) on its data dir
+    /// and ports; does not wait for it to serve (see
+    /// [`Cluster::wait_ready`]).
+    pub fn restart(&mut self, id: u32) {
+        self.spawn(id);
+    }
+
+    /// Runs the `fjord` CLI with `args`, bounded by a deadline.
+    pub fn fjord(&self, args: &[&str]) -> Result<Output, String> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fjord"));
+        command.args(args).env_remove("FJORD_BROKERS");
+        run_bounded(command, self.root.path(), CLI_WAIT)
+    }
+
+    /// `fjord cluster status --json` asked of node `via`.
+    pub fn status(&self, via: u32) -> Result<Status, String> {
+        let brokers = self.node(via).native.to_string();
+        let out = self.fjord(&["cluster", "status", "--brokers", &brokers, "--json"])?;
+        if !out.status.success() {
+            return Err(format!(
+                "fjord cluster status via node {via}: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.trim()).map_err(|e| format!("status {text:?}: {e}"))
+    }
+
+    /// Polls the status of the live nodes (each in turn) until `done`
+    /// holds for one of them; returns that status. Fails after
+    /// [`CLUSTER_WAIT`], or at once when a node that should run exited,
+    /// with the last answers and every node's log.
+    pub fn wait_status(&mut self, what: &str, done: impl Fn(&Status) -> bool) -> Status {
+        let expected_live = self.live();
+        let deadline = Instant::now() + CLUSTER_WAIT;
+        let mut last: Vec<String> = Vec::new();
+        loop {
+            for &id in &expected_live {
+                if self.node_mut(id).running() {
+                    continue;
+                }
+                // A pinned port may be held for a moment by another
+                // process's connection while the node was down: try again.
+                let logs = self.node(id).latest_logs();
+                if logs.contains("already in use") && Instant::now() < deadline {
+                    self.node_mut(id).child = None;
+                    thread::sleep(Duration::from_millis(200));
+                    self.spawn(id);
+                    continue;
+                }
+                self.fail(&format!(
+                    "waiting for {what}: node {id} exited; last answers: {last:#?}"
+                ));
+            }
+            for id in &expected_live {
+                match self.status(*id) {
+                    Ok(status) if done(&status) => return status,
+                    Ok(status) => remember(&mut last, format!("node {id}: {status:?}")),
+                    Err(error) => remember(&mut last, format!("node {id}: {error}")),
+                }
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!(
+                    "no {what} within {CLUSTER_WAIT:?}; last answers: {last:#?}"
+                ));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every running node is registered and unfenced and a
+    /// live voter is the controller.
+    pub fn wait_ready(&mut self) -> Status {
+        let live = self.live();
+        self.wait_status(&format!("cluster of nodes {live:?} serving"), |s| {
+            s.controller().is_some_and(|c| live.contains(&c))
+                && live.iter().all(|&id| s.unfenced(id))
+        })
+    }
+
+    /// The active controller (a live node's answer).
+    pub fn controller(&mut self) -> u32 {
+        let live = self.live();
+        let status = self.wait_status("an active controller", |s| {
+            s.controller().is_some_and(|c| live.contains(&c))
+        });
+        status.controller().expect("checked")
+    }
+
+    /// Panics with `message` and the end of every node's log.
+    pub fn fail(&self, message: &str) -> ! {
+        let mut text = format!("{message}\n");
+        for node in &self.nodes {
+            let logs = node.logs();
+            let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+            text.push_str(&format!(
+                "\n---- node {} log (last 60 lines) ----\n",
+                node.id
+            ));
+            for line in tail.into_iter().rev() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        panic!("{text}");
+    }
+
+    /// Runs `command` (a client script) until it exits or `seconds_max`
+    /// pass; panics with its output and the nodes' logs unless it exited 0.
+    pub fn run_script(&self, command: Command, label: &str, seconds_max: u64) {
+        match run_bounded(command, self.root.path(), Duration::from_secs(seconds_max)) {
+            Ok(out) if out.status.success() => {
+                println!("{}", String::from_utf8_lossy(&out.stdout));
+            }
+            Ok(out) => self.fail(&format!(
+                "{label} exited with {}; its output:\n{}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )),
+            Err(error) => self.fail(&format!("{label}: {error}")),
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Keeps the last few distinct answers for a failure message.
+fn remember(last: &mut Vec<String>, answer: String) {
+    if last.last() != Some(&answer) {
+        last.push(answer);
+    }
+    if last.len() > 6 {
+        last.remove(0);
+    }
+}
+
+/// A port with `span - 1` free ports right after it, in 20000..32000
+/// (below Linux's ephemeral range, so no outgoing connection takes it
+/// while its node restarts), none of them in `taken`.
+fn free_port(taken: &mut BTreeSet<u16>, span: u16) -> u16 {
+    let seed = u64::from(std::process::id()) * 7919
+        + u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .subsec_nanos(),
+        );
+    let port = (0..2000u64)
+        .map(|i| 20_000 + ((seed + i * 104_729) % 11_900) as u16)
+        .find(|&port| {
+            (port..port + span).all(|p| !taken.contains(&p))
+                && (port..port + span).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        })
+        .expect("free ports in 20000..32000");
+    taken.extend(port..port + span);
+    port
+}
+
+/// Runs `command` with its output in files under `dir`, killing it after
+/// `limit`.
+fn run_bounded(mut command: Command, dir: &Path, limit: Duration) -> Result<Output, String> {
+    let out_file = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
+    let err_file = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(out_file.reopen().map_err(|e| e.to_string())?)
+        .stderr(err_file.reopen().map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| format!("spawn {command:?}: {e}"))?;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{command:?} still running after {limit:?}, killed; its output: {}{}",
+                std::fs::read_to_string(out_file.path()).unwrap_or_default(),
+                std::fs::read_to_string(err_file.path()).unwrap_or_default()
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output {
+        status,
+        stdout: std::fs::read(out_file.path()).map_err(|e| e.to_string())?,
+        stderr: std::fs::read(err_file.path()).map_err(|e| e.to_string())?,
+    })
+}
