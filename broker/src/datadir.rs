@@ -108,6 +108,57 @@ pub struct DataDir {
     _lock: File,
 }
 
+/// A locked data dir's `meta.properties` (see [`DataDir::meta_file`]).
+#[derive(Debug, Clone)]
+pub struct MetaFile {
+    dir: PathBuf,
+}
+
+impl MetaFile {
+    /// Checks that this data dir belongs to cluster `cluster_id` (the id
+    /// the metadata log starts with), recording it the first time; a data
+    /// dir of another cluster is refused, naming both ids. Call after
+    /// [`DataDir::claim_for_node`]. Blocking: once, when the id is known.
+    pub fn check_cluster(&self, cluster_id: [u8; 16]) -> Result<(), BrokerError> {
+        let path = self.dir.join(META_FILE);
+        let Some(meta) = self.read()? else {
+            return Err(BrokerError::MetaPropertiesInvalid {
+                path,
+                reason: "missing: the node id must be recorded before the cluster id".into(),
+            });
+        };
+        match meta.cluster_id {
+            Some(found) if found == cluster_id => Ok(()),
+            Some(found) => Err(BrokerError::DataDirOfAnotherCluster {
+                path: self.dir.clone(),
+                found: cluster_id_text(found),
+                configured: cluster_id_text(cluster_id),
+            }),
+            None => self.write(&MetaProperties {
+                cluster_id: Some(cluster_id),
+                ..meta
+            }),
+        }
+    }
+
+    fn read(&self) -> Result<Option<MetaProperties>, BrokerError> {
+        let path = self.dir.join(META_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => MetaProperties::decode(&text)
+                .map(Some)
+                .map_err(|reason| BrokerError::MetaPropertiesInvalid { path, reason }),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(BrokerError::DataDirUnusable { path, source }),
+        }
+    }
+
+    fn write(&self, meta: &MetaProperties) -> Result<(), BrokerError> {
+        let path = self.dir.join(META_FILE);
+        crate::durable_file::write_atomically(&path, meta.encode().as_bytes())
+            .map_err(|source| BrokerError::DataDirUnusable { path, source })
+    }
+}
+
 impl DataDir {
     /// Creates `path` if needed, checks it is writable and takes the lock.
     pub fn open(path: &Path) -> Result<DataDir, BrokerError> {
@@ -186,30 +237,10 @@ impl DataDir {
         }
     }
 
-    /// Checks that this data dir belongs to cluster `cluster_id` (the id
-    /// the metadata log starts with), recording it the first time; a data
-    /// dir of another cluster is refused, naming both ids. Call after
-    /// [`DataDir::claim_for_node`]. Blocking: startup only.
+    /// Checks that this data dir belongs to cluster `cluster_id`; see
+    /// [`MetaFile::check_cluster`].
     pub fn check_cluster(&self, cluster_id: [u8; 16]) -> Result<(), BrokerError> {
-        let path = self.path.join(META_FILE);
-        let Some(meta) = self.read_meta()? else {
-            return Err(BrokerError::MetaPropertiesInvalid {
-                path,
-                reason: "missing: the node id must be recorded before the cluster id".into(),
-            });
-        };
-        match meta.cluster_id {
-            Some(found) if found == cluster_id => Ok(()),
-            Some(found) => Err(BrokerError::DataDirOfAnotherCluster {
-                path: self.path.clone(),
-                found: cluster_id_text(found),
-                configured: cluster_id_text(cluster_id),
-            }),
-            None => self.write_meta(&MetaProperties {
-                cluster_id: Some(cluster_id),
-                ..meta
-            }),
-        }
+        self.meta_file().check_cluster(cluster_id)
     }
 
     /// The data dir's `meta.properties`; `None` if it has none yet.
@@ -217,21 +248,20 @@ impl DataDir {
         self.read_meta()
     }
 
-    fn read_meta(&self) -> Result<Option<MetaProperties>, BrokerError> {
-        let path = self.path.join(META_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => MetaProperties::decode(&text)
-                .map(Some)
-                .map_err(|reason| BrokerError::MetaPropertiesInvalid { path, reason }),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(BrokerError::DataDirUnusable { path, source }),
+    /// This data dir's `meta.properties`, to check from a shard (the
+    /// lock stays with the main thread's `DataDir`).
+    pub fn meta_file(&self) -> MetaFile {
+        MetaFile {
+            dir: self.path.clone(),
         }
     }
 
+    fn read_meta(&self) -> Result<Option<MetaProperties>, BrokerError> {
+        self.meta_file().read()
+    }
+
     fn write_meta(&self, meta: &MetaProperties) -> Result<(), BrokerError> {
-        let path = self.path.join(META_FILE);
-        crate::durable_file::write_atomically(&path, meta.encode().as_bytes())
-            .map_err(|source| BrokerError::DataDirUnusable { path, source })
+        self.meta_file().write(meta)
     }
 
     pub fn path(&self) -> &Path {

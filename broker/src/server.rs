@@ -28,7 +28,7 @@ use crate::metadata::image::{
     BrokerEndpoints, Endpoint, MetadataImage, PartitionImage, TopicId, TopicImage,
 };
 use crate::metadata::registry::TopicRegistry;
-use crate::shard::{self, ShardBoot, ShardEvent, ShardSpec};
+use crate::shard::{self, ControllerBoot, ShardBoot, ShardEvent, ShardSpec};
 use crate::signals::Signals;
 use crate::topic::{TopicConfig, TopicError};
 
@@ -91,7 +91,12 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     )?;
     let catalog = Arc::new(registry.catalog());
     let mut registry = Some(registry);
-    let mut controller = Some((cluster, recovered, bootstrap));
+    let mut controller = Some(ControllerBoot {
+        cluster,
+        recovered,
+        bootstrap,
+        meta: data_dir.meta_file(),
+    });
     let serving = Arc::new(AtomicBool::new(false));
     let mut meshes: Vec<_> = if shards > 1 {
         mesh_ends(shards, config.mesh_channel_capacity)

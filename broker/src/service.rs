@@ -27,7 +27,8 @@ use crate::controller::driver::{
     ClusterConfig, ControllerHandle, ControllerUnavailable, QuorumError, Recovered,
 };
 use crate::controller::records::MetadataRecord;
-use crate::error::{Joined, PartitionsError, ShardUnavailable, TopicOpError};
+use crate::datadir::MetaFile;
+use crate::error::{BrokerError, Joined, PartitionsError, ShardUnavailable, TopicOpError};
 use crate::group::host::{GroupHost, GroupShard, OffsetsWriteError};
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::{Mesh, OpHandler};
@@ -598,24 +599,37 @@ impl ShardService {
 
     /// Shard 0: waits until this broker is registered, unfenced, and has
     /// applied the metadata log at least as far as its registration (its
-    /// catalog is the cluster's). Returns false when `stop` ends the wait.
-    pub async fn wait_unfenced(&self, stop: &std::sync::atomic::AtomicBool) -> bool {
+    /// catalog is the cluster's). Once the log names its cluster, `meta`
+    /// must agree (a data dir of another cluster is an error). Returns
+    /// false when `stop` ends the wait.
+    pub async fn wait_unfenced(
+        &self,
+        stop: &std::sync::atomic::AtomicBool,
+        meta: &MetaFile,
+    ) -> Result<bool, BrokerError> {
         let Ok(admin) = self.admin() else {
-            return true;
+            return Ok(true);
         };
         let Some(controller) = admin.controller.get() else {
-            return true;
+            return Ok(true);
         };
         let mut last_log = std::time::Instant::now();
+        let mut cluster_checked = false;
         loop {
-            if controller.unfenced() {
+            if !cluster_checked {
+                if let Some(id) = controller.image().cluster_id() {
+                    meta.check_cluster(id)?;
+                    cluster_checked = true;
+                }
+            }
+            if cluster_checked && controller.unfenced() {
                 let applied = controller.quorum_view().applied_index;
                 if admin.published.get() >= applied {
-                    return true;
+                    return Ok(true);
                 }
             }
             if stop.load(std::sync::atomic::Ordering::Acquire) {
-                return false;
+                return Ok(false);
             }
             if last_log.elapsed() >= UNFENCE_WAIT_LOG_INTERVAL {
                 last_log = std::time::Instant::now();

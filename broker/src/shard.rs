@@ -25,6 +25,7 @@ use glommio::{ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, Shar
 use crate::connection_limits::{Admitted, ConnectionTable, Listener};
 use crate::controller::driver::{ClusterConfig, Recovered};
 use crate::controller::records::MetadataRecord;
+use crate::datadir::MetaFile;
 use crate::engine::{BrokerView, Engine, EngineLimits};
 use crate::error::BrokerError;
 use crate::group::coordinator::GroupConfig;
@@ -95,12 +96,24 @@ pub struct ShardBoot {
     pub catalog: Arc<Catalog>,
     /// For shard 0: the controller's settings, the metadata log as
     /// recovered from disk, and the records an empty log starts with.
-    pub controller: Option<(ClusterConfig, Recovered, Vec<MetadataRecord>)>,
+    pub controller: Option<ControllerBoot>,
     /// Set by shard 0 once this broker is registered, unfenced and caught
     /// up; every shard serves clients only then.
     pub serving: Arc<AtomicBool>,
     /// Shards done draining connections (shutdown barrier).
     pub drained: Arc<AtomicUsize>,
+}
+
+/// What shard 0 starts the controller with.
+#[derive(Debug)]
+pub struct ControllerBoot {
+    pub cluster: ClusterConfig,
+    /// The metadata log as recovered from disk.
+    pub recovered: Recovered,
+    /// The records an empty log starts with (see `controller::import`).
+    pub bootstrap: Vec<MetadataRecord>,
+    /// Where the cluster id is recorded once known.
+    pub meta: MetaFile,
 }
 
 /// The `Exited` reason of a shard whose executor could not be created; the
@@ -372,7 +385,12 @@ async fn run(
     // Serve only as a member of the cluster: registered, unfenced, and
     // with the catalog caught up to the metadata log.
     let joined = match boot.controller {
-        Some((mut cluster, recovered, bootstrap)) => {
+        Some(ControllerBoot {
+            mut cluster,
+            recovered,
+            bootstrap,
+            meta,
+        }) => {
             cluster.endpoints = endpoints(&view, &cluster);
             service
                 .start_controller(cluster, recovered, bootstrap)
@@ -380,7 +398,7 @@ async fn run(
                     shard: usize::from(shard.get()),
                     reason: e.to_string(),
                 })?;
-            let joined = service.wait_unfenced(&stop).await;
+            let joined = service.wait_unfenced(&stop, &meta).await?;
             boot.serving.store(joined, Ordering::Release);
             joined
         }
