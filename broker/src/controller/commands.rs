@@ -59,7 +59,9 @@ pub enum ControllerCommand {
     /// (topic, new total partition count).
     CreatePartitions(Vec<(String, u32)>),
     AlterConfigs(Vec<AlterTopicConfigs>),
-    AllocateProducerIds { node: NodeId },
+    AllocateProducerIds {
+        node: NodeId,
+    },
 }
 
 /// The outcome of one topic of an admin command.
@@ -76,13 +78,23 @@ pub struct TopicResult {
 pub enum ControllerReply {
     /// Registration committed at `index`: the broker is unfenced by a
     /// heartbeat with `caught_up` once it has applied up to `index`.
-    Registered { index: u64 },
-    Heartbeat { fenced: bool, shutdown_ready: bool },
+    Registered {
+        index: u64,
+    },
+    Heartbeat {
+        fenced: bool,
+        shutdown_ready: bool,
+    },
     /// One result per topic, in request order.
     Topics(Vec<TopicResult>),
-    ProducerIds { first: i64, size: u32 },
+    ProducerIds {
+        first: i64,
+        size: u32,
+    },
     /// This node is not the active controller; `leader` is, if known.
-    NotController { leader: Option<NodeId> },
+    NotController {
+        leader: Option<NodeId>,
+    },
 }
 
 /// A reply and the Raft index of the last record it committed (0 when it

@@ -113,7 +113,10 @@ impl ControllerHandle {
     /// Sends `command` to the active controller (this node or another,
     /// retrying as leadership moves until a deadline); answers once its
     /// records are committed.
-    pub async fn submit(&self, command: ControllerCommand) -> Result<Answer, ControllerUnavailable> {
+    pub async fn submit(
+        &self,
+        command: ControllerCommand,
+    ) -> Result<Answer, ControllerUnavailable> {
         let _ = command;
         Err(ControllerUnavailable::NoQuorum)
     }

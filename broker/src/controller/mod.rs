@@ -16,5 +16,6 @@
 
 pub mod commands;
 pub mod driver;
+pub mod quorum;
 pub mod records;
 pub mod state;

@@ -27,8 +27,14 @@ pub enum MetadataRecord {
     },
     /// No heartbeat within `broker_session_timeout_ms` (or a controlled
     /// shutdown): the broker is not listed to clients and leads nothing.
-    FenceBroker { node: NodeId, incarnation: u64 },
-    UnfenceBroker { node: NodeId, incarnation: u64 },
+    FenceBroker {
+        node: NodeId,
+        incarnation: u64,
+    },
+    UnfenceBroker {
+        node: NodeId,
+        incarnation: u64,
+    },
     /// A topic created: its configs are the overrides given (the rest are
     /// the defaults of whoever folds the record).
     Topic {
@@ -57,7 +63,9 @@ pub enum MetadataRecord {
         leader_epoch: LeaderEpoch,
         partition_epoch: PartitionEpoch,
     },
-    RemoveTopic { id: TopicId },
+    RemoveTopic {
+        id: TopicId,
+    },
     /// A topic's overrides, whole, after an AlterConfigs.
     ConfigChange {
         topic: TopicId,
@@ -66,8 +74,14 @@ pub enum MetadataRecord {
     /// The cluster's id, chosen once by the first controller of an empty
     /// log (the first record of every cluster). A node whose
     /// `meta.properties` names another cluster refuses to serve.
-    ClusterId { id: [u8; 16] },
+    ClusterId {
+        id: [u8; 16],
+    },
     /// Producer ids `[first, first + size)` belong to `node`; the next
     /// block starts at `first + size`.
-    ProducerIdsBlock { node: NodeId, first: i64, size: u32 },
+    ProducerIdsBlock {
+        node: NodeId,
+        first: i64,
+        size: u32,
+    },
 }
