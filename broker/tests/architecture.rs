@@ -51,6 +51,16 @@ const PURE_FILES: &[&str] = &[
     "topic/assignments.rs",
     "batches.rs",
     "metadata/catalog.rs",
+    "controller/wire.rs",
+    "controller/records.rs",
+    "controller/records/tests.rs",
+    "controller/commands.rs",
+    "controller/commands/tests.rs",
+    "controller/fold.rs",
+    "controller/fold/tests.rs",
+    "controller/placement.rs",
+    "controller/state.rs",
+    "controller/state/tests.rs",
 ];
 
 /// What a pure file must not mention.

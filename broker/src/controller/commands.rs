@@ -9,6 +9,10 @@ use std::collections::BTreeMap;
 
 use fjord_schema::{ErrorCode, NodeId};
 
+use super::wire::{
+    DecodeError, Reader, Writer, ASSIGNMENT_PARTITIONS_MAX, COMMAND_NAME_LEN_MAX,
+    COMMAND_TOPICS_MAX, MESSAGE_LEN_MAX, RACK_LEN_MAX,
+};
 use crate::metadata::image::{BrokerEndpoints, TopicId};
 
 /// A topic to create.
@@ -104,3 +108,349 @@ pub struct Answer {
     pub reply: ControllerReply,
     pub index: u64,
 }
+
+/// The format version of encoded commands, replies and answers (forwarded
+/// between nodes over `--cluster-listen`). Unknown versions are refused.
+pub const COMMAND_VERSION: u8 = 1;
+
+const TAG_REGISTER: u8 = 1;
+const TAG_HEARTBEAT: u8 = 2;
+const TAG_CREATE_TOPICS: u8 = 3;
+const TAG_DELETE_TOPICS: u8 = 4;
+const TAG_CREATE_PARTITIONS: u8 = 5;
+const TAG_ALTER_CONFIGS: u8 = 6;
+const TAG_ALLOCATE_PRODUCER_IDS: u8 = 7;
+
+const TAG_REGISTERED: u8 = 1;
+const TAG_HEARTBEAT_REPLY: u8 = 2;
+const TAG_TOPICS: u8 = 3;
+const TAG_PRODUCER_IDS: u8 = 4;
+const TAG_NOT_CONTROLLER: u8 = 5;
+
+fn check_version(r: &mut Reader<'_>) -> Result<(), DecodeError> {
+    match r.u8("format version")? {
+        COMMAND_VERSION => Ok(()),
+        found => Err(DecodeError::UnknownVersion {
+            found,
+            supported: COMMAND_VERSION,
+        }),
+    }
+}
+
+fn command_name(r: &mut Reader<'_>) -> Result<String, DecodeError> {
+    r.str(COMMAND_NAME_LEN_MAX, "topic name")
+}
+
+impl ControllerCommand {
+    /// Appends this command's encoding (version, tag, fields; see
+    /// [`super::wire`]) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut w = Writer(out);
+        w.u8(COMMAND_VERSION);
+        match self {
+            ControllerCommand::RegisterBroker {
+                node,
+                incarnation,
+                endpoints,
+                shards,
+                rack,
+            } => {
+                w.u8(TAG_REGISTER);
+                w.node(*node);
+                w.u64(*incarnation);
+                w.endpoints(endpoints);
+                w.u16(*shards);
+                w.opt_str(rack.as_deref());
+            }
+            ControllerCommand::Heartbeat {
+                node,
+                incarnation,
+                caught_up,
+                shutting_down,
+            } => {
+                w.u8(TAG_HEARTBEAT);
+                w.node(*node);
+                w.u64(*incarnation);
+                w.bool(*caught_up);
+                w.bool(*shutting_down);
+            }
+            ControllerCommand::CreateTopics(specs) => {
+                w.u8(TAG_CREATE_TOPICS);
+                w.len(specs.len());
+                for spec in specs {
+                    w.str(&spec.name);
+                    match spec.partitions {
+                        None => w.u8(0),
+                        Some(p) => {
+                            w.u8(1);
+                            w.u32(p);
+                        }
+                    }
+                    match spec.replication_factor {
+                        None => w.u8(0),
+                        Some(f) => {
+                            w.u8(1);
+                            w.u16(f);
+                        }
+                    }
+                    match &spec.assignments {
+                        None => w.u8(0),
+                        Some(assignments) => {
+                            w.u8(1);
+                            w.len(assignments.len());
+                            for nodes in assignments {
+                                w.nodes(nodes);
+                            }
+                        }
+                    }
+                    w.configs(&spec.configs);
+                    w.bool(spec.validate_only);
+                }
+            }
+            ControllerCommand::DeleteTopics(names) => {
+                w.u8(TAG_DELETE_TOPICS);
+                w.len(names.len());
+                for name in names {
+                    w.str(name);
+                }
+            }
+            ControllerCommand::CreatePartitions(topics) => {
+                w.u8(TAG_CREATE_PARTITIONS);
+                w.len(topics.len());
+                for (name, count) in topics {
+                    w.str(name);
+                    w.u32(*count);
+                }
+            }
+            ControllerCommand::AlterConfigs(alters) => {
+                w.u8(TAG_ALTER_CONFIGS);
+                w.len(alters.len());
+                for alter in alters {
+                    w.str(&alter.name);
+                    w.configs(&alter.overrides);
+                    w.bool(alter.validate_only);
+                }
+            }
+            ControllerCommand::AllocateProducerIds { node } => {
+                w.u8(TAG_ALLOCATE_PRODUCER_IDS);
+                w.node(*node);
+            }
+        }
+    }
+
+    /// Decodes exactly `bytes` as a command; never panics.
+    pub fn decode(bytes: &[u8]) -> Result<ControllerCommand, DecodeError> {
+        let mut r = Reader::new(bytes);
+        check_version(&mut r)?;
+        let command = match r.u8("command tag")? {
+            TAG_REGISTER => ControllerCommand::RegisterBroker {
+                node: r.node("node")?,
+                incarnation: r.u64("incarnation")?,
+                endpoints: r.endpoints()?,
+                shards: r.u16("shards")?,
+                rack: r.opt_str(RACK_LEN_MAX, "rack")?,
+            },
+            TAG_HEARTBEAT => ControllerCommand::Heartbeat {
+                node: r.node("node")?,
+                incarnation: r.u64("incarnation")?,
+                caught_up: r.bool("caught_up")?,
+                shutting_down: r.bool("shutting_down")?,
+            },
+            TAG_CREATE_TOPICS => {
+                let count = r.len(COMMAND_TOPICS_MAX, 12, "topics")?;
+                let mut specs = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let name = command_name(&mut r)?;
+                    let partitions = if r.bool("partitions")? {
+                        Some(r.u32("partitions")?)
+                    } else {
+                        None
+                    };
+                    let replication_factor = if r.bool("replication factor")? {
+                        Some(r.u16("replication factor")?)
+                    } else {
+                        None
+                    };
+                    let assignments = if r.bool("assignments")? {
+                        let n = r.len(ASSIGNMENT_PARTITIONS_MAX, 4, "assignments")?;
+                        Some(
+                            (0..n)
+                                .map(|_| r.nodes("assigned replicas"))
+                                .collect::<Result<_, _>>()?,
+                        )
+                    } else {
+                        None
+                    };
+                    specs.push(CreateTopicSpec {
+                        name,
+                        partitions,
+                        replication_factor,
+                        assignments,
+                        configs: r.configs()?,
+                        validate_only: r.bool("validate_only")?,
+                    });
+                }
+                ControllerCommand::CreateTopics(specs)
+            }
+            TAG_DELETE_TOPICS => {
+                let count = r.len(COMMAND_TOPICS_MAX, 4, "topics")?;
+                ControllerCommand::DeleteTopics(
+                    (0..count)
+                        .map(|_| command_name(&mut r))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            TAG_CREATE_PARTITIONS => {
+                let count = r.len(COMMAND_TOPICS_MAX, 8, "topics")?;
+                let mut topics = Vec::with_capacity(count);
+                for _ in 0..count {
+                    topics.push((command_name(&mut r)?, r.u32("partition count")?));
+                }
+                ControllerCommand::CreatePartitions(topics)
+            }
+            TAG_ALTER_CONFIGS => {
+                let count = r.len(COMMAND_TOPICS_MAX, 9, "topics")?;
+                let mut alters = Vec::with_capacity(count);
+                for _ in 0..count {
+                    alters.push(AlterTopicConfigs {
+                        name: command_name(&mut r)?,
+                        overrides: r.configs()?,
+                        validate_only: r.bool("validate_only")?,
+                    });
+                }
+                ControllerCommand::AlterConfigs(alters)
+            }
+            TAG_ALLOCATE_PRODUCER_IDS => ControllerCommand::AllocateProducerIds {
+                node: r.node("node")?,
+            },
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "command",
+                    tag,
+                })
+            }
+        };
+        r.finish()?;
+        Ok(command)
+    }
+}
+
+impl ControllerReply {
+    fn encode_body(&self, w: &mut Writer<'_>) {
+        match self {
+            ControllerReply::Registered { index } => {
+                w.u8(TAG_REGISTERED);
+                w.u64(*index);
+            }
+            ControllerReply::Heartbeat {
+                fenced,
+                shutdown_ready,
+            } => {
+                w.u8(TAG_HEARTBEAT_REPLY);
+                w.bool(*fenced);
+                w.bool(*shutdown_ready);
+            }
+            ControllerReply::Topics(results) => {
+                w.u8(TAG_TOPICS);
+                w.len(results.len());
+                for result in results {
+                    w.str(&result.name);
+                    w.error_code(result.error);
+                    w.opt_str(result.message.as_deref());
+                    match result.id {
+                        None => w.u8(0),
+                        Some(id) => {
+                            w.u8(1);
+                            w.topic_id(id);
+                        }
+                    }
+                }
+            }
+            ControllerReply::ProducerIds { first, size } => {
+                w.u8(TAG_PRODUCER_IDS);
+                w.i64(*first);
+                w.u32(*size);
+            }
+            ControllerReply::NotController { leader } => {
+                w.u8(TAG_NOT_CONTROLLER);
+                w.opt_node(*leader);
+            }
+        }
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<ControllerReply, DecodeError> {
+        Ok(match r.u8("reply tag")? {
+            TAG_REGISTERED => ControllerReply::Registered {
+                index: r.u64("index")?,
+            },
+            TAG_HEARTBEAT_REPLY => ControllerReply::Heartbeat {
+                fenced: r.bool("fenced")?,
+                shutdown_ready: r.bool("shutdown_ready")?,
+            },
+            TAG_TOPICS => {
+                let count = r.len(COMMAND_TOPICS_MAX, 8, "topic results")?;
+                let mut results = Vec::with_capacity(count);
+                for _ in 0..count {
+                    results.push(TopicResult {
+                        name: command_name(r)?,
+                        error: r.error_code()?,
+                        message: r.opt_str(MESSAGE_LEN_MAX, "message")?,
+                        id: if r.bool("topic id")? {
+                            Some(r.topic_id()?)
+                        } else {
+                            None
+                        },
+                    });
+                }
+                ControllerReply::Topics(results)
+            }
+            TAG_PRODUCER_IDS => ControllerReply::ProducerIds {
+                first: r.i64("first producer id")?,
+                size: r.u32("block size")?,
+            },
+            TAG_NOT_CONTROLLER => ControllerReply::NotController {
+                leader: r.opt_node("leader")?,
+            },
+            tag => return Err(DecodeError::UnknownTag { what: "reply", tag }),
+        })
+    }
+
+    /// Appends this reply's encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut w = Writer(out);
+        w.u8(COMMAND_VERSION);
+        self.encode_body(&mut w);
+    }
+
+    /// Decodes exactly `bytes` as a reply; never panics.
+    pub fn decode(bytes: &[u8]) -> Result<ControllerReply, DecodeError> {
+        let mut r = Reader::new(bytes);
+        check_version(&mut r)?;
+        let reply = ControllerReply::decode_body(&mut r)?;
+        r.finish()?;
+        Ok(reply)
+    }
+}
+
+impl Answer {
+    /// Appends this answer's encoding (version, index, reply) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut w = Writer(out);
+        w.u8(COMMAND_VERSION);
+        w.u64(self.index);
+        self.reply.encode_body(&mut w);
+    }
+
+    /// Decodes exactly `bytes` as an answer; never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Answer, DecodeError> {
+        let mut r = Reader::new(bytes);
+        check_version(&mut r)?;
+        let index = r.u64("index")?;
+        let reply = ControllerReply::decode_body(&mut r)?;
+        r.finish()?;
+        Ok(Answer { reply, index })
+    }
+}
+
+#[cfg(test)]
+mod tests;

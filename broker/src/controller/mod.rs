@@ -8,6 +8,10 @@
 //!   their encoding.
 //! - [`commands`]: what nodes ask of the controller (register, heartbeat,
 //!   admin, producer-id blocks) and its replies, and their encoding.
+//! - [`fold`]: `MetadataImage::apply`, the fold of committed records,
+//!   and the image snapshot codec.
+//! - [`wire`]: the bounded little-endian primitives both encodings use.
+//! - [`placement`]: which nodes hold the replicas of new partitions.
 //! - [`state`]: `ControllerState`, sans-IO: commands + clock → records;
 //!   committed records → image. Transcript tests.
 //! - [`quorum`]: the Raft group, sans-IO around `raft::RawNode`, with its
@@ -16,6 +20,9 @@
 
 pub mod commands;
 pub mod driver;
+pub mod fold;
+pub mod placement;
 pub mod quorum;
 pub mod records;
 pub mod state;
+pub mod wire;

@@ -91,3 +91,6 @@ impl ControllerState {
         Vec::new()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -284,6 +284,43 @@ impl MetadataImage {
         next.topics.remove(name);
         next
     }
+
+    // In-place changes, for folding many records into one new image (see
+    // `crate::controller::fold`): a topic changed is copied on write
+    // (`Arc::make_mut`), the others stay shared with older images.
+
+    /// The topic `name`, to change in place (copied first if another
+    /// image shares it).
+    pub fn topic_mut(&mut self, name: &str) -> Option<&mut TopicImage> {
+        self.topics.get_mut(name).map(Arc::make_mut)
+    }
+
+    /// Adds or replaces (by name) `topic`.
+    pub fn insert_topic(&mut self, topic: TopicImage) {
+        self.topics.insert(topic.name.clone(), Arc::new(topic));
+    }
+
+    /// Removes the topic `name`; returns it.
+    pub fn remove_topic(&mut self, name: &str) -> Option<Arc<TopicImage>> {
+        self.topics.remove(name)
+    }
+
+    pub fn broker_mut(&mut self, node: NodeId) -> Option<&mut BrokerImage> {
+        self.brokers.get_mut(&node)
+    }
+
+    /// Adds or replaces (by node id) `broker`.
+    pub fn insert_broker(&mut self, broker: BrokerImage) {
+        self.brokers.insert(broker.node, broker);
+    }
+
+    pub fn set_cluster_id(&mut self, id: [u8; 16]) {
+        self.cluster_id = Some(id);
+    }
+
+    pub fn set_producer_id_next(&mut self, next: i64) {
+        self.producer_id_next = next;
+    }
 }
 
 #[cfg(test)]

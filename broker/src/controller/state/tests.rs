@@ -1,0 +1,1 @@
+//! Transcript tests of the controller state (filled below).
