@@ -17,6 +17,8 @@
 //! - [`quorum`]: the Raft group, sans-IO around `raft::RawNode`, with its
 //!   durable storage.
 //! - [`transport`]: native frames over `--cluster-listen` (glommio).
+//! - [`driver`]: the Raft group and the controller on shard 0, forwarding
+//!   commands; [`lifecycle`]: this broker's registration and heartbeats.
 
 pub mod commands;
 pub mod driver;
@@ -25,4 +27,5 @@ pub mod placement;
 pub mod quorum;
 pub mod records;
 pub mod state;
+pub mod transport;
 pub mod wire;
