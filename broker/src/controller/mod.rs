@@ -23,6 +23,7 @@
 pub mod commands;
 pub mod driver;
 pub mod fold;
+pub mod lifecycle;
 pub mod placement;
 pub mod quorum;
 pub mod records;

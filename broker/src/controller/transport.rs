@@ -144,6 +144,31 @@ struct Inner {
     node: u64,
     peers: RefCell<BTreeMap<u64, Rc<Peer>>>,
     inbound: Cell<usize>,
+    /// Set by [`Transport::close`]: every task ends and drops its socket.
+    closed: Cell<bool>,
+    closing: Notify,
+}
+
+impl Inner {
+    /// Returns once the transport is closed.
+    async fn closed(&self) {
+        loop {
+            let seen = self.closing.version();
+            if self.closed.get() {
+                return;
+            }
+            self.closing.wait_past(seen).await;
+        }
+    }
+}
+
+/// `future`'s output, or `None` once `inner` is closed.
+async fn unless_closed<T>(inner: &Inner, future: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(future.await) }, async {
+        inner.closed().await;
+        None
+    })
+    .await
 }
 
 struct Outgoing {
@@ -232,12 +257,24 @@ impl Transport {
                 node,
                 peers: RefCell::new(BTreeMap::new()),
                 inbound: Cell::new(0),
+                closed: Cell::new(false),
+                closing: Notify::default(),
             }),
         }
     }
 
     pub fn node(&self) -> u64 {
         self.inner.node
+    }
+
+    /// Closes the listener and every connection, in and out, and fails
+    /// the calls waiting (a node stopping without its process ending).
+    pub fn close(&self) {
+        self.inner.closed.set(true);
+        self.inner.closing.notify();
+        for peer in self.inner.peers.borrow().values() {
+            peer.wake.notify();
+        }
     }
 
     /// Binds `addr` on this executor and serves `service` there. Returns
@@ -366,14 +403,23 @@ fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
 async fn run_peer(inner: Weak<Inner>, peer: Rc<Peer>) {
     let mut backoff_ms = RECONNECT_BACKOFF_MIN_MS;
     loop {
-        if inner.upgrade().is_none() {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if inner.closed.get() {
+            peer.fail_calls();
             return;
         }
         let addr = peer.addr.borrow().clone();
         let connected = match resolve(&addr) {
-            Ok(addr) => TcpStream::connect_timeout(addr, Duration::from_millis(CONNECT_TIMEOUT_MS))
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(addr) => {
+                let connect =
+                    TcpStream::connect_timeout(addr, Duration::from_millis(CONNECT_TIMEOUT_MS));
+                match unless_closed(&inner, connect).await {
+                    Some(connected) => connected.map_err(|e| e.to_string()),
+                    None => continue,
+                }
+            }
             Err(e) => Err(e.to_string()),
         };
         match connected {
@@ -384,14 +430,17 @@ async fn run_peer(inner: Weak<Inner>, peer: Rc<Peer>) {
                 if peer.last_warn.take().is_some() {
                     tracing::info!(node = peer.node, %addr, "cluster transport: node reachable again");
                 }
-                let reason = serve_outbound(&peer, stream).await;
+                let reason = unless_closed(&inner, serve_outbound(&peer, stream))
+                    .await
+                    .unwrap_or_else(|| "transport closed".to_string());
                 peer.connected.set(false);
                 peer.fail_calls();
                 tracing::debug!(node = peer.node, %reason, "cluster transport: connection closed");
             }
             Err(error) => peer.warn_unreachable(&error),
         }
-        glommio::timer::sleep(Duration::from_millis(backoff_ms)).await;
+        let backoff = glommio::timer::sleep(Duration::from_millis(backoff_ms));
+        unless_closed(&inner, backoff).await;
         backoff_ms = (backoff_ms * 2).min(RECONNECT_BACKOFF_MAX_MS);
     }
 }
@@ -499,8 +548,10 @@ where
 
 async fn accept_loop(inner: Weak<Inner>, listener: TcpListener, service: Rc<dyn ClusterService>) {
     loop {
-        let accepted = listener.accept().await;
         let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let Some(accepted) = unless_closed(&inner, listener.accept()).await else {
             return;
         };
         match accepted {
@@ -516,7 +567,7 @@ async fn accept_loop(inner: Weak<Inner>, listener: TcpListener, service: Rc<dyn 
                 let _ = stream.set_nodelay(true);
                 let service = service.clone();
                 glommio::spawn_local(async move {
-                    serve_inbound(stream, service).await;
+                    unless_closed(&inner.clone(), serve_inbound(stream, service)).await;
                     inner.inbound.set(inner.inbound.get() - 1);
                 })
                 .detach();
