@@ -14,7 +14,7 @@
 //!   commands one at a time (`handle` → propose → wait for commit and
 //!   apply → answer) and the periodic `tick`;
 //! - the cluster listener ([`super::transport`]) and the lifecycle
-//!   ([`super::lifecycle`]).
+//!   ([`lifecycle`]).
 //!
 //! Persistence runs synchronously on shard 0 (`std::fs` + fdatasync in
 //! `Quorum::poll`): the metadata log is small and written rarely
@@ -42,13 +42,13 @@ use raft::eraftpb::Message;
 
 use super::commands::{Answer, ControllerCommand};
 use super::fold::{decode_snapshot, encode_snapshot};
-use super::lifecycle::Lifecycle;
 use super::quorum::{Output, ProposeError, Quorum, QuorumConfig};
 use super::records::{decode_batch, encode_batch, MetadataRecord};
 use super::state::{ControllerConfig, ControllerState};
 use super::transport::{CallError, ClusterService, Notify, Transport};
 use crate::metadata::catalog::QuorumView;
 use crate::metadata::image::{BrokerEndpoints, MetadataImage};
+use lifecycle::Lifecycle;
 
 /// A snapshot of the image is taken (and the log compacted to it) every
 /// this many applied entries.
@@ -230,6 +230,9 @@ enum Lost {
 
 type Job = (ControllerCommand, LocalSender<Result<Answer, Lost>>);
 
+/// A proposal waiting for its commit: its term and who waits.
+type Proposal = (u64, LocalSender<Result<(), Lost>>);
+
 struct Driver {
     config: ClusterConfig,
     quorum: RefCell<Quorum>,
@@ -242,6 +245,8 @@ struct Driver {
     /// Whether the log held a metadata entry (a snapshot or a payload):
     /// only the first controller of an empty log bootstraps.
     log_has_data: Cell<bool>,
+    /// This node is bootstrapping the empty log it became controller of.
+    bootstrapping: Cell<bool>,
     image: RefCell<Arc<MetadataImage>>,
     view: Cell<QuorumView>,
     /// Image or view changed (`changed`, `wait_applied`).
@@ -249,7 +254,7 @@ struct Driver {
     /// Work for the Raft pump (a message stepped, a proposal).
     wake: Notify,
     /// Proposals of this node as leader: index → (term, waiter).
-    proposals: RefCell<BTreeMap<u64, (u64, LocalSender<Result<(), Lost>>)>>,
+    proposals: RefCell<BTreeMap<u64, Proposal>>,
     /// The term whose leadership this node's `ControllerState` was told of.
     controller_term: Cell<u64>,
     jobs: LocalSender<Job>,
@@ -303,6 +308,7 @@ impl ControllerHandle {
             applied: Cell::new(recovered.applied_index),
             snapshot_index: Cell::new(snapshot_index),
             log_has_data: Cell::new(log_has_data),
+            bootstrapping: Cell::new(false),
             image: RefCell::new(recovered.image),
             view: Cell::new(view),
             changed: Notify::default(),
@@ -329,7 +335,7 @@ impl ControllerHandle {
         glommio::spawn_local(pump(Rc::downgrade(&driver))).detach();
         glommio::spawn_local(controller_loop(Rc::downgrade(&driver), jobs_rx)).detach();
         let handle = ControllerHandle { driver };
-        glommio::spawn_local(super::lifecycle::run(handle.clone())).detach();
+        glommio::spawn_local(lifecycle::run(handle.clone())).detach();
         Ok(handle)
     }
 
@@ -343,6 +349,7 @@ impl ControllerHandle {
         let driver = &self.driver;
         let deadline = Instant::now() + Duration::from_millis(SUBMIT_DEADLINE_MS);
         let mut encoded = None;
+        let mut attempt = 0usize;
         loop {
             if driver.failed.get() {
                 return Err(ControllerUnavailable::NoQuorum);
@@ -355,7 +362,15 @@ impl ControllerHandle {
                 });
             }
             let seen = driver.changed.version();
-            let leader = driver.quorum.borrow().leader();
+            attempt += 1;
+            // Unknown leader (e.g. a learner not yet added, which hears
+            // from nobody): ask the voters in turn; the controller among
+            // them answers, the others refuse.
+            let leader = driver
+                .quorum
+                .borrow()
+                .leader()
+                .or_else(|| driver.voter_to_try(attempt));
             match leader {
                 Some(leader) if leader == driver.id() => {
                     if let Ok(answer) = driver.execute(command.clone()).await {
@@ -444,7 +459,7 @@ impl ControllerHandle {
     /// move leadership away; returns when done or after `deadline_ms`.
     pub async fn shutdown(&self, deadline_ms: u64) {
         self.driver.shutting_down.set(true);
-        super::lifecycle::shutdown(self, deadline_ms).await;
+        lifecycle::shutdown(self, deadline_ms).await;
     }
 
     pub fn node(&self) -> NodeId {
@@ -485,6 +500,20 @@ impl ControllerHandle {
 impl Driver {
     fn id(&self) -> u64 {
         self.quorum.borrow().id()
+    }
+
+    /// The `attempt`-th voter other than this node, round robin.
+    fn voter_to_try(&self, attempt: usize) -> Option<u64> {
+        let others: Vec<u64> = self
+            .config
+            .voter_ids()
+            .into_iter()
+            .filter(|id| *id != self.id())
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        Some(others[attempt % others.len()])
     }
 
     /// Runs `command` on this node's active controller (queued behind the
@@ -874,15 +903,19 @@ impl Driver {
         if !ready {
             return false;
         }
-        if self.controller_term.get() == term {
-            return true;
+        if self.controller_term.get() != term {
+            self.controller_term.set(term);
+            tracing::info!(node = self.id(), term, "this node is the active controller");
+            self.state.borrow_mut().become_leader(now_ms());
+            // The first controller of an empty log bootstraps it (again
+            // in a later term if it did not finish).
+            if !self.log_has_data.get() {
+                self.bootstrapping.set(true);
+            }
         }
-        self.controller_term.set(term);
-        tracing::info!(node = self.id(), term, "this node is the active controller");
-        self.state.borrow_mut().become_leader(now_ms());
-        if !self.log_has_data.get() {
-            // The first controller of an empty log: the cluster id (from
-            // the state's tick), then this node's bootstrap records.
+        if self.bootstrapping.get() {
+            // The cluster id (from the state's tick), then this node's
+            // bootstrap records.
             let records = self.state.borrow_mut().tick(now_ms());
             if !records.is_empty() && self.propose(&records).await.is_err() {
                 return false;
@@ -901,6 +934,7 @@ impl Driver {
                     Err(_) => return false,
                 }
             }
+            self.bootstrapping.set(false);
         }
         self.quorum.borrow().leader_ready(self.applied.get())
     }
@@ -984,6 +1018,8 @@ fn decode_messages(body: &[u8]) -> Result<Vec<Message>, String> {
     }
     Ok(messages)
 }
+
+pub mod lifecycle;
 
 #[cfg(test)]
 mod tests;

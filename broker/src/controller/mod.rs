@@ -18,12 +18,11 @@
 //!   durable storage.
 //! - [`transport`]: native frames over `--cluster-listen` (glommio).
 //! - [`driver`]: the Raft group and the controller on shard 0, forwarding
-//!   commands; [`lifecycle`]: this broker's registration and heartbeats.
+//!   commands; `driver::lifecycle`: this broker's registration and heartbeats.
 
 pub mod commands;
 pub mod driver;
 pub mod fold;
-pub mod lifecycle;
 pub mod placement;
 pub mod quorum;
 pub mod records;

@@ -567,11 +567,12 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = data.to_vec().into();
-        e
+        Entry {
+            index,
+            term,
+            data: data.to_vec().into(),
+            ..Default::default()
+        }
     }
 
     fn indexes(s: &DiskStorage) -> Vec<(u64, u64)> {
@@ -587,10 +588,12 @@ mod tests {
             .unwrap();
         // A new leader overwrites the uncommitted tail from index 3.
         s.append(&[entry(3, 2, b"x"), entry(4, 2, b"y")]).unwrap();
-        let mut hs = HardState::default();
-        hs.term = 2;
-        hs.vote = 2;
-        hs.commit = 3;
+        let hs = HardState {
+            term: 2,
+            vote: 2,
+            commit: 3,
+            ..Default::default()
+        };
         s.set_hard_state(&hs).unwrap();
         drop(s);
         // Another voter list in the config does not override the log's.

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use fjord_schema::NodeId;
 
-use super::commands::{Answer, ControllerCommand, ControllerReply};
-use super::driver::ControllerHandle;
+use super::ControllerHandle;
+use crate::controller::commands::{Answer, ControllerCommand, ControllerReply};
 use crate::metadata::image::MetadataImage;
 
 /// Problems registering or heartbeating are logged (warn) at most this
