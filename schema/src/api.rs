@@ -35,6 +35,34 @@ pub enum ApiKey {
     InitProducerId = 20,
 }
 
+/// Inter-node api keys, spoken only on `--cluster-listen` (never on the
+/// client listeners, never listed by ApiVersions): 1000..=1099. Their
+/// bodies are opaque bytes owned by the broker's cluster code (not
+/// flatbuffers) and the frame carries no payload.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClusterApiKey {
+    /// One-way: a batch of Raft messages of the metadata quorum (each a
+    /// length-prefixed protobuf `eraftpb::Message`).
+    RaftMessages = 1000,
+    /// Request/response: a controller command forwarded to the active
+    /// controller; the response is its answer.
+    ControllerCommand = 1001,
+}
+
+impl ClusterApiKey {
+    /// The first and last keys of the cluster range.
+    pub const RANGE: std::ops::RangeInclusive<u16> = 1000..=1099;
+
+    pub fn from_u16(key: u16) -> Option<ClusterApiKey> {
+        match key {
+            1000 => Some(ClusterApiKey::RaftMessages),
+            1001 => Some(ClusterApiKey::ControllerCommand),
+            _ => None,
+        }
+    }
+}
+
 /// Versions this build speaks, per api key: (key, min, max).
 pub const SUPPORTED_VERSIONS: [(ApiKey, u16, u16); 17] = [
     (ApiKey::ApiVersions, 0, 0),

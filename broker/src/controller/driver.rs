@@ -5,19 +5,70 @@
 //! forwards commands to the active controller from other nodes, and keeps
 //! this broker registered and heartbeating (CLUSTER.md §3).
 //!
-//! ISSUE-13 SKELETON: signatures only; the quorum branch implements them.
+//! Tasks on shard 0 (all `Rc`, one thread):
+//! - the Raft pump: ticks every `raft_tick_ms`, handles every `Ready`
+//!   (persist, send, apply committed entries in order, publish the image
+//!   and the quorum view, snapshot every [`SNAPSHOT_EVERY_ENTRIES`]);
+//! - the controller loop: while this node is the active controller (Raft
+//!   leader that applied every entry of earlier terms), it handles queued
+//!   commands one at a time (`handle` → propose → wait for commit and
+//!   apply → answer) and the periodic `tick`;
+//! - the cluster listener ([`super::transport`]) and the lifecycle
+//!   ([`lifecycle`]).
+//!
+//! Persistence runs synchronously on shard 0 (`std::fs` + fdatasync in
+//! `Quorum::poll`): the metadata log is small and written rarely
+//! (registrations, admin, fencing: a few entries a second at most), and a
+//! `Ready` must be durable before its messages go out, so a hop to the
+//! blocking pool would add latency to every commit for little gain.
+//! Recorded in ARCHITECTURE.md's Decisions.
 
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use fjord_schema::api::ClusterApiKey;
 use fjord_schema::NodeId;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use protobuf::Message as _;
+use raft::eraftpb::Message;
 
 use super::commands::{Answer, ControllerCommand};
-use super::records::MetadataRecord;
-use super::state::ControllerConfig;
+use super::fold::{decode_snapshot, encode_snapshot};
+use super::quorum::{Output, ProposeError, Quorum, QuorumConfig};
+use super::records::{decode_batch, encode_batch, MetadataRecord};
+use super::state::{ControllerConfig, ControllerState};
+use super::transport::{CallError, ClusterService, Notify, Transport};
 use crate::metadata::catalog::QuorumView;
 use crate::metadata::image::{BrokerEndpoints, MetadataImage};
+use lifecycle::Lifecycle;
+
+/// A snapshot of the image is taken (and the log compacted to it) every
+/// this many applied entries.
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 1_000;
+/// Raft ticks without a leader before a follower campaigns (randomized up
+/// to twice as many): 10 × 100 ms = 1–2 s.
+pub const ELECTION_TICKS: usize = 10;
+/// The leader heartbeats every this many ticks.
+pub const HEARTBEAT_TICKS: usize = 2;
+/// A command submitted is answered within this, or `NoQuorum`/`Timeout`.
+pub const SUBMIT_DEADLINE_MS: u64 = 15_000;
+/// A proposal of the active controller not committed within this is
+/// answered as failed (the command may still commit later).
+pub const COMMIT_TIMEOUT_MS: u64 = 10_000;
+/// Commands queued for the active controller on this node.
+pub const COMMANDS_QUEUED_MAX: usize = 256;
+/// Between retries of a submit while leadership moves.
+const SUBMIT_RETRY_MS: u64 = 100;
+/// A voter set without a reachable majority is logged at most this often.
+const NO_LEADER_WARN_INTERVAL_MS: u64 = 5_000;
 
 /// One voter of the metadata quorum: its node id and `--cluster-listen`
 /// address (`controller_quorum_voters`).
@@ -49,11 +100,35 @@ pub struct ClusterConfig {
     pub controller: ControllerConfig,
 }
 
+impl ClusterConfig {
+    fn voter_ids(&self) -> Vec<u64> {
+        self.voters.iter().map(|v| u64::from(v.node.0)).collect()
+    }
+
+    fn quorum_config(&self) -> QuorumConfig {
+        QuorumConfig {
+            id: u64::from(self.node.0),
+            voters: self.voter_ids(),
+            election_tick: ELECTION_TICKS,
+            heartbeat_tick: HEARTBEAT_TICKS,
+        }
+    }
+}
+
 /// Why the metadata log could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum QuorumError {
     #[error("metadata log {path}: {reason}")]
     Storage { path: PathBuf, reason: String },
+}
+
+impl QuorumError {
+    fn storage(path: &std::path::Path, reason: impl std::fmt::Display) -> QuorumError {
+        QuorumError::Storage {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// Why a command got no answer.
@@ -80,18 +155,115 @@ pub struct Recovered {
 /// its snapshot and the entries known committed. Synchronous: called once
 /// at startup, on the main thread.
 pub fn recover(config: &ClusterConfig) -> Result<Recovered, QuorumError> {
-    let _ = config;
+    let storage = super::quorum::DiskStorage::open(&config.dir, &config.voter_ids())
+        .map_err(|e| QuorumError::storage(&config.dir, e))?;
+    let snapshot = storage.latest_snapshot();
+    let image = if snapshot.get_metadata().index == 0 {
+        MetadataImage::default()
+    } else {
+        decode_snapshot(&snapshot.data, &config.controller.defaults).map_err(|e| {
+            QuorumError::storage(&config.dir, format!("snapshot does not decode: {e}"))
+        })?
+    };
+    let mut state = ControllerState::new(config.controller.clone(), Arc::new(image));
+    let mut applied_index = snapshot.get_metadata().index;
+    for entry in storage.committed_entries() {
+        if entry.get_entry_type() == raft::eraftpb::EntryType::EntryNormal && !entry.data.is_empty()
+        {
+            replay_entry(&mut state, entry.index, &entry.data);
+        }
+        applied_index = entry.index;
+    }
+    tracing::info!(
+        dir = %config.dir.display(),
+        applied_index,
+        brokers = state.image().brokers().count(),
+        topics = state.image().topics().count(),
+        "metadata log recovered"
+    );
     Ok(Recovered {
-        image: Arc::new(MetadataImage::default()),
-        applied_index: 0,
+        image: state.image().clone(),
+        applied_index,
     })
+}
+
+/// Folds one committed entry's records. An entry that does not decode is
+/// skipped and logged: every node skips it alike (the log is the same
+/// everywhere), so images stay equal.
+fn replay_entry(state: &mut ControllerState, index: u64, payload: &[u8]) {
+    match decode_batch(payload) {
+        Ok(records) => {
+            for record in &records {
+                state.replay(record);
+            }
+        }
+        Err(error) => {
+            tracing::error!(index, %error, "metadata log: entry does not decode; skipped");
+        }
+    }
 }
 
 /// The broker's side of the controller: submit commands, watch the image.
 /// Cheap to clone; lives on shard 0.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ControllerHandle {
-    image: Arc<MetadataImage>,
+    driver: Rc<Driver>,
+}
+
+impl std::fmt::Debug for ControllerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerHandle")
+            .field("node", &self.driver.config.node)
+            .field("view", &self.driver.view.get())
+            .finish()
+    }
+}
+
+/// Why a proposal did not commit as proposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lost {
+    /// Leadership moved before it committed (it may commit or not).
+    Leadership,
+    /// Not committed in time.
+    Timeout,
+}
+
+type Job = (ControllerCommand, LocalSender<Result<Answer, Lost>>);
+
+/// A proposal waiting for its commit: its term and who waits.
+type Proposal = (u64, LocalSender<Result<(), Lost>>);
+
+struct Driver {
+    config: ClusterConfig,
+    quorum: RefCell<Quorum>,
+    state: RefCell<ControllerState>,
+    transport: Transport,
+    /// The last entry folded into `state`.
+    applied: Cell<u64>,
+    /// The index of the latest snapshot taken or installed.
+    snapshot_index: Cell<u64>,
+    /// Whether the log held a metadata entry (a snapshot or a payload):
+    /// only the first controller of an empty log bootstraps.
+    log_has_data: Cell<bool>,
+    /// This node is bootstrapping the empty log it became controller of.
+    bootstrapping: Cell<bool>,
+    image: RefCell<Arc<MetadataImage>>,
+    view: Cell<QuorumView>,
+    /// Image or view changed (`changed`, `wait_applied`).
+    changed: Notify,
+    /// Work for the Raft pump (a message stepped, a proposal).
+    wake: Notify,
+    /// Proposals of this node as leader: index → (term, waiter).
+    proposals: RefCell<BTreeMap<u64, Proposal>>,
+    /// The term whose leadership this node's `ControllerState` was told of.
+    controller_term: Cell<u64>,
+    jobs: LocalSender<Job>,
+    bootstrap: RefCell<Vec<MetadataRecord>>,
+    /// The log cannot be written: this node stops taking part.
+    failed: Cell<bool>,
+    shutting_down: Cell<bool>,
+    lifecycle: Lifecycle,
+    last_no_leader_warn: Cell<Option<Instant>>,
 }
 
 impl ControllerHandle {
@@ -104,10 +276,67 @@ impl ControllerHandle {
         recovered: Recovered,
         bootstrap: Vec<MetadataRecord>,
     ) -> Result<ControllerHandle, QuorumError> {
-        let _ = (config, bootstrap);
-        Ok(ControllerHandle {
-            image: recovered.image,
-        })
+        let quorum = Quorum::open(&config.dir, &config.quorum_config())
+            .map_err(|e| QuorumError::storage(&config.dir, e))?;
+        let snapshot_index = quorum.storage().latest_snapshot().get_metadata().index;
+        let log_has_data = snapshot_index > 0
+            || quorum.storage().committed_entries().any(|e| {
+                e.get_entry_type() == raft::eraftpb::EntryType::EntryNormal && !e.data.is_empty()
+            });
+        let transport = Transport::new(u64::from(config.node.0));
+        for voter in &config.voters {
+            if voter.node != config.node {
+                transport.set_peer(
+                    u64::from(voter.node.0),
+                    format!("{}:{}", voter.host, voter.port),
+                );
+            }
+        }
+        let (jobs, jobs_rx) = local_channel::new_bounded(COMMANDS_QUEUED_MAX);
+        let state = ControllerState::new(config.controller.clone(), recovered.image.clone());
+        let view = QuorumView {
+            controller: None,
+            applied_index: recovered.applied_index,
+            committed_index: quorum.commit_index(),
+        };
+        let driver = Rc::new(Driver {
+            lifecycle: Lifecycle::new(config.node),
+            config,
+            quorum: RefCell::new(quorum),
+            state: RefCell::new(state),
+            transport,
+            applied: Cell::new(recovered.applied_index),
+            snapshot_index: Cell::new(snapshot_index),
+            log_has_data: Cell::new(log_has_data),
+            bootstrapping: Cell::new(false),
+            image: RefCell::new(recovered.image),
+            view: Cell::new(view),
+            changed: Notify::default(),
+            wake: Notify::default(),
+            proposals: RefCell::new(BTreeMap::new()),
+            controller_term: Cell::new(0),
+            jobs,
+            bootstrap: RefCell::new(bootstrap),
+            failed: Cell::new(false),
+            shutting_down: Cell::new(false),
+            last_no_leader_warn: Cell::new(None),
+        });
+        driver.learn_peers();
+        let service: Rc<dyn ClusterService> = Rc::new(Service(Rc::downgrade(&driver)));
+        driver
+            .transport
+            .listen(driver.config.cluster_listen, service)
+            .map_err(|e| {
+                QuorumError::storage(
+                    &driver.config.dir,
+                    format!("cluster listener {}: {e}", driver.config.cluster_listen),
+                )
+            })?;
+        glommio::spawn_local(pump(Rc::downgrade(&driver))).detach();
+        glommio::spawn_local(controller_loop(Rc::downgrade(&driver), jobs_rx)).detach();
+        let handle = ControllerHandle { driver };
+        glommio::spawn_local(lifecycle::run(handle.clone())).detach();
+        Ok(handle)
     }
 
     /// Sends `command` to the active controller (this node or another,
@@ -117,44 +346,680 @@ impl ControllerHandle {
         &self,
         command: ControllerCommand,
     ) -> Result<Answer, ControllerUnavailable> {
-        let _ = command;
-        Err(ControllerUnavailable::NoQuorum)
+        let driver = &self.driver;
+        let deadline = Instant::now() + Duration::from_millis(SUBMIT_DEADLINE_MS);
+        let mut encoded = None;
+        let mut attempt = 0usize;
+        loop {
+            if driver.failed.get() {
+                return Err(ControllerUnavailable::NoQuorum);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(match driver.quorum.borrow().leader() {
+                    None => ControllerUnavailable::NoQuorum,
+                    Some(_) => ControllerUnavailable::Timeout,
+                });
+            }
+            let seen = driver.changed.version();
+            attempt += 1;
+            // Unknown leader (e.g. a learner not yet added, which hears
+            // from nobody): ask the voters in turn; the controller among
+            // them answers, the others refuse.
+            let leader = driver
+                .quorum
+                .borrow()
+                .leader()
+                .or_else(|| driver.voter_to_try(attempt));
+            match leader {
+                Some(leader) if leader == driver.id() => {
+                    if let Ok(answer) = driver.execute(command.clone()).await {
+                        return Ok(answer);
+                    }
+                }
+                Some(leader) => {
+                    let body = encoded
+                        .get_or_insert_with(|| {
+                            let mut out = Vec::new();
+                            command.encode(&mut out);
+                            Bytes::from(out)
+                        })
+                        .clone();
+                    let left = deadline.saturating_duration_since(now);
+                    match driver
+                        .transport
+                        .call(leader, ClusterApiKey::ControllerCommand, body, left)
+                        .await
+                    {
+                        Ok(bytes) => match Answer::decode(&bytes) {
+                            Ok(answer) => return Ok(answer),
+                            Err(error) => {
+                                tracing::warn!(leader, %error, "controller answer does not decode");
+                            }
+                        },
+                        Err(CallError::Remote { message, .. }) => {
+                            tracing::debug!(leader, %message, "controller refused; retrying");
+                        }
+                        Err(error) => {
+                            tracing::debug!(leader, %error, "forwarding to the controller failed; retrying");
+                        }
+                    }
+                }
+                None => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let pause = left.min(Duration::from_millis(SUBMIT_RETRY_MS));
+            futures_lite::future::or(driver.changed.wait_past(seen), glommio::timer::sleep(pause))
+                .await;
+            if pause.is_zero() {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+        }
     }
 
     /// The latest applied image.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.image.clone()
+        self.driver.image.borrow().clone()
     }
 
     pub fn quorum_view(&self) -> QuorumView {
-        QuorumView::default()
+        self.driver.view.get()
     }
 
     /// Waits until this node has applied the log up to `index`.
     pub async fn wait_applied(&self, index: u64) {
-        let _ = index;
+        loop {
+            let seen = self.driver.changed.version();
+            if self.driver.applied.get() >= index {
+                return;
+            }
+            self.driver.changed.wait_past(seen).await;
+        }
     }
 
     /// Waits until the image or the quorum view differ from `seen` (the
     /// applied index last returned; 0 at first), then returns the latest.
-    /// Changes in between are coalesced.
+    /// Changes in between are coalesced. When the applied index is still
+    /// `seen`, it waits for the next change of either (e.g. a new
+    /// controller); read [`ControllerHandle::image`] first to start.
     pub async fn changed(&self, seen: u64) -> (Arc<MetadataImage>, QuorumView) {
-        let _ = seen;
-        (self.image.clone(), self.quorum_view())
+        let version = self.driver.changed.version();
+        if self.driver.view.get().applied_index == seen {
+            self.driver.changed.wait_past(version).await;
+        }
+        (self.image(), self.driver.view.get())
     }
 
     /// Whether this broker is registered and unfenced (serving).
     pub fn unfenced(&self) -> bool {
-        false
+        self.driver.lifecycle.unfenced(&self.driver.image.borrow())
     }
 
     /// Controlled shutdown: asks the controller to fence this broker and
     /// move leadership away; returns when done or after `deadline_ms`.
     pub async fn shutdown(&self, deadline_ms: u64) {
-        let _ = deadline_ms;
+        self.driver.shutting_down.set(true);
+        lifecycle::shutdown(self, deadline_ms).await;
     }
 
     pub fn node(&self) -> NodeId {
-        NodeId(0)
+        self.driver.config.node
+    }
+
+    /// Stops this node's part in the cluster without ending the process:
+    /// the Raft group stops, the listener and every connection close,
+    /// submits fail. (A process that exits needs no call.)
+    pub fn stop(&self) {
+        self.driver.failed.set(true);
+        self.driver.shutting_down.set(true);
+        self.driver.fail_proposals();
+        self.driver.transport.close();
+        self.driver.wake.notify();
+        self.driver.changed.notify();
+    }
+
+    /// Whether this node is the active controller now.
+    pub fn is_controller(&self) -> bool {
+        let quorum = self.driver.quorum.borrow();
+        quorum.leader_ready(self.driver.applied.get())
+    }
+
+    pub(super) fn config(&self) -> &ClusterConfig {
+        &self.driver.config
+    }
+
+    pub(super) fn lifecycle(&self) -> &Lifecycle {
+        &self.driver.lifecycle
+    }
+
+    pub(super) fn shutting_down(&self) -> bool {
+        self.driver.shutting_down.get()
     }
 }
+
+impl Driver {
+    fn id(&self) -> u64 {
+        self.quorum.borrow().id()
+    }
+
+    /// The `attempt`-th voter other than this node, round robin.
+    fn voter_to_try(&self, attempt: usize) -> Option<u64> {
+        let others: Vec<u64> = self
+            .config
+            .voter_ids()
+            .into_iter()
+            .filter(|id| *id != self.id())
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        Some(others[attempt % others.len()])
+    }
+
+    /// Runs `command` on this node's active controller (queued behind the
+    /// ones before it).
+    async fn execute(&self, command: ControllerCommand) -> Result<Answer, Lost> {
+        let (reply, reply_rx) = local_channel::new_bounded(1);
+        if self.jobs.try_send((command, reply)).is_err() {
+            return Err(Lost::Timeout);
+        }
+        reply_rx.recv().await.unwrap_or(Err(Lost::Leadership))
+    }
+
+    /// Proposes `records` as one entry and waits until it is committed and
+    /// applied here.
+    async fn propose(&self, records: &[MetadataRecord]) -> Result<u64, Lost> {
+        let proposed = self.quorum.borrow_mut().propose(encode_batch(records));
+        let (term, index) = match proposed {
+            Ok(at) => at,
+            Err(ProposeError::NotLeader { .. }) => return Err(Lost::Leadership),
+            Err(error) => {
+                tracing::warn!(%error, "metadata proposal refused");
+                return Err(Lost::Leadership);
+            }
+        };
+        let (sender, receiver) = local_channel::new_bounded(1);
+        self.proposals.borrow_mut().insert(index, (term, sender));
+        self.wake.notify();
+        let committed = async { receiver.recv().await.unwrap_or(Err(Lost::Leadership)) };
+        let expired = async {
+            glommio::timer::sleep(Duration::from_millis(COMMIT_TIMEOUT_MS)).await;
+            Err(Lost::Timeout)
+        };
+        let result = futures_lite::future::or(committed, expired).await;
+        self.proposals.borrow_mut().remove(&index);
+        result.map(|()| index)
+    }
+
+    /// Handles every pending `Ready` of the Raft group.
+    fn process_ready(&self) {
+        loop {
+            if self.failed.get() {
+                return;
+            }
+            let polled = self.quorum.borrow_mut().poll();
+            let mut out = match polled {
+                Ok(out) => out,
+                Err(error) => {
+                    tracing::error!(
+                        %error,
+                        "metadata log cannot be written: this node stops taking part in the metadata quorum"
+                    );
+                    self.failed.set(true);
+                    self.fail_proposals();
+                    return;
+                }
+            };
+            let idle =
+                out.messages.is_empty() && out.committed.is_empty() && out.snapshot.is_none();
+            self.send(std::mem::take(&mut out.messages));
+            self.apply(out);
+            self.check_leadership();
+            self.publish();
+            if idle {
+                return;
+            }
+        }
+    }
+
+    fn send(&self, messages: Vec<Message>) {
+        let mut by_peer: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        for message in messages {
+            let body = by_peer.entry(message.to).or_default();
+            let bytes = message.write_to_bytes().expect("raft messages encode");
+            body.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            body.extend_from_slice(&bytes);
+        }
+        for (to, body) in by_peer {
+            if !self
+                .transport
+                .send(to, ClusterApiKey::RaftMessages, Bytes::from(body))
+            {
+                tracing::debug!(to, "no address for a metadata quorum member yet");
+                self.quorum.borrow_mut().report_unreachable(to);
+            }
+        }
+    }
+
+    fn apply(&self, out: Output) {
+        if let Some(installed) = out.snapshot {
+            match decode_snapshot(&installed.data, &self.config.controller.defaults) {
+                Ok(image) => {
+                    *self.state.borrow_mut() =
+                        ControllerState::new(self.config.controller.clone(), Arc::new(image));
+                    self.applied.set(installed.index);
+                    self.snapshot_index.set(installed.index);
+                    self.log_has_data.set(true);
+                    self.fail_proposals();
+                }
+                Err(error) => {
+                    // The leader's snapshot is the cluster's state: a node
+                    // that cannot read it cannot follow.
+                    tracing::error!(
+                        index = installed.index,
+                        %error,
+                        "metadata snapshot from the leader does not decode: this node stops following"
+                    );
+                    self.failed.set(true);
+                    return;
+                }
+            }
+        }
+        let mut changed_brokers = false;
+        for committed in out.committed {
+            if committed.index <= self.applied.get() {
+                continue;
+            }
+            if let Some(payload) = &committed.payload {
+                replay_entry(&mut self.state.borrow_mut(), committed.index, payload);
+                self.log_has_data.set(true);
+                changed_brokers = true;
+            }
+            self.applied.set(committed.index);
+            if let Some((term, waiter)) = self.proposals.borrow_mut().remove(&committed.index) {
+                let result = if term == committed.term {
+                    Ok(())
+                } else {
+                    Err(Lost::Leadership)
+                };
+                let _ = waiter.try_send(result);
+            }
+        }
+        if changed_brokers {
+            self.learn_peers();
+        }
+        let applied = self.applied.get();
+        let wanted = self.quorum.borrow().snapshot_wanted();
+        if applied > self.snapshot_index.get()
+            && (wanted || applied - self.snapshot_index.get() >= SNAPSHOT_EVERY_ENTRIES)
+        {
+            let data = encode_snapshot(self.state.borrow().image());
+            match self.quorum.borrow_mut().snapshot(applied, data) {
+                Ok(()) => {
+                    self.snapshot_index.set(applied);
+                    tracing::debug!(index = applied, "metadata log compacted to a snapshot");
+                }
+                Err(error) => {
+                    tracing::error!(%error, "metadata snapshot failed");
+                    self.failed.set(true);
+                }
+            }
+        }
+    }
+
+    /// A proposal of an earlier term, or of a leader that no longer
+    /// leads, gets an error (it may still commit: never a wrong success).
+    fn check_leadership(&self) {
+        let (leader, term) = {
+            let quorum = self.quorum.borrow();
+            (quorum.is_leader(), quorum.term())
+        };
+        if !leader {
+            self.fail_proposals();
+            if self.controller_term.get() != 0 {
+                tracing::info!(node = self.id(), "no longer the active controller");
+                self.controller_term.set(0);
+            }
+            return;
+        }
+        let stale: Vec<u64> = self
+            .proposals
+            .borrow()
+            .iter()
+            .filter(|(_, (t, _))| *t != term)
+            .map(|(index, _)| *index)
+            .collect();
+        for index in stale {
+            if let Some((_, waiter)) = self.proposals.borrow_mut().remove(&index) {
+                let _ = waiter.try_send(Err(Lost::Leadership));
+            }
+        }
+    }
+
+    fn fail_proposals(&self) {
+        for (_, (_, waiter)) in std::mem::take(&mut *self.proposals.borrow_mut()) {
+            let _ = waiter.try_send(Err(Lost::Leadership));
+        }
+    }
+
+    fn publish(&self) {
+        let quorum = self.quorum.borrow();
+        let view = QuorumView {
+            controller: quorum
+                .leader()
+                .and_then(|id| u32::try_from(id).ok())
+                .map(NodeId),
+            applied_index: self.applied.get(),
+            committed_index: quorum.commit_index(),
+        };
+        drop(quorum);
+        let image = self.state.borrow().image().clone();
+        let image_changed = !Arc::ptr_eq(&image, &self.image.borrow());
+        if image_changed {
+            *self.image.borrow_mut() = image;
+        }
+        if image_changed || view != self.view.get() {
+            self.view.set(view);
+            self.changed.notify();
+        }
+    }
+
+    /// Learners are reached at their registered cluster endpoint.
+    fn learn_peers(&self) {
+        let me = self.config.node;
+        let image = self.state.borrow().image().clone();
+        for broker in image.brokers() {
+            if broker.node == me {
+                continue;
+            }
+            if let Some(endpoint) = &broker.endpoints.cluster {
+                let id = u64::from(broker.node.0);
+                let is_voter = self.config.voters.iter().any(|v| v.node == broker.node);
+                if !is_voter {
+                    self.transport.set_peer(id, endpoint.to_string());
+                }
+            }
+        }
+    }
+
+    /// The active controller adds registered non-voters as learners, one
+    /// membership change at a time.
+    fn add_learners(&self) {
+        let image = self.state.borrow().image().clone();
+        for broker in image.brokers() {
+            let id = u64::from(broker.node.0);
+            let known = {
+                let quorum = self.quorum.borrow();
+                let conf = quorum.conf_state();
+                conf.voters.contains(&id) || conf.learners.contains(&id)
+            };
+            if known {
+                continue;
+            }
+            match self.quorum.borrow_mut().add_learner(id) {
+                Ok(()) => self.wake.notify(),
+                Err(ProposeError::ConfChangePending) => {}
+                Err(error) => tracing::debug!(node = id, %error, "learner not added yet"),
+            }
+            return;
+        }
+    }
+
+    fn warn_no_leader(&self) {
+        let now = Instant::now();
+        let due = self.last_no_leader_warn.get().is_none_or(|at| {
+            now.duration_since(at) >= Duration::from_millis(NO_LEADER_WARN_INTERVAL_MS)
+        });
+        if !due {
+            return;
+        }
+        self.last_no_leader_warn.set(Some(now));
+        let unreachable: Vec<u32> = self
+            .config
+            .voters
+            .iter()
+            .filter(|v| v.node != self.config.node)
+            .filter(|v| !self.transport.connected(u64::from(v.node.0)))
+            .map(|v| v.node.0)
+            .collect();
+        tracing::warn!(
+            node = self.config.node.0,
+            voters = ?self.config.voter_ids(),
+            ?unreachable,
+            "metadata quorum has no leader: waiting for a majority of the voters to be reachable"
+        );
+    }
+}
+
+/// Ticks Raft and handles its `Ready`s while the driver lives.
+async fn pump(driver: Weak<Driver>) {
+    let tick = {
+        let Some(driver) = driver.upgrade() else {
+            return;
+        };
+        Duration::from_millis(driver.config.raft_tick_ms.max(1))
+    };
+    let mut next_tick = Instant::now() + tick;
+    let mut leaderless_ticks = 0u64;
+    loop {
+        let Some(d) = driver.upgrade() else {
+            return;
+        };
+        if d.failed.get() {
+            return;
+        }
+        let seen = d.wake.version();
+        d.process_ready();
+        let now = Instant::now();
+        if now >= next_tick {
+            d.quorum.borrow_mut().tick();
+            next_tick = (next_tick + tick).max(now);
+            if d.quorum.borrow().leader().is_none() {
+                leaderless_ticks += 1;
+                if leaderless_ticks > 2 * ELECTION_TICKS as u64 {
+                    d.warn_no_leader();
+                }
+            } else {
+                leaderless_ticks = 0;
+            }
+            continue;
+        }
+        futures_lite::future::or(
+            d.wake.wait_past(seen),
+            glommio::timer::sleep(next_tick - now),
+        )
+        .await;
+    }
+}
+
+/// The active controller's work: queued commands one at a time, and the
+/// periodic `tick`.
+async fn controller_loop(driver: Weak<Driver>, jobs: LocalReceiver<Job>) {
+    let tick = {
+        let Some(driver) = driver.upgrade() else {
+            return;
+        };
+        Duration::from_millis(driver.config.raft_tick_ms.max(1))
+    };
+    loop {
+        let job = futures_lite::future::or(async { Some(jobs.recv().await) }, async {
+            glommio::timer::sleep(tick).await;
+            None
+        })
+        .await;
+        let Some(d) = driver.upgrade() else {
+            return;
+        };
+        if d.failed.get() {
+            if let Some(Some((_, reply))) = job {
+                let _ = reply.try_send(Err(Lost::Leadership));
+            }
+            continue;
+        }
+        let ready = d.become_controller_if_ready().await;
+        match job {
+            Some(Some((command, reply))) => {
+                if !ready {
+                    let _ = reply.try_send(Err(Lost::Leadership));
+                    continue;
+                }
+                let now_ms = now_ms();
+                let (records, answer) = d.state.borrow_mut().handle(now_ms, &command);
+                let result = if records.is_empty() {
+                    Ok(Answer {
+                        reply: answer,
+                        index: 0,
+                    })
+                } else {
+                    d.propose(&records).await.map(|index| Answer {
+                        reply: answer,
+                        index,
+                    })
+                };
+                let _ = reply.try_send(result);
+            }
+            Some(None) => return,
+            None => {
+                if ready {
+                    let records = d.state.borrow_mut().tick(now_ms());
+                    if !records.is_empty() {
+                        let _ = d.propose(&records).await;
+                    }
+                    d.add_learners();
+                }
+            }
+        }
+    }
+}
+
+impl Driver {
+    /// Whether this node is the active controller; on the first time in a
+    /// term, tells the state machine (and bootstraps an empty log).
+    async fn become_controller_if_ready(&self) -> bool {
+        let (ready, term) = {
+            let quorum = self.quorum.borrow();
+            (quorum.leader_ready(self.applied.get()), quorum.term())
+        };
+        if !ready {
+            return false;
+        }
+        if self.controller_term.get() != term {
+            self.controller_term.set(term);
+            tracing::info!(node = self.id(), term, "this node is the active controller");
+            self.state.borrow_mut().become_leader(now_ms());
+            // The first controller of an empty log bootstraps it (again
+            // in a later term if it did not finish).
+            if !self.log_has_data.get() {
+                self.bootstrapping.set(true);
+            }
+        }
+        if self.bootstrapping.get() {
+            // The cluster id (from the state's tick), then this node's
+            // bootstrap records.
+            let records = self.state.borrow_mut().tick(now_ms());
+            if !records.is_empty() && self.propose(&records).await.is_err() {
+                return false;
+            }
+            let bootstrap = self.bootstrap.borrow().clone();
+            if !bootstrap.is_empty() {
+                match self.propose(&bootstrap).await {
+                    Ok(index) => {
+                        tracing::info!(
+                            index,
+                            records = bootstrap.len(),
+                            "metadata log bootstrapped"
+                        );
+                        self.bootstrap.borrow_mut().clear();
+                    }
+                    Err(_) => return false,
+                }
+            }
+            self.bootstrapping.set(false);
+        }
+        self.quorum.borrow().leader_ready(self.applied.get())
+    }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(crate::clock::now_ms()).unwrap_or(0)
+}
+
+/// What the cluster listener serves from the driver.
+struct Service(Weak<Driver>);
+
+impl ClusterService for Service {
+    fn one_way(&self, api: ClusterApiKey, body: Bytes) {
+        let Some(driver) = self.0.upgrade() else {
+            return;
+        };
+        if api != ClusterApiKey::RaftMessages {
+            tracing::debug!(?api, "cluster frame ignored: not one-way");
+            return;
+        }
+        match decode_messages(&body) {
+            Ok(messages) => {
+                let mut quorum = driver.quorum.borrow_mut();
+                for message in messages {
+                    quorum.step(message);
+                }
+                drop(quorum);
+                driver.wake.notify();
+            }
+            Err(reason) => tracing::warn!(%reason, "bad raft message batch dropped"),
+        }
+    }
+
+    fn request(
+        &self,
+        api: ClusterApiKey,
+        body: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<Bytes, String>>>> {
+        let driver = self.0.clone();
+        Box::pin(async move {
+            let driver = driver.upgrade().ok_or("shutting down")?;
+            if api != ClusterApiKey::ControllerCommand {
+                return Err(format!("{api:?} is not a request"));
+            }
+            let command = ControllerCommand::decode(&body).map_err(|e| e.to_string())?;
+            let leader = driver.quorum.borrow().leader();
+            if leader != Some(driver.id()) {
+                return Err(format!("not the controller (leader: {leader:?})"));
+            }
+            match driver.execute(command).await {
+                Ok(answer) => {
+                    let mut out = Vec::new();
+                    answer.encode(&mut out);
+                    Ok(Bytes::from(out))
+                }
+                Err(lost) => Err(format!("not committed: {lost:?}")),
+            }
+        })
+    }
+}
+
+/// Most messages in one Raft batch frame.
+const BATCH_MESSAGES_MAX: usize = 4_096;
+
+fn decode_messages(body: &[u8]) -> Result<Vec<Message>, String> {
+    let mut messages = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        if messages.len() >= BATCH_MESSAGES_MAX {
+            return Err(format!("more than {BATCH_MESSAGES_MAX} messages"));
+        }
+        let len: [u8; 4] = rest
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or("message length cut short")?;
+        let len = u32::from_le_bytes(len) as usize;
+        let bytes = rest.get(4..4 + len).ok_or("message cut short")?;
+        messages.push(Message::parse_from_bytes(bytes).map_err(|e| e.to_string())?);
+        rest = &rest[4 + len..];
+    }
+    Ok(messages)
+}
+
+pub mod lifecycle;
+
+#[cfg(test)]
+mod tests;

@@ -17,14 +17,18 @@
 //! - [`quorum`]: the Raft group, sans-IO around `raft::RawNode`, with its
 //!   durable storage.
 //! - [`transport`]: native frames over `--cluster-listen` (glommio).
+//! - [`driver`]: the Raft group and the controller on shard 0, forwarding
+//!   commands; `driver::lifecycle`: this broker's registration and heartbeats.
 
 pub mod commands;
 pub mod driver;
 pub mod fold;
 pub mod import;
 pub mod placement;
+pub mod quorum;
 pub mod records;
 pub mod state;
+pub mod transport;
 pub mod wire;
 
 #[cfg(test)]

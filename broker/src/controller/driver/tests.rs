@@ -1,0 +1,302 @@
+//! Real sockets, real glommio: each node runs on its own thread with its
+//! own executor and temp dir; the test thread drives them through a
+//! command channel and reads what they publish.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::controller::quorum::DiskStorage;
+use crate::metadata::image::Endpoint;
+use crate::topic::TopicConfig;
+
+/// A generous bound for anything the cluster should do in well under a
+/// second; only reached when something is broken.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+fn controller_config(voters: &[u32]) -> ControllerConfig {
+    ControllerConfig {
+        base: fjord_storage::LogConfig::default(),
+        voters: voters.iter().copied().map(NodeId).collect(),
+        defaults: TopicConfig::from_log_config(&fjord_storage::LogConfig::default()),
+        default_partitions: 1,
+        default_replication_factor: 1,
+        offsets_partitions: 1,
+        offsets_replication_factor: 1,
+        partitions_max: 1000,
+        session_timeout_ms: 9_000,
+        producer_id_block_size: 1000,
+    }
+}
+
+fn cluster_config(node: u32, ports: &[u16], dir: &std::path::Path, tick_ms: u64) -> ClusterConfig {
+    let voters: Vec<Voter> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| Voter {
+            node: NodeId(i as u32 + 1),
+            host: "127.0.0.1".to_string(),
+            port: *port,
+        })
+        .collect();
+    let port = ports[node as usize - 1];
+    ClusterConfig {
+        node: NodeId(node),
+        controller: controller_config(&voters.iter().map(|v| v.node.0).collect::<Vec<_>>()),
+        voters,
+        cluster_listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        dir: dir.to_path_buf(),
+        endpoints: BrokerEndpoints {
+            native: None,
+            kafka: None,
+            cluster: Some(Endpoint {
+                host: "127.0.0.1".to_string(),
+                port,
+            }),
+        },
+        shards: 1,
+        rack: None,
+        heartbeat_interval_ms: 200,
+        raft_tick_ms: tick_ms,
+    }
+}
+
+type Submitted = Result<Answer, ControllerUnavailable>;
+
+enum Control {
+    Submit(ControllerCommand, mpsc::Sender<Submitted>),
+    Stop,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Status {
+    view: QuorumView,
+    controller: bool,
+}
+
+/// One node on its own thread and executor.
+struct Node {
+    control: mpsc::Sender<Control>,
+    status: Arc<Mutex<Status>>,
+    thread: Option<glommio::ExecutorJoinHandle<()>>,
+}
+
+fn bootstrap(node: u32) -> Vec<MetadataRecord> {
+    vec![MetadataRecord::ClusterId {
+        id: [node as u8; 16],
+    }]
+}
+
+impl Node {
+    fn start(config: ClusterConfig) -> Node {
+        let (control, control_rx) = mpsc::channel();
+        let status = Arc::new(Mutex::new(Status::default()));
+        let published = status.clone();
+        let thread = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .name(&format!("node-{}", config.node.0))
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let recovered = recover(&config).unwrap();
+                let bootstrap = bootstrap(config.node.0);
+                let handle = ControllerHandle::start(config, recovered, bootstrap).unwrap();
+                loop {
+                    *published.lock().unwrap() = Status {
+                        view: handle.quorum_view(),
+                        controller: handle.is_controller(),
+                    };
+                    match control_rx.try_recv() {
+                        Ok(Control::Submit(command, reply)) => {
+                            let handle = handle.clone();
+                            glommio::spawn_local(async move {
+                                let _ = reply.send(handle.submit(command).await);
+                            })
+                            .detach();
+                        }
+                        Ok(Control::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
+                            // Let every task see the stop and drop its
+                            // sockets before the executor goes.
+                            handle.stop();
+                            glommio::timer::sleep(Duration::from_millis(50)).await;
+                            return;
+                        }
+                        Err(mpsc::TryRecvError::Empty) => {
+                            glommio::timer::sleep(Duration::from_millis(5)).await
+                        }
+                    }
+                }
+            })
+            .unwrap();
+        Node {
+            control,
+            status,
+            thread: Some(thread),
+        }
+    }
+
+    fn status(&self) -> Status {
+        *self.status.lock().unwrap()
+    }
+
+    fn submit(&self, command: ControllerCommand) -> Submitted {
+        let (reply, reply_rx) = mpsc::channel();
+        self.control.send(Control::Submit(command, reply)).unwrap();
+        reply_rx.recv_timeout(PATIENCE).expect("submit answered")
+    }
+
+    /// Stops its executor: every task, socket and timer of the node ends.
+    fn stop(&mut self) {
+        let _ = self.control.send(Control::Stop);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < PATIENCE, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Every live node names the same controller, which says it is one, and
+/// all applied the same index.
+fn agreed_controller(nodes: &[Option<Node>]) -> Option<u32> {
+    let statuses: Vec<Status> = nodes.iter().flatten().map(Node::status).collect();
+    let controller = statuses.first()?.view.controller?;
+    let applied = statuses[0].view.applied_index;
+    let agreed = statuses
+        .iter()
+        .all(|s| s.view.controller == Some(controller) && s.view.applied_index == applied);
+    let leader_ready = nodes
+        .get(controller.0 as usize - 1)
+        .and_then(|n| n.as_ref())
+        .is_some_and(|n| n.status().controller);
+    (agreed && leader_ready).then_some(controller.0)
+}
+
+/// The metadata payloads committed in `dir`'s log, decoded.
+fn committed_records(dir: &std::path::Path, voters: &[u64]) -> Vec<Vec<MetadataRecord>> {
+    let storage = DiskStorage::open(dir, voters).unwrap();
+    storage
+        .committed_entries()
+        .filter(|e| e.get_entry_type() == raft::eraftpb::EntryType::EntryNormal)
+        .filter(|e| !e.data.is_empty())
+        .map(|e| decode_batch(&e.data).unwrap())
+        .collect()
+}
+
+fn producer_ids(node: u32) -> ControllerCommand {
+    ControllerCommand::AllocateProducerIds { node: NodeId(node) }
+}
+
+#[test]
+fn a_lone_voter_leads_without_an_election_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(1);
+    // Ticks of 10 s: an election timeout would take 100 s or more.
+    let mut node = Node::start(cluster_config(1, &ports, dir.path(), 10_000));
+    wait_until("node 1 leads", || {
+        node.status().view.controller == Some(NodeId(1))
+    });
+    let answer = node.submit(producer_ids(1)).expect("answered by itself");
+    assert!(node.status().controller);
+    assert!(node.status().view.applied_index >= answer.index);
+    node.stop();
+    // Its bootstrap went in right after the (state's) cluster id.
+    let log = committed_records(dir.path(), &[1]);
+    assert!(log.contains(&bootstrap(1)), "{log:?}");
+}
+
+#[test]
+fn three_nodes_elect_forward_fail_over_and_catch_up() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports = free_ports(3);
+    let config = |n: u32| cluster_config(n, &ports, dirs[n as usize - 1].path(), 20);
+    let mut nodes: Vec<Option<Node>> = (1..=3).map(|n| Some(Node::start(config(n)))).collect();
+    wait_until("a controller all agree on", || {
+        agreed_controller(&nodes).is_some()
+    });
+    let first = agreed_controller(&nodes).unwrap();
+
+    // A follower forwards to the controller and gets its answer.
+    let follower = (1..=3).find(|n| *n != first).unwrap();
+    let answer = nodes[follower as usize - 1]
+        .as_ref()
+        .unwrap()
+        .submit(producer_ids(follower))
+        .expect("forwarded and answered");
+    wait_until("the answer's index applied everywhere", || {
+        nodes
+            .iter()
+            .flatten()
+            .all(|n| n.status().view.applied_index >= answer.index)
+    });
+
+    // The controller's executor stops: the two others elect another and
+    // keep answering.
+    nodes[first as usize - 1].as_mut().unwrap().stop();
+    nodes[first as usize - 1] = None;
+    wait_until("a new controller", || {
+        agreed_controller(&nodes).is_some_and(|c| c != first)
+    });
+    let second = agreed_controller(&nodes).unwrap();
+    let other = (1..=3).find(|n| *n != first && *n != second).unwrap();
+    nodes[other as usize - 1]
+        .as_ref()
+        .unwrap()
+        .submit(producer_ids(other))
+        .expect("answered by the new controller");
+    nodes[second as usize - 1]
+        .as_ref()
+        .unwrap()
+        .submit(producer_ids(second))
+        .expect("answered by itself");
+
+    // The old controller restarts from its dir and catches up.
+    nodes[first as usize - 1] = Some(Node::start(config(first)));
+    wait_until("the restarted node caught up", || {
+        agreed_controller(&nodes).is_some()
+    });
+    let applied: Vec<u64> = nodes
+        .iter()
+        .flatten()
+        .map(|n| n.status().view.applied_index)
+        .collect();
+    assert!(applied.iter().all(|a| *a == applied[0]), "{applied:?}");
+
+    for node in nodes.iter_mut().flatten() {
+        node.stop();
+    }
+    // Every node holds the same committed log, with one bootstrap (the
+    // first controller's) in it.
+    let logs: Vec<_> = dirs
+        .iter()
+        .map(|d| committed_records(d.path(), &[1, 2, 3]))
+        .collect();
+    assert_eq!(logs[0], logs[1]);
+    assert_eq!(logs[1], logs[2]);
+    let bootstraps = logs[0]
+        .iter()
+        .filter(|batch| (1..=3).any(|n| **batch == bootstrap(n)))
+        .count();
+    assert_eq!(bootstraps, 1, "{:?}", logs[0]);
+    assert!(logs[0].contains(&bootstrap(first)));
+}
