@@ -914,21 +914,24 @@ impl Driver {
             }
         }
         if self.bootstrapping.get() {
-            // The cluster id (from the state's tick), then this node's
-            // bootstrap records.
-            let records = self.state.borrow_mut().tick(now_ms());
-            if !records.is_empty() && self.propose(&records).await.is_err() {
-                return false;
-            }
+            // The cluster id (from the state's tick) and this node's
+            // bootstrap records, in ONE entry: no node ever applies an
+            // image that has a cluster id but not yet the imported topics
+            // (a node following the log would take their absence for a
+            // deletion).
+            let mut records = self.state.borrow_mut().tick(now_ms());
             let bootstrap = self.bootstrap.borrow().clone();
-            if !bootstrap.is_empty() {
-                match self.propose(&bootstrap).await {
+            records.extend(bootstrap.iter().cloned());
+            if !records.is_empty() {
+                match self.propose(&records).await {
                     Ok(index) => {
-                        tracing::info!(
-                            index,
-                            records = bootstrap.len(),
-                            "metadata log bootstrapped"
-                        );
+                        if !bootstrap.is_empty() {
+                            tracing::info!(
+                                index,
+                                records = bootstrap.len(),
+                                "metadata log bootstrapped"
+                            );
+                        }
                         self.bootstrap.borrow_mut().clear();
                     }
                     Err(_) => return false,
