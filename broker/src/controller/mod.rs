@@ -31,5 +31,3 @@ pub mod state;
 pub mod transport;
 pub mod wire;
 
-#[cfg(test)]
-mod compat_tests;

@@ -1,7 +1,7 @@
 //! The controller refuses admin requests with the codes and messages the
 //! single-node admin paths give ([`crate::error::TopicOpError`]): the
 //! existing admin tests check both. Not a pure file (it names the error
-//! type the shard service uses), so it lives beside the pure ones.
+//! type the shard service uses), so it lives with that type.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,8 +9,10 @@ use std::sync::Arc;
 use fjord_schema::NodeId;
 use fjord_storage::LogConfig;
 
-use super::commands::{AlterTopicConfigs, ControllerCommand, ControllerReply, CreateTopicSpec};
-use super::state::{ControllerConfig, ControllerState, SeededIds};
+use crate::controller::commands::{
+    AlterTopicConfigs, ControllerCommand, ControllerReply, CreateTopicSpec,
+};
+use crate::controller::state::{ControllerConfig, ControllerState, SeededIds};
 use crate::error::TopicOpError;
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::metadata::image::{BrokerEndpoints, MetadataImage};
