@@ -47,6 +47,7 @@ fn answers(frames: Vec<Frame>) -> Vec<Option<Frame>> {
             Arc::new(Catalog::default()),
             Some(TopicAdmin::new(registry, base, 2, fjord_schema::NodeId(7))),
         ));
+        start_controller(&service, &data_dir).await;
         let engine = Engine::new(
             Arc::new(BrokerView {
                 node_id: NodeId(7),
@@ -518,4 +519,63 @@ fn metadata_shows_the_whole_cluster() {
             (0, 1, 7, vec![1, 3], vec![1, 3]),
         ]
     );
+}
+
+/// Starts a one-node controller (node 7, the engine's) on `service` and
+/// waits until the node is unfenced, as a broker does before it serves.
+async fn start_controller(service: &Rc<ShardService>, data_dir: &std::path::Path) {
+    use crate::controller::driver::{recover, ClusterConfig, Voter};
+    use crate::controller::state::ControllerConfig;
+    use crate::metadata::image::{BrokerEndpoints, Endpoint};
+    let base = LogConfig::default();
+    let node = NodeId(7);
+    let config = ClusterConfig {
+        node,
+        voters: vec![Voter {
+            node,
+            host: "127.0.0.1".into(),
+            port: 0,
+        }],
+        cluster_listen: "127.0.0.1:0".parse().expect("address"),
+        dir: data_dir.join("__cluster_metadata-0"),
+        // As the engine's view says.
+        endpoints: BrokerEndpoints {
+            native: Some(Endpoint {
+                host: "127.0.0.1".into(),
+                port: 9192,
+            }),
+            kafka: Some(Endpoint {
+                host: "127.0.0.1".into(),
+                port: 9092,
+            }),
+            cluster: None,
+        },
+        shards: 1,
+        rack: None,
+        heartbeat_interval_ms: 200,
+        raft_tick_ms: 100,
+        controller: ControllerConfig {
+            base,
+            voters: vec![node],
+            defaults: crate::topic::TopicConfig::from_log_config(&base),
+            default_partitions: 2,
+            default_replication_factor: 1,
+            offsets_partitions: 1,
+            offsets_replication_factor: 1,
+            partitions_max: 100,
+            session_timeout_ms: 9_000,
+            producer_id_block_size: 10,
+        },
+    };
+    let recovered = recover(&config).expect("metadata log");
+    service
+        .start_controller(config, recovered, Vec::new())
+        .expect("controller");
+    let data = crate::datadir::DataDir::open(data_dir).expect("data dir");
+    data.claim_for_node(7).expect("node id");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    assert!(service
+        .wait_unfenced(&stop, &data.meta_file())
+        .await
+        .expect("joined"));
 }
