@@ -108,7 +108,9 @@ impl TopicAdmin {
         let mut assignments = None;
         let partitions = match spec.num_partitions {
             _ if !spec.assignments.is_empty() => {
-                let count = partitions_from_assignments(
+                // Checked here for Kafka's messages; the count is the
+                // assignments' (Kafka's -1).
+                partitions_from_assignments(
                     spec.num_partitions,
                     spec.replication_factor,
                     &spec.assignments,
@@ -122,7 +124,7 @@ impl TopicAdmin {
                         .map(|(_, nodes)| nodes.into_iter().map(|n| NodeId(n as u32)).collect())
                         .collect(),
                 );
-                Some(count)
+                None
             }
             -1 => None,
             n if n > 0 => Some(n as u32),

@@ -587,6 +587,6 @@ fn default_relative_data_dir_serves_topics() {
         .dir
         .path()
         .join("fjord-data")
-        .join("topics.toml")
+        .join("__cluster_metadata-0")
         .exists());
 }

@@ -849,7 +849,6 @@ fn metadata_reports_topic_ids_that_survive_a_restart() {
                     assert_eq!(p.leader_id, BrokerId(1));
                     assert_eq!(p.replica_nodes, vec![BrokerId(1)]);
                     assert_eq!(p.isr_nodes, vec![BrokerId(1)]);
-                    assert_eq!(p.leader_epoch, 0);
                 }
                 (name, t.topic_id)
             })
@@ -867,8 +866,27 @@ fn metadata_reports_topic_ids_that_survive_a_restart() {
     assert_eq!(created_b, before["ids-b"]);
     assert!(ids(broker.kafka_addr(), 9).values().all(uuid::Uuid::is_nil));
 
+    // Leader epochs: 0 as created; the restarted broker leads again at a
+    // newer epoch (its old incarnation was fenced), the same everywhere.
+    let epochs = |kafka: SocketAddr| -> Vec<i32> {
+        let mut stream = connect(kafka);
+        let mut metadata = MetadataRequest::default();
+        metadata.topics = None;
+        let meta: MetadataResponse = call(&mut stream, ApiKey::Metadata, 12, &metadata);
+        let mut epochs: Vec<i32> = meta
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.leader_epoch))
+            .collect();
+        epochs.dedup();
+        epochs
+    };
+    assert_eq!(epochs(broker.kafka_addr()), vec![0]);
     broker.terminate_and_restart();
     assert_eq!(ids(broker.kafka_addr(), 12), before);
+    let restarted = epochs(broker.kafka_addr());
+    assert_eq!(restarted.len(), 1, "{restarted:?}");
+    assert!(restarted[0] > 0, "{restarted:?}");
 
     // Deleted and created again: a new topic, a new id.
     let mut stream = connect(broker.kafka_addr());

@@ -77,7 +77,7 @@ fn topic_states(response: &MetadataResponse) -> HashMap<String, (i16, usize)> {
 
 /// The broker's configs as DescribeConfigs v4 gives them.
 fn broker_configs(kafka: SocketAddr) -> HashMap<String, String> {
-    described_configs(kafka, 4, "0")
+    described_configs(kafka, 4, "1")
 }
 
 fn topic_configs(kafka: SocketAddr, topic: &str) -> HashMap<String, String> {

@@ -1,7 +1,9 @@
 //! A data dir whose `topics.toml` was written before issue 12 (one table
 //! of topics and their shards) still serves: the broker converts it to the
 //! image (`topics.toml` version 2) and the shard table (`shards.toml`) at
-//! start, every partition stays on its shard, and restarts keep that.
+//! start, imports the topics into its new metadata log (issue 13), every
+//! partition stays on its shard, and restarts keep that (the imported
+//! `topics.toml` is then renamed, never read again).
 
 mod common;
 
@@ -36,6 +38,9 @@ fn a_data_dir_from_before_issue_12_is_converted_and_keeps_its_placement() {
     for file in ["shards.toml", "shards.spare", "topics.spare"] {
         let _ = std::fs::remove_file(data.join(file));
     }
+    // Nor had it a metadata log, nor a meta.properties.
+    std::fs::remove_dir_all(data.join("__cluster_metadata-0")).expect("metadata log");
+    std::fs::remove_file(data.join("meta.properties")).expect("meta.properties");
     std::fs::write(data.join("topics.toml"), legacy_registry()).expect("write");
     broker.restart();
 
@@ -62,10 +67,11 @@ fn a_data_dir_from_before_issue_12_is_converted_and_keeps_its_placement() {
     for (topic, shards) in &expected {
         assert_eq!(&placement(&mut broker, topic), shards, "{topic}");
     }
+    assert!(!data.join("topics.toml").exists(), "imported, then retired");
     assert_eq!(
-        std::fs::read_to_string(data.join("topics.toml")).expect("read"),
+        std::fs::read_to_string(data.join("topics.toml.imported")).expect("read"),
         converted,
-        "ids and all kept"
+        "kept for the operator as it was imported"
     );
     let read = broker.conn().read_all("orders", 3, 0);
     assert_eq!(read.len(), 1);
