@@ -79,9 +79,9 @@ impl std::str::FromStr for QuorumVoters {
                 .trim()
                 .parse::<u32>()
                 .ok()
-                .filter(|&n| n <= NODE_ID_MAX)
+                .filter(|&n| (1..=NODE_ID_MAX).contains(&n))
                 .ok_or_else(|| {
-                    format!("{entry:?}: node id {id:?} is not a number in 0..={NODE_ID_MAX}")
+                    format!("{entry:?}: node id {id:?} is not a number in 1..={NODE_ID_MAX}")
                 })?;
             let Some((host, port)) = address.rsplit_once(':') else {
                 return Err(format!("{entry:?}: {address:?} is not HOST:PORT"));
@@ -1172,6 +1172,13 @@ impl Config {
                 self.node_id
             ));
         }
+        if self.node_id == 0 {
+            // Raft (tikv raft) reserves id 0 for "no node".
+            return invalid(
+                "node_id = 0: node ids start at 1 (0 means \"no node\" to the metadata quorum)"
+                    .into(),
+            );
+        }
         if self.broker_heartbeat_interval_ms == 0 {
             return invalid("broker_heartbeat_interval_ms must be at least 1".into());
         }
@@ -1813,6 +1820,7 @@ mod tests {
             ),
             (|c| c.offsets_topic_replication_factor = 0, "at least 1"),
             (|c| c.node_id = NODE_ID_MAX + 1, "int32"),
+            (|c| c.node_id = 0, "node ids start at 1"),
         ];
         for (breaks, says) in broken {
             let mut config = valid();

@@ -651,17 +651,28 @@ fn a_single_node_data_dir_of_node_0_opens_unchanged_with_the_new_defaults() {
     use common::{batch, Broker};
     use fjord_schema::ErrorCode;
 
-    let mut broker = Broker::start(&["--node-id", "0", "--shards", "1"]);
+    // The data as the previous release left it: the logs of `orders`
+    // (4 partitions), a `topics.toml` naming them, no metadata log, and a
+    // meta.properties of node 0 (its default) without a cluster id.
+    let mut broker = Broker::start(&["--shards", "1"]);
     let mut conn = broker.conn();
-    assert_eq!(conn.create_topic("legacy", 2, &[]), ErrorCode::None);
+    assert_eq!(conn.create_topic("orders", 4, &[]), ErrorCode::None);
     let records: [(&[u8], &[u8]); 2] = [(b"k1", b"v1"), (b"k2", b"v2")];
-    let (code, offset) = conn.produce("legacy", 1, &batch(&records, common::now_ms()), -1);
+    let (code, offset) = conn.produce("orders", 1, &batch(&records, common::now_ms()), -1);
     assert_eq!((code, offset), (ErrorCode::None, 0));
     drop(conn);
     assert!(broker.terminate().success());
-    // The previous release wrote no cluster.id.
+    let data = broker.data_dir();
+    std::fs::remove_dir_all(data.join("__cluster_metadata-0")).expect("metadata log");
+    for file in ["shards.toml", "shards.spare"] {
+        let _ = std::fs::remove_file(data.join(file));
+    }
+    let legacy = include_str!("../src/metadata/testdata/topics-0ef4d7e.toml")
+        .replace("shards = [2, 0, 1, 2]", "shards = [0, 0, 0, 0]")
+        .replace("shards = [0, 1]", "shards = [0, 0]");
+    std::fs::write(data.join("topics.toml"), legacy).expect("topics.toml");
     std::fs::write(
-        broker.data_dir().join("meta.properties"),
+        data.join("meta.properties"),
         "# Written by fjord when it first served this data dir; do not edit.\nversion=1\nnode.id=0\n",
     )
     .expect("meta.properties as the previous release wrote it");
@@ -671,11 +682,11 @@ fn a_single_node_data_dir_of_node_0_opens_unchanged_with_the_new_defaults() {
     let meta = std::fs::read_to_string(broker.data_dir().join("meta.properties")).expect("meta");
     assert!(meta.contains("node.id=1\n"), "{meta}");
     let mut conn = broker.conn();
-    let info = conn.metadata(Some(&["legacy"]));
+    let info = conn.metadata(Some(&["orders"]));
     assert_eq!(info.topics.len(), 1);
     assert_eq!(info.topics[0].error, ErrorCode::None);
-    assert_eq!(info.topics[0].partitions.len(), 2);
-    let read = conn.read_all("legacy", 1, 0);
+    assert_eq!(info.topics[0].partitions.len(), 4);
+    let read = conn.read_all("orders", 1, 0);
     assert_eq!(read.len(), records.len());
     for ((offset, key, value), (i, (k, v))) in read.into_iter().zip(records.iter().enumerate()) {
         assert_eq!(offset, i as u64);
@@ -684,12 +695,12 @@ fn a_single_node_data_dir_of_node_0_opens_unchanged_with_the_new_defaults() {
     drop(conn);
     assert!(broker.terminate().success());
 
-    // Adopted: node 0 is now refused, as any other node.
+    // Adopted: another node id is now refused.
     let out = Command::new(env!("CARGO_BIN_EXE_fjord"))
         .arg("start")
         .arg("--data-dir")
         .arg(broker.data_dir())
-        .args(["--node-id", "0", "--listen", "127.0.0.1:0"])
+        .args(["--node-id", "2", "--listen", "127.0.0.1:0"])
         .args(["--kafka-listen", "off"])
         .output()
         .expect("run fjord");
