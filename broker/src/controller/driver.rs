@@ -65,6 +65,12 @@ pub const SUBMIT_DEADLINE_MS: u64 = 15_000;
 pub const COMMIT_TIMEOUT_MS: u64 = 10_000;
 /// Commands queued for the active controller on this node.
 pub const COMMANDS_QUEUED_MAX: usize = 256;
+/// One forwarding attempt waits at most this for the controller's
+/// answer before trying again (maybe another node): a controller that
+/// died must not hold the submit for its whole deadline. A retried
+/// command may run twice (as a Kafka client's retry may); the commands'
+/// answers say so (e.g. a topic that already exists).
+pub const FORWARD_ATTEMPT_MS: u64 = 5_000;
 /// Between retries of a submit while leadership moves.
 const SUBMIT_RETRY_MS: u64 = 100;
 /// A voter set without a reachable majority is logged at most this often.
@@ -385,7 +391,9 @@ impl ControllerHandle {
                             Bytes::from(out)
                         })
                         .clone();
-                    let left = deadline.saturating_duration_since(now);
+                    let left = deadline
+                        .saturating_duration_since(now)
+                        .min(Duration::from_millis(FORWARD_ATTEMPT_MS));
                     match driver
                         .transport
                         .call(leader, ClusterApiKey::ControllerCommand, body, left)
@@ -611,6 +619,7 @@ impl Driver {
                     self.snapshot_index.set(installed.index);
                     self.log_has_data.set(true);
                     self.fail_proposals();
+                    self.learn_peers();
                 }
                 Err(error) => {
                     // The leader's snapshot is the cluster's state: a node

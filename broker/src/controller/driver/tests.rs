@@ -253,6 +253,13 @@ fn three_nodes_elect_forward_fail_over_and_catch_up() {
     // keep answering.
     nodes[first as usize - 1].as_mut().unwrap().stop();
     nodes[first as usize - 1] = None;
+    // Submitted at once, while the survivors still name the dead
+    // controller: the submit retries until the new one answers.
+    nodes[follower as usize - 1]
+        .as_ref()
+        .unwrap()
+        .submit(producer_ids(follower))
+        .expect("answered across the leadership change");
     wait_until("a new controller", || {
         agreed_controller(&nodes).is_some_and(|c| c != first)
     });
