@@ -65,6 +65,10 @@ pub const SUBMIT_DEADLINE_MS: u64 = 15_000;
 pub const COMMIT_TIMEOUT_MS: u64 = 10_000;
 /// Commands queued for the active controller on this node.
 pub const COMMANDS_QUEUED_MAX: usize = 256;
+const _: () = assert!(
+    super::quorum::PROPOSAL_BYTES_MAX * 2 <= super::transport::CLUSTER_FRAME_BYTES_MAX as usize
+);
+
 /// One forwarding attempt waits at most this for the controller's
 /// answer before trying again (maybe another node): a controller that
 /// died must not hold the submit for its whole deadline. A retried
@@ -232,6 +236,9 @@ enum Lost {
     Leadership,
     /// Not committed in time.
     Timeout,
+    /// Its records do not fit one entry (`quorum::PROPOSAL_BYTES_MAX`):
+    /// retrying cannot help.
+    TooLarge,
 }
 
 type Job = (ControllerCommand, LocalSender<Result<Answer, Lost>>);
@@ -379,8 +386,10 @@ impl ControllerHandle {
                 .or_else(|| driver.voter_to_try(attempt));
             match leader {
                 Some(leader) if leader == driver.id() => {
-                    if let Ok(answer) = driver.execute(command.clone()).await {
-                        return Ok(answer);
+                    match driver.execute(command.clone()).await {
+                        Ok(answer) => return Ok(answer),
+                        Err(Lost::TooLarge) => return Err(ControllerUnavailable::Timeout),
+                        Err(Lost::Leadership | Lost::Timeout) => {}
                     }
                 }
                 Some(leader) => {
@@ -541,6 +550,10 @@ impl Driver {
         let (term, index) = match proposed {
             Ok(at) => at,
             Err(ProposeError::NotLeader { .. }) => return Err(Lost::Leadership),
+            Err(error @ ProposeError::TooLarge(_)) => {
+                tracing::error!(%error, records = records.len(), "metadata proposal refused");
+                return Err(Lost::TooLarge);
+            }
             Err(error) => {
                 tracing::warn!(%error, "metadata proposal refused");
                 return Err(Lost::Leadership);
@@ -963,6 +976,9 @@ impl ClusterService for Service {
         };
         if api != ClusterApiKey::RaftMessages {
             tracing::debug!(?api, "cluster frame ignored: not one-way");
+            return;
+        }
+        if driver.failed.get() {
             return;
         }
         match decode_messages(&body) {
