@@ -495,6 +495,12 @@ impl ControllerHandle {
         self.driver.changed.notify();
     }
 
+    /// The cluster transport (its connections to the voters and learners),
+    /// for other inter-node traffic (replica fetches, issue 14).
+    pub fn transport(&self) -> &Transport {
+        &self.driver.transport
+    }
+
     /// Whether this node is the active controller now.
     pub fn is_controller(&self) -> bool {
         let quorum = self.driver.quorum.borrow();

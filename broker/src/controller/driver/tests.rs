@@ -306,3 +306,23 @@ fn three_nodes_elect_forward_fail_over_and_catch_up() {
     assert_eq!(bootstraps, 1, "{:?}", logs[0]);
     assert!(logs[0].contains(&bootstrap(first)));
 }
+
+#[test]
+fn without_a_reachable_majority_a_voter_waits_and_answers_no_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three voters, only node 1 runs: nobody listens on the others'
+    // ports.
+    let ports = free_ports(3);
+    let mut node = Node::start(cluster_config(1, &ports, dir.path(), 10));
+    // It keeps trying (pre-votes to unreachable peers) and never leads;
+    // a submit gives up at its deadline with NoQuorum.
+    assert_eq!(
+        node.submit(producer_ids(1)),
+        Err(ControllerUnavailable::NoQuorum)
+    );
+    let status = node.status();
+    assert_eq!(status.view.controller, None);
+    assert!(!status.controller);
+    assert_eq!(status.view.committed_index, 0);
+    node.stop();
+}
