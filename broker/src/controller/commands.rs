@@ -62,6 +62,9 @@ pub enum ControllerCommand {
     DeleteTopics(Vec<String>),
     /// (topic, new total partition count).
     CreatePartitions(Vec<(String, u32)>),
+    /// CreatePartitions with `validate_only`: checked as
+    /// [`ControllerCommand::CreatePartitions`], nothing proposed.
+    ValidatePartitions(Vec<(String, u32)>),
     AlterConfigs(Vec<AlterTopicConfigs>),
     AllocateProducerIds {
         node: NodeId,
@@ -120,6 +123,7 @@ const TAG_DELETE_TOPICS: u8 = 4;
 const TAG_CREATE_PARTITIONS: u8 = 5;
 const TAG_ALTER_CONFIGS: u8 = 6;
 const TAG_ALLOCATE_PRODUCER_IDS: u8 = 7;
+const TAG_VALIDATE_PARTITIONS: u8 = 8;
 
 const TAG_REGISTERED: u8 = 1;
 const TAG_HEARTBEAT_REPLY: u8 = 2;
@@ -214,8 +218,12 @@ impl ControllerCommand {
                     w.str(name);
                 }
             }
-            ControllerCommand::CreatePartitions(topics) => {
-                w.u8(TAG_CREATE_PARTITIONS);
+            ControllerCommand::CreatePartitions(topics)
+            | ControllerCommand::ValidatePartitions(topics) => {
+                w.u8(match self {
+                    ControllerCommand::CreatePartitions(_) => TAG_CREATE_PARTITIONS,
+                    _ => TAG_VALIDATE_PARTITIONS,
+                });
                 w.len(topics.len());
                 for (name, count) in topics {
                     w.str(name);
@@ -300,13 +308,17 @@ impl ControllerCommand {
                         .collect::<Result<_, _>>()?,
                 )
             }
-            TAG_CREATE_PARTITIONS => {
+            tag @ (TAG_CREATE_PARTITIONS | TAG_VALIDATE_PARTITIONS) => {
                 let count = r.len(COMMAND_TOPICS_MAX, 8, "topics")?;
                 let mut topics = Vec::with_capacity(count);
                 for _ in 0..count {
                     topics.push((command_name(&mut r)?, r.u32("partition count")?));
                 }
-                ControllerCommand::CreatePartitions(topics)
+                if tag == TAG_CREATE_PARTITIONS {
+                    ControllerCommand::CreatePartitions(topics)
+                } else {
+                    ControllerCommand::ValidatePartitions(topics)
+                }
             }
             TAG_ALTER_CONFIGS => {
                 let count = r.len(COMMAND_TOPICS_MAX, 9, "topics")?;

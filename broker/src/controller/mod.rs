@@ -29,3 +29,6 @@ pub mod records;
 pub mod state;
 pub mod transport;
 pub mod wire;
+
+#[cfg(test)]
+mod compat_tests;

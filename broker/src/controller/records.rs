@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 
 use fjord_schema::{LeaderEpoch, NodeId};
 
+pub use super::wire::DecodeError;
 use super::wire::{
-    broker_fits, DecodeError, Reader, Writer, CONFIGS_MAX, CONFIG_KEY_LEN_MAX,
-    CONFIG_VALUE_LEN_MAX, RACK_LEN_MAX, REPLICAS_MAX,
+    broker_fits, Reader, Writer, CONFIGS_MAX, CONFIG_KEY_LEN_MAX, CONFIG_VALUE_LEN_MAX,
+    RACK_LEN_MAX, REPLICAS_MAX,
 };
 use crate::metadata::image::{BrokerEndpoints, PartitionEpoch, TopicId};
 use crate::topic::TOPIC_NAME_LEN_MAX;

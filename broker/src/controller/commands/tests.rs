@@ -59,6 +59,8 @@ fn arb_command() -> impl Strategy<Value = ControllerCommand> {
         proptest::collection::vec("[a-z]{0,10}", 0..4).prop_map(ControllerCommand::DeleteTopics),
         proptest::collection::vec(("[a-z]{0,10}", any::<u32>()), 0..4)
             .prop_map(ControllerCommand::CreatePartitions),
+        proptest::collection::vec(("[a-z]{0,10}", any::<u32>()), 0..4)
+            .prop_map(ControllerCommand::ValidatePartitions),
         proptest::collection::vec(
             ("[a-z]{0,10}", arb_configs(), any::<bool>()).prop_map(
                 |(name, overrides, validate_only)| AlterTopicConfigs {

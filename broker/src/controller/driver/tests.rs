@@ -28,6 +28,7 @@ fn controller_config(voters: &[u32]) -> ControllerConfig {
     ControllerConfig {
         voters: voters.iter().copied().map(NodeId).collect(),
         defaults: TopicConfig::from_log_config(&fjord_storage::LogConfig::default()),
+        base: fjord_storage::LogConfig::default(),
         default_partitions: 1,
         default_replication_factor: 1,
         offsets_partitions: 1,
