@@ -82,6 +82,7 @@ enum Control {
 struct Status {
     view: QuorumView,
     controller: bool,
+    unfenced: bool,
 }
 
 /// One node on its own thread and executor.
@@ -113,6 +114,7 @@ impl Node {
                     *published.lock().unwrap() = Status {
                         view: handle.quorum_view(),
                         controller: handle.is_controller(),
+                        unfenced: handle.unfenced(),
                     };
                     match control_rx.try_recv() {
                         Ok(Control::Submit(command, reply)) => {
@@ -217,8 +219,10 @@ fn a_lone_voter_leads_without_an_election_timeout() {
         node.status().view.controller == Some(NodeId(1))
     });
     let answer = node.submit(producer_ids(1)).expect("answered by itself");
+    wait_until("the answer's index applied", || {
+        node.status().view.applied_index >= answer.index
+    });
     assert!(node.status().controller);
-    assert!(node.status().view.applied_index >= answer.index);
     node.stop();
     // Its bootstrap went in right after the (state's) cluster id.
     let log = committed_records(dir.path(), &[1]);
@@ -282,24 +286,33 @@ fn three_nodes_elect_forward_fail_over_and_catch_up() {
     wait_until("the restarted node caught up", || {
         agreed_controller(&nodes).is_some()
     });
-    let applied: Vec<u64> = nodes
-        .iter()
-        .flatten()
-        .map(|n| n.status().view.applied_index)
-        .collect();
-    assert!(applied.iter().all(|a| *a == applied[0]), "{applied:?}");
+    // Registered again (a new incarnation) and unfenced.
+    wait_until("every node unfenced", || {
+        nodes.iter().flatten().all(|n| n.status().unfenced)
+    });
+    wait_until("every node applied the same index", || {
+        let applied: Vec<u64> = nodes
+            .iter()
+            .flatten()
+            .map(|n| n.status().view.applied_index)
+            .collect();
+        applied.iter().all(|a| *a == applied[0])
+    });
 
     for node in nodes.iter_mut().flatten() {
         node.stop();
     }
-    // Every node holds the same committed log, with one bootstrap (the
-    // first controller's) in it.
-    let logs: Vec<_> = dirs
+    // Every node holds the same committed log (one may know of fewer
+    // commits: it stopped first), with one bootstrap (the first
+    // controller's) in it.
+    let mut logs: Vec<_> = dirs
         .iter()
         .map(|d| committed_records(d.path(), &[1, 2, 3]))
         .collect();
-    assert_eq!(logs[0], logs[1]);
-    assert_eq!(logs[1], logs[2]);
+    logs.sort_by_key(|log| std::cmp::Reverse(log.len()));
+    for log in &logs[1..] {
+        assert_eq!(log[..], logs[0][..log.len()]);
+    }
     let bootstraps = logs[0]
         .iter()
         .filter(|batch| (1..=3).any(|n| **batch == bootstrap(n)))
@@ -326,4 +339,53 @@ fn without_a_reachable_majority_a_voter_waits_and_answers_no_quorum() {
     assert!(!status.controller);
     assert_eq!(status.view.committed_index, 0);
     node.stop();
+}
+
+#[test]
+fn a_non_voter_registers_and_follows_the_log_as_a_learner() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports = free_ports(4);
+    let voters = &ports[..3];
+    let mut nodes: Vec<Option<Node>> = (1..=3)
+        .map(|n| {
+            Some(Node::start(cluster_config(
+                n,
+                voters,
+                dirs[n as usize - 1].path(),
+                20,
+            )))
+        })
+        .collect();
+    wait_until("a controller", || agreed_controller(&nodes).is_some());
+    // Node 4: not a voter; its own listener.
+    let mut learner = cluster_config(1, voters, dirs[3].path(), 20);
+    learner.node = NodeId(4);
+    learner.cluster_listen = format!("127.0.0.1:{}", ports[3]).parse().unwrap();
+    learner.endpoints.cluster = Some(Endpoint {
+        host: "127.0.0.1".to_string(),
+        port: ports[3],
+    });
+    nodes.push(Some(Node::start(learner)));
+    // It registers (forwarded to the controller it finds among the
+    // voters), is added as a learner and follows: it names the same
+    // controller and applies what the voters apply.
+    wait_until("the learner follows", || {
+        agreed_controller(&nodes).is_some()
+    });
+    let answer = nodes[0]
+        .as_ref()
+        .unwrap()
+        .submit(producer_ids(1))
+        .expect("answered");
+    wait_until("the learner applied the new entry", || {
+        nodes[3].as_ref().unwrap().status().view.applied_index >= answer.index
+    });
+    assert!(!nodes[3].as_ref().unwrap().status().controller);
+    // Its registration and heartbeats got it unfenced, as every voter.
+    wait_until("every node unfenced", || {
+        nodes.iter().flatten().all(|n| n.status().unfenced)
+    });
+    for node in nodes.iter_mut().flatten() {
+        node.stop();
+    }
 }
