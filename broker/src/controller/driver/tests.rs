@@ -75,6 +75,8 @@ type Submitted = Result<Answer, ControllerUnavailable>;
 
 enum Control {
     Submit(ControllerCommand, mpsc::Sender<Submitted>),
+    /// Controlled shutdown; answers whether the broker ended fenced.
+    Shutdown(mpsc::Sender<bool>),
     Stop,
 }
 
@@ -124,6 +126,10 @@ impl Node {
                             })
                             .detach();
                         }
+                        Ok(Control::Shutdown(reply)) => {
+                            handle.shutdown(PATIENCE.as_millis() as u64).await;
+                            let _ = reply.send(!handle.unfenced());
+                        }
                         Ok(Control::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
                             // Let every task see the stop and drop its
                             // sockets before the executor goes.
@@ -153,6 +159,13 @@ impl Node {
         let (reply, reply_rx) = mpsc::channel();
         self.control.send(Control::Submit(command, reply)).unwrap();
         reply_rx.recv_timeout(PATIENCE).expect("submit answered")
+    }
+
+    /// A controlled shutdown; whether the broker ended fenced.
+    fn shutdown(&self) -> bool {
+        let (reply, reply_rx) = mpsc::channel();
+        self.control.send(Control::Shutdown(reply)).unwrap();
+        reply_rx.recv_timeout(PATIENCE * 2).expect("shutdown done")
     }
 
     /// Stops its executor: every task, socket and timer of the node ends.
@@ -223,6 +236,10 @@ fn a_lone_voter_leads_without_an_election_timeout() {
         node.status().view.applied_index >= answer.index
     });
     assert!(node.status().controller);
+    wait_until("registered and unfenced", || node.status().unfenced);
+    // A controlled shutdown fences it (it leads no partition, so the
+    // controller confirms at once).
+    assert!(node.shutdown(), "fenced after a controlled shutdown");
     node.stop();
     // Its bootstrap went in right after the (state's) cluster id.
     let log = committed_records(dir.path(), &[1]);
