@@ -275,6 +275,8 @@ struct Driver {
     /// The log cannot be written: this node stops taking part.
     failed: Cell<bool>,
     shutting_down: Cell<bool>,
+    /// [`ControllerHandle::stop`] was called.
+    stopped: Cell<bool>,
     lifecycle: Lifecycle,
     last_no_leader_warn: Cell<Option<Instant>>,
 }
@@ -332,6 +334,7 @@ impl ControllerHandle {
             bootstrap: RefCell::new(bootstrap),
             failed: Cell::new(false),
             shutting_down: Cell::new(false),
+            stopped: Cell::new(false),
             last_no_leader_warn: Cell::new(None),
         });
         driver.learn_peers();
@@ -364,6 +367,9 @@ impl ControllerHandle {
         let mut encoded = None;
         let mut attempt = 0usize;
         loop {
+            if driver.stopped.get() {
+                return Err(ControllerUnavailable::ShuttingDown);
+            }
             if driver.failed.get() {
                 return Err(ControllerUnavailable::NoQuorum);
             }
@@ -487,6 +493,7 @@ impl ControllerHandle {
     /// the Raft group stops, the listener and every connection close,
     /// submits fail. (A process that exits needs no call.)
     pub fn stop(&self) {
+        self.driver.stopped.set(true);
         self.driver.failed.set(true);
         self.driver.shutting_down.set(true);
         self.driver.fail_proposals();
