@@ -449,11 +449,12 @@ impl ControllerHandle {
         self.driver.view.get()
     }
 
-    /// Waits until this node has applied the log up to `index`.
+    /// Waits until this node has applied the log up to `index` (or it
+    /// was stopped).
     pub async fn wait_applied(&self, index: u64) {
         loop {
             let seen = self.driver.changed.version();
-            if self.driver.applied.get() >= index {
+            if self.driver.applied.get() >= index || self.driver.stopped.get() {
                 return;
             }
             self.driver.changed.wait_past(seen).await;
