@@ -65,6 +65,16 @@ pub const SUBMIT_DEADLINE_MS: u64 = 15_000;
 pub const COMMIT_TIMEOUT_MS: u64 = 10_000;
 /// Commands queued for the active controller on this node.
 pub const COMMANDS_QUEUED_MAX: usize = 256;
+const _: () = assert!(
+    super::quorum::PROPOSAL_BYTES_MAX * 2 <= super::transport::CLUSTER_FRAME_BYTES_MAX as usize
+);
+
+/// One forwarding attempt waits at most this for the controller's
+/// answer before trying again (maybe another node): a controller that
+/// died must not hold the submit for its whole deadline. A retried
+/// command may run twice (as a Kafka client's retry may); the commands'
+/// answers say so (e.g. a topic that already exists).
+pub const FORWARD_ATTEMPT_MS: u64 = 5_000;
 /// Between retries of a submit while leadership moves.
 const SUBMIT_RETRY_MS: u64 = 100;
 /// A voter set without a reachable majority is logged at most this often.
@@ -226,6 +236,9 @@ enum Lost {
     Leadership,
     /// Not committed in time.
     Timeout,
+    /// Its records do not fit one entry (`quorum::PROPOSAL_BYTES_MAX`):
+    /// retrying cannot help.
+    TooLarge,
 }
 
 type Job = (ControllerCommand, LocalSender<Result<Answer, Lost>>);
@@ -262,6 +275,8 @@ struct Driver {
     /// The log cannot be written: this node stops taking part.
     failed: Cell<bool>,
     shutting_down: Cell<bool>,
+    /// [`ControllerHandle::stop`] was called.
+    stopped: Cell<bool>,
     lifecycle: Lifecycle,
     last_no_leader_warn: Cell<Option<Instant>>,
 }
@@ -319,6 +334,7 @@ impl ControllerHandle {
             bootstrap: RefCell::new(bootstrap),
             failed: Cell::new(false),
             shutting_down: Cell::new(false),
+            stopped: Cell::new(false),
             last_no_leader_warn: Cell::new(None),
         });
         driver.learn_peers();
@@ -351,6 +367,9 @@ impl ControllerHandle {
         let mut encoded = None;
         let mut attempt = 0usize;
         loop {
+            if driver.stopped.get() {
+                return Err(ControllerUnavailable::ShuttingDown);
+            }
             if driver.failed.get() {
                 return Err(ControllerUnavailable::NoQuorum);
             }
@@ -373,8 +392,10 @@ impl ControllerHandle {
                 .or_else(|| driver.voter_to_try(attempt));
             match leader {
                 Some(leader) if leader == driver.id() => {
-                    if let Ok(answer) = driver.execute(command.clone()).await {
-                        return Ok(answer);
+                    match driver.execute(command.clone()).await {
+                        Ok(answer) => return Ok(answer),
+                        Err(Lost::TooLarge) => return Err(ControllerUnavailable::Timeout),
+                        Err(Lost::Leadership | Lost::Timeout) => {}
                     }
                 }
                 Some(leader) => {
@@ -385,7 +406,9 @@ impl ControllerHandle {
                             Bytes::from(out)
                         })
                         .clone();
-                    let left = deadline.saturating_duration_since(now);
+                    let left = deadline
+                        .saturating_duration_since(now)
+                        .min(Duration::from_millis(FORWARD_ATTEMPT_MS));
                     match driver
                         .transport
                         .call(leader, ClusterApiKey::ControllerCommand, body, left)
@@ -426,11 +449,12 @@ impl ControllerHandle {
         self.driver.view.get()
     }
 
-    /// Waits until this node has applied the log up to `index`.
+    /// Waits until this node has applied the log up to `index` (or it
+    /// was stopped).
     pub async fn wait_applied(&self, index: u64) {
         loop {
             let seen = self.driver.changed.version();
-            if self.driver.applied.get() >= index {
+            if self.driver.applied.get() >= index || self.driver.stopped.get() {
                 return;
             }
             self.driver.changed.wait_past(seen).await;
@@ -470,12 +494,19 @@ impl ControllerHandle {
     /// the Raft group stops, the listener and every connection close,
     /// submits fail. (A process that exits needs no call.)
     pub fn stop(&self) {
+        self.driver.stopped.set(true);
         self.driver.failed.set(true);
         self.driver.shutting_down.set(true);
         self.driver.fail_proposals();
         self.driver.transport.close();
         self.driver.wake.notify();
         self.driver.changed.notify();
+    }
+
+    /// The cluster transport (its connections to the voters and learners),
+    /// for other inter-node traffic (replica fetches, issue 14).
+    pub fn transport(&self) -> &Transport {
+        &self.driver.transport
     }
 
     /// Whether this node is the active controller now.
@@ -533,6 +564,10 @@ impl Driver {
         let (term, index) = match proposed {
             Ok(at) => at,
             Err(ProposeError::NotLeader { .. }) => return Err(Lost::Leadership),
+            Err(error @ ProposeError::TooLarge(_)) => {
+                tracing::error!(%error, records = records.len(), "metadata proposal refused");
+                return Err(Lost::TooLarge);
+            }
             Err(error) => {
                 tracing::warn!(%error, "metadata proposal refused");
                 return Err(Lost::Leadership);
@@ -611,6 +646,7 @@ impl Driver {
                     self.snapshot_index.set(installed.index);
                     self.log_has_data.set(true);
                     self.fail_proposals();
+                    self.learn_peers();
                 }
                 Err(error) => {
                     // The leader's snapshot is the cluster's state: a node
@@ -957,6 +993,9 @@ impl ClusterService for Service {
         };
         if api != ClusterApiKey::RaftMessages {
             tracing::debug!(?api, "cluster frame ignored: not one-way");
+            return;
+        }
+        if driver.failed.get() {
             return;
         }
         match decode_messages(&body) {

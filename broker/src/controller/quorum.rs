@@ -29,6 +29,13 @@ pub use self::storage::{DiskStorage, StorageError};
 pub const MSG_BYTES_MAX: u64 = 1 << 20;
 /// Most append messages in flight to one peer (raft `max_inflight_msgs`).
 pub const INFLIGHT_MSGS_MAX: usize = 256;
+/// Largest payload one proposal may carry: well under what the entries
+/// file reads back (`storage::ENTRY_BYTES_MAX`) and what one cluster
+/// frame carries (`transport::CLUSTER_FRAME_BYTES_MAX`), so a committed
+/// entry always survives a restart and always reaches a follower.
+pub const PROPOSAL_BYTES_MAX: usize = 16 << 20;
+
+const _: () = assert!(PROPOSAL_BYTES_MAX * 2 <= storage::ENTRY_BYTES_MAX);
 
 /// How the group is set up.
 #[derive(Clone, Debug)]
@@ -54,6 +61,8 @@ pub enum ProposeError {
     ConfChangePending,
     #[error("proposal dropped by raft: {0}")]
     Dropped(String),
+    #[error("proposal of {0} bytes exceeds {PROPOSAL_BYTES_MAX}")]
+    TooLarge(usize),
 }
 
 /// One committed entry, in log order.
@@ -155,6 +164,17 @@ impl Quorum {
     /// A message from a peer. Messages Raft refuses (from an unknown
     /// peer, stale) are dropped: Raft tolerates loss.
     pub fn step(&mut self, message: Message) {
+        if message.to != self.id() {
+            // A peer that has this node's address under another id: a
+            // configuration error, not something to act on.
+            tracing::warn!(
+                to = message.to,
+                from = message.from,
+                node = self.id(),
+                "metadata quorum: message for another node id dropped (check controller_quorum_voters)"
+            );
+            return;
+        }
         if let Err(error) = self.raw.step(message) {
             tracing::debug!(%error, "metadata quorum: message dropped");
         }
@@ -175,6 +195,9 @@ impl Quorum {
             });
         }
         assert!(!payload.is_empty(), "empty payloads are Raft's own");
+        if payload.len() > PROPOSAL_BYTES_MAX {
+            return Err(ProposeError::TooLarge(payload.len()));
+        }
         self.raw
             .propose(Vec::new(), payload)
             .map_err(|e| ProposeError::Dropped(e.to_string()))?;

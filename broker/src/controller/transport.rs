@@ -437,7 +437,12 @@ async fn run_peer(inner: Weak<Inner>, peer: Rc<Peer>) {
                 peer.fail_calls();
                 tracing::debug!(node = peer.node, %reason, "cluster transport: connection closed");
             }
-            Err(error) => peer.warn_unreachable(&error),
+            Err(error) => {
+                // Callers retry elsewhere now rather than wait for their
+                // timeouts.
+                peer.fail_calls();
+                peer.warn_unreachable(&error);
+            }
         }
         let backoff = glommio::timer::sleep(Duration::from_millis(backoff_ms));
         unless_closed(&inner, backoff).await;

@@ -29,6 +29,7 @@ fn controller_config(voters: &[u32]) -> ControllerConfig {
         base: fjord_storage::LogConfig::default(),
         voters: voters.iter().copied().map(NodeId).collect(),
         defaults: TopicConfig::from_log_config(&fjord_storage::LogConfig::default()),
+        base: fjord_storage::LogConfig::default(),
         default_partitions: 1,
         default_replication_factor: 1,
         offsets_partitions: 1,
@@ -75,6 +76,8 @@ type Submitted = Result<Answer, ControllerUnavailable>;
 
 enum Control {
     Submit(ControllerCommand, mpsc::Sender<Submitted>),
+    /// Controlled shutdown; answers whether the broker ended fenced.
+    Shutdown(mpsc::Sender<bool>),
     Stop,
 }
 
@@ -82,6 +85,7 @@ enum Control {
 struct Status {
     view: QuorumView,
     controller: bool,
+    unfenced: bool,
 }
 
 /// One node on its own thread and executor.
@@ -113,6 +117,7 @@ impl Node {
                     *published.lock().unwrap() = Status {
                         view: handle.quorum_view(),
                         controller: handle.is_controller(),
+                        unfenced: handle.unfenced(),
                     };
                     match control_rx.try_recv() {
                         Ok(Control::Submit(command, reply)) => {
@@ -121,6 +126,10 @@ impl Node {
                                 let _ = reply.send(handle.submit(command).await);
                             })
                             .detach();
+                        }
+                        Ok(Control::Shutdown(reply)) => {
+                            handle.shutdown(PATIENCE.as_millis() as u64).await;
+                            let _ = reply.send(!handle.unfenced());
                         }
                         Ok(Control::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
                             // Let every task see the stop and drop its
@@ -151,6 +160,13 @@ impl Node {
         let (reply, reply_rx) = mpsc::channel();
         self.control.send(Control::Submit(command, reply)).unwrap();
         reply_rx.recv_timeout(PATIENCE).expect("submit answered")
+    }
+
+    /// A controlled shutdown; whether the broker ended fenced.
+    fn shutdown(&self) -> bool {
+        let (reply, reply_rx) = mpsc::channel();
+        self.control.send(Control::Shutdown(reply)).unwrap();
+        reply_rx.recv_timeout(PATIENCE * 2).expect("shutdown done")
     }
 
     /// Stops its executor: every task, socket and timer of the node ends.
@@ -217,8 +233,14 @@ fn a_lone_voter_leads_without_an_election_timeout() {
         node.status().view.controller == Some(NodeId(1))
     });
     let answer = node.submit(producer_ids(1)).expect("answered by itself");
+    wait_until("the answer's index applied", || {
+        node.status().view.applied_index >= answer.index
+    });
     assert!(node.status().controller);
-    assert!(node.status().view.applied_index >= answer.index);
+    wait_until("registered and unfenced", || node.status().unfenced);
+    // A controlled shutdown fences it (it leads no partition, so the
+    // controller confirms at once).
+    assert!(node.shutdown(), "fenced after a controlled shutdown");
     node.stop();
     // Its bootstrap went in with the (state's) cluster id, in one entry.
     let log = committed_records(dir.path(), &[1]);
@@ -254,6 +276,13 @@ fn three_nodes_elect_forward_fail_over_and_catch_up() {
     // keep answering.
     nodes[first as usize - 1].as_mut().unwrap().stop();
     nodes[first as usize - 1] = None;
+    // Submitted at once, while the survivors still name the dead
+    // controller: the submit retries until the new one answers.
+    nodes[follower as usize - 1]
+        .as_ref()
+        .unwrap()
+        .submit(producer_ids(follower))
+        .expect("answered across the leadership change");
     wait_until("a new controller", || {
         agreed_controller(&nodes).is_some_and(|c| c != first)
     });
@@ -275,24 +304,33 @@ fn three_nodes_elect_forward_fail_over_and_catch_up() {
     wait_until("the restarted node caught up", || {
         agreed_controller(&nodes).is_some()
     });
-    let applied: Vec<u64> = nodes
-        .iter()
-        .flatten()
-        .map(|n| n.status().view.applied_index)
-        .collect();
-    assert!(applied.iter().all(|a| *a == applied[0]), "{applied:?}");
+    // Registered again (a new incarnation) and unfenced.
+    wait_until("every node unfenced", || {
+        nodes.iter().flatten().all(|n| n.status().unfenced)
+    });
+    wait_until("every node applied the same index", || {
+        let applied: Vec<u64> = nodes
+            .iter()
+            .flatten()
+            .map(|n| n.status().view.applied_index)
+            .collect();
+        applied.iter().all(|a| *a == applied[0])
+    });
 
     for node in nodes.iter_mut().flatten() {
         node.stop();
     }
-    // Every node holds the same committed log, with one bootstrap (the
-    // first controller's) in it.
-    let logs: Vec<_> = dirs
+    // Every node holds the same committed log (one may know of fewer
+    // commits: it stopped first), with one bootstrap (the first
+    // controller's) in it.
+    let mut logs: Vec<_> = dirs
         .iter()
         .map(|d| committed_records(d.path(), &[1, 2, 3]))
         .collect();
-    assert_eq!(logs[0], logs[1]);
-    assert_eq!(logs[1], logs[2]);
+    logs.sort_by_key(|log| std::cmp::Reverse(log.len()));
+    for log in &logs[1..] {
+        assert_eq!(log[..], logs[0][..log.len()]);
+    }
     let bootstraps = logs[0]
         .iter()
         .filter(|batch| (1..=3).any(|n| batch.ends_with(&bootstrap(n))))
@@ -313,4 +351,73 @@ fn with_cluster_id(log: &[Vec<MetadataRecord>], node: u32) -> Vec<MetadataRecord
     let mut entry = vec![cluster_id];
     entry.extend(bootstrap(node));
     entry
+}
+
+#[test]
+fn without_a_reachable_majority_a_voter_waits_and_answers_no_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three voters, only node 1 runs: nobody listens on the others'
+    // ports.
+    let ports = free_ports(3);
+    let mut node = Node::start(cluster_config(1, &ports, dir.path(), 10));
+    // It keeps trying (pre-votes to unreachable peers) and never leads;
+    // a submit gives up at its deadline with NoQuorum.
+    assert_eq!(
+        node.submit(producer_ids(1)),
+        Err(ControllerUnavailable::NoQuorum)
+    );
+    let status = node.status();
+    assert_eq!(status.view.controller, None);
+    assert!(!status.controller);
+    assert_eq!(status.view.committed_index, 0);
+    node.stop();
+}
+
+#[test]
+fn a_non_voter_registers_and_follows_the_log_as_a_learner() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports = free_ports(4);
+    let voters = &ports[..3];
+    let mut nodes: Vec<Option<Node>> = (1..=3)
+        .map(|n| {
+            Some(Node::start(cluster_config(
+                n,
+                voters,
+                dirs[n as usize - 1].path(),
+                20,
+            )))
+        })
+        .collect();
+    wait_until("a controller", || agreed_controller(&nodes).is_some());
+    // Node 4: not a voter; its own listener.
+    let mut learner = cluster_config(1, voters, dirs[3].path(), 20);
+    learner.node = NodeId(4);
+    learner.cluster_listen = format!("127.0.0.1:{}", ports[3]).parse().unwrap();
+    learner.endpoints.cluster = Some(Endpoint {
+        host: "127.0.0.1".to_string(),
+        port: ports[3],
+    });
+    nodes.push(Some(Node::start(learner)));
+    // It registers (forwarded to the controller it finds among the
+    // voters), is added as a learner and follows: it names the same
+    // controller and applies what the voters apply.
+    wait_until("the learner follows", || {
+        agreed_controller(&nodes).is_some()
+    });
+    let answer = nodes[0]
+        .as_ref()
+        .unwrap()
+        .submit(producer_ids(1))
+        .expect("answered");
+    wait_until("the learner applied the new entry", || {
+        nodes[3].as_ref().unwrap().status().view.applied_index >= answer.index
+    });
+    assert!(!nodes[3].as_ref().unwrap().status().controller);
+    // Its registration and heartbeats got it unfenced, as every voter.
+    wait_until("every node unfenced", || {
+        nodes.iter().flatten().all(|n| n.status().unfenced)
+    });
+    for node in nodes.iter_mut().flatten() {
+        node.stop();
+    }
 }

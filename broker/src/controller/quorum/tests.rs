@@ -200,6 +200,11 @@ fn three_voters_elect_replicate_and_survive_the_leaders_loss() {
     for id in [1, 2, 3] {
         assert_eq!(net.applied(id), payloads(&["a", "b"]), "node {id}");
     }
+    // Too large a payload is refused, not written.
+    assert_eq!(
+        net.q(first).propose(vec![1; PROPOSAL_BYTES_MAX + 1]),
+        Err(ProposeError::TooLarge(PROPOSAL_BYTES_MAX + 1))
+    );
     // A follower cannot propose.
     let follower = [1, 2, 3].into_iter().find(|id| *id != first).unwrap();
     assert_eq!(
