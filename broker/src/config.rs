@@ -1792,7 +1792,7 @@ mod tests {
         assert!(!learner.is_voter());
 
         type Breaks = fn(&mut Config);
-        let broken: [(Breaks, &str); 9] = [
+        let broken: [(Breaks, &str); 10] = [
             (|c| c.cluster_listen = None, "needs cluster_listen"),
             (
                 |c| c.cluster_listen = Some("127.0.0.1:9999".into()),

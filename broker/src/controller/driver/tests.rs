@@ -26,7 +26,6 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 fn controller_config(voters: &[u32]) -> ControllerConfig {
     ControllerConfig {
-        base: fjord_storage::LogConfig::default(),
         voters: voters.iter().copied().map(NodeId).collect(),
         defaults: TopicConfig::from_log_config(&fjord_storage::LogConfig::default()),
         base: fjord_storage::LogConfig::default(),
