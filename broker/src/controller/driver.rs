@@ -696,8 +696,8 @@ impl Driver {
                     tracing::debug!(index = applied, "metadata log compacted to a snapshot");
                 }
                 Err(error) => {
-                    tracing::error!(%error, "metadata snapshot failed");
-                    self.failed.set(true);
+                    // The log stays as it was; the next snapshot retries.
+                    tracing::warn!(%error, "metadata snapshot failed; the log keeps its entries");
                 }
             }
         }

@@ -30,4 +30,3 @@ pub mod records;
 pub mod state;
 pub mod transport;
 pub mod wire;
-

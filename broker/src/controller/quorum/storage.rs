@@ -27,7 +27,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
 
-use crate::durable_file::write_atomically;
+use crate::durable_file::{write_atomically, SparedFile};
 
 /// The entries file.
 pub const ENTRIES_FILE: &str = "entries.log";
@@ -73,6 +73,8 @@ pub struct DiskStorage {
     offsets: Vec<u64>,
     file: File,
     file_len: u64,
+    /// Allocated (preallocated past the size) up to here.
+    allocated_end: u64,
 }
 
 impl DiskStorage {
@@ -140,10 +142,14 @@ impl DiskStorage {
             offsets,
             file,
             file_len,
+            allocated_end: file_len,
         };
         if fresh {
             storage.write_state()?;
         }
+        spared(&dir.join(STATE_FILE)).reserve();
+        spared(&dir.join(SNAPSHOT_FILE)).reserve();
+        storage.keep_headroom();
         Ok(storage)
     }
 
@@ -227,6 +233,7 @@ impl DiskStorage {
         write_at(&self.file, self.file_len, &bytes).map_err(io(&path))?;
         self.file.sync_data().map_err(io(&path))?;
         self.file_len += bytes.len() as u64;
+        self.keep_headroom();
         Ok(())
     }
 
@@ -264,10 +271,8 @@ impl DiskStorage {
     pub fn apply_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         let meta = snapshot.get_metadata();
         write_snapshot(&self.dir.join(SNAPSHOT_FILE), snapshot)?;
+        self.rewrite_entries(Vec::new())?;
         self.snapshot = snapshot.clone();
-        self.entries.clear();
-        self.offsets.clear();
-        self.rewrite_entries()?;
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.hard_state.term = self.hard_state.term.max(meta.term);
         self.conf_state = meta.get_conf_state().clone();
@@ -296,10 +301,14 @@ impl DiskStorage {
         meta.term = term;
         meta.set_conf_state(self.conf_state.clone());
         write_snapshot(&self.dir.join(SNAPSHOT_FILE), &snapshot)?;
+        // A failure from here leaves memory as it was: the entries file
+        // still holds the entries the snapshot covers (recovery skips
+        // them), and the next compaction tries again.
         let drop = (index + 1 - self.first_index()) as usize;
-        self.entries.drain(..drop.min(self.entries.len()));
+        let kept = self.entries[drop.min(self.entries.len())..].to_vec();
+        self.rewrite_entries(kept)?;
         self.snapshot = snapshot;
-        self.rewrite_entries()
+        Ok(())
     }
 
     fn term_of(&self, index: u64) -> raft::Result<u64> {
@@ -318,28 +327,40 @@ impl DiskStorage {
 
     /// Rewrites `entries.log` with the entries in memory (after a
     /// snapshot): temp file, fdatasync, rename, fsync the directory.
-    fn rewrite_entries(&mut self) -> Result<(), StorageError> {
+    fn rewrite_entries(&mut self, entries: Vec<Entry>) -> Result<(), StorageError> {
         let path = self.dir.join(ENTRIES_FILE);
         let mut bytes = Vec::new();
-        self.offsets.clear();
-        for entry in &self.entries {
-            self.offsets.push(bytes.len() as u64);
+        let mut offsets = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            offsets.push(bytes.len() as u64);
             encode_record(&mut bytes, entry);
         }
         write_atomically(&path, &bytes).map_err(io(&path))?;
-        self.file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .map_err(io(&path))?;
+        self.file = file;
+        self.entries = entries;
+        self.offsets = offsets;
         self.file_len = bytes.len() as u64;
+        self.allocated_end = self.file_len;
+        self.keep_headroom();
         Ok(())
     }
 
     fn write_state(&mut self) -> Result<(), StorageError> {
         let path = self.dir.join(STATE_FILE);
         let bytes = encode_state(&self.hard_state, &self.conf_state, self.conf_index);
-        write_atomically(&path, &bytes).map_err(io(&path))
+        spared(&path).write(&bytes).map_err(io(&path))
+    }
+
+    /// Tops up the allocated headroom past the end of `entries.log`.
+    fn keep_headroom(&mut self) {
+        if self.allocated_end < self.file_len + ENTRIES_HEADROOM_MIN_BYTES {
+            self.allocated_end = reserve_headroom(&self.file, self.file_len).max(self.file_len);
+        }
     }
 }
 
@@ -522,7 +543,42 @@ fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), StorageError> 
     let body = snapshot.write_to_bytes().expect("snapshot encodes");
     let mut out = crc32c::crc32c(&body).to_le_bytes().to_vec();
     out.extend_from_slice(&body);
-    write_atomically(path, &out).map_err(io(path))
+    spared(path).write(&out).map_err(io(path))
+}
+
+/// `path` replaced through a preallocated spare beside it, so the write
+/// needs no free block (a full disk must not stop the metadata quorum:
+/// deleting a topic is how an operator gets space back).
+fn spared(path: &Path) -> SparedFile {
+    let mut spare = path.as_os_str().to_owned();
+    spare.push(".spare");
+    SparedFile::new(path.to_owned(), PathBuf::from(spare))
+}
+
+/// Bytes kept allocated past the end of `entries.log` (`fallocate` with
+/// `KEEP_SIZE`), so appends need no free block until they are used up.
+const ENTRIES_HEADROOM_BYTES: u64 = 4 << 20;
+/// The headroom is topped up when less than this is left.
+const ENTRIES_HEADROOM_MIN_BYTES: u64 = 1 << 20;
+
+/// Allocates `[from, from + ENTRIES_HEADROOM_BYTES)` of `file` without
+/// changing its size; returns the allocated end, or `from` if the disk has
+/// no room (best effort: the appends then need free space as any write).
+fn reserve_headroom(file: &File, from: u64) -> u64 {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (
+        libc::off_t::try_from(from),
+        libc::off_t::try_from(ENTRIES_HEADROOM_BYTES),
+    ) else {
+        return from;
+    };
+    // SAFETY: fallocate on a descriptor we own; no memory is passed.
+    let done = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, len) };
+    if done == 0 {
+        from + ENTRIES_HEADROOM_BYTES
+    } else {
+        from
+    }
 }
 
 fn read_snapshot(path: &Path) -> Result<Snapshot, StorageError> {
