@@ -211,7 +211,7 @@ impl TopicAdmin {
             .id
             .map(|id| self.take_failures(id))
             .unwrap_or_default();
-        (!failures.is_empty()).then(|| TopicOpError::Storage(Joined(failures)))
+        (!failures.is_empty()).then_some(TopicOpError::Storage(Joined(failures)))
     }
 
     fn record(&self, id: TopicId, errors: Vec<PartitionsError>) {
@@ -1029,7 +1029,7 @@ impl ShardService {
             outcomes[slot].error = match result {
                 Ok(result) => admin.outcome_error(&result).or_else(|| {
                     let leftovers = id.map(|id| admin.take_failures(id)).unwrap_or_default();
-                    (!leftovers.is_empty()).then(|| TopicOpError::Leftovers(Joined(leftovers)))
+                    (!leftovers.is_empty()).then_some(TopicOpError::Leftovers(Joined(leftovers)))
                 }),
                 Err(e) => Some(e),
             };
