@@ -13,16 +13,6 @@ use crate::group::offsets_log::{partition_for, OFFSETS_TOPIC};
 use crate::metadata::catalog::{Catalog, TopicMeta};
 use crate::metadata::image::{BrokerImage, Endpoint, PartitionImage};
 
-/// This node as it is configured (what it would register with).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThisNode {
-    pub node: NodeId,
-    /// The native listener, advertised.
-    pub native: Endpoint,
-    /// The Kafka listener, advertised; `None` when it is off.
-    pub kafka: Option<Endpoint>,
-}
-
 /// One broker as clients are told about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterNode {
@@ -43,16 +33,6 @@ impl ClusterNode {
             fenced: broker.fenced,
         }
     }
-
-    fn this(this: &ThisNode) -> ClusterNode {
-        ClusterNode {
-            node: this.node,
-            native: Some(this.native.clone()),
-            kafka: this.kafka.clone(),
-            rack: None,
-            fenced: false,
-        }
-    }
 }
 
 /// The cluster as one Metadata answer shows it.
@@ -69,25 +49,16 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    /// The view of `catalog` from `this` node.
-    pub fn of(catalog: &Catalog, this: &ThisNode) -> ClusterView {
+    /// The cluster as `catalog` shows it. A node serves clients only once
+    /// registered and unfenced, so its own registration is in the image;
+    /// a node fenced since (cut off from the controller) lists itself as
+    /// fenced, as every other node does.
+    pub fn of(catalog: &Catalog) -> ClusterView {
         let image = catalog.image();
         let quorum = catalog.quorum();
-        let mut nodes: Vec<ClusterNode> = image.brokers().map(ClusterNode::of).collect();
-        let mut controller = quorum.controller;
-        // issue-13 merge shim: until this node registers through the
-        // controller, the image has no brokers (or not this one, live):
-        // list this node with its configured endpoints, as the single
-        // node always did, and call it the controller when none is known.
-        if !image.live_brokers().any(|b| b.node == this.node) {
-            nodes.retain(|n| n.node != this.node);
-            nodes.push(ClusterNode::this(this));
-            nodes.sort_by_key(|n| n.node);
-            controller = controller.or(Some(this.node));
-        }
         ClusterView {
-            nodes,
-            controller,
+            nodes: image.brokers().map(ClusterNode::of).collect(),
+            controller: quorum.controller,
             applied_index: quorum.applied_index,
             committed_index: quorum.committed_index,
         }
@@ -293,7 +264,8 @@ pub(crate) mod tests {
     /// by 1, 1 by 2, 2 leaderless (its replica is on fenced 3), 3 by 1
     /// with a replica on 3. `__consumer_offsets`: 2 partitions, 0 led by
     /// 1, 1 by 2.
-    pub(crate) fn three_nodes() -> (Catalog, ThisNode) {
+    /// Three brokers (node 3 fenced) and the node the tests run as (1).
+    pub(crate) fn three_nodes() -> (Catalog, NodeId) {
         let image = MetadataImage::default()
             .with_broker(broker(1, false))
             .with_broker(broker(2, false))
@@ -318,12 +290,7 @@ pub(crate) mod tests {
             applied_index: 41,
             committed_index: 42,
         });
-        let this = ThisNode {
-            node: NodeId(1),
-            native: endpoint("n1", 9001),
-            kafka: Some(endpoint("n1", 9101)),
-        };
-        (catalog, this)
+        (catalog, NodeId(1))
     }
 
     /// A group id whose offsets partition (of 2) is `want`.
@@ -336,8 +303,8 @@ pub(crate) mod tests {
 
     #[test]
     fn the_view_lists_every_broker_with_the_quorums_controller() {
-        let (catalog, this) = three_nodes();
-        let view = ClusterView::of(&catalog, &this);
+        let (catalog, _) = three_nodes();
+        let view = ClusterView::of(&catalog);
         let ids: Vec<u32> = view.nodes.iter().map(|n| n.node.get()).collect();
         assert_eq!(ids, [1, 2, 3]);
         let live: Vec<u32> = view.live().map(|n| n.node.get()).collect();
@@ -355,29 +322,24 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn without_registered_brokers_this_node_stands_for_the_cluster() {
-        let image = MetadataImage::default().with_broker(broker(2, false));
+    fn a_fenced_node_is_not_offered_to_clients_even_by_itself() {
+        let image = MetadataImage::default()
+            .with_broker(broker(1, true))
+            .with_broker(broker(2, false));
         let catalog = Catalog::new(Arc::new(image), &ShardTable::default());
-        let this = ThisNode {
-            node: NodeId(1),
-            native: endpoint("me", 1),
-            kafka: None,
-        };
-        let view = ClusterView::of(&catalog, &this);
+        let view = ClusterView::of(&catalog);
         let ids: Vec<u32> = view.nodes.iter().map(|n| n.node.get()).collect();
         assert_eq!(ids, [1, 2]);
-        let me = view.node(NodeId(1)).unwrap();
-        assert_eq!(
-            (me.native.clone(), me.kafka.clone(), me.fenced),
-            (Some(endpoint("me", 1)), None, false)
-        );
-        assert_eq!(view.controller, Some(NodeId(1)));
+        let live: Vec<u32> = view.live().map(|n| n.node.get()).collect();
+        assert_eq!(live, [2]);
+        assert!(view.is_fenced(NodeId(1)));
+        assert_eq!(view.controller, None, "no controller known, none invented");
     }
 
     #[test]
     fn only_the_leader_serves_a_partition() {
         let (catalog, this) = three_nodes();
-        let check = |topic: &str, p: u32| leader_check(&catalog, this.node, topic, PartitionId(p));
+        let check = |topic: &str, p: u32| leader_check(&catalog, this, topic, PartitionId(p));
         assert!(check("t", 0).is_ok());
         assert!(check("t", 3).is_ok());
         assert_eq!(
@@ -403,9 +365,9 @@ pub(crate) mod tests {
         let there = group_on(1);
         assert_eq!(coordinator_node(&catalog, &here), Ok(NodeId(1)));
         assert_eq!(coordinator_node(&catalog, &there), Ok(NodeId(2)));
-        assert!(local_coordinator(&catalog, this.node, &here).is_ok());
+        assert!(local_coordinator(&catalog, this, &here).is_ok());
         assert_eq!(
-            local_coordinator(&catalog, this.node, &there),
+            local_coordinator(&catalog, this, &there),
             Err(ErrorCode::NotCoordinator)
         );
         let empty = Catalog::default();
@@ -414,7 +376,7 @@ pub(crate) mod tests {
             Err(ErrorCode::CoordinatorNotAvailable)
         );
         assert_eq!(
-            local_coordinator(&empty, this.node, &here),
+            local_coordinator(&empty, this, &here),
             Err(ErrorCode::CoordinatorNotAvailable)
         );
     }

@@ -195,25 +195,9 @@ impl Engine {
         .map(|_| ())
     }
 
-    /// This node as configured (its advertised listeners).
-    pub fn this_node(&self) -> cluster::ThisNode {
-        let broker = &self.broker;
-        cluster::ThisNode {
-            node: broker.node_id,
-            native: crate::metadata::image::Endpoint {
-                host: broker.host.clone(),
-                port: broker.port,
-            },
-            kafka: (broker.kafka_port != 0).then(|| crate::metadata::image::Endpoint {
-                host: broker.kafka_host.clone(),
-                port: broker.kafka_port,
-            }),
-        }
-    }
-
     /// The cluster as `catalog` shows it to this node's clients.
     pub fn cluster_view(&self, catalog: &Catalog) -> cluster::ClusterView {
-        cluster::ClusterView::of(catalog, &self.this_node())
+        cluster::ClusterView::of(catalog)
     }
 
     /// Appends each partition's batches on its owning shard, concurrently;

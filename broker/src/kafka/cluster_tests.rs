@@ -37,8 +37,8 @@ fn ids(brokers: &[BrokerId]) -> Vec<i32> {
 
 #[test]
 fn metadata_lists_the_unfenced_brokers_and_each_partitions_leader() {
-    let (catalog, this) = three_nodes();
-    let view = ClusterView::of(&catalog, &this);
+    let (catalog, _) = three_nodes();
+    let view = ClusterView::of(&catalog);
     let names = Some(vec!["t".to_owned(), "missing".to_owned()]);
     let response = metadata_response(&catalog, &view, names, |_| {
         ErrorCode::UnknownTopicOrPartition
@@ -107,8 +107,8 @@ fn metadata_lists_the_unfenced_brokers_and_each_partitions_leader() {
 
 #[test]
 fn describe_cluster_names_the_controller_and_the_live_brokers() {
-    let (catalog, this) = three_nodes();
-    let view = ClusterView::of(&catalog, &this);
+    let (catalog, _) = three_nodes();
+    let view = ClusterView::of(&catalog);
     for version in [0, 1] {
         let mut request = DescribeClusterRequest::default();
         request.endpoint_type = 1;
@@ -127,8 +127,8 @@ fn describe_cluster_names_the_controller_and_the_live_brokers() {
 
 #[test]
 fn find_coordinator_points_at_the_offsets_partitions_leader() {
-    let (catalog, this) = three_nodes();
-    let view = ClusterView::of(&catalog, &this);
+    let (catalog, _) = three_nodes();
+    let view = ClusterView::of(&catalog);
     let lookup = |group: &str| view.coordinator(&catalog, group).cloned();
     let here = group_on(0);
     let there = group_on(1);
@@ -166,7 +166,7 @@ fn find_coordinator_points_at_the_offsets_partitions_leader() {
 #[test]
 fn requests_for_partitions_and_groups_led_elsewhere_are_refused() {
     let (catalog, this) = three_nodes();
-    let node = this.node;
+    let node = this;
     let code = |topic: &str, p: u32| {
         route(&catalog, node, topic, PartitionId(p)).map_err(RouteError::error_code)
     };

@@ -433,9 +433,9 @@ fn metadata_shows_the_whole_cluster() {
     use crate::engine::cluster::ClusterView;
 
     let (catalog, this) = three_nodes();
-    let view = ClusterView::of(&catalog, &this);
+    let view = ClusterView::of(&catalog);
     let broker = BrokerView {
-        node_id: this.node,
+        node_id: this,
         host: "n1".into(),
         port: 9001,
         kafka_host: "n1".into(),
