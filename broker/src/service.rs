@@ -647,6 +647,17 @@ impl ShardService {
         }
     }
 
+    /// Shard 0, at a clean stop: asks the controller to fence this broker
+    /// and move its leaderships away (returns when confirmed or after
+    /// `deadline`), then leaves the metadata quorum.
+    pub async fn controlled_shutdown(&self, deadline: Duration) {
+        let Some(controller) = self.admin().ok().and_then(|a| a.controller.get()) else {
+            return;
+        };
+        controller.shutdown(deadline.as_millis() as u64).await;
+        controller.stop();
+    }
+
     /// Shard 0, for the life of the shard: applies every new metadata
     /// image to this node (open / delete / reconfigure local replicas,
     /// shard table) and publishes the catalog to every shard.

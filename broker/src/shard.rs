@@ -422,6 +422,9 @@ async fn run(
     Shard::new(spec, view, service.clone())
         .serve(stop, shared, private, kafka)
         .await;
+    // SIGTERM: a controlled shutdown (the controller fences this broker
+    // and moves leadership away) before the logs close.
+    service.controlled_shutdown(grace.min(CONTROLLED_SHUTDOWN_MAX)).await;
     // Other shards may still forward requests for our partitions while
     // they drain: keep the logs open until every shard has drained.
     boot.drained.fetch_add(1, Ordering::AcqRel);
@@ -448,6 +451,11 @@ fn endpoints(view: &BrokerView, cluster: &ClusterConfig) -> BrokerEndpoints {
         cluster: cluster.endpoints.cluster.clone(),
     }
 }
+
+/// Longest a stopping broker waits for the controller to confirm its
+/// controlled shutdown (the rest of the cluster then learns at once that
+/// it is gone, instead of after `broker_session_timeout_ms`).
+const CONTROLLED_SHUTDOWN_MAX: Duration = Duration::from_secs(3);
 
 /// Makes member ids unique across shards and restarts.
 fn member_nonce(shard: ShardId) -> u64 {
