@@ -338,16 +338,22 @@ impl ControllerHandle {
             last_no_leader_warn: Cell::new(None),
         });
         driver.learn_peers();
-        let service: Rc<dyn ClusterService> = Rc::new(Service(Rc::downgrade(&driver)));
-        driver
-            .transport
-            .listen(driver.config.cluster_listen, service)
-            .map_err(|e| {
-                QuorumError::storage(
-                    &driver.config.dir,
-                    format!("cluster listener {}: {e}", driver.config.cluster_listen),
-                )
-            })?;
+        // A lone voter with no cluster address (a one-node cluster started
+        // without --cluster-listen) talks to nobody: no listener.
+        let alone = matches!(driver.config.voters.as_slice(),
+            [only] if only.node == driver.config.node && only.port == 0);
+        if !alone {
+            let service: Rc<dyn ClusterService> = Rc::new(Service(Rc::downgrade(&driver)));
+            driver
+                .transport
+                .listen(driver.config.cluster_listen, service)
+                .map_err(|e| {
+                    QuorumError::storage(
+                        &driver.config.dir,
+                        format!("cluster listener {}: {e}", driver.config.cluster_listen),
+                    )
+                })?;
+        }
         glommio::spawn_local(pump(Rc::downgrade(&driver))).detach();
         glommio::spawn_local(controller_loop(Rc::downgrade(&driver), jobs_rx)).detach();
         let handle = ControllerHandle { driver };
