@@ -17,7 +17,6 @@ use fjord_schema::{
     ErrorCode, LeaderEpoch, NodeId, PartitionId, ProducerEpoch, ProducerId, ShardId,
 };
 use fjord_storage::LogConfig;
-use glommio::sync::Semaphore;
 
 use crate::batches::VerifiedBatches;
 use crate::controller::commands::{
@@ -59,8 +58,6 @@ pub const REGISTRY_SHARD: ShardId = ShardId(0);
 pub struct TopicAdmin {
     registry: AsyncRegistry,
     controller: OnceCell<ControllerHandle>,
-    /// Images are applied one at a time.
-    apply_lock: Semaphore,
     defaults: TopicConfig,
     base: LogConfig,
     default_partitions: u32,
@@ -86,7 +83,6 @@ impl TopicAdmin {
         TopicAdmin {
             registry: AsyncRegistry::new(registry),
             controller: OnceCell::new(),
-            apply_lock: Semaphore::new(1),
             defaults: TopicConfig::from_log_config(&base),
             base,
             default_partitions,
@@ -670,7 +666,6 @@ impl ShardService {
         loop {
             let (image, view) = controller.changed(seen).await;
             seen = view.applied_index;
-            let _applying = admin.apply_lock.acquire_permit(1).await;
             // An image without a cluster id is the empty log's: nothing is
             // known yet (a data dir being imported keeps its topics).
             if image.cluster_id().is_some() && !Arc::ptr_eq(&image, &admin.registry.image()) {

@@ -424,7 +424,9 @@ async fn run(
         .await;
     // SIGTERM: a controlled shutdown (the controller fences this broker
     // and moves leadership away) before the logs close.
-    service.controlled_shutdown(grace.min(CONTROLLED_SHUTDOWN_MAX)).await;
+    service
+        .controlled_shutdown(grace.min(CONTROLLED_SHUTDOWN_MAX))
+        .await;
     // Other shards may still forward requests for our partitions while
     // they drain: keep the logs open until every shard has drained.
     boot.drained.fetch_add(1, Ordering::AcqRel);
