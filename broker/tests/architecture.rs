@@ -40,6 +40,8 @@ const PURE_FILES: &[&str] = &[
     "group/offsets_log.rs",
     "group/ops.rs",
     "partition/state.rs",
+    "partition/epochs.rs",
+    "partition/epochs/tests.rs",
     "partition/state/tests.rs",
     "partition/producer_state.rs",
     "partition/producer_state/tests.rs",

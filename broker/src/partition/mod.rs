@@ -5,6 +5,11 @@
 //!   the offsets (log start, log end, durable end, high watermark), the
 //!   leader epoch and the acks=all waiters. No glommio, no files, no clock
 //!   reads: time is passed in.
+//! - [`epochs`]: the leader-epoch cache (epoch → start offset), the
+//!   `OffsetForLeaderEpoch` answer, the follower's truncation decision
+//!   (KIP-101/279) and the checkpoint encoding (sans-IO).
+//! - [`epochs_file`]: the `leader-epoch-checkpoint` file (blocking I/O, on
+//!   glommio's blocking pool).
 //! - [`manager`]: `PartitionManager`, its glommio driver: opens partitions
 //!   (or keeps them offline), runs the storage I/O the state asks for,
 //!   waits for flushes, wakes long-poll fetches, closes.
@@ -15,6 +20,8 @@
 //! - [`producer_ids`]: InitProducerId's id allocator (the `flock`ed file
 //!   I/O on glommio's blocking thread pool).
 
+pub mod epochs;
+pub mod epochs_file;
 pub mod manager;
 pub mod producer_ids;
 pub mod producer_state;
