@@ -135,7 +135,11 @@ impl LeaderEpochCache {
     ///   (the log that held it was deleted), `(requested, first start)` so
     ///   a follower replicates from the start of what is left;
     /// - newer than the latest, or an empty cache: `None` (undefined).
-    pub fn end_offset_for(&self, requested: LeaderEpoch, log_end: Offset) -> Option<EpochEndOffset> {
+    pub fn end_offset_for(
+        &self,
+        requested: LeaderEpoch,
+        log_end: Offset,
+    ) -> Option<EpochEndOffset> {
         let latest = self.latest()?;
         if requested == latest.epoch {
             return Some(EpochEndOffset {
@@ -327,8 +331,8 @@ pub fn first_truncation_step(follower: FollowerLog<'_>) -> TruncationStep {
 /// The follower's decision on the leader's `answer` to its
 /// `OffsetForLeaderEpoch` for `asked`, exactly as Kafka's
 /// `AbstractFetcherThread.getOffsetTruncationState`:
-/// - no answer (the leader knows no epoch at or below `asked`... or none
-///   at all): truncate to the high watermark;
+/// - undefined (`asked` is newer than every epoch the leader recorded, or
+///   the leader's cache is empty): truncate to the high watermark;
 /// - the answered epoch is one the follower has (its floor of the answered
 ///   epoch is that epoch): both logs agree up to the smaller of the two
 ///   ends of it, truncate there;

@@ -37,9 +37,12 @@ fn show(cache: &LeaderEpochCache, end: Offset) -> String {
     out.join(" ")
 }
 
-/// Runs the follower's truncation against the leader, returning the
-/// transcript and the follower's final log end.
-fn exchange(leader: &(LeaderEpochCache, Offset), follower: &mut (LeaderEpochCache, Offset, Offset)) -> String {
+/// Runs the follower's truncation against the leader, applying each
+/// truncation to `follower`; returns the transcript.
+fn exchange(
+    leader: &(LeaderEpochCache, Offset),
+    follower: &mut (LeaderEpochCache, Offset, Offset),
+) -> String {
     let mut out = Vec::new();
     let (cache, end, hw) = follower;
     let mut step = first_truncation_step(FollowerLog {
@@ -169,8 +172,9 @@ ask 5 -> undefined
 truncate to 40
 follower 0@0 2@30 end=40",
     );
-    // A leader that did record its new epoch: the follower's epoch 5 ends
-    // at 6's start on the leader... which it lacks: floor is 2.
+    // A leader that recorded its new epoch 6 (as a new leader does): it
+    // never had 5, so it answers its floor 2, ending where 6 starts; the
+    // follower's 2 ends earlier, where its own 5 starts.
     check(
         "0@0 2@30 6@50 end=60",
         "0@0 2@30 5@45 end=70 hw=40",
@@ -230,16 +234,26 @@ fn end_offset_for_follows_kafka() {
     assert_eq!(end(6), Some((4, 50)));
     assert_eq!(end(2), Some((2, 30)));
     assert_eq!(end(3), Some((2, 30)));
-    assert_eq!(end(0), Some((0, 10)), "older than all: requested, first start");
+    assert_eq!(
+        end(0),
+        Some((0, 10)),
+        "older than all: requested, first start"
+    );
     assert_eq!(end(8), None, "newer than the latest");
-    assert_eq!(LeaderEpochCache::new().end_offset_for(LeaderEpoch(0), Offset(0)), None);
+    assert_eq!(
+        LeaderEpochCache::new().end_offset_for(LeaderEpoch(0), Offset(0)),
+        None
+    );
 }
 
 #[test]
 fn assign_keeps_epochs_and_starts_increasing() {
     let mut cache = LeaderEpochCache::new();
     assert!(cache.assign(LeaderEpoch(1), Offset(0)));
-    assert!(!cache.assign(LeaderEpoch(1), Offset(5)), "same epoch, later batch");
+    assert!(
+        !cache.assign(LeaderEpoch(1), Offset(5)),
+        "same epoch, later batch"
+    );
     assert!(cache.assign(LeaderEpoch(3), Offset(10)));
     assert!(!cache.assign(LeaderEpoch(3), Offset(10)));
     assert_eq!(show(&cache, Offset(0)), "1@0 3@10 end=0");
@@ -278,7 +292,11 @@ fn truncations_cut_either_end() {
     assert_eq!(show(&cache, Offset(0)), "6@45 end=0");
     let (mut cache, _, _) = replica("3@10 5@20");
     cache.truncate_from_start(Offset(4));
-    assert_eq!(show(&cache, Offset(0)), "3@10 5@20 end=0", "before the first: kept");
+    assert_eq!(
+        show(&cache, Offset(0)),
+        "3@10 5@20 end=0",
+        "before the first: kept"
+    );
     let (mut cache, _, _) = replica("1@0 3@10 5@20 6@30");
     cache.clamp_to_log(Offset(12), Offset(25));
     assert_eq!(show(&cache, Offset(25)), "3@12 5@20 end=25");
@@ -299,16 +317,46 @@ fn checkpoint_encoding_is_kafkas_text_format() {
     let bytes = cache.encode();
     assert_eq!(bytes, b"0\n3\n0 0\n2 40\n5 75\n");
     assert_eq!(LeaderEpochCache::decode(&bytes), Ok(cache));
-    assert_eq!(LeaderEpochCache::decode(b"0\n0\n"), Ok(LeaderEpochCache::new()));
+    assert_eq!(
+        LeaderEpochCache::decode(b"0\n0\n"),
+        Ok(LeaderEpochCache::new())
+    );
     let bad = |text: &[u8]| LeaderEpochCache::decode(text).unwrap_err();
     assert_eq!(bad(b"1\n0\n"), CheckpointError::Version(1));
-    assert_eq!(bad(b"0\n2\n1 0\n"), CheckpointError::Count { expected: 2, found: 1 });
-    assert_eq!(bad(b"0\n1\n1 0\n2 5\n"), CheckpointError::Count { expected: 1, found: 2 });
-    assert_eq!(bad(b"0\n2\n2 0\n1 5\n"), CheckpointError::NotIncreasing { line: 4 });
-    assert_eq!(bad(b"0\n2\n1 5\n2 5\n"), CheckpointError::NotIncreasing { line: 4 });
-    assert!(matches!(bad(b"0\n1\n-1 0\n"), CheckpointError::BadLine { line: 3, .. }));
-    assert!(matches!(bad(b"0\n1\n1 0 7\n"), CheckpointError::BadLine { line: 3, .. }));
-    assert!(matches!(bad(b"0\n1\n1  0\n"), CheckpointError::BadLine { line: 3, .. }));
+    assert_eq!(
+        bad(b"0\n2\n1 0\n"),
+        CheckpointError::Count {
+            expected: 2,
+            found: 1
+        }
+    );
+    assert_eq!(
+        bad(b"0\n1\n1 0\n2 5\n"),
+        CheckpointError::Count {
+            expected: 1,
+            found: 2
+        }
+    );
+    assert_eq!(
+        bad(b"0\n2\n2 0\n1 5\n"),
+        CheckpointError::NotIncreasing { line: 4 }
+    );
+    assert_eq!(
+        bad(b"0\n2\n1 5\n2 5\n"),
+        CheckpointError::NotIncreasing { line: 4 }
+    );
+    assert!(matches!(
+        bad(b"0\n1\n-1 0\n"),
+        CheckpointError::BadLine { line: 3, .. }
+    ));
+    assert!(matches!(
+        bad(b"0\n1\n1 0 7\n"),
+        CheckpointError::BadLine { line: 3, .. }
+    ));
+    assert!(matches!(
+        bad(b"0\n1\n1  0\n"),
+        CheckpointError::BadLine { line: 3, .. }
+    ));
     assert!(matches!(bad(b"0\n1\n1 0"), CheckpointError::BadLine { .. }));
     assert!(matches!(bad(b""), CheckpointError::BadLine { line: 1, .. }));
     assert_eq!(bad(&[0xc3, 0x28]), CheckpointError::NotText);
