@@ -736,7 +736,7 @@ impl ControllerState {
             ErrorCode::InvalidRequest
         } else if new_isr
             .iter()
-            .any(|n| !p.isr.contains(n) && !proposal.image.broker(*n).is_some_and(|b| !b.fenced))
+            .any(|n| !p.isr.contains(n) && proposal.image.broker(*n).is_none_or(|b| b.fenced))
         {
             ErrorCode::IneligibleReplica
         } else {
