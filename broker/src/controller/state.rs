@@ -5,6 +5,13 @@
 //! [`ControllerState::handle`] and fences silent brokers in
 //! [`ControllerState::tick`].
 //!
+//! Replication (issue 14): leaders change a partition's ISR with
+//! `AlterPartition` (compare-and-set on the leader epoch and partition
+//! epoch); elections pick the first live ISR member in replica order, or,
+//! where the topic sets `unclean.leader.election.enable`, the first live
+//! replica alone in the ISR; `ElectLeaders` and the periodic rebalance
+//! move leadership back to the preferred (first) replica.
+//!
 //! Commands are handled one at a time by the driver: a command's records
 //! are proposed, committed and replayed before the next command is
 //! handled, so `handle` always validates against the latest image.
@@ -474,10 +481,12 @@ impl ControllerState {
 
     /// The active controller's periodic work at `now_ms`: the cluster id
     /// of an empty log, fencing brokers whose session expired (and moving
-    /// their leaderships), `__consumer_offsets` once enough brokers are
-    /// live. Records to propose, maybe none (see the module docs for why
-    /// a tick never repeats a proposal). The cluster id of an empty log is
-    /// proposed alone: it is the log's first record.
+    /// their leaderships), unclean elections of leaderless partitions of
+    /// topics allowing them, every `leader_rebalance_interval_ms` moving
+    /// leaderships back to preferred replicas, `__consumer_offsets` once
+    /// enough brokers are live. Records to propose, maybe none (see the
+    /// module docs for why a tick never repeats a proposal). The cluster
+    /// id of an empty log is proposed alone: it is the log's first record.
     pub fn tick(&mut self, now_ms: u64) -> Vec<MetadataRecord> {
         let Some(active_since_ms) = self.active_since_ms else {
             self.become_leader(now_ms);
