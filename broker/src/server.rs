@@ -530,6 +530,8 @@ fn cluster_config(
             partitions_max: config.partitions_max,
             session_timeout_ms: config.broker_session_timeout_ms,
             producer_id_block_size: PRODUCER_ID_BLOCK_SIZE,
+            // Off until followers replicate (issue 14): every partition has one replica.
+            leader_rebalance_interval_ms: 0,
         },
         voters,
         cluster_listen,

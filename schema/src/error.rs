@@ -62,12 +62,28 @@ pub enum ErrorCode {
     /// The request's leader epoch is newer than the partition's.
     UnknownLeaderEpoch = 75,
     UnsupportedEndpointType = 119,
+    /// The request went to a node that is not the active controller (or
+    /// named epochs newer than the controller's image: it was deposed).
+    NotController = 41,
+    /// A preferred-leader election was asked but the preferred replica is
+    /// not live or not in the ISR.
+    PreferredLeaderNotAvailable = 80,
+    /// An election was asked but no replica may lead.
+    EligibleLeadersNotAvailable = 83,
+    /// An election was asked but the partition already has the leader
+    /// asked for.
+    ElectionNotNeeded = 84,
+    /// An AlterPartition named an ISR member that may not join it (not
+    /// registered, or fenced).
+    IneligibleReplica = 107,
+    /// An AlterPartition's partition epoch is not the current one.
+    InvalidUpdateVersion = 108,
     /// The broker is out of its in-flight memory budget; retry later.
     BrokerBusy = 10_000,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 53] = [
+    const ALL: [ErrorCode; 59] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -120,6 +136,12 @@ impl ErrorCode {
         ErrorCode::FencedLeaderEpoch,
         ErrorCode::UnknownLeaderEpoch,
         ErrorCode::UnsupportedEndpointType,
+        ErrorCode::NotController,
+        ErrorCode::PreferredLeaderNotAvailable,
+        ErrorCode::EligibleLeadersNotAvailable,
+        ErrorCode::ElectionNotNeeded,
+        ErrorCode::IneligibleReplica,
+        ErrorCode::InvalidUpdateVersion,
         ErrorCode::BrokerBusy,
     ];
 
@@ -157,6 +179,9 @@ impl ErrorCode {
                 | ErrorCode::NotCoordinator
                 | ErrorCode::FencedLeaderEpoch
                 | ErrorCode::UnknownLeaderEpoch
+                | ErrorCode::NotController
+                | ErrorCode::PreferredLeaderNotAvailable
+                | ErrorCode::EligibleLeadersNotAvailable
         )
     }
 }

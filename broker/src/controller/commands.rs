@@ -7,13 +7,13 @@
 
 use std::collections::BTreeMap;
 
-use fjord_schema::{ErrorCode, NodeId};
+use fjord_schema::{ErrorCode, LeaderEpoch, NodeId};
 
 use super::wire::{
     DecodeError, Reader, Writer, ASSIGNMENT_PARTITIONS_MAX, COMMAND_NAME_LEN_MAX,
     COMMAND_TOPICS_MAX, MESSAGE_LEN_MAX, RACK_LEN_MAX,
 };
-use crate::metadata::image::{BrokerEndpoints, TopicId};
+use crate::metadata::image::{BrokerEndpoints, PartitionEpoch, TopicId};
 
 /// A topic to create.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +69,47 @@ pub enum ControllerCommand {
     AllocateProducerIds {
         node: NodeId,
     },
+    /// A partition's leader asks to change its ISR (Kafka's AlterPartition,
+    /// api 56): compare-and-set on the leader epoch and partition epoch
+    /// it knows. Answered with [`ControllerReply::AlterPartition`].
+    AlterPartition {
+        /// The leader asking.
+        node: NodeId,
+        topic: TopicId,
+        partition: u32,
+        leader_epoch: LeaderEpoch,
+        partition_epoch: PartitionEpoch,
+        new_isr: Vec<NodeId>,
+    },
+    /// Leader elections (Kafka's ElectLeaders, api 43). `partitions`:
+    /// `None` for every partition. `preferred`: move leadership to the
+    /// first replica where it is live and in the ISR (PREFERRED); else
+    /// elect a leader for partitions without one, from the ISR if a member
+    /// is live, else the first live replica (UNCLEAN). Answered with
+    /// [`ControllerReply::Elections`].
+    ElectLeaders {
+        partitions: Option<Vec<(TopicId, u32)>>,
+        preferred: bool,
+    },
+}
+
+/// A partition's leadership and ISR as the controller's image has them
+/// (the answer to an AlterPartition).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionLeadership {
+    pub leader: Option<NodeId>,
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: PartitionEpoch,
+    pub isr: Vec<NodeId>,
+}
+
+/// The outcome of one partition of an ElectLeaders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElectionResult {
+    pub topic: TopicId,
+    pub partition: u32,
+    pub error: ErrorCode,
+    pub message: Option<String>,
 }
 
 /// The outcome of one topic of an admin command.
@@ -102,6 +143,16 @@ pub enum ControllerReply {
     NotController {
         leader: Option<NodeId>,
     },
+    /// The answer to an AlterPartition: `error` is `None` when the new ISR
+    /// is committed; `partition` is the partition as the controller has it
+    /// after the request (refused or not), `None` for an unknown one.
+    AlterPartition {
+        error: ErrorCode,
+        partition: Option<PartitionLeadership>,
+    },
+    /// One result per partition of an ElectLeaders (asked for all: the
+    /// partitions whose election was needed).
+    Elections(Vec<ElectionResult>),
 }
 
 /// A reply and the Raft index of the last record it committed (0 when it
@@ -124,12 +175,16 @@ const TAG_CREATE_PARTITIONS: u8 = 5;
 const TAG_ALTER_CONFIGS: u8 = 6;
 const TAG_ALLOCATE_PRODUCER_IDS: u8 = 7;
 const TAG_VALIDATE_PARTITIONS: u8 = 8;
+const TAG_ALTER_PARTITION: u8 = 9;
+const TAG_ELECT_LEADERS: u8 = 10;
 
 const TAG_REGISTERED: u8 = 1;
 const TAG_HEARTBEAT_REPLY: u8 = 2;
 const TAG_TOPICS: u8 = 3;
 const TAG_PRODUCER_IDS: u8 = 4;
 const TAG_NOT_CONTROLLER: u8 = 5;
+const TAG_ALTER_PARTITION_REPLY: u8 = 6;
+const TAG_ELECTIONS: u8 = 7;
 
 fn check_version(r: &mut Reader<'_>) -> Result<(), DecodeError> {
     match r.u8("format version")? {
@@ -243,6 +298,40 @@ impl ControllerCommand {
                 w.u8(TAG_ALLOCATE_PRODUCER_IDS);
                 w.node(*node);
             }
+            ControllerCommand::AlterPartition {
+                node,
+                topic,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => {
+                w.u8(TAG_ALTER_PARTITION);
+                w.node(*node);
+                w.topic_id(*topic);
+                w.u32(*partition);
+                w.u32(leader_epoch.get());
+                w.u32(*partition_epoch);
+                w.nodes(new_isr);
+            }
+            ControllerCommand::ElectLeaders {
+                partitions,
+                preferred,
+            } => {
+                w.u8(TAG_ELECT_LEADERS);
+                w.bool(*preferred);
+                match partitions {
+                    None => w.u8(0),
+                    Some(partitions) => {
+                        w.u8(1);
+                        w.len(partitions.len());
+                        for (topic, partition) in partitions {
+                            w.topic_id(*topic);
+                            w.u32(*partition);
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -335,6 +424,31 @@ impl ControllerCommand {
             TAG_ALLOCATE_PRODUCER_IDS => ControllerCommand::AllocateProducerIds {
                 node: r.node("node")?,
             },
+            TAG_ALTER_PARTITION => ControllerCommand::AlterPartition {
+                node: r.node("node")?,
+                topic: r.topic_id()?,
+                partition: r.u32("partition")?,
+                leader_epoch: LeaderEpoch(r.u32("leader epoch")?),
+                partition_epoch: r.u32("partition epoch")?,
+                new_isr: r.nodes("new isr")?,
+            },
+            TAG_ELECT_LEADERS => {
+                let preferred = r.bool("preferred")?;
+                let partitions = if r.bool("partitions")? {
+                    let count = r.len(ASSIGNMENT_PARTITIONS_MAX, 20, "partitions")?;
+                    let mut partitions = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        partitions.push((r.topic_id()?, r.u32("partition")?));
+                    }
+                    Some(partitions)
+                } else {
+                    None
+                };
+                ControllerCommand::ElectLeaders {
+                    partitions,
+                    preferred,
+                }
+            }
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "command",
@@ -387,6 +501,30 @@ impl ControllerReply {
                 w.u8(TAG_NOT_CONTROLLER);
                 w.opt_node(*leader);
             }
+            ControllerReply::AlterPartition { error, partition } => {
+                w.u8(TAG_ALTER_PARTITION_REPLY);
+                w.error_code(*error);
+                match partition {
+                    None => w.u8(0),
+                    Some(p) => {
+                        w.u8(1);
+                        w.opt_node(p.leader);
+                        w.u32(p.leader_epoch.get());
+                        w.u32(p.partition_epoch);
+                        w.nodes(&p.isr);
+                    }
+                }
+            }
+            ControllerReply::Elections(results) => {
+                w.u8(TAG_ELECTIONS);
+                w.len(results.len());
+                for result in results {
+                    w.topic_id(result.topic);
+                    w.u32(result.partition);
+                    w.error_code(result.error);
+                    w.opt_str(result.message.as_deref());
+                }
+            }
         }
     }
 
@@ -423,6 +561,32 @@ impl ControllerReply {
             TAG_NOT_CONTROLLER => ControllerReply::NotController {
                 leader: r.opt_node("leader")?,
             },
+            TAG_ALTER_PARTITION_REPLY => ControllerReply::AlterPartition {
+                error: r.error_code()?,
+                partition: if r.bool("partition")? {
+                    Some(PartitionLeadership {
+                        leader: r.opt_node("leader")?,
+                        leader_epoch: LeaderEpoch(r.u32("leader epoch")?),
+                        partition_epoch: r.u32("partition epoch")?,
+                        isr: r.nodes("isr")?,
+                    })
+                } else {
+                    None
+                },
+            },
+            TAG_ELECTIONS => {
+                let count = r.len(ASSIGNMENT_PARTITIONS_MAX, 23, "election results")?;
+                let mut results = Vec::with_capacity(count);
+                for _ in 0..count {
+                    results.push(ElectionResult {
+                        topic: r.topic_id()?,
+                        partition: r.u32("partition")?,
+                        error: r.error_code()?,
+                        message: r.opt_str(MESSAGE_LEN_MAX, "message")?,
+                    });
+                }
+                ControllerReply::Elections(results)
+            }
             tag => return Err(DecodeError::UnknownTag { what: "reply", tag }),
         })
     }

@@ -5,6 +5,13 @@
 //! [`ControllerState::handle`] and fences silent brokers in
 //! [`ControllerState::tick`].
 //!
+//! Replication (issue 14): leaders change a partition's ISR with
+//! `AlterPartition` (compare-and-set on the leader epoch and partition
+//! epoch); elections pick the first live ISR member in replica order, or,
+//! where the topic sets `unclean.leader.election.enable`, the first live
+//! replica alone in the ISR; `ElectLeaders` and the periodic rebalance
+//! move leadership back to the preferred (first) replica.
+//!
 //! Commands are handled one at a time by the driver: a command's records
 //! are proposed, committed and replayed before the next command is
 //! handled, so `handle` always validates against the latest image.
@@ -45,13 +52,14 @@ use fjord_schema::{ErrorCode, LeaderEpoch, NodeId};
 use fjord_storage::LogConfig;
 
 use super::commands::{
-    AlterTopicConfigs, ControllerCommand, ControllerReply, CreateTopicSpec, TopicResult,
+    AlterTopicConfigs, ControllerCommand, ControllerReply, CreateTopicSpec, ElectionResult,
+    PartitionLeadership, TopicResult,
 };
 use super::placement::{place, PlacementError};
 use super::records::{MetadataRecord, BATCH_RECORDS_MAX};
 use super::wire::{broker_fits, REPLICAS_MAX};
 use crate::group::offsets_log::OFFSETS_TOPIC;
-use crate::metadata::image::{MetadataImage, TopicId};
+use crate::metadata::image::{MetadataImage, PartitionEpoch, PartitionImage, TopicId, TopicImage};
 use crate::topic::{partitions_from_assignments, validate_topic_name, TopicConfig, TopicError};
 
 /// The controller's settings (from the node's `Config`).
@@ -78,6 +86,10 @@ pub struct ControllerConfig {
     pub session_timeout_ms: u64,
     /// Producer ids per `ProducerIdsBlock`.
     pub producer_id_block_size: u32,
+    /// How often [`ControllerState::tick`] moves leaderships back to
+    /// preferred replicas (Kafka's `auto.leader.rebalance.enable` with
+    /// `leader.imbalance.check.interval.seconds`); 0: never.
+    pub leader_rebalance_interval_ms: u64,
 }
 
 /// Where the controller's randomness comes from: topic ids and the
@@ -211,6 +223,9 @@ pub struct ControllerState {
     sessions: BTreeMap<NodeId, Session>,
     /// When this node became the active controller; `None` when it is not.
     active_since_ms: Option<u64>,
+    /// When `tick` last moved leaderships to preferred replicas (or this
+    /// node became the active controller).
+    rebalanced_ms: u64,
     ids: Box<dyn IdSource>,
 }
 
@@ -232,6 +247,7 @@ impl ControllerState {
             image,
             sessions: BTreeMap::new(),
             active_since_ms: None,
+            rebalanced_ms: 0,
             ids,
         }
     }
@@ -272,6 +288,7 @@ impl ControllerState {
     /// session starts afresh (nobody is fenced for the old leader's view).
     pub fn become_leader(&mut self, now_ms: u64) {
         self.active_since_ms = Some(now_ms);
+        self.rebalanced_ms = now_ms;
         self.sessions = self
             .image
             .brokers()
@@ -436,16 +453,40 @@ impl ControllerState {
                     ControllerReply::ProducerIds { first, size }
                 }
             }
+            ControllerCommand::AlterPartition {
+                node,
+                topic,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => self.alter_partition(
+                &mut proposal,
+                *node,
+                (*topic, *partition),
+                (*leader_epoch, *partition_epoch),
+                new_isr,
+            ),
+            ControllerCommand::ElectLeaders {
+                partitions,
+                preferred,
+            } => ControllerReply::Elections(self.elect_leaders(
+                &mut proposal,
+                partitions.as_deref(),
+                *preferred,
+            )),
         };
         (proposal.records, reply)
     }
 
     /// The active controller's periodic work at `now_ms`: the cluster id
     /// of an empty log, fencing brokers whose session expired (and moving
-    /// their leaderships), `__consumer_offsets` once enough brokers are
-    /// live. Records to propose, maybe none (see the module docs for why
-    /// a tick never repeats a proposal). The cluster id of an empty log is
-    /// proposed alone: it is the log's first record.
+    /// their leaderships), unclean elections of leaderless partitions of
+    /// topics allowing them, every `leader_rebalance_interval_ms` moving
+    /// leaderships back to preferred replicas, `__consumer_offsets` once
+    /// enough brokers are live. Records to propose, maybe none (see the
+    /// module docs for why a tick never repeats a proposal). The cluster
+    /// id of an empty log is proposed alone: it is the log's first record.
     pub fn tick(&mut self, now_ms: u64) -> Vec<MetadataRecord> {
         let Some(active_since_ms) = self.active_since_ms else {
             self.become_leader(now_ms);
@@ -478,6 +519,19 @@ impl ControllerState {
             if silent_ms > self.config.session_timeout_ms {
                 tracing::warn!(%node, incarnation, silent_ms, "broker fenced: no heartbeat within the session timeout");
                 self.fence(&mut proposal, node, incarnation);
+            }
+        }
+        // A topic whose unclean.leader.election.enable was just set, or
+        // whose last replica came back while it was already leaderless.
+        self.elect_offline(&mut proposal, true);
+        let interval = self.config.leader_rebalance_interval_ms;
+        if interval > 0 && now_ms.saturating_sub(self.rebalanced_ms) >= interval {
+            self.rebalanced_ms = now_ms;
+            let before = proposal.records.len();
+            self.elect_leaders(&mut proposal, None, true);
+            let moved = proposal.records.len() - before;
+            if moved > 0 {
+                tracing::info!(moved, "leaderships moved back to preferred replicas");
             }
         }
         self.create_offsets_topic(&mut proposal, now_ms, active_since_ms);
@@ -537,7 +591,7 @@ impl ControllerState {
                 MetadataRecord::UnfenceBroker { node, incarnation },
                 &self.config.defaults,
             );
-            self.elect_offline(proposal, node);
+            self.elect_offline(proposal, false);
             return ControllerReply::Heartbeat {
                 fenced: false,
                 shutdown_ready: false,
@@ -559,30 +613,28 @@ impl ControllerState {
     }
 
     /// Every partition `node` leads gets a new leader: the first ISR member
-    /// in replica order that is live and not `node`; none: no leader, the
-    /// ISR kept as it is (KIP-966: a returning member of the last ISR can
-    /// lead without losing acknowledged writes). Either way the leader
-    /// epoch and partition epoch are bumped.
+    /// in replica order that is live and not `node`; none: if the topic
+    /// allows unclean elections, the first live replica, alone in the ISR;
+    /// else no leader, the ISR kept as it is (KIP-966: a returning member
+    /// of the last ISR can lead without losing acknowledged writes).
+    /// Either way the leader epoch and partition epoch are bumped.
     fn move_leaderships(&self, proposal: &mut Proposal, node: NodeId) {
         let mut changes = Vec::new();
         for topic in proposal.image.topics() {
+            let unclean = unclean_allowed(topic);
             for (index, p) in topic.partitions.iter().enumerate() {
                 if p.leader != Some(node) {
                     continue;
                 }
-                let next = p.replicas.iter().copied().find(|r| {
-                    *r != node
-                        && p.isr.contains(r)
-                        && proposal.image.broker(*r).is_some_and(|b| !b.fenced)
-                });
-                changes.push(MetadataRecord::PartitionChange {
-                    topic: topic.id,
-                    partition: index as u32,
-                    isr: p.isr.clone(),
-                    leader: next,
-                    leader_epoch: LeaderEpoch(p.leader_epoch.get().wrapping_add(1)),
-                    partition_epoch: p.partition_epoch.wrapping_add(1),
-                });
+                let (leader, isr) = match choose_leader(&proposal.image, p, Some(node), unclean) {
+                    Some(Choice::Clean(next)) => (Some(next), p.isr.clone()),
+                    Some(Choice::Unclean(next)) => {
+                        warn_unclean(topic, index, next, &p.isr);
+                        (Some(next), vec![next])
+                    }
+                    None => (None, p.isr.clone()),
+                };
+                changes.push(leader_change(topic.id, index as u32, p, leader, isr));
             }
         }
         for change in changes {
@@ -590,27 +642,264 @@ impl ControllerState {
         }
     }
 
-    /// `node` just became live: every partition without a leader whose ISR
-    /// holds it gets it as leader (epochs bumped).
-    fn elect_offline(&self, proposal: &mut Proposal, node: NodeId) {
+    /// Every partition without a leader gets one if it can: the first live
+    /// ISR member in replica order; none and the topic allows unclean
+    /// elections: the first live replica, alone in the ISR (logged at
+    /// warn: acknowledged writes may be lost). Called when a broker is
+    /// unfenced, and by `tick` for the topics allowing unclean elections
+    /// (`unclean_only`: a clean candidate appears only by an unfence).
+    fn elect_offline(&self, proposal: &mut Proposal, unclean_only: bool) {
         let mut changes = Vec::new();
         for topic in proposal.image.topics() {
+            let unclean = unclean_allowed(topic);
+            if unclean_only && !unclean {
+                continue;
+            }
             for (index, p) in topic.partitions.iter().enumerate() {
-                if p.leader.is_none() && p.isr.contains(&node) {
-                    changes.push(MetadataRecord::PartitionChange {
-                        topic: topic.id,
-                        partition: index as u32,
-                        isr: p.isr.clone(),
-                        leader: Some(node),
-                        leader_epoch: LeaderEpoch(p.leader_epoch.get().wrapping_add(1)),
-                        partition_epoch: p.partition_epoch.wrapping_add(1),
-                    });
+                if p.leader.is_some() {
+                    continue;
+                }
+                match choose_leader(&proposal.image, p, None, unclean) {
+                    Some(Choice::Clean(next)) => {
+                        changes.push(leader_change(
+                            topic.id,
+                            index as u32,
+                            p,
+                            Some(next),
+                            p.isr.clone(),
+                        ));
+                    }
+                    Some(Choice::Unclean(next)) => {
+                        warn_unclean(topic, index, next, &p.isr);
+                        changes.push(leader_change(
+                            topic.id,
+                            index as u32,
+                            p,
+                            Some(next),
+                            vec![next],
+                        ));
+                    }
+                    None => {}
                 }
             }
         }
         for change in changes {
             proposal.push(change, &self.config.defaults);
         }
+    }
+
+    /// An AlterPartition of `node` (the leader asking) for `at`, knowing
+    /// `epochs` (leader epoch, partition epoch): compare-and-set, checked
+    /// in the order of Kafka's `ReplicationControlManager`:
+    /// - epochs newer than the image: `NotController` (this controller is
+    ///   behind, so deposed; the leader finds the new one);
+    /// - an older leader epoch: `FencedLeaderEpoch`;
+    /// - `node` not the leader (at the current epoch): `InvalidRequest`;
+    /// - an older partition epoch: `InvalidUpdateVersion`;
+    /// - an ISR empty, without the leader, naming a node twice or a node
+    ///   that is no replica: `InvalidRequest`;
+    /// - an ISR adding a node that is not registered or is fenced:
+    ///   `IneligibleReplica` (members already in the ISR may stay: only
+    ///   the leader decides when a silent follower leaves).
+    ///
+    /// Accepted: one `PartitionChange` with the new ISR and the partition
+    /// epoch + 1 (leader and leader epoch unchanged); the same ISR again:
+    /// nothing proposed. The reply holds the partition as it is after the
+    /// request, refused or not, so the leader can catch up.
+    fn alter_partition(
+        &self,
+        proposal: &mut Proposal,
+        node: NodeId,
+        at: (TopicId, u32),
+        epochs: (LeaderEpoch, PartitionEpoch),
+        new_isr: &[NodeId],
+    ) -> ControllerReply {
+        let (topic_id, partition) = at;
+        let (leader_epoch, partition_epoch) = epochs;
+        let Some(p) = proposal
+            .image
+            .by_id(topic_id)
+            .and_then(|t| t.partitions.get(partition as usize))
+        else {
+            return ControllerReply::AlterPartition {
+                error: ErrorCode::UnknownTopicOrPartition,
+                partition: None,
+            };
+        };
+        let current = p.leader_epoch.get();
+        let error = if leader_epoch.get() > current || partition_epoch > p.partition_epoch {
+            ErrorCode::NotController
+        } else if leader_epoch.get() < current {
+            ErrorCode::FencedLeaderEpoch
+        } else if p.leader != Some(node) {
+            ErrorCode::InvalidRequest
+        } else if partition_epoch < p.partition_epoch {
+            ErrorCode::InvalidUpdateVersion
+        } else if !new_isr.contains(&node)
+            || new_isr
+                .iter()
+                .enumerate()
+                .any(|(i, n)| new_isr[..i].contains(n))
+            || new_isr.iter().any(|n| !p.replicas.contains(n))
+        {
+            ErrorCode::InvalidRequest
+        } else if new_isr
+            .iter()
+            .any(|n| !p.isr.contains(n) && proposal.image.broker(*n).is_none_or(|b| b.fenced))
+        {
+            ErrorCode::IneligibleReplica
+        } else {
+            ErrorCode::None
+        };
+        if error != ErrorCode::None {
+            tracing::info!(%node, topic = %topic_id, partition, ?error, ?new_isr, "AlterPartition refused");
+            return ControllerReply::AlterPartition {
+                error,
+                partition: Some(leadership(p)),
+            };
+        }
+        if p.isr != new_isr {
+            let change = MetadataRecord::PartitionChange {
+                topic: topic_id,
+                partition,
+                isr: new_isr.to_vec(),
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch.wrapping_add(1),
+            };
+            tracing::info!(%node, topic = %topic_id, partition, from = ?p.isr, to = ?new_isr, "ISR changed");
+            proposal.push(change, &self.config.defaults);
+        }
+        ControllerReply::AlterPartition {
+            error: ErrorCode::None,
+            partition: proposal
+                .image
+                .by_id(topic_id)
+                .and_then(|t| t.partitions.get(partition as usize))
+                .map(leadership),
+        }
+    }
+
+    /// An ElectLeaders (Kafka's api 43): one result per partition asked
+    /// for, in request order; asked for every partition (`None`), the
+    /// results of the partitions that needed an election (as Kafka).
+    /// `preferred`: the first replica leads if it is live and in the ISR
+    /// (`ElectionNotNeeded` if it leads already, else
+    /// `PreferredLeaderNotAvailable`). Else (unclean) a partition without
+    /// a leader gets the first live ISR member, or the first live replica
+    /// alone in the ISR, whatever the topic config says: the operator
+    /// asked (`ElectionNotNeeded` if it has a leader,
+    /// `EligibleLeadersNotAvailable` if no replica is live). Unknown
+    /// partitions: `UnknownTopicOrPartition`. Records: at most one per
+    /// partition, so fewer than the topics' partitions (bounded by
+    /// `partitions_max`) or the request's (bounded by the decoder).
+    fn elect_leaders(
+        &self,
+        proposal: &mut Proposal,
+        partitions: Option<&[(TopicId, u32)]>,
+        preferred: bool,
+    ) -> Vec<ElectionResult> {
+        let names: BTreeMap<TopicId, String> = proposal
+            .image
+            .topics()
+            .map(|t| (t.id, t.name.clone()))
+            .collect();
+        let all: Vec<(TopicId, u32)>;
+        let targets = match partitions {
+            Some(targets) => targets,
+            None => {
+                all = proposal
+                    .image
+                    .topics()
+                    .flat_map(|t| (0..t.partition_count()).map(move |p| (t.id, p)))
+                    .collect();
+                &all
+            }
+        };
+        let mut results = Vec::new();
+        for &(topic, partition) in targets {
+            let outcome = self.elect_one(proposal, &names, (topic, partition), preferred);
+            let (error, message) = match outcome {
+                Ok(()) => (ErrorCode::None, None),
+                Err((error, message)) => (error, message),
+            };
+            if partitions.is_some() || error != ErrorCode::ElectionNotNeeded {
+                results.push(ElectionResult {
+                    topic,
+                    partition,
+                    error,
+                    message,
+                });
+            }
+        }
+        results
+    }
+
+    /// One partition of [`ControllerState::elect_leaders`].
+    fn elect_one(
+        &self,
+        proposal: &mut Proposal,
+        names: &BTreeMap<TopicId, String>,
+        at: (TopicId, u32),
+        preferred: bool,
+    ) -> Result<(), (ErrorCode, Option<String>)> {
+        let (topic_id, partition) = at;
+        let Some(topic) = names.get(&topic_id).and_then(|n| proposal.image.get(n)) else {
+            return Err((
+                ErrorCode::UnknownTopicOrPartition,
+                Some(format!("no topic has id {topic_id}")),
+            ));
+        };
+        let Some(p) = topic.partitions.get(partition as usize) else {
+            return Err((
+                ErrorCode::UnknownTopicOrPartition,
+                Some(format!(
+                    "topic {:?} has no partition {partition}",
+                    topic.name
+                )),
+            ));
+        };
+        let change = if preferred {
+            let Some(&first) = p.replicas.first() else {
+                return Err((ErrorCode::PreferredLeaderNotAvailable, None));
+            };
+            if p.leader == Some(first) {
+                return Err((ErrorCode::ElectionNotNeeded, None));
+            }
+            let live = proposal.image.broker(first).is_some_and(|b| !b.fenced);
+            if !live || !p.isr.contains(&first) {
+                return Err((
+                    ErrorCode::PreferredLeaderNotAvailable,
+                    Some(format!(
+                        "the preferred leader {first} is {}",
+                        if live { "not in the ISR" } else { "not live" }
+                    )),
+                ));
+            }
+            tracing::info!(topic = %topic.name, partition, leader = %first, "preferred leader elected");
+            leader_change(topic.id, partition, p, Some(first), p.isr.clone())
+        } else {
+            if p.leader.is_some() {
+                return Err((ErrorCode::ElectionNotNeeded, None));
+            }
+            match choose_leader(&proposal.image, p, None, true) {
+                Some(Choice::Clean(next)) => {
+                    leader_change(topic.id, partition, p, Some(next), p.isr.clone())
+                }
+                Some(Choice::Unclean(next)) => {
+                    warn_unclean(topic, partition as usize, next, &p.isr);
+                    leader_change(topic.id, partition, p, Some(next), vec![next])
+                }
+                None => {
+                    return Err((
+                        ErrorCode::EligibleLeadersNotAvailable,
+                        Some("no replica is live".to_owned()),
+                    ))
+                }
+            }
+        };
+        proposal.push(change, &self.config.defaults);
+        Ok(())
     }
 
     /// Unfenced brokers, by node id, as of the proposal.
@@ -947,6 +1236,91 @@ impl ControllerState {
         let id = self.fresh_topic_id(proposal);
         self.propose_topic(proposal, id, OFFSETS_TOPIC, now_ms, overrides, placed);
         tracing::info!(%id, partitions = self.config.offsets_partitions, factor, "{OFFSETS_TOPIC} created");
+    }
+}
+
+/// Kafka's topic config allowing an out-of-sync replica to lead.
+const UNCLEAN_LEADER_ELECTION: &str = "unclean.leader.election.enable";
+
+/// Whether `topic` allows unclean leader elections (its config, from its
+/// overrides and the broker defaults; an inert key to the log itself).
+fn unclean_allowed(topic: &TopicImage) -> bool {
+    topic
+        .config
+        .inert
+        .get(UNCLEAN_LEADER_ELECTION)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// A leader chosen by [`choose_leader`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Choice {
+    /// A live ISR member: nothing acknowledged is lost.
+    Clean(NodeId),
+    /// A live replica outside the ISR: it leads alone.
+    Unclean(NodeId),
+}
+
+/// The leader `p` gets in an election (`gone`: a node leaving, never
+/// chosen): the first live ISR member in replica order; none and
+/// `unclean`: the first live replica.
+fn choose_leader(
+    image: &MetadataImage,
+    p: &PartitionImage,
+    gone: Option<NodeId>,
+    unclean: bool,
+) -> Option<Choice> {
+    let live = |r: &NodeId| Some(*r) != gone && image.broker(*r).is_some_and(|b| !b.fenced);
+    if let Some(next) = p
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| p.isr.contains(r) && live(r))
+    {
+        return Some(Choice::Clean(next));
+    }
+    if unclean {
+        return p.replicas.iter().copied().find(live).map(Choice::Unclean);
+    }
+    None
+}
+
+fn warn_unclean(topic: &TopicImage, partition: usize, leader: NodeId, isr: &[NodeId]) {
+    tracing::warn!(
+        topic = %topic.name,
+        partition,
+        %leader,
+        last_isr = ?isr,
+        "unclean leader election: no ISR member is live, an out-of-sync replica leads \
+         (acknowledged records may be lost)"
+    );
+}
+
+/// A `PartitionChange` giving `p` `leader` and `isr`, both epochs bumped.
+fn leader_change(
+    topic: TopicId,
+    partition: u32,
+    p: &PartitionImage,
+    leader: Option<NodeId>,
+    isr: Vec<NodeId>,
+) -> MetadataRecord {
+    MetadataRecord::PartitionChange {
+        topic,
+        partition,
+        isr,
+        leader,
+        leader_epoch: LeaderEpoch(p.leader_epoch.get().wrapping_add(1)),
+        partition_epoch: p.partition_epoch.wrapping_add(1),
+    }
+}
+
+/// What an AlterPartition answers of `p`.
+fn leadership(p: &PartitionImage) -> PartitionLeadership {
+    PartitionLeadership {
+        leader: p.leader,
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        isr: p.isr.clone(),
     }
 }
 

@@ -32,6 +32,7 @@ fn controller() -> ControllerState {
             partitions_max: 100,
             session_timeout_ms: 9_000,
             producer_id_block_size: 10,
+            leader_rebalance_interval_ms: 0,
         },
         Arc::new(MetadataImage::default()),
         Box::new(SeededIds::new(1)),

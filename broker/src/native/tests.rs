@@ -565,6 +565,7 @@ async fn start_controller(service: &Rc<ShardService>, data_dir: &std::path::Path
             partitions_max: 100,
             session_timeout_ms: 9_000,
             producer_id_block_size: 10,
+            leader_rebalance_interval_ms: 0,
         },
     };
     let recovered = recover(&config).expect("metadata log");

@@ -4,7 +4,9 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::controller::records::tests::{arb_configs, arb_endpoints, arb_node, arb_nodes};
+use crate::controller::records::tests::{
+    arb_configs, arb_endpoints, arb_node, arb_nodes, arb_topic_id,
+};
 
 fn arb_spec() -> impl Strategy<Value = CreateTopicSpec> {
     (
@@ -73,7 +75,51 @@ fn arb_command() -> impl Strategy<Value = ControllerCommand> {
         )
         .prop_map(ControllerCommand::AlterConfigs),
         arb_node().prop_map(|node| ControllerCommand::AllocateProducerIds { node }),
+        (
+            arb_node(),
+            arb_topic_id(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            arb_nodes()
+        )
+            .prop_map(
+                |(node, topic, partition, leader_epoch, partition_epoch, new_isr)| {
+                    ControllerCommand::AlterPartition {
+                        node,
+                        topic,
+                        partition,
+                        leader_epoch: LeaderEpoch(leader_epoch),
+                        partition_epoch,
+                        new_isr,
+                    }
+                }
+            ),
+        (
+            proptest::option::of(proptest::collection::vec(
+                (arb_topic_id(), any::<u32>()),
+                0..4
+            )),
+            any::<bool>()
+        )
+            .prop_map(|(partitions, preferred)| ControllerCommand::ElectLeaders {
+                partitions,
+                preferred
+            }),
     ]
+}
+
+fn arb_code() -> impl Strategy<Value = ErrorCode> {
+    prop::sample::select(vec![
+        ErrorCode::None,
+        ErrorCode::FencedLeaderEpoch,
+        ErrorCode::InvalidUpdateVersion,
+        ErrorCode::IneligibleReplica,
+        ErrorCode::ElectionNotNeeded,
+        ErrorCode::PreferredLeaderNotAvailable,
+        ErrorCode::EligibleLeadersNotAvailable,
+        ErrorCode::NotController,
+    ])
 }
 
 fn arb_reply() -> impl Strategy<Value = ControllerReply> {
@@ -109,6 +155,42 @@ fn arb_reply() -> impl Strategy<Value = ControllerReply> {
             .prop_map(|(first, size)| ControllerReply::ProducerIds { first, size }),
         proptest::option::of(arb_node())
             .prop_map(|leader| ControllerReply::NotController { leader }),
+        (
+            arb_code(),
+            proptest::option::of(
+                (
+                    proptest::option::of(arb_node()),
+                    any::<u32>(),
+                    any::<u32>(),
+                    arb_nodes()
+                )
+                    .prop_map(|(leader, leader_epoch, partition_epoch, isr)| {
+                        PartitionLeadership {
+                            leader,
+                            leader_epoch: LeaderEpoch(leader_epoch),
+                            partition_epoch,
+                            isr,
+                        }
+                    })
+            )
+        )
+            .prop_map(|(error, partition)| ControllerReply::AlterPartition { error, partition }),
+        proptest::collection::vec(
+            (
+                arb_topic_id(),
+                any::<u32>(),
+                arb_code(),
+                proptest::option::of("[ -~]{0,30}")
+            )
+                .prop_map(|(topic, partition, error, message)| ElectionResult {
+                    topic,
+                    partition,
+                    error,
+                    message
+                }),
+            0..4
+        )
+        .prop_map(ControllerReply::Elections),
     ]
 }
 

@@ -36,6 +36,7 @@ fn controller_config(voters: &[u32]) -> ControllerConfig {
         partitions_max: 1000,
         session_timeout_ms: 9_000,
         producer_id_block_size: 1000,
+        leader_rebalance_interval_ms: 0,
     }
 }
 

@@ -32,6 +32,7 @@ fn config(voters: &[u32]) -> ControllerConfig {
         partitions_max: 40,
         session_timeout_ms: SESSION_MS,
         producer_id_block_size: 1000,
+        leader_rebalance_interval_ms: 0,
     }
 }
 
@@ -56,9 +57,13 @@ impl Harness {
     }
 
     fn bare(voters: &[u32]) -> Harness {
+        Harness::bare_with(config(voters))
+    }
+
+    fn bare_with(config: ControllerConfig) -> Harness {
         Harness {
             state: ControllerState::with_ids(
-                config(voters),
+                config,
                 Arc::new(MetadataImage::default()),
                 Box::new(SeededIds::new(0)),
             ),
@@ -203,6 +208,33 @@ impl Harness {
             ControllerReply::NotController { leader } => {
                 format!("not controller {}", Self::leader(*leader))
             }
+            ControllerReply::AlterPartition { error, partition } => match partition {
+                None => format!("alter {error:?} (no partition)"),
+                Some(p) => format!(
+                    "alter {error:?}: isr={} leader={} epoch={} pe={}",
+                    Self::nodes(&p.isr),
+                    Self::leader(p.leader),
+                    p.leader_epoch,
+                    p.partition_epoch
+                ),
+            },
+            ControllerReply::Elections(results) => {
+                let lines: Vec<String> = results
+                    .iter()
+                    .map(|r| {
+                        let at = format!("{}/{} {:?}", self.id(r.topic), r.partition, r.error);
+                        match &r.message {
+                            None => at,
+                            Some(m) => format!("{at} {m:?}"),
+                        }
+                    })
+                    .collect();
+                if lines.is_empty() {
+                    "elections: (none)".to_owned()
+                } else {
+                    format!("elections: {}", lines.join("; "))
+                }
+            }
         };
         let _ = writeln!(self.out, "  => {rendered}");
         reply
@@ -290,6 +322,92 @@ impl Harness {
             })
             .collect();
         self.command("create", ControllerCommand::CreateTopics(specs));
+    }
+
+    /// Creates `name` with explicit replica assignments and `configs`.
+    fn create_configured(
+        &mut self,
+        name: &str,
+        assignments: &[&[u32]],
+        configs: &[(&str, &str)],
+    ) -> TopicId {
+        let spec = CreateTopicSpec {
+            name: name.to_owned(),
+            partitions: None,
+            replication_factor: None,
+            assignments: Some(
+                assignments
+                    .iter()
+                    .map(|nodes| nodes.iter().copied().map(NodeId).collect())
+                    .collect(),
+            ),
+            configs: configs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            validate_only: false,
+        };
+        self.command("create", ControllerCommand::CreateTopics(vec![spec]));
+        self.topic(name)
+    }
+
+    fn topic(&self, name: &str) -> TopicId {
+        self.state
+            .image()
+            .get(name)
+            .map(|t| t.id)
+            .unwrap_or_default()
+    }
+
+    /// An AlterPartition of `node` for `topic`/`partition` knowing the
+    /// epochs `(leader epoch, partition epoch)`.
+    fn alter(
+        &mut self,
+        node: u32,
+        at: (TopicId, u32),
+        epochs: (u32, u32),
+        isr: &[u32],
+    ) -> ControllerReply {
+        let label = format!(
+            "alter-partition by {node} {}/{} epoch={} pe={} isr={}",
+            self.id(at.0),
+            at.1,
+            epochs.0,
+            epochs.1,
+            Self::nodes(&isr.iter().copied().map(NodeId).collect::<Vec<_>>())
+        );
+        self.command(
+            &label,
+            ControllerCommand::AlterPartition {
+                node: NodeId(node),
+                topic: at.0,
+                partition: at.1,
+                leader_epoch: LeaderEpoch(epochs.0),
+                partition_epoch: epochs.1,
+                new_isr: isr.iter().copied().map(NodeId).collect(),
+            },
+        )
+    }
+
+    fn elect(&mut self, partitions: Option<&[(TopicId, u32)]>, preferred: bool) {
+        let kind = if preferred { "preferred" } else { "unclean" };
+        let label = match partitions {
+            None => format!("elect {kind} all"),
+            Some(partitions) => {
+                let named: Vec<String> = partitions
+                    .iter()
+                    .map(|(t, p)| format!("{}/{p}", self.id(*t)))
+                    .collect();
+                format!("elect {kind} {}", named.join(","))
+            }
+        };
+        self.command(
+            &label,
+            ControllerCommand::ElectLeaders {
+                partitions: partitions.map(<[_]>::to_vec),
+                preferred,
+            },
+        );
     }
 
     /// A follower's view: the log replayed on a fresh state.
@@ -1114,4 +1232,507 @@ mod random {
             prop_assert_eq!(restored.as_ref(), Ok(&**h.state.image()));
         }
     }
+
+    /// A replication step: an AlterPartition from a partition's current
+    /// leader (or, `stale`, a node at old epochs) with a random ISR drawn
+    /// from its replicas, or an ElectLeaders of every partition.
+    #[derive(Clone, Debug)]
+    enum Replication {
+        Alter {
+            pick: usize,
+            stale: bool,
+            isr_mask: u8,
+        },
+        Elect {
+            preferred: bool,
+        },
+        Unclean {
+            topic: &'static str,
+            on: bool,
+        },
+    }
+
+    fn arb_replication() -> impl Strategy<Value = Replication> {
+        prop_oneof![
+            (any::<usize>(), prop::bool::weighted(0.2), any::<u8>()).prop_map(
+                |(pick, stale, isr_mask)| Replication::Alter {
+                    pick,
+                    stale,
+                    isr_mask
+                }
+            ),
+            any::<bool>().prop_map(|preferred| Replication::Elect { preferred }),
+            (prop::sample::select(vec!["a", "b"]), any::<bool>())
+                .prop_map(|(topic, on)| Replication::Unclean { topic, on }),
+        ]
+    }
+
+    fn replication_command(h: &Harness, step: &Replication) -> Option<ControllerCommand> {
+        Some(match step {
+            Replication::Alter {
+                pick,
+                stale,
+                isr_mask,
+            } => {
+                let image = h.state.image();
+                let all: Vec<(TopicId, u32, &PartitionImage)> = image
+                    .topics()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .enumerate()
+                            .map(move |(i, p)| (t.id, i as u32, p))
+                    })
+                    .collect();
+                let (topic, partition, p) = *all.get(pick % all.len().max(1))?;
+                let node = p.leader.or_else(|| p.replicas.first().copied())?;
+                let mut new_isr: Vec<NodeId> = p
+                    .replicas
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, r)| **r == node || isr_mask & (1 << (i % 8)) != 0)
+                    .map(|(_, r)| *r)
+                    .collect();
+                new_isr.sort_unstable_by_key(|r| *r != node);
+                let back = u32::from(*stale);
+                ControllerCommand::AlterPartition {
+                    node,
+                    topic,
+                    partition,
+                    leader_epoch: LeaderEpoch(p.leader_epoch.get().saturating_sub(back)),
+                    partition_epoch: p.partition_epoch.saturating_sub(back),
+                    new_isr,
+                }
+            }
+            Replication::Elect { preferred } => ControllerCommand::ElectLeaders {
+                partitions: None,
+                preferred: *preferred,
+            },
+            Replication::Unclean { topic, on } => {
+                ControllerCommand::AlterConfigs(vec![AlterTopicConfigs {
+                    name: (*topic).to_owned(),
+                    overrides: BTreeMap::from([(
+                        "unclean.leader.election.enable".to_owned(),
+                        on.to_string(),
+                    )]),
+                    validate_only: false,
+                }])
+            }
+        })
+    }
+
+    proptest! {
+        /// Commands, ticks, ISR changes and elections in any order: a
+        /// leader is a live replica in the ISR, the ISR is never empty and
+        /// within the replicas, epochs never go back, an accepted
+        /// AlterPartition bumps the partition epoch alone, and a follower
+        /// replaying the log has the same image.
+        #[test]
+        fn any_replication_sequence_keeps_the_invariants(
+            steps in proptest::collection::vec(
+                prop_oneof![
+                    arb_step().prop_map(Ok),
+                    arb_replication().prop_map(Err),
+                ],
+                1..60,
+            ),
+        ) {
+            let mut h = Harness::new(&[1, 2, 3]);
+            h.live(&[1, 2, 3]);
+            h.tick(0);
+            for step in steps {
+                let before = h.state.image().clone();
+                match step {
+                    Ok(Step::Advance(ms)) => h.now_ms += ms,
+                    Ok(Step::Tick) => {
+                        let now = h.now_ms;
+                        h.tick(now);
+                    }
+                    Ok(Step::Command(command)) => {
+                        h.command("step", command);
+                    }
+                    Err(step) => {
+                        if let Some(command) = replication_command(&h, &step) {
+                            let reply = h.command("replication", command.clone());
+                            if let (
+                                ControllerCommand::AlterPartition { topic, partition, .. },
+                                ControllerReply::AlterPartition { error: ErrorCode::None, partition: Some(after) },
+                            ) = (&command, &reply) {
+                                let old = before
+                                    .by_id(*topic)
+                                    .and_then(|t| t.partitions.get(*partition as usize));
+                                prop_assert!(old.is_some());
+                                if let Some(old) = old {
+                                    prop_assert_eq!(after.leader, old.leader);
+                                    prop_assert_eq!(after.leader_epoch, old.leader_epoch);
+                                    let bump = u32::from(old.isr != after.isr);
+                                    prop_assert_eq!(after.partition_epoch, old.partition_epoch + bump);
+                                }
+                            }
+                        }
+                    }
+                }
+                let image = h.state.image().clone();
+                for topic in image.topics() {
+                    for (index, p) in topic.partitions.iter().enumerate() {
+                        if let Some(leader) = p.leader {
+                            prop_assert!(p.isr.contains(&leader), "{p:?}");
+                            prop_assert!(image.broker(leader).is_some_and(|b| !b.fenced), "{p:?}");
+                        }
+                        prop_assert!(!p.isr.is_empty(), "{p:?}");
+                        prop_assert!(p.isr.iter().all(|n| p.replicas.contains(n)), "{p:?}");
+                        if let Some(old) = before.by_id(topic.id).and_then(|t| t.partitions.get(index)) {
+                            prop_assert!(p.leader_epoch.get() >= old.leader_epoch.get(), "{old:?} -> {p:?}");
+                            prop_assert!(p.partition_epoch >= old.partition_epoch, "{old:?} -> {p:?}");
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(&h.follower_image(), &**h.state.image());
+        }
+    }
+}
+
+/// What `f` logs at warn and above, without ANSI colours.
+fn warnings(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut out) = self.0.lock() {
+                out.extend_from_slice(bytes);
+            }
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = sink.0.lock().map(|b| b.clone()).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[test]
+fn alter_partition_is_a_compare_and_set_on_both_epochs() {
+    let mut h = Harness::new(&[9]);
+    h.live(&[1, 2, 3]);
+    let a = h.create_configured("a", &[&[1, 2, 3]], &[]);
+    h.take();
+    // Shrink (3 lags), a stale partition epoch, then expand.
+    h.alter(1, (a, 0), (0, 0), &[1, 2]);
+    h.alter(1, (a, 0), (0, 0), &[1, 2, 3]);
+    h.alter(1, (a, 0), (0, 1), &[1, 2, 3]);
+    // The same ISR again: accepted, nothing proposed.
+    h.alter(1, (a, 0), (0, 2), &[1, 2, 3]);
+    expect(
+        h.take(),
+        "
+        alter-partition by 1 t1/0 epoch=0 pe=0 isr=[1,2] @0
+          change t1/0 isr=[1,2] leader=1 epoch=0 pe=1
+          => alter None: isr=[1,2] leader=1 epoch=0 pe=1
+        alter-partition by 1 t1/0 epoch=0 pe=0 isr=[1,2,3] @0
+          => alter InvalidUpdateVersion: isr=[1,2] leader=1 epoch=0 pe=1
+        alter-partition by 1 t1/0 epoch=0 pe=1 isr=[1,2,3] @0
+          change t1/0 isr=[1,2,3] leader=1 epoch=0 pe=2
+          => alter None: isr=[1,2,3] leader=1 epoch=0 pe=2
+        alter-partition by 1 t1/0 epoch=0 pe=2 isr=[1,2,3] @0
+          => alter None: isr=[1,2,3] leader=1 epoch=0 pe=2
+        ",
+    );
+    // Malformed: not the leader, no leader in the ISR, empty, a node that
+    // is no replica, a node twice; epochs the controller has not seen; an
+    // unknown partition and topic.
+    h.alter(2, (a, 0), (0, 2), &[2, 3]);
+    h.alter(1, (a, 0), (0, 2), &[2, 3]);
+    h.alter(1, (a, 0), (0, 2), &[]);
+    h.alter(1, (a, 0), (0, 2), &[1, 4]);
+    h.alter(1, (a, 0), (0, 2), &[1, 1]);
+    h.alter(1, (a, 0), (1, 2), &[1]);
+    h.alter(1, (a, 0), (0, 3), &[1]);
+    h.alter(1, (a, 7), (0, 0), &[1]);
+    h.alter(1, (TopicId([7; 16]), 0), (0, 0), &[1]);
+    expect(
+        h.take(),
+        "
+        alter-partition by 2 t1/0 epoch=0 pe=2 isr=[2,3] @0
+          => alter InvalidRequest: isr=[1,2,3] leader=1 epoch=0 pe=2
+        alter-partition by 1 t1/0 epoch=0 pe=2 isr=[2,3] @0
+          => alter InvalidRequest: isr=[1,2,3] leader=1 epoch=0 pe=2
+        alter-partition by 1 t1/0 epoch=0 pe=2 isr=[] @0
+          => alter InvalidRequest: isr=[1,2,3] leader=1 epoch=0 pe=2
+        alter-partition by 1 t1/0 epoch=0 pe=2 isr=[1,4] @0
+          => alter InvalidRequest: isr=[1,2,3] leader=1 epoch=0 pe=2
+        alter-partition by 1 t1/0 epoch=0 pe=2 isr=[1,1] @0
+          => alter InvalidRequest: isr=[1,2,3] leader=1 epoch=0 pe=2
+        alter-partition by 1 t1/0 epoch=1 pe=2 isr=[1] @0
+          => alter NotController: isr=[1,2,3] leader=1 epoch=0 pe=2
+        alter-partition by 1 t1/0 epoch=0 pe=3 isr=[1] @0
+          => alter NotController: isr=[1,2,3] leader=1 epoch=0 pe=2
+        alter-partition by 1 t1/7 epoch=0 pe=0 isr=[1] @0
+          => alter UnknownTopicOrPartition (no partition)
+        alter-partition by 1 t2/0 epoch=0 pe=0 isr=[1] @0
+          => alter UnknownTopicOrPartition (no partition)
+        ",
+    );
+    // Node 1 shuts down: node 2 leads at epoch 1. The old leader's
+    // request is fenced; a fenced member may stay in the ISR but not join
+    // it again.
+    h.shutdown(1, 10);
+    h.alter(1, (a, 0), (0, 3), &[1, 2, 3]);
+    h.alter(2, (a, 0), (1, 3), &[1, 2]);
+    h.alter(2, (a, 0), (1, 4), &[2]);
+    h.alter(2, (a, 0), (1, 5), &[2, 1]);
+    h.alter(2, (a, 0), (1, 5), &[2, 3]);
+    expect(
+        h.take(),
+        "
+        shutdown 1 inc=10 @0
+          fence 1 inc=10
+          change t1/0 isr=[1,2,3] leader=2 epoch=1 pe=3
+          => heartbeat fenced=true shutdown_ready=true
+        alter-partition by 1 t1/0 epoch=0 pe=3 isr=[1,2,3] @0
+          => alter FencedLeaderEpoch: isr=[1,2,3] leader=2 epoch=1 pe=3
+        alter-partition by 2 t1/0 epoch=1 pe=3 isr=[1,2] @0
+          change t1/0 isr=[1,2] leader=2 epoch=1 pe=4
+          => alter None: isr=[1,2] leader=2 epoch=1 pe=4
+        alter-partition by 2 t1/0 epoch=1 pe=4 isr=[2] @0
+          change t1/0 isr=[2] leader=2 epoch=1 pe=5
+          => alter None: isr=[2] leader=2 epoch=1 pe=5
+        alter-partition by 2 t1/0 epoch=1 pe=5 isr=[2,1] @0
+          => alter IneligibleReplica: isr=[2] leader=2 epoch=1 pe=5
+        alter-partition by 2 t1/0 epoch=1 pe=5 isr=[2,3] @0
+          change t1/0 isr=[2,3] leader=2 epoch=1 pe=6
+          => alter None: isr=[2,3] leader=2 epoch=1 pe=6
+        ",
+    );
+    assert_eq!(&h.follower_image(), &**h.state.image());
+}
+
+#[test]
+fn without_unclean_election_a_partition_waits_for_its_last_isr() {
+    let mut h = Harness::new(&[9]);
+    h.live(&[1, 2]);
+    let clean = h.create_configured("clean", &[&[1, 2]], &[]);
+    let dirty = h.create_configured(
+        "dirty",
+        &[&[1, 2]],
+        &[("unclean.leader.election.enable", "true")],
+    );
+    // Node 2 fell behind on both.
+    h.alter(1, (clean, 0), (0, 0), &[1]);
+    h.alter(1, (dirty, 0), (0, 0), &[1]);
+    h.take();
+    let logged = warnings(|| h.shutdown(1, 10));
+    expect(
+        h.take(),
+        "
+        shutdown 1 inc=10 @0
+          fence 1 inc=10
+          change t1/0 isr=[1] leader=- epoch=1 pe=2
+          change t2/0 isr=[2] leader=2 epoch=1 pe=2
+          => heartbeat fenced=true shutdown_ready=true
+        ",
+    );
+    assert_eq!(
+        logged.matches("unclean leader election").count(),
+        1,
+        "one warning, for the dirty topic: {logged}"
+    );
+    assert!(
+        logged.contains("dirty") && logged.contains("WARN"),
+        "{logged}"
+    );
+    // Turning it on for the offline topic: the next tick elects.
+    h.tick(1);
+    h.command(
+        "alter-configs",
+        ControllerCommand::AlterConfigs(vec![AlterTopicConfigs {
+            name: "clean".into(),
+            overrides: BTreeMap::from([(
+                "unclean.leader.election.enable".to_owned(),
+                "true".to_owned(),
+            )]),
+            validate_only: false,
+        }]),
+    );
+    let logged = warnings(|| h.tick(2));
+    // Node 1 comes back: a follower, it leads nothing.
+    h.register(1, 11);
+    h.heartbeat(1, 11, true);
+    expect(
+        h.take(),
+        "
+        tick @1
+        alter-configs @1
+          config t1 {unclean.leader.election.enable=true}
+          => topics: clean None
+        tick @2
+          change t1/0 isr=[2] leader=2 epoch=2 pe=3
+        register 1 inc=11 @2
+          register 1 inc=11
+          => registered
+        heartbeat 1 inc=11 caught_up=true @2
+          unfence 1 inc=11
+          => heartbeat fenced=false shutdown_ready=false
+        ",
+    );
+    assert_eq!(
+        logged.matches("unclean leader election").count(),
+        1,
+        "{logged}"
+    );
+    assert_eq!(&h.follower_image(), &**h.state.image());
+}
+
+#[test]
+fn a_returning_last_isr_member_leads_again_without_unclean_election() {
+    let mut h = Harness::new(&[9]);
+    h.live(&[1, 2]);
+    let a = h.create_configured("a", &[&[2, 1]], &[]);
+    h.alter(2, (a, 0), (0, 0), &[2]);
+    h.shutdown(2, 20);
+    h.take();
+    // Node 1 is live but out of sync: the partition stays offline until
+    // node 2 returns.
+    h.tick(1);
+    h.register(2, 21);
+    h.heartbeat(2, 21, true);
+    expect(
+        h.take(),
+        "
+        tick @1
+        register 2 inc=21 @1
+          register 2 inc=21
+          => registered
+        heartbeat 2 inc=21 caught_up=true @1
+          unfence 2 inc=21
+          change t1/0 isr=[2] leader=2 epoch=2 pe=3
+          => heartbeat fenced=false shutdown_ready=false
+        ",
+    );
+    assert_eq!(&h.follower_image(), &**h.state.image());
+}
+
+#[test]
+fn preferred_election_moves_leadership_back_once() {
+    let mut h = Harness::new(&[9]);
+    h.live(&[1, 2]);
+    let a = h.create_configured("a", &[&[1, 2], &[2, 1]], &[]);
+    h.shutdown(1, 10);
+    h.take();
+    // The preferred replica is fenced: not available.
+    h.elect(Some(&[(a, 0)]), true);
+    h.register(1, 11);
+    h.heartbeat(1, 11, true);
+    h.elect(Some(&[(a, 0), (a, 1)]), true);
+    // Already preferred: nothing to do; asked for all, nothing listed.
+    h.elect(Some(&[(a, 0)]), true);
+    h.elect(None, true);
+    expect(
+        h.take(),
+        "
+        elect preferred t1/0 @0
+          => elections: t1/0 PreferredLeaderNotAvailable \"the preferred leader 1 is not live\"
+        register 1 inc=11 @0
+          register 1 inc=11
+          => registered
+        heartbeat 1 inc=11 caught_up=true @0
+          unfence 1 inc=11
+          => heartbeat fenced=false shutdown_ready=false
+        elect preferred t1/0,t1/1 @0
+          change t1/0 isr=[1,2] leader=1 epoch=2 pe=2
+          => elections: t1/0 None; t1/1 ElectionNotNeeded
+        elect preferred t1/0 @0
+          => elections: t1/0 ElectionNotNeeded
+        elect preferred all @0
+          => elections: (none)
+        ",
+    );
+    // A preferred replica out of the ISR is not available either.
+    h.shutdown(2, 20);
+    h.alter(1, (a, 1), (1, 1), &[1]);
+    h.register(2, 21);
+    h.heartbeat(2, 21, true);
+    h.take();
+    h.elect(None, true);
+    expect(
+        h.take(),
+        "
+        elect preferred all @0
+          => elections: t1/1 PreferredLeaderNotAvailable \"the preferred leader 2 is not in the ISR\"
+        ",
+    );
+    assert_eq!(&h.follower_image(), &**h.state.image());
+}
+
+#[test]
+fn unclean_elect_leaders_elects_offline_partitions_and_names_unknown_ones() {
+    let mut h = Harness::new(&[9]);
+    h.live(&[1, 2]);
+    let a = h.create_configured("a", &[&[1, 2]], &[]);
+    let solo = h.create_configured("solo", &[&[1]], &[]);
+    let live = h.create_configured("live", &[&[2]], &[]);
+    h.alter(1, (a, 0), (0, 0), &[1]);
+    h.shutdown(1, 10);
+    h.take();
+    let logged = warnings(|| {
+        h.elect(
+            Some(&[(a, 5), (TopicId([7; 16]), 0), (live, 0), (solo, 0), (a, 0)]),
+            false,
+        )
+    });
+    h.elect(None, false);
+    expect(
+        h.take(),
+        "
+        elect unclean t1/5,t4/0,t3/0,t2/0,t1/0 @0
+          change t1/0 isr=[2] leader=2 epoch=2 pe=3
+          => elections: t1/5 UnknownTopicOrPartition \"topic \\\"a\\\" has no partition 5\"; t4/0 UnknownTopicOrPartition \"no topic has id 07070707-0707-0707-0707-070707070707\"; t3/0 ElectionNotNeeded; t2/0 EligibleLeadersNotAvailable \"no replica is live\"; t1/0 None
+        elect unclean all @0
+          => elections: t2/0 EligibleLeadersNotAvailable \"no replica is live\"
+        ",
+    );
+    assert_eq!(
+        logged.matches("unclean leader election").count(),
+        1,
+        "{logged}"
+    );
+    assert_eq!(&h.follower_image(), &**h.state.image());
+}
+
+#[test]
+fn the_periodic_rebalance_moves_leaderships_to_preferred_replicas() {
+    let mut h = Harness::bare_with(ControllerConfig {
+        leader_rebalance_interval_ms: 5_000,
+        ..config(&[9])
+    });
+    h.state.become_leader(0);
+    h.tick(0);
+    h.live(&[1, 2]);
+    h.create_configured("a", &[&[1, 2]], &[]);
+    h.shutdown(1, 10);
+    h.register(1, 11);
+    h.heartbeat(1, 11, true);
+    h.take();
+    h.tick(4_999);
+    h.tick(5_000);
+    h.tick(6_000);
+    expect(
+        h.take(),
+        "
+        tick @4999
+        tick @5000
+          change t1/0 isr=[1,2] leader=1 epoch=2 pe=2
+        tick @6000
+        ",
+    );
+    assert_eq!(&h.follower_image(), &**h.state.image());
 }
