@@ -5,6 +5,10 @@
 //!   the offsets (log start, log end, durable end, high watermark), the
 //!   leader epoch and the acks=all waiters. No glommio, no files, no clock
 //!   reads: time is passed in.
+//! - [`replicas`]: the leader's followers (sans-IO): replica set, ISR,
+//!   partition epoch, each follower's log end, durable end and last
+//!   caught-up time, and the ISR shrink/expand proposals (`AlterPartition`)
+//!   the state makes; owned by a [`state::PartitionState`].
 //! - [`manager`]: `PartitionManager`, its glommio driver: opens partitions
 //!   (or keeps them offline), runs the storage I/O the state asks for,
 //!   waits for flushes, wakes long-poll fetches, closes.
@@ -18,5 +22,6 @@
 pub mod manager;
 pub mod producer_ids;
 pub mod producer_state;
+pub mod replicas;
 pub mod snapshot;
 pub mod state;

@@ -33,6 +33,7 @@ fn policy() -> ProducePolicy {
         flush_before_ack: true,
         flush_messages: None,
         flush_ms: None,
+        replica_lag_time_max_ms: 100,
     }
 }
 
@@ -108,7 +109,7 @@ impl Harness {
             ["produce", reply, args @ ..] => self.produce(reply, &kv(args)),
             ["flush"] => {
                 self.log_durable = self.state.log_end();
-                let released = self.state.durable(self.log_durable);
+                let released = self.state.durable(self.log_durable).len();
                 for pending in &mut self.pending {
                     pending.flush = false;
                 }
@@ -118,7 +119,7 @@ impl Harness {
             }
             ["written", end] => {
                 self.log_durable = Offset(end.parse().expect("offset"));
-                let released = self.state.durable(self.log_durable);
+                let released = self.state.durable(self.log_durable).len();
                 let mut out = vec![format!("durable {} released {released}", self.log_durable)];
                 out.extend(self.answer());
                 out
