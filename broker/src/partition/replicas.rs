@@ -54,7 +54,7 @@ pub struct IsrChange {
 /// Why a leadership or a follower's fetch is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplicaError {
-    #[error("leadership names leader {leader} but its replicas are {replicas:?} and ISR {isr:?}")]
+    #[error("leader {leader} is not in the ISR {isr:?} or not in the replicas {replicas:?}")]
     LeaderNotInIsr {
         leader: NodeId,
         replicas: Vec<NodeId>,
