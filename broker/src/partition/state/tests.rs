@@ -1019,3 +1019,31 @@ fn non_followers_and_impossible_positions_are_refused() {
         ",
     );
 }
+
+/// A follower joins the ISR only once it has the start of the current
+/// leader epoch, even when the high watermark is below it (a re-elected
+/// leader whose high watermark lags its log end).
+#[test]
+fn expansion_waits_for_the_start_of_the_leader_epoch() {
+    check(
+        "
+        > config flush_before_ack=false
+        > leadership replicas=1,2,3 isr=1,2 epoch=4 pepoch=7
+        isr 1,2 pepoch 7
+        > produce #1 acks=1 records=3
+        #1 base=0 end=3
+        #1 acked
+        > leadership replicas=1,2,3 isr=1,2 epoch=5 pepoch=8
+        isr 1,2 pepoch 8
+        > read
+        read below 0
+        > fetch 3 offset=0
+        hw 0
+        > fetch 3 offset=2
+        hw 0
+        > fetch 3 offset=3
+        hw 0
+        propose isr=1,2,3 on pepoch 8
+        ",
+    );
+}
