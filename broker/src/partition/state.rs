@@ -484,7 +484,8 @@ impl PartitionState {
                 .apply(producer, batch.base_offset, batch.last_offset, now_ms);
         }
         self.log_end = batch.next_offset;
-        // The leader alone in the ISR: the high watermark is the log end.
+        // With the leader alone in the ISR the high watermark follows the
+        // log end; with followers their fetches move it.
         self.move_high_watermark();
         self.oldest_unflushed_ms.get_or_insert(now_ms);
         self.durable(batch.durable_end)
