@@ -45,6 +45,7 @@ const PURE_FILES: &[&str] = &[
     "partition/state/tests.rs",
     "partition/producer_state.rs",
     "partition/producer_state/tests.rs",
+    "partition/replicas.rs",
     "metadata/image.rs",
     "metadata/shard_table.rs",
     "topic/mod.rs",

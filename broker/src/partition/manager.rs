@@ -5,7 +5,7 @@
 //! and housekeeping (retention, age rolls, producer snapshots). The
 //! decisions (acks, `min.insync.replicas`, idempotence, flush before ack,
 //! high watermark, leader epoch) are the state's; the high watermark is
-//! the log end (see `partition::state`).
+//! the log end while a partition has one replica (see `partition::state`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +25,7 @@ use glommio::sync::Semaphore;
 use glommio::timer::sleep;
 
 use super::producer_state::{ProducerBatch, ProducerStateConfig};
+use super::replicas::DEFAULT_REPLICA_LAG_TIME_MAX_MS;
 use super::snapshot;
 use super::state::{
     Appended, BatchPlan, Opened, PartitionState, ProducePolicy, INITIAL_LEADER_EPOCH,
@@ -492,10 +493,15 @@ impl PartitionManager {
             // One replica: a waiter waits only for the durable end, which
             // its own flush above moved past it. With followers (issue 14)
             // it waits here until the high watermark releases it.
-            assert!(
-                p.state.borrow().is_released(waiter),
-                "a flush releases its own waiter"
-            );
+            let outcome = p.state.borrow_mut().take_outcome(waiter);
+            match outcome {
+                Some(Ok(())) => {}
+                // `min.insync.replicas` raised above the ISR while it waited.
+                Some(Err(error)) => {
+                    return ProduceResult::error(error.code(), error.to_string());
+                }
+                None => panic!("a flush releases its own waiter"),
+            }
         }
         ProduceResult {
             error: ErrorCode::None,
@@ -762,6 +768,7 @@ fn produce_policy(config: &TopicConfig) -> ProducePolicy {
         flush_before_ack: config.flush_before_ack,
         flush_messages: config.flush_messages,
         flush_ms: config.flush_ms,
+        replica_lag_time_max_ms: DEFAULT_REPLICA_LAG_TIME_MAX_MS,
     }
 }
 

@@ -20,35 +20,46 @@
 //!
 //! # High watermark
 //!
-//! The high watermark is the log end, for every topic, as in Kafka with a
-//! single in-sync replica (Kafka's high watermark never waits for an
-//! fsync either). The alternative, the durable end for `flush.before.ack`
-//! topics, was rejected: `flush.before.ack` is the default and
-//! `flush.ms`/`flush.messages` are unset by default, so the data of an
-//! acks=1 or acks=0 producer would stay invisible to consumers (and
-//! long-poll fetches would not wake) until some other producer's acks=all
-//! flush or the write buffer filling up. Durability is what acks=all
-//! waits for instead: with `flush.before.ack` an acks=all producer is
-//! acknowledged once its offsets are below both the high watermark and
-//! the durable end ([`PartitionState::ack_end`]).
+//! With the leader alone in the ISR, the high watermark is the log end,
+//! for every topic, as in Kafka with a single in-sync replica (Kafka's
+//! high watermark never waits for an fsync either). The alternative, the
+//! durable end for `flush.before.ack` topics, was rejected:
+//! `flush.before.ack` is the default and `flush.ms`/`flush.messages` are
+//! unset by default, so the data of an acks=1 or acks=0 producer would
+//! stay invisible to consumers (and long-poll fetches would not wake)
+//! until some other producer's acks=all flush or the write buffer filling
+//! up. Durability is what acks=all waits for instead: with
+//! `flush.before.ack` an acks=all producer is acknowledged once its
+//! offsets are below both the high watermark and the durable end
+//! ([`PartitionState::ack_end`]).
 //!
-//! # Replication (issue 14)
+//! # Replication (issue 14, `CLUSTER.md` §4)
 //!
-//! The in-sync replicas are `{this node}` today (`isr_len` = 1). With
-//! followers (`CLUSTER.md` §4) the state gains their log ends and the ISR;
-//! the high watermark becomes the minimum log end over the ISR (set where
-//! [`PartitionState::appended`] sets it now, and when a follower fetch
-//! reports its end), and the acks=all waiters — already keyed by the
-//! offset they wait for and released in offset order when the ack end
-//! moves — complete together with one wake-up per move. A follower's
-//! fetch reads to the log end, a consumer's to the high watermark
+//! A leader with followers is given its replicas, ISR and epochs by the
+//! committed metadata image ([`PartitionState::apply_leadership`]); each
+//! follower's fetch reports its log end (and its durable end when the
+//! topic flushes before ack: [`PartitionState::follower_fetched`]). The
+//! followers' progress and the ISR proposals live in
+//! [`super::replicas::Replicas`]; the high watermark stays here: the least
+//! end over the maximal ISR — the followers' durable ends when the topic
+//! flushes before ack, the leader's log end — never going back. So the ack
+//! end (high watermark and the leader's durable end) is the least durable
+//! end over the ISR: `CLUSTER.md` §0's promise. The acks=all waiters, keyed
+//! by the offset they wait for, complete in offset order, all those one
+//! move passes in one returned batch ([`Completion`]s; one wake-up per
+//! move). ISR changes are proposed ([`super::replicas::IsrChange`]: shrink
+//! from [`PartitionState::tick`], expand from a follower's fetch) and take
+//! effect only when the committed image comes back. A follower's fetch
+//! reads to the log end, a consumer's to the high watermark
 //! ([`PartitionState::read_limit`]).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, Offset};
 
 use super::producer_state::{ProducerBatch, ProducerStates, SequenceError, Verdict};
+use super::replicas::{IsrChange, Leadership, ReplicaError, Replicas};
+use crate::metadata::image::PartitionEpoch;
 
 /// The leader epoch every partition opens with. The metadata image
 /// (issue 13) will give each partition its epoch instead; until then
@@ -90,6 +101,11 @@ pub struct ProducePolicy {
     pub flush_messages: Option<u64>,
     /// `flush.ms`: flush once the oldest non-durable append is this old.
     pub flush_ms: Option<u64>,
+    /// `replica_lag_time_max_ms` (a broker setting, `CLUSTER.md` §6): an
+    /// ISR follower not caught up for longer is proposed out of the ISR.
+    /// The driver gives [`super::replicas::DEFAULT_REPLICA_LAG_TIME_MAX_MS`]
+    /// until `fjord.toml` carries it (issue 14, with the fetchers).
+    pub replica_lag_time_max_ms: u64,
 }
 
 /// Why a produce or a fetch is refused by the partition's state.
@@ -101,6 +117,13 @@ pub enum PartitionError {
         "min.insync.replicas = {min_insync_replicas} but only {in_sync} replica(s) are in sync"
     )]
     NotEnoughReplicas {
+        min_insync_replicas: u32,
+        in_sync: usize,
+    },
+    #[error(
+        "appended, but min.insync.replicas = {min_insync_replicas} and only {in_sync} replica(s) are in sync"
+    )]
+    NotEnoughReplicasAfterAppend {
         min_insync_replicas: u32,
         in_sync: usize,
     },
@@ -123,6 +146,9 @@ impl PartitionError {
         match self {
             PartitionError::InvalidAcks { .. } => ErrorCode::InvalidRequiredAcks,
             PartitionError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
+            PartitionError::NotEnoughReplicasAfterAppend { .. } => {
+                ErrorCode::NotEnoughReplicasAfterAppend
+            }
             PartitionError::Sequence(error) => error.code(),
             PartitionError::FencedLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
             PartitionError::UnknownLeaderEpoch { .. } => ErrorCode::UnknownLeaderEpoch,
@@ -155,6 +181,24 @@ pub struct Appended {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct WaiterId(u64);
 
+/// An acks=all waiter the ack end passed, and how it ends: acknowledged,
+/// or `NOT_ENOUGH_REPLICAS_AFTER_APPEND` when the committed ISR was
+/// smaller than `min.insync.replicas` then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub waiter: WaiterId,
+    pub outcome: Result<(), PartitionError>,
+}
+
+/// What a follower's fetch changed: the waiters it completed (in offset
+/// order, all of one high-watermark move: the driver wakes them once) and
+/// an ISR expansion to propose to the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowerFetched {
+    pub completed: Vec<Completion>,
+    pub isr_change: Option<IsrChange>,
+}
+
 /// How to acknowledge a produce whose batches are in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AckPlan {
@@ -162,7 +206,8 @@ pub struct AckPlan {
     /// [`PartitionState::durable`], before answering.
     pub flush: bool,
     /// Answer only once this waiter is released
-    /// ([`PartitionState::is_released`]).
+    /// ([`PartitionState::is_released`]), with its outcome
+    /// ([`PartitionState::take_outcome`]).
     pub waiter: Option<WaiterId>,
 }
 
@@ -189,8 +234,9 @@ pub struct Opened {
 pub struct PartitionState {
     leader_epoch: LeaderEpoch,
     policy: ProducePolicy,
-    /// In-sync replicas including this leader: 1 until replication.
-    isr_len: usize,
+    /// The replica set, the ISR and the followers' progress: the leader
+    /// alone until a leadership with followers is applied.
+    replicas: Replicas,
     log_start: Offset,
     log_end: Offset,
     /// Offsets below this are on stable storage.
@@ -205,6 +251,9 @@ pub struct PartitionState {
     /// produce requests in flight, which the edges' budgets bound.
     waiters: VecDeque<Waiter>,
     next_waiter: u64,
+    /// Released waiters that failed, until their produce takes the outcome
+    /// ([`Self::take_outcome`]) or is cancelled: bounded like `waiters`.
+    failed: BTreeMap<WaiterId, PartitionError>,
 }
 
 impl PartitionState {
@@ -214,7 +263,7 @@ impl PartitionState {
         PartitionState {
             leader_epoch: opened.leader_epoch,
             policy,
-            isr_len: 1,
+            replicas: Replicas::new(policy.replica_lag_time_max_ms, opened.log_end),
             log_start: opened.log_start,
             log_end: opened.log_end,
             durable_end: opened.durable_end,
@@ -223,6 +272,7 @@ impl PartitionState {
             producers,
             waiters: VecDeque::new(),
             next_waiter: 0,
+            failed: BTreeMap::new(),
         }
     }
 
@@ -261,9 +311,94 @@ impl PartitionState {
         &self.producers
     }
 
+    /// The replica set, ISR and followers' progress.
+    pub fn replicas(&self) -> &Replicas {
+        &self.replicas
+    }
+
     /// A topic config change, from the next produce on.
     pub fn set_policy(&mut self, policy: ProducePolicy) {
         self.policy = policy;
+        self.replicas
+            .set_lag_time_max_ms(policy.replica_lag_time_max_ms);
+    }
+
+    /// The committed metadata image says this node leads the partition
+    /// with these replicas, ISR and epochs (on becoming leader, and on
+    /// every image that changes them, e.g. a committed [`IsrChange`]), at
+    /// `now_ms`. A stale image (older epochs) is ignored. A shrink moves the
+    /// high watermark when the members left are ahead of those removed; the
+    /// waiters it passes complete, failing if the ISR is now smaller than
+    /// `min.insync.replicas`. An invalid leadership changes nothing.
+    pub fn apply_leadership(
+        &mut self,
+        leadership: &Leadership,
+        now_ms: i64,
+    ) -> Result<Vec<Completion>, ReplicaError> {
+        if self.replicas.apply(leadership, self.log_end, now_ms)? {
+            self.set_leader_epoch(leadership.leader_epoch);
+        }
+        self.move_high_watermark();
+        Ok(self.release())
+    }
+
+    /// A follower's fetch at `now_ms`: it has the log below `fetch_offset`,
+    /// and below `durable_end` on stable storage (reported when the topic
+    /// flushes before ack). Moves the high watermark, completes the waiters
+    /// it passes, and proposes adding the follower to the ISR once it
+    /// caught up. A node that is not a follower of this leadership, or an
+    /// impossible position, is refused and changes nothing (the driver
+    /// answers the fetch with the error's code).
+    pub fn follower_fetched(
+        &mut self,
+        node: NodeId,
+        fetch_offset: Offset,
+        durable_end: Option<Offset>,
+        now_ms: i64,
+    ) -> Result<FollowerFetched, ReplicaError> {
+        self.replicas
+            .fetched(node, fetch_offset, durable_end, self.log_end, now_ms)?;
+        self.move_high_watermark();
+        let completed = self.release();
+        let isr_change =
+            self.replicas
+                .propose_expand(node, self.high_watermark, self.policy.flush_before_ack);
+        Ok(FollowerFetched {
+            completed,
+            isr_change,
+        })
+    }
+
+    /// The driver's timer at `now_ms`: proposes removing the ISR followers
+    /// that have lagged for more than `replica_lag_time_max_ms` (none while
+    /// a proposal is in flight).
+    pub fn tick(&mut self, now_ms: i64) -> Option<IsrChange> {
+        self.replicas.propose_shrink(self.log_end, now_ms)
+    }
+
+    /// The controller refused the ISR change based on `partition_epoch`:
+    /// the next tick or fetch may propose again.
+    pub fn isr_change_rejected(&mut self, partition_epoch: PartitionEpoch) {
+        self.replicas.rejected(partition_epoch);
+    }
+
+    /// The high watermark: the least end over the maximal ISR (see
+    /// [`Replicas::high_watermark_bound`]), the leader's own log end
+    /// included, never going back. The leader counts with its log end even
+    /// when the topic flushes before ack, for the module doc's reason (data
+    /// of acks=1 producers visible without waiting for a flush); its
+    /// durable end bounds the ack end instead ([`Self::ack_end`]), so
+    /// acks=all is acknowledged below the durable end of every ISR member
+    /// (`CLUSTER.md` §0), and a consumer sees only records every other ISR
+    /// member has on stable storage.
+    fn move_high_watermark(&mut self) {
+        let bound = self
+            .replicas
+            .high_watermark_bound(self.policy.flush_before_ack);
+        let candidate = bound.map_or(self.log_end, |b| b.min(self.log_end));
+        if candidate > self.high_watermark {
+            self.high_watermark = candidate;
+        }
     }
 
     /// Retention removed segments: the log starts at `log_start` now.
@@ -307,10 +442,11 @@ impl PartitionState {
     pub fn begin_produce(&self, acks: i8) -> Result<Acks, PartitionError> {
         let acks = Acks::from_wire(acks)?;
         let min = self.policy.min_insync_replicas;
-        if acks == Acks::All && self.isr_len < min as usize {
+        let in_sync = self.replicas.isr_len();
+        if acks == Acks::All && in_sync < min as usize {
             return Err(PartitionError::NotEnoughReplicas {
                 min_insync_replicas: min,
-                in_sync: self.isr_len,
+                in_sync,
             });
         }
         Ok(acks)
@@ -332,8 +468,15 @@ impl PartitionState {
         }
     }
 
-    /// The log appended a batch at `now_ms`.
-    pub fn appended(&mut self, producer: Option<&ProducerBatch>, batch: Appended, now_ms: i64) {
+    /// The log appended a batch at `now_ms`. Returns the waiters completed
+    /// (the append may have moved the durable end, or the high watermark
+    /// when the ISR is this leader alone).
+    pub fn appended(
+        &mut self,
+        producer: Option<&ProducerBatch>,
+        batch: Appended,
+        now_ms: i64,
+    ) -> Vec<Completion> {
         assert_eq!(batch.base_offset, self.log_end, "batches continue the log");
         assert!(batch.base_offset <= batch.last_offset && batch.last_offset < batch.next_offset);
         if let Some(producer) = producer {
@@ -341,10 +484,11 @@ impl PartitionState {
                 .apply(producer, batch.base_offset, batch.last_offset, now_ms);
         }
         self.log_end = batch.next_offset;
-        // A single in-sync replica: the high watermark is the log end.
-        self.high_watermark = self.log_end;
+        // With the leader alone in the ISR the high watermark follows the
+        // log end; with followers their fetches move it.
+        self.move_high_watermark();
         self.oldest_unflushed_ms.get_or_insert(now_ms);
-        self.durable(batch.durable_end);
+        self.durable(batch.durable_end)
     }
 
     /// How to acknowledge a produce whose appends left the log at
@@ -378,9 +522,9 @@ impl PartitionState {
     }
 
     /// The log is durable below `durable_end` (a flush returned it).
-    /// Releases the waiters the ack end now covers, oldest first; returns
-    /// how many (the driver wakes them once, not once each).
-    pub fn durable(&mut self, durable_end: Offset) -> usize {
+    /// Releases the waiters the ack end now covers, oldest first, and
+    /// returns them (the driver wakes them once, not once each).
+    pub fn durable(&mut self, durable_end: Offset) -> Vec<Completion> {
         assert!(durable_end <= self.log_end, "durable past the log end");
         if durable_end > self.durable_end {
             self.durable_end = durable_end;
@@ -391,24 +535,54 @@ impl PartitionState {
         self.release()
     }
 
-    fn release(&mut self) -> usize {
+    /// Completes the waiters the ack end passed, in offset order. As in
+    /// Kafka, `min.insync.replicas` is checked against the committed ISR
+    /// when the waiter's offsets are passed, not when the ISR shrinks: an
+    /// ISR that shrank and grew back while the waiter waited acknowledges
+    /// it.
+    fn release(&mut self) -> Vec<Completion> {
         let ack_end = self.ack_end();
-        let mut released = 0;
-        while self.waiters.front().is_some_and(|w| w.end <= ack_end) {
+        let min = self.policy.min_insync_replicas;
+        let in_sync = self.replicas.isr_len();
+        let mut completed = Vec::new();
+        while let Some(waiter) = self.waiters.front().filter(|w| w.end <= ack_end).copied() {
             self.waiters.pop_front();
-            released += 1;
+            let outcome = if in_sync >= min as usize {
+                Ok(())
+            } else {
+                let error = PartitionError::NotEnoughReplicasAfterAppend {
+                    min_insync_replicas: min,
+                    in_sync,
+                };
+                self.failed.insert(waiter.id, error.clone());
+                Err(error)
+            };
+            completed.push(Completion {
+                waiter: waiter.id,
+                outcome,
+            });
         }
-        released
+        completed
     }
 
-    /// Whether `waiter` was released (its offsets are acknowledged).
+    /// Whether `waiter` was released (its outcome is decided).
     pub fn is_released(&self, waiter: WaiterId) -> bool {
         self.waiters.front().is_none_or(|w| w.id > waiter)
+    }
+
+    /// A released waiter's outcome, once (`None` while it waits): its
+    /// produce calls this after the wake-up that released it.
+    pub fn take_outcome(&mut self, waiter: WaiterId) -> Option<Result<(), PartitionError>> {
+        if !self.is_released(waiter) {
+            return None;
+        }
+        Some(self.failed.remove(&waiter).map_or(Ok(()), Err))
     }
 
     /// Forgets a waiter whose produce failed (its flush failed).
     pub fn cancel(&mut self, waiter: WaiterId) {
         self.waiters.retain(|w| w.id != waiter);
+        self.failed.remove(&waiter);
     }
 
     /// acks=all producers waiting.

@@ -19,6 +19,15 @@
 //! - `read [replica=N]` — the offset a fetch reads up to
 //! - `retention START` — retention moved the log start
 //! - `state` — the offsets
+//!
+//! Replication (this node, the leader, is node 1):
+//! - `leadership replicas=N,.. isr=N,.. epoch=E pepoch=P` — the committed
+//!   image's leadership; answers the waiters it completed and the ISR
+//! - `fetch N offset=O [durable=D]` — follower N fetched; answers the high
+//!   watermark, the waiters completed (`completed #A #B`) and a proposal
+//! - `timer` — the ISR timer at the current time: a shrink proposal or not
+//! - `rejected P` — the controller refused the proposal based on P
+//! - `isr` — the committed ISR, its partition epoch and the proposal
 
 use std::collections::BTreeMap;
 
@@ -33,6 +42,7 @@ fn policy() -> ProducePolicy {
         flush_before_ack: true,
         flush_messages: None,
         flush_ms: None,
+        replica_lag_time_max_ms: 100,
     }
 }
 
@@ -108,7 +118,7 @@ impl Harness {
             ["produce", reply, args @ ..] => self.produce(reply, &kv(args)),
             ["flush"] => {
                 self.log_durable = self.state.log_end();
-                let released = self.state.durable(self.log_durable);
+                let released = self.state.durable(self.log_durable).len();
                 for pending in &mut self.pending {
                     pending.flush = false;
                 }
@@ -118,7 +128,7 @@ impl Harness {
             }
             ["written", end] => {
                 self.log_durable = Offset(end.parse().expect("offset"));
-                let released = self.state.durable(self.log_durable);
+                let released = self.state.durable(self.log_durable).len();
                 let mut out = vec![format!("durable {} released {released}", self.log_durable)];
                 out.extend(self.answer());
                 out
@@ -145,6 +155,64 @@ impl Harness {
                     .log_start_moved(Offset(start.parse().expect("offset")));
                 Vec::new()
             }
+            ["leadership", args @ ..] => {
+                let args = kv(args);
+                let nodes = |key: &str| -> Vec<NodeId> {
+                    args[key]
+                        .split(',')
+                        .map(|n| NodeId(n.parse().expect("node id")))
+                        .collect()
+                };
+                let leadership = Leadership {
+                    leader: NodeId(1),
+                    replicas: nodes("replicas"),
+                    isr: nodes("isr"),
+                    leader_epoch: LeaderEpoch(args["epoch"].parse().expect("epoch")),
+                    partition_epoch: args["pepoch"].parse().expect("partition epoch"),
+                };
+                match self.state.apply_leadership(&leadership, self.now_ms) {
+                    Ok(completed) => {
+                        let mut out = self.completed(&completed);
+                        out.push(self.isr());
+                        out.extend(self.answer());
+                        out
+                    }
+                    Err(error) => vec![format!("leadership {:?}: {error}", error.code())],
+                }
+            }
+            ["fetch", node, args @ ..] => {
+                let args = kv(args);
+                let offset = |key: &str| args.get(key).map(|o| Offset(o.parse().expect("offset")));
+                let node = NodeId(node.parse().expect("node id"));
+                let fetched = self.state.follower_fetched(
+                    node,
+                    offset("offset").expect("offset="),
+                    offset("durable"),
+                    self.now_ms,
+                );
+                match fetched {
+                    Ok(fetched) => {
+                        let mut out = vec![format!("hw {}", self.state.high_watermark())];
+                        out.extend(self.completed(&fetched.completed));
+                        if let Some(change) = fetched.isr_change {
+                            out.push(proposal(&change));
+                        }
+                        out.extend(self.answer());
+                        out
+                    }
+                    Err(error) => vec![format!("fetch {:?}: {error}", error.code())],
+                }
+            }
+            ["timer"] => vec![match self.state.tick(self.now_ms) {
+                Some(change) => proposal(&change),
+                None => "no isr change".to_owned(),
+            }],
+            ["rejected", epoch] => {
+                self.state
+                    .isr_change_rejected(epoch.parse().expect("partition epoch"));
+                Vec::new()
+            }
+            ["isr"] => vec![self.isr()],
             ["state"] => {
                 let s = &self.state;
                 vec![format!(
@@ -231,19 +299,75 @@ impl Harness {
     }
 
     /// Answers, in request order, the produces whose flush ran and whose
-    /// waiter is released.
+    /// waiter is released, with the waiter's outcome.
     fn answer(&mut self) -> Vec<String> {
-        let state = &self.state;
+        let state = &mut self.state;
         let mut out = Vec::new();
         self.pending.retain(|p| {
-            let done = !p.flush && p.waiter.is_none_or(|w| state.is_released(w));
-            if done {
-                out.push(format!("{} acked", p.reply));
+            if p.flush {
+                return true;
             }
-            !done
+            let outcome = match p.waiter {
+                None => Some(Ok(())),
+                Some(waiter) => state.take_outcome(waiter),
+            };
+            match outcome {
+                None => true,
+                Some(Ok(())) => {
+                    out.push(format!("{} acked", p.reply));
+                    false
+                }
+                Some(Err(error)) => {
+                    out.push(format!("{} {:?}", p.reply, error.code()));
+                    false
+                }
+            }
         });
         out
     }
+
+    /// The waiters one call completed, by produce, in the order given.
+    fn completed(&self, completed: &[Completion]) -> Vec<String> {
+        if completed.is_empty() {
+            return Vec::new();
+        }
+        let names: Vec<&str> = completed
+            .iter()
+            .map(|c| {
+                self.pending
+                    .iter()
+                    .find(|p| p.waiter == Some(c.waiter))
+                    .map_or("?", |p| p.reply.as_str())
+            })
+            .collect();
+        vec![format!("completed {}", names.join(" "))]
+    }
+
+    fn isr(&self) -> String {
+        let replicas = self.state.replicas();
+        let mut line = format!(
+            "isr {} pepoch {}",
+            nodes(replicas.isr()),
+            replicas.partition_epoch()
+        );
+        if let Some(pending) = replicas.pending() {
+            line.push_str(&format!(" pending {}", proposal(pending)));
+        }
+        line
+    }
+}
+
+fn nodes(nodes: &[NodeId]) -> String {
+    let nodes: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+    nodes.join(",")
+}
+
+fn proposal(change: &IsrChange) -> String {
+    format!(
+        "propose isr={} on pepoch {}",
+        nodes(&change.new_isr),
+        change.partition_epoch
+    )
 }
 
 fn check(script: &str) {
@@ -519,6 +643,407 @@ fn leader_epoch_fencing() {
         epoch FencedLeaderEpoch: leader epoch 2 is older than the partition's 3
         > epoch 4
         epoch UnknownLeaderEpoch: leader epoch 4 is newer than the partition's 3
+        ",
+    );
+}
+
+/// With three replicas the high watermark is the least log end over the
+/// ISR (a follower that has not fetched holds it where it is); consumers
+/// read below it, followers to the log end; acks=all completes when it
+/// passes the batch.
+#[test]
+fn high_watermark_is_the_least_end_over_the_isr() {
+    check(
+        "
+        > config flush_before_ack=false
+        > leadership replicas=1,2,3 isr=1,2,3 epoch=4 pepoch=7
+        isr 1,2,3 pepoch 7
+        > epoch 4
+        epoch ok
+        > produce #1 acks=-1 records=5
+        #1 base=0 end=5 wait
+        > produce #2 acks=1 records=1
+        #2 base=5 end=6
+        #2 acked
+        > read
+        read below 0
+        > fetch 2 offset=6
+        hw 0
+        > fetch 3 offset=3
+        hw 3
+        > read
+        read below 3
+        > read replica=2
+        read below 6
+        > fetch 3 offset=6
+        hw 6
+        completed #1
+        #1 acked
+        > state
+        start=0 end=6 durable=0 hw=6 ack_end=6 waiting=0
+        ",
+    );
+}
+
+/// With `flush.before.ack` a follower counts with its durable end, the
+/// leader with its log end for the high watermark and its durable end for
+/// the ack end: acks=all is acknowledged once durable on every ISR member.
+#[test]
+fn flush_before_ack_counts_durable_ends() {
+    check(
+        "
+        > leadership replicas=1,2,3 isr=1,2,3 epoch=4 pepoch=7
+        isr 1,2,3 pepoch 7
+        > produce #1 acks=-1 records=4
+        #1 base=0 end=4 flush wait
+        > flush
+        durable 4 released 0
+        > fetch 2 offset=4 durable=2
+        hw 0
+        > fetch 3 offset=4 durable=4
+        hw 2
+        > read
+        read below 2
+        > fetch 2 offset=4
+        hw 2
+        > fetch 2 offset=4 durable=4
+        hw 4
+        completed #1
+        #1 acked
+        > produce #2 acks=-1 records=2
+        #2 base=4 end=6 flush wait
+        > fetch 2 offset=6 durable=6
+        hw 4
+        > fetch 3 offset=6 durable=6
+        hw 6
+        > state
+        start=0 end=6 durable=4 hw=6 ack_end=4 waiting=1
+        > flush
+        durable 6 released 1
+        #2 acked
+        ",
+    );
+}
+
+/// A follower in the ISR that has not caught up for more than
+/// `replica_lag_time_max_ms` (100 here) is proposed out, once, and stays
+/// in (holding the high watermark) until the committed image says
+/// otherwise; a follower at the leader's log end is in sync; a rejected
+/// proposal may be made again; a stale image is ignored.
+#[test]
+fn lagging_follower_is_shrunk_once_and_only_when_committed() {
+    check(
+        "
+        > config flush_before_ack=false
+        > leadership replicas=1,2,3 isr=1,2,3 epoch=4 pepoch=7
+        isr 1,2,3 pepoch 7
+        > produce #1 acks=1 records=2
+        #1 base=0 end=2
+        #1 acked
+        > tick 50
+        > fetch 2 offset=2
+        hw 0
+        > tick 100
+        > timer
+        no isr change
+        > tick 101
+        > timer
+        propose isr=1,2 on pepoch 7
+        > timer
+        no isr change
+        > isr
+        isr 1,2,3 pepoch 7 pending propose isr=1,2 on pepoch 7
+        > read
+        read below 0
+        > rejected 6
+        > timer
+        no isr change
+        > rejected 7
+        > timer
+        propose isr=1,2 on pepoch 7
+        > leadership replicas=1,2,3 isr=1,2,3 epoch=4 pepoch=6
+        isr 1,2,3 pepoch 7 pending propose isr=1,2 on pepoch 7
+        > leadership replicas=1,2,3 isr=1,2 epoch=4 pepoch=8
+        isr 1,2 pepoch 8
+        > read
+        read below 2
+        > tick 500
+        > timer
+        no isr change
+        ",
+    );
+}
+
+/// Under steady produce a follower one fetch behind is caught up as of
+/// its previous fetch (Kafka's rule) and stays in the ISR; one that stops
+/// fetching is shrunk a lag period after it last caught up.
+#[test]
+fn follower_one_fetch_behind_stays_in_sync() {
+    check(
+        "
+        > config flush_before_ack=false
+        > leadership replicas=1,2 isr=1,2 epoch=4 pepoch=7
+        isr 1,2 pepoch 7
+        > produce #1 acks=1 records=1
+        #1 base=0 end=1
+        #1 acked
+        > tick 60
+        > fetch 2 offset=0
+        hw 0
+        > produce #2 acks=1 records=1
+        #2 base=1 end=2
+        #2 acked
+        > tick 120
+        > fetch 2 offset=1
+        hw 1
+        > produce #3 acks=1 records=1
+        #3 base=2 end=3
+        #3 acked
+        > tick 180
+        > fetch 2 offset=2
+        hw 2
+        > produce #4 acks=1 records=1
+        #4 base=3 end=4
+        #4 acked
+        > tick 220
+        > timer
+        no isr change
+        > tick 221
+        > timer
+        propose isr=1 on pepoch 7
+        ",
+    );
+}
+
+/// A follower outside the ISR whose end reaches the high watermark is
+/// proposed in, once; the high watermark waits for it while the proposal
+/// is pending (the maximal ISR).
+#[test]
+fn caught_up_follower_is_expanded() {
+    check(
+        "
+        > config flush_before_ack=false
+        > leadership replicas=1,2,3 isr=1,2 epoch=4 pepoch=7
+        isr 1,2 pepoch 7
+        > produce #1 acks=1 records=3
+        #1 base=0 end=3
+        #1 acked
+        > fetch 2 offset=3
+        hw 3
+        > fetch 3 offset=1
+        hw 3
+        > fetch 3 offset=3
+        hw 3
+        propose isr=1,2,3 on pepoch 7
+        > fetch 3 offset=3
+        hw 3
+        > produce #2 acks=-1 records=1
+        #2 base=3 end=4 wait
+        > fetch 2 offset=4
+        hw 3
+        > fetch 3 offset=4
+        hw 4
+        completed #2
+        #2 acked
+        > leadership replicas=1,2,3 isr=1,2,3 epoch=4 pepoch=8
+        isr 1,2,3 pepoch 8
+        ",
+    );
+}
+
+/// `min.insync.replicas` = 2 with the leader alone in the ISR refuses
+/// acks=all before the append, until the expansion is committed.
+#[test]
+fn min_insync_refusal_with_the_leader_alone_in_the_isr() {
+    check(
+        "
+        > config min_insync=2
+        > leadership replicas=1,2 isr=1 epoch=4 pepoch=7
+        isr 1 pepoch 7
+        > produce #1 acks=-1 records=1
+        #1 NotEnoughReplicas
+        > produce #2 acks=1 records=1
+        #2 base=0 end=1
+        #2 acked
+        > fetch 2 offset=1 durable=1
+        hw 1
+        propose isr=1,2 on pepoch 7
+        > produce #3 acks=-1 records=1
+        #3 NotEnoughReplicas
+        > leadership replicas=1,2 isr=1,2 epoch=4 pepoch=8
+        isr 1,2 pepoch 8
+        > produce #4 acks=-1 records=1
+        #4 base=1 end=2 flush wait
+        > flush
+        durable 2 released 0
+        > fetch 2 offset=2 durable=2
+        hw 2
+        completed #4
+        #4 acked
+        ",
+    );
+}
+
+/// A committed shrink below `min.insync.replicas` while acks=all waits:
+/// the high watermark moves to the leader's end and the waiters fail with
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND (their records are in the log, not
+/// acknowledged); the next acks=all is refused before the append.
+#[test]
+fn shrink_while_waiting_fails_after_append() {
+    check(
+        "
+        > config min_insync=2 flush_before_ack=false
+        > leadership replicas=1,2,3 isr=1,2,3 epoch=4 pepoch=7
+        isr 1,2,3 pepoch 7
+        > produce #1 acks=-1 records=2
+        #1 base=0 end=2 wait
+        > fetch 2 offset=2
+        hw 0
+        > fetch 3 offset=2
+        hw 2
+        completed #1
+        #1 acked
+        > produce #2 acks=-1 records=1
+        #2 base=2 end=3 wait
+        > tick 101
+        > timer
+        propose isr=1 on pepoch 7
+        > produce #3 acks=-1 records=1
+        #3 base=3 end=4 wait
+        > leadership replicas=1,2,3 isr=1 epoch=4 pepoch=8
+        completed #2 #3
+        isr 1 pepoch 8
+        #2 NotEnoughReplicasAfterAppend
+        #3 NotEnoughReplicasAfterAppend
+        > state
+        start=0 end=4 durable=0 hw=4 ack_end=4 waiting=0
+        > produce #4 acks=-1 records=1
+        #4 NotEnoughReplicas
+        ",
+    );
+}
+
+/// Waiters complete in offset order, all those one high-watermark move
+/// passes in one batch.
+#[test]
+fn waiters_complete_in_one_batch_per_high_watermark_move() {
+    check(
+        "
+        > config flush_before_ack=false
+        > leadership replicas=1,2 isr=1,2 epoch=4 pepoch=7
+        isr 1,2 pepoch 7
+        > produce #1 acks=-1 records=2
+        #1 base=0 end=2 wait
+        > produce #2 acks=1 records=1
+        #2 base=2 end=3
+        #2 acked
+        > produce #3 acks=-1 records=1
+        #3 base=3 end=4 wait
+        > produce #4 acks=-1 records=2
+        #4 base=4 end=6 wait
+        > fetch 2 offset=1
+        hw 1
+        > fetch 2 offset=4
+        hw 4
+        completed #1 #3
+        #1 acked
+        #3 acked
+        > fetch 2 offset=6
+        hw 6
+        completed #4
+        #4 acked
+        ",
+    );
+}
+
+/// The high watermark never goes back: not when a follower fetches an
+/// older offset (it restarted or truncated), not when a new leader epoch
+/// forgets the followers' progress.
+#[test]
+fn high_watermark_never_goes_back() {
+    check(
+        "
+        > config flush_before_ack=false
+        > leadership replicas=1,2,3 isr=1,2,3 epoch=4 pepoch=7
+        isr 1,2,3 pepoch 7
+        > produce #1 acks=1 records=5
+        #1 base=0 end=5
+        #1 acked
+        > fetch 2 offset=5
+        hw 0
+        > fetch 3 offset=4
+        hw 4
+        > fetch 3 offset=1
+        hw 4
+        > fetch 3 offset=5
+        hw 5
+        > leadership replicas=1,2,3 isr=1,2,3 epoch=5 pepoch=8
+        isr 1,2,3 pepoch 8
+        > read
+        read below 5
+        > epoch 4
+        epoch FencedLeaderEpoch: leader epoch 4 is older than the partition's 5
+        ",
+    );
+}
+
+/// A fetch from a node that is not a follower (not a replica, or the
+/// leader itself) is refused and recorded nowhere, as are impossible
+/// positions; an invalid leadership changes nothing.
+#[test]
+fn non_followers_and_impossible_positions_are_refused() {
+    check(
+        "
+        > config flush_before_ack=false
+        > leadership replicas=1,2 isr=1,2 epoch=4 pepoch=7
+        isr 1,2 pepoch 7
+        > produce #1 acks=1 records=2
+        #1 base=0 end=2
+        #1 acked
+        > fetch 4 offset=2
+        fetch NotLeaderOrFollower: node 4 is not a follower of this partition
+        > fetch 1 offset=2
+        fetch NotLeaderOrFollower: node 1 is not a follower of this partition
+        > fetch 2 offset=3
+        fetch OffsetOutOfRange: follower 2 fetches at 3, past the log end 2
+        > fetch 2 offset=1 durable=2
+        fetch InvalidRequest: follower 2 reports durable end 2 past its fetch offset 1
+        > read
+        read below 0
+        > leadership replicas=1,2 isr=2 epoch=5 pepoch=8
+        leadership InvalidRequest: leader 1 is not in the ISR [NodeId(2)] or not in the replicas [NodeId(1), NodeId(2)]
+        > leadership replicas=1,2 isr=1,3 epoch=5 pepoch=8
+        leadership InvalidRequest: ISR [NodeId(1), NodeId(3)] is not a duplicate-free subset of replicas [NodeId(1), NodeId(2)]
+        > isr
+        isr 1,2 pepoch 7
+        ",
+    );
+}
+
+/// A follower joins the ISR only once it has the start of the current
+/// leader epoch, even when the high watermark is below it (a re-elected
+/// leader whose high watermark lags its log end).
+#[test]
+fn expansion_waits_for_the_start_of_the_leader_epoch() {
+    check(
+        "
+        > config flush_before_ack=false
+        > leadership replicas=1,2,3 isr=1,2 epoch=4 pepoch=7
+        isr 1,2 pepoch 7
+        > produce #1 acks=1 records=3
+        #1 base=0 end=3
+        #1 acked
+        > leadership replicas=1,2,3 isr=1,2 epoch=5 pepoch=8
+        isr 1,2 pepoch 8
+        > read
+        read below 0
+        > fetch 3 offset=0
+        hw 0
+        > fetch 3 offset=2
+        hw 0
+        > fetch 3 offset=3
+        hw 0
+        propose isr=1,2,3 on pepoch 8
         ",
     );
 }
