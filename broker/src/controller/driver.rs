@@ -985,8 +985,10 @@ impl Driver {
     }
 }
 
+/// The controller's time: sessions and intervals are measured on it, so it
+/// must not jump with the wall clock (see `clock::steady_ms`).
 fn now_ms() -> u64 {
-    u64::try_from(crate::clock::now_ms()).unwrap_or(0)
+    u64::try_from(crate::clock::steady_ms()).unwrap_or(0)
 }
 
 /// What the cluster listener serves from the driver.
