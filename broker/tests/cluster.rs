@@ -804,3 +804,64 @@ fn the_cluster_status_json_reads_as_agreed() {
         assert_eq!(status.controller(), None, "{none}");
     }
 }
+
+/// A node that is not among `controller_quorum_voters` follows the
+/// metadata log as a Raft learner: it registers through the voters, is
+/// unfenced, gets its share of new partitions, serves them, forwards admin
+/// requests to the controller, and after a SIGKILL and restart catches up
+/// from its own metadata log and the voters.
+#[test]
+fn a_non_voter_follows_the_metadata_log_as_a_learner() {
+    let mut cluster = Cluster::start_with_voters(4, 3);
+    let learner = 4;
+    // Created through the learner: forwarded to the controller.
+    let view = create_and_wait(&cluster, learner, 1, "learned", 8);
+    // Leaders are spread over the whole cluster: the 8 offsets partitions
+    // went to the voters (created once they were live), so the learner
+    // gets more of the new topic, and every node leads 4 in all.
+    let mine = led_by(&view).get(&(learner as i32)).copied().unwrap_or(0);
+    assert!(mine >= 2, "the learner gets its share: {view:?}");
+    let status = cluster.status(1).unwrap_or_else(|e| cluster.fail(&e));
+    let leaders: Vec<(u32, u32)> = status.nodes.iter().map(|n| (n.node, n.leaders)).collect();
+    assert_eq!(leaders, [(1, 4), (2, 4), (3, 4), (4, 4)], "{status:?}");
+    // The learner applies the same log as the voters.
+    let controller = cluster.controller();
+    assert_ne!(controller, learner, "a learner never becomes controller");
+    let on_learner = wait_topic(&cluster, cluster.node(learner).kafka, "learned", 8, |v| {
+        v.leaders == view.leaders
+    });
+    assert_eq!(on_learner.id, view.id);
+    let voter = cluster
+        .status(controller)
+        .unwrap_or_else(|e| cluster.fail(&e));
+    let follower = cluster.wait_status("every node caught up with the controller", |s| {
+        s.metadata_log.applied >= voter.metadata_log.applied
+    });
+    assert!(follower.unfenced(learner));
+    let entries = cluster
+        .node(learner)
+        .data_dir()
+        .join("__cluster_metadata-0")
+        .join("entries.log");
+    assert!(
+        std::fs::metadata(&entries).is_ok_and(|m| m.len() > 0),
+        "the learner keeps the metadata log on its own disk"
+    );
+
+    // Its partitions are served: rdkafka reads back what it produced
+    // through the learner's bootstrap address.
+    let bootstrap = cluster.node(learner).kafka;
+    let produced = produce(bootstrap, "learned", 8, RECORDS, "rdkafka");
+    let consumed = consume(&cluster, bootstrap, "learned", 8, produced.len());
+    assert_read_back(&produced, &consumed, 8);
+
+    // SIGKILL and restart: fenced, then unfenced again from its own log.
+    cluster.kill(learner);
+    cluster.wait_status("the learner fenced", |s| s.fenced(learner));
+    cluster.restart(learner);
+    cluster.wait_ready();
+    let again = wait_topic(&cluster, cluster.node(learner).kafka, "learned", 8, |v| {
+        v.leaders.values().filter(|l| **l == learner as i32).count() == mine
+    });
+    assert_eq!(again.id, view.id, "the same topic after the restart");
+}

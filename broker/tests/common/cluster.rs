@@ -171,6 +171,26 @@ impl Cluster {
         cluster
     }
 
+    /// Starts `count` nodes of which only the first `voters` vote in the
+    /// metadata quorum (the others follow it as learners), and waits until
+    /// every one is registered and unfenced.
+    pub fn start_with_voters(count: u32, voters: u32) -> Cluster {
+        assert!(voters >= 1 && voters <= count);
+        let mut cluster = Cluster::prepare(count);
+        cluster.voters = cluster
+            .nodes
+            .iter()
+            .take(voters as usize)
+            .map(|n| format!("{}@{}", n.id, n.cluster))
+            .collect::<Vec<_>>()
+            .join(",");
+        for id in 1..=count {
+            cluster.restart(id);
+        }
+        cluster.wait_ready();
+        cluster
+    }
+
     /// The nodes' ports and directories, no process started yet (start
     /// each with [`Cluster::restart`]).
     pub fn prepare(count: u32) -> Cluster {
