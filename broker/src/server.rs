@@ -4,7 +4,6 @@
 //!
 //! The main thread serves no traffic; after startup it only waits.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -24,9 +23,7 @@ use crate::engine::{BrokerView, EngineLimits};
 use crate::error::BrokerError;
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::mesh_ends;
-use crate::metadata::image::{
-    BrokerEndpoints, Endpoint, MetadataImage, PartitionImage, TopicId, TopicImage,
-};
+use crate::metadata::image::{BrokerEndpoints, Endpoint, PartitionImage, TopicId, TopicImage};
 use crate::metadata::registry::TopicRegistry;
 use crate::shard::{self, ControllerBoot, ShardBoot, ShardEvent, ShardSpec};
 use crate::signals::Signals;
@@ -65,12 +62,11 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     } else if cluster.voters.len() == 1 && cluster.voters[0].node == node {
         // A one-node cluster's first start on this log: a pre-cluster data
         // dir's topics (and the offsets topic) become its first records.
-        let legacy =
+        let mut legacy =
             TopicRegistry::open(data_dir.path(), node, shard_count, config.partitions_max)?;
-        let mut legacy_image = MetadataImage::clone(legacy.image());
+        legacy.adopt_untracked_overrides(&TopicConfig::from_log_config(&config.base_log_config()));
+        let legacy_image = legacy.image().clone();
         drop(legacy);
-        let defaults = TopicConfig::from_log_config(&config.base_log_config());
-        legacy_image = adopt_untracked(legacy_image, &defaults);
         let offsets = offsets_topic(&config, node)?;
         let adopted = Arc::new(import::adopt(&legacy_image, node, Some(offsets)));
         let producer_ids_next = crate::partition::producer_ids::legacy_next(data_dir.path())
@@ -441,11 +437,6 @@ fn offsets_topic(config: &Config, node: NodeId) -> Result<TopicImage, BrokerErro
     topic
         .apply(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(invalid)?;
-    if config.offsets_topic_partitions == 0 {
-        return Err(BrokerError::InvalidSetting(
-            "offsets_topic_partitions must be positive".to_owned(),
-        ));
-    }
     Ok(TopicImage {
         id: TopicId::random(),
         name: OFFSETS_TOPIC.to_owned(),
@@ -454,27 +445,6 @@ fn offsets_topic(config: &Config, node: NodeId) -> Result<TopicImage, BrokerErro
         overrides: Some(overrides),
         partitions: vec![PartitionImage::single(node); config.offsets_topic_partitions as usize],
     })
-}
-
-/// Registries written before explicit keys were tracked: the keys whose
-/// value differs from the broker's `defaults` count as set on the topic
-/// (what was given at creation, as far as it can be told).
-fn adopt_untracked(image: MetadataImage, defaults: &TopicConfig) -> MetadataImage {
-    let default_entries: BTreeMap<&str, String> = defaults.entries().into_iter().collect();
-    let mut adopted = image.clone();
-    for topic in image.topics().filter(|t| t.overrides.is_none()) {
-        let differing = topic
-            .config
-            .entries()
-            .into_iter()
-            .filter(|(key, value)| default_entries.get(key) != Some(value))
-            .map(|(key, value)| (key.to_owned(), value))
-            .collect();
-        let mut topic = TopicImage::clone(topic);
-        topic.overrides = Some(differing);
-        adopted = adopted.with_topic(topic);
-    }
-    adopted
 }
 
 /// Once the metadata log holds the cluster, a pre-cluster `topics.toml`
