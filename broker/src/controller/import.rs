@@ -5,8 +5,6 @@
 //! as before. The first controller of the empty log proposes these right
 //! after the cluster id (`ControllerHandle::start`'s `bootstrap`). Pure.
 
-use std::sync::Arc;
-
 use fjord_schema::NodeId;
 
 use super::records::MetadataRecord;
@@ -31,42 +29,10 @@ pub fn adopt(image: &MetadataImage, node: NodeId, offsets: Option<TopicImage>) -
 }
 
 /// The records that fold into `image`'s topics, and the producer-id
-/// counter `producer_ids_next` (ids below it were handed out before).
+/// counter `producer_ids_next` (ids below it were handed out before): the
+/// image's own snapshot records (`MetadataImage::to_records`).
 pub fn records(image: &MetadataImage, producer_ids_next: i64) -> Vec<MetadataRecord> {
-    let mut records = Vec::new();
-    for topic in image.topics() {
-        records.push(topic_record(topic));
-        for (index, partition) in topic.partitions.iter().enumerate() {
-            records.push(MetadataRecord::Partition {
-                topic: topic.id,
-                partition: index as u32,
-                replicas: partition.replicas.clone(),
-                isr: partition.isr.clone(),
-                leader: partition.leader,
-                leader_epoch: partition.leader_epoch,
-                partition_epoch: partition.partition_epoch,
-            });
-        }
-    }
-    if producer_ids_next > 0 {
-        // The counter as one block starting at 0, owned by no live node.
-        let size = u32::try_from(producer_ids_next).unwrap_or(u32::MAX);
-        records.push(MetadataRecord::ProducerIdsBlock {
-            node: NodeId(0),
-            first: 0,
-            size,
-        });
-    }
-    records
-}
-
-fn topic_record(topic: &Arc<TopicImage>) -> MetadataRecord {
-    MetadataRecord::Topic {
-        id: topic.id,
-        name: topic.name.clone(),
-        created_ms: topic.created_ms,
-        overrides: topic.overrides.clone().unwrap_or_default(),
-    }
+    image.with_producer_id_next(producer_ids_next).to_records()
 }
 
 #[cfg(test)]
@@ -119,13 +85,17 @@ mod tests {
             .filter(|r| matches!(r, MetadataRecord::Partition { .. }))
             .count();
         assert_eq!((topics, partitions), (2, 5));
+        let blocks: Vec<&MetadataRecord> = records
+            .iter()
+            .filter(|r| matches!(r, MetadataRecord::ProducerIdsBlock { .. }))
+            .collect();
         assert_eq!(
-            records.last(),
-            Some(&MetadataRecord::ProducerIdsBlock {
+            blocks,
+            [&MetadataRecord::ProducerIdsBlock {
                 node: NodeId(0),
                 first: 0,
                 size: 2000
-            })
+            }]
         );
         assert!(!super::records(&MetadataImage::default(), 0)
             .iter()
