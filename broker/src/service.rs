@@ -175,24 +175,6 @@ impl TopicAdmin {
         Ok(overrides)
     }
 
-    /// CreatePartitions' checks against this node's image (validate_only).
-    fn plan_add_partitions(&self, name: &str, count: u32) -> Result<(), TopicOpError> {
-        let image = self.registry.image();
-        let Some(topic) = image.get(name) else {
-            return Err(TopicOpError::UnknownTopic(name.to_owned()));
-        };
-        let current = topic.partition_count();
-        if count <= current {
-            return Err(TopicOpError::Refused(TopicError::new(
-                ErrorCode::InvalidPartitions,
-                format!(
-                    "topic {name:?} has {current} partitions; the new count {count} must be larger"
-                ),
-            )));
-        }
-        Ok(())
-    }
-
     /// The error of one topic's controller result, with this node's local
     /// failures to open its replicas (a topic created, its logs not open
     /// here: they open at the next start).
@@ -880,7 +862,8 @@ impl ShardService {
     }
 
     /// Shard 0: grows topics (CreatePartitions) through the controller;
-    /// answers once committed and applied here.
+    /// answers once committed and applied here (`validate_only`: once the
+    /// controller checked it).
     async fn create_partitions(
         self: &Rc<Self>,
         topics: Vec<(String, u32)>,
@@ -902,8 +885,6 @@ impl ShardService {
             outcome.num_partitions = count as i32;
             if name == OFFSETS_TOPIC {
                 outcome.error = Some(TopicOpError::OffsetsTopicCannotGrow);
-            } else if validate_only {
-                outcome.error = admin.plan_add_partitions(&name, count).err();
             } else {
                 slots.push(outcomes.len());
                 sent.push((name, count));
@@ -913,9 +894,13 @@ impl ShardService {
         if sent.is_empty() {
             return outcomes;
         }
-        let results = self
-            .run_admin(ControllerCommand::CreatePartitions(sent), slots.len())
-            .await;
+        // The controller checks against the latest image either way.
+        let command = if validate_only {
+            ControllerCommand::ValidatePartitions(sent)
+        } else {
+            ControllerCommand::CreatePartitions(sent)
+        };
+        let results = self.run_admin(command, slots.len()).await;
         for (slot, result) in slots.into_iter().zip(results) {
             outcomes[slot].error = match result {
                 Ok(result) => admin.outcome_error(&result),
