@@ -9,7 +9,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +25,7 @@ use crate::controller::driver::{
     ClusterConfig, ControllerHandle, ControllerUnavailable, QuorumError, Recovered,
 };
 use crate::controller::records::MetadataRecord;
+use crate::controller::transport::Notify;
 use crate::datadir::MetaFile;
 use crate::error::{BrokerError, Joined, PartitionsError, ShardUnavailable, TopicOpError};
 use crate::group::host::{GroupHost, GroupShard, OffsetsWriteError};
@@ -208,14 +208,13 @@ impl TopicAdmin {
     }
 }
 
-/// A monotonic index and the tasks waiting for it to reach a value. Lives
-/// on one shard (not `Send`).
+/// How far the catalog published to every shard has applied the metadata
+/// log, and the tasks waiting for it to reach an index (on the coalescing
+/// [`Notify`] the controller driver uses too). Lives on shard 0.
 #[derive(Debug, Default)]
 struct Watermark {
     value: Cell<u64>,
-    /// Wakers of pending [`Watermark::wait_for`]s; bounded by the admin
-    /// requests in flight (each re-registers only when woken).
-    waiters: RefCell<Vec<Waker>>,
+    advanced: Notify,
 }
 
 impl Watermark {
@@ -226,22 +225,18 @@ impl Watermark {
     fn advance(&self, value: u64) {
         if value > self.value.get() {
             self.value.set(value);
-            for waker in self.waiters.borrow_mut().drain(..) {
-                waker.wake();
-            }
+            self.advanced.notify();
         }
     }
 
     async fn wait_for(&self, value: u64) {
-        std::future::poll_fn(|cx| {
+        loop {
+            let seen = self.advanced.version();
             if self.value.get() >= value {
-                Poll::Ready(())
-            } else {
-                self.waiters.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
+                return;
             }
-        })
-        .await
+            self.advanced.wait_past(seen).await;
+        }
     }
 }
 
