@@ -265,6 +265,26 @@ impl Persist {
     }
 }
 
+/// A partition this node holds is on shard `shard`, which a process of
+/// `shard_count` shards does not have: its log would be orphaned.
+fn too_few_shards(
+    path: &Path,
+    image: &MetadataImage,
+    id: TopicId,
+    shard: u16,
+    shard_count: u16,
+) -> RegistryError {
+    let name = image.by_id(id).map_or("?", |t| t.name.as_str());
+    RegistryError::Invalid {
+        path: path.to_owned(),
+        reason: format!(
+            "topic {name} has a partition on shard {shard}, but the broker runs {shard_count} \
+             shards: start it with --shards {} or more",
+            shard + 1
+        ),
+    }
+}
+
 /// Writes one registry file's encoding atomically; an encoding failure is
 /// the file's `Invalid`, a write failure its `Write`.
 fn write_encoded<E: std::fmt::Display>(
@@ -378,12 +398,7 @@ impl TopicRegistry {
                 kept
             });
         if let Some((id, shard)) = table.shard_max().filter(|(_, s)| *s >= shard_count) {
-            let name = image.by_id(id).map_or("?", |t| t.name.as_str());
-            return Err(invalid(image_path)(format!(
-                "topic {name} has a partition on shard {shard}, but the broker runs {shard_count} shards: \
-                 start it with --shards {} or more",
-                shard + 1
-            )));
+            return Err(too_few_shards(image_path, &image, id, shard, shard_count));
         }
         let placed = table.reconcile(&image, shard_count);
         if placed {
@@ -437,21 +452,11 @@ impl TopicRegistry {
             })
         })?;
         let changed = table.reconcile_hosted(&image, shard_count, node);
-        if let Some((id, shard)) = table.shard_max().filter(|(_, s)| *s >= shard_count) {
-            let hosted = image
-                .by_id(id)
-                .is_some_and(|t| t.partitions.iter().any(|p| p.replicas.contains(&node)));
-            if hosted {
-                let name = image.by_id(id).map_or("?", |t| t.name.as_str());
-                return Err(RegistryError::Invalid {
-                    path: path.clone(),
-                    reason: format!(
-                        "topic {name} has a partition on shard {shard}, but the broker runs \
-                         {shard_count} shards: start it with --shards {} or more",
-                        shard + 1
-                    ),
-                });
-            }
+        if let Some((id, shard)) = table
+            .held_shard_max(&image, node)
+            .filter(|(_, s)| *s >= shard_count)
+        {
+            return Err(too_few_shards(path, &image, id, shard, shard_count));
         }
         files.table.reserve();
         let registry = TopicRegistry {

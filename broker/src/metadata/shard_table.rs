@@ -166,6 +166,27 @@ impl ShardTable {
         *self != before
     }
 
+    /// The highest shard a partition of `image` that `node` holds a
+    /// replica of is on (entries of partitions held elsewhere are never
+    /// opened here, so their shard does not matter).
+    pub fn held_shard_max(
+        &self,
+        image: &MetadataImage,
+        node: fjord_schema::NodeId,
+    ) -> Option<(TopicId, u16)> {
+        image
+            .topics()
+            .filter_map(|t| Some((t, self.topics.get(&t.id)?)))
+            .flat_map(|(t, shards)| {
+                t.partitions
+                    .iter()
+                    .zip(shards)
+                    .filter(|(p, _)| p.replicas.contains(&node))
+                    .map(move |(_, s)| (t.id, *s))
+            })
+            .max_by_key(|(_, s)| *s)
+    }
+
     /// The highest shard any replica is on.
     pub fn shard_max(&self) -> Option<(TopicId, u16)> {
         self.topics
@@ -246,6 +267,20 @@ mod tests {
         assert_eq!(table.shard_max().map(|(_, s)| s), Some(2));
         let decoded = ShardTable::decode(&table.encode().unwrap()).unwrap();
         assert_eq!(decoded, table);
+    }
+
+    #[test]
+    fn only_held_partitions_count_for_the_shards_a_node_needs() {
+        // Partition 0 is held here (node 1), partition 1 elsewhere.
+        let mut mixed = topic("mixed", 2);
+        mixed.partitions[1] = PartitionImage::single(NodeId(2));
+        let image = MetadataImage::default().with_topic(mixed.clone());
+        let mut table = ShardTable::default();
+        table.insert(mixed.id, vec![3, 5]);
+        assert_eq!(table.shard_max(), Some((mixed.id, 5)));
+        assert_eq!(table.held_shard_max(&image, NodeId(1)), Some((mixed.id, 3)));
+        assert_eq!(table.held_shard_max(&image, NodeId(2)), Some((mixed.id, 5)));
+        assert_eq!(table.held_shard_max(&image, NodeId(3)), None);
     }
 
     #[test]
