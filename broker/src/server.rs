@@ -484,15 +484,15 @@ fn cluster_config(
             port: v.port,
         })
         .collect();
-    let cluster_listen = config
-        .cluster_listen_addr()?
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let configured_listen = config.cluster_listen_addr()?;
+    let cluster_listen = configured_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let base = config.base_log_config();
     Ok(ClusterConfig {
         node,
         controller: ControllerConfig {
-            base: config.base_log_config(),
+            base,
             voters: voters.iter().map(|v| v.node).collect(),
-            defaults: TopicConfig::from_log_config(&config.base_log_config()),
+            defaults: TopicConfig::from_log_config(&base),
             default_partitions: config.default_partitions,
             default_replication_factor: config.default_replication_factor,
             offsets_partitions: config.offsets_topic_partitions,
@@ -507,7 +507,7 @@ fn cluster_config(
         cluster_listen,
         dir: data_dir.path().join(METADATA_LOG_DIR),
         endpoints: BrokerEndpoints {
-            cluster: config.cluster_listen_addr()?.map(|addr| Endpoint {
+            cluster: configured_listen.map(|addr| Endpoint {
                 host: config
                     .cluster_advertised_host()
                     .unwrap_or_else(|| addr.ip().to_string()),
