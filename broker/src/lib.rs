@@ -21,6 +21,7 @@ pub mod native;
 pub mod ops;
 pub mod partition;
 pub mod repair;
+pub mod replication;
 pub mod server;
 pub mod service;
 pub mod shard;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, PartitionId};
+use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, Offset, PartitionId};
 
 use crate::batches::VerifiedBatches;
 use crate::error::{PartitionsError, ShardUnavailable, TopicOpError};
@@ -39,6 +39,16 @@ pub enum Op {
         current_leader_epoch: Option<LeaderEpoch>,
         /// The fetching follower (`None`: a consumer).
         replica_id: Option<NodeId>,
+        /// The follower's durable end, when it reports one.
+        replica_durable_end: Option<Offset>,
+    },
+    /// Where `leader_epoch` ends in this partition's log (the leader's
+    /// leader-epoch cache): `OffsetForLeaderEpoch`.
+    OffsetForLeaderEpoch {
+        topic: String,
+        partition: PartitionId,
+        current_leader_epoch: Option<LeaderEpoch>,
+        leader_epoch: LeaderEpoch,
     },
     /// Complete when the partition's high watermark passes `offset`, the
     /// partition goes away, or `deadline` passes (long-poll fetch).
@@ -141,6 +151,7 @@ pub enum OpResult {
     Fetch(FetchResult),
     Waited,
     ListOffsets(ListOffsetsResult),
+    EpochEnd(crate::engine::types::EpochEndResult),
     /// Open, Delete, Reconfigure, SetCatalog.
     Done(Result<(), PartitionsError>),
     Topics(Vec<TopicOutcome>),

@@ -440,6 +440,7 @@ impl ShardService {
                     max_bytes,
                     current_leader_epoch,
                     replica_id,
+                    replica_durable_end,
                 } => OpResult::Fetch(
                     partitions
                         .fetch(
@@ -448,10 +449,21 @@ impl ShardService {
                             offset,
                             max_bytes,
                             current_leader_epoch,
-                            replica_id,
+                            replica_id.map(|node| (node, replica_durable_end)),
                         )
                         .await,
                 ),
+                Op::OffsetForLeaderEpoch {
+                    topic,
+                    partition,
+                    current_leader_epoch,
+                    leader_epoch,
+                } => OpResult::EpochEnd(partitions.epoch_end(
+                    &topic,
+                    partition,
+                    current_leader_epoch,
+                    leader_epoch,
+                )),
                 Op::WaitForData {
                     topic,
                     partition,

@@ -48,6 +48,12 @@ pub enum ClusterApiKey {
     /// Request/response: a controller command forwarded to the active
     /// controller; the response is its answer.
     ControllerCommand = 1001,
+    /// Request/response: a follower's replica fetch (issue 14,
+    /// `broker/src/replication/wire.rs`), answered by the leader.
+    ReplicaFetch = 1002,
+    /// Request/response: a follower's `OffsetForLeaderEpoch` (KIP-279),
+    /// answered by the leader from its leader-epoch cache.
+    OffsetForLeaderEpoch = 1003,
 }
 
 impl ClusterApiKey {
@@ -58,6 +64,8 @@ impl ClusterApiKey {
         match key {
             1000 => Some(ClusterApiKey::RaftMessages),
             1001 => Some(ClusterApiKey::ControllerCommand),
+            1002 => Some(ClusterApiKey::ReplicaFetch),
+            1003 => Some(ClusterApiKey::OffsetForLeaderEpoch),
             _ => None,
         }
     }

@@ -19,8 +19,8 @@ use futures_lite::future;
 use glommio::Task;
 
 use super::types::{
-    FetchPartition, FetchRequest, FetchResult, ListOffsetsPartition, ListOffsetsRequest,
-    ListOffsetsResult, TopicParts,
+    EpochEndResult, EpochQuery, FetchPartition, FetchRequest, FetchResult, ListOffsetsPartition,
+    ListOffsetsRequest, ListOffsetsResult, TopicParts,
 };
 use super::Routed;
 use super::{with_names, Engine, EngineError};
@@ -131,6 +131,7 @@ impl Engine {
             max_bytes: part.input.partition_max_bytes.min(max_bytes),
             current_leader_epoch: part.input.current_leader_epoch,
             replica_id,
+            replica_durable_end: part.input.replica_durable_end,
         })
         .await
         .into_iter()
@@ -175,6 +176,43 @@ impl Engine {
                         (Some(OpResult::ListOffsets(r)), _) => r,
                         (_, Err(error)) => ListOffsetsResult::error(error.error_code()),
                         _ => ListOffsetsResult::error(ErrorCode::NotLeaderOrFollower),
+                    })
+                    .collect()
+            })
+            .collect();
+        with_names(topics, results)
+    }
+}
+
+impl Engine {
+    /// Where each partition's asked leader epoch ends, on its owning
+    /// shard (Kafka's `OffsetForLeaderEpoch`, api 23, and the followers'
+    /// native one); results in request order.
+    pub async fn offsets_for_leader_epoch(
+        &self,
+        topics: TopicParts<EpochQuery>,
+    ) -> TopicParts<EpochEndResult> {
+        let topics = self.route(topics);
+        let results = self
+            .run_all(&topics, |name, part: &super::Part<EpochQuery>| {
+                Op::OffsetForLeaderEpoch {
+                    topic: name.to_owned(),
+                    partition: part.partition,
+                    current_leader_epoch: part.input.current_leader_epoch,
+                    leader_epoch: part.input.leader_epoch,
+                }
+            })
+            .await
+            .into_iter()
+            .zip(topics.iter())
+            .map(|(results, (_, parts))| {
+                results
+                    .into_iter()
+                    .zip(parts)
+                    .map(|(result, part)| match (result, part.route) {
+                        (Some(OpResult::EpochEnd(r)), _) => r,
+                        (_, Err(error)) => EpochEndResult::error(error.error_code()),
+                        _ => EpochEndResult::error(ErrorCode::NotLeaderOrFollower),
                     })
                     .collect()
             })

@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, PartitionId, ProducerEpoch, ProducerId};
+use fjord_schema::{
+    ErrorCode, LeaderEpoch, NodeId, Offset, PartitionId, ProducerEpoch, ProducerId,
+};
 
 pub use crate::batches::{BatchesError, VerifiedBatches};
 pub use crate::ops::{
@@ -64,6 +66,40 @@ pub struct FetchPartition {
     /// The leader epoch the client believes current; `None` (the wire's
     /// -1): not checked.
     pub current_leader_epoch: Option<LeaderEpoch>,
+    /// A follower's durable end (it has the log below this on stable
+    /// storage), reported with its fetch when the topic flushes before
+    /// ack; `None` for consumers and when not reported.
+    pub replica_durable_end: Option<Offset>,
+}
+
+/// One partition of an `OffsetForLeaderEpoch` (Kafka api 23, and the
+/// followers' native one): where `leader_epoch` ends in the leader's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochQuery {
+    /// As in [`FetchPartition::current_leader_epoch`].
+    pub current_leader_epoch: Option<LeaderEpoch>,
+    pub leader_epoch: LeaderEpoch,
+}
+
+/// The answer for one [`EpochQuery`]: the largest epoch at or below the
+/// asked one and the offset where it ends (the next epoch's start, or the
+/// log end); -1 and -1 when undefined (Kafka's UNDEFINED_EPOCH and
+/// UNDEFINED_EPOCH_OFFSET).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEndResult {
+    pub error: ErrorCode,
+    pub leader_epoch: i32,
+    pub end_offset: i64,
+}
+
+impl EpochEndResult {
+    pub fn error(error: ErrorCode) -> EpochEndResult {
+        EpochEndResult {
+            error,
+            leader_epoch: -1,
+            end_offset: -1,
+        }
+    }
 }
 
 /// Which records a fetch or list-offsets may see. Without transactions

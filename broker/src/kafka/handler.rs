@@ -458,6 +458,7 @@ impl KafkaHandler {
                             partition_max_bytes: usize::try_from(p.partition_max_bytes)
                                 .unwrap_or(0),
                             current_leader_epoch: leader_epoch_of(p.current_leader_epoch),
+                            replica_durable_end: None,
                         };
                         (PartitionId(p.partition as u32), partition)
                     })

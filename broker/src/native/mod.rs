@@ -240,6 +240,7 @@ async fn handle(engine: &Engine, frame: &Frame, cost: usize) -> Reply {
                             fetch_offset: p.fetch_offset(),
                             partition_max_bytes: p.partition_max_bytes() as usize,
                             current_leader_epoch: leader_epoch_of(p.current_leader_epoch()),
+                            replica_durable_end: None,
                         };
                         (PartitionId(p.partition()), partition)
                     });

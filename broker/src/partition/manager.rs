@@ -513,8 +513,9 @@ impl PartitionManager {
 
     /// Whole batches from the one holding `offset`, below the read limit
     /// (the high watermark for consumers, the log end for a replica), within
-    /// `max_bytes` (the first batch always). `current_leader_epoch` and
-    /// `replica_id` are `None` when the request does not give them.
+    /// `max_bytes` (the first batch always). `current_leader_epoch` is
+    /// `None` when the request does not give it; `replica` is the fetching
+    /// follower and the durable end it reports (`None`: a consumer).
     pub async fn fetch(
         &self,
         topic: &str,
@@ -522,8 +523,9 @@ impl PartitionManager {
         offset: i64,
         max_bytes: usize,
         current_leader_epoch: Option<LeaderEpoch>,
-        replica_id: Option<NodeId>,
+        replica: Option<(NodeId, Option<Offset>)>,
     ) -> FetchResult {
+        let replica_id = replica.map(|(node, _)| node);
         let Some(p) = self.get(topic, partition) else {
             if let Some(offline) = self.offline(topic, partition) {
                 return FetchResult::error(offline.fetch_error);
@@ -577,6 +579,31 @@ impl PartitionManager {
             }
         }
         result
+    }
+
+    /// Where `leader_epoch` ends in this partition's log, from its
+    /// leader-epoch cache (`OffsetForLeaderEpoch`), after checking
+    /// `current_leader_epoch` as a fetch does.
+    pub fn epoch_end(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        current_leader_epoch: Option<LeaderEpoch>,
+        leader_epoch: LeaderEpoch,
+    ) -> crate::engine::types::EpochEndResult {
+        use crate::engine::types::EpochEndResult;
+        let Some(p) = self.get(topic, partition) else {
+            if let Some(offline) = self.offline(topic, partition) {
+                return EpochEndResult::error(offline.fetch_error);
+            }
+            return EpochEndResult::error(ErrorCode::NotLeaderOrFollower);
+        };
+        let state = p.state.borrow();
+        if let Err(error) = state.check_leader_epoch(current_leader_epoch) {
+            return EpochEndResult::error(error.code());
+        }
+        let _ = leader_epoch;
+        EpochEndResult::error(ErrorCode::UnknownServerError)
     }
 
     /// Returns once the high watermark is past `offset`, the partition is
