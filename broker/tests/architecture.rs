@@ -66,6 +66,9 @@ const PURE_FILES: &[&str] = &[
     "controller/state/tests.rs",
     "controller/import.rs",
     "engine/cluster.rs",
+    "replication/mod.rs",
+    "replication/wire.rs",
+    "replication/wire/tests.rs",
 ];
 
 /// What a pure file must not mention.

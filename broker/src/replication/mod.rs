@@ -112,3 +112,5 @@ pub trait ReplicaLogs {
         leader_epoch: LeaderEpoch,
     ) -> Result<FollowerPosition, FollowerError>;
 }
+
+pub mod wire;
