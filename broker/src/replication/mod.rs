@@ -114,3 +114,4 @@ pub trait ReplicaLogs {
 }
 
 pub mod wire;
+pub mod server;
