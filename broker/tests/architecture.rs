@@ -69,6 +69,9 @@ const PURE_FILES: &[&str] = &[
     "replication/mod.rs",
     "replication/wire.rs",
     "replication/wire/tests.rs",
+    "replication/fetcher.rs",
+    "replication/fetcher/tests.rs",
+    "replication/testing.rs",
 ];
 
 /// What a pure file must not mention.

@@ -1060,7 +1060,9 @@ impl ClusterService for Service {
                 .and_then(|driver| driver.replication.borrow().clone());
             return match replication {
                 Some(replication) => replication.request(api, body),
-                None => Box::pin(async move { Err(format!("{api:?}: not serving replication yet")) }),
+                None => {
+                    Box::pin(async move { Err(format!("{api:?}: not serving replication yet")) })
+                }
             };
         }
         let driver = self.0.clone();

@@ -113,5 +113,8 @@ pub trait ReplicaLogs {
     ) -> Result<FollowerPosition, FollowerError>;
 }
 
-pub mod wire;
+pub mod fetcher;
 pub mod server;
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod wire;

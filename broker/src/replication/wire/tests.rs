@@ -32,7 +32,10 @@ fn arb_fetch_request() -> impl Strategy<Value = ReplicaFetchRequest> {
         any::<u32>(),
         any::<u32>(),
         proptest::collection::vec(
-            (arb_topic(), proptest::collection::vec(arb_fetch_partition(), 0..4)),
+            (
+                arb_topic(),
+                proptest::collection::vec(arb_fetch_partition(), 0..4),
+            ),
             0..4,
         ),
     )
@@ -72,11 +75,8 @@ fn arb_fetch_response() -> impl Strategy<Value = ReplicaFetchResponse> {
             log_start_offset: start,
             batches: batches.into_iter().map(Bytes::from).collect(),
         });
-    proptest::collection::vec(
-        (arb_topic(), proptest::collection::vec(result, 0..4)),
-        0..4,
-    )
-    .prop_map(|topics| ReplicaFetchResponse { topics })
+    proptest::collection::vec((arb_topic(), proptest::collection::vec(result, 0..4)), 0..4)
+        .prop_map(|topics| ReplicaFetchResponse { topics })
 }
 
 fn arb_epochs_request() -> impl Strategy<Value = EpochsRequest> {
@@ -191,7 +191,10 @@ fn fetch_response_batches_are_slices_of_the_body() {
                 error: ErrorCode::None,
                 high_watermark: 10,
                 log_start_offset: 0,
-                batches: vec![Bytes::from_static(b"first batch"), Bytes::from_static(b"second")],
+                batches: vec![
+                    Bytes::from_static(b"first batch"),
+                    Bytes::from_static(b"second"),
+                ],
             }],
         )],
     };
