@@ -113,6 +113,7 @@ pub trait ReplicaLogs {
     ) -> Result<FollowerPosition, FollowerError>;
 }
 
+pub mod driver;
 pub mod fetcher;
 pub mod server;
 #[cfg(test)]

@@ -1,0 +1,440 @@
+//! The replica fetchers of one shard (glommio): a supervisor task watches
+//! the partitions this shard follows ([`ReplicaLogs::followed`]) and runs
+//! one fetcher task per leader node they name, started when a leader
+//! appears and ending once none of its partitions is followed here. Each
+//! fetcher runs the sans-IO core ([`super::fetcher::Fetcher`]): local
+//! operations on the shard's logs, then one request at a time to the
+//! leader over the [`ReplicaNetwork`] (long-polling fetches, so an idle
+//! follower sends one request per `wait_max_ms` and burns no CPU in
+//! between), waiting out backoffs on a timer. Nothing runs when nothing is
+//! followed but the supervisor, parked on `followed_changed`.
+//!
+//! Lives on: every shard (started by `shard.rs` with
+//! [`start_fetchers`]). Owns: its fetcher tasks and, through
+//! [`TransportNetwork`], an outbound-only cluster transport of its own
+//! (one connection per leader node it follows). Stopped by
+//! [`ReplicaFetchers::stop`] (the shard's drain): tasks end at their next
+//! await, a request in flight is dropped.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fjord_schema::api::ClusterApiKey;
+use fjord_schema::NodeId;
+
+use super::fetcher::{Fetcher, LocalOp, ReplicaFetcherConfig, Step};
+use super::wire::{
+    DecodeError, EpochsRequest, EpochsResponse, ReplicaFetchRequest, ReplicaFetchResponse,
+};
+use super::{FollowerError, FollowerPosition, ReplicaLogs};
+use crate::controller::transport::{CallError, Notify, Transport};
+
+/// Why a request to a leader got no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkError {
+    #[error("no cluster address known for node {0}")]
+    UnknownAddress(NodeId),
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("the answer does not decode: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+/// How a fetcher reaches leaders: injected (the cluster transport in a
+/// broker, an in-memory leader in tests and issue 15's simulation).
+#[allow(async_fn_in_trait)]
+pub trait ReplicaNetwork {
+    /// Sends a replica fetch to `leader`; fails after `timeout`.
+    async fn fetch(
+        &self,
+        leader: NodeId,
+        request: &ReplicaFetchRequest,
+        timeout: Duration,
+    ) -> Result<ReplicaFetchResponse, NetworkError>;
+    /// Sends an `OffsetForLeaderEpoch` to `leader`; fails after `timeout`.
+    async fn offsets_for_epochs(
+        &self,
+        leader: NodeId,
+        request: &EpochsRequest,
+        timeout: Duration,
+    ) -> Result<EpochsResponse, NetworkError>;
+}
+
+/// [`ReplicaNetwork`] over a shard's own outbound cluster transport:
+/// leaders are reached at the cluster address `address` gives (the
+/// shard's catalog image's brokers), looked up before every request so a
+/// re-registered broker's new address is used.
+pub struct TransportNetwork<A> {
+    transport: Transport,
+    address: A,
+}
+
+impl<A> std::fmt::Debug for TransportNetwork<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportNetwork")
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Fn(NodeId) -> Option<String>> TransportNetwork<A> {
+    /// `node`: this node (its transport makes no connection to itself).
+    pub fn new(node: NodeId, address: A) -> TransportNetwork<A> {
+        TransportNetwork {
+            transport: Transport::new(u64::from(node.get())),
+            address,
+        }
+    }
+
+    async fn call(
+        &self,
+        leader: NodeId,
+        api: ClusterApiKey,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, NetworkError> {
+        let id = u64::from(leader.get());
+        if id == self.transport.node() {
+            return Err(NetworkError::UnknownAddress(leader));
+        }
+        let addr = (self.address)(leader).ok_or(NetworkError::UnknownAddress(leader))?;
+        self.transport.set_peer(id, addr);
+        Ok(self.transport.call(id, api, body, timeout).await?)
+    }
+
+    /// Closes its connections (the shard stops).
+    pub fn close(&self) {
+        self.transport.close();
+    }
+}
+
+impl<A: Fn(NodeId) -> Option<String>> ReplicaNetwork for TransportNetwork<A> {
+    async fn fetch(
+        &self,
+        leader: NodeId,
+        request: &ReplicaFetchRequest,
+        timeout: Duration,
+    ) -> Result<ReplicaFetchResponse, NetworkError> {
+        let body = self
+            .call(
+                leader,
+                ClusterApiKey::ReplicaFetch,
+                request.encode(),
+                timeout,
+            )
+            .await?;
+        Ok(ReplicaFetchResponse::decode(&body)?)
+    }
+
+    async fn offsets_for_epochs(
+        &self,
+        leader: NodeId,
+        request: &EpochsRequest,
+        timeout: Duration,
+    ) -> Result<EpochsResponse, NetworkError> {
+        let body = self
+            .call(
+                leader,
+                ClusterApiKey::OffsetForLeaderEpoch,
+                request.encode(),
+                timeout,
+            )
+            .await?;
+        Ok(EpochsResponse::decode(&body)?)
+    }
+}
+
+/// The fetchers of one shard; dropping it does not stop them, [`stop`]
+/// does.
+///
+/// [`stop`]: ReplicaFetchers::stop
+#[derive(Clone)]
+pub struct ReplicaFetchers {
+    shared: Rc<Shared>,
+}
+
+impl std::fmt::Debug for ReplicaFetchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaFetchers")
+            .field("running", &self.shared.running.borrow())
+            .finish()
+    }
+}
+
+struct Shared {
+    running: RefCell<BTreeSet<NodeId>>,
+    stopped: Cell<bool>,
+    stopping: Notify,
+    /// Requests sent (fetches and epoch queries), for tests and metrics.
+    requests: Cell<u64>,
+}
+
+impl ReplicaFetchers {
+    /// Ends every fetcher at its next await (a request in flight is
+    /// dropped unanswered) and the supervisor.
+    pub fn stop(&self) {
+        self.shared.stopped.set(true);
+        self.shared.stopping.notify();
+    }
+
+    /// The leaders with a fetcher running now.
+    pub fn running(&self) -> Vec<NodeId> {
+        self.shared.running.borrow().iter().copied().collect()
+    }
+
+    /// Requests sent so far by this shard's fetchers.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.get()
+    }
+}
+
+/// Starts the replica fetchers of the current shard: `node` is this
+/// node, `logs` the shard's follower side, `network` how leaders are
+/// reached. Returns at once; the tasks run on the current executor.
+pub fn start_fetchers<L, N>(
+    node: NodeId,
+    logs: Rc<L>,
+    network: Rc<N>,
+    config: ReplicaFetcherConfig,
+) -> ReplicaFetchers
+where
+    L: ReplicaLogs + 'static,
+    N: ReplicaNetwork + 'static,
+{
+    let shared = Rc::new(Shared {
+        running: RefCell::new(BTreeSet::new()),
+        stopped: Cell::new(false),
+        stopping: Notify::default(),
+        requests: Cell::new(0),
+    });
+    let context = Rc::new(Context {
+        node,
+        logs,
+        network,
+        config,
+        shared: shared.clone(),
+    });
+    glommio::spawn_local(supervise(context)).detach();
+    ReplicaFetchers { shared }
+}
+
+struct Context<L, N> {
+    node: NodeId,
+    logs: Rc<L>,
+    network: Rc<N>,
+    config: ReplicaFetcherConfig,
+    shared: Rc<Shared>,
+}
+
+impl<L: ReplicaLogs, N> Context<L, N> {
+    /// `future`'s output, or `None` once the fetchers are stopped.
+    async fn unless_stopped<T>(&self, future: impl Future<Output = T>) -> Option<T> {
+        let seen = self.shared.stopping.version();
+        if self.shared.stopped.get() {
+            return None;
+        }
+        futures_lite::future::or(async { Some(future.await) }, async {
+            self.shared.stopping.wait_past(seen).await;
+            None
+        })
+        .await
+    }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(crate::clock::steady_ms()).unwrap_or(0)
+}
+
+/// Starts a fetcher for every leader named by the followed set that has
+/// none, each time the set changes.
+async fn supervise<L, N>(context: Rc<Context<L, N>>)
+where
+    L: ReplicaLogs + 'static,
+    N: ReplicaNetwork + 'static,
+{
+    loop {
+        let (version, followed) = context.logs.followed();
+        let leaders: BTreeSet<NodeId> = followed
+            .iter()
+            .map(|f| f.leader)
+            .filter(|l| *l != context.node)
+            .collect();
+        for leader in leaders {
+            if context.shared.running.borrow_mut().insert(leader) {
+                tracing::debug!(leader = leader.get(), "replica fetcher started");
+                glommio::spawn_local(run_fetcher(context.clone(), leader)).detach();
+            }
+        }
+        if context
+            .unless_stopped(context.logs.followed_changed(version))
+            .await
+            .is_none()
+        {
+            return;
+        }
+    }
+}
+
+/// One fetcher: follows `leader` until none of its partitions is followed
+/// here (or the fetchers stop).
+async fn run_fetcher<L, N>(context: Rc<Context<L, N>>, leader: NodeId)
+where
+    L: ReplicaLogs,
+    N: ReplicaNetwork,
+{
+    let mut fetcher = Fetcher::new(context.node, leader, context.config);
+    let mut seen = None;
+    let timeout = Duration::from_millis(
+        u64::from(context.config.wait_max_ms).saturating_add(context.config.request_timeout_ms),
+    );
+    let mut failing = false;
+    while !context.shared.stopped.get() {
+        let (version, followed) = context.logs.followed();
+        if seen != Some(version) {
+            fetcher.set_followed(&followed);
+            seen = Some(version);
+        }
+        if fetcher.is_empty() {
+            break;
+        }
+        match fetcher.next_step(now_ms()) {
+            Step::Local(ops) => {
+                for op in ops {
+                    let key = op.key().clone();
+                    let epoch = op.epoch();
+                    let Some(result) = context.unless_stopped(run_op(&*context.logs, op)).await
+                    else {
+                        break;
+                    };
+                    fetcher.local_done(now_ms(), &key, epoch, result);
+                }
+            }
+            Step::Fetch(request) => {
+                context
+                    .shared
+                    .requests
+                    .set(context.shared.requests.get() + 1);
+                let call = context.network.fetch(leader, &request, timeout);
+                let Some(result) = in_flight(&context, &mut fetcher, &mut seen, call).await else {
+                    break;
+                };
+                match result {
+                    Ok(response) => {
+                        failing = false;
+                        fetcher.fetched(now_ms(), response);
+                    }
+                    Err(error) => {
+                        report(&mut failing, leader, &error);
+                        fetcher.request_failed(now_ms());
+                    }
+                }
+            }
+            Step::Epochs(request) => {
+                context
+                    .shared
+                    .requests
+                    .set(context.shared.requests.get() + 1);
+                let call = context
+                    .network
+                    .offsets_for_epochs(leader, &request, timeout);
+                let Some(result) = in_flight(&context, &mut fetcher, &mut seen, call).await else {
+                    break;
+                };
+                match result {
+                    Ok(response) => {
+                        failing = false;
+                        fetcher.epochs_answered(now_ms(), response);
+                    }
+                    Err(error) => {
+                        report(&mut failing, leader, &error);
+                        fetcher.request_failed(now_ms());
+                    }
+                }
+            }
+            Step::Wait { until_ms } => {
+                let changed = context.logs.followed_changed(seen.unwrap_or_default());
+                let waited = match until_ms {
+                    None => context.unless_stopped(changed).await,
+                    Some(until) => {
+                        let pause = Duration::from_millis(until.saturating_sub(now_ms()));
+                        let timer = glommio::timer::sleep(pause);
+                        context
+                            .unless_stopped(futures_lite::future::or(changed, timer))
+                            .await
+                    }
+                };
+                if waited.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    context.shared.running.borrow_mut().remove(&leader);
+    tracing::debug!(leader = leader.get(), "replica fetcher ended");
+}
+
+/// Waits for the request in flight, applying changes of the followed set
+/// meanwhile (the core ignores answers for partitions gone or changed);
+/// `None` once stopped.
+async fn in_flight<L, N, T>(
+    context: &Context<L, N>,
+    fetcher: &mut Fetcher,
+    seen: &mut Option<u64>,
+    call: impl Future<Output = Result<T, NetworkError>>,
+) -> Option<Result<T, NetworkError>>
+where
+    L: ReplicaLogs,
+{
+    let mut call = std::pin::pin!(call);
+    loop {
+        let changed = context.logs.followed_changed(seen.unwrap_or_default());
+        let next = futures_lite::future::or(async { Some(call.as_mut().await) }, async {
+            changed.await;
+            None
+        });
+        match context.unless_stopped(next).await? {
+            Some(result) => return Some(result),
+            None => {
+                let (version, followed) = context.logs.followed();
+                fetcher.set_followed(&followed);
+                *seen = Some(version);
+            }
+        }
+    }
+}
+
+/// Logs a failed request: the first of a streak as a warning, the rest
+/// at debug (a leader down must not flood the log).
+fn report(failing: &mut bool, leader: NodeId, error: &NetworkError) {
+    if *failing {
+        tracing::debug!(leader = leader.get(), %error, "replica fetch failed again");
+    } else {
+        tracing::warn!(leader = leader.get(), %error, "replica fetch failed; backing off");
+        *failing = true;
+    }
+}
+
+async fn run_op<L: ReplicaLogs>(logs: &L, op: LocalOp) -> Result<FollowerPosition, FollowerError> {
+    match op {
+        LocalOp::Position { key, epoch } => logs.position(&key.0, key.1, epoch),
+        LocalOp::Truncate { key, epoch, end } => logs.truncate(&key.0, key.1, epoch, end).await,
+        LocalOp::Append {
+            key,
+            epoch,
+            batches,
+            high_watermark,
+            log_start,
+        } => {
+            logs.append(&key.0, key.1, epoch, batches, high_watermark, log_start)
+                .await
+        }
+        LocalOp::Flush { key, epoch } => logs.flush(&key.0, key.1, epoch).await,
+    }
+}
+
+#[cfg(test)]
+mod tests;
