@@ -581,10 +581,12 @@ mod replication {
                 }],
             )],
         };
+        let (body, payload) = response.encode();
+        let len = u16::try_from(body.len()).expect("a small body").to_le_bytes();
         write(
             "replication_wire",
             "fetch_response",
-            &[&[1u8][..], &response.encode()].concat(),
+            &[&[1u8][..], &len, &body, &payload.concat()].concat(),
         );
         let epochs = EpochsRequest {
             replica_id: NodeId(2),

@@ -7,12 +7,14 @@
 //! ```text
 //! 0     kind  (mod 4): fetch request, fetch response, epochs request,
 //!             epochs response
-//! rest  the body
+//! rest  the body; for a fetch response: a u16 (little-endian), the
+//!       body's length, then the body, then the payload
 //! ```
 //!
 //! Checks: never panics; a body that decodes encodes to a body that
 //! decodes to the same value; a fetch response's batches are slices of
-//! the body it was decoded from (no copy).
+//! the payload it was decoded from (no copy), and encode to themselves as
+//! the payload's chunks.
 #![no_main]
 
 use bytes::Bytes;
@@ -33,9 +35,14 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         1 => {
-            let body = Bytes::copy_from_slice(body);
-            if let Ok(response) = ReplicaFetchResponse::decode(&body) {
-                let range = body.as_ptr_range();
+            let Some((len, rest)) = body.split_first_chunk::<2>() else {
+                return;
+            };
+            let len = usize::from(u16::from_le_bytes(*len)).min(rest.len());
+            let (body, payload) = rest.split_at(len);
+            let payload = Bytes::copy_from_slice(payload);
+            if let Ok(response) = ReplicaFetchResponse::decode(body, &payload) {
+                let range = payload.as_ptr_range();
                 for (_, parts) in &response.topics {
                     for part in parts {
                         for batch in &part.batches {
@@ -45,7 +52,8 @@ fuzz_target!(|data: &[u8]| {
                         }
                     }
                 }
-                let again = ReplicaFetchResponse::decode(&response.encode());
+                let (body, chunks) = response.encode();
+                let again = ReplicaFetchResponse::decode(&body, &Bytes::from(chunks.concat()));
                 assert_eq!(again.as_ref(), Ok(&response), "fetch response round trip");
             }
         }

@@ -45,7 +45,7 @@ use super::fold::{decode_snapshot, encode_snapshot};
 use super::quorum::{Output, ProposeError, Quorum, QuorumConfig};
 use super::records::{decode_batch, encode_batch, MetadataRecord};
 use super::state::{ControllerConfig, ControllerState};
-use super::transport::{CallError, ClusterService, Notify, Transport};
+use super::transport::{CallError, ClusterService, Notify, Reply, Transport};
 use crate::metadata::catalog::QuorumView;
 use crate::metadata::image::{BrokerEndpoints, MetadataImage};
 use lifecycle::Lifecycle;
@@ -1052,7 +1052,7 @@ impl ClusterService for Service {
         &self,
         api: ClusterApiKey,
         body: Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<Bytes, String>>>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Reply, String>>>> {
         if REPLICATION_KEYS.contains(&api) {
             let replication = self
                 .0
@@ -1080,7 +1080,7 @@ impl ClusterService for Service {
                 Ok(answer) => {
                     let mut out = Vec::new();
                     answer.encode(&mut out);
-                    Ok(Bytes::from(out))
+                    Ok(Reply::from(Bytes::from(out)))
                 }
                 Err(lost) => Err(format!("not committed: {lost:?}")),
             }

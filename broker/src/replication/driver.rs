@@ -31,7 +31,7 @@ use super::wire::{
     DecodeError, EpochsRequest, EpochsResponse, ReplicaFetchRequest, ReplicaFetchResponse,
 };
 use super::{FollowerError, FollowerPosition, ReplicaLogs};
-use crate::controller::transport::{CallError, Notify, Transport};
+use crate::controller::transport::{Answer, CallError, Notify, Transport};
 
 /// Why a request to a leader got no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,14 +96,14 @@ impl<A: Fn(NodeId) -> Option<String>> TransportNetwork<A> {
         api: ClusterApiKey,
         body: Bytes,
         timeout: Duration,
-    ) -> Result<Bytes, NetworkError> {
+    ) -> Result<Answer, NetworkError> {
         let id = u64::from(leader.get());
         if id == self.transport.node() {
             return Err(NetworkError::UnknownAddress(leader));
         }
         let addr = (self.address)(leader).ok_or(NetworkError::UnknownAddress(leader))?;
         self.transport.set_peer(id, addr);
-        Ok(self.transport.call(id, api, body, timeout).await?)
+        Ok(self.transport.call_frame(id, api, body, timeout).await?)
     }
 
     /// Closes its connections (the shard stops).
@@ -119,7 +119,7 @@ impl<A: Fn(NodeId) -> Option<String>> ReplicaNetwork for TransportNetwork<A> {
         request: &ReplicaFetchRequest,
         timeout: Duration,
     ) -> Result<ReplicaFetchResponse, NetworkError> {
-        let body = self
+        let answer = self
             .call(
                 leader,
                 ClusterApiKey::ReplicaFetch,
@@ -127,7 +127,7 @@ impl<A: Fn(NodeId) -> Option<String>> ReplicaNetwork for TransportNetwork<A> {
                 timeout,
             )
             .await?;
-        Ok(ReplicaFetchResponse::decode(&body)?)
+        Ok(ReplicaFetchResponse::decode(&answer.body, &answer.payload)?)
     }
 
     async fn offsets_for_epochs(
@@ -136,7 +136,7 @@ impl<A: Fn(NodeId) -> Option<String>> ReplicaNetwork for TransportNetwork<A> {
         request: &EpochsRequest,
         timeout: Duration,
     ) -> Result<EpochsResponse, NetworkError> {
-        let body = self
+        let answer = self
             .call(
                 leader,
                 ClusterApiKey::OffsetForLeaderEpoch,
@@ -144,7 +144,7 @@ impl<A: Fn(NodeId) -> Option<String>> ReplicaNetwork for TransportNetwork<A> {
                 timeout,
             )
             .await?;
-        Ok(EpochsResponse::decode(&body)?)
+        Ok(EpochsResponse::decode(&answer.body)?)
     }
 }
 

@@ -10,8 +10,9 @@
 //! engine reads each partition on its owning shard (which records the
 //! follower's progress and its durable end, and reads to the log end for
 //! replicas) and long-polls across shards. The batches go back as the
-//! engine hands them (shared with the log's cache) and are copied once,
-//! into the response body.
+//! engine hands them (shared with the log's cache), as the answer's
+//! payload chunks: the transport writes them to the socket without
+//! copying them.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +26,7 @@ use super::wire::{
     EpochAnswer, EpochsRequest, EpochsResponse, ReplicaFetchRequest, ReplicaFetchResponse,
     ReplicaFetchResult,
 };
-use crate::controller::transport::ClusterService;
+use crate::controller::transport::{ClusterService, Reply};
 use crate::engine::fetch::NoReservation;
 use crate::engine::types::{EpochQuery, FetchPartition, FetchRequest, IsolationLevel};
 use crate::engine::Engine;
@@ -65,7 +66,7 @@ impl ClusterService for ReplicationService {
         &self,
         api: ClusterApiKey,
         body: Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<Bytes, String>>>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Reply, String>>>> {
         let engine = self.engine.clone();
         Box::pin(async move {
             match api {
@@ -88,7 +89,7 @@ fn check_size(engine: &Engine, partitions: usize) -> Result<(), String> {
     Ok(())
 }
 
-async fn replica_fetch(engine: &Engine, body: Bytes) -> Result<Bytes, String> {
+async fn replica_fetch(engine: &Engine, body: Bytes) -> Result<Reply, String> {
     let request = ReplicaFetchRequest::decode(&body).map_err(|e| e.to_string())?;
     check_size(engine, request.partitions())?;
     let topics = request
@@ -141,10 +142,11 @@ async fn replica_fetch(engine: &Engine, body: Bytes) -> Result<Bytes, String> {
             })
             .collect(),
     };
-    Ok(response.encode())
+    let (body, payload) = response.encode();
+    Ok(Reply { body, payload })
 }
 
-async fn offsets_for_epochs(engine: &Engine, body: &[u8]) -> Result<Bytes, String> {
+async fn offsets_for_epochs(engine: &Engine, body: &[u8]) -> Result<Reply, String> {
     let request = EpochsRequest::decode(body).map_err(|e| e.to_string())?;
     let partitions = request.topics.iter().map(|(_, p)| p.len()).sum();
     check_size(engine, partitions)?;
@@ -183,5 +185,5 @@ async fn offsets_for_epochs(engine: &Engine, body: &[u8]) -> Result<Bytes, Strin
             })
             .collect(),
     };
-    Ok(response.encode())
+    Ok(Reply::from(response.encode()))
 }

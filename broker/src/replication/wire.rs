@@ -11,9 +11,12 @@
 //! [`DecodeError`], never a panic.
 //!
 //! The batches of a fetch response are whole native batches as the
-//! leader's log stores them, each length-prefixed. [`ReplicaFetchResponse::decode`]
-//! returns them as `Bytes` slices of the received body (no copy); the
-//! follower appends those slices verbatim.
+//! leader's log stores them. They travel in the frame's payload section
+//! (as in native fetch responses), in order, the body giving each one's
+//! length: the leader hands the batches it read (shared with its cache) to
+//! the transport as they are, and [`ReplicaFetchResponse::decode`] returns
+//! them as `Bytes` slices of the received payload. Neither side copies a
+//! batch; the follower appends those slices verbatim.
 //!
 //! Pure: no I/O. Encoded by the fetchers ([`super::driver`]) and the
 //! leader's service ([`super::server`]); fuzzed by
@@ -39,7 +42,8 @@ pub const BATCH_BYTES_MAX: usize = 64 << 20;
 /// Bytes a fetch partition takes at least on the wire (partition 4,
 /// fetch offset 8, epoch 4, durable flag 1, max bytes 4).
 const FETCH_PARTITION_BYTES_MIN: usize = 21;
-/// A fetch result: partition 4, error 2, hw 8, log start 8, count 4.
+/// A fetch result: partition 4, error 2, hw 8, log start 8, count 4
+/// (each batch adds its length, 4).
 const FETCH_RESULT_BYTES_MIN: usize = 26;
 /// An epoch query: partition 4, current epoch 4, epoch 4.
 const EPOCH_QUERY_BYTES: usize = 12;
@@ -256,17 +260,11 @@ impl ReplicaFetchRequest {
 }
 
 impl ReplicaFetchResponse {
-    /// Encodes into one buffer sized up front: each batch is copied once,
-    /// from the log's (cache's) buffer into the body.
-    pub fn encode(&self) -> Bytes {
-        let batches: usize = self
-            .topics
-            .iter()
-            .flat_map(|(_, parts)| parts)
-            .flat_map(|p| &p.batches)
-            .map(|b| b.len() + 4)
-            .sum();
-        let mut out = Vec::with_capacity(64 + batches);
+    /// The frame's body and payload: the batches themselves (shared, not
+    /// copied) are the payload's chunks, in order.
+    pub fn encode(&self) -> (Bytes, Vec<Bytes>) {
+        let mut out = Vec::new();
+        let mut payload = Vec::new();
         let mut w = Writer(&mut out);
         w.u8(WIRE_VERSION);
         write_topics(&mut w, &self.topics, |w, p| {
@@ -277,15 +275,17 @@ impl ReplicaFetchResponse {
             w.len(p.batches.len());
             for batch in &p.batches {
                 w.len(batch.len());
-                w.0.extend_from_slice(batch);
+                payload.push(batch.clone());
             }
         });
-        Bytes::from(out)
+        (Bytes::from(out), payload)
     }
 
-    /// Decodes `body`; the batches are slices of it (no copy).
-    pub fn decode(body: &Bytes) -> Result<ReplicaFetchResponse, DecodeError> {
+    /// Decodes a frame's `body` and `payload`; the batches are slices of
+    /// the payload (no copy), which they must use up exactly.
+    pub fn decode(body: &[u8], payload: &Bytes) -> Result<ReplicaFetchResponse, DecodeError> {
         let mut r = Reader::new(body);
+        let mut at = 0usize;
         version(&mut r)?;
         let topics = read_topics(&mut r, FETCH_RESULT_BYTES_MIN, |r| {
             let partition = PartitionId(r.u32("partition")?);
@@ -295,9 +295,20 @@ impl ReplicaFetchResponse {
             let count = r.len(BATCHES_MAX, 4, "batches")?;
             let mut batches = Vec::with_capacity(count);
             for _ in 0..count {
-                let len = r.len(BATCH_BYTES_MAX, 1, "batch")?;
-                let bytes = r.take(len, "batch")?;
-                batches.push(body.slice_ref(bytes));
+                let len = r.u32("batch length")? as usize;
+                if len > BATCH_BYTES_MAX {
+                    return Err(DecodeError::TooLong {
+                        what: "batch",
+                        len,
+                        max: BATCH_BYTES_MAX,
+                    });
+                }
+                let end = at
+                    .checked_add(len)
+                    .filter(|end| *end <= payload.len())
+                    .ok_or(DecodeError::Truncated { what: "payload" })?;
+                batches.push(payload.slice(at..end));
+                at = end;
             }
             Ok(ReplicaFetchResult {
                 partition,
@@ -308,6 +319,9 @@ impl ReplicaFetchResponse {
             })
         })?;
         r.finish()?;
+        if at != payload.len() {
+            return Err(DecodeError::Trailing(payload.len() - at));
+        }
         Ok(ReplicaFetchResponse { topics })
     }
 }

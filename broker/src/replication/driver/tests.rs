@@ -244,7 +244,9 @@ impl ReplicaNetwork for FakeLeader {
             let (response, found) = self.answer(&request);
             let left = deadline.saturating_duration_since(Instant::now());
             if found > 0 || left.is_zero() {
-                return Ok(ReplicaFetchResponse::decode(&response.encode())?);
+                let (body, payload) = response.encode();
+                let payload = Bytes::from(payload.concat());
+                return Ok(ReplicaFetchResponse::decode(&body, &payload)?);
             }
             futures_lite::future::or(self.appended.wait_past(seen), glommio::timer::sleep(left))
                 .await;

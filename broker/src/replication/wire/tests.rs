@@ -110,10 +110,17 @@ fn arb_epochs_response() -> impl Strategy<Value = EpochsResponse> {
         .prop_map(|topics| EpochsResponse { topics })
 }
 
+/// The payload as the follower receives it: the chunks in one buffer.
+fn joined(chunks: &[Bytes]) -> Bytes {
+    Bytes::from(chunks.concat())
+}
+
 /// Decodes `bytes` as every body kind; none may panic.
 fn decode_all(bytes: &[u8]) {
     let _ = ReplicaFetchRequest::decode(bytes);
-    let _ = ReplicaFetchResponse::decode(&Bytes::copy_from_slice(bytes));
+    let _ = ReplicaFetchResponse::decode(bytes, &Bytes::new());
+    let half = bytes.len() / 2;
+    let _ = ReplicaFetchResponse::decode(&bytes[..half], &Bytes::copy_from_slice(&bytes[half..]));
     let _ = EpochsRequest::decode(bytes);
     let _ = EpochsResponse::decode(bytes);
 }
@@ -127,8 +134,10 @@ proptest! {
 
     #[test]
     fn fetch_responses_round_trip(response in arb_fetch_response()) {
-        let bytes = response.encode();
-        prop_assert_eq!(ReplicaFetchResponse::decode(&bytes), Ok(response));
+        let (body, payload) = response.encode();
+        let batches: Vec<&Bytes> = response.topics.iter().flat_map(|(_, p)| p).flat_map(|p| &p.batches).collect();
+        prop_assert_eq!(payload.iter().collect::<Vec<_>>(), batches);
+        prop_assert_eq!(ReplicaFetchResponse::decode(&body, &joined(&payload)), Ok(response));
     }
 
     #[test]
@@ -147,14 +156,24 @@ proptest! {
     /// optional at the end), and so is a byte appended.
     #[test]
     fn cut_or_extended_bodies_are_errors(response in arb_fetch_response(), request in arb_fetch_request()) {
-        let body = response.encode();
+        let (body, payload) = response.encode();
+        let payload = joined(&payload);
         for cut in 0..body.len() {
-            prop_assert!(ReplicaFetchResponse::decode(&body.slice(..cut)).is_err());
+            prop_assert!(ReplicaFetchResponse::decode(&body[..cut], &payload).is_err());
+        }
+        for cut in 0..payload.len() {
+            prop_assert!(ReplicaFetchResponse::decode(&body, &payload.slice(..cut)).is_err());
         }
         let mut longer = body.to_vec();
         longer.push(0);
         prop_assert_eq!(
-            ReplicaFetchResponse::decode(&Bytes::from(longer)),
+            ReplicaFetchResponse::decode(&longer, &payload),
+            Err(DecodeError::Trailing(1))
+        );
+        let mut longer = payload.to_vec();
+        longer.push(0);
+        prop_assert_eq!(
+            ReplicaFetchResponse::decode(&body, &Bytes::from(longer)),
             Err(DecodeError::Trailing(1))
         );
         let body = request.encode();
@@ -173,16 +192,19 @@ proptest! {
         value in any::<u8>(),
     ) {
         decode_all(&bytes);
-        let mut body = response.encode().to_vec();
+        let (body, payload) = response.encode();
+        let mut body = body.to_vec();
         let at = at.index(body.len());
         body[at] = value;
         decode_all(&body);
+        let _ = ReplicaFetchResponse::decode(&body, &joined(&payload));
     }
 }
 
-/// The batches of a decoded response point into the received body.
+/// The batches travel as the payload's chunks (not copied on encode),
+/// and a decoded response's batches point into the received payload.
 #[test]
-fn fetch_response_batches_are_slices_of_the_body() {
+fn fetch_response_batches_are_not_copied() {
     let response = ReplicaFetchResponse {
         topics: vec![(
             "t".to_string(),
@@ -198,9 +220,19 @@ fn fetch_response_batches_are_slices_of_the_body() {
             }],
         )],
     };
-    let body = response.encode();
-    let decoded = ReplicaFetchResponse::decode(&body).expect("decodes");
-    let range = body.as_ptr_range();
+    let (body, chunks) = response.encode();
+    let sent = &response.topics[0].1[0].batches;
+    assert_eq!(chunks.len(), sent.len());
+    for (chunk, batch) in chunks.iter().zip(sent) {
+        assert_eq!(
+            chunk.as_ptr(),
+            batch.as_ptr(),
+            "a batch was copied on encode"
+        );
+    }
+    let payload = joined(&chunks);
+    let decoded = ReplicaFetchResponse::decode(&body, &payload).expect("decodes");
+    let range = payload.as_ptr_range();
     for batch in &decoded.topics[0].1[0].batches {
         assert!(range.contains(&batch.as_ptr()), "a batch was copied");
     }
@@ -222,7 +254,7 @@ fn huge_counts_are_refused_before_allocating() {
         EpochsResponse::decode(&body),
         Err(DecodeError::Truncated { .. })
     ));
-    // One partition claiming a batch larger than the body.
+    // One partition claiming a batch larger than the payload.
     let mut body = vec![WIRE_VERSION];
     body.extend_from_slice(&1u32.to_le_bytes());
     body.extend_from_slice(&1u32.to_le_bytes());
@@ -235,8 +267,8 @@ fn huge_counts_are_refused_before_allocating() {
     body.extend_from_slice(&1u32.to_le_bytes());
     body.extend_from_slice(&1_000_000u32.to_le_bytes());
     assert!(matches!(
-        ReplicaFetchResponse::decode(&Bytes::from(body)),
-        Err(DecodeError::Truncated { what: "batch" })
+        ReplicaFetchResponse::decode(&body, &Bytes::from_static(b"short")),
+        Err(DecodeError::Truncated { what: "payload" })
     ));
 }
 
