@@ -66,6 +66,7 @@ const PURE_FILES: &[&str] = &[
     "controller/state/tests.rs",
     "controller/import.rs",
     "engine/cluster.rs",
+    "partition/follower.rs",
     "replication/mod.rs",
     "replication/wire.rs",
     "replication/wire/tests.rs",
