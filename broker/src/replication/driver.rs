@@ -13,8 +13,9 @@
 //! [`start_fetchers`]). Owns: its fetcher tasks and, through
 //! [`TransportNetwork`], an outbound-only cluster transport of its own
 //! (one connection per leader node it follows). Stopped by
-//! [`ReplicaFetchers::stop`] (the shard's drain): tasks end at their next
-//! await, a request in flight is dropped.
+//! [`ReplicaFetchers::stop`] (the shard's drain): a request in flight or
+//! a pause is abandoned, a local operation (an append, a truncation)
+//! finishes first; [`ReplicaFetchers::stopped`] waits for that.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
@@ -174,11 +175,23 @@ struct Shared {
 }
 
 impl ReplicaFetchers {
-    /// Ends every fetcher at its next await (a request in flight is
-    /// dropped unanswered) and the supervisor.
+    /// Ends every fetcher and the supervisor: a request in flight is
+    /// dropped unanswered, a local operation running finishes.
     pub fn stop(&self) {
         self.shared.stopped.set(true);
         self.shared.stopping.notify();
+    }
+
+    /// Returns once every fetcher task ended (after [`Self::stop`]; the
+    /// shard closes its logs after this).
+    pub async fn stopped(&self) {
+        loop {
+            let seen = self.shared.stopping.version();
+            if self.shared.running.borrow().is_empty() {
+                return;
+            }
+            self.shared.stopping.wait_past(seen).await;
+        }
     }
 
     /// The leaders with a fetcher running now.
@@ -303,13 +316,12 @@ where
         }
         match fetcher.next_step(now_ms()) {
             Step::Local(ops) => {
+                // Not abandoned on stop: an append or truncation runs to
+                // its end before the shard closes its logs.
                 for op in ops {
                     let key = op.key().clone();
                     let epoch = op.epoch();
-                    let Some(result) = context.unless_stopped(run_op(&*context.logs, op)).await
-                    else {
-                        break;
-                    };
+                    let result = run_op(&*context.logs, op).await;
                     fetcher.local_done(now_ms(), &key, epoch, result);
                 }
             }
@@ -374,6 +386,7 @@ where
         }
     }
     context.shared.running.borrow_mut().remove(&leader);
+    context.shared.stopping.notify();
     tracing::debug!(leader = leader.get(), "replica fetcher ended");
 }
 
@@ -415,6 +428,91 @@ fn report(failing: &mut bool, leader: NodeId, error: &NetworkError) {
     } else {
         tracing::warn!(leader = leader.get(), %error, "replica fetch failed; backing off");
         *failing = true;
+    }
+}
+
+/// The [`ReplicaLogs`] that a shared owner holds (a shard's
+/// `ShardService` and its partition manager): the fetchers keep the owner
+/// alive until they stop.
+pub struct OwnedLogs<O, L> {
+    owner: Rc<O>,
+    logs: fn(&O) -> &L,
+}
+
+impl<O, L> std::fmt::Debug for OwnedLogs<O, L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedLogs").finish_non_exhaustive()
+    }
+}
+
+impl<O, L> OwnedLogs<O, L> {
+    pub fn new(owner: Rc<O>, logs: fn(&O) -> &L) -> OwnedLogs<O, L> {
+        OwnedLogs { owner, logs }
+    }
+
+    fn get(&self) -> &L {
+        (self.logs)(&self.owner)
+    }
+}
+
+impl<O, L: ReplicaLogs> ReplicaLogs for OwnedLogs<O, L> {
+    fn followed(&self) -> (u64, Vec<super::Followed>) {
+        self.get().followed()
+    }
+
+    fn followed_changed(&self, seen: u64) -> impl Future<Output = ()> {
+        self.get().followed_changed(seen)
+    }
+
+    fn position(
+        &self,
+        topic: &str,
+        partition: fjord_schema::PartitionId,
+        leader_epoch: fjord_schema::LeaderEpoch,
+    ) -> Result<FollowerPosition, FollowerError> {
+        self.get().position(topic, partition, leader_epoch)
+    }
+
+    async fn truncate(
+        &self,
+        topic: &str,
+        partition: fjord_schema::PartitionId,
+        leader_epoch: fjord_schema::LeaderEpoch,
+        end: fjord_schema::Offset,
+    ) -> Result<FollowerPosition, FollowerError> {
+        self.get()
+            .truncate(topic, partition, leader_epoch, end)
+            .await
+    }
+
+    async fn append(
+        &self,
+        topic: &str,
+        partition: fjord_schema::PartitionId,
+        leader_epoch: fjord_schema::LeaderEpoch,
+        batches: Vec<Bytes>,
+        leader_high_watermark: fjord_schema::Offset,
+        leader_log_start: fjord_schema::Offset,
+    ) -> Result<FollowerPosition, FollowerError> {
+        self.get()
+            .append(
+                topic,
+                partition,
+                leader_epoch,
+                batches,
+                leader_high_watermark,
+                leader_log_start,
+            )
+            .await
+    }
+
+    async fn flush(
+        &self,
+        topic: &str,
+        partition: fjord_schema::PartitionId,
+        leader_epoch: fjord_schema::LeaderEpoch,
+    ) -> Result<FollowerPosition, FollowerError> {
+        self.get().flush(topic, partition, leader_epoch).await
     }
 }
 

@@ -403,6 +403,7 @@ fn fetchers_start_and_end_with_the_followed_set() {
         })
         .await;
         fetchers.stop();
-        eventually("stopped", || fetchers.running().is_empty()).await;
+        fetchers.stopped().await;
+        assert!(fetchers.running().is_empty());
     });
 }
