@@ -549,7 +549,7 @@ async fn read_answers(
     mut reader: futures_lite::io::ReadHalf<TcpStream>,
     broken: Rc<RefCell<Option<String>>>,
 ) {
-    let reason = read_frames(&mut reader, |frame| {
+    let reason = read_frames(&mut reader, true, |frame| {
         let flags = frame.header.flags();
         if !flags.is_response() {
             return Err("a request on an outbound connection".to_string());
@@ -577,8 +577,9 @@ async fn read_answers(
 }
 
 /// Reads frames from `reader` into `on_frame` until the connection ends
-/// or a frame is bad; returns why it stopped.
-async fn read_frames<R, F>(reader: &mut R, mut on_frame: F) -> String
+/// or a frame is bad; returns why it stopped. `whole_frames`: make room
+/// for each frame at once when its header arrives (answers).
+async fn read_frames<R, F>(reader: &mut R, whole_frames: bool, mut on_frame: F) -> String
 where
     R: futures_lite::AsyncRead + Unpin,
     F: FnMut(fjord_schema::frame::Frame) -> Result<(), String>,
@@ -598,7 +599,17 @@ where
             }
         }
         // Read straight into the frame buffer (no copy out of a chunk);
-        // frames split off it keep sharing its memory.
+        // frames split off it keep sharing its memory. On an outbound
+        // connection (answers this node asked for, of a size it bounded)
+        // room for the whole frame being read is made at once: growing by
+        // steps would copy its first part again at each. Inbound, memory
+        // follows the bytes that arrive (the decoder's steps).
+        if whole_frames {
+            if let Some(frame_len) = decoder.pending_frame_len() {
+                let missing = (frame_len as usize).saturating_sub(buffer.len());
+                buffer.reserve(missing + READ_CHUNK_BYTES);
+            }
+        }
         let filled = buffer.len();
         buffer.resize(filled + READ_CHUNK_BYTES, 0);
         match reader.read(&mut buffer[filled..]).await {
@@ -663,7 +674,7 @@ async fn serve_inbound(stream: TcpStream, service: Rc<dyn ClusterService>) {
         }
     });
     let in_flight = Rc::new(Cell::new(0usize));
-    let reason = read_frames(&mut reader, |frame| {
+    let reason = read_frames(&mut reader, false, |frame| {
         let flags = frame.header.flags();
         if flags.is_response() {
             return Err("a response on an inbound connection".to_string());

@@ -170,6 +170,8 @@ struct Shared {
     running: RefCell<BTreeSet<NodeId>>,
     stopped: Cell<bool>,
     stopping: Notify,
+    /// A fetcher task ended.
+    exited: Notify,
     /// Requests sent (fetches and epoch queries), for tests and metrics.
     requests: Cell<u64>,
 }
@@ -186,11 +188,11 @@ impl ReplicaFetchers {
     /// shard closes its logs after this).
     pub async fn stopped(&self) {
         loop {
-            let seen = self.shared.stopping.version();
+            let seen = self.shared.exited.version();
             if self.shared.running.borrow().is_empty() {
                 return;
             }
-            self.shared.stopping.wait_past(seen).await;
+            self.shared.exited.wait_past(seen).await;
         }
     }
 
@@ -222,6 +224,7 @@ where
         running: RefCell::new(BTreeSet::new()),
         stopped: Cell::new(false),
         stopping: Notify::default(),
+        exited: Notify::default(),
         requests: Cell::new(0),
     });
     let context = Rc::new(Context {
@@ -386,7 +389,7 @@ where
         }
     }
     context.shared.running.borrow_mut().remove(&leader);
-    context.shared.stopping.notify();
+    context.shared.exited.notify();
     tracing::debug!(leader = leader.get(), "replica fetcher ended");
 }
 
