@@ -187,3 +187,6 @@ async fn offsets_for_epochs(engine: &Engine, body: &[u8]) -> Result<Reply, Strin
     };
     Ok(Reply::from(response.encode()))
 }
+
+#[cfg(test)]
+mod tests;
