@@ -456,17 +456,14 @@ async fn run(
 fn start_replica_fetchers(
     service: &Rc<ShardService>,
     node: NodeId,
-) -> (
-    ReplicaFetchers,
-    Rc<TransportNetwork<impl Fn(NodeId) -> Option<String>>>,
-) {
+) -> (ReplicaFetchers, Rc<TransportNetwork>) {
     let catalog_of = Rc::downgrade(service);
     let address = move |leader: NodeId| {
         let catalog = catalog_of.upgrade()?.catalog();
         let broker = catalog.image().broker(leader)?;
         broker.endpoints.cluster.as_ref().map(ToString::to_string)
     };
-    let network = Rc::new(TransportNetwork::new(node, address));
+    let network = Rc::new(TransportNetwork::new(node, Box::new(address)));
     let logs = Rc::new(OwnedLogs::new(service.clone(), |s: &ShardService| {
         &s.partitions
     }));

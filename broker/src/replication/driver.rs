@@ -69,12 +69,15 @@ pub trait ReplicaNetwork {
 /// leaders are reached at the cluster address `address` gives (the
 /// shard's catalog image's brokers), looked up before every request so a
 /// re-registered broker's new address is used.
-pub struct TransportNetwork<A> {
+pub struct TransportNetwork {
     transport: Transport,
-    address: A,
+    address: AddressOf,
 }
 
-impl<A> std::fmt::Debug for TransportNetwork<A> {
+/// Where a node's cluster listener is (`host:port`), if known.
+pub type AddressOf = Box<dyn Fn(NodeId) -> Option<String>>;
+
+impl std::fmt::Debug for TransportNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TransportNetwork")
             .field("transport", &self.transport)
@@ -82,9 +85,9 @@ impl<A> std::fmt::Debug for TransportNetwork<A> {
     }
 }
 
-impl<A: Fn(NodeId) -> Option<String>> TransportNetwork<A> {
+impl TransportNetwork {
     /// `node`: this node (its transport makes no connection to itself).
-    pub fn new(node: NodeId, address: A) -> TransportNetwork<A> {
+    pub fn new(node: NodeId, address: AddressOf) -> TransportNetwork {
         TransportNetwork {
             transport: Transport::new(u64::from(node.get())),
             address,
@@ -113,7 +116,7 @@ impl<A: Fn(NodeId) -> Option<String>> TransportNetwork<A> {
     }
 }
 
-impl<A: Fn(NodeId) -> Option<String>> ReplicaNetwork for TransportNetwork<A> {
+impl ReplicaNetwork for TransportNetwork {
     async fn fetch(
         &self,
         leader: NodeId,

@@ -395,8 +395,10 @@ fn empty_follower_fetches_from_zero_without_asking() {
 #[test]
 fn durable_end_is_reported_only_after_a_flush() {
     let mut h = Harness::new();
-    let mut follower = MemLog::default();
-    follower.flush_before_ack = true;
+    let follower = MemLog {
+        flush_before_ack: true,
+        ..MemLog::default()
+    };
     h.logs("t-0", follower, MemLog::with(&[(0, 2, 1), (3, 4, 1)]));
     h.follow(&[("t-0", 1)]);
     h.expect(0, "position t-0\nfetch t-0@1 from 0 durable=0");
