@@ -472,10 +472,13 @@ impl Fetcher {
                     partition.out_of_range = 0;
                     let high_watermark = offset_of(result.high_watermark);
                     let log_start = offset_of(result.log_start_offset);
+                    // Batches, or a high watermark the follower has not
+                    // seen; the leader's log start alone rides along with
+                    // the next of those (an idle follower runs no local
+                    // operation per long-poll).
                     let news = !result.batches.is_empty()
                         || high_watermark
-                            .is_some_and(|hw| hw.min(position.log_end) != position.high_watermark)
-                        || log_start.is_some_and(|s| s > position.log_start);
+                            .is_some_and(|hw| hw.min(position.log_end) != position.high_watermark);
                     if news {
                         partition.phase = Phase::Queued(
                             LocalOp::Append {
