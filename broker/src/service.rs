@@ -281,27 +281,30 @@ impl GroupShard for ShardService {
             .map(TopicMeta::partition_count)
     }
 
-    fn hosted_offsets_partitions(&self) -> Vec<PartitionId> {
+    fn led_offsets_partitions(&self) -> Vec<(PartitionId, LeaderEpoch)> {
         let catalog = self.catalog();
         let Some(meta) = catalog.get(OFFSETS_TOPIC) else {
             return Vec::new();
         };
         (0..meta.partition_count())
             .map(PartitionId)
-            .filter(|&p| meta.shard_of(p) == Some(self.shard) && meta.hosts(p, self.node))
+            .filter(|&p| meta.shard_of(p) == Some(self.shard))
+            .filter_map(|p| {
+                let image = meta.partition(p)?;
+                (image.leader == Some(self.node)).then_some((p, image.leader_epoch))
+            })
             // An offline one's ERROR is logged already.
-            .filter(|&p| self.partitions.offline(OFFSETS_TOPIC, p).is_none())
+            .filter(|&(p, _)| self.partitions.offline(OFFSETS_TOPIC, p).is_none())
             .collect()
     }
 
-    async fn offsets_log_start(&self, partition: PartitionId) -> Result<i64, ErrorCode> {
-        let listed = self
-            .partitions
-            .list_offsets(OFFSETS_TOPIC, partition, -2, None)
-            .await;
-        match listed.error {
-            ErrorCode::None => Ok(listed.offset),
-            code => Err(code),
+    fn offsets_log_bounds(&self, partition: PartitionId) -> Result<(i64, i64), ErrorCode> {
+        match self.partitions.get(OFFSETS_TOPIC, partition) {
+            Some(p) => Ok((p.log.log_start().get() as i64, p.log.log_end().get() as i64)),
+            None if self.partitions.offline(OFFSETS_TOPIC, partition).is_some() => {
+                Err(ErrorCode::KafkaStorageError)
+            }
+            None => Err(ErrorCode::NotLeaderOrFollower),
         }
     }
 
@@ -310,15 +313,23 @@ impl GroupShard for ShardService {
         partition: PartitionId,
         offset: i64,
         max_bytes: usize,
-    ) -> Result<(Vec<Bytes>, i64), ErrorCode> {
-        let read = self
-            .partitions
-            .fetch(OFFSETS_TOPIC, partition, offset, max_bytes, None, None)
-            .await;
-        match read.error {
-            ErrorCode::None => Ok((read.batches, read.high_watermark)),
-            code => Err(code),
-        }
+    ) -> Result<Vec<Bytes>, ErrorCode> {
+        // The local log up to its end, as a follower's fetch reads it (a
+        // consumer's fetch stops at the high watermark, which a new
+        // leader's may trail: see `group::host`).
+        let Some(p) = self.partitions.get(OFFSETS_TOPIC, partition) else {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        };
+        let offset = u64::try_from(offset).map_err(|_| ErrorCode::OffsetOutOfRange)?;
+        let request = fjord_storage::ReadRequest {
+            offset: fjord_schema::Offset(offset),
+            until: p.log.log_end(),
+            max_bytes,
+        };
+        p.log
+            .read(request)
+            .await
+            .map_err(|error| crate::partition::manager::storage_code(&error))
     }
 
     async fn append_offsets(
@@ -332,8 +343,10 @@ impl GroupShard for ShardService {
             code: error.error_code(),
             message: Some(error.to_string()),
         })?;
-        // acks = -1: flush before ack (the topic keeps flush.before.ack =
-        // true).
+        // acks = -1: acknowledged once the high watermark passed the batch,
+        // fdatasynced on every ISR member (the topic keeps
+        // flush.before.ack = true); the coordinator maps the refusals
+        // (`group::coordinator::persist_error`).
         let result = self
             .partitions
             .produce(OFFSETS_TOPIC, partition, batches, -1)
