@@ -556,6 +556,11 @@ impl ShardService {
                 } => OpResult::Topics(self.create_partitions(topics, validate_only).await),
                 Op::SetCatalog(catalog) => {
                     *self.catalog.borrow_mut() = catalog;
+                    // The offsets partitions led here load their groups,
+                    // those no longer led here drop them.
+                    if let Some(host) = self.groups() {
+                        host.follow_catalog(&self);
+                    }
                     OpResult::Done(Ok(()))
                 }
                 Op::CreateTopics {
