@@ -64,8 +64,9 @@ pub struct ReplyId(pub u64);
 /// Limits and timeouts (Kafka's broker-side `group.*` settings).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupConfig {
-    /// Groups this coordinator holds; JoinGroup or a simple OffsetCommit
-    /// for a new group beyond it gets COORDINATOR_NOT_AVAILABLE.
+    /// Groups this coordinator (one offsets partition's) holds; JoinGroup
+    /// or a simple OffsetCommit for a new group beyond it gets
+    /// COORDINATOR_NOT_AVAILABLE.
     pub groups_max: usize,
     /// Members (and pending member ids) per group (`group.max.size`).
     pub members_per_group_max: usize,
@@ -88,7 +89,8 @@ pub struct GroupConfig {
     pub member_metadata_bytes_max: usize,
     /// Protocols (assignors) one member may offer.
     pub protocols_per_member_max: usize,
-    /// Offset commits waiting to become durable, over all groups.
+    /// Offset commits waiting to become durable, over all groups of this
+    /// coordinator.
     pub commits_in_flight_max: usize,
 }
 
@@ -681,11 +683,12 @@ impl Group {
 
 /// The coordinator of the groups one `__consumer_offsets` partition owns.
 ///
-/// Lives on: the shard that leads that partition (a driver owns it).
-/// Owns: those groups' membership, generations and committed offsets.
-/// Lifecycle: new → `load_offset` for every record of the partition →
-/// serve (`handle_*`, `poll_action`, `handle_tick`) → dropped with the shard
-/// (members rejoin elsewhere or after restart).
+/// Lives on: the shard that leads that partition (its `GroupHost` owns
+/// it). Owns: those groups' membership, generations and committed offsets.
+/// Lifecycle: new when the shard becomes the partition's leader →
+/// `load_offset` for every record of the partition → serve (`handle_*`,
+/// `poll_action`, `handle_tick`) → dropped when the shard stops leading the
+/// partition or stops (members rejoin the next coordinator).
 #[derive(Debug)]
 pub struct Coordinator {
     config: GroupConfig,
