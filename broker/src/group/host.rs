@@ -70,7 +70,10 @@ pub trait GroupShard: 'static {
 
     /// The log start and log end of this shard's replica of an offsets
     /// partition.
-    fn offsets_log_bounds(&self, partition: PartitionId) -> Result<(i64, i64), ErrorCode>;
+    fn offsets_log_bounds(
+        &self,
+        partition: PartitionId,
+    ) -> impl Future<Output = Result<(i64, i64), ErrorCode>>;
 
     /// Whole batches of this shard's replica of an offsets partition from
     /// the one holding `offset`, below the replica's log end (not the high
@@ -432,13 +435,18 @@ impl GroupHost {
         let mut scratch = Vec::new();
         let (mut offset, _) = service
             .offsets_log_bounds(partition)
+            .await
             .map_err(|code| ReplayError::LogBounds { partition, code })?;
         loop {
             // The end is read again each step: nothing is appended while
             // loading, but a write of an earlier load may still land.
             let (_, end) = service
                 .offsets_log_bounds(partition)
+                .await
                 .map_err(|code| ReplayError::LogBounds { partition, code })?;
+            if !self.loading(partition, load) {
+                return Ok(None);
+            }
             if offset >= end {
                 break;
             }

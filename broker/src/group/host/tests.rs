@@ -77,7 +77,7 @@ impl GroupShard for MemoryShard {
         self.led.borrow().iter().map(|(p, e)| (*p, *e)).collect()
     }
 
-    fn offsets_log_bounds(&self, partition: PartitionId) -> Result<(i64, i64), ErrorCode> {
+    async fn offsets_log_bounds(&self, partition: PartitionId) -> Result<(i64, i64), ErrorCode> {
         Ok((0, self.log(partition).end()))
     }
 
