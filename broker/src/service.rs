@@ -38,6 +38,7 @@ use crate::metadata::registry::TopicRegistry;
 use crate::ops::{AlterSpec, CreateSpec, Op, OpResult, TopicOutcome};
 use crate::partition::manager::PartitionManager;
 use crate::partition::producer_ids::ProducerIds;
+use crate::partition::state::Role;
 use crate::topic::{partitions_from_assignments, TopicConfig, TopicError};
 
 /// The shard that owns the topic registry.
@@ -418,11 +419,14 @@ impl ShardService {
     }
 
     /// The image's leadership of these open partitions of `topic` here.
-    fn apply_leaderships(&self, topic: &str, partitions: &[(PartitionId, PartitionImage)]) {
-        let changed = self
-            .partitions
-            .apply_leaderships(topic, self.node, partitions);
-        let _ = changed;
+    /// Returns the partitions whose role changed.
+    fn apply_leaderships(
+        &self,
+        topic: &str,
+        partitions: &[(PartitionId, PartitionImage)],
+    ) -> Vec<(PartitionId, Role)> {
+        self.partitions
+            .apply_leaderships(topic, self.node, partitions)
     }
 
     /// Shard 0: a leader's ISR change, through the controller
@@ -605,7 +609,19 @@ impl ShardService {
                     topic,
                     partitions: changed,
                 } => {
-                    self.apply_leaderships(&topic, &changed);
+                    let moved = self.apply_leaderships(&topic, &changed);
+                    if topic == OFFSETS_TOPIC {
+                        // A replica that stops leading unloads its groups at
+                        // once (the catalog swap that follows loads the
+                        // groups of partitions led here).
+                        if let Some(host) = self.groups() {
+                            for (partition, role) in moved {
+                                if let Role::Follower { .. } = role {
+                                    host.offsets_leadership(&self, partition, None);
+                                }
+                            }
+                        }
+                    }
                     OpResult::Done(Ok(()))
                 }
                 Op::AlterPartition {
