@@ -407,3 +407,93 @@ fn fetchers_start_and_end_with_the_followed_set() {
         assert!(fetchers.running().is_empty());
     });
 }
+
+/// The in-memory leader behind a real cluster listener: bodies decoded
+/// and answers encoded as the leader's `ReplicationService` does (the
+/// batches as payload chunks).
+struct LeaderService(Rc<FakeLeader>);
+
+impl crate::controller::transport::ClusterService for LeaderService {
+    fn one_way(&self, _api: ClusterApiKey, _body: Bytes) {}
+
+    fn request(
+        &self,
+        api: ClusterApiKey,
+        body: Bytes,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<crate::controller::transport::Reply, String>>>>
+    {
+        let leader = self.0.clone();
+        Box::pin(async move {
+            let timeout = Duration::from_secs(10);
+            match api {
+                ClusterApiKey::ReplicaFetch => {
+                    let request = ReplicaFetchRequest::decode(&body).map_err(|e| e.to_string())?;
+                    let response = leader
+                        .fetch(LEADER, &request, timeout)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let (body, payload) = response.encode();
+                    Ok(crate::controller::transport::Reply { body, payload })
+                }
+                ClusterApiKey::OffsetForLeaderEpoch => {
+                    let request = EpochsRequest::decode(&body).map_err(|e| e.to_string())?;
+                    let response = leader
+                        .offsets_for_epochs(LEADER, &request, timeout)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(response.encode().into())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        })
+    }
+}
+
+/// Over real sockets: the follower's `TransportNetwork` reaches the
+/// leader at the address its lookup gives, truncates and catches up; a
+/// leader whose address is unknown is retried after a pause.
+#[test]
+fn fetchers_replicate_over_the_cluster_transport() {
+    run(|| async {
+        let leader = Rc::new(FakeLeader::new(
+            3,
+            &[("a", MemLog::with(&[(0, 4, 1), (5, 9, 3)]))],
+        ));
+        let server = Transport::new(u64::from(LEADER.get()));
+        let addr = server
+            .listen(
+                "127.0.0.1:0".parse().expect("address"),
+                Rc::new(LeaderService(leader.clone())),
+            )
+            .expect("listens");
+        let known = Rc::new(Cell::new(false));
+        let lookup = {
+            let known = known.clone();
+            move |node: NodeId| (node == LEADER && known.get()).then(|| addr.to_string())
+        };
+        let network = Rc::new(TransportNetwork::new(ME, Box::new(lookup)));
+        let logs = Rc::new(FakeLogs::default());
+        let fetchers = start_fetchers(ME, logs.clone(), network.clone(), config());
+        logs.follow(&[("a", 3, MemLog::with(&[(0, 4, 1), (5, 7, 2)]))]);
+        eventually("a request failed for want of an address", || {
+            fetchers.requests() > 0
+        })
+        .await;
+        assert!(logs.describe("a").starts_with("[0-4@1 5-7@2]"));
+        known.set(true);
+        eventually("caught up over the transport", || {
+            logs.describe("a") == "[0-4@1 5-9@3] start=0 end=10 durable=5 hw=0"
+        })
+        .await;
+        leader.append("a", 10, 10_009);
+        eventually("a new batch replicated", || {
+            logs.describe("a")
+                .ends_with("10-10009@3] start=0 end=10010 durable=5 hw=10010")
+        })
+        .await;
+        fetchers.stop();
+        fetchers.stopped().await;
+        network.close();
+        server.close();
+    });
+}
