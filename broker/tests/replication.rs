@@ -146,7 +146,8 @@ impl Produced {
             self.sent = line.sent;
             self.unreported = line.unreported;
         } else {
-            let (Some(i), Some(p), Some(o), Some(k), Some(v)) = (line.i, line.p, line.o, line.k, line.v)
+            let (Some(i), Some(p), Some(o), Some(k), Some(v)) =
+                (line.i, line.p, line.o, line.k, line.v)
             else {
                 return Err("a delivery report without i, p, o, k or v".into());
             };
@@ -469,7 +470,10 @@ fn check_read_back(cluster: &Cluster, runs: &[&Produced], read: &[Record]) {
     }
     for (value, places) in &by_value {
         if places.len() > 1 {
-            problems.push(format!("value {value} read {} times at {places:?}", places.len()));
+            problems.push(format!(
+                "value {value} read {} times at {places:?}",
+                places.len()
+            ));
         }
     }
     let mut sent: BTreeSet<&str> = BTreeSet::new();
@@ -556,7 +560,11 @@ fn the_isr_of_an_rf3_topic_shrinks_when_a_follower_dies_and_grows_back_after_its
     let view = cluster.wait_isr_full(topic, 3);
     for (partition, p) in &view {
         let distinct: BTreeSet<i32> = p.replicas.iter().copied().collect();
-        assert_eq!(distinct.len(), 3, "partition {partition}: 3 distinct replicas: {p:?}");
+        assert_eq!(
+            distinct.len(),
+            3,
+            "partition {partition}: 3 distinct replicas: {p:?}"
+        );
         assert!(p.offline.is_empty(), "partition {partition}: {p:?}");
     }
     // The offsets topic is replicated too (offsets_topic_replication_factor
@@ -566,6 +574,12 @@ fn the_isr_of_an_rf3_topic_shrinks_when_a_follower_dies_and_grows_back_after_its
     });
 
     let before = produce(&cluster, topic, 3, 60, "before", 60_000);
+    assert_eq!(
+        before.acked.len(),
+        60,
+        "acks=all with 3 in sync: every record acknowledged; failures {:?}",
+        before.error_kinds()
+    );
     // A follower of partition 0 (it leads another partition).
     let leader = view[&0].leader().expect("a leader");
     let follower = cluster
@@ -594,7 +608,7 @@ fn the_isr_of_an_rf3_topic_shrinks_when_a_follower_dies_and_grows_back_after_its
         degraded.acked.len(),
         60,
         "acks=all with 2 of 3 in sync: every record acknowledged; failures {:?}",
-        degraded.failed
+        degraded.error_kinds()
     );
 
     cluster.restart(follower);
@@ -828,7 +842,14 @@ fn a_consumer_group_keeps_its_committed_offsets_when_the_coordinators_node_dies(
     let produced = produce(&cluster, topic, partitions, 180, "grouped", 60_000);
     assert_eq!(produced.acked.len(), 180, "failures: {:?}", produced.failed);
 
-    let committed = group_script(&cluster, "group-commit", topic, partitions, group, &["--per-partition", "25"]);
+    let committed = group_script(
+        &cluster,
+        "group-commit",
+        topic,
+        partitions,
+        group,
+        &["--per-partition", "25"],
+    );
     let want: serde_json::Value = (0..partitions)
         .map(|p| (p.to_string(), serde_json::json!(25)))
         .collect::<serde_json::Map<_, _>>()

@@ -704,9 +704,11 @@ impl Cluster {
 
     /// The live leader of `topic`-`partition` (waits for one).
     pub fn leader(&mut self, topic: &str, partition: i32) -> PartitionView {
-        let view = self.wait_partitions(topic, &format!("live leader of partition {partition}"), |v| {
-            v.contains_key(&partition)
-        });
+        let view = self.wait_partitions(
+            topic,
+            &format!("live leader of partition {partition}"),
+            |v| v.contains_key(&partition),
+        );
         view[&partition].clone()
     }
 
@@ -775,7 +777,9 @@ pub fn kafka_call<Q: Encodable, R: Decodable>(
     version: i16,
     request: &Q,
 ) -> Result<R, String> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| format!("{api:?} v{version} to {addr}: {what}: {e}");
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        format!("{api:?} v{version} to {addr}: {what}: {e}")
+    };
     let mut stream =
         TcpStream::connect_timeout(&addr, KAFKA_CALL_WAIT).map_err(|e| fail("connect", &e))?;
     stream
@@ -799,7 +803,9 @@ pub fn kafka_call<Q: Encodable, R: Decodable>(
     frame.extend_from_slice(&body);
     stream.write_all(&frame).map_err(|e| fail("write", &e))?;
     let mut len = [0u8; 4];
-    stream.read_exact(&mut len).map_err(|e| fail("read length", &e))?;
+    stream
+        .read_exact(&mut len)
+        .map_err(|e| fail("read length", &e))?;
     let mut response = vec![0u8; u32::from_be_bytes(len) as usize];
     stream
         .read_exact(&mut response)
