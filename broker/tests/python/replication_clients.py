@@ -17,8 +17,9 @@ produce: an idempotent producer (acks=all) sends values TAG-0, TAG-1, ...
 until the stop file exists (--stop-file) or N were sent (--records), then
 flushes. Every delivery report is one JSON line in ACKS.jsonl, written and
 flushed as it arrives so the test can follow the progress:
-  {"i": 7, "p": 1, "o": 2, "k": "...", "v": "...", "e": null}
-("e" is the error's name and text when the record was not acknowledged).
+  {"i": 7, "t": 1764974400.25, "p": 1, "o": 2, "k": "...", "v": "...", "e": null}
+("t" is the wall-clock time it was handed to the client, "e" the error's
+name and text when the record was not acknowledged).
 A fatal producer error is a line {"fatal": "..."}; the last line is
 {"done": true, "sent": S, "unreported": U}.
 
@@ -100,9 +101,12 @@ def produce(args):
     producer = Producer(config)
 
     def report(i, partition):
+        sent_at = time.time()
+
         def on_delivery(error, message):
             record = {
                 "i": i,
+                "t": sent_at,
                 "p": message.partition() if error is None else partition,
                 "o": message.offset() if error is None else -1,
                 "k": message.key().decode(),
