@@ -651,19 +651,43 @@ impl Cluster {
     }
 
     /// Polls the Metadata of `topic` on every live node in turn until
-    /// one's answer satisfies `done` (and names a live leader for every
-    /// partition when `live_leaders`); returns that answer. Fails after
-    /// [`CLUSTER_WAIT`] with the last answers and the nodes' logs.
+    /// one's answer names a live leader for every partition and satisfies
+    /// `done`; returns that answer. Fails after [`CLUSTER_WAIT`] with the
+    /// last answers and the nodes' logs.
     pub fn wait_partitions(
         &mut self,
         topic: &str,
         what: &str,
         done: impl Fn(&TopicPartitions) -> bool,
     ) -> TopicPartitions {
+        self.poll_partitions(topic, what, false, done)
+    }
+
+    /// [`Cluster::wait_partitions`] until every live node's answer
+    /// satisfies `done` (a node that has not applied the latest metadata
+    /// yet cannot end the wait with a stale view); returns the last one.
+    pub fn wait_partitions_everywhere(
+        &mut self,
+        topic: &str,
+        what: &str,
+        done: impl Fn(&TopicPartitions) -> bool,
+    ) -> TopicPartitions {
+        self.poll_partitions(topic, what, true, done)
+    }
+
+    fn poll_partitions(
+        &mut self,
+        topic: &str,
+        what: &str,
+        everywhere: bool,
+        done: impl Fn(&TopicPartitions) -> bool,
+    ) -> TopicPartitions {
         let deadline = Instant::now() + CLUSTER_WAIT;
         let mut last: Vec<String> = Vec::new();
         loop {
             let live = self.live();
+            let mut satisfied = Vec::new();
+            let mut everyone = true;
             for &id in &live {
                 match self.partitions(id, topic) {
                     Ok(view)
@@ -672,10 +696,27 @@ impl Cluster {
                             .all(|p| p.leader().is_some_and(|l| live.contains(&l)))
                             && done(&view) =>
                     {
-                        return view
+                        if !everywhere {
+                            return view;
+                        }
+                        satisfied.push(view);
                     }
-                    Ok(view) => remember(&mut last, format!("node {id}: {view:?}")),
-                    Err(error) => remember(&mut last, format!("node {id}: {error}")),
+                    Ok(view) => {
+                        remember(&mut last, format!("node {id}: {view:?}"));
+                        everyone = false;
+                    }
+                    Err(error) => {
+                        remember(&mut last, format!("node {id}: {error}"));
+                        everyone = false;
+                    }
+                }
+                if everywhere && !everyone {
+                    break;
+                }
+            }
+            if everywhere && everyone {
+                if let Some(view) = satisfied.pop() {
+                    return view;
                 }
             }
             if Instant::now() >= deadline {
@@ -688,9 +729,10 @@ impl Cluster {
     }
 
     /// Waits until every partition of `topic` has `replication_factor`
-    /// replicas, all in the ISR, and a live leader.
+    /// replicas, all in the ISR, and a live leader, in the Metadata of
+    /// every live node.
     pub fn wait_isr_full(&mut self, topic: &str, replication_factor: usize) -> TopicPartitions {
-        self.wait_partitions(
+        self.wait_partitions_everywhere(
             topic,
             &format!("{replication_factor} replicas all in the ISR"),
             |view| {
