@@ -762,6 +762,11 @@ impl ShardService {
         }
     }
 
+    /// Shard 0: the metadata quorum's handle, once started.
+    pub fn controller(&self) -> Option<ControllerHandle> {
+        self.admin().ok().and_then(|a| a.controller.get().cloned())
+    }
+
     /// Shard 0, at a clean stop: asks the controller to fence this broker
     /// and move its leaderships away (returns when confirmed or after
     /// `deadline`), then leaves the metadata quorum.

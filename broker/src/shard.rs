@@ -40,6 +40,7 @@ use crate::partition::manager::PartitionManager;
 use crate::partition::producer_state::ProducerStateConfig;
 use crate::replication::driver::{start_fetchers, OwnedLogs, ReplicaFetchers, TransportNetwork};
 use crate::replication::fetcher::ReplicaFetcherConfig;
+use crate::replication::server::ReplicationService;
 use crate::service::{ShardService, TopicAdmin};
 
 /// How often a shard checks the process-wide stop flag. Shutdown latency
@@ -576,7 +577,12 @@ struct Shard {
 
 impl Shard {
     fn new(spec: ShardSpec, view: Arc<BrokerView>, service: Rc<ShardService>) -> Rc<Shard> {
-        let engine = Rc::new(Engine::new(view, service, spec.limits.clone()));
+        let engine = Rc::new(Engine::new(view, service.clone(), spec.limits.clone()));
+        // Shard 0's cluster listener answers the followers' replica
+        // fetches and OffsetForLeaderEpoch through this engine.
+        if let Some(controller) = service.controller() {
+            controller.serve_replication(Rc::new(ReplicationService::new(engine.clone())));
+        }
         Rc::new(Shard {
             spec,
             engine,
