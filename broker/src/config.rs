@@ -1373,7 +1373,9 @@ impl Config {
         if self.controller_raft_tick_ms == 0 {
             return invalid("controller_raft_tick_ms must be at least 1".into());
         }
-        self.replication().validate().map_err(BrokerError::InvalidSetting)?;
+        self.replication()
+            .validate()
+            .map_err(BrokerError::InvalidSetting)?;
         if self.default_replication_factor == 0 || self.offsets_topic_replication_factor == 0 {
             return invalid(
                 "default_replication_factor and offsets_topic_replication_factor must be at \

@@ -114,6 +114,13 @@ pub enum Op {
         topics: Vec<(String, u32)>,
         validate_only: bool,
     },
+    /// Shard 0 only: leader elections through the controller (Kafka's
+    /// ElectLeaders): these partitions by topic name (`None`: every
+    /// partition); `preferred` or unclean.
+    ElectLeaders {
+        partitions: Option<Vec<(String, Vec<u32>)>>,
+        preferred: bool,
+    },
     /// A consumer-group request, for the shard that hosts the group.
     Group(GroupOp),
     /// Offline state and known damaged ranges of these partitions.
@@ -157,11 +164,24 @@ pub enum OpResult {
     Topics(Vec<TopicOutcome>),
     Group(GroupReply),
     Health(Vec<PartitionHealth>),
+    /// One outcome per partition of an ElectLeaders, or why the
+    /// controller gave none.
+    Elections(Result<Vec<ElectionOutcome>, TopicOpError>),
     /// Producer ids `[first, first + size)`, or why none.
     ProducerIdBlock(Result<(i64, u32), TopicOpError>),
     /// The op could not reach its shard (stopping) or was sent to the
     /// wrong one.
     Unavailable(ShardUnavailable),
+}
+
+/// The outcome of one partition of an ElectLeaders (Kafka's
+/// `PartitionResult`): NONE when a leader was elected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectionOutcome {
+    pub topic: String,
+    pub partition: u32,
+    pub error: ErrorCode,
+    pub message: Option<String>,
 }
 
 /// What `describe` shows about a partition's storage.

@@ -8,5 +8,6 @@ mod cluster_tests;
 pub mod frame;
 mod groups;
 pub mod handler;
+pub mod leaders;
 pub mod records;
 pub mod serve;
