@@ -1,4 +1,4 @@
-//! The client subcommands of `fjord`: `topic create/list/describe/delete`,
+//! The client subcommands of `fjord`: `topic create/list/describe/delete/elect-leaders`,
 //! `produce`, `consume`, `group ...` and `cluster status`, in the spirit of rpk and kcat. Scripts rely on
 //! these spellings and output formats; change them only on purpose.
 //!
@@ -26,6 +26,7 @@ use fjord_net::client::{ClientConfig, ClientError};
 use fjord_schema::{Compression, ErrorCode, Offset, PartitionId};
 
 pub mod cluster;
+mod elect;
 mod format;
 pub mod group;
 
@@ -88,6 +89,19 @@ pub enum TopicCommand {
     /// the leader's shard and endpoint.
     Describe {
         name: String,
+        #[command(flatten)]
+        brokers: BrokersArg,
+    },
+    /// Elect leaders: move leadership to the preferred replicas, or give
+    /// partitions without a leader one (unclean); every partition unless
+    /// --topic (and --partition) narrow it.
+    ElectLeaders {
+        #[arg(long, short = 't')]
+        topic: Option<String>,
+        #[arg(long, short = 'p', requires = "topic")]
+        partition: Option<u32>,
+        #[arg(long = "type", value_enum, default_value = "preferred")]
+        election_type: elect::ElectionType,
         #[command(flatten)]
         brokers: BrokersArg,
     },
@@ -496,6 +510,12 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
+        TopicCommand::ElectLeaders {
+            topic,
+            partition,
+            election_type,
+            brokers,
+        } => elect::run(elect::Target { topic, partition }, election_type, &brokers),
         TopicCommand::Delete { name, brokers } => {
             let mut admin = connect_admin(&brokers)?;
             let results = admin.delete_topics(&[&name])?;

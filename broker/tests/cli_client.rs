@@ -590,3 +590,51 @@ fn default_relative_data_dir_serves_topics() {
         .join("__cluster_metadata-0")
         .exists());
 }
+
+/// `fjord topic elect-leaders` reaches the controller through the node's
+/// Kafka listener (ElectLeaders): on one node every partition already has
+/// its only possible leader, so elections are not needed; unknown
+/// partitions fail the command with Kafka's code.
+#[test]
+fn cli_elect_leaders_reports_each_partition() {
+    let broker = Broker::start();
+    let created = broker.fjord(&["topic", "create", "events", "--partitions", "2"], b"");
+    assert_success(&created, "topic create");
+
+    let preferred = broker.fjord(&["topic", "elect-leaders", "--topic", "events"], b"");
+    assert_success(&preferred, "elect-leaders --topic");
+    assert_eq!(
+        text(&preferred.stdout),
+        "events 0 ELECTION_NOT_NEEDED\nevents 1 ELECTION_NOT_NEEDED\n"
+    );
+
+    let all = broker.fjord(&["topic", "elect-leaders", "--type", "unclean"], b"");
+    assert_success(&all, "elect-leaders --type unclean");
+    assert_eq!(
+        text(&all.stdout),
+        "no partition needed an election (UNCLEAN)\n"
+    );
+
+    let missing = broker.fjord(
+        &[
+            "topic",
+            "elect-leaders",
+            "--topic",
+            "events",
+            "--partition",
+            "9",
+        ],
+        b"",
+    );
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stdout).starts_with("events 9 UNKNOWN_TOPIC_OR_PARTITION"),
+        "{}",
+        text(&missing.stdout)
+    );
+    assert_eq!(text(&missing.stderr), "fjord: some elections failed\n");
+
+    let unknown = broker.fjord(&["topic", "elect-leaders", "--topic", "nope"], b"");
+    assert!(!unknown.status.success());
+    assert_eq!(text(&unknown.stderr), "fjord: topic nope does not exist\n");
+}
