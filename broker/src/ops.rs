@@ -184,13 +184,29 @@ pub struct ElectionOutcome {
     pub message: Option<String>,
 }
 
-/// What `describe` shows about a partition's storage.
+/// What `describe` shows about a partition's replica on this node: its
+/// storage, its offsets, and (when this replica leads) its followers'
+/// progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionHealth {
     pub partition: PartitionId,
     /// Why recovery kept the partition offline.
     pub offline: Option<String>,
     pub damaged: Vec<DamagedRange>,
+    /// The replica's log end and high watermark; `None` when it is not
+    /// open here.
+    pub offsets: Option<ReplicaOffsets>,
+    /// Each follower's fetch offset (its log end) as the leader's state
+    /// last saw it, `None` before its first fetch under this leadership;
+    /// in replica order. Empty unless this replica leads with followers.
+    pub followers: Vec<(NodeId, Option<Offset>)>,
+}
+
+/// A replica's log end and high watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaOffsets {
+    pub log_end: Offset,
+    pub high_watermark: Offset,
 }
 
 /// Bytes of a segment that fail verification and the offsets

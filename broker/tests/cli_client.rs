@@ -433,9 +433,28 @@ fn cli_topic_create_list_describe_delete() {
         .skip(1)
         .collect();
     assert_eq!(partition_rows.len(), 3, "{out}");
+    assert!(
+        out.lines().any(|l| l.split_whitespace().eq([
+            "PARTITION",
+            "LEADER",
+            "EPOCH",
+            "REPLICAS",
+            "ISR",
+            "LOG-END",
+            "HW",
+            "LAG",
+            "SHARD",
+            "ENDPOINT",
+            "ERROR"
+        ])),
+        "{out}"
+    );
     for (i, row) in partition_rows.iter().enumerate() {
         assert!(row.starts_with(&i.to_string()), "{row}");
         assert!(row.contains("127.0.0.1:"), "{row}");
+        // Empty, one replica: log end and HW 0, no followers to lag.
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[5..8], ["0", "0", "-"], "{row}");
     }
 
     let delete = broker.fjord(&["topic", "delete", "events"], b"");

@@ -458,3 +458,39 @@ fn metadata_shows_the_whole_cluster() {
         ]
     );
 }
+
+/// A Metadata request naming a topic reports each local replica's log
+/// end and high watermark (an empty log: 0 and 0) and no followers (one
+/// replica); one for every topic stays local to the catalog (-1).
+#[test]
+fn metadata_for_named_topics_reports_the_replicas_offsets() {
+    let responses = answers(vec![
+        request(2, 0, 0, &create_body(&[("t", 2, &[])], false)),
+        request(1, 0, 0, &metadata_body(Some(&["t"]))),
+        request(1, 0, 0, &metadata_body(None)),
+    ]);
+    let offsets = |frame: &Frame| -> Vec<(u32, i64, i64, usize)> {
+        let Ok(Response::Metadata(metadata)) = decode_typed(frame, ApiKey::Metadata) else {
+            panic!("not a Metadata response");
+        };
+        metadata
+            .topics()
+            .iter()
+            .flatten()
+            .flat_map(|t| {
+                t.partitions().into_iter().flatten().map(|p| {
+                    (
+                        p.partition(),
+                        p.log_end(),
+                        p.high_watermark(),
+                        p.followers().map_or(0, |f| f.len()),
+                    )
+                })
+            })
+            .collect()
+    };
+    let named = responses[1].as_ref().expect("answered");
+    assert_eq!(offsets(named), [(0, 0, 0, 0), (1, 0, 0, 0)]);
+    let all = responses[2].as_ref().expect("answered");
+    assert_eq!(offsets(all), [(0, -1, -1, 0), (1, -1, -1, 0)]);
+}

@@ -204,6 +204,13 @@ impl Replicas {
         self.pending.as_ref()
     }
 
+    /// Every follower with its log end as last reported (`None` before
+    /// its first fetch under this leadership), in replica order; what
+    /// `fjord topic describe` shows as lag.
+    pub fn followers(&self) -> impl Iterator<Item = (NodeId, Option<Offset>)> + '_ {
+        self.followers.iter().map(|f| (f.node, f.end))
+    }
+
     /// A follower's log end and durable end as last reported.
     pub fn follower(&self, node: NodeId) -> Option<(Option<Offset>, Option<Offset>)> {
         self.followers
