@@ -494,3 +494,21 @@ fn metadata_for_named_topics_reports_the_replicas_offsets() {
     let all = responses[2].as_ref().expect("answered");
     assert_eq!(offsets(all), [(0, -1, -1, 0), (1, -1, -1, 0)]);
 }
+
+/// As in Kafka, `min.insync.replicas` above the replication factor is
+/// accepted at creation: acks=all then fails with NOT_ENOUGH_REPLICAS
+/// while the ISR is smaller (`partition::state`), other acks still work.
+#[test]
+fn min_insync_replicas_above_the_replication_factor_is_accepted() {
+    let responses = answers(vec![request(
+        2,
+        0,
+        0,
+        &create_body(&[("strict", 1, &[("min.insync.replicas", "3")])], false),
+    )]);
+    let created_topics = created(responses[0].as_ref().expect("answered"));
+    assert_eq!(
+        created_topics,
+        vec![("strict".into(), ErrorCode::None.code(), 1)]
+    );
+}
