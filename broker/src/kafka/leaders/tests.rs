@@ -24,7 +24,9 @@ fn name(text: &str) -> TopicName {
 }
 
 /// (partition, current leader epoch, asked leader epoch).
-fn epoch_request(topics: &[(&str, &[(i32, i32, i32)])]) -> OffsetForLeaderEpochRequest {
+type EpochAsk = (i32, i32, i32);
+
+fn epoch_request(topics: &[(&str, &[EpochAsk])]) -> OffsetForLeaderEpochRequest {
     let mut request = OffsetForLeaderEpochRequest::default();
     request.replica_id = kafka_protocol::messages::BrokerId(-1);
     for (topic, parts) in topics {
