@@ -1,0 +1,309 @@
+//! What operators see of leadership on a real three-node cluster
+//! (`common::cluster`): Kafka Metadata while a node is down (leaderless
+//! partitions with LEADER_NOT_AVAILABLE and leader -1, the down node's
+//! replicas offline), `fjord cluster status --json` counting the offline
+//! partitions, `fjord topic elect-leaders` (unclean with no live replica:
+//! ELIGIBLE_LEADERS_NOT_AVAILABLE; preferred after the node is back:
+//! leadership returns to the first replicas) and `fjord topic describe`
+//! with the leader's offsets.
+//!
+//! No timing assertions: every wait polls for an outcome, bounded by
+//! `CLUSTER_WAIT`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::process::Output;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::cluster::{Cluster, CLUSTER_WAIT};
+use common::kafka::{call, connect};
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+
+/// One partition as Kafka Metadata v12 shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    error: i16,
+    leader: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    offline: Vec<i32>,
+}
+
+/// Kafka's LEADER_NOT_AVAILABLE.
+const LEADER_NOT_AVAILABLE: i16 = 5;
+
+/// Every partition of `topic` in the Metadata of the node at `kafka`.
+fn partitions(kafka: SocketAddr, topic: &str) -> BTreeMap<i32, Seen> {
+    let mut stream = connect(kafka);
+    let mut request = MetadataRequest::default();
+    request.topics = None;
+    request.allow_auto_topic_creation = false;
+    let response: MetadataResponse = call(&mut stream, ApiKey::Metadata, 12, &request);
+    let ids = |b: &[kafka_protocol::messages::BrokerId]| b.iter().map(|b| b.0).collect();
+    response
+        .topics
+        .iter()
+        .filter(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+        .flat_map(|t| &t.partitions)
+        .map(|p| {
+            (
+                p.partition_index,
+                Seen {
+                    error: p.error_code,
+                    leader: p.leader_id.0,
+                    replicas: ids(&p.replica_nodes),
+                    isr: ids(&p.isr_nodes),
+                    offline: ids(&p.offline_replicas),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Polls until `topic` has `count` partitions in `kafka`'s Metadata and
+/// `ready` holds for them.
+fn wait_partitions(
+    cluster: &Cluster,
+    kafka: SocketAddr,
+    topic: &str,
+    count: usize,
+    ready: impl Fn(&BTreeMap<i32, Seen>) -> bool,
+) -> BTreeMap<i32, Seen> {
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    loop {
+        let seen = partitions(kafka, topic);
+        if seen.len() == count && ready(&seen) {
+            return seen;
+        }
+        if Instant::now() >= deadline {
+            cluster.fail(&format!("{topic} never got ready: {seen:#?}"));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn fjord(cluster: &Cluster, args: &[&str]) -> Output {
+    cluster
+        .fjord(args)
+        .unwrap_or_else(|e| cluster.fail(&format!("fjord {args:?}: {e}")))
+}
+
+fn succeed(cluster: &Cluster, args: &[&str]) -> String {
+    let out = fjord(cluster, args);
+    if !out.status.success() {
+        cluster.fail(&format!(
+            "fjord {args:?}: {}: {}{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        ));
+    }
+    text(&out.stdout)
+}
+
+/// `(partition, result)` of each `TOPIC PARTITION RESULT` line.
+fn elections(stdout: &str, topic: &str) -> BTreeMap<i32, String> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.splitn(3, ' ');
+            (words.next()? == topic).then_some(())?;
+            Some((words.next()?.parse().ok()?, words.next()?.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn leadership_is_visible_and_elections_move_it_back_to_the_preferred_replicas() {
+    let mut cluster = Cluster::start(3);
+    let controller = cluster.controller();
+    let victim = cluster
+        .ids()
+        .into_iter()
+        .find(|&id| id != controller)
+        .expect("a non-controller");
+    let survivor = controller;
+    let via = cluster.node(survivor).native.to_string();
+    let kafka = cluster.node(survivor).kafka;
+
+    for (topic, replicas) in [("replicated", "3"), ("single", "1")] {
+        let out = succeed(
+            &cluster,
+            &[
+                "topic", "create", topic, "-p", "3", "-r", replicas, "-b", &via,
+            ],
+        );
+        assert_eq!(out, format!("created topic {topic} (3 partitions)\n"));
+    }
+    let before = wait_partitions(&cluster, kafka, "replicated", 3, |seen| {
+        seen.values()
+            .all(|p| p.leader >= 0 && p.replicas.len() == 3 && p.isr.len() == 3)
+    });
+    let single = wait_partitions(&cluster, kafka, "single", 3, |seen| {
+        seen.values().all(|p| p.leader >= 0)
+    });
+    let on_victim: BTreeSet<i32> = single
+        .iter()
+        .filter(|(_, p)| p.replicas == [victim as i32])
+        .map(|(&i, _)| i)
+        .collect();
+    assert!(
+        !on_victim.is_empty(),
+        "node {victim} holds some of {single:?}"
+    );
+
+    cluster.kill(victim);
+    cluster.wait_status(&format!("node {victim} fenced"), |s| s.fenced(victim));
+    let v = victim as i32;
+    let down = wait_partitions(&cluster, kafka, "replicated", 3, |seen| {
+        seen.values().all(|p| p.leader >= 0 && p.leader != v)
+    });
+    for p in down.values() {
+        assert_eq!(p.offline, [v], "{p:?}");
+        assert_eq!(p.error, 0, "{p:?}");
+    }
+    let single_down = wait_partitions(&cluster, kafka, "single", 3, |seen| {
+        on_victim.iter().all(|i| seen[i].leader == -1)
+    });
+    for (i, p) in &single_down {
+        if on_victim.contains(i) {
+            assert_eq!(
+                (p.error, p.leader, p.offline.as_slice()),
+                (LEADER_NOT_AVAILABLE, -1, [v].as_slice()),
+                "{p:?}"
+            );
+        } else {
+            assert_eq!((p.error, p.offline.len()), (0, 0), "{p:?}");
+        }
+    }
+
+    // `cluster status` counts every partition without a leader (this
+    // test's, and any of `__consumer_offsets` that lived on the victim
+    // alone), as Metadata shows them.
+    let json = succeed(&cluster, &["cluster", "status", "--json", "-b", &via]);
+    let status: serde_json::Value = serde_json::from_str(json.trim()).expect("json");
+    let offline = status["partitions"]["offline"]
+        .as_u64()
+        .expect("offline count");
+    assert!(offline >= on_victim.len() as u64, "{json}");
+    let total = status["partitions"]["total"].as_u64().expect("total");
+    assert!(total >= 6, "{json}");
+
+    // An unclean election cannot help a partition whose only replica is
+    // down; the others need none.
+    let unclean = fjord(
+        &cluster,
+        &[
+            "topic",
+            "elect-leaders",
+            "--topic",
+            "single",
+            "--type",
+            "unclean",
+            "-b",
+            &via,
+        ],
+    );
+    assert!(!unclean.status.success(), "{}", text(&unclean.stdout));
+    let results = elections(&text(&unclean.stdout), "single");
+    for i in 0..3 {
+        let want = if on_victim.contains(&i) {
+            "ELIGIBLE_LEADERS_NOT_AVAILABLE (no replica is live)"
+        } else {
+            "ELECTION_NOT_NEEDED"
+        };
+        assert_eq!(
+            results.get(&i).map(String::as_str),
+            Some(want),
+            "{results:?}"
+        );
+    }
+
+    cluster.restart(victim);
+    cluster.wait_ready();
+    // The partitions the victim led moved away and stay there (the
+    // periodic rebalance is off): a preferred election moves each back
+    // to its first replica once that one is live and in the ISR.
+    let moved: BTreeSet<i32> = before
+        .iter()
+        .filter(|(i, p)| p.leader == v && down[*i].leader != v)
+        .map(|(&i, _)| i)
+        .collect();
+    assert!(!moved.is_empty(), "node {victim} led some of {before:?}");
+    let mut elected = BTreeSet::new();
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    loop {
+        let out = fjord(
+            &cluster,
+            &[
+                "topic",
+                "elect-leaders",
+                "--topic",
+                "replicated",
+                "-b",
+                &via,
+            ],
+        );
+        let results = elections(&text(&out.stdout), "replicated");
+        elected.extend(
+            results
+                .iter()
+                .filter(|(_, r)| r.as_str() == "elected (PREFERRED)")
+                .map(|(&i, _)| i),
+        );
+        if out.status.success() {
+            assert_eq!(results.len(), 3, "{results:?}");
+            break;
+        }
+        if Instant::now() >= deadline {
+            cluster.fail(&format!(
+                "preferred elections never all succeeded: {results:?}"
+            ));
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    let after = partitions(kafka, "replicated");
+    for (i, p) in &after {
+        assert_eq!(p.leader, p.replicas[0], "partition {i}: {p:?}");
+    }
+    let preferred_elsewhere: BTreeSet<i32> = down
+        .iter()
+        .filter(|(_, p)| p.leader != p.replicas[0])
+        .map(|(&i, _)| i)
+        .collect();
+    assert_eq!(elected, preferred_elsewhere);
+    // A new partition's leader is its first replica: the victim's.
+    assert!(moved.is_subset(&elected), "{moved:?} {elected:?}");
+
+    // `describe` shows each partition's leader's offsets (an empty log:
+    // 0 and 0); lag cells are per follower, or `-`.
+    let out = succeed(&cluster, &["topic", "describe", "replicated", "-b", &via]);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("PARTITION "))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    for row in rows {
+        assert_eq!(row.len(), 11, "{out}");
+        let p = &after[&row[0].parse::<i32>().expect("partition")];
+        assert_eq!(row[1], p.leader.to_string(), "{out}");
+        assert_eq!(row[5..7], ["0", "0"], "{out}");
+        let lag_ok = row[7] == "-"
+            || row[7].split(',').all(|cell| {
+                cell.split_once(':').is_some_and(|(node, lag)| {
+                    node.parse::<i32>().is_ok_and(|n| p.replicas.contains(&n))
+                        && (lag == "?" || lag.parse::<u64>().is_ok())
+                })
+            });
+        assert!(lag_ok, "{out}");
+    }
+}
