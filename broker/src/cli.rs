@@ -571,7 +571,7 @@ fn leader_views(name: &str, description: &TopicDescription) -> HashMap<u32, Part
         else {
             continue;
         };
-        let led: Vec<u32> = from_leader
+        let led: std::collections::HashSet<u32> = from_leader
             .topic
             .partitions
             .iter()

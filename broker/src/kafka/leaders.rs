@@ -10,6 +10,8 @@
 //! The conversions are free functions so tests check them without an
 //! engine.
 
+use std::collections::{HashMap, HashSet};
+
 use fjord_schema::{ErrorCode, PartitionId};
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
@@ -135,21 +137,21 @@ pub async fn elect_leaders(
 /// duplicates dropped (asked twice, elected once).
 pub fn asked_partitions(request: &ElectLeadersRequest) -> Option<Vec<(String, Vec<u32>)>> {
     let topics = request.topic_partitions.as_ref()?;
+    // Hashed, not searched: a request may name `request_elements_max`
+    // topics and partitions.
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(topics.len());
+    let mut seen: HashSet<(usize, u32)> = HashSet::new();
     let mut asked: Vec<(String, Vec<u32>)> = Vec::with_capacity(topics.len());
     for t in topics {
-        let name = t.topic.0.to_string();
-        let index = match asked.iter().position(|(n, _)| *n == name) {
-            Some(index) => index,
-            None => {
-                asked.push((name, Vec::new()));
-                asked.len() - 1
-            }
-        };
-        let ids = &mut asked[index].1;
+        let name = t.topic.0.as_str();
+        let at = *index.entry(name).or_insert_with(|| {
+            asked.push((name.to_owned(), Vec::new()));
+            asked.len() - 1
+        });
         for p in &t.partitions {
             let id = partition_of(*p).get();
-            if !ids.contains(&id) {
-                ids.push(id);
+            if seen.insert((at, id)) {
+                asked[at].1.push(id);
             }
         }
     }
@@ -160,21 +162,15 @@ pub fn asked_partitions(request: &ElectLeadersRequest) -> Option<Vec<(String, Ve
 /// order topics first appear.
 pub fn elect_response(outcomes: Vec<ElectionOutcome>) -> ElectLeadersResponse {
     let mut response = ElectLeadersResponse::default();
+    let mut topics: HashMap<String, usize> = HashMap::new();
     for outcome in outcomes {
-        let name = TopicName(StrBytes::from_string(outcome.topic));
-        let index = match response
-            .replica_election_results
-            .iter()
-            .position(|t| t.topic == name)
-        {
-            Some(index) => index,
-            None => {
-                let mut topic = ReplicaElectionResult::default();
-                topic.topic = name;
-                response.replica_election_results.push(topic);
-                response.replica_election_results.len() - 1
-            }
-        };
+        let results = &mut response.replica_election_results;
+        let index = *topics.entry(outcome.topic).or_insert_with_key(|name| {
+            let mut topic = ReplicaElectionResult::default();
+            topic.topic = TopicName(StrBytes::from_string(name.clone()));
+            results.push(topic);
+            results.len() - 1
+        });
         let mut p = PartitionResult::default();
         p.partition_id = wire_partition(PartitionId(outcome.partition));
         p.error_code = outcome.error.code();
