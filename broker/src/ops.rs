@@ -14,7 +14,7 @@ use crate::batches::VerifiedBatches;
 use crate::error::{PartitionsError, ShardUnavailable, TopicOpError};
 use crate::group::ops::{GroupOp, GroupReply};
 use crate::metadata::catalog::Catalog;
-use crate::metadata::image::TopicId;
+use crate::metadata::image::{PartitionEpoch, PartitionImage, TopicId};
 use crate::topic::{ConfigAlter, TopicConfig};
 
 /// A request to one shard.
@@ -57,6 +57,9 @@ pub enum Op {
         partition: PartitionId,
         offset: i64,
         deadline: Instant,
+        /// A follower's fetch: wait on the log end, not the high
+        /// watermark.
+        replica: bool,
     },
     ListOffsets {
         topic: String,
@@ -66,19 +69,29 @@ pub enum Op {
         current_leader_epoch: Option<LeaderEpoch>,
         replica_id: Option<NodeId>,
     },
-    /// Open (create or recover) these partitions' logs on this shard, at
-    /// the leader epochs the metadata image gives them (one per
-    /// partition).
+    /// Open (create or recover) these partitions' logs on this shard, as
+    /// leaders or followers as the metadata image says (one
+    /// `PartitionImage` per partition).
     Open {
         topic: String,
         partitions: Vec<PartitionId>,
-        leader_epochs: Vec<LeaderEpoch>,
+        leaderships: Vec<PartitionImage>,
         config: TopicConfig,
     },
-    /// The metadata image moved these open partitions' leader epochs.
-    LeaderEpochs {
+    /// The metadata image changed these open partitions' leader, ISR,
+    /// replicas or epochs.
+    Leadership {
         topic: String,
-        epochs: Vec<(PartitionId, LeaderEpoch)>,
+        partitions: Vec<(PartitionId, PartitionImage)>,
+    },
+    /// Shard 0 only: a leader's ISR change for the controller
+    /// (`AlterPartition`); answered with [`OpResult::Altered`].
+    AlterPartition {
+        topic: String,
+        partition: PartitionId,
+        leader_epoch: LeaderEpoch,
+        partition_epoch: PartitionEpoch,
+        new_isr: Vec<NodeId>,
     },
     /// Shard 0 only: a block of producer ids from the controller
     /// (`ProducerIdsBlock`), unique cluster-wide.
@@ -158,7 +171,9 @@ pub enum OpResult {
     Fetch(FetchResult),
     Waited,
     ListOffsets(ListOffsetsResult),
-    EpochEnd(crate::engine::types::EpochEndResult),
+    EpochEnd(EpochEndResult),
+    /// The controller's answer to an AlterPartition (NONE: committed).
+    Altered(ErrorCode),
     /// Open, Delete, Reconfigure, SetCatalog.
     Done(Result<(), PartitionsError>),
     Topics(Vec<TopicOutcome>),
@@ -325,5 +340,26 @@ impl TopicOutcome {
             .into_iter()
             .map(|name| TopicOutcome::of(name, Some(error())))
             .collect()
+    }
+}
+
+/// The answer for one [`EpochQuery`]: the largest epoch at or below the
+/// asked one and the offset where it ends (the next epoch's start, or the
+/// log end); -1 and -1 when undefined (Kafka's UNDEFINED_EPOCH and
+/// UNDEFINED_EPOCH_OFFSET).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEndResult {
+    pub error: ErrorCode,
+    pub leader_epoch: i32,
+    pub end_offset: i64,
+}
+
+impl EpochEndResult {
+    pub fn error(error: ErrorCode) -> EpochEndResult {
+        EpochEndResult {
+            error,
+            leader_epoch: -1,
+            end_offset: -1,
+        }
     }
 }

@@ -32,7 +32,7 @@ use crate::group::host::{GroupHost, GroupShard, OffsetsWriteError};
 use crate::group::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::{Mesh, OpHandler};
 use crate::metadata::catalog::{Catalog, QuorumView, TopicMeta};
-use crate::metadata::image::{MetadataImage, TopicId};
+use crate::metadata::image::{MetadataImage, PartitionEpoch, PartitionImage, TopicId};
 use crate::metadata::registry::AsyncRegistry;
 use crate::metadata::registry::TopicRegistry;
 use crate::ops::{AlterSpec, CreateSpec, ElectionOutcome, Op, OpResult, TopicOutcome};
@@ -295,12 +295,13 @@ impl GroupShard for ShardService {
     }
 
     async fn offsets_log_start(&self, partition: PartitionId) -> Result<i64, ErrorCode> {
-        let listed = self
+        // This node's own replica, leader or follower.
+        let read = self
             .partitions
-            .list_offsets(OFFSETS_TOPIC, partition, -2, None)
+            .read_local(OFFSETS_TOPIC, partition, i64::MAX, 0)
             .await;
-        match listed.error {
-            ErrorCode::None => Ok(listed.offset),
+        match read.error {
+            ErrorCode::None | ErrorCode::OffsetOutOfRange => Ok(read.log_start_offset),
             code => Err(code),
         }
     }
@@ -313,7 +314,7 @@ impl GroupShard for ShardService {
     ) -> Result<(Vec<Bytes>, i64), ErrorCode> {
         let read = self
             .partitions
-            .fetch(OFFSETS_TOPIC, partition, offset, max_bytes, None, None)
+            .read_local(OFFSETS_TOPIC, partition, offset, max_bytes)
             .await;
         match read.error {
             ErrorCode::None => Ok((read.batches, read.high_watermark)),
@@ -392,17 +393,99 @@ impl ShardService {
     }
 
     /// Opens this node's replicas the catalog places on this shard
-    /// (recovery), at the image's leader epochs.
+    /// (recovery), as leaders or followers as the image says.
     pub async fn open_placed(&self) -> Result<(), crate::error::OpenError> {
         let catalog = self.catalog();
         for (topic, partitions) in catalog.placed_on(self.shard, self.node) {
             self.partitions
                 .open_or_offline(&topic.name, &partitions, &topic.config)
                 .await?;
-            self.partitions
-                .set_leader_epochs(&topic.name, &leader_epochs(topic, &partitions));
+            self.apply_leaderships(&topic.name, &leaderships(topic, &partitions));
         }
         Ok(())
+    }
+
+    /// The image's leadership of these open partitions of `topic` here.
+    fn apply_leaderships(&self, topic: &str, partitions: &[(PartitionId, PartitionImage)]) {
+        let changed = self
+            .partitions
+            .apply_leaderships(topic, self.node, partitions);
+        let _ = changed;
+    }
+
+    /// Shard 0: a leader's ISR change, through the controller
+    /// (compare-and-set); NONE once committed. The change applies when
+    /// the committed image comes back.
+    async fn alter_partition(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        leader_epoch: LeaderEpoch,
+        partition_epoch: PartitionEpoch,
+        new_isr: Vec<NodeId>,
+    ) -> ErrorCode {
+        let Ok(admin) = self.admin() else {
+            return ErrorCode::NotController;
+        };
+        let Some(controller) = admin.controller.get() else {
+            return ErrorCode::NotController;
+        };
+        let Some(topic_id) = self.catalog().get(topic).map(|t| t.id) else {
+            return ErrorCode::UnknownTopicOrPartition;
+        };
+        let command = ControllerCommand::AlterPartition {
+            node: admin.node,
+            topic: topic_id,
+            partition: partition.get(),
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        };
+        match controller.submit(command).await {
+            Ok(answer) => match answer.reply {
+                ControllerReply::AlterPartition { error, .. } => error,
+                other => {
+                    tracing::warn!(?other, "unexpected AlterPartition reply");
+                    ErrorCode::UnknownServerError
+                }
+            },
+            Err(error) => {
+                tracing::debug!(%error, "AlterPartition not sent");
+                ErrorCode::RequestTimedOut
+            }
+        }
+    }
+
+    /// Every shard, for its life: sends the ISR changes its leaders
+    /// propose to the controller (through shard 0), one at a time; a
+    /// refused one lets its partition propose again.
+    pub async fn send_isr_changes(self: Rc<Self>) {
+        loop {
+            let proposals = self.partitions.next_proposals().await;
+            for proposal in proposals {
+                let op = Op::AlterPartition {
+                    topic: proposal.topic.clone(),
+                    partition: proposal.partition,
+                    leader_epoch: proposal.leader_epoch,
+                    partition_epoch: proposal.change.partition_epoch,
+                    new_isr: proposal.change.new_isr.clone(),
+                };
+                let error = match self.execute(REGISTRY_SHARD, op).await {
+                    OpResult::Altered(error) => error,
+                    _ => ErrorCode::UnknownServerError,
+                };
+                if error == ErrorCode::None {
+                    tracing::info!(topic = %proposal.topic, partition = %proposal.partition, isr = ?proposal.change.new_isr, "ISR change committed");
+                } else {
+                    tracing::info!(topic = %proposal.topic, partition = %proposal.partition, isr = ?proposal.change.new_isr, ?error, "ISR change refused");
+                    self.partitions.isr_change_rejected(
+                        &proposal.topic,
+                        proposal.partition,
+                        proposal.change.partition_epoch,
+                    );
+                }
+            }
+        }
     }
 
     /// Runs `op` on shard `target`: here, or across the mesh.
@@ -469,9 +552,10 @@ impl ShardService {
                     partition,
                     offset,
                     deadline,
+                    replica,
                 } => {
                     partitions
-                        .wait_for_data(&topic, partition, offset, deadline)
+                        .wait_for_data(&topic, partition, offset, deadline, replica)
                         .await;
                     OpResult::Waited
                 }
@@ -494,21 +578,34 @@ impl ShardService {
                 Op::Open {
                     topic,
                     partitions: ids,
-                    leader_epochs,
+                    leaderships,
                     config,
                 } => {
                     let opened = partitions
                         .open(&topic, &ids, &config)
                         .await
                         .map_err(PartitionsError::Open);
-                    let epochs: Vec<_> = ids.iter().copied().zip(leader_epochs).collect();
-                    partitions.set_leader_epochs(&topic, &epochs);
+                    let leaderships: Vec<_> = ids.iter().copied().zip(leaderships).collect();
+                    self.apply_leaderships(&topic, &leaderships);
                     OpResult::Done(opened)
                 }
-                Op::LeaderEpochs { topic, epochs } => {
-                    partitions.set_leader_epochs(&topic, &epochs);
+                Op::Leadership {
+                    topic,
+                    partitions: changed,
+                } => {
+                    self.apply_leaderships(&topic, &changed);
                     OpResult::Done(Ok(()))
                 }
+                Op::AlterPartition {
+                    topic,
+                    partition,
+                    leader_epoch,
+                    partition_epoch,
+                    new_isr,
+                } => OpResult::Altered(
+                    self.alter_partition(&topic, partition, leader_epoch, partition_epoch, new_isr)
+                        .await,
+                ),
                 Op::ProducerIdBlock => OpResult::ProducerIdBlock(self.producer_id_block().await),
                 Op::Delete {
                     topic,
@@ -716,7 +813,7 @@ impl ShardService {
                     }
                     tracing::info!(topic = %topic.name, "topic config changed");
                 }
-                self.move_leader_epochs(before, &meta, admin.node).await;
+                self.move_leaderships(before, &meta, admin.node).await;
             } else {
                 tracing::info!(topic = %topic.name, id = %topic.id, partitions = topic.partition_count(), "topic created");
             }
@@ -746,32 +843,26 @@ impl ShardService {
         errors
     }
 
-    /// Sends the leader epochs of `meta`'s replicas here that moved since
-    /// `before` to their shards.
-    async fn move_leader_epochs(
-        self: &Rc<Self>,
-        before: &TopicMeta,
-        meta: &TopicMeta,
-        node: NodeId,
-    ) {
+    /// Sends the leaderships (leader, replicas, ISR, epochs) of `meta`'s
+    /// replicas here that changed since `before` to their shards.
+    async fn move_leaderships(self: &Rc<Self>, before: &TopicMeta, meta: &TopicMeta, node: NodeId) {
         for (shard, ids) in by_shard(meta, 0, node) {
-            let epochs: Vec<(PartitionId, LeaderEpoch)> = ids
+            let changed: Vec<(PartitionId, PartitionImage)> = ids
                 .into_iter()
                 .filter_map(|p| {
-                    let now = meta.partition(p)?.leader_epoch;
-                    let was = before.partition(p).map(|b| b.leader_epoch);
-                    (was != Some(now)).then_some((p, now))
+                    let now = meta.partition(p)?;
+                    (before.partition(p) != Some(now)).then(|| (p, now.clone()))
                 })
                 .collect();
-            if epochs.is_empty() {
+            if changed.is_empty() {
                 continue;
             }
-            let op = Op::LeaderEpochs {
+            let op = Op::Leadership {
                 topic: meta.name.clone(),
-                epochs,
+                partitions: changed,
             };
             if let Err(e) = done(self.execute(shard, op).await) {
-                tracing::warn!(topic = %meta.name, %shard, error = %e, "leader epochs not applied");
+                tracing::warn!(topic = %meta.name, %shard, error = %e, "leadership not applied");
             }
         }
     }
@@ -852,17 +943,18 @@ impl ShardService {
     ) -> Vec<PartitionsError> {
         let mut errors = Vec::new();
         for (shard, ids) in by_shard(meta, first, node) {
-            let leader_epochs = ids
+            let leaderships = ids
                 .iter()
                 .map(|p| {
                     meta.partition(*p)
-                        .map_or(LeaderEpoch(0), |p| p.leader_epoch)
+                        .cloned()
+                        .unwrap_or_else(|| PartitionImage::single(node))
                 })
                 .collect();
             let op = Op::Open {
                 topic: meta.name.clone(),
                 partitions: ids,
-                leader_epochs,
+                leaderships,
                 config: meta.config.clone(),
             };
             if let Err(e) = done(self.execute(shard, op).await) {
@@ -1223,11 +1315,14 @@ const APPLY_WAIT: Duration = Duration::from_secs(30);
 /// How often a node not yet serving says why.
 const UNFENCE_WAIT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The image's leader epochs of `partitions` of `topic`.
-fn leader_epochs(topic: &TopicMeta, partitions: &[PartitionId]) -> Vec<(PartitionId, LeaderEpoch)> {
+/// The image's leadership of `partitions` of `topic`.
+fn leaderships(
+    topic: &TopicMeta,
+    partitions: &[PartitionId],
+) -> Vec<(PartitionId, PartitionImage)> {
     partitions
         .iter()
-        .filter_map(|p| Some((*p, topic.partition(*p)?.leader_epoch)))
+        .filter_map(|p| Some((*p, topic.partition(*p)?.clone())))
         .collect()
 }
 

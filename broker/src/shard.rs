@@ -355,6 +355,8 @@ async fn run(
         service.start_mesh(mesh);
     }
     glommio::spawn_local(flush_timer(Rc::downgrade(&service), spec.flush_interval)).detach();
+    glommio::spawn_local(replica_timer(Rc::downgrade(&service))).detach();
+    glommio::spawn_local(service.clone().send_isr_changes()).detach();
     let housekeeping_queue = glommio::executor().create_task_queue(
         Shares::Static(10),
         Latency::NotImportant,
@@ -482,6 +484,24 @@ async fn flush_timer(service: std::rc::Weak<ShardService>, interval: Duration) {
             return;
         };
         service.partitions.flush_due().await;
+    }
+}
+
+/// The leaders' ISR-shrink check (`replica_lag_time_max_ms`), a few
+/// times per lag period as Kafka does. Ends with the shard.
+async fn replica_timer(service: std::rc::Weak<ShardService>) {
+    loop {
+        let Some(lag_ms) = service
+            .upgrade()
+            .map(|s| s.partitions.replica_lag_time_max_ms())
+        else {
+            return;
+        };
+        sleep(Duration::from_millis((lag_ms / 4).clamp(50, 5_000))).await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        service.partitions.tick_replicas();
     }
 }
 

@@ -723,6 +723,24 @@ impl PartitionLog {
         result
     }
 
+    /// Removes every batch and restarts the log empty at `offset`,
+    /// durably, before returning; `offset` may be past the log end (a
+    /// follower whose leader's log starts past everything it has).
+    pub async fn reset(&self, offset: Offset) -> Result<()> {
+        let inner = &self.inner;
+        let _append = inner.append_lock.acquire_permit(1).await.map_err(rt)?;
+        let _io = inner.io_lock.acquire_permit(1).await.map_err(rt)?;
+        inner.check_writable()?;
+        inner.flush_locked().await?;
+        let Some(plan) = inner.state.borrow().core.reset_plan(offset) else {
+            return Ok(());
+        };
+        inner.begin_maintenance().await;
+        let result = inner.truncate_locked(plan).await;
+        inner.end_maintenance();
+        result
+    }
+
     /// Deletes the sealed segments that retention (time and size) no longer
     /// keeps; returns their base offsets.
     pub async fn apply_retention(&self) -> Result<Vec<Offset>> {
@@ -1192,9 +1210,9 @@ impl Inner {
 
     /// Caller holds both locks, has flushed and is in maintenance.
     async fn truncate_locked(&self, plan: crate::log::TruncatePlan) -> Result<()> {
-        let cut_base = match plan.cut {
-            Cut::Segment { base, .. } => Some(base),
-            Cut::Reset { .. } => None,
+        let (cut_base, reset) = match plan.cut {
+            Cut::Segment { base, .. } => (Some(base), false),
+            Cut::Reset { .. } => (None, true),
         };
         self.generation.set(self.generation.get() + 1);
         for &base in &plan.remove {
@@ -1269,7 +1287,11 @@ impl Inner {
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
         state.files.insert(meta.base, file);
-        state.core.apply_truncate(meta);
+        if reset {
+            state.core.apply_reset(meta);
+        } else {
+            state.core.apply_truncate(meta);
+        }
         let end = state.core.log_end();
         self.cache.borrow_mut().remove_from(self.cache_id, end);
         state.pending.clear();

@@ -378,6 +378,20 @@ impl LogCore {
         })
     }
 
+    /// A plan removing every segment and restarting the log empty at
+    /// `offset`, which may be past the log end (a follower whose leader's
+    /// log starts past everything it has). `None` when the log is empty at
+    /// `offset` already.
+    pub fn reset_plan(&self, offset: Offset) -> Option<TruncatePlan> {
+        if self.log_start() == offset && self.log_end() == offset {
+            return None;
+        }
+        Some(TruncatePlan {
+            remove: self.segments.iter().rev().map(|s| s.base).collect(),
+            cut: Cut::Reset { base: offset },
+        })
+    }
+
     /// Applies a truncation: the segments after the cut one are gone and
     /// `active` is the cut segment rebuilt by a scan (or a fresh empty one
     /// for [`Cut::Reset`]).
@@ -391,6 +405,14 @@ impl LogCore {
         if let Some(last) = self.segments.last() {
             assert_eq!(last.next, active.base, "truncation broke contiguity");
         }
+        self.segments.push(active);
+    }
+
+    /// Applies a [`Cut::Reset`]: every segment is gone and `active` (empty)
+    /// is the log.
+    pub fn apply_reset(&mut self, active: SegmentMeta) {
+        assert!(!active.sealed && active.bytes == 0, "a reset starts empty");
+        self.segments.clear();
         self.segments.push(active);
     }
 

@@ -617,17 +617,36 @@ impl ControllerState {
     /// allows unclean elections, the first live replica, alone in the ISR;
     /// else no leader, the ISR kept as it is (KIP-966: a returning member
     /// of the last ISR can lead without losing acknowledged writes).
-    /// Either way the leader epoch and partition epoch are bumped.
+    /// Either way the leader epoch and partition epoch are bumped. And, as
+    /// KRaft does for a fenced broker, `node` leaves every ISR it is in
+    /// unless it is the last member: the leaders' high watermarks no
+    /// longer wait for it, and it rejoins once it caught up again (the
+    /// leader's AlterPartition).
     fn move_leaderships(&self, proposal: &mut Proposal, node: NodeId) {
         let mut changes = Vec::new();
         for topic in proposal.image.topics() {
             let unclean = unclean_allowed(topic);
             for (index, p) in topic.partitions.iter().enumerate() {
+                let in_isr = p.isr.contains(&node);
+                if p.leader != Some(node) && !in_isr {
+                    continue;
+                }
+                let without: Vec<NodeId> = p.isr.iter().copied().filter(|n| *n != node).collect();
                 if p.leader != Some(node) {
+                    if !without.is_empty() {
+                        changes.push(MetadataRecord::PartitionChange {
+                            topic: topic.id,
+                            partition: index as u32,
+                            isr: without,
+                            leader: p.leader,
+                            leader_epoch: p.leader_epoch,
+                            partition_epoch: p.partition_epoch.wrapping_add(1),
+                        });
+                    }
                     continue;
                 }
                 let (leader, isr) = match choose_leader(&proposal.image, p, Some(node), unclean) {
-                    Some(Choice::Clean(next)) => (Some(next), p.isr.clone()),
+                    Some(Choice::Clean(next)) => (Some(next), without),
                     Some(Choice::Unclean(next)) => {
                         warn_unclean(topic, index, next, &p.isr);
                         (Some(next), vec![next])

@@ -103,11 +103,18 @@ impl Engine {
                 .flat_map(|((name, parts), results)| {
                     parts.iter().zip(results).filter_map(|(part, result)| {
                         let shard = part.route.ok()?;
+                        // A follower waits for the log end to pass what it
+                        // has, a consumer for the high watermark to move.
+                        let offset = match replica_id {
+                            Some(_) => part.input.fetch_offset,
+                            None => result.high_watermark,
+                        };
                         let op = Op::WaitForData {
                             topic: name.clone(),
                             partition: part.partition,
-                            offset: result.high_watermark,
+                            offset,
                             deadline,
+                            replica: replica_id.is_some(),
                         };
                         Some(glommio::spawn_local(self.service.execute(shard, op)))
                     })

@@ -15,8 +15,8 @@ use fjord_schema::{
 
 pub use crate::batches::{BatchesError, VerifiedBatches};
 pub use crate::ops::{
-    AlterSpec, CreateSpec, FetchResult, ListOffsetsResult, PartitionHealth, ProduceResult,
-    TopicOutcome,
+    AlterSpec, CreateSpec, EpochEndResult, FetchResult, ListOffsetsResult, PartitionHealth,
+    ProduceResult, TopicOutcome,
 };
 
 /// Partitions by topic name, in request order, each with its input.
@@ -79,27 +79,6 @@ pub struct EpochQuery {
     /// As in [`FetchPartition::current_leader_epoch`].
     pub current_leader_epoch: Option<LeaderEpoch>,
     pub leader_epoch: LeaderEpoch,
-}
-
-/// The answer for one [`EpochQuery`]: the largest epoch at or below the
-/// asked one and the offset where it ends (the next epoch's start, or the
-/// log end); -1 and -1 when undefined (Kafka's UNDEFINED_EPOCH and
-/// UNDEFINED_EPOCH_OFFSET).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EpochEndResult {
-    pub error: ErrorCode,
-    pub leader_epoch: i32,
-    pub end_offset: i64,
-}
-
-impl EpochEndResult {
-    pub fn error(error: ErrorCode) -> EpochEndResult {
-        EpochEndResult {
-            error,
-            leader_epoch: -1,
-            end_offset: -1,
-        }
-    }
 }
 
 /// Which records a fetch or list-offsets may see. Without transactions

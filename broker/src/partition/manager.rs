@@ -8,10 +8,12 @@
 //! the log end while a partition has one replica (see `partition::state`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use fjord_schema::batch::BatchView;
 use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, Offset, PartitionId, ShardId};
@@ -24,15 +26,22 @@ use futures_lite::future;
 use glommio::sync::Semaphore;
 use glommio::timer::sleep;
 
+use super::epochs::LeaderEpochCache;
+use super::epochs_file;
+use super::follower::{Followed, FollowerError, FollowerPosition, ReplicaLogs};
 use super::producer_state::{ProducerBatch, ProducerStateConfig};
-use super::replicas::DEFAULT_REPLICA_LAG_TIME_MAX_MS;
+use super::replicas::{IsrChange, Leadership, DEFAULT_REPLICA_LAG_TIME_MAX_MS};
 use super::snapshot;
 use super::state::{
-    Appended, BatchPlan, Opened, PartitionState, ProducePolicy, INITIAL_LEADER_EPOCH,
+    Appended, BatchPlan, Completion, Opened, PartitionState, ProducePolicy, Role,
+    INITIAL_LEADER_EPOCH,
 };
 use crate::batches::{BatchesError, VerifiedBatches};
 use crate::error::{Joined, OpenError, ReconfigureError, RemoveDirError};
-use crate::ops::{DamagedRange, FetchResult, ListOffsetsResult, PartitionHealth, ProduceResult};
+use crate::metadata::image::{PartitionEpoch, PartitionImage};
+use crate::ops::{
+    DamagedRange, EpochEndResult, FetchResult, ListOffsetsResult, PartitionHealth, ProduceResult,
+};
 use crate::topic::TopicConfig;
 /// ListOffsets' special timestamps.
 const LATEST: i64 = -1;
@@ -93,7 +102,35 @@ pub struct PartitionManager {
     /// Placed partitions recovery kept offline (bounded by the placement).
     offline: RefCell<BTreeMap<(String, PartitionId), Offline>>,
     producer_state: ProducerStateConfig,
+    /// The partitions here that follow a leader (the replica fetchers'
+    /// work, [`ReplicaLogs`]), with a version bumped on every change.
+    followed: RefCell<BTreeMap<(String, PartitionId), Followed>>,
+    followed_version: Cell<u64>,
+    followed_changed: Notify,
+    /// ISR changes the leaders here propose, for the shard's task that
+    /// sends them to the controller (at most one per partition: a
+    /// partition proposes again only once its proposal is answered).
+    proposals: RefCell<VecDeque<IsrProposal>>,
+    proposals_ready: Notify,
+    /// How long an acks=all produce waits for the high watermark before
+    /// REQUEST_TIMED_OUT.
+    ack_timeout: Cell<Duration>,
+    /// `replica_lag_time_max_ms` of every partition here.
+    replica_lag_time_max_ms: Cell<u64>,
 }
+
+/// An ISR change a leader on this shard proposes (`AlterPartition`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrProposal {
+    pub topic: String,
+    pub partition: PartitionId,
+    pub leader_epoch: LeaderEpoch,
+    pub change: IsrChange,
+}
+
+/// How long an acks=all produce waits for its offsets to be replicated by
+/// default (Kafka's producer `request.timeout.ms`).
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for PartitionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,7 +158,23 @@ impl PartitionManager {
             partitions: RefCell::new(BTreeMap::new()),
             offline: RefCell::new(BTreeMap::new()),
             producer_state: ProducerStateConfig::default(),
+            followed: RefCell::new(BTreeMap::new()),
+            followed_version: Cell::new(0),
+            followed_changed: Notify::default(),
+            proposals: RefCell::new(VecDeque::new()),
+            proposals_ready: Notify::default(),
+            ack_timeout: Cell::new(DEFAULT_ACK_TIMEOUT),
+            replica_lag_time_max_ms: Cell::new(DEFAULT_REPLICA_LAG_TIME_MAX_MS),
         }
+    }
+
+    /// Replication limits (before any `open`): an acks=all produce's wait
+    /// for the high watermark, and `replica_lag_time_max_ms`.
+    pub fn with_replication(mut self, ack_timeout: Duration, replica_lag_time_max_ms: u64) -> Self {
+        assert_eq!(self.count(), 0, "set before partitions open");
+        self.ack_timeout = Cell::new(ack_timeout);
+        self.replica_lag_time_max_ms = Cell::new(replica_lag_time_max_ms);
+        self
     }
 
     /// Bounds of every partition's producer state (before any `open`).
@@ -279,13 +332,22 @@ impl PartitionManager {
                 producers = producers.len(),
                 "partition open"
             );
+            let (epochs, rewrite) =
+                load_epochs(&log)
+                    .await
+                    .map_err(|source| OpenError::Storage {
+                        topic: topic.to_owned(),
+                        partition,
+                        source,
+                    })?;
             let opened = Opened {
                 leader_epoch: INITIAL_LEADER_EPOCH,
                 log_start: log.log_start(),
                 log_end: log.log_end(),
                 durable_end: log.durable_end(),
             };
-            let state = PartitionState::new(opened, produce_policy(config), producers);
+            let policy = produce_policy(config, self.replica_lag_time_max_ms.get());
+            let state = PartitionState::new(opened, policy, producers).with_epochs(epochs, rewrite);
             let entry = Rc::new(Partition {
                 topic: topic.to_owned(),
                 id: partition,
@@ -307,15 +369,165 @@ impl PartitionManager {
         Ok(())
     }
 
-    /// Sets the leader epoch the metadata image gives these open
-    /// partitions (see [`PartitionState::set_leader_epoch`]); partitions
-    /// not open here are skipped.
-    pub fn set_leader_epochs(&self, topic: &str, epochs: &[(PartitionId, LeaderEpoch)]) {
-        for &(partition, epoch) in epochs {
-            if let Some(p) = self.get(topic, partition) {
-                p.state.borrow_mut().set_leader_epoch(epoch);
+    /// Applies what the committed metadata image says of these open
+    /// partitions, at `now`: this node (`node`) leads them (replicas, ISR,
+    /// epochs for the leader's state), or follows their leader (the
+    /// replica fetchers of this shard pick them up; acks=all waiters fail
+    /// with NOT_LEADER_OR_FOLLOWER). A stale image changes nothing.
+    /// Partitions not open here are skipped. Returns the partitions whose
+    /// role changed, with their new role.
+    pub fn apply_leaderships(
+        &self,
+        topic: &str,
+        node: NodeId,
+        partitions: &[(PartitionId, PartitionImage)],
+    ) -> Vec<(PartitionId, Role)> {
+        let now = self.clock.now_ms();
+        let mut changed = Vec::new();
+        for (partition, image) in partitions {
+            let Some(p) = self.get(topic, *partition) else {
+                continue;
+            };
+            let before = p.state.borrow().role();
+            let completed = if image.leader == Some(node) {
+                let leadership = Leadership {
+                    leader: node,
+                    replicas: image.replicas.clone(),
+                    isr: image.isr.clone(),
+                    leader_epoch: image.leader_epoch,
+                    partition_epoch: image.partition_epoch,
+                };
+                let applied = p.state.borrow_mut().apply_leadership(&leadership, now);
+                applied.unwrap_or_else(|error| {
+                    tracing::warn!(topic, %partition, %error, "leadership not applied");
+                    Vec::new()
+                })
+            } else {
+                p.state
+                    .borrow_mut()
+                    .become_follower(image.leader, image.leader_epoch)
+            };
+            let (role, epoch) = {
+                let state = p.state.borrow();
+                (state.role(), state.leader_epoch())
+            };
+            let key = (topic.to_owned(), *partition);
+            match role {
+                Role::Follower {
+                    leader: Some(leader),
+                } => self.follow(
+                    key,
+                    Followed {
+                        topic: topic.to_owned(),
+                        partition: *partition,
+                        leader,
+                        leader_epoch: epoch,
+                    },
+                ),
+                _ => self.unfollow(&key),
+            }
+            if role != before {
+                tracing::info!(topic, %partition, ?role, epoch = %epoch, "replica role");
+                changed.push((*partition, role));
+            }
+            if !completed.is_empty() || role != before {
+                p.data.notify_all();
             }
         }
+        changed
+    }
+
+    fn follow(&self, key: (String, PartitionId), followed: Followed) {
+        let mut map = self.followed.borrow_mut();
+        if map.get(&key) == Some(&followed) {
+            return;
+        }
+        map.insert(key, followed);
+        drop(map);
+        self.bump_followed();
+    }
+
+    fn unfollow(&self, key: &(String, PartitionId)) {
+        if self.followed.borrow_mut().remove(key).is_some() {
+            self.bump_followed();
+        }
+    }
+
+    fn bump_followed(&self) {
+        self.followed_version.set(self.followed_version.get() + 1);
+        self.followed_changed.notify_all();
+    }
+
+    /// Queues an ISR change a leader here proposes.
+    fn propose(&self, p: &Partition, change: IsrChange) {
+        let leader_epoch = p.state.borrow().leader_epoch();
+        self.proposals.borrow_mut().push_back(IsrProposal {
+            topic: p.topic.clone(),
+            partition: p.id,
+            leader_epoch,
+            change,
+        });
+        self.proposals_ready.notify_all();
+    }
+
+    /// The ISR changes proposed since the last call, waiting for one when
+    /// there is none (the shard's AlterPartition task).
+    pub async fn next_proposals(&self) -> Vec<IsrProposal> {
+        loop {
+            let notified = self.proposals_ready.notified();
+            let taken: Vec<IsrProposal> = self.proposals.borrow_mut().drain(..).collect();
+            if !taken.is_empty() {
+                return taken;
+            }
+            notified.await;
+        }
+    }
+
+    /// The controller refused a proposal made at `partition_epoch`: the
+    /// partition may propose again.
+    pub fn isr_change_rejected(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        partition_epoch: PartitionEpoch,
+    ) {
+        if let Some(p) = self.get(topic, partition) {
+            p.state.borrow_mut().isr_change_rejected(partition_epoch);
+        }
+    }
+
+    pub fn replica_lag_time_max_ms(&self) -> u64 {
+        self.replica_lag_time_max_ms.get()
+    }
+
+    /// The replication timer: leaders propose removing followers that lag
+    /// more than `replica_lag_time_max_ms` from their ISR.
+    pub fn tick_replicas(&self) {
+        let now = self.clock.now_ms();
+        for p in self.all() {
+            let change = p.state.borrow_mut().tick(now);
+            if let Some(change) = change {
+                self.propose(&p, change);
+            }
+        }
+    }
+
+    /// Writes the partition's leader-epoch checkpoint if its cache changed
+    /// (under the append gate: before a batch of a new epoch is appended).
+    async fn write_epochs(&self, p: &Partition) -> Result<(), StorageError> {
+        let Some((version, cache)) = p.state.borrow().epochs_to_write() else {
+            return Ok(());
+        };
+        let dir = p.log.dir().to_owned();
+        glommio::executor()
+            .spawn_blocking(move || epochs_file::write(&dir, &cache))
+            .await
+            .map_err(|source| StorageError::Io {
+                path: epochs_file::path(p.log.dir()),
+                source,
+            })?;
+        p.state.borrow_mut().epochs_written(version);
+        Ok(())
     }
 
     /// Applies a topic's new config to its open partitions here: the log
@@ -346,7 +558,8 @@ impl PartitionManager {
             match p.log.reconfigure(log_config).await {
                 Ok(()) => {
                     *p.config.borrow_mut() = config.clone();
-                    p.state.borrow_mut().set_policy(produce_policy(config));
+                    let policy = produce_policy(config, self.replica_lag_time_max_ms.get());
+                    p.state.borrow_mut().set_policy(policy);
                 }
                 Err(source) => errors.push(ReconfigureError::Storage {
                     topic: topic.to_owned(),
@@ -435,6 +648,11 @@ impl PartitionManager {
             return not_here(topic, partition);
         };
         let leader_epoch = p.state.borrow().leader_epoch();
+        // The checkpoint covers a new epoch before its first batch is in
+        // the log.
+        if let Err(error) = self.write_epochs(&p).await {
+            return ProduceResult::error(storage_code(&error), error.to_string());
+        }
         // One clock read per request: the producer state's last-seen time
         // and the flush policy's append time of every batch.
         let now_ms = self.clock.now_ms();
@@ -474,9 +692,11 @@ impl PartitionManager {
                         next_offset: info.next_offset,
                         durable_end: p.log.durable_end(),
                     };
-                    p.state
-                        .borrow_mut()
-                        .appended(producer.as_ref(), appended, now_ms);
+                    let completed =
+                        p.state
+                            .borrow_mut()
+                            .appended(producer.as_ref(), appended, now_ms);
+                    wake(&p, &completed);
                 }
                 Err(error) => {
                     p.data.notify_all();
@@ -493,7 +713,8 @@ impl PartitionManager {
             // commit in the log).
             match p.log.flush().await {
                 Ok(durable_end) => {
-                    p.state.borrow_mut().durable(durable_end);
+                    let completed = p.state.borrow_mut().durable(durable_end);
+                    wake(&p, &completed);
                 }
                 Err(error) => {
                     if let Some(waiter) = plan.waiter {
@@ -504,17 +725,34 @@ impl PartitionManager {
             }
         }
         if let Some(waiter) = plan.waiter {
-            // One replica: a waiter waits only for the durable end, which
-            // its own flush above moved past it. With followers (issue 14)
-            // it waits here until the high watermark releases it.
-            let outcome = p.state.borrow_mut().take_outcome(waiter);
-            match outcome {
-                Some(Ok(())) => {}
-                // `min.insync.replicas` raised above the ISR while it waited.
-                Some(Err(error)) => {
-                    return ProduceResult::error(error.code(), error.to_string());
+            // Released when the ack end passes its offsets: by its own
+            // flush above (one replica), or by the followers' fetches
+            // moving the high watermark (the wake-up of `data` per move).
+            let deadline = Instant::now() + self.ack_timeout.get();
+            loop {
+                let notified = p.data.notified();
+                let outcome = p.state.borrow_mut().take_outcome(waiter);
+                match outcome {
+                    Some(Ok(())) => break,
+                    // `min.insync.replicas` above the ISR when passed, or
+                    // leadership lost while it waited.
+                    Some(Err(error)) => {
+                        return ProduceResult::error(error.code(), error.to_string());
+                    }
+                    None => {}
                 }
-                None => panic!("a flush releases its own waiter"),
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || p.closed.get() {
+                    p.state.borrow_mut().cancel(waiter);
+                    return ProduceResult::error(
+                        ErrorCode::RequestTimedOut,
+                        format!(
+                            "appended, but not replicated to the in-sync replicas within {} ms",
+                            self.ack_timeout.get().as_millis()
+                        ),
+                    );
+                }
+                future::or(notified, sleep(left)).await;
             }
         }
         ProduceResult {
@@ -546,18 +784,52 @@ impl PartitionManager {
             }
             return FetchResult::error(ErrorCode::NotLeaderOrFollower);
         };
-        let (checked, high_watermark, limit, log_start) = {
+        {
+            let state = p.state.borrow();
+            if let Role::Follower { .. } = state.role() {
+                return FetchResult::error(ErrorCode::NotLeaderOrFollower);
+            }
+            if let Err(error) = state.check_leader_epoch(current_leader_epoch) {
+                return FetchResult::error(error.code());
+            }
+        }
+        if let Some((node, durable_end)) = replica {
+            // The follower has everything below its fetch offset: its
+            // progress moves the high watermark (waking the acks=all
+            // producers and consumers it releases) and may grow the ISR.
+            let Ok(fetch_offset) = u64::try_from(offset) else {
+                return FetchResult::error(ErrorCode::OffsetOutOfRange);
+            };
+            let now = self.clock.now_ms();
+            let before = p.state.borrow().high_watermark();
+            let fetched =
+                p.state
+                    .borrow_mut()
+                    .follower_fetched(node, Offset(fetch_offset), durable_end, now);
+            match fetched {
+                Ok(fetched) => {
+                    if p.state.borrow().high_watermark() != before || !fetched.completed.is_empty()
+                    {
+                        p.data.notify_all();
+                    }
+                    if let Some(change) = fetched.isr_change {
+                        self.propose(&p, change);
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(topic, %partition, %node, %error, "replica fetch refused");
+                    return FetchResult::error(error.code());
+                }
+            }
+        }
+        let (high_watermark, limit, log_start) = {
             let state = p.state.borrow();
             (
-                state.check_leader_epoch(current_leader_epoch),
                 state.high_watermark(),
                 state.read_limit(replica_id),
                 state.log_start(),
             )
         };
-        if let Err(error) = checked {
-            return FetchResult::error(error.code());
-        }
         let mut result = FetchResult {
             error: ErrorCode::None,
             high_watermark: high_watermark.get() as i64,
@@ -595,6 +867,54 @@ impl PartitionManager {
         result
     }
 
+    /// Whole batches from the one holding `offset` up to the log end, on
+    /// any replica (leader or follower): this node's own reads of its log
+    /// (the group coordinator replaying `__consumer_offsets`).
+    pub async fn read_local(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        offset: i64,
+        max_bytes: usize,
+    ) -> FetchResult {
+        let Some(p) = self.get(topic, partition) else {
+            if let Some(offline) = self.offline(topic, partition) {
+                return FetchResult::error(offline.fetch_error);
+            }
+            return FetchResult::error(ErrorCode::NotLeaderOrFollower);
+        };
+        let (end, log_start) = {
+            let state = p.state.borrow();
+            (state.log_end(), state.log_start())
+        };
+        let mut result = FetchResult {
+            error: ErrorCode::None,
+            high_watermark: end.get() as i64,
+            log_start_offset: log_start.get() as i64,
+            batches: Vec::new(),
+        };
+        let Some(offset) = u64::try_from(offset)
+            .ok()
+            .filter(|o| *o >= log_start.get() && *o <= end.get())
+        else {
+            result.error = ErrorCode::OffsetOutOfRange;
+            return result;
+        };
+        if offset == end.get() {
+            return result;
+        }
+        let request = ReadRequest {
+            offset: Offset(offset),
+            until: end,
+            max_bytes,
+        };
+        match p.log.read(request).await {
+            Ok(batches) => result.batches = batches,
+            Err(error) => result.error = storage_code(&error),
+        }
+        result
+    }
+
     /// Where `leader_epoch` ends in this partition's log, from its
     /// leader-epoch cache (`OffsetForLeaderEpoch`), after checking
     /// `current_leader_epoch` as a fetch does.
@@ -604,8 +924,7 @@ impl PartitionManager {
         partition: PartitionId,
         current_leader_epoch: Option<LeaderEpoch>,
         leader_epoch: LeaderEpoch,
-    ) -> crate::engine::types::EpochEndResult {
-        use crate::engine::types::EpochEndResult;
+    ) -> EpochEndResult {
         let Some(p) = self.get(topic, partition) else {
             if let Some(offline) = self.offline(topic, partition) {
                 return EpochEndResult::error(offline.fetch_error);
@@ -613,27 +932,50 @@ impl PartitionManager {
             return EpochEndResult::error(ErrorCode::NotLeaderOrFollower);
         };
         let state = p.state.borrow();
+        if let Role::Follower { .. } = state.role() {
+            return EpochEndResult::error(ErrorCode::NotLeaderOrFollower);
+        }
         if let Err(error) = state.check_leader_epoch(current_leader_epoch) {
             return EpochEndResult::error(error.code());
         }
-        let _ = leader_epoch;
-        EpochEndResult::error(ErrorCode::UnknownServerError)
+        match state.epoch_end(leader_epoch) {
+            Some(end) => EpochEndResult {
+                error: ErrorCode::None,
+                leader_epoch: end.epoch.get() as i32,
+                end_offset: end.end_offset.get() as i64,
+            },
+            None => EpochEndResult {
+                error: ErrorCode::None,
+                leader_epoch: -1,
+                end_offset: -1,
+            },
+        }
     }
 
-    /// Returns once the high watermark is past `offset`, the partition is
-    /// gone, or `deadline` passed — woken by the append, not by polling.
+    /// Returns once the high watermark (a follower's fetch, `replica`: the
+    /// log end) is past `offset`, the partition is gone, or `deadline`
+    /// passed — woken by the append, not by polling.
     pub async fn wait_for_data(
         &self,
         topic: &str,
         partition: PartitionId,
         offset: i64,
         deadline: Instant,
+        replica: bool,
     ) {
         let Some(p) = self.get(topic, partition) else {
             return;
         };
         let notified = p.data.notified();
-        let end = p.state.borrow().high_watermark().get() as i64;
+        let end = {
+            let state = p.state.borrow();
+            if replica {
+                state.log_end()
+            } else {
+                state.high_watermark()
+            }
+        };
+        let end = end.get() as i64;
         // Data past `offset` already, or `offset` is not the end (the
         // fetch will answer OFFSET_OUT_OF_RANGE): nothing to wait for.
         if end != offset || p.closed.get() {
@@ -662,6 +1004,9 @@ impl PartitionManager {
             }
             return ListOffsetsResult::error(ErrorCode::NotLeaderOrFollower);
         };
+        if let Role::Follower { .. } = p.state.borrow().role() {
+            return ListOffsetsResult::error(ErrorCode::NotLeaderOrFollower);
+        }
         if let Err(error) = p.state.borrow().check_leader_epoch(current_leader_epoch) {
             return ListOffsetsResult::error(error.code());
         }
@@ -696,7 +1041,8 @@ impl PartitionManager {
             if p.state.borrow().flush_due(now) {
                 match p.log.flush().await {
                     Ok(durable_end) => {
-                        p.state.borrow_mut().durable(durable_end);
+                        let completed = p.state.borrow_mut().durable(durable_end);
+                        wake(&p, &completed);
                     }
                     // The log reported its fault once, when it started.
                     Err(StorageError::WriteFault { .. }) => {}
@@ -758,6 +1104,200 @@ impl PartitionManager {
     }
 }
 
+/// The local side of replication: the replica fetchers of this shard
+/// drive the follower partitions through it.
+impl ReplicaLogs for PartitionManager {
+    fn followed(&self) -> (u64, Vec<Followed>) {
+        (
+            self.followed_version.get(),
+            self.followed.borrow().values().cloned().collect(),
+        )
+    }
+
+    async fn followed_changed(&self, seen: u64) {
+        loop {
+            let notified = self.followed_changed.notified();
+            if self.followed_version.get() != seen {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn position(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<FollowerPosition, FollowerError> {
+        let p = self.following(topic, partition, leader_epoch)?;
+        Ok(position_of(&p))
+    }
+
+    async fn truncate(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        leader_epoch: LeaderEpoch,
+        end: Offset,
+    ) -> Result<FollowerPosition, FollowerError> {
+        let p = self.following(topic, partition, leader_epoch)?;
+        let Ok(_gate) = p.append_gate.acquire_permit(1).await else {
+            return Err(not_following(topic, partition, leader_epoch));
+        };
+        let p = self.following(topic, partition, leader_epoch)?;
+        let (log_start, log_end) = (p.log.log_start(), p.log.log_end());
+        if end == log_end {
+            return Ok(position_of(&p));
+        }
+        let cut = if end < log_start || end > log_end {
+            p.log.reset(end).await
+        } else {
+            p.log.truncate(end).await
+        };
+        cut.map_err(|e| FollowerError::Storage(e.to_string()))?;
+        // The producer state of the tail that is gone goes with it.
+        let (producers, snapshot_end) = snapshot::load(&p.log, self.producer_state)
+            .await
+            .map_err(|e| FollowerError::Storage(e.to_string()))?;
+        p.snapshot_end.set(snapshot_end);
+        p.state.borrow_mut().truncated(
+            p.log.log_start(),
+            p.log.log_end(),
+            p.log.durable_end(),
+            producers,
+        );
+        self.write_epochs(&p)
+            .await
+            .map_err(|e| FollowerError::Storage(e.to_string()))?;
+        tracing::info!(topic, %partition, from = %log_end, to = %p.log.log_end(), "follower truncated");
+        Ok(position_of(&p))
+    }
+
+    async fn append(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        leader_epoch: LeaderEpoch,
+        batches: Vec<Bytes>,
+        leader_high_watermark: Offset,
+        leader_log_start: Offset,
+    ) -> Result<FollowerPosition, FollowerError> {
+        let _ = leader_log_start;
+        let p = self.following(topic, partition, leader_epoch)?;
+        let Ok(_gate) = p.append_gate.acquire_permit(1).await else {
+            return Err(not_following(topic, partition, leader_epoch));
+        };
+        let p = self.following(topic, partition, leader_epoch)?;
+        let now_ms = self.clock.now_ms();
+        for batch in batches {
+            // Verified here (length, version, CRC) as where any batch
+            // enters the broker; the log checks it continues the log.
+            let (epoch, base) = match BatchView::parse(&batch) {
+                Ok((view, _)) => (view.header().leader_epoch(), view.header().base_offset()),
+                Err(error) => return Err(FollowerError::Diverged(error.to_string())),
+            };
+            let producer = BatchView::parse_header(&batch)
+                .ok()
+                .and_then(ProducerBatch::of);
+            if base != p.state.borrow().log_end() {
+                return Err(FollowerError::Diverged(format!(
+                    "batch at {base}, the log ends at {}",
+                    p.state.borrow().log_end()
+                )));
+            }
+            if p.state.borrow().epoch_is_new(epoch) {
+                p.state.borrow_mut().assign_epoch(epoch, base);
+                self.write_epochs(&p)
+                    .await
+                    .map_err(|e| FollowerError::Storage(e.to_string()))?;
+            }
+            match p.log.append(batch).await {
+                Ok(info) => {
+                    let appended = Appended {
+                        base_offset: info.base_offset,
+                        last_offset: info.last_offset,
+                        next_offset: info.next_offset,
+                        durable_end: p.log.durable_end(),
+                    };
+                    p.state.borrow_mut().follower_appended(
+                        producer.as_ref(),
+                        appended,
+                        epoch,
+                        now_ms,
+                    );
+                }
+                Err(StorageError::OffsetMismatch { expected, found }) => {
+                    return Err(FollowerError::Diverged(format!(
+                        "batch at {found}, the log ends at {expected}"
+                    )));
+                }
+                Err(error) => return Err(FollowerError::Storage(error.to_string())),
+            }
+        }
+        p.state
+            .borrow_mut()
+            .follower_high_watermark(leader_high_watermark);
+        Ok(position_of(&p))
+    }
+
+    async fn flush(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<FollowerPosition, FollowerError> {
+        let p = self.following(topic, partition, leader_epoch)?;
+        let durable_end = p
+            .log
+            .flush()
+            .await
+            .map_err(|e| FollowerError::Storage(e.to_string()))?;
+        p.state.borrow_mut().durable(durable_end);
+        Ok(position_of(&p))
+    }
+}
+
+impl PartitionManager {
+    /// `partition` of `topic`, if it follows a leader at `leader_epoch`
+    /// here.
+    fn following(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<Rc<Partition>, FollowerError> {
+        self.get(topic, partition)
+            .filter(|p| {
+                let state = p.state.borrow();
+                matches!(state.role(), Role::Follower { leader: Some(_) })
+                    && state.leader_epoch() == leader_epoch
+                    && !p.closed.get()
+            })
+            .ok_or_else(|| not_following(topic, partition, leader_epoch))
+    }
+}
+
+fn not_following(topic: &str, partition: PartitionId, leader_epoch: LeaderEpoch) -> FollowerError {
+    FollowerError::NotFollowing {
+        topic: topic.to_owned(),
+        partition,
+        leader_epoch,
+    }
+}
+
+fn position_of(p: &Partition) -> FollowerPosition {
+    let state = p.state.borrow();
+    FollowerPosition {
+        log_start: state.log_start(),
+        log_end: state.log_end(),
+        durable_end: state.durable_end(),
+        high_watermark: state.high_watermark(),
+        epochs: state.epochs().clone(),
+        flush_before_ack: state.policy().flush_before_ack,
+    }
+}
+
 impl Partition {
     /// Writes a snapshot of the producer state when the log grew since the
     /// last one (at close, and from housekeeping after a segment roll);
@@ -803,13 +1343,44 @@ impl Partition {
 }
 
 /// The state's view of a topic's config.
-fn produce_policy(config: &TopicConfig) -> ProducePolicy {
+fn produce_policy(config: &TopicConfig, replica_lag_time_max_ms: u64) -> ProducePolicy {
     ProducePolicy {
         min_insync_replicas: config.min_insync_replicas,
         flush_before_ack: config.flush_before_ack,
         flush_messages: config.flush_messages,
         flush_ms: config.flush_ms,
-        replica_lag_time_max_ms: DEFAULT_REPLICA_LAG_TIME_MAX_MS,
+        replica_lag_time_max_ms,
+    }
+}
+
+/// Wakes the producers (and long-polls) of `p` when waiters completed:
+/// once per high-watermark or durable-end move, not once per waiter.
+fn wake(p: &Partition, completed: &[Completion]) {
+    if !completed.is_empty() {
+        p.data.notify_all();
+    }
+}
+
+/// The partition's leader-epoch cache on open: its checkpoint clamped to
+/// the log; rebuilt from the batch headers (and to be rewritten: `true`)
+/// when the checkpoint is missing for a non-empty log (a data dir from
+/// before checkpoints) or unreadable.
+async fn load_epochs(log: &PartitionLog) -> Result<(LeaderEpochCache, bool), StorageError> {
+    let dir = log.dir().to_owned();
+    let read = glommio::executor()
+        .spawn_blocking(move || epochs_file::read(&dir))
+        .await;
+    let (log_start, log_end) = (log.log_start(), log.log_end());
+    match read {
+        Ok(mut cache) if !cache.is_empty() || log_start == log_end => {
+            cache.clamp_to_log(log_start, log_end);
+            Ok((cache, false))
+        }
+        Ok(_) => Ok((snapshot::scan_epochs(log).await?, true)),
+        Err(error) => {
+            tracing::warn!(dir = %log.dir().display(), %error, "rebuilding the leader-epoch cache from the log");
+            Ok((snapshot::scan_epochs(log).await?, true))
+        }
     }
 }
 

@@ -26,6 +26,7 @@
 
 pub mod epochs;
 pub mod epochs_file;
+pub mod follower;
 pub mod manager;
 pub mod producer_ids;
 pub mod producer_state;

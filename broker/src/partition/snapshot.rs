@@ -10,10 +10,11 @@
 
 use std::path::{Path, PathBuf};
 
-use fjord_schema::batch::BatchView;
+use fjord_schema::batch::{BatchHeader, BatchView};
 use fjord_schema::Offset;
 use fjord_storage::{PartitionLog, ReadRequest, StorageError};
 
+use super::epochs::LeaderEpochCache;
 use super::producer_state::{ProducerBatch, ProducerStateConfig, ProducerStates};
 use crate::durable_file::write_atomically;
 
@@ -106,6 +107,40 @@ pub async fn load(
         }
         None => (ProducerStates::new(config), None),
     };
+    scan_headers(log, from, end, |header| {
+        if let Some(producer) = ProducerBatch::of(header) {
+            states.apply(
+                &producer,
+                header.base_offset(),
+                header.last_offset(),
+                header.max_timestamp.get(),
+            );
+        }
+    })
+    .await?;
+    Ok((states, snapshot_end))
+}
+
+/// Rebuilds a partition's leader-epoch cache from its batch headers (a
+/// data dir from before leader-epoch checkpoints, or a damaged one): reads
+/// the whole log once.
+pub async fn scan_epochs(log: &PartitionLog) -> Result<LeaderEpochCache, StorageError> {
+    let mut epochs = LeaderEpochCache::new();
+    scan_headers(log, log.log_start(), log.log_end(), |header| {
+        epochs.assign(header.leader_epoch(), header.base_offset());
+    })
+    .await?;
+    Ok(epochs)
+}
+
+/// Calls `each` with the header of every batch of `log` whose base offset
+/// is in `[from, end)`, oldest first, reading through the storage layer.
+async fn scan_headers(
+    log: &PartitionLog,
+    mut from: Offset,
+    end: Offset,
+    mut each: impl FnMut(&BatchHeader),
+) -> Result<(), StorageError> {
     while from < end {
         let batches = log
             .read(ReadRequest {
@@ -121,23 +156,16 @@ pub async fn load(
         for bytes in &batches {
             let header = BatchView::parse_header(bytes).map_err(StorageError::InvalidBatch)?;
             // The read starts at the batch holding `from`, which the
-            // snapshot already covers when `from` is inside it.
+            // caller covered already when `from` is inside it.
             if header.base_offset() < from {
                 continue;
             }
-            if let Some(producer) = ProducerBatch::of(header) {
-                states.apply(
-                    &producer,
-                    header.base_offset(),
-                    header.last_offset(),
-                    header.max_timestamp.get(),
-                );
-            }
+            each(header);
         }
         assert!(last_end > from, "the scan moves forward");
         from = last_end;
     }
-    Ok((states, snapshot_end))
+    Ok(())
 }
 
 #[cfg(test)]

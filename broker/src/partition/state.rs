@@ -57,6 +57,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, Offset};
 
+use super::epochs::{EpochEndOffset, LeaderEpochCache};
 use super::producer_state::{ProducerBatch, ProducerStates, SequenceError, Verdict};
 use super::replicas::{IsrChange, Leadership, ReplicaError, Replicas};
 use crate::metadata::image::PartitionEpoch;
@@ -65,6 +66,18 @@ use crate::metadata::image::PartitionEpoch;
 /// (issue 13) will give each partition its epoch instead; until then
 /// nothing bumps it and this is its only source.
 pub const INITIAL_LEADER_EPOCH: LeaderEpoch = LeaderEpoch(0);
+
+/// What this replica is for its partition, as the committed metadata
+/// image says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// It leads: produces append here, consumers read here, followers
+    /// fetch from here.
+    Leader,
+    /// It follows `leader` (`None`: the partition has no leader now): its
+    /// log grows only by the leader's batches, appended verbatim.
+    Follower { leader: Option<NodeId> },
+}
 
 /// The produce `acks` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +152,8 @@ pub enum PartitionError {
         given: LeaderEpoch,
         current: LeaderEpoch,
     },
+    #[error("this replica is not the leader (leader: {leader:?}); refresh metadata")]
+    NotLeader { leader: Option<NodeId> },
 }
 
 impl PartitionError {
@@ -152,6 +167,7 @@ impl PartitionError {
             PartitionError::Sequence(error) => error.code(),
             PartitionError::FencedLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
             PartitionError::UnknownLeaderEpoch { .. } => ErrorCode::UnknownLeaderEpoch,
+            PartitionError::NotLeader { .. } => ErrorCode::NotLeaderOrFollower,
         }
     }
 }
@@ -232,7 +248,16 @@ pub struct Opened {
 /// Created when the partition opens, fed by its driver until it closes.
 #[derive(Debug)]
 pub struct PartitionState {
+    role: Role,
     leader_epoch: LeaderEpoch,
+    /// Which leader epoch wrote which range of the log (`epochs.rs`).
+    epochs: LeaderEpochCache,
+    /// Bumped by every change of `epochs`; the driver writes the
+    /// checkpoint when it differs from `epochs_written` — before appending
+    /// a batch (so the checkpoint always covers the epochs of the log) and
+    /// after a truncation.
+    epochs_version: u64,
+    epochs_written: u64,
     policy: ProducePolicy,
     /// The replica set, the ISR and the followers' progress: the leader
     /// alone until a leadership with followers is applied.
@@ -261,7 +286,11 @@ impl PartitionState {
         assert!(opened.log_start <= opened.log_end);
         assert!(opened.durable_end <= opened.log_end);
         PartitionState {
+            role: Role::Leader,
             leader_epoch: opened.leader_epoch,
+            epochs: LeaderEpochCache::new(),
+            epochs_version: 0,
+            epochs_written: 0,
             policy,
             replicas: Replicas::new(policy.replica_lag_time_max_ms, opened.log_end),
             log_start: opened.log_start,
@@ -278,6 +307,47 @@ impl PartitionState {
 
     pub fn leader_epoch(&self) -> LeaderEpoch {
         self.leader_epoch
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The leader-epoch cache as recovered at open (its checkpoint clamped
+    /// to the log, or rebuilt from the log: `rewrite`, the checkpoint is
+    /// written again).
+    pub fn with_epochs(mut self, epochs: LeaderEpochCache, rewrite: bool) -> PartitionState {
+        self.epochs = epochs;
+        if rewrite {
+            self.epochs_changed();
+        }
+        self
+    }
+
+    pub fn epochs(&self) -> &LeaderEpochCache {
+        &self.epochs
+    }
+
+    /// The epoch cache to checkpoint and its version, when it changed
+    /// since the last [`Self::epochs_written`].
+    pub fn epochs_to_write(&self) -> Option<(u64, LeaderEpochCache)> {
+        (self.epochs_version != self.epochs_written)
+            .then(|| (self.epochs_version, self.epochs.clone()))
+    }
+
+    /// The driver wrote the checkpoint of version `version`.
+    pub fn epochs_written(&mut self, version: u64) {
+        self.epochs_written = self.epochs_written.max(version);
+    }
+
+    fn epochs_changed(&mut self) {
+        self.epochs_version += 1;
+    }
+
+    /// `OffsetForLeaderEpoch` on this replica: where `epoch` ends
+    /// ([`LeaderEpochCache::end_offset_for`]); `None`: undefined.
+    pub fn epoch_end(&self, epoch: LeaderEpoch) -> Option<EpochEndOffset> {
+        self.epochs.end_offset_for(epoch, self.log_end)
     }
 
     /// The controller elected a leader at `epoch` (the metadata image's):
@@ -335,11 +405,126 @@ impl PartitionState {
         leadership: &Leadership,
         now_ms: i64,
     ) -> Result<Vec<Completion>, ReplicaError> {
+        if leadership.leader_epoch < self.leader_epoch {
+            return Ok(Vec::new());
+        }
+        if let Role::Follower { .. } = self.role {
+            // A follower taking over: the followers' progress starts
+            // afresh at this epoch.
+            self.replicas = Replicas::new(self.policy.replica_lag_time_max_ms, self.log_end);
+        }
         if self.replicas.apply(leadership, self.log_end, now_ms)? {
             self.set_leader_epoch(leadership.leader_epoch);
+            self.role = Role::Leader;
+            // Kafka assigns the new epoch at the log end when a replica
+            // becomes leader, so `OffsetForLeaderEpoch` answers followers
+            // before the first append of the epoch.
+            if self.epochs.assign(leadership.leader_epoch, self.log_end) {
+                self.epochs_changed();
+            }
         }
         self.move_high_watermark();
         Ok(self.release())
+    }
+
+    /// The committed image says this replica follows `leader` (`None`: no
+    /// leader now) at `epoch`. A stale image (an older epoch) is ignored.
+    /// Every acks=all waiter fails (NOT_LEADER_OR_FOLLOWER: its producer
+    /// retries at the new leader; the records may still be committed
+    /// there, which an idempotent producer's retry finds as a duplicate).
+    /// The high watermark stays (capped by the log end) until the new
+    /// leader's fetch responses move it.
+    pub fn become_follower(
+        &mut self,
+        leader: Option<NodeId>,
+        epoch: LeaderEpoch,
+    ) -> Vec<Completion> {
+        if epoch < self.leader_epoch {
+            return Vec::new();
+        }
+        self.set_leader_epoch(epoch);
+        self.role = Role::Follower { leader };
+        self.replicas = Replicas::new(self.policy.replica_lag_time_max_ms, self.log_end);
+        let error = PartitionError::NotLeader { leader };
+        let mut failed = Vec::with_capacity(self.waiters.len());
+        for waiter in std::mem::take(&mut self.waiters) {
+            self.failed.insert(waiter.id, error.clone());
+            failed.push(Completion {
+                waiter: waiter.id,
+                outcome: Err(error.clone()),
+            });
+        }
+        failed
+    }
+
+    /// A follower appended the leader's batch (verbatim: `batch` as the
+    /// log reported it, written by leader epoch `epoch`) at `now_ms`.
+    /// Producer state and epoch cache follow the leader's, so this replica
+    /// can take over with both.
+    pub fn follower_appended(
+        &mut self,
+        producer: Option<&ProducerBatch>,
+        batch: Appended,
+        epoch: LeaderEpoch,
+        now_ms: i64,
+    ) {
+        assert_eq!(batch.base_offset, self.log_end, "batches continue the log");
+        assert!(batch.base_offset <= batch.last_offset && batch.last_offset < batch.next_offset);
+        if let Some(producer) = producer {
+            self.producers
+                .apply(producer, batch.base_offset, batch.last_offset, now_ms);
+        }
+        self.log_end = batch.next_offset;
+        self.oldest_unflushed_ms.get_or_insert(now_ms);
+        if self.epochs.assign(epoch, batch.base_offset) {
+            self.epochs_changed();
+        }
+        self.durable(batch.durable_end);
+    }
+
+    /// Whether appending a batch of leader epoch `epoch` at the log end
+    /// changes the epoch cache (the driver then writes the checkpoint
+    /// first).
+    pub fn epoch_is_new(&self, epoch: LeaderEpoch) -> bool {
+        self.epochs
+            .latest()
+            .is_none_or(|latest| latest.epoch != epoch)
+    }
+
+    /// Records a batch's epoch in the cache ahead of its append (see
+    /// [`Self::epoch_is_new`]).
+    pub fn assign_epoch(&mut self, epoch: LeaderEpoch, start_offset: Offset) {
+        if self.epochs.assign(epoch, start_offset) {
+            self.epochs_changed();
+        }
+    }
+
+    /// A follower learned the leader's high watermark: its own is that,
+    /// capped by its log end (it may go back after a truncation).
+    pub fn follower_high_watermark(&mut self, leader_high_watermark: Offset) {
+        self.high_watermark = leader_high_watermark.min(self.log_end);
+    }
+
+    /// The log was cut to `[log_start, log_end)` (a follower's truncation
+    /// of a divergent tail, or a restart at the leader's log start), the
+    /// producer state rebuilt from what is left.
+    pub fn truncated(
+        &mut self,
+        log_start: Offset,
+        log_end: Offset,
+        durable_end: Offset,
+        producers: ProducerStates,
+    ) {
+        assert!(log_start <= log_end && durable_end <= log_end);
+        self.log_start = log_start;
+        self.log_end = log_end;
+        self.durable_end = durable_end;
+        self.high_watermark = self.high_watermark.min(log_end);
+        self.producers = producers;
+        self.oldest_unflushed_ms = None;
+        self.epochs.clamp_to_log(log_start, log_end);
+        self.epochs_changed();
+        self.replicas = Replicas::new(self.policy.replica_lag_time_max_ms, log_end);
     }
 
     /// A follower's fetch at `now_ms`: it has the log below `fetch_offset`,
@@ -441,6 +626,9 @@ impl PartitionState {
     /// The checks of a produce before any batch is looked at.
     pub fn begin_produce(&self, acks: i8) -> Result<Acks, PartitionError> {
         let acks = Acks::from_wire(acks)?;
+        if let Role::Follower { leader } = self.role {
+            return Err(PartitionError::NotLeader { leader });
+        }
         let min = self.policy.min_insync_replicas;
         let in_sync = self.replicas.isr_len();
         if acks == Acks::All && in_sync < min as usize {
@@ -484,6 +672,9 @@ impl PartitionState {
                 .apply(producer, batch.base_offset, batch.last_offset, now_ms);
         }
         self.log_end = batch.next_offset;
+        if self.epochs.assign(self.leader_epoch, batch.base_offset) {
+            self.epochs_changed();
+        }
         // With the leader alone in the ISR the high watermark follows the
         // log end; with followers their fetches move it.
         self.move_high_watermark();

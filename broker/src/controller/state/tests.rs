@@ -536,7 +536,11 @@ fn a_silent_broker_is_fenced_after_the_session_timeout_and_its_leaderships_move(
           => heartbeat fenced=false shutdown_ready=false
         tick @9001
           fence 2 inc=20
-          change t1/1 isr=[2,3] leader=3 epoch=1 pe=1
+          change t3/0 isr=[1,3] leader=1 epoch=0 pe=1
+          change t3/1 isr=[3,1] leader=3 epoch=0 pe=1
+          change t3/2 isr=[1,3] leader=1 epoch=0 pe=1
+          change t1/0 isr=[1] leader=1 epoch=0 pe=1
+          change t1/1 isr=[3] leader=3 epoch=1 pe=1
           change t2/0 isr=[2] leader=- epoch=1 pe=1
         tick @9002
         ",
@@ -575,8 +579,10 @@ fn a_restarted_broker_registers_again_and_gets_its_offline_leaderships_back() {
         "
         register 2 inc=21 @100
           register 2 inc=21
-          change t1/1 isr=[2,1] leader=1 epoch=1 pe=1
-          change t2/0 isr=[2,1] leader=1 epoch=1 pe=1
+          change t1/0 isr=[1] leader=1 epoch=0 pe=1
+          change t1/1 isr=[1] leader=1 epoch=1 pe=1
+          change t1/2 isr=[1] leader=1 epoch=0 pe=1
+          change t2/0 isr=[1] leader=1 epoch=1 pe=1
           change t3/0 isr=[2] leader=- epoch=1 pe=1
           => registered
         heartbeat 2 inc=20 caught_up=true @100
@@ -643,7 +649,9 @@ fn a_new_leader_gives_every_broker_a_fresh_session() {
           => heartbeat fenced=false shutdown_ready=false
         tick @29001
           fence 2 inc=20
-          change t1/1 isr=[2,1] leader=1 epoch=1 pe=1
+          change t1/0 isr=[1] leader=1 epoch=0 pe=1
+          change t1/1 isr=[1] leader=1 epoch=1 pe=1
+          change t1/2 isr=[1] leader=1 epoch=0 pe=1
         ",
     );
 }
@@ -664,9 +672,11 @@ fn a_controlled_shutdown_moves_leadership_first() {
         "
         shutdown 1 inc=10 @0
           fence 1 inc=10
-          change t1/0 isr=[1,2] leader=2 epoch=1 pe=1
-          change t1/2 isr=[1,2] leader=2 epoch=1 pe=1
-          change t2/0 isr=[1,2] leader=2 epoch=1 pe=1
+          change t1/0 isr=[2] leader=2 epoch=1 pe=1
+          change t1/1 isr=[2] leader=2 epoch=0 pe=1
+          change t1/2 isr=[2] leader=2 epoch=1 pe=1
+          change t2/0 isr=[2] leader=2 epoch=1 pe=1
+          change t2/1 isr=[2] leader=2 epoch=0 pe=1
           change t3/0 isr=[1] leader=- epoch=1 pe=1
           => heartbeat fenced=true shutdown_ready=true
         shutdown 1 inc=10 @0
@@ -1482,35 +1492,31 @@ fn alter_partition_is_a_compare_and_set_on_both_epochs() {
           => alter UnknownTopicOrPartition (no partition)
         ",
     );
-    // Node 1 shuts down: node 2 leads at epoch 1. The old leader's
-    // request is fenced; a fenced member may stay in the ISR but not join
-    // it again.
+    // Node 1 shuts down: node 2 leads at epoch 1 and node 1 leaves the
+    // ISR. The old leader's request is fenced; a fenced node cannot join
+    // the ISR again.
     h.shutdown(1, 10);
     h.alter(1, (a, 0), (0, 3), &[1, 2, 3]);
-    h.alter(2, (a, 0), (1, 3), &[1, 2]);
-    h.alter(2, (a, 0), (1, 4), &[2]);
-    h.alter(2, (a, 0), (1, 5), &[2, 1]);
-    h.alter(2, (a, 0), (1, 5), &[2, 3]);
+    h.alter(2, (a, 0), (1, 3), &[2]);
+    h.alter(2, (a, 0), (1, 4), &[2, 1]);
+    h.alter(2, (a, 0), (1, 4), &[2, 3]);
     expect(
         h.take(),
         "
         shutdown 1 inc=10 @0
           fence 1 inc=10
-          change t1/0 isr=[1,2,3] leader=2 epoch=1 pe=3
+          change t1/0 isr=[2,3] leader=2 epoch=1 pe=3
           => heartbeat fenced=true shutdown_ready=true
         alter-partition by 1 t1/0 epoch=0 pe=3 isr=[1,2,3] @0
-          => alter FencedLeaderEpoch: isr=[1,2,3] leader=2 epoch=1 pe=3
-        alter-partition by 2 t1/0 epoch=1 pe=3 isr=[1,2] @0
-          change t1/0 isr=[1,2] leader=2 epoch=1 pe=4
-          => alter None: isr=[1,2] leader=2 epoch=1 pe=4
-        alter-partition by 2 t1/0 epoch=1 pe=4 isr=[2] @0
-          change t1/0 isr=[2] leader=2 epoch=1 pe=5
-          => alter None: isr=[2] leader=2 epoch=1 pe=5
-        alter-partition by 2 t1/0 epoch=1 pe=5 isr=[2,1] @0
-          => alter IneligibleReplica: isr=[2] leader=2 epoch=1 pe=5
-        alter-partition by 2 t1/0 epoch=1 pe=5 isr=[2,3] @0
-          change t1/0 isr=[2,3] leader=2 epoch=1 pe=6
-          => alter None: isr=[2,3] leader=2 epoch=1 pe=6
+          => alter FencedLeaderEpoch: isr=[2,3] leader=2 epoch=1 pe=3
+        alter-partition by 2 t1/0 epoch=1 pe=3 isr=[2] @0
+          change t1/0 isr=[2] leader=2 epoch=1 pe=4
+          => alter None: isr=[2] leader=2 epoch=1 pe=4
+        alter-partition by 2 t1/0 epoch=1 pe=4 isr=[2,1] @0
+          => alter IneligibleReplica: isr=[2] leader=2 epoch=1 pe=4
+        alter-partition by 2 t1/0 epoch=1 pe=4 isr=[2,3] @0
+          change t1/0 isr=[2,3] leader=2 epoch=1 pe=5
+          => alter None: isr=[2,3] leader=2 epoch=1 pe=5
         ",
     );
     assert_eq!(&h.follower_image(), &**h.state.image());
@@ -1632,6 +1638,9 @@ fn preferred_election_moves_leadership_back_once() {
     h.elect(Some(&[(a, 0)]), true);
     h.register(1, 11);
     h.heartbeat(1, 11, true);
+    // Back in sync: the leader (node 2) adds node 1 to the ISRs again.
+    h.alter(2, (a, 0), (1, 1), &[2, 1]);
+    h.alter(2, (a, 1), (0, 1), &[2, 1]);
     h.elect(Some(&[(a, 0), (a, 1)]), true);
     // Already preferred: nothing to do; asked for all, nothing listed.
     h.elect(Some(&[(a, 0)]), true);
@@ -1647,8 +1656,14 @@ fn preferred_election_moves_leadership_back_once() {
         heartbeat 1 inc=11 caught_up=true @0
           unfence 1 inc=11
           => heartbeat fenced=false shutdown_ready=false
+        alter-partition by 2 t1/0 epoch=1 pe=1 isr=[2,1] @0
+          change t1/0 isr=[2,1] leader=2 epoch=1 pe=2
+          => alter None: isr=[2,1] leader=2 epoch=1 pe=2
+        alter-partition by 2 t1/1 epoch=0 pe=1 isr=[2,1] @0
+          change t1/1 isr=[2,1] leader=2 epoch=0 pe=2
+          => alter None: isr=[2,1] leader=2 epoch=0 pe=2
         elect preferred t1/0,t1/1 @0
-          change t1/0 isr=[1,2] leader=1 epoch=2 pe=2
+          change t1/0 isr=[2,1] leader=1 epoch=2 pe=3
           => elections: t1/0 None; t1/1 ElectionNotNeeded
         elect preferred t1/0 @0
           => elections: t1/0 ElectionNotNeeded
@@ -1717,10 +1732,11 @@ fn the_periodic_rebalance_moves_leaderships_to_preferred_replicas() {
     h.state.become_leader(0);
     h.tick(0);
     h.live(&[1, 2]);
-    h.create_configured("a", &[&[1, 2]], &[]);
+    let a = h.create_configured("a", &[&[1, 2]], &[]);
     h.shutdown(1, 10);
     h.register(1, 11);
     h.heartbeat(1, 11, true);
+    h.alter(2, (a, 0), (1, 1), &[2, 1]);
     h.take();
     h.tick(4_999);
     h.tick(5_000);
@@ -1730,7 +1746,7 @@ fn the_periodic_rebalance_moves_leaderships_to_preferred_replicas() {
         "
         tick @4999
         tick @5000
-          change t1/0 isr=[1,2] leader=1 epoch=2 pe=2
+          change t1/0 isr=[2,1] leader=1 epoch=2 pe=3
         tick @6000
         ",
     );

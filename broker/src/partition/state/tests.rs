@@ -28,6 +28,16 @@
 //! - `timer` — the ISR timer at the current time: a shrink proposal or not
 //! - `rejected P` — the controller refused the proposal based on P
 //! - `isr` — the committed ISR, its partition epoch and the proposal
+//!
+//! Following (this node becomes a follower of another):
+//! - `follow leader=N|- epoch=E` — the image says node N leads at E;
+//!   answers the waiters failed and the role
+//! - `replicate epoch=E records=R` — the leader's batch of R records,
+//!   written at leader epoch E, appended verbatim
+//! - `leader-hw O` — a fetch response's high watermark
+//! - `truncate END` — the fetcher cut the log to END
+//! - `epochs` — the leader-epoch cache; `epoch-end E` — its answer to
+//!   `OffsetForLeaderEpoch` for E
 
 use std::collections::BTreeMap;
 
@@ -213,6 +223,77 @@ impl Harness {
                 Vec::new()
             }
             ["isr"] => vec![self.isr()],
+            ["follow", args @ ..] => {
+                let args = kv(args);
+                let leader = (args["leader"] != "-")
+                    .then(|| NodeId(args["leader"].parse().expect("node id")));
+                let epoch = LeaderEpoch(args["epoch"].parse().expect("epoch"));
+                let failed = self.state.become_follower(leader, epoch);
+                let mut out = self.completed(&failed);
+                out.push(format!("role {:?}", self.state.role()));
+                out.extend(self.answer());
+                out
+            }
+            ["replicate", args @ ..] => {
+                let args = kv(args);
+                let epoch = LeaderEpoch(args["epoch"].parse().expect("epoch"));
+                let records: u64 = args["records"].parse().expect("records");
+                let base_offset = self.state.log_end();
+                let appended = Appended {
+                    base_offset,
+                    last_offset: Offset(base_offset.get() + records - 1),
+                    next_offset: Offset(base_offset.get() + records),
+                    durable_end: self.log_durable,
+                };
+                let new = self.state.epoch_is_new(epoch);
+                self.state
+                    .follower_appended(None, appended, epoch, self.now_ms);
+                vec![format!(
+                    "end {}{}",
+                    self.state.log_end(),
+                    if new { " new epoch" } else { "" }
+                )]
+            }
+            ["leader-hw", offset] => {
+                self.state
+                    .follower_high_watermark(Offset(offset.parse().expect("offset")));
+                vec![format!("hw {}", self.state.high_watermark())]
+            }
+            ["truncate", end] => {
+                let end = Offset(end.parse().expect("offset"));
+                self.log_durable = self.log_durable.min(end);
+                let producers = ProducerStates::new(ProducerStateConfig::default());
+                let start = self.state.log_start();
+                self.state
+                    .truncated(start, end, self.log_durable, producers);
+                vec![format!(
+                    "end {} hw {}",
+                    self.state.log_end(),
+                    self.state.high_watermark()
+                )]
+            }
+            ["epochs"] => {
+                let entries: Vec<String> = self
+                    .state
+                    .epochs()
+                    .entries()
+                    .iter()
+                    .map(|e| format!("{}@{}", e.epoch, e.start_offset))
+                    .collect();
+                let dirty = self.state.epochs_to_write().is_some();
+                vec![format!(
+                    "epochs {}{}",
+                    entries.join(" "),
+                    if dirty { " (to write)" } else { "" }
+                )]
+            }
+            ["epoch-end", epoch] => {
+                let epoch = LeaderEpoch(epoch.parse().expect("epoch"));
+                vec![match self.state.epoch_end(epoch) {
+                    Some(end) => format!("epoch {} ends at {}", end.epoch, end.end_offset),
+                    None => "undefined".to_owned(),
+                }]
+            }
             ["state"] => {
                 let s = &self.state;
                 vec![format!(
@@ -1044,6 +1125,62 @@ fn expansion_waits_for_the_start_of_the_leader_epoch() {
         > fetch 3 offset=3
         hw 0
         propose isr=1,2,3 on pepoch 8
+        ",
+    );
+}
+
+/// A leader that loses its leadership fails its acks=all waiters and
+/// refuses produces; as follower it appends the leader's batches with
+/// their epochs, learns the leader's high watermark (capped by its log
+/// end), truncates a divergent tail; becoming leader again it records its
+/// epoch at its log end, which `OffsetForLeaderEpoch` answers.
+#[test]
+fn leader_to_follower_and_back() {
+    check(
+        "
+        > leadership replicas=1,2 isr=1,2 epoch=3 pepoch=0
+        isr 1,2 pepoch 0
+        > produce #1 acks=-1 records=5
+        #1 base=0 end=5 flush wait
+        > flush
+        durable 5 released 0
+        > epochs
+        epochs 3@0 (to write)
+        > follow leader=2 epoch=4
+        completed #1
+        role Follower { leader: Some(NodeId(2)) }
+        #1 NotLeaderOrFollower
+        > produce #2 acks=1 records=1
+        #2 NotLeaderOrFollower
+        > truncate 3
+        end 3 hw 0
+        > replicate epoch=4 records=4
+        end 7 new epoch
+        > replicate epoch=4 records=1
+        end 8
+        > leader-hw 20
+        hw 8
+        > epochs
+        epochs 3@0 4@3 (to write)
+        > follow leader=2 epoch=2
+        role Follower { leader: Some(NodeId(2)) }
+        > leadership replicas=1,2 isr=1 epoch=6 pepoch=3
+        isr 1 pepoch 3
+        > epochs
+        epochs 3@0 4@3 6@8 (to write)
+        > epoch-end 3
+        epoch 3 ends at 3
+        > epoch-end 5
+        epoch 4 ends at 8
+        > epoch-end 6
+        epoch 6 ends at 8
+        > epoch-end 7
+        undefined
+        > produce #3 acks=1 records=2
+        #3 base=8 end=10
+        #3 acked
+        > state
+        start=0 end=10 durable=3 hw=10 ack_end=3 waiting=0
         ",
     );
 }
