@@ -45,7 +45,7 @@ where
         );
         let service = Rc::new(ShardService::new(
             ShardId(0),
-            NodeId(0),
+            NodeId(7),
             partitions,
             Arc::new(Catalog::default()),
             Some(TopicAdmin::new(registry, base, 2, NodeId(7))),

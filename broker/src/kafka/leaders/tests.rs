@@ -16,7 +16,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::*;
-use crate::engine::types::CreateSpec;
+use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput};
+
+use crate::batches::VerifiedBatches;
+use crate::engine::types::{CreateSpec, ProduceRequest};
 use crate::kafka::handler::KafkaHandler;
 
 fn name(text: &str) -> TopicName {
@@ -274,8 +277,8 @@ fn elections(response: &ElectLeadersResponse) -> Vec<(String, i32, i16)> {
 /// ELECTION_NOT_NEEDED (preferred and unclean), unknown ones
 /// UNKNOWN_TOPIC_OR_PARTITION, an unknown election type INVALID_REQUEST;
 /// of every partition, nothing (no election was needed). OffsetForLeaderEpoch
-/// fences a current epoch newer than the partition's and refuses unknown
-/// partitions. Both are listed by ApiVersions.
+/// answers where an epoch ends, fences a current epoch newer than the
+/// partition's and refuses unknown partitions. Both are listed by ApiVersions.
 #[test]
 fn elect_leaders_and_offset_for_leader_epoch_through_the_handler() {
     crate::engine::testing::with_engine(|engine| async move {
@@ -292,6 +295,28 @@ fn elect_leaders_and_offset_for_leader_epoch_through_the_handler() {
             )
             .await;
         assert!(created[0].error.is_none(), "{:?}", created[0].error);
+        // Three records in partition 1 at leader epoch 0.
+        let mut builder = BatchBuilder::new(BatchOptions::default());
+        for i in 0..3u8 {
+            builder.push(RecordInput {
+                key: None,
+                value: Some(&[i; 8]),
+                headers: &[],
+                timestamp: 1,
+                offset_delta: None,
+            });
+        }
+        let records = builder.finish().expect("builds");
+        let produced = engine
+            .produce(ProduceRequest {
+                acks: 1,
+                topics: vec![(
+                    "t".to_owned(),
+                    vec![(PartitionId(1), VerifiedBatches::verify(&records))],
+                )],
+            })
+            .await;
+        assert_eq!(produced[0].1[0].1.error, ErrorCode::None, "{produced:?}");
         let handler = KafkaHandler::new(engine.clone(), 1 << 20);
 
         let versions: ApiVersionsResponse = ask(
@@ -358,8 +383,10 @@ fn elect_leaders_and_offset_for_leader_epoch_through_the_handler() {
         );
 
         for version in 2..=4 {
-            let request =
-                epoch_request(&[("t", &[(0, 9, 0), (5, -1, 0)]), ("nope", &[(0, -1, 0)])]);
+            let request = epoch_request(&[
+                ("t", &[(0, 9, 0), (1, 0, 0), (1, -1, 3), (5, -1, 0)]),
+                ("nope", &[(0, -1, 0)]),
+            ]);
             let response: OffsetForLeaderEpochResponse =
                 ask(&handler, ApiKey::OffsetForLeaderEpoch, version, &request).await;
             let rows: Vec<(String, i32, i16, i32, i64)> = response
@@ -387,6 +414,10 @@ fn elect_leaders_and_offset_for_leader_epoch_through_the_handler() {
                         -1,
                         -1
                     ),
+                    // Epoch 0 ends at the log end; an epoch later than
+                    // any known is undefined (Kafka's endOffsetFor).
+                    ("t".to_owned(), 1, 0, 0, 3),
+                    ("t".to_owned(), 1, 0, -1, -1),
                     ("t".to_owned(), 5, unknown, -1, -1),
                     ("nope".to_owned(), 0, unknown, -1, -1),
                 ],
