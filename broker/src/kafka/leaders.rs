@@ -8,7 +8,8 @@
 //! asks the controller ([`Engine::elect_leaders`]).
 //!
 //! The conversions are free functions so tests check them without an
-//! engine.
+//! engine (`kafka/leaders_tests.rs`, a sibling: it also drives the
+//! handler, which imports this module).
 
 use std::collections::{HashMap, HashSet};
 
@@ -218,6 +219,3 @@ fn refused(
     }
     response
 }
-
-#[cfg(test)]
-mod tests;

@@ -9,5 +9,7 @@ pub mod frame;
 mod groups;
 pub mod handler;
 pub mod leaders;
+#[cfg(test)]
+mod leaders_tests;
 pub mod records;
 pub mod serve;

@@ -15,12 +15,13 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use super::*;
+use super::leaders::*;
 use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput};
 
 use crate::batches::VerifiedBatches;
-use crate::engine::types::{CreateSpec, ProduceRequest};
+use crate::engine::types::{CreateSpec, EpochEndResult, EpochQuery, ProduceRequest};
 use crate::kafka::handler::KafkaHandler;
+use crate::ops::ElectionOutcome;
 
 fn name(text: &str) -> TopicName {
     TopicName(StrBytes::from_string(text.to_owned()))
