@@ -38,6 +38,7 @@ use crate::metadata::registry::TopicRegistry;
 use crate::ops::{AlterSpec, CreateSpec, ElectionOutcome, Op, OpResult, TopicOutcome};
 use crate::partition::manager::PartitionManager;
 use crate::partition::producer_ids::ProducerIds;
+use crate::partition::state::Role;
 use crate::topic::{partitions_from_assignments, TopicConfig, TopicError};
 
 /// The shard that owns the topic registry.
@@ -281,27 +282,34 @@ impl GroupShard for ShardService {
             .map(TopicMeta::partition_count)
     }
 
-    fn hosted_offsets_partitions(&self) -> Vec<PartitionId> {
+    fn led_offsets_partitions(&self) -> Vec<(PartitionId, LeaderEpoch)> {
         let catalog = self.catalog();
         let Some(meta) = catalog.get(OFFSETS_TOPIC) else {
             return Vec::new();
         };
         (0..meta.partition_count())
             .map(PartitionId)
-            .filter(|&p| meta.shard_of(p) == Some(self.shard) && meta.hosts(p, self.node))
+            .filter(|&p| meta.shard_of(p) == Some(self.shard))
+            .filter_map(|p| {
+                let image = meta.partition(p)?;
+                (image.leader == Some(self.node)).then_some((p, image.leader_epoch))
+            })
             // An offline one's ERROR is logged already.
-            .filter(|&p| self.partitions.offline(OFFSETS_TOPIC, p).is_none())
+            .filter(|&(p, _)| self.partitions.offline(OFFSETS_TOPIC, p).is_none())
             .collect()
     }
 
-    async fn offsets_log_start(&self, partition: PartitionId) -> Result<i64, ErrorCode> {
-        // This node's own replica, leader or follower.
+    async fn offsets_log_bounds(&self, partition: PartitionId) -> Result<(i64, i64), ErrorCode> {
+        // This node's own replica, leader or follower: an offset past its
+        // end answers OFFSET_OUT_OF_RANGE with the start and the end.
         let read = self
             .partitions
             .read_local(OFFSETS_TOPIC, partition, i64::MAX, 0)
             .await;
         match read.error {
-            ErrorCode::None | ErrorCode::OffsetOutOfRange => Ok(read.log_start_offset),
+            ErrorCode::None | ErrorCode::OffsetOutOfRange => {
+                Ok((read.log_start_offset, read.high_watermark))
+            }
             code => Err(code),
         }
     }
@@ -311,13 +319,16 @@ impl GroupShard for ShardService {
         partition: PartitionId,
         offset: i64,
         max_bytes: usize,
-    ) -> Result<(Vec<Bytes>, i64), ErrorCode> {
+    ) -> Result<Vec<Bytes>, ErrorCode> {
+        // The local log up to its end, as a follower's fetch reads it (a
+        // consumer's fetch stops at the high watermark, which a new
+        // leader's may trail: see `group::host`).
         let read = self
             .partitions
             .read_local(OFFSETS_TOPIC, partition, offset, max_bytes)
             .await;
         match read.error {
-            ErrorCode::None => Ok((read.batches, read.high_watermark)),
+            ErrorCode::None => Ok(read.batches),
             code => Err(code),
         }
     }
@@ -333,8 +344,10 @@ impl GroupShard for ShardService {
             code: error.error_code(),
             message: Some(error.to_string()),
         })?;
-        // acks = -1: flush before ack (the topic keeps flush.before.ack =
-        // true).
+        // acks = -1: acknowledged once the high watermark passed the batch,
+        // fdatasynced on every ISR member (the topic keeps
+        // flush.before.ack = true); the coordinator maps the refusals
+        // (`group::coordinator::persist_error`).
         let result = self
             .partitions
             .produce(OFFSETS_TOPIC, partition, batches, -1)
@@ -406,11 +419,14 @@ impl ShardService {
     }
 
     /// The image's leadership of these open partitions of `topic` here.
-    fn apply_leaderships(&self, topic: &str, partitions: &[(PartitionId, PartitionImage)]) {
-        let changed = self
-            .partitions
-            .apply_leaderships(topic, self.node, partitions);
-        let _ = changed;
+    /// Returns the partitions whose role changed.
+    fn apply_leaderships(
+        &self,
+        topic: &str,
+        partitions: &[(PartitionId, PartitionImage)],
+    ) -> Vec<(PartitionId, Role)> {
+        self.partitions
+            .apply_leaderships(topic, self.node, partitions)
     }
 
     /// Shard 0: a leader's ISR change, through the controller
@@ -593,7 +609,19 @@ impl ShardService {
                     topic,
                     partitions: changed,
                 } => {
-                    self.apply_leaderships(&topic, &changed);
+                    let moved = self.apply_leaderships(&topic, &changed);
+                    if topic == OFFSETS_TOPIC {
+                        // A replica that stops leading unloads its groups at
+                        // once (the catalog swap that follows loads the
+                        // groups of partitions led here).
+                        if let Some(host) = self.groups() {
+                            for (partition, role) in moved {
+                                if let Role::Follower { .. } = role {
+                                    host.offsets_leadership(&self, partition, None);
+                                }
+                            }
+                        }
+                    }
                     OpResult::Done(Ok(()))
                 }
                 Op::AlterPartition {
@@ -640,6 +668,11 @@ impl ShardService {
                 } => OpResult::Topics(self.create_partitions(topics, validate_only).await),
                 Op::SetCatalog(catalog) => {
                     *self.catalog.borrow_mut() = catalog;
+                    // The offsets partitions led here load their groups,
+                    // those no longer led here drop them.
+                    if let Some(host) = self.groups() {
+                        host.follow_catalog(&self);
+                    }
                     OpResult::Done(Ok(()))
                 }
                 Op::CreateTopics {

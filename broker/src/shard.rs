@@ -342,8 +342,10 @@ async fn run(
         member_nonce(shard),
     ));
     let host = service.groups().expect("just attached");
+    // The offsets partitions led here at start; later leadership changes
+    // go through `GroupHost::offsets_leadership`.
     let loaded = host
-        .replay(&service)
+        .load_led(&service)
         .await
         .map_err(|e| BrokerError::Recovery {
             shard: usize::from(shard.get()),

@@ -64,8 +64,9 @@ pub struct ReplyId(pub u64);
 /// Limits and timeouts (Kafka's broker-side `group.*` settings).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupConfig {
-    /// Groups this coordinator holds; JoinGroup or a simple OffsetCommit
-    /// for a new group beyond it gets COORDINATOR_NOT_AVAILABLE.
+    /// Groups this coordinator (one offsets partition's) holds; JoinGroup
+    /// or a simple OffsetCommit for a new group beyond it gets
+    /// COORDINATOR_NOT_AVAILABLE.
     pub groups_max: usize,
     /// Members (and pending member ids) per group (`group.max.size`).
     pub members_per_group_max: usize,
@@ -88,7 +89,8 @@ pub struct GroupConfig {
     pub member_metadata_bytes_max: usize,
     /// Protocols (assignors) one member may offer.
     pub protocols_per_member_max: usize,
-    /// Offset commits waiting to become durable, over all groups.
+    /// Offset commits waiting to become durable, over all groups of this
+    /// coordinator.
     pub commits_in_flight_max: usize,
 }
 
@@ -155,8 +157,6 @@ pub enum GroupError {
     OffsetsMaxReached,
     #[error("too many offset commits are waiting to be written")]
     CommitsInFlightMaxReached,
-    #[error("writing the offsets failed")]
-    StorageError,
 }
 
 impl GroupError {
@@ -178,8 +178,31 @@ impl GroupError {
             GroupError::OffsetMetadataTooLarge => ErrorCode::OffsetMetadataTooLarge,
             GroupError::OffsetsMaxReached => ErrorCode::InvalidCommitOffsetSize,
             GroupError::CommitsInFlightMaxReached => ErrorCode::BrokerBusy,
-            GroupError::StorageError => ErrorCode::KafkaStorageError,
         }
+    }
+}
+
+/// The error a group request answers when appending its records to
+/// `__consumer_offsets` (acks=all) failed with `append`: Kafka's mapping
+/// for OffsetCommit and group writes. Too few in-sync replicas or a
+/// timeout waiting for them is COORDINATOR_NOT_AVAILABLE (retriable: the
+/// client retries here), a replica that no longer leads is
+/// NOT_COORDINATOR (the client finds the new coordinator), a batch too
+/// large is INVALID_COMMIT_OFFSET_SIZE; a storage error stays
+/// KAFKA_STORAGE_ERROR, and anything else is passed on.
+pub fn persist_error(append: ErrorCode) -> ErrorCode {
+    match append {
+        ErrorCode::NotEnoughReplicas
+        | ErrorCode::NotEnoughReplicasAfterAppend
+        | ErrorCode::RequestTimedOut
+        | ErrorCode::UnknownTopicOrPartition => ErrorCode::CoordinatorNotAvailable,
+        ErrorCode::NotLeaderOrFollower | ErrorCode::FencedLeaderEpoch => ErrorCode::NotCoordinator,
+        ErrorCode::MessageTooLarge | ErrorCode::RecordListTooLarge => {
+            ErrorCode::InvalidCommitOffsetSize
+        }
+        // `None` is no failure: a driver bug, reported as one.
+        ErrorCode::None => ErrorCode::UnknownServerError,
+        other => other,
     }
 }
 
@@ -660,11 +683,12 @@ impl Group {
 
 /// The coordinator of the groups one `__consumer_offsets` partition owns.
 ///
-/// Lives on: the shard that leads that partition (a driver owns it).
-/// Owns: those groups' membership, generations and committed offsets.
-/// Lifecycle: new → `load_offset` for every record of the partition →
-/// serve (`handle_*`, `poll_action`, `handle_tick`) → dropped with the shard
-/// (members rejoin elsewhere or after restart).
+/// Lives on: the shard that leads that partition (its `GroupHost` owns
+/// it). Owns: those groups' membership, generations and committed offsets.
+/// Lifecycle: new when the shard becomes the partition's leader →
+/// `load_offset` for every record of the partition → serve (`handle_*`,
+/// `poll_action`, `handle_tick`) → dropped when the shard stops leading the
+/// partition or stops (members rejoin the next coordinator).
 #[derive(Debug)]
 pub struct Coordinator {
     config: GroupConfig,
@@ -1271,9 +1295,11 @@ impl Coordinator {
         Ok(())
     }
 
-    /// The driver wrote (or failed to write) the offsets of
-    /// `Action::PersistOffsets { reply, .. }`.
-    pub fn offsets_persisted(&mut self, reply: ReplyId, written: bool) {
+    /// The driver wrote the offsets of `Action::PersistOffsets { reply,
+    /// .. }` (`Ok`: the append was acknowledged with acks=all), or the
+    /// append failed with this code ([`persist_error`] maps it to the
+    /// commit's error, as Kafka does).
+    pub fn offsets_persisted(&mut self, reply: ReplyId, written: Result<(), ErrorCode>) {
         let pending = self
             .commits
             .remove(&reply)
@@ -1284,15 +1310,14 @@ impl Coordinator {
             .expect("a group with commits in flight is kept");
         assert!(group.commits_in_flight > 0);
         group.commits_in_flight -= 1;
-        if written {
+        if written.is_ok() {
             for (tp, offset) in pending.offsets {
                 group.offsets.insert(tp, offset);
             }
         }
-        let persisted = if written {
-            ErrorCode::None
-        } else {
-            GroupError::StorageError.code()
+        let persisted = match written {
+            Ok(()) => ErrorCode::None,
+            Err(code) => persist_error(code),
         };
         let results = pending
             .results
@@ -1371,17 +1396,16 @@ impl Coordinator {
             .insert(reply, (group_id.to_owned(), group.offsets));
     }
 
-    /// The driver wrote (or failed to write) the tombstones of
-    /// `Action::PersistTombstones { reply, .. }`. On failure the offsets
-    /// come back (commits made since win) and the delete fails.
-    pub fn tombstones_persisted(&mut self, reply: ReplyId, written: bool) {
+    /// The driver wrote the tombstones of `Action::PersistTombstones {
+    /// reply, .. }` (`Ok`), or the append failed with this code. On
+    /// failure the offsets come back (commits made since win) and the
+    /// delete fails with the code [`persist_error`] maps it to.
+    pub fn tombstones_persisted(&mut self, reply: ReplyId, written: Result<(), ErrorCode>) {
         let (group_id, offsets) = self
             .deletions
             .remove(&reply)
             .expect("tombstones_persisted for a delete that was not handed out");
-        let error = if written {
-            ErrorCode::None
-        } else {
+        let error = if let Err(code) = written {
             let group = self
                 .groups
                 .entry(group_id.clone())
@@ -1390,7 +1414,9 @@ impl Coordinator {
                 group.offsets.entry(tp).or_insert(offset);
             }
             self.reindex(&group_id);
-            GroupError::StorageError.code()
+            persist_error(code)
+        } else {
+            ErrorCode::None
         };
         self.actions.push_back(Action::DeleteGroup { reply, error });
     }

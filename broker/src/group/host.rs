@@ -1,21 +1,48 @@
-//! Hosts the sans-IO [`Coordinator`] on a shard: turns group requests
-//! (arriving as [`GroupOp`]s, locally or over the mesh) into coordinator
-//! events, parks the requests the coordinator answers later (JoinGroup and
-//! SyncGroup wait for the rebalance), drives its timers, writes committed
-//! offsets to `__consumer_offsets` and replays them at start.
+//! Hosts the group coordinators of one shard: one sans-IO
+//! [`Coordinator`] per `__consumer_offsets` partition this shard leads
+//! (Kafka 4's coordinator runtime keeps one state machine per offsets
+//! partition the same way). Turns group requests (arriving as
+//! [`GroupOp`]s, locally or over the mesh) into coordinator events for the
+//! group's partition, parks the requests the coordinator answers later
+//! (JoinGroup and SyncGroup wait for the rebalance), drives the timers,
+//! writes commits to `__consumer_offsets` with acks=all, and loads and
+//! unloads a partition's groups as this shard gains and loses its
+//! leadership ([`GroupHost::offsets_leadership`]).
 //!
 //! The host reaches its shard only through [`GroupShard`] (the shard's
 //! service implements it), so the group module does not depend on the
 //! service that composes it.
+//!
+//! Decisions:
+//! - A partition's groups are loaded by replaying its local log up to the
+//!   log end, not the high watermark. A new leader's log is everything
+//!   acknowledged (it was in the ISR) plus perhaps a tail the old leader
+//!   had not yet seen replicated; its own high watermark can trail records
+//!   the old leader acknowledged long ago (it learns the HW from fetch
+//!   responses), so replaying to the HW could lose acknowledged commits.
+//!   The tail is this leader's log now: followers truncate to it and the
+//!   HW reaches it as they fetch, and every commit this coordinator writes
+//!   lands after it, so its acks=all wait covers the tail too (Kafka loads
+//!   to the log end as well). An offset served from the tail before the HW
+//!   passes it can only be lost with this leader, and then the group
+//!   resumes from an earlier offset: duplicates, never a skipped record.
+//! - Requests for a partition being loaded answer
+//!   COORDINATOR_LOAD_IN_PROGRESS; for a partition this shard does not
+//!   lead (or stopped leading while they waited) NOT_COORDINATOR, so
+//!   clients find the new coordinator. Membership is not replicated:
+//!   members rejoin the new coordinator (one rebalance), as in Kafka.
+//! - Every load has a fresh [`LoadId`]; a write finishing after its
+//!   partition was unloaded (or reloaded) is dropped, its request having
+//!   been answered NOT_COORDINATOR at the unload.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fjord_schema::{BatchView, ErrorCode, PartitionId};
+use fjord_schema::{BatchView, ErrorCode, LeaderEpoch, PartitionId};
 use futures_lite::future;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::timer::sleep;
@@ -26,7 +53,7 @@ use super::ops::{GroupOp, GroupReply, GroupUnavailable};
 use crate::clock::now_ms;
 
 /// What the group host needs of the shard that runs it: its own host, and
-/// the `__consumer_offsets` partitions this shard owns.
+/// the `__consumer_offsets` partitions this shard leads.
 pub trait GroupShard: 'static {
     /// The host attached to this shard, if any.
     fn group_host(&self) -> Option<&GroupHost>;
@@ -35,28 +62,34 @@ pub trait GroupShard: 'static {
     /// catalog; `None` while the topic does not exist.
     fn offsets_partition_count(&self) -> Option<u32>;
 
-    /// The `__consumer_offsets` partitions this shard owns and can read
-    /// (offline ones are left out: their groups cannot be served until
+    /// The `__consumer_offsets` partitions this shard holds and this node
+    /// leads in the shard's current catalog, with their leader epochs
+    /// (offline replicas are left out: their groups cannot be served until
     /// repaired, the others can).
-    fn hosted_offsets_partitions(&self) -> Vec<PartitionId>;
+    fn led_offsets_partitions(&self) -> Vec<(PartitionId, LeaderEpoch)>;
 
-    /// The first offset of an offsets partition.
-    fn offsets_log_start(
+    /// The log start and log end of this shard's replica of an offsets
+    /// partition.
+    fn offsets_log_bounds(
         &self,
         partition: PartitionId,
-    ) -> impl Future<Output = Result<i64, ErrorCode>>;
+    ) -> impl Future<Output = Result<(i64, i64), ErrorCode>>;
 
-    /// Whole batches of an offsets partition from `offset`, up to
-    /// `max_bytes`, and the partition's high watermark.
+    /// Whole batches of this shard's replica of an offsets partition from
+    /// the one holding `offset`, below the replica's log end (not the high
+    /// watermark: see the module's decisions), within `max_bytes` (the
+    /// first batch always).
     fn read_offsets(
         &self,
         partition: PartitionId,
         offset: i64,
         max_bytes: usize,
-    ) -> impl Future<Output = Result<(Vec<Bytes>, i64), ErrorCode>>;
+    ) -> impl Future<Output = Result<Vec<Bytes>, ErrorCode>>;
 
-    /// Appends `batch` to an offsets partition and completes once it is
-    /// on stable storage (acks = all).
+    /// Appends `batch` to an offsets partition with acks = all: completes
+    /// once the high watermark passed it (on stable storage on every ISR
+    /// member), or with the produce's error (NOT_ENOUGH_REPLICAS,
+    /// NOT_LEADER_OR_FOLLOWER, ...).
     fn append_offsets(
         &self,
         partition: PartitionId,
@@ -72,11 +105,11 @@ pub struct OffsetsWriteError {
     pub message: Option<String>,
 }
 
-/// Why replaying the committed offsets at start failed.
+/// Why loading an offsets partition's groups failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("{OFFSETS_TOPIC}-{partition}: {code:?}")]
-    LogStart {
+    LogBounds {
         partition: PartitionId,
         code: ErrorCode,
     },
@@ -86,32 +119,89 @@ pub enum ReplayError {
         offset: i64,
         code: ErrorCode,
     },
+    #[error("{OFFSETS_TOPIC}-{partition} at {offset}: the read returned nothing before the log end {end}")]
+    Short {
+        partition: PartitionId,
+        offset: i64,
+        end: i64,
+    },
     #[error("{0}")]
     Batch(#[from] fjord_schema::BatchError),
 }
 
-/// Bytes read per step while replaying an offsets partition.
+/// Names one load of an offsets partition's groups on a host (unique per
+/// host): work started for a load that is no longer the partition's
+/// current one is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LoadId(pub u64);
+
+/// Bytes read per step while loading an offsets partition.
 const REPLAY_READ_BYTES: usize = 1 << 20;
 /// Largest decompressed offsets batch accepted on replay.
 const REPLAY_BATCH_BYTES_MAX: usize = 64 << 20;
 /// How long the timer sleeps when no deadline is pending (it is woken by
 /// every event anyway).
 const IDLE_TICK: Duration = Duration::from_secs(3600);
+/// Backoff between attempts of a failed load (doubling up to the max);
+/// its groups answer COORDINATOR_LOAD_IN_PROGRESS meanwhile.
+const LOAD_RETRY_MIN: Duration = Duration::from_millis(100);
+const LOAD_RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// The group coordinator of one shard.
+/// One offsets partition this shard leads.
+#[derive(Debug)]
+enum Slot {
+    /// Its log is being replayed; its groups' requests get
+    /// COORDINATOR_LOAD_IN_PROGRESS.
+    Loading {
+        load: LoadId,
+        leader_epoch: LeaderEpoch,
+    },
+    /// Its groups are served.
+    Loaded {
+        load: LoadId,
+        leader_epoch: LeaderEpoch,
+        coordinator: Box<Coordinator>,
+    },
+}
+
+impl Slot {
+    fn leader_epoch(&self) -> LeaderEpoch {
+        match self {
+            Slot::Loading { leader_epoch, .. } | Slot::Loaded { leader_epoch, .. } => *leader_epoch,
+        }
+    }
+}
+
+/// A request waiting for its coordinator's answer.
+#[derive(Debug)]
+struct Parked {
+    /// The offsets partition of its group: unloading it answers the
+    /// request NOT_COORDINATOR.
+    partition: PartitionId,
+    sender: LocalSender<GroupReply>,
+}
+
+/// The group coordinators of one shard.
 ///
 /// Lives on: every shard; serves the groups whose `__consumer_offsets`
-/// partition this shard owns. Owns: the [`Coordinator`] (every such
-/// group's state and committed offsets), the senders of the requests
-/// waiting for an answer (at most `parked_max`), and the timer task.
-/// Lifecycle: created at shard start → [`GroupHost::replay`] loads the
-/// committed offsets of this shard's offsets partitions (before the shard
-/// serves) → serve → dropped with the shard's service (parked requests then
-/// get `Unavailable`).
+/// partition this shard leads. Owns: one [`Coordinator`] per such
+/// partition (its groups' state and committed offsets; the `GroupConfig`
+/// limits apply per partition), the senders of the requests waiting for an
+/// answer (at most `parked_max` over all partitions), and the timer task.
+/// Lifecycle: created at shard start → [`GroupHost::load_led`] loads the
+/// partitions led at start (before the shard serves) →
+/// [`GroupHost::offsets_leadership`] on every leadership change of an
+/// offsets partition held by the shard (the shard's image handling drives
+/// it) → dropped with the shard's service (parked requests then get
+/// `Unavailable`).
 #[derive(Debug)]
 pub struct GroupHost {
-    coordinator: RefCell<Coordinator>,
-    waiting: RefCell<HashMap<ReplyId, LocalSender<GroupReply>>>,
+    config: GroupConfig,
+    /// Mixed with each load's id into its coordinator's member-id nonce.
+    nonce: u64,
+    slots: RefCell<BTreeMap<PartitionId, Slot>>,
+    next_load: Cell<u64>,
+    waiting: RefCell<HashMap<ReplyId, Parked>>,
     parked_max: usize,
     next_reply: Cell<u64>,
     epoch: Instant,
@@ -124,12 +214,17 @@ pub struct GroupHost {
 }
 
 impl GroupHost {
+    /// `nonce` must differ between starts of a shard (the shard takes it
+    /// from the wall clock): member ids of a coordinator include it.
     pub fn new(config: GroupConfig, parked_max: usize, nonce: u64) -> GroupHost {
         config.check();
         assert!(parked_max > 0);
         let (wake, wake_rx) = local_channel::new_bounded(1);
         GroupHost {
-            coordinator: RefCell::new(Coordinator::new(config, nonce)),
+            config,
+            nonce,
+            slots: RefCell::new(BTreeMap::new()),
+            next_load: Cell::new(0),
             waiting: RefCell::new(HashMap::new()),
             parked_max,
             next_reply: Cell::new(0),
@@ -152,7 +247,7 @@ impl GroupHost {
         Millis(self.epoch.elapsed().as_millis() as u64)
     }
 
-    /// Starts the timer task that calls `handle_tick` at the coordinator's
+    /// Starts the timer task that calls `handle_tick` at the coordinators'
     /// next deadline. Ends when the service is dropped.
     pub fn start_timer<S: GroupShard>(service: &Rc<S>) {
         let Some(host) = service.group_host() else {
@@ -167,60 +262,269 @@ impl GroupHost {
         glommio::spawn_local(timer(weak, wake)).detach();
     }
 
-    /// Loads the committed offsets of this shard's offsets partitions, in
-    /// log order (latest record per key wins; tombstones delete).
-    pub async fn replay<S: GroupShard>(&self, service: &Rc<S>) -> Result<u64, ReplayError> {
+    /// The offsets partitions with a slot here, and whether each is loaded
+    /// (for tests and status).
+    pub fn offsets_partitions(&self) -> Vec<(PartitionId, bool)> {
+        self.slots
+            .borrow()
+            .iter()
+            .map(|(p, slot)| (*p, matches!(slot, Slot::Loaded { .. })))
+            .collect()
+    }
+
+    /// At shard start, before serving: loads the groups of every offsets
+    /// partition the shard's catalog has this shard lead, one after the
+    /// other, and returns the records replayed. A partition that cannot be
+    /// read fails the start (as the single node always did).
+    pub async fn load_led<S: GroupShard>(&self, service: &Rc<S>) -> Result<u64, ReplayError> {
+        let mut records = 0;
+        for (partition, leader_epoch) in service.led_offsets_partitions() {
+            if self.slots.borrow().contains_key(&partition) {
+                continue;
+            }
+            let load = self.begin_load(partition, leader_epoch);
+            if let Some((coordinator, replayed)) = self.replay(service, partition, load).await? {
+                self.install(partition, load, coordinator);
+                records += replayed;
+            }
+        }
+        Ok(records)
+    }
+
+    /// This shard's leadership of `__consumer_offsets-{partition}` changed:
+    /// `Some(epoch)` — it leads the partition at `epoch`; `None` — it does
+    /// not lead it (a follower now, or the replica is gone).
+    ///
+    /// Called by the shard's leadership handling once the partition's
+    /// replica took its new role (a leader's appends are accepted), for
+    /// every offsets partition held by this shard whose leader or leader
+    /// epoch changed, and harmless to call more often: the same epoch again
+    /// changes nothing. Gaining the partition marks it loading at once
+    /// (its groups answer COORDINATOR_LOAD_IN_PROGRESS) and replays its log
+    /// in a task of its own (retried with backoff on errors, as long as
+    /// this load is current). Losing it drops its groups at once: their
+    /// parked JoinGroup / SyncGroup / commits are answered NOT_COORDINATOR
+    /// and later requests get NOT_COORDINATOR. A new epoch while leading
+    /// (leadership lost and regained in between, when another leader may
+    /// have appended commits) reloads.
+    pub fn offsets_leadership<S: GroupShard>(
+        &self,
+        service: &Rc<S>,
+        partition: PartitionId,
+        leader_epoch: Option<LeaderEpoch>,
+    ) {
+        let current = self.slots.borrow().get(&partition).map(Slot::leader_epoch);
+        if current == leader_epoch {
+            return;
+        }
+        if current.is_some() {
+            self.unload(partition);
+        }
+        if let Some(leader_epoch) = leader_epoch {
+            let load = self.begin_load(partition, leader_epoch);
+            glommio::spawn_local(load_task(Rc::downgrade(service), partition, load)).detach();
+        }
+        self.wake();
+    }
+
+    /// [`GroupHost::offsets_leadership`] for every offsets partition, as
+    /// the shard's catalog now has them: loads the partitions led here and
+    /// not loaded at their epoch, unloads those no longer led here. For a
+    /// shard that handles leadership by publishing a new catalog.
+    pub fn follow_catalog<S: GroupShard>(&self, service: &Rc<S>) {
+        let led: BTreeMap<PartitionId, LeaderEpoch> =
+            service.led_offsets_partitions().into_iter().collect();
+        let held: Vec<PartitionId> = self.slots.borrow().keys().copied().collect();
+        for partition in held {
+            if !led.contains_key(&partition) {
+                self.offsets_leadership(service, partition, None);
+            }
+        }
+        for (partition, leader_epoch) in led {
+            self.offsets_leadership(service, partition, Some(leader_epoch));
+        }
+    }
+
+    fn begin_load(&self, partition: PartitionId, leader_epoch: LeaderEpoch) -> LoadId {
+        let load = LoadId(self.next_load.get());
+        self.next_load.set(load.0 + 1);
+        let replaced = self
+            .slots
+            .borrow_mut()
+            .insert(partition, Slot::Loading { load, leader_epoch });
+        assert!(replaced.is_none(), "the partition was unloaded first");
+        tracing::debug!(%partition, %leader_epoch, "loading the groups of {OFFSETS_TOPIC}-{partition}");
+        load
+    }
+
+    /// Whether `load` is still the current load of `partition`, unfinished.
+    fn loading(&self, partition: PartitionId, load: LoadId) -> bool {
+        matches!(
+            self.slots.borrow().get(&partition),
+            Some(Slot::Loading { load: l, .. }) if *l == load
+        )
+    }
+
+    /// Serves the groups of a loaded partition (when `load` is still its
+    /// current load).
+    fn install(&self, partition: PartitionId, load: LoadId, coordinator: Coordinator) {
+        let mut slots = self.slots.borrow_mut();
+        let Some(slot) = slots.get_mut(&partition) else {
+            return;
+        };
+        let Slot::Loading {
+            load: current,
+            leader_epoch,
+        } = *slot
+        else {
+            return;
+        };
+        if current != load {
+            return;
+        }
+        tracing::info!(%partition, %leader_epoch, groups = coordinator.group_count(),
+            "groups of {OFFSETS_TOPIC}-{partition} loaded");
+        *slot = Slot::Loaded {
+            load,
+            leader_epoch,
+            coordinator: Box::new(coordinator),
+        };
+    }
+
+    /// Drops `partition`'s groups: its parked requests are answered
+    /// NOT_COORDINATOR, writes in flight are forgotten.
+    fn unload(&self, partition: PartitionId) {
+        let Some(slot) = self.slots.borrow_mut().remove(&partition) else {
+            return;
+        };
+        let parked: Vec<ReplyId> = self
+            .waiting
+            .borrow()
+            .iter()
+            .filter(|(_, p)| p.partition == partition)
+            .map(|(reply, _)| *reply)
+            .collect();
+        for reply in parked {
+            if let Some(p) = self.waiting.borrow_mut().remove(&reply) {
+                let _ = p
+                    .sender
+                    .try_send(GroupReply::Unavailable(GroupUnavailable::NotCoordinator));
+            }
+        }
+        let groups = match &slot {
+            Slot::Loaded { coordinator, .. } => coordinator.group_count(),
+            Slot::Loading { .. } => 0,
+        };
+        tracing::info!(%partition, leader_epoch = %slot.leader_epoch(), groups,
+            "groups of {OFFSETS_TOPIC}-{partition} unloaded");
+    }
+
+    /// Replays `partition`'s log from its start to its end into a new
+    /// coordinator: the latest record per key wins, tombstones delete.
+    /// `None` when `load` stopped being the partition's current load
+    /// meanwhile.
+    async fn replay<S: GroupShard>(
+        &self,
+        service: &Rc<S>,
+        partition: PartitionId,
+        load: LoadId,
+    ) -> Result<Option<(Coordinator, u64)>, ReplayError> {
+        let nonce = self.nonce.wrapping_add(load.0);
+        let mut coordinator = Coordinator::new(self.config.clone(), nonce);
         let mut loaded = 0u64;
         let mut scratch = Vec::new();
-        for partition in service.hosted_offsets_partitions() {
-            let mut offset = service
-                .offsets_log_start(partition)
+        let (mut offset, _) = service
+            .offsets_log_bounds(partition)
+            .await
+            .map_err(|code| ReplayError::LogBounds { partition, code })?;
+        loop {
+            // The end is read again each step: nothing is appended while
+            // loading, but a write of an earlier load may still land.
+            let (_, end) = service
+                .offsets_log_bounds(partition)
                 .await
-                .map_err(|code| ReplayError::LogStart { partition, code })?;
-            loop {
-                let (batches, high_watermark) = service
-                    .read_offsets(partition, offset, REPLAY_READ_BYTES)
-                    .await
-                    .map_err(|code| ReplayError::Read {
-                        partition,
-                        offset,
-                        code,
-                    })?;
-                if batches.is_empty() {
-                    break;
-                }
-                for bytes in &batches {
-                    let (batch, _) = BatchView::parse(bytes)?;
-                    offset = batch.header().next_offset().get() as i64;
-                    let records = batch.records(&mut scratch, REPLAY_BATCH_BYTES_MAX)?;
-                    let mut coordinator = self.coordinator.borrow_mut();
-                    for record in records.iter() {
-                        match offsets_log::decode(record.key(), record.value()) {
-                            Ok(r) => {
-                                coordinator.load_offset(&r.group_id, r.partition, r.offset);
-                                loaded += 1;
-                            }
-                            Err(error) => tracing::warn!(
-                                %partition, offset = record.offset.get(), %error,
-                                "skipping an offsets record"
-                            ),
+                .map_err(|code| ReplayError::LogBounds { partition, code })?;
+            if !self.loading(partition, load) {
+                return Ok(None);
+            }
+            if offset >= end {
+                break;
+            }
+            let batches = service
+                .read_offsets(partition, offset, REPLAY_READ_BYTES)
+                .await
+                .map_err(|code| ReplayError::Read {
+                    partition,
+                    offset,
+                    code,
+                })?;
+            if !self.loading(partition, load) {
+                return Ok(None);
+            }
+            if batches.is_empty() {
+                return Err(ReplayError::Short {
+                    partition,
+                    offset,
+                    end,
+                });
+            }
+            for bytes in &batches {
+                let (batch, _) = BatchView::parse(bytes)?;
+                offset = batch.header().next_offset().get() as i64;
+                let records = batch.records(&mut scratch, REPLAY_BATCH_BYTES_MAX)?;
+                for record in records.iter() {
+                    match offsets_log::decode(record.key(), record.value()) {
+                        Ok(r) => {
+                            coordinator.load_offset(&r.group_id, r.partition, r.offset);
+                            loaded += 1;
                         }
+                        Err(error) => tracing::warn!(
+                            %partition, offset = record.offset.get(), %error,
+                            "skipping an offsets record"
+                        ),
                     }
-                }
-                if offset >= high_watermark {
-                    break;
                 }
             }
         }
-        Ok(loaded)
+        Ok(Some((coordinator, loaded)))
+    }
+
+    /// The offsets partition holding `group_id`.
+    fn partition_of<S: GroupShard>(
+        service: &Rc<S>,
+        group_id: &str,
+    ) -> Result<PartitionId, GroupUnavailable> {
+        match service.offsets_partition_count() {
+            Some(count) if count > 0 => {
+                Ok(PartitionId(offsets_log::partition_for(group_id, count)))
+            }
+            _ => Err(GroupUnavailable::NoOffsetsTopic),
+        }
     }
 
     /// Serves one group request; parked ones wait here until the
     /// coordinator answers.
     pub async fn call<S: GroupShard>(&self, service: &Rc<S>, op: GroupOp) -> GroupReply {
         let now = self.now();
+        let Some(group_id) = op.group_id() else {
+            let GroupOp::List(states) = op else {
+                unreachable!("only ListGroups names no group")
+            };
+            return self.list(&states);
+        };
+        let partition = match Self::partition_of(service, group_id) {
+            Ok(partition) => partition,
+            Err(e) => return GroupReply::Unavailable(e),
+        };
         let receiver = {
-            let coordinator = self.coordinator.borrow();
+            let mut slots = self.slots.borrow_mut();
+            let coordinator = match slots.get_mut(&partition) {
+                None => return GroupReply::Unavailable(GroupUnavailable::NotCoordinator),
+                Some(Slot::Loading { .. }) => {
+                    return GroupReply::Unavailable(GroupUnavailable::LoadInProgress)
+                }
+                Some(Slot::Loaded { coordinator, .. }) => coordinator,
+            };
             match op {
                 GroupOp::Fetch {
                     group_id,
@@ -230,12 +534,10 @@ impl GroupHost {
                         coordinator.offset_fetch(&group_id, partitions.as_deref()),
                     )
                 }
-                GroupOp::List(states) => return GroupReply::List(coordinator.list_groups(&states)),
                 GroupOp::Describe(group_id) => {
                     return GroupReply::Describe(coordinator.describe_group(&group_id))
                 }
                 op => {
-                    drop(coordinator);
                     if self.stopping.get() {
                         return GroupReply::Unavailable(GroupUnavailable::BrokerStopping);
                     }
@@ -247,8 +549,9 @@ impl GroupHost {
                     let reply = ReplyId(self.next_reply.get());
                     self.next_reply.set(reply.0 + 1);
                     let (sender, receiver) = local_channel::new_bounded(1);
-                    self.waiting.borrow_mut().insert(reply, sender);
-                    let mut coordinator = self.coordinator.borrow_mut();
+                    self.waiting
+                        .borrow_mut()
+                        .insert(reply, Parked { partition, sender });
                     match op {
                         GroupOp::Join(r) => coordinator.handle_join(now, reply, r),
                         GroupOp::Sync(r) => coordinator.handle_sync(now, reply, r),
@@ -268,7 +571,7 @@ impl GroupHost {
                 }
             }
         };
-        self.drain(service);
+        self.drain(service, partition);
         self.wake();
         match receiver.recv().await {
             Some(reply) => reply,
@@ -276,10 +579,56 @@ impl GroupHost {
         }
     }
 
+    /// ListGroups over every loaded partition, by id; while one is loading
+    /// COORDINATOR_LOAD_IN_PROGRESS (as Kafka: the list would be partial).
+    fn list(&self, states: &[super::coordinator::GroupState]) -> GroupReply {
+        let slots = self.slots.borrow();
+        let mut groups = Vec::new();
+        for slot in slots.values() {
+            match slot {
+                Slot::Loading { .. } => {
+                    return GroupReply::Unavailable(GroupUnavailable::LoadInProgress)
+                }
+                Slot::Loaded { coordinator, .. } => groups.extend(coordinator.list_groups(states)),
+            }
+        }
+        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        GroupReply::List(groups)
+    }
+
+    /// When the timer must next tick: the earliest deadline of any loaded
+    /// coordinator.
+    fn next_deadline(&self) -> Option<Millis> {
+        self.slots
+            .borrow()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Loaded { coordinator, .. } => coordinator.next_deadline(),
+                Slot::Loading { .. } => None,
+            })
+            .min()
+    }
+
     fn tick<S: GroupShard>(&self, service: &Rc<S>) {
         let now = self.now();
-        self.coordinator.borrow_mut().handle_tick(now);
-        self.drain(service);
+        let due: Vec<PartitionId> = {
+            let mut slots = self.slots.borrow_mut();
+            slots
+                .iter_mut()
+                .filter_map(|(p, slot)| match slot {
+                    Slot::Loaded { coordinator, .. }
+                        if coordinator.next_deadline().is_some_and(|at| at <= now) =>
+                    {
+                        coordinator.handle_tick(now);
+                        Some(*p)
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        for partition in due {
+            self.drain(service, partition);
+        }
     }
 
     /// Tells the timer that the next deadline may have moved.
@@ -288,11 +637,22 @@ impl GroupHost {
         let _ = self.wake.try_send(());
     }
 
-    /// Carries out the coordinator's actions.
-    fn drain<S: GroupShard>(&self, service: &Rc<S>) {
+    /// Carries out the actions of `partition`'s coordinator.
+    fn drain<S: GroupShard>(&self, service: &Rc<S>, partition: PartitionId) {
         loop {
-            let action = self.coordinator.borrow_mut().poll_action();
-            let Some(action) = action else { break };
+            let (action, load) = {
+                let mut slots = self.slots.borrow_mut();
+                let Some(Slot::Loaded {
+                    coordinator, load, ..
+                }) = slots.get_mut(&partition)
+                else {
+                    return;
+                };
+                match coordinator.poll_action() {
+                    Some(action) => (action, *load),
+                    None => return,
+                }
+            };
             let (reply, answer) = match action {
                 Action::Join { reply, response } => (reply, GroupReply::Join(response)),
                 Action::Sync { reply, response } => (reply, GroupReply::Sync(response)),
@@ -306,8 +666,14 @@ impl GroupHost {
                     offsets,
                 } => {
                     let batch = offsets_log::commit_batch(&group_id, &offsets, now_ms());
-                    glommio::spawn_local(persist(service.clone(), reply, group_id, batch, false))
-                        .detach();
+                    let write = Write {
+                        partition,
+                        load,
+                        reply,
+                        group_id,
+                        tombstones: false,
+                    };
+                    glommio::spawn_local(persist(service.clone(), write, batch)).detach();
                     continue;
                 }
                 Action::PersistTombstones {
@@ -316,59 +682,123 @@ impl GroupHost {
                     partitions,
                 } => {
                     let batch = offsets_log::tombstone_batch(&group_id, &partitions, now_ms());
-                    glommio::spawn_local(persist(service.clone(), reply, group_id, batch, true))
-                        .detach();
+                    let write = Write {
+                        partition,
+                        load,
+                        reply,
+                        group_id,
+                        tombstones: true,
+                    };
+                    glommio::spawn_local(persist(service.clone(), write, batch)).detach();
                     continue;
                 }
             };
             // The requester may have gone (connection closed): nothing to do.
-            if let Some(sender) = self.waiting.borrow_mut().remove(&reply) {
-                let _ = sender.try_send(answer);
+            if let Some(parked) = self.waiting.borrow_mut().remove(&reply) {
+                let _ = parked.sender.try_send(answer);
             }
         }
     }
 }
 
-/// Appends a commit's records (or a deleted group's tombstones) to the
-/// group's offsets partition (this shard owns it) and waits for the
-/// fdatasync, then tells the coordinator.
-async fn persist<S: GroupShard>(
-    service: Rc<S>,
+/// Loads `partition`'s groups for `load`, retrying with backoff while the
+/// load is current. Holds the service only while reading, so a retrying
+/// load does not keep a stopped shard alive.
+async fn load_task<S: GroupShard>(service: Weak<S>, partition: PartitionId, load: LoadId) {
+    let mut backoff = LOAD_RETRY_MIN;
+    loop {
+        {
+            let Some(service) = service.upgrade() else {
+                return;
+            };
+            let Some(host) = service.group_host() else {
+                return;
+            };
+            if !host.loading(partition, load) {
+                return;
+            }
+            match host.replay(&service, partition, load).await {
+                Ok(Some((coordinator, records))) => {
+                    tracing::debug!(%partition, records, "offsets replayed");
+                    host.install(partition, load, coordinator);
+                    host.wake();
+                    return;
+                }
+                Ok(None) => return,
+                Err(error) => tracing::warn!(%partition, %error, ?backoff,
+                    "cannot load the groups of {OFFSETS_TOPIC}-{partition}; retrying"),
+            }
+        }
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(LOAD_RETRY_MAX);
+    }
+}
+
+/// A write to `__consumer_offsets` the coordinator of `partition` (at
+/// load `load`) asked for.
+#[derive(Debug)]
+struct Write {
+    partition: PartitionId,
+    load: LoadId,
     reply: ReplyId,
     group_id: String,
-    batch: Result<Bytes, offsets_log::EncodeError>,
+    /// A deleted group's tombstones (else a commit's offsets).
     tombstones: bool,
+}
+
+/// Appends a commit's records (or a deleted group's tombstones) to the
+/// group's offsets partition with acks=all, then tells the coordinator
+/// that asked — if its partition was not unloaded meanwhile.
+async fn persist<S: GroupShard>(
+    service: Rc<S>,
+    write: Write,
+    batch: Result<Bytes, offsets_log::EncodeError>,
 ) {
-    let Some(host) = service.group_host() else {
-        return;
-    };
+    let Write {
+        partition,
+        load,
+        reply,
+        group_id,
+        tombstones,
+    } = write;
     let written = match batch {
         Err(error) => {
             tracing::warn!(group = %group_id, %error, "offsets records not encodable");
-            false
+            Err(ErrorCode::InvalidCommitOffsetSize)
         }
-        Ok(batch) => match service.offsets_partition_count() {
-            None => false,
-            Some(n) => {
-                let partition = PartitionId(offsets_log::partition_for(&group_id, n));
-                let result = service.append_offsets(partition, batch).await;
-                if let Err(error) = &result {
-                    tracing::warn!(group = %group_id, error = ?error.code,
-                        message = ?error.message, tombstones, "offsets records not written");
-                }
-                result.is_ok()
-            }
-        },
+        Ok(batch) => service
+            .append_offsets(partition, batch)
+            .await
+            .map_err(|error| {
+                tracing::warn!(group = %group_id, error = ?error.code,
+                    message = ?error.message, tombstones, "offsets records not written");
+                error.code
+            }),
+    };
+    let Some(host) = service.group_host() else {
+        return;
     };
     {
-        let mut coordinator = host.coordinator.borrow_mut();
+        let mut slots = host.slots.borrow_mut();
+        let Some(Slot::Loaded {
+            load: current,
+            coordinator,
+            ..
+        }) = slots.get_mut(&partition)
+        else {
+            // Unloaded: the request was answered NOT_COORDINATOR then.
+            return;
+        };
+        if *current != load {
+            return;
+        }
         if tombstones {
             coordinator.tombstones_persisted(reply, written);
         } else {
             coordinator.offsets_persisted(reply, written);
         }
     }
-    host.drain(&service);
+    host.drain(&service, partition);
     host.wake();
 }
 
@@ -381,8 +811,7 @@ async fn timer<S: GroupShard>(service: Weak<S>, wake: LocalReceiver<()>) {
             return;
         };
         let now = host.now();
-        let next = host.coordinator.borrow().next_deadline();
-        let wait = match next {
+        let wait = match host.next_deadline() {
             Some(at) => Duration::from_millis(at.0.saturating_sub(now.0)),
             None => IDLE_TICK,
         };

@@ -34,6 +34,24 @@ pub enum GroupOp {
     Delete(String),
 }
 
+impl GroupOp {
+    /// The group the op is about (`None`: ListGroups, about every group of
+    /// the shard).
+    pub fn group_id(&self) -> Option<&str> {
+        match self {
+            GroupOp::Join(r) => Some(&r.group_id),
+            GroupOp::Sync(r) => Some(&r.group_id),
+            GroupOp::Heartbeat(r) => Some(&r.group_id),
+            GroupOp::Commit(r) => Some(&r.group_id),
+            GroupOp::Leave { group_id, .. }
+            | GroupOp::Fetch { group_id, .. }
+            | GroupOp::Describe(group_id)
+            | GroupOp::Delete(group_id) => Some(group_id),
+            GroupOp::List(_) => None,
+        }
+    }
+}
+
 /// The answer to a [`GroupOp`].
 #[derive(Debug)]
 pub enum GroupReply {
@@ -52,7 +70,7 @@ pub enum GroupReply {
 
 /// Why a group request was not answered by its coordinator. Clients
 /// retry: every case is COORDINATOR_NOT_AVAILABLE on the wire, but
-/// NOT_COORDINATOR.
+/// NOT_COORDINATOR and COORDINATOR_LOAD_IN_PROGRESS.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GroupUnavailable {
     /// The hosting shard is stopping and parks no new requests.
@@ -68,10 +86,16 @@ pub enum GroupUnavailable {
     /// partition has no leader).
     #[error("no {OFFSETS_TOPIC} topic")]
     NoOffsetsTopic,
-    /// Another node leads the group's offsets partition: the client finds
-    /// the coordinator again (NOT_COORDINATOR on the wire).
+    /// Another node leads the group's offsets partition, or this shard
+    /// stopped leading it while the request waited: the client finds the
+    /// coordinator again (NOT_COORDINATOR on the wire).
     #[error("this node is not the group's coordinator")]
     NotCoordinator,
+    /// This shard just became the leader of the group's offsets partition
+    /// and is still loading its groups (COORDINATOR_LOAD_IN_PROGRESS on
+    /// the wire: the client retries here).
+    #[error("the group's offsets are still loading")]
+    LoadInProgress,
     /// The hosting shard answered with something else (shown here).
     #[error("the coordinator shard did not answer: {0}")]
     NoAnswer(String),
@@ -81,6 +105,7 @@ impl GroupUnavailable {
     pub fn code(&self) -> ErrorCode {
         match self {
             GroupUnavailable::NotCoordinator => ErrorCode::NotCoordinator,
+            GroupUnavailable::LoadInProgress => ErrorCode::CoordinatorLoadInProgress,
             _ => ErrorCode::CoordinatorNotAvailable,
         }
     }

@@ -1497,7 +1497,7 @@ pub fn storage_code(error: &StorageError) -> ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
+    use crate::partition::epochs;
     use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput};
 
     fn batch(values: &[&[u8]]) -> Vec<u8> {
@@ -1604,6 +1604,190 @@ mod tests {
             let acked = manager.produce("t", p0, records, 1).await;
             assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 4));
             manager.close_all().await;
+        });
+    }
+
+    /// Two managers in one executor stand in for a leader and a follower
+    /// node: the leader's acks=all produce waits until the follower's
+    /// fetch reports the batch (durable: the topic flushes before ack),
+    /// the follower appends the leader's bytes verbatim (same offsets and
+    /// epochs), a follower refuses produces and consumer fetches, and
+    /// after a leader change the old leader truncates its divergent tail
+    /// where `OffsetForLeaderEpoch` says the logs part.
+    #[test]
+    fn a_leader_and_a_follower_replicate_and_truncate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .make()
+            .expect("executor");
+        executor.run(async move {
+            let base = LogConfig {
+                prepare_step_bytes: 64 * 1024,
+                prepare_ahead_bytes: 64 * 1024,
+                ..LogConfig::default()
+            };
+            let manager = |dir: PathBuf| {
+                Rc::new(PartitionManager::new(
+                    ShardId(0),
+                    dir,
+                    base,
+                    BatchCache::new(fjord_storage::CacheConfig::default()),
+                    Rc::new(fjord_storage::SystemClock),
+                ))
+            };
+            let (a, b) = (manager(dir_a), manager(dir_b));
+            let config = TopicConfig::from_log_config(&base);
+            let p0 = PartitionId(0);
+            let (n1, n2) = (NodeId(1), NodeId(2));
+            let image = |leader: NodeId, isr: &[NodeId], epoch: u32, pe: u32| PartitionImage {
+                replicas: vec![n1, n2],
+                isr: isr.to_vec(),
+                leader: Some(leader),
+                leader_epoch: LeaderEpoch(epoch),
+                partition_epoch: pe,
+            };
+            for m in [&a, &b] {
+                m.open("t", &[p0], &config).await.expect("open");
+            }
+            a.apply_leaderships("t", n1, &[(p0, image(n1, &[n1, n2], 1, 0))]);
+            b.apply_leaderships("t", n2, &[(p0, image(n1, &[n1, n2], 1, 0))]);
+            assert_eq!(b.followed().1.len(), 1, "b follows node 1");
+            let records =
+                || VerifiedBatches::verify(&Bytes::from(batch(&[b"a", b"b"]))).expect("valid");
+
+            // acks=all waits for the follower; the follower catches up.
+            let produce = glommio::spawn_local({
+                let a = a.clone();
+                async move { a.produce("t", p0, records(), -1).await }
+            });
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            let read = a
+                .fetch(
+                    "t",
+                    p0,
+                    0,
+                    1 << 20,
+                    Some(LeaderEpoch(1)),
+                    Some((n2, Some(Offset(0)))),
+                )
+                .await;
+            assert_eq!((read.error, read.batches.len()), (ErrorCode::None, 1));
+            let at = b
+                .append(
+                    "t",
+                    p0,
+                    LeaderEpoch(1),
+                    read.batches.clone(),
+                    Offset(read.high_watermark as u64),
+                    Offset(0),
+                )
+                .await
+                .expect("appended");
+            assert_eq!(at.log_end, Offset(2));
+            let at = ReplicaLogs::flush(&*b, "t", p0, LeaderEpoch(1))
+                .await
+                .expect("flushed");
+            assert_eq!(at.durable_end, Offset(2));
+            let read = a
+                .fetch(
+                    "t",
+                    p0,
+                    2,
+                    1 << 20,
+                    Some(LeaderEpoch(1)),
+                    Some((n2, Some(Offset(2)))),
+                )
+                .await;
+            assert_eq!((read.error, read.high_watermark), (ErrorCode::None, 2));
+            let acked = produce.await;
+            assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 0));
+            // Same bytes on both replicas.
+            let on_b = b.read_local("t", p0, 0, 1 << 20).await;
+            let on_a = a.read_local("t", p0, 0, 1 << 20).await;
+            assert_eq!(on_a.batches, on_b.batches);
+            // A follower is not produced to or read by consumers.
+            assert_eq!(
+                b.produce("t", p0, records(), 1).await.error,
+                ErrorCode::NotLeaderOrFollower
+            );
+            assert_eq!(
+                b.fetch("t", p0, 0, 1 << 20, None, None).await.error,
+                ErrorCode::NotLeaderOrFollower
+            );
+
+            // The leader appends an acks=1 batch the follower never gets,
+            // then node 2 takes over at epoch 2 and writes its own.
+            assert_eq!(a.produce("t", p0, records(), 1).await.base_offset, 2);
+            b.apply_leaderships("t", n2, &[(p0, image(n2, &[n2], 2, 1))]);
+            a.apply_leaderships("t", n1, &[(p0, image(n2, &[n2], 2, 1))]);
+            assert_eq!(b.produce("t", p0, records(), 1).await.base_offset, 2);
+            let answer = b.epoch_end("t", p0, None, LeaderEpoch(1));
+            assert_eq!((answer.leader_epoch, answer.end_offset), (1, 2));
+            // The old leader finds where the logs part and truncates there.
+            let own = a.position("t", p0, LeaderEpoch(2)).expect("following");
+            let asked = epochs::first_truncation_step(epochs::FollowerLog {
+                cache: &own.epochs,
+                log_end: own.log_end,
+                high_watermark: own.high_watermark,
+            });
+            assert_eq!(asked, epochs::TruncationStep::Ask(LeaderEpoch(1)));
+            let step = epochs::truncation_step(
+                epochs::FollowerLog {
+                    cache: &own.epochs,
+                    log_end: own.log_end,
+                    high_watermark: own.high_watermark,
+                },
+                LeaderEpoch(1),
+                Some(epochs::EpochEndOffset {
+                    epoch: LeaderEpoch(answer.leader_epoch as u32),
+                    end_offset: Offset(answer.end_offset as u64),
+                }),
+            )
+            .expect("a valid answer");
+            assert_eq!(step, epochs::TruncationStep::TruncateTo(Offset(2)));
+            let cut = a
+                .truncate("t", p0, LeaderEpoch(2), Offset(2))
+                .await
+                .expect("truncated");
+            assert_eq!(cut.log_end, Offset(2));
+            let read = b
+                .fetch(
+                    "t",
+                    p0,
+                    2,
+                    1 << 20,
+                    Some(LeaderEpoch(2)),
+                    Some((n1, Some(Offset(2)))),
+                )
+                .await;
+            a.append("t", p0, LeaderEpoch(2), read.batches, Offset(4), Offset(0))
+                .await
+                .expect("appended");
+            let (on_a, on_b) = (
+                a.read_local("t", p0, 0, 1 << 20).await,
+                b.read_local("t", p0, 0, 1 << 20).await,
+            );
+            assert_eq!(
+                on_a.batches, on_b.batches,
+                "the replicas agree after truncation"
+            );
+            let epochs_a: Vec<_> = a
+                .position("t", p0, LeaderEpoch(2))
+                .expect("following")
+                .epochs
+                .entries()
+                .to_vec();
+            assert_eq!(
+                epochs_a
+                    .iter()
+                    .map(|e| (e.epoch.get(), e.start_offset.get()))
+                    .collect::<Vec<_>>(),
+                vec![(1, 0), (2, 2)]
+            );
+            a.close_all().await;
+            b.close_all().await;
         });
     }
 }

@@ -1015,6 +1015,26 @@ fn the_offsets_topic_is_created_once_when_every_voter_is_live() {
     assert_eq!(&h.follower_image(), &**h.state.image());
 }
 
+/// `offsets_topic_replication_factor` (3) is capped by the live nodes
+/// when the topic is created, not raised past it by more nodes: five
+/// nodes still give three replicas per offsets partition.
+#[test]
+fn the_offsets_topic_gets_at_most_its_replication_factor() {
+    let mut h = Harness::new(&[1, 2, 3, 4, 5]);
+    h.live(&[1, 2, 3, 4, 5]);
+    h.tick(1_000);
+    expect(
+        h.take(),
+        "
+        tick @1000
+          topic t1 __consumer_offsets {flush.before.ack=true,retention.bytes=-1,retention.ms=-1,segment.bytes=104857600}
+          partition t1/0 replicas=[1,2,3] isr=[1,2,3] leader=1 epoch=0 pe=0
+          partition t1/1 replicas=[2,3,4] isr=[2,3,4] leader=2 epoch=0 pe=0
+          partition t1/2 replicas=[3,4,5] isr=[3,4,5] leader=3 epoch=0 pe=0
+        ",
+    );
+}
+
 #[test]
 fn the_offsets_topic_waits_a_session_for_missing_voters() {
     let mut h = Harness::new(&[1, 9]);

@@ -13,12 +13,28 @@
 //! - `leave #N GROUP member=ID [instance=I]`
 //! - `commit #N GROUP gen=G member=ID [instance=I] offsets=T-P:OFFSET,...
 //!   [meta=TEXT]`
-//! - `persisted #N ok|fail`, `fetch GROUP`, `describe GROUP`, `list`
-//! - `delete #N GROUP`, `deleted #N ok|fail` (its tombstones written)
+//! - `persisted #N OUTCOME`, `fetch GROUP`, `describe GROUP`, `list`
+//! - `delete #N GROUP`, `deleted #N OUTCOME` (its tombstones written)
+//!
+//! OUTCOME is how the append to `__consumer_offsets` ended: `ok`, `fail`
+//! (a storage error), or the append's error code as transcripts show
+//! codes (`NotEnoughReplicas`, `NotLeaderOrFollower`, ...).
 
 use std::collections::BTreeMap;
 
 use super::*;
+
+/// A `persisted` / `deleted` outcome (see the module doc).
+fn append_outcome(outcome: &str) -> Result<(), ErrorCode> {
+    match outcome {
+        "ok" => Ok(()),
+        "fail" => Err(ErrorCode::KafkaStorageError),
+        name => Err((-1..=200)
+            .map(ErrorCode::from_code)
+            .find(|c| format!("{c:?}") == name)
+            .unwrap_or_else(|| panic!("unknown error code {name}"))),
+    }
+}
 
 fn config() -> GroupConfig {
     GroupConfig {
@@ -295,9 +311,9 @@ impl Harness {
                 };
                 c.handle_offset_commit(self.now, reply(n), request);
             }
-            ["persisted", n, outcome] => c.offsets_persisted(reply(n), *outcome == "ok"),
+            ["persisted", n, outcome] => c.offsets_persisted(reply(n), append_outcome(outcome)),
             ["delete", n, group] => c.handle_delete_group(reply(n), group),
-            ["deleted", n, outcome] => c.tombstones_persisted(reply(n), *outcome == "ok"),
+            ["deleted", n, outcome] => c.tombstones_persisted(reply(n), append_outcome(outcome)),
             ["fetch", group] => {
                 let offsets: Vec<String> = c
                     .offset_fetch(group, None)
@@ -865,6 +881,53 @@ fn delete_groups_waits_for_tombstones_and_restores_on_failure() {
         > delete #11 h
         delete #11 None
         > tick 60000
+        ",
+    );
+}
+
+/// Commits and group deletes are acknowledged only once the append to
+/// `__consumer_offsets` is (acks=all); a failed append answers what Kafka
+/// answers for it, and the offsets stay as they were.
+#[test]
+fn failed_offsets_appends_answer_as_kafka_does() {
+    check(
+        "
+        > commit #1 g gen=-1 member=- offsets=t-0:5
+        persist #1 g t-0:5
+        > persisted #1 NotEnoughReplicas
+        commit #1 t-0:CoordinatorNotAvailable
+        > commit #2 g gen=-1 member=- offsets=t-0:6
+        persist #2 g t-0:6
+        > persisted #2 NotEnoughReplicasAfterAppend
+        commit #2 t-0:CoordinatorNotAvailable
+        > commit #3 g gen=-1 member=- offsets=t-0:7
+        persist #3 g t-0:7
+        > persisted #3 RequestTimedOut
+        commit #3 t-0:CoordinatorNotAvailable
+        > commit #4 g gen=-1 member=- offsets=t-0:8
+        persist #4 g t-0:8
+        > persisted #4 NotLeaderOrFollower
+        commit #4 t-0:NotCoordinator
+        > commit #5 g gen=-1 member=- offsets=t-0:9
+        persist #5 g t-0:9
+        > persisted #5 MessageTooLarge
+        commit #5 t-0:InvalidCommitOffsetSize
+        > fetch g
+        offsets
+        > commit #6 g gen=-1 member=- offsets=t-0:10
+        persist #6 g t-0:10
+        > persisted #6 ok
+        commit #6 t-0:None
+        > delete #7 g
+        tombstones #7 g t-0
+        > deleted #7 NotLeaderOrFollower
+        delete #7 NotCoordinator
+        > delete #8 g
+        tombstones #8 g t-0
+        > deleted #8 NotEnoughReplicas
+        delete #8 CoordinatorNotAvailable
+        > fetch g
+        offsets t-0:10
         ",
     );
 }
