@@ -5,7 +5,8 @@
 //! cooperative-sticky one, commits and resume, group admin, topic configs
 //! and CreatePartitions, native `fjord consume` / `fjord group describe` of
 //! what Python wrote) and must exit 0; confluent-kafka's `elect_leaders`
-//! runs `tests/python/elect_leaders.py`.
+//! and a consumer's position validation (OffsetForLeaderEpoch) run
+//! `tests/python/leaders.py`.
 //!
 //! Where a library is not importable the test prints a loud SKIPPED and
 //! passes, so `cargo nextest run --workspace` works on a machine without
@@ -75,10 +76,11 @@ fn kafka_python_kafka_python_cooperative() {
 }
 
 /// confluent-kafka's `AdminClient.elect_leaders` (librdkafka's
-/// ElectLeaders) gets Kafka's per-partition answers from one node
-/// (`tests/python/elect_leaders.py`).
+/// ElectLeaders) gets Kafka's per-partition answers from one node, and a
+/// consumer assigned past the end of its leader epoch is moved back to it
+/// by OffsetForLeaderEpoch (`tests/python/leaders.py`).
 #[test]
-fn kafka_python_confluent_kafka_elect_leaders() {
+fn kafka_python_confluent_kafka_leadership_apis() {
     let mut probe = Command::new("python3");
     probe.args(["-c", "import confluent_kafka"]);
     if !common::script::available(
@@ -94,9 +96,9 @@ fn kafka_python_confluent_kafka_elect_leaders() {
     python
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/elect_leaders.py"
+            "/tests/python/leaders.py"
         ))
         .arg(broker.kafka_addr().to_string())
         .env("PYTHONUNBUFFERED", "1");
-    common::script::run(&broker, python, "elect_leaders.py", 120);
+    common::script::run(&broker, python, "leaders.py", 120);
 }
