@@ -112,7 +112,10 @@ pub fn epoch_response(results: TopicParts<EpochEndResult>) -> OffsetForLeaderEpo
 /// result per partition asked (every partition: those whose election was
 /// needed). A request the controller could not answer gets its error on
 /// every partition asked; an unknown election type is INVALID_REQUEST for
-/// the whole request (v1+, else on every partition).
+/// the whole request (v1+, else on every partition). The request's
+/// `timeout_ms` is not used: as every admin request, it is answered once
+/// the elections are committed and applied on this node, or
+/// REQUEST_TIMED_OUT after the broker's own wait (`service::APPLY_WAIT`).
 pub async fn elect_leaders(
     engine: &Engine,
     request: ElectLeadersRequest,
