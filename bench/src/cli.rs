@@ -129,6 +129,16 @@ pub struct Args {
     /// Start a `fjord` broker for the run and stop it at the end.
     #[arg(long)]
     pub embedded: bool,
+    /// Embedded brokers: this many `fjord` nodes on 127.0.0.1 forming one
+    /// cluster (node ids 1..=N, all voters of the metadata quorum), each
+    /// with its own data dir under --data-dir; producers and consumers
+    /// bootstrap through node 1 and follow the partition leaders.
+    #[arg(long, default_value_t = 1, requires = "embedded")]
+    pub embedded_nodes: u32,
+    /// Replication factor of the topics loadgen creates [default: the
+    /// broker's `default_replication_factor`].
+    #[arg(long)]
+    pub replication_factor: Option<u16>,
     /// Embedded broker's data directory [default: a fresh temporary one].
     #[arg(long, requires = "embedded")]
     pub data_dir: Option<PathBuf>,
@@ -257,6 +267,18 @@ pub fn plan(args: Args) -> Result<Plan, String> {
     }
     if args.protocol == Protocol::Kafka && !args.embedded && args.kafka_brokers.is_none() {
         return Err("--protocol kafka with --brokers needs --kafka-brokers HOST:PORT".into());
+    }
+    if args.embedded_nodes == 0 {
+        return Err("--embedded-nodes must be at least 1".into());
+    }
+    if args.embedded_nodes > 1 && args.protocol == Protocol::Kafka {
+        return Err(
+            "--embedded-nodes with --protocol kafka: the Kafka mode sends every partition to one listener; use the native protocol (it follows the leaders)"
+                .into(),
+        );
+    }
+    if args.replication_factor == Some(0) {
+        return Err("--replication-factor must be at least 1".into());
     }
     if !(args.progress_interval >= 0.0 && args.progress_interval.is_finite()) {
         return Err("--progress-interval must be a non-negative number".into());
@@ -389,5 +411,34 @@ mod tests {
         let args =
             Args::try_parse_from(["loadgen", "--embedded", "--protocol", "kafka"]).expect("parses");
         assert_eq!(plan(args).expect("valid").args.protocol, Protocol::Kafka);
+    }
+
+    #[test]
+    fn embedded_clusters_are_checked() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["loadgen"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv)
+        };
+        let args = parse(&[
+            "--embedded",
+            "--embedded-nodes",
+            "3",
+            "--replication-factor",
+            "3",
+        ])
+        .expect("parses");
+        let plan_ok = plan(args).expect("valid");
+        assert_eq!(plan_ok.args.embedded_nodes, 3);
+        assert_eq!(plan_ok.args.replication_factor, Some(3));
+        // Nodes only for embedded runs; at least one; native only.
+        assert!(parse(&["--brokers", "127.0.0.1:1", "--embedded-nodes", "3"]).is_err());
+        let zero = parse(&["--embedded", "--embedded-nodes", "0"]).expect("parses");
+        assert!(plan(zero).is_err());
+        let kafka =
+            parse(&["--embedded", "--embedded-nodes", "3", "--protocol", "kafka"]).expect("parses");
+        assert!(plan(kafka).is_err());
+        let rf0 = parse(&["--embedded", "--replication-factor", "0"]).expect("parses");
+        assert!(plan(rf0).is_err());
     }
 }

@@ -134,6 +134,8 @@ impl Report {
                 "spin_before_park_ms": if args.no_spin { 0 } else { 1 },
                 "embedded": args.embedded,
                 "broker_shards": args.broker_shards,
+                "embedded_nodes": args.embedded.then_some(args.embedded_nodes),
+                "replication_factor": args.replication_factor,
             },
             "machine": {
                 "cpus_online": std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -2,7 +2,7 @@
 //! actors on their pinned executors, the progress line, and the merged
 //! results.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fjord_net::client::accumulator::AccumulatorConfig;
+use fjord_net::client::cluster::{routes, Endpoint, TopicState};
 use fjord_net::client::producer_core::ProducerConfig;
 use fjord_net::client::protocol::{NewTopic, LIST_OFFSETS_EARLIEST, LIST_OFFSETS_LATEST};
 use fjord_net::client::{Client, ClientConfig, Metadata};
@@ -18,7 +19,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::cli::{Bound, ConsumeFrom, Plan, Protocol};
 use crate::consumer::{self, ConsumerSpec};
-use crate::embedded::{self, EmbeddedBroker, Memory};
+use crate::embedded::{self, EmbeddedCluster, Memory};
 use crate::producer::{self, ProducerSpec, Wire};
 use crate::report::{self, Report};
 use crate::stats::{
@@ -37,30 +38,34 @@ pub fn run(plan: Plan) -> Result<(), String> {
     init_clock();
     let args = &plan.args;
     let broker = if args.embedded {
-        let broker = EmbeddedBroker::start(
+        let broker = EmbeddedCluster::start(
             args.fjord_bin.as_deref(),
             args.data_dir.as_deref(),
             args.broker_shards,
+            args.embedded_nodes,
         )?;
-        eprintln!(
-            "loadgen: embedded broker pid {} on {} (data {})",
-            broker.pid(),
-            broker.addr,
-            broker.data_dir.display()
-        );
+        for (i, node) in broker.nodes.iter().enumerate() {
+            eprintln!(
+                "loadgen: embedded broker {} pid {} on {} (data {})",
+                i + 1,
+                node.pid(),
+                node.addr,
+                node.data_dir.display()
+            );
+        }
         Some(broker)
     } else {
         None
     };
     let addr = match (&broker, &args.brokers) {
-        (Some(broker), _) => broker.addr.clone(),
+        (Some(broker), _) => broker.addr().to_owned(),
         (None, Some(addr)) => addr.clone(),
         (None, None) => return Err("no broker: pass --brokers HOST:PORT or --embedded".into()),
     };
     let wire = match (args.protocol, &broker, &args.kafka_brokers) {
         (Protocol::Native, _, _) => Wire::Native,
         (Protocol::Kafka, Some(broker), _) => Wire::Kafka {
-            addr: broker.kafka_addr.clone(),
+            addr: broker.kafka_addr().to_owned(),
             pipelined_max: args.kafka_pipelining.then_some(args.max_in_flight),
         },
         (Protocol::Kafka, None, Some(addr)) => Wire::Kafka {
@@ -74,19 +79,16 @@ pub fn run(plan: Plan) -> Result<(), String> {
     if let Wire::Kafka { addr, .. } = &wire {
         eprintln!("loadgen: producers and consumers speak Kafka to {addr}");
     }
+    // The memory figure is node 1's (the only node without --embedded-nodes).
     let result = run_against(
         &plan,
         &addr,
         &wire,
-        broker.as_ref().map(EmbeddedBroker::pid),
+        broker.as_ref().map(|b| b.nodes[0].pid()),
     );
     if let Some(broker) = broker {
-        let log = broker.log.clone();
         if let Err(error) = broker.stop() {
-            eprintln!(
-                "loadgen: stopping the broker: {error} (log: {})",
-                log.display()
-            );
+            eprintln!("loadgen: stopping the broker: {error}");
         }
     }
     result
@@ -111,7 +113,7 @@ fn run_against(
         frame_bytes_max: FRAME_BYTES_MAX,
         ..ClientConfig::default()
     };
-    let mut admin = Client::connect(addr, client_config)
+    let mut admin = Client::connect(addr, client_config.clone())
         .map_err(|e| format!("cannot reach the broker at {addr}: {e}"))?;
     let metadata = ensure_topics(&mut admin, plan, &topics)?;
     let endpoints = count_endpoints(&metadata);
@@ -120,12 +122,28 @@ fn run_against(
     let counters = Arc::new(Counters::default());
     let mut assignment = Vec::new();
     let mut consume_target = 0u64;
+    let mut leaders = LeaderClients {
+        config: client_config,
+        clients: BTreeMap::new(),
+    };
     if args.consumers > 0 {
         for topic in &topics {
             let count = partition_count(&metadata, topic);
             let partitions: Vec<PartitionId> = (0..count).map(PartitionId).collect();
-            let latest = offsets(&mut admin, topic, &partitions, LIST_OFFSETS_LATEST)?;
-            let earliest = offsets(&mut admin, topic, &partitions, LIST_OFFSETS_EARLIEST)?;
+            let latest = offsets(
+                &mut leaders,
+                &metadata,
+                topic,
+                &partitions,
+                LIST_OFFSETS_LATEST,
+            )?;
+            let earliest = offsets(
+                &mut leaders,
+                &metadata,
+                topic,
+                &partitions,
+                LIST_OFFSETS_EARLIEST,
+            )?;
             for ((partition, end), (_, start)) in latest.iter().zip(&earliest) {
                 let from = match args.consume_from {
                     ConsumeFrom::Start => *end,
@@ -382,7 +400,7 @@ fn ensure_topics(admin: &mut Client, plan: &Plan, topics: &[String]) -> Result<M
         .map(|name| NewTopic {
             name: name.clone(),
             partitions: Some(args.partitions),
-            replication_factor: None,
+            replication_factor: args.replication_factor,
             configs: args.topic_configs.clone(),
         })
         .collect();
@@ -456,35 +474,77 @@ fn count_endpoints(metadata: &Metadata) -> usize {
     ports.len()
 }
 
-/// Offsets of `partitions` (ListOffsets, in chunks so a 10,000-partition
-/// topic stays within frame limits).
+/// One admin connection per partition leader (a cluster's nodes each
+/// answer ListOffsets only for the partitions they lead).
+struct LeaderClients {
+    config: ClientConfig,
+    clients: BTreeMap<String, Client>,
+}
+
+impl LeaderClients {
+    fn get(&mut self, endpoint: &Endpoint) -> Result<&mut Client, String> {
+        let addr = format!("{}:{}", endpoint.host, endpoint.port);
+        if !self.clients.contains_key(&addr) {
+            let client = Client::connect(&addr, self.config.clone())
+                .map_err(|e| format!("cannot reach the leader at {addr}: {e}"))?;
+            self.clients.insert(addr.clone(), client);
+        }
+        self.clients
+            .get_mut(&addr)
+            .ok_or_else(|| format!("no connection to {addr}"))
+    }
+}
+
+/// Offsets of `partitions` (ListOffsets to each partition's leader, in
+/// chunks so a 10,000-partition topic stays within frame limits).
 fn offsets(
-    admin: &mut Client,
+    leaders: &mut LeaderClients,
+    metadata: &Metadata,
     topic: &str,
     partitions: &[PartitionId],
     timestamp: i64,
 ) -> Result<Vec<(PartitionId, Offset)>, String> {
-    let mut out = Vec::with_capacity(partitions.len());
-    for chunk in partitions.chunks(1000) {
-        let query: Vec<(PartitionId, i64)> = chunk.iter().map(|p| (*p, timestamp)).collect();
-        let answers = admin
-            .list_offsets(topic, &query)
-            .map_err(|e| format!("ListOffsets {topic}: {e}"))?;
-        for partition in chunk {
-            let answer = answers
-                .iter()
-                .find(|a| a.partition == *partition)
-                .ok_or_else(|| format!("ListOffsets left out {topic}-{}", partition.0))?;
-            if answer.error != ErrorCode::None {
-                return Err(format!(
-                    "ListOffsets {topic}-{}: {:?}",
-                    partition.0, answer.error
-                ));
+    let routes = routes(metadata, false);
+    let Some(TopicState::Routed(route)) = routes.get(topic) else {
+        return Err(format!("no route to the leaders of {topic}"));
+    };
+    let mut by_leader: BTreeMap<Endpoint, Vec<PartitionId>> = BTreeMap::new();
+    for partition in partitions {
+        let leader = route
+            .leader(*partition)
+            .ok_or_else(|| format!("{topic}-{}: no leader in the metadata", partition.0))?;
+        by_leader
+            .entry(leader.clone())
+            .or_default()
+            .push(*partition);
+    }
+    let mut found: BTreeMap<PartitionId, Offset> = BTreeMap::new();
+    for (leader, led) in by_leader {
+        let admin = leaders.get(&leader)?;
+        for chunk in led.chunks(1000) {
+            let query: Vec<(PartitionId, i64)> = chunk.iter().map(|p| (*p, timestamp)).collect();
+            let answers = admin
+                .list_offsets(topic, &query)
+                .map_err(|e| format!("ListOffsets {topic} at {leader}: {e}"))?;
+            for partition in chunk {
+                let answer = answers
+                    .iter()
+                    .find(|a| a.partition == *partition)
+                    .ok_or_else(|| format!("ListOffsets left out {topic}-{}", partition.0))?;
+                if answer.error != ErrorCode::None {
+                    return Err(format!(
+                        "ListOffsets {topic}-{} at {leader}: {:?}",
+                        partition.0, answer.error
+                    ));
+                }
+                found.insert(*partition, answer.offset.unwrap_or(Offset(0)));
             }
-            out.push((*partition, answer.offset.unwrap_or(Offset(0))));
         }
     }
-    Ok(out)
+    Ok(partitions
+        .iter()
+        .map(|p| (*p, found.get(p).copied().unwrap_or(Offset(0))))
+        .collect())
 }
 
 fn progress_line(

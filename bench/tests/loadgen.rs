@@ -65,6 +65,49 @@ fn check_histogram(result: &Value, name: &str, count: u64) {
     assert!(h["max"].as_u64().expect("max") >= last, "{name} max");
 }
 
+/// `--embedded-nodes 3 --replication-factor 3 --acks all`: a 3-node
+/// cluster, topics replicated three times, producers and consumers
+/// following the leaders of partitions spread over the nodes.
+#[test]
+fn a_replicated_cluster_run_acknowledges_and_consumes_every_message() {
+    let messages = 6_000u64;
+    let result = run_loadgen(&[
+        "--embedded-nodes",
+        "3",
+        "--broker-shards",
+        "1",
+        "--replication-factor",
+        "3",
+        "--topic-config",
+        "min.insync.replicas=2",
+        "--messages",
+        "6000",
+        "--producers",
+        "1",
+        "--consumers",
+        "1",
+        "--partitions",
+        "3",
+        "--batch-size",
+        "65536",
+        "--acks",
+        "all",
+        "--duration",
+        "120s",
+    ]);
+    let producer = &result["producer"];
+    assert_eq!(producer["messages_sent"].as_u64(), Some(messages));
+    assert_eq!(producer["messages_acked"].as_u64(), Some(messages));
+    assert_eq!(producer["messages_failed"].as_u64(), Some(0));
+    assert_eq!(result["consumer"]["messages"].as_u64(), Some(messages));
+    assert_eq!(
+        result["consumer"]["timestamp_sum"],
+        result["producer"]["acked_timestamp_sum"]
+    );
+    assert_eq!(result["config"]["embedded_nodes"].as_u64(), Some(3));
+    assert_eq!(result["config"]["replication_factor"].as_u64(), Some(3));
+}
+
 #[test]
 fn every_message_is_acknowledged_and_consumed() {
     let messages = 20_000u64;

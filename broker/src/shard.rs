@@ -38,6 +38,8 @@ use crate::metadata::image::{BrokerEndpoints, Endpoint};
 use crate::metadata::registry::TopicRegistry;
 use crate::partition::manager::PartitionManager;
 use crate::partition::producer_state::ProducerStateConfig;
+use crate::replication::driver::{start_fetchers, OwnedLogs, ReplicaFetchers, TransportNetwork};
+use crate::replication::fetcher::ReplicaFetcherConfig;
 use crate::service::{ShardService, TopicAdmin};
 
 /// How often a shard checks the process-wide stop flag. Shutdown latency
@@ -422,6 +424,7 @@ async fn run(
     }
     let grace = spec.shutdown_grace;
     let shard_count = spec.shard_count;
+    let (fetchers, fetch_network) = start_replica_fetchers(&service, spec.node_id);
     let _ = events.send(ShardEvent::Recovered { shard });
     Shard::new(spec, view, service.clone())
         .serve(stop, shared, private, kafka)
@@ -438,9 +441,38 @@ async fn run(
     while boot.drained.load(Ordering::Acquire) < shard_count && Instant::now() < deadline {
         sleep(Duration::from_millis(10)).await;
     }
+    // The fetchers finish the local operation they run (an append), then
+    // the logs close.
+    fetchers.stop();
+    fetchers.stopped().await;
+    fetch_network.close();
     service.partitions.close_all().await;
     tracing::info!(%shard, "logs flushed and closed");
     Ok(())
+}
+
+/// Starts this shard's replica fetchers (`replication::driver`): its
+/// partition manager is the follower side, its own outbound cluster
+/// transport reaches the leaders at the cluster addresses of its catalog's
+/// brokers. Nothing runs while the shard follows nothing.
+fn start_replica_fetchers(
+    service: &Rc<ShardService>,
+    node: NodeId,
+) -> (ReplicaFetchers, Rc<TransportNetwork>) {
+    let catalog_of = Rc::downgrade(service);
+    let address = move |leader: NodeId| {
+        let catalog = catalog_of.upgrade()?.catalog();
+        let broker = catalog.image().broker(leader)?;
+        broker.endpoints.cluster.as_ref().map(ToString::to_string)
+    };
+    let network = Rc::new(TransportNetwork::new(node, Box::new(address)));
+    let logs = Rc::new(OwnedLogs::new(service.clone(), |s: &ShardService| {
+        &s.partitions
+    }));
+    // The fjord.toml keys (replica_fetch_*) come with the config
+    // (helper r-edge); until the lead connects them, Kafka's defaults.
+    let fetchers = start_fetchers(node, logs, network.clone(), ReplicaFetcherConfig::default());
+    (fetchers, network)
 }
 
 /// Where this broker is reached, for its registration.

@@ -66,6 +66,13 @@ const PURE_FILES: &[&str] = &[
     "controller/state/tests.rs",
     "controller/import.rs",
     "engine/cluster.rs",
+    "partition/follower.rs",
+    "replication/mod.rs",
+    "replication/wire.rs",
+    "replication/wire/tests.rs",
+    "replication/fetcher.rs",
+    "replication/fetcher/tests.rs",
+    "replication/testing.rs",
 ];
 
 /// What a pure file must not mention.

@@ -536,6 +536,91 @@ fn main() {
     }
 
     kafka::seeds();
+    replication::seeds();
+}
+
+/// Seeds of `replication_wire`: one body of each kind.
+mod replication {
+    use bytes::Bytes;
+    use fjord_broker::replication::wire::*;
+    use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, Offset, PartitionId};
+
+    use super::write;
+
+    pub fn seeds() {
+        let fetch = ReplicaFetchRequest {
+            replica_id: NodeId(2),
+            max_wait_ms: 500,
+            min_bytes: 1,
+            max_bytes: 10 << 20,
+            topics: vec![(
+                "orders".to_string(),
+                vec![ReplicaFetchPartition {
+                    partition: PartitionId(0),
+                    fetch_offset: Offset(42),
+                    current_leader_epoch: LeaderEpoch(3),
+                    durable_end: Some(Offset(40)),
+                    partition_max_bytes: 1 << 20,
+                }],
+            )],
+        };
+        write(
+            "replication_wire",
+            "fetch_request",
+            &[&[0u8][..], &fetch.encode()].concat(),
+        );
+        let response = ReplicaFetchResponse {
+            topics: vec![(
+                "orders".to_string(),
+                vec![ReplicaFetchResult {
+                    partition: PartitionId(0),
+                    error: ErrorCode::None,
+                    high_watermark: 40,
+                    log_start_offset: 0,
+                    batches: vec![Bytes::from_static(b"batch one"), Bytes::from_static(b"two")],
+                }],
+            )],
+        };
+        let (body, payload) = response.encode();
+        let len = u16::try_from(body.len()).expect("a small body").to_le_bytes();
+        write(
+            "replication_wire",
+            "fetch_response",
+            &[&[1u8][..], &len, &body, &payload.concat()].concat(),
+        );
+        let epochs = EpochsRequest {
+            replica_id: NodeId(2),
+            topics: vec![(
+                "orders".to_string(),
+                vec![EpochQueryPartition {
+                    partition: PartitionId(0),
+                    current_leader_epoch: LeaderEpoch(3),
+                    leader_epoch: LeaderEpoch(2),
+                }],
+            )],
+        };
+        write(
+            "replication_wire",
+            "epochs_request",
+            &[&[2u8][..], &epochs.encode()].concat(),
+        );
+        let answer = EpochsResponse {
+            topics: vec![(
+                "orders".to_string(),
+                vec![EpochAnswer {
+                    partition: PartitionId(0),
+                    error: ErrorCode::None,
+                    leader_epoch: 2,
+                    end_offset: 37,
+                }],
+            )],
+        };
+        write(
+            "replication_wire",
+            "epochs_response",
+            &[&[3u8][..], &answer.encode()].concat(),
+        );
+    }
 }
 
 /// Seeds of the Kafka-edge targets (`kafka_*`, `native_to_kafka`,
@@ -545,7 +630,9 @@ mod kafka {
     use fjord_broker::group::offsets_log;
     use fjord_broker::kafka::handler::KAFKA_APIS;
     use fjord_broker::kafka::records::{native_to_kafka, KafkaRecordsLimits};
-    use fjord_broker::partition::producer_state::{ProducerBatch, ProducerStateConfig, ProducerStates};
+    use fjord_broker::partition::producer_state::{
+        ProducerBatch, ProducerStateConfig, ProducerStates,
+    };
     use fjord_net::client::assignor::{Subscription, TopicPartition};
     use fjord_net::client::consumer_protocol::{encode_assignment, encode_subscription};
     use fjord_schema::batch::assign_offset_and_epoch;

@@ -45,7 +45,7 @@ use super::fold::{decode_snapshot, encode_snapshot};
 use super::quorum::{Output, ProposeError, Quorum, QuorumConfig};
 use super::records::{decode_batch, encode_batch, MetadataRecord};
 use super::state::{ControllerConfig, ControllerState};
-use super::transport::{CallError, ClusterService, Notify, Transport};
+use super::transport::{CallError, ClusterService, Notify, Reply, Transport};
 use crate::metadata::catalog::QuorumView;
 use crate::metadata::image::{BrokerEndpoints, MetadataImage};
 use lifecycle::Lifecycle;
@@ -279,7 +279,19 @@ struct Driver {
     stopped: Cell<bool>,
     lifecycle: Lifecycle,
     last_no_leader_warn: Cell<Option<Instant>>,
+    /// Serves the replication keys ([`REPLICATION_KEYS`]) of the cluster
+    /// listener once shard 0's engine exists
+    /// ([`ControllerHandle::serve_replication`]); until then they are
+    /// refused (the follower backs off and retries).
+    replication: RefCell<Option<Rc<dyn ClusterService>>>,
 }
+
+/// The cluster api keys the listener hands to the replication service
+/// (`replication::server`) rather than to the controller.
+pub const REPLICATION_KEYS: [ClusterApiKey; 2] = [
+    ClusterApiKey::ReplicaFetch,
+    ClusterApiKey::OffsetForLeaderEpoch,
+];
 
 impl ControllerHandle {
     /// Starts the driver on the current (shard 0) executor: the cluster
@@ -336,6 +348,7 @@ impl ControllerHandle {
             shutting_down: Cell::new(false),
             stopped: Cell::new(false),
             last_no_leader_warn: Cell::new(None),
+            replication: RefCell::new(None),
         });
         driver.learn_peers();
         // A lone voter with no cluster address (a one-node cluster started
@@ -513,6 +526,15 @@ impl ControllerHandle {
     /// for other inter-node traffic (replica fetches, issue 14).
     pub fn transport(&self) -> &Transport {
         &self.driver.transport
+    }
+
+    /// Hands the cluster listener's replication requests
+    /// ([`REPLICATION_KEYS`]: replica fetches, `OffsetForLeaderEpoch`) to
+    /// `service` (shard 0's `replication::server::ReplicationService`,
+    /// set once its engine exists); every other key stays the
+    /// controller's. A second call replaces the first.
+    pub fn serve_replication(&self, service: Rc<dyn ClusterService>) {
+        *self.driver.replication.borrow_mut() = Some(service);
     }
 
     /// Whether this node is the active controller now.
@@ -999,6 +1021,13 @@ impl ClusterService for Service {
         let Some(driver) = self.0.upgrade() else {
             return;
         };
+        if REPLICATION_KEYS.contains(&api) {
+            let replication = driver.replication.borrow().clone();
+            if let Some(replication) = replication {
+                replication.one_way(api, body);
+            }
+            return;
+        }
         if api != ClusterApiKey::RaftMessages {
             tracing::debug!(?api, "cluster frame ignored: not one-way");
             return;
@@ -1023,7 +1052,19 @@ impl ClusterService for Service {
         &self,
         api: ClusterApiKey,
         body: Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<Bytes, String>>>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Reply, String>>>> {
+        if REPLICATION_KEYS.contains(&api) {
+            let replication = self
+                .0
+                .upgrade()
+                .and_then(|driver| driver.replication.borrow().clone());
+            return match replication {
+                Some(replication) => replication.request(api, body),
+                None => {
+                    Box::pin(async move { Err(format!("{api:?}: not serving replication yet")) })
+                }
+            };
+        }
         let driver = self.0.clone();
         Box::pin(async move {
             let driver = driver.upgrade().ok_or("shutting down")?;
@@ -1039,7 +1080,7 @@ impl ClusterService for Service {
                 Ok(answer) => {
                     let mut out = Vec::new();
                     answer.encode(&mut out);
-                    Ok(Bytes::from(out))
+                    Ok(Reply::from(Bytes::from(out)))
                 }
                 Err(lost) => Err(format!("not committed: {lost:?}")),
             }

@@ -10,6 +10,14 @@
 //! reconnected with backoff; a bounded queue per peer where one-way
 //! frames (Raft messages) are dropped oldest first on overflow (Raft
 //! tolerates loss), and a bounded number of calls in flight.
+//! Answers may carry a payload besides the body (a frame's payload
+//! section, as native fetch responses): [`Reply::payload`] chunks (a
+//! replica fetch's batches, shared with the leader's log cache) are
+//! written to the socket as they are, never copied into one buffer
+//! (chunks under [`GATHER_CHUNK_BYTES_MAX`] are gathered into one write),
+//! and a caller gets the payload as a slice of the received buffer
+//! ([`Transport::call_frame`]). Received bytes are read straight into the
+//! frame buffer.
 //! Inbound: the listener accepts any number of peers up to
 //! [`INBOUND_CONNECTIONS_MAX`]; one-way frames are handed over in order,
 //! requests run as tasks (bounded per connection) and answer in any order
@@ -29,11 +37,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use fjord_schema::api::ClusterApiKey;
-use fjord_schema::frame::{encode_frame, FrameDecoder, FrameFlags};
+use fjord_schema::frame::{encode_frame, FrameDecoder, FrameFlags, FrameHeader};
 use fjord_schema::CorrelationId;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
+use zerocopy::IntoBytes;
 
 /// Largest cluster frame (body), either way. A Raft message carrying a
 /// snapshot holds the whole metadata image (a few MiB for tens of
@@ -60,6 +69,11 @@ pub const RECONNECT_BACKOFF_MAX_MS: u64 = 2_000;
 pub const UNREACHABLE_WARN_INTERVAL_MS: u64 = 10_000;
 /// Bytes read from a socket at once.
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Payload chunks below this are gathered (copied) into one write with
+/// their neighbours; larger ones are written as they are.
+pub const GATHER_CHUNK_BYTES_MAX: usize = 16 << 10;
+/// Most bytes gathered into one write.
+const GATHER_BYTES_MAX: usize = 256 << 10;
 /// Frames written to a socket in one write, at most.
 const WRITE_BATCH_FRAMES_MAX: usize = 64;
 
@@ -67,12 +81,37 @@ const WRITE_BATCH_FRAMES_MAX: usize = 64;
 pub trait ClusterService {
     /// A one-way frame (no answer), in the order its connection sent it.
     fn one_way(&self, api: ClusterApiKey, body: Bytes);
-    /// A request: its answer's body, or an error message for the caller.
+    /// A request: its answer, or an error message for the caller.
     fn request(
         &self,
         api: ClusterApiKey,
         body: Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<Bytes, String>>>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Reply, String>>>>;
+}
+
+/// An answer: its body, and a payload written after it as these chunks
+/// (not copied together; the caller receives them as one slice,
+/// [`Answer::payload`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reply {
+    pub body: Bytes,
+    pub payload: Vec<Bytes>,
+}
+
+impl From<Bytes> for Reply {
+    fn from(body: Bytes) -> Reply {
+        Reply {
+            body,
+            payload: Vec::new(),
+        }
+    }
+}
+
+/// A received answer: body and payload, slices of the received buffer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    pub body: Bytes,
+    pub payload: Bytes,
 }
 
 /// Why a call got no answer.
@@ -184,7 +223,7 @@ impl Outgoing {
     }
 }
 
-type Pending = LocalSender<Result<Bytes, CallError>>;
+type Pending = LocalSender<Result<Answer, CallError>>;
 
 struct Peer {
     node: u64,
@@ -350,7 +389,7 @@ impl Transport {
     }
 
     /// Sends a request to `node` and waits (at most `timeout`) for its
-    /// answer.
+    /// answer's body.
     pub async fn call(
         &self,
         node: u64,
@@ -358,6 +397,19 @@ impl Transport {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, CallError> {
+        self.call_frame(node, api, body, timeout)
+            .await
+            .map(|answer| answer.body)
+    }
+
+    /// As [`Transport::call`], with the answer's payload.
+    pub async fn call_frame(
+        &self,
+        node: u64,
+        api: ClusterApiKey,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Answer, CallError> {
         let peer = self.peer(node).ok_or(CallError::UnknownPeer(node))?;
         if peer.pending.borrow().len() >= PEER_CALLS_MAX {
             return Err(CallError::Busy(node));
@@ -497,7 +549,7 @@ async fn read_answers(
     mut reader: futures_lite::io::ReadHalf<TcpStream>,
     broken: Rc<RefCell<Option<String>>>,
 ) {
-    let reason = read_frames(&mut reader, |frame| {
+    let reason = read_frames(&mut reader, true, |frame| {
         let flags = frame.header.flags();
         if !flags.is_response() {
             return Err("a request on an outbound connection".to_string());
@@ -510,7 +562,10 @@ async fn read_answers(
                     message: String::from_utf8_lossy(&frame.body).into_owned(),
                 })
             } else {
-                Ok(frame.body)
+                Ok(Answer {
+                    body: frame.body,
+                    payload: frame.payload,
+                })
             };
             let _ = pending.try_send(result);
         }
@@ -522,15 +577,15 @@ async fn read_answers(
 }
 
 /// Reads frames from `reader` into `on_frame` until the connection ends
-/// or a frame is bad; returns why it stopped.
-async fn read_frames<R, F>(reader: &mut R, mut on_frame: F) -> String
+/// or a frame is bad; returns why it stopped. `whole_frames`: make room
+/// for each frame at once when its header arrives (answers).
+async fn read_frames<R, F>(reader: &mut R, whole_frames: bool, mut on_frame: F) -> String
 where
     R: futures_lite::AsyncRead + Unpin,
     F: FnMut(fjord_schema::frame::Frame) -> Result<(), String>,
 {
     let mut decoder = FrameDecoder::new(CLUSTER_FRAME_BYTES_MAX);
     let mut buffer = BytesMut::new();
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     loop {
         loop {
             match decoder.decode(&mut buffer) {
@@ -543,9 +598,23 @@ where
                 Err(error) => return format!("bad frame: {error}"),
             }
         }
-        match reader.read(&mut chunk).await {
+        // Read straight into the frame buffer (no copy out of a chunk);
+        // frames split off it keep sharing its memory. On an outbound
+        // connection (answers this node asked for, of a size it bounded)
+        // room for the whole frame being read is made at once: growing by
+        // steps would copy its first part again at each. Inbound, memory
+        // follows the bytes that arrive (the decoder's steps).
+        if whole_frames {
+            if let Some(frame_len) = decoder.pending_frame_len() {
+                let missing = (frame_len as usize).saturating_sub(buffer.len());
+                buffer.reserve(missing + READ_CHUNK_BYTES);
+            }
+        }
+        let filled = buffer.len();
+        buffer.resize(filled + READ_CHUNK_BYTES, 0);
+        match reader.read(&mut buffer[filled..]).await {
             Ok(0) => return "closed by the peer".to_string(),
-            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Ok(n) => buffer.truncate(filled + n),
             Err(error) => return format!("read: {error}"),
         }
     }
@@ -591,17 +660,21 @@ async fn serve_inbound(stream: TcpStream, service: Rc<dyn ClusterService>) {
         .map(|a| a.to_string())
         .unwrap_or_default();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
-    let (answers, answers_rx) = local_channel::new_bounded::<BytesMut>(INBOUND_REQUESTS_MAX);
+    let (answers, answers_rx) = local_channel::new_bounded::<Outbound>(INBOUND_REQUESTS_MAX);
     let answers = Rc::new(answers);
     let writer_task = glommio::spawn_local(async move {
-        while let Some(bytes) = answers_rx.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
+        let mut scratch = Vec::new();
+        while let Some(outbound) = answers_rx.recv().await {
+            if write_outbound(&mut writer, outbound, &mut scratch)
+                .await
+                .is_err()
+            {
                 return;
             }
         }
     });
     let in_flight = Rc::new(Cell::new(0usize));
-    let reason = read_frames(&mut reader, |frame| {
+    let reason = read_frames(&mut reader, false, |frame| {
         let flags = frame.header.flags();
         if flags.is_response() {
             return Err("a response on an inbound connection".to_string());
@@ -636,17 +709,69 @@ async fn serve_inbound(stream: TcpStream, service: Rc<dyn ClusterService>) {
     drop(writer_task);
 }
 
-fn answer(api: u16, correlation: CorrelationId, result: Result<Bytes, String>) -> BytesMut {
-    let mut out = BytesMut::new();
-    let (flags, body) = match result {
-        Ok(body) => (FrameFlags::RESPONSE, body),
+/// An answer on its way out: the frame header, then the body and the
+/// payload chunks, each written as it is.
+struct Outbound {
+    header: FrameHeader,
+    body: Bytes,
+    payload: Vec<Bytes>,
+}
+
+fn answer(api: u16, correlation: CorrelationId, result: Result<Reply, String>) -> Outbound {
+    let (flags, reply) = match result {
+        Ok(reply) => (FrameFlags::RESPONSE, reply),
         Err(message) => (
             FrameFlags::RESPONSE | FrameFlags::ERROR,
-            Bytes::from(message.into_bytes()),
+            Reply::from(Bytes::from(message.into_bytes())),
         ),
     };
-    encode_frame(&mut out, api, 0, FrameFlags(flags), correlation, &body, &[]);
-    out
+    let payload_len: usize = reply.payload.iter().map(Bytes::len).sum();
+    let header = FrameHeader::new(
+        api,
+        0,
+        FrameFlags(flags),
+        correlation,
+        u32::try_from(reply.body.len()).unwrap_or(u32::MAX),
+        u32::try_from(payload_len).unwrap_or(u32::MAX),
+    );
+    Outbound {
+        header,
+        body: reply.body,
+        payload: reply.payload,
+    }
+}
+
+/// Writes `outbound`: the header with the body (copied: they are small),
+/// then each payload chunk as it is, neighbours under
+/// [`GATHER_CHUNK_BYTES_MAX`] gathered into one write.
+async fn write_outbound<W: futures_lite::AsyncWrite + Unpin>(
+    writer: &mut W,
+    outbound: Outbound,
+    scratch: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    scratch.clear();
+    scratch.extend_from_slice(outbound.header.as_bytes());
+    scratch.extend_from_slice(&outbound.body);
+    for chunk in &outbound.payload {
+        let small = chunk.len() < GATHER_CHUNK_BYTES_MAX;
+        if small && scratch.len() + chunk.len() <= GATHER_BYTES_MAX {
+            scratch.extend_from_slice(chunk);
+            continue;
+        }
+        if !scratch.is_empty() {
+            writer.write_all(scratch).await?;
+            scratch.clear();
+        }
+        if small {
+            scratch.extend_from_slice(chunk);
+        } else {
+            writer.write_all(chunk).await?;
+        }
+    }
+    if !scratch.is_empty() {
+        writer.write_all(scratch).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,3 +11,10 @@
 //!   shard's partition state records each follower's progress).
 
 pub use crate::partition::follower::{Followed, FollowerError, FollowerPosition, ReplicaLogs};
+
+pub mod driver;
+pub mod fetcher;
+pub mod server;
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod wire;

@@ -4,21 +4,35 @@
 //! each with its own data dir and log under one temporary directory, all
 //! voters of the metadata quorum. It reads the cluster's state with the
 //! real CLI, `fjord cluster status --json`, and kills (SIGKILL),
-//! terminates (SIGTERM) and restarts nodes.
+//! terminates (SIGTERM), pauses (SIGSTOP / SIGCONT) and restarts nodes.
+//! Partitions are read from Kafka Metadata (leader, leader epoch,
+//! replicas, ISR, offline replicas) and group coordinators from
+//! FindCoordinator, asked of a live node with `kafka-protocol`'s codecs;
+//! topics are created with CreateTopics (replication factor, configs).
 //!
 //! Heartbeats every 200 ms and a 1.5 s session keep fencing quick. No
 //! timing assertions: every wait is a bounded poll for an outcome
 //! ([`CLUSTER_WAIT`]) that fails with the last state seen and the nodes'
 //! logs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
+    TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use serde::Deserialize;
 use tempfile::TempDir;
 
@@ -29,6 +43,11 @@ pub const CLUSTER_WAIT: Duration = Duration::from_secs(30);
 
 /// Bound of one `fjord` CLI call.
 const CLI_WAIT: Duration = Duration::from_secs(20);
+
+/// Bound of one Kafka request of the harness (Metadata, FindCoordinator,
+/// CreateTopics) to one node: a down or paused node is an error, not a
+/// hang.
+const KAFKA_CALL_WAIT: Duration = Duration::from_secs(10);
 
 /// `broker_heartbeat_interval_ms` / `broker_session_timeout_ms` of the
 /// test nodes: a killed node is fenced 1.5 s after its last heartbeat.
@@ -115,6 +134,11 @@ pub struct Node {
     child: Option<Child>,
     /// Length of the log when the current process was spawned.
     log_start: u64,
+    /// Stopped with SIGSTOP (see [`Cluster::pause`]): not asked anything
+    /// until resumed.
+    paused: bool,
+    /// Environment of this node only, on top of the cluster's.
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -138,6 +162,11 @@ impl Node {
             .to_owned()
     }
 
+    /// The process id of the running process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn running(&mut self) -> bool {
         match &mut self.child {
             Some(child) => child.try_wait().expect("try_wait").is_none(),
@@ -151,6 +180,9 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// `--controller-quorum-voters` of every node.
     pub voters: String,
+    /// Environment of every node, on top of the harness's (e.g. a short
+    /// `FJORD_REPLICA_LAG_TIME_MAX_MS`); a node's own `env` comes last.
+    pub env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -168,6 +200,21 @@ impl Cluster {
             "cluster of {count} nodes serving {} ms after the first spawn",
             began.elapsed().as_millis()
         );
+        cluster
+    }
+
+    /// Starts `count` nodes (all voters) with `env` added to every node's
+    /// environment, and waits until they serve.
+    pub fn start_with_env(count: u32, env: &[(&str, &str)]) -> Cluster {
+        let mut cluster = Cluster::prepare(count);
+        cluster.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        for id in 1..=count {
+            cluster.restart(id);
+        }
+        cluster.wait_ready();
         cluster
     }
 
@@ -216,6 +263,8 @@ impl Cluster {
                     dir,
                     child: None,
                     log_start: 0,
+                    paused: false,
+                    env: Vec::new(),
                 }
             })
             .collect();
@@ -228,6 +277,7 @@ impl Cluster {
             root,
             nodes,
             voters,
+            env: Vec::new(),
         }
     }
 
@@ -249,16 +299,17 @@ impl Cluster {
         self.nodes.iter().map(|n| n.id).collect()
     }
 
-    /// The nodes whose process runs.
+    /// The nodes whose process runs and is not paused.
     pub fn live(&mut self) -> Vec<u32> {
         self.nodes
             .iter_mut()
-            .filter_map(|n| n.running().then_some(n.id))
+            .filter_map(|n| (n.running() && !n.paused).then_some(n.id))
             .collect()
     }
 
     fn spawn(&mut self, id: u32) {
         let voters = self.voters.clone();
+        let cluster_env = self.env.clone();
         let node = self.node_mut(id);
         assert!(node.child.is_none(), "node {id} already runs");
         // A killed node leaves its address files behind.
@@ -281,6 +332,8 @@ impl Cluster {
             .args(["--controller-quorum-voters", &voters])
             .args(["--shards", &SHARDS.to_string()])
             .envs(env())
+            .envs(cluster_env)
+            .envs(node.env.clone())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -296,8 +349,34 @@ impl Cluster {
             .child
             .take()
             .unwrap_or_else(|| panic!("node {id} is not running"));
+        // SIGKILL also ends a stopped (paused) process.
+        node.paused = false;
         child.kill().expect("kill");
         child.wait().expect("wait");
+    }
+
+    /// SIGSTOP `id`: the process stays, holds its sockets and answers
+    /// nothing (no heartbeats, no fetches, no produce responses) until
+    /// [`Cluster::resume`]. Not asked anything meanwhile (not in
+    /// [`Cluster::live`]).
+    pub fn pause(&mut self, id: u32) {
+        self.signal(id, libc::SIGSTOP);
+        self.node_mut(id).paused = true;
+    }
+
+    /// SIGCONT `id` after [`Cluster::pause`].
+    pub fn resume(&mut self, id: u32) {
+        self.signal(id, libc::SIGCONT);
+        self.node_mut(id).paused = false;
+    }
+
+    fn signal(&mut self, id: u32, signal: libc::c_int) {
+        let node = self.node_mut(id);
+        assert!(node.running(), "node {id} is not running");
+        let pid = node.pid().expect("running");
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
     }
 
     /// SIGTERM `id` (controlled shutdown) and wait for it to exit.
@@ -307,6 +386,7 @@ impl Cluster {
             .child
             .take()
             .unwrap_or_else(|| panic!("node {id} is not running"));
+        assert!(!node.paused, "node {id} is paused: resume it first");
         // SAFETY: kill(2) on a child we spawned and have not reaped.
         let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
         assert_eq!(rc, 0, "kill failed");
@@ -438,9 +518,16 @@ impl Cluster {
     /// Runs `command` (a client script) until it exits or `seconds_max`
     /// pass; panics with its output and the nodes' logs unless it exited 0.
     pub fn run_script(&self, command: Command, label: &str, seconds_max: u64) {
+        let stdout = self.run_script_output(command, label, seconds_max);
+        println!("{stdout}");
+    }
+
+    /// [`Cluster::run_script`] that returns the script's standard output.
+    pub fn run_script_output(&self, command: Command, label: &str, seconds_max: u64) -> String {
         match run_bounded(command, self.root.path(), Duration::from_secs(seconds_max)) {
             Ok(out) if out.status.success() => {
-                println!("{}", String::from_utf8_lossy(&out.stdout));
+                eprintln!("{label}: {}", String::from_utf8_lossy(&out.stderr));
+                String::from_utf8_lossy(&out.stdout).into_owned()
             }
             Ok(out) => self.fail(&format!(
                 "{label} exited with {}; its output:\n{}\n{}",
@@ -451,6 +538,327 @@ impl Cluster {
             Err(error) => self.fail(&format!("{label}: {error}")),
         }
     }
+}
+
+/// One partition as a node's Kafka Metadata (v12) shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    pub error: i16,
+    /// -1: none.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    /// In replica order (the first is the preferred leader).
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub offline: Vec<i32>,
+}
+
+impl PartitionView {
+    /// Every replica is in the ISR.
+    pub fn isr_full(&self) -> bool {
+        let replicas: BTreeSet<i32> = self.replicas.iter().copied().collect();
+        let isr: BTreeSet<i32> = self.isr.iter().copied().collect();
+        !replicas.is_empty() && replicas == isr
+    }
+
+    pub fn in_isr(&self, id: u32) -> bool {
+        self.isr.contains(&(id as i32))
+    }
+
+    /// The leader as a node id, if there is one.
+    pub fn leader(&self) -> Option<u32> {
+        u32::try_from(self.leader).ok()
+    }
+}
+
+/// A topic's partitions by index, as one node sees them.
+pub type TopicPartitions = BTreeMap<i32, PartitionView>;
+
+impl Cluster {
+    /// CreateTopics v7 through `via`'s Kafka listener (forwarded to the
+    /// controller): `partitions` partitions of `replication_factor`
+    /// replicas with the topic `configs`. Fails the test on an error.
+    pub fn create_topic(
+        &self,
+        via: u32,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(&str, &str)],
+    ) {
+        let mut request = CreateTopicsRequest::default();
+        let mut topic = CreatableTopic::default();
+        topic.name = TopicName(StrBytes::from_string(name.to_owned()));
+        topic.num_partitions = partitions;
+        topic.replication_factor = replication_factor;
+        for (key, value) in configs {
+            let mut config = CreatableTopicConfig::default();
+            config.name = StrBytes::from_string((*key).to_owned());
+            config.value = Some(StrBytes::from_string((*value).to_owned()));
+            topic.configs.push(config);
+        }
+        request.topics.push(topic);
+        request.timeout_ms = 30_000;
+        let response: CreateTopicsResponse =
+            kafka_call(self.node(via).kafka, ApiKey::CreateTopics, 7, &request)
+                .unwrap_or_else(|e| self.fail(&format!("CreateTopics {name} via node {via}: {e}")));
+        let topic = &response.topics[0];
+        if topic.error_code != 0 {
+            self.fail(&format!(
+                "CreateTopics {name} (RF {replication_factor}, {configs:?}) via node {via}: error {} {:?}",
+                topic.error_code, topic.error_message
+            ));
+        }
+    }
+
+    /// `topic`'s partitions in node `via`'s Kafka Metadata v12.
+    pub fn partitions(&self, via: u32, topic: &str) -> Result<TopicPartitions, String> {
+        let mut request = MetadataRequest::default();
+        let mut wanted = MetadataRequestTopic::default();
+        wanted.name = Some(TopicName(StrBytes::from_string(topic.to_owned())));
+        request.topics = Some(vec![wanted]);
+        request.allow_auto_topic_creation = false;
+        let response: MetadataResponse =
+            kafka_call(self.node(via).kafka, ApiKey::Metadata, 12, &request)?;
+        let found = response
+            .topics
+            .into_iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+            .ok_or_else(|| format!("node {via}: no {topic} in the Metadata response"))?;
+        if found.error_code != 0 {
+            return Err(format!("node {via}: {topic}: error {}", found.error_code));
+        }
+        let ids = |nodes: &[kafka_protocol::messages::BrokerId]| -> Vec<i32> {
+            nodes.iter().map(|b| b.0).collect()
+        };
+        Ok(found
+            .partitions
+            .iter()
+            .map(|p| {
+                (
+                    p.partition_index,
+                    PartitionView {
+                        error: p.error_code,
+                        leader: p.leader_id.0,
+                        leader_epoch: p.leader_epoch,
+                        replicas: ids(&p.replica_nodes),
+                        isr: ids(&p.isr_nodes),
+                        offline: ids(&p.offline_replicas),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Polls the Metadata of `topic` on every live node in turn until
+    /// one's answer names a live leader for every partition and satisfies
+    /// `done`; returns that answer. Fails after [`CLUSTER_WAIT`] with the
+    /// last answers and the nodes' logs.
+    pub fn wait_partitions(
+        &mut self,
+        topic: &str,
+        what: &str,
+        done: impl Fn(&TopicPartitions) -> bool,
+    ) -> TopicPartitions {
+        self.poll_partitions(topic, what, false, done)
+    }
+
+    /// [`Cluster::wait_partitions`] until every live node's answer
+    /// satisfies `done` (a node that has not applied the latest metadata
+    /// yet cannot end the wait with a stale view); returns the last one.
+    pub fn wait_partitions_everywhere(
+        &mut self,
+        topic: &str,
+        what: &str,
+        done: impl Fn(&TopicPartitions) -> bool,
+    ) -> TopicPartitions {
+        self.poll_partitions(topic, what, true, done)
+    }
+
+    fn poll_partitions(
+        &mut self,
+        topic: &str,
+        what: &str,
+        everywhere: bool,
+        done: impl Fn(&TopicPartitions) -> bool,
+    ) -> TopicPartitions {
+        let deadline = Instant::now() + CLUSTER_WAIT;
+        let mut last: Vec<String> = Vec::new();
+        loop {
+            let live = self.live();
+            let mut satisfied = Vec::new();
+            let mut everyone = true;
+            for &id in &live {
+                match self.partitions(id, topic) {
+                    Ok(view)
+                        if view
+                            .values()
+                            .all(|p| p.leader().is_some_and(|l| live.contains(&l)))
+                            && done(&view) =>
+                    {
+                        if !everywhere {
+                            return view;
+                        }
+                        satisfied.push(view);
+                    }
+                    Ok(view) => {
+                        remember(&mut last, format!("node {id}: {view:?}"));
+                        everyone = false;
+                    }
+                    Err(error) => {
+                        remember(&mut last, format!("node {id}: {error}"));
+                        everyone = false;
+                    }
+                }
+                if everywhere && !everyone {
+                    break;
+                }
+            }
+            if everywhere && everyone {
+                if let Some(view) = satisfied.pop() {
+                    return view;
+                }
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!(
+                    "{topic}: no {what} within {CLUSTER_WAIT:?} (live nodes {live:?}); last answers: {last:#?}"
+                ));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every partition of `topic` has `replication_factor`
+    /// replicas, all in the ISR, and a live leader, in the Metadata of
+    /// every live node.
+    pub fn wait_isr_full(&mut self, topic: &str, replication_factor: usize) -> TopicPartitions {
+        self.wait_partitions_everywhere(
+            topic,
+            &format!("{replication_factor} replicas all in the ISR"),
+            |view| {
+                !view.is_empty()
+                    && view
+                        .values()
+                        .all(|p| p.replicas.len() == replication_factor && p.isr_full())
+            },
+        )
+    }
+
+    /// The live leader of `topic`-`partition` (waits for one).
+    pub fn leader(&mut self, topic: &str, partition: i32) -> PartitionView {
+        let view = self.wait_partitions(
+            topic,
+            &format!("live leader of partition {partition}"),
+            |v| v.contains_key(&partition),
+        );
+        view[&partition].clone()
+    }
+
+    /// The coordinator node of `group` by FindCoordinator v3 asked of
+    /// node `via`.
+    pub fn coordinator(&self, via: u32, group: &str) -> Result<u32, String> {
+        let mut request = FindCoordinatorRequest::default();
+        request.key = StrBytes::from_string(group.to_owned());
+        request.key_type = 0;
+        let response: FindCoordinatorResponse =
+            kafka_call(self.node(via).kafka, ApiKey::FindCoordinator, 3, &request)?;
+        if response.error_code != 0 {
+            return Err(format!(
+                "node {via}: FindCoordinator {group}: error {}",
+                response.error_code
+            ));
+        }
+        u32::try_from(response.node_id.0).map_err(|_| {
+            format!(
+                "node {via}: FindCoordinator {group}: node {}",
+                response.node_id.0
+            )
+        })
+    }
+
+    /// Asks every live node in turn until one names a coordinator of
+    /// `group` that `done` accepts.
+    pub fn wait_coordinator(&mut self, group: &str, done: impl Fn(u32) -> bool) -> u32 {
+        let deadline = Instant::now() + CLUSTER_WAIT;
+        let mut last: Vec<String> = Vec::new();
+        loop {
+            let live = self.live();
+            for &id in &live {
+                match self.coordinator(id, group) {
+                    Ok(found) if live.contains(&found) && done(found) => return found,
+                    Ok(found) => remember(&mut last, format!("node {id}: coordinator {found}")),
+                    Err(error) => remember(&mut last, error),
+                }
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!(
+                    "no acceptable coordinator of group {group} within {CLUSTER_WAIT:?}; last answers: {last:#?}"
+                ));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The comma-separated Kafka addresses of every node (a client's
+    /// `bootstrap.servers` that survives any one node being down).
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.kafka.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// One Kafka request/response of `api` at `version` on a fresh
+/// connection to `addr`, bounded by [`KAFKA_CALL_WAIT`]; an error (not a
+/// panic) when the node is down, paused or answers something else.
+pub fn kafka_call<Q: Encodable, R: Decodable>(
+    addr: SocketAddr,
+    api: ApiKey,
+    version: i16,
+    request: &Q,
+) -> Result<R, String> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        format!("{api:?} v{version} to {addr}: {what}: {e}")
+    };
+    let mut stream =
+        TcpStream::connect_timeout(&addr, KAFKA_CALL_WAIT).map_err(|e| fail("connect", &e))?;
+    stream
+        .set_read_timeout(Some(KAFKA_CALL_WAIT))
+        .and_then(|()| stream.set_write_timeout(Some(KAFKA_CALL_WAIT)))
+        .map_err(|e| fail("timeouts", &e))?;
+    let mut header = RequestHeader::default();
+    header.request_api_key = api as i16;
+    header.request_api_version = version;
+    header.correlation_id = 14;
+    header.client_id = Some(StrBytes::from_static_str("cluster-harness"));
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, api.request_header_version(version))
+        .map_err(|e| fail("encode header", &e))?;
+    request
+        .encode(&mut body, version)
+        .map_err(|e| fail("encode body", &e))?;
+    let mut frame = BytesMut::new();
+    frame.put_u32(body.len() as u32);
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).map_err(|e| fail("write", &e))?;
+    let mut len = [0u8; 4];
+    stream
+        .read_exact(&mut len)
+        .map_err(|e| fail("read length", &e))?;
+    let mut response = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream
+        .read_exact(&mut response)
+        .map_err(|e| fail("read response", &e))?;
+    let mut response = Bytes::from(response);
+    let header = ResponseHeader::decode(&mut response, api.response_header_version(version))
+        .map_err(|e| fail("decode header", &e))?;
+    if header.correlation_id != 14 {
+        return Err(fail("correlation id", &header.correlation_id));
+    }
+    R::decode(&mut response, version).map_err(|e| fail("decode body", &e))
 }
 
 impl Drop for Cluster {

@@ -421,3 +421,71 @@ fn a_non_voter_registers_and_follows_the_log_as_a_learner() {
         node.stop();
     }
 }
+
+/// Answers every request with its api key's number and the body as the
+/// payload.
+struct Replication;
+
+impl ClusterService for Replication {
+    fn one_way(&self, _api: ClusterApiKey, _body: Bytes) {}
+
+    fn request(
+        &self,
+        api: ClusterApiKey,
+        body: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<Reply, String>>>> {
+        Box::pin(async move {
+            Ok(Reply {
+                body: Bytes::from((api as u16).to_le_bytes().to_vec()),
+                payload: vec![body],
+            })
+        })
+    }
+}
+
+/// The listener hands the replication keys to the service registered
+/// with `serve_replication` (refusing them before), and every other key
+/// to the controller as before.
+#[test]
+fn replication_keys_reach_the_replication_service_and_the_rest_the_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(1);
+    let config = cluster_config(1, &ports, dir.path(), 100);
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let recovered = recover(&config).unwrap();
+            let handle = ControllerHandle::start(config, recovered, bootstrap(1)).unwrap();
+            let client = Transport::new(9);
+            client.set_peer(1, format!("127.0.0.1:{}", ports[0]));
+            let call = |api| client.call_frame(1, api, Bytes::from_static(b"ask"), PATIENCE);
+            for api in REPLICATION_KEYS {
+                match call(api).await {
+                    Err(CallError::Remote { message, .. }) => {
+                        assert!(message.contains("not serving replication yet"), "{message}");
+                    }
+                    other => panic!("{api:?} answered before a service: {other:?}"),
+                }
+            }
+            handle.serve_replication(Rc::new(Replication));
+            for api in REPLICATION_KEYS {
+                let answer = call(api).await.expect("answered");
+                assert_eq!(answer.body[..], (api as u16).to_le_bytes());
+                assert_eq!(answer.payload, Bytes::from_static(b"ask"));
+            }
+            // A controller command still reaches the controller (which
+            // refuses a body that is no command).
+            match call(ClusterApiKey::ControllerCommand).await {
+                Err(CallError::Remote { message, .. }) => {
+                    assert!(!message.contains("replication"), "{message}");
+                }
+                other => panic!("a bad command answered: {other:?}"),
+            }
+            handle.stop();
+            client.close();
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

@@ -5,7 +5,8 @@ use std::io::Write;
 use super::*;
 
 /// Records one-way frames; answers requests with their body reversed, or
-/// an error for an empty body.
+/// an error for an empty body; a body `payload N` is answered with N
+/// payload chunks of growing size (small ones gathered, large ones not).
 #[derive(Default)]
 struct Echo {
     one_way: RefCell<Vec<(ClusterApiKey, Bytes)>>,
@@ -20,14 +21,24 @@ impl ClusterService for Echo {
         &self,
         _api: ClusterApiKey,
         body: Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<Bytes, String>>>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Reply, String>>>> {
         Box::pin(async move {
             if body.is_empty() {
                 return Err("empty".to_string());
             }
+            if let Some(n) = std::str::from_utf8(&body)
+                .ok()
+                .and_then(|b| b.strip_prefix("payload "))
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                return Ok(Reply {
+                    body: Bytes::from_static(b"chunks"),
+                    payload: payload_chunks(n),
+                });
+            }
             let mut reversed = body.to_vec();
             reversed.reverse();
-            Ok(Bytes::from(reversed))
+            Ok(Reply::from(Bytes::from(reversed)))
         })
     }
 }
@@ -42,6 +53,43 @@ fn run<F: Future<Output = ()> + 'static>(test: impl FnOnce() -> F + Send + 'stat
 }
 
 const LONG: Duration = Duration::from_secs(10);
+
+/// `n` chunks, the i-th of 1000 × 4^i bytes (capped at 1 MiB) of byte i.
+fn payload_chunks(n: usize) -> Vec<Bytes> {
+    (0..n)
+        .map(|i| {
+            let len = (1000usize << (2 * i.min(10))).min(1 << 20);
+            Bytes::from(vec![i as u8; len])
+        })
+        .collect()
+}
+
+/// An answer's payload chunks, small and large, arrive as one payload
+/// after the body, in order.
+#[test]
+fn payload_chunks_arrive_in_order_after_the_body() {
+    run(|| async {
+        let server = Transport::new(2);
+        let addr = server
+            .listen("127.0.0.1:0".parse().unwrap(), Rc::new(Echo::default()))
+            .unwrap();
+        let client = Transport::new(1);
+        client.set_peer(2, addr.to_string());
+        for n in [0, 1, 3, 8] {
+            let answer = client
+                .call_frame(
+                    2,
+                    ClusterApiKey::ReplicaFetch,
+                    Bytes::from(format!("payload {n}")),
+                    LONG,
+                )
+                .await
+                .unwrap();
+            assert_eq!(answer.body, Bytes::from_static(b"chunks"));
+            assert_eq!(answer.payload, Bytes::from(payload_chunks(n).concat()));
+        }
+    });
+}
 
 #[test]
 fn frames_one_way_in_order_and_calls_answered() {
