@@ -204,6 +204,13 @@ impl Replicas {
         self.pending.as_ref()
     }
 
+    /// Every follower with its log end as last reported (`None` before
+    /// its first fetch under this leadership), in replica order; what
+    /// `fjord topic describe` shows as lag.
+    pub fn followers(&self) -> impl Iterator<Item = (NodeId, Option<Offset>)> + '_ {
+        self.followers.iter().map(|f| (f.node, f.end))
+    }
+
     /// A follower's log end and durable end as last reported.
     pub fn follower(&self, node: NodeId) -> Option<(Option<Offset>, Option<Offset>)> {
         self.followers
@@ -440,5 +447,35 @@ impl Replicas {
         };
         self.pending = Some(change.clone());
         change
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `fjord topic describe` shows as lag: every follower in
+    /// replica order, without an end until its first fetch under this
+    /// leadership, then the offset it fetches from.
+    #[test]
+    fn followers_lists_each_follower_with_its_last_fetch_offset() {
+        let mut replicas = Replicas::new(DEFAULT_REPLICA_LAG_TIME_MAX_MS, Offset(0));
+        assert_eq!(replicas.followers().count(), 0, "no leadership yet");
+        let (n1, n2, n3) = (NodeId(1), NodeId(2), NodeId(3));
+        let leadership = Leadership {
+            leader: n2,
+            replicas: vec![n3, n2, n1],
+            isr: vec![n2, n3, n1],
+            leader_epoch: LeaderEpoch(1),
+            partition_epoch: 1,
+        };
+        assert_eq!(replicas.apply(&leadership, Offset(10), 0), Ok(true));
+        let listed: Vec<_> = replicas.followers().collect();
+        assert_eq!(listed, [(n3, None), (n1, None)]);
+        replicas
+            .fetched(n1, Offset(4), None, Offset(10), 5)
+            .expect("a follower's fetch");
+        let listed: Vec<_> = replicas.followers().collect();
+        assert_eq!(listed, [(n3, None), (n1, Some(Offset(4)))]);
     }
 }
