@@ -636,7 +636,7 @@ impl PartitionManager {
             }
             return not_here(topic, partition);
         };
-        let acks = match p.state.borrow().begin_produce(acks) {
+        let acks = match p.state.borrow().begin_produce(acks, self.clock.now_ms()) {
             Ok(acks) => acks,
             Err(error) => return ProduceResult::error(error.code(), error.to_string()),
         };

@@ -294,6 +294,28 @@ impl Replicas {
         Ok(true)
     }
 
+    /// The committed ISR members (followers) that have not caught up with
+    /// the leader's end `leader_end` for more than `replica_lag_time_max_ms`
+    /// at `now_ms`: those a shrink proposes out.
+    fn lagging(&self, leader_end: Offset, now_ms: i64) -> Vec<NodeId> {
+        let lag_max = i64::try_from(self.lag_time_max_ms).unwrap_or(i64::MAX);
+        self.followers
+            .iter()
+            .filter(|f| self.isr.contains(&f.node))
+            .filter(|f| f.end != Some(leader_end))
+            .filter(|f| now_ms.saturating_sub(f.last_caught_up_ms) > lag_max)
+            .map(|f| f.node)
+            .collect()
+    }
+
+    /// The committed ISR's size without the members that lag (see
+    /// [`Self::lagging`]): what the ISR becomes once the leader's shrink is
+    /// committed — which cannot happen while the controller is
+    /// unreachable.
+    pub fn live_isr_len(&self, leader_end: Offset, now_ms: i64) -> usize {
+        self.isr_len() - self.lagging(leader_end, now_ms).len()
+    }
+
     /// The controller refused the proposal based on `partition_epoch` (the
     /// compare-and-set failed, or the request did): the next tick or fetch
     /// may propose again.
@@ -419,15 +441,7 @@ impl Replicas {
         if self.pending.is_some() {
             return None;
         }
-        let lag_max = i64::try_from(self.lag_time_max_ms).unwrap_or(i64::MAX);
-        let lagging: Vec<NodeId> = self
-            .followers
-            .iter()
-            .filter(|f| self.isr.contains(&f.node))
-            .filter(|f| f.end != Some(leader_end))
-            .filter(|f| now_ms.saturating_sub(f.last_caught_up_ms) > lag_max)
-            .map(|f| f.node)
-            .collect();
+        let lagging = self.lagging(leader_end, now_ms);
         if lagging.is_empty() {
             return None;
         }
