@@ -638,7 +638,10 @@ impl PartitionManager {
         };
         let acks = match p.state.borrow().begin_produce(acks, self.clock.now_ms()) {
             Ok(acks) => acks,
-            Err(error) => return ProduceResult::error(error.code(), error.to_string()),
+            Err(error) => {
+                tracing::debug!(topic, %partition, %error, "produce refused");
+                return ProduceResult::error(error.code(), error.to_string());
+            }
         };
         let max_message_bytes = p.config.borrow().max_message_bytes;
         if let Err((code, message)) = check_batch_sizes(&batches, max_message_bytes) {
@@ -808,6 +811,7 @@ impl PartitionManager {
                     .follower_fetched(node, Offset(fetch_offset), durable_end, now);
             match fetched {
                 Ok(fetched) => {
+                    tracing::trace!(topic, %partition, %node, offset, hw = %p.state.borrow().high_watermark(), "replica fetch");
                     if p.state.borrow().high_watermark() != before || !fetched.completed.is_empty()
                     {
                         p.data.notify_all();
