@@ -98,6 +98,10 @@ def produce(args):
             out.write(json.dumps({"fatal": str(error)}) + "\n")
 
     config["error_cb"] = on_error
+    if os.environ.get("REPLICATION_CLIENTS_DEBUG"):
+        # librdkafka's own log of the idempotent producer (epoch bumps,
+        # retries), for diagnosing a failure by hand.
+        config["debug"] = os.environ["REPLICATION_CLIENTS_DEBUG"]
     producer = Producer(config)
 
     def report(i, partition):
