@@ -1,18 +1,18 @@
-//! The client subcommands of `fjord`: `topic create/list/describe/delete`,
+//! The client subcommands of `fjord`: `topic create/list/describe/delete/elect-leaders`,
 //! `produce`, `consume`, `group ...` and `cluster status`, in the spirit of rpk and kcat. Scripts rely on
 //! these spellings and output formats; change them only on purpose.
 //!
 //! Every failure becomes one line on stderr (`fjord: ...`) and a non-zero
 //! exit; connection failures say how to start a broker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufWriter, ErrorKind, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use fjord_broker::signals::Signals;
-use fjord_net::client::admin::Admin;
+use fjord_net::client::admin::{Admin, TopicDescription};
 use fjord_net::client::assignor::Assignor;
 use fjord_net::client::consumer::{
     Consumer, ConsumerError, ConsumerOptions, ConsumerRecord, OffsetReset, SeekTo,
@@ -22,10 +22,11 @@ use fjord_net::client::group_consumer::{GroupConsumer, GroupError, GroupOptions}
 use fjord_net::client::producer::{Producer, ProducerOptions, ProducerRecord, SendHandle};
 use fjord_net::client::producer_core::ProduceError;
 use fjord_net::client::protocol::{Acks, NewTopic};
-use fjord_net::client::{ClientConfig, ClientError};
+use fjord_net::client::{ClientConfig, ClientError, PartitionHealthInfo};
 use fjord_schema::{Compression, ErrorCode, Offset, PartitionId};
 
 pub mod cluster;
+mod elect;
 mod format;
 pub mod group;
 
@@ -85,9 +86,23 @@ pub enum TopicCommand {
         brokers: BrokersArg,
     },
     /// Show a topic's partitions: leader, leader epoch, replicas, ISR,
-    /// the leader's shard and endpoint.
+    /// log end, high watermark, each follower's lag behind the leader, the
+    /// leader's shard and endpoint.
     Describe {
         name: String,
+        #[command(flatten)]
+        brokers: BrokersArg,
+    },
+    /// Elect leaders: move leadership to the preferred replicas, or give
+    /// partitions without a leader one (unclean); every partition unless
+    /// --topic (and --partition) narrow it.
+    ElectLeaders {
+        #[arg(long, short = 't')]
+        topic: Option<String>,
+        #[arg(long, short = 'p', requires = "topic")]
+        partition: Option<u32>,
+        #[arg(long = "type", value_enum, default_value = "preferred")]
+        election_type: elect::ElectionType,
         #[command(flatten)]
         brokers: BrokersArg,
     },
@@ -386,6 +401,7 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
                 ClientError::Broker { code, .. } => CliError(topic_error(&name, code)),
                 other => other.into(),
             })?;
+            let leader_views = leader_views(&name, &description);
             let topic = description.topic;
             print(&mut out, format_args!("NAME        {}\n", topic.name))?;
             print(
@@ -402,7 +418,7 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
                     list.join(",")
                 }
             };
-            let rows: Vec<[String; 8]> = partitions
+            let rows: Vec<[String; 11]> = partitions
                 .iter()
                 .map(|p| {
                     let endpoint = description
@@ -424,12 +440,17 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
                     } else {
                         code_name(p.error)
                     };
+                    let [log_end, high_watermark, lag] =
+                        replication_cells(leader_views.get(&p.partition));
                     [
                         p.partition.to_string(),
                         p.leader.to_string(),
                         p.leader_epoch.to_string(),
                         nodes(&p.replicas),
                         nodes(&p.isr),
+                        log_end,
+                        high_watermark,
+                        lag,
                         p.leader_shard.to_string(),
                         endpoint,
                         error,
@@ -442,6 +463,9 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
                 "EPOCH",
                 "REPLICAS",
                 "ISR",
+                "LOG-END",
+                "HW",
+                "LAG",
                 "SHARD",
                 "ENDPOINT",
                 "ERROR",
@@ -496,6 +520,12 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
+        TopicCommand::ElectLeaders {
+            topic,
+            partition,
+            election_type,
+            brokers,
+        } => elect::run(elect::Target { topic, partition }, election_type, &brokers),
         TopicCommand::Delete { name, brokers } => {
             let mut admin = connect_admin(&brokers)?;
             let results = admin.delete_topics(&[&name])?;
@@ -509,6 +539,76 @@ pub fn topic(command: TopicCommand) -> Result<(), CliError> {
             print(&mut out, format_args!("deleted topic {name}\n"))
         }
     }
+}
+
+/// Each partition's replica as its leader reports it (log end, HW, the
+/// followers' fetch offsets), by partition: only the leader knows its
+/// followers' progress, so each leader node is asked for the topic
+/// (partitions without a leader, or whose leader does not answer, have
+/// none).
+fn leader_views(name: &str, description: &TopicDescription) -> HashMap<u32, PartitionHealthInfo> {
+    let mut views = HashMap::new();
+    let mut leaders: Vec<i32> = description
+        .topic
+        .partitions
+        .iter()
+        .map(|p| p.leader)
+        .filter(|l| *l >= 0)
+        .collect();
+    leaders.sort_unstable();
+    leaders.dedup();
+    for leader in leaders {
+        let Some(broker) = description
+            .brokers
+            .iter()
+            .find(|b| i64::from(b.node_id) == i64::from(leader))
+        else {
+            continue;
+        };
+        let addr = format!("{}:{}", broker.host, broker.port);
+        let Ok(from_leader) =
+            Admin::connect(&addr, client_config()).and_then(|mut a| a.describe_topic(name))
+        else {
+            continue;
+        };
+        let led: std::collections::HashSet<u32> = from_leader
+            .topic
+            .partitions
+            .iter()
+            .filter(|p| p.leader == leader)
+            .map(|p| p.partition)
+            .collect();
+        for h in from_leader.health {
+            if led.contains(&h.partition) {
+                views.insert(h.partition, h);
+            }
+        }
+    }
+    views
+}
+
+/// The LOG-END, HW and LAG cells of a partition from its leader's view:
+/// the lag of each follower is the leader's log end minus the offset the
+/// follower fetches from (`node:lag`, `node:?` before its first fetch);
+/// `-` where unknown or without followers.
+fn replication_cells(view: Option<&PartitionHealthInfo>) -> [String; 3] {
+    let Some(view) = view else {
+        return ["-".to_owned(), "-".to_owned(), "-".to_owned()];
+    };
+    let offset = |o: Option<u64>| o.map_or_else(|| "-".to_owned(), |o| o.to_string());
+    let lag = if view.followers.is_empty() {
+        "-".to_owned()
+    } else {
+        view.followers
+            .iter()
+            .map(|(node, fetched)| match (view.log_end, fetched) {
+                (Some(end), Some(fetched)) => format!("{node}:{}", end.saturating_sub(*fetched)),
+                _ => format!("{node}:?"),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    [offset(view.log_end), offset(view.high_watermark), lag]
 }
 
 fn print(out: &mut impl Write, args: std::fmt::Arguments<'_>) -> Result<(), CliError> {
@@ -812,6 +912,36 @@ mod tests {
         );
         assert!(parse_config("novalue").is_err());
         assert!(parse_config("=v").is_err());
+    }
+
+    #[test]
+    fn describe_shows_the_leaders_offsets_and_each_followers_lag() {
+        let view = |log_end, followers: Vec<(u32, Option<u64>)>| PartitionHealthInfo {
+            topic: "t".into(),
+            partition: 0,
+            offline_reason: None,
+            damaged: Vec::new(),
+            log_end,
+            high_watermark: log_end.map(|e| e - 5),
+            followers,
+        };
+        assert_eq!(replication_cells(None), ["-", "-", "-"]);
+        assert_eq!(
+            replication_cells(Some(&view(Some(120), Vec::new()))),
+            ["120", "115", "-"]
+        );
+        assert_eq!(
+            replication_cells(Some(&view(
+                Some(120),
+                vec![(2, Some(120)), (3, Some(100)), (4, None)]
+            ))),
+            ["120", "115", "2:0,3:20,4:?"]
+        );
+        // A follower ahead of a leader that just lost its tail: no lag.
+        assert_eq!(
+            replication_cells(Some(&view(Some(10), vec![(2, Some(12))])))[2],
+            "2:0"
+        );
     }
 
     #[test]

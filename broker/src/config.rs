@@ -14,6 +14,7 @@ use fjord_storage::LogConfig;
 use serde::Deserialize;
 
 use crate::error::BrokerError;
+use crate::partition::replicas::DEFAULT_REPLICA_LAG_TIME_MAX_MS;
 
 /// `kafka_listen` value that turns the Kafka listener off.
 pub const KAFKA_LISTEN_OFF: &str = "off";
@@ -202,6 +203,26 @@ pub struct Config {
     /// Length of one tick of the metadata quorum's Raft group; an election
     /// starts after 10-20 ticks without hearing from the leader.
     pub controller_raft_tick_ms: u64,
+    /// Bytes a replica fetcher asks of each partition it follows per fetch
+    /// (Kafka's `replica.fetch.max.bytes`); the first batch always comes,
+    /// so a larger batch still replicates.
+    pub replica_fetch_max_bytes: u32,
+    /// How long a leader holds a replica fetch that finds no new data
+    /// (Kafka's `replica.fetch.wait.max.ms`): the follower's long-poll.
+    /// Below `replica_lag_time_max_ms`, or idle followers would be shrunk
+    /// out of the ISR.
+    pub replica_fetch_wait_max_ms: u64,
+    /// How long a replica fetcher waits after a failed fetch before the
+    /// next (Kafka's `replica.fetch.backoff.ms`).
+    pub replica_fetch_backoff_ms: u64,
+    /// A follower in the ISR that has not caught up with the leader's log
+    /// end for this long is proposed out of it (Kafka's
+    /// `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
+    /// Bytes of one replica fetch's response, all partitions together
+    /// (Kafka's `replica.fetch.response.max.bytes`); at least
+    /// `replica_fetch_max_bytes`.
+    pub replica_fetch_response_max_bytes: u32,
     /// Number of shards (executors, one per core); default: every online CPU.
     pub shards: Option<usize>,
     /// Whether each shard also listens on its own port (`port + 1 + shard`,
@@ -372,6 +393,11 @@ impl Default for Config {
             default_replication_factor: 1,
             offsets_topic_replication_factor: 3,
             controller_raft_tick_ms: 100,
+            replica_fetch_max_bytes: 1 << 20,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_backoff_ms: 1_000,
+            replica_lag_time_max_ms: DEFAULT_REPLICA_LAG_TIME_MAX_MS,
+            replica_fetch_response_max_bytes: 10 << 20,
             shards: None,
             shard_ports: true,
             frame_bytes_max: 16 * 1024 * 1024,
@@ -419,6 +445,81 @@ impl Default for Config {
             group_initial_rebalance_delay_ms: 3_000,
             group_parked_requests_max_per_shard: 10_000,
         }
+    }
+}
+
+/// The replication keys of [`Config`] (Kafka's `replica.*`), as the
+/// replica fetchers (`crate::replication`) and the leaders' ISR decisions
+/// (`ProducePolicy::replica_lag_time_max_ms`) take them. Built by
+/// [`Config::replication`]; plain values, no I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// `replica_fetch_max_bytes`: per partition of a fetch.
+    pub fetch_max_bytes: u32,
+    /// `replica_fetch_wait_max_ms`: a fetch's long-poll.
+    pub fetch_wait_max_ms: u64,
+    /// `replica_fetch_backoff_ms`: after a failed fetch.
+    pub fetch_backoff_ms: u64,
+    /// `replica_lag_time_max_ms`: ISR shrink.
+    pub lag_time_max_ms: u64,
+    /// `replica_fetch_response_max_bytes`: a whole fetch response.
+    pub fetch_response_max_bytes: u32,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Config::default().replication()
+    }
+}
+
+impl ReplicationConfig {
+    pub fn fetch_wait_max(&self) -> Duration {
+        Duration::from_millis(self.fetch_wait_max_ms)
+    }
+
+    pub fn fetch_backoff(&self) -> Duration {
+        Duration::from_millis(self.fetch_backoff_ms)
+    }
+
+    /// Why these values cannot work together, in the keys' names.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.fetch_max_bytes == 0 {
+            return Err("replica_fetch_max_bytes must be at least 1".into());
+        }
+        if self.fetch_response_max_bytes < self.fetch_max_bytes {
+            return Err(format!(
+                "replica_fetch_response_max_bytes = {} is below replica_fetch_max_bytes = {} \
+                 (a whole fetch response must hold at least one partition's share)",
+                self.fetch_response_max_bytes, self.fetch_max_bytes
+            ));
+        }
+        if self.lag_time_max_ms == 0 {
+            return Err("replica_lag_time_max_ms must be at least 1".into());
+        }
+        if self.fetch_wait_max_ms == 0 {
+            return Err(
+                "replica_fetch_wait_max_ms must be at least 1 (0 would make an idle follower \
+                 spin)"
+                    .into(),
+            );
+        }
+        if self.fetch_wait_max_ms >= self.lag_time_max_ms {
+            // Kafka's rule: an idle follower's long-poll must end before
+            // the leader counts it as lagging.
+            return Err(format!(
+                "replica_fetch_wait_max_ms = {} must be below replica_lag_time_max_ms = {} \
+                 (an idle follower would be shrunk out of the ISR while its fetch waits)",
+                self.fetch_wait_max_ms, self.lag_time_max_ms
+            ));
+        }
+        if self.fetch_backoff_ms == 0 {
+            return Err(
+                "replica_fetch_backoff_ms must be at least 1 (a failing leader would be \
+                 retried in a tight loop)"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -478,6 +579,21 @@ pub struct ClusterFlags {
     /// Raft tick of the metadata quorum [default: 100].
     #[arg(long)]
     pub controller_raft_tick_ms: Option<u64>,
+    /// Bytes a replica fetch asks of each partition [default: 1048576].
+    #[arg(long)]
+    pub replica_fetch_max_bytes: Option<u32>,
+    /// Long-poll of a replica fetch without new data [default: 500].
+    #[arg(long)]
+    pub replica_fetch_wait_max_ms: Option<u64>,
+    /// Wait after a failed replica fetch [default: 1000].
+    #[arg(long)]
+    pub replica_fetch_backoff_ms: Option<u64>,
+    /// A follower behind the leader this long leaves the ISR [default: 30000].
+    #[arg(long)]
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// Bytes of one replica fetch response, all partitions [default: 10485760].
+    #[arg(long)]
+    pub replica_fetch_response_max_bytes: Option<u32>,
 }
 
 /// Command-line flags of the data-path keys, for the CLI to flatten into
@@ -786,6 +902,31 @@ impl Config {
             &var,
             "FJORD_CONTROLLER_RAFT_TICK_MS",
         )?;
+        set(
+            &mut self.replica_fetch_max_bytes,
+            &var,
+            "FJORD_REPLICA_FETCH_MAX_BYTES",
+        )?;
+        set(
+            &mut self.replica_fetch_wait_max_ms,
+            &var,
+            "FJORD_REPLICA_FETCH_WAIT_MAX_MS",
+        )?;
+        set(
+            &mut self.replica_fetch_backoff_ms,
+            &var,
+            "FJORD_REPLICA_FETCH_BACKOFF_MS",
+        )?;
+        set(
+            &mut self.replica_lag_time_max_ms,
+            &var,
+            "FJORD_REPLICA_LAG_TIME_MAX_MS",
+        )?;
+        set(
+            &mut self.replica_fetch_response_max_bytes,
+            &var,
+            "FJORD_REPLICA_FETCH_RESPONSE_MAX_BYTES",
+        )?;
         Ok(())
     }
 
@@ -824,6 +965,26 @@ impl Config {
         set(
             &mut self.controller_raft_tick_ms,
             flags.controller_raft_tick_ms,
+        );
+        set(
+            &mut self.replica_fetch_max_bytes,
+            flags.replica_fetch_max_bytes,
+        );
+        set(
+            &mut self.replica_fetch_wait_max_ms,
+            flags.replica_fetch_wait_max_ms,
+        );
+        set(
+            &mut self.replica_fetch_backoff_ms,
+            flags.replica_fetch_backoff_ms,
+        );
+        set(
+            &mut self.replica_lag_time_max_ms,
+            flags.replica_lag_time_max_ms,
+        );
+        set(
+            &mut self.replica_fetch_response_max_bytes,
+            flags.replica_fetch_response_max_bytes,
         );
     }
 
@@ -960,6 +1121,26 @@ impl Config {
             (
                 "broker.session.timeout.ms",
                 self.broker_session_timeout_ms.to_string(),
+            ),
+            (
+                "replica.fetch.max.bytes",
+                self.replica_fetch_max_bytes.to_string(),
+            ),
+            (
+                "replica.fetch.wait.max.ms",
+                self.replica_fetch_wait_max_ms.to_string(),
+            ),
+            (
+                "replica.fetch.backoff.ms",
+                self.replica_fetch_backoff_ms.to_string(),
+            ),
+            (
+                "replica.lag.time.max.ms",
+                self.replica_lag_time_max_ms.to_string(),
+            ),
+            (
+                "replica.fetch.response.max.bytes",
+                self.replica_fetch_response_max_bytes.to_string(),
             ),
             (
                 "offsets.topic.segment.bytes",
@@ -1192,6 +1373,9 @@ impl Config {
         if self.controller_raft_tick_ms == 0 {
             return invalid("controller_raft_tick_ms must be at least 1".into());
         }
+        self.replication()
+            .validate()
+            .map_err(BrokerError::InvalidSetting)?;
         if self.default_replication_factor == 0 || self.offsets_topic_replication_factor == 0 {
             return invalid(
                 "default_replication_factor and offsets_topic_replication_factor must be at \
@@ -1330,6 +1514,18 @@ impl Config {
 
     pub fn broker_session_timeout(&self) -> Duration {
         Duration::from_millis(self.broker_session_timeout_ms)
+    }
+
+    /// The replication keys, for the replica fetchers and the leaders'
+    /// ISR decisions.
+    pub fn replication(&self) -> ReplicationConfig {
+        ReplicationConfig {
+            fetch_max_bytes: self.replica_fetch_max_bytes,
+            fetch_wait_max_ms: self.replica_fetch_wait_max_ms,
+            fetch_backoff_ms: self.replica_fetch_backoff_ms,
+            lag_time_max_ms: self.replica_lag_time_max_ms,
+            fetch_response_max_bytes: self.replica_fetch_response_max_bytes,
+        }
     }
 
     /// The resolved Kafka listen address; `None` when `kafka_listen = "off"`.
@@ -1837,6 +2033,107 @@ mod tests {
             ..valid()
         };
         assert!(alone.validate().is_ok(), "{:?}", alone.validate());
+    }
+
+    #[test]
+    fn replication_keys_default_as_kafka_and_come_from_file_env_and_flags() {
+        let defaults = Config::default().replication();
+        assert_eq!(
+            defaults,
+            ReplicationConfig {
+                fetch_max_bytes: 1_048_576,
+                fetch_wait_max_ms: 500,
+                fetch_backoff_ms: 1_000,
+                lag_time_max_ms: 30_000,
+                fetch_response_max_bytes: 10_485_760,
+            }
+        );
+        assert_eq!(ReplicationConfig::default(), defaults);
+        let mut config = Config::parse(
+            "replica_fetch_max_bytes = 65536\n\
+             replica_fetch_wait_max_ms = 250\n\
+             replica_lag_time_max_ms = 10000\n",
+        )
+        .expect("valid toml");
+        assert!(config.validate().is_ok(), "{:?}", config.validate());
+        config
+            .apply_env(|name| match name {
+                "FJORD_REPLICA_FETCH_BACKOFF_MS" => Some("300".into()),
+                "FJORD_REPLICA_FETCH_RESPONSE_MAX_BYTES" => Some("131072".into()),
+                "FJORD_REPLICA_FETCH_WAIT_MAX_MS" => Some("200".into()),
+                _ => None,
+            })
+            .expect("valid env");
+        config.apply_cluster_flags(ClusterFlags {
+            replica_lag_time_max_ms: Some(20_000),
+            ..ClusterFlags::default()
+        });
+        let replication = config.replication();
+        assert_eq!(
+            replication,
+            ReplicationConfig {
+                fetch_max_bytes: 65_536,
+                fetch_wait_max_ms: 200,
+                fetch_backoff_ms: 300,
+                lag_time_max_ms: 20_000,
+                fetch_response_max_bytes: 131_072,
+            }
+        );
+        assert_eq!(replication.fetch_wait_max(), Duration::from_millis(200));
+        assert_eq!(replication.fetch_backoff(), Duration::from_millis(300));
+        let described: BTreeMap<&str, String> = config.kafka_broker_configs().into_iter().collect();
+        for (name, value) in [
+            ("replica.fetch.max.bytes", "65536"),
+            ("replica.fetch.wait.max.ms", "200"),
+            ("replica.fetch.backoff.ms", "300"),
+            ("replica.lag.time.max.ms", "20000"),
+            ("replica.fetch.response.max.bytes", "131072"),
+        ] {
+            assert_eq!(described[name], value, "{name}");
+        }
+        let error = config
+            .apply_env(|name| (name == "FJORD_REPLICA_FETCH_MAX_BYTES").then(|| "-1".to_owned()))
+            .expect_err("negative bytes")
+            .to_string();
+        assert!(error.contains("FJORD_REPLICA_FETCH_MAX_BYTES"), "{error}");
+    }
+
+    #[test]
+    fn replication_keys_that_cannot_work_are_refused_with_their_names() {
+        type Breaks = fn(&mut Config);
+        let broken: [(Breaks, &str); 6] = [
+            (
+                |c| c.replica_fetch_max_bytes = 0,
+                "replica_fetch_max_bytes must be at least 1",
+            ),
+            (
+                |c| c.replica_fetch_response_max_bytes = c.replica_fetch_max_bytes - 1,
+                "replica_fetch_response_max_bytes = 1048575 is below replica_fetch_max_bytes",
+            ),
+            (
+                |c| c.replica_lag_time_max_ms = 0,
+                "replica_lag_time_max_ms must be at least 1",
+            ),
+            (
+                |c| c.replica_fetch_wait_max_ms = 0,
+                "replica_fetch_wait_max_ms must be at least 1",
+            ),
+            (
+                |c| c.replica_fetch_wait_max_ms = c.replica_lag_time_max_ms,
+                "must be below replica_lag_time_max_ms = 30000",
+            ),
+            (
+                |c| c.replica_fetch_backoff_ms = 0,
+                "replica_fetch_backoff_ms must be at least 1",
+            ),
+        ];
+        for (breaks, says) in broken {
+            let mut config = Config::default();
+            breaks(&mut config);
+            let error = config.validate().expect_err(says).to_string();
+            assert!(error.contains(says), "{says:?} not in {error}");
+        }
+        assert!(Config::default().validate().is_ok());
     }
 
     /// The example configs in `deploy/` are valid, and the three nodes'

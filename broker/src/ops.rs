@@ -127,6 +127,13 @@ pub enum Op {
         topics: Vec<(String, u32)>,
         validate_only: bool,
     },
+    /// Shard 0 only: leader elections through the controller (Kafka's
+    /// ElectLeaders): these partitions by topic name (`None`: every
+    /// partition); `preferred` or unclean.
+    ElectLeaders {
+        partitions: Option<Vec<(String, Vec<u32>)>>,
+        preferred: bool,
+    },
     /// A consumer-group request, for the shard that hosts the group.
     Group(GroupOp),
     /// Offline state and known damaged ranges of these partitions.
@@ -172,6 +179,9 @@ pub enum OpResult {
     Topics(Vec<TopicOutcome>),
     Group(GroupReply),
     Health(Vec<PartitionHealth>),
+    /// One outcome per partition of an ElectLeaders, or why the
+    /// controller gave none.
+    Elections(Result<Vec<ElectionOutcome>, TopicOpError>),
     /// Producer ids `[first, first + size)`, or why none.
     ProducerIdBlock(Result<(i64, u32), TopicOpError>),
     /// The op could not reach its shard (stopping) or was sent to the
@@ -179,13 +189,39 @@ pub enum OpResult {
     Unavailable(ShardUnavailable),
 }
 
-/// What `describe` shows about a partition's storage.
+/// The outcome of one partition of an ElectLeaders (Kafka's
+/// `PartitionResult`): NONE when a leader was elected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectionOutcome {
+    pub topic: String,
+    pub partition: u32,
+    pub error: ErrorCode,
+    pub message: Option<String>,
+}
+
+/// What `describe` shows about a partition's replica on this node: its
+/// storage, its offsets, and (when this replica leads) its followers'
+/// progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionHealth {
     pub partition: PartitionId,
     /// Why recovery kept the partition offline.
     pub offline: Option<String>,
     pub damaged: Vec<DamagedRange>,
+    /// The replica's log end and high watermark; `None` when it is not
+    /// open here.
+    pub offsets: Option<ReplicaOffsets>,
+    /// Each follower's fetch offset (its log end) as the leader's state
+    /// last saw it, `None` before its first fetch under this leadership;
+    /// in replica order. Empty unless this replica leads with followers.
+    pub followers: Vec<(NodeId, Option<Offset>)>,
+}
+
+/// A replica's log end and high watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaOffsets {
+    pub log_end: Offset,
+    pub high_watermark: Offset,
 }
 
 /// Bytes of a segment that fail verification and the offsets

@@ -175,6 +175,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
         flush_interval: Duration::from_millis(config.flush_interval_ms),
         housekeeping_interval: Duration::from_millis(config.housekeeping_interval_ms),
         producer_state: config.producer_state_config(),
+        replication: config.replication(),
     };
 
     // Shard 0 binds first so that with port 0 the others bind the port it

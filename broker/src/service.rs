@@ -35,7 +35,7 @@ use crate::metadata::catalog::{Catalog, QuorumView, TopicMeta};
 use crate::metadata::image::{MetadataImage, PartitionEpoch, PartitionImage, TopicId};
 use crate::metadata::registry::AsyncRegistry;
 use crate::metadata::registry::TopicRegistry;
-use crate::ops::{AlterSpec, CreateSpec, Op, OpResult, TopicOutcome};
+use crate::ops::{AlterSpec, CreateSpec, ElectionOutcome, Op, OpResult, TopicOutcome};
 use crate::partition::manager::PartitionManager;
 use crate::partition::producer_ids::ProducerIds;
 use crate::partition::state::Role;
@@ -680,6 +680,10 @@ impl ShardService {
                     validate_only,
                 } => OpResult::Topics(self.create_topics(topics, validate_only).await),
                 Op::DeleteTopics { topics } => OpResult::Topics(self.delete_topics(topics).await),
+                Op::ElectLeaders {
+                    partitions,
+                    preferred,
+                } => OpResult::Elections(self.elect_leaders(partitions, preferred).await),
                 Op::Group(op) => match self.groups() {
                     Some(host) => OpResult::Group(host.call(&self, op).await),
                     None => OpResult::Unavailable(ShardUnavailable::NoGroups(self.shard)),
@@ -1204,6 +1208,77 @@ impl ShardService {
             return refuse(&|| TopicOpError::Controller(ControllerUnavailable::Timeout));
         }
         results.into_iter().map(Ok).collect()
+    }
+
+    /// Shard 0: leader elections (Kafka's ElectLeaders) through the
+    /// controller: the named partitions (`None`: every partition, and the
+    /// controller answers those whose election was needed), preferred or
+    /// unclean. A topic this node does not know is answered
+    /// UNKNOWN_TOPIC_OR_PARTITION here; the controller checks the rest
+    /// against its latest image. Answers once this node applied the new
+    /// leaders, so a Metadata right after shows them.
+    async fn elect_leaders(
+        self: &Rc<Self>,
+        partitions: Option<Vec<(String, Vec<u32>)>>,
+        preferred: bool,
+    ) -> Result<Vec<ElectionOutcome>, TopicOpError> {
+        let admin = self.admin()?;
+        let image = admin.registry.image();
+        let mut outcomes = Vec::new();
+        let targets = partitions.map(|topics| {
+            let mut targets = Vec::new();
+            for (name, ids) in topics {
+                match image.get(&name) {
+                    Some(topic) => targets.extend(ids.into_iter().map(|p| (topic.id, p))),
+                    None => outcomes.extend(ids.into_iter().map(|partition| ElectionOutcome {
+                        topic: name.clone(),
+                        partition,
+                        error: ErrorCode::UnknownTopicOrPartition,
+                        message: Some(format!("no topic {name:?}")),
+                    })),
+                }
+            }
+            targets
+        });
+        if targets.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(outcomes);
+        }
+        let controller = admin
+            .controller
+            .get()
+            .ok_or(TopicOpError::Controller(ControllerUnavailable::NoQuorum))?;
+        let answer = controller
+            .submit(ControllerCommand::ElectLeaders {
+                partitions: targets,
+                preferred,
+            })
+            .await
+            .map_err(TopicOpError::Controller)?;
+        let ControllerReply::Elections(results) = answer.reply else {
+            return Err(TopicOpError::UnexpectedReply(format!("{:?}", answer.reply)));
+        };
+        glommio::timer::timeout(APPLY_WAIT, async {
+            admin.published.wait_for(answer.index).await;
+            Ok(())
+        })
+        .await
+        .map_err(|_| TopicOpError::Controller(ControllerUnavailable::Timeout))?;
+        // Names from the image the controller answered from, else the one
+        // asked against (a topic deleted meanwhile keeps its asked name).
+        let applied = admin.registry.image();
+        let name_of = |id: TopicId| {
+            applied
+                .by_id(id)
+                .or_else(|| image.by_id(id))
+                .map_or_else(|| id.to_string(), |t| t.name.clone())
+        };
+        outcomes.extend(results.into_iter().map(|r| ElectionOutcome {
+            topic: name_of(r.topic),
+            partition: r.partition,
+            error: r.error,
+            message: r.message,
+        }));
+        Ok(outcomes)
     }
 
     /// Shard 0: a block of producer ids from the controller.

@@ -22,6 +22,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::sleep;
 use glommio::{ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, Shares};
 
+use crate::config::ReplicationConfig;
 use crate::connection_limits::{Admitted, ConnectionTable, Listener};
 use crate::controller::driver::{ClusterConfig, Recovered};
 use crate::controller::records::MetadataRecord;
@@ -36,7 +37,7 @@ use crate::mesh::{Mesh, MeshEnds};
 use crate::metadata::catalog::Catalog;
 use crate::metadata::image::{BrokerEndpoints, Endpoint};
 use crate::metadata::registry::TopicRegistry;
-use crate::partition::manager::PartitionManager;
+use crate::partition::manager::{PartitionManager, DEFAULT_ACK_TIMEOUT};
 use crate::partition::producer_state::ProducerStateConfig;
 use crate::replication::driver::{start_fetchers, OwnedLogs, ReplicaFetchers, TransportNetwork};
 use crate::replication::fetcher::ReplicaFetcherConfig;
@@ -85,6 +86,9 @@ pub struct ShardSpec {
     pub flush_interval: Duration,
     pub housekeeping_interval: Duration,
     pub producer_state: ProducerStateConfig,
+    /// The `replica_*` keys: the fetchers' limits and the leaders' ISR
+    /// lag time.
+    pub replication: ReplicationConfig,
 }
 
 /// What a shard takes over at start (not `Clone`: channel ends and the
@@ -315,7 +319,8 @@ async fn run(
         cache,
         Rc::new(SystemClock),
     )
-    .with_producer_state(spec.producer_state);
+    .with_producer_state(spec.producer_state)
+    .with_replication(DEFAULT_ACK_TIMEOUT, spec.replication.lag_time_max_ms);
     let admin = boot.registry.map(|registry| {
         TopicAdmin::new(
             registry,
@@ -425,7 +430,8 @@ async fn run(
     }
     let grace = spec.shutdown_grace;
     let shard_count = spec.shard_count;
-    let (fetchers, fetch_network) = start_replica_fetchers(&service, spec.node_id);
+    let (fetchers, fetch_network) =
+        start_replica_fetchers(&service, spec.node_id, &spec.replication);
     let _ = events.send(ShardEvent::Recovered { shard });
     Shard::new(spec, view, service.clone())
         .serve(stop, shared, private, kafka)
@@ -459,6 +465,7 @@ async fn run(
 fn start_replica_fetchers(
     service: &Rc<ShardService>,
     node: NodeId,
+    replication: &ReplicationConfig,
 ) -> (ReplicaFetchers, Rc<TransportNetwork>) {
     let catalog_of = Rc::downgrade(service);
     let address = move |leader: NodeId| {
@@ -470,9 +477,15 @@ fn start_replica_fetchers(
     let logs = Rc::new(OwnedLogs::new(service.clone(), |s: &ShardService| {
         &s.partitions
     }));
-    // The fjord.toml keys (replica_fetch_*) come with the config
-    // (helper r-edge); until the lead connects them, Kafka's defaults.
-    let fetchers = start_fetchers(node, logs, network.clone(), ReplicaFetcherConfig::default());
+    let config = ReplicaFetcherConfig {
+        fetch_max_bytes: replication.fetch_max_bytes,
+        response_max_bytes: replication.fetch_response_max_bytes,
+        wait_max_ms: u32::try_from(replication.fetch_wait_max_ms).unwrap_or(u32::MAX),
+        backoff_ms: replication.fetch_backoff_ms,
+        backoff_max_ms: replication.fetch_backoff_ms.saturating_mul(10),
+        ..ReplicaFetcherConfig::default()
+    };
+    let fetchers = start_fetchers(node, logs, network.clone(), config);
     (fetchers, network)
 }
 

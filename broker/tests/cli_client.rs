@@ -433,9 +433,28 @@ fn cli_topic_create_list_describe_delete() {
         .skip(1)
         .collect();
     assert_eq!(partition_rows.len(), 3, "{out}");
+    assert!(
+        out.lines().any(|l| l.split_whitespace().eq([
+            "PARTITION",
+            "LEADER",
+            "EPOCH",
+            "REPLICAS",
+            "ISR",
+            "LOG-END",
+            "HW",
+            "LAG",
+            "SHARD",
+            "ENDPOINT",
+            "ERROR"
+        ])),
+        "{out}"
+    );
     for (i, row) in partition_rows.iter().enumerate() {
         assert!(row.starts_with(&i.to_string()), "{row}");
         assert!(row.contains("127.0.0.1:"), "{row}");
+        // Empty, one replica: log end and HW 0, no followers to lag.
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[5..8], ["0", "0", "-"], "{row}");
     }
 
     let delete = broker.fjord(&["topic", "delete", "events"], b"");
@@ -589,4 +608,52 @@ fn default_relative_data_dir_serves_topics() {
         .join("fjord-data")
         .join("__cluster_metadata-0")
         .exists());
+}
+
+/// `fjord topic elect-leaders` reaches the controller through the node's
+/// Kafka listener (ElectLeaders): on one node every partition already has
+/// its only possible leader, so elections are not needed; unknown
+/// partitions fail the command with Kafka's code.
+#[test]
+fn cli_elect_leaders_reports_each_partition() {
+    let broker = Broker::start();
+    let created = broker.fjord(&["topic", "create", "events", "--partitions", "2"], b"");
+    assert_success(&created, "topic create");
+
+    let preferred = broker.fjord(&["topic", "elect-leaders", "--topic", "events"], b"");
+    assert_success(&preferred, "elect-leaders --topic");
+    assert_eq!(
+        text(&preferred.stdout),
+        "events 0 ELECTION_NOT_NEEDED\nevents 1 ELECTION_NOT_NEEDED\n"
+    );
+
+    let all = broker.fjord(&["topic", "elect-leaders", "--type", "unclean"], b"");
+    assert_success(&all, "elect-leaders --type unclean");
+    assert_eq!(
+        text(&all.stdout),
+        "no partition needed an election (UNCLEAN)\n"
+    );
+
+    let missing = broker.fjord(
+        &[
+            "topic",
+            "elect-leaders",
+            "--topic",
+            "events",
+            "--partition",
+            "9",
+        ],
+        b"",
+    );
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stdout).starts_with("events 9 UNKNOWN_TOPIC_OR_PARTITION"),
+        "{}",
+        text(&missing.stdout)
+    );
+    assert_eq!(text(&missing.stderr), "fjord: some elections failed\n");
+
+    let unknown = broker.fjord(&["topic", "elect-leaders", "--topic", "nope"], b"");
+    assert!(!unknown.status.success());
+    assert_eq!(text(&unknown.stderr), "fjord: topic nope does not exist\n");
 }

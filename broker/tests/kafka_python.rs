@@ -4,7 +4,9 @@
 //! a two-member group with the eager range assignor and with the
 //! cooperative-sticky one, commits and resume, group admin, topic configs
 //! and CreatePartitions, native `fjord consume` / `fjord group describe` of
-//! what Python wrote) and must exit 0.
+//! what Python wrote) and must exit 0; confluent-kafka's `elect_leaders`
+//! and a consumer's position validation (OffsetForLeaderEpoch) run
+//! `tests/python/leaders.py`.
 //!
 //! Where a library is not importable the test prints a loud SKIPPED and
 //! passes, so `cargo nextest run --workspace` works on a machine without
@@ -71,4 +73,32 @@ fn kafka_python_kafka_python() {
 #[test]
 fn kafka_python_kafka_python_cooperative() {
     run_script("kafka-python", "kafka", "cooperative-sticky");
+}
+
+/// confluent-kafka's `AdminClient.elect_leaders` (librdkafka's
+/// ElectLeaders) gets Kafka's per-partition answers from one node, and a
+/// consumer assigned past the end of its leader epoch is moved back to it
+/// by OffsetForLeaderEpoch (`tests/python/leaders.py`).
+#[test]
+fn kafka_python_confluent_kafka_leadership_apis() {
+    let mut probe = Command::new("python3");
+    probe.args(["-c", "import confluent_kafka"]);
+    if !common::script::available(
+        &mut probe,
+        "the Python module confluent_kafka (confluent-kafka from PyPI)",
+        "python3 -m pip install confluent-kafka, version pinned there",
+        "FJORD_REQUIRE_PYTHON_CLIENTS",
+    ) {
+        return;
+    }
+    let broker = Broker::start(&["--shards", "2"]);
+    let mut python = Command::new("python3");
+    python
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/leaders.py"
+        ))
+        .arg(broker.kafka_addr().to_string())
+        .env("PYTHONUNBUFFERED", "1");
+    common::script::run(&broker, python, "leaders.py", 120);
 }

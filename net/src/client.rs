@@ -147,8 +147,9 @@ pub struct PartitionInfo {
     pub isr: Vec<u32>,
 }
 
-/// A partition's storage health, as Metadata reports it when the request
-/// names its topics.
+/// A partition's replica on the answering node, as Metadata reports it
+/// when the request names its topics: its storage health, offsets, and
+/// (where that node leads) its followers' progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionHealthInfo {
     pub topic: String,
@@ -157,6 +158,13 @@ pub struct PartitionHealthInfo {
     pub offline_reason: Option<String>,
     /// Damaged ranges reads ran into.
     pub damaged: Vec<DamagedRangeInfo>,
+    /// The replica's log end and high watermark (`None`: no open replica
+    /// on the answering node).
+    pub log_end: Option<u64>,
+    pub high_watermark: Option<u64>,
+    /// Where the answering node leads: each follower (node id) and the
+    /// offset it fetches from (`None` before its first fetch).
+    pub followers: Vec<(u32, Option<u64>)>,
 }
 
 /// Bytes `[bytes_start, bytes_end)` of segment `segment_base` fail
@@ -369,8 +377,9 @@ impl Client {
             .map(|(metadata, _)| metadata)
     }
 
-    /// Metadata plus the storage health of partitions that have a problem
-    /// (reported for topics the request names).
+    /// Metadata plus, for the topics the request names, each partition
+    /// the answering node holds a replica of or reports a storage problem
+    /// for: its health, offsets and (where that node leads) followers.
     pub fn metadata_with_health(
         &mut self,
         topics: Option<&[&str]>,
@@ -409,12 +418,22 @@ impl Client {
                         end_offset: d.end_offset(),
                     })
                     .collect();
-                if offline_reason.is_some() || !damaged.is_empty() {
+                let log_end = u64::try_from(p.log_end()).ok();
+                let followers: Vec<(u32, Option<u64>)> = p
+                    .followers()
+                    .iter()
+                    .flatten()
+                    .map(|f| (f.node(), u64::try_from(f.fetch_offset()).ok()))
+                    .collect();
+                if offline_reason.is_some() || !damaged.is_empty() || log_end.is_some() {
                     health.push(PartitionHealthInfo {
                         topic: t.name().to_owned(),
                         partition: p.partition(),
                         offline_reason,
                         damaged,
+                        log_end,
+                        high_watermark: u64::try_from(p.high_watermark()).ok(),
+                        followers,
                     });
                 }
             }

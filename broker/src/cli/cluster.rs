@@ -1,7 +1,8 @@
 //! `fjord cluster status`: the nodes of the cluster as any one of them
 //! sees it (Metadata lists every registered broker, fenced ones flagged),
-//! which node is the active controller, and the metadata log position of
-//! the node asked. `--json` prints one JSON object (the shape
+//! which node is the active controller, the metadata log position of the
+//! node asked, and how many partitions are under-replicated (ISR smaller
+//! than the replica set) or offline (no leader). `--json` prints one JSON object (the shape
 //! [`status_json`] documents) for scripts and tests.
 
 use std::fmt::Write as _;
@@ -46,6 +47,12 @@ pub struct ClusterStatus {
     pub committed: u64,
     /// By node id.
     pub nodes: Vec<NodeStatus>,
+    /// Partitions of every topic, the internal ones included.
+    pub partitions: usize,
+    /// Partitions whose ISR is smaller than their replica set.
+    pub under_replicated: usize,
+    /// Partitions without a leader.
+    pub offline: usize,
 }
 
 impl ClusterStatus {
@@ -75,11 +82,18 @@ impl ClusterStatus {
             })
             .collect();
         nodes.sort_by_key(|n| n.node);
+        let partitions: Vec<_> = metadata.topics.iter().flat_map(|t| &t.partitions).collect();
         ClusterStatus {
             controller: u32::try_from(metadata.controller_id).ok(),
             applied: metadata.metadata_applied_index,
             committed: metadata.metadata_committed_index,
             nodes,
+            partitions: partitions.len(),
+            under_replicated: partitions
+                .iter()
+                .filter(|p| p.isr.len() < p.replicas.len())
+                .count(),
+            offline: partitions.iter().filter(|p| p.leader < 0).count(),
         }
     }
 }
@@ -105,6 +119,7 @@ fn json_string(out: &mut String, text: &str) {
 
 /// `status` as one line of JSON:
 /// `{"controller": N|null, "metadata_log": {"applied": I, "committed": C},
+/// "partitions": {"total": P, "under_replicated": U, "offline": O},
 /// "nodes": [{"node": N, "native": "h:p", "kafka": "h:p"|null,
 /// "fenced": bool, "leaders": K}]}` (nodes by id; `controller` is null
 /// while none is known).
@@ -119,8 +134,14 @@ pub fn status_json(status: &ClusterStatus) -> String {
     }
     let _ = write!(
         out,
-        ", \"metadata_log\": {{\"applied\": {}, \"committed\": {}}}, \"nodes\": [",
-        status.applied, status.committed
+        ", \"metadata_log\": {{\"applied\": {}, \"committed\": {}}}, \
+         \"partitions\": {{\"total\": {}, \"under_replicated\": {}, \"offline\": {}}}, \
+         \"nodes\": [",
+        status.applied,
+        status.committed,
+        status.partitions,
+        status.under_replicated,
+        status.offline
     );
     for (i, node) in status.nodes.iter().enumerate() {
         if i > 0 {
@@ -152,8 +173,13 @@ pub fn status_text(status: &ClusterStatus) -> String {
     let _ = writeln!(out, "CONTROLLER    {controller}");
     let _ = writeln!(
         out,
-        "METADATA LOG  applied {}, committed {}\n",
+        "METADATA LOG  applied {}, committed {}",
         status.applied, status.committed
+    );
+    let _ = writeln!(
+        out,
+        "PARTITIONS    {} ({} under-replicated, {} offline)\n",
+        status.partitions, status.under_replicated, status.offline
     );
     let native_width = status
         .nodes
@@ -260,6 +286,14 @@ mod tests {
         }
     }
 
+    fn replicated(partition: u32, leader: i32, replicas: &[u32], isr: &[u32]) -> PartitionInfo {
+        PartitionInfo {
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            ..self::partition(partition, leader)
+        }
+    }
+
     fn metadata() -> Metadata {
         Metadata {
             cluster_id: None,
@@ -275,10 +309,10 @@ mod tests {
                 error: ErrorCode::None,
                 name: "t".into(),
                 partitions: vec![
-                    partition(0, 1),
-                    partition(1, 2),
+                    replicated(0, 1, &[1, 2, 3], &[1, 2, 3]),
+                    replicated(1, 2, &[2, 3, 1], &[2, 1]),
                     partition(2, 1),
-                    partition(3, -1),
+                    replicated(3, -1, &[3], &[3]),
                 ],
             }],
         }
@@ -296,8 +330,15 @@ mod tests {
             .collect();
         assert_eq!(rows, [(1, false, 2), (2, false, 1), (3, true, 0)]);
         let text = status_text(&status);
+        assert_eq!(
+            (status.partitions, status.under_replicated, status.offline),
+            (4, 1, 1)
+        );
         assert!(
-            text.starts_with("CONTROLLER    2\nMETADATA LOG  applied 41, committed 42\n"),
+            text.starts_with(
+                "CONTROLLER    2\nMETADATA LOG  applied 41, committed 42\n\
+                 PARTITIONS    4 (1 under-replicated, 1 offline)\n\n"
+            ),
             "{text}"
         );
         assert!(text.contains("n3:9003"), "{text}");
@@ -318,7 +359,8 @@ mod tests {
         let json = status_json(&ClusterStatus::of(&metadata()));
         assert_eq!(
             json,
-            "{\"controller\": 2, \"metadata_log\": {\"applied\": 41, \"committed\": 42}, \"nodes\": [\
+            "{\"controller\": 2, \"metadata_log\": {\"applied\": 41, \"committed\": 42}, \
+             \"partitions\": {\"total\": 4, \"under_replicated\": 1, \"offline\": 1}, \"nodes\": [\
              {\"node\": 1, \"native\": \"n1:9001\", \"kafka\": \"n1:9101\", \"fenced\": false, \"leaders\": 2}, \
              {\"node\": 2, \"native\": \"n2:9002\", \"kafka\": \"n2:9102\", \"fenced\": false, \"leaders\": 1}, \
              {\"node\": 3, \"native\": \"n3:9003\", \"kafka\": null, \"fenced\": true, \"leaders\": 0}]}"

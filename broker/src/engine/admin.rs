@@ -13,7 +13,7 @@ use super::types::{AlterSpec, CreateSpec, PartitionHealth, TopicOutcome};
 use super::Engine;
 use crate::error::TopicOpError;
 use crate::metadata::catalog::Catalog;
-use crate::ops::{Op, OpResult};
+use crate::ops::{ElectionOutcome, Op, OpResult};
 use crate::service::REGISTRY_SHARD;
 use crate::topic::{is_internal_topic, validate_topic_name};
 
@@ -229,6 +229,26 @@ impl Engine {
             validate_only,
         };
         outcomes_of(self.service.execute(REGISTRY_SHARD, op).await, names)
+    }
+
+    /// Leader elections (Kafka's ElectLeaders) through the registry
+    /// shard, which asks the controller: one outcome per partition named
+    /// (`None`: every partition; the outcomes of those whose election was
+    /// needed), or why the controller answered none.
+    pub async fn elect_leaders(
+        &self,
+        partitions: Option<Vec<(String, Vec<u32>)>>,
+        preferred: bool,
+    ) -> Result<Vec<ElectionOutcome>, TopicOpError> {
+        let op = Op::ElectLeaders {
+            partitions,
+            preferred,
+        };
+        match self.service.execute(REGISTRY_SHARD, op).await {
+            OpResult::Elections(outcomes) => outcomes,
+            OpResult::Unavailable(e) => Err(TopicOpError::Unavailable(e)),
+            other => Err(TopicOpError::UnexpectedReply(format!("{other:?}"))),
+        }
     }
 }
 

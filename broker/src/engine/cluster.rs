@@ -78,13 +78,15 @@ impl ClusterView {
         self.node(node).is_some_and(|n| n.fenced)
     }
 
-    /// `partition`'s replicas on fenced brokers (Kafka's offline replicas).
+    /// `partition`'s replicas not on a live broker (Kafka's offline
+    /// replicas): on a fenced broker, or on one not registered (an
+    /// assignment naming a node that has not joined, or left).
     pub fn offline_replicas(&self, partition: &PartitionImage) -> Vec<NodeId> {
         partition
             .replicas
             .iter()
             .copied()
-            .filter(|n| self.is_fenced(*n))
+            .filter(|n| !self.live().any(|live| live.node == *n))
             .collect()
     }
 
@@ -315,6 +317,9 @@ pub(crate) mod tests {
         let t = catalog.get("t").unwrap();
         assert_eq!(view.offline_replicas(&t.partitions[3]), [NodeId(3)]);
         assert!(view.offline_replicas(&t.partitions[0]).is_empty());
+        // A replica on a node that never registered is offline too.
+        let unknown = partition(Some(1), &[1, 9, 3, 2], 1);
+        assert_eq!(view.offline_replicas(&unknown), [NodeId(9), NodeId(3)]);
         assert_eq!(
             view.leader_counts(&catalog),
             [(NodeId(1), 3), (NodeId(2), 2), (NodeId(3), 0)]

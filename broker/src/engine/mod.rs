@@ -58,6 +58,8 @@ pub mod cluster;
 pub mod fetch;
 pub mod groups;
 pub mod recompress;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod types;
 
 pub use fetch::{FetchReservation, NoReservation};

@@ -116,7 +116,8 @@ fn config_type(name: &str) -> i8 {
         | "log.roll.ms"
         | "log.flush.interval.messages"
         | "log.flush.interval.ms"
-        | "connections.max.idle.ms" => TYPE_LONG,
+        | "connections.max.idle.ms"
+        | "replica.lag.time.max.ms" => TYPE_LONG,
         "compression.type" => TYPE_STRING,
         _ => other_config_type(name),
     }
@@ -579,6 +580,8 @@ mod tests {
             );
         }
         assert_eq!(config_type("retention.ms"), TYPE_LONG);
+        assert_eq!(config_type("replica.lag.time.max.ms"), TYPE_LONG);
+        assert_eq!(config_type("replica.fetch.max.bytes"), TYPE_INT);
         assert_eq!(config_type("segment.bytes"), TYPE_INT);
         assert_eq!(config_type("cleanup.policy"), TYPE_LIST);
         assert_eq!(config_type("compression.type"), TYPE_STRING);

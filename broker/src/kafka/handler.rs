@@ -36,10 +36,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use super::admin;
 use super::records::{
     any_compressed, kafka_to_native_one, native_to_kafka, KafkaRecordsError, KafkaRecordsLimits,
 };
+use super::{admin, leaders};
 use crate::batches::VerifiedBatches;
 use crate::config::REQUEST_ELEMENTS_MAX_DEFAULT;
 use crate::engine::cluster::ClusterView;

@@ -8,5 +8,8 @@ mod cluster_tests;
 pub mod frame;
 mod groups;
 pub mod handler;
+pub mod leaders;
+#[cfg(test)]
+mod leaders_tests;
 pub mod records;
 pub mod serve;

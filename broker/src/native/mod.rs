@@ -355,13 +355,21 @@ fn api_versions() -> Reply {
     Reply::ok(fbb)
 }
 
+/// An offset on the wire's `int64` (offsets stay far below `i64::MAX`).
+fn offset_i64(offset: u64) -> i64 {
+    i64::try_from(offset).unwrap_or(i64::MAX)
+}
+
 /// The Metadata answer: every registered broker (fenced ones flagged, so
 /// operators see them; clients route to none of them) with its native
 /// and Kafka listeners (this node's shard ports too), the controller, the
 /// metadata log position, and per partition its leader, leader epoch,
 /// replicas and ISR as the image says; `leader_shard` is the local shard
 /// for partitions this node leads, 0 for others (their node's shard ports
-/// are not known here: clients use its shared port).
+/// are not known here: clients use its shared port). For the topics a
+/// request names, `health` adds each local replica's storage problems,
+/// log end and high watermark, and where this node leads, each
+/// follower's fetch offset (`fjord topic describe`'s lag).
 fn metadata_reply(
     broker: &BrokerView,
     view: &ClusterView,
@@ -444,6 +452,23 @@ fn metadata_reply(
                         .collect();
                     fbb.create_vector(&ranges)
                 });
+                let offsets = health.and_then(|h| h.offsets);
+                // Lag is the leader's to tell: only where this node leads
+                // (a replica that led before keeps a stale view).
+                let leads = image.leader == Some(node);
+                let followers = health
+                    .filter(|h| leads && !h.followers.is_empty())
+                    .map(|h| {
+                        let progress: Vec<wire::FollowerProgress> = h
+                            .followers
+                            .iter()
+                            .map(|(follower, end)| {
+                                let fetch_offset = end.map_or(-1, |o| offset_i64(o.get()));
+                                wire::FollowerProgress::new(follower.get(), fetch_offset)
+                            })
+                            .collect();
+                        fbb.create_vector(&progress)
+                    });
                 let error = if offline.is_some() {
                     ErrorCode::KafkaStorageError
                 } else if image.leader.is_none() {
@@ -469,6 +494,9 @@ fn metadata_reply(
                         isr: Some(isr),
                         offline_reason,
                         damaged,
+                        log_end: offsets.map_or(-1, |o| offset_i64(o.log_end.get())),
+                        high_watermark: offsets.map_or(-1, |o| offset_i64(o.high_watermark.get())),
+                        followers,
                     },
                 )
             })

@@ -1,82 +1,20 @@
-use std::rc::Rc;
-use std::sync::Arc;
-
 use super::*;
-use crate::engine::EngineLimits;
-use crate::metadata::catalog::Catalog;
-use crate::metadata::registry::TopicRegistry;
-use crate::partition::manager::PartitionManager;
-use crate::service::ShardService;
-use crate::service::TopicAdmin;
 use bytes::BytesMut;
 use fjord_net::client::{decode_typed, ClientError};
 use fjord_schema::api::Response;
 use fjord_schema::frame::{FrameDecoder, FrameHeader};
 use fjord_schema::CorrelationId;
-use fjord_schema::{NodeId, ShardId};
-use fjord_storage::{BatchCache, CacheConfig, LogConfig, SystemClock};
 
 /// Runs `frames` in order through one single-shard engine (with a
 /// topic registry in a temporary data dir) and decodes each response.
 fn answers(frames: Vec<Frame>) -> Vec<Option<Frame>> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data_dir = dir.path().to_owned();
-    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(1 << 20)
-        .make()
-        .expect("executor");
-    executor.run(async move {
-        let registry =
-            TopicRegistry::open(&data_dir, fjord_schema::NodeId(7), 1, 100).expect("registry");
-        let base = LogConfig {
-            prepare_step_bytes: 64 * 1024,
-            prepare_ahead_bytes: 64 * 1024,
-            ..LogConfig::default()
-        };
-        let partitions = PartitionManager::new(
-            ShardId(0),
-            data_dir.clone(),
-            base,
-            BatchCache::new(CacheConfig::default()),
-            Rc::new(SystemClock),
-        );
-        let service = Rc::new(ShardService::new(
-            ShardId(0),
-            fjord_schema::NodeId(0),
-            partitions,
-            Arc::new(Catalog::default()),
-            Some(TopicAdmin::new(registry, base, 2, fjord_schema::NodeId(7))),
-        ));
-        start_controller(&service, &data_dir).await;
-        let engine = Engine::new(
-            Arc::new(BrokerView {
-                node_id: NodeId(7),
-                host: "127.0.0.1".into(),
-                port: 9192,
-                kafka_host: "127.0.0.1".into(),
-                kafka_port: 9092,
-                shard_ports: vec![9193, 9194],
-                kafka_configs: Vec::new(),
-            }),
-            service.clone(),
-            EngineLimits {
-                inflight_bytes_max: 1 << 20,
-                fetch_bytes_max: 1 << 20,
-                fetch_wait_max: Duration::from_secs(1),
-                auto_create_topics: false,
-                request_buffer_bytes_max: 2 << 20,
-                response_bytes_max: 1 << 20,
-                decompressed_bytes_max_per_request: 256 << 10,
-                request_elements_max: 1000,
-            },
-        );
+    crate::engine::testing::with_engine(|engine| async move {
         let mut responses = Vec::new();
         for frame in frames {
             let mut out = Vec::new();
             respond(&engine, frame, &mut out).await;
             responses.push(decode_one(out));
         }
-        service.partitions.close_all().await;
         responses
     })
 }
@@ -521,62 +459,56 @@ fn metadata_shows_the_whole_cluster() {
     );
 }
 
-/// Starts a one-node controller (node 7, the engine's) on `service` and
-/// waits until the node is unfenced, as a broker does before it serves.
-async fn start_controller(service: &Rc<ShardService>, data_dir: &std::path::Path) {
-    use crate::controller::driver::{recover, ClusterConfig, Voter};
-    use crate::controller::state::ControllerConfig;
-    use crate::metadata::image::{BrokerEndpoints, Endpoint};
-    let base = LogConfig::default();
-    let node = NodeId(7);
-    let config = ClusterConfig {
-        node,
-        voters: vec![Voter {
-            node,
-            host: "127.0.0.1".into(),
-            port: 0,
-        }],
-        cluster_listen: "127.0.0.1:0".parse().expect("address"),
-        dir: data_dir.join("__cluster_metadata-0"),
-        // As the engine's view says.
-        endpoints: BrokerEndpoints {
-            native: Some(Endpoint {
-                host: "127.0.0.1".into(),
-                port: 9192,
-            }),
-            kafka: Some(Endpoint {
-                host: "127.0.0.1".into(),
-                port: 9092,
-            }),
-            cluster: None,
-        },
-        shards: 1,
-        rack: None,
-        heartbeat_interval_ms: 200,
-        raft_tick_ms: 100,
-        controller: ControllerConfig {
-            base,
-            voters: vec![node],
-            defaults: crate::topic::TopicConfig::from_log_config(&base),
-            default_partitions: 2,
-            default_replication_factor: 1,
-            offsets_partitions: 1,
-            offsets_replication_factor: 1,
-            partitions_max: 100,
-            session_timeout_ms: 9_000,
-            producer_id_block_size: 10,
-            leader_rebalance_interval_ms: 0,
-        },
+/// A Metadata request naming a topic reports each local replica's log
+/// end and high watermark (an empty log: 0 and 0) and no followers (one
+/// replica); one for every topic stays local to the catalog (-1).
+#[test]
+fn metadata_for_named_topics_reports_the_replicas_offsets() {
+    let responses = answers(vec![
+        request(2, 0, 0, &create_body(&[("t", 2, &[])], false)),
+        request(1, 0, 0, &metadata_body(Some(&["t"]))),
+        request(1, 0, 0, &metadata_body(None)),
+    ]);
+    let offsets = |frame: &Frame| -> Vec<(u32, i64, i64, usize)> {
+        let Ok(Response::Metadata(metadata)) = decode_typed(frame, ApiKey::Metadata) else {
+            panic!("not a Metadata response");
+        };
+        metadata
+            .topics()
+            .iter()
+            .flatten()
+            .flat_map(|t| {
+                t.partitions().into_iter().flatten().map(|p| {
+                    (
+                        p.partition(),
+                        p.log_end(),
+                        p.high_watermark(),
+                        p.followers().map_or(0, |f| f.len()),
+                    )
+                })
+            })
+            .collect()
     };
-    let recovered = recover(&config).expect("metadata log");
-    service
-        .start_controller(config, recovered, Vec::new())
-        .expect("controller");
-    let data = crate::datadir::DataDir::open(data_dir).expect("data dir");
-    data.claim_for_node(7).expect("node id");
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    assert!(service
-        .wait_unfenced(&stop, &data.meta_file())
-        .await
-        .expect("joined"));
+    let named = responses[1].as_ref().expect("answered");
+    assert_eq!(offsets(named), [(0, 0, 0, 0), (1, 0, 0, 0)]);
+    let all = responses[2].as_ref().expect("answered");
+    assert_eq!(offsets(all), [(0, -1, -1, 0), (1, -1, -1, 0)]);
+}
+
+/// As in Kafka, `min.insync.replicas` above the replication factor is
+/// accepted at creation: acks=all then fails with NOT_ENOUGH_REPLICAS
+/// while the ISR is smaller (`partition::state`), other acks still work.
+#[test]
+fn min_insync_replicas_above_the_replication_factor_is_accepted() {
+    let responses = answers(vec![request(
+        2,
+        0,
+        0,
+        &create_body(&[("strict", 1, &[("min.insync.replicas", "3")])], false),
+    )]);
+    let created_topics = created(responses[0].as_ref().expect("answered"));
+    assert_eq!(
+        created_topics,
+        vec![("strict".into(), ErrorCode::None.code(), 1)]
+    );
 }

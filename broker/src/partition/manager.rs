@@ -244,26 +244,40 @@ impl PartitionManager {
         Ok(())
     }
 
-    /// Offline state and damaged ranges of `partitions` here.
+    /// Offline state, damaged ranges, offsets and (where this replica
+    /// leads) followers' progress of `partitions` here.
     pub fn health(&self, topic: &str, partitions: &[PartitionId]) -> Vec<PartitionHealth> {
         partitions
             .iter()
-            .map(|&partition| PartitionHealth {
-                partition,
-                offline: self.offline(topic, partition).map(|o| o.reason),
-                damaged: self.get(topic, partition).map_or_else(Vec::new, |p| {
-                    p.log
-                        .damaged()
-                        .into_iter()
-                        .map(|(damage, offsets)| DamagedRange {
-                            segment_base: damage.segment_base.get(),
-                            bytes_start: damage.bytes_start,
-                            bytes_end: damage.bytes_end,
-                            first_offset: offsets.start.get(),
-                            end_offset: offsets.end.get(),
-                        })
-                        .collect()
-                }),
+            .map(|&partition| {
+                let open = self.get(topic, partition);
+                let (offsets, followers) = open.as_ref().map_or((None, Vec::new()), |p| {
+                    let state = p.state.borrow();
+                    let offsets = crate::ops::ReplicaOffsets {
+                        log_end: state.log_end(),
+                        high_watermark: state.high_watermark(),
+                    };
+                    (Some(offsets), state.replicas().followers().collect())
+                });
+                PartitionHealth {
+                    partition,
+                    offline: self.offline(topic, partition).map(|o| o.reason),
+                    damaged: open.map_or_else(Vec::new, |p| {
+                        p.log
+                            .damaged()
+                            .into_iter()
+                            .map(|(damage, offsets)| DamagedRange {
+                                segment_base: damage.segment_base.get(),
+                                bytes_start: damage.bytes_start,
+                                bytes_end: damage.bytes_end,
+                                first_offset: offsets.start.get(),
+                                end_offset: offsets.end.get(),
+                            })
+                            .collect()
+                    }),
+                    offsets,
+                    followers,
+                }
             })
             .collect()
     }
@@ -622,9 +636,12 @@ impl PartitionManager {
             }
             return not_here(topic, partition);
         };
-        let acks = match p.state.borrow().begin_produce(acks) {
+        let acks = match p.state.borrow().begin_produce(acks, self.clock.now_ms()) {
             Ok(acks) => acks,
-            Err(error) => return ProduceResult::error(error.code(), error.to_string()),
+            Err(error) => {
+                tracing::debug!(topic, %partition, %error, "produce refused");
+                return ProduceResult::error(error.code(), error.to_string());
+            }
         };
         let max_message_bytes = p.config.borrow().max_message_bytes;
         if let Err((code, message)) = check_batch_sizes(&batches, max_message_bytes) {
@@ -794,6 +811,7 @@ impl PartitionManager {
                     .follower_fetched(node, Offset(fetch_offset), durable_end, now);
             match fetched {
                 Ok(fetched) => {
+                    tracing::trace!(topic, %partition, %node, offset, hw = %p.state.borrow().high_watermark(), "replica fetch");
                     if p.state.borrow().high_watermark() != before || !fetched.completed.is_empty()
                     {
                         p.data.notify_all();

@@ -204,6 +204,13 @@ impl Replicas {
         self.pending.as_ref()
     }
 
+    /// Every follower with its log end as last reported (`None` before
+    /// its first fetch under this leadership), in replica order; what
+    /// `fjord topic describe` shows as lag.
+    pub fn followers(&self) -> impl Iterator<Item = (NodeId, Option<Offset>)> + '_ {
+        self.followers.iter().map(|f| (f.node, f.end))
+    }
+
     /// A follower's log end and durable end as last reported.
     pub fn follower(&self, node: NodeId) -> Option<(Option<Offset>, Option<Offset>)> {
         self.followers
@@ -285,6 +292,28 @@ impl Replicas {
         }
         self.partition_epoch = *partition_epoch;
         Ok(true)
+    }
+
+    /// The committed ISR members (followers) that have not caught up with
+    /// the leader's end `leader_end` for more than `replica_lag_time_max_ms`
+    /// at `now_ms`: those a shrink proposes out.
+    fn lagging(&self, leader_end: Offset, now_ms: i64) -> Vec<NodeId> {
+        let lag_max = i64::try_from(self.lag_time_max_ms).unwrap_or(i64::MAX);
+        self.followers
+            .iter()
+            .filter(|f| self.isr.contains(&f.node))
+            .filter(|f| f.end != Some(leader_end))
+            .filter(|f| now_ms.saturating_sub(f.last_caught_up_ms) > lag_max)
+            .map(|f| f.node)
+            .collect()
+    }
+
+    /// The committed ISR's size without the members that lag (see
+    /// [`Self::lagging`]): what the ISR becomes once the leader's shrink is
+    /// committed — which cannot happen while the controller is
+    /// unreachable.
+    pub fn live_isr_len(&self, leader_end: Offset, now_ms: i64) -> usize {
+        self.isr_len() - self.lagging(leader_end, now_ms).len()
     }
 
     /// The controller refused the proposal based on `partition_epoch` (the
@@ -412,15 +441,7 @@ impl Replicas {
         if self.pending.is_some() {
             return None;
         }
-        let lag_max = i64::try_from(self.lag_time_max_ms).unwrap_or(i64::MAX);
-        let lagging: Vec<NodeId> = self
-            .followers
-            .iter()
-            .filter(|f| self.isr.contains(&f.node))
-            .filter(|f| f.end != Some(leader_end))
-            .filter(|f| now_ms.saturating_sub(f.last_caught_up_ms) > lag_max)
-            .map(|f| f.node)
-            .collect();
+        let lagging = self.lagging(leader_end, now_ms);
         if lagging.is_empty() {
             return None;
         }
@@ -440,5 +461,35 @@ impl Replicas {
         };
         self.pending = Some(change.clone());
         change
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `fjord topic describe` shows as lag: every follower in
+    /// replica order, without an end until its first fetch under this
+    /// leadership, then the offset it fetches from.
+    #[test]
+    fn followers_lists_each_follower_with_its_last_fetch_offset() {
+        let mut replicas = Replicas::new(DEFAULT_REPLICA_LAG_TIME_MAX_MS, Offset(0));
+        assert_eq!(replicas.followers().count(), 0, "no leadership yet");
+        let (n1, n2, n3) = (NodeId(1), NodeId(2), NodeId(3));
+        let leadership = Leadership {
+            leader: n2,
+            replicas: vec![n3, n2, n1],
+            isr: vec![n2, n3, n1],
+            leader_epoch: LeaderEpoch(1),
+            partition_epoch: 1,
+        };
+        assert_eq!(replicas.apply(&leadership, Offset(10), 0), Ok(true));
+        let listed: Vec<_> = replicas.followers().collect();
+        assert_eq!(listed, [(n3, None), (n1, None)]);
+        replicas
+            .fetched(n1, Offset(4), None, Offset(10), 5)
+            .expect("a follower's fetch");
+        let listed: Vec<_> = replicas.followers().collect();
+        assert_eq!(listed, [(n3, None), (n1, Some(Offset(4)))]);
     }
 }

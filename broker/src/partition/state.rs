@@ -623,14 +623,24 @@ impl PartitionState {
         }
     }
 
-    /// The checks of a produce before any batch is looked at.
-    pub fn begin_produce(&self, acks: i8) -> Result<Acks, PartitionError> {
+    /// The checks of a produce at `now_ms` before any batch is looked at.
+    /// acks=all needs `min.insync.replicas` in the committed ISR, and also
+    /// among the ISR members that have not lagged for more than
+    /// `replica_lag_time_max_ms` (the ISR the pending shrink will commit):
+    /// so while the controller cannot commit the shrink (no quorum), a
+    /// leader whose followers are gone refuses (NOT_ENOUGH_REPLICAS,
+    /// retriable) instead of appending records that no follower can
+    /// acknowledge and that a producer, after its timeout, sends again.
+    pub fn begin_produce(&self, acks: i8, now_ms: i64) -> Result<Acks, PartitionError> {
         let acks = Acks::from_wire(acks)?;
         if let Role::Follower { leader } = self.role {
             return Err(PartitionError::NotLeader { leader });
         }
         let min = self.policy.min_insync_replicas;
-        let in_sync = self.replicas.isr_len();
+        let in_sync = self
+            .replicas
+            .isr_len()
+            .min(self.replicas.live_isr_len(self.log_end, now_ms));
         if acks == Acks::All && in_sync < min as usize {
             return Err(PartitionError::NotEnoughReplicas {
                 min_insync_replicas: min,

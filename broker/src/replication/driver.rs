@@ -337,8 +337,10 @@ where
                     .requests
                     .set(context.shared.requests.get() + 1);
                 let call = context.network.fetch(leader, &request, timeout);
-                let Some(result) = in_flight(&context, &mut fetcher, &mut seen, call).await else {
-                    break;
+                let result = match in_flight(&context, &mut fetcher, &mut seen, call).await {
+                    Waited::Answered(result) => result,
+                    Waited::Abandoned => continue,
+                    Waited::Stopped => break,
                 };
                 match result {
                     Ok(response) => {
@@ -359,8 +361,10 @@ where
                 let call = context
                     .network
                     .offsets_for_epochs(leader, &request, timeout);
-                let Some(result) = in_flight(&context, &mut fetcher, &mut seen, call).await else {
-                    break;
+                let result = match in_flight(&context, &mut fetcher, &mut seen, call).await {
+                    Waited::Answered(result) => result,
+                    Waited::Abandoned => continue,
+                    Waited::Stopped => break,
                 };
                 match result {
                     Ok(response) => {
@@ -396,15 +400,24 @@ where
     tracing::debug!(leader = leader.get(), "replica fetcher ended");
 }
 
+/// How the wait for a request in flight ended.
+enum Waited<T> {
+    Answered(Result<T, NetworkError>),
+    /// The followed set changed so that no partition of the request is
+    /// still wanted: the request was dropped (a stopped or unreachable
+    /// leader must not hold the fetcher for the request timeout).
+    Abandoned,
+    Stopped,
+}
+
 /// Waits for the request in flight, applying changes of the followed set
-/// meanwhile (the core ignores answers for partitions gone or changed);
-/// `None` once stopped.
+/// meanwhile (the core ignores answers for partitions gone or changed).
 async fn in_flight<L, N, T>(
     context: &Context<L, N>,
     fetcher: &mut Fetcher,
     seen: &mut Option<u64>,
     call: impl Future<Output = Result<T, NetworkError>>,
-) -> Option<Result<T, NetworkError>>
+) -> Waited<T>
 where
     L: ReplicaLogs,
 {
@@ -415,12 +428,17 @@ where
             changed.await;
             None
         });
-        match context.unless_stopped(next).await? {
-            Some(result) => return Some(result),
-            None => {
+        match context.unless_stopped(next).await {
+            None => return Waited::Stopped,
+            Some(Some(result)) => return Waited::Answered(result),
+            Some(None) => {
                 let (version, followed) = context.logs.followed();
                 fetcher.set_followed(&followed);
                 *seen = Some(version);
+                if !fetcher.in_flight_wanted() {
+                    fetcher.abandon();
+                    return Waited::Abandoned;
+                }
             }
         }
     }

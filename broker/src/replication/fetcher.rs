@@ -249,6 +249,35 @@ impl Fetcher {
         self.in_flight.is_some()
     }
 
+    /// Whether the request in flight still names a partition followed at
+    /// the epoch it was sent with (else its answer would be ignored: a
+    /// driver abandons it, [`Fetcher::abandon`], rather than wait for a
+    /// leader that may be stopped or partitioned away).
+    pub fn in_flight_wanted(&self) -> bool {
+        let still = |key: &Key, epoch: LeaderEpoch| {
+            self.partitions.get(key).is_some_and(|p| p.epoch == epoch)
+        };
+        match &self.in_flight {
+            None => false,
+            Some(InFlight::Fetch(sent)) => sent.iter().any(|(k, e, _)| still(k, *e)),
+            Some(InFlight::Epochs(sent)) => sent.iter().any(|(k, e, _)| still(k, *e)),
+        }
+    }
+
+    /// The request in flight will not be answered (the driver dropped it):
+    /// its partitions are asked again with the next request.
+    pub fn abandon(&mut self) {
+        if let Some(InFlight::Epochs(sent)) = self.in_flight.take() {
+            for (key, epoch, asked) in sent {
+                if let Some(p) = self.partitions.get_mut(&key) {
+                    if p.epoch == epoch && p.phase == Phase::Asking(asked) {
+                        p.phase = Phase::Ask(asked);
+                    }
+                }
+            }
+        }
+    }
+
     /// The partitions it follows now and where their logs stand (for
     /// tests and metrics).
     pub fn positions(&self) -> impl Iterator<Item = (&Key, Option<&FollowerPosition>)> {
@@ -589,18 +618,7 @@ impl Fetcher {
     /// that does not decode): its partitions are asked again after a
     /// pause that doubles with each failure in a row.
     pub fn request_failed(&mut self, now_ms: u64) {
-        match self.in_flight.take() {
-            Some(InFlight::Epochs(sent)) => {
-                for (key, epoch, asked) in sent {
-                    if let Some(p) = self.partitions.get_mut(&key) {
-                        if p.epoch == epoch && p.phase == Phase::Asking(asked) {
-                            p.phase = Phase::Ask(asked);
-                        }
-                    }
-                }
-            }
-            Some(InFlight::Fetch(_)) | None => {}
-        }
+        self.abandon();
         self.failures = self.failures.saturating_add(1);
         let shift = self.failures.saturating_sub(1).min(20);
         let pause = self

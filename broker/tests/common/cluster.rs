@@ -71,7 +71,11 @@ fn env() -> Vec<(&'static str, String)> {
             "FJORD_BROKER_SESSION_TIMEOUT_MS",
             SESSION_TIMEOUT_MS.to_string(),
         ),
-        ("FJORD_LOG", "info".into()),
+        // FJORD_TEST_LOG: the nodes' log filter (e.g. to debug a test).
+        (
+            "FJORD_LOG",
+            std::env::var("FJORD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        ),
     ]
 }
 
@@ -500,8 +504,14 @@ impl Cluster {
     /// Panics with `message` and the end of every node's log.
     pub fn fail(&self, message: &str) -> ! {
         let mut text = format!("{message}\n");
+        // FJORD_TEST_KEEP_LOGS=DIR keeps every node's whole log there.
+        let keep = std::env::var_os("FJORD_TEST_KEEP_LOGS").map(std::path::PathBuf::from);
         for node in &self.nodes {
             let logs = node.logs();
+            if let Some(dir) = &keep {
+                let _ = std::fs::create_dir_all(dir);
+                let _ = std::fs::write(dir.join(format!("node{}.log", node.id)), &logs);
+            }
             let tail: Vec<&str> = logs.lines().rev().take(60).collect();
             text.push_str(&format!(
                 "\n---- node {} log (last 60 lines) ----\n",

@@ -34,6 +34,8 @@ pub mod fjord {
     pub use self::broker_metadata_generated::*;
     mod damaged_range_generated;
     pub use self::damaged_range_generated::*;
+    mod follower_progress_generated;
+    pub use self::follower_progress_generated::*;
     mod partition_metadata_generated;
     pub use self::partition_metadata_generated::*;
     mod topic_metadata_generated;

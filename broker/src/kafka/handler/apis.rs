@@ -9,14 +9,17 @@ use fjord_net::driver::budget::BudgetHold;
 use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
-    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, SyncGroupRequest,
+    DescribeGroupsRequest, ElectLeadersRequest, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::Decodable;
 
-use super::{admin, boxed, decode_error, encode, HandleError, KafkaHandler, UNSUPPORTED_VERSION};
+use super::{
+    admin, boxed, decode_error, encode, leaders, HandleError, KafkaHandler, UNSUPPORTED_VERSION,
+};
 
 /// What a request's answer may use besides the request.
 pub(super) struct Context<'c, 'b> {
@@ -159,4 +162,6 @@ kafka_apis! {
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest) 0..=1 => |h, request, _cx| answer(admin::incremental_alter_configs(&h.engine, request).await);
     CreatePartitions(CreatePartitionsRequest) 0..=3 => |h, request, _cx| answer(admin::create_partitions(&h.engine, request).await);
     DescribeCluster(DescribeClusterRequest) 0..=1 => |h, request, cx| answer(admin::describe_cluster(&h.engine, request, cx.version));
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest) 2..=4 => |h, request, _cx| answer(leaders::offset_for_leader_epoch(&h.engine, request).await);
+    ElectLeaders(ElectLeadersRequest) 0..=2 => |h, request, cx| answer(leaders::elect_leaders(&h.engine, request, cx.version).await);
 }

@@ -313,7 +313,7 @@ impl Harness {
     /// The driver's produce, with the simulated log.
     fn produce(&mut self, reply: &str, args: &BTreeMap<String, String>) -> Vec<String> {
         let acks: i8 = args["acks"].parse().expect("acks");
-        let acks = match self.state.begin_produce(acks) {
+        let acks = match self.state.begin_produce(acks, self.now_ms) {
             Ok(acks) => acks,
             Err(error) => return vec![format!("{reply} {:?}", error.code())],
         };
@@ -968,7 +968,8 @@ fn min_insync_refusal_with_the_leader_alone_in_the_isr() {
 /// A committed shrink below `min.insync.replicas` while acks=all waits:
 /// the high watermark moves to the leader's end and the waiters fail with
 /// NOT_ENOUGH_REPLICAS_AFTER_APPEND (their records are in the log, not
-/// acknowledged); the next acks=all is refused before the append.
+/// acknowledged); an acks=all produce is refused before the append once
+/// the followers lag past the lag time, even before the shrink commits.
 #[test]
 fn shrink_while_waiting_fails_after_append() {
     check(
@@ -990,14 +991,13 @@ fn shrink_while_waiting_fails_after_append() {
         > timer
         propose isr=1 on pepoch 7
         > produce #3 acks=-1 records=1
-        #3 base=3 end=4 wait
+        #3 NotEnoughReplicas
         > leadership replicas=1,2,3 isr=1 epoch=4 pepoch=8
-        completed #2 #3
+        completed #2
         isr 1 pepoch 8
         #2 NotEnoughReplicasAfterAppend
-        #3 NotEnoughReplicasAfterAppend
         > state
-        start=0 end=4 durable=0 hw=4 ack_end=4 waiting=0
+        start=0 end=3 durable=0 hw=3 ack_end=3 waiting=0
         > produce #4 acks=-1 records=1
         #4 NotEnoughReplicas
         ",

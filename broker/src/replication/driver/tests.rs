@@ -151,6 +151,8 @@ struct FakeLeader {
     epoch: u32,
     appended: Notify,
     fetches: Cell<u64>,
+    /// Stopped (SIGSTOP): requests get no answer.
+    stopped: Cell<bool>,
 }
 
 impl FakeLeader {
@@ -164,6 +166,7 @@ impl FakeLeader {
             epoch,
             appended: Notify::default(),
             fetches: Cell::new(0),
+            stopped: Cell::new(false),
         }
     }
 
@@ -237,6 +240,9 @@ impl ReplicaNetwork for FakeLeader {
     ) -> Result<ReplicaFetchResponse, NetworkError> {
         assert_eq!(leader, LEADER);
         self.fetches.set(self.fetches.get() + 1);
+        if self.stopped.get() {
+            return futures_lite::future::pending().await;
+        }
         let request = ReplicaFetchRequest::decode(&request.encode())?;
         let deadline = Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms));
         loop {
@@ -495,5 +501,36 @@ fn fetchers_replicate_over_the_cluster_transport() {
         fetchers.stopped().await;
         network.close();
         server.close();
+    });
+}
+
+/// A leader that stopped answering holds the fetch in flight; once the
+/// image moves its partitions to a new epoch (it was replaced and, here,
+/// re-elected), the fetcher drops that request at once instead of
+/// waiting for its timeout, and fetches at the new epoch.
+#[test]
+fn a_request_to_a_stopped_leader_is_dropped_when_the_epochs_move_on() {
+    run(|| async {
+        let leader = Rc::new(FakeLeader::new(2, &[("a", MemLog::with(&[(0, 1, 2)]))]));
+        let logs = Rc::new(FakeLogs::default());
+        let config = ReplicaFetcherConfig {
+            request_timeout_ms: 3_600_000,
+            ..config()
+        };
+        let fetchers = start_fetchers(ME, logs.clone(), leader.clone(), config);
+        logs.follow(&[("a", 2, MemLog::default())]);
+        eventually("replicated", || logs.describe("a").starts_with("[0-1@2]")).await;
+        leader.stopped.set(true);
+        let stuck = leader.fetches.get() + 1;
+        eventually("a fetch stuck", || leader.fetches.get() >= stuck).await;
+        glommio::timer::sleep(Duration::from_millis(u64::from(WAIT_MS) * 3)).await;
+        assert_eq!(leader.fetches.get(), stuck, "sent while one was in flight");
+        // Epoch 3 in the image (what the fake answers then does not
+        // matter: a new request went out while the old one hung).
+        logs.follow(&[("a", 3, MemLog::default())]);
+        eventually("fetching at the new epoch", || leader.fetches.get() > stuck).await;
+        leader.stopped.set(false);
+        fetchers.stop();
+        fetchers.stopped().await;
     });
 }

@@ -691,3 +691,47 @@ fn a_moved_high_watermark_alone_is_taken() {
         "[0-2@1] start=0 end=3 durable=0 hw=3"
     );
 }
+
+/// A request in flight whose partitions are all gone or at a new epoch is
+/// not wanted any more: the driver abandons it, and the core asks afresh
+/// (an epochs question in flight is asked again). One still wanted keeps
+/// it.
+#[test]
+fn a_request_no_longer_wanted_is_abandoned_and_asked_afresh() {
+    let mut h = Harness::new();
+    h.logs(
+        "t-0",
+        MemLog::with(&[(0, 4, 1)]),
+        MemLog::with(&[(0, 4, 1)]),
+    );
+    h.logs("t-1", MemLog::default(), MemLog::default());
+    h.follow(&[("t-0", 1), ("t-1", 1)]);
+    h.expect(
+        0,
+        "position t-0
+         position t-1
+         epochs t-0@1 ask 1",
+    );
+    // t-1 moves on; t-0 is still wanted at its epoch.
+    h.follow(&[("t-0", 1), ("t-1", 2)]);
+    assert!(h.fetcher.in_flight_wanted());
+    // Now t-0 moves too: nothing of the request is wanted.
+    h.follow(&[("t-0", 2), ("t-1", 2)]);
+    assert!(!h.fetcher.in_flight_wanted());
+    h.fetcher.abandon();
+    h.sent = None;
+    assert!(!h.fetcher.in_flight());
+    h.expect(
+        0,
+        "position t-0
+         position t-1
+         epochs t-0@2 ask 1",
+    );
+    // An epochs request abandoned with its partitions unchanged is asked
+    // again.
+    h.fetcher.abandon();
+    h.sent = None;
+    h.expect(0, "epochs t-0@2 ask 1");
+    h.answer(0, &[]);
+    h.expect(0, "fetch t-0@2 from 5, t-1@2 from 0");
+}

@@ -27,6 +27,9 @@ impl<'a> PartitionMetadata<'a> {
   pub const VT_ISR: ::flatbuffers::VOffsetT = 16;
   pub const VT_OFFLINE_REASON: ::flatbuffers::VOffsetT = 18;
   pub const VT_DAMAGED: ::flatbuffers::VOffsetT = 20;
+  pub const VT_LOG_END: ::flatbuffers::VOffsetT = 22;
+  pub const VT_HIGH_WATERMARK: ::flatbuffers::VOffsetT = 24;
+  pub const VT_FOLLOWERS: ::flatbuffers::VOffsetT = 26;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -38,6 +41,9 @@ impl<'a> PartitionMetadata<'a> {
     args: &'args PartitionMetadataArgs<'args>
   ) -> ::flatbuffers::WIPOffset<PartitionMetadata<'bldr>> {
     let mut builder = PartitionMetadataBuilder::new(_fbb);
+    builder.add_high_watermark(args.high_watermark);
+    builder.add_log_end(args.log_end);
+    if let Some(x) = args.followers { builder.add_followers(x); }
     if let Some(x) = args.damaged { builder.add_damaged(x); }
     if let Some(x) = args.offline_reason { builder.add_offline_reason(x); }
     if let Some(x) = args.isr { builder.add_isr(x); }
@@ -114,6 +120,27 @@ impl<'a> PartitionMetadata<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, DamagedRange>>>(PartitionMetadata::VT_DAMAGED, None)}
   }
+  #[inline]
+  pub fn log_end(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(PartitionMetadata::VT_LOG_END, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn high_watermark(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(PartitionMetadata::VT_HIGH_WATERMARK, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn followers(&self) -> Option<::flatbuffers::Vector<'a, FollowerProgress>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, FollowerProgress>>>(PartitionMetadata::VT_FOLLOWERS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PartitionMetadata<'_> {
@@ -131,6 +158,9 @@ impl ::flatbuffers::Verifiable for PartitionMetadata<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("isr", Self::VT_ISR, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("offline_reason", Self::VT_OFFLINE_REASON, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, DamagedRange>>>("damaged", Self::VT_DAMAGED, false)?
+     .visit_field::<i64>("log_end", Self::VT_LOG_END, false)?
+     .visit_field::<i64>("high_watermark", Self::VT_HIGH_WATERMARK, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, FollowerProgress>>>("followers", Self::VT_FOLLOWERS, false)?
      .finish();
     Ok(())
   }
@@ -145,6 +175,9 @@ pub struct PartitionMetadataArgs<'a> {
     pub isr: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
     pub offline_reason: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub damaged: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, DamagedRange>>>,
+    pub log_end: i64,
+    pub high_watermark: i64,
+    pub followers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, FollowerProgress>>>,
 }
 impl<'a> Default for PartitionMetadataArgs<'a> {
   #[inline]
@@ -159,6 +192,9 @@ impl<'a> Default for PartitionMetadataArgs<'a> {
       isr: None,
       offline_reason: None,
       damaged: None,
+      log_end: -1,
+      high_watermark: -1,
+      followers: None,
     }
   }
 }
@@ -205,6 +241,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionMetadataBuilder<'a, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionMetadata::VT_DAMAGED, damaged);
   }
   #[inline]
+  pub fn add_log_end(&mut self, log_end: i64) {
+    self.fbb_.push_slot::<i64>(PartitionMetadata::VT_LOG_END, log_end, -1);
+  }
+  #[inline]
+  pub fn add_high_watermark(&mut self, high_watermark: i64) {
+    self.fbb_.push_slot::<i64>(PartitionMetadata::VT_HIGH_WATERMARK, high_watermark, -1);
+  }
+  #[inline]
+  pub fn add_followers(&mut self, followers: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , FollowerProgress>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionMetadata::VT_FOLLOWERS, followers);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PartitionMetadataBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PartitionMetadataBuilder {
@@ -231,6 +279,9 @@ impl ::core::fmt::Debug for PartitionMetadata<'_> {
       ds.field("isr", &self.isr());
       ds.field("offline_reason", &self.offline_reason());
       ds.field("damaged", &self.damaged());
+      ds.field("log_end", &self.log_end());
+      ds.field("high_watermark", &self.high_watermark());
+      ds.field("followers", &self.followers());
       ds.finish()
   }
 }
