@@ -10,7 +10,8 @@
 # BIN_DIR holds release builds of `fjord` and `loadgen`
 # (cargo build --release -p fjord-broker -p fjord-bench); WORK_DIR is on
 # the data disk (fresh data dirs are made and removed under it); ROUNDS
-# (default 2) alternates RF=1 and RF=3 for each workload. Every run's
+# (default 2) alternates RF=1 and RF=3 for each workload (W1, W3, and W3
+# at a tenth of its rate). Every run's
 # JSON is kept as WORK_DIR/<workload>-rf<N>-r<round>.json and a summary
 # table is printed at the end. The three nodes and loadgen's actors share
 # this machine's cores: the figures compare RF=3 with RF=1, they are not
@@ -38,6 +39,10 @@ W1=(--topic w1 --producers 1 --consumers 0 --partitions 1 --message-size 1024
   --batch-size 1048576 --acks all --warmup 5s --duration 30s)
 W3=(--topic w3 --producers 4 --consumers 4 --partitions 16 --message-size 1024
   --rate 97656 --batch-size 65536 --linger-ms 1 --acks all --warmup 5s --duration 30s)
+# W3 at a tenth of its rate (10 MB/s): a latency comparison below the
+# replicated cluster's ceiling on this machine.
+W3LOW=(--topic w3 --producers 4 --consumers 4 --partitions 16 --message-size 1024
+  --rate 9766 --batch-size 65536 --linger-ms 1 --acks all --warmup 5s --duration 30s)
 
 run() {
   local name=$1 rf=$2 round=$3
@@ -59,6 +64,7 @@ for round in $(seq 1 "$ROUNDS"); do
   if [ $((round % 2)) = 1 ]; then order=(1 3); else order=(3 1); fi
   for rf in "${order[@]}"; do run w1 "$rf" "$round" "${W1[@]}"; done
   for rf in "${order[@]}"; do run w3 "$rf" "$round" "${W3[@]}"; done
+  for rf in "${order[@]}"; do run w3low "$rf" "$round" "${W3LOW[@]}"; done
 done
 
 step "summary"
@@ -80,7 +86,7 @@ def ms(h, p):
     return "-" if v is None else f"{v / 1e6:.1f}"
 print("| workload | RF | round | produce MB/s (msgs/s) | acked / sent | latency | p50 / p99 / p99.9 ms | load at end |")
 print("|---|---|---|---|---|---|---|---|")
-for name, metric in (("w1", "publish"), ("w3", "end_to_end")):
+for name, metric in (("w1", "publish"), ("w3", "end_to_end"), ("w3low", "end_to_end")):
     for rnd in range(1, rounds + 1):
         for rf in (1, 3):
             j = load(f"{name}-rf{rf}-r{rnd}.json")

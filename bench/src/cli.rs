@@ -133,7 +133,7 @@ pub struct Args {
     /// cluster (node ids 1..=N, all voters of the metadata quorum), each
     /// with its own data dir under --data-dir; producers and consumers
     /// bootstrap through node 1 and follow the partition leaders.
-    #[arg(long, default_value_t = 1, requires = "embedded")]
+    #[arg(long, default_value_t = 1)]
     pub embedded_nodes: u32,
     /// Replication factor of the topics loadgen creates [default: the
     /// broker's `default_replication_factor`].
@@ -270,6 +270,11 @@ pub fn plan(args: Args) -> Result<Plan, String> {
     }
     if args.embedded_nodes == 0 {
         return Err("--embedded-nodes must be at least 1".into());
+    }
+    // Checked here: clap's `requires` does not see an argument that has a
+    // default value.
+    if args.embedded_nodes > 1 && !args.embedded {
+        return Err("--embedded-nodes needs --embedded".into());
     }
     if args.embedded_nodes > 1 && args.protocol == Protocol::Kafka {
         return Err(
@@ -432,7 +437,8 @@ mod tests {
         assert_eq!(plan_ok.args.embedded_nodes, 3);
         assert_eq!(plan_ok.args.replication_factor, Some(3));
         // Nodes only for embedded runs; at least one; native only.
-        assert!(parse(&["--brokers", "127.0.0.1:1", "--embedded-nodes", "3"]).is_err());
+        let remote = parse(&["--brokers", "127.0.0.1:1", "--embedded-nodes", "3"]);
+        assert!(remote.map_or(true, |args| plan(args).is_err()));
         let zero = parse(&["--embedded", "--embedded-nodes", "0"]).expect("parses");
         assert!(plan(zero).is_err());
         let kafka =

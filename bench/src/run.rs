@@ -523,9 +523,22 @@ fn offsets(
         let admin = leaders.get(&leader)?;
         for chunk in led.chunks(1000) {
             let query: Vec<(PartitionId, i64)> = chunk.iter().map(|p| (*p, timestamp)).collect();
-            let answers = admin
-                .list_offsets(topic, &query)
-                .map_err(|e| format!("ListOffsets {topic} at {leader}: {e}"))?;
+            // A node named leader by another's metadata may not have
+            // applied the topic yet: UNKNOWN_TOPIC_OR_PARTITION for a
+            // moment after creation.
+            let deadline = Instant::now() + LEADER_WAIT;
+            let answers = loop {
+                let answers = admin
+                    .list_offsets(topic, &query)
+                    .map_err(|e| format!("ListOffsets {topic} at {leader}: {e}"))?;
+                let opening = answers
+                    .iter()
+                    .any(|a| a.error == ErrorCode::UnknownTopicOrPartition);
+                if !opening || Instant::now() >= deadline {
+                    break answers;
+                }
+                thread::sleep(Duration::from_millis(50));
+            };
             for partition in chunk {
                 let answer = answers
                     .iter()

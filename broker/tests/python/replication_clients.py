@@ -6,7 +6,7 @@ broker/tests/replication.rs against a 3-node Fjord cluster).
         --out ACKS.jsonl [--stop-file F | --records N] [--tag TAG]
         [--per-second R] [--message-timeout-ms MS]
     python3 replication_clients.py consume BOOTSTRAP --topic T --partitions P
-        --out READ.jsonl
+        --out READ.jsonl [--min-ends P:OFFSET,...]
     python3 replication_clients.py group-commit BOOTSTRAP --topic T
         --partitions P --group G --per-partition N
     python3 replication_clients.py group-resume BOOTSTRAP --topic T
@@ -23,9 +23,11 @@ name and text when the record was not acknowledged).
 A fatal producer error is a line {"fatal": "..."}; the last line is
 {"done": true, "sent": S, "unreported": U}.
 
-consume: reads partitions 0..P from the beginning up to the high
-watermark each had when the script started (what is committed), one JSON
-line per record {"p", "o", "k", "v"} in READ.jsonl, then {"done": true}.
+consume: reads partitions 0..P from the beginning up to their high
+watermarks (what is committed; with --min-ends P:OFFSET,... it first
+waits, bounded, until each reached the given end: a new leader's high
+watermark moves up only as its followers fetch), one JSON line per
+record {"p", "o", "k", "v"} in READ.jsonl, then {"done": true}.
 
 group-commit: a consumer of group G subscribes to T, reads until it holds
 the first N records of every partition, commits offset N for each
@@ -73,6 +75,9 @@ def common_config(bootstrap):
         "reconnect.backoff.max.ms": 1000,
         "retry.backoff.ms": 100,
         "retry.backoff.max.ms": 1000,
+        # Requests other than Produce (Metadata, ...) to a node that stopped
+        # answering (SIGSTOP) give up after this, not librdkafka's 60 s.
+        "socket.timeout.ms": 10000,
     }
 
 
@@ -170,7 +175,10 @@ def produce(args):
     return 3 if fatal else 0
 
 
-def high_watermarks(consumer, topic, partitions):
+def high_watermarks(consumer, topic, partitions, min_ends):
+    """Each partition's high watermark, once it reached min_ends[p] (a new
+    leader's moves up as its followers fetch), or what it is when the
+    bounded wait runs out (the test then reports what is missing)."""
     from confluent_kafka import KafkaException, TopicPartition
 
     end = deadline()
@@ -181,11 +189,13 @@ def high_watermarks(consumer, topic, partitions):
                 continue
             try:
                 _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
-                highs[p] = high
+                if high >= min_ends.get(p, 0) or time.monotonic() >= end:
+                    highs[p] = high
             except KafkaException as error:
                 if time.monotonic() >= end:
                     raise Failure(f"no high watermark of {topic}-{p}: {error}")
-                time.sleep(POLL_SECONDS)
+        if len(highs) < partitions:
+            time.sleep(POLL_SECONDS)
     return highs
 
 
@@ -197,7 +207,11 @@ def consume(args):
     consumer = Consumer(config)
     out = open(args.out, "w")
     try:
-        highs = high_watermarks(consumer, args.topic, args.partitions)
+        min_ends = {}
+        for item in filter(None, (args.min_ends or "").split(",")):
+            p, _, o = item.partition(":")
+            min_ends[int(p)] = int(o)
+        highs = high_watermarks(consumer, args.topic, args.partitions, min_ends)
         print(f"consume: high watermarks {highs}", flush=True)
         consumer.assign(
             [TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in range(args.partitions)]
@@ -325,6 +339,7 @@ def main():
     parser.add_argument("--tag", default="r")
     parser.add_argument("--per-second", type=float, default=400.0)
     parser.add_argument("--message-timeout-ms", type=int, default=60000)
+    parser.add_argument("--min-ends", help="consume: P:OFFSET,... high watermarks to wait for")
     parser.add_argument("--group")
     parser.add_argument("--per-partition", type=int)
     parser.add_argument("--run-seconds-max", type=int, default=400)
