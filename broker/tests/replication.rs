@@ -729,6 +729,56 @@ fn sigkill_of_the_leader_under_load_loses_no_acknowledged_record() {
     check_read_back(&cluster, &[&produced], &read);
 }
 
+/// A controlled shutdown (SIGTERM) of the leader under acks=all load: the
+/// controller moves its leaderships away before it stops, so the
+/// idempotent producer goes on at the new leader without a single failed
+/// record, and everything acknowledged reads back once at its offset.
+#[test]
+fn sigterm_of_the_leader_moves_leadership_first_and_fails_no_record() {
+    if !python_clients() {
+        return;
+    }
+    let mut cluster = start_cluster();
+    let topic = "handover";
+    let partitions = 3;
+    create_replicated(&mut cluster, topic, partitions);
+    let mut producer = Producer::start(&cluster, topic, partitions, "handover", &[]);
+    producer.wait_progress(&cluster, 0, "the first records");
+    let before = cluster.leader(topic, 0);
+    let victim = before.leader().expect("a leader");
+    let status = cluster.terminate(victim);
+    assert!(
+        status.success(),
+        "node {victim} stopped cleanly: {status:?}"
+    );
+    let after = cluster.wait_partitions(
+        topic,
+        &format!("a new leader of partition 0 (node {victim} stopped)"),
+        |v| v[&0].leader() != Some(victim) && v[&0].leader_epoch > before.leader_epoch,
+    );
+    println!(
+        "node {victim} stopped (SIGTERM); partition 0 led by {:?} at epoch {}",
+        after[&0].leader(),
+        after[&0].leader_epoch
+    );
+    producer.wait_progress(
+        &cluster,
+        0,
+        &format!("after node {victim}'s controlled shutdown"),
+    );
+    cluster.restart(victim);
+    cluster.wait_ready();
+    cluster.wait_isr_full(topic, 3);
+    let produced = producer.stop(&cluster);
+    assert!(
+        produced.failed.is_empty(),
+        "a controlled shutdown fails no record: {:?}",
+        produced.error_kinds()
+    );
+    let read = consume(&cluster, topic, partitions, &[&produced]);
+    check_read_back(&cluster, &[&produced], &read);
+}
+
 /// (b) The leader is SIGSTOPped until the controller fenced it and another
 /// replica leads (past the 1.5 s broker session), then SIGCONTed: nothing
 /// it acknowledges conflicts with the new leader's log, it is unfenced and
