@@ -826,49 +826,11 @@ impl PartitionManager {
                 }
             }
         }
-        let (high_watermark, limit, log_start) = {
+        let (high_watermark, limit) = {
             let state = p.state.borrow();
-            (
-                state.high_watermark(),
-                state.read_limit(replica_id),
-                state.log_start(),
-            )
+            (state.high_watermark(), state.read_limit(replica_id))
         };
-        let mut result = FetchResult {
-            error: ErrorCode::None,
-            high_watermark: high_watermark.get() as i64,
-            log_start_offset: log_start.get() as i64,
-            batches: Vec::new(),
-        };
-        let in_range = u64::try_from(offset)
-            .ok()
-            .filter(|o| *o >= log_start.get() && *o <= limit.get());
-        let Some(offset) = in_range else {
-            result.error = ErrorCode::OffsetOutOfRange;
-            return result;
-        };
-        if offset == limit.get() {
-            return result;
-        }
-        let request = ReadRequest {
-            offset: Offset(offset),
-            until: limit,
-            max_bytes,
-        };
-        match p.log.read(request).await {
-            Ok(batches) => result.batches = batches,
-            Err(error) => {
-                // Damage is logged once, as an ERROR, when first found;
-                // a consumer retrying at it must not flood the log.
-                if matches!(error, StorageError::Damaged { .. }) {
-                    tracing::debug!(topic, %partition, offset, %error, "fetch inside damaged data");
-                } else {
-                    tracing::warn!(topic, %partition, offset, %error, "fetch failed");
-                }
-                result.error = storage_code(&error);
-            }
-        }
-        result
+        read_range(&p, offset, max_bytes, limit, high_watermark).await
     }
 
     /// Whole batches from the one holding `offset` up to the log end, on
@@ -887,36 +849,8 @@ impl PartitionManager {
             }
             return FetchResult::error(ErrorCode::NotLeaderOrFollower);
         };
-        let (end, log_start) = {
-            let state = p.state.borrow();
-            (state.log_end(), state.log_start())
-        };
-        let mut result = FetchResult {
-            error: ErrorCode::None,
-            high_watermark: end.get() as i64,
-            log_start_offset: log_start.get() as i64,
-            batches: Vec::new(),
-        };
-        let Some(offset) = u64::try_from(offset)
-            .ok()
-            .filter(|o| *o >= log_start.get() && *o <= end.get())
-        else {
-            result.error = ErrorCode::OffsetOutOfRange;
-            return result;
-        };
-        if offset == end.get() {
-            return result;
-        }
-        let request = ReadRequest {
-            offset: Offset(offset),
-            until: end,
-            max_bytes,
-        };
-        match p.log.read(request).await {
-            Ok(batches) => result.batches = batches,
-            Err(error) => result.error = storage_code(&error),
-        }
-        result
+        let end = p.state.borrow().log_end();
+        read_range(&p, offset, max_bytes, end, end).await
     }
 
     /// Where `leader_epoch` ends in this partition's log, from its
@@ -1344,6 +1278,55 @@ impl Partition {
         }
         self.data.notify_all();
     }
+}
+
+/// Whole batches of `p` from the one holding `offset`, below `limit`,
+/// within `max_bytes` (the first batch always), answered with
+/// `high_watermark`: a fetch's read, and this node's own (`read_local`).
+async fn read_range(
+    p: &Partition,
+    offset: i64,
+    max_bytes: usize,
+    limit: Offset,
+    high_watermark: Offset,
+) -> FetchResult {
+    let log_start = p.state.borrow().log_start();
+    let mut result = FetchResult {
+        error: ErrorCode::None,
+        high_watermark: high_watermark.get() as i64,
+        log_start_offset: log_start.get() as i64,
+        batches: Vec::new(),
+    };
+    let in_range = u64::try_from(offset)
+        .ok()
+        .filter(|o| *o >= log_start.get() && *o <= limit.get());
+    let Some(offset) = in_range else {
+        result.error = ErrorCode::OffsetOutOfRange;
+        return result;
+    };
+    if offset == limit.get() {
+        return result;
+    }
+    let request = ReadRequest {
+        offset: Offset(offset),
+        until: limit,
+        max_bytes,
+    };
+    match p.log.read(request).await {
+        Ok(batches) => result.batches = batches,
+        Err(error) => {
+            // Damage is logged once, as an ERROR, when first found; a
+            // consumer retrying at it must not flood the log.
+            let (topic, partition) = (&p.topic, p.id);
+            if matches!(error, StorageError::Damaged { .. }) {
+                tracing::debug!(topic, %partition, offset, %error, "fetch inside damaged data");
+            } else {
+                tracing::warn!(topic, %partition, offset, %error, "fetch failed");
+            }
+            result.error = storage_code(&error);
+        }
+    }
+    result
 }
 
 /// The state's view of a topic's config.
