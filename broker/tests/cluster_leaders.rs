@@ -317,8 +317,6 @@ fn describe_rows(cluster: &Cluster, topic: &str, via: &str) -> (String, Vec<Vec<
 /// replicas (its own partitions), and `describe` shows every follower
 /// caught up (lag 0 from the leader's view).
 #[test]
-#[ignore = "needs leaders serving ReplicaFetch over --cluster-listen (issue 14); today they \
-            answer \"not serving replication yet\", so the node never rejoins an ISR"]
 fn after_a_node_returns_a_preferred_election_moves_leadership_back() {
     let mut cluster = Cluster::start(3);
     let controller = cluster.controller();

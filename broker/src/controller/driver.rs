@@ -428,11 +428,34 @@ impl ControllerHandle {
                     let left = deadline
                         .saturating_duration_since(now)
                         .min(Duration::from_millis(FORWARD_ATTEMPT_MS));
-                    match driver
-                        .transport
-                        .call(leader, ClusterApiKey::ControllerCommand, body, left)
-                        .await
-                    {
+                    let call =
+                        driver
+                            .transport
+                            .call(leader, ClusterApiKey::ControllerCommand, body, left);
+                    // A call to a controller that stopped answering (a
+                    // SIGSTOPped or partitioned node: its connection stays
+                    // open) is dropped as soon as the quorum knows another
+                    // leader, not after the attempt's timeout: heartbeats
+                    // stuck behind it would cost this broker its session.
+                    let moved = async {
+                        loop {
+                            let seen = driver.changed.version();
+                            if driver.quorum.borrow().leader().is_some_and(|l| l != leader) {
+                                return;
+                            }
+                            driver.changed.wait_past(seen).await;
+                        }
+                    };
+                    let answered = futures_lite::future::or(async { Some(call.await) }, async {
+                        moved.await;
+                        None
+                    })
+                    .await;
+                    let Some(answered) = answered else {
+                        tracing::debug!(leader, "the controller moved; forwarding again");
+                        continue;
+                    };
+                    match answered {
                         Ok(bytes) => match Answer::decode(&bytes) {
                             Ok(answer) => return Ok(answer),
                             Err(error) => {

@@ -345,6 +345,7 @@ impl KafkaHandler {
         drop(scratch);
         inflight.shrink_to(frame_len);
         let results = self.engine.produce(EngineProduce { acks, topics }).await;
+        tracing::trace!(acks, ?results, "kafka produce");
         let mut response = ProduceResponse::default();
         for ((name, results), answers) in results.into_iter().zip(refused) {
             let mut results = results.into_iter();

@@ -506,6 +506,15 @@ impl Cluster {
         let mut text = format!("{message}\n");
         // FJORD_TEST_KEEP_LOGS=DIR keeps every node's whole log there.
         let keep = std::env::var_os("FJORD_TEST_KEEP_LOGS").map(std::path::PathBuf::from);
+        if let Some(dir) = &keep {
+            // The clients' outputs in the cluster's directory too.
+            if let Ok(entries) = std::fs::read_dir(self.root.path()) {
+                for entry in entries.flatten().filter(|e| e.path().is_file()) {
+                    let _ = std::fs::create_dir_all(dir);
+                    let _ = std::fs::copy(entry.path(), dir.join(entry.file_name()));
+                }
+            }
+        }
         for node in &self.nodes {
             let logs = node.logs();
             if let Some(dir) = &keep {

@@ -91,6 +91,11 @@ def produce(args):
             "acks": "all",
             "linger.ms": 5,
             "request.timeout.ms": 5000,
+            # Requests other than Produce (InitProducerId after a timeout,
+            # Metadata) time out after this; librdkafka's 60 s default
+            # would keep the producer waiting on a SIGSTOPped broker whose
+            # connection stays up.
+            "socket.timeout.ms": 5000,
             "message.timeout.ms": args.message_timeout_ms,
         }
     )
