@@ -5,7 +5,7 @@
 //! as [`VerifiedBatches`], one `Bytes` per batch).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, Offset, PartitionId};
@@ -27,6 +27,8 @@ pub enum Op {
         partition: PartitionId,
         records: VerifiedBatches,
         acks: i8,
+        /// acks=all waits at most this (the request's `timeout_ms`).
+        timeout: Duration,
     },
     /// Read whole batches from `offset`, up to the high watermark.
     Fetch {

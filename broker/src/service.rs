@@ -350,7 +350,13 @@ impl GroupShard for ShardService {
         // (`group::coordinator::persist_error`).
         let result = self
             .partitions
-            .produce(OFFSETS_TOPIC, partition, batches, -1)
+            .produce(
+                OFFSETS_TOPIC,
+                partition,
+                batches,
+                -1,
+                OFFSETS_COMMIT_TIMEOUT,
+            )
             .await;
         match result.error {
             ErrorCode::None => Ok(()),
@@ -531,7 +537,12 @@ impl ShardService {
                     partition,
                     records,
                     acks,
-                } => OpResult::Produce(partitions.produce(&topic, partition, records, acks).await),
+                    timeout,
+                } => OpResult::Produce(
+                    partitions
+                        .produce(&topic, partition, records, acks, timeout)
+                        .await,
+                ),
                 Op::Fetch {
                     topic,
                     partition,
@@ -1349,6 +1360,10 @@ impl ShardService {
 /// How long an admin request waits for this node to apply what the
 /// controller committed before it answers REQUEST_TIMED_OUT.
 const APPLY_WAIT: Duration = Duration::from_secs(30);
+
+/// How long an offsets write waits for the in-sync replicas (Kafka's
+/// `offsets.commit.timeout.ms` default).
+const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often a node not yet serving says why.
 const UNFENCE_WAIT_LOG_INTERVAL: Duration = Duration::from_secs(5);

@@ -210,7 +210,7 @@ impl Engine {
     /// shard then refuses for its own reasons (not open, leadership,
     /// `max.message.bytes`, producer state).
     pub async fn produce(&self, request: ProduceRequest) -> TopicParts<ProduceResult> {
-        let acks = request.acks;
+        let (acks, timeout) = (request.acks, request.timeout);
         let mut topics = self.route(request.topics);
         // Only the group coordinators write the offsets topic.
         for (name, parts) in topics.iter_mut() {
@@ -221,7 +221,7 @@ impl Engine {
             }
         }
         if matches!(acks, -1..=1) {
-            return self.produce_recompressed(topics, acks).await;
+            return self.produce_recompressed(topics, acks, timeout).await;
         }
         let refused = || {
             ProduceResult::error(
@@ -246,13 +246,14 @@ impl Engine {
         &self,
         mut topics: Routed<VerifiedBatches>,
         acks: i8,
+        timeout: Duration,
     ) -> TopicParts<ProduceResult> {
         let tasks = topics
             .iter_mut()
             .map(|(name, parts)| {
                 parts
                     .iter_mut()
-                    .map(|part| self.spawn_op(part.route, || produce_op(name, part, acks)))
+                    .map(|part| self.spawn_op(part.route, || produce_op(name, part, acks, timeout)))
                     .collect()
             })
             .collect();
@@ -306,12 +307,18 @@ impl Engine {
 /// into it, leaving `part` none: a clone would share each batch's buffer
 /// and cost the owning shard a copy to append it (see
 /// [`VerifiedBatches::into_appendable`]).
-pub(crate) fn produce_op(topic: &str, part: &mut Part<VerifiedBatches>, acks: i8) -> Op {
+pub(crate) fn produce_op(
+    topic: &str,
+    part: &mut Part<VerifiedBatches>,
+    acks: i8,
+    timeout: Duration,
+) -> Op {
     Op::Produce {
         topic: topic.to_owned(),
         partition: part.partition,
         records: std::mem::take(&mut part.input),
         acks,
+        timeout,
     }
 }
 

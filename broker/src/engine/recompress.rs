@@ -113,6 +113,7 @@ impl Engine {
         &self,
         topics: Routed<Result<VerifiedBatches, BatchesError>>,
         acks: i8,
+        timeout: std::time::Duration,
     ) -> TopicParts<ProduceResult> {
         let mut refused = Vec::new();
         let mut topics: Routed<VerifiedBatches> = topics
@@ -150,7 +151,7 @@ impl Engine {
             .collect();
         let (_recompressed, recompress_refused) = self.recompress_for_topics(&mut topics).await;
         refused.extend(recompress_refused);
-        let mut results = self.produce_routed(topics, acks).await;
+        let mut results = self.produce_routed(topics, acks, timeout).await;
         // Refused partitions were unrouted; give them their own answer.
         for (t, p, result) in refused {
             results[t].1[p].1 = result;

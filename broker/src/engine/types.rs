@@ -31,6 +31,10 @@ pub struct ProduceRequest {
     /// -1 (all in-sync replicas), 0 (none: the client wants no answer) or
     /// 1 (the leader); anything else is refused per partition.
     pub acks: i8,
+    /// How long acks=all may wait for the in-sync replicas (Kafka's
+    /// `timeout_ms`; the owning shard caps it at its ack timeout): then
+    /// REQUEST_TIMED_OUT.
+    pub timeout: Duration,
     /// Each partition's batches, verified where they entered the broker
     /// (one `Bytes` per batch, moved to the owning shard as they are;
     /// recompressed only for a topic whose `compression.type` names

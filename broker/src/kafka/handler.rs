@@ -305,6 +305,7 @@ impl KafkaHandler {
         inflight: &mut BudgetHold<'_>,
         frame_len: usize,
     ) -> ProduceResponse {
+        let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
         // Partitions that will be refused anyway are not converted: a
         // request's batches are decompressed only for partitions the
         // engine would route, and only with valid acks.
@@ -344,7 +345,14 @@ impl KafkaHandler {
         }
         drop(scratch);
         inflight.shrink_to(frame_len);
-        let results = self.engine.produce(EngineProduce { acks, topics }).await;
+        let results = self
+            .engine
+            .produce(EngineProduce {
+                acks,
+                timeout,
+                topics,
+            })
+            .await;
         tracing::trace!(acks, ?results, "kafka produce");
         let mut response = ProduceResponse::default();
         for ((name, results), answers) in results.into_iter().zip(refused) {
@@ -979,6 +987,7 @@ mod tests {
         let appended = |batches: VerifiedBatches| -> Vec<BytesMut> {
             let request = ProduceRequest {
                 acks: 1,
+                timeout: Duration::from_secs(30),
                 topics: vec![("t".to_owned(), vec![(PartitionId(0), Ok(batches))])],
             };
             let (name, mut parts) = request.topics.into_iter().next().expect("a topic");
@@ -988,7 +997,7 @@ mod tests {
                 route: Ok(ShardId(0)),
                 input: input.expect("valid"),
             };
-            let op = produce_op(&name, &mut part, 1);
+            let op = produce_op(&name, &mut part, 1, Duration::from_secs(30));
             assert!(part.input.is_empty(), "moved, not shared");
             let Op::Produce { records, .. } = op else {
                 panic!("{op:?}")

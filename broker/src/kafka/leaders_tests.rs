@@ -310,6 +310,7 @@ fn elect_leaders_and_offset_for_leader_epoch_through_the_handler() {
         let records = builder.finish().expect("builds");
         let produced = engine
             .produce(ProduceRequest {
+                timeout: std::time::Duration::from_secs(30),
                 acks: 1,
                 topics: vec![(
                     "t".to_owned(),

@@ -224,6 +224,7 @@ async fn handle(engine: &Engine, frame: &Frame, cost: usize) -> Reply {
                 .collect();
             let request = ProduceRequest {
                 acks: request.acks().0,
+                timeout: Duration::from_millis(u64::from(request.timeout_ms())),
                 topics,
             };
             produce_reply(&engine.produce(request).await)

@@ -629,6 +629,7 @@ impl PartitionManager {
         partition: PartitionId,
         batches: VerifiedBatches,
         acks: i8,
+        timeout: Duration,
     ) -> ProduceResult {
         let Some(p) = self.get(topic, partition) else {
             if let Some(offline) = self.offline(topic, partition) {
@@ -731,7 +732,8 @@ impl PartitionManager {
             // Released when the ack end passes its offsets: by its own
             // flush above (one replica), or by the followers' fetches
             // moving the high watermark (the wake-up of `data` per move).
-            let deadline = Instant::now() + self.ack_timeout.get();
+            let wait = timeout.min(self.ack_timeout.get());
+            let deadline = Instant::now() + wait;
             loop {
                 let notified = p.data.notified();
                 let outcome = p.state.borrow_mut().take_outcome(waiter);
@@ -751,7 +753,7 @@ impl PartitionManager {
                         ErrorCode::RequestTimedOut,
                         format!(
                             "appended, but not replicated to the in-sync replicas within {} ms",
-                            self.ack_timeout.get().as_millis()
+                            wait.as_millis()
                         ),
                     );
                 }
@@ -1549,7 +1551,9 @@ mod tests {
             let records =
                 VerifiedBatches::verify(&Bytes::from(batch(&[b"a", b"b"]))).expect("valid");
 
-            let acked = manager.produce("t", p0, records.clone(), 1).await;
+            let acked = manager
+                .produce("t", p0, records.clone(), 1, DEFAULT_ACK_TIMEOUT)
+                .await;
             assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 0));
             let p = manager.get("t", p0).expect("open");
             assert_eq!(p.state.borrow().high_watermark(), Offset(2));
@@ -1558,7 +1562,9 @@ mod tests {
             assert_eq!((read.error, read.high_watermark), (ErrorCode::None, 2));
             assert_eq!(read.batches.len(), 1);
 
-            let acked = manager.produce("t", p0, records.clone(), -1).await;
+            let acked = manager
+                .produce("t", p0, records.clone(), -1, DEFAULT_ACK_TIMEOUT)
+                .await;
             assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 2));
             assert_eq!(p.state.borrow().durable_end(), Offset(4));
             assert_eq!(p.log.durable_end(), Offset(4));
@@ -1586,9 +1592,13 @@ mod tests {
                 .reconfigure("t", &[p0], &config)
                 .await
                 .expect("alter");
-            let refused = manager.produce("t", p0, records.clone(), -1).await;
+            let refused = manager
+                .produce("t", p0, records.clone(), -1, DEFAULT_ACK_TIMEOUT)
+                .await;
             assert_eq!(refused.error, ErrorCode::NotEnoughReplicas);
-            let acked = manager.produce("t", p0, records, 1).await;
+            let acked = manager
+                .produce("t", p0, records, 1, DEFAULT_ACK_TIMEOUT)
+                .await;
             assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 4));
             manager.close_all().await;
         });
@@ -1647,7 +1657,7 @@ mod tests {
             // acks=all waits for the follower; the follower catches up.
             let produce = glommio::spawn_local({
                 let a = a.clone();
-                async move { a.produce("t", p0, records(), -1).await }
+                async move { a.produce("t", p0, records(), -1, DEFAULT_ACK_TIMEOUT).await }
             });
             glommio::timer::sleep(Duration::from_millis(20)).await;
             let read = a
@@ -1696,7 +1706,9 @@ mod tests {
             assert_eq!(on_a.batches, on_b.batches);
             // A follower is not produced to or read by consumers.
             assert_eq!(
-                b.produce("t", p0, records(), 1).await.error,
+                b.produce("t", p0, records(), 1, DEFAULT_ACK_TIMEOUT)
+                    .await
+                    .error,
                 ErrorCode::NotLeaderOrFollower
             );
             assert_eq!(
@@ -1706,10 +1718,20 @@ mod tests {
 
             // The leader appends an acks=1 batch the follower never gets,
             // then node 2 takes over at epoch 2 and writes its own.
-            assert_eq!(a.produce("t", p0, records(), 1).await.base_offset, 2);
+            assert_eq!(
+                a.produce("t", p0, records(), 1, DEFAULT_ACK_TIMEOUT)
+                    .await
+                    .base_offset,
+                2
+            );
             b.apply_leaderships("t", n2, &[(p0, image(n2, &[n2], 2, 1))]);
             a.apply_leaderships("t", n1, &[(p0, image(n2, &[n2], 2, 1))]);
-            assert_eq!(b.produce("t", p0, records(), 1).await.base_offset, 2);
+            assert_eq!(
+                b.produce("t", p0, records(), 1, DEFAULT_ACK_TIMEOUT)
+                    .await
+                    .base_offset,
+                2
+            );
             let answer = b.epoch_end("t", p0, None, LeaderEpoch(1));
             assert_eq!((answer.leader_epoch, answer.end_offset), (1, 2));
             // The old leader finds where the logs part and truncates there.
@@ -1760,6 +1782,15 @@ mod tests {
                 on_a.batches, on_b.batches,
                 "the replicas agree after truncation"
             );
+            // With node 1 back in the ISR, an acks=all produce whose
+            // request allows 50 ms gets REQUEST_TIMED_OUT when no follower
+            // fetches meanwhile (its records stay, unacknowledged).
+            b.apply_leaderships("t", n2, &[(p0, image(n2, &[n2, n1], 2, 2))]);
+            let timed_out = b
+                .produce("t", p0, records(), -1, Duration::from_millis(50))
+                .await;
+            assert_eq!(timed_out.error, ErrorCode::RequestTimedOut, "{timed_out:?}");
+            assert_eq!(b.get("t", p0).expect("open").state.borrow().waiting(), 0);
             let epochs_a: Vec<_> = a
                 .position("t", p0, LeaderEpoch(2))
                 .expect("following")

@@ -170,6 +170,7 @@ fn with_leader<F: std::future::Future<Output = ()>>(
         let epoch = epoch.expect("the topic in the catalog");
         let produced = engine
             .produce(ProduceRequest {
+                timeout: std::time::Duration::from_secs(30),
                 acks: 1,
                 topics: vec![(
                     "r".into(),
