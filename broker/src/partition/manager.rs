@@ -789,14 +789,8 @@ impl PartitionManager {
             }
             return FetchResult::error(ErrorCode::NotLeaderOrFollower);
         };
-        {
-            let state = p.state.borrow();
-            if let Role::Follower { .. } = state.role() {
-                return FetchResult::error(ErrorCode::NotLeaderOrFollower);
-            }
-            if let Err(error) = state.check_leader_epoch(current_leader_epoch) {
-                return FetchResult::error(error.code());
-            }
+        if let Err(error) = p.state.borrow().check_leader(current_leader_epoch) {
+            return FetchResult::error(error.code());
         }
         if let Some((node, durable_end)) = replica {
             // The follower has everything below its fetch offset: its
@@ -872,10 +866,7 @@ impl PartitionManager {
             return EpochEndResult::error(ErrorCode::NotLeaderOrFollower);
         };
         let state = p.state.borrow();
-        if let Role::Follower { .. } = state.role() {
-            return EpochEndResult::error(ErrorCode::NotLeaderOrFollower);
-        }
-        if let Err(error) = state.check_leader_epoch(current_leader_epoch) {
+        if let Err(error) = state.check_leader(current_leader_epoch) {
             return EpochEndResult::error(error.code());
         }
         match state.epoch_end(leader_epoch) {
@@ -944,10 +935,7 @@ impl PartitionManager {
             }
             return ListOffsetsResult::error(ErrorCode::NotLeaderOrFollower);
         };
-        if let Role::Follower { .. } = p.state.borrow().role() {
-            return ListOffsetsResult::error(ErrorCode::NotLeaderOrFollower);
-        }
-        if let Err(error) = p.state.borrow().check_leader_epoch(current_leader_epoch) {
+        if let Err(error) = p.state.borrow().check_leader(current_leader_epoch) {
             return ListOffsetsResult::error(error.code());
         }
         let found = |offset: Offset| ListOffsetsResult {

@@ -297,15 +297,14 @@ impl Replicas {
     /// The committed ISR members (followers) that have not caught up with
     /// the leader's end `leader_end` for more than `replica_lag_time_max_ms`
     /// at `now_ms`: those a shrink proposes out.
-    fn lagging(&self, leader_end: Offset, now_ms: i64) -> Vec<NodeId> {
+    fn lagging(&self, leader_end: Offset, now_ms: i64) -> impl Iterator<Item = NodeId> + '_ {
         let lag_max = i64::try_from(self.lag_time_max_ms).unwrap_or(i64::MAX);
         self.followers
             .iter()
             .filter(|f| self.isr.contains(&f.node))
-            .filter(|f| f.end != Some(leader_end))
-            .filter(|f| now_ms.saturating_sub(f.last_caught_up_ms) > lag_max)
+            .filter(move |f| f.end != Some(leader_end))
+            .filter(move |f| now_ms.saturating_sub(f.last_caught_up_ms) > lag_max)
             .map(|f| f.node)
-            .collect()
     }
 
     /// The committed ISR's size without the members that lag (see
@@ -313,7 +312,7 @@ impl Replicas {
     /// committed — which cannot happen while the controller is
     /// unreachable.
     pub fn live_isr_len(&self, leader_end: Offset, now_ms: i64) -> usize {
-        self.isr_len() - self.lagging(leader_end, now_ms).len()
+        self.isr_len() - self.lagging(leader_end, now_ms).count()
     }
 
     /// The controller refused the proposal based on `partition_epoch` (the
@@ -441,7 +440,7 @@ impl Replicas {
         if self.pending.is_some() {
             return None;
         }
-        let lagging = self.lagging(leader_end, now_ms);
+        let lagging: Vec<NodeId> = self.lagging(leader_end, now_ms).collect();
         if lagging.is_empty() {
             return None;
         }

@@ -597,6 +597,16 @@ impl PartitionState {
         self.producers.expire(now_ms)
     }
 
+    /// What every request served by the leader checks: this replica leads
+    /// (NOT_LEADER_OR_FOLLOWER otherwise), and `current`, the request's
+    /// leader epoch, is this one ([`Self::check_leader_epoch`]).
+    pub fn check_leader(&self, current: Option<LeaderEpoch>) -> Result<(), PartitionError> {
+        if let Role::Follower { leader } = self.role {
+            return Err(PartitionError::NotLeader { leader });
+        }
+        self.check_leader_epoch(current)
+    }
+
     /// The request's leader epoch against the partition's: older is
     /// fenced, newer is unknown (this leader has not caught up with the
     /// metadata). `None` (not given; Kafka's -1) is not checked.
@@ -633,15 +643,13 @@ impl PartitionState {
     /// acknowledge and that a producer, after its timeout, sends again.
     pub fn begin_produce(&self, acks: i8, now_ms: i64) -> Result<Acks, PartitionError> {
         let acks = Acks::from_wire(acks)?;
-        if let Role::Follower { leader } = self.role {
-            return Err(PartitionError::NotLeader { leader });
+        self.check_leader(None)?;
+        if acks != Acks::All {
+            return Ok(acks);
         }
         let min = self.policy.min_insync_replicas;
-        let in_sync = self
-            .replicas
-            .isr_len()
-            .min(self.replicas.live_isr_len(self.log_end, now_ms));
-        if acks == Acks::All && in_sync < min as usize {
+        let in_sync = self.replicas.live_isr_len(self.log_end, now_ms);
+        if in_sync < min as usize {
             return Err(PartitionError::NotEnoughReplicas {
                 min_insync_replicas: min,
                 in_sync,
