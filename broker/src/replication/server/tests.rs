@@ -2,23 +2,13 @@
 //! quorum of one, a real log in a temporary data dir): requests go in as
 //! encoded bodies, answers come back through the codec.
 
-use std::sync::Arc;
-
 use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput};
-use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, Offset, PartitionId, ShardId};
-use fjord_storage::{BatchCache, CacheConfig, LogConfig, SystemClock};
+use fjord_schema::{ErrorCode, LeaderEpoch, NodeId, Offset, PartitionId};
 
 use super::*;
 use crate::batches::VerifiedBatches;
 use crate::engine::types::{CreateSpec, ProduceRequest};
-use crate::engine::{BrokerView, EngineLimits};
-use crate::metadata::catalog::Catalog;
-use crate::metadata::registry::TopicRegistry;
-use crate::partition::manager::PartitionManager;
 use crate::replication::wire::{EpochQueryPartition, ReplicaFetchPartition};
-use crate::service::{ShardService, TopicAdmin};
-
-const NODE: NodeId = NodeId(7);
 
 fn batch(records: usize) -> Bytes {
     let mut builder = BatchBuilder::new(BatchOptions::default());
@@ -32,115 +22,13 @@ fn batch(records: usize) -> Bytes {
     builder.finish().expect("batch")
 }
 
-/// Starts a one-node controller on `service` and waits until unfenced.
-async fn start_controller(service: &Rc<ShardService>, data_dir: &std::path::Path) {
-    use crate::controller::driver::{recover, ClusterConfig, Voter};
-    use crate::controller::state::ControllerConfig;
-    use crate::metadata::image::{BrokerEndpoints, Endpoint};
-    let base = LogConfig::default();
-    let config = ClusterConfig {
-        node: NODE,
-        voters: vec![Voter {
-            node: NODE,
-            host: "127.0.0.1".into(),
-            port: 0,
-        }],
-        cluster_listen: "127.0.0.1:0".parse().expect("address"),
-        dir: data_dir.join("__cluster_metadata-0"),
-        endpoints: BrokerEndpoints {
-            native: Some(Endpoint {
-                host: "127.0.0.1".into(),
-                port: 9192,
-            }),
-            kafka: None,
-            cluster: None,
-        },
-        shards: 1,
-        rack: None,
-        heartbeat_interval_ms: 200,
-        raft_tick_ms: 100,
-        controller: ControllerConfig {
-            base,
-            voters: vec![NODE],
-            defaults: crate::topic::TopicConfig::from_log_config(&base),
-            default_partitions: 1,
-            default_replication_factor: 1,
-            offsets_partitions: 1,
-            offsets_replication_factor: 1,
-            partitions_max: 100,
-            session_timeout_ms: 9_000,
-            producer_id_block_size: 10,
-            leader_rebalance_interval_ms: 0,
-        },
-    };
-    let recovered = recover(&config).expect("metadata log");
-    service
-        .start_controller(config, recovered, Vec::new())
-        .expect("controller");
-    let data = crate::datadir::DataDir::open(data_dir).expect("data dir");
-    data.claim_for_node(NODE.get()).expect("node id");
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    assert!(service
-        .wait_unfenced(&stop, &data.meta_file())
-        .await
-        .expect("joined"));
-}
-
-/// Runs `test` with the service of a one-shard engine holding topic `r`
-/// (one partition, led here) with two batches of 3 and 2 records.
+/// Runs `test` with the service of a one-shard engine
+/// (`engine::testing::with_engine`, node 7) holding topic `r` (one
+/// partition, led here) with two batches of 3 and 2 records.
 fn with_leader<F: std::future::Future<Output = ()>>(
     test: impl FnOnce(Rc<ReplicationService>, LeaderEpoch) -> F + Send + 'static,
 ) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data_dir = dir.path().to_owned();
-    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(1 << 20)
-        .make()
-        .expect("executor");
-    executor.run(async move {
-        let registry = TopicRegistry::open(&data_dir, NODE, 1, 100).expect("registry");
-        let base = LogConfig {
-            prepare_step_bytes: 64 * 1024,
-            prepare_ahead_bytes: 64 * 1024,
-            ..LogConfig::default()
-        };
-        let partitions = PartitionManager::new(
-            ShardId(0),
-            data_dir.clone(),
-            base,
-            BatchCache::new(CacheConfig::default()),
-            Rc::new(SystemClock),
-        );
-        let service = Rc::new(ShardService::new(
-            ShardId(0),
-            NODE,
-            partitions,
-            Arc::new(Catalog::default()),
-            Some(TopicAdmin::new(registry, base, 1, NODE)),
-        ));
-        start_controller(&service, &data_dir).await;
-        let engine = Rc::new(Engine::new(
-            Arc::new(BrokerView {
-                node_id: NODE,
-                host: "127.0.0.1".into(),
-                port: 9192,
-                kafka_host: "127.0.0.1".into(),
-                kafka_port: 0,
-                shard_ports: vec![9193],
-                kafka_configs: Vec::new(),
-            }),
-            service.clone(),
-            EngineLimits {
-                inflight_bytes_max: 1 << 20,
-                fetch_bytes_max: 1 << 20,
-                fetch_wait_max: Duration::from_secs(1),
-                auto_create_topics: false,
-                request_buffer_bytes_max: 2 << 20,
-                response_bytes_max: 1 << 20,
-                decompressed_bytes_max_per_request: 256 << 10,
-                request_elements_max: 1000,
-            },
-        ));
+    crate::engine::testing::with_engine(|engine| async move {
         let created = engine
             .create_topics(
                 vec![CreateSpec {
@@ -162,7 +50,7 @@ fn with_leader<F: std::future::Future<Output = ()>>(
                 .topics()
                 .find(|t| t.name == "r")
                 .and_then(|t| t.partition(PartitionId(0)).map(|p| p.leader_epoch));
-            if epoch.is_some() && service.partitions.count() > 0 {
+            if epoch.is_some() {
                 break;
             }
             glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -183,7 +71,6 @@ fn with_leader<F: std::future::Future<Output = ()>>(
             .await;
         assert_eq!(produced[0].1[0].1.error, ErrorCode::None, "{produced:?}");
         test(Rc::new(ReplicationService::new(engine)), epoch).await;
-        service.partitions.close_all().await;
     });
 }
 
