@@ -1,0 +1,4 @@
+//! `fjord-sim`: runs seeds of the deterministic simulation (see
+//! `scripts/sim`).
+
+fn main() {}
