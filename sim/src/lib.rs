@@ -19,4 +19,14 @@
 //! failing seed prints itself and replays bit-for-bit
 //! (`FJORD_SIM_SEED=… cargo nextest run -p fjord-sim sim`).
 
+pub mod checker;
+pub mod controller;
 pub mod rng;
+pub mod world;
+
+pub use world::{Outcome, SimConfig, World};
+
+/// Runs the seed `seed` with its default configuration.
+pub fn run_seed(seed: u64) -> Outcome {
+    World::new(SimConfig::new(seed)).run()
+}

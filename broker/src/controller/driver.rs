@@ -121,6 +121,7 @@ impl ClusterConfig {
             voters: self.voter_ids(),
             election_tick: ELECTION_TICKS,
             heartbeat_tick: HEARTBEAT_TICKS,
+            fixed_election_timeout: false,
         }
     }
 }

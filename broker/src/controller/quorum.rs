@@ -50,6 +50,13 @@ pub struct QuorumConfig {
     pub election_tick: usize,
     /// The leader heartbeats every `heartbeat_tick` ticks.
     pub heartbeat_tick: usize,
+    /// Campaign after exactly `election_tick` ticks instead of a random
+    /// count in `election_tick..2 * election_tick`. raft-rs draws that
+    /// count from `thread_rng`, which a deterministic simulation cannot
+    /// seed; the simulation (`fjord-sim`) sets this and jitters the
+    /// length of each node's ticks from its own seeded generator instead,
+    /// which breaks split votes the same way. `false` in the broker.
+    pub fixed_election_timeout: bool,
 }
 
 /// Why a proposal was not taken.
@@ -126,6 +133,17 @@ impl Quorum {
             id: config.id,
             election_tick: config.election_tick,
             heartbeat_tick: config.heartbeat_tick,
+            // `min..max` of one value: raft-rs' draw has one outcome.
+            min_election_tick: if config.fixed_election_timeout {
+                config.election_tick
+            } else {
+                0
+            },
+            max_election_tick: if config.fixed_election_timeout {
+                config.election_tick + 1
+            } else {
+                0
+            },
             applied,
             max_size_per_msg: MSG_BYTES_MAX,
             max_inflight_msgs: INFLIGHT_MSGS_MAX,

@@ -25,6 +25,7 @@ fn config(id: u64, voters: &[u64]) -> QuorumConfig {
         voters: voters.to_vec(),
         election_tick: 10,
         heartbeat_tick: 2,
+        fixed_election_timeout: false,
     }
 }
 

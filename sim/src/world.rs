@@ -1,0 +1,716 @@
+//! The simulated world: time, the network between nodes and clients,
+//! the nodes (crashed, paused, running), the nemesis that injects faults,
+//! the workload's clients, and the checker's observations — one event
+//! queue ordered by (time, sequence), one seeded generator per purpose.
+//! Nothing here reads the wall clock, spawns a thread or iterates a
+//! `HashMap`: a run is a function of its [`SimConfig`].
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fjord_broker::controller::commands::{
+    Answer, ControllerCommand, ControllerReply, CreateTopicSpec,
+};
+use fjord_broker::controller::state::ControllerConfig;
+use fjord_broker::metadata::image::MetadataImage;
+use fjord_broker::topic::TopicConfig;
+use fjord_schema::NodeId;
+use fjord_storage::LogConfig;
+
+use crate::checker::Checker;
+use crate::controller::{CtlConfig, CtlMsg, CtlOut, Origin, SimController, Unavailable};
+use crate::rng::SimRng;
+
+/// How one run is set up. Every field has a default ([`SimConfig::new`]);
+/// the seed decides the rest.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// Simulated nodes (3–5); the first three vote in the metadata
+    /// quorum, the others are learners.
+    pub nodes: u32,
+    /// Simulated time with faults and workload, in ms; then every fault
+    /// heals and the cluster gets `quiet_ms` to converge before the final
+    /// checks.
+    pub duration_ms: u64,
+    pub quiet_ms: u64,
+    /// Inject faults (off: a fault-free run, the baseline).
+    pub faults: bool,
+    /// Raft tick (the broker's `raft_tick_ms`).
+    pub tick_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub session_timeout_ms: u64,
+}
+
+impl SimConfig {
+    /// The defaults for `seed`: 3–5 nodes (from the seed), 20 s of faults
+    /// and load, 15 s of quiet.
+    pub fn new(seed: u64) -> SimConfig {
+        let mut rng = SimRng::new(seed).fork("config");
+        SimConfig {
+            seed,
+            nodes: rng.range(3, 5) as u32,
+            duration_ms: 20_000,
+            quiet_ms: 15_000,
+            faults: true,
+            tick_ms: 50,
+            heartbeat_interval_ms: 250,
+            session_timeout_ms: 1_500,
+        }
+    }
+}
+
+/// Who sends or receives a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Addr {
+    Node(NodeId),
+    Client(u32),
+}
+
+/// A message on the simulated network.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    Ctl(CtlMsg),
+    /// An admin client's command to a node (which submits it).
+    Admin {
+        req: u64,
+        command: ControllerCommand,
+    },
+    AdminReply {
+        req: u64,
+        result: Result<Answer, Unavailable>,
+    },
+}
+
+/// Faults in force and counted.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub events: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    pub admin_ok: u64,
+    pub admin_failed: u64,
+    /// Metadata images applied (over all nodes).
+    pub images: u64,
+    /// Elections of partition leaders seen (distinct (partition, epoch)).
+    pub leader_epochs: u64,
+}
+
+impl Stats {
+    /// The counters other than faults and messages, by name (for the
+    /// campaign's summary).
+    pub fn totals(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("admin commands answered", self.admin_ok),
+            ("admin commands failed or unanswered", self.admin_failed),
+            ("metadata images applied", self.images),
+            ("partition leader epochs", self.leader_epochs),
+        ]
+    }
+}
+
+/// The outcome of one run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub seed: u64,
+    pub nodes: u32,
+    /// What the checker found; empty when the run held every invariant.
+    pub violations: Vec<String>,
+    pub stats: Stats,
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver {
+        from: Addr,
+        to: Addr,
+        msg: Msg,
+    },
+    /// A node's periodic poll.
+    Wake(usize),
+    /// The nemesis decides the next fault.
+    Nemesis,
+    Heal(Heal),
+    /// A client's next action.
+    Client(u32),
+}
+
+#[derive(Debug, Clone)]
+enum Heal {
+    /// Restore the cut links.
+    Links(Vec<(NodeId, NodeId)>),
+    Restart(usize),
+    Resume(usize),
+}
+
+#[derive(Debug)]
+struct Node {
+    id: NodeId,
+    dir: PathBuf,
+    ctl: Option<SimController>,
+    /// Paused (SIGSTOP): neither timers nor messages run until then.
+    paused_until: Option<u64>,
+    /// Its steady clock runs ahead of the world's by this (forward jumps).
+    skew_ms: u64,
+    /// The image last seen applied here (by pointer).
+    seen: Option<Arc<MetadataImage>>,
+    restarts: u64,
+}
+
+/// Network behaviour for the nemesis to change.
+#[derive(Debug, Clone)]
+struct Net {
+    /// Directed links that drop everything.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    loss: f64,
+    duplicate: f64,
+    delay_min_ms: u64,
+    delay_max_ms: u64,
+}
+
+/// Poll period of every node (timers are checked this often).
+const POLL_MS: u64 = 10;
+
+/// The world of one run.
+#[derive(Debug)]
+pub struct World {
+    config: SimConfig,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Event>,
+    nodes: Vec<Node>,
+    net: Net,
+    net_rng: SimRng,
+    nemesis_rng: SimRng,
+    node_rng: SimRng,
+    client_rng: SimRng,
+    /// The run's Raft log directories (tmpfs when there is one).
+    _dir: tempfile::TempDir,
+    ctl_config: ControllerConfig,
+    admin: AdminClient,
+    checker: Checker,
+    stats: Stats,
+    /// Faults stop and heal from here on.
+    quiet: bool,
+}
+
+/// The admin workload: topics created and deleted, elections asked.
+#[derive(Debug, Default)]
+struct AdminClient {
+    next_req: u64,
+    in_flight: BTreeMap<u64, ControllerCommand>,
+    topics: u32,
+}
+
+const ADMIN: u32 = 0;
+
+fn controller_config(config: &SimConfig) -> ControllerConfig {
+    let base = LogConfig::default();
+    ControllerConfig {
+        voters: (1..=config.nodes.min(3)).map(NodeId).collect(),
+        defaults: TopicConfig::from_log_config(&base),
+        base,
+        default_partitions: 2,
+        default_replication_factor: 3,
+        offsets_partitions: 3,
+        offsets_replication_factor: 3,
+        partitions_max: 64,
+        session_timeout_ms: config.session_timeout_ms,
+        producer_id_block_size: 100,
+        leader_rebalance_interval_ms: 5_000,
+    }
+}
+
+impl World {
+    pub fn new(config: SimConfig) -> World {
+        let mut root = SimRng::new(config.seed);
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::Builder::new()
+                .prefix("fjord-sim-")
+                .tempdir_in(shm)
+        } else {
+            tempfile::Builder::new().prefix("fjord-sim-").tempdir()
+        }
+        .expect("a temporary directory for the simulated Raft logs");
+        let nodes = (1..=config.nodes)
+            .map(|n| Node {
+                id: NodeId(n),
+                dir: dir.path().join(format!("n{n}")),
+                ctl: None,
+                paused_until: None,
+                skew_ms: 0,
+                seen: None,
+                restarts: 0,
+            })
+            .collect();
+        let mut world = World {
+            ctl_config: controller_config(&config),
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            nodes,
+            net: Net {
+                cut: BTreeSet::new(),
+                loss: 0.0,
+                duplicate: 0.0,
+                delay_min_ms: 1,
+                delay_max_ms: 5,
+            },
+            net_rng: root.fork("net"),
+            nemesis_rng: root.fork("nemesis"),
+            node_rng: root.fork("nodes"),
+            client_rng: root.fork("clients"),
+            _dir: dir,
+            admin: AdminClient::default(),
+            checker: Checker::default(),
+            stats: Stats::default(),
+            quiet: false,
+            config,
+        };
+        for i in 0..world.nodes.len() {
+            world.start_node(i);
+            let first = world.node_rng.range(0, POLL_MS);
+            world.schedule(first, Event::Wake(i));
+        }
+        if world.config.faults {
+            let first = world.nemesis_rng.range(500, 3_000);
+            world.schedule(first, Event::Nemesis);
+        }
+        world.schedule(1_000, Event::Client(ADMIN));
+        world
+    }
+
+    fn schedule(&mut self, after_ms: u64, event: Event) {
+        let seq = self.seq;
+        self.seq += 1;
+        self.queue.push(Reverse((self.now + after_ms, seq)));
+        self.events.insert(seq, event);
+    }
+
+    fn local_now(&self, i: usize) -> u64 {
+        self.now + self.nodes[i].skew_ms
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        std::fs::create_dir_all(&node.dir).expect("the simulated node's directory");
+        let config = CtlConfig {
+            node: node.id,
+            voters: self.ctl_config.voters.clone(),
+            controller: self.ctl_config.clone(),
+            tick_ms: self.config.tick_ms,
+            heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+        };
+        let now = self.now + node.skew_ms;
+        match SimController::open(config, &node.dir, now, &mut self.node_rng) {
+            Ok(ctl) => node.ctl = Some(ctl),
+            Err(error) => {
+                self.checker.violation(
+                    self.now,
+                    format!("node {} cannot reopen: {error}", node.id.0),
+                );
+            }
+        }
+        node.seen = None;
+    }
+
+    /// Runs to the end and checks.
+    pub fn run(mut self) -> Outcome {
+        let end = self.config.duration_ms + self.config.quiet_ms;
+        while let Some(Reverse((at, seq))) = self.queue.pop() {
+            if at > end {
+                break;
+            }
+            self.now = at;
+            if !self.quiet && at >= self.config.duration_ms {
+                self.quiet = true;
+                self.heal_everything();
+            }
+            let Some(event) = self.events.remove(&seq) else {
+                continue;
+            };
+            self.stats.events += 1;
+            self.handle(event);
+        }
+        self.now = end;
+        self.final_checks();
+        Outcome {
+            seed: self.config.seed,
+            nodes: self.config.nodes,
+            violations: self.checker.violations().to_vec(),
+            stats: self.stats,
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Wake(i) => {
+                self.schedule(POLL_MS, Event::Wake(i));
+                if self.nodes[i].paused_until.is_some() {
+                    return;
+                }
+                let now = self.local_now(i);
+                let mut out = Vec::new();
+                if let Some(ctl) = self.nodes[i].ctl.as_mut() {
+                    ctl.poll(now, &mut out);
+                }
+                self.node_out(i, out);
+            }
+            Event::Deliver { from, to, msg } => self.deliver(from, to, msg),
+            Event::Nemesis => {
+                if !self.quiet {
+                    self.nemesis();
+                    let next = self.nemesis_rng.range(300, 2_500);
+                    self.schedule(next, Event::Nemesis);
+                }
+            }
+            Event::Heal(heal) => self.heal(heal),
+            Event::Client(ADMIN) => self.admin_step(),
+            Event::Client(_) => {}
+        }
+    }
+
+    fn deliver(&mut self, from: Addr, to: Addr, msg: Msg) {
+        if let (Addr::Node(a), Addr::Node(b)) = (from, to) {
+            if self.net.cut.contains(&(a, b)) {
+                self.stats.dropped += 1;
+                return;
+            }
+        }
+        match to {
+            Addr::Node(node) => {
+                let i = (node.0 - 1) as usize;
+                if let Some(until) = self.nodes[i].paused_until {
+                    // Held in the socket buffers until it runs again.
+                    let after = until.saturating_sub(self.now) + self.net_rng.range(0, 3);
+                    self.schedule(after, Event::Deliver { from, to, msg });
+                    return;
+                }
+                if self.nodes[i].ctl.is_none() {
+                    self.stats.dropped += 1;
+                    return;
+                }
+                self.stats.delivered += 1;
+                let now = self.local_now(i);
+                let mut out = Vec::new();
+                match msg {
+                    Msg::Ctl(msg) => {
+                        let Addr::Node(from) = from else { return };
+                        if let Some(ctl) = self.nodes[i].ctl.as_mut() {
+                            ctl.on_message(from, msg, now, &mut out);
+                        }
+                    }
+                    Msg::Admin { req, command } => {
+                        if let Some(ctl) = self.nodes[i].ctl.as_mut() {
+                            ctl.submit(command, Origin::Client(req), now);
+                            ctl.poll(now, &mut out);
+                        }
+                    }
+                    Msg::AdminReply { .. } => {}
+                }
+                self.node_out(i, out);
+            }
+            Addr::Client(ADMIN) => {
+                self.stats.delivered += 1;
+                if let Msg::AdminReply { req, result } = msg {
+                    self.admin_answered(req, result);
+                }
+            }
+            Addr::Client(_) => {}
+        }
+    }
+
+    fn send(&mut self, from: Addr, to: Addr, msg: Msg) {
+        if let (Addr::Node(a), Addr::Node(b)) = (from, to) {
+            if self.net.cut.contains(&(a, b)) {
+                self.stats.dropped += 1;
+                return;
+            }
+        }
+        if self.net_rng.chance(self.net.loss) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let delay = self
+            .net_rng
+            .range(self.net.delay_min_ms, self.net.delay_max_ms);
+        if self.net_rng.chance(self.net.duplicate) {
+            self.stats.duplicated += 1;
+            let again = self
+                .net_rng
+                .range(self.net.delay_min_ms, self.net.delay_max_ms * 4);
+            self.schedule(
+                again,
+                Event::Deliver {
+                    from,
+                    to,
+                    msg: msg.clone(),
+                },
+            );
+        }
+        self.schedule(delay, Event::Deliver { from, to, msg });
+    }
+
+    fn node_out(&mut self, i: usize, out: Vec<CtlOut>) {
+        let me = Addr::Node(self.nodes[i].id);
+        for o in out {
+            match o {
+                CtlOut::Send { to, msg } => self.send(me, Addr::Node(to), Msg::Ctl(msg)),
+                CtlOut::Answered {
+                    origin: Origin::Client(req),
+                    result,
+                    ..
+                } => self.send(me, Addr::Client(ADMIN), Msg::AdminReply { req, result }),
+                CtlOut::Answered { .. } => {}
+            }
+        }
+        self.observe(i);
+    }
+
+    /// The checker looks at a node's image when it changed.
+    fn observe(&mut self, i: usize) {
+        let Some(ctl) = self.nodes[i].ctl.as_ref() else {
+            return;
+        };
+        let image = ctl.image().clone();
+        if self.nodes[i]
+            .seen
+            .as_ref()
+            .is_some_and(|seen| Arc::ptr_eq(seen, &image))
+        {
+            return;
+        }
+        self.stats.images += 1;
+        let applied = ctl.applied();
+        let node = self.nodes[i].id;
+        self.checker.image_applied(self.now, node, applied, &image);
+        self.nodes[i].seen = Some(image);
+    }
+
+    fn admin_step(&mut self) {
+        let next = self.client_rng.range(500, 3_000);
+        self.schedule(next, Event::Client(ADMIN));
+        if self.quiet || self.admin.in_flight.len() >= 4 {
+            return;
+        }
+        let command = match self.client_rng.below(10) {
+            0..=4 => {
+                self.admin.topics += 1;
+                let partitions = self.client_rng.range(1, 4) as u32;
+                let mut configs = BTreeMap::new();
+                configs.insert("min.insync.replicas".to_owned(), "2".to_owned());
+                ControllerCommand::CreateTopics(vec![CreateTopicSpec {
+                    name: format!("t{}", self.admin.topics),
+                    partitions: Some(partitions),
+                    replication_factor: Some(3.min(self.config.nodes as u16)),
+                    assignments: None,
+                    configs,
+                    validate_only: false,
+                }])
+            }
+            5 => {
+                let n = self
+                    .client_rng
+                    .range(1, u64::from(self.admin.topics.max(1)));
+                ControllerCommand::DeleteTopics(vec![format!("t{n}")])
+            }
+            _ => ControllerCommand::ElectLeaders {
+                partitions: None,
+                preferred: self.client_rng.chance(0.5),
+            },
+        };
+        let req = self.admin.next_req;
+        self.admin.next_req += 1;
+        self.admin.in_flight.insert(req, command.clone());
+        let to = NodeId(self.client_rng.range(1, u64::from(self.config.nodes)) as u32);
+        self.send(
+            Addr::Client(ADMIN),
+            Addr::Node(to),
+            Msg::Admin { req, command },
+        );
+        // A lost request or answer: forgotten after the submit deadline.
+        self.admin.in_flight.retain(|r, _| req - *r < 16);
+    }
+
+    fn admin_answered(&mut self, req: u64, result: Result<Answer, Unavailable>) {
+        if self.admin.in_flight.remove(&req).is_none() {
+            return;
+        }
+        match result {
+            Ok(Answer {
+                reply: ControllerReply::NotController { .. },
+                ..
+            })
+            | Err(_) => self.stats.admin_failed += 1,
+            Ok(_) => self.stats.admin_ok += 1,
+        }
+    }
+
+    fn count(&mut self, kind: &'static str) {
+        *self.stats.faults.entry(kind).or_default() += 1;
+    }
+
+    fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// One fault, healed later.
+    fn nemesis(&mut self) {
+        let n = self.nodes.len();
+        let heal_after = self.nemesis_rng.range(500, 6_000);
+        match self.nemesis_rng.below(9) {
+            0 => {
+                // Isolate one node both ways (often the controller).
+                let i = self.pick_victim();
+                let victim = self.nodes[i].id;
+                let links = self.isolate(&[victim]);
+                self.count("partition: isolate a node");
+                self.schedule(heal_after, Event::Heal(Heal::Links(links)));
+            }
+            1 => {
+                // A majority/minority split.
+                let mut ids = self.node_ids();
+                let k = self.nemesis_rng.range(1, (n as u64 - 1) / 2 + 1) as usize;
+                let mut minority = Vec::new();
+                for _ in 0..k {
+                    let j = self.nemesis_rng.below(ids.len() as u64) as usize;
+                    minority.push(ids.remove(j));
+                }
+                let links = self.isolate(&minority);
+                self.count("partition: majority/minority");
+                self.schedule(heal_after, Event::Heal(Heal::Links(links)));
+            }
+            2 => {
+                // One-way: a cannot reach b (b still reaches a).
+                let a = self.nemesis_rng.below(n as u64) as usize;
+                let b = (a + 1 + self.nemesis_rng.below(n as u64 - 1) as usize) % n;
+                let link = (self.nodes[a].id, self.nodes[b].id);
+                if self.net.cut.insert(link) {
+                    self.count("partition: one-way");
+                    self.schedule(heal_after, Event::Heal(Heal::Links(vec![link])));
+                }
+            }
+            3 => {
+                let i = self.pick_victim();
+                if self.nodes[i].ctl.is_some() && self.nodes[i].paused_until.is_none() {
+                    self.nodes[i].ctl = None;
+                    self.count("crash");
+                    let after = self.nemesis_rng.range(200, 4_000);
+                    self.schedule(after, Event::Heal(Heal::Restart(i)));
+                }
+            }
+            4 => {
+                let i = self.pick_victim();
+                if self.nodes[i].ctl.is_some() && self.nodes[i].paused_until.is_none() {
+                    let until = self.now + heal_after;
+                    self.nodes[i].paused_until = Some(until);
+                    self.count("pause (SIGSTOP)");
+                    self.schedule(heal_after, Event::Heal(Heal::Resume(i)));
+                }
+            }
+            5 => {
+                // A forward jump of one node's steady clock.
+                let i = self.nemesis_rng.below(n as u64) as usize;
+                self.nodes[i].skew_ms += self.nemesis_rng.range(50, 2_000);
+                self.count("clock jump");
+            }
+            6 => {
+                self.net.loss = [0.0, 0.01, 0.05, 0.2][self.nemesis_rng.below(4) as usize];
+                self.count("network: loss rate change");
+            }
+            7 => {
+                self.net.duplicate = [0.0, 0.01, 0.05][self.nemesis_rng.below(3) as usize];
+                self.count("network: duplication rate change");
+            }
+            _ => {
+                // Delay and reordering: a wider delay spread reorders.
+                let (lo, hi) =
+                    [(1, 5), (1, 50), (5, 200), (0, 500)][self.nemesis_rng.below(4) as usize];
+                self.net.delay_min_ms = lo;
+                self.net.delay_max_ms = hi;
+                self.count("network: delay/reorder change");
+            }
+        }
+    }
+
+    /// A node to hit: the active controller half the time.
+    fn pick_victim(&mut self) -> usize {
+        if self.nemesis_rng.chance(0.5) {
+            if let Some(i) = self
+                .nodes
+                .iter()
+                .position(|n| n.ctl.as_ref().is_some_and(|c| c.is_active_controller()))
+            {
+                return i;
+            }
+        }
+        self.nemesis_rng.below(self.nodes.len() as u64) as usize
+    }
+
+    /// Cuts every link between `group` and the other nodes, both ways;
+    /// returns the links cut now (to heal).
+    fn isolate(&mut self, group: &[NodeId]) -> Vec<(NodeId, NodeId)> {
+        let mut cut = Vec::new();
+        for a in self.node_ids() {
+            for b in self.node_ids() {
+                if group.contains(&a) != group.contains(&b) && self.net.cut.insert((a, b)) {
+                    cut.push((a, b));
+                }
+            }
+        }
+        cut
+    }
+
+    fn heal(&mut self, heal: Heal) {
+        match heal {
+            Heal::Links(links) => {
+                for link in links {
+                    self.net.cut.remove(&link);
+                }
+            }
+            Heal::Restart(i) => {
+                if self.nodes[i].ctl.is_none() {
+                    self.nodes[i].restarts += 1;
+                    self.start_node(i);
+                }
+            }
+            Heal::Resume(i) => self.nodes[i].paused_until = None,
+        }
+    }
+
+    fn heal_everything(&mut self) {
+        self.net.cut.clear();
+        self.net.loss = 0.0;
+        self.net.duplicate = 0.0;
+        self.net.delay_min_ms = 1;
+        self.net.delay_max_ms = 5;
+        for i in 0..self.nodes.len() {
+            self.nodes[i].paused_until = None;
+            if self.nodes[i].ctl.is_none() {
+                self.start_node(i);
+            }
+        }
+    }
+
+    fn final_checks(&mut self) {
+        let images: Vec<(NodeId, u64, Arc<MetadataImage>, bool)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                n.ctl
+                    .as_ref()
+                    .map(|c| (n.id, c.applied(), c.image().clone(), c.unfenced()))
+            })
+            .collect();
+        self.checker.converged(&images);
+        self.stats.leader_epochs = self.checker.leader_epochs();
+    }
+}

@@ -1,0 +1,52 @@
+//! The deterministic simulation's seeds (issue 15): `FJORD_SIM_SEED=<n>`
+//! replays one seed; `FJORD_SIM_SEEDS=<n>` (default 40) runs seeds
+//! `FJORD_SIM_FIRST..+n` (default from 1). Every failing seed is printed
+//! with the command that replays it. Long campaigns: `scripts/sim`.
+
+use fjord_sim::run_seed;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn sim_seeds_hold_every_invariant() {
+    let seeds: Vec<u64> = match env_u64("FJORD_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => {
+            let first = env_u64("FJORD_SIM_FIRST").unwrap_or(1);
+            let count = env_u64("FJORD_SIM_SEEDS").unwrap_or(40);
+            (first..first + count).collect()
+        }
+    };
+    let mut failed = Vec::new();
+    for seed in seeds {
+        let outcome = run_seed(seed);
+        if !outcome.violations.is_empty() {
+            eprintln!(
+                "seed {seed} ({} nodes) FAILED; replay: FJORD_SIM_SEED={seed} cargo nextest run -p fjord-sim sim",
+                outcome.nodes
+            );
+            for violation in &outcome.violations {
+                eprintln!("  {violation}");
+            }
+            failed.push(seed);
+        }
+    }
+    assert!(failed.is_empty(), "failing seeds: {failed:?}");
+}
+
+#[test]
+fn sim_a_seed_replays_bit_for_bit() {
+    let a = run_seed(7);
+    let b = run_seed(7);
+    assert_eq!(a.stats.events, b.stats.events);
+    assert_eq!(a.stats.delivered, b.stats.delivered);
+    assert_eq!(a.stats.faults, b.stats.faults);
+    assert_eq!(a.violations, b.violations);
+    assert!(
+        a.stats.events > 1_000,
+        "the run did something: {:?}",
+        a.stats
+    );
+}
