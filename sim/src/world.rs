@@ -550,6 +550,13 @@ impl World {
                 ..
             })
             | Err(_) => self.stats.admin_failed += 1,
+            Ok(Answer {
+                reply: ControllerReply::ProducerIds { first, size },
+                ..
+            }) => {
+                self.stats.admin_ok += 1;
+                self.checker.producer_ids(self.now, first, size);
+            }
             Ok(_) => self.stats.admin_ok += 1,
         }
     }
