@@ -30,3 +30,4 @@ pub use world::{Outcome, SimConfig, World};
 pub fn run_seed(seed: u64) -> Outcome {
     World::new(SimConfig::new(seed)).run()
 }
+pub mod client;
