@@ -354,6 +354,7 @@ impl World {
         match event {
             Event::Wake(i) => {
                 self.schedule(POLL_MS, Event::Wake(i));
+                let _span = tracing::info_span!("node", n = i + 1, t = self.now).entered();
                 if self.nodes[i].paused_until.is_some() {
                     return;
                 }
@@ -388,6 +389,7 @@ impl World {
         match to {
             Addr::Node(node) => {
                 let i = (node.0 - 1) as usize;
+                let _span = tracing::info_span!("node", n = node.0, t = self.now).entered();
                 if let Some(until) = self.nodes[i].paused_until {
                     // Held in the socket buffers until it runs again.
                     let after = until.saturating_sub(self.now) + self.net_rng.range(0, 3);
@@ -404,6 +406,11 @@ impl World {
                 match msg {
                     Msg::Ctl(msg) => {
                         let Addr::Node(from) = from else { return };
+                        if let CtlMsg::Raft(batch) = &msg {
+                            for m in batch {
+                                tracing::trace!(from = from.0, kind = ?m.get_msg_type(), term = m.term, index = m.index, commit = m.commit, reject = m.reject, "sim: raft message");
+                            }
+                        }
                         if let Some(ctl) = self.nodes[i].ctl.as_mut() {
                             ctl.on_message(from, msg, now, &mut out);
                         }
@@ -608,6 +615,7 @@ impl World {
             3 => {
                 let i = self.pick_victim();
                 if self.nodes[i].ctl.is_some() && self.nodes[i].paused_until.is_none() {
+                    tracing::info!(node = i + 1, t = self.now, "sim: crash");
                     self.nodes[i].ctl = None;
                     self.count("crash");
                     let after = self.nemesis_rng.range(200, 4_000);
@@ -685,6 +693,7 @@ impl World {
             }
             Heal::Restart(i) => {
                 if self.nodes[i].ctl.is_none() {
+                    tracing::info!(node = i + 1, t = self.now, "sim: restart");
                     self.nodes[i].restarts += 1;
                     self.start_node(i);
                 }

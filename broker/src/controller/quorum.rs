@@ -21,7 +21,7 @@ use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
     Message,
 };
-use raft::{RawNode, StateRole};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 
 pub use self::storage::{DiskStorage, StorageError};
 
@@ -109,6 +109,11 @@ pub struct Quorum {
     /// A membership change was applied since the last snapshot: the next
     /// snapshot must carry it (a new learner refuses one without itself).
     snapshot_wanted: bool,
+    /// Leader only: ticks each peer has spent in raft's Snapshot state
+    /// (a snapshot sent, no answer yet). See [`Quorum::tick`].
+    snapshot_ticks: std::collections::BTreeMap<u64, usize>,
+    /// Ticks after which a snapshot send counts as lost.
+    snapshot_timeout_ticks: usize,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -167,6 +172,8 @@ impl Quorum {
             raw,
             leader_seen: 0,
             snapshot_wanted: false,
+            snapshot_ticks: std::collections::BTreeMap::new(),
+            snapshot_timeout_ticks: 2 * config.election_tick,
         })
     }
 
@@ -174,9 +181,43 @@ impl Quorum {
         self.raw.raft.id
     }
 
-    /// One Raft tick (the driver's timer).
+    /// One Raft tick (the driver's timer). On the leader, a peer that
+    /// stayed in raft's Snapshot state for `2 * election_tick` ticks is
+    /// reported as a failed snapshot send, so the leader sends it again.
+    ///
+    /// raft-rs pauses a peer once a snapshot is sent to it and only
+    /// resumes on the peer's answer or on `report_snapshot`; a snapshot
+    /// message lost on the way (a connection reset, a cut link, a peer
+    /// that crashed before installing it) left the peer without the log
+    /// for as long as this leader lived. Found by the simulation (seed
+    /// 1282, a learner restarted while it was being added).
     pub fn tick(&mut self) {
         self.raw.tick();
+        if !self.is_leader() {
+            self.snapshot_ticks.clear();
+            return;
+        }
+        let waiting: Vec<u64> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(_, progress)| progress.state == ProgressState::Snapshot)
+            .map(|(id, _)| *id)
+            .collect();
+        self.snapshot_ticks.retain(|id, _| waiting.contains(id));
+        for id in waiting {
+            let ticks = self.snapshot_ticks.entry(id).or_default();
+            *ticks += 1;
+            if *ticks >= self.snapshot_timeout_ticks {
+                *ticks = 0;
+                tracing::info!(
+                    node = id,
+                    "metadata quorum: no answer to the snapshot sent; sending it again"
+                );
+                self.raw.report_snapshot(id, SnapshotStatus::Failure);
+            }
+        }
     }
 
     /// A message from a peer. Messages Raft refuses (from an unknown

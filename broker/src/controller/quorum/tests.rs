@@ -17,6 +17,8 @@ struct Node {
 struct Net {
     nodes: BTreeMap<u64, Node>,
     voters: Vec<u64>,
+    /// Messages of this kind to drop, and how many more.
+    lose: Option<(raft::eraftpb::MessageType, usize)>,
 }
 
 fn config(id: u64, voters: &[u64]) -> QuorumConfig {
@@ -34,11 +36,17 @@ impl Net {
         let mut net = Net {
             nodes: BTreeMap::new(),
             voters: voters.to_vec(),
+            lose: None,
         };
         for &id in voters {
             net.add(id);
         }
         net
+    }
+
+    /// Drops the next `count` messages of `kind` (the network loses them).
+    fn lose(&mut self, kind: raft::eraftpb::MessageType, count: usize) {
+        self.lose = Some((kind, count));
     }
 
     fn add(&mut self, id: u64) {
@@ -118,6 +126,12 @@ impl Net {
                 return;
             }
             for m in messages {
+                if let Some((kind, left)) = &mut self.lose {
+                    if *left > 0 && m.get_msg_type() == *kind {
+                        *left -= 1;
+                        continue;
+                    }
+                }
                 if let Some(Node {
                     quorum: Some(q), ..
                 }) = self.nodes.get_mut(&m.to)
@@ -357,4 +371,34 @@ fn a_learner_follows_the_log_and_keeps_it_across_restarts() {
         net.q(7).storage().latest_snapshot().get_metadata().index,
         installed.index
     );
+}
+
+/// Seed 1282 of the simulation: the snapshot a leader sends a new learner
+/// is lost; the leader sends it again after `2 * election_tick` ticks
+/// (before the fix, raft-rs kept the learner paused in Snapshot state for
+/// as long as this leader lived).
+#[test]
+fn a_lost_snapshot_is_sent_again() {
+    let mut net = Net::new(&[1, 2, 3]);
+    let leader = net.elect();
+    net.propose(b"a");
+    net.add(4);
+    net.lose(raft::eraftpb::MessageType::MsgSnapshot, 1);
+    net.q(leader).add_learner(4).unwrap();
+    net.settle();
+    for _ in 0..3 {
+        net.q(leader).tick();
+        net.settle();
+    }
+    assert!(
+        net.nodes[&4].installed.is_none(),
+        "the first snapshot was lost"
+    );
+    for _ in 0..2 * 10 {
+        net.q(leader).tick();
+        net.settle();
+    }
+    assert!(net.nodes[&4].installed.is_some(), "sent again");
+    net.propose(b"b");
+    assert_eq!(net.applied(4), payloads(&["b"]));
 }
