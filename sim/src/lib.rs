@@ -19,4 +19,6 @@
 //! failing seed prints itself and replays bit-for-bit
 //! (`FJORD_SIM_SEED=… cargo nextest run -p fjord-sim sim`).
 
+pub mod data;
+pub mod disk;
 pub mod rng;

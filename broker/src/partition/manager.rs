@@ -1319,8 +1319,9 @@ async fn read_range(
     result
 }
 
-/// The state's view of a topic's config.
-fn produce_policy(config: &TopicConfig, replica_lag_time_max_ms: u64) -> ProducePolicy {
+/// The state's view of a topic's config (public for issue 15's
+/// simulation, which drives the same states).
+pub fn produce_policy(config: &TopicConfig, replica_lag_time_max_ms: u64) -> ProducePolicy {
     ProducePolicy {
         min_insync_replicas: config.min_insync_replicas,
         flush_before_ack: config.flush_before_ack,
