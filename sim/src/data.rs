@@ -260,17 +260,21 @@ impl Replica {
     }
 
     /// `read_range` of `manager.rs`: whole batches from the one holding
-    /// `offset`, below `limit`, within `max_bytes` (the first always).
+    /// `offset`, below `limit`, within `max_bytes` (the first always);
+    /// OFFSET_OUT_OF_RANGE outside the log (`check_fetch_offset`).
     fn read_range(
         &self,
         offset: u64,
         max_bytes: usize,
         limit: Offset,
     ) -> Result<Vec<Bytes>, ErrorCode> {
-        if offset < self.state.log_start().get() || offset > limit.get() {
-            return Err(ErrorCode::OffsetOutOfRange);
-        }
-        if offset == limit.get() {
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let offset = self
+            .state
+            .check_fetch_offset(offset)
+            .map_err(|e| e.code())?
+            .get();
+        if offset >= limit.get() {
             return Ok(Vec::new());
         }
         let first = self.log.partition_point(|b| b.next.get() <= offset);

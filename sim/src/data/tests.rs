@@ -531,3 +531,46 @@ fn a_lagging_follower_is_proposed_out_of_the_isr() {
     w.apply(image(&[1, 2], &[1], Some(1), 1, 1, &config));
     assert_eq!(w.produced.get(&waiting), Some(&Ok(1)));
 }
+
+/// A consumer that read to the old leader's high watermark fetches from
+/// the new leader, whose high watermark (learned one fetch round late)
+/// is still below that offset: the fetch is answered empty, not
+/// OFFSET_OUT_OF_RANGE (which would make the consumer reset its
+/// position: skip or re-read records).
+#[test]
+fn a_consumer_past_a_new_leaders_high_watermark_is_not_out_of_range() {
+    let mut w = World::new(&[1, 2]);
+    let config = topic_config(1, true);
+    w.apply(image(&[1, 2], &[1, 2], Some(1), 1, 0, &config));
+    let id = w.produce(1, -1, None, &["a"]);
+    assert_eq!(w.produced[&id], Ok(0));
+    let fetch = |w: &World, node: u32, offset: u64| {
+        w.node(node).fetch(&ConsumerFetch {
+            topic: T.to_owned(),
+            partition: 0,
+            offset,
+            max_bytes: 1 << 20,
+            current_leader_epoch: None,
+        })
+    };
+    let read = fetch(&w, 1, 0);
+    assert_eq!(
+        (read.error, read.high_watermark, read.records.len()),
+        (ErrorCode::None, 1, 1)
+    );
+    assert_eq!(
+        w.view(2).high_watermark,
+        0,
+        "the follower learns it with its next fetch"
+    );
+    // Node 1 is cut off: it does not fetch from the new leader yet.
+    w.cut.insert(n(1));
+    w.apply(image(&[1, 2], &[2, 1], Some(2), 2, 1, &config));
+    let read = fetch(&w, 2, 1);
+    assert_eq!(
+        (read.error, read.high_watermark, read.records.len()),
+        (ErrorCode::None, 0, 0)
+    );
+    // Past the log end is out of range.
+    assert_eq!(fetch(&w, 2, 2).error, ErrorCode::OffsetOutOfRange);
+}
