@@ -20,7 +20,10 @@
 //! (`FJORD_SIM_SEED=… cargo nextest run -p fjord-sim sim`).
 
 pub mod checker;
+pub mod client;
 pub mod controller;
+pub mod data;
+pub mod disk;
 pub mod rng;
 pub mod world;
 
@@ -30,4 +33,3 @@ pub use world::{Outcome, SimConfig, World};
 pub fn run_seed(seed: u64) -> Outcome {
     World::new(SimConfig::new(seed)).run()
 }
-pub mod client;

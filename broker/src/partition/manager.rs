@@ -1280,25 +1280,30 @@ async fn read_range(
     limit: Offset,
     high_watermark: Offset,
 ) -> FetchResult {
-    let log_start = p.state.borrow().log_start();
+    let (log_start, in_range) = {
+        let state = p.state.borrow();
+        (state.log_start(), state.check_fetch_offset(offset))
+    };
     let mut result = FetchResult {
         error: ErrorCode::None,
         high_watermark: high_watermark.get() as i64,
         log_start_offset: log_start.get() as i64,
         batches: Vec::new(),
     };
-    let in_range = u64::try_from(offset)
-        .ok()
-        .filter(|o| *o >= log_start.get() && *o <= limit.get());
-    let Some(offset) = in_range else {
-        result.error = ErrorCode::OffsetOutOfRange;
-        return result;
+    // Out of range only outside the log; at or past the read limit (a
+    // consumer past a new leader's high watermark) nothing to read yet.
+    let offset = match in_range {
+        Ok(offset) => offset,
+        Err(error) => {
+            result.error = error.code();
+            return result;
+        }
     };
-    if offset == limit.get() {
+    if offset >= limit {
         return result;
     }
     let request = ReadRequest {
-        offset: Offset(offset),
+        offset,
         until: limit,
         max_bytes,
     };
@@ -1309,9 +1314,9 @@ async fn read_range(
             // consumer retrying at it must not flood the log.
             let (topic, partition) = (&p.topic, p.id);
             if matches!(error, StorageError::Damaged { .. }) {
-                tracing::debug!(topic, %partition, offset, %error, "fetch inside damaged data");
+                tracing::debug!(topic, %partition, offset = offset.get(), %error, "fetch inside damaged data");
             } else {
-                tracing::warn!(topic, %partition, offset, %error, "fetch failed");
+                tracing::warn!(topic, %partition, offset = offset.get(), %error, "fetch failed");
             }
             result.error = storage_code(&error);
         }
@@ -1319,8 +1324,9 @@ async fn read_range(
     result
 }
 
-/// The state's view of a topic's config.
-fn produce_policy(config: &TopicConfig, replica_lag_time_max_ms: u64) -> ProducePolicy {
+/// The state's view of a topic's config (public for issue 15's
+/// simulation, which drives the same states).
+pub fn produce_policy(config: &TopicConfig, replica_lag_time_max_ms: u64) -> ProducePolicy {
     ProducePolicy {
         min_insync_replicas: config.min_insync_replicas,
         flush_before_ack: config.flush_before_ack,

@@ -154,6 +154,12 @@ pub enum PartitionError {
     },
     #[error("this replica is not the leader (leader: {leader:?}); refresh metadata")]
     NotLeader { leader: Option<NodeId> },
+    #[error("offset {offset} is outside the log [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: Offset,
+        log_end: Offset,
+    },
 }
 
 impl PartitionError {
@@ -168,6 +174,7 @@ impl PartitionError {
             PartitionError::FencedLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
             PartitionError::UnknownLeaderEpoch { .. } => ErrorCode::UnknownLeaderEpoch,
             PartitionError::NotLeader { .. } => ErrorCode::NotLeaderOrFollower,
+            PartitionError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         }
     }
 }
@@ -631,6 +638,28 @@ impl PartitionState {
             Some(_) => self.log_end,
             None => self.high_watermark,
         }
+    }
+
+    /// Whether a fetch may start at `offset`: inside the log, `[log_start,
+    /// log_end]` — not only below its read limit ([`Self::read_limit`]).
+    /// As Kafka, an offset between the high watermark and the log end is
+    /// valid and answered with no records (a consumer long-polls there
+    /// until the high watermark passes it): a new leader's high watermark
+    /// lags the old leader's by up to one fetch round (a follower learns
+    /// it from the next fetch response), so a consumer that read up to the
+    /// old leader's high watermark fetches past the new leader's, and
+    /// OFFSET_OUT_OF_RANGE there would make it reset its position —
+    /// re-reading or skipping records (found by issue 15's simulation).
+    pub fn check_fetch_offset(&self, offset: i64) -> Result<Offset, PartitionError> {
+        u64::try_from(offset)
+            .ok()
+            .map(Offset)
+            .filter(|o| *o >= self.log_start && *o <= self.log_end)
+            .ok_or(PartitionError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start,
+                log_end: self.log_end,
+            })
     }
 
     /// The checks of a produce at `now_ms` before any batch is looked at.

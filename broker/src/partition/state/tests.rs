@@ -17,6 +17,8 @@
 //! - `flush timer` — whether the flush policy wants a flush now
 //! - `epoch E|-` — a fetch's current leader epoch
 //! - `read [replica=N]` — the offset a fetch reads up to
+//! - `fetch-at O [replica=N]` — a fetch at O: out of range, nothing to
+//!   read yet, or what it reads
 //! - `retention START` — retention moved the log start
 //! - `state` — the offsets
 //!
@@ -159,6 +161,22 @@ impl Harness {
                     .get("replica")
                     .map(|r| NodeId(r.parse().expect("node id")));
                 vec![format!("read below {}", self.state.read_limit(replica))]
+            }
+            ["fetch-at", offset, args @ ..] => {
+                let replica = kv(args)
+                    .get("replica")
+                    .map(|r| NodeId(r.parse().expect("node id")));
+                let offset: i64 = offset.parse().expect("offset");
+                vec![match self.state.check_fetch_offset(offset) {
+                    Ok(at) if at >= self.state.read_limit(replica) => {
+                        format!("fetch at {at}: nothing yet")
+                    }
+                    Ok(at) => format!(
+                        "fetch at {at}: reads below {}",
+                        self.state.read_limit(replica)
+                    ),
+                    Err(error) => format!("{:?}", error.code()),
+                }]
             }
             ["retention", start] => {
                 self.state
@@ -731,7 +749,10 @@ fn leader_epoch_fencing() {
 /// With three replicas the high watermark is the least log end over the
 /// ISR (a follower that has not fetched holds it where it is); consumers
 /// read below it, followers to the log end; acks=all completes when it
-/// passes the batch.
+/// passes the batch. A fetch between the high watermark and the log end
+/// is in range with nothing to read yet (issue 15: a consumer past a new
+/// leader's lagging high watermark must not reset its position); only
+/// outside the log is OFFSET_OUT_OF_RANGE.
 #[test]
 fn high_watermark_is_the_least_end_over_the_isr() {
     check(
@@ -754,8 +775,20 @@ fn high_watermark_is_the_least_end_over_the_isr() {
         hw 3
         > read
         read below 3
+        > fetch-at 2
+        fetch at 2: reads below 3
+        > fetch-at 4
+        fetch at 4: nothing yet
+        > fetch-at 6
+        fetch at 6: nothing yet
+        > fetch-at 7
+        OffsetOutOfRange
+        > fetch-at -1
+        OffsetOutOfRange
         > read replica=2
         read below 6
+        > fetch-at 4 replica=2
+        fetch at 4: reads below 6
         > fetch 3 offset=6
         hw 6
         completed #1
