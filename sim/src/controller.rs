@@ -72,8 +72,8 @@ pub enum CtlMsg {
 pub enum Origin {
     /// The node's registration and heartbeats (handled here).
     Lifecycle,
-    /// The node's data plane (AlterPartition).
-    Data,
+    /// The node's data plane (an AlterPartition, by its id there).
+    Data(u64),
     /// A client's admin request, by request id.
     Client(u64),
 }

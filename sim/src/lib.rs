@@ -27,7 +27,7 @@ pub mod disk;
 pub mod rng;
 pub mod world;
 
-pub use world::{Outcome, SimConfig, World};
+pub use world::{Mutant, Outcome, SimConfig, World};
 
 /// Runs the seed `seed` with its default configuration.
 pub fn run_seed(seed: u64) -> Outcome {

@@ -10,17 +10,23 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use fjord_broker::controller::commands::{
     Answer, ControllerCommand, ControllerReply, CreateTopicSpec,
 };
 use fjord_broker::controller::state::ControllerConfig;
+use fjord_broker::group::offsets_log::OFFSETS_TOPIC;
 use fjord_broker::metadata::image::MetadataImage;
+use fjord_broker::partition::state::Role;
 use fjord_broker::topic::TopicConfig;
-use fjord_schema::NodeId;
+use fjord_schema::{ErrorCode, NodeId};
 use fjord_storage::LogConfig;
 
-use crate::checker::Checker;
+use crate::checker::{Ack, Checker, FinalReplica};
+use crate::client::{Client, ClientOut, ClientReply, ClientRequest, Kind};
 use crate::controller::{CtlConfig, CtlMsg, CtlOut, Origin, SimController, Unavailable};
+use crate::data::{ConsumerFetch, DataConfig, NodeData, Out, ProduceRequest, ReplicaMsg};
+use crate::disk::NodeDisk;
 use crate::rng::SimRng;
 
 /// How one run is set up. Every field has a default ([`SimConfig::new`]);
@@ -42,6 +48,17 @@ pub struct SimConfig {
     pub tick_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub session_timeout_ms: u64,
+    /// A deliberate bug, to show the checker catches it (never set by a
+    /// campaign).
+    pub mutant: Option<Mutant>,
+}
+
+/// Deliberate bugs the checker must catch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutant {
+    /// Every acks=all produce reaches the broker as acks=1: acknowledged
+    /// before the followers have it.
+    AcksAllAsLeaderOnly,
 }
 
 impl SimConfig {
@@ -58,6 +75,7 @@ impl SimConfig {
             tick_ms: 50,
             heartbeat_interval_ms: 250,
             session_timeout_ms: 1_500,
+            mutant: None,
         }
     }
 }
@@ -73,6 +91,8 @@ pub enum Addr {
 #[derive(Debug, Clone)]
 pub enum Msg {
     Ctl(CtlMsg),
+    /// Replication between two nodes' data planes.
+    Data(ReplicaMsg),
     /// An admin client's command to a node (which submits it).
     Admin {
         req: u64,
@@ -81,6 +101,15 @@ pub enum Msg {
     AdminReply {
         req: u64,
         result: Result<Answer, Unavailable>,
+    },
+    /// A data client's request to a node, and the node's answer.
+    Client {
+        req: u64,
+        request: ClientRequest,
+    },
+    ClientReply {
+        req: u64,
+        reply: ClientReply,
     },
 }
 
@@ -99,6 +128,15 @@ pub struct Stats {
     pub images: u64,
     /// Elections of partition leaders seen (distinct (partition, epoch)).
     pub leader_epochs: u64,
+    /// Produce batches acknowledged, by acks.
+    pub acked_all: u64,
+    pub acked_leader: u64,
+    /// Batches producers gave up on (indeterminate).
+    pub gave_up: u64,
+    /// Records read by consumers.
+    pub read: u64,
+    /// acks=1 records acknowledged and missing at the end (allowed).
+    pub leader_only_lost: u64,
 }
 
 impl Stats {
@@ -110,6 +148,11 @@ impl Stats {
             ("admin commands failed or unanswered", self.admin_failed),
             ("metadata images applied", self.images),
             ("partition leader epochs", self.leader_epochs),
+            ("acks=all batches acknowledged", self.acked_all),
+            ("acks=1 batches acknowledged", self.acked_leader),
+            ("acks=1 records lost (allowed)", self.leader_only_lost),
+            ("batches given up (indeterminate)", self.gave_up),
+            ("records read by consumers", self.read),
         ]
     }
 }
@@ -146,6 +189,8 @@ enum Heal {
     Links(Vec<(NodeId, NodeId)>),
     Restart(usize),
     Resume(usize),
+    /// The node's disk is fast and has room again.
+    Disk(usize),
 }
 
 #[derive(Debug)]
@@ -153,6 +198,10 @@ struct Node {
     id: NodeId,
     dir: PathBuf,
     ctl: Option<SimController>,
+    /// The data plane, while the node runs.
+    data: Option<NodeData>,
+    /// The data plane's disk while the node is down.
+    disk: Option<NodeDisk>,
     /// Paused (SIGSTOP): neither timers nor messages run until then.
     paused_until: Option<u64>,
     /// Its steady clock runs ahead of the world's by this (forward jumps).
@@ -193,7 +242,13 @@ pub struct World {
     /// The run's Raft log directories (tmpfs when there is one).
     _dir: tempfile::TempDir,
     ctl_config: ControllerConfig,
+    data_config: DataConfig,
+    /// Produces in a node's data plane: its id there → (client, request,
+    /// topic, partition).
+    produces: BTreeMap<u64, (u32, u64, String, u32)>,
+    next_produce: u64,
     admin: AdminClient,
+    clients: Vec<Client>,
     checker: Checker,
     stats: Stats,
     /// Faults stop and heal from here on.
@@ -227,6 +282,19 @@ fn controller_config(config: &SimConfig) -> ControllerConfig {
     }
 }
 
+/// The data plane's settings: the broker's, with the lag time the
+/// real-process tests use (a follower gone for 2 s leaves the ISR).
+fn data_config() -> DataConfig {
+    let mut config = DataConfig {
+        replica_lag_time_max_ms: 2_000,
+        ..DataConfig::default()
+    };
+    config.fetcher.request_timeout_ms = 5_000;
+    config.fetcher.backoff_ms = 200;
+    config.fetcher.backoff_max_ms = 2_000;
+    config
+}
+
 impl World {
     pub fn new(config: SimConfig) -> World {
         let mut root = SimRng::new(config.seed);
@@ -244,6 +312,8 @@ impl World {
                 id: NodeId(n),
                 dir: dir.path().join(format!("n{n}")),
                 ctl: None,
+                data: None,
+                disk: Some(NodeDisk::new()),
                 paused_until: None,
                 skew_ms: 0,
                 seen: None,
@@ -252,6 +322,9 @@ impl World {
             .collect();
         let mut world = World {
             ctl_config: controller_config(&config),
+            data_config: data_config(),
+            produces: BTreeMap::new(),
+            next_produce: 1,
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
@@ -270,6 +343,7 @@ impl World {
             client_rng: root.fork("clients"),
             _dir: dir,
             admin: AdminClient::default(),
+            clients: Vec::new(),
             checker: Checker::default(),
             stats: Stats::default(),
             quiet: false,
@@ -285,6 +359,23 @@ impl World {
             world.schedule(first, Event::Nemesis);
         }
         world.schedule(1_000, Event::Client(ADMIN));
+        let kinds = [
+            Kind::IdempotentAllAcks,
+            Kind::IdempotentAllAcks,
+            Kind::AllAcks,
+            Kind::LeaderAck,
+            Kind::Consumer,
+            Kind::Consumer,
+        ];
+        for (n, kind) in kinds.into_iter().enumerate() {
+            let id = n as u32 + 1;
+            let rng = world.client_rng.fork(&format!("client {id}"));
+            world
+                .clients
+                .push(Client::new(id, kind, world.config.nodes, rng));
+            let first = world.client_rng.range(1_500, 3_000);
+            world.schedule(first, Event::Client(id));
+        }
         world
     }
 
@@ -310,6 +401,8 @@ impl World {
             heartbeat_interval_ms: self.config.heartbeat_interval_ms,
         };
         let now = self.now + node.skew_ms;
+        let disk = node.disk.take().unwrap_or_default();
+        node.data = Some(NodeData::open(node.id, self.data_config, disk, now));
         match SimController::open(config, &node.dir, now, &mut self.node_rng) {
             Ok(ctl) => node.ctl = Some(ctl),
             Err(error) => {
@@ -364,6 +457,11 @@ impl World {
                     ctl.poll(now, &mut out);
                 }
                 self.node_out(i, out);
+                let mut out = Vec::new();
+                if let Some(data) = self.nodes[i].data.as_mut() {
+                    data.poll(now, &mut out);
+                }
+                self.data_out(i, out);
             }
             Event::Deliver { from, to, msg } => self.deliver(from, to, msg),
             Event::Nemesis => {
@@ -375,7 +473,16 @@ impl World {
             }
             Event::Heal(heal) => self.heal(heal),
             Event::Client(ADMIN) => self.admin_step(),
-            Event::Client(_) => {}
+            Event::Client(id) => {
+                let next = self.client_rng.range(5, 40);
+                self.schedule(next, Event::Client(id));
+                if self.quiet {
+                    return;
+                }
+                let mut out = Vec::new();
+                self.clients[id as usize - 1].step(self.now, &mut out);
+                self.client_out(id, out);
+            }
         }
     }
 
@@ -421,7 +528,19 @@ impl World {
                             ctl.poll(now, &mut out);
                         }
                     }
-                    Msg::AdminReply { .. } => {}
+                    Msg::Client { req, request } => {
+                        let Addr::Client(client) = from else { return };
+                        self.client_request(i, client, req, request, &mut out);
+                    }
+                    Msg::Data(msg) => {
+                        let Addr::Node(from) = from else { return };
+                        let mut data_out = Vec::new();
+                        if let Some(data) = self.nodes[i].data.as_mut() {
+                            data.on_message(from, msg, now, &mut data_out);
+                        }
+                        self.data_out(i, data_out);
+                    }
+                    Msg::AdminReply { .. } | Msg::ClientReply { .. } => {}
                 }
                 self.node_out(i, out);
             }
@@ -431,7 +550,207 @@ impl World {
                     self.admin_answered(req, result);
                 }
             }
-            Addr::Client(_) => {}
+            Addr::Client(id) => {
+                self.stats.delivered += 1;
+                let (Msg::ClientReply { req, reply }, Addr::Node(node)) = (msg, from) else {
+                    return;
+                };
+                let mut out = Vec::new();
+                self.clients[id as usize - 1].on_reply(self.now, node, req, reply, &mut out);
+                self.client_out(id, out);
+            }
+        }
+    }
+
+    /// A data client's request reached node `i`.
+    fn client_request(
+        &mut self,
+        i: usize,
+        client: u32,
+        req: u64,
+        request: ClientRequest,
+        out: &mut Vec<CtlOut>,
+    ) {
+        let node = self.nodes[i].id;
+        let now = self.local_now(i);
+        let reply = match request {
+            ClientRequest::Metadata => {
+                let Some(ctl) = self.nodes[i].ctl.as_ref() else {
+                    return;
+                };
+                Some(ClientReply::Metadata(ctl.image().clone()))
+            }
+            ClientRequest::InitProducerId => {
+                // Answered when the controller allocates a block
+                // (`node_out`, `Origin::Client`).
+                if let Some(ctl) = self.nodes[i].ctl.as_mut() {
+                    ctl.submit(
+                        ControllerCommand::AllocateProducerIds { node },
+                        Origin::Client(req),
+                        now,
+                    );
+                    ctl.poll(now, out);
+                }
+                None
+            }
+            ClientRequest::Produce(_) | ClientRequest::Fetch(_) => {
+                self.data_request(i, client, req, request)
+            }
+        };
+        if let Some(reply) = reply {
+            self.send(
+                Addr::Node(node),
+                Addr::Client(client),
+                Msg::ClientReply { req, reply },
+            );
+        }
+    }
+
+    /// A produce or fetch reached node `i`'s data plane; `None` when the
+    /// answer comes later (`data_out`, `Out::Produced`).
+    fn data_request(
+        &mut self,
+        i: usize,
+        client: u32,
+        req: u64,
+        request: ClientRequest,
+    ) -> Option<ClientReply> {
+        let now = self.local_now(i);
+        let data = self.nodes[i].data.as_mut()?;
+        match request {
+            ClientRequest::Produce(produce) => {
+                let id = self.next_produce;
+                self.next_produce += 1;
+                self.produces
+                    .insert(id, (client, req, produce.topic.clone(), produce.partition));
+                let request = ProduceRequest {
+                    id,
+                    topic: produce.topic,
+                    partition: produce.partition,
+                    acks: match self.config.mutant {
+                        Some(Mutant::AcksAllAsLeaderOnly) => 1,
+                        None => produce.acks,
+                    },
+                    producer: produce.producer,
+                    records: produce
+                        .records
+                        .into_iter()
+                        .map(|(k, v)| (Bytes::from(k), Bytes::from(v)))
+                        .collect(),
+                    timeout_ms: produce.timeout_ms,
+                    current_leader_epoch: None,
+                };
+                let mut out = Vec::new();
+                data.produce(request, now, &mut out);
+                self.data_out(i, out);
+                None
+            }
+            ClientRequest::Fetch(fetch) => {
+                let reply = data.fetch(&ConsumerFetch {
+                    topic: fetch.topic,
+                    partition: fetch.partition,
+                    offset: fetch.offset,
+                    max_bytes: fetch.max_bytes,
+                    current_leader_epoch: None,
+                });
+                let result = if reply.error == ErrorCode::None {
+                    Ok(reply
+                        .records
+                        .into_iter()
+                        .map(|r| (r.offset, r.value.map_or_else(Vec::new, |v| v.to_vec())))
+                        .collect())
+                } else {
+                    Err(reply.error)
+                };
+                Some(ClientReply::Fetched(result))
+            }
+            ClientRequest::Metadata | ClientRequest::InitProducerId => None,
+        }
+    }
+
+    /// What node `i`'s data plane produced.
+    fn data_out(&mut self, i: usize, out: Vec<Out>) {
+        let me = self.nodes[i].id;
+        let now = self.local_now(i);
+        for o in out {
+            match o {
+                Out::Send { to, msg } => self.send(Addr::Node(me), Addr::Node(to), Msg::Data(msg)),
+                Out::Produced { id, result } => {
+                    let Some((client, req, topic, partition)) = self.produces.remove(&id) else {
+                        continue;
+                    };
+                    let epoch = self.nodes[i]
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.role(&topic, partition))
+                        .map_or(0, |(_, epoch)| epoch.0);
+                    let result = result.map(|base| (base as u64, epoch));
+                    let reply = ClientReply::Produced(result);
+                    self.send(
+                        Addr::Node(me),
+                        Addr::Client(client),
+                        Msg::ClientReply { req, reply },
+                    );
+                }
+                Out::Controller { id, command } => {
+                    let mut ctl_out = Vec::new();
+                    if let Some(ctl) = self.nodes[i].ctl.as_mut() {
+                        ctl.submit(command, Origin::Data(id), now);
+                        ctl.poll(now, &mut ctl_out);
+                    }
+                    self.node_out(i, ctl_out);
+                }
+            }
+        }
+    }
+
+    fn client_out(&mut self, id: u32, out: Vec<ClientOut>) {
+        for o in out {
+            match o {
+                ClientOut::Send { to, req, request } => self.send(
+                    Addr::Client(id),
+                    Addr::Node(to),
+                    Msg::Client { req, request },
+                ),
+                ClientOut::Sent { value, idempotent } => self.checker.sent(&value, idempotent),
+                ClientOut::Acked {
+                    topic,
+                    partition,
+                    base_offset,
+                    values,
+                    acks,
+                    node,
+                    leader_epoch,
+                } => {
+                    if acks == -1 {
+                        self.stats.acked_all += 1;
+                    } else {
+                        self.stats.acked_leader += 1;
+                    }
+                    let ack = Ack {
+                        topic,
+                        partition,
+                        base_offset,
+                        values,
+                        acks,
+                        node,
+                        leader_epoch,
+                    };
+                    self.checker.acked(self.now, &ack);
+                }
+                ClientOut::GaveUp { .. } => self.stats.gave_up += 1,
+                ClientOut::Read {
+                    topic,
+                    partition,
+                    records,
+                } => {
+                    for (offset, value) in records {
+                        self.stats.read += 1;
+                        self.checker
+                            .read(self.now, &topic, partition, offset, &value);
+                    }
+                }
+            }
         }
     }
 
@@ -475,7 +794,52 @@ impl World {
                     origin: Origin::Client(req),
                     result,
                     ..
-                } => self.send(me, Addr::Client(ADMIN), Msg::AdminReply { req, result }),
+                } if req >> 40 == 0 => {
+                    self.send(me, Addr::Client(ADMIN), Msg::AdminReply { req, result })
+                }
+                CtlOut::Answered {
+                    origin: Origin::Client(req),
+                    result,
+                    ..
+                } => {
+                    // A data client's InitProducerId.
+                    let id = match result {
+                        Ok(Answer {
+                            reply: ControllerReply::ProducerIds { first, size },
+                            ..
+                        }) if first >= 0 => {
+                            self.checker.producer_ids(self.now, first, size);
+                            Ok(first)
+                        }
+                        _ => Err(ErrorCode::CoordinatorNotAvailable),
+                    };
+                    let reply = ClientReply::InitProducerId(id);
+                    self.send(
+                        me,
+                        Addr::Client((req >> 40) as u32),
+                        Msg::ClientReply { req, reply },
+                    );
+                }
+                CtlOut::Answered {
+                    origin: Origin::Data(id),
+                    result,
+                    ..
+                } => {
+                    let error = match result {
+                        Ok(Answer {
+                            reply: ControllerReply::AlterPartition { error, .. },
+                            ..
+                        }) => error,
+                        Ok(_) => ErrorCode::UnknownServerError,
+                        Err(_) => ErrorCode::RequestTimedOut,
+                    };
+                    let now = self.local_now(i);
+                    let mut out = Vec::new();
+                    if let Some(data) = self.nodes[i].data.as_mut() {
+                        data.on_alter_partition_answer(id, error, now, &mut out);
+                    }
+                    self.data_out(i, out);
+                }
                 CtlOut::Answered { .. } => {}
             }
         }
@@ -499,7 +863,13 @@ impl World {
         let applied = ctl.applied();
         let node = self.nodes[i].id;
         self.checker.image_applied(self.now, node, applied, &image);
-        self.nodes[i].seen = Some(image);
+        self.nodes[i].seen = Some(image.clone());
+        let now = self.local_now(i);
+        let mut out = Vec::new();
+        if let Some(data) = self.nodes[i].data.as_mut() {
+            data.apply_image(&image, now, &mut out);
+        }
+        self.data_out(i, out);
     }
 
     fn admin_step(&mut self) {
@@ -580,7 +950,7 @@ impl World {
     fn nemesis(&mut self) {
         let n = self.nodes.len();
         let heal_after = self.nemesis_rng.range(500, 6_000);
-        match self.nemesis_rng.below(9) {
+        match self.nemesis_rng.below(11) {
             0 => {
                 // Isolate one node both ways (often the controller).
                 let i = self.pick_victim();
@@ -617,6 +987,11 @@ impl World {
                 if self.nodes[i].ctl.is_some() && self.nodes[i].paused_until.is_none() {
                     tracing::info!(node = i + 1, t = self.now, "sim: crash");
                     self.nodes[i].ctl = None;
+                    if let Some(data) = self.nodes[i].data.take() {
+                        let mut disk = data.into_disk();
+                        disk.crash(&mut self.nemesis_rng);
+                        self.nodes[i].disk = Some(disk);
+                    }
                     self.count("crash");
                     let after = self.nemesis_rng.range(200, 4_000);
                     self.schedule(after, Event::Heal(Heal::Restart(i)));
@@ -644,6 +1019,24 @@ impl World {
             7 => {
                 self.net.duplicate = [0.0, 0.01, 0.05][self.nemesis_rng.below(3) as usize];
                 self.count("network: duplication rate change");
+            }
+            9 => {
+                // A slow disk: every fdatasync of one node takes long.
+                let i = self.nemesis_rng.below(n as u64) as usize;
+                if let Some(data) = self.nodes[i].data.as_mut() {
+                    let delay = self.nemesis_rng.range(20, 1_500);
+                    data.disk_mut().set_sync_delay_ms(delay);
+                    self.count("disk: slow fdatasync");
+                    self.schedule(heal_after, Event::Heal(Heal::Disk(i)));
+                }
+            }
+            10 => {
+                let i = self.nemesis_rng.below(n as u64) as usize;
+                if let Some(data) = self.nodes[i].data.as_mut() {
+                    data.disk_mut().set_full(true);
+                    self.count("disk: full");
+                    self.schedule(heal_after, Event::Heal(Heal::Disk(i)));
+                }
             }
             _ => {
                 // Delay and reordering: a wider delay spread reorders.
@@ -699,7 +1092,19 @@ impl World {
                 }
             }
             Heal::Resume(i) => self.nodes[i].paused_until = None,
+            Heal::Disk(i) => self.heal_disk(i),
         }
+    }
+
+    fn heal_disk(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let disk = match (node.data.as_mut(), node.disk.as_mut()) {
+            (Some(data), _) => data.disk_mut(),
+            (None, Some(disk)) => disk,
+            (None, None) => return,
+        };
+        disk.set_sync_delay_ms(0);
+        disk.set_full(false);
     }
 
     fn heal_everything(&mut self) {
@@ -710,6 +1115,7 @@ impl World {
         self.net.delay_max_ms = 5;
         for i in 0..self.nodes.len() {
             self.nodes[i].paused_until = None;
+            self.heal_disk(i);
             if self.nodes[i].ctl.is_none() {
                 self.start_node(i);
             }
@@ -728,5 +1134,42 @@ impl World {
             .collect();
         self.checker.converged(&images);
         self.stats.leader_epochs = self.checker.leader_epochs();
+        // Every partition of the final image, over every replica.
+        let Some((_, _, image, _)) = images.first() else {
+            return;
+        };
+        let views: Vec<_> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.data.as_ref())
+            .flat_map(|d| d.inspect())
+            .collect();
+        for topic in image.topics().filter(|t| t.name != OFFSETS_TOPIC) {
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                let replicas: Vec<FinalReplica> = views
+                    .iter()
+                    .filter(|v| v.topic_id == topic.id && v.partition == index as u32)
+                    .map(|v| FinalReplica {
+                        node: v.node,
+                        leader: partition.leader == Some(v.node) && v.role == Role::Leader,
+                        in_sync: partition.isr.contains(&v.node),
+                        high_watermark: v.high_watermark,
+                        records: v
+                            .records
+                            .iter()
+                            .map(|r| {
+                                (
+                                    r.offset,
+                                    r.value.as_ref().map_or_else(Vec::new, |v| v.to_vec()),
+                                )
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                self.checker
+                    .final_partition(&topic.name, index as u32, &replicas);
+            }
+        }
+        self.stats.leader_only_lost = self.checker.leader_only_lost;
     }
 }

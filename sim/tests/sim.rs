@@ -3,7 +3,7 @@
 //! `FJORD_SIM_FIRST..+n` (default from 1). Every failing seed is printed
 //! with the command that replays it. Long campaigns: `scripts/sim`.
 
-use fjord_sim::run_seed;
+use fjord_sim::{run_seed, Mutant, SimConfig, World};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -49,4 +49,22 @@ fn sim_a_seed_replays_bit_for_bit() {
         "the run did something: {:?}",
         a.stats
     );
+}
+
+/// The checker is not vacuous: with acks=all answered as acks=1 (a
+/// deliberate bug), the faults lose acknowledged records and it says so.
+#[test]
+fn sim_the_checker_catches_acks_all_answered_before_replication() {
+    let caught = (1..=10)
+        .filter(|&seed| {
+            let mut config = SimConfig::new(seed);
+            config.mutant = Some(Mutant::AcksAllAsLeaderOnly);
+            let outcome = World::new(config).run();
+            outcome
+                .violations
+                .iter()
+                .any(|v| v.contains("lost or moved") || v.contains("offset reused"))
+        })
+        .count();
+    assert!(caught >= 3, "only {caught} of 10 seeds caught the mutant");
 }
