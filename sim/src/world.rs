@@ -646,6 +646,8 @@ impl World {
                 None
             }
             ClientRequest::Fetch(fetch) => {
+                let (fetch_topic, fetch_partition, fetch_offset) =
+                    (fetch.topic.clone(), fetch.partition, fetch.offset);
                 let reply = data.fetch(&ConsumerFetch {
                     topic: fetch.topic,
                     partition: fetch.partition,
@@ -653,6 +655,15 @@ impl World {
                     max_bytes: fetch.max_bytes,
                     current_leader_epoch: None,
                 });
+                tracing::debug!(
+                    node = self.nodes[i].id.0,
+                    partition = %format!("{}-{}", fetch_topic, fetch_partition),
+                    offset = fetch_offset,
+                    hw = reply.high_watermark,
+                    records = reply.records.len(),
+                    error = ?reply.error,
+                    "sim: consumer fetch"
+                );
                 let result = if reply.error == ErrorCode::None {
                     Ok(reply
                         .records
@@ -684,6 +695,7 @@ impl World {
                         .as_ref()
                         .and_then(|d| d.role(&topic, partition))
                         .map_or(0, |(_, epoch)| epoch.0);
+                    tracing::debug!(node = me.0, partition = %format!("{topic}-{partition}"), ?result, epoch, "sim: produced");
                     let result = result.map(|base| (base as u64, epoch));
                     let reply = ClientReply::Produced(result);
                     self.send(

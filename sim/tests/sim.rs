@@ -9,6 +9,33 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// Seeds that found a bug (docs/CORRECTNESS.md lists each with its fix):
+/// they run on every test run, whatever `FJORD_SIM_SEEDS` says.
+const REGRESSION_SEEDS: &[u64] = &[
+    // A lost snapshot left a new learner without the metadata log.
+    1282, // A restarted leader counted its unreplicated tail as committed.
+    34,
+];
+
+#[test]
+fn sim_regression_seeds_hold_every_invariant() {
+    let failed: Vec<u64> = REGRESSION_SEEDS
+        .iter()
+        .copied()
+        .filter(|&seed| {
+            let outcome = run_seed(seed);
+            for violation in &outcome.violations {
+                eprintln!("seed {seed}: {violation}");
+            }
+            !outcome.violations.is_empty()
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "regression seeds failing again: {failed:?}"
+    );
+}
+
 #[test]
 fn sim_seeds_hold_every_invariant() {
     let seeds: Vec<u64> = match env_u64("FJORD_SIM_SEED") {

@@ -289,6 +289,17 @@ pub struct PartitionState {
 }
 
 impl PartitionState {
+    /// A replica as opened from its log. Its high watermark starts at the
+    /// log start, not the log end: nothing on disk says which of its
+    /// records the ISR had when the node stopped, and a leader that counted
+    /// its whole log as committed acknowledged and served records the
+    /// partition's real leader had truncated. It moves as the leadership
+    /// applied says: at once to the log end for a leader alone in its ISR
+    /// (a single node), as the followers fetch for a leader with an ISR,
+    /// from the leader's answers for a follower. Found by the simulation
+    /// (seed 34: a node restarted with a stale image led at its old epoch
+    /// and acknowledged an idempotent retry at an offset the new leader
+    /// had given another record).
     pub fn new(opened: Opened, policy: ProducePolicy, producers: ProducerStates) -> Self {
         assert!(opened.log_start <= opened.log_end);
         assert!(opened.durable_end <= opened.log_end);
@@ -303,7 +314,7 @@ impl PartitionState {
             log_start: opened.log_start,
             log_end: opened.log_end,
             durable_end: opened.durable_end,
-            high_watermark: opened.log_end,
+            high_watermark: opened.log_start,
             oldest_unflushed_ms: None,
             producers,
             waiters: VecDeque::new(),

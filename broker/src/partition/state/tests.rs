@@ -1217,3 +1217,44 @@ fn leader_to_follower_and_back() {
         ",
     );
 }
+
+/// Simulation seed 34: a replica opened with records does not count them
+/// committed. Its high watermark starts at the log start; a leader alone in
+/// its ISR moves it to the log end at once, a leader with followers only as
+/// they fetch.
+#[test]
+fn an_opened_replica_counts_nothing_committed_until_its_leadership_says() {
+    let opened = Opened {
+        leader_epoch: LeaderEpoch(1),
+        log_start: Offset(2),
+        log_end: Offset(10),
+        durable_end: Offset(10),
+    };
+    let producers = || ProducerStates::new(ProducerStateConfig::default());
+    let leadership = |isr: &[u32]| Leadership {
+        leader: NodeId(1),
+        replicas: vec![NodeId(1), NodeId(2), NodeId(3)],
+        isr: isr.iter().copied().map(NodeId).collect(),
+        leader_epoch: LeaderEpoch(1),
+        partition_epoch: 4,
+    };
+    let mut alone = PartitionState::new(opened, policy(), producers());
+    assert_eq!(alone.high_watermark(), Offset(2));
+    alone.apply_leadership(&leadership(&[1]), 0).unwrap();
+    assert_eq!(alone.high_watermark(), Offset(10));
+
+    let mut led = PartitionState::new(opened, policy(), producers());
+    led.apply_leadership(&leadership(&[1, 2]), 0).unwrap();
+    assert_eq!(
+        led.high_watermark(),
+        Offset(2),
+        "the follower has not fetched"
+    );
+    led.follower_fetched(NodeId(2), Offset(7), Some(Offset(7)), 1)
+        .unwrap();
+    assert_eq!(led.high_watermark(), Offset(7));
+
+    let mut follower = PartitionState::new(opened, policy(), producers());
+    follower.become_follower(Some(NodeId(2)), LeaderEpoch(2));
+    assert_eq!(follower.high_watermark(), Offset(2));
+}
