@@ -12,12 +12,18 @@
 //! - **convergence** (liveness, after the faults heal): every node
 //!   applied the same image, every broker is registered and unfenced,
 //!   every partition has a leader.
+//!
+//! Consumer groups: committed offsets never go backwards and are never
+//! phantoms (`crate::groups::GroupChecker` states the rules exactly), on
+//! every event of a group member ([`Checker::group_event`]).
 
 use std::collections::BTreeMap;
 
 use fjord_broker::controller::fold::encode_snapshot;
 use fjord_broker::metadata::image::{MetadataImage, TopicId};
 use fjord_schema::NodeId;
+
+use crate::groups::{GroupChecker, GroupEvent};
 
 /// What the checker saw and found. Lives in: the world of one run.
 #[derive(Debug, Default)]
@@ -27,6 +33,8 @@ pub struct Checker {
     images: BTreeMap<u64, (u64, NodeId)>,
     /// (topic id, partition, leader epoch) → the leader named.
     leaders: BTreeMap<(TopicId, u32, u32), NodeId>,
+    /// The consumer-group rules.
+    pub groups: GroupChecker,
 }
 
 /// FNV-1a: a stable fingerprint (no per-process hasher keys).
@@ -48,6 +56,13 @@ impl Checker {
 
     pub fn violations(&self) -> &[String] {
         &self.violations
+    }
+
+    /// A group member's observation (in the order the members make them).
+    pub fn group_event(&mut self, now_ms: u64, event: &GroupEvent) {
+        for what in self.groups.observe(event) {
+            self.violation(now_ms, what);
+        }
     }
 
     /// Distinct partition leader epochs seen.
