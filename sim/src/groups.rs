@@ -91,7 +91,7 @@ mod check;
 mod member;
 
 pub use check::{GroupChecker, GroupEvent};
-pub use member::{GroupMember, MemberConfig, MemberOut};
+pub use member::{group_workload, GroupMember, MemberConfig, MemberOut};
 
 /// A group request from a member to a node (the Kafka group APIs the
 /// workload uses; plain values, cloned by the network's duplication).

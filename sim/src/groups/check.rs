@@ -23,6 +23,10 @@
 //! - **No phantom offsets.** Every offset an OffsetFetch returns for
 //!   (group, partition) was sent in a commit of that group and partition
 //!   before the answer arrived.
+//! - **Acknowledged commits outlive the run** ([`GroupChecker::check_final`],
+//!   after the quiet period): what the group's coordinator holds for
+//!   (group, partition) is at least the largest acknowledged offset, by
+//!   the same rule (an indeterminate commit may stand in for it).
 //! - (Sanity of the harness) an acknowledged offset was sent in a commit
 //!   first, and no two clients commit the same (group, partition).
 
@@ -103,6 +107,32 @@ pub struct GroupChecker {
 }
 
 impl GroupChecker {
+    /// At the end of the run: `committed` is what `group`'s coordinator
+    /// holds for `tp` (`NodeGroups::committed`); a violation when it lost
+    /// an acknowledged commit or holds a phantom.
+    pub fn check_final(
+        &self,
+        group: &str,
+        tp: &TopicPartition,
+        committed: Option<i64>,
+    ) -> Option<String> {
+        let c = self.commits.get(&(group.to_owned(), tp.clone()));
+        let sent = |o: i64| c.and_then(|c| c.sent.get(&o).copied());
+        let floor = c.and_then(|c| c.acked_max);
+        match (committed, floor) {
+            (Some(o), _) if sent(o).is_none() => Some(format!(
+                "phantom offset: at the end {group}/{tp} holds {o}, never committed"
+            )),
+            (None, Some(floor)) => Some(format!(
+                "committed offset lost: at the end {group}/{tp} holds nothing, {floor} was acknowledged"
+            )),
+            (Some(o), Some(floor)) if o < floor && sent(o) != Some(false) => Some(format!(
+                "committed offset went backwards: at the end {group}/{tp} holds {o}, {floor} was acknowledged"
+            )),
+            _ => None,
+        }
+    }
+
     /// Checks one event; returns the violations it shows (each a
     /// sentence naming the group, partition, offsets and times).
     pub fn observe(&mut self, event: &GroupEvent) -> Vec<String> {

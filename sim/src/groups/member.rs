@@ -60,6 +60,39 @@ impl Default for MemberConfig {
     }
 }
 
+/// The workload's group members: `groups` groups of `members_per_group`
+/// members, clients `first_client..`, each committing two partitions of
+/// a topic named after it (one writer per partition, as the checker's
+/// rules require), asking any of `nodes` for its coordinator; each draws
+/// from its own fork of `rng`.
+pub fn group_workload(
+    nodes: &[NodeId],
+    first_client: u32,
+    groups: u32,
+    members_per_group: u32,
+    rng: &mut SimRng,
+) -> Vec<GroupMember> {
+    let mut members = Vec::new();
+    for g in 0..groups {
+        for m in 0..members_per_group {
+            let client = first_client + g * members_per_group + m;
+            let topic = format!("committed-by-c{client}");
+            members.push(GroupMember::new(
+                client,
+                format!("group-{g}"),
+                nodes.to_vec(),
+                vec![
+                    TopicPartition::new(topic.clone(), 0),
+                    TopicPartition::new(topic, 1),
+                ],
+                MemberConfig::default(),
+                rng.fork("group member"),
+            ));
+        }
+    }
+    members
+}
+
 /// What a member step produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberOut {

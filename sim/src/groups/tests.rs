@@ -26,6 +26,9 @@ enum Mode {
     Ok,
     /// Refused with this code (nothing written).
     Fail(ErrorCode),
+    /// Written at once (the leader's log), answered REQUEST_TIMED_OUT (the
+    /// in-sync replicas did not confirm in time): an indeterminate commit.
+    TimedOut,
     /// Kept pending until the mode changes.
     Hold,
 }
@@ -43,6 +46,9 @@ struct FakeLog {
     mode: Mode,
     /// Reads fail while this is set (a replica not yet readable).
     unreadable: bool,
+    /// Settle only a random prefix of the pending appends each time (slow
+    /// replication), drawing from this.
+    slow: Option<SimRng>,
 }
 
 impl FakeLog {
@@ -53,6 +59,7 @@ impl FakeLog {
             pending: Vec::new(),
             mode: Mode::Ok,
             unreadable: false,
+            slow: None,
         }
     }
 
@@ -83,12 +90,21 @@ impl FakeLog {
         if self.mode == Mode::Hold {
             return Vec::new();
         }
+        let settled = match &mut self.slow {
+            Some(rng) => rng.below(self.pending.len() as u64 + 1) as usize,
+            None => self.pending.len(),
+        };
         let mut done = Vec::new();
-        for (node, partition, records, write_id) in std::mem::take(&mut self.pending) {
+        let pending: Vec<PendingAppend> = self.pending.drain(..settled).collect();
+        for (node, partition, records, write_id) in pending {
             let result = match self.mode {
                 Mode::Ok => {
                     self.write(partition, &records);
                     Ok(())
+                }
+                Mode::TimedOut => {
+                    self.write(partition, &records);
+                    Err(ErrorCode::RequestTimedOut)
                 }
                 Mode::Fail(code) => Err(code),
                 Mode::Hold => unreachable!(),
@@ -177,6 +193,12 @@ fn broker(node: u32) -> BrokerImage {
 /// Three live brokers and `__consumer_offsets` with `partitions`
 /// partitions, all led by `leader` at `epoch`.
 fn image(partitions: u32, leader: u32, epoch: u32) -> MetadataImage {
+    image_of(&vec![(leader, epoch); partitions as usize])
+}
+
+/// Three live brokers and `__consumer_offsets` whose partitions are led
+/// by these (leader, epoch).
+fn image_of(leaders: &[(u32, u32)]) -> MetadataImage {
     let mut image = MetadataImage::default();
     for n in 1..=3 {
         image.insert_broker(broker(n));
@@ -188,8 +210,9 @@ fn image(partitions: u32, leader: u32, epoch: u32) -> MetadataImage {
         config: TopicConfig::from_log_config(&fjord_storage::LogConfig::default()),
         created_ms: 1,
         overrides: Some(BTreeMap::new()),
-        partitions: (0..partitions)
-            .map(|_| PartitionImage {
+        partitions: leaders
+            .iter()
+            .map(|&(leader, epoch)| PartitionImage {
                 replicas: replicas.clone(),
                 isr: replicas.clone(),
                 leader: Some(NodeId(leader)),
@@ -925,4 +948,88 @@ fn find_coordinator_names_the_live_leader_of_the_groups_partition() {
         groups.find_coordinator("g"),
         Err(ErrorCode::CoordinatorNotAvailable)
     );
+}
+
+#[test]
+fn chaos_moves_restarts_and_failing_slow_appends_keep_the_group_rules() {
+    let seeds: u64 = std::env::var("CHAOS_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    for seed in 1..=seeds {
+        let mut h = Harness::new(100 + seed);
+        h.loss = 0.02;
+        h.duplicate = 0.05;
+        h.log.slow = Some(SimRng::new(seed).fork("slow"));
+        let mut rng = SimRng::new(seed).fork("chaos");
+        let mut leaders = vec![(1, 0), (2, 0), (3, 0)];
+        h.apply_image(&image_of(&leaders));
+        let nodes: Vec<NodeId> = (1..=3).map(NodeId).collect();
+        h.members = group_workload(&nodes, 1, 3, 2, &mut rng);
+        for _ in 0..250 {
+            h.run(100);
+            match rng.below(30) {
+                0 | 1 => {
+                    let p = rng.below(leaders.len() as u64) as usize;
+                    leaders[p] = (rng.range(1, 3) as u32, leaders[p].1 + 1);
+                    h.apply_image(&image_of(&leaders));
+                }
+                2 => h.log.mode = Mode::Ok,
+                3 => h.log.mode = Mode::Fail(ErrorCode::NotEnoughReplicas),
+                4 => h.log.mode = Mode::TimedOut,
+                5 => h.log.mode = Mode::Hold,
+                6 => {
+                    // A crash and restart: its appends in flight die with it.
+                    let i = rng.below(3) as usize;
+                    h.log.pending.retain(|(node, ..)| *node != i);
+                    let mut nonce = rng.fork("restart");
+                    h.nodes[i] = NodeGroups::new(
+                        NodeId(i as u32 + 1),
+                        GroupsConfig::sim(),
+                        &mut nonce,
+                        h.now,
+                    );
+                    let mut out = Vec::new();
+                    h.nodes[i].apply_image(&image_of(&leaders), h.now, &mut out);
+                    assert!(out.is_empty());
+                }
+                _ => {}
+            }
+        }
+        h.log.mode = Mode::Ok;
+        h.log.slow = None;
+        h.loss = 0.0;
+        let before: Vec<u64> = h.members.iter().map(|m| m.acked).collect();
+        h.run(10_000);
+        assert_eq!(h.violations, Vec::<String>::new(), "seed {seed}");
+        if std::env::var("CHAOS_STATS").is_ok() {
+            let stats: Vec<&GroupStats> = h.nodes.iter().map(|n| n.stats()).collect();
+            eprintln!(
+                "seed {seed}: acked {} fetched {} indeterminate {} joins {:?} {stats:?}",
+                h.checker.commits_acked,
+                h.checker.fetches_answered,
+                h.checker.indeterminate_seen,
+                h.members.iter().map(|m| m.joins).collect::<Vec<_>>()
+            );
+        }
+        assert!(
+            h.members.iter().zip(&before).all(|(m, b)| m.acked > *b),
+            "seed {seed}: every member commits again once the faults stop"
+        );
+        // Every acknowledged commit is held by the group's coordinator.
+        for m in &h.members {
+            let tps: Vec<TopicPartition> = m.last_offsets().keys().cloned().collect();
+            let held = h
+                .nodes
+                .iter()
+                .find_map(|n| n.committed(m.group_id(), &tps))
+                .expect("the group's coordinator is loaded");
+            for (tp, offset) in held {
+                let found = h
+                    .checker
+                    .check_final(m.group_id(), &tp, offset.map(|o| o.offset));
+                assert_eq!(found, None, "seed {seed}");
+            }
+        }
+    }
 }
