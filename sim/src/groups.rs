@@ -48,12 +48,40 @@
 //! (its `id` remembered as this `write_id`), `bounds` / `read` read this
 //! node's own replica (leader or follower) up to its log end.
 //!
-//! Per member (a workload client): `GroupMember::new(..)`, then
-//! [`GroupMember::step`] at [`GroupMember::next_wake`] (or on every client
-//! tick) and [`GroupMember::on_reply`] for every [`GroupMsg::Reply`]
-//! delivered to it; its [`MemberOut::Send`]s go on the network to a node,
-//! its [`MemberOut::Event`]s go to [`GroupChecker::observe`] (through
-//! `Checker::group_event`) at once, in the order they come out.
+//! Per member (a workload client; [`group_workload`] makes the usual
+//! set, with client ids from a given first one): [`GroupMember::step`]
+//! at [`GroupMember::next_wake`] (or on every client tick; world time, no
+//! skew) and [`GroupMember::on_reply`] for every [`GroupMsg::Reply`]
+//! delivered to it; its [`MemberOut::Send`]s go on the network to
+//! `Addr::Node(to)` as `Msg::Group(msg)`, its [`MemberOut::Event`]s go to
+//! `Checker::group_event` at once, in the order they come out.
+//!
+//! At the end (after the quiet period): for every member's group and
+//! partition, [`NodeGroups::committed`] on the node leading the group's
+//! offsets partition, checked with [`GroupChecker::check_final`].
+//!
+//! The adapter from the data plane, in outline (`NodeData` is the node's
+//! data plane, `data.rs`):
+//!
+//! ```text
+//! struct DataOffsets<'a> { data: &'a mut NodeData, out: &'a mut Vec<data::Out>,
+//!                          writes: &'a mut BTreeMap<u64 /* produce id */, u64 /* write id */> }
+//! append(p, records, write_id, timeout_ms, now) → id = fresh produce id;
+//!     writes.insert(id, write_id); data.produce(ProduceRequest { id,
+//!     topic: OFFSETS_TOPIC, partition: p, acks: -1, producer: none, records,
+//!     timeout_ms, .. }, now, out)
+//! data::Out::Produced { id, result } with writes.remove(&id) == Some(w)
+//!     → groups.appended(w, result.map(|_| ()), now, &mut adapter, &mut group_out)
+//! bounds(p) / read(p, offset, max) → data.read_local(OFFSETS_TOPIC, p, ..)
+//!     (the replica's log start and end; whole batches as bytes)
+//! ```
+//!
+//! Two things the world must keep: produce completions from before a
+//! crash never reach the restarted node's `NodeGroups` (its write ids
+//! start again from 0), and client ids are unique among all clients
+//! (the connection model is keyed by them). The world's link cuts are
+//! between nodes; a partition that should also cut clients off a node
+//! must drop their messages too.
 //!
 //! # The connection model
 //!
@@ -262,7 +290,8 @@ pub enum GroupOut {
     },
 }
 
-/// Counters of one node's groups (for the run's stats).
+/// Counters of one node's groups (for the run's stats; [`GroupStats::add`]
+/// sums them over nodes and restarts).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupStats {
     pub requests: u64,
@@ -275,6 +304,19 @@ pub struct GroupStats {
     pub unloads: u64,
     pub appends: u64,
     pub appends_failed: u64,
+}
+
+impl GroupStats {
+    pub fn add(&mut self, other: &GroupStats) {
+        self.requests += other.requests;
+        self.stale_requests += other.stale_requests;
+        self.loads += other.loads;
+        self.load_failures += other.load_failures;
+        self.records_replayed += other.records_replayed;
+        self.unloads += other.unloads;
+        self.appends += other.appends;
+        self.appends_failed += other.appends_failed;
+    }
 }
 
 /// Names one load of an offsets partition's groups (the host's `LoadId`).

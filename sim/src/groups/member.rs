@@ -27,7 +27,8 @@ use crate::rng::SimRng;
 /// [`TIME_SCALE`] where they matter).
 #[derive(Debug, Clone)]
 pub struct MemberConfig {
-    /// `session.timeout.ms` (45 s in Kafka).
+    /// `session.timeout.ms` (Kafka's 45 s scaled by [`TIME_SCALE`] and
+    /// halved, so sessions expire within a run's pauses and cuts).
     pub session_timeout_ms: u32,
     /// `max.poll.interval.ms`: the rebalance timeout.
     pub rebalance_timeout_ms: u32,
@@ -42,8 +43,11 @@ pub struct MemberConfig {
     /// `retry.backoff.ms`.
     pub retry_backoff_ms: u64,
     /// Chance, at each commit, of leaving the group and rejoining later
-    /// as a new member.
+    /// as a new member (a static member restarts instead: it rejoins
+    /// with its instance id, sending no LeaveGroup).
     pub leave_chance: f64,
+    /// A static member (`group.instance.id` = `i<client>`).
+    pub static_member: bool,
 }
 
 impl Default for MemberConfig {
@@ -56,6 +60,7 @@ impl Default for MemberConfig {
             request_timeout_ms: 2_000,
             retry_backoff_ms: 100,
             leave_chance: 0.01,
+            static_member: false,
         }
     }
 }
@@ -63,8 +68,9 @@ impl Default for MemberConfig {
 /// The workload's group members: `groups` groups of `members_per_group`
 /// members, clients `first_client..`, each committing two partitions of
 /// a topic named after it (one writer per partition, as the checker's
-/// rules require), asking any of `nodes` for its coordinator; each draws
-/// from its own fork of `rng`.
+/// rules require), asking any of `nodes` for its coordinator; every
+/// second member of a group is static; each draws from its own fork of
+/// `rng`.
 pub fn group_workload(
     nodes: &[NodeId],
     first_client: u32,
@@ -85,7 +91,10 @@ pub fn group_workload(
                     TopicPartition::new(topic.clone(), 0),
                     TopicPartition::new(topic, 1),
                 ],
-                MemberConfig::default(),
+                MemberConfig {
+                    static_member: m % 2 == 1,
+                    ..MemberConfig::default()
+                },
                 rng.fork("group member"),
             ));
         }
@@ -204,6 +213,12 @@ impl GroupMember {
         }
     }
 
+    fn instance_id(&self) -> Option<String> {
+        self.config
+            .static_member
+            .then(|| format!("i{}", self.client))
+    }
+
     pub fn client(&self) -> u32 {
         self.client
     }
@@ -270,7 +285,7 @@ impl GroupMember {
                 let body = GroupRequest::Join(JoinRequest {
                     group_id,
                     member_id: self.member_id.clone(),
-                    instance_id: None,
+                    instance_id: self.instance_id(),
                     client_id: format!("c{}", self.client),
                     protocol_type: PROTOCOL_TYPE.to_owned(),
                     protocols: vec![Protocol {
@@ -292,7 +307,7 @@ impl GroupMember {
                     group_id,
                     generation_id: self.generation,
                     member_id: self.member_id.clone(),
-                    instance_id: None,
+                    instance_id: self.instance_id(),
                     protocol_type: Some(PROTOCOL_TYPE.to_owned()),
                     protocol_name: Some(PROTOCOL.to_owned()),
                     assignments,
@@ -318,13 +333,20 @@ impl GroupMember {
                     group_id,
                     members: vec![LeavingMember {
                         member_id: self.member_id.clone(),
-                        instance_id: None,
+                        instance_id: self.instance_id(),
                     }],
                 };
                 self.send(coordinator, Kind::Leave, body, Vec::new(), now_ms, out);
             }
             Phase::Stable if now_ms >= self.next_commit_ms => {
                 if self.rng.chance(self.config.leave_chance) {
+                    if self.config.static_member {
+                        // A static member's restart: no LeaveGroup, it
+                        // comes back with its instance id and no member
+                        // id, taking over its slot (the old id is fenced).
+                        self.left(now_ms);
+                        return;
+                    }
                     self.phase = Phase::Leave;
                     return self.step(now_ms, out);
                 }
@@ -343,7 +365,7 @@ impl GroupMember {
                     group_id: group_id.clone(),
                     generation_id: self.generation,
                     member_id: self.member_id.clone(),
-                    instance_id: None,
+                    instance_id: self.instance_id(),
                     offsets: offsets
                         .iter()
                         .map(|(tp, o)| {
@@ -372,7 +394,7 @@ impl GroupMember {
                     group_id,
                     generation_id: self.generation,
                     member_id: self.member_id.clone(),
-                    instance_id: None,
+                    instance_id: self.instance_id(),
                 });
                 self.send(coordinator, Kind::Heartbeat, body, Vec::new(), now_ms, out);
             }
