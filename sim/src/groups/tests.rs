@@ -918,6 +918,17 @@ fn the_group_rules_accept_good_histories_and_flag_bad_ones() {
     let (v, _) = check(&[sent(1, 5), fetch_sent(2), fetched(2, Some(42))]);
     assert_eq!(v.len(), 1, "{v:?}");
     assert!(v[0].contains("phantom"), "{v:?}");
+    // At the end: what the coordinator holds, by the same rules.
+    let (_, checker) = check(&[sent(1, 5), acked(1, 5), sent(2, 6), sent(3, 7), acked(3, 7)]);
+    let t = tp("t", 0);
+    assert_eq!(checker.check_final("g", &t, Some(7)), None);
+    assert_eq!(checker.check_final("g", &t, Some(6)), None, "indeterminate");
+    let backwards = checker.check_final("g", &t, Some(5)).expect("a violation");
+    assert!(backwards.contains("went backwards"), "{backwards}");
+    let lost = checker.check_final("g", &t, None).expect("a violation");
+    assert!(lost.contains("lost"), "{lost}");
+    let phantom = checker.check_final("g", &t, Some(8)).expect("a violation");
+    assert!(phantom.contains("phantom"), "{phantom}");
     // Harness sanity: two writers of one partition.
     let mut other = sent(2, 9);
     if let GroupEvent::CommitSent { client, .. } = &mut other {
@@ -956,6 +967,8 @@ fn chaos_moves_restarts_and_failing_slow_appends_keep_the_group_rules() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
+    // Over all seeds, of the nodes' last starts: the faults happened.
+    let mut exercised = GroupStats::default();
     for seed in 1..=seeds {
         let mut h = Harness::new(100 + seed);
         h.loss = 0.02;
@@ -1002,6 +1015,9 @@ fn chaos_moves_restarts_and_failing_slow_appends_keep_the_group_rules() {
         let before: Vec<u64> = h.members.iter().map(|m| m.acked).collect();
         h.run(10_000);
         assert_eq!(h.violations, Vec::<String>::new(), "seed {seed}");
+        for node in &h.nodes {
+            exercised.add(node.stats());
+        }
         if std::env::var("CHAOS_STATS").is_ok() {
             let stats: Vec<&GroupStats> = h.nodes.iter().map(|n| n.stats()).collect();
             eprintln!(
@@ -1032,4 +1048,8 @@ fn chaos_moves_restarts_and_failing_slow_appends_keep_the_group_rules() {
             }
         }
     }
+    assert!(exercised.unloads > 0, "{exercised:?}");
+    assert!(exercised.appends_failed > 0, "{exercised:?}");
+    assert!(exercised.stale_requests > 0, "{exercised:?}");
+    assert!(exercised.records_replayed > 0, "{exercised:?}");
 }
