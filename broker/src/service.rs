@@ -1363,7 +1363,7 @@ const APPLY_WAIT: Duration = Duration::from_secs(30);
 
 /// How long an offsets write waits for the in-sync replicas (Kafka's
 /// `offsets.commit.timeout.ms` default).
-const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often a node not yet serving says why.
 const UNFENCE_WAIT_LOG_INTERVAL: Duration = Duration::from_secs(5);

@@ -35,6 +35,11 @@
 //!
 //! acks=1 acknowledgements may be lost when the leader fails before its
 //! followers copy them (Kafka's contract): they are counted, not checked.
+//!
+//! Consumer groups: committed offsets never go backwards and are never
+//! phantoms (`crate::groups::GroupChecker` states the rules exactly), on
+//! every event of a group member ([`Checker::group_event`]).
+
 use std::collections::BTreeMap;
 
 use fjord_broker::controller::fold::encode_snapshot;
@@ -66,6 +71,8 @@ pub struct FinalReplica {
     pub records: Vec<(u64, Vec<u8>)>,
 }
 
+use crate::groups::{GroupChecker, GroupEvent};
+
 /// What the checker saw and found. Lives in: the world of one run.
 #[derive(Debug, Default)]
 pub struct Checker {
@@ -92,6 +99,8 @@ pub struct Checker {
     images: BTreeMap<u64, (u64, NodeId)>,
     /// (topic id, partition, leader epoch) → the leader named.
     leaders: BTreeMap<(TopicId, u32, u32), NodeId>,
+    /// The consumer-group rules.
+    pub groups: GroupChecker,
 }
 
 /// A record's value for a report.
@@ -320,6 +329,13 @@ impl Checker {
                 }
                 Some(false) => {}
             }
+        }
+    }
+
+    /// A group member's observation (in the order the members make them).
+    pub fn group_event(&mut self, now_ms: u64, event: &GroupEvent) {
+        for what in self.groups.observe(event) {
+            self.violation(now_ms, what);
         }
     }
 

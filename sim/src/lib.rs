@@ -12,6 +12,9 @@
 //! re-created here as plain synchronous code, step for step.
 //!
 //! - [`rng`]: the seeded generator every choice draws from.
+//! - `groups`: one node's group coordinators (the real `Coordinator`s,
+//!   loaded from and written to the offsets topic), the workload's group
+//!   members and the group rules of the checker.
 //! - `world`: the event loop (time, message delivery, faults, workload),
 //!   and `checker`: the invariants checked on every run.
 //!
@@ -24,6 +27,7 @@ pub mod client;
 pub mod controller;
 pub mod data;
 pub mod disk;
+pub mod groups;
 pub mod rng;
 pub mod world;
 

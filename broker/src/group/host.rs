@@ -136,16 +136,16 @@ pub enum ReplayError {
 pub struct LoadId(pub u64);
 
 /// Bytes read per step while loading an offsets partition.
-const REPLAY_READ_BYTES: usize = 1 << 20;
+pub const REPLAY_READ_BYTES: usize = 1 << 20;
 /// Largest decompressed offsets batch accepted on replay.
-const REPLAY_BATCH_BYTES_MAX: usize = 64 << 20;
+pub const REPLAY_BATCH_BYTES_MAX: usize = 64 << 20;
 /// How long the timer sleeps when no deadline is pending (it is woken by
 /// every event anyway).
 const IDLE_TICK: Duration = Duration::from_secs(3600);
 /// Backoff between attempts of a failed load (doubling up to the max);
 /// its groups answer COORDINATOR_LOAD_IN_PROGRESS meanwhile.
-const LOAD_RETRY_MIN: Duration = Duration::from_millis(100);
-const LOAD_RETRY_MAX: Duration = Duration::from_secs(5);
+pub const LOAD_RETRY_MIN: Duration = Duration::from_millis(100);
+pub const LOAD_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// One offsets partition this shard leads.
 #[derive(Debug)]
