@@ -275,6 +275,10 @@ pub struct PartitionState {
     durable_end: Offset,
     /// Consumers read below this (see the module doc).
     high_watermark: Offset,
+    /// The high watermark is still the log end as opened: what the disk
+    /// had, not what the ISR is known to have (see
+    /// [`Self::forget_opened_high_watermark`]).
+    high_watermark_from_open: bool,
     /// When the oldest offset at or past `durable_end` was appended.
     oldest_unflushed_ms: Option<i64>,
     producers: ProducerStates,
@@ -304,6 +308,7 @@ impl PartitionState {
             log_end: opened.log_end,
             durable_end: opened.durable_end,
             high_watermark: opened.log_end,
+            high_watermark_from_open: opened.log_end > opened.log_start,
             oldest_unflushed_ms: None,
             producers,
             waiters: VecDeque::new(),
@@ -420,7 +425,9 @@ impl PartitionState {
             // afresh at this epoch.
             self.replicas = Replicas::new(self.policy.replica_lag_time_max_ms, self.log_end);
         }
-        if self.replicas.apply(leadership, self.log_end, now_ms)? {
+        let applied = self.replicas.apply(leadership, self.log_end, now_ms)?;
+        self.forget_opened_high_watermark();
+        if applied {
             self.set_leader_epoch(leadership.leader_epoch);
             self.role = Role::Leader;
             // Kafka assigns the new epoch at the log end when a replica
@@ -449,6 +456,7 @@ impl PartitionState {
         if epoch < self.leader_epoch {
             return Vec::new();
         }
+        self.forget_opened_high_watermark();
         self.set_leader_epoch(epoch);
         self.role = Role::Follower { leader };
         self.replicas = Replicas::new(self.policy.replica_lag_time_max_ms, self.log_end);
@@ -462,6 +470,25 @@ impl PartitionState {
             });
         }
         failed
+    }
+
+    /// The first role the committed image gives a replica since it opened:
+    /// its high watermark, the log end it found on disk, is what this
+    /// replica had, not what the ISR is known to have (batches a follower
+    /// fetched that other ISR members lack, an old leader's unreplicated
+    /// appends). It restarts from the log start, so only what the ISR
+    /// reports moves it: as a leader alone in its ISR at once to its log
+    /// end; with followers, once they report their ends; as a follower,
+    /// from its leader's answers. Left at the log
+    /// end, a replica elected before its followers fetched would let
+    /// consumers read records that the next leader may not have (found
+    /// by issue 15's simulation). A fetch between the high watermark and
+    /// the log end is in range ([`Self::check_fetch_offset`]), so
+    /// consumers at their positions wait rather than reset.
+    fn forget_opened_high_watermark(&mut self) {
+        if std::mem::take(&mut self.high_watermark_from_open) {
+            self.high_watermark = self.log_start;
+        }
     }
 
     /// A follower appended the leader's batch (verbatim: `batch` as the
@@ -724,6 +751,7 @@ impl PartitionState {
         }
         // With the leader alone in the ISR the high watermark follows the
         // log end; with followers their fetches move it.
+        self.high_watermark_from_open = false;
         self.move_high_watermark();
         self.oldest_unflushed_ms.get_or_insert(now_ms);
         self.durable(batch.durable_end)

@@ -574,3 +574,46 @@ fn a_consumer_past_a_new_leaders_high_watermark_is_not_out_of_range() {
     // Past the log end is out of range.
     assert_eq!(fetch(&w, 2, 2).error, ErrorCode::OffsetOutOfRange);
 }
+
+/// A follower that has a batch the ISR does not all have restarts, and is
+/// elected before anyone fetched from it: its high watermark must not be
+/// its log end (what it had on disk), or consumers read a record that the
+/// other ISR member lacks — gone for good once that member leads.
+#[test]
+fn a_restarted_replica_elected_leader_does_not_expose_unreplicated_records() {
+    let mut w = World::new(&[1, 2, 3]);
+    let config = topic_config(1, true);
+    w.apply(image(&[1, 2, 3], &[1, 2, 3], Some(1), 1, 0, &config));
+    w.cut.insert(n(3));
+    let id = w.produce(1, 1, None, &["x"]);
+    assert_eq!(w.produced[&id], Ok(0));
+    w.run_for(10);
+    assert_eq!(w.view(2).log_end, 1, "node 2 has it");
+    assert_eq!(w.view(1).high_watermark, 0, "node 3 does not");
+
+    // Node 2 restarts; node 1 is lost; node 2 is elected from the ISR
+    // before node 3 (still cut off) fetched from it.
+    w.crash(2, Crash::KeepAll);
+    w.cut.insert(n(1));
+    w.restart(2);
+    w.apply(image(&[1, 2, 3], &[2, 3], Some(2), 2, 1, &config));
+    assert_eq!(w.view(2).role, Role::Leader);
+    let read = w.node(2).fetch(&ConsumerFetch {
+        topic: T.to_owned(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 1 << 20,
+        current_leader_epoch: None,
+    });
+    assert_eq!(
+        (read.high_watermark, read.records.len()),
+        (0, 0),
+        "x is not on node 3"
+    );
+
+    // Node 3 fetches: now it has x, and the high watermark passes it.
+    w.cut.remove(&n(3));
+    w.run_for(500);
+    assert_eq!(w.view(2).high_watermark, 1);
+    assert_eq!(w.view(2).records, w.view(3).records);
+}
