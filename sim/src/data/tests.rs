@@ -838,3 +838,47 @@ fn seeded_runs_replay_and_converge() {
         }
     }
 }
+
+/// A follower's request from before its crash is answered after its
+/// restart: the answer carries the old incarnation's id and is dropped,
+/// never taken for the new fetcher's request.
+#[test]
+fn an_answer_to_a_request_of_an_earlier_incarnation_is_dropped() {
+    let mut w = World::new(&[1, 2]);
+    let config = topic_config(1, true);
+    w.apply(image(&[1, 2], &[1, 2], Some(1), 1, 0, &config));
+    w.run_for(10);
+    // Node 2's long-poll is held by node 1; node 2 crashes meanwhile.
+    w.crash(2, Crash::KeepAll);
+    let mut out = Vec::new();
+    let req = ProduceRequest {
+        id: 99,
+        topic: T.to_owned(),
+        partition: 0,
+        acks: 1,
+        producer: None,
+        records: vec![(Bytes::from("k"), Bytes::from("a"))],
+        timeout_ms: 1_000,
+        current_leader_epoch: None,
+    };
+    let now = w.now;
+    w.node_mut(1).produce(req, now, &mut out);
+    w.handle(n(1), out);
+    assert_eq!(w.produced[&99], Ok(0));
+    let stale: Vec<_> = w.queue.drain(..).collect();
+    assert_eq!(stale.len(), 1, "the held fetch answered: {stale:?}");
+    w.cut.insert(n(1));
+    w.restart(2);
+    let (from, to, msg) = stale.into_iter().next().expect("one");
+    let ReplicaMsg::FetchReply { id: old, .. } = &msg else {
+        panic!("not a fetch reply: {msg:?}");
+    };
+    assert!(*old < 2 << 40, "an id of the first incarnation");
+    let mut out = Vec::new();
+    let now = w.now;
+    w.node_mut(to.get()).on_message(from, msg, now, &mut out);
+    assert_eq!(w.view(2).log_end, 0, "the stale answer is not applied");
+    w.cut.clear();
+    w.run_for(1_000);
+    assert_eq!(w.view(2).records, w.view(1).records);
+}
