@@ -377,6 +377,8 @@ pub struct NodeData {
     produces: Vec<PendingProduce>,
     syncs: Vec<PendingSync>,
     proposals: BTreeMap<u64, Proposal>,
+    /// The last request or proposal id: this incarnation's (the disk's
+    /// boot count) in the high bits.
     next_id: u64,
     /// Partitions notified (`p.data.notify_all()`) since the last settle.
     notified: BTreeSet<Key>,
@@ -394,7 +396,9 @@ impl NodeData {
     /// Opens the node's data plane over its disk: a fresh node or a
     /// restart after a crash. Replicas open (recover) when the first image
     /// places them here ([`Self::apply_image`]), as `open_placed` does.
-    pub fn open(node: NodeId, config: DataConfig, disk: NodeDisk, now_ms: u64) -> NodeData {
+    pub fn open(node: NodeId, config: DataConfig, mut disk: NodeDisk, now_ms: u64) -> NodeData {
+        disk.boots += 1;
+        let next_id = disk.boots << 40;
         NodeData {
             node,
             config,
@@ -407,7 +411,7 @@ impl NodeData {
             produces: Vec::new(),
             syncs: Vec::new(),
             proposals: BTreeMap::new(),
-            next_id: 0,
+            next_id,
             notified: BTreeSet::new(),
             next_replica_tick_ms: now_ms + config.replica_tick_ms(),
             next_flush_tick_ms: now_ms + config.flush_interval_ms,

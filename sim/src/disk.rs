@@ -102,7 +102,12 @@ pub struct NodeDisk {
     partitions: BTreeMap<Key, PartitionDisk>,
     sync_delay_ms: u64,
     full: bool,
-    /// Crashes that lost or tore unsynced bytes (for the run's report).
+    /// Process starts on this disk ([`crate::data::NodeData::open`] counts
+    /// them): request ids carry it, so an answer to a request of an
+    /// earlier incarnation never matches a new one (a restarted broker has
+    /// new connections, and correlation ids are per connection).
+    pub boots: u64,
+    /// Crashes (for the run's report).
     pub crashes: u64,
     pub torn_tails: u64,
 }

@@ -14,8 +14,12 @@ use fjord_storage::LogConfig;
 const T: &str = "t";
 
 fn config() -> DataConfig {
+    config_with_lag(10_000)
+}
+
+fn config_with_lag(replica_lag_time_max_ms: u64) -> DataConfig {
     DataConfig {
-        replica_lag_time_max_ms: 10_000,
+        replica_lag_time_max_ms,
         fetcher: ReplicaFetcherConfig {
             wait_max_ms: 100,
             backoff_ms: 50,
@@ -77,15 +81,21 @@ struct World {
     alters: Vec<(NodeId, u64, ControllerCommand)>,
     image: Arc<MetadataImage>,
     next_produce: u64,
+    config: DataConfig,
 }
 
 impl World {
     fn new(nodes: &[u32]) -> World {
+        World::with_config(nodes, config())
+    }
+
+    fn with_config(nodes: &[u32], config: DataConfig) -> World {
         World {
+            config,
             now: 0,
             nodes: nodes
                 .iter()
-                .map(|&i| (n(i), NodeData::open(n(i), config(), NodeDisk::new(), 0)))
+                .map(|&i| (n(i), NodeData::open(n(i), config, NodeDisk::new(), 0)))
                 .collect(),
             down: BTreeMap::new(),
             queue: VecDeque::new(),
@@ -221,7 +231,7 @@ impl World {
 
     fn restart(&mut self, id: u32) {
         let disk = self.down.remove(&n(id)).expect("down");
-        let mut data = NodeData::open(n(id), config(), disk, self.now);
+        let mut data = NodeData::open(n(id), self.config, disk, self.now);
         let mut out = Vec::new();
         data.apply_image(&self.image, self.now, &mut out);
         self.nodes.insert(n(id), data);
@@ -573,4 +583,302 @@ fn a_consumer_past_a_new_leaders_high_watermark_is_not_out_of_range() {
     );
     // Past the log end is out of range.
     assert_eq!(fetch(&w, 2, 2).error, ErrorCode::OffsetOutOfRange);
+}
+
+/// A follower that has a batch the ISR does not all have restarts, and is
+/// elected before anyone fetched from it: its high watermark must not be
+/// its log end (what it had on disk), or consumers read a record that the
+/// other ISR member lacks — gone for good once that member leads.
+#[test]
+fn a_restarted_replica_elected_leader_does_not_expose_unreplicated_records() {
+    let mut w = World::new(&[1, 2, 3]);
+    let config = topic_config(1, true);
+    w.apply(image(&[1, 2, 3], &[1, 2, 3], Some(1), 1, 0, &config));
+    w.cut.insert(n(3));
+    let id = w.produce(1, 1, None, &["x"]);
+    assert_eq!(w.produced[&id], Ok(0));
+    w.run_for(10);
+    assert_eq!(w.view(2).log_end, 1, "node 2 has it");
+    assert_eq!(w.view(1).high_watermark, 0, "node 3 does not");
+
+    // Node 2 restarts; node 1 is lost; node 2 is elected from the ISR
+    // before node 3 (still cut off) fetched from it.
+    w.crash(2, Crash::KeepAll);
+    w.cut.insert(n(1));
+    w.restart(2);
+    w.apply(image(&[1, 2, 3], &[2, 3], Some(2), 2, 1, &config));
+    assert_eq!(w.view(2).role, Role::Leader);
+    let read = w.node(2).fetch(&ConsumerFetch {
+        topic: T.to_owned(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 1 << 20,
+        current_leader_epoch: None,
+    });
+    assert_eq!(
+        (read.high_watermark, read.records.len()),
+        (0, 0),
+        "x is not on node 3"
+    );
+
+    // Node 3 fetches: now it has x, and the high watermark passes it.
+    w.cut.remove(&n(3));
+    w.run_for(500);
+    assert_eq!(w.view(2).high_watermark, 1);
+    assert_eq!(w.view(2).records, w.view(3).records);
+}
+
+/// The test world as a tiny controller: commits an AlterPartition whose
+/// partition epoch matches (the new ISR, partition epoch + 1) and refuses
+/// others, and elects the first live ISR member when the leader is down.
+fn control(w: &mut World, config: &TopicConfig, live: &BTreeSet<NodeId>) {
+    let current = |w: &World| w.image.get(T).expect("topic").partitions[0].clone();
+    for (from, id, command) in std::mem::take(&mut w.alters) {
+        let ControllerCommand::AlterPartition {
+            partition_epoch,
+            leader_epoch,
+            new_isr,
+            ..
+        } = command
+        else {
+            continue;
+        };
+        let p = current(w);
+        let ok = p.partition_epoch == partition_epoch
+            && p.leader_epoch == leader_epoch
+            && p.leader == Some(from);
+        if ok {
+            let isr: Vec<u32> = new_isr.iter().map(|n| n.get()).collect();
+            let replicas: Vec<u32> = p.replicas.iter().map(|n| n.get()).collect();
+            w.apply(image(
+                &replicas,
+                &isr,
+                p.leader.map(NodeId::get),
+                p.leader_epoch.get(),
+                p.partition_epoch + 1,
+                config,
+            ));
+        }
+        if let Some(node) = w.nodes.get_mut(&from) {
+            let mut out = Vec::new();
+            let error = if ok {
+                ErrorCode::None
+            } else {
+                ErrorCode::InvalidRequest
+            };
+            node.on_alter_partition_answer(id, error, w.now, &mut out);
+            w.handle(from, out);
+        }
+    }
+    let p = current(w);
+    if p.leader.is_none_or(|l| !live.contains(&l)) {
+        let leader = p.isr.iter().find(|n| live.contains(n)).map(|n| n.get());
+        if leader != p.leader.map(NodeId::get) {
+            let isr: Vec<u32> = p.isr.iter().map(|n| n.get()).collect();
+            let replicas: Vec<u32> = p.replicas.iter().map(|n| n.get()).collect();
+            w.apply(image(
+                &replicas,
+                &isr,
+                leader,
+                p.leader_epoch.get() + 1,
+                p.partition_epoch + 1,
+                config,
+            ));
+        }
+    }
+}
+
+/// One seeded run: three replicas, an idempotent acks=all producer and
+/// an acks=1 one writing to whoever leads, followers and leaders crashing
+/// (unsynced bytes lost, kept or torn) and restarting, links cut and
+/// healed, slow disks; then every fault healed. Returns the run's
+/// transcript (every answer and every replica at the end).
+fn random_run(seed: u64, config: &TopicConfig) -> String {
+    let mut rng = crate::rng::SimRng::new(seed);
+    let mut faults = rng.fork("faults");
+    // A short lag time: ISR shrinks and expansions happen within a run.
+    let mut w = World::with_config(&[1, 2, 3], config_with_lag(1_000));
+    w.apply(image(&[1, 2, 3], &[1, 2, 3], Some(1), 1, 0, config));
+    let mut live: BTreeSet<NodeId> = [n(1), n(2), n(3)].into();
+    let mut transcript = String::new();
+    // The idempotent producer: one batch in flight, retried with the same
+    // sequence and value until acknowledged, as a client does.
+    let mut all_sent: BTreeMap<u64, String> = BTreeMap::new();
+    let mut in_flight: Option<u64> = None;
+    let mut current = (0i32, String::from("v0"));
+    for step in 0..300u64 {
+        match rng.below(10) {
+            0 if live.len() > 1 => {
+                let victim = *faults
+                    .pick(&live.iter().copied().collect::<Vec<_>>())
+                    .expect("live");
+                live.remove(&victim);
+                let data = w.nodes.remove(&victim).expect("up");
+                let mut disk = data.into_disk();
+                disk.crash(&mut faults);
+                w.down.insert(victim, disk);
+                transcript.push_str(&format!("{step}: crash {victim}\n"));
+            }
+            1 if !w.down.is_empty() => {
+                let back = *w.down.keys().next().expect("down");
+                live.insert(back);
+                w.restart(back.get());
+                transcript.push_str(&format!("{step}: restart {back}\n"));
+            }
+            2 => {
+                let node = n(faults.range(1, 3) as u32);
+                if !w.cut.remove(&node) {
+                    w.cut.insert(node);
+                }
+            }
+            3 => {
+                let node = n(faults.range(1, 3) as u32);
+                if let Some(data) = w.nodes.get_mut(&node) {
+                    data.disk_mut().set_sync_delay_ms(faults.below(3) * 40);
+                }
+            }
+            _ => {
+                let leader = w.image.get(T).expect("topic").partitions[0].leader;
+                if let Some(leader) = leader.filter(|l| w.nodes.contains_key(l)) {
+                    let value = format!("v{step}");
+                    if rng.chance(0.5) {
+                        match in_flight.map(|id| w.produced.get(&id)) {
+                            Some(None) => {}
+                            answered => {
+                                if let Some(Some(Ok(_))) = answered {
+                                    current = (current.0 + 1, value);
+                                }
+                                let (seq, value) = current.clone();
+                                let id = w.produce(leader.get(), -1, Some((1, 0, seq)), &[&value]);
+                                all_sent.insert(id, value);
+                                in_flight = Some(id);
+                            }
+                        }
+                    } else {
+                        w.produce(leader.get(), 1, None, &[&value]);
+                    }
+                }
+            }
+        }
+        w.run_for(rng.range(1, 300));
+        control(&mut w, config, &live);
+    }
+    // Heal: every node back, every link up, fast disks.
+    w.cut.clear();
+    let down: Vec<NodeId> = w.down.keys().copied().collect();
+    for node in down {
+        live.insert(node);
+        w.restart(node.get());
+    }
+    for data in w.nodes.values_mut() {
+        data.disk_mut().set_sync_delay_ms(0);
+    }
+    for _ in 0..20 {
+        w.run_for(1_000);
+        control(&mut w, config, &live);
+    }
+    for (id, result) in &w.produced {
+        transcript.push_str(&format!("#{id} {result:?}\n"));
+    }
+    // Every replica holds the same records, the leader's HW at its end.
+    let views: Vec<ReplicaView> = w.nodes.values().map(|d| d.inspect().remove(0)).collect();
+    for v in &views[1..] {
+        assert_eq!(v.records, views[0].records, "seed {seed}: replicas differ");
+    }
+    let leader = views
+        .iter()
+        .find(|v| v.role == Role::Leader)
+        .expect("a leader");
+    assert_eq!(leader.high_watermark, leader.log_end, "seed {seed}");
+    let mut seqs = BTreeSet::new();
+    for r in &leader.records {
+        if let Some((_, _, seq)) = r.producer {
+            assert!(seqs.insert(seq), "seed {seed}: sequence {seq} twice");
+        }
+    }
+    if config.flush_before_ack {
+        // Acknowledged acks=all records are durable on every ISR member:
+        // none lost or moved.
+        for (id, value) in &all_sent {
+            if let Some(Ok(base)) = w.produced.get(id) {
+                let at = leader.records.iter().find(|r| r.offset == *base as u64);
+                let found = at.and_then(|r| r.value.clone());
+                assert_eq!(
+                    found.as_deref(),
+                    Some(value.as_bytes()),
+                    "seed {seed}: produce #{id} acknowledged at {base}"
+                );
+            }
+        }
+    }
+    for node in w.nodes.values() {
+        for v in node.inspect() {
+            transcript.push_str(&format!("{v:?}\n"));
+        }
+    }
+    transcript
+}
+
+/// Seeded runs replay bit for bit, and after healing every replica holds
+/// the same records, the leader's high watermark at its log end, the
+/// idempotent producer's sequences once each and — the topic flushing
+/// before ack — every acknowledged acks=all record at its offset.
+/// `FJORD_SIM_DATA_SEEDS=N` runs N seeds per topic config (12 by default).
+#[test]
+fn seeded_runs_replay_and_converge() {
+    let seeds: u64 = std::env::var("FJORD_SIM_DATA_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    for (min_insync, flush_before_ack) in [(1, true), (2, true), (1, false)] {
+        let config = topic_config(min_insync, flush_before_ack);
+        for seed in 0..seeds {
+            let first = random_run(seed, &config);
+            assert_eq!(first, random_run(seed, &config), "seed {seed} replays");
+        }
+    }
+}
+
+/// A follower's request from before its crash is answered after its
+/// restart: the answer carries the old incarnation's id and is dropped,
+/// never taken for the new fetcher's request.
+#[test]
+fn an_answer_to_a_request_of_an_earlier_incarnation_is_dropped() {
+    let mut w = World::new(&[1, 2]);
+    let config = topic_config(1, true);
+    w.apply(image(&[1, 2], &[1, 2], Some(1), 1, 0, &config));
+    w.run_for(10);
+    // Node 2's long-poll is held by node 1; node 2 crashes meanwhile.
+    w.crash(2, Crash::KeepAll);
+    let mut out = Vec::new();
+    let req = ProduceRequest {
+        id: 99,
+        topic: T.to_owned(),
+        partition: 0,
+        acks: 1,
+        producer: None,
+        records: vec![(Bytes::from("k"), Bytes::from("a"))],
+        timeout_ms: 1_000,
+        current_leader_epoch: None,
+    };
+    let now = w.now;
+    w.node_mut(1).produce(req, now, &mut out);
+    w.handle(n(1), out);
+    assert_eq!(w.produced[&99], Ok(0));
+    let stale: Vec<_> = w.queue.drain(..).collect();
+    assert_eq!(stale.len(), 1, "the held fetch answered: {stale:?}");
+    w.cut.insert(n(1));
+    w.restart(2);
+    let (from, to, msg) = stale.into_iter().next().expect("one");
+    let ReplicaMsg::FetchReply { id: old, .. } = &msg else {
+        panic!("not a fetch reply: {msg:?}");
+    };
+    assert!(*old < 2 << 40, "an id of the first incarnation");
+    let mut out = Vec::new();
+    let now = w.now;
+    w.node_mut(to.get()).on_message(from, msg, now, &mut out);
+    assert_eq!(w.view(2).log_end, 0, "the stale answer is not applied");
+    w.cut.clear();
+    w.run_for(1_000);
+    assert_eq!(w.view(2).records, w.view(1).records);
 }

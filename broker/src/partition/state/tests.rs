@@ -5,6 +5,8 @@
 //! mismatch the runner prints the actual transcript, ready to paste.
 //!
 //! Events (`#N` names a produce request):
+//! - `open END` — a restart: the state opens again over a log of END
+//!   offsets, all durable
 //! - `tick MS` — the clock moves to MS
 //! - `config [min_insync=N] [flush_before_ack=BOOL] [flush_messages=N|-]
 //!   [flush_ms=MS|-]` — a topic config change
@@ -109,6 +111,22 @@ impl Harness {
     fn event(&mut self, line: &str) -> Vec<String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
+            ["open", end] => {
+                // A restart: the state opened again over a log of `end`
+                // offsets, all durable (the driver recovered it).
+                let end = Offset(end.parse().expect("offset"));
+                let opened = Opened {
+                    leader_epoch: LeaderEpoch(0),
+                    log_start: Offset(0),
+                    log_end: end,
+                    durable_end: end,
+                };
+                let producers = ProducerStates::new(ProducerStateConfig::default());
+                self.state = PartitionState::new(opened, self.state.policy(), producers);
+                self.log_durable = end;
+                self.pending.clear();
+                Vec::new()
+            }
             ["tick", ms] => {
                 self.now_ms = ms.parse().expect("ms");
                 Vec::new()
@@ -1257,4 +1275,46 @@ fn an_opened_replica_counts_nothing_committed_until_its_leadership_says() {
     let mut follower = PartitionState::new(opened, policy(), producers());
     follower.become_follower(Some(NodeId(2)), LeaderEpoch(2));
     assert_eq!(follower.high_watermark(), Offset(2));
+}
+
+/// After a restart the high watermark starts from the log start and only
+/// what the role says moves it — at once to the log end for a leader
+/// alone in its ISR; with followers, once they report their ends; as a
+/// follower, from its leader's answers. A replica elected before its
+/// followers fetched must not let consumers read what they may lack
+/// (issue 15's simulation); consumers past the high watermark wait.
+#[test]
+fn opened_high_watermark_is_forgotten_at_the_first_role() {
+    check(
+        "
+        > config flush_before_ack=false
+        > open 5
+        > state
+        start=0 end=5 durable=5 hw=0 ack_end=0 waiting=0
+        > leadership replicas=1,2,3 isr=1,2,3 epoch=4 pepoch=7
+        isr 1,2,3 pepoch 7
+        > state
+        start=0 end=5 durable=5 hw=0 ack_end=0 waiting=0
+        > fetch-at 3
+        fetch at 3: nothing yet
+        > fetch 2 offset=5
+        hw 0
+        > fetch 3 offset=4
+        hw 4
+        > open 5
+        > leadership replicas=1 isr=1 epoch=5 pepoch=8
+        isr 1 pepoch 8
+        > state
+        start=0 end=5 durable=5 hw=5 ack_end=5 waiting=0
+        > open 5
+        > follow leader=2 epoch=6
+        role Follower { leader: Some(NodeId(2)) }
+        > state
+        start=0 end=5 durable=5 hw=0 ack_end=0 waiting=0
+        > leader-hw 3
+        hw 3
+        > state
+        start=0 end=5 durable=5 hw=3 ack_end=3 waiting=0
+        ",
+    );
 }
