@@ -79,8 +79,7 @@ pub struct Checker {
     violations: Vec<String>,
     /// Every value sent, and whether its producer was idempotent.
     sent: BTreeMap<Vec<u8>, bool>,
-    /// (topic, partition, offset) → the value acknowledged (acks=all) or
-    /// read below the high watermark there, and how it was learnt.
+    /// (topic, partition, offset) → the value acknowledged there (acks=all).
     settled: BTreeMap<(String, u32, u64), (Vec<u8>, &'static str)>,
     /// acks=all acknowledgements: (topic, partition) → offset → value.
     acked: BTreeMap<(String, u32), BTreeMap<u64, Vec<u8>>>,
@@ -199,7 +198,13 @@ impl Checker {
         }
     }
 
-    /// A consumer read `value` at `offset`, below the high watermark.
+    /// A consumer read `value` at `offset`, below the high watermark. It
+    /// must not contradict an acks=all acknowledgement of that offset
+    /// (before or after it). A read alone settles nothing: a record below
+    /// the high watermark that no acks=all producer was told about can
+    /// still be lost when every in-sync replica that had it is gone (the
+    /// last one crashing with it unsynced; Kafka's KIP-966 case), and the
+    /// offset then holds another record.
     pub fn read(&mut self, now_ms: u64, topic: &str, partition: u32, offset: u64, value: &[u8]) {
         self.read_records += 1;
         if !self.sent.contains_key(value) {
@@ -208,7 +213,22 @@ impl Checker {
                 format!("{topic}-{partition}@{offset}: read a record never sent (phantom)"),
             );
         }
-        self.settle(now_ms, topic, partition, offset, value, "read");
+        let key = (topic.to_owned(), partition, offset);
+        match self.settled.get(&key) {
+            Some((acked, _)) if acked.as_slice() != value => {
+                let acked = show(acked);
+                self.violation(
+                    now_ms,
+                    format!(
+                        "{topic}-{partition}@{offset}: read {} but {acked} was acknowledged there (offset reused)",
+                        show(value)
+                    ),
+                );
+            }
+            // A read before the acknowledgement is checked by the
+            // final log: an acknowledged record must be at its offset.
+            _ => {}
+        }
     }
 
     fn settle(

@@ -203,6 +203,8 @@ pub struct SimController {
     /// `QuorumConfig::fixed_election_timeout`).
     ticks: SimRng,
     tick_rate_pct: u64,
+    /// See [`Self::serving`].
+    serving: bool,
 }
 
 fn quorum_config(config: &CtlConfig) -> QuorumConfig {
@@ -302,6 +304,7 @@ impl SimController {
             now_ms,
             tick_rate_pct: rng.range(100, 160),
             ticks: rng.fork("ticks"),
+            serving: false,
         })
     }
 
@@ -337,6 +340,19 @@ impl SimController {
 
     pub fn is_active_controller(&self) -> bool {
         self.controller_term != 0 && self.quorum.is_leader()
+    }
+
+    /// Whether this node serves (clients, replication): set once this
+    /// start's registration is applied here and the image shows it
+    /// unfenced — the broker's `ShardService::wait_unfenced`, which gates
+    /// its listeners, its replica fetchers and its replication service.
+    /// Until then a node restarted with a stale image must not act on it
+    /// (it would lead at an old epoch). Stays set for this start.
+    pub fn serving(&mut self) -> bool {
+        if !self.serving && matches!(self.phase, Phase::Beat { .. }) && self.unfenced() {
+            self.serving = true;
+        }
+        self.serving
     }
 
     /// Whether this node's broker is registered and unfenced in its own

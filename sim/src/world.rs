@@ -208,6 +208,8 @@ struct Node {
     skew_ms: u64,
     /// The image last seen applied here (by pointer).
     seen: Option<Arc<MetadataImage>>,
+    /// The data plane follows images and serves (this start).
+    data_started: bool,
     restarts: u64,
 }
 
@@ -317,6 +319,7 @@ impl World {
                 paused_until: None,
                 skew_ms: 0,
                 seen: None,
+                data_started: false,
                 restarts: 0,
             })
             .collect();
@@ -386,6 +389,24 @@ impl World {
         self.events.insert(seq, event);
     }
 
+    /// Whether node `i` serves clients and replication (see
+    /// `SimController::serving`); the first time it does, its data plane
+    /// takes the image it has.
+    fn serving(&mut self, i: usize) -> bool {
+        let Some(ctl) = self.nodes[i].ctl.as_mut() else {
+            return false;
+        };
+        if !ctl.serving() {
+            return false;
+        }
+        if !self.nodes[i].data_started {
+            self.nodes[i].data_started = true;
+            self.nodes[i].seen = None;
+            self.observe(i);
+        }
+        true
+    }
+
     fn local_now(&self, i: usize) -> u64 {
         self.now + self.nodes[i].skew_ms
     }
@@ -413,6 +434,7 @@ impl World {
             }
         }
         node.seen = None;
+        node.data_started = false;
     }
 
     /// Runs to the end and checks.
@@ -457,6 +479,9 @@ impl World {
                     ctl.poll(now, &mut out);
                 }
                 self.node_out(i, out);
+                if !self.serving(i) {
+                    return;
+                }
                 let mut out = Vec::new();
                 if let Some(data) = self.nodes[i].data.as_mut() {
                     data.poll(now, &mut out);
@@ -530,10 +555,17 @@ impl World {
                     }
                     Msg::Client { req, request } => {
                         let Addr::Client(client) = from else { return };
+                        if !self.serving(i) {
+                            // Not listening yet: the request is lost.
+                            return;
+                        }
                         self.client_request(i, client, req, request, &mut out);
                     }
                     Msg::Data(msg) => {
                         let Addr::Node(from) = from else { return };
+                        if !self.serving(i) {
+                            return;
+                        }
                         let mut data_out = Vec::new();
                         if let Some(data) = self.nodes[i].data.as_mut() {
                             data.on_message(from, msg, now, &mut data_out);
@@ -656,7 +688,7 @@ impl World {
                     current_leader_epoch: None,
                 });
                 tracing::debug!(
-                    node = self.nodes[i].id.0,
+                    node = i + 1,
                     partition = %format!("{}-{}", fetch_topic, fetch_partition),
                     offset = fetch_offset,
                     hw = reply.high_watermark,
@@ -876,6 +908,9 @@ impl World {
         let node = self.nodes[i].id;
         self.checker.image_applied(self.now, node, applied, &image);
         self.nodes[i].seen = Some(image.clone());
+        if !self.nodes[i].data_started {
+            return;
+        }
         let now = self.local_now(i);
         let mut out = Vec::new();
         if let Some(data) = self.nodes[i].data.as_mut() {
@@ -911,9 +946,12 @@ impl World {
                     .range(1, u64::from(self.admin.topics.max(1)));
                 ControllerCommand::DeleteTopics(vec![format!("t{n}")])
             }
+            // Preferred elections only: an unclean one (a replica outside
+            // the ISR) may lose acknowledged records by definition; the
+            // controller never elects uncleanly by itself.
             _ => ControllerCommand::ElectLeaders {
                 partitions: None,
-                preferred: self.client_rng.chance(0.5),
+                preferred: true,
             },
         };
         let req = self.admin.next_req;
@@ -1156,8 +1194,31 @@ impl World {
             .filter_map(|n| n.data.as_ref())
             .flat_map(|d| d.inspect())
             .collect();
+        let dump = std::env::var("FJORD_SIM_DUMP").ok();
         for topic in image.topics().filter(|t| t.name != OFFSETS_TOPIC) {
             for (index, partition) in topic.partitions.iter().enumerate() {
+                if dump.as_deref() == Some(&format!("{}-{index}", topic.name)) {
+                    for v in views
+                        .iter()
+                        .filter(|v| v.topic_id == topic.id && v.partition == index as u32)
+                    {
+                        eprintln!(
+                            "node {} {:?} epoch {} start {} end {} hw {} durable {} isr {:?} epochs {:?}",
+                            v.node.0, v.role, v.leader_epoch.0, v.log_start, v.log_end,
+                            v.high_watermark, v.durable_end, v.isr, v.epochs
+                        );
+                        for r in &v.records {
+                            let value = r
+                                .value
+                                .as_ref()
+                                .map(|v| String::from_utf8_lossy(v).into_owned());
+                            eprintln!(
+                                "  {} e{} {:?} {:?}",
+                                r.offset, r.leader_epoch, r.producer, value
+                            );
+                        }
+                    }
+                }
                 let replicas: Vec<FinalReplica> = views
                     .iter()
                     .filter(|v| v.topic_id == topic.id && v.partition == index as u32)
