@@ -28,7 +28,8 @@ Topology (all created here):
   * the data dir of each node on its own loop-mounted ext4 image.
 No forwarding is involved (every route is to a directly linked peer).
 
-Faults (one at a time, each healed before the next; see Nemesis):
+Faults (one at a time, each healed before the next, kinds drawn in
+rounds, each round a seeded shuffle of all kinds; see Nemesis):
   isolate-leader, isolate-controller, isolate-node (majority/minority
   split): every node-node link of the node down (`ip link set down` on
   both ends);
@@ -493,6 +494,7 @@ class Nemesis:
         self.gap = gap
         self.faults = []
         self.crashes = []
+        self.round = []
         self.started = time.monotonic()
 
     def now(self):
@@ -559,11 +561,19 @@ class Nemesis:
                                      "log_tail": node.log_tail(60)})
                 node.start()
 
+    def next_kind(self):
+        """Kinds in rounds: each round a seeded shuffle of every kind, so a
+        run of N rounds injects each kind N times, in random order."""
+        if not self.round:
+            self.round = list(self.kinds)
+            self.rng.shuffle(self.round)
+        return self.round.pop()
+
     def run(self, seconds):
         end = self.started + seconds
         while time.monotonic() < end:
             self.check_crashes()
-            kind = self.rng.choice(self.kinds)
+            kind = self.next_kind()
             hold = self.rng.uniform(*self.hold)
             start = self.now()
             target, detail, heal = self.inject(kind)
