@@ -76,12 +76,13 @@ MOUNT_RE = re.compile(r"/fjord-chaos-(\d+)-")
 LOCK = "/run/fjord-chaos.lock"
 # Bound of one wait for the cluster (ready, ISR full, a client to exit).
 WAIT_SECONDS = 180
-# Node settings: quick heartbeats and fencing, small segment preparation
-# (the data dirs are small filesystems), a dead follower leaves the ISR
-# after 2 s (as broker/tests/replication.rs).
+# Node settings: quick heartbeats and fencing, a dead follower leaves the
+# ISR after 2 s (as broker/tests/replication.rs); segments zero-filled
+# only 32 KiB ahead of the writer, so a full disk bites within seconds
+# (a partition at a few KiB/s needs new blocks every few seconds).
 NODE_ENV = {
-    "FJORD_LOG_PREPARE_STEP_BYTES": "262144",
-    "FJORD_LOG_PREPARE_AHEAD_BYTES": "524288",
+    "FJORD_LOG_PREPARE_STEP_BYTES": "16384",
+    "FJORD_LOG_PREPARE_AHEAD_BYTES": "32768",
     "FJORD_BROKER_HEARTBEAT_INTERVAL_MS": "200",
     "FJORD_BROKER_SESSION_TIMEOUT_MS": "1500",
     "FJORD_REPLICA_LAG_TIME_MAX_MS": "2000",
@@ -339,6 +340,29 @@ class Node:
             os.unlink(self.filler)
         except FileNotFoundError:
             pass
+
+    def log_counts(self):
+        """Lines of this node's log (all its processes) per kind of event
+        the faults cause: evidence that each fault bit."""
+        patterns = {
+            "disk full": re.compile(r"disk full", re.I),
+            "writes resumed": re.compile(r"writes resumed", re.I),
+            "new metadata leader": re.compile(r"metadata quorum: new leader"),
+            "node unreachable": re.compile(r"node unreachable"),
+            "panicked": re.compile(r"panicked"),
+            "ERROR": re.compile(r"ERROR"),
+            "WARN": re.compile(r"WARN"),
+        }
+        counts = dict.fromkeys(patterns, 0)
+        try:
+            with open(self.log_path, errors="replace") as f:
+                for line in f:
+                    for name, pattern in patterns.items():
+                        if pattern.search(line):
+                            counts[name] += 1
+        except OSError:
+            pass
+        return counts
 
     def log_tail(self, lines=40):
         try:
@@ -694,7 +718,7 @@ def run(args):
         ends = {}
         for lines in histories.values():
             for line in lines:
-                if line.get("e") is None and "o" in line and line.get("o", -1) >= 0:
+                if line.get("e") is None and isinstance(line.get("o"), int) and line["o"] >= 0:
                     ends[line["p"]] = max(ends.get(line["p"], 0), line["o"] + 1)
         final = os.path.join(run_dir, "final.jsonl")
         min_ends = ",".join(f"{p}:{o}" for p, o in sorted(ends.items()))
@@ -715,6 +739,9 @@ def run(args):
         live_reads = [r for r in chaos_checker.load_jsonl(live) if "v" in r]
         result = chaos_checker.check(producer_histories, final_read, live_reads)
         report["checker"] = result
+        report["node_log_lines"] = {
+            i: node.log_counts() for i, node in cluster.nodes.items()
+        }
         failed = not result["ok"] or bool(report["crashes"]) or bool(report["fatal"])
     except BaseException as error:
         report["harness_error"] = f"{type(error).__name__}: {error}"
@@ -784,6 +811,10 @@ def write_report(report, path):
         f"- producer errors (not acknowledged): {report.get('producer_errors', {})}",
         f"- fatal producer errors: {report.get('fatal', [])}",
         f"- nodes that exited by themselves: {len(report.get('crashes', []))}",
+        "",
+        "## Node log lines (evidence the faults bit)",
+        "",
+        *[f"- node {i}: {c}" for i, c in report.get("node_log_lines", {}).items()],
         "",
         "## Anomalies",
         "",

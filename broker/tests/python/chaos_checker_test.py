@@ -101,6 +101,15 @@ class CheckerTest(unittest.TestCase):
         self.assertEqual(result["counts"]["indeterminate_read"], 1)
         self.assertEqual(result["counts"]["indeterminate_absent"], 1)
 
+    def test_an_acknowledgement_without_offset_must_still_be_read(self):
+        h = History()
+        h.reports[6]["o"] = None  # delivered, offset unknown
+        result = h.check()
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(result["counts"]["acked_without_offset"], 1)
+        del h.final[6]
+        self.assertEqual(found(h.check()), {"lost"})
+
     def test_a_failed_record_that_was_written_twice_is_still_duplicated(self):
         h = History()
         h.reports[8]["e"] = "_MSG_TIMED_OUT: timed out"
