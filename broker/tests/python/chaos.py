@@ -652,6 +652,7 @@ def run(args):
     procs = []
     result = None
     report = {"seed": args.seed, "seconds": args.seconds, "kinds": args.kinds,
+              "request_timeout_ms": args.request_timeout_ms,
               "fjord": args.fjord, "started": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     failed = True
     try:
@@ -674,7 +675,9 @@ def run(args):
             producers[tag] = out
             procs.append(client(cluster, "produce", out, run_dir, stop,
                                 ["--tag", tag, "--per-second", str(args.per_second),
-                                 "--message-timeout-ms", str(args.message_timeout_ms)], run_max))
+                                 "--message-timeout-ms", str(args.message_timeout_ms),
+                                 "--request-timeout-ms", str(args.request_timeout_ms)],
+                                run_max))
         live = os.path.join(run_dir, "live.jsonl")
         procs.append(client(cluster, "follow", live, run_dir, stop, (), run_max))
         # The producers make progress before the first fault.
@@ -942,7 +945,10 @@ def main():
                         help="comma-separated fault kinds to draw from")
     parser.add_argument("--partitions", type=int, default=5)
     parser.add_argument("--per-second", type=float, default=100.0, help="per producer")
-    parser.add_argument("--message-timeout-ms", type=int, default=30000)
+    parser.add_argument("--message-timeout-ms", type=int, default=60000)
+    parser.add_argument("--request-timeout-ms", type=int, default=30000,
+                        help="producers' request.timeout.ms: above the longest fault "
+                        "(see replication_clients.py)")
     parser.add_argument("--hold-min", type=float, default=3.0)
     parser.add_argument("--hold-max", type=float, default=12.0)
     parser.add_argument("--gap-min", type=float, default=2.0)

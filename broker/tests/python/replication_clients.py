@@ -4,7 +4,7 @@ broker/tests/replication.rs against a 3-node Fjord cluster).
 
     python3 replication_clients.py produce BOOTSTRAP --topic T --partitions P
         --out ACKS.jsonl [--stop-file F | --records N] [--tag TAG]
-        [--per-second R] [--message-timeout-ms MS]
+        [--per-second R] [--message-timeout-ms MS] [--request-timeout-ms MS]
     python3 replication_clients.py consume BOOTSTRAP --topic T --partitions P
         --out READ.jsonl [--min-ends P:OFFSET,...]
     python3 replication_clients.py follow BOOTSTRAP --topic T --partitions P
@@ -97,7 +97,7 @@ def produce(args):
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
-            "request.timeout.ms": 5000,
+            "request.timeout.ms": args.request_timeout_ms,
             # Requests other than Produce (InitProducerId after a timeout,
             # Metadata) time out after this; librdkafka's 60 s default
             # would keep the producer waiting on a SIGSTOPped broker whose
@@ -381,6 +381,11 @@ def main():
     parser.add_argument("--tag", default="r")
     parser.add_argument("--per-second", type=float, default=400.0)
     parser.add_argument("--message-timeout-ms", type=int, default=60000)
+    # chaos.py: 30000 (librdkafka's default), longer than any fault: a
+    # request that times out is "possibly persisted", and librdkafka's
+    # idempotent producer resends such a batch under a bumped epoch, which
+    # no broker can tell from a new one (docs/CORRECTNESS.md).
+    parser.add_argument("--request-timeout-ms", type=int, default=5000)
     parser.add_argument("--min-ends", help="consume: P:OFFSET,... high watermarks to wait for")
     parser.add_argument("--group")
     parser.add_argument("--per-partition", type=int)
