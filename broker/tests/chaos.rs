@@ -139,7 +139,9 @@ fn run_python(args: &[&str], output: &Path, seconds_max: u64) -> (Option<i32>, S
     };
     let text = std::fs::read_to_string(output).unwrap_or_default();
     if terminated.is_some() {
-        panic!("python3 {args:?} still running after {seconds_max}s, terminated; its output:\n{text}");
+        panic!(
+            "python3 {args:?} still running after {seconds_max}s, terminated; its output:\n{text}"
+        );
     }
     (status.code(), text)
 }
@@ -254,7 +256,14 @@ fn nemesis_run(seed: u64, seconds: u64, kinds: &[&str]) {
     );
     let checker = &json["checker"];
     assert_eq!(checker["ok"], Value::Bool(true), "anomalies:\n{markdown}");
-    for kind in ["lost", "duplicated", "moved", "reordered", "phantom", "unstable_read"] {
+    for kind in [
+        "lost",
+        "duplicated",
+        "moved",
+        "reordered",
+        "phantom",
+        "unstable_read",
+    ] {
         assert_eq!(
             checker["anomalies"][kind]["count"].as_u64(),
             Some(0),

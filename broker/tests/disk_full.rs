@@ -283,7 +283,10 @@ fn a_full_disk_heals_without_restart_and_loses_nothing() {
     // timeout) for the log to write it, which it does once space is back
     // (see `assert_disk_full`); the refusals are asserted above.
     let (acked, failed) = steady.stop();
-    println!("steady producer: {} acknowledged, {failed} failed", acked.len());
+    println!(
+        "steady producer: {} acknowledged, {failed} failed",
+        acked.len()
+    );
     let mut all_steady = acked.clone();
     all_steady.extend(probe.iter().cloned());
     assert_no_offset_reused(&all_steady);
