@@ -28,8 +28,13 @@ use small_fs::{is_root, SmallFs};
 /// Size of the filesystem the broker's data dir lives on.
 const FS_BYTES: u64 = 64 << 20;
 
+/// The broker waits this long for a log in write fault to write a batch
+/// it appended before answering REQUEST_TIMED_OUT (see
+/// [`assert_disk_full`]).
+const PRODUCE_TIMEOUT_MS: u32 = 1_000;
+
 fn produce(conn: &mut Conn, topic: &str, records: &[u8]) -> ProduceOutcome {
-    conn.produce_outcome(topic, 0, records, -1)
+    conn.produce_outcome_within(topic, 0, records, -1, PRODUCE_TIMEOUT_MS)
         .expect("produce response")
 }
 
@@ -102,8 +107,22 @@ fn kafka_produce(broker: &Broker, topic: &str) -> (i16, Option<String>) {
     )
 }
 
+/// The produce failed because the disk is full, and says so.
+///
+/// A produce refused by a log in fault gets KAFKA_STORAGE_ERROR; the one
+/// whose own flush hit the full disk after its batch was appended gets
+/// REQUEST_TIMED_OUT once its timeout passed ("possibly written": the
+/// batch stays in the log and is written when space is back; answering
+/// KAFKA_STORAGE_ERROR, "not written", let librdkafka duplicate it, issue
+/// 15's nemesis finding in docs/CORRECTNESS.md).
 fn assert_disk_full(outcome: &ProduceOutcome) {
-    assert_eq!(outcome.error, ErrorCode::KafkaStorageError);
+    assert!(
+        matches!(
+            outcome.error,
+            ErrorCode::KafkaStorageError | ErrorCode::RequestTimedOut
+        ),
+        "{outcome:?}"
+    );
     let message = outcome.message.as_deref().unwrap_or_default();
     assert!(
         message.contains("disk full"),
@@ -259,8 +278,15 @@ fn a_full_disk_heals_without_restart_and_loses_nothing() {
     produce_until_accepted(&mut conn, "steady", &mut probe);
     assert_logged_once_per_episode(&broker, "steady-0", false);
 
+    // Not asserted: whether the steady producer saw a refusal. Its one
+    // produce in flight when the disk filled was appended and waits (30 s
+    // timeout) for the log to write it, which it does once space is back
+    // (see `assert_disk_full`); the refusals are asserted above.
     let (acked, failed) = steady.stop();
-    assert!(failed > 0, "the steady producer never saw the full disk");
+    println!(
+        "steady producer: {} acknowledged, {failed} failed",
+        acked.len()
+    );
     let mut all_steady = acked.clone();
     all_steady.extend(probe.iter().cloned());
     assert_no_offset_reused(&all_steady);

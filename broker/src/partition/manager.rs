@@ -704,6 +704,14 @@ impl PartitionManager {
                 }
                 Err(error) => {
                     p.data.notify_all();
+                    if base_offset.is_some() {
+                        // An earlier batch of this request is in the log
+                        // (and stays there): not "not written".
+                        return ProduceResult::error(
+                            ErrorCode::RequestTimedOut,
+                            format!("partly appended, the rest failed: {error}"),
+                        );
+                    }
                     return ProduceResult::error(storage_code(&error), error.to_string());
                 }
             }
@@ -712,28 +720,20 @@ impl PartitionManager {
         let plan = p.state.borrow_mut().ack_plan(acks);
         drop(gate);
         p.data.notify_all();
+        let wait = timeout.min(self.ack_timeout.get());
+        let deadline = Instant::now() + wait;
         if plan.flush {
-            // Several producers flushing here share one fdatasync (group
-            // commit in the log).
-            match p.log.flush().await {
-                Ok(durable_end) => {
-                    let completed = p.state.borrow_mut().durable(durable_end);
-                    wake(&p, &completed);
+            if let Err((code, message)) = flush_appended(&p, deadline).await {
+                if let Some(waiter) = plan.waiter {
+                    p.state.borrow_mut().cancel(waiter);
                 }
-                Err(error) => {
-                    if let Some(waiter) = plan.waiter {
-                        p.state.borrow_mut().cancel(waiter);
-                    }
-                    return ProduceResult::error(storage_code(&error), error.to_string());
-                }
+                return ProduceResult::error(code, message);
             }
         }
         if let Some(waiter) = plan.waiter {
             // Released when the ack end passes its offsets: by its own
             // flush above (one replica), or by the followers' fetches
             // moving the high watermark (the wake-up of `data` per move).
-            let wait = timeout.min(self.ack_timeout.get());
-            let deadline = Instant::now() + wait;
             loop {
                 let notified = p.data.notified();
                 let outcome = p.state.borrow_mut().take_outcome(waiter);
@@ -1338,6 +1338,47 @@ pub fn produce_policy(config: &TopicConfig, replica_lag_time_max_ms: u64) -> Pro
 
 /// Wakes the producers (and long-polls) of `p` when waiters completed:
 /// once per high-watermark or durable-end move, not once per waiter.
+/// The flush of a produce whose batches are in the log (appended, offsets
+/// assigned), driven by [`PartitionManager::produce`]. Several producers
+/// flushing share one fdatasync (group commit in the log).
+///
+/// A log in write fault (a full disk) keeps what was appended and writes
+/// it itself once a retry succeeds (`fjord_storage::driver`, "Write
+/// faults"), so the produce waits for that, asking again at the log's
+/// first retry backoff, until `deadline`, and then answers
+/// REQUEST_TIMED_OUT ("possibly written"): KAFKA_STORAGE_ERROR would tell a
+/// Kafka client the batch was *not* written, and librdkafka's idempotent
+/// producer, after an epoch bump (a sequence gap from a batch the full
+/// disk refused), sends such a batch again under the new epoch: a
+/// duplicate in the log. Found by the nemesis harness (issue 15,
+/// docs/CORRECTNESS.md; `scripts/chaos --kinds disk-full`).
+async fn flush_appended(p: &Partition, deadline: Instant) -> Result<(), (ErrorCode, String)> {
+    loop {
+        match p.log.flush().await {
+            Ok(durable_end) => {
+                let completed = p.state.borrow_mut().durable(durable_end);
+                wake(p, &completed);
+                return Ok(());
+            }
+            Err(error @ StorageError::WriteFault { .. }) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || p.closed.get() {
+                    return Err((
+                        ErrorCode::RequestTimedOut,
+                        format!(
+                            "appended, but not written by the produce's timeout ({error}); \
+                             the log writes it once the fault clears"
+                        ),
+                    ));
+                }
+                let poll = Duration::from_millis(p.log.config().write_retry_backoff_ms_min);
+                sleep(left.min(poll)).await;
+            }
+            Err(error) => return Err((storage_code(&error), error.to_string())),
+        }
+    }
+}
+
 fn wake(p: &Partition, completed: &[Completion]) {
     if !completed.is_empty() {
         p.data.notify_all();

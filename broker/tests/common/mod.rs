@@ -478,6 +478,17 @@ impl Conn {
 
     /// Produce body for one partition whose batches fill the whole payload.
     pub fn produce_body(topic: &str, partition: u32, records_len: usize, acks: i8) -> Vec<u8> {
+        Conn::produce_body_within(topic, partition, records_len, acks, 30_000)
+    }
+
+    /// [`Conn::produce_body`] with the request's `timeout_ms`.
+    pub fn produce_body_within(
+        topic: &str,
+        partition: u32,
+        records_len: usize,
+        acks: i8,
+        timeout_ms: u32,
+    ) -> Vec<u8> {
         let mut fbb = FlatBufferBuilder::new();
         let slice = wire::PayloadSlice::new(0, records_len as u32);
         let part = wire::PartitionProduceData::create(
@@ -502,7 +513,7 @@ impl Conn {
             &wire::ProduceRequestArgs {
                 transactional_id: None,
                 acks: wire::Acks(acks),
-                timeout_ms: 30_000,
+                timeout_ms,
                 topics: Some(topics),
             },
         );
@@ -538,8 +549,21 @@ impl Conn {
         records: &[u8],
         acks: i8,
     ) -> std::io::Result<ProduceOutcome> {
+        self.produce_outcome_within(topic, partition, records, acks, 30_000)
+    }
+
+    /// [`Conn::produce_outcome`] with the request's `timeout_ms` (how long
+    /// the broker waits for acks=all, or for a log in write fault).
+    pub fn produce_outcome_within(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        records: &[u8],
+        acks: i8,
+        timeout_ms: u32,
+    ) -> std::io::Result<ProduceOutcome> {
         assert_ne!(acks, 0, "acks=0 has no answer");
-        let body = Conn::produce_body(topic, partition, records.len(), acks);
+        let body = Conn::produce_body_within(topic, partition, records.len(), acks, timeout_ms);
         let cid = self.send(ApiKey::Produce, 0, 0, &body, records);
         let frame = self.try_receive()?;
         assert_eq!(frame.header.correlation_id(), CorrelationId(cid));

@@ -4,9 +4,11 @@ broker/tests/replication.rs against a 3-node Fjord cluster).
 
     python3 replication_clients.py produce BOOTSTRAP --topic T --partitions P
         --out ACKS.jsonl [--stop-file F | --records N] [--tag TAG]
-        [--per-second R] [--message-timeout-ms MS]
+        [--per-second R] [--message-timeout-ms MS] [--request-timeout-ms MS]
     python3 replication_clients.py consume BOOTSTRAP --topic T --partitions P
         --out READ.jsonl [--min-ends P:OFFSET,...]
+    python3 replication_clients.py follow BOOTSTRAP --topic T --partitions P
+        --out READ.jsonl --stop-file F
     python3 replication_clients.py group-commit BOOTSTRAP --topic T
         --partitions P --group G --per-partition N
     python3 replication_clients.py group-resume BOOTSTRAP --topic T
@@ -28,6 +30,11 @@ watermarks (what is committed; with --min-ends P:OFFSET,... it first
 waits, bounded, until each reached the given end: a new leader's high
 watermark moves up only as its followers fetch), one JSON line per
 record {"p", "o", "k", "v"} in READ.jsonl, then {"done": true}.
+
+follow: reads partitions 0..P from the beginning while the cluster is
+under faults (chaos.py), one JSON line per record {"p", "o", "k", "v"}
+in READ.jsonl, written and flushed as it arrives, until the stop file
+exists; then {"done": true}. Consumer errors are printed and retried.
 
 group-commit: a consumer of group G subscribes to T, reads until it holds
 the first N records of every partition, commits offset N for each
@@ -90,7 +97,7 @@ def produce(args):
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
-            "request.timeout.ms": 5000,
+            "request.timeout.ms": args.request_timeout_ms,
             # Requests other than Produce (InitProducerId after a timeout,
             # Metadata) time out after this; librdkafka's 60 s default
             # would keep the producer waiting on a SIGSTOPped broker whose
@@ -244,6 +251,41 @@ def consume(args):
     return 0
 
 
+def follow(args):
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    config = common_config(args.bootstrap)
+    config.update({"group.id": f"chaos-follow-{args.topic}", "enable.auto.commit": False})
+    consumer = Consumer(config)
+    out = open(args.out, "w", buffering=1)
+    read = 0
+    try:
+        consumer.assign(
+            [TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in range(args.partitions)]
+        )
+        while not os.path.exists(args.stop_file):
+            message = consumer.poll(POLL_SECONDS)
+            if message is None:
+                continue
+            if message.error() is not None:
+                print(f"consumer error (retrying): {message.error()}", flush=True)
+                continue
+            record = {
+                "p": message.partition(),
+                "o": message.offset(),
+                "k": (message.key() or b"").decode(),
+                "v": (message.value() or b"").decode(),
+            }
+            out.write(json.dumps(record) + "\n")
+            read += 1
+        out.write(json.dumps({"done": True}) + "\n")
+    finally:
+        out.close()
+        consumer.close()
+    print(f"follow: read {read}", flush=True)
+    return 0
+
+
 def group_consumer(args, extra):
     from confluent_kafka import Consumer
 
@@ -329,7 +371,7 @@ def group_resume(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["produce", "consume", "group-commit", "group-resume"])
+    parser.add_argument("command", choices=["produce", "consume", "follow", "group-commit", "group-resume"])
     parser.add_argument("bootstrap")
     parser.add_argument("--topic", required=True)
     parser.add_argument("--partitions", type=int, required=True)
@@ -339,6 +381,11 @@ def main():
     parser.add_argument("--tag", default="r")
     parser.add_argument("--per-second", type=float, default=400.0)
     parser.add_argument("--message-timeout-ms", type=int, default=60000)
+    # chaos.py: 30000 (librdkafka's default), longer than any fault: a
+    # request that times out is "possibly persisted", and librdkafka's
+    # idempotent producer resends such a batch under a bumped epoch, which
+    # no broker can tell from a new one (docs/CORRECTNESS.md).
+    parser.add_argument("--request-timeout-ms", type=int, default=5000)
     parser.add_argument("--min-ends", help="consume: P:OFFSET,... high watermarks to wait for")
     parser.add_argument("--group")
     parser.add_argument("--per-partition", type=int)
@@ -346,6 +393,8 @@ def main():
     args = parser.parse_args()
     if args.command in ("produce", "consume") and args.out is None:
         parser.error(f"{args.command} needs --out")
+    if args.command == "follow" and (args.out is None or args.stop_file is None):
+        parser.error("follow needs --out and --stop-file")
     if args.command == "produce" and (args.stop_file is None) == (args.records is None):
         parser.error("produce needs exactly one of --stop-file and --records")
     if args.command.startswith("group") and args.group is None:
@@ -356,6 +405,7 @@ def main():
     run = {
         "produce": produce,
         "consume": consume,
+        "follow": follow,
         "group-commit": group_commit,
         "group-resume": group_resume,
     }[args.command]
