@@ -983,6 +983,16 @@ impl NodeData {
         }
     }
 
+    /// This node's replica's log start and log end, leader or follower
+    /// (the group coordinator's replay bounds).
+    pub fn bounds(&self, topic: &str, partition: u32) -> Result<(u64, u64), ErrorCode> {
+        let r = self
+            .replicas
+            .get(&key_of(topic, partition))
+            .ok_or(ErrorCode::NotLeaderOrFollower)?;
+        Ok((r.state.log_start().get(), r.state.log_end().get()))
+    }
+
     /// ListOffsets: (log start, high watermark) on the leader.
     pub fn list_offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64), ErrorCode> {
         let r = self

@@ -27,6 +27,10 @@ use crate::client::{Client, ClientOut, ClientReply, ClientRequest, Kind};
 use crate::controller::{CtlConfig, CtlMsg, CtlOut, Origin, SimController, Unavailable};
 use crate::data::{ConsumerFetch, DataConfig, NodeData, Out, ProduceRequest, ReplicaMsg};
 use crate::disk::NodeDisk;
+use crate::groups::{
+    group_workload, GroupMember, GroupMsg, GroupOut, GroupsConfig, MemberOut, NodeGroups,
+    OffsetsLog,
+};
 use crate::rng::SimRng;
 
 /// How one run is set up. Every field has a default ([`SimConfig::new`]);
@@ -93,6 +97,8 @@ pub enum Msg {
     Ctl(CtlMsg),
     /// Replication between two nodes' data planes.
     Data(ReplicaMsg),
+    /// A group member's request to a node, or the node's answer.
+    Group(GroupMsg),
     /// An admin client's command to a node (which submits it).
     Admin {
         req: u64,
@@ -137,6 +143,8 @@ pub struct Stats {
     pub read: u64,
     /// acks=1 records acknowledged and missing at the end (allowed).
     pub leader_only_lost: u64,
+    /// Group offset commits acknowledged.
+    pub group_commits: u64,
 }
 
 impl Stats {
@@ -153,6 +161,7 @@ impl Stats {
             ("acks=1 records lost (allowed)", self.leader_only_lost),
             ("batches given up (indeterminate)", self.gave_up),
             ("records read by consumers", self.read),
+            ("group offset commits acknowledged", self.group_commits),
         ]
     }
 }
@@ -202,6 +211,8 @@ struct Node {
     data: Option<NodeData>,
     /// The data plane's disk while the node is down.
     disk: Option<NodeDisk>,
+    /// The group coordinators, while the node runs.
+    groups: Option<NodeGroups>,
     /// Paused (SIGSTOP): neither timers nor messages run until then.
     paused_until: Option<u64>,
     /// Its steady clock runs ahead of the world's by this (forward jumps).
@@ -248,7 +259,11 @@ pub struct World {
     /// Produces in a node's data plane: its id there → (client, request,
     /// topic, partition).
     produces: BTreeMap<u64, (u32, u64, String, u32)>,
+    /// Offsets appends of a node's group coordinators: produce id →
+    /// (node index, write id).
+    group_writes: BTreeMap<u64, (usize, u64)>,
     next_produce: u64,
+    members: Vec<GroupMember>,
     admin: AdminClient,
     clients: Vec<Client>,
     checker: Checker,
@@ -316,6 +331,7 @@ impl World {
                 ctl: None,
                 data: None,
                 disk: Some(NodeDisk::new()),
+                groups: None,
                 paused_until: None,
                 skew_ms: 0,
                 seen: None,
@@ -327,7 +343,9 @@ impl World {
             ctl_config: controller_config(&config),
             data_config: data_config(),
             produces: BTreeMap::new(),
+            group_writes: BTreeMap::new(),
             next_produce: 1,
+            members: Vec::new(),
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
@@ -379,6 +397,15 @@ impl World {
             let first = world.client_rng.range(1_500, 3_000);
             world.schedule(first, Event::Client(id));
         }
+        // Two consumer groups of three members, client ids after the data
+        // clients'.
+        let first_member = world.clients.len() as u32 + 1;
+        let node_ids = world.node_ids();
+        world.members = group_workload(&node_ids, first_member, 2, 3, &mut world.client_rng);
+        for n in 0..world.members.len() {
+            let first = world.client_rng.range(1_500, 3_000);
+            world.schedule(first, Event::Client(first_member + n as u32));
+        }
         world
     }
 
@@ -400,6 +427,7 @@ impl World {
             return false;
         }
         if !self.nodes[i].data_started {
+            tracing::info!(node = i + 1, t = self.now, "sim: serving");
             self.nodes[i].data_started = true;
             self.nodes[i].seen = None;
             self.observe(i);
@@ -424,6 +452,12 @@ impl World {
         let now = self.now + node.skew_ms;
         let disk = node.disk.take().unwrap_or_default();
         node.data = Some(NodeData::open(node.id, self.data_config, disk, now));
+        node.groups = Some(NodeGroups::new(
+            node.id,
+            GroupsConfig::sim(),
+            &mut self.node_rng,
+            self.now,
+        ));
         match SimController::open(config, &node.dir, now, &mut self.node_rng) {
             Ok(ctl) => node.ctl = Some(ctl),
             Err(error) => {
@@ -487,6 +521,7 @@ impl World {
                     data.poll(now, &mut out);
                 }
                 self.data_out(i, out);
+                self.groups_step(i, |groups, log, out| groups.poll(now, log, out));
             }
             Event::Deliver { from, to, msg } => self.deliver(from, to, msg),
             Event::Nemesis => {
@@ -502,6 +537,12 @@ impl World {
                 let next = self.client_rng.range(5, 40);
                 self.schedule(next, Event::Client(id));
                 if self.quiet {
+                    return;
+                }
+                if let Some(m) = self.member_index(id) {
+                    let mut out = Vec::new();
+                    self.members[m].step(self.now, &mut out);
+                    self.member_out(id, out);
                     return;
                 }
                 let mut out = Vec::new();
@@ -561,6 +602,16 @@ impl World {
                         }
                         self.client_request(i, client, req, request, &mut out);
                     }
+                    Msg::Group(GroupMsg::Request { req, sent_ms, body }) => {
+                        let Addr::Client(client) = from else { return };
+                        if !self.serving(i) {
+                            return;
+                        }
+                        self.groups_step(i, |groups, log, out| {
+                            groups.handle(client, req, sent_ms, body, now, log, out)
+                        });
+                    }
+                    Msg::Group(GroupMsg::Reply { .. }) => {}
                     Msg::Data(msg) => {
                         let Addr::Node(from) = from else { return };
                         if !self.serving(i) {
@@ -584,6 +635,12 @@ impl World {
             }
             Addr::Client(id) => {
                 self.stats.delivered += 1;
+                if let (Msg::Group(msg), Some(m)) = (&msg, self.member_index(id)) {
+                    let mut out = Vec::new();
+                    self.members[m].on_reply(msg.clone(), self.now, &mut out);
+                    self.member_out(id, out);
+                    return;
+                }
                 let (Msg::ClientReply { req, reply }, Addr::Node(node)) = (msg, from) else {
                     return;
                 };
@@ -719,6 +776,15 @@ impl World {
             match o {
                 Out::Send { to, msg } => self.send(Addr::Node(me), Addr::Node(to), Msg::Data(msg)),
                 Out::Produced { id, result } => {
+                    if let Some((node, write_id)) = self.group_writes.remove(&id) {
+                        if node == i {
+                            let result = result.map(|_| ());
+                            self.groups_step(i, |groups, log, out| {
+                                groups.appended(write_id, result, now, log, out)
+                            });
+                        }
+                        continue;
+                    }
                     let Some((client, req, topic, partition)) = self.produces.remove(&id) else {
                         continue;
                     };
@@ -917,6 +983,65 @@ impl World {
             data.apply_image(&image, now, &mut out);
         }
         self.data_out(i, out);
+        let mut out = Vec::new();
+        if let Some(groups) = self.nodes[i].groups.as_mut() {
+            groups.apply_image(&image, now, &mut out);
+        }
+        self.group_out(i, out);
+    }
+
+    /// Runs `f` on node `i`'s group coordinators with its data plane as
+    /// their offsets log, then sends what they produced.
+    fn groups_step(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut NodeGroups, &mut DataOffsets<'_>, &mut Vec<GroupOut>),
+    ) {
+        let node = &mut self.nodes[i];
+        let (Some(groups), Some(data)) = (node.groups.as_mut(), node.data.as_mut()) else {
+            return;
+        };
+        let mut data_out = Vec::new();
+        let mut group_out = Vec::new();
+        let mut log = DataOffsets {
+            data,
+            out: &mut data_out,
+            writes: &mut self.group_writes,
+            next_id: &mut self.next_produce,
+            node: i,
+            now_ms: self.now + node.skew_ms,
+        };
+        f(groups, &mut log, &mut group_out);
+        self.data_out(i, data_out);
+        self.group_out(i, group_out);
+    }
+
+    fn group_out(&mut self, i: usize, out: Vec<GroupOut>) {
+        let me = self.nodes[i].id;
+        for GroupOut::Reply { client, req, body } in out {
+            self.send(
+                Addr::Node(me),
+                Addr::Client(client),
+                Msg::Group(GroupMsg::Reply { req, body }),
+            );
+        }
+    }
+
+    fn member_index(&self, client: u32) -> Option<usize> {
+        let first = self.clients.len() as u32 + 1;
+        let m = client.checked_sub(first)? as usize;
+        (m < self.members.len()).then_some(m)
+    }
+
+    fn member_out(&mut self, client: u32, out: Vec<MemberOut>) {
+        for o in out {
+            match o {
+                MemberOut::Send { to, msg } => {
+                    self.send(Addr::Client(client), Addr::Node(to), Msg::Group(msg))
+                }
+                MemberOut::Event(event) => self.checker.group_event(self.now, &event),
+            }
+        }
     }
 
     fn admin_step(&mut self) {
@@ -1037,6 +1162,8 @@ impl World {
                 if self.nodes[i].ctl.is_some() && self.nodes[i].paused_until.is_none() {
                     tracing::info!(node = i + 1, t = self.now, "sim: crash");
                     self.nodes[i].ctl = None;
+                    self.nodes[i].groups = None;
+                    self.group_writes.retain(|_, (node, _)| *node != i);
                     if let Some(data) = self.nodes[i].data.take() {
                         let mut disk = data.into_disk();
                         disk.crash(&mut self.nemesis_rng);
@@ -1244,5 +1371,83 @@ impl World {
             }
         }
         self.stats.leader_only_lost = self.checker.leader_only_lost;
+        // Every member's committed offsets, at the coordinator that holds
+        // its group now.
+        for m in 0..self.members.len() {
+            let group = self.members[m].group_id().to_owned();
+            let partitions: Vec<_> = self.members[m].last_offsets().keys().cloned().collect();
+            if partitions.is_empty() {
+                continue;
+            }
+            let held = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.groups.as_ref())
+                .find_map(|g| g.committed(&group, &partitions));
+            let Some(held) = held else {
+                self.checker.violation(
+                    u64::MAX,
+                    format!("liveness: after the quiet period no node coordinates {group}"),
+                );
+                continue;
+            };
+            for (tp, committed) in held {
+                let offset = committed.map(|c| c.offset);
+                if let Some(what) = self.checker.groups.check_final(&group, &tp, offset) {
+                    self.checker.violation(u64::MAX, what);
+                }
+            }
+            self.stats.group_commits += self.members[m].acked;
+        }
+    }
+}
+
+/// A node's data plane as its group coordinators' offsets log: appends are
+/// acks=all produces to `__consumer_offsets` (their completions come back
+/// through `World::data_out`), reads go to this node's own replica.
+struct DataOffsets<'a> {
+    data: &'a mut NodeData,
+    out: &'a mut Vec<Out>,
+    writes: &'a mut BTreeMap<u64, (usize, u64)>,
+    next_id: &'a mut u64,
+    node: usize,
+    now_ms: u64,
+}
+
+impl OffsetsLog for DataOffsets<'_> {
+    fn append(
+        &mut self,
+        partition: u32,
+        records: Vec<(Bytes, Bytes)>,
+        write_id: u64,
+        timeout_ms: u64,
+        _now_ms: u64,
+    ) {
+        let id = *self.next_id;
+        *self.next_id += 1;
+        self.writes.insert(id, (self.node, write_id));
+        let request = ProduceRequest {
+            id,
+            topic: OFFSETS_TOPIC.to_owned(),
+            partition,
+            acks: -1,
+            producer: None,
+            records,
+            timeout_ms,
+            current_leader_epoch: None,
+        };
+        self.data.produce(request, self.now_ms, self.out);
+    }
+
+    fn bounds(&self, partition: u32) -> Result<(i64, i64), ErrorCode> {
+        self.data
+            .bounds(OFFSETS_TOPIC, partition)
+            .map(|(start, end)| (start as i64, end as i64))
+    }
+
+    fn read(&self, partition: u32, offset: i64, max_bytes: usize) -> Result<Vec<Bytes>, ErrorCode> {
+        let offset = u64::try_from(offset).map_err(|_| ErrorCode::OffsetOutOfRange)?;
+        self.data
+            .read_local(OFFSETS_TOPIC, partition, offset, max_bytes)
     }
 }
