@@ -98,6 +98,12 @@ pub struct Checker {
     images: BTreeMap<u64, (u64, NodeId)>,
     /// (topic id, partition, leader epoch) → the leader named.
     leaders: BTreeMap<(TopicId, u32, u32), NodeId>,
+    /// Topic name → the id last seen for it: a new id is the name deleted
+    /// and created again (an admin's retried CreateTopics may do that),
+    /// and what was acknowledged under the old one is no longer promised.
+    topic_ids: BTreeMap<String, TopicId>,
+    /// Topics created again under a name seen before.
+    pub topics_recreated: u64,
     /// The consumer-group rules.
     pub groups: GroupChecker,
 }
@@ -359,6 +365,16 @@ impl Checker {
         }
     }
 
+    /// `topic` was deleted and created again: its acknowledgements are
+    /// no longer promised, its offsets start again.
+    fn topic_recreated(&mut self, topic: &str) {
+        self.topics_recreated += 1;
+        self.acked.retain(|(t, _), _| t != topic);
+        self.acked_leader_only.retain(|(t, _), _| t != topic);
+        self.settled.retain(|(t, _, _), _| t != topic);
+        self.acking.retain(|(t, _, _), _| t != topic);
+    }
+
     /// Distinct partition leader epochs seen.
     pub fn leader_epochs(&self) -> u64 {
         self.leaders.len() as u64
@@ -387,6 +403,10 @@ impl Checker {
             }
         }
         for topic in image.topics() {
+            match self.topic_ids.insert(topic.name.clone(), topic.id) {
+                Some(old) if old != topic.id => self.topic_recreated(&topic.name),
+                _ => {}
+            }
             for (index, partition) in topic.partitions.iter().enumerate() {
                 let Some(leader) = partition.leader else {
                     continue;

@@ -28,10 +28,11 @@ use crate::controller::{CtlConfig, CtlMsg, CtlOut, Origin, SimController, Unavai
 use crate::data::{ConsumerFetch, DataConfig, NodeData, Out, ProduceRequest, ReplicaMsg};
 use crate::disk::NodeDisk;
 use crate::groups::{
-    group_workload, GroupMember, GroupMsg, GroupOut, GroupsConfig, MemberOut, NodeGroups,
-    OffsetsLog,
+    group_workload, GroupMember, GroupMsg, GroupOut, GroupResponse, GroupsConfig, MemberOut,
+    NodeGroups, OffsetsLog,
 };
 use crate::rng::SimRng;
+use fjord_broker::group::offsets_log::partition_for;
 
 /// How one run is set up. Every field has a default ([`SimConfig::new`]);
 /// the seed decides the rest.
@@ -145,6 +146,8 @@ pub struct Stats {
     pub leader_only_lost: u64,
     /// Group offset commits acknowledged.
     pub group_commits: u64,
+    /// OffsetFetch answers of a coordinator the metadata had deposed.
+    pub deposed_group_answers: u64,
 }
 
 impl Stats {
@@ -162,6 +165,10 @@ impl Stats {
             ("batches given up (indeterminate)", self.gave_up),
             ("records read by consumers", self.read),
             ("group offset commits acknowledged", self.group_commits),
+            (
+                "group fetches answered by a deposed coordinator",
+                self.deposed_group_answers,
+            ),
         ]
     }
 }
@@ -604,6 +611,7 @@ impl World {
                     }
                     Msg::Group(GroupMsg::Request { req, sent_ms, body }) => {
                         let Addr::Client(client) = from else { return };
+                        tracing::debug!(client, req, ?body, "sim: group request");
                         if !self.serving(i) {
                             return;
                         }
@@ -1019,12 +1027,48 @@ impl World {
     fn group_out(&mut self, i: usize, out: Vec<GroupOut>) {
         let me = self.nodes[i].id;
         for GroupOut::Reply { client, req, body } in out {
+            if let GroupResponse::Fetch(_) = &body {
+                tracing::debug!(
+                    node = me.0,
+                    client,
+                    req,
+                    coordinates = self.coordinates(me, client),
+                    "sim: group fetch answered"
+                );
+                if !self.coordinates(me, client) {
+                    self.checker.groups.deposed_answer(client, req);
+                }
+            }
+            tracing::debug!(node = me.0, client, req, ?body, "sim: group reply");
             self.send(
                 Addr::Node(me),
                 Addr::Client(client),
                 Msg::Group(GroupMsg::Reply { req, body }),
             );
         }
+    }
+
+    /// Whether `node` leads the offsets partition of `client`'s group in
+    /// the committed metadata (the most advanced image of any node).
+    fn coordinates(&self, node: NodeId, client: u32) -> bool {
+        let Some(m) = self.member_index(client) else {
+            return true;
+        };
+        let image = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.ctl.as_ref())
+            .max_by_key(|c| c.applied())
+            .map(|c| c.image().clone());
+        let Some(topic) = image.as_ref().and_then(|i| i.get(OFFSETS_TOPIC)) else {
+            return true;
+        };
+        let count = topic.partitions.len() as u32;
+        if count == 0 {
+            return true;
+        }
+        let p = partition_for(self.members[m].group_id(), count);
+        topic.partitions[p as usize].leader == Some(node)
     }
 
     fn member_index(&self, client: u32) -> Option<usize> {
@@ -1371,6 +1415,7 @@ impl World {
             }
         }
         self.stats.leader_only_lost = self.checker.leader_only_lost;
+        self.stats.deposed_group_answers = self.checker.groups.deposed_answers;
         // Every member's committed offsets, at the coordinator that holds
         // its group now.
         for m in 0..self.members.len() {

@@ -1,7 +1,8 @@
 //! The deterministic simulation's seeds (issue 15): `FJORD_SIM_SEED=<n>`
-//! replays one seed; `FJORD_SIM_SEEDS=<n>` (default 40) runs seeds
-//! `FJORD_SIM_FIRST..+n` (default from 1). Every failing seed is printed
-//! with the command that replays it. Long campaigns: `scripts/sim`.
+//! replays one seed; `FJORD_SIM_SEEDS=<n>` (default 200, in four blocks
+//! that nextest runs in parallel) runs seeds `FJORD_SIM_FIRST..+n`
+//! (default from 1). Every failing seed is printed with the command that
+//! replays it. Long campaigns: `scripts/sim`.
 
 use fjord_sim::{run_seed, Mutant, SimConfig, World};
 
@@ -36,14 +37,23 @@ fn sim_regression_seeds_hold_every_invariant() {
     );
 }
 
-#[test]
-fn sim_seeds_hold_every_invariant() {
+/// Seeds per block (four blocks, so nextest runs them in parallel).
+const BLOCK_SEEDS: u64 = 50;
+
+/// Runs block `block` of the seeds: `FJORD_SIM_SEED` alone (block 0), or
+/// `FJORD_SIM_SEEDS` (default 200) seeds from `FJORD_SIM_FIRST` (default
+/// 1) split over the four blocks.
+fn run_block(block: u64) {
     let seeds: Vec<u64> = match env_u64("FJORD_SIM_SEED") {
-        Some(seed) => vec![seed],
+        Some(seed) if block == 0 => vec![seed],
+        Some(_) => Vec::new(),
         None => {
             let first = env_u64("FJORD_SIM_FIRST").unwrap_or(1);
-            let count = env_u64("FJORD_SIM_SEEDS").unwrap_or(40);
-            (first..first + count).collect()
+            let count = env_u64("FJORD_SIM_SEEDS").unwrap_or(4 * BLOCK_SEEDS);
+            let per_block = count.div_ceil(4);
+            let start = first + block * per_block;
+            let end = (start + per_block).min(first + count);
+            (start..end).collect()
         }
     };
     let mut failed = Vec::new();
@@ -61,6 +71,26 @@ fn sim_seeds_hold_every_invariant() {
         }
     }
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
+}
+
+#[test]
+fn sim_seeds_block_0_hold_every_invariant() {
+    run_block(0);
+}
+
+#[test]
+fn sim_seeds_block_1_hold_every_invariant() {
+    run_block(1);
+}
+
+#[test]
+fn sim_seeds_block_2_hold_every_invariant() {
+    run_block(2);
+}
+
+#[test]
+fn sim_seeds_block_3_hold_every_invariant() {
+    run_block(3);
 }
 
 #[test]

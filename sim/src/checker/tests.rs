@@ -219,3 +219,35 @@ fn overlapping_producer_id_blocks_are_reported() {
     checker.producer_ids(3, 15, 10);
     assert!(checker.violations()[0].contains("overlap"));
 }
+
+/// Seed 452: a retried CreateTopics made the name again after a delete;
+/// what was acknowledged under the old topic id is no longer promised.
+#[test]
+fn a_topic_created_again_forgets_what_its_name_acknowledged() {
+    let mut checker = Checker::default();
+    sent(&mut checker, &["a", "b"]);
+    checker.image_applied(1, NodeId(1), 5, &image(1, 0));
+    checker.acked(2, &ack(1, 0, 0, &["a"]));
+    // The same name under another id: recreated.
+    let mut state = ControllerState::with_ids(
+        config(),
+        Arc::new(MetadataImage::default()),
+        Box::new(SeededIds::new(0)),
+    );
+    let id = TopicId([2; 16]);
+    state.replay(&MetadataRecord::Topic {
+        id,
+        name: "t".to_owned(),
+        created_ms: 0,
+        overrides: BTreeMap::new(),
+    });
+    checker.image_applied(3, NodeId(1), 9, state.image());
+    checker.acked(4, &ack(1, 0, 0, &["b"]));
+    checker.final_partition("t", 0, &[replica(1, true, 1, &["b"])]);
+    assert!(
+        checker.violations().is_empty(),
+        "{:?}",
+        checker.violations()
+    );
+    assert_eq!(checker.topics_recreated, 1);
+}

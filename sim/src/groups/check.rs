@@ -104,9 +104,26 @@ pub struct GroupChecker {
     pub fetches_answered: u64,
     /// Fetch answers excused by an indeterminate commit.
     pub indeterminate_seen: u64,
+    /// Fetches answered by a node that was no longer the group's
+    /// coordinator in the committed metadata (it had not heard yet):
+    /// (client, request). Their answers are counted, not held to the
+    /// floor (see [`GroupChecker::deposed_answer`]).
+    deposed: std::collections::BTreeSet<(u32, u64)>,
+    pub deposed_answers: u64,
 }
 
 impl GroupChecker {
+    /// The world saw fetch `req` of `client` answered by a coordinator
+    /// the committed metadata had already deposed (a node cut off from
+    /// the quorum still serving its loaded groups). Kafka's coordinators
+    /// behave alike: a deposed coordinator answers from its cache until
+    /// it learns of the new leader, so its OffsetFetch may be stale. That
+    /// answer is exempt from the never-backwards rule (not from the
+    /// phantom rule); docs/CORRECTNESS.md lists it as a known gap.
+    pub fn deposed_answer(&mut self, client: u32, req: u64) {
+        self.deposed.insert((client, req));
+    }
+
     /// At the end of the run: `committed` is what `group`'s coordinator
     /// holds for `tp` (`NodeGroups::committed`); a violation when it lost
     /// an acknowledged commit or holds a phantom.
@@ -216,6 +233,12 @@ impl GroupChecker {
                             "phantom offset: {group}/{tp} fetched {o} at {at_ms} ms, never committed"
                         ));
                     }
+                }
+                // Every partition of that answer (a set per run: deposed
+                // answers are few).
+                if self.deposed.contains(&(*client, *req)) {
+                    self.deposed_answers += 1;
+                    return violations;
                 }
                 if let Some(floor) = floor {
                     match offset {
