@@ -631,8 +631,13 @@ def client(cluster, command, out, run_dir, stop, extra=(), run_seconds_max=3600)
     if stop:
         args += ["--stop-file", stop]
     output = open(os.path.join(run_dir, f"{os.path.basename(out)}.stdout"), "w")
+    # librdkafka's idempotence log (epoch bumps, sequence errors, drains:
+    # a few lines per fault) in the client's output, kept with a failed
+    # run's histories: what tells a client resend from a broker bug.
+    env = dict(os.environ)
+    env.setdefault("REPLICATION_CLIENTS_DEBUG", "eos")
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
-                            preexec_fn=die_with_parent)
+                            preexec_fn=die_with_parent, env=env)
     output.close()
     return proc
 
