@@ -1694,17 +1694,25 @@ mod tests {
                 let a = a.clone();
                 async move { a.produce("t", p0, records(), -1, DEFAULT_ACK_TIMEOUT).await }
             });
-            glommio::timer::sleep(Duration::from_millis(20)).await;
-            let read = a
-                .fetch(
-                    "t",
-                    p0,
-                    0,
-                    1 << 20,
-                    Some(LeaderEpoch(1)),
-                    Some((n2, Some(Offset(0)))),
-                )
-                .await;
+            // The follower's fetch, once the produce appended (it runs as
+            // its own task: poll, bounded, instead of guessing a delay).
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let read = loop {
+                let read = a
+                    .fetch(
+                        "t",
+                        p0,
+                        0,
+                        1 << 20,
+                        Some(LeaderEpoch(1)),
+                        Some((n2, Some(Offset(0)))),
+                    )
+                    .await;
+                if !read.batches.is_empty() || std::time::Instant::now() >= deadline {
+                    break read;
+                }
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            };
             assert_eq!((read.error, read.batches.len()), (ErrorCode::None, 1));
             let at = b
                 .append(
