@@ -71,6 +71,7 @@ use fjord_schema::{
 };
 
 use crate::disk::{NodeDisk, SyncTicket};
+use fjord_broker::engine::fetch::fit_batches;
 
 /// The data plane's settings (the broker's `fjord.toml` equivalents).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1559,26 +1560,16 @@ fn serve_replica_fetch(
     Ok((result, notify, fetched.isr_change))
 }
 
-/// `engine::fetch::fit`: whole batches in request order while they fit
-/// the response's byte budget (the first always).
+/// `engine::fetch::fit` over a replica-fetch answer: whole batches in
+/// request order while they fit the response's byte budget (the first
+/// always).
 fn fit(topics: &mut [(String, Vec<ReplicaFetchResult>)], max_bytes: usize) {
-    let mut total = 0usize;
-    for (_, parts) in topics.iter_mut() {
-        for result in parts.iter_mut() {
-            let fits = result
-                .batches
-                .iter()
-                .take_while(|batch| {
-                    let fits = total == 0 || total + batch.len() <= max_bytes;
-                    if fits {
-                        total += batch.len();
-                    }
-                    fits
-                })
-                .count();
-            result.batches.truncate(fits);
-        }
-    }
+    fit_batches(
+        topics
+            .iter_mut()
+            .flat_map(|(_, parts)| parts.iter_mut().map(|result| &mut result.batches)),
+        max_bytes,
+    );
 }
 
 /// `write_epochs`: the checkpoint, when the cache changed since it was

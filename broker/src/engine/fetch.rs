@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures_lite::future;
 use glommio::Task;
 
@@ -233,22 +234,30 @@ impl Engine {
 /// A partition stops at its first batch that does not fit (its batches
 /// must stay contiguous); a later partition may still fit a smaller one.
 pub fn fit(results: &mut TopicParts<FetchResult>, max_bytes: usize) {
+    fit_batches(
+        results
+            .iter_mut()
+            .flat_map(|(_, parts)| parts.iter_mut().map(|(_, result)| &mut result.batches)),
+        max_bytes,
+    );
+}
+
+/// [`fit`] over any response's batch lists, in response order (the
+/// replica-fetch answer and the simulation's use it too).
+pub fn fit_batches<'a>(lists: impl IntoIterator<Item = &'a mut Vec<Bytes>>, max_bytes: usize) {
     let mut total = 0usize;
-    for (_, parts) in results.iter_mut() {
-        for (_, result) in parts.iter_mut() {
-            let fits = result
-                .batches
-                .iter()
-                .take_while(|batch| {
-                    let fits = total == 0 || total + batch.len() <= max_bytes;
-                    if fits {
-                        total += batch.len();
-                    }
-                    fits
-                })
-                .count();
-            result.batches.truncate(fits);
-        }
+    for batches in lists {
+        let fits = batches
+            .iter()
+            .take_while(|batch| {
+                let fits = total == 0 || total + batch.len() <= max_bytes;
+                if fits {
+                    total += batch.len();
+                }
+                fits
+            })
+            .count();
+        batches.truncate(fits);
     }
 }
 
