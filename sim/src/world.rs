@@ -264,8 +264,10 @@ pub struct World {
     ctl_config: ControllerConfig,
     data_config: DataConfig,
     /// Produces in a node's data plane: its id there → (client, request,
-    /// topic, partition).
-    produces: BTreeMap<u64, (u32, u64, String, u32)>,
+    /// topic, partition, the leader epoch the node had when it took the
+    /// request: the epoch it appends in, and so acknowledges in, however
+    /// late the answer comes).
+    produces: BTreeMap<u64, (u32, u64, String, u32, u32)>,
     /// Offsets appends of a node's group coordinators: produce id →
     /// (node index, write id).
     group_writes: BTreeMap<u64, (usize, u64)>,
@@ -718,8 +720,13 @@ impl World {
             ClientRequest::Produce(produce) => {
                 let id = self.next_produce;
                 self.next_produce += 1;
-                self.produces
-                    .insert(id, (client, req, produce.topic.clone(), produce.partition));
+                let epoch = data
+                    .role(&produce.topic, produce.partition)
+                    .map_or(0, |(_, epoch)| epoch.0);
+                self.produces.insert(
+                    id,
+                    (client, req, produce.topic.clone(), produce.partition, epoch),
+                );
                 let request = ProduceRequest {
                     id,
                     topic: produce.topic,
@@ -793,14 +800,10 @@ impl World {
                         }
                         continue;
                     }
-                    let Some((client, req, topic, partition)) = self.produces.remove(&id) else {
+                    let Some((client, req, topic, partition, epoch)) = self.produces.remove(&id)
+                    else {
                         continue;
                     };
-                    let epoch = self.nodes[i]
-                        .data
-                        .as_ref()
-                        .and_then(|d| d.role(&topic, partition))
-                        .map_or(0, |(_, epoch)| epoch.0);
                     tracing::debug!(node = me.0, partition = %format!("{topic}-{partition}"), ?result, epoch, "sim: produced");
                     let result = result.map(|base| (base as u64, epoch));
                     let reply = ClientReply::Produced(result);
