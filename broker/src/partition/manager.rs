@@ -1336,8 +1336,6 @@ pub fn produce_policy(config: &TopicConfig, replica_lag_time_max_ms: u64) -> Pro
     }
 }
 
-/// Wakes the producers (and long-polls) of `p` when waiters completed:
-/// once per high-watermark or durable-end move, not once per waiter.
 /// The flush of a produce whose batches are in the log (appended, offsets
 /// assigned), driven by [`PartitionManager::produce`]. Several producers
 /// flushing share one fdatasync (group commit in the log).
@@ -1379,6 +1377,8 @@ async fn flush_appended(p: &Partition, deadline: Instant) -> Result<(), (ErrorCo
     }
 }
 
+/// Wakes the producers (and long-polls) of `p` when waiters completed:
+/// once per high-watermark or durable-end move, not once per waiter.
 fn wake(p: &Partition, completed: &[Completion]) {
     if !completed.is_empty() {
         p.data.notify_all();
