@@ -296,10 +296,13 @@ impl PartitionState {
     /// partition's real leader had truncated. It moves as the leadership
     /// applied says: at once to the log end for a leader alone in its ISR
     /// (a single node), as the followers fetch for a leader with an ISR,
-    /// from the leader's answers for a follower. Found by the simulation
-    /// (seed 34: a node restarted with a stale image led at its old epoch
-    /// and acknowledged an idempotent retry at an offset the new leader
-    /// had given another record).
+    /// from the leader's answers for a follower. Found by the simulation:
+    /// a follower holding batches the rest of the ISR lacked restarted,
+    /// was elected before they fetched, and served those batches as
+    /// committed (sim data test
+    /// `a_restarted_replica_elected_leader_does_not_expose_unreplicated_records`);
+    /// and an idempotent retry was acknowledged at an offset another record
+    /// held on the partition's leader (seed 34).
     pub fn new(opened: Opened, policy: ProducePolicy, producers: ProducerStates) -> Self {
         assert!(opened.log_start <= opened.log_end);
         assert!(opened.durable_end <= opened.log_end);
