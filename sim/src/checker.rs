@@ -80,7 +80,7 @@ pub struct Checker {
     /// Every value sent, and whether its producer was idempotent.
     sent: BTreeMap<Vec<u8>, bool>,
     /// (topic, partition, offset) → the value acknowledged there (acks=all).
-    settled: BTreeMap<(String, u32, u64), (Vec<u8>, &'static str)>,
+    settled: BTreeMap<(String, u32, u64), Vec<u8>>,
     /// acks=all acknowledgements: (topic, partition) → offset → value.
     acked: BTreeMap<(String, u32), BTreeMap<u64, Vec<u8>>>,
     /// (topic, partition, leader epoch) → the node acknowledging in it.
@@ -193,14 +193,7 @@ impl Checker {
                 .entry((ack.topic.clone(), ack.partition))
                 .or_default()
                 .insert(offset, value.clone());
-            self.settle(
-                now_ms,
-                &ack.topic,
-                ack.partition,
-                offset,
-                value,
-                "acknowledged",
-            );
+            self.settle(now_ms, &ack.topic, ack.partition, offset, value);
         }
     }
 
@@ -221,7 +214,7 @@ impl Checker {
         }
         let key = (topic.to_owned(), partition, offset);
         match self.settled.get(&key) {
-            Some((acked, _)) if acked.as_slice() != value => {
+            Some(acked) if acked.as_slice() != value => {
                 let acked = show(acked);
                 self.violation(
                     now_ms,
@@ -237,38 +230,31 @@ impl Checker {
         }
     }
 
-    fn settle(
-        &mut self,
-        now_ms: u64,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        value: &[u8],
-        how: &'static str,
-    ) {
+    /// An acks=all acknowledgement put `value` at `offset`: an earlier
+    /// one of another record there is a reused offset.
+    fn settle(&mut self, now_ms: u64, topic: &str, partition: u32, offset: u64, value: &[u8]) {
         let key = (topic.to_owned(), partition, offset);
         match self.settled.get(&key) {
-            Some((seen, first)) if seen.as_slice() != value => {
-                let first = *first;
+            Some(seen) if seen.as_slice() != value => {
+                let seen = show(seen);
                 self.violation(
                     now_ms,
                     format!(
-                        "{topic}-{partition}@{offset}: {how} {} but {first} {} before (offset reused)",
-                        show(value),
-                        show(seen)
+                        "{topic}-{partition}@{offset}: acknowledged {} but acknowledged {seen} before (offset reused)",
+                        show(value)
                     ),
                 );
             }
             Some(_) => {}
             None => {
-                self.settled.insert(key, (value.to_vec(), how));
+                self.settled.insert(key, value.to_vec());
             }
         }
     }
 
     /// The end of the run: each partition's replicas (the topic still
-    /// exists; deleted topics are skipped by the caller, and their
-    /// acknowledgements forgotten with [`Self::topic_deleted`]).
+    /// exists: deleted topics are skipped by the caller, and a name created
+    /// again forgot what the old topic acknowledged, `topic_recreated`).
     pub fn final_partition(&mut self, topic: &str, partition: u32, replicas: &[FinalReplica]) {
         let now = u64::MAX;
         let Some(leader) = replicas.iter().find(|r| r.leader) else {

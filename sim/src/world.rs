@@ -525,11 +525,7 @@ impl World {
                 if !self.serving(i) {
                     return;
                 }
-                let mut out = Vec::new();
-                if let Some(data) = self.nodes[i].data.as_mut() {
-                    data.poll(now, &mut out);
-                }
-                self.data_out(i, out);
+                self.data_step(i, |data, out| data.poll(now, out));
                 self.groups_step(i, |groups, log, out| groups.poll(now, log, out));
             }
             Event::Deliver { from, to, msg } => self.deliver(from, to, msg),
@@ -627,11 +623,7 @@ impl World {
                         if !self.serving(i) {
                             return;
                         }
-                        let mut data_out = Vec::new();
-                        if let Some(data) = self.nodes[i].data.as_mut() {
-                            data.on_message(from, msg, now, &mut data_out);
-                        }
-                        self.data_out(i, data_out);
+                        self.data_step(i, |data, out| data.on_message(from, msg, now, out));
                     }
                     Msg::AdminReply { .. } | Msg::ClientReply { .. } => {}
                 }
@@ -955,11 +947,9 @@ impl World {
                         Err(_) => ErrorCode::RequestTimedOut,
                     };
                     let now = self.local_now(i);
-                    let mut out = Vec::new();
-                    if let Some(data) = self.nodes[i].data.as_mut() {
-                        data.on_alter_partition_answer(id, error, now, &mut out);
-                    }
-                    self.data_out(i, out);
+                    self.data_step(i, |data, out| {
+                        data.on_alter_partition_answer(id, error, now, out)
+                    });
                 }
                 CtlOut::Answered { .. } => {}
             }
@@ -989,16 +979,23 @@ impl World {
             return;
         }
         let now = self.local_now(i);
-        let mut out = Vec::new();
-        if let Some(data) = self.nodes[i].data.as_mut() {
-            data.apply_image(&image, now, &mut out);
-        }
-        self.data_out(i, out);
+        self.data_step(i, |data, out| data.apply_image(&image, now, out));
         let mut out = Vec::new();
         if let Some(groups) = self.nodes[i].groups.as_mut() {
             groups.apply_image(&image, now, &mut out);
         }
         self.group_out(i, out);
+    }
+
+    /// Runs `f` on node `i`'s data plane (if it runs), then sends what it
+    /// produced.
+    fn data_step(&mut self, i: usize, f: impl FnOnce(&mut NodeData, &mut Vec<Out>)) {
+        let Some(data) = self.nodes[i].data.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        f(data, &mut out);
+        self.data_out(i, out);
     }
 
     /// Runs `f` on node `i`'s group coordinators with its data plane as
@@ -1030,17 +1027,8 @@ impl World {
     fn group_out(&mut self, i: usize, out: Vec<GroupOut>) {
         let me = self.nodes[i].id;
         for GroupOut::Reply { client, req, body } in out {
-            if let GroupResponse::Fetch(_) = &body {
-                tracing::debug!(
-                    node = me.0,
-                    client,
-                    req,
-                    coordinates = self.coordinates(me, client),
-                    "sim: group fetch answered"
-                );
-                if !self.coordinates(me, client) {
-                    self.checker.groups.deposed_answer(client, req);
-                }
+            if matches!(body, GroupResponse::Fetch(_)) && !self.coordinates(me, client) {
+                self.checker.groups.deposed_answer(client, req);
             }
             tracing::debug!(node = me.0, client, req, ?body, "sim: group reply");
             self.send(
