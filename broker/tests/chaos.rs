@@ -75,17 +75,6 @@ fn python() -> bool {
     )
 }
 
-fn python_clients() -> bool {
-    let mut probe = Command::new("python3");
-    probe.args(["-c", "import confluent_kafka"]);
-    common::script::available(
-        &mut probe,
-        "the Python module confluent_kafka (confluent-kafka from PyPI)",
-        "python3 -m pip install confluent-kafka, version pinned in scripts/test",
-        "FJORD_REQUIRE_PYTHON_CLIENTS",
-    )
-}
-
 /// Root, `ip netns` and mkfs.ext4: what the harness needs.
 fn netns() -> bool {
     let mut probe = Command::new("sh");
@@ -315,7 +304,7 @@ fn disk_full_faults() -> bool {
 
 #[test]
 fn a_short_nemesis_run_loses_duplicates_and_reorders_no_acknowledged_record() {
-    if !python_clients() || !netns() {
+    if !common::script::confluent_kafka() || !netns() {
         return;
     }
     let kinds: Vec<&str> = KINDS
@@ -333,7 +322,7 @@ fn a_short_nemesis_run_loses_duplicates_and_reorders_no_acknowledged_record() {
 /// schedule before the fix). Full disks only, on every node in turn.
 #[test]
 fn full_disks_under_idempotent_producers_duplicate_nothing() {
-    if !python_clients() || !netns() || !disk_full_faults() {
+    if !common::script::confluent_kafka() || !netns() || !disk_full_faults() {
         return;
     }
     nemesis_run(DISK_FULL_SEED, 50, &["disk-full"]);

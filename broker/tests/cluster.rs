@@ -398,14 +398,7 @@ fn a_topic_spreads_over_the_nodes_and_rdkafka_reads_back_everything_through_one_
 /// partitions each, writes every partition and reads everything back.
 #[test]
 fn confluent_kafka_reads_back_everything_through_one_node() {
-    let mut probe = Command::new("python3");
-    probe.args(["-c", "import confluent_kafka"]);
-    if !common::script::available(
-        &mut probe,
-        "the Python module confluent_kafka (confluent-kafka from PyPI)",
-        "python3 -m pip install confluent-kafka, version pinned in scripts/test",
-        "FJORD_REQUIRE_PYTHON_CLIENTS",
-    ) {
+    if !common::script::confluent_kafka() {
         return;
     }
     let cluster = Cluster::start(NODES);

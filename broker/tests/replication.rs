@@ -63,19 +63,6 @@ const SCRIPT_SECONDS_MAX: u64 = 240;
 /// partition, at the producers' default 400 records/s over all of them).
 const PROGRESS: usize = 100;
 
-/// False (after saying so loudly) when confluent-kafka is missing and not
-/// required.
-fn python_clients() -> bool {
-    let mut probe = Command::new("python3");
-    probe.args(["-c", "import confluent_kafka"]);
-    common::script::available(
-        &mut probe,
-        "the Python module confluent_kafka (confluent-kafka from PyPI)",
-        "python3 -m pip install confluent-kafka, version pinned in scripts/test",
-        "FJORD_REQUIRE_PYTHON_CLIENTS",
-    )
-}
-
 /// Three nodes with a short replica lag time.
 fn start_cluster() -> Cluster {
     Cluster::start_with_env(
@@ -612,7 +599,7 @@ fn check_read_back_with(
 /// its restart it is back in the ISR of every partition.
 #[test]
 fn the_isr_of_an_rf3_topic_shrinks_when_a_follower_dies_and_grows_back_after_its_restart() {
-    if !python_clients() {
+    if !common::script::confluent_kafka() {
         return;
     }
     let mut cluster = start_cluster();
@@ -686,7 +673,7 @@ fn the_isr_of_an_rf3_topic_shrinks_when_a_follower_dies_and_grows_back_after_its
 /// is read back exactly once at its acknowledged offset.
 #[test]
 fn sigkill_of_the_leader_under_load_loses_no_acknowledged_record() {
-    if !python_clients() {
+    if !common::script::confluent_kafka() {
         return;
     }
     let mut cluster = start_cluster();
@@ -735,7 +722,7 @@ fn sigkill_of_the_leader_under_load_loses_no_acknowledged_record() {
 /// record, and everything acknowledged reads back once at its offset.
 #[test]
 fn sigterm_of_the_leader_moves_leadership_first_and_fails_no_record() {
-    if !python_clients() {
+    if !common::script::confluent_kafka() {
         return;
     }
     let mut cluster = start_cluster();
@@ -788,7 +775,7 @@ fn sigterm_of_the_leader_moves_leadership_first_and_fails_no_record() {
 /// divergent tail, if any, was truncated.
 #[test]
 fn a_paused_leader_is_replaced_acknowledges_nothing_after_and_rejoins_as_follower() {
-    if !python_clients() {
+    if !common::script::confluent_kafka() {
         return;
     }
     let mut cluster = start_cluster();
@@ -878,7 +865,7 @@ fn wall_clock() -> f64 {
 /// acknowledged) a second time — a client behaviour, not the broker's.
 #[test]
 fn with_two_of_three_nodes_down_acks_all_acknowledges_nothing() {
-    if !python_clients() {
+    if !common::script::confluent_kafka() {
         return;
     }
     let mut cluster = start_cluster();
@@ -1018,7 +1005,7 @@ fn group_script(
 /// committed offsets, not from the start.
 #[test]
 fn a_consumer_group_keeps_its_committed_offsets_when_the_coordinators_node_dies() {
-    if !python_clients() {
+    if !common::script::confluent_kafka() {
         return;
     }
     let mut cluster = start_cluster();

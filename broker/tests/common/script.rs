@@ -36,6 +36,20 @@ pub fn available(probe: &mut Command, what: &str, install: &str, require_env: &s
     false
 }
 
+/// The Python confluent-kafka client (`python3 -c "import
+/// confluent_kafka"`), through [`available`] with
+/// `FJORD_REQUIRE_PYTHON_CLIENTS`.
+pub fn confluent_kafka() -> bool {
+    let mut probe = Command::new("python3");
+    probe.args(["-c", "import confluent_kafka"]);
+    available(
+        &mut probe,
+        "the Python module confluent_kafka (confluent-kafka from PyPI)",
+        "python3 -m pip install confluent-kafka, version pinned in scripts/test",
+        "FJORD_REQUIRE_PYTHON_CLIENTS",
+    )
+}
+
 /// Runs `command` (its output to a file in the broker's temp dir) until
 /// it exits or `seconds_max` pass; panics with its output unless it
 /// exited 0.
