@@ -637,10 +637,12 @@ impl PartitionManager {
             }
             return not_here(topic, partition);
         };
-        let acks = match p.state.borrow().begin_produce(acks, self.clock.now_ms()) {
+        let begun = p.state.borrow().begin_produce(acks, self.clock.now_ms());
+        let acks = match begun {
             Ok(acks) => acks,
             Err(error) => {
                 tracing::debug!(topic, %partition, %error, "produce refused");
+                refused(&p, &batches, error.code());
                 return ProduceResult::error(error.code(), error.to_string());
             }
         };
@@ -655,6 +657,7 @@ impl PartitionManager {
         // The checkpoint covers a new epoch before its first batch is in
         // the log.
         if let Err(error) = self.write_epochs(&p).await {
+            refused(&p, &batches, storage_code(&error));
             return ProduceResult::error(storage_code(&error), error.to_string());
         }
         // One clock read per request: the producer state's last-seen time
@@ -704,6 +707,11 @@ impl PartitionManager {
                 }
                 Err(error) => {
                     p.data.notify_all();
+                    // Unwritten: the client's requests behind it get the
+                    // same answer, not "out of order" (N3).
+                    p.state
+                        .borrow_mut()
+                        .refused(producer.as_ref(), storage_code(&error));
                     if base_offset.is_some() {
                         // An earlier batch of this request is in the log
                         // (and stays there): not "not written".
@@ -1350,6 +1358,19 @@ pub fn produce_policy(config: &TopicConfig, replica_lag_time_max_ms: u64) -> Pro
 /// disk refused), sends such a batch again under the new epoch: a
 /// duplicate in the log. Found by the nemesis harness (issue 15,
 /// docs/CORRECTNESS.md; `scripts/chaos --kinds disk-full`).
+/// Tells the partition state that `batches` were refused unwritten with
+/// `code` (before any was checked), so the requests their clients sent
+/// behind them get the same answer ([`PartitionState::refused`]).
+fn refused(p: &Partition, batches: &VerifiedBatches, code: ErrorCode) {
+    let mut state = p.state.borrow_mut();
+    for batch in batches.iter() {
+        let producer = BatchView::parse_header(batch)
+            .ok()
+            .and_then(ProducerBatch::of);
+        state.refused(producer.as_ref(), code);
+    }
+}
+
 async fn flush_appended(p: &Partition, deadline: Instant) -> Result<(), (ErrorCode, String)> {
     loop {
         match p.log.flush().await {

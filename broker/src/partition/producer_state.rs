@@ -99,6 +99,19 @@ pub enum SequenceError {
         first_seq: Sequence,
         expected: Sequence,
     },
+    /// The gap before this batch is a batch this partition refused
+    /// unwritten (see [`ProducerStates::refused`]): answered with that
+    /// refusal's retriable error, not as out of order.
+    #[error(
+        "producer {producer_id}: sequence {first_seq} follows {expected}, which was refused \
+         unwritten ({code:?}); it must be retried first"
+    )]
+    AfterRefused {
+        producer_id: ProducerId,
+        first_seq: Sequence,
+        expected: Sequence,
+        code: ErrorCode,
+    },
 }
 
 impl SequenceError {
@@ -106,6 +119,7 @@ impl SequenceError {
         match self {
             SequenceError::Fenced { .. } => ErrorCode::InvalidProducerEpoch,
             SequenceError::OutOfOrder { .. } => ErrorCode::OutOfOrderSequenceNumber,
+            SequenceError::AfterRefused { code, .. } => *code,
         }
     }
 }
@@ -121,6 +135,15 @@ struct Entry {
     used: u64,
 }
 
+/// A batch refused unwritten, with a retriable error, while it was next in
+/// its producer's sequence (see [`ProducerStates::refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refusal {
+    epoch: ProducerEpoch,
+    first_seq: Sequence,
+    code: ErrorCode,
+}
+
 /// The state of one partition. Lives on: the partition's owning shard,
 /// inside its `Partition`. Rebuilt on open, updated by every idempotent
 /// append, snapshotted on close and periodically.
@@ -131,6 +154,11 @@ pub struct ProducerStates {
     /// Least recently used first.
     by_use: BTreeMap<u64, ProducerId>,
     next_use: u64,
+    /// The last refusal of each producer's next batch, until a batch of
+    /// that producer is appended. Not in the snapshot: it only matters to
+    /// requests in flight. At most `producers_max`, the lowest producer id
+    /// going first (ordered, so the simulation replays the same choice).
+    refusals: BTreeMap<ProducerId, Refusal>,
 }
 
 impl ProducerStates {
@@ -141,6 +169,7 @@ impl ProducerStates {
             producers: HashMap::new(),
             by_use: BTreeMap::new(),
             next_use: 0,
+            refusals: BTreeMap::new(),
         }
     }
 
@@ -160,6 +189,69 @@ impl ProducerStates {
 
     /// Whether `batch` may be appended. Changes nothing.
     pub fn check(&self, batch: &ProducerBatch) -> Result<Verdict, SequenceError> {
+        self.check_sequence(batch)
+            .map_err(|error| self.after_refused(batch, error))
+    }
+
+    /// An out-of-order answer for a batch whose gap is a refused batch
+    /// becomes that refusal again.
+    ///
+    /// Why: a client with several requests in flight sends R2 before it
+    /// learns that R1 was refused. Were R2 answered OUT_OF_ORDER_SEQUENCE,
+    /// librdkafka would take it as a lost sequence and bump its producer
+    /// epoch, renumbering every unacknowledged message of every partition,
+    /// including ones it holds as "possibly persisted" (a timed-out
+    /// request): those would then be written twice (N3 in
+    /// docs/CORRECTNESS.md). Answered with R1's retriable "not written"
+    /// error, R2 is retried after R1, in order, under the same epoch, as
+    /// Kafka's clients do when a leader refuses all its in-flight requests.
+    fn after_refused(&self, batch: &ProducerBatch, error: SequenceError) -> SequenceError {
+        let SequenceError::OutOfOrder { expected, .. } = error else {
+            return error;
+        };
+        match self.refusals.get(&batch.producer_id) {
+            Some(refusal)
+                if refusal.epoch == batch.epoch
+                    && refusal.first_seq == expected
+                    && batch.first_seq.0 > expected.0 =>
+            {
+                SequenceError::AfterRefused {
+                    producer_id: batch.producer_id,
+                    first_seq: batch.first_seq,
+                    expected,
+                    code: refusal.code,
+                }
+            }
+            _ => error,
+        }
+    }
+
+    /// Records that `batch` was refused unwritten with `code`, a retriable
+    /// error (the caller's to choose: storage failure, not enough replicas,
+    /// not the leader). Only a batch that was next in its producer's
+    /// sequence is remembered: the batches its client already sent behind
+    /// it are then answered `code` too ([`Self::check`]) instead of out of
+    /// order. Forgotten when the producer's next batch is appended.
+    pub fn refused(&mut self, batch: &ProducerBatch, code: ErrorCode) {
+        if self.check_sequence(batch) != Ok(Verdict::Append) {
+            return;
+        }
+        if !self.refusals.contains_key(&batch.producer_id)
+            && self.refusals.len() >= self.config.producers_max
+        {
+            self.refusals.pop_first();
+        }
+        self.refusals.insert(
+            batch.producer_id,
+            Refusal {
+                epoch: batch.epoch,
+                first_seq: batch.first_seq,
+                code,
+            },
+        );
+    }
+
+    fn check_sequence(&self, batch: &ProducerBatch) -> Result<Verdict, SequenceError> {
         let Some(entry) = self.producers.get(&batch.producer_id) else {
             // Unknown producer (new, expired or evicted): only a first batch.
             return expect_first(batch);
@@ -215,6 +307,7 @@ impl ProducerStates {
         };
         let used = self.next_use;
         self.next_use += 1;
+        self.refusals.remove(&batch.producer_id);
         match self.producers.get_mut(&batch.producer_id) {
             Some(entry) => {
                 self.by_use.remove(&entry.used);
@@ -262,6 +355,7 @@ impl ProducerStates {
         for (id, used) in &expired {
             self.producers.remove(id);
             self.by_use.remove(used);
+            self.refusals.remove(id);
         }
         expired.len()
     }

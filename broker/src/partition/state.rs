@@ -717,6 +717,23 @@ impl PartitionState {
         }
     }
 
+    /// A batch of this leader was refused unwritten with `code`. For the
+    /// retriable "not written" refusals (storage failure, not enough
+    /// in-sync replicas, not the leader) the producer state remembers it,
+    /// so the batches its client sent behind it get the same answer instead
+    /// of OUT_OF_ORDER_SEQUENCE ([`ProducerStates::refused`]).
+    pub fn refused(&mut self, producer: Option<&ProducerBatch>, code: ErrorCode) {
+        let retriable = matches!(
+            code,
+            ErrorCode::KafkaStorageError
+                | ErrorCode::NotEnoughReplicas
+                | ErrorCode::NotLeaderOrFollower
+        );
+        if let (Some(producer), true) = (producer, retriable) {
+            self.producers.refused(producer, code);
+        }
+    }
+
     /// The log appended a batch at `now_ms`. Returns the waiters completed
     /// (the append may have moved the durable end, or the high watermark
     /// when the ISR is this leader alone).

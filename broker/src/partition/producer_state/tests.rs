@@ -314,3 +314,101 @@ fn batches_without_a_producer_id_are_not_tracked() {
     let header = BatchView::parse(&bytes).unwrap().0.header();
     assert_eq!(ProducerBatch::of(header), None);
 }
+
+/// N3 in docs/CORRECTNESS.md: R1 refused unwritten (a full disk), R2 and R3
+/// already in flight behind it. They must get R1's retriable refusal, not
+/// OUT_OF_ORDER_SEQUENCE (librdkafka bumps its epoch on that, renumbering
+/// and so duplicating its possibly-persisted messages of other partitions);
+/// the retries, in order, then append.
+#[test]
+fn batches_behind_a_refused_one_get_its_refusal_not_out_of_order() {
+    let mut s = ProducerStates::new(config(10));
+    let mut next = 0;
+    assert_eq!(
+        produce(&mut s, batch(0, 0, 2), &mut next),
+        Ok(Verdict::Append)
+    );
+    s.refused(&batch(0, 2, 3), ErrorCode::KafkaStorageError);
+    for behind in [batch(0, 5, 1), batch(0, 6, 4)] {
+        assert_eq!(
+            produce(&mut s, behind, &mut next),
+            Err(ErrorCode::KafkaStorageError)
+        );
+    }
+    // Not a blanket refusal: a resend is still a duplicate, a sequence
+    // going back is still out of order.
+    assert_eq!(
+        produce(&mut s, batch(0, 0, 2), &mut next),
+        Ok(Verdict::Duplicate {
+            base_offset: Offset(0)
+        })
+    );
+    assert_eq!(
+        produce(&mut s, batch(0, 1, 1), &mut next),
+        Err(ErrorCode::OutOfOrderSequenceNumber)
+    );
+    // The retries in order: the refusal is forgotten once R1 is written.
+    for retry in [batch(0, 2, 3), batch(0, 5, 1), batch(0, 6, 4)] {
+        assert_eq!(produce(&mut s, retry, &mut next), Ok(Verdict::Append));
+    }
+    assert_eq!(next, 10);
+    assert_eq!(
+        produce(&mut s, batch(0, 12, 1), &mut next),
+        Err(ErrorCode::OutOfOrderSequenceNumber),
+        "a gap with no refusal behind it is out of order"
+    );
+}
+
+#[test]
+fn a_refusal_is_remembered_only_for_the_batch_next_in_sequence_and_its_epoch() {
+    let mut s = ProducerStates::new(config(10));
+    let mut next = 0;
+    assert_eq!(
+        produce(&mut s, batch(0, 0, 1), &mut next),
+        Ok(Verdict::Append)
+    );
+    // Refusing a batch that was itself out of order remembers nothing.
+    s.refused(&batch(0, 3, 1), ErrorCode::KafkaStorageError);
+    assert_eq!(
+        produce(&mut s, batch(0, 4, 1), &mut next),
+        Err(ErrorCode::OutOfOrderSequenceNumber)
+    );
+    // The first batch of a bumped epoch refused: the epoch's next batches
+    // get the refusal, the old epoch's do not.
+    s.refused(&batch(1, 0, 2), ErrorCode::NotEnoughReplicas);
+    assert_eq!(
+        produce(&mut s, batch(1, 2, 1), &mut next),
+        Err(ErrorCode::NotEnoughReplicas)
+    );
+    assert_eq!(
+        produce(&mut s, batch(0, 5, 1), &mut next),
+        Err(ErrorCode::OutOfOrderSequenceNumber)
+    );
+    assert_eq!(
+        produce(&mut s, batch(1, 0, 2), &mut next),
+        Ok(Verdict::Append)
+    );
+    assert_eq!(
+        produce(&mut s, batch(1, 2, 1), &mut next),
+        Ok(Verdict::Append)
+    );
+}
+
+#[test]
+fn refusals_are_bounded_by_the_producer_limit() {
+    let mut s = ProducerStates::new(config(2));
+    for id in 0..5 {
+        let mut b = batch(0, 0, 1);
+        b.producer_id = ProducerId(id);
+        s.refused(&b, ErrorCode::KafkaStorageError);
+    }
+    assert_eq!(s.refusals.len(), 2);
+    let mut next = 0;
+    let mut behind = batch(0, 1, 1);
+    behind.producer_id = ProducerId(4);
+    assert_eq!(
+        produce(&mut s, behind, &mut next),
+        Err(ErrorCode::KafkaStorageError),
+        "the newest producers' refusals are kept"
+    );
+}
