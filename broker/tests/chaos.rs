@@ -37,8 +37,12 @@ const PYTHON_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python");
 const SEED: u64 = 15;
 
 /// Seed of the full-disk regression run (`scripts/chaos --kinds disk-full
-/// --seed 8` found the duplicates).
+/// --seed 8` found the duplicates of N1).
 const DISK_FULL_SEED: u64 = 8;
+
+/// Seed of the N3 regression run: full disks under 200 records/s per
+/// producer (624 duplicates before the fix, in this schedule).
+const SEQUENCE_GAP_SEED: u64 = 2026;
 
 /// Seconds of faults in the short run: one round of the eight fault kinds
 /// at 3–7 s each with 2–4 s between them.
@@ -191,14 +195,16 @@ fn each_network_fault_cuts_what_it_claims_and_heals() {
 }
 
 /// Runs chaos.py with this build's `fjord`: `seconds` of faults of
-/// `kinds` from `seed`, 3–7 s each, 2–4 s apart; asserts the run passed
-/// (no anomaly, no node exited by itself, the final read covers every
-/// acknowledgement) and that every kind was injected.
-fn nemesis_run(seed: u64, seconds: u64, kinds: &[&str]) {
+/// `kinds` from `seed`, 3–7 s each, 2–4 s apart, each producer sending
+/// `per_second` records a second; asserts the run passed (no anomaly, no
+/// node exited by itself, the final read covers every acknowledgement) and
+/// that every kind was injected.
+fn nemesis_run(seed: u64, seconds: u64, kinds: &[&str], per_second: u32) {
     let dir = tempfile::tempdir().expect("tempdir");
     let report = dir.path().join("report.json");
     let seed = seed.to_string();
     let seconds = seconds.to_string();
+    let per_second = per_second.to_string();
     let kinds_arg = kinds.join(",");
     let report_arg = report.to_string_lossy().into_owned();
     let mut args = vec![
@@ -223,7 +229,7 @@ fn nemesis_run(seed: u64, seconds: u64, kinds: &[&str]) {
         "--gap-max",
         "4",
         "--per-second",
-        "50",
+        &per_second,
         // Known, not fixed yet (docs/CORRECTNESS.md): a node whose metadata
         // log write hit the full disk leaves the quorum for good and stays
         // fenced; the harness restarts it after the faults and reports it.
@@ -287,32 +293,12 @@ fn nemesis_run(seed: u64, seconds: u64, kinds: &[&str]) {
     }
 }
 
-/// Full-disk faults are left out of the CI runs until finding N3 is fixed
-/// (docs/CORRECTNESS.md: duplicates under idempotence when a follower's
-/// disk fills, which made the full-disk regression run fail now and then);
-/// `FJORD_CHAOS_DISK_FULL=1` puts them back. `scripts/chaos` injects them.
-fn disk_full_faults() -> bool {
-    let on = std::env::var("FJORD_CHAOS_DISK_FULL").is_ok_and(|v| v == "1");
-    if !on {
-        eprintln!(
-            "NOTE: full-disk faults skipped (open finding N3 in docs/CORRECTNESS.md); \
-             FJORD_CHAOS_DISK_FULL=1 runs them"
-        );
-    }
-    on
-}
-
 #[test]
 fn a_short_nemesis_run_loses_duplicates_and_reorders_no_acknowledged_record() {
     if !common::script::confluent_kafka() || !netns() {
         return;
     }
-    let kinds: Vec<&str> = KINDS
-        .iter()
-        .copied()
-        .filter(|kind| *kind != "disk-full" || disk_full_faults())
-        .collect();
-    nemesis_run(SEED, FAULT_SECONDS, &kinds);
+    nemesis_run(SEED, FAULT_SECONDS, &KINDS, 50);
 }
 
 /// Regression case of the first bug the harness found (docs/CORRECTNESS.md):
@@ -322,8 +308,23 @@ fn a_short_nemesis_run_loses_duplicates_and_reorders_no_acknowledged_record() {
 /// schedule before the fix). Full disks only, on every node in turn.
 #[test]
 fn full_disks_under_idempotent_producers_duplicate_nothing() {
-    if !common::script::confluent_kafka() || !netns() || !disk_full_faults() {
+    if !common::script::confluent_kafka() || !netns() {
         return;
     }
-    nemesis_run(DISK_FULL_SEED, 50, &["disk-full"]);
+    nemesis_run(DISK_FULL_SEED, 50, &["disk-full"], 50);
+}
+
+/// Regression case of N3 (docs/CORRECTNESS.md): a produce refused unwritten
+/// on a full disk (KAFKA_STORAGE_ERROR) while the same producer's next
+/// requests were in flight; those were answered OUT_OF_ORDER_SEQUENCE,
+/// librdkafka bumped its epoch and renumbered every unacknowledged message,
+/// writing its possibly-persisted ones (timed out on the client) a second
+/// time: 624 duplicates in this schedule before the fix. Now the requests
+/// behind a refused one get its refusal and are retried after it.
+#[test]
+fn requests_in_flight_behind_a_refused_produce_are_refused_too_not_duplicated() {
+    if !common::script::confluent_kafka() || !netns() {
+        return;
+    }
+    nemesis_run(SEQUENCE_GAP_SEED, 90, &["disk-full"], 200);
 }
