@@ -57,6 +57,10 @@ pub enum ErrorCode {
     InvalidProducerIdMapping = 49,
     UnknownProducerId = 59,
     ProducerFenced = 90,
+    /// A leader's high watermark has not reached the start of its leader
+    /// epoch yet (just elected, or just restarted): ListOffsets cannot
+    /// promise an offset that never goes back, so the client retries.
+    OffsetNotAvailable = 78,
     /// The request's leader epoch is older than the partition's.
     FencedLeaderEpoch = 74,
     /// The request's leader epoch is newer than the partition's.
@@ -83,7 +87,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 59] = [
+    const ALL: [ErrorCode; 60] = [
         ErrorCode::UnknownServerError,
         ErrorCode::None,
         ErrorCode::OffsetOutOfRange,
@@ -143,6 +147,7 @@ impl ErrorCode {
         ErrorCode::IneligibleReplica,
         ErrorCode::InvalidUpdateVersion,
         ErrorCode::BrokerBusy,
+        ErrorCode::OffsetNotAvailable,
     ];
 
     #[inline]
@@ -182,6 +187,7 @@ impl ErrorCode {
                 | ErrorCode::NotController
                 | ErrorCode::PreferredLeaderNotAvailable
                 | ErrorCode::EligibleLeadersNotAvailable
+                | ErrorCode::OffsetNotAvailable
         )
     }
 }

@@ -943,7 +943,13 @@ impl PartitionManager {
             }
             return ListOffsetsResult::error(ErrorCode::NotLeaderOrFollower);
         };
-        if let Err(error) = p.state.borrow().check_leader(current_leader_epoch) {
+        let checked = {
+            let state = p.state.borrow();
+            state
+                .check_leader(current_leader_epoch)
+                .and_then(|()| state.check_offsets_available())
+        };
+        if let Err(error) = checked {
             return ListOffsetsResult::error(error.code());
         }
         let found = |offset: Offset| ListOffsetsResult {

@@ -160,6 +160,14 @@ pub enum PartitionError {
         log_start: Offset,
         log_end: Offset,
     },
+    #[error(
+        "the high watermark {high_watermark} has not reached the start {epoch_start} of this \
+         leader's epoch yet; retry"
+    )]
+    OffsetNotAvailable {
+        high_watermark: Offset,
+        epoch_start: Offset,
+    },
 }
 
 impl PartitionError {
@@ -175,6 +183,7 @@ impl PartitionError {
             PartitionError::UnknownLeaderEpoch { .. } => ErrorCode::UnknownLeaderEpoch,
             PartitionError::NotLeader { .. } => ErrorCode::NotLeaderOrFollower,
             PartitionError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            PartitionError::OffsetNotAvailable { .. } => ErrorCode::OffsetNotAvailable,
         }
     }
 }
@@ -674,6 +683,34 @@ impl PartitionState {
                 log_start: self.log_start,
                 log_end: self.log_end,
             })
+    }
+
+    /// Whether this leader may answer a client's ListOffsets. As Kafka
+    /// (`Partition.fetchOffsetForTimestamp`): not while its high watermark
+    /// is below the start offset of its leader epoch, which is where a
+    /// just-elected leader (its high watermark is the last one it learned
+    /// as a follower) or a just-reopened replica (its high watermark starts
+    /// at its log start, see [`Self::new`]) stands until its followers
+    /// fetch. Answering then would give a LATEST lower than one already
+    /// given, and a consumer resetting to "latest" would start in the
+    /// middle of the log. OFFSET_NOT_AVAILABLE is retriable.
+    pub fn check_offsets_available(&self) -> Result<(), PartitionError> {
+        let epoch_start = self
+            .epochs
+            .entries()
+            .iter()
+            .rev()
+            .find(|e| e.epoch == self.leader_epoch)
+            .map(|e| e.start_offset);
+        match epoch_start {
+            Some(epoch_start) if self.high_watermark < epoch_start => {
+                Err(PartitionError::OffsetNotAvailable {
+                    high_watermark: self.high_watermark,
+                    epoch_start,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The checks of a produce at `now_ms` before any batch is looked at.

@@ -196,6 +196,10 @@ impl Harness {
                     Err(error) => format!("{:?}", error.code()),
                 }]
             }
+            ["list-offsets"] => vec![match self.state.check_offsets_available() {
+                Ok(()) => format!("latest {}", self.state.high_watermark()),
+                Err(error) => format!("{:?}: {error}", error.code()),
+            }],
             ["retention", start] => {
                 self.state
                     .log_start_moved(Offset(start.parse().expect("offset")));
@@ -1315,6 +1319,38 @@ fn opened_high_watermark_is_forgotten_at_the_first_role() {
         hw 3
         > state
         start=0 end=5 durable=5 hw=3 ack_end=3 waiting=0
+        ",
+    );
+}
+
+/// Kafka's ListOffsets rule: a leader whose high watermark has not reached
+/// the start of its epoch answers OFFSET_NOT_AVAILABLE (retriable), not a
+/// LATEST lower than one the previous leader gave. The reopened replica's
+/// high watermark starts at its log start; the new epoch starts at its log
+/// end; the followers' fetches bring the one past the other.
+#[test]
+fn a_leader_lists_offsets_only_once_its_high_watermark_reaches_its_epoch() {
+    check(
+        "
+        > config flush_before_ack=false
+        > open 5
+        > leadership replicas=1,2,3 isr=1,2,3 epoch=4 pepoch=7
+        isr 1,2,3 pepoch 7
+        > list-offsets
+        OffsetNotAvailable: the high watermark 0 has not reached the start 5 of this leader's epoch yet; retry
+        > fetch 2 offset=5
+        hw 0
+        > list-offsets
+        OffsetNotAvailable: the high watermark 0 has not reached the start 5 of this leader's epoch yet; retry
+        > fetch 3 offset=5
+        hw 5
+        > list-offsets
+        latest 5
+        > open 5
+        > leadership replicas=1 isr=1 epoch=5 pepoch=8
+        isr 1 pepoch 8
+        > list-offsets
+        latest 5
         ",
     );
 }
