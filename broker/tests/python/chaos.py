@@ -6,7 +6,7 @@ and chaos_checker.py over their histories. Run by broker/tests/chaos.rs
 (a short run and the fault self-test) and scripts/chaos (long runs).
 
     python3 chaos.py run --fjord BIN [--seconds N] [--seed S]
-        [--report PATH] [--keep-dir DIR] [--per-second R]
+        [--report PATH] [--keep-dir DIR] [--per-second R] [--overlap K]
     python3 chaos.py selftest
 
 Needs root and `ip netns`. Everything it creates is named after its pid
@@ -28,8 +28,9 @@ Topology (all created here):
   * the data dir of each node on its own loop-mounted ext4 image.
 No forwarding is involved (every route is to a directly linked peer).
 
-Faults (one at a time, each healed before the next, kinds drawn in
-rounds, each round a seeded shuffle of all kinds; see Nemesis):
+Faults (one at a time, each healed before the next, or with --overlap K
+up to K at once, each healing after its own hold; kinds drawn in rounds,
+each round a seeded shuffle of all kinds; see Nemesis):
   isolate-leader, isolate-controller, isolate-node (majority/minority
   split): every node-node link of the node down (`ip link set down` on
   both ends);
@@ -40,7 +41,10 @@ rounds, each round a seeded shuffle of all kinds; see Nemesis):
   disk-full: a filler file takes every free block of the node's
   filesystem, deleted at heal.
 Healing a link sets both ends up and puts the /32 routes back (a link
-going down drops the routes over it).
+going down drops the routes over it). Overlapping faults count per link
+and per direction: a link comes up, a blackholed route comes back, when
+the last fault holding it heals; process and disk faults never share a
+node.
 """
 
 import argparse
@@ -170,6 +174,12 @@ class Topology:
         self.ns = {i: f"{PREFIX}{pid}-n{i}" for i in range(1, n + 1)}
         self.host = {i: f"{PREFIX}{pid}h{i}" for i in range(1, n + 1)}
         self.net = None
+        # With overlapping faults two may hold the same link down (an
+        # isolation and a link cut) or the same direction blackholed: a
+        # link comes up, a route comes back, when the last fault on it
+        # heals. Keys: (low, high) pairs for links, (from, to) for routes.
+        self.cuts = {}
+        self.blackholes = {}
 
     def addr(self, i):
         return f"{self.net}.{i}"
@@ -220,23 +230,36 @@ class Topology:
            "src", self.addr(i))
 
     def cut_link(self, i, j):
+        key = (min(i, j), max(i, j))
+        self.cuts[key] = self.cuts.get(key, 0) + 1
         sh("ip", "-n", self.ns[i], "link", "set", f"p{j}", "down")
         sh("ip", "-n", self.ns[j], "link", "set", f"p{i}", "down")
 
     def heal_link(self, i, j):
+        key = (min(i, j), max(i, j))
+        self.cuts[key] = max(0, self.cuts.get(key, 0) - 1)
+        if self.cuts[key]:
+            return
         sh("ip", "-n", self.ns[i], "link", "set", f"p{j}", "up")
         sh("ip", "-n", self.ns[j], "link", "set", f"p{i}", "up")
-        self._route(i, j)
-        self._route(j, i)
+        for a, b in ((i, j), (j, i)):
+            if not self.blackholes.get((a, b)):
+                self._route(a, b)
 
     def one_way(self, i, j):
         """i can no longer send to j; j still reaches i."""
+        self.blackholes[(i, j)] = self.blackholes.get((i, j), 0) + 1
         sh("ip", "-n", self.ns[i], "route", "replace", "blackhole", f"{self.addr(j)}/32")
 
     def heal_one_way(self, i, j):
-        self._route(i, j)
+        self.blackholes[(i, j)] = max(0, self.blackholes.get((i, j), 0) - 1)
+        # A link still cut gets its route back when it comes up.
+        if not self.blackholes[(i, j)] and not self.cuts.get((min(i, j), max(i, j))):
+            self._route(i, j)
 
     def heal_all(self):
+        self.cuts.clear()
+        self.blackholes.clear()
         for i, j in self.pairs():
             self.heal_link(i, j)
 
@@ -517,20 +540,25 @@ class Cluster:
 
 
 class Nemesis:
-    """Random faults from a seed, one at a time; every fault heals. The log
-    (`self.faults`) has each fault's kind, target, start and heal time
-    (seconds since the run started) and what it did."""
+    """Random faults from a seed, every one healed: one at a time, or with
+    `overlap` > 1 up to that many at once (a new fault starts after each
+    gap while fewer are active; process and disk faults never share a
+    node). The log (`self.faults`) has each fault's kind, target, start and
+    heal time (seconds since the run started) and what it did."""
 
-    def __init__(self, cluster, seed, kinds, hold, gap):
+    def __init__(self, cluster, seed, kinds, hold, gap, overlap=1):
         self.cluster = cluster
         self.topo = cluster.topo
         self.rng = random.Random(seed)
         self.kinds = kinds
         self.hold = hold
         self.gap = gap
+        self.overlap = overlap
         self.faults = []
         self.crashes = []
         self.round = []
+        # Nodes under a kill, pause or full disk now (overlapping runs).
+        self.node_busy = set()
         self.started = time.monotonic()
 
     def now(self):
@@ -573,17 +601,28 @@ class Nemesis:
                 self.topo.one_way(i, j)
             return i, f"{i} -> {dsts} dropped, {dsts} -> {i} delivered", \
                 lambda: [self.topo.heal_one_way(i, j) for j in dsts]
-        node_id = rng.choice(nodes)
+        free = [n for n in nodes if n not in self.node_busy]
+        if not free:
+            return None
+        node_id = rng.choice(free)
         node = self.cluster.nodes[node_id]
+        self.node_busy.add(node_id)
+
+        def healed(heal):
+            def run():
+                heal()
+                self.node_busy.discard(node_id)
+            return run
+
         if kind == "kill":
             node.kill()
-            return node_id, "SIGKILL, restart at heal", node.start
+            return node_id, "SIGKILL, restart at heal", healed(node.start)
         if kind == "pause":
             node.pause()
-            return node_id, "SIGSTOP, SIGCONT at heal", node.resume
+            return node_id, "SIGSTOP, SIGCONT at heal", healed(node.resume)
         if kind == "disk-full":
             size = node.fill_disk()
-            return node_id, f"filler of {size >> 20} MiB", node.free_disk
+            return node_id, f"filler of {size >> 20} MiB", healed(node.free_disk)
         raise HarnessError(f"unknown fault {kind}")
 
     def check_crashes(self):
@@ -605,23 +644,66 @@ class Nemesis:
             self.rng.shuffle(self.round)
         return self.round.pop()
 
+    def start(self, kind, hold):
+        """Injects `kind`; returns (fault, heal), or None when no node is
+        free for a process or disk fault."""
+        start = self.now()
+        injected = self.inject(kind)
+        if injected is None:
+            return None
+        target, detail, heal = injected
+        log(f"fault {len(self.faults)}: {kind} on {target}: {detail} (for {hold:.1f}s)")
+        fault = {"kind": kind, "target": target, "detail": detail, "start": start}
+        self.faults.append(fault)
+        return fault, heal
+
+    def heal(self, fault, heal):
+        heal()
+        fault["heal"] = self.now()
+        log(f"healed {fault['kind']} on {fault['target']}")
+
     def run(self, seconds):
+        if self.overlap > 1:
+            return self.run_overlapping(seconds)
         end = self.started + seconds
         while time.monotonic() < end:
             self.check_crashes()
             kind = self.next_kind()
             hold = self.rng.uniform(*self.hold)
-            start = self.now()
-            target, detail, heal = self.inject(kind)
-            log(f"fault {len(self.faults)}: {kind} on {target}: {detail} (for {hold:.1f}s)")
-            fault = {"kind": kind, "target": target, "detail": detail, "start": start}
-            self.faults.append(fault)
+            fault, heal = self.start(kind, hold)
             time.sleep(hold)
-            heal()
-            fault["heal"] = self.now()
-            log(f"healed {kind} on {target}")
+            self.heal(fault, heal)
             self.check_crashes()
             time.sleep(self.rng.uniform(*self.gap))
+
+    def run_overlapping(self, seconds):
+        """Up to `overlap` faults at once: after each gap a new one starts
+        if fewer are active; each heals after its own hold, so they
+        overlap in every order. All are healed when the time is up."""
+        end = self.started + seconds
+        active = []  # (heal at, fault, heal)
+        next_start = time.monotonic()
+        while time.monotonic() < end or active:
+            now = time.monotonic()
+            for item in [a for a in active if a[0] <= now]:
+                active.remove(item)
+                self.heal(item[1], item[2])
+            self.check_crashes()
+            if now >= next_start and now < end and len(active) < self.overlap:
+                kind = self.next_kind()
+                hold = self.rng.uniform(*self.hold)
+                started = self.start(kind, hold)
+                if started is not None:
+                    fault, heal = started
+                    active.append((time.monotonic() + hold, fault, heal))
+                next_start = time.monotonic() + self.rng.uniform(*self.gap)
+            if time.monotonic() >= end:
+                # Time is up: heal what is left now, newest last.
+                for _, fault, heal in sorted(active, key=lambda a: a[0]):
+                    self.heal(fault, heal)
+                active.clear()
+                break
+            time.sleep(0.1)
 
 
 def client(cluster, command, out, run_dir, stop, extra=(), run_seconds_max=3600):
@@ -661,7 +743,8 @@ def acked_lines(path):
 def run(args):
     if args.seed is None:
         args.seed = random.randrange(1 << 32)
-    log(f"chaos run: seed {args.seed}, {args.seconds}s of faults, kinds {args.kinds}")
+    log(f"chaos run: seed {args.seed}, {args.seconds}s of faults, kinds {args.kinds}, "
+        f"up to {args.overlap} at once")
     clean_stale()
     run_dir = tempfile.mkdtemp(prefix=f"fjord-chaos-{os.getpid()}-")
     topo = Topology()
@@ -669,6 +752,7 @@ def run(args):
     procs = []
     result = None
     report = {"seed": args.seed, "seconds": args.seconds, "kinds": args.kinds,
+              "overlap": args.overlap,
               "request_timeout_ms": args.request_timeout_ms,
               "fjord": args.fjord, "started": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     failed = True
@@ -707,7 +791,7 @@ def run(args):
             time.sleep(0.5)
 
         nemesis = Nemesis(cluster, args.seed, args.kinds, (args.hold_min, args.hold_max),
-                          (args.gap_min, args.gap_max))
+                          (args.gap_min, args.gap_max), args.overlap)
         try:
             nemesis.run(args.seconds)
         finally:
@@ -828,8 +912,8 @@ def write_report(report, path):
     lines = [
         f"# Chaos run, seed {report['seed']}",
         "",
-        f"- {report['started']} to {report.get('ended')}; {report['seconds']} s of faults; "
-        f"binary `{report['fjord']}`",
+        f"- {report['started']} to {report.get('ended')}; {report['seconds']} s of faults, "
+        f"up to {report.get('overlap', 1)} at once; binary `{report['fjord']}`",
         f"- result: **{'no anomaly' if checker.get('ok') else 'ANOMALIES or failure'}**"
         + (f" (harness error: {report['harness_error']})" if "harness_error" in report else ""),
         "",
@@ -951,6 +1035,21 @@ def selftest(_args):
                udp_ok=[(3, 2), (2, 1), (1, 3)])
         topo.heal_one_way(2, 3)
         expect("healed one-way", udp_ok=all_udp)
+        # Overlapping faults: a link cut twice (an isolation and a link
+        # cut) stays down until both heal; a one-way cut over a cut link
+        # keeps its direction blackholed when the link comes back.
+        topo.cut_link(1, 2)
+        topo.cut_link(1, 2)
+        topo.one_way(2, 3)
+        topo.cut_link(2, 3)
+        topo.heal_link(1, 2)
+        topo.heal_link(2, 3)
+        expect("overlapping: 1-2 cut twice, healed once; 2->3 one-way under a healed cut",
+               blocked={(1, 2), (2, 1), (2, 3), (3, 2)},
+               udp_blocked=[(1, 2), (2, 1), (2, 3)], udp_ok=[(3, 2), (1, 3), (3, 1)])
+        topo.heal_link(1, 2)
+        topo.heal_one_way(2, 3)
+        expect("overlapping: all healed", udp_ok=all_udp)
     finally:
         for p in listeners:
             p.kill()
@@ -978,10 +1077,17 @@ def main():
                         help="comma-separated fault kinds to draw from")
     parser.add_argument("--partitions", type=int, default=5)
     parser.add_argument("--per-second", type=float, default=100.0, help="per producer")
-    parser.add_argument("--message-timeout-ms", type=int, default=60000)
+    parser.add_argument("--message-timeout-ms", type=int,
+                        help="librdkafka's message.timeout.ms: 60000 by default, 300000 (its own "
+                             "default) with --overlap > 1, where two faults at once can keep a "
+                             "partition below min.insync.replicas for minutes; a message timing "
+                             "out makes librdkafka bump its epoch, which can duplicate possibly "
+                             "persisted messages of other partitions (confluentinc/librdkafka#4953)")
     parser.add_argument("--request-timeout-ms", type=int, default=30000,
                         help="producers' request.timeout.ms: above the longest fault "
                         "(see replication_clients.py)")
+    parser.add_argument("--overlap", type=int, default=1,
+                        help="faults active at once (1: one at a time)")
     parser.add_argument("--hold-min", type=float, default=3.0)
     parser.add_argument("--hold-max", type=float, default=12.0)
     parser.add_argument("--gap-min", type=float, default=2.0)
@@ -994,6 +1100,10 @@ def main():
     parser.add_argument("--image-mb", type=int, default=512, help="each node's filesystem")
     args = parser.parse_args()
     args.kinds = [k for k in args.kinds.split(",") if k]
+    if args.message_timeout_ms is None:
+        args.message_timeout_ms = 60000 if args.overlap <= 1 else 300000
+    if args.overlap < 1:
+        parser.error("--overlap must be at least 1")
     unknown = set(args.kinds) - set(FAULT_KINDS)
     if unknown:
         parser.error(f"unknown fault kinds {sorted(unknown)}")
