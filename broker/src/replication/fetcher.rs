@@ -161,11 +161,11 @@ enum Then {
     Start,
     /// Decide from the position just read ([`first_truncation_step`]).
     Decide,
+    /// Fetch (after a flush when the log holds unsynced records and the
+    /// topic flushes before ack: `next_step` queues it).
     Fetch,
     /// Ask the leader where this epoch ends.
     Ask(LeaderEpoch),
-    /// Flush when the topic flushes before ack, then fetch.
-    FlushThenFetch,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +197,16 @@ struct Partition {
     position: Option<FollowerPosition>,
     /// Consecutive `OFFSET_OUT_OF_RANGE` answers without progress.
     out_of_range: u32,
+}
+
+impl Partition {
+    /// Whether the log holds records its durable end does not cover while
+    /// the topic reports durable ends (`flush.before.ack`).
+    fn unsynced(&self) -> bool {
+        self.position
+            .as_ref()
+            .is_some_and(|p| p.flush_before_ack && p.durable_end < p.log_end)
+    }
 }
 
 /// A request sent and not answered yet: which partitions, at which epoch.
@@ -323,6 +333,24 @@ impl Fetcher {
                     wake = Some(wake.map_or(until_ms, |w| w.min(until_ms)));
                 }
             }
+            if partition.phase == Phase::Fetching && partition.unsynced() {
+                // The follower reports its durable end with each fetch
+                // (flush.before.ack): whatever led here (an append, a
+                // re-read position after a failed flush, a truncation),
+                // it flushes first. A follower whose flush hit a full disk
+                // otherwise reported its old durable end until the leader
+                // sent something new, which a leader refusing acks=all
+                // produces (its ISR below min.insync.replicas, waiting for
+                // this very follower) never does: found by the
+                // overlapping nemesis.
+                partition.phase = Phase::Queued(
+                    LocalOp::Flush {
+                        key: key.clone(),
+                        epoch: partition.epoch,
+                    },
+                    Then::Fetch,
+                );
+            }
             if matches!(partition.phase, Phase::Queued(..)) {
                 if let Phase::Queued(op, then) =
                     std::mem::replace(&mut partition.phase, Phase::Dropped)
@@ -438,21 +466,9 @@ impl Fetcher {
         match result {
             Ok(position) => {
                 partition.position = Some(position);
+                // A flush follows an append when it is needed: `next_step`
+                // queues it before the next fetch.
                 partition.phase = resume(key, partition, then);
-                if partition.phase == Phase::Fetching {
-                    // A flush follows an append only when it is needed.
-                    if let (Then::FlushThenFetch, Some(p)) = (then, &partition.position) {
-                        if p.flush_before_ack && p.durable_end < p.log_end {
-                            partition.phase = Phase::Queued(
-                                LocalOp::Flush {
-                                    key: key.clone(),
-                                    epoch,
-                                },
-                                Then::Fetch,
-                            );
-                        }
-                    }
-                }
             }
             Err(FollowerError::NotFollowing { .. }) => partition.phase = Phase::Dropped,
             Err(FollowerError::Diverged(_)) => partition.phase = read_position(key, epoch),
@@ -517,7 +533,7 @@ impl Fetcher {
                                 high_watermark: high_watermark.unwrap_or(position.high_watermark),
                                 log_start: log_start.unwrap_or(position.log_start),
                             },
-                            Then::FlushThenFetch,
+                            Then::Fetch,
                         );
                     }
                 }
@@ -644,7 +660,7 @@ fn read_position(key: &Key, epoch: LeaderEpoch) -> Phase {
 /// The phase after a local operation (or a pause) leads to `then`.
 fn resume(key: &Key, partition: &Partition, then: Then) -> Phase {
     match then {
-        Then::Fetch | Then::FlushThenFetch => Phase::Fetching,
+        Then::Fetch => Phase::Fetching,
         Then::Ask(epoch) => Phase::Ask(epoch),
         Then::Start => read_position(key, partition.epoch),
         Then::Decide => match &partition.position {

@@ -38,6 +38,8 @@ struct Harness {
     leader: BTreeMap<Key, MemLog>,
     sent: Option<Step>,
     fail_next: Option<FollowerError>,
+    /// Fails the next flush, leaving the log unsynced (a full disk).
+    fail_flush: Option<FollowerError>,
 }
 
 fn key(name: &str) -> Key {
@@ -71,6 +73,7 @@ impl Harness {
             leader: BTreeMap::new(),
             sent: None,
             fail_next: None,
+            fail_flush: None,
         }
     }
 
@@ -122,7 +125,10 @@ impl Harness {
                     log.append(batches, high_watermark.get(), log_start.get())
                 },
             ),
-            LocalOp::Flush { .. } => (format!("flush {}", show(&key)), Ok(log.flush())),
+            LocalOp::Flush { .. } => match self.fail_flush.take() {
+                Some(error) => (format!("flush {}", show(&key)), Err(error)),
+                None => (format!("flush {}", show(&key)), Ok(log.flush())),
+            },
         };
         let result = match self.fail_next.take() {
             Some(error) => Err(error),
@@ -412,6 +418,39 @@ fn durable_end_is_reported_only_after_a_flush() {
     // Nothing new: no flush, the same durable end.
     h.answer(0, &[]);
     h.expect(0, "fetch t-0@1 from 5 durable=5");
+}
+
+/// A flush that failed (a full disk) leaves appended records unsynced:
+/// after the pause the follower reads its position again and flushes
+/// before fetching, instead of reporting its old durable end until the
+/// leader sends something new, which may be never (a leader whose ISR is
+/// below min.insync.replicas takes no acks=all produce, and waits for this
+/// follower's durable end to let it back in).
+#[test]
+fn a_failed_flush_is_retried_before_the_next_fetch() {
+    let mut h = Harness::new();
+    let follower = MemLog {
+        flush_before_ack: true,
+        ..MemLog::default()
+    };
+    h.logs("t-0", follower, MemLog::with(&[(0, 2, 1), (3, 4, 1)]));
+    h.follow(&[("t-0", 1)]);
+    h.expect(0, "position t-0\nfetch t-0@1 from 0 durable=0");
+    h.fail_flush = Some(FollowerError::Storage("disk full".to_string()));
+    h.answer(0, &[]);
+    h.expect(
+        0,
+        "append t-0 [0-2@1 3-4@1] hw=0 start=0
+         flush t-0 -> Storage(\"disk full\")
+         wait until 1000",
+    );
+    h.expect(1000, "position t-0\nepochs t-0@1 ask 1");
+    h.answer(1000, &[]);
+    h.expect(
+        1000,
+        "flush t-0
+         fetch t-0@1 from 5 durable=5",
+    );
 }
 
 /// A fenced partition is dropped until its followed entry changes; the
