@@ -214,6 +214,7 @@ fn quorum_config(config: &CtlConfig) -> QuorumConfig {
         election_tick: ELECTION_TICKS,
         heartbeat_tick: HEARTBEAT_TICKS,
         fixed_election_timeout: true,
+        write_fault: config.metadata_write_fault.clone(),
     }
 }
 

@@ -28,6 +28,7 @@ fn config(id: u64, voters: &[u64]) -> QuorumConfig {
         election_tick: 10,
         heartbeat_tick: 2,
         fixed_election_timeout: false,
+        write_fault: WriteFault::default(),
     }
 }
 
