@@ -13,6 +13,7 @@ use std::time::Duration;
 use fjord_storage::LogConfig;
 use serde::Deserialize;
 
+use crate::controller::driver::LOG_REOPEN_BACKOFF_MIN_MS;
 use crate::error::BrokerError;
 use crate::partition::replicas::DEFAULT_REPLICA_LAG_TIME_MAX_MS;
 
@@ -203,6 +204,11 @@ pub struct Config {
     /// Length of one tick of the metadata quorum's Raft group; an election
     /// starts after 10-20 ticks without hearing from the leader.
     pub controller_raft_tick_ms: u64,
+    /// After a write of the metadata log fails (a full disk), this node
+    /// leaves the metadata quorum and opens the log again after 100 ms,
+    /// doubling per failure up to this (the controller's driver,
+    /// `controller/driver.rs`). At least 100.
+    pub controller_log_reopen_backoff_max_ms: u64,
     /// Bytes a replica fetcher asks of each partition it follows per fetch
     /// (Kafka's `replica.fetch.max.bytes`); the first batch always comes,
     /// so a larger batch still replicates.
@@ -393,6 +399,7 @@ impl Default for Config {
             default_replication_factor: 1,
             offsets_topic_replication_factor: 3,
             controller_raft_tick_ms: 100,
+            controller_log_reopen_backoff_max_ms: 5_000,
             replica_fetch_max_bytes: 1 << 20,
             replica_fetch_wait_max_ms: 500,
             replica_fetch_backoff_ms: 1_000,
@@ -579,6 +586,9 @@ pub struct ClusterFlags {
     /// Raft tick of the metadata quorum [default: 100].
     #[arg(long)]
     pub controller_raft_tick_ms: Option<u64>,
+    /// Longest wait before reopening a metadata log whose write failed [default: 5000].
+    #[arg(long)]
+    pub controller_log_reopen_backoff_max_ms: Option<u64>,
     /// Bytes a replica fetch asks of each partition [default: 1048576].
     #[arg(long)]
     pub replica_fetch_max_bytes: Option<u32>,
@@ -903,6 +913,11 @@ impl Config {
             "FJORD_CONTROLLER_RAFT_TICK_MS",
         )?;
         set(
+            &mut self.controller_log_reopen_backoff_max_ms,
+            &var,
+            "FJORD_CONTROLLER_LOG_REOPEN_BACKOFF_MAX_MS",
+        )?;
+        set(
             &mut self.replica_fetch_max_bytes,
             &var,
             "FJORD_REPLICA_FETCH_MAX_BYTES",
@@ -965,6 +980,10 @@ impl Config {
         set(
             &mut self.controller_raft_tick_ms,
             flags.controller_raft_tick_ms,
+        );
+        set(
+            &mut self.controller_log_reopen_backoff_max_ms,
+            flags.controller_log_reopen_backoff_max_ms,
         );
         set(
             &mut self.replica_fetch_max_bytes,
@@ -1372,6 +1391,12 @@ impl Config {
         }
         if self.controller_raft_tick_ms == 0 {
             return invalid("controller_raft_tick_ms must be at least 1".into());
+        }
+        if self.controller_log_reopen_backoff_max_ms < LOG_REOPEN_BACKOFF_MIN_MS {
+            return invalid(format!(
+                "controller_log_reopen_backoff_max_ms = {} must be at least {LOG_REOPEN_BACKOFF_MIN_MS}",
+                self.controller_log_reopen_backoff_max_ms
+            ));
         }
         self.replication()
             .validate()
@@ -1883,6 +1908,7 @@ mod tests {
         assert_eq!(config.default_replication_factor, 1);
         assert_eq!(config.offsets_topic_replication_factor, 3);
         assert_eq!(config.controller_raft_tick_ms, 100);
+        assert_eq!(config.controller_log_reopen_backoff_max_ms, 5_000);
     }
 
     #[test]
@@ -1919,12 +1945,24 @@ mod tests {
             .apply_env(|name| match name {
                 "FJORD_BROKER_SESSION_TIMEOUT_MS" => Some("4000".into()),
                 "FJORD_CONTROLLER_RAFT_TICK_MS" => Some("50".into()),
+                "FJORD_CONTROLLER_LOG_REOPEN_BACKOFF_MAX_MS" => Some("2000".into()),
                 "FJORD_CLUSTER_ADVERTISED_HOST" => Some("node-2.example".into()),
                 _ => None,
             })
             .expect("valid env");
         assert_eq!(config.broker_session_timeout_ms, 4000);
         assert_eq!(config.controller_raft_tick_ms, 50);
+        assert_eq!(config.controller_log_reopen_backoff_max_ms, 2000);
+        assert!(config.validate().is_ok(), "{:?}", config.validate());
+        let mut short = config.clone();
+        short.controller_log_reopen_backoff_max_ms = 50;
+        let error = short.validate().expect_err("under the minimum backoff");
+        assert!(
+            error
+                .to_string()
+                .contains("controller_log_reopen_backoff_max_ms"),
+            "{error}"
+        );
         assert_eq!(
             config.cluster_advertised_host().as_deref(),
             Some("node-2.example")

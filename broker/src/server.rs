@@ -520,6 +520,8 @@ fn cluster_config(
         rack: None,
         heartbeat_interval_ms: config.broker_heartbeat_interval_ms,
         raft_tick_ms: config.controller_raft_tick_ms,
+        log_reopen_backoff_max_ms: config.controller_log_reopen_backoff_max_ms,
+        write_fault: crate::controller::quorum::WriteFault::default(),
     })
 }
 

@@ -21,6 +21,12 @@
 //!   `heartbeat_interval_ms`, register again when the controller forgot
 //!   this incarnation.
 //!
+//! - a metadata-log write failure (the world's full disk): as the driver
+//!   does, nothing of the failed `Ready` is sent or applied, the Raft
+//!   group is dropped, submits go to the other voters, and after a
+//!   backoff (100 ms doubling up to [`LOG_REOPEN_BACKOFF_MAX_MS`]) the log
+//!   is opened again from disk and the node rejoins as a follower.
+//!
 //! Commands and answers cross the simulated network encoded with the
 //! broker's own codec (`ControllerCommand::encode`, `Answer::encode`).
 //! Raft messages travel as values (raft-rs' protobuf codec is not ours to
@@ -34,10 +40,10 @@ use bytes::Bytes;
 use fjord_broker::controller::commands::{Answer, ControllerCommand, ControllerReply};
 use fjord_broker::controller::driver::{
     COMMANDS_QUEUED_MAX, COMMIT_TIMEOUT_MS, ELECTION_TICKS, FORWARD_ATTEMPT_MS, HEARTBEAT_TICKS,
-    SNAPSHOT_EVERY_ENTRIES, SUBMIT_DEADLINE_MS,
+    LOG_REOPEN_BACKOFF_MIN_MS, SNAPSHOT_EVERY_ENTRIES, SUBMIT_DEADLINE_MS,
 };
 use fjord_broker::controller::fold::{decode_snapshot, encode_snapshot};
-use fjord_broker::controller::quorum::{DiskStorage, Output, Quorum, QuorumConfig};
+use fjord_broker::controller::quorum::{DiskStorage, Output, Quorum, QuorumConfig, WriteFault};
 use fjord_broker::controller::records::{decode_batch, encode_batch, MetadataRecord};
 use fjord_broker::controller::state::{ControllerConfig, ControllerState, SeededIds};
 use fjord_broker::metadata::image::{BrokerEndpoints, Endpoint, MetadataImage};
@@ -49,6 +55,8 @@ use crate::rng::SimRng;
 /// Between retries of a submit while leadership moves (the driver's
 /// `SUBMIT_RETRY_MS`).
 const SUBMIT_RETRY_MS: u64 = 100;
+/// The broker's default `controller_log_reopen_backoff_max_ms`.
+pub const LOG_REOPEN_BACKOFF_MAX_MS: u64 = 5_000;
 
 /// A message of the metadata quorum between two nodes.
 #[derive(Debug, Clone)]
@@ -167,6 +175,9 @@ pub struct CtlConfig {
     pub controller: ControllerConfig,
     pub tick_ms: u64,
     pub heartbeat_interval_ms: u64,
+    /// The node's metadata log fails its writes while this is on (the
+    /// world's full disk; kept by the world across restarts).
+    pub metadata_write_fault: WriteFault,
 }
 
 /// One node's controller side. Lives in: the world's node, dropped on a
@@ -183,7 +194,18 @@ pub struct SimController {
     /// The term this node last became the active controller in (0: not).
     controller_term: u64,
     bootstrapping: bool,
+    /// Out of the quorum: a write of the log failed (`reopen_at_ms` set:
+    /// opened again then) or a snapshot did not decode (for good).
     failed: bool,
+    /// When the failed log is opened again.
+    reopen_at_ms: Option<u64>,
+    /// The wait before the next reopen (doubles per failure).
+    reopen_backoff_ms: u64,
+    /// When the log was last opened again after a failure.
+    reopened_ms: Option<u64>,
+    /// Write failures and reopens (the world's counters).
+    pub log_write_failures: u64,
+    pub log_reopens: u64,
     next_tick_ms: u64,
     next_controller_tick_ms: u64,
     jobs: VecDeque<Job>,
@@ -214,6 +236,7 @@ fn quorum_config(config: &CtlConfig) -> QuorumConfig {
         election_tick: ELECTION_TICKS,
         heartbeat_tick: HEARTBEAT_TICKS,
         fixed_election_timeout: true,
+        write_fault: config.metadata_write_fault.clone(),
     }
 }
 
@@ -296,6 +319,11 @@ impl SimController {
             controller_term: 0,
             bootstrapping: false,
             failed: false,
+            reopen_at_ms: None,
+            reopen_backoff_ms: LOG_REOPEN_BACKOFF_MIN_MS,
+            reopened_ms: None,
+            log_write_failures: 0,
+            log_reopens: 0,
             jobs: VecDeque::new(),
             running: None,
             submits: BTreeMap::new(),
@@ -384,6 +412,9 @@ impl SimController {
         if let Some(running) = &self.running {
             at = at.min(running.deadline_ms);
         }
+        if let Some(reopen) = self.reopen_at_ms {
+            at = at.min(reopen);
+        }
         at
     }
 
@@ -431,7 +462,10 @@ impl SimController {
                     }
                 };
                 let me = u64::from(self.config.node.0);
-                if self.quorum.leader() != Some(me) || self.jobs.len() >= COMMANDS_QUEUED_MAX {
+                if self.failed
+                    || self.quorum.leader() != Some(me)
+                    || self.jobs.len() >= COMMANDS_QUEUED_MAX
+                {
                     out.push(CtlOut::Send {
                         to: from,
                         msg: CtlMsg::Answer {
@@ -477,6 +511,9 @@ impl SimController {
     /// Runs everything due at `now_ms`.
     pub fn poll(&mut self, now_ms: u64, out: &mut Vec<CtlOut>) {
         self.now_ms = now_ms;
+        if self.reopen_at_ms.is_some_and(|at| now_ms >= at) {
+            self.reopen(now_ms);
+        }
         while now_ms >= self.next_tick_ms {
             if !self.failed {
                 self.quorum.tick();
@@ -500,9 +537,8 @@ impl SimController {
             let polled = match self.quorum.poll() {
                 Ok(polled) => polled,
                 Err(error) => {
-                    tracing::error!(node = self.config.node.0, %error, "metadata log failed");
-                    self.failed = true;
-                    self.fail_running(out);
+                    tracing::info!(node = self.config.node.0, %error, "metadata log failed");
+                    self.log_write_failed(out);
                     return;
                 }
             };
@@ -516,6 +552,87 @@ impl SimController {
                 return;
             }
         }
+    }
+
+    /// The driver's `log_write_failed`: out of the quorum until
+    /// [`Self::reopen`] at `reopen_at_ms`.
+    fn log_write_failed(&mut self, out: &mut Vec<CtlOut>) {
+        let max = LOG_REOPEN_BACKOFF_MAX_MS;
+        self.reopen_backoff_ms = match self.reopened_ms {
+            Some(at) if self.now_ms.saturating_sub(at) < max => {
+                (self.reopen_backoff_ms * 2).min(max)
+            }
+            _ => LOG_REOPEN_BACKOFF_MIN_MS,
+        };
+        self.reopen_at_ms = Some(self.now_ms + self.reopen_backoff_ms);
+        self.log_write_failures += 1;
+        self.failed = true;
+        self.fail_running(out);
+        for job in std::mem::take(&mut self.jobs) {
+            self.reply(job, Err("not the controller".to_owned()), out);
+        }
+        if self.controller_term != 0 {
+            self.controller_term = 0;
+            self.state.become_follower();
+        }
+    }
+
+    /// The driver's `reopen`: the log opened again from disk as at
+    /// startup; the state keeps what it applied, takes a snapshot on disk
+    /// past it, and folds the entries on disk known committed past it.
+    fn reopen(&mut self, now_ms: u64) {
+        self.reopen_at_ms = None;
+        let quorum = match Quorum::open(&self.dir, &quorum_config(&self.config)) {
+            Ok(quorum) => quorum,
+            Err(error) => {
+                tracing::info!(node = self.config.node.0, %error, "metadata log: reopen failed");
+                self.reopen_backoff_ms =
+                    (self.reopen_backoff_ms * 2).min(LOG_REOPEN_BACKOFF_MAX_MS);
+                self.reopen_at_ms = Some(now_ms + self.reopen_backoff_ms);
+                return;
+            }
+        };
+        let snapshot = quorum.storage().latest_snapshot();
+        let snapshot_index = snapshot.get_metadata().index;
+        if snapshot_index > self.applied {
+            match decode_snapshot(&snapshot.data, &self.config.controller.defaults) {
+                Ok(image) => {
+                    self.state = ControllerState::with_ids(
+                        self.config.controller.clone(),
+                        Arc::new(image),
+                        Box::new(SeededIds::new(self.ids_seed ^ snapshot_index)),
+                    );
+                    self.applied = snapshot_index;
+                    self.log_has_data = true;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "metadata snapshot on disk does not decode");
+                    return;
+                }
+            }
+        }
+        self.snapshot_index = snapshot_index;
+        for entry in quorum.storage().committed_entries() {
+            if entry.get_entry_type() == raft::eraftpb::EntryType::EntryNormal
+                && !entry.data.is_empty()
+            {
+                self.log_has_data = true;
+                if entry.index > self.applied {
+                    replay_entry(&mut self.state, &entry.data);
+                }
+            }
+            self.applied = self.applied.max(entry.index);
+        }
+        self.quorum = quorum;
+        self.controller_term = 0;
+        self.failed = false;
+        self.reopened_ms = Some(now_ms);
+        self.log_reopens += 1;
+        tracing::info!(
+            node = self.config.node.0,
+            t = now_ms,
+            "metadata log opened again"
+        );
     }
 
     fn send_raft(&mut self, messages: &[Message], out: &mut Vec<CtlOut>) {
@@ -863,7 +980,7 @@ impl SimController {
                     }
                 }
                 Attempt::Local => {
-                    if self.quorum.is_leader() {
+                    if self.quorum.is_leader() && !self.failed {
                         continue;
                     }
                     submit.attempt = Attempt::Idle { at_ms: now_ms };
@@ -872,6 +989,9 @@ impl SimController {
                 Attempt::Idle { .. } => {}
             }
             submit.attempts += 1;
+            // A failed log's Raft group is stale: the other voters (the
+            // driver's `submit`).
+            let leader_known = leader_known.filter(|l| !self.failed || *l != me);
             let target = leader_known
                 .or_else(|| (!voters.is_empty()).then(|| voters[submit.attempts % voters.len()]));
             match target {

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use fjord_broker::controller::commands::{
     Answer, ControllerCommand, ControllerReply, CreateTopicSpec,
 };
+use fjord_broker::controller::quorum::WriteFault;
 use fjord_broker::controller::state::ControllerConfig;
 use fjord_broker::group::offsets_log::OFFSETS_TOPIC;
 use fjord_broker::metadata::image::MetadataImage;
@@ -148,6 +149,10 @@ pub struct Stats {
     pub group_commits: u64,
     /// OffsetFetch answers of a coordinator the metadata had deposed.
     pub deposed_group_answers: u64,
+    /// Metadata-log writes that failed on a full disk, and reopens of
+    /// the log after one (over all nodes and starts).
+    pub metadata_log_write_failures: u64,
+    pub metadata_log_reopens: u64,
 }
 
 impl Stats {
@@ -169,6 +174,11 @@ impl Stats {
                 "group fetches answered by a deposed coordinator",
                 self.deposed_group_answers,
             ),
+            (
+                "metadata log writes failed (full disk)",
+                self.metadata_log_write_failures,
+            ),
+            ("metadata logs reopened", self.metadata_log_reopens),
         ]
     }
 }
@@ -218,6 +228,9 @@ struct Node {
     data: Option<NodeData>,
     /// The data plane's disk while the node is down.
     disk: Option<NodeDisk>,
+    /// The metadata log's side of a full disk (the log lives in the same
+    /// data dir): its writes fail while on. Kept across restarts.
+    metadata_full: WriteFault,
     /// The group coordinators, while the node runs.
     groups: Option<NodeGroups>,
     /// Paused (SIGSTOP): neither timers nor messages run until then.
@@ -340,6 +353,7 @@ impl World {
                 ctl: None,
                 data: None,
                 disk: Some(NodeDisk::new()),
+                metadata_full: WriteFault::default(),
                 groups: None,
                 paused_until: None,
                 skew_ms: 0,
@@ -457,6 +471,7 @@ impl World {
             controller: self.ctl_config.clone(),
             tick_ms: self.config.tick_ms,
             heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+            metadata_write_fault: node.metadata_full.clone(),
         };
         let now = self.now + node.skew_ms;
         let disk = node.disk.take().unwrap_or_default();
@@ -1148,6 +1163,11 @@ impl World {
         }
     }
 
+    fn count_log_failures(&mut self, ctl: &SimController) {
+        self.stats.metadata_log_write_failures += ctl.log_write_failures;
+        self.stats.metadata_log_reopens += ctl.log_reopens;
+    }
+
     fn count(&mut self, kind: &'static str) {
         *self.stats.faults.entry(kind).or_default() += 1;
     }
@@ -1196,7 +1216,9 @@ impl World {
                 let i = self.pick_victim();
                 if self.nodes[i].ctl.is_some() && self.nodes[i].paused_until.is_none() {
                     tracing::info!(node = i + 1, t = self.now, "sim: crash");
-                    self.nodes[i].ctl = None;
+                    if let Some(ctl) = self.nodes[i].ctl.take() {
+                        self.count_log_failures(&ctl);
+                    }
                     self.nodes[i].groups = None;
                     self.group_writes.retain(|_, (node, _)| *node != i);
                     if let Some(data) = self.nodes[i].data.take() {
@@ -1245,7 +1267,10 @@ impl World {
             10 => {
                 let i = self.nemesis_rng.below(n as u64) as usize;
                 if let Some(data) = self.nodes[i].data.as_mut() {
+                    // One data dir: the partitions' logs and the metadata
+                    // log fill together.
                     data.disk_mut().set_full(true);
+                    self.nodes[i].metadata_full.set(true);
                     self.count("disk: full");
                     self.schedule(heal_after, Event::Heal(Heal::Disk(i)));
                 }
@@ -1310,6 +1335,7 @@ impl World {
 
     fn heal_disk(&mut self, i: usize) {
         let node = &mut self.nodes[i];
+        node.metadata_full.set(false);
         let disk = match (node.data.as_mut(), node.disk.as_mut()) {
             (Some(data), _) => data.disk_mut(),
             (None, Some(disk)) => disk,
@@ -1335,6 +1361,12 @@ impl World {
     }
 
     fn final_checks(&mut self) {
+        for i in 0..self.nodes.len() {
+            if let Some(ctl) = self.nodes[i].ctl.take() {
+                self.count_log_failures(&ctl);
+                self.nodes[i].ctl = Some(ctl);
+            }
+        }
         let images: Vec<(NodeId, u64, Arc<MetadataImage>, bool)> = self
             .nodes
             .iter()

@@ -16,6 +16,20 @@
 //! - the cluster listener ([`super::transport`]) and the lifecycle
 //!   ([`lifecycle`]).
 //!
+//! A write of the metadata log that fails (a full disk: ENOSPC) takes
+//! this node out of the quorum only for a while: nothing of the failed
+//! `Ready` is sent (no vote or append ack leaves before what it
+//! acknowledges is durable) or applied, and Raft's memory is dropped. The
+//! pump waits a backoff (100 ms doubling up to
+//! `log_reopen_backoff_max_ms`), opens the log again from disk exactly as
+//! at startup (hard state, entries with a torn tail cut, snapshot) and
+//! rejoins as a follower; the `ControllerState` keeps what it applied
+//! (committed entries never change), takes the snapshot on disk if it is
+//! past that, and Raft hands it the rest of the committed log again. In
+//! between, commands are forwarded to the other voters (this broker keeps
+//! heartbeating to an active controller elsewhere) and the cluster
+//! listener refuses commands (the caller retries elsewhere).
+//!
 //! Persistence runs synchronously on shard 0 (`std::fs` + fdatasync in
 //! `Quorum::poll`): the metadata log is small and written rarely
 //! (registrations, admin, fencing: a few entries a second at most), and a
@@ -42,7 +56,7 @@ use raft::eraftpb::Message;
 
 use super::commands::{Answer, ControllerCommand};
 use super::fold::{decode_snapshot, encode_snapshot};
-use super::quorum::{Output, ProposeError, Quorum, QuorumConfig};
+use super::quorum::{Output, ProposeError, Quorum, QuorumConfig, WriteFault};
 use super::records::{decode_batch, encode_batch, MetadataRecord};
 use super::state::{ControllerConfig, ControllerState};
 use super::transport::{CallError, ClusterService, Notify, Reply, Transport};
@@ -79,6 +93,14 @@ pub const FORWARD_ATTEMPT_MS: u64 = 5_000;
 const SUBMIT_RETRY_MS: u64 = 100;
 /// A voter set without a reachable majority is logged at most this often.
 const NO_LEADER_WARN_INTERVAL_MS: u64 = 5_000;
+/// The first wait before the metadata log is opened again after a write
+/// failed; it doubles per failure up to
+/// [`ClusterConfig::log_reopen_backoff_max_ms`], and starts again from
+/// here once the log has worked that long since its last reopen.
+pub const LOG_REOPEN_BACKOFF_MIN_MS: u64 = 100;
+/// Failed reopens are logged (warn) at most this often; the first failure
+/// and each successful reopen always are.
+const REOPEN_WARN_INTERVAL_MS: u64 = 10_000;
 
 /// One voter of the metadata quorum: its node id and `--cluster-listen`
 /// address (`controller_quorum_voters`).
@@ -106,6 +128,13 @@ pub struct ClusterConfig {
     pub heartbeat_interval_ms: u64,
     /// Raft tick length; elections time out after 10–20 ticks.
     pub raft_tick_ms: u64,
+    /// After a write of the metadata log failed, the log is opened again
+    /// after [`LOG_REOPEN_BACKOFF_MIN_MS`], doubling per failure up to
+    /// this (`controller_log_reopen_backoff_max_ms`).
+    pub log_reopen_backoff_max_ms: u64,
+    /// Injected write failures of the metadata log (tests only; see
+    /// [`WriteFault`]). Off in the broker.
+    pub write_fault: WriteFault,
     /// The controller's settings (also used on non-controllers to fold).
     pub controller: ControllerConfig,
 }
@@ -122,8 +151,33 @@ impl ClusterConfig {
             election_tick: ELECTION_TICKS,
             heartbeat_tick: HEARTBEAT_TICKS,
             fixed_election_timeout: false,
+            write_fault: self.write_fault.clone(),
         }
     }
+
+    /// The first reopen backoff, within the configured bound.
+    fn reopen_backoff_min(&self) -> Duration {
+        Duration::from_millis(LOG_REOPEN_BACKOFF_MIN_MS.min(self.log_reopen_backoff_max_ms))
+    }
+
+    fn reopen_backoff_max(&self) -> Duration {
+        Duration::from_millis(self.log_reopen_backoff_max_ms.max(1))
+    }
+}
+
+/// The metadata log's health on this node: whether it is out of the
+/// quorum after a write failed, and how often that happened (for
+/// metrics and tests; [`ControllerHandle::log_health`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogHealth {
+    /// A write failed and the log has not been opened again yet.
+    pub failed: bool,
+    /// Writes (persisting a `Ready`) that failed since startup.
+    pub write_failures: u64,
+    /// Times the log was opened again after a failure.
+    pub reopens: u64,
+    /// Attempts to open it again that failed.
+    pub reopen_failures: u64,
 }
 
 /// Why the metadata log could not be opened.
@@ -273,8 +327,20 @@ struct Driver {
     controller_term: Cell<u64>,
     jobs: LocalSender<Job>,
     bootstrap: RefCell<Vec<MetadataRecord>>,
-    /// The log cannot be written: this node stops taking part.
+    /// This node does not take part in the quorum now: its log could not
+    /// be written (`recovering`: the pump opens it again), or it stopped
+    /// for good (stopped, or a leader's snapshot that does not decode).
     failed: Cell<bool>,
+    /// `failed` after a write error: the pump reopens the log after
+    /// `reopen_backoff`.
+    recovering: Cell<bool>,
+    /// The wait before the next reopen attempt.
+    reopen_backoff: Cell<Duration>,
+    /// When the log was last opened again (the backoff restarts from its
+    /// minimum once the log has worked for the maximum since).
+    reopened_at: Cell<Option<Instant>>,
+    last_reopen_warn: Cell<Option<Instant>>,
+    health: Cell<LogHealth>,
     shutting_down: Cell<bool>,
     /// [`ControllerHandle::stop`] was called.
     stopped: Cell<bool>,
@@ -327,6 +393,7 @@ impl ControllerHandle {
             applied_index: recovered.applied_index,
             committed_index: quorum.commit_index(),
         };
+        let reopen_backoff = config.reopen_backoff_min();
         let driver = Rc::new(Driver {
             lifecycle: Lifecycle::new(config.node),
             config,
@@ -346,6 +413,11 @@ impl ControllerHandle {
             jobs,
             bootstrap: RefCell::new(bootstrap),
             failed: Cell::new(false),
+            recovering: Cell::new(false),
+            reopen_backoff: Cell::new(reopen_backoff),
+            reopened_at: Cell::new(None),
+            last_reopen_warn: Cell::new(None),
+            health: Cell::new(LogHealth::default()),
             shutting_down: Cell::new(false),
             stopped: Cell::new(false),
             last_no_leader_warn: Cell::new(None),
@@ -390,7 +462,9 @@ impl ControllerHandle {
             if driver.stopped.get() {
                 return Err(ControllerUnavailable::ShuttingDown);
             }
-            if driver.failed.get() {
+            // A log that failed for good cannot take part; one that is
+            // being reopened still forwards to the voters (below).
+            if driver.failed.get() && !driver.recovering.get() {
                 return Err(ControllerUnavailable::NoQuorum);
             }
             let now = Instant::now();
@@ -405,11 +479,19 @@ impl ControllerHandle {
             // Unknown leader (e.g. a learner not yet added, which hears
             // from nobody): ask the voters in turn; the controller among
             // them answers, the others refuse.
-            let leader = driver
-                .quorum
-                .borrow()
-                .leader()
-                .or_else(|| driver.voter_to_try(attempt));
+            //
+            // While this node's log is being reopened its Raft group is
+            // stale: the leader it knew (if not itself) or the voters in
+            // turn, so this broker's heartbeats reach an active
+            // controller elsewhere and it stays a broker.
+            let known = driver.quorum.borrow().leader();
+            let leader = if driver.failed.get() {
+                known
+                    .filter(|l| *l != driver.id())
+                    .or_else(|| driver.voter_to_try(attempt))
+            } else {
+                known.or_else(|| driver.voter_to_try(attempt))
+            };
             match leader {
                 Some(leader) if leader == driver.id() => {
                     match driver.execute(command.clone()).await {
@@ -539,6 +621,7 @@ impl ControllerHandle {
     pub fn stop(&self) {
         self.driver.stopped.set(true);
         self.driver.failed.set(true);
+        self.driver.recovering.set(false);
         self.driver.shutting_down.set(true);
         self.driver.fail_proposals();
         self.driver.transport.close();
@@ -563,8 +646,20 @@ impl ControllerHandle {
 
     /// Whether this node is the active controller now.
     pub fn is_controller(&self) -> bool {
+        if self.driver.failed.get() {
+            return false;
+        }
         let quorum = self.driver.quorum.borrow();
         quorum.leader_ready(self.driver.applied.get())
+    }
+
+    /// The metadata log's health (out of the quorum after a write
+    /// failure, failures and reopens so far).
+    pub fn log_health(&self) -> LogHealth {
+        LogHealth {
+            failed: self.driver.recovering.get(),
+            ..self.driver.health.get()
+        }
     }
 
     pub(super) fn config(&self) -> &ClusterConfig {
@@ -644,16 +739,13 @@ impl Driver {
             if self.failed.get() {
                 return;
             }
+            // `poll` persists the `Ready` before it returns its messages:
+            // on an error nothing of it is sent or applied.
             let polled = self.quorum.borrow_mut().poll();
             let mut out = match polled {
                 Ok(out) => out,
                 Err(error) => {
-                    tracing::error!(
-                        %error,
-                        "metadata log cannot be written: this node stops taking part in the metadata quorum"
-                    );
-                    self.failed.set(true);
-                    self.fail_proposals();
+                    self.log_write_failed(&error);
                     return;
                 }
             };
@@ -667,6 +759,144 @@ impl Driver {
                 return;
             }
         }
+    }
+
+    /// A write of the log failed: this node leaves the quorum until the
+    /// pump opens the log again ([`Driver::reopen`]). Its Raft group (whose
+    /// memory may be ahead of the files) is no longer stepped, ticked or
+    /// polled; proposals fail (they may still commit elsewhere).
+    fn log_write_failed(&self, error: &super::quorum::StorageError) {
+        let now = Instant::now();
+        // Failing again soon after a reopen (the disk is still full):
+        // wait longer; after a good while working: start over.
+        let backoff = match self.reopened_at.get() {
+            Some(at) if now.duration_since(at) < self.config.reopen_backoff_max() => {
+                (self.reopen_backoff.get() * 2).min(self.config.reopen_backoff_max())
+            }
+            _ => self.config.reopen_backoff_min(),
+        };
+        self.reopen_backoff.set(backoff);
+        let mut health = self.health.get();
+        health.write_failures += 1;
+        self.health.set(health);
+        tracing::error!(
+            node = self.config.node.0,
+            %error,
+            failures = health.write_failures,
+            retry_in_ms = backoff.as_millis() as u64,
+            "metadata log cannot be written: this node leaves the metadata quorum until the log is opened again"
+        );
+        self.failed.set(true);
+        self.recovering.set(true);
+        self.fail_proposals();
+        if self.controller_term.get() != 0 {
+            self.controller_term.set(0);
+            self.state.borrow_mut().become_follower();
+        }
+        self.publish();
+        self.changed.notify();
+    }
+
+    /// Opens the metadata log again after a write failure, exactly as at
+    /// startup (`Quorum::open`: the hard state, the entries with a torn
+    /// tail cut, the snapshot), and rejoins the quorum as a follower.
+    ///
+    /// The `ControllerState` keeps what it applied: entries committed are
+    /// the same on every node forever, and every entry it applied was
+    /// durable here before Raft handed it over (raft-rs hands out only
+    /// persisted committed entries). A snapshot on disk past it (installed
+    /// from the leader by the `Ready` whose later write failed) replaces
+    /// it, as at startup; Raft hands the committed entries after its
+    /// applied index out again and [`Driver::apply`] skips those already
+    /// folded. On failure, the next attempt waits twice as long.
+    fn reopen(&self) {
+        let attempt = match Quorum::open(&self.config.dir, &self.config.quorum_config()) {
+            Ok(quorum) => quorum,
+            Err(error) => {
+                let backoff = (self.reopen_backoff.get() * 2).min(self.config.reopen_backoff_max());
+                self.reopen_backoff.set(backoff);
+                let mut health = self.health.get();
+                health.reopen_failures += 1;
+                self.health.set(health);
+                let now = Instant::now();
+                let due = self.last_reopen_warn.get().is_none_or(|at| {
+                    now.duration_since(at) >= Duration::from_millis(REOPEN_WARN_INTERVAL_MS)
+                });
+                if due {
+                    self.last_reopen_warn.set(Some(now));
+                    tracing::warn!(
+                        node = self.config.node.0,
+                        %error,
+                        attempts = health.reopen_failures,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "metadata log: opening it again failed; retrying"
+                    );
+                }
+                return;
+            }
+        };
+        let quorum = attempt;
+        let snapshot = quorum.storage().latest_snapshot();
+        let snapshot_index = snapshot.get_metadata().index;
+        if snapshot_index > self.applied.get() {
+            match decode_snapshot(&snapshot.data, &self.config.controller.defaults) {
+                Ok(image) => {
+                    *self.state.borrow_mut() =
+                        ControllerState::new(self.config.controller.clone(), Arc::new(image));
+                    self.applied.set(snapshot_index);
+                    self.log_has_data.set(true);
+                }
+                Err(error) => {
+                    // As at startup (`recover`): a log whose snapshot does
+                    // not decode cannot be followed.
+                    tracing::error!(
+                        index = snapshot_index,
+                        %error,
+                        "metadata snapshot on disk does not decode: this node stops following"
+                    );
+                    self.recovering.set(false);
+                    return;
+                }
+            }
+        }
+        self.snapshot_index.set(snapshot_index);
+        // The entries on disk known committed, past what was applied, as
+        // `recover` folds them: Raft hands out again only those after the
+        // conf state's index, which the failed `Ready` may have moved
+        // past what the driver saw.
+        for entry in quorum.storage().committed_entries() {
+            if entry.get_entry_type() == raft::eraftpb::EntryType::EntryNormal
+                && !entry.data.is_empty()
+            {
+                self.log_has_data.set(true);
+                if entry.index > self.applied.get() {
+                    replay_entry(&mut self.state.borrow_mut(), entry.index, &entry.data);
+                }
+            }
+            if entry.index > self.applied.get() {
+                self.applied.set(entry.index);
+            }
+        }
+        let (term, commit) = (quorum.term(), quorum.commit_index());
+        *self.quorum.borrow_mut() = quorum;
+        self.controller_term.set(0);
+        self.failed.set(false);
+        self.recovering.set(false);
+        self.reopened_at.set(Some(Instant::now()));
+        let mut health = self.health.get();
+        health.reopens += 1;
+        self.health.set(health);
+        tracing::info!(
+            node = self.config.node.0,
+            term,
+            commit,
+            applied = self.applied.get(),
+            reopens = health.reopens,
+            "metadata log opened again: rejoining the metadata quorum as a follower"
+        );
+        self.learn_peers();
+        self.publish();
+        self.wake.notify();
     }
 
     fn send(&self, messages: Vec<Message>) {
@@ -793,8 +1023,10 @@ impl Driver {
     fn publish(&self) {
         let quorum = self.quorum.borrow();
         let view = QuorumView {
+            // A failed log's Raft group is stale: no controller known.
             controller: quorum
                 .leader()
+                .filter(|_| !self.failed.get())
                 .and_then(|id| u32::try_from(id).ok())
                 .map(NodeId),
             applied_index: self.applied.get(),
@@ -894,7 +1126,22 @@ async fn pump(driver: Weak<Driver>) {
             return;
         };
         if d.failed.get() {
-            return;
+            if !d.recovering.get() || d.stopped.get() {
+                return;
+            }
+            let backoff = d.reopen_backoff.get();
+            drop(d);
+            glommio::timer::sleep(backoff).await;
+            let Some(d) = driver.upgrade() else {
+                return;
+            };
+            if d.stopped.get() {
+                return;
+            }
+            d.reopen();
+            next_tick = Instant::now() + tick;
+            leaderless_ticks = 0;
+            continue;
         }
         let seen = d.wake.version();
         d.process_ready();
@@ -1096,6 +1343,10 @@ impl ClusterService for Service {
                 return Err(format!("{api:?} is not a request"));
             }
             let command = ControllerCommand::decode(&body).map_err(|e| e.to_string())?;
+            if driver.failed.get() {
+                // Retriable: the caller tries the other voters.
+                return Err("not the controller (its metadata log is being reopened)".to_owned());
+            }
             let leader = driver.quorum.borrow().leader();
             if leader != Some(driver.id()) {
                 return Err(format!("not the controller (leader: {leader:?})"));

@@ -23,7 +23,7 @@ use raft::eraftpb::{
 };
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 
-pub use self::storage::{DiskStorage, StorageError};
+pub use self::storage::{DiskStorage, StorageError, WriteFault};
 
 /// Most bytes of entries in one append message (raft `max_size_per_msg`).
 pub const MSG_BYTES_MAX: u64 = 1 << 20;
@@ -57,6 +57,9 @@ pub struct QuorumConfig {
     /// length of each node's ticks from its own seeded generator instead,
     /// which breaks split votes the same way. `false` in the broker.
     pub fixed_election_timeout: bool,
+    /// Injected write failures of the log (see [`WriteFault`]): the
+    /// driver's tests and the simulation turn it on; off in the broker.
+    pub write_fault: WriteFault,
 }
 
 /// Why a proposal was not taken.
@@ -130,7 +133,8 @@ impl Quorum {
     /// Opens the log under `dir` and starts the node as a follower (a
     /// lone voter campaigns at once: no election timeout to wait out).
     pub fn open(dir: &Path, config: &QuorumConfig) -> Result<Quorum, StorageError> {
-        let storage = DiskStorage::open(dir, &config.voters)?;
+        let mut storage = DiskStorage::open(dir, &config.voters)?;
+        storage.set_write_fault(config.write_fault.clone());
         // Entries up to the conf state's index need not be applied again
         // for membership; the driver skips records it folded at recovery.
         let applied = storage.conf_index().min(storage.hard_state().commit);
@@ -358,7 +362,14 @@ impl Quorum {
     /// entries and hard state (fdatasynced), applies membership changes,
     /// and returns the messages to send (safe to send now: what they
     /// acknowledge is durable) and the committed entries to apply, in
-    /// order. A storage error is fatal to this node's participation.
+    /// order.
+    ///
+    /// A storage error returns nothing of the `Ready`: no message (what
+    /// they vote for or acknowledge may not be durable), no committed
+    /// entry. Raft's memory (term, vote, log) and the storage's may then
+    /// be ahead of the files, so this `Quorum` must not be used again:
+    /// its owner drops it and [`Quorum::open`]s the log again (the
+    /// driver's reopen after a backoff).
     pub fn poll(&mut self) -> Result<Output, StorageError> {
         let mut out = Output::default();
         if !self.raw.has_ready() {

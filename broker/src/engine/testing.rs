@@ -112,6 +112,8 @@ async fn start_controller(service: &Rc<ShardService>, data_dir: &std::path::Path
         rack: None,
         heartbeat_interval_ms: 200,
         raft_tick_ms: 100,
+        log_reopen_backoff_max_ms: 5_000,
+        write_fault: crate::controller::quorum::WriteFault::default(),
         controller: ControllerConfig {
             base,
             voters: vec![node],

@@ -69,6 +69,8 @@ fn cluster_config(node: u32, ports: &[u16], dir: &std::path::Path, tick_ms: u64)
         rack: None,
         heartbeat_interval_ms: 200,
         raft_tick_ms: tick_ms,
+        log_reopen_backoff_max_ms: 1_000,
+        write_fault: WriteFault::default(),
     }
 }
 
@@ -86,6 +88,7 @@ struct Status {
     view: QuorumView,
     controller: bool,
     unfenced: bool,
+    health: LogHealth,
 }
 
 /// One node on its own thread and executor.
@@ -118,6 +121,7 @@ impl Node {
                         view: handle.quorum_view(),
                         controller: handle.is_controller(),
                         unfenced: handle.unfenced(),
+                        health: handle.log_health(),
                     };
                     match control_rx.try_recv() {
                         Ok(Control::Submit(command, reply)) => {
@@ -488,4 +492,144 @@ fn replication_keys_reach_the_replication_service_and_the_rest_the_controller() 
         .unwrap()
         .join()
         .unwrap();
+}
+
+/// The committed payloads of `dir`'s log by index.
+fn committed_by_index(dir: &std::path::Path, voters: &[u64]) -> BTreeMap<u64, Vec<u8>> {
+    let storage = DiskStorage::open(dir, voters).unwrap();
+    storage
+        .committed_entries()
+        .map(|e| (e.index, e.data.to_vec()))
+        .collect()
+}
+
+/// N4 (docs/CORRECTNESS.md): the active controller's metadata log stops
+/// taking writes (a full disk). It leaves the quorum without sending
+/// anything its failed write would have acknowledged, the two others
+/// elect a controller and keep committing, and its own broker keeps
+/// getting answers (forwarded to the new controller). Once writes work
+/// again it opens its log again (cutting the torn tail the failed append
+/// left), rejoins as a follower and catches up; no committed entry is
+/// lost or changed on any node.
+#[test]
+fn a_node_whose_metadata_log_cannot_be_written_reopens_it_and_rejoins() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports = free_ports(3);
+    let faults: Vec<WriteFault> = (0..3).map(|_| WriteFault::default()).collect();
+    let config = |n: u32| {
+        let mut config = cluster_config(n, &ports, dirs[n as usize - 1].path(), 20);
+        config.write_fault = faults[n as usize - 1].clone();
+        config
+    };
+    let mut nodes: Vec<Option<Node>> = (1..=3).map(|n| Some(Node::start(config(n)))).collect();
+    let node = |n: u32| nodes[n as usize - 1].as_ref().unwrap();
+    wait_until("a controller all agree on", || {
+        agreed_controller(&nodes).is_some()
+    });
+    wait_until("every node unfenced", || {
+        nodes.iter().flatten().all(|n| n.status().unfenced)
+    });
+    let victim = agreed_controller(&nodes).unwrap();
+    let others: Vec<u32> = (1..=3).filter(|n| *n != victim).collect();
+    let mut answers = Vec::new();
+
+    // The controller's disk fills. A command forwarded to it makes it
+    // write (and fail); the submit retries until the two others elect a
+    // controller, which answers.
+    faults[victim as usize - 1].set(true);
+    answers.push(
+        node(others[0])
+            .submit(producer_ids(others[0]))
+            .expect("answered by the two nodes left"),
+    );
+    wait_until("the victim's log failed", || {
+        node(victim).status().health.write_failures >= 1
+    });
+    wait_until("a new controller among the others", || {
+        others.iter().any(|n| {
+            node(*n).status().controller && node(*n).status().view.controller == Some(NodeId(*n))
+        })
+    });
+    for n in &others {
+        answers.push(node(*n).submit(producer_ids(*n)).expect("answered"));
+    }
+    // The victim's own broker still gets answers from the controller
+    // elsewhere (its heartbeats take the same path).
+    answers.push(
+        node(victim)
+            .submit(producer_ids(victim))
+            .expect("forwarded while its log is out"),
+    );
+    assert!(!node(victim).status().controller);
+    let last = answers.iter().map(|a| a.index).max().unwrap();
+    let survivors_applied = |nodes: &[Option<Node>]| {
+        others.iter().all(|n| {
+            nodes[*n as usize - 1]
+                .as_ref()
+                .unwrap()
+                .status()
+                .view
+                .applied_index
+                >= last
+        })
+    };
+    wait_until("the survivors applied every answer", || {
+        survivors_applied(&nodes)
+    });
+
+    // Writes work again: the victim reopens its log and catches up.
+    faults[victim as usize - 1].set(false);
+    wait_until("the victim reopened its log", || {
+        let health = node(victim).status().health;
+        health.reopens >= 1 && !health.failed
+    });
+    wait_until("the victim caught up", || {
+        node(victim).status().view.applied_index >= last
+    });
+    answers.push(
+        node(victim)
+            .submit(producer_ids(victim))
+            .expect("answered after the reopen"),
+    );
+    wait_until("every node agrees on a controller again", || {
+        agreed_controller(&nodes).is_some()
+    });
+    wait_until("every node unfenced", || {
+        nodes.iter().flatten().all(|n| n.status().unfenced)
+    });
+    let health = node(victim).status().health;
+    assert!(
+        health.write_failures >= 1 && health.reopens >= 1,
+        "{health:?}"
+    );
+    for n in &others {
+        assert_eq!(node(*n).status().health, LogHealth::default());
+    }
+
+    for node in nodes.iter_mut().flatten() {
+        node.stop();
+    }
+    // One committed log: every node's is a prefix of the longest, and
+    // every answered command is in it, in every log long enough.
+    let logs: Vec<_> = dirs
+        .iter()
+        .map(|d| committed_by_index(d.path(), &[1, 2, 3]))
+        .collect();
+    let longest = logs.iter().max_by_key(|log| log.len()).unwrap();
+    for log in &logs {
+        for (index, data) in log {
+            assert_eq!(longest.get(index), Some(data), "entry {index} differs");
+        }
+    }
+    for answer in &answers {
+        let entry = longest
+            .get(&answer.index)
+            .expect("answered entry committed");
+        assert!(!entry.is_empty());
+    }
+    let victim_log = &logs[victim as usize - 1];
+    assert!(
+        victim_log.keys().max().copied().unwrap_or(0) >= last,
+        "the victim's log holds every entry answered while it was out"
+    );
 }

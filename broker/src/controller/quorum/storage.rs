@@ -17,11 +17,17 @@
 //!
 //! Durability contract: after [`DiskStorage::append`] returns the entries
 //! are fdatasynced; after [`DiskStorage::set_hard_state`] the hard state
-//! is. Blocking `std::fs`: see the driver for where it runs.
+//! is. After any write error the storage's memory may be ahead of its
+//! files (a hard state set but not written): its owner drops it and opens
+//! the log again, as at startup (the driver's reopen after a storage
+//! error, `controller/driver.rs`). Blocking `std::fs`: see the driver for
+//! where it runs.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
@@ -55,6 +61,41 @@ pub enum StorageError {
     Corrupt { path: PathBuf, reason: String },
 }
 
+/// A switch that makes the metadata log's writes fail as on a full disk
+/// (`ENOSPC`) while it is on: an append writes half its bytes (a torn
+/// tail, as a write cut short by a full disk leaves) and fails; a hard
+/// state, conf state or snapshot write fails before it starts. Reads and
+/// truncations (cutting a torn tail at open) still work, as on a real
+/// full disk. The injection point for the driver's tests
+/// (`controller/driver/tests.rs`) and the simulation's full-disk fault
+/// (`fjord-sim`, `world.rs`); the broker never turns it on. Shared
+/// (`Arc`): the one switch outlives every reopen of the log.
+#[derive(Clone, Debug, Default)]
+pub struct WriteFault(Arc<AtomicBool>);
+
+impl WriteFault {
+    /// Turns the fault on (every write fails) or off.
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Relaxed);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), StorageError> {
+        if self.is_on() {
+            return Err(io(path)(full_disk()));
+        }
+        Ok(())
+    }
+}
+
+/// The error a write on a full disk gets.
+fn full_disk() -> std::io::Error {
+    std::io::Error::from_raw_os_error(libc::ENOSPC)
+}
+
 /// The metadata quorum's Raft storage: files under `dir` and every entry
 /// since the latest snapshot in memory. Lives on: shard 0, inside the
 /// `RawNode` (and briefly on the main thread for `recover`).
@@ -75,6 +116,9 @@ pub struct DiskStorage {
     file_len: u64,
     /// Allocated (preallocated past the size) up to here.
     allocated_end: u64,
+    /// Injected write failures ([`WriteFault`]); off unless a test or the
+    /// simulation set one ([`DiskStorage::set_write_fault`]).
+    fault: WriteFault,
 }
 
 impl DiskStorage {
@@ -143,6 +187,7 @@ impl DiskStorage {
             file,
             file_len,
             allocated_end: file_len,
+            fault: WriteFault::default(),
         };
         if fresh {
             storage.write_state()?;
@@ -155,6 +200,12 @@ impl DiskStorage {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Makes this storage's writes fail while `fault` is on (see
+    /// [`WriteFault`]).
+    pub fn set_write_fault(&mut self, fault: WriteFault) {
+        self.fault = fault;
     }
 
     pub fn hard_state(&self) -> &HardState {
@@ -219,6 +270,7 @@ impl DiskStorage {
             self.offsets.truncate(keep);
             self.file.set_len(self.file_len).map_err(io(&path))?;
         }
+        let before = self.entries.len();
         let mut bytes = Vec::new();
         for entry in entries {
             assert_eq!(
@@ -230,8 +282,23 @@ impl DiskStorage {
             encode_record(&mut bytes, entry);
             self.entries.push(entry.clone());
         }
-        write_at(&self.file, self.file_len, &bytes).map_err(io(&path))?;
-        self.file.sync_data().map_err(io(&path))?;
+        let written = if self.fault.is_on() {
+            // A full disk cuts the write short: half of it lands (a torn
+            // tail for the next open to cut).
+            write_at(&self.file, self.file_len, &bytes[..bytes.len() / 2])
+                .and_then(|()| Err(full_disk()))
+        } else {
+            write_at(&self.file, self.file_len, &bytes).and_then(|()| self.file.sync_data())
+        };
+        if let Err(error) = written {
+            // Memory keeps what the file durably holds. The file may end
+            // in a torn tail past `file_len`: the owner drops this storage
+            // and opens the log again, which cuts it (the driver's
+            // reopen after a storage error).
+            self.entries.truncate(before);
+            self.offsets.truncate(before);
+            return Err(io(&path)(error));
+        }
         self.file_len += bytes.len() as u64;
         self.keep_headroom();
         Ok(())
@@ -270,6 +337,7 @@ impl DiskStorage {
     /// log (entries past it are dropped; the leader sends them next).
     pub fn apply_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         let meta = snapshot.get_metadata();
+        self.fault.check(&self.dir.join(SNAPSHOT_FILE))?;
         write_snapshot(&self.dir.join(SNAPSHOT_FILE), snapshot)?;
         self.rewrite_entries(Vec::new())?;
         self.snapshot = snapshot.clone();
@@ -300,6 +368,7 @@ impl DiskStorage {
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(self.conf_state.clone());
+        self.fault.check(&self.dir.join(SNAPSHOT_FILE))?;
         write_snapshot(&self.dir.join(SNAPSHOT_FILE), &snapshot)?;
         // A failure from here leaves memory as it was: the entries file
         // still holds the entries the snapshot covers (recovery skips
@@ -352,6 +421,7 @@ impl DiskStorage {
 
     fn write_state(&mut self) -> Result<(), StorageError> {
         let path = self.dir.join(STATE_FILE);
+        self.fault.check(&path)?;
         let bytes = encode_state(&self.hard_state, &self.conf_state, self.conf_index);
         spared(&path).write(&bytes).map_err(io(&path))
     }

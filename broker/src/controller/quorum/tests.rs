@@ -12,6 +12,8 @@ struct Node {
     applied: BTreeMap<u64, Vec<u8>>,
     /// The snapshot installed last, if any.
     installed: Option<Installed>,
+    /// Its log's injected write failures (kept across restarts).
+    fault: WriteFault,
 }
 
 struct Net {
@@ -19,6 +21,9 @@ struct Net {
     voters: Vec<u64>,
     /// Messages of this kind to drop, and how many more.
     lose: Option<(raft::eraftpb::MessageType, usize)>,
+    /// Nodes whose `poll` failed (dropped then, as the driver drops its
+    /// `Quorum`, until [`Net::restart`]).
+    failed: BTreeSet<u64>,
 }
 
 fn config(id: u64, voters: &[u64]) -> QuorumConfig {
@@ -28,6 +33,7 @@ fn config(id: u64, voters: &[u64]) -> QuorumConfig {
         election_tick: 10,
         heartbeat_tick: 2,
         fixed_election_timeout: false,
+        write_fault: WriteFault::default(),
     }
 }
 
@@ -37,6 +43,7 @@ impl Net {
             nodes: BTreeMap::new(),
             voters: voters.to_vec(),
             lose: None,
+            failed: BTreeSet::new(),
         };
         for &id in voters {
             net.add(id);
@@ -59,6 +66,7 @@ impl Net {
                 quorum: Some(quorum),
                 applied: BTreeMap::new(),
                 installed: None,
+                fault: WriteFault::default(),
             },
         );
     }
@@ -77,7 +85,10 @@ impl Net {
         let voters = self.voters.clone();
         let node = self.nodes.get_mut(&id).unwrap();
         assert!(node.quorum.is_none());
-        let quorum = Quorum::open(node.dir.path(), &config(id, &voters)).unwrap();
+        let mut config = config(id, &voters);
+        config.write_fault = node.fault.clone();
+        let quorum = Quorum::open(node.dir.path(), &config).unwrap();
+        self.failed.remove(&id);
         node.applied = quorum
             .storage()
             .committed_entries()
@@ -101,7 +112,12 @@ impl Net {
             let mut messages = Vec::new();
             for id in self.alive() {
                 let node = self.nodes.get_mut(&id).unwrap();
-                let out = node.quorum.as_mut().unwrap().poll().unwrap();
+                let Ok(out) = node.quorum.as_mut().unwrap().poll() else {
+                    // Nothing of the failed `Ready` goes out.
+                    node.quorum = None;
+                    self.failed.insert(id);
+                    continue;
+                };
                 if let Some(installed) = out.snapshot {
                     node.applied.retain(|index, _| *index > installed.index);
                     node.installed = Some(installed);
@@ -401,4 +417,53 @@ fn a_lost_snapshot_is_sent_again() {
     assert!(net.nodes[&4].installed.is_some(), "sent again");
     net.propose(b"b");
     assert_eq!(net.applied(4), payloads(&["b"]));
+}
+
+/// N4: a follower whose log write fails (a full disk) acknowledges
+/// nothing it could not make durable, the two others commit without it,
+/// and opened again from disk (the torn tail of its failed append cut) it
+/// catches up to the same log.
+#[test]
+fn a_node_whose_log_write_fails_acknowledges_nothing_and_rejoins_after_reopening() {
+    let mut net = Net::new(&[1, 2, 3]);
+    let leader = net.elect();
+    net.propose(b"a");
+    let victim = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let fault = net.nodes[&victim].fault.clone();
+    // The fault is the node's from its next open on (the driver's
+    // `QuorumConfig::write_fault`): restart it with the fault in place.
+    net.kill(victim);
+    net.restart(victim);
+    net.elect();
+    let durable = net.q(victim).storage().last_index();
+    fault.set(true);
+    net.propose(b"b");
+    net.propose(b"c");
+    assert!(net.failed.contains(&victim), "the victim's write failed");
+    for id in net.alive() {
+        assert_eq!(net.applied(id), payloads(&["a", "b", "c"]), "node {id}");
+    }
+    // The leader never heard it acknowledge what it could not write.
+    let leader = net.leader().unwrap();
+    let matched = net.q(leader).raw.raft.prs().get(victim).unwrap().matched;
+    assert!(
+        matched <= durable,
+        "acknowledged {matched} > durable {durable}"
+    );
+
+    // Writes work again: opened as at startup, it has what was durable
+    // (the half-written append cut), and catches up.
+    fault.set(false);
+    net.restart(victim);
+    assert_eq!(net.q(victim).storage().last_index(), durable);
+    assert_eq!(net.applied(victim), payloads(&["a"]));
+    net.elect();
+    net.propose(b"d");
+    for id in [1, 2, 3] {
+        assert_eq!(
+            net.applied(id),
+            payloads(&["a", "b", "c", "d"]),
+            "node {id}"
+        );
+    }
 }
