@@ -106,11 +106,24 @@ pub struct ClusterConfig {
     pub heartbeat_interval_ms: u64,
     /// Raft tick length; elections time out after 10–20 ticks.
     pub raft_tick_ms: u64,
+    /// `broker_lease_margin_ms` ([`lifecycle::LeaseRule::margin_ms`]).
+    pub lease_margin_ms: u64,
+    /// This broker's lease, shared with every shard (the lifecycle writes
+    /// it: [`lifecycle::BrokerLease`]).
+    pub lease: Arc<lifecycle::BrokerLease>,
     /// The controller's settings (also used on non-controllers to fold).
     pub controller: ControllerConfig,
 }
 
 impl ClusterConfig {
+    /// The lease an acknowledged heartbeat grants (`lifecycle`).
+    pub fn lease_rule(&self) -> lifecycle::LeaseRule {
+        lifecycle::LeaseRule {
+            session_timeout_ms: self.controller.session_timeout_ms,
+            margin_ms: self.lease_margin_ms,
+        }
+    }
+
     fn voter_ids(&self) -> Vec<u64> {
         self.voters.iter().map(|v| u64::from(v.node.0)).collect()
     }
@@ -956,7 +969,7 @@ async fn controller_loop(driver: Weak<Driver>, jobs: LocalReceiver<Job>) {
                 let result = if records.is_empty() {
                     Ok(Answer {
                         reply: answer,
-                        index: 0,
+                        index: heartbeat_index(&command, d.applied.get()),
                     })
                 } else {
                     d.propose(&records).await.map(|index| Answer {
@@ -1028,6 +1041,18 @@ impl Driver {
             self.bootstrapping.set(false);
         }
         self.quorum.borrow().leader_ready(self.applied.get())
+    }
+}
+
+/// The index an answer without records carries: for a heartbeat, what
+/// this controller had applied when it answered (the broker extends its
+/// lease only once its own image reached it: a node far behind on the log
+/// must not lead on an image that misses leaderships moved away from it,
+/// `lifecycle::LeaseRule`); else 0.
+fn heartbeat_index(command: &ControllerCommand, applied: u64) -> u64 {
+    match command {
+        ControllerCommand::Heartbeat { .. } => applied,
+        _ => 0,
     }
 }
 

@@ -112,6 +112,8 @@ async fn start_controller(service: &Rc<ShardService>, data_dir: &std::path::Path
         rack: None,
         heartbeat_interval_ms: 200,
         raft_tick_ms: 100,
+        lease_margin_ms: 1_000,
+        lease: Default::default(),
         controller: ControllerConfig {
             base,
             voters: vec![node],

@@ -69,6 +69,8 @@ fn cluster_config(node: u32, ports: &[u16], dir: &std::path::Path, tick_ms: u64)
         rack: None,
         heartbeat_interval_ms: 200,
         raft_tick_ms: tick_ms,
+        lease_margin_ms: 1_000,
+        lease: Default::default(),
     }
 }
 
