@@ -14,6 +14,7 @@ use bytes::Bytes;
 use fjord_broker::controller::commands::{
     Answer, ControllerCommand, ControllerReply, CreateTopicSpec,
 };
+use fjord_broker::controller::driver::ELECTION_TICKS;
 use fjord_broker::controller::state::ControllerConfig;
 use fjord_broker::group::offsets_log::OFFSETS_TOPIC;
 use fjord_broker::metadata::image::MetadataImage;
@@ -53,6 +54,9 @@ pub struct SimConfig {
     pub tick_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub session_timeout_ms: u64,
+    /// The broker's `broker_lease_margin_ms` (one election timeout, as
+    /// the broker's default is for its 100 ms tick).
+    pub lease_margin_ms: u64,
     /// A deliberate bug, to show the checker catches it (never set by a
     /// campaign).
     pub mutant: Option<Mutant>,
@@ -64,6 +68,9 @@ pub enum Mutant {
     /// Every acks=all produce reaches the broker as acks=1: acknowledged
     /// before the followers have it.
     AcksAllAsLeaderOnly,
+    /// No broker lease: a node leads and coordinates by its image alone,
+    /// cut off from the quorum or not (the broker before gap B was fixed).
+    NoBrokerLease,
 }
 
 impl SimConfig {
@@ -80,6 +87,7 @@ impl SimConfig {
             tick_ms: 50,
             heartbeat_interval_ms: 250,
             session_timeout_ms: 1_500,
+            lease_margin_ms: ELECTION_TICKS as u64 * 50,
             mutant: None,
         }
     }
@@ -146,8 +154,12 @@ pub struct Stats {
     pub leader_only_lost: u64,
     /// Group offset commits acknowledged.
     pub group_commits: u64,
-    /// OffsetFetch answers of a coordinator the metadata had deposed.
+    /// OffsetFetch answers of a coordinator the metadata had deposed
+    /// (held to every rule: gap B is fixed by the broker lease).
     pub deposed_group_answers: u64,
+    /// Client and group requests a node refused because its broker lease
+    /// did not hold.
+    pub unleased_refusals: u64,
 }
 
 impl Stats {
@@ -168,6 +180,10 @@ impl Stats {
             (
                 "group fetches answered by a deposed coordinator",
                 self.deposed_group_answers,
+            ),
+            (
+                "requests refused without a broker lease",
+                self.unleased_refusals,
             ),
         ]
     }
@@ -444,6 +460,36 @@ impl World {
         true
     }
 
+    /// Hands node `i`'s broker lease (its controller's, on its clock) to
+    /// its data plane and group coordinators, before any call on them (as
+    /// every shard reads the broker's `BrokerLease`). Always held under
+    /// [`Mutant::NoBrokerLease`].
+    fn sync_lease(&mut self, i: usize) {
+        let now = self.local_now(i);
+        let node = &mut self.nodes[i];
+        let leased = self.config.mutant == Some(Mutant::NoBrokerLease)
+            || node.ctl.as_ref().is_some_and(|c| c.lease_holds(now));
+        if let Some(data) = node.data.as_mut() {
+            data.leased = leased;
+        }
+        if let Some(groups) = node.groups.as_mut() {
+            groups.leased = leased;
+        }
+    }
+
+    /// Adds node `i`'s refusals for want of a lease to the run's stats
+    /// (before a crash drops its data plane and coordinators, and at the
+    /// end).
+    fn retire_counters(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(data) = node.data.as_mut() {
+            self.stats.unleased_refusals += std::mem::take(&mut data.unleased);
+        }
+        if let Some(groups) = node.groups.as_ref() {
+            self.stats.unleased_refusals += groups.stats().unleased;
+        }
+    }
+
     fn local_now(&self, i: usize) -> u64 {
         self.now + self.nodes[i].skew_ms
     }
@@ -457,6 +503,7 @@ impl World {
             controller: self.ctl_config.clone(),
             tick_ms: self.config.tick_ms,
             heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+            lease_margin_ms: self.config.lease_margin_ms,
         };
         let now = self.now + node.skew_ms;
         let disk = node.disk.take().unwrap_or_default();
@@ -707,6 +754,7 @@ impl World {
         request: ClientRequest,
     ) -> Option<ClientReply> {
         let now = self.local_now(i);
+        self.sync_lease(i);
         let data = self.nodes[i].data.as_mut()?;
         match request {
             ClientRequest::Produce(produce) => {
@@ -725,7 +773,7 @@ impl World {
                     partition: produce.partition,
                     acks: match self.config.mutant {
                         Some(Mutant::AcksAllAsLeaderOnly) => 1,
-                        None => produce.acks,
+                        Some(Mutant::NoBrokerLease) | None => produce.acks,
                     },
                     producer: produce.producer,
                     records: produce
@@ -990,6 +1038,7 @@ impl World {
     /// Runs `f` on node `i`'s data plane (if it runs), then sends what it
     /// produced.
     fn data_step(&mut self, i: usize, f: impl FnOnce(&mut NodeData, &mut Vec<Out>)) {
+        self.sync_lease(i);
         let Some(data) = self.nodes[i].data.as_mut() else {
             return;
         };
@@ -1005,6 +1054,7 @@ impl World {
         i: usize,
         f: impl FnOnce(&mut NodeGroups, &mut DataOffsets<'_>, &mut Vec<GroupOut>),
     ) {
+        self.sync_lease(i);
         let node = &mut self.nodes[i];
         let (Some(groups), Some(data)) = (node.groups.as_mut(), node.data.as_mut()) else {
             return;
@@ -1196,6 +1246,7 @@ impl World {
                 let i = self.pick_victim();
                 if self.nodes[i].ctl.is_some() && self.nodes[i].paused_until.is_none() {
                     tracing::info!(node = i + 1, t = self.now, "sim: crash");
+                    self.retire_counters(i);
                     self.nodes[i].ctl = None;
                     self.nodes[i].groups = None;
                     self.group_writes.retain(|_, (node, _)| *node != i);
@@ -1407,6 +1458,9 @@ impl World {
         }
         self.stats.leader_only_lost = self.checker.leader_only_lost;
         self.stats.deposed_group_answers = self.checker.groups.deposed_answers;
+        for i in 0..self.nodes.len() {
+            self.retire_counters(i);
+        }
         // Every member's committed offsets, at the coordinator that holds
         // its group now.
         for m in 0..self.members.len() {

@@ -1049,7 +1049,7 @@ impl Driver {
 /// lease only once its own image reached it: a node far behind on the log
 /// must not lead on an image that misses leaderships moved away from it,
 /// `lifecycle::LeaseRule`); else 0.
-fn heartbeat_index(command: &ControllerCommand, applied: u64) -> u64 {
+pub fn heartbeat_index(command: &ControllerCommand, applied: u64) -> u64 {
     match command {
         ControllerCommand::Heartbeat { .. } => applied,
         _ => 0,
