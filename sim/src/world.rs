@@ -1078,6 +1078,23 @@ impl World {
         let me = self.nodes[i].id;
         for GroupOut::Reply { client, req, body } in out {
             if matches!(body, GroupResponse::Fetch(_)) && !self.coordinates(me, client) {
+                let ctl = self.nodes[i].ctl.as_ref();
+                let newest = self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.ctl.as_ref())
+                    .map(|c| c.applied())
+                    .max();
+                tracing::info!(
+                    node = me.0,
+                    client,
+                    req,
+                    t = self.now,
+                    applied = ctl.map(|c| c.applied()),
+                    newest,
+                    unfenced = ctl.map(|c| c.unfenced()),
+                    "sim: a deposed coordinator answered OffsetFetch"
+                );
                 self.checker.groups.deposed_answer(client, req);
             }
             tracing::debug!(node = me.0, client, req, ?body, "sim: group reply");
