@@ -286,8 +286,11 @@ pub(super) async fn run(handle: ControllerHandle) {
                 );
                 heartbeat(&handle, interval).await;
                 lifecycle.registered_index.set(None);
-                // The controller forgot this incarnation (or shutdown).
-                if !sole_voter {
+                // The controller forgot this incarnation: no lease until
+                // registered again. (Not at a controlled shutdown: this
+                // node keeps serving until the controller moved its
+                // leaderships away, as the image then says.)
+                if !sole_voter && !handle.shutting_down() {
                     handle.config().lease.revoke();
                 }
                 continue;
