@@ -194,6 +194,16 @@ pub struct Config {
     /// long (and moves its partitions' leadership away); must exceed
     /// `broker_heartbeat_interval_ms`.
     pub broker_session_timeout_ms: u64,
+    /// The broker's lease (gap B of docs/CORRECTNESS.md) ends this long
+    /// before the controller can fence it: it acts as partition leader and
+    /// group coordinator only until `send time of its last acknowledged
+    /// heartbeat + broker_session_timeout_ms − broker_lease_margin_ms`.
+    /// The margin covers a deposed controller still answering heartbeats
+    /// until its quorum check steps it down (one election timeout, 10 ×
+    /// `controller_raft_tick_ms`) and clock-rate drift; with
+    /// `broker_heartbeat_interval_ms` it must stay below the session
+    /// timeout.
+    pub broker_lease_margin_ms: u64,
     /// Replicas of a topic created without a replication factor
     /// (`replication_factor = -1`, or auto-created).
     pub default_replication_factor: u16,
@@ -396,6 +406,7 @@ impl Default for Config {
             controller_quorum_voters: None,
             broker_heartbeat_interval_ms: 2_000,
             broker_session_timeout_ms: 9_000,
+            broker_lease_margin_ms: 1_000,
             default_replication_factor: 1,
             offsets_topic_replication_factor: 3,
             controller_raft_tick_ms: 100,
@@ -577,6 +588,9 @@ pub struct ClusterFlags {
     /// Fenced after this long without heartbeat [default: 9000].
     #[arg(long)]
     pub broker_session_timeout_ms: Option<u64>,
+    /// The lease ends this long before the controller may fence [default: 1000].
+    #[arg(long)]
+    pub broker_lease_margin_ms: Option<u64>,
     /// Replicas of topics created without a factor [default: 1].
     #[arg(long)]
     pub default_replication_factor: Option<u16>,
@@ -898,6 +912,11 @@ impl Config {
             "FJORD_BROKER_SESSION_TIMEOUT_MS",
         )?;
         set(
+            &mut self.broker_lease_margin_ms,
+            &var,
+            "FJORD_BROKER_LEASE_MARGIN_MS",
+        )?;
+        set(
             &mut self.default_replication_factor,
             &var,
             "FJORD_DEFAULT_REPLICATION_FACTOR",
@@ -968,6 +987,10 @@ impl Config {
         set(
             &mut self.broker_session_timeout_ms,
             flags.broker_session_timeout_ms,
+        );
+        set(
+            &mut self.broker_lease_margin_ms,
+            flags.broker_lease_margin_ms,
         );
         set(
             &mut self.default_replication_factor,
@@ -1140,6 +1163,10 @@ impl Config {
             (
                 "broker.session.timeout.ms",
                 self.broker_session_timeout_ms.to_string(),
+            ),
+            (
+                "broker.lease.margin.ms",
+                self.broker_lease_margin_ms.to_string(),
             ),
             (
                 "replica.fetch.max.bytes",
@@ -1396,6 +1423,19 @@ impl Config {
             return invalid(format!(
                 "controller_log_reopen_backoff_max_ms = {} must be at least {LOG_REOPEN_BACKOFF_MIN_MS}",
                 self.controller_log_reopen_backoff_max_ms
+            ));
+        }
+        if self
+            .broker_lease_margin_ms
+            .saturating_add(self.broker_heartbeat_interval_ms)
+            >= self.broker_session_timeout_ms
+        {
+            return invalid(format!(
+                "broker_lease_margin_ms = {} plus broker_heartbeat_interval_ms = {} must stay \
+                 below broker_session_timeout_ms = {} (the lease must outlast a heartbeat)",
+                self.broker_lease_margin_ms,
+                self.broker_heartbeat_interval_ms,
+                self.broker_session_timeout_ms
             ));
         }
         self.replication()
@@ -2026,7 +2066,7 @@ mod tests {
         assert!(!learner.is_voter());
 
         type Breaks = fn(&mut Config);
-        let broken: [(Breaks, &str); 10] = [
+        let broken: [(Breaks, &str); 11] = [
             (|c| c.cluster_listen = None, "needs cluster_listen"),
             (
                 |c| c.cluster_listen = Some("127.0.0.1:9999".into()),
@@ -2051,6 +2091,10 @@ mod tests {
             (
                 |c| c.broker_session_timeout_ms = c.broker_heartbeat_interval_ms,
                 "must exceed broker_heartbeat_interval_ms",
+            ),
+            (
+                |c| c.broker_lease_margin_ms = 7_000,
+                "the lease must outlast a heartbeat",
             ),
             (|c| c.offsets_topic_replication_factor = 0, "at least 1"),
             (|c| c.node_id = NODE_ID_MAX + 1, "int32"),

@@ -15,6 +15,7 @@ use glommio::{CpuSet, ExecutorJoinHandle};
 
 use crate::config::Config;
 use crate::connection_limits::ConnectionTable;
+use crate::controller::driver::lifecycle::BrokerLease;
 use crate::controller::driver::{ClusterConfig, Voter};
 use crate::controller::import;
 use crate::controller::state::{offsets_topic_overrides, ControllerConfig};
@@ -53,7 +54,10 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
     let data_dir = DataDir::open(&config.data_dir)?;
     data_dir.claim_for_node(config.node_id)?;
     let node = NodeId(config.node_id);
-    let cluster = cluster_config(&config, &data_dir, shard_count)?;
+    // This broker's lease: written by shard 0's lifecycle, read by every
+    // shard (`controller::driver::lifecycle::BrokerLease`).
+    let lease = Arc::new(BrokerLease::new());
+    let cluster = cluster_config(&config, &data_dir, shard_count, lease.clone())?;
     // The metadata log as on disk: what this node knew was committed.
     let recovered = crate::controller::driver::recover(&cluster)?;
     let (image, bootstrap) = if recovered.image.cluster_id().is_some() {
@@ -153,6 +157,7 @@ pub fn run(config: Config) -> Result<(), BrokerError> {
             first_request_timeout: config.first_request_timeout(),
         },
         connection_table: connection_table.clone(),
+        lease: Some(lease.clone()),
         shutdown_grace: config.shutdown_grace(),
         shard_count: shards,
         data_dir: data_dir.path().to_owned(),
@@ -473,6 +478,7 @@ fn cluster_config(
     config: &Config,
     data_dir: &DataDir,
     shard_count: u16,
+    lease: Arc<BrokerLease>,
 ) -> Result<ClusterConfig, BrokerError> {
     let node = NodeId(config.node_id);
     let voters: Vec<Voter> = config
@@ -522,6 +528,8 @@ fn cluster_config(
         raft_tick_ms: config.controller_raft_tick_ms,
         log_reopen_backoff_max_ms: config.controller_log_reopen_backoff_max_ms,
         write_fault: crate::controller::quorum::WriteFault::default(),
+        lease_margin_ms: config.broker_lease_margin_ms,
+        lease,
     })
 }
 

@@ -24,6 +24,7 @@ use glommio::{ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, Shar
 
 use crate::config::ReplicationConfig;
 use crate::connection_limits::{Admitted, ConnectionTable, Listener};
+use crate::controller::driver::lifecycle::BrokerLease;
 use crate::controller::driver::{ClusterConfig, Recovered};
 use crate::controller::records::MetadataRecord;
 use crate::datadir::MetaFile;
@@ -71,6 +72,11 @@ pub struct ShardSpec {
     /// The node-wide per-listener and per-address connection counts, shared
     /// by every shard.
     pub connection_table: Arc<ConnectionTable>,
+    /// The broker's lease (`controller::driver::lifecycle::BrokerLease`),
+    /// shared by every shard: its partition manager and group host act as
+    /// leader and coordinator only while it holds. `None`: not in a
+    /// cluster, no lease needed.
+    pub lease: Option<Arc<BrokerLease>>,
     pub shutdown_grace: Duration,
     pub shard_count: usize,
     pub data_dir: PathBuf,
@@ -320,7 +326,8 @@ async fn run(
         Rc::new(SystemClock),
     )
     .with_producer_state(spec.producer_state)
-    .with_replication(DEFAULT_ACK_TIMEOUT, spec.replication.lag_time_max_ms);
+    .with_replication(DEFAULT_ACK_TIMEOUT, spec.replication.lag_time_max_ms)
+    .with_lease(spec.lease.clone());
     let admin = boot.registry.map(|registry| {
         TopicAdmin::new(
             registry,
@@ -344,11 +351,14 @@ async fn run(
             reason: e.to_string(),
         })?;
     tracing::info!(%shard, partitions = service.partitions.count(), "partitions recovered");
-    service.set_groups(GroupHost::new(
-        spec.group.clone(),
-        spec.group_parked_max,
-        member_nonce(shard),
-    ));
+    service.set_groups(
+        GroupHost::new(
+            spec.group.clone(),
+            spec.group_parked_max,
+            member_nonce(shard),
+        )
+        .with_lease(spec.lease.clone()),
+    );
     let host = service.groups().expect("just attached");
     // The offsets partitions led here at start; later leadership changes
     // go through `GroupHost::offsets_leadership`.

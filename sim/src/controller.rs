@@ -19,7 +19,14 @@
 //! - the lifecycle: register with a new incarnation per start, wait until
 //!   the registration is applied here, heartbeat every
 //!   `heartbeat_interval_ms`, register again when the controller forgot
-//!   this incarnation.
+//!   this incarnation; the broker lease (`lifecycle::BrokerLease`, gap B):
+//!   an acknowledged heartbeat grants it until its send time + the session
+//!   timeout − `lease_margin_ms` once this node applied the answer's index,
+//!   a fenced answer ends it (the world hands [`SimController::lease_holds`]
+//!   to the node's data plane and group coordinators before every call).
+//!   One difference: the broker's lifecycle waits (up to an interval) for
+//!   the answer's index before its next heartbeat; here the next one goes
+//!   out on schedule and the grant waits beside it.
 //!
 //! - a metadata-log write failure (the world's full disk): as the driver
 //!   does, nothing of the failed `Ready` is sent or applied, the Raft
@@ -38,9 +45,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fjord_broker::controller::commands::{Answer, ControllerCommand, ControllerReply};
+use fjord_broker::controller::driver::lifecycle::{BrokerLease, LeaseChange, LeaseRule};
 use fjord_broker::controller::driver::{
-    COMMANDS_QUEUED_MAX, COMMIT_TIMEOUT_MS, ELECTION_TICKS, FORWARD_ATTEMPT_MS, HEARTBEAT_TICKS,
-    LOG_REOPEN_BACKOFF_MIN_MS, SNAPSHOT_EVERY_ENTRIES, SUBMIT_DEADLINE_MS,
+    heartbeat_index, COMMANDS_QUEUED_MAX, COMMIT_TIMEOUT_MS, ELECTION_TICKS, FORWARD_ATTEMPT_MS,
+    HEARTBEAT_TICKS, LOG_REOPEN_BACKOFF_MIN_MS, SNAPSHOT_EVERY_ENTRIES, SUBMIT_DEADLINE_MS,
 };
 use fjord_broker::controller::fold::{decode_snapshot, encode_snapshot};
 use fjord_broker::controller::quorum::{DiskStorage, Output, Quorum, QuorumConfig, WriteFault};
@@ -178,6 +186,8 @@ pub struct CtlConfig {
     /// The node's metadata log fails its writes while this is on (the
     /// world's full disk; kept by the world across restarts).
     pub metadata_write_fault: WriteFault,
+    /// `broker_lease_margin_ms`.
+    pub lease_margin_ms: u64,
 }
 
 /// One node's controller side. Lives in: the world's node, dropped on a
@@ -227,6 +237,13 @@ pub struct SimController {
     tick_rate_pct: u64,
     /// See [`Self::serving`].
     serving: bool,
+    /// This start's broker lease (the lifecycle's), on this node's clock.
+    lease: BrokerLease,
+    /// When the heartbeat in flight was sent.
+    beat_sent_ms: u64,
+    /// An acknowledgement whose index this node has not applied yet, and
+    /// when it is dropped (one heartbeat interval after its answer).
+    lease_pending: Option<(LeaseChange, u64)>,
 }
 
 fn quorum_config(config: &CtlConfig) -> QuorumConfig {
@@ -301,6 +318,10 @@ impl SimController {
             || quorum.storage().committed_entries().any(|e| {
                 e.get_entry_type() == raft::eraftpb::EntryType::EntryNormal && !e.data.is_empty()
             });
+        let lease = BrokerLease::new();
+        if sole_voter(&config) {
+            lease.hold_for_good();
+        }
         Ok(SimController {
             incarnation: rng.next_u64().max(1),
             phase: Phase::Register {
@@ -333,6 +354,9 @@ impl SimController {
             tick_rate_pct: rng.range(100, 160),
             ticks: rng.fork("ticks"),
             serving: false,
+            lease,
+            beat_sent_ms: 0,
+            lease_pending: None,
         })
     }
 
@@ -390,6 +414,18 @@ impl SimController {
             .image()
             .broker(self.config.node)
             .is_some_and(|b| b.incarnation == self.incarnation && !b.fenced)
+    }
+
+    /// Whether this node's broker lease holds at `now_ms` (its clock).
+    pub fn lease_holds(&self, now_ms: u64) -> bool {
+        self.lease.holds_at(now_ms)
+    }
+
+    fn lease_rule(&self) -> LeaseRule {
+        LeaseRule {
+            session_timeout_ms: self.config.controller.session_timeout_ms,
+            margin_ms: self.config.lease_margin_ms,
+        }
     }
 
     /// When [`Self::poll`] next has timed work.
@@ -794,7 +830,8 @@ impl SimController {
         if let Some(job) = self.jobs.pop_front() {
             let (records, reply) = self.state.handle(now_ms, &job.command);
             if records.is_empty() {
-                self.reply(job, Ok(Answer { reply, index: 0 }), out);
+                let index = heartbeat_index(&job.command, self.applied);
+                self.reply(job, Ok(Answer { reply, index }), out);
             } else {
                 self.propose(&records, Some((job, reply)), now_ms, out);
             }
@@ -850,6 +887,16 @@ impl SimController {
 
     fn lifecycle(&mut self, now_ms: u64) {
         let node = self.config.node;
+        if let Some((change, drop_ms)) = self.lease_pending {
+            if let LeaseChange::Extend { after_index, .. } = change {
+                if self.applied >= after_index {
+                    change.apply(&self.lease, self.applied);
+                    self.lease_pending = None;
+                } else if now_ms >= drop_ms {
+                    self.lease_pending = None;
+                }
+            }
+        }
         match self.phase {
             Phase::Register { at_ms, sent: false } if now_ms >= at_ms => {
                 self.submit(
@@ -882,6 +929,7 @@ impl SimController {
                     Origin::Lifecycle,
                     now_ms,
                 );
+                self.beat_sent_ms = now_ms;
                 self.phase = Phase::Beat { at_ms, sent: true };
             }
             _ => {}
@@ -890,6 +938,21 @@ impl SimController {
 
     fn lifecycle_answered(&mut self, result: Result<Answer, Unavailable>, now_ms: u64) {
         let interval = self.config.heartbeat_interval_ms;
+        if matches!(self.phase, Phase::Beat { .. }) && !sole_voter(&self.config) {
+            let change = self
+                .lease_rule()
+                .answered(self.beat_sent_ms, result.as_ref().ok());
+            match change {
+                LeaseChange::Extend { after_index, .. } if after_index > self.applied => {
+                    self.lease_pending = Some((change, now_ms + interval));
+                }
+                LeaseChange::Keep => {}
+                LeaseChange::Extend { .. } | LeaseChange::Revoke => {
+                    self.lease_pending = None;
+                    change.apply(&self.lease, self.applied);
+                }
+            }
+        }
         self.phase = match (self.phase, result) {
             (
                 Phase::Register { .. },
@@ -1034,6 +1097,11 @@ impl SimController {
 
 /// Folds one committed entry's records (an entry that does not decode is
 /// skipped on every node alike, as the driver does).
+/// The lifecycle's `sole_voter`: the only voter holds its lease for good.
+fn sole_voter(config: &CtlConfig) -> bool {
+    matches!(config.voters.as_slice(), [only] if *only == config.node)
+}
+
 fn replay_entry(state: &mut ControllerState, payload: &[u8]) {
     if let Ok(records) = decode_batch(payload) {
         for record in &records {

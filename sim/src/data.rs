@@ -387,6 +387,15 @@ pub struct NodeData {
     next_flush_tick_ms: u64,
     /// Bytes cut by recovery at open (torn tails), for the run's report.
     pub recovered_cut_bytes: u64,
+    /// Whether the node's broker lease holds (`PartitionManager::leading`):
+    /// set by the world from the node's controller
+    /// (`SimController::lease_holds`) before every call (true until then,
+    /// for harnesses without a controller); while false produces (the group coordinators' appends too), consumer fetches
+    /// and ListOffsets answer NOT_LEADER_OR_FOLLOWER. Replica fetches are
+    /// served.
+    pub leased: bool,
+    /// Client requests refused for want of the lease.
+    pub unleased: u64,
 }
 
 fn key_of(topic: &str, partition: u32) -> Key {
@@ -417,6 +426,8 @@ impl NodeData {
             next_replica_tick_ms: now_ms + config.replica_tick_ms(),
             next_flush_tick_ms: now_ms + config.flush_interval_ms,
             recovered_cut_bytes: 0,
+            leased: true,
+            unleased: 0,
         }
     }
 
@@ -750,6 +761,10 @@ impl NodeData {
         timeout_ms: u64,
         now_ms: u64,
     ) -> Result<Option<i64>, ErrorCode> {
+        if !self.leased && self.replicas.contains_key(key) {
+            self.unleased += 1;
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
         let Some(r) = self.replicas.get_mut(key) else {
             return Err(ErrorCode::NotLeaderOrFollower);
         };
@@ -964,6 +979,9 @@ impl NodeData {
         let Some(r) = self.replicas.get(&key_of(&req.topic, req.partition)) else {
             return error(ErrorCode::NotLeaderOrFollower);
         };
+        if !self.leased {
+            return error(ErrorCode::NotLeaderOrFollower);
+        }
         if let Err(e) = r.state.check_leader(req.current_leader_epoch) {
             return error(e.code());
         }
@@ -1000,6 +1018,9 @@ impl NodeData {
             .replicas
             .get(&key_of(topic, partition))
             .ok_or(ErrorCode::NotLeaderOrFollower)?;
+        if !self.leased {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
         r.state.check_leader(None).map_err(|e| e.code())?;
         Ok((r.state.log_start().get(), r.state.high_watermark().get()))
     }

@@ -304,6 +304,9 @@ pub struct GroupStats {
     pub unloads: u64,
     pub appends: u64,
     pub appends_failed: u64,
+    /// Group requests refused NOT_COORDINATOR because the node's lease
+    /// did not hold.
+    pub unleased: u64,
 }
 
 impl GroupStats {
@@ -316,6 +319,7 @@ impl GroupStats {
         self.unloads += other.unloads;
         self.appends += other.appends;
         self.appends_failed += other.appends_failed;
+        self.unleased += other.unleased;
     }
 }
 
@@ -397,6 +401,12 @@ pub struct NodeGroups {
     /// Client → the last request id served (the connection model).
     last_req: BTreeMap<u32, u64>,
     stats: GroupStats,
+    /// Whether the node's broker lease holds (`GroupHost::coordinating`):
+    /// set by the world from the node's controller
+    /// (`SimController::lease_holds`) before every call (true until then,
+    /// for harnesses without a controller); while false every group
+    /// request but FindCoordinator answers NOT_COORDINATOR.
+    pub leased: bool,
 }
 
 impl NodeGroups {
@@ -421,6 +431,7 @@ impl NodeGroups {
             next_write: 0,
             last_req: BTreeMap::new(),
             stats: GroupStats::default(),
+            leased: true,
         }
     }
 
@@ -699,6 +710,10 @@ impl NodeGroups {
             Ok(p) => p,
             Err(code) => return out.push(reply(GroupResponse::Unavailable(code))),
         };
+        if !self.leased {
+            self.stats.unleased += 1;
+            return out.push(reply(GroupResponse::Unavailable(ErrorCode::NotCoordinator)));
+        }
         let coordinator = match self.slots.get_mut(&partition) {
             None => return out.push(reply(GroupResponse::Unavailable(ErrorCode::NotCoordinator))),
             Some(Slot::Loading { .. }) => {

@@ -6,6 +6,7 @@
 //! fjord-sim --seeds 10000 --first 1 --jobs 2      # a campaign
 //! fjord-sim --seed 4242 --verbose                 # one seed, its stats
 //! FJORD_SIM_LOG=debug fjord-sim --seed 4242       # with the nodes' logs
+//! fjord-sim --seed 161 --no-lease                 # gap B open again
 //! ```
 
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use clap::Parser;
-use fjord_sim::{run_seed, Outcome};
+use fjord_sim::{run_seed, Mutant, Outcome, SimConfig, World};
 
 #[derive(Debug, Parser)]
 #[command(about = "Fjord's deterministic cluster simulation")]
@@ -33,6 +34,10 @@ struct Args {
     /// Print every seed's stats.
     #[arg(long)]
     verbose: bool,
+    /// Run without the broker lease (`Mutant::NoBrokerLease`: gap B
+    /// open again), to show the seeds it fixed fail without it.
+    #[arg(long)]
+    no_lease: bool,
 }
 
 fn main() {
@@ -61,7 +66,13 @@ fn main() {
                 let Some(&seed) = seeds.get(i) else {
                     return;
                 };
-                let outcome = run_seed(seed);
+                let outcome = if args.no_lease {
+                    let mut config = SimConfig::new(seed);
+                    config.mutant = Some(Mutant::NoBrokerLease);
+                    World::new(config).run()
+                } else {
+                    run_seed(seed)
+                };
                 if args.verbose {
                     eprintln!("seed {seed}: {} nodes, {:?}", outcome.nodes, outcome.stats);
                 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use fjord_broker::controller::commands::{
     Answer, ControllerCommand, ControllerReply, CreateTopicSpec,
 };
+use fjord_broker::controller::driver::ELECTION_TICKS;
 use fjord_broker::controller::quorum::WriteFault;
 use fjord_broker::controller::state::ControllerConfig;
 use fjord_broker::group::offsets_log::OFFSETS_TOPIC;
@@ -54,6 +55,9 @@ pub struct SimConfig {
     pub tick_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub session_timeout_ms: u64,
+    /// The broker's `broker_lease_margin_ms` (one election timeout, as
+    /// the broker's default is for its 100 ms tick).
+    pub lease_margin_ms: u64,
     /// A deliberate bug, to show the checker catches it (never set by a
     /// campaign).
     pub mutant: Option<Mutant>,
@@ -65,6 +69,9 @@ pub enum Mutant {
     /// Every acks=all produce reaches the broker as acks=1: acknowledged
     /// before the followers have it.
     AcksAllAsLeaderOnly,
+    /// No broker lease: a node leads and coordinates by its image alone,
+    /// cut off from the quorum or not (the broker before gap B was fixed).
+    NoBrokerLease,
 }
 
 impl SimConfig {
@@ -81,6 +88,7 @@ impl SimConfig {
             tick_ms: 50,
             heartbeat_interval_ms: 250,
             session_timeout_ms: 1_500,
+            lease_margin_ms: ELECTION_TICKS as u64 * 50,
             mutant: None,
         }
     }
@@ -147,12 +155,16 @@ pub struct Stats {
     pub leader_only_lost: u64,
     /// Group offset commits acknowledged.
     pub group_commits: u64,
-    /// OffsetFetch answers of a coordinator the metadata had deposed.
+    /// OffsetFetch answers of a coordinator the metadata had deposed
+    /// (held to every rule: gap B is fixed by the broker lease).
     pub deposed_group_answers: u64,
     /// Metadata-log writes that failed on a full disk, and reopens of
     /// the log after one (over all nodes and starts).
     pub metadata_log_write_failures: u64,
     pub metadata_log_reopens: u64,
+    /// Client and group requests a node refused because its broker lease
+    /// did not hold.
+    pub unleased_refusals: u64,
 }
 
 impl Stats {
@@ -179,6 +191,10 @@ impl Stats {
                 self.metadata_log_write_failures,
             ),
             ("metadata logs reopened", self.metadata_log_reopens),
+            (
+                "requests refused without a broker lease",
+                self.unleased_refusals,
+            ),
         ]
     }
 }
@@ -458,6 +474,36 @@ impl World {
         true
     }
 
+    /// Hands node `i`'s broker lease (its controller's, on its clock) to
+    /// its data plane and group coordinators, before any call on them (as
+    /// every shard reads the broker's `BrokerLease`). Always held under
+    /// [`Mutant::NoBrokerLease`].
+    fn sync_lease(&mut self, i: usize) {
+        let now = self.local_now(i);
+        let node = &mut self.nodes[i];
+        let leased = self.config.mutant == Some(Mutant::NoBrokerLease)
+            || node.ctl.as_ref().is_some_and(|c| c.lease_holds(now));
+        if let Some(data) = node.data.as_mut() {
+            data.leased = leased;
+        }
+        if let Some(groups) = node.groups.as_mut() {
+            groups.leased = leased;
+        }
+    }
+
+    /// Adds node `i`'s refusals for want of a lease to the run's stats
+    /// (before a crash drops its data plane and coordinators, and at the
+    /// end).
+    fn retire_counters(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(data) = node.data.as_mut() {
+            self.stats.unleased_refusals += std::mem::take(&mut data.unleased);
+        }
+        if let Some(groups) = node.groups.as_ref() {
+            self.stats.unleased_refusals += groups.stats().unleased;
+        }
+    }
+
     fn local_now(&self, i: usize) -> u64 {
         self.now + self.nodes[i].skew_ms
     }
@@ -472,6 +518,7 @@ impl World {
             tick_ms: self.config.tick_ms,
             heartbeat_interval_ms: self.config.heartbeat_interval_ms,
             metadata_write_fault: node.metadata_full.clone(),
+            lease_margin_ms: self.config.lease_margin_ms,
         };
         let now = self.now + node.skew_ms;
         let disk = node.disk.take().unwrap_or_default();
@@ -722,6 +769,7 @@ impl World {
         request: ClientRequest,
     ) -> Option<ClientReply> {
         let now = self.local_now(i);
+        self.sync_lease(i);
         let data = self.nodes[i].data.as_mut()?;
         match request {
             ClientRequest::Produce(produce) => {
@@ -740,7 +788,7 @@ impl World {
                     partition: produce.partition,
                     acks: match self.config.mutant {
                         Some(Mutant::AcksAllAsLeaderOnly) => 1,
-                        None => produce.acks,
+                        Some(Mutant::NoBrokerLease) | None => produce.acks,
                     },
                     producer: produce.producer,
                     records: produce
@@ -1005,6 +1053,7 @@ impl World {
     /// Runs `f` on node `i`'s data plane (if it runs), then sends what it
     /// produced.
     fn data_step(&mut self, i: usize, f: impl FnOnce(&mut NodeData, &mut Vec<Out>)) {
+        self.sync_lease(i);
         let Some(data) = self.nodes[i].data.as_mut() else {
             return;
         };
@@ -1020,6 +1069,7 @@ impl World {
         i: usize,
         f: impl FnOnce(&mut NodeGroups, &mut DataOffsets<'_>, &mut Vec<GroupOut>),
     ) {
+        self.sync_lease(i);
         let node = &mut self.nodes[i];
         let (Some(groups), Some(data)) = (node.groups.as_mut(), node.data.as_mut()) else {
             return;
@@ -1043,6 +1093,23 @@ impl World {
         let me = self.nodes[i].id;
         for GroupOut::Reply { client, req, body } in out {
             if matches!(body, GroupResponse::Fetch(_)) && !self.coordinates(me, client) {
+                let ctl = self.nodes[i].ctl.as_ref();
+                let newest = self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.ctl.as_ref())
+                    .map(|c| c.applied())
+                    .max();
+                tracing::info!(
+                    node = me.0,
+                    client,
+                    req,
+                    t = self.now,
+                    applied = ctl.map(|c| c.applied()),
+                    newest,
+                    unfenced = ctl.map(|c| c.unfenced()),
+                    "sim: a deposed coordinator answered OffsetFetch"
+                );
                 self.checker.groups.deposed_answer(client, req);
             }
             tracing::debug!(node = me.0, client, req, ?body, "sim: group reply");
@@ -1216,6 +1283,7 @@ impl World {
                 let i = self.pick_victim();
                 if self.nodes[i].ctl.is_some() && self.nodes[i].paused_until.is_none() {
                     tracing::info!(node = i + 1, t = self.now, "sim: crash");
+                    self.retire_counters(i);
                     if let Some(ctl) = self.nodes[i].ctl.take() {
                         self.count_log_failures(&ctl);
                     }
@@ -1439,6 +1507,9 @@ impl World {
         }
         self.stats.leader_only_lost = self.checker.leader_only_lost;
         self.stats.deposed_group_answers = self.checker.groups.deposed_answers;
+        for i in 0..self.nodes.len() {
+            self.retire_counters(i);
+        }
         // Every member's committed offsets, at the coordinator that holds
         // its group now.
         for m in 0..self.members.len() {

@@ -13,10 +13,32 @@ fn env_u64(name: &str) -> Option<u64> {
 /// Seeds that found a bug (docs/CORRECTNESS.md lists each with its fix):
 /// they run on every test run, whatever `FJORD_SIM_SEEDS` says.
 const REGRESSION_SEEDS: &[u64] = &[
-    // A lost snapshot left a new learner without the metadata log.
-    1282, // A restarted leader counted its unreplicated tail as committed.
-    34,
+    1282, // S1: a lost snapshot left a new learner without the metadata log.
+    34,   // S2: a restarted leader counted its unreplicated tail as committed.
+    161,  // Gap B: a coordinator cut off from the quorum answered OffsetFetch
+    129,  // from its cache (`sim_without_the_broker_lease_gap_b_seeds_fail`).
 ];
+
+/// Gap B's seeds fail without the broker lease (`Mutant::NoBrokerLease`):
+/// a node cut off from the quorum keeps coordinating the groups it loaded
+/// and answers OffsetFetch behind the new coordinator's acknowledged
+/// commits. With the lease they pass (`REGRESSION_SEEDS`).
+#[test]
+fn sim_without_the_broker_lease_gap_b_seeds_fail() {
+    for seed in [161, 129] {
+        let mut config = SimConfig::new(seed);
+        config.mutant = Some(Mutant::NoBrokerLease);
+        let outcome = World::new(config).run();
+        assert!(
+            outcome
+                .violations
+                .iter()
+                .any(|v| v.contains("answered by a deposed coordinator")),
+            "seed {seed} without the lease: {:?}",
+            outcome.violations
+        );
+    }
+}
 
 #[test]
 fn sim_regression_seeds_hold_every_invariant() {

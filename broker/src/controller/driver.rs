@@ -135,11 +135,24 @@ pub struct ClusterConfig {
     /// Injected write failures of the metadata log (tests only; see
     /// [`WriteFault`]). Off in the broker.
     pub write_fault: WriteFault,
+    /// `broker_lease_margin_ms` ([`lifecycle::LeaseRule::margin_ms`]).
+    pub lease_margin_ms: u64,
+    /// This broker's lease, shared with every shard (the lifecycle writes
+    /// it: [`lifecycle::BrokerLease`]).
+    pub lease: Arc<lifecycle::BrokerLease>,
     /// The controller's settings (also used on non-controllers to fold).
     pub controller: ControllerConfig,
 }
 
 impl ClusterConfig {
+    /// The lease an acknowledged heartbeat grants (`lifecycle`).
+    pub fn lease_rule(&self) -> lifecycle::LeaseRule {
+        lifecycle::LeaseRule {
+            session_timeout_ms: self.controller.session_timeout_ms,
+            margin_ms: self.lease_margin_ms,
+        }
+    }
+
     fn voter_ids(&self) -> Vec<u64> {
         self.voters.iter().map(|v| u64::from(v.node.0)).collect()
     }
@@ -1203,7 +1216,7 @@ async fn controller_loop(driver: Weak<Driver>, jobs: LocalReceiver<Job>) {
                 let result = if records.is_empty() {
                     Ok(Answer {
                         reply: answer,
-                        index: 0,
+                        index: heartbeat_index(&command, d.applied.get()),
                     })
                 } else {
                     d.propose(&records).await.map(|index| Answer {
@@ -1275,6 +1288,18 @@ impl Driver {
             self.bootstrapping.set(false);
         }
         self.quorum.borrow().leader_ready(self.applied.get())
+    }
+}
+
+/// The index an answer without records carries: for a heartbeat, what
+/// this controller had applied when it answered (the broker extends its
+/// lease only once its own image reached it: a node far behind on the log
+/// must not lead on an image that misses leaderships moved away from it,
+/// `lifecycle::LeaseRule`); else 0.
+pub fn heartbeat_index(command: &ControllerCommand, applied: u64) -> u64 {
+    match command {
+        ControllerCommand::Heartbeat { .. } => applied,
+        _ => 0,
     }
 }
 

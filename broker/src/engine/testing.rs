@@ -114,6 +114,8 @@ async fn start_controller(service: &Rc<ShardService>, data_dir: &std::path::Path
         raft_tick_ms: 100,
         log_reopen_backoff_max_ms: 5_000,
         write_fault: crate::controller::quorum::WriteFault::default(),
+        lease_margin_ms: 1_000,
+        lease: Default::default(),
         controller: ControllerConfig {
             base,
             voters: vec![node],

@@ -39,6 +39,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -51,6 +52,7 @@ use super::coordinator::{Action, Coordinator, GroupConfig, Millis, ReplyId};
 use super::offsets_log::{self, OFFSETS_TOPIC};
 use super::ops::{GroupOp, GroupReply, GroupUnavailable};
 use crate::clock::now_ms;
+use crate::controller::driver::lifecycle::BrokerLease;
 
 /// What the group host needs of the shard that runs it: its own host, and
 /// the `__consumer_offsets` partitions this shard leads.
@@ -211,6 +213,11 @@ pub struct GroupHost {
     /// COORDINATOR_NOT_AVAILABLE and new ones are refused, so draining
     /// connections is not held up by a rebalance.
     stopping: Cell<bool>,
+    /// The broker's lease (`controller::driver::lifecycle::BrokerLease`,
+    /// shared by every shard): while it does not hold, every group request
+    /// answers NOT_COORDINATOR ([`GroupHost::call`]). `None`: not in a
+    /// cluster, always coordinating.
+    lease: Option<Arc<BrokerLease>>,
 }
 
 impl GroupHost {
@@ -232,7 +239,26 @@ impl GroupHost {
             wake,
             wake_rx: RefCell::new(Some(wake_rx)),
             stopping: Cell::new(false),
+            lease: None,
         }
+    }
+
+    /// The broker's lease this host coordinates under (gap B of
+    /// docs/CORRECTNESS.md); `None`: none needed.
+    pub fn with_lease(mut self, lease: Option<Arc<BrokerLease>>) -> GroupHost {
+        self.lease = lease;
+        self
+    }
+
+    /// Whether this node may act as a group coordinator now: its lease
+    /// holds. A node cut off from the metadata quorum stops answering
+    /// from the groups it loaded (OffsetFetch from its cache, JoinGroup
+    /// for a new generation) before the controller can fence it and move
+    /// `__consumer_offsets` leadership to a node that loads them afresh.
+    /// Its loaded groups stay: they serve again as soon as a heartbeat is
+    /// acknowledged, unless the image it applied meanwhile unloaded them.
+    pub fn coordinating(&self) -> bool {
+        self.lease.as_ref().is_none_or(|lease| lease.holds())
     }
 
     /// The shard is stopping: answers every parked request (clients
@@ -516,6 +542,9 @@ impl GroupHost {
             Ok(partition) => partition,
             Err(e) => return GroupReply::Unavailable(e),
         };
+        if !self.coordinating() {
+            return GroupReply::Unavailable(GroupUnavailable::NotCoordinator);
+        }
         let receiver = {
             let mut slots = self.slots.borrow_mut();
             let coordinator = match slots.get_mut(&partition) {

@@ -11,6 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,6 +38,7 @@ use super::state::{
     INITIAL_LEADER_EPOCH,
 };
 use crate::batches::{BatchesError, VerifiedBatches};
+use crate::controller::driver::lifecycle::BrokerLease;
 use crate::error::{Joined, OpenError, ReconfigureError, RemoveDirError};
 use crate::metadata::image::{PartitionEpoch, PartitionImage};
 use crate::ops::{
@@ -117,6 +119,11 @@ pub struct PartitionManager {
     ack_timeout: Cell<Duration>,
     /// `replica_lag_time_max_ms` of every partition here.
     replica_lag_time_max_ms: Cell<u64>,
+    /// The broker's lease (`controller::driver::lifecycle::BrokerLease`,
+    /// shared by every shard): while it does not hold, no partition here
+    /// acts as leader for clients ([`PartitionManager::leading`]). `None`:
+    /// not in a cluster (tests of one shard), always leading.
+    lease: Option<Arc<BrokerLease>>,
 }
 
 /// An ISR change a leader on this shard proposes (`AlterPartition`).
@@ -165,7 +172,26 @@ impl PartitionManager {
             proposals_ready: Notify::default(),
             ack_timeout: Cell::new(DEFAULT_ACK_TIMEOUT),
             replica_lag_time_max_ms: Cell::new(DEFAULT_REPLICA_LAG_TIME_MAX_MS),
+            lease: None,
         }
+    }
+
+    /// The broker's lease this shard's partitions lead under (gap B of
+    /// docs/CORRECTNESS.md); `None`: none needed.
+    pub fn with_lease(mut self, lease: Option<Arc<BrokerLease>>) -> PartitionManager {
+        self.lease = lease;
+        self
+    }
+
+    /// Whether this node may act as a partition leader for clients now:
+    /// its lease holds. A node cut off from the metadata quorum stops
+    /// before the controller can fence it and elect another leader, so it
+    /// never appends or serves reads as a deposed leader. Replica fetches
+    /// and this node's own reads (`read_local`) are not gated: a follower
+    /// fetching moves the high watermark only as far as the in-sync
+    /// replicas, which the new leader is one of.
+    pub fn leading(&self) -> bool {
+        self.lease.as_ref().is_none_or(|lease| lease.holds())
     }
 
     /// Replication limits (before any `open`): an acks=all produce's wait
@@ -637,6 +663,13 @@ impl PartitionManager {
             }
             return not_here(topic, partition);
         };
+        if !self.leading() {
+            refused(&p, &batches, ErrorCode::NotLeaderOrFollower);
+            return ProduceResult::error(
+                ErrorCode::NotLeaderOrFollower,
+                "this broker's lease expired: it lost touch with the controller",
+            );
+        }
         let begun = p.state.borrow().begin_produce(acks, self.clock.now_ms());
         let acks = match begun {
             Ok(acks) => acks,
@@ -797,6 +830,9 @@ impl PartitionManager {
             }
             return FetchResult::error(ErrorCode::NotLeaderOrFollower);
         };
+        if replica.is_none() && !self.leading() {
+            return FetchResult::error(ErrorCode::NotLeaderOrFollower);
+        }
         if let Err(error) = p.state.borrow().check_leader(current_leader_epoch) {
             return FetchResult::error(error.code());
         }
@@ -943,6 +979,9 @@ impl PartitionManager {
             }
             return ListOffsetsResult::error(ErrorCode::NotLeaderOrFollower);
         };
+        if !self.leading() {
+            return ListOffsetsResult::error(ErrorCode::NotLeaderOrFollower);
+        }
         let checked = {
             let state = p.state.borrow();
             state
@@ -1662,6 +1701,73 @@ mod tests {
                 .produce("t", p0, records, 1, DEFAULT_ACK_TIMEOUT)
                 .await;
             assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 4));
+            manager.close_all().await;
+        });
+    }
+
+    /// Gap B: while the broker's lease does not hold (cut off from the
+    /// controller), the leader refuses produces, consumer fetches and
+    /// ListOffsets with NOT_LEADER_OR_FOLLOWER (clients refresh their
+    /// metadata and retry), appends nothing, still answers replica
+    /// fetches, and leads again once the lease is regained.
+    #[test]
+    fn a_leader_without_its_lease_serves_no_client() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().to_owned();
+        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .make()
+            .expect("executor");
+        executor.run(async move {
+            let base = LogConfig {
+                prepare_step_bytes: 64 * 1024,
+                prepare_ahead_bytes: 64 * 1024,
+                ..LogConfig::default()
+            };
+            let lease = Arc::new(BrokerLease::new());
+            lease.extend_to(u64::MAX - 1);
+            let manager = PartitionManager::new(
+                ShardId(0),
+                data_dir,
+                base,
+                BatchCache::new(fjord_storage::CacheConfig::default()),
+                Rc::new(fjord_storage::SystemClock),
+            )
+            .with_lease(Some(lease.clone()));
+            let config = TopicConfig::from_log_config(&base);
+            let p0 = PartitionId(0);
+            manager.open("t", &[p0], &config).await.expect("open");
+            let records =
+                VerifiedBatches::verify(&Bytes::from(batch(&[b"a", b"b"]))).expect("valid");
+            let acked = manager
+                .produce("t", p0, records.clone(), 1, DEFAULT_ACK_TIMEOUT)
+                .await;
+            assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 0));
+
+            lease.revoke();
+            assert!(!manager.leading());
+            let refused = manager
+                .produce("t", p0, records.clone(), 1, DEFAULT_ACK_TIMEOUT)
+                .await;
+            assert_eq!(refused.error, ErrorCode::NotLeaderOrFollower);
+            let p = manager.get("t", p0).expect("open");
+            assert_eq!(p.state.borrow().log_end(), Offset(2), "nothing appended");
+            let read = manager.fetch("t", p0, 0, 1 << 20, None, None).await;
+            assert_eq!(read.error, ErrorCode::NotLeaderOrFollower);
+            assert!(read.batches.is_empty());
+            let listed = manager.list_offsets("t", p0, LATEST, None).await;
+            assert_eq!(listed.error, ErrorCode::NotLeaderOrFollower);
+            // This node's own reads (a coordinator's replay) still work.
+            let local = manager.read_local("t", p0, 0, 1 << 20).await;
+            assert_eq!((local.error, local.batches.len()), (ErrorCode::None, 1));
+
+            lease.extend_to(u64::MAX - 1);
+            let acked = manager
+                .produce("t", p0, records, 1, DEFAULT_ACK_TIMEOUT)
+                .await;
+            assert_eq!((acked.error, acked.base_offset), (ErrorCode::None, 2));
+            let read = manager.fetch("t", p0, 0, 1 << 20, None, None).await;
+            assert_eq!((read.error, read.high_watermark), (ErrorCode::None, 4));
             manager.close_all().await;
         });
     }

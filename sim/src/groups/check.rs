@@ -105,21 +105,22 @@ pub struct GroupChecker {
     /// Fetch answers excused by an indeterminate commit.
     pub indeterminate_seen: u64,
     /// Fetches answered by a node that was no longer the group's
-    /// coordinator in the committed metadata (it had not heard yet):
-    /// (client, request). Their answers are counted, not held to the
-    /// floor (see [`GroupChecker::deposed_answer`]).
+    /// coordinator in the committed metadata (it had not applied that
+    /// yet): (client, request). Counted, and held to every rule like any
+    /// other answer (see [`GroupChecker::deposed_answer`]).
     deposed: std::collections::BTreeSet<(u32, u64)>,
     pub deposed_answers: u64,
 }
 
 impl GroupChecker {
     /// The world saw fetch `req` of `client` answered by a coordinator
-    /// the committed metadata had already deposed (a node cut off from
-    /// the quorum still serving its loaded groups). Kafka's coordinators
-    /// behave alike: a deposed coordinator answers from its cache until
-    /// it learns of the new leader, so its OffsetFetch may be stale. That
-    /// answer is exempt from the never-backwards rule (not from the
-    /// phantom rule); docs/CORRECTNESS.md lists it as a known gap.
+    /// the committed metadata had already deposed (it had not applied
+    /// the move yet). Such an answer is counted and, since the broker
+    /// lease (gap B of docs/CORRECTNESS.md), held to the never-backwards
+    /// rule like any other: a node cut off from the quorum stops
+    /// answering before the controller can fence it and move its groups,
+    /// so a deposed coordinator that still answers must not answer
+    /// behind the new one's acknowledged commits.
     pub fn deposed_answer(&mut self, client: u32, req: u64) {
         self.deposed.insert((client, req));
     }
@@ -236,21 +237,23 @@ impl GroupChecker {
                 }
                 // Every partition of that answer (a set per run: deposed
                 // answers are few).
-                if self.deposed.contains(&(*client, *req)) {
+                let deposed = if self.deposed.contains(&(*client, *req)) {
                     self.deposed_answers += 1;
-                    return violations;
-                }
+                    " (answered by a deposed coordinator)"
+                } else {
+                    ""
+                };
                 if let Some(floor) = floor {
                     match offset {
                         None => violations.push(format!(
-                            "committed offset lost: {group}/{tp} fetched nothing at {at_ms} ms after {floor} was acknowledged"
+                            "committed offset lost: {group}/{tp} fetched nothing at {at_ms} ms after {floor} was acknowledged{deposed}"
                         )),
                         Some(o) if *o < floor => {
                             if sent(*o) == Some(false) {
                                 self.indeterminate_seen += 1;
                             } else {
                                 violations.push(format!(
-                                    "committed offset went backwards: {group}/{tp} fetched {o} at {at_ms} ms after {floor} was acknowledged"
+                                    "committed offset went backwards: {group}/{tp} fetched {o} at {at_ms} ms after {floor} was acknowledged{deposed}"
                                 ));
                             }
                         }

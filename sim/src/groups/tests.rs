@@ -709,6 +709,47 @@ fn a_loading_coordinator_answers_load_in_progress_and_retries_failed_loads() {
     );
 }
 
+/// Gap B, as `GroupHost::coordinating`: without its broker lease a node
+/// answers its loaded groups' requests NOT_COORDINATOR (still naming
+/// itself in FindCoordinator: its image does), and serves them again as
+/// they were once the lease is back.
+#[test]
+fn a_node_without_its_lease_answers_not_coordinator() {
+    let mut h = Harness::new(5);
+    h.apply_image(&image(1, 1, 0));
+    h.run(100);
+    let p = tp("t", 0);
+    assert!(h
+        .call(0, 1, simple_commit("s", &[(p.clone(), 5)]))
+        .is_empty());
+    assert_eq!(
+        only_reply(h.settle(), 1),
+        GroupResponse::Commit(vec![(p.clone(), ErrorCode::None)])
+    );
+    h.nodes[0].leased = false;
+    assert_eq!(
+        only_reply(h.call(0, 2, fetch("s", &p)), 2),
+        GroupResponse::Unavailable(ErrorCode::NotCoordinator)
+    );
+    assert_eq!(
+        only_reply(h.call(0, 3, simple_commit("s", &[(p.clone(), 6)])), 3),
+        GroupResponse::Unavailable(ErrorCode::NotCoordinator)
+    );
+    let find = GroupRequest::FindCoordinator {
+        group_id: "s".to_owned(),
+    };
+    assert_eq!(
+        only_reply(h.call(0, 4, find), 4),
+        GroupResponse::Coordinator(Ok(NodeId(1)))
+    );
+    assert_eq!(h.nodes[0].stats().unleased, 2);
+    h.nodes[0].leased = true;
+    assert_eq!(
+        fetched_offset(only_reply(h.call(0, 5, fetch("s", &p)), 5)),
+        Some(5)
+    );
+}
+
 #[test]
 fn the_connection_model_drops_duplicated_reordered_and_pre_start_requests() {
     let mut h = Harness::new(5);
@@ -929,6 +970,34 @@ fn the_group_rules_accept_good_histories_and_flag_bad_ones() {
     assert!(lost.contains("lost"), "{lost}");
     let phantom = checker.check_final("g", &t, Some(8)).expect("a violation");
     assert!(phantom.contains("phantom"), "{phantom}");
+    // Bad since the broker lease (gap B): a deposed coordinator's stale
+    // answer is held to the rule like any other (it used to be exempt).
+    let mut checker = GroupChecker::default();
+    let mut v = Vec::new();
+    for e in [
+        sent(1, 5),
+        acked(1, 5),
+        sent(2, 7),
+        acked(2, 7),
+        fetch_sent(3),
+    ] {
+        v.extend(checker.observe(&e));
+    }
+    checker.deposed_answer(1, 3);
+    v.extend(checker.observe(&fetched(3, Some(5))));
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("went backwards"), "{v:?}");
+    assert!(v[0].contains("deposed coordinator"), "{v:?}");
+    assert_eq!(checker.deposed_answers, 1);
+    // A deposed coordinator that answers what the real one holds: counted,
+    // not a violation.
+    let mut checker = GroupChecker::default();
+    for e in [sent(1, 5), acked(1, 5), fetch_sent(2)] {
+        assert!(checker.observe(&e).is_empty());
+    }
+    checker.deposed_answer(1, 2);
+    assert!(checker.observe(&fetched(2, Some(5))).is_empty());
+    assert_eq!(checker.deposed_answers, 1);
     // Harness sanity: two writers of one partition.
     let mut other = sent(2, 9);
     if let GroupEvent::CommitSent { client, .. } = &mut other {

@@ -71,6 +71,8 @@ fn cluster_config(node: u32, ports: &[u16], dir: &std::path::Path, tick_ms: u64)
         raft_tick_ms: tick_ms,
         log_reopen_backoff_max_ms: 1_000,
         write_fault: WriteFault::default(),
+        lease_margin_ms: 1_000,
+        lease: Default::default(),
     }
 }
 
@@ -523,13 +525,15 @@ fn a_node_whose_metadata_log_cannot_be_written_reopens_it_and_rejoins() {
     };
     let mut nodes: Vec<Option<Node>> = (1..=3).map(|n| Some(Node::start(config(n)))).collect();
     let node = |n: u32| nodes[n as usize - 1].as_ref().unwrap();
-    wait_until("a controller all agree on", || {
-        agreed_controller(&nodes).is_some()
+    // Read together: under load the controller may still change between
+    // two separate waits.
+    let mut agreed = None;
+    wait_until("a controller all agree on, every node unfenced", || {
+        agreed = agreed_controller(&nodes)
+            .filter(|_| nodes.iter().flatten().all(|n| n.status().unfenced));
+        agreed.is_some()
     });
-    wait_until("every node unfenced", || {
-        nodes.iter().flatten().all(|n| n.status().unfenced)
-    });
-    let victim = agreed_controller(&nodes).unwrap();
+    let victim = agreed.expect("waited for above");
     let others: Vec<u32> = (1..=3).filter(|n| *n != victim).collect();
     let mut answers = Vec::new();
 

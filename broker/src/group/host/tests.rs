@@ -134,6 +134,15 @@ impl GroupShard for MemoryShard {
 /// A shard over `logs` leading nothing yet, with its host attached and
 /// its timer started.
 fn shard_over(logs: &BTreeMap<PartitionId, Rc<MemoryLog>>, config: GroupConfig) -> Rc<MemoryShard> {
+    shard_leased(logs, config, None)
+}
+
+/// [`shard_over`], its host coordinating under `lease`.
+fn shard_leased(
+    logs: &BTreeMap<PartitionId, Rc<MemoryLog>>,
+    config: GroupConfig,
+    lease: Option<Arc<BrokerLease>>,
+) -> Rc<MemoryShard> {
     let shard = Rc::new(MemoryShard {
         host: OnceCell::new(),
         logs: logs.clone(),
@@ -144,7 +153,10 @@ fn shard_over(logs: &BTreeMap<PartitionId, Rc<MemoryLog>>, config: GroupConfig) 
         hold_reads: Cell::new(false),
         gate: Semaphore::new(0),
     });
-    let attached = shard.host.set(GroupHost::new(config, 8, 1)).is_ok();
+    let attached = shard
+        .host
+        .set(GroupHost::new(config, 8, 1).with_lease(lease))
+        .is_ok();
     assert!(attached);
     GroupHost::start_timer(&shard);
     shard
@@ -337,6 +349,48 @@ fn committed_offsets_are_written_and_replayed_and_a_failed_write_is_the_commits_
         let e = unavailable(call(&second, simple_commit(&g, &[(0, 1)])).await);
         assert_eq!(e, GroupUnavailable::BrokerStopping);
         assert_eq!(e.code(), ErrorCode::CoordinatorNotAvailable);
+    });
+}
+
+/// Gap B: a node whose lease ran out (cut off from the controller) keeps
+/// its loaded groups but answers every group request NOT_COORDINATOR
+/// (no OffsetFetch from its cache, no JoinGroup for a new generation, no
+/// commit) until a heartbeat is acknowledged again.
+#[test]
+fn a_host_without_its_lease_coordinates_nothing() {
+    run(async {
+        let logs = logs();
+        let g = group_on(0);
+        let lease = Arc::new(BrokerLease::new());
+        lease.extend_to(u64::MAX - 1);
+        let shard = shard_leased(&logs, GroupConfig::default(), Some(lease.clone()));
+        shard
+            .led
+            .borrow_mut()
+            .insert(PartitionId(0), LeaderEpoch(0));
+        let host = shard.group_host().expect("attached");
+        host.load_led(&shard).await.expect("load");
+        let reply = call(&shard, simple_commit(&g, &[(0, 5)])).await;
+        assert_eq!(commit_error(reply), ErrorCode::None);
+        assert_eq!(fetched(call(&shard, fetch_all(&g)).await), [(0, 5)]);
+
+        lease.revoke();
+        assert!(!host.coordinating());
+        for op in [fetch_all(&g), join(&g), simple_commit(&g, &[(0, 6)])] {
+            let e = unavailable(call(&shard, op).await);
+            assert_eq!(e, GroupUnavailable::NotCoordinator);
+            assert_eq!(e.code(), ErrorCode::NotCoordinator);
+        }
+        assert_eq!(
+            logs[&PartitionId(0)].batches.borrow().len(),
+            1,
+            "nothing written"
+        );
+        // Still loaded: an acknowledged heartbeat brings it back as it was.
+        assert!(host.offsets_partitions().contains(&(PartitionId(0), true)));
+
+        lease.extend_to(u64::MAX - 1);
+        assert_eq!(fetched(call(&shard, fetch_all(&g)).await), [(0, 5)]);
     });
 }
 
