@@ -603,6 +603,13 @@ impl SimController {
         self.reopen_at_ms = Some(self.now_ms + self.reopen_backoff_ms);
         self.log_write_failures += 1;
         self.failed = true;
+        self.step_down(out);
+    }
+
+    /// No longer the controller (or never was, now): the command running
+    /// and the queued ones fail (they may still commit: never a wrong
+    /// success), and the controller state follows.
+    fn step_down(&mut self, out: &mut Vec<CtlOut>) {
         self.fail_running(out);
         for job in std::mem::take(&mut self.jobs) {
             self.reply(job, Err("not the controller".to_owned()), out);
@@ -749,14 +756,7 @@ impl SimController {
     /// fails (it may still commit: never a wrong success).
     fn check_leadership(&mut self, out: &mut Vec<CtlOut>) {
         if !self.quorum.is_leader() {
-            self.fail_running(out);
-            for job in std::mem::take(&mut self.jobs) {
-                self.reply(job, Err("not the controller".to_owned()), out);
-            }
-            if self.controller_term != 0 {
-                self.controller_term = 0;
-                self.state.become_follower();
-            }
+            self.step_down(out);
             return;
         }
         let term = self.quorum.term();
