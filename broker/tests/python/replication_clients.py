@@ -138,6 +138,17 @@ def produce(args):
 
         return on_delivery
 
+    def poll(timeout):
+        # librdkafka may raise a fatal error from its own state here (e.g.
+        # "Unable to reconstruct MessageSet" after epoch bumps): recorded,
+        # and the loop ends with the closing line saying how many were
+        # sent, so the checker knows every value that may be in the log.
+        try:
+            producer.poll(timeout)
+        except KafkaException as error:
+            fatal.append(str(error))
+            out.write(json.dumps({"fatal": str(error)}) + "\n")
+
     sent = 0
     interval = 1.0 / args.per_second
     next_send = time.monotonic()
@@ -148,7 +159,7 @@ def produce(args):
             break
         now = time.monotonic()
         if now < next_send:
-            producer.poll(min(next_send - now, POLL_SECONDS))
+            poll(min(next_send - now, POLL_SECONDS))
             continue
         next_send += interval
         partition = sent % args.partitions
@@ -164,7 +175,7 @@ def produce(args):
             )
         except BufferError:
             # The local queue is full (a long failover): wait, send again.
-            producer.poll(POLL_SECONDS)
+            poll(POLL_SECONDS)
             next_send = time.monotonic()
             continue
         except KafkaException as error:
@@ -172,10 +183,15 @@ def produce(args):
             out.write(json.dumps({"fatal": str(error)}) + "\n")
             break
         sent += 1
-        producer.poll(0)
+        poll(0)
     # Every record gets its report: acknowledged, or failed when
     # message.timeout.ms runs out.
-    unreported = producer.flush(args.message_timeout_ms / 1000 + 30)
+    try:
+        unreported = producer.flush(args.message_timeout_ms / 1000 + 30)
+    except KafkaException as error:
+        fatal.append(str(error))
+        out.write(json.dumps({"fatal": str(error)}) + "\n")
+        unreported = len(producer)
     out.write(json.dumps({"done": True, "sent": sent, "unreported": unreported}) + "\n")
     out.close()
     print(f"produce: sent {sent}, {unreported} without a report, fatal {fatal}", flush=True)
