@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod group;
 pub mod kafka;
+pub mod lease;
 pub mod mesh;
 pub mod metadata;
 pub mod native;

@@ -15,7 +15,6 @@ use glommio::{CpuSet, ExecutorJoinHandle};
 
 use crate::config::Config;
 use crate::connection_limits::ConnectionTable;
-use crate::controller::driver::lifecycle::BrokerLease;
 use crate::controller::driver::{ClusterConfig, Voter};
 use crate::controller::import;
 use crate::controller::state::{offsets_topic_overrides, ControllerConfig};
@@ -23,6 +22,7 @@ use crate::datadir::DataDir;
 use crate::engine::{BrokerView, EngineLimits};
 use crate::error::BrokerError;
 use crate::group::offsets_log::OFFSETS_TOPIC;
+use crate::lease::BrokerLease;
 use crate::mesh::mesh_ends;
 use crate::metadata::image::{BrokerEndpoints, Endpoint, PartitionImage, TopicId, TopicImage};
 use crate::metadata::registry::TopicRegistry;

@@ -52,7 +52,7 @@ use super::coordinator::{Action, Coordinator, GroupConfig, Millis, ReplyId};
 use super::offsets_log::{self, OFFSETS_TOPIC};
 use super::ops::{GroupOp, GroupReply, GroupUnavailable};
 use crate::clock::now_ms;
-use crate::controller::driver::lifecycle::BrokerLease;
+use crate::lease::BrokerLease;
 
 /// What the group host needs of the shard that runs it: its own host, and
 /// the `__consumer_offsets` partitions this shard leads.

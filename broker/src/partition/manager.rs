@@ -38,8 +38,8 @@ use super::state::{
     INITIAL_LEADER_EPOCH,
 };
 use crate::batches::{BatchesError, VerifiedBatches};
-use crate::controller::driver::lifecycle::BrokerLease;
 use crate::error::{Joined, OpenError, ReconfigureError, RemoveDirError};
+use crate::lease::BrokerLease;
 use crate::metadata::image::{PartitionEpoch, PartitionImage};
 use crate::ops::{
     DamagedRange, EpochEndResult, FetchResult, ListOffsetsResult, PartitionHealth, ProduceResult,
