@@ -199,6 +199,12 @@ impl Replicas {
         self.partition_epoch
     }
 
+    /// The leader's log end when it took its current leader epoch (Kafka's
+    /// `leaderEpochStartOffset`).
+    pub fn epoch_start(&self) -> Offset {
+        self.epoch_start
+    }
+
     /// The proposal in flight, if any.
     pub fn pending(&self) -> Option<&IsrChange> {
         self.pending.as_ref()

@@ -687,7 +687,9 @@ impl PartitionState {
 
     /// Whether this leader may answer a client's ListOffsets. As Kafka
     /// (`Partition.fetchOffsetForTimestamp`): not while its high watermark
-    /// is below the start offset of its leader epoch, which is where a
+    /// is below the start offset of its leader epoch (the log end when it
+    /// took the epoch, the same bound ISR expansion uses:
+    /// [`Replicas::epoch_start`]), which is where a
     /// just-elected leader (its high watermark is the last one it learned
     /// as a follower) or a just-reopened replica (its high watermark starts
     /// at its log start, see [`Self::new`]) stands until its followers
@@ -695,22 +697,14 @@ impl PartitionState {
     /// given, and a consumer resetting to "latest" would start in the
     /// middle of the log. OFFSET_NOT_AVAILABLE is retriable.
     pub fn check_offsets_available(&self) -> Result<(), PartitionError> {
-        let epoch_start = self
-            .epochs
-            .entries()
-            .iter()
-            .rev()
-            .find(|e| e.epoch == self.leader_epoch)
-            .map(|e| e.start_offset);
-        match epoch_start {
-            Some(epoch_start) if self.high_watermark < epoch_start => {
-                Err(PartitionError::OffsetNotAvailable {
-                    high_watermark: self.high_watermark,
-                    epoch_start,
-                })
-            }
-            _ => Ok(()),
+        let epoch_start = self.replicas.epoch_start();
+        if self.high_watermark < epoch_start {
+            return Err(PartitionError::OffsetNotAvailable {
+                high_watermark: self.high_watermark,
+                epoch_start,
+            });
         }
+        Ok(())
     }
 
     /// The checks of a produce at `now_ms` before any batch is looked at.
