@@ -1590,6 +1590,35 @@ mod tests {
     use crate::partition::epochs;
     use fjord_schema::batch::{BatchBuilder, BatchOptions, RecordInput};
 
+    /// Runs `body` on a fresh executor (1 MiB of io memory).
+    fn run(body: impl std::future::Future<Output = ()>) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .make()
+            .expect("executor")
+            .run(body);
+    }
+
+    /// Logs whose segments are prepared 64 KiB at a time.
+    fn small_logs() -> LogConfig {
+        LogConfig {
+            prepare_step_bytes: 64 * 1024,
+            prepare_ahead_bytes: 64 * 1024,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Shard 0's manager of `dir`, on the system clock.
+    fn manager_in(dir: PathBuf, base: LogConfig) -> PartitionManager {
+        PartitionManager::new(
+            ShardId(0),
+            dir,
+            base,
+            BatchCache::new(fjord_storage::CacheConfig::default()),
+            Rc::new(fjord_storage::SystemClock),
+        )
+    }
+
     fn batch(values: &[&[u8]]) -> Vec<u8> {
         let mut builder = BatchBuilder::new(BatchOptions::default());
         for (i, value) in values.iter().enumerate() {
@@ -1629,23 +1658,9 @@ mod tests {
     fn the_driver_runs_the_states_decisions() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().to_owned();
-        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(1 << 20)
-            .make()
-            .expect("executor");
-        executor.run(async move {
-            let base = LogConfig {
-                prepare_step_bytes: 64 * 1024,
-                prepare_ahead_bytes: 64 * 1024,
-                ..LogConfig::default()
-            };
-            let manager = PartitionManager::new(
-                ShardId(0),
-                data_dir,
-                base,
-                BatchCache::new(fjord_storage::CacheConfig::default()),
-                Rc::new(fjord_storage::SystemClock),
-            );
+        run(async move {
+            let base = small_logs();
+            let manager = manager_in(data_dir, base);
             let mut config = TopicConfig::from_log_config(&base);
             let p0 = PartitionId(0);
             manager.open("t", &[p0], &config).await.expect("open");
@@ -1714,26 +1729,11 @@ mod tests {
     fn a_leader_without_its_lease_serves_no_client() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().to_owned();
-        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(1 << 20)
-            .make()
-            .expect("executor");
-        executor.run(async move {
-            let base = LogConfig {
-                prepare_step_bytes: 64 * 1024,
-                prepare_ahead_bytes: 64 * 1024,
-                ..LogConfig::default()
-            };
+        run(async move {
+            let base = small_logs();
             let lease = Arc::new(BrokerLease::new());
             lease.extend_to(u64::MAX - 1);
-            let manager = PartitionManager::new(
-                ShardId(0),
-                data_dir,
-                base,
-                BatchCache::new(fjord_storage::CacheConfig::default()),
-                Rc::new(fjord_storage::SystemClock),
-            )
-            .with_lease(Some(lease.clone()));
+            let manager = manager_in(data_dir, base).with_lease(Some(lease.clone()));
             let config = TopicConfig::from_log_config(&base);
             let p0 = PartitionId(0);
             manager.open("t", &[p0], &config).await.expect("open");
@@ -1783,25 +1783,9 @@ mod tests {
     fn a_leader_and_a_follower_replicate_and_truncate() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
-        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(1 << 20)
-            .make()
-            .expect("executor");
-        executor.run(async move {
-            let base = LogConfig {
-                prepare_step_bytes: 64 * 1024,
-                prepare_ahead_bytes: 64 * 1024,
-                ..LogConfig::default()
-            };
-            let manager = |dir: PathBuf| {
-                Rc::new(PartitionManager::new(
-                    ShardId(0),
-                    dir,
-                    base,
-                    BatchCache::new(fjord_storage::CacheConfig::default()),
-                    Rc::new(fjord_storage::SystemClock),
-                ))
-            };
+        run(async move {
+            let base = small_logs();
+            let manager = |dir: PathBuf| Rc::new(manager_in(dir, base));
             let (a, b) = (manager(dir_a), manager(dir_b));
             let config = TopicConfig::from_log_config(&base);
             let p0 = PartitionId(0);
