@@ -698,9 +698,7 @@ impl PartitionManager {
         let now_ms = self.clock.now_ms();
         let mut base_offset = None;
         for batch in batches {
-            let producer = BatchView::parse_header(&batch)
-                .ok()
-                .and_then(ProducerBatch::of);
+            let producer = producer_of(&batch);
             // Checked under the gate, so no other append of this partition
             // runs between this check and `appended` below.
             let plan = p.state.borrow().check_batch(producer.as_ref());
@@ -1178,9 +1176,7 @@ impl ReplicaLogs for PartitionManager {
                 Ok((view, _)) => (view.header().leader_epoch(), view.header().base_offset()),
                 Err(error) => return Err(FollowerError::Diverged(error.to_string())),
             };
-            let producer = BatchView::parse_header(&batch)
-                .ok()
-                .and_then(ProducerBatch::of);
+            let producer = producer_of(&batch);
             if base != p.state.borrow().log_end() {
                 return Err(FollowerError::Diverged(format!(
                     "batch at {base}, the log ends at {}",
@@ -1403,16 +1399,21 @@ pub fn produce_policy(config: &TopicConfig, replica_lag_time_max_ms: u64) -> Pro
 /// disk refused), sends such a batch again under the new epoch: a
 /// duplicate in the log. Found by the nemesis harness (issue 15,
 /// docs/CORRECTNESS.md; `scripts/chaos --kinds disk-full`).
+/// The idempotent-producer fields of a batch (`None`: not idempotent; the
+/// batches given here were verified where they entered, so they parse).
+fn producer_of(batch: &[u8]) -> Option<ProducerBatch> {
+    BatchView::parse_header(batch)
+        .ok()
+        .and_then(ProducerBatch::of)
+}
+
 /// Tells the partition state that `batches` were refused unwritten with
 /// `code` (before any was checked), so the requests their clients sent
 /// behind them get the same answer ([`PartitionState::refused`]).
 fn refused(p: &Partition, batches: &VerifiedBatches, code: ErrorCode) {
     let mut state = p.state.borrow_mut();
     for batch in batches.iter() {
-        let producer = BatchView::parse_header(batch)
-            .ok()
-            .and_then(ProducerBatch::of);
-        state.refused(producer.as_ref(), code);
+        state.refused(producer_of(batch).as_ref(), code);
     }
 }
 
